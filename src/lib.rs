@@ -1,0 +1,41 @@
+//! # intake
+//!
+//! Exactly-once ingestion of third-party HTTP APIs, webhooks and pushed batches into Apache
+//! Kafka. See `docs/ARCHITECTURE.md` for the data flow and `../shared/DESIGN.md` for the
+//! contracts this crate implements.
+//!
+//! # Layout
+//!
+//! | module        | what lives there |
+//! |---------------|------------------|
+//! | [`cli`]       | the `intake` command line: flag parsing and dispatch only |
+//! | [`config`]    | the TOML configuration, its defaults, validation and secrets |
+//! | [`kafka`]     | every Kafka client is built here; transactions; error classification |
+//! | [`headers`]   | the landing and DLQ header contract (names are the contract) |
+//! | [`topics`]    | topics as code (`topics/*.toml`) and `intake topics apply` |
+//! | [`registry`]  | the schema registry (Confluent API): schemas as code, lookups, encoding |
+//! | [`signing`]   | HMAC-SHA256 webhook signatures shared by `serve` and `sim` |
+//! | [`telemetry`] | tracing setup and metric names |
+//! | [`sim`]       | `intake sim`: a realistic upstream SaaS API with faults and a ground truth |
+//! | [`fetch`]     | pulls HTTP sources and lands raw pages with their cursor in one transaction |
+//! | [`quota`]     | per-token pacing owned centrally through Kafka group assignment |
+//! | [`validate`]  | splits pages into records, validates against the registry, routes drift to the DLQ |
+//! | [`dedup`]     | keeps the latest version per primary key in compacted topics |
+//! | [`serve`]     | webhooks and idempotent batch jobs over HTTP |
+//! | [`dlq`]       | DLQ triage: summary, show, replay, schema proposals |
+
+pub mod cli;
+pub mod config;
+pub mod dedup;
+pub mod dlq;
+pub mod fetch;
+pub mod headers;
+pub mod kafka;
+pub mod quota;
+pub mod registry;
+pub mod serve;
+pub mod signing;
+pub mod sim;
+pub mod telemetry;
+pub mod topics;
+pub mod validate;
