@@ -1,1 +1,183 @@
-//! See the crate-level layout map.
+//! The header contract of DESIGN.md: the names are the contract, so they exist only here.
+//!
+//! Landing records carry `intake.*` headers describing where the bytes came from; DLQ records
+//! carry `dlq.*` headers saying what was wrong. [`Headers`] builds them; [`get`] reads one
+//! back from a consumed message without copying.
+
+use rdkafka::message::{Header, OwnedHeaders};
+
+/// Landing: source name.
+pub const SOURCE: &str = "intake.source";
+/// Landing: stream name.
+pub const STREAM: &str = "intake.stream";
+/// Landing: what the value is ([`Kind`]).
+pub const KIND: &str = "intake.kind";
+/// Landing: when the response was received (RFC 3339).
+pub const FETCHED_AT: &str = "intake.fetched_at";
+/// Landing: the request URL with secrets redacted.
+pub const REQUEST: &str = "intake.request";
+/// Landing: HTTP status of the response.
+pub const STATUS: &str = "intake.status";
+/// Landing: the cursor the page was requested with.
+pub const CURSOR: &str = "intake.cursor";
+/// Landing: the cursor after this page.
+pub const NEXT_CURSOR: &str = "intake.next_cursor";
+/// Landing: the sync this page belongs to.
+pub const SYNC_ID: &str = "intake.sync_id";
+/// Landing: page sequence number within the sync (events: the entity's sequence number).
+pub const SEQ: &str = "intake.seq";
+/// Landing: claim-check reference `uri=<uri>;sha256=<hex>;size=<n>`.
+pub const BLOB: &str = "intake.blob";
+/// Landing: sync mode of a `sync-begin` marker (`full` or `incremental`).
+pub const MODE: &str = "intake.mode";
+/// Events and batches: the id of the event, job or replay that produced the record.
+pub const EVENT_ID: &str = "intake.event_id";
+/// Batches: the job id.
+pub const JOB_ID: &str = "intake.job_id";
+/// Valid and curated topics: record version (decimal i64).
+pub const VERSION: &str = "intake.version";
+/// Valid and curated topics: content hash (hex u64) breaking version ties.
+pub const HASH: &str = "intake.hash";
+/// Valid topic: provenance `topic/partition/offset` of the landing record.
+pub const ORIGIN: &str = "intake.origin";
+/// Replays: the replay id that re-landed the record.
+pub const REPLAY_ID: &str = "intake.replay_id";
+
+/// DLQ: error kind (`malformed_json`, `missing_field`, ...).
+pub const DLQ_KIND: &str = "dlq.error.kind";
+/// DLQ: human-readable detail naming the field.
+pub const DLQ_DETAIL: &str = "dlq.error.detail";
+/// DLQ: the field at fault, when there is one.
+pub const DLQ_FIELD: &str = "dlq.error.field";
+/// DLQ: the subject validated against.
+pub const DLQ_SUBJECT: &str = "dlq.schema.subject";
+/// DLQ: the schema version validated against.
+pub const DLQ_SCHEMA_VERSION: &str = "dlq.schema.version";
+/// DLQ: `topic/partition/offset` of the input record.
+pub const DLQ_ORIGIN: &str = "dlq.origin";
+/// DLQ: the stage that rejected it.
+pub const DLQ_STAGE: &str = "dlq.stage";
+/// DLQ: when (RFC 3339).
+pub const DLQ_AT: &str = "dlq.at";
+
+/// Values of [`KIND`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A raw API response page.
+    Page,
+    /// A webhook event.
+    Event,
+    /// A pushed batch.
+    Batch,
+    /// A claim-check reference to a blob.
+    BlobRef,
+    /// Start of a sync.
+    SyncBegin,
+    /// End of a sync.
+    SyncEnd,
+}
+
+impl Kind {
+    /// The header value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Page => "page",
+            Kind::Event => "event",
+            Kind::Batch => "batch",
+            Kind::BlobRef => "blob-ref",
+            Kind::SyncBegin => "sync-begin",
+            Kind::SyncEnd => "sync-end",
+        }
+    }
+
+    /// Parses a header value.
+    pub fn parse(s: &[u8]) -> Option<Self> {
+        Some(match s {
+            b"page" => Kind::Page,
+            b"event" => Kind::Event,
+            b"batch" => Kind::Batch,
+            b"blob-ref" => Kind::BlobRef,
+            b"sync-begin" => Kind::SyncBegin,
+            b"sync-end" => Kind::SyncEnd,
+            _ => return None,
+        })
+    }
+}
+
+/// A small builder over [`OwnedHeaders`].
+#[derive(Default)]
+pub struct Headers(OwnedHeaders);
+
+impl Headers {
+    /// No headers yet.
+    pub fn new() -> Self {
+        Self(OwnedHeaders::new())
+    }
+    /// Adds a header.
+    #[must_use]
+    pub fn with(self, key: &str, value: impl AsRef<[u8]>) -> Self {
+        Self(self.0.insert(Header { key, value: Some(value.as_ref()) }))
+    }
+    /// Adds a header when the value is present.
+    #[must_use]
+    pub fn with_opt(self, key: &str, value: Option<impl AsRef<[u8]>>) -> Self {
+        match value {
+            Some(v) => self.with(key, v),
+            None => self,
+        }
+    }
+    /// The rdkafka headers.
+    pub fn build(self) -> OwnedHeaders {
+        self.0
+    }
+}
+
+/// Reads a header's value (the last one of that name).
+pub fn get<'a, H: rdkafka::message::Headers>(headers: Option<&'a H>, key: &str) -> Option<&'a [u8]> {
+    let h = headers?;
+    h.iter().filter(|h| h.key == key).last().and_then(|h| h.value)
+}
+
+/// Reads a header's value as UTF-8.
+pub fn get_str<'a, H: rdkafka::message::Headers>(headers: Option<&'a H>, key: &str) -> Option<&'a str> {
+    get(headers, key).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Copies every header of a message (the DLQ keeps the landing headers of a rejected record).
+pub fn copy_all<H: rdkafka::message::Headers>(headers: Option<&H>) -> Headers {
+    let mut out = Headers::new();
+    if let Some(h) = headers {
+        for x in h.iter() {
+            out = Headers(out.0.insert(Header { key: x.key, value: x.value }));
+        }
+    }
+    out
+}
+
+/// Now as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::Headers as _;
+
+    #[test]
+    fn kind_round_trips() {
+        for k in [Kind::Page, Kind::Event, Kind::Batch, Kind::BlobRef, Kind::SyncBegin, Kind::SyncEnd] {
+            assert_eq!(Kind::parse(k.as_str().as_bytes()), Some(k));
+        }
+        assert_eq!(Kind::parse(b"nope"), None);
+    }
+
+    #[test]
+    fn builder_and_get() {
+        let h = Headers::new().with(SOURCE, "sim").with_opt(CURSOR, None::<&str>).with(STREAM, "orders").build();
+        assert_eq!(h.count(), 2);
+        assert_eq!(get_str(Some(&h), STREAM), Some("orders"));
+        assert_eq!(get(Some(&h), CURSOR), None);
+    }
+}

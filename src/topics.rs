@@ -1,1 +1,409 @@
-//! See the crate-level layout map.
+//! Topics as code: names in one place ([`TopicNames`]) and `intake topics apply`.
+//!
+//! `topics/topics.toml` declares every topic (partitions, cleanup policy, retention,
+//! compaction). [`plan`] compares it with the broker and [`apply`] makes the broker match:
+//! creates missing topics, sets the declared configs, adds partitions. It is idempotent: a
+//! second run reports no change.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::error::KafkaError;
+use serde::Deserialize;
+
+use crate::config::Config;
+use crate::kafka::Kafka;
+
+/// Every topic name intake uses, derived from the prefix.
+#[derive(Debug, Clone)]
+pub struct TopicNames {
+    prefix: String,
+}
+
+impl TopicNames {
+    /// Names under `prefix` (`topics.prefix`).
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+    /// From a config.
+    pub fn from_config(cfg: &Config) -> Self {
+        Self::new(&cfg.topics.prefix)
+    }
+    /// Raw pages, events and batches.
+    pub fn landing(&self) -> String {
+        format!("{}.landing", self.prefix)
+    }
+    /// Cursor per stream (compacted).
+    pub fn cursors(&self) -> String {
+        format!("{}.cursors", self.prefix)
+    }
+    /// Dead letters.
+    pub fn dlq(&self) -> String {
+        format!("{}.dlq", self.prefix)
+    }
+    /// Job registry (compacted).
+    pub fn jobs(&self) -> String {
+        format!("{}.jobs", self.prefix)
+    }
+    /// Quota state per token (compacted); its partitions are the unit of token ownership.
+    pub fn quota(&self) -> String {
+        format!("{}.quota", self.prefix)
+    }
+    /// Validated Avro records of a stream.
+    pub fn valid(&self, source: &str, stream: &str) -> String {
+        format!("{}.{source}.{stream}.valid", self.prefix)
+    }
+    /// Latest version per key of a stream (compacted).
+    pub fn curated(&self, source: &str, stream: &str) -> String {
+        format!("{}.{source}.{stream}", self.prefix)
+    }
+    /// Registry subject of a stream's value schema (TopicNameStrategy).
+    pub fn subject(&self, source: &str, stream: &str) -> String {
+        format!("{}-value", self.valid(source, stream))
+    }
+    /// Parses a valid-topic name back into (source, stream).
+    pub fn parse_valid<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('.')?.strip_suffix(".valid")?;
+        rest.split_once('.')
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Declarations {
+    #[serde(default)]
+    topic: Vec<Declared>,
+    #[serde(default)]
+    per_stream: Vec<Declared>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Declared {
+    name: String,
+    partitions: i32,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+/// A topic as it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Full name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: i32,
+    /// Declared configs.
+    pub config: BTreeMap<String, String>,
+}
+
+/// One difference between the declaration and the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The topic is missing and will be created.
+    Create(TopicSpec),
+    /// A config differs.
+    SetConfig {
+        /// Topic.
+        topic: String,
+        /// Config key.
+        key: String,
+        /// Current value (None: unset).
+        from: Option<String>,
+        /// Declared value.
+        to: String,
+    },
+    /// The declaration has more partitions than the topic.
+    AddPartitions {
+        /// Topic.
+        topic: String,
+        /// Current count.
+        from: i32,
+        /// Declared count.
+        to: i32,
+    },
+    /// The declaration has fewer partitions than the topic: never applied, reported.
+    FewerPartitionsDeclared {
+        /// Topic.
+        topic: String,
+        /// Current count.
+        actual: i32,
+        /// Declared count.
+        declared: i32,
+    },
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Create(t) => write!(f, "create {} ({} partitions, {:?})", t.name, t.partitions, t.config),
+            Change::SetConfig { topic, key, from, to } => {
+                write!(f, "set {topic} {key}: {} -> {to}", from.as_deref().unwrap_or("(default)"))
+            }
+            Change::AddPartitions { topic, from, to } => write!(f, "add partitions to {topic}: {from} -> {to}"),
+            Change::FewerPartitionsDeclared { topic, actual, declared } => write!(
+                f,
+                "warning: {topic} has {actual} partitions, {declared} declared; partitions are never removed"
+            ),
+        }
+    }
+}
+
+/// Why topics could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicsError {
+    /// The declarations could not be read or parsed.
+    #[error("topic declarations {path}: {message}")]
+    Declarations {
+        /// File.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The broker refused or could not be reached.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// One topic operation failed.
+    #[error("{op} {topic}: {code}")]
+    Operation {
+        /// What was attempted.
+        op: &'static str,
+        /// Topic.
+        topic: String,
+        /// Broker error.
+        code: String,
+    },
+}
+
+/// The topics the config declares: core topics plus per-stream ones for every stream.
+///
+/// # Errors
+/// When `topics/topics.toml` is missing or invalid.
+pub fn declared(cfg: &Config) -> Result<Vec<TopicSpec>, TopicsError> {
+    let path = cfg.topics.dir.join("topics.toml");
+    declared_from(&path, cfg)
+}
+
+fn declared_from(path: &Path, cfg: &Config) -> Result<Vec<TopicSpec>, TopicsError> {
+    let err = |message: String| TopicsError::Declarations { path: path.display().to_string(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let decl: Declarations = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let prefix = &cfg.topics.prefix;
+    let mut out = Vec::new();
+    let mk = |d: &Declared, name: String| TopicSpec { name, partitions: d.partitions, config: d.config.clone() };
+    for d in &decl.topic {
+        out.push(mk(d, d.name.replace("{prefix}", prefix)));
+    }
+    let counts: std::collections::BTreeSet<i32> = decl.per_stream.iter().map(|d| d.partitions).collect();
+    if counts.len() > 1 {
+        return Err(err("per_stream topics must share one partition count (dedup co-partitions them)".into()));
+    }
+    for s in &cfg.sources {
+        for st in &s.streams {
+            for d in &decl.per_stream {
+                let name = d.name.replace("{prefix}", prefix).replace("{source}", &s.name).replace("{stream}", &st.name);
+                out.push(mk(d, name));
+            }
+        }
+    }
+    Ok(out)
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Compares the declarations with the broker.
+///
+/// # Errors
+/// Kafka errors.
+pub async fn plan(kafka: &Kafka, specs: &[TopicSpec]) -> Result<Vec<Change>, TopicsError> {
+    let admin = kafka.admin()?;
+    let md = {
+        let admin_client = kafka.admin()?;
+        tokio::task::spawn_blocking(move || admin_client.inner().fetch_metadata(None, TIMEOUT))
+            .await
+            .map_err(|_| KafkaError::Canceled)??
+    };
+    let existing: BTreeMap<String, i32> =
+        md.topics().iter().filter(|t| t.error().is_none()).map(|t| (t.name().to_owned(), t.partitions().len() as i32)).collect();
+    let mut changes = Vec::new();
+    let present: Vec<&TopicSpec> = specs.iter().filter(|s| existing.contains_key(&s.name)).collect();
+    for s in specs.iter().filter(|s| !existing.contains_key(&s.name)) {
+        changes.push(Change::Create(s.clone()));
+    }
+    if present.is_empty() {
+        return Ok(changes);
+    }
+    let resources: Vec<ResourceSpecifier<'_>> = present.iter().map(|s| ResourceSpecifier::Topic(&s.name)).collect();
+    let described = admin.describe_configs(&resources, &AdminOptions::new().request_timeout(Some(TIMEOUT))).await?;
+    for (spec, res) in present.iter().zip(described) {
+        let res = res.map_err(|code| TopicsError::Operation { op: "describe", topic: spec.name.clone(), code: code.to_string() })?;
+        let entries = res.entry_map();
+        for (k, v) in &spec.config {
+            let cur = entries.get(k.as_str()).and_then(|e| e.value.clone());
+            if cur.as_deref() != Some(v.as_str()) {
+                changes.push(Change::SetConfig { topic: spec.name.clone(), key: k.clone(), from: cur, to: v.clone() });
+            }
+        }
+        let actual = existing[&spec.name];
+        if spec.partitions > actual {
+            changes.push(Change::AddPartitions { topic: spec.name.clone(), from: actual, to: spec.partitions });
+        } else if spec.partitions < actual {
+            changes.push(Change::FewerPartitionsDeclared { topic: spec.name.clone(), actual, declared: spec.partitions });
+        }
+    }
+    Ok(changes)
+}
+
+/// Applies a plan. Config changes of one topic are applied together with all of that topic's
+/// declared configs (AlterConfigs replaces a topic's dynamic configs as a set).
+///
+/// # Errors
+/// The first failing operation.
+pub async fn apply(kafka: &Kafka, specs: &[TopicSpec], changes: &[Change], replication: i32) -> Result<(), TopicsError> {
+    let admin = kafka.admin()?;
+    let opts = AdminOptions::new().request_timeout(Some(TIMEOUT)).operation_timeout(Some(TIMEOUT));
+    let creates: Vec<NewTopic<'_>> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Create(t) => Some(t.config.iter().fold(
+                NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(replication)),
+                |nt, (k, v)| nt.set(k, v),
+            )),
+            _ => None,
+        })
+        .collect();
+    if !creates.is_empty() {
+        for r in admin.create_topics(&creates, &opts).await? {
+            if let Err((topic, code)) = r
+                && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+            {
+                return Err(TopicsError::Operation { op: "create", topic, code: code.to_string() });
+            }
+        }
+        let names: Vec<String> = creates.iter().map(|t| t.name.to_owned()).collect();
+        wait_visible(kafka, names).await?;
+    }
+    let mut altered: Vec<&str> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::SetConfig { topic, .. } => Some(topic.as_str()),
+            _ => None,
+        })
+        .collect();
+    altered.dedup();
+    if !altered.is_empty() {
+        let alters: Vec<AlterConfig<'_>> = altered
+            .iter()
+            .filter_map(|t| specs.iter().find(|s| s.name == *t))
+            .map(|s| s.config.iter().fold(AlterConfig::new(ResourceSpecifier::Topic(&s.name)), |a, (k, v)| a.set(k, v)))
+            .collect();
+        for r in admin.alter_configs(&alters, &opts).await? {
+            if let Err((spec, code)) = r {
+                return Err(TopicsError::Operation { op: "alter", topic: format!("{spec:?}"), code: code.to_string() });
+            }
+        }
+    }
+    let parts: Vec<NewPartitions<'_>> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::AddPartitions { topic, to, .. } => Some(NewPartitions::new(topic, *to as usize)),
+            _ => None,
+        })
+        .collect();
+    if !parts.is_empty() {
+        for r in admin.create_partitions(&parts, &opts).await? {
+            if let Err((topic, code)) = r {
+                return Err(TopicsError::Operation { op: "add partitions", topic, code: code.to_string() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits until freshly created topics show up in the broker's metadata with leaders, so the
+/// caller (and a second `apply`) sees them.
+async fn wait_visible(kafka: &Kafka, names: Vec<String>) -> Result<(), TopicsError> {
+    let admin = kafka.admin()?;
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let md = admin.inner().fetch_metadata(None, TIMEOUT)?;
+            let ready = names.iter().all(|n| {
+                md.topics().iter().any(|t| {
+                    t.name() == n && t.error().is_none() && !t.partitions().is_empty() && t.partitions().iter().all(|p| p.leader() >= 0)
+                })
+            });
+            if ready {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(TopicsError::Operation { op: "wait for", topic: names.join(","), code: "not visible after 30 s".into() });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .map_err(|_| KafkaError::Canceled)?
+}
+
+/// Plans and applies; returns what changed (empty when the broker already matched).
+///
+/// # Errors
+/// Declaration or Kafka errors.
+pub async fn ensure(cfg: &Config, kafka: &Kafka) -> Result<Vec<Change>, TopicsError> {
+    let specs = declared(cfg)?;
+    let changes = plan(kafka, &specs).await?;
+    let actionable: Vec<Change> =
+        changes.iter().filter(|c| !matches!(c, Change::FewerPartitionsDeclared { .. })).cloned().collect();
+    if !actionable.is_empty() {
+        apply(kafka, &specs, &actionable, cfg.topics.replication_factor).await?;
+    }
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let n = TopicNames::new("intake");
+        assert_eq!(n.valid("sim", "orders"), "intake.sim.orders.valid");
+        assert_eq!(n.curated("sim", "orders"), "intake.sim.orders");
+        assert_eq!(n.subject("sim", "orders"), "intake.sim.orders.valid-value");
+        assert_eq!(n.parse_valid("intake.sim.orders.valid"), Some(("sim", "orders")));
+        assert_eq!(n.parse_valid("intake.sim.orders"), None);
+    }
+
+    #[test]
+    fn declarations_expand_per_stream() {
+        let cfg = Config::from_toml(
+            r#"
+[kafka]
+brokers = "x:1"
+[topics]
+prefix = "t1"
+dir = "topics"
+[[sources]]
+name = "sim"
+base_url = "http://x"
+[[sources.streams]]
+name = "orders"
+path = "/o"
+primary_key = "/id"
+version = "/v"
+"#,
+        )
+        .unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("topics/topics.toml");
+        let specs = declared_from(&path, &cfg).unwrap();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["t1.landing", "t1.cursors", "t1.dlq", "t1.jobs", "t1.quota", "t1.sim.orders.valid", "t1.sim.orders"]
+        );
+        assert_eq!(specs[6].config["cleanup.policy"], "compact");
+    }
+}

@@ -1,1 +1,147 @@
-//! See the crate-level layout map.
+//! Kafka plumbing: every client intake uses is built here, from the one [`KafkaConfig`].
+//!
+//! - [`Kafka::txn_producer`]: a transactional producer (`murmur2_random` partitioner so Java
+//!   clients and Kafka Streams co-partition with us; idempotence implied by transactions).
+//! - [`Kafka::group_consumer`]: a consumer of a stage's group: `read_committed`, no auto
+//!   commit (offsets are committed inside the output transaction), `cooperative-sticky`.
+//! - [`Kafka::reader`]: a group-less `read_committed` reader that restores state (cursors,
+//!   dedup state, jobs) by reading partitions to their end; see [`reader`].
+//! - [`Kafka::admin`]: the admin client for `intake topics apply`.
+//!
+//! Errors are classified in [`error`] (retry / abort the transaction / fatal / bad record).
+
+pub mod error;
+pub mod reader;
+pub mod txn;
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::{ClientConfig, FromClientConfigAndContext, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+
+use crate::config::{ConfigError, KafkaConfig, SecretString};
+
+pub use error::{classify, ErrorClass};
+pub use txn::{DeliveryContext, Outgoing, TxnProducer};
+
+/// Builds every Kafka client from one configuration.
+#[derive(Clone)]
+pub struct Kafka {
+    cfg: KafkaConfig,
+    sasl_password: Option<SecretString>,
+}
+
+impl std::fmt::Debug for Kafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kafka").field("brokers", &self.cfg.brokers).finish_non_exhaustive()
+    }
+}
+
+impl Kafka {
+    /// Resolves the SASL secret (if any) once.
+    ///
+    /// # Errors
+    /// When the secret cannot be resolved.
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, ConfigError> {
+        let sasl_password = cfg
+            .sasl_password
+            .as_ref()
+            .map(|s| s.resolve())
+            .transpose()
+            .map_err(|source| ConfigError::Secret { field: "kafka.sasl_password".into(), source })?;
+        Ok(Self { cfg: cfg.clone(), sasl_password })
+    }
+
+    /// Bootstrap servers.
+    pub fn brokers(&self) -> &str {
+        &self.cfg.brokers
+    }
+
+    /// Consumer-group name of a stage (`<group_prefix>-<stage>`).
+    pub fn group(&self, stage: &str) -> String {
+        format!("{}-{stage}", self.cfg.group_prefix)
+    }
+
+    fn base(&self, client_id: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.cfg.brokers)
+            .set("client.id", format!("{}-{client_id}", self.cfg.group_prefix))
+            // Loopback brokers come and go in tests; do not spam logs while one restarts.
+            .set("reconnect.backoff.max.ms", "2000")
+            .set_log_level(RDKafkaLogLevel::Warning);
+        for (k, v) in &self.cfg.properties {
+            c.set(k, v);
+        }
+        if let Some(p) = &self.sasl_password {
+            c.set("sasl.password", p.expose());
+        }
+        c
+    }
+
+    /// A transactional producer with the given `transactional.id`. Call
+    /// [`TxnProducer::init`] before the first transaction.
+    ///
+    /// # Errors
+    /// Invalid client configuration.
+    pub fn txn_producer(&self, transactional_id: &str) -> KafkaResult<TxnProducer> {
+        let mut c = self.base(&format!("producer-{transactional_id}"));
+        c.set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", self.cfg.transaction_timeout.as_millis().to_string())
+            .set("partitioner", "murmur2_random")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.kbytes", "65536")
+            // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+            .set("message.timeout.ms", self.cfg.transaction_timeout.as_millis().to_string());
+        let p = rdkafka::producer::ThreadedProducer::from_config_and_context(&c, DeliveryContext::default())?;
+        Ok(TxnProducer::new(p, transactional_id, self.cfg.transaction_timeout))
+    }
+
+    /// A consumer in a stage's group: `read_committed`, manual offsets committed inside the
+    /// output transaction, cooperative-sticky assignment. The context receives rebalance
+    /// callbacks (commit or abort the open transaction on revoke).
+    ///
+    /// # Errors
+    /// Invalid client configuration.
+    pub fn group_consumer<C: ConsumerContext + 'static>(&self, group: &str, ctx: C) -> KafkaResult<BaseConsumer<C>> {
+        let mut c = self.base(&format!("consumer-{group}"));
+        c.set("group.id", group)
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("max.poll.interval.ms", "300000")
+            .set("fetch.max.bytes", "52428800")
+            .set("queued.max.messages.kbytes", "65536");
+        BaseConsumer::from_config_and_context(&c, ctx)
+    }
+
+    /// A group-less `read_committed` consumer for restoring state with explicit assignment.
+    ///
+    /// # Errors
+    /// Invalid client configuration.
+    pub fn reader_consumer(&self, purpose: &str) -> KafkaResult<BaseConsumer> {
+        let mut c = self.base(&format!("reader-{purpose}"));
+        // librdkafka wants a group id even for assign(); it is never used to commit.
+        c.set("group.id", format!("{}-reader-unused", self.cfg.group_prefix))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest");
+        c.create_with_context(rdkafka::consumer::DefaultConsumerContext)
+    }
+
+    /// The admin client.
+    ///
+    /// # Errors
+    /// Invalid client configuration.
+    pub fn admin(&self) -> KafkaResult<AdminClient<DefaultClientContext>> {
+        self.base("admin").create()
+    }
+}

@@ -1,1 +1,0 @@
-//! See the crate-level layout map.

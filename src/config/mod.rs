@@ -1,0 +1,266 @@
+//! The configuration: one TOML file, validated at start.
+//!
+//! Every struct denies unknown fields, so a typo is an error that names the field rather than
+//! a setting silently ignored. Defaults live in one place ([`defaults`]). Secrets are
+//! references resolved at load ([`secret`]); their values never reach `Debug` or logs.
+//! Cross-field checks run in [`Config::validate`] and report the dotted path of the field
+//! (`sources[0].streams[1].primary_key`).
+
+pub mod defaults;
+pub mod secret;
+mod source;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use secret::{SecretError, SecretRef, SecretString};
+pub use source::{
+    Auth, DriftPolicy, Incremental, Pagination, QuotaConfig, SourceConfig, StreamConfig,
+};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka connection and client settings.
+    pub kafka: KafkaConfig,
+    /// Schema registry (Confluent-compatible API).
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    /// Where oversize payloads go (claim-check).
+    #[serde(default)]
+    pub blob: BlobConfig,
+    /// Topic naming and sizing.
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    /// The HTTP server of `intake serve` (webhooks, jobs, health, metrics).
+    #[serde(default)]
+    pub serve: ServeConfig,
+    /// Upstream HTTP APIs and their streams.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// Kafka connection settings shared by every client intake builds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated (`bootstrap.servers`).
+    pub brokers: String,
+    /// Prefix of `client.id` and of the consumer-group names (`<prefix>-fetch`, ...).
+    #[serde(default = "defaults::group_prefix")]
+    pub group_prefix: String,
+    /// Name of this process among its peers; part of the transactional ids of consuming
+    /// stages so that a restarted process fences its previous incarnation at once instead of
+    /// leaving its open transaction to time out. Defaults to the host name.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// `transaction.timeout.ms`: how long the broker waits before aborting a transaction
+    /// whose producer vanished. Short keeps read_committed readers moving after a crash.
+    #[serde(default = "defaults::transaction_timeout", with = "humantime_serde")]
+    pub transaction_timeout: Duration,
+    /// Extra librdkafka properties applied to every client (e.g. `security.protocol`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// SASL password (`sasl.password`), from env or file. Never logged.
+    #[serde(default)]
+    pub sasl_password: Option<SecretRef>,
+}
+
+/// Schema registry settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Base URL of the Confluent-compatible API, no trailing slash
+    /// (Apicurio: `http://host:8081/apis/ccompat/v7`).
+    #[serde(default = "defaults::registry_url")]
+    pub url: String,
+    /// Folder of Avro schemas as code: `<dir>/<source>/<stream>.avsc`.
+    #[serde(default = "defaults::schema_dir")]
+    pub schema_dir: PathBuf,
+    /// How long a looked-up schema is trusted before the registry is asked for a newer one.
+    #[serde(default = "defaults::schema_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+}
+
+/// Claim-check blob store for payloads over the Kafka message limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobConfig {
+    /// `file:///abs/dir` (default: `./.intake/blobs`) or `s3://bucket/prefix`
+    /// (credentials from the usual AWS environment variables).
+    #[serde(default = "defaults::blob_url")]
+    pub url: String,
+    /// Bodies larger than this many bytes go to the blob store and a `blob-ref` is landed.
+    /// Keep it below the broker's `message.max.bytes` (1 MiB by default) less headers.
+    #[serde(default = "defaults::max_inline_bytes")]
+    pub max_inline_bytes: usize,
+}
+
+/// Topic naming and sizing; the topic set itself is declared in `topics/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Prefix of every topic name (`<prefix>.landing`, `<prefix>.<source>.<stream>`).
+    #[serde(default = "defaults::topic_prefix")]
+    pub prefix: String,
+    /// Folder of topic declarations.
+    #[serde(default = "defaults::topics_dir")]
+    pub dir: PathBuf,
+    /// Replication factor for created topics (1 on a single local broker).
+    #[serde(default = "defaults::replication_factor")]
+    pub replication_factor: i32,
+}
+
+/// `intake serve` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address the HTTP server binds.
+    #[serde(default = "defaults::serve_listen")]
+    pub listen: String,
+    /// Largest accepted request body in bytes (413 above it).
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Webhook timestamp tolerance: signatures older or newer than this are refused (replay window).
+    #[serde(default = "defaults::webhook_tolerance", with = "humantime_serde")]
+    pub webhook_tolerance: Duration,
+}
+
+/// An error in the configuration, naming the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the schema (serde names the field and line).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The path given.
+        path: PathBuf,
+        /// What serde/toml reported, with line and column.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("config field `{field}`: {reason}")]
+    Invalid {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A secret could not be resolved.
+    #[error("config field `{field}`: {source}")]
+    Secret {
+        /// Dotted path of the field.
+        field: String,
+        /// Why it could not be resolved (never the value).
+        source: SecretError,
+    },
+}
+
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), reason: reason.into() }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative paths inside it (schema and
+    /// topic folders, `file://` blob URLs are absolute by definition) resolve against the
+    /// current directory, like every other path a user passes on the command line.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file or the field at fault.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field at fault.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<string>"),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Cross-field checks that serde cannot express.
+    ///
+    /// # Errors
+    /// The first invalid field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must name at least one broker"));
+        }
+        check_name("topics.prefix", &self.topics.prefix)?;
+        check_name("kafka.group_prefix", &self.kafka.group_prefix)?;
+        if self.registry.url.ends_with('/') {
+            return Err(invalid("registry.url", "must not end with '/'"));
+        }
+        if self.blob.max_inline_bytes < 1024 || self.blob.max_inline_bytes > 16 * 1024 * 1024 {
+            return Err(invalid("blob.max_inline_bytes", "must be between 1024 and 16777216"));
+        }
+        if !(self.blob.url.starts_with("file://") || self.blob.url.starts_with("s3://")) {
+            return Err(invalid("blob.url", "must start with file:// or s3://"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            s.validate(&format!("sources[{i}]"))?;
+            if !seen.insert(s.name.as_str()) {
+                return Err(invalid(format!("sources[{i}].name"), format!("duplicate source `{}`", s.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks a source up by name.
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// Looks a stream up by `source/stream` or by the stream name alone when unique.
+    pub fn stream(&self, spec: &str) -> Option<(&SourceConfig, &StreamConfig)> {
+        let (src, stream) = match spec.split_once('/') {
+            Some((a, b)) => (Some(a), b),
+            None => (None, spec),
+        };
+        let mut found = self.sources.iter().filter(|s| src.is_none_or(|n| n == s.name)).flat_map(
+            |s| s.streams.iter().filter(|st| st.name == stream).map(move |st| (s, st)),
+        );
+        let first = found.next()?;
+        if found.next().is_some() { None } else { Some(first) }
+    }
+
+    /// The name of this process among its peers (`kafka.instance_id`, else the host name).
+    pub fn instance_id(&self) -> String {
+        self.kafka.instance_id.clone().unwrap_or_else(defaults::hostname)
+    }
+}
+
+/// Topic, source and stream names become parts of topic names and group ids: keep them to
+/// the characters Kafka allows and that do not need escaping in a key (`/` separates).
+pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    if ok { Ok(()) } else { Err(invalid(field, format!("`{name}` must be 1-100 characters of [A-Za-z0-9._-]"))) }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+//! What to do about a Kafka error: retry, abort the transaction, or give up the producer.
+//!
+//! librdkafka tells us through the transactional error flags (`is_retriable`,
+//! `txn_requires_abort`, `is_fatal`); plain error codes are mapped by hand below. Fencing
+//! (`_FENCED`, `PRODUCER_FENCED`, `INVALID_PRODUCER_EPOCH`) is always fatal for the producer:
+//! another owner has taken over and this instance must stop writing.
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+/// The classification every stage acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Transient: the same call may succeed if repeated after a pause.
+    Retry,
+    /// The open transaction cannot commit: abort it and rewind the input to the last commit.
+    Abort,
+    /// The producer is unusable (fenced, or a fatal idempotence error): drop it. If fenced,
+    /// this instance lost ownership and must not write again.
+    Fatal,
+    /// The record itself can never be written (e.g. larger than the broker's limit):
+    /// route it to the DLQ instead of retrying.
+    BadRecord,
+}
+
+/// Classifies a Kafka error.
+pub fn classify(err: &KafkaError) -> ErrorClass {
+    if let KafkaError::Transaction(e) = err {
+        if e.is_fatal() || is_fenced(e.code()) {
+            return ErrorClass::Fatal;
+        }
+        if e.txn_requires_abort() {
+            return ErrorClass::Abort;
+        }
+        if e.is_retriable() {
+            return ErrorClass::Retry;
+        }
+        return ErrorClass::Abort;
+    }
+    if matches!(err, KafkaError::MessageConsumptionFatal(_)) {
+        return ErrorClass::Fatal;
+    }
+    match err.rdkafka_error_code() {
+        Some(code) if is_fenced(code) => ErrorClass::Fatal,
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidRecord) => {
+            ErrorClass::BadRecord
+        }
+        Some(
+            RDKafkaErrorCode::QueueFull
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::NotCoordinator
+            | RDKafkaErrorCode::CoordinatorNotAvailable
+            | RDKafkaErrorCode::CoordinatorLoadInProgress
+            | RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::ConcurrentTransactions
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::BrokerNotAvailable,
+        ) => ErrorClass::Retry,
+        Some(RDKafkaErrorCode::Fatal) => ErrorClass::Fatal,
+        _ => ErrorClass::Abort,
+    }
+}
+
+fn is_fenced(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_plain_codes() {
+        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)), ErrorClass::Retry);
+        assert_eq!(
+            classify(&KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)),
+            ErrorClass::BadRecord
+        );
+        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced)), ErrorClass::Fatal);
+        assert_eq!(classify(&KafkaError::Global(RDKafkaErrorCode::Fenced)), ErrorClass::Fatal);
+        assert_eq!(classify(&KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fail)), ErrorClass::Fatal);
+        assert_eq!(classify(&KafkaError::Global(RDKafkaErrorCode::InvalidTransactionalState)), ErrorClass::Abort);
+    }
+}

@@ -1,0 +1,82 @@
+//! Reading partitions to their committed end, to restore state before work starts.
+//!
+//! Cursors, dedup state and the job registry live in compacted topics. A stage that takes
+//! over a unit of work reads the relevant partitions with `read_committed` from the beginning
+//! to the last stable offset, folding every record into its state, and only then starts. The
+//! end is detected by librdkafka's partition-EOF event (emitted at the last stable offset under
+//! `read_committed`), never by counting offsets: transaction markers take offsets too.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Reads the given partitions of `topic` from the beginning to their end, calling `f` for
+/// every record. Blocking; run it on a blocking thread.
+///
+/// # Errors
+/// A Kafka error, or a time-out when the partitions do not reach their end within `timeout`.
+pub fn read_to_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> KafkaResult<u64> {
+    if partitions.is_empty() {
+        return Ok(0);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut pending: HashSet<i32> = partitions.iter().copied().collect();
+    let deadline = Instant::now() + timeout;
+    let mut n = 0u64;
+    while !pending.is_empty() {
+        if Instant::now() > deadline {
+            consumer.unassign()?;
+            return Err(KafkaError::MessageConsumption(rdkafka::error::RDKafkaErrorCode::OperationTimedOut));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(m)) => {
+                n += 1;
+                f(&m);
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => {
+                tracing::warn!(%e, topic, "error while restoring state; retrying");
+            }
+        }
+    }
+    consumer.unassign()?;
+    Ok(n)
+}
+
+/// Partition count of a topic, from the broker's metadata.
+///
+/// # Errors
+/// When the topic does not exist or metadata cannot be fetched.
+pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> KafkaResult<i32> {
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or(KafkaError::MetadataFetch(rdkafka::error::RDKafkaErrorCode::UnknownTopic))?;
+    if let Some(e) = t.error() {
+        return Err(KafkaError::MetadataFetch(e.into()));
+    }
+    Ok(t.partitions().len() as i32)
+}

@@ -1,0 +1,349 @@
+//! The schema registry (Confluent API; Apicurio's `/apis/ccompat/v7` locally).
+//!
+//! Lookups go through `schema_registry_converter` and are cached: schemas by id forever (ids
+//! are immutable), the latest version of a subject for `registry.cache_ttl`, so a newly
+//! registered version is picked up without a restart. [`apply_schemas`] registers the schemas
+//! kept as code in `topics/schemas/<source>/<stream>.avsc` (`intake schemas apply`).
+
+pub mod wire;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apache_avro::Schema;
+use dashmap::DashMap;
+use schema_registry_converter::async_impl::schema_registry::{
+    get_schema_by_id, get_schema_by_subject, is_compatible_schema, post_schema, SrSettings,
+};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+
+use crate::config::{Config, RegistryConfig};
+use crate::topics::TopicNames;
+
+/// A registry failure, classified.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The subject has no registered version.
+    #[error("no schema registered for subject {0}")]
+    NotFound(String),
+    /// The registry refused a new version as incompatible with the existing ones.
+    #[error("schema for {subject} is not compatible with its latest version ({detail})")]
+    Incompatible {
+        /// Subject.
+        subject: String,
+        /// What the registry said.
+        detail: String,
+    },
+    /// The schema text is not valid Avro.
+    #[error("invalid Avro schema for {subject}: {detail}")]
+    InvalidSchema {
+        /// Subject.
+        subject: String,
+        /// Parser message.
+        detail: String,
+    },
+    /// The registry could not be reached or answered an error: retry later.
+    #[error("schema registry unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl RegistryError {
+    /// Whether retrying later may help.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, RegistryError::Unavailable(_))
+    }
+}
+
+/// The latest registered version of a subject.
+#[derive(Debug)]
+pub struct Latest {
+    /// Global schema id (goes into the wire format).
+    pub id: u32,
+    /// Version within the subject.
+    pub version: u32,
+    /// Parsed schema.
+    pub schema: Arc<Schema>,
+    /// Schema text as registered.
+    pub text: String,
+}
+
+/// A registered schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered {
+    /// Global id.
+    pub id: u32,
+    /// Version within the subject.
+    pub version: u32,
+}
+
+/// Cached access to the registry.
+pub struct Registry {
+    settings: SrSettings,
+    base: String,
+    http: reqwest::Client,
+    ttl: Duration,
+    by_id: DashMap<u32, Arc<Schema>>,
+    latest: DashMap<String, (Instant, Arc<Latest>)>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("url", &self.base).finish_non_exhaustive()
+    }
+}
+
+fn sr_err(subject: &str, e: SRCError) -> RegistryError {
+    let text = format!("{} {}", e.error, e.cause.clone().unwrap_or_default());
+    if text.contains("404") || text.contains("40401") || text.to_lowercase().contains("not found") {
+        RegistryError::NotFound(subject.to_owned())
+    } else if text.contains("409") || text.to_lowercase().contains("incompatible") {
+        RegistryError::Incompatible { subject: subject.to_owned(), detail: text }
+    } else if text.contains("422") || text.contains("42201") {
+        RegistryError::InvalidSchema { subject: subject.to_owned(), detail: text }
+    } else {
+        RegistryError::Unavailable(text)
+    }
+}
+
+impl Registry {
+    /// A client for the configured registry.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(cfg: &RegistryConfig) -> Result<Self, RegistryError> {
+        let settings = SrSettings::new_builder(cfg.url.clone())
+            .set_timeout(Duration::from_secs(10))
+            .no_proxy()
+            .build()
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .no_proxy()
+            .build()
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        Ok(Self {
+            settings,
+            base: cfg.url.clone(),
+            http,
+            ttl: cfg.cache_ttl,
+            by_id: DashMap::new(),
+            latest: DashMap::new(),
+        })
+    }
+
+    /// The schema with a global id (cached forever: ids never change).
+    ///
+    /// # Errors
+    /// Not found, unavailable, or not Avro.
+    pub async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+        if let Some(s) = self.by_id.get(&id) {
+            return Ok(s.clone());
+        }
+        let subject = format!("id {id}");
+        let reg = get_schema_by_id(id, &self.settings).await.map_err(|e| sr_err(&subject, e))?;
+        let schema = Arc::new(
+            Schema::parse_str(&reg.schema)
+                .map_err(|e| RegistryError::InvalidSchema { subject, detail: e.to_string() })?,
+        );
+        self.by_id.insert(id, schema.clone());
+        Ok(schema)
+    }
+
+    /// The latest version of a subject, cached for the configured TTL.
+    ///
+    /// # Errors
+    /// Not found, unavailable, or not Avro.
+    pub async fn latest(&self, subject: &str) -> Result<Arc<Latest>, RegistryError> {
+        if let Some(e) = self.latest.get(subject)
+            && e.0.elapsed() < self.ttl
+        {
+            return Ok(e.1.clone());
+        }
+        let strategy = SubjectNameStrategy::TopicNameStrategy(
+            subject.strip_suffix("-value").unwrap_or(subject).to_owned(),
+            false,
+        );
+        let reg = get_schema_by_subject(&self.settings, &strategy).await.map_err(|e| sr_err(subject, e))?;
+        let schema = match self.by_id.get(&reg.id) {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(Schema::parse_str(&reg.schema).map_err(|e| RegistryError::InvalidSchema {
+                    subject: subject.to_owned(),
+                    detail: e.to_string(),
+                })?);
+                self.by_id.insert(reg.id, s.clone());
+                s
+            }
+        };
+        let latest = Arc::new(Latest { id: reg.id, version: reg.version.unwrap_or(0), schema, text: reg.schema });
+        self.latest.insert(subject.to_owned(), (Instant::now(), latest.clone()));
+        Ok(latest)
+    }
+
+    /// Forgets the cached latest version of a subject (after registering a new one).
+    pub fn invalidate(&self, subject: &str) {
+        self.latest.remove(subject);
+    }
+
+    /// Registers a schema under a subject (returns the existing id when identical).
+    ///
+    /// # Errors
+    /// Incompatible, invalid, or unavailable.
+    pub async fn register(&self, subject: &str, text: &str) -> Result<Registered, RegistryError> {
+        Schema::parse_str(text)
+            .map_err(|e| RegistryError::InvalidSchema { subject: subject.to_owned(), detail: e.to_string() })?;
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, text.to_owned());
+        let reg = post_schema(&self.settings, subject.to_owned(), supplied).await.map_err(|e| sr_err(subject, e))?;
+        self.invalidate(subject);
+        let version = match reg.version {
+            Some(v) => v,
+            None => self.latest(subject).await.map(|l| l.version).unwrap_or(0),
+        };
+        Ok(Registered { id: reg.id, version })
+    }
+
+    /// Whether the registry would accept `text` as the next version of `subject` under the
+    /// subject's compatibility level. A subject with no versions accepts anything.
+    ///
+    /// # Errors
+    /// Unavailable or invalid.
+    pub async fn is_compatible(&self, subject: &str, text: &str) -> Result<bool, RegistryError> {
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, text.to_owned());
+        match is_compatible_schema(&self.settings, subject.to_owned(), supplied).await {
+            Ok(b) => Ok(b),
+            Err(e) => match sr_err(subject, e) {
+                RegistryError::NotFound(_) => Ok(true),
+                RegistryError::Incompatible { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Sets a subject's compatibility level (`BACKWARD`, `FULL`, `NONE`, ...).
+    ///
+    /// # Errors
+    /// Unavailable.
+    pub async fn set_compatibility(&self, subject: &str, level: &str) -> Result<(), RegistryError> {
+        let url = format!("{}/config/{subject}", self.base);
+        let resp = self
+            .http
+            .put(&url)
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .json(&serde_json::json!({ "compatibility": level }))
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(RegistryError::Unavailable(format!("PUT {url}: {status} {body}")));
+        }
+        Ok(())
+    }
+
+    /// Whether the registry answers.
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let url = format!("{}/subjects", self.base);
+        let resp = self.http.get(&url).send().await.map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        if resp.status().is_success() { Ok(()) } else { Err(RegistryError::Unavailable(format!("GET {url}: {}", resp.status()))) }
+    }
+}
+
+/// What `intake schemas apply` did for one subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaOutcome {
+    /// The schema was already the latest version.
+    Unchanged {
+        /// Subject.
+        subject: String,
+        /// Its version.
+        version: u32,
+    },
+    /// A new version was registered.
+    Registered {
+        /// Subject.
+        subject: String,
+        /// New version.
+        version: u32,
+        /// Global id.
+        id: u32,
+    },
+    /// No schema file exists for a configured stream (its records will go to the DLQ as
+    /// `no_schema` until one is registered).
+    Missing {
+        /// Subject.
+        subject: String,
+        /// Expected file.
+        path: String,
+    },
+}
+
+impl std::fmt::Display for SchemaOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SchemaOutcome::Unchanged { subject, version } => write!(f, "unchanged {subject} (version {version})"),
+            SchemaOutcome::Registered { subject, version, id } => {
+                write!(f, "registered {subject} version {version} (id {id})")
+            }
+            SchemaOutcome::Missing { subject, path } => write!(f, "warning: no schema file {path} for {subject}"),
+        }
+    }
+}
+
+/// Registers the schemas kept as code for every configured stream, with `BACKWARD`
+/// compatibility on each subject. Stops at the first incompatible change with an error
+/// that names the subject and the registry's reason.
+///
+/// # Errors
+/// Incompatible, invalid, or unavailable.
+pub async fn apply_schemas(cfg: &Config, reg: &Registry) -> Result<Vec<SchemaOutcome>, RegistryError> {
+    let names = TopicNames::from_config(cfg);
+    let mut out = Vec::new();
+    for s in &cfg.sources {
+        for st in &s.streams {
+            let subject = names.subject(&s.name, &st.name);
+            let path = schema_path(&cfg.registry.schema_dir, &s.name, &st.name);
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                out.push(SchemaOutcome::Missing { subject, path: path.display().to_string() });
+                continue;
+            };
+            out.push(apply_one(reg, &subject, &text).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// Registers one schema text under a subject (BACKWARD compatibility), reporting whether it
+/// changed anything.
+///
+/// # Errors
+/// Incompatible, invalid, or unavailable.
+pub async fn apply_one(reg: &Registry, subject: &str, text: &str) -> Result<SchemaOutcome, RegistryError> {
+    let parsed = Schema::parse_str(text)
+        .map_err(|e| RegistryError::InvalidSchema { subject: subject.to_owned(), detail: e.to_string() })?;
+    match reg.latest(subject).await {
+        Ok(l) if Schema::parse_str(&l.text).map(|s| s.canonical_form() == parsed.canonical_form()).unwrap_or(false) => {
+            return Ok(SchemaOutcome::Unchanged { subject: subject.to_owned(), version: l.version });
+        }
+        Ok(_) => {
+            if !reg.is_compatible(subject, text).await? {
+                return Err(RegistryError::Incompatible {
+                    subject: subject.to_owned(),
+                    detail: "the registry's BACKWARD check refused it: readers of the new schema could not read existing data (a new field needs a default; a field type cannot change)".into(),
+                });
+            }
+        }
+        Err(RegistryError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    reg.set_compatibility(subject, "BACKWARD").await?;
+    let r = reg.register(subject, text).await?;
+    Ok(SchemaOutcome::Registered { subject: subject.to_owned(), version: r.version, id: r.id })
+}
+
+/// Where the schema of a stream is kept.
+pub fn schema_path(dir: &Path, source: &str, stream: &str) -> std::path::PathBuf {
+    dir.join(source).join(format!("{stream}.avsc"))
+}
