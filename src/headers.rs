@@ -130,6 +130,10 @@ impl Headers {
     pub fn build(self) -> OwnedHeaders {
         self.0
     }
+    /// A copy of the headers built so far.
+    pub fn clone_owned(&self) -> OwnedHeaders {
+        self.0.clone()
+    }
 }
 
 /// Reads a header's value (the last one of that name).

@@ -8,6 +8,7 @@
 //!
 //! | module        | what lives there |
 //! |---------------|------------------|
+//! | [`blob`]      | the claim-check blob store for payloads over the message limit (`object_store`) |
 //! | [`cli`]       | the `intake` command line: flag parsing and dispatch only |
 //! | [`config`]    | the TOML configuration, its defaults, validation and secrets |
 //! | [`kafka`]     | every Kafka client is built here; transactions; error classification |
@@ -24,6 +25,7 @@
 //! | [`serve`]     | webhooks and idempotent batch jobs over HTTP |
 //! | [`dlq`]       | DLQ triage: summary, show, replay, schema proposals |
 
+pub mod blob;
 pub mod cli;
 pub mod config;
 pub mod dedup;

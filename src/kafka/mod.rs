@@ -11,6 +11,7 @@
 //! Errors are classified in [`error`] (retry / abort the transaction / fatal / bad record).
 
 pub mod error;
+pub mod partition;
 pub mod reader;
 pub mod txn;
 

@@ -1,0 +1,191 @@
+//! The claim-check blob store: payloads over the Kafka message limit are stored here first,
+//! content-addressed by sha256, and a small reference is landed instead.
+//!
+//! Content addressing makes the write idempotent: a retried or re-fetched page rewrites the
+//! same object under the same name. Local folders (`file:///dir`) by default; any
+//! `object_store` URL (`s3://bucket/prefix`) in production.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::{path::Path as ObjPath, ObjectStore};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::config::BlobConfig;
+
+/// A reference to a stored blob, as carried in the `intake.blob` header and the landed value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BlobRef {
+    /// Full URI of the object.
+    pub uri: String,
+    /// Lower-case hex sha256 of the content.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl BlobRef {
+    /// The `intake.blob` header value: `uri=<uri>;sha256=<hex>;size=<n>`.
+    pub fn header_value(&self) -> String {
+        format!("uri={};sha256={};size={}", self.uri, self.sha256, self.size)
+    }
+
+    /// Parses a header value back.
+    pub fn parse_header(v: &str) -> Option<Self> {
+        let mut uri = None;
+        let mut sha = None;
+        let mut size = None;
+        for part in v.split(';') {
+            match part.split_once('=') {
+                Some(("uri", x)) => uri = Some(x.to_owned()),
+                Some(("sha256", x)) => sha = Some(x.to_owned()),
+                Some(("size", x)) => size = x.parse().ok(),
+                _ => {}
+            }
+        }
+        Some(Self { uri: uri?, sha256: sha?, size: size? })
+    }
+}
+
+/// Blob store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// The store URL is not usable.
+    #[error("blob store url {url}: {reason}")]
+    Url {
+        /// URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed (retry later).
+    #[error("blob store: {0}")]
+    Store(#[from] object_store::Error),
+    /// The content does not match its reference.
+    #[error("blob {uri}: sha256 mismatch (expected {expected}, got {actual})")]
+    Corrupt {
+        /// URI.
+        uri: String,
+        /// From the reference.
+        expected: String,
+        /// Of the content read.
+        actual: String,
+    },
+    /// The reference points outside this store.
+    #[error("blob {0} is not in this store")]
+    Foreign(String),
+}
+
+/// The configured blob store.
+#[derive(Clone)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    base: Url,
+    prefix: ObjPath,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStore").field("base", &self.base.as_str()).finish()
+    }
+}
+
+/// Hex sha256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl BlobStore {
+    /// Opens the store named by `blob.url`. Local folders are created if missing.
+    ///
+    /// # Errors
+    /// When the URL is not a supported store.
+    pub fn open(cfg: &BlobConfig) -> Result<Self, BlobError> {
+        let url_err = |reason: String| BlobError::Url { url: cfg.url.clone(), reason };
+        let base = Url::parse(&cfg.url).map_err(|e| url_err(e.to_string()))?;
+        if base.scheme() == "file" {
+            let dir = base.to_file_path().map_err(|()| url_err("not an absolute path".into()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| url_err(e.to_string()))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(BlobError::Store)?;
+            return Ok(Self { store: Arc::new(store), base, prefix: ObjPath::default() });
+        }
+        let (store, prefix) = object_store::parse_url(&base).map_err(|e| url_err(e.to_string()))?;
+        Ok(Self { store: Arc::from(store), base, prefix })
+    }
+
+    fn object_path(&self, name: &str) -> ObjPath {
+        let mut p = self.prefix.clone();
+        for part in name.split('/') {
+            p = p.child(part);
+        }
+        p
+    }
+
+    fn uri(&self, name: &str) -> String {
+        format!("{}/{name}", self.base.as_str().trim_end_matches('/'))
+    }
+
+    /// Stores content under its sha256 (`sha256/<hex>`) and returns the reference.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn put(&self, bytes: Bytes) -> Result<BlobRef, BlobError> {
+        let sha256 = sha256_hex(&bytes);
+        let name = format!("sha256/{sha256}");
+        let size = bytes.len() as u64;
+        self.store.put(&self.object_path(&name), bytes.into()).await?;
+        Ok(BlobRef { uri: self.uri(&name), sha256, size })
+    }
+
+    /// Stores content under a caller's name (`uploads/<name>`, for `PUT /v1/blobs/{name}`).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn put_named(&self, name: &str, bytes: Bytes) -> Result<BlobRef, BlobError> {
+        let sha256 = sha256_hex(&bytes);
+        let name = format!("uploads/{name}");
+        let size = bytes.len() as u64;
+        self.store.put(&self.object_path(&name), bytes.into()).await?;
+        Ok(BlobRef { uri: self.uri(&name), sha256, size })
+    }
+
+    /// Reads a referenced blob and checks its sha256.
+    ///
+    /// # Errors
+    /// Store failures, a foreign URI, or a checksum mismatch.
+    pub async fn get(&self, r: &BlobRef) -> Result<Bytes, BlobError> {
+        let base = self.base.as_str().trim_end_matches('/');
+        let name = r.uri.strip_prefix(base).and_then(|n| n.strip_prefix('/')).ok_or_else(|| BlobError::Foreign(r.uri.clone()))?;
+        let bytes = self.store.get(&self.object_path(name)).await?.bytes().await?;
+        let actual = sha256_hex(&bytes);
+        if actual != r.sha256 {
+            return Err(BlobError::Corrupt { uri: r.uri.clone(), expected: r.sha256.clone(), actual });
+        }
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_is_content_addressed_and_get_checks_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BlobConfig { url: format!("file://{}", dir.path().display()), max_inline_bytes: 1024 };
+        let store = BlobStore::open(&cfg).unwrap();
+        let a = store.put(Bytes::from_static(b"hello")).await.unwrap();
+        let b = store.put(Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.sha256, sha256_hex(b"hello"));
+        assert_eq!(a.size, 5);
+        assert!(a.uri.ends_with(&format!("/sha256/{}", a.sha256)));
+        assert_eq!(store.get(&a).await.unwrap(), Bytes::from_static(b"hello"));
+        assert_eq!(BlobRef::parse_header(&a.header_value()), Some(a.clone()));
+
+        // Corrupt the object on disk: the read must refuse it.
+        std::fs::write(dir.path().join("sha256").join(&a.sha256), b"HELLO").unwrap();
+        assert!(matches!(store.get(&a).await, Err(BlobError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,294 @@
+//! HTTP requests to a source: authentication, pacing, retries with backoff and full jitter,
+//! `Retry-After`, and quota learning from response headers.
+//!
+//! Retried: 5xx, time-outs, connection errors (bounded by `max_retries`). A 429 pauses every
+//! stream of the token until `Retry-After` and is retried without counting as a failure (the
+//! pacer, not a retry loop, is what keeps us under quota). Any other 4xx is returned as
+//! [`HttpError::Client`]: the stream pauses with a clear error instead of busy-looping.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
+use url::Url;
+
+use crate::config::{Auth, ConfigError, SecretString, SourceConfig};
+use crate::quota::Pacer;
+
+/// A successful response.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body bytes, exactly as received.
+    pub body: Bytes,
+    /// The request URL with secrets redacted (for headers and logs).
+    pub url: String,
+    /// Attempts it took.
+    pub attempts: u32,
+}
+
+/// A request that failed for good (after retries, or not retriable).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// A 4xx other than 429: the request itself is wrong (auth, path, parameters).
+    #[error("{url} answered {status}: {body}")]
+    Client {
+        /// URL (redacted).
+        url: String,
+        /// Status.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// 5xx, time-outs or connection errors persisted through every retry.
+    #[error("{url}: gave up after {attempts} attempts: {last}")]
+    Exhausted {
+        /// URL (redacted).
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+}
+
+enum ResolvedAuth {
+    None,
+    Bearer(SecretString),
+    ApiKey(reqwest::header::HeaderName, SecretString),
+    Basic(String, SecretString),
+}
+
+/// The HTTP client of one source.
+pub struct SourceClient {
+    http: reqwest::Client,
+    auth: ResolvedAuth,
+    max_retries: u32,
+    /// Base of the exponential backoff.
+    pub backoff_base: Duration,
+    /// Cap of the exponential backoff.
+    pub backoff_cap: Duration,
+}
+
+impl std::fmt::Debug for SourceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceClient").field("max_retries", &self.max_retries).finish_non_exhaustive()
+    }
+}
+
+/// Query parameters whose values are secrets and never leave the process.
+const SECRET_PARAMS: [&str; 8] = ["token", "access_token", "api_key", "apikey", "key", "secret", "password", "signature"];
+
+/// The URL with secret-looking query values replaced by `[redacted]` and userinfo removed.
+pub fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = SECRET_PARAMS.iter().any(|s| k.eq_ignore_ascii_case(s));
+                (k.into_owned(), if secret { "[redacted]".to_owned() } else { v.into_owned() })
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+impl SourceClient {
+    /// Builds the client of a source, resolving its secrets.
+    ///
+    /// # Errors
+    /// When a secret cannot be resolved or the client cannot be built.
+    pub fn new(src: &SourceConfig, at: &str) -> Result<Self, ConfigError> {
+        let secret = |field: &str, r: &crate::config::SecretRef| {
+            r.resolve().map_err(|source| ConfigError::Secret { field: format!("{at}.auth.{field}"), source })
+        };
+        let auth = match &src.auth {
+            None => ResolvedAuth::None,
+            Some(Auth::Bearer { token }) => ResolvedAuth::Bearer(secret("token", token)?),
+            Some(Auth::ApiKey { header, key }) => ResolvedAuth::ApiKey(
+                header.parse().map_err(|_| crate::config::invalid(format!("{at}.auth.header"), "not a valid header name"))?,
+                secret("key", key)?,
+            ),
+            Some(Auth::Basic { username, password }) => ResolvedAuth::Basic(username.clone(), secret("password", password)?),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(src.request_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("intake/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .build()
+            .map_err(|e| crate::config::invalid(format!("{at}.base_url"), e.to_string()))?;
+        Ok(Self {
+            http,
+            auth,
+            max_retries: src.max_retries,
+            backoff_base: Duration::from_millis(200),
+            backoff_cap: Duration::from_secs(30),
+        })
+    }
+
+    /// GETs a URL through the token's pacer, retrying as described in the module docs.
+    ///
+    /// # Errors
+    /// [`HttpError`] when the request cannot succeed.
+    pub async fn get(&self, url: &Url, pacer: &Pacer) -> Result<Response, HttpError> {
+        let shown = redact(url);
+        let mut failures = 0u32;
+        let mut attempts = 0u32;
+        loop {
+            pacer.acquire().await;
+            attempts += 1;
+            let mut req = self.http.get(url.clone());
+            req = match &self.auth {
+                ResolvedAuth::None => req,
+                ResolvedAuth::Bearer(t) => req.header(AUTHORIZATION, format!("Bearer {}", t.expose())),
+                ResolvedAuth::ApiKey(h, k) => req.header(h.clone(), k.expose()),
+                ResolvedAuth::Basic(u, p) => req.basic_auth(u, Some(p.expose())),
+            };
+            let outcome: Result<(), (String, Option<Duration>)> = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let headers = resp.headers().clone();
+                    learn_quota(&headers, pacer);
+                    if status == 429 {
+                        let wait = retry_after(&headers).unwrap_or(Duration::from_secs(1));
+                        tracing::warn!(url = %shown, wait_ms = wait.as_millis() as u64, "429 Too Many Requests: pausing every stream of this token");
+                        pacer.pause_until(tokio::time::Instant::now() + wait);
+                        metrics::counter!("intake_fetch_http_429_total").increment(1);
+                        // Counted separately: a 429 is the upstream asking us to wait, not a failure,
+                        // but a source that never stops answering 429 still ends the page.
+                        if attempts > 50 + self.max_retries {
+                            return Err(HttpError::Exhausted { url: shown, attempts, last: "429 Too Many Requests".into() });
+                        }
+                        continue;
+                    }
+                    match resp.bytes().await {
+                        Ok(body) if status < 300 => {
+                            return Ok(Response { status, headers, body, url: shown, attempts });
+                        }
+                        Ok(body) if (400..500).contains(&status) => {
+                            let snippet = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                            return Err(HttpError::Client { url: shown, status, body: snippet });
+                        }
+                        Ok(_) => Err((format!("HTTP {status}"), retry_after(&headers))),
+                        Err(e) => Err((format!("reading body: {e}"), None)),
+                    }
+                }
+                Err(e) => Err((describe(&e), None)),
+            };
+            let Err((why, after)) = outcome else { unreachable!("successes returned above") };
+            failures += 1;
+            metrics::counter!("intake_fetch_http_retries_total").increment(1);
+            if failures > self.max_retries {
+                return Err(HttpError::Exhausted { url: shown, attempts, last: why });
+            }
+            let wait = after.unwrap_or_else(|| self.backoff(failures));
+            tracing::info!(url = %shown, attempt = attempts, error = %why, wait_ms = wait.as_millis() as u64, "retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^n)].
+    fn backoff(&self, n: u32) -> Duration {
+        let exp = self.backoff_base.saturating_mul(1u32 << n.min(16));
+        let ceiling = exp.min(self.backoff_cap);
+        ceiling.mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    // reqwest errors may carry the URL; ours has no secrets in it (auth is in headers, and
+    // query secrets are redacted in what we log), but strip it anyway to be safe.
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "body interrupted"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() { kind.to_owned() } else { format!("{kind}: {detail}") }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is treated as 1 s).
+pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    Some(match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s.min(3600.0)),
+        _ => Duration::from_secs(1),
+    })
+}
+
+/// Feeds `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds until reset), or the IETF
+/// `RateLimit: remaining=..., reset=...` form, to the pacer.
+fn learn_quota(h: &HeaderMap, pacer: &Pacer) {
+    let num = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok());
+    let (remaining, reset) = match (num("x-ratelimit-remaining"), num("x-ratelimit-reset")) {
+        (Some(r), Some(s)) => (r, s),
+        _ => match h.get("ratelimit").and_then(|v| v.to_str().ok()) {
+            Some(v) => {
+                let field = |k: &str| {
+                    v.split([',', ';']).filter_map(|p| p.trim().split_once('=')).find(|(a, _)| a.trim() == k).and_then(|(_, b)| b.trim().parse::<f64>().ok())
+                };
+                match (field("remaining"), field("reset")) {
+                    (Some(r), Some(s)) => (r, s),
+                    _ => return,
+                }
+            }
+            None => return,
+        },
+    };
+    // Epoch-style resets (seconds since 1970) are converted to a relative wait.
+    let reset = if reset > 1.0e9 { (reset - time::OffsetDateTime::now_utc().unix_timestamp() as f64).max(0.0) } else { reset };
+    if remaining >= 0.0 && reset > 0.0 {
+        pacer.observe(remaining as u64, Duration::from_secs_f64(reset.min(3600.0)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_query_secrets_and_userinfo() {
+        let u = Url::parse("https://user:pw@api.x.com/v1/a?api_key=SECRET&page=2&Token=T2").unwrap();
+        let r = redact(&u);
+        assert_eq!(r, "https://api.x.com/v1/a?api_key=%5Bredacted%5D&page=2&Token=%5Bredacted%5D");
+        assert!(!r.contains("SECRET") && !r.contains("pw") && !r.contains("T2"));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn backoff_is_bounded_full_jitter() {
+        let src: SourceConfig = toml::from_str("name = \"s\"").unwrap();
+        let c = SourceClient::new(&src, "sources[0]").unwrap();
+        for n in 0..40 {
+            let b = c.backoff(n);
+            assert!(b <= c.backoff_cap && b <= c.backoff_base.saturating_mul(1 << n.min(16)), "{n}: {b:?}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Pagination: where the next page is, for each of the five styles.
+//!
+//! A [`PageCursor`] is the position inside one sync. It is stored in the cursor record after
+//! every transaction, so a restarted fetch resumes at the first page not yet committed.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use crate::config::{Pagination, StreamConfig};
+
+/// The position of the next request within a sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "at", content = "value", rename_all = "snake_case")]
+pub enum PageCursor {
+    /// The first page.
+    Start,
+    /// An opaque token from the previous body.
+    Token(String),
+    /// The URL of a `Link: rel="next"` header.
+    Url(String),
+    /// A 1-based page number.
+    Page(u64),
+    /// A record offset.
+    Offset(u64),
+    /// The last id seen (`starting_after`).
+    After(String),
+    /// The sync has read its last page.
+    Done,
+}
+
+impl PageCursor {
+    /// A short form for the `intake.cursor` headers.
+    pub fn header_value(&self) -> String {
+        match self {
+            PageCursor::Start => "start".into(),
+            PageCursor::Token(t) => format!("token:{t}"),
+            PageCursor::Url(u) => format!("url:{u}"),
+            PageCursor::Page(p) => format!("page:{p}"),
+            PageCursor::Offset(o) => format!("offset:{o}"),
+            PageCursor::After(a) => format!("after:{a}"),
+            PageCursor::Done => "done".into(),
+        }
+    }
+}
+
+/// Why a next page cannot be determined.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PaginateError {
+    /// The URL could not be built.
+    #[error("cannot build request url: {0}")]
+    Url(String),
+    /// The `Link` header's next URL is not valid.
+    #[error("Link header next url `{0}` is not valid")]
+    BadLink(String),
+    /// The last record has no id for `starting_after`.
+    #[error("last record has no primary key at {0} for starting_after pagination")]
+    NoLastId(String),
+}
+
+/// Builds the URL of a request.
+///
+/// # Errors
+/// When the base URL and path do not make a URL.
+pub fn request_url(
+    base_url: &str,
+    stream: &StreamConfig,
+    at: &PageCursor,
+    since: Option<(&str, &str)>,
+) -> Result<Url, PaginateError> {
+    if let PageCursor::Url(u) = at {
+        let base = Url::parse(base_url).map_err(|e| PaginateError::Url(e.to_string()))?;
+        return base.join(u).map_err(|_| PaginateError::BadLink(u.clone()));
+    }
+    let mut url = Url::parse(&format!("{}{}", base_url.trim_end_matches('/'), stream.path.as_deref().unwrap_or("")))
+        .map_err(|e| PaginateError::Url(e.to_string()))?;
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in &stream.query {
+            q.append_pair(k, v);
+        }
+        let size = stream.page_size.to_string();
+        match &stream.pagination {
+            Pagination::Cursor { param, size_param, .. } => {
+                q.append_pair(size_param, &size);
+                if let PageCursor::Token(t) = at {
+                    q.append_pair(param, t);
+                }
+            }
+            Pagination::Link => {
+                q.append_pair("limit", &size);
+            }
+            Pagination::Page { param, size_param } => {
+                q.append_pair(size_param, &size);
+                let n = if let PageCursor::Page(n) = at { *n } else { 1 };
+                q.append_pair(param, &n.to_string());
+            }
+            Pagination::Offset { param, size_param } => {
+                q.append_pair(size_param, &size);
+                let n = if let PageCursor::Offset(n) = at { *n } else { 0 };
+                q.append_pair(param, &n.to_string());
+            }
+            Pagination::After { param, size_param, .. } => {
+                q.append_pair(size_param, &size);
+                if let PageCursor::After(id) = at {
+                    q.append_pair(param, id);
+                }
+            }
+        }
+        if let Some((param, value)) = since {
+            q.append_pair(param, value);
+        }
+    }
+    Ok(url)
+}
+
+/// What pagination needs to know about a response.
+pub struct PageFacts<'a> {
+    /// The parsed body (None when it was not JSON).
+    pub body: Option<&'a Value>,
+    /// The `Link` header, if any.
+    pub link: Option<&'a str>,
+    /// Number of records in the page.
+    pub records: usize,
+    /// Primary key of the last record (for `starting_after`).
+    pub last_id: Option<String>,
+}
+
+/// The cursor after a page.
+///
+/// # Errors
+/// When the response does not say where the next page is although it should.
+pub fn next(stream: &StreamConfig, at: &PageCursor, facts: &PageFacts<'_>) -> Result<PageCursor, PaginateError> {
+    let full = facts.records as u64 >= u64::from(stream.page_size);
+    Ok(match &stream.pagination {
+        Pagination::Cursor { next_pointer, .. } => match facts.body.and_then(|b| b.pointer(next_pointer)) {
+            Some(Value::String(s)) if !s.is_empty() => PageCursor::Token(s.clone()),
+            Some(Value::Number(n)) => PageCursor::Token(n.to_string()),
+            _ => PageCursor::Done,
+        },
+        Pagination::Link => match facts.link.and_then(next_link) {
+            Some(u) => PageCursor::Url(u),
+            None => PageCursor::Done,
+        },
+        Pagination::Page { .. } => {
+            let n = if let PageCursor::Page(n) = at { *n } else { 1 };
+            if full { PageCursor::Page(n + 1) } else { PageCursor::Done }
+        }
+        Pagination::Offset { .. } => {
+            let n = if let PageCursor::Offset(n) = at { *n } else { 0 };
+            if full { PageCursor::Offset(n + facts.records as u64) } else { PageCursor::Done }
+        }
+        Pagination::After { has_more_pointer, .. } => {
+            let more = facts.body.and_then(|b| b.pointer(has_more_pointer)).and_then(Value::as_bool).unwrap_or(false);
+            if more && facts.records > 0 {
+                PageCursor::After(facts.last_id.clone().ok_or_else(|| PaginateError::NoLastId(stream.primary_key.clone()))?)
+            } else {
+                PageCursor::Done
+            }
+        }
+    })
+}
+
+/// The `rel="next"` target of a `Link` header (RFC 8288), if any.
+pub fn next_link(header: &str) -> Option<String> {
+    for link in header.split(',') {
+        let mut parts = link.split(';');
+        let target = parts.next()?.trim();
+        let target = target.strip_prefix('<')?.strip_suffix('>')?;
+        let is_next = parts.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("rel=")
+                .map(|v| v.trim_matches('"').split_ascii_whitespace().any(|r| r.eq_ignore_ascii_case("next")))
+                .unwrap_or(false)
+        });
+        if is_next {
+            return Some(target.to_owned());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn stream(pagination: &str) -> StreamConfig {
+        let cfg = Config::from_toml(&format!(
+            r#"
+[kafka]
+brokers = "x:1"
+[[sources]]
+name = "s"
+base_url = "http://h"
+[[sources.streams]]
+name = "a"
+path = "/v1/a"
+primary_key = "/id"
+version = "/v"
+page_size = 2
+pagination = {pagination}
+"#
+        ))
+        .unwrap();
+        cfg.sources[0].streams[0].clone()
+    }
+
+    #[test]
+    fn link_header_parsing() {
+        assert_eq!(next_link(r#"<https://a/b?p=2>; rel="next", <https://a/b?p=9>; rel="last""#).as_deref(), Some("https://a/b?p=2"));
+        assert_eq!(next_link(r#"<https://a/b?p=9>; rel="last""#), None);
+        assert_eq!(next_link(r#"</rel?x=1>; rel="prev next""#).as_deref(), Some("/rel?x=1"));
+        assert_eq!(next_link("garbage"), None);
+        assert_eq!(next_link(""), None);
+    }
+
+    #[test]
+    fn urls_per_style() {
+        let s = stream(r#"{ style = "page" }"#);
+        let u = request_url("http://h", &s, &PageCursor::Page(3), Some(("updated_since", "2026-01-01T00:00:00Z"))).unwrap();
+        assert_eq!(u.as_str(), "http://h/v1/a?per_page=2&page=3&updated_since=2026-01-01T00%3A00%3A00Z");
+        let s = stream(r#"{ style = "cursor" }"#);
+        assert_eq!(request_url("http://h/", &s, &PageCursor::Token("x y".into()), None).unwrap().as_str(), "http://h/v1/a?limit=2&cursor=x+y");
+        let s = stream(r#"{ style = "link" }"#);
+        assert_eq!(request_url("http://h", &s, &PageCursor::Url("/v1/a?after=5".into()), None).unwrap().as_str(), "http://h/v1/a?after=5");
+    }
+
+    #[test]
+    fn next_per_style() {
+        let body = serde_json::json!({"data": [1, 2], "next_cursor": "abc", "has_more": true});
+        let facts = PageFacts { body: Some(&body), link: None, records: 2, last_id: Some("id2".into()) };
+        assert_eq!(next(&stream(r#"{ style = "cursor" }"#), &PageCursor::Start, &facts), Ok(PageCursor::Token("abc".into())));
+        assert_eq!(next(&stream(r#"{ style = "page" }"#), &PageCursor::Page(4), &facts), Ok(PageCursor::Page(5)));
+        assert_eq!(next(&stream(r#"{ style = "offset" }"#), &PageCursor::Offset(10), &facts), Ok(PageCursor::Offset(12)));
+        assert_eq!(next(&stream(r#"{ style = "after" }"#), &PageCursor::Start, &facts), Ok(PageCursor::After("id2".into())));
+        assert_eq!(next(&stream(r#"{ style = "link" }"#), &PageCursor::Start, &facts), Ok(PageCursor::Done));
+        let last = serde_json::json!({"data": [1], "next_cursor": null, "has_more": false});
+        let facts = PageFacts { body: Some(&last), link: None, records: 1, last_id: Some("id3".into()) };
+        for style in ["cursor", "page", "offset", "after"] {
+            assert_eq!(next(&stream(&format!(r#"{{ style = "{style}" }}"#)), &PageCursor::Start, &facts), Ok(PageCursor::Done), "{style}");
+        }
+    }
+}

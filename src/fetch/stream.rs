@@ -1,0 +1,488 @@
+//! One stream's worker: syncs page by page, landing pages and the cursor in one transaction.
+//!
+//! The worker owns the stream's transactional id (`<group_prefix>-fetch-<source>-<stream>`):
+//! `init` fences any previous owner and aborts its open transaction, and only then is the
+//! cursor read back (read_committed), so it reflects exactly what was committed. State moves
+//! forward only after a commit succeeds; an aborted transaction leaves it where it was, and
+//! the same pages are fetched again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::cursor::{stream_key, CursorState, Mode};
+use super::http::{HttpError, Response, SourceClient};
+use super::paginate::{self, PageCursor, PageFacts};
+use super::FetchError;
+use crate::blob::BlobStore;
+use crate::config::{Config, SourceConfig, StreamConfig};
+use crate::headers::{self, Headers, Kind};
+use crate::kafka::{classify, partition::partition_for, reader, ErrorClass, Kafka, Outgoing, TxnProducer};
+use crate::quota::Pacer;
+use crate::topics::TopicNames;
+
+/// Everything a stream worker needs.
+#[derive(Clone)]
+pub struct StreamWorker {
+    /// Whole config.
+    pub cfg: Arc<Config>,
+    /// The stream's source.
+    pub source: Arc<SourceConfig>,
+    /// The stream.
+    pub stream: Arc<StreamConfig>,
+    /// Kafka clients.
+    pub kafka: Kafka,
+    /// Topic names.
+    pub names: TopicNames,
+    /// The source's HTTP client.
+    pub http: Arc<SourceClient>,
+    /// The token's pacer.
+    pub pacer: Arc<Pacer>,
+    /// Claim-check store.
+    pub blobs: BlobStore,
+    /// Run syncs until one started by this worker completes, then return.
+    pub once: bool,
+    /// Start with a full sync even if an incremental one is due.
+    pub force_full: bool,
+    /// Progress reporting (a bar on a terminal).
+    pub progress: Option<indicatif::ProgressBar>,
+}
+
+/// What a worker did before it returned.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StreamReport {
+    /// Syncs completed.
+    pub syncs: u64,
+    /// Pages landed.
+    pub pages: u64,
+    /// Records landed.
+    pub records: u64,
+    /// Pages landed as blob references.
+    pub blobs: u64,
+}
+
+/// A page ready to land.
+struct Landed {
+    value: Bytes,
+    headers: Headers,
+    records: u64,
+}
+
+impl StreamWorker {
+    fn key(&self) -> String {
+        stream_key(&self.source.name, &self.stream.name)
+    }
+
+    /// The transactional id: one per stream, so whoever owns the stream fences the previous owner.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-fetch-{}-{}", self.kafka.group("").trim_end_matches('-'), self.source.name, self.stream.name)
+    }
+
+    /// Runs until stopped (or, with `once`, until a sync started here completes).
+    ///
+    /// # Errors
+    /// Fencing (another owner took the stream) and unrecoverable Kafka errors.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<StreamReport, FetchError> {
+        let producer = self.kafka.txn_producer(&self.transactional_id())?;
+        retry_kafka("init transactions", || {
+            let p = producer.clone();
+            async move { p.blocking(|p| p.init()).await }
+        })
+        .await?;
+        let mut state = self.restore().await?;
+        let mut report = StreamReport::default();
+        let mut started_here = false;
+        loop {
+            if *stop.borrow() {
+                return Ok(report);
+            }
+            let need_new = state.as_ref().is_none_or(|s| s.complete);
+            if need_new {
+                if self.once && started_here {
+                    return Ok(report);
+                }
+                if !self.once {
+                    // Between syncs: wait what is left of the poll interval (stoppable).
+                    let wait = state.as_ref().and_then(|s| s.last_sync_at.as_deref()).and_then(parse_time).map_or(Duration::ZERO, |t| {
+                        let since = time::OffsetDateTime::now_utc() - t;
+                        self.stream.poll_interval.saturating_sub(since.try_into().unwrap_or(Duration::ZERO))
+                    });
+                    if !wait.is_zero() && sleep_or_stop(wait, &mut stop).await {
+                        return Ok(report);
+                    }
+                }
+                let next = self.begin_sync(state.as_ref());
+                self.commit(&producer, &[], Some(&next), Some(Kind::SyncBegin)).await?;
+                tracing::info!(source = %self.source.name, stream = %self.stream.name, sync_id = %next.sync_id, mode = next.mode.as_str(), since = ?next.since, "sync started");
+                state = Some(next);
+                started_here = true;
+            }
+            let cur = state.clone().expect("a sync is in progress");
+            match self.fetch_batch(&cur, &producer).await {
+                Ok((pages, next)) => {
+                    let marker = next.complete.then_some(Kind::SyncEnd);
+                    self.commit(&producer, &pages, Some(&next), marker).await?;
+                    report.pages += pages.len() as u64;
+                    let n: u64 = pages.iter().map(|p| p.records).sum();
+                    report.records += n;
+                    metrics::counter!("intake_records_out_total", "stage" => "fetch").increment(n);
+                    if let Some(pb) = &self.progress {
+                        pb.set_message(format!("{}/{}: sync {} page {} ({} records)", self.source.name, self.stream.name, &next.sync_id[..8], next.pages, next.records));
+                        pb.inc(n);
+                    }
+                    if next.complete {
+                        report.syncs += 1;
+                        tracing::info!(source = %self.source.name, stream = %self.stream.name, sync_id = %next.sync_id, pages = next.pages, records = next.records, "sync complete");
+                    }
+                    state = Some(next);
+                }
+                Err(BatchError::Http(e)) => {
+                    tracing::error!(source = %self.source.name, stream = %self.stream.name, error = %e, pause_s = self.stream.poll_interval.as_secs(), "stream paused: the upstream refused the request; committed pages stay committed");
+                    metrics::counter!("intake_errors_total", "stage" => "fetch", "class" => "http").increment(1);
+                    if self.once {
+                        return Err(FetchError::Http(e));
+                    }
+                    if sleep_or_stop(self.stream.poll_interval, &mut stop).await {
+                        return Ok(report);
+                    }
+                }
+                Err(BatchError::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    fn begin_sync(&self, prev: Option<&CursorState>) -> CursorState {
+        let now = time::OffsetDateTime::now_utc();
+        let full_due = match (prev.and_then(|p| p.last_full_sync_at.as_deref()), self.stream.full_sync_every) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(at), Some(every)) => parse_time(at).is_none_or(|t| now - t >= every),
+        };
+        let hw = prev.and_then(|p| p.committed_high_water.clone());
+        let (mode, since) = match (&self.stream.incremental, hw) {
+            (Some(inc), Some(hw)) if !full_due && !self.force_full => {
+                let since = parse_time(&hw).map(|t| format_time(t - inc.lookback)).unwrap_or(hw);
+                (Mode::Incremental, Some(since))
+            }
+            _ => (Mode::Full, None),
+        };
+        CursorState {
+            source: self.source.name.clone(),
+            stream: self.stream.name.clone(),
+            sync_id: uuid::Uuid::new_v4().to_string(),
+            mode,
+            complete: false,
+            page: PageCursor::Start,
+            since,
+            high_water: None,
+            committed_high_water: prev.and_then(|p| p.committed_high_water.clone()),
+            last_full_sync_at: prev.and_then(|p| p.last_full_sync_at.clone()),
+            last_sync_at: prev.and_then(|p| p.last_sync_at.clone()),
+            pages: 0,
+            records: 0,
+            total_records: prev.map_or(0, |p| p.total_records),
+            updated_at: headers::now_rfc3339(),
+        }
+    }
+
+    /// Fetches up to `pages_per_transaction` pages from `cur`, returning them and the state
+    /// after them (not yet committed).
+    async fn fetch_batch(&self, cur: &CursorState, producer: &TxnProducer) -> Result<(Vec<Landed>, CursorState), BatchError> {
+        let mut next = cur.clone();
+        let mut pages = Vec::new();
+        let base = self.source.base_url.as_deref().unwrap_or_default();
+        let since = match (&self.stream.incremental, &cur.since) {
+            (Some(inc), Some(s)) => Some((inc.param.as_str(), s.as_str())),
+            _ => None,
+        };
+        while pages.len() < self.stream.pages_per_transaction as usize && next.page != PageCursor::Done {
+            let url = paginate::request_url(base, &self.stream, &next.page, since)
+                .map_err(|e| BatchError::Http(HttpError::Client { url: base.to_owned(), status: 0, body: e.to_string() }))?;
+            let (resp, body) = self.get_parsed(&url, producer).await?;
+            let recs = body.pointer(&self.stream.records).and_then(Value::as_array);
+            let count = recs.map_or(0, Vec::len);
+            let last_id = recs.and_then(|r| r.last()).and_then(|r| r.pointer(&self.stream.primary_key)).map(key_string);
+            if let (Some(inc), Some(recs)) = (&self.stream.incremental, recs) {
+                for r in recs {
+                    if let Some(v) = r.pointer(&inc.field).and_then(Value::as_str) {
+                        next.high_water = max_time(next.high_water.take(), v);
+                    }
+                }
+            }
+            let link = resp.headers.get(reqwest::header::LINK).and_then(|v| v.to_str().ok());
+            let after = paginate::next(&self.stream, &next.page, &PageFacts { body: Some(&body), link, records: count, last_id })
+                .map_err(|e| BatchError::Http(HttpError::Client { url: resp.url.clone(), status: resp.status, body: e.to_string() }))?;
+            let seq = next.pages;
+            let landed = self.land(&resp, &next, &after, seq, count as u64).await?;
+            pages.push(landed);
+            next.page = after;
+            next.pages += 1;
+            next.records += count as u64;
+            next.total_records += count as u64;
+        }
+        if next.page == PageCursor::Done {
+            next.complete = true;
+            let now = headers::now_rfc3339();
+            next.last_sync_at = Some(now.clone());
+            if next.mode == Mode::Full {
+                next.last_full_sync_at = Some(now);
+            }
+            if let Some(hw) = next.high_water.clone() {
+                next.committed_high_water = max_time(next.committed_high_water.take(), &hw);
+            }
+        }
+        next.updated_at = headers::now_rfc3339();
+        Ok((pages, next))
+    }
+
+    /// GETs a page and parses it. A body that is not JSON is kept in the DLQ (stage `fetch`,
+    /// kind `malformed_json`) and the request is repeated a few times before the stream pauses.
+    async fn get_parsed(&self, url: &url::Url, producer: &TxnProducer) -> Result<(Response, Value), BatchError> {
+        let mut bad = 0;
+        loop {
+            let resp = self.http.get(url, &self.pacer).await.map_err(BatchError::Http)?;
+            match serde_json::from_slice::<Value>(&resp.body) {
+                Ok(v) => return Ok((resp, v)),
+                Err(e) => {
+                    bad += 1;
+                    tracing::warn!(source = %self.source.name, stream = %self.stream.name, url = %resp.url, error = %e, bytes = resp.body.len(), "page is not valid JSON: kept in the DLQ, request repeated");
+                    self.dead_letter(producer, &resp, &e.to_string()).await?;
+                    if bad >= 3 {
+                        return Err(BatchError::Http(HttpError::Client {
+                            url: resp.url,
+                            status: resp.status,
+                            body: format!("the page is not valid JSON ({e}); kept in the DLQ"),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(&self, producer: &TxnProducer, resp: &Response, detail: &str) -> Result<(), BatchError> {
+        let dlq = self.names.dlq();
+        let key = self.key();
+        let value = resp.body.clone();
+        let hdrs = Headers::new()
+            .with(headers::SOURCE, &self.source.name)
+            .with(headers::STREAM, &self.stream.name)
+            .with(headers::REQUEST, &resp.url)
+            .with(headers::STATUS, resp.status.to_string())
+            .with(headers::DLQ_KIND, "malformed_json")
+            .with(headers::DLQ_DETAIL, format!("page from {} is not valid JSON: {detail}", resp.url))
+            .with(headers::DLQ_ORIGIN, &resp.url)
+            .with(headers::DLQ_STAGE, "fetch")
+            .with(headers::DLQ_AT, headers::now_rfc3339())
+            .build();
+        let r = producer
+            .blocking(move |p| {
+                p.begin()?;
+                let out = p.send(Outgoing { topic: &dlq, key: Some(key.as_bytes()), payload: Some(&value), headers: hdrs, partition: None });
+                match out.and_then(|()| p.commit()) {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        let _ = p.abort();
+                        Err(e)
+                    }
+                }
+            })
+            .await;
+        r.map_err(|e| BatchError::Fatal(FetchError::Kafka(e)))
+    }
+
+    /// Builds the landing record of a page; oversize bodies go to the blob store first.
+    async fn land(&self, resp: &Response, cur: &CursorState, after: &PageCursor, seq: u64, records: u64) -> Result<Landed, BatchError> {
+        let mut h = Headers::new()
+            .with(headers::SOURCE, &self.source.name)
+            .with(headers::STREAM, &self.stream.name)
+            .with(headers::FETCHED_AT, headers::now_rfc3339())
+            .with(headers::REQUEST, &resp.url)
+            .with(headers::STATUS, resp.status.to_string())
+            .with(headers::CURSOR, cur.page.header_value())
+            .with(headers::NEXT_CURSOR, after.header_value())
+            .with(headers::SYNC_ID, &cur.sync_id)
+            .with(headers::MODE, cur.mode.as_str())
+            .with(headers::SEQ, seq.to_string());
+        let value = if resp.body.len() > self.cfg.blob.max_inline_bytes {
+            let r = self.blobs.put(resp.body.clone()).await.map_err(|e| BatchError::Fatal(FetchError::Blob(e)))?;
+            tracing::info!(source = %self.source.name, stream = %self.stream.name, size = r.size, sha256 = %r.sha256, "page over the inline limit: stored in the blob store, landing a blob-ref");
+            h = h.with(headers::KIND, Kind::BlobRef.as_str()).with(headers::BLOB, r.header_value());
+            Bytes::from(serde_json::to_vec(&r).expect("serialisable"))
+        } else {
+            h = h.with(headers::KIND, Kind::Page.as_str());
+            resp.body.clone()
+        };
+        Ok(Landed { value, headers: h, records })
+    }
+
+    /// One transaction: the pages, an optional sync marker, and the cursor record.
+    async fn commit(&self, producer: &TxnProducer, pages: &[Landed], state: Option<&CursorState>, marker: Option<Kind>) -> Result<(), FetchError> {
+        let landing = self.names.landing();
+        let cursors = self.names.cursors();
+        let key = self.key();
+        let pages: Vec<(Bytes, rdkafka::message::OwnedHeaders)> =
+            pages.iter().map(|p| (p.value.clone(), clone_headers(&p.headers))).collect();
+        let cursor = state.map(|s| serde_json::to_vec(s).expect("serialisable"));
+        let marker = marker.map(|k| {
+            let s = state.expect("markers come with a cursor");
+            let value = serde_json::json!({ "sync_id": s.sync_id, "mode": s.mode.as_str(), "pages": s.pages, "records": s.records });
+            let h = Headers::new()
+                .with(headers::SOURCE, &self.source.name)
+                .with(headers::STREAM, &self.stream.name)
+                .with(headers::KIND, k.as_str())
+                .with(headers::SYNC_ID, &s.sync_id)
+                .with(headers::MODE, s.mode.as_str())
+                .with(headers::SEQ, s.pages.to_string())
+                .with(headers::FETCHED_AT, headers::now_rfc3339());
+            (serde_json::to_vec(&value).expect("serialisable"), h.build())
+        });
+        let started = std::time::Instant::now();
+        let result = producer
+            .blocking(move |p| {
+                p.begin()?;
+                let send_all = || -> rdkafka::error::KafkaResult<()> {
+                    for (v, h) in pages {
+                        p.send(Outgoing { topic: &landing, key: Some(key.as_bytes()), payload: Some(&v), headers: h, partition: None })?;
+                    }
+                    if let Some((v, h)) = marker {
+                        p.send(Outgoing { topic: &landing, key: Some(key.as_bytes()), payload: Some(&v), headers: h, partition: None })?;
+                    }
+                    if let Some(c) = cursor {
+                        p.send(Outgoing { topic: &cursors, key: Some(key.as_bytes()), payload: Some(&c), headers: Headers::new().build(), partition: None })?;
+                    }
+                    p.commit()
+                };
+                match send_all() {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        if classify(&e) != ErrorClass::Fatal {
+                            let _ = p.abort();
+                        }
+                        Err(e)
+                    }
+                }
+            })
+            .await;
+        metrics::histogram!("intake_commit_seconds", "stage" => "fetch").record(started.elapsed().as_secs_f64());
+        result.map_err(|e| match classify(&e) {
+            ErrorClass::Fatal => FetchError::Fenced { stream: self.key(), detail: e.to_string() },
+            _ => FetchError::Kafka(e),
+        })
+    }
+
+    /// Reads this stream's last committed cursor.
+    async fn restore(&self) -> Result<Option<CursorState>, FetchError> {
+        restore_cursors(&self.kafka, &self.names, std::slice::from_ref(&self.key())).await.map(|mut m| m.remove(&self.key()))
+    }
+}
+
+/// Reads the last committed cursor of each key (read_committed, only the partitions that hold them).
+///
+/// # Errors
+/// Kafka errors.
+pub async fn restore_cursors(
+    kafka: &Kafka,
+    names: &TopicNames,
+    keys: &[String],
+) -> Result<std::collections::HashMap<String, CursorState>, FetchError> {
+    let kafka = kafka.clone();
+    let topic = names.cursors();
+    let keys = keys.to_vec();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::Message;
+        let consumer = kafka.reader_consumer("cursors")?;
+        let n = reader::partition_count(&consumer, &topic, Duration::from_secs(10))?;
+        let mut parts: Vec<i32> = keys.iter().map(|k| partition_for(k.as_bytes(), n)).collect();
+        parts.sort_unstable();
+        parts.dedup();
+        let mut out = std::collections::HashMap::new();
+        reader::read_to_end(&consumer, &topic, &parts, Duration::from_secs(60), |m| {
+            let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { return };
+            if !keys.iter().any(|x| x == k) {
+                return;
+            }
+            match m.payload() {
+                None => {
+                    out.remove(k);
+                }
+                Some(v) => match serde_json::from_slice::<CursorState>(v) {
+                    Ok(c) => {
+                        out.insert(k.to_owned(), c);
+                    }
+                    Err(e) => tracing::error!(key = k, offset = m.offset(), error = %e, "unreadable cursor record ignored"),
+                },
+            }
+        })?;
+        Ok(out)
+    })
+    .await
+    .map_err(|_| FetchError::Kafka(rdkafka::error::KafkaError::Canceled))?
+}
+
+enum BatchError {
+    Http(HttpError),
+    Fatal(FetchError),
+}
+
+fn clone_headers(h: &Headers) -> rdkafka::message::OwnedHeaders {
+    h.clone_owned()
+}
+
+fn key_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+fn format_time(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// The later of two timestamps (RFC 3339 compared as instants; unparsable ones as strings).
+fn max_time(a: Option<String>, b: &str) -> Option<String> {
+    match a {
+        None => Some(b.to_owned()),
+        Some(a) => match (parse_time(&a), parse_time(b)) {
+            (Some(x), Some(y)) => Some(if y > x { b.to_owned() } else { a }),
+            _ => Some(if b > a.as_str() { b.to_owned() } else { a }),
+        },
+    }
+}
+
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    let stopped = tokio::select! {
+        () = tokio::time::sleep(d) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    stopped || *stop.borrow()
+}
+
+/// Retries a Kafka call while it fails retriably (broker restarting, coordinator moving).
+pub(crate) async fn retry_kafka<F, Fut, T>(what: &str, mut f: F) -> Result<T, FetchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = rdkafka::error::KafkaResult<T>>,
+{
+    let mut wait = Duration::from_millis(200);
+    for attempt in 1.. {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if classify(&e) == ErrorClass::Retry || (attempt < 10 && classify(&e) == ErrorClass::Abort) => {
+                tracing::warn!(what, attempt, error = %e, "kafka call failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) if classify(&e) == ErrorClass::Fatal => return Err(FetchError::Fenced { stream: what.to_owned(), detail: e.to_string() }),
+            Err(e) => return Err(FetchError::Kafka(e)),
+        }
+    }
+    unreachable!("the loop only ends by returning")
+}
