@@ -1,0 +1,206 @@
+//! The upstream API under test: `GET /v1/{stream}` in the stream's configured style and
+//! `GET /v1/styles/{style}/{stream}` in any style, behind bearer auth, the quota and faults.
+//!
+//! Every request passes [`guard`] in this order: auth (401 without a known token, not
+//! counted against any quota) → quota (counted; 429 over it) → faults (delay, reset, 5xx) →
+//! the handler. Every answer past auth carries `X-RateLimit-Limit`, `X-RateLimit-Remaining`
+//! and `X-RateLimit-Reset`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tracing::debug;
+
+use super::args::Style;
+use super::clock;
+use super::conn::ConnHandle;
+use super::data::Stream;
+use super::error::ApiError;
+use super::faults::cut_short;
+use super::pagination::ListRequest;
+use super::quota::Decision;
+use super::state::SimState;
+
+/// The `/v1` routes with their guard.
+pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
+    Router::new()
+        .route("/v1/styles/{style}/{stream}", get(list_in_style))
+        .route("/v1/{stream}", get(list))
+        .layer(middleware::from_fn_with_state(state, guard))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn unauthorized(state: &SimState, message: &str) -> Response {
+    state.counters.unauthorized.fetch_add(1, Ordering::SeqCst);
+    let mut response = ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        code: "unauthorized",
+        message: message.to_owned(),
+    }
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+fn rate_headers(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert("x-ratelimit-limit", decision.limit.into());
+    headers.insert("x-ratelimit-remaining", decision.remaining.into());
+    headers.insert("x-ratelimit-reset", decision.reset_secs.into());
+}
+
+/// An injected 5xx: JSON from the API, or an HTML page as a gateway would send.
+fn injected_error(status: StatusCode) -> Response {
+    match status {
+        StatusCode::BAD_GATEWAY => (
+            status,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response(),
+        _ => {
+            let mut response = ApiError {
+                status,
+                code: "upstream_error",
+                message: format!("injected fault: {status}"),
+            }
+            .into_response();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            response
+        }
+    }
+}
+
+/// Auth, quota and faults, in that order.
+async fn guard(
+    State(state): State<Arc<SimState>>,
+    ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = bearer(request.headers()) else {
+        return unauthorized(
+            &state,
+            "missing bearer token: send Authorization: Bearer <token>",
+        );
+    };
+    let decision = state.quotas().check(token, clock::now());
+    let Some(decision) = decision else {
+        return unauthorized(&state, "unknown API token");
+    };
+    if !decision.accepted {
+        let mut response = ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: format!(
+                "quota of {} requests per {} ms exceeded; retry after {} s",
+                decision.limit, state.quota_window_ms, decision.retry_after_secs
+            ),
+        }
+        .into_response();
+        rate_headers(response.headers_mut(), &decision);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, decision.retry_after_secs.into());
+        return response;
+    }
+    let plan = state.faults().plan();
+    if let Some(delay) = plan.delay {
+        debug!(remote = %conn.remote, ?delay, "fault: slow answer");
+        tokio::time::sleep(delay).await;
+    }
+    if plan.reset {
+        debug!(remote = %conn.remote, "fault: connection reset");
+        conn.reset();
+        // Never written: the connection fails before hyper can send it.
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let mut response = match plan.error {
+        Some(status) => {
+            debug!(remote = %conn.remote, status = status.as_u16(), "fault: 5xx");
+            injected_error(status)
+        }
+        None => next.run(request).await,
+    };
+    rate_headers(response.headers_mut(), &decision);
+    response
+}
+
+async fn list(
+    State(state): State<Arc<SimState>>,
+    Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let stream: Stream = stream.parse().map_err(ApiError::not_found)?;
+    let style = state.styles[stream.index()];
+    serve(&state, stream, style, query, &headers, &uri)
+}
+
+async fn list_in_style(
+    State(state): State<Arc<SimState>>,
+    Path((style, stream)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let style: Style = style.parse().map_err(ApiError::not_found)?;
+    let stream: Stream = stream.parse().map_err(ApiError::not_found)?;
+    serve(&state, stream, style, query, &headers, &uri)
+}
+
+fn serve(
+    state: &SimState,
+    stream: Stream,
+    style: Style,
+    query: Option<String>,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Response, ApiError> {
+    let request = ListRequest::parse(style, query.as_deref().unwrap_or(""), state.sizes)?;
+    let fetched = request.fetch(&state.store(), stream)?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or_else(|| state.local_addr.to_string(), str::to_owned);
+    let answer = fetched.answer(&format!("http://{host}{}", uri.path()));
+    state.counters.pages.fetch_add(1, Ordering::SeqCst);
+    let body = if state.faults().malformed() {
+        debug!(stream = stream.as_str(), "fault: malformed page");
+        cut_short(&answer.body)
+    } else {
+        answer.body
+    };
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    if let Some(link) = answer.link {
+        let value = HeaderValue::from_str(&link)
+            .map_err(|_| ApiError::bad_param("the Host header cannot form a Link URL"))?;
+        response.headers_mut().insert(header::LINK, value);
+    }
+    Ok(response)
+}
