@@ -1,1 +1,23 @@
-//! See the crate-level layout map.
+//! The validate stage: pages from `intake.landing` split into records, each validated against
+//! its stream's Avro schema and encoded, or sent to the DLQ with a classified error.
+//!
+//! # Layout
+//!
+//! | module      | what lives there |
+//! |-------------|------------------|
+//! | [`split`]   | a raw page → records (raw bytes kept), primary key and version per record |
+//! | [`convert`] | one JSON record → Avro value and datum bytes, with strict drift detection |
+//! | [`infer`]   | a backward-compatible candidate schema from drifted samples (`evolve`, `schema propose`) |
+//! | [`error`]   | [`DriftKind`] (the `dlq.error.kind` values) and [`RecordError`] |
+//!
+//! These four are pure logic: no Kafka, no HTTP, no registry.
+
+pub mod convert;
+pub mod error;
+pub mod infer;
+pub mod split;
+
+pub use convert::{Encoder, MAX_ERRORS, Validator};
+pub use infer::{Proposal, propose};
+pub use error::{DriftKind, RecordError, SchemaError, UnknownDriftKind};
+pub use split::{BadRecord, JsonPointer, MAX_DEPTH, PointerError, Record, Split, Splitter, parse_version};

@@ -1,0 +1,765 @@
+//! One JSON record → an Avro value and datum bytes, with strict drift detection.
+//!
+//! A [`Validator`] compiles an Avro schema once per schema version into a flat table of nodes
+//! (named types resolved, field defaults converted, the value to use for an absent or null field
+//! precomputed). [`Validator::convert`] then walks a record and its compiled schema together and
+//! either builds the [`AvroValue`] or names the first thing wrong with the record:
+//!
+//! | kind            | when |
+//! |-----------------|------|
+//! | `missing_field` | a field is absent, or null, and is neither nullable nor has a default |
+//! | `type_mismatch` | the JSON type does not fit the Avro type, or an int/long/float is out of range |
+//! | `unknown_enum`  | an enum field holds a symbol the schema does not list |
+//! | `unknown_field` | the record (or a nested record) has a member the schema does not declare |
+//!
+//! Field paths read `status`, `address.city`, `items[3].sku`, `attributes.color` (map keys that
+//! are not plain words are quoted: `attributes["a b"]`).
+//!
+//! # Order of errors
+//!
+//! Deterministic for a given record and schema: fields in schema order, depth first; after a
+//! record's declared fields, its unknown members in sorted order. So a renamed field reports
+//! `missing_field` for the old name before `unknown_field` for the new one.
+//! [`Validator::convert`] stops at the first error; [`Validator::errors`] collects up to
+//! [`MAX_ERRORS`] of them (for triage), continuing past each one.
+//!
+//! # JSON → Avro mapping
+//!
+//! - `null`, `boolean`, `string`: the JSON type of the same name.
+//! - `int`, `long`: JSON integers within range (a JSON number with a fraction or exponent, such
+//!   as `1.0` or `1e3`, is a `type_mismatch`: serde_json reads it as a float).
+//! - `float`, `double`: any JSON number; a `float` out of f32 range is a `type_mismatch`.
+//! - `bytes`, `fixed`: a JSON string, taken as its UTF-8 bytes (`fixed` needs exactly `size`).
+//! - `enum`: a JSON string naming a symbol (the enum's `default` is for readers, not for us).
+//! - `array`, `map`: a JSON array, a JSON object.
+//! - `record`: a JSON object; an absent field takes its default, else null if its type admits
+//!   null; a null field takes null if admitted, else its default.
+//! - unions: the branch is chosen by JSON type (`["null", T]` in either order is the common
+//!   case). When several branches take that JSON type (`["int", "long"]`, two records), the first
+//!   that converts without error wins.
+//! - logical types: `date`, `time-*` and `local-timestamp-*` from JSON integers; `timestamp-*`
+//!   from JSON integers or RFC 3339 strings; `uuid` from a UUID string. `decimal`, `big-decimal`
+//!   and `duration` have no JSON mapping here and make [`Validator::new`] fail.
+//!
+//! # Cost
+//!
+//! Compilation is linear in the schema size, once per schema version. Per record, conversion is
+//! one walk of the record: a map lookup per declared field (plus a hash of each member name only
+//! when the record has members the schema lacks), and one allocation per field name, string and
+//! container, as `apache_avro::types::Value` requires. Encoding through an [`Encoder`] reuses
+//! one `GenericDatumWriter` (the equivalent of `to_avro_datum`, which apache-avro 0.22
+//! deprecates) for many records, so schema names are not resolved again per record, and writes
+//! into a caller's buffer, so the Confluent header can be written first without a copy.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use apache_avro::schema::{Name, Schema, UuidSchema};
+use apache_avro::types::Value as AvroValue;
+use apache_avro::Uuid;
+use apache_avro::writer::datum::GenericDatumWriter;
+use serde_json::{Map, Number, Value as Json};
+
+use super::error::{DriftKind, RecordError, SchemaError};
+use super::split::rfc3339_nanos;
+
+/// The most errors [`Validator::errors`] collects for one record.
+pub const MAX_ERRORS: usize = 32;
+
+/// At most this many enum symbols are listed in an `unknown_enum` detail.
+const LISTED_SYMBOLS: usize = 20;
+
+/// Index of a node in [`Validator::nodes`].
+type NodeId = usize;
+
+/// A schema compiled for converting JSON records. Build once per schema version and share
+/// (it is `Send + Sync`).
+#[derive(Debug)]
+pub struct Validator {
+    /// The schema as given, for encoding.
+    schema: Schema,
+    /// The compiled schema; references to named types are indexes, so recursive types work.
+    nodes: Vec<Node>,
+    /// The top node.
+    root: NodeId,
+}
+
+/// One compiled schema type.
+#[derive(Debug)]
+enum Node {
+    Null,
+    Boolean,
+    Int,
+    Long,
+    Float,
+    Double,
+    Bytes,
+    String,
+    Fixed { name: String, size: usize },
+    Enum { name: String, symbols: Vec<String> },
+    Array(NodeId),
+    Map(NodeId),
+    Union(Vec<NodeId>),
+    Record { name: String, fields: Vec<Field> },
+    Date,
+    TimeMillis,
+    TimeMicros,
+    TimestampMillis,
+    TimestampMicros,
+    TimestampNanos,
+    LocalTimestampMillis,
+    LocalTimestampMicros,
+    LocalTimestampNanos,
+    Uuid,
+    /// A record being compiled (only seen while compiling).
+    Pending,
+}
+
+/// One compiled record field.
+#[derive(Debug)]
+struct Field {
+    name: String,
+    node: NodeId,
+    /// The value when the member is absent: the default, else null if the type admits it.
+    absent: Option<AvroValue>,
+    /// The value when the member is JSON null: null if the type admits it, else the default.
+    null: Option<AvroValue>,
+}
+
+impl Validator {
+    /// Compiles `schema` (any schema; a record in practice).
+    ///
+    /// # Errors
+    ///
+    /// [`SchemaError::Unsupported`] for `decimal`, `big-decimal` and `duration`;
+    /// [`SchemaError::UnresolvedName`] for a reference to an undefined type;
+    /// [`SchemaError::BadDefault`] when a field default does not fit its type;
+    /// [`SchemaError::Avro`] if apache-avro cannot resolve the schema for writing.
+    pub fn new(schema: &Schema) -> Result<Self, SchemaError> {
+        GenericDatumWriter::builder(schema)
+            .build()
+            .map_err(|e| SchemaError::Avro(e.to_string()))?;
+        let mut compiler = Compiler::default();
+        let root = compiler.compile(schema, None, "root")?;
+        let mut validator = Validator { schema: schema.clone(), nodes: compiler.nodes, root };
+        for pending in compiler.defaults {
+            validator.set_default(pending)?;
+        }
+        Ok(validator)
+    }
+
+    /// The schema this validator was built from.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Converts a record, stopping at the first error.
+    ///
+    /// # Errors
+    ///
+    /// The first [`RecordError`] in the order described in the module documentation.
+    pub fn convert(&self, record: &Json) -> Result<AvroValue, RecordError> {
+        let mut walk = Walk::new(self, 1);
+        match walk.conv(self.root, record) {
+            Some(value) => Ok(value),
+            None => Err(walk.errors.swap_remove(0)),
+        }
+    }
+
+    /// Parses raw record bytes (as [`super::split::Record::raw`]) and converts them.
+    ///
+    /// # Errors
+    ///
+    /// `malformed_json` if the bytes are not JSON (or nested deeper than serde_json's limit),
+    /// else as [`Validator::convert`].
+    pub fn convert_raw(&self, raw: &[u8]) -> Result<AvroValue, RecordError> {
+        let json: Json = serde_json::from_slice(raw).map_err(|e| RecordError::malformed(&e, raw))?;
+        self.convert(&json)
+    }
+
+    /// Every error of a record, up to [`MAX_ERRORS`], in the documented order; empty when the
+    /// record converts.
+    pub fn errors(&self, record: &Json) -> Vec<RecordError> {
+        let mut walk = Walk::new(self, MAX_ERRORS);
+        walk.conv(self.root, record);
+        walk.errors
+    }
+
+    /// An encoder for many records (see [`Encoder`]).
+    ///
+    /// # Errors
+    ///
+    /// [`SchemaError::Avro`] if apache-avro cannot resolve the schema (checked already by
+    /// [`Validator::new`], so not expected).
+    pub fn encoder(&self) -> Result<Encoder<'_>, SchemaError> {
+        let writer = GenericDatumWriter::builder(&self.schema)
+            // `convert` only builds values that fit the schema (the tests prove it against
+            // apache-avro's own validation), so validating again would walk each value twice.
+            .validate(cfg!(debug_assertions))
+            .build()
+            .map_err(|e| SchemaError::Avro(e.to_string()))?;
+        Ok(Encoder { validator: self, writer })
+    }
+
+    /// Converts and encodes one record to Avro datum bytes (no Confluent framing). For many
+    /// records, use one [`Validator::encoder`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Validator::convert`], or `encode_failed` if apache-avro refuses the value.
+    pub fn encode(&self, record: &Json) -> Result<Vec<u8>, RecordError> {
+        let encoder = self.encoder().map_err(|e| RecordError::whole(DriftKind::EncodeFailed, e.to_string()))?;
+        let mut out = Vec::new();
+        encoder.encode(record, &mut out)?;
+        Ok(out)
+    }
+
+    /// Converts a field default (Avro JSON) once all nodes exist.
+    fn set_default(&mut self, pending: PendingDefault) -> Result<(), SchemaError> {
+        let PendingDefault { record, field, default, path } = pending;
+        let node = match &self.nodes[record] {
+            Node::Record { fields, .. } => fields[field].node,
+            _ => unreachable!("defaults are only recorded for record fields"),
+        };
+        let mut walk = Walk::new(self, 1);
+        let value = walk.conv(node, &default).ok_or_else(|| SchemaError::BadDefault {
+            path,
+            detail: walk.errors[0].to_string(),
+        })?;
+        if let Node::Record { fields, .. } = &mut self.nodes[record] {
+            let f = &mut fields[field];
+            f.absent = Some(value.clone());
+            if f.null.is_none() {
+                f.null = Some(value);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Encodes many records with one schema resolution. Borrowed from a [`Validator`].
+pub struct Encoder<'v> {
+    validator: &'v Validator,
+    writer: GenericDatumWriter<'v>,
+}
+
+impl Encoder<'_> {
+    /// Converts `record` and appends its Avro datum bytes to `out`. On error `out` is left as
+    /// it was.
+    ///
+    /// # Errors
+    ///
+    /// As [`Validator::convert`], or `encode_failed` if apache-avro refuses the value.
+    pub fn encode(&self, record: &Json, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        let value = self.validator.convert(record)?;
+        self.encode_value(&value, out)
+    }
+
+    /// Appends the Avro datum bytes of an already converted value to `out`. On error `out` is
+    /// left as it was.
+    ///
+    /// # Errors
+    ///
+    /// `encode_failed` if apache-avro refuses the value.
+    pub fn encode_value(&self, value: &AvroValue, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        let len = out.len();
+        self.writer.write_value_ref(out, value).map(drop).map_err(|e| {
+            out.truncate(len);
+            RecordError::whole(DriftKind::EncodeFailed, format!("the Avro encoder refused the value: {e}"))
+        })
+    }
+}
+
+/// A field default waiting for the whole schema to be compiled.
+struct PendingDefault {
+    record: NodeId,
+    field: usize,
+    default: Json,
+    path: String,
+}
+
+/// Schema → nodes.
+#[derive(Default)]
+struct Compiler {
+    nodes: Vec<Node>,
+    /// Full names of named types → their node.
+    named: HashMap<String, NodeId>,
+    defaults: Vec<PendingDefault>,
+}
+
+impl Compiler {
+    fn push(&mut self, node: Node) -> NodeId {
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    fn define(&mut self, name: &Name, ns: Option<&str>, node: Node) -> NodeId {
+        let id = self.push(node);
+        self.named.insert(name.fully_qualified_name(ns).fullname(None), id);
+        id
+    }
+
+    fn compile(&mut self, schema: &Schema, ns: Option<&str>, path: &str) -> Result<NodeId, SchemaError> {
+        let unsupported = |what: &str| SchemaError::Unsupported { path: path.to_owned(), what: what.to_owned() };
+        let node = match schema {
+            Schema::Null => Node::Null,
+            Schema::Boolean => Node::Boolean,
+            Schema::Int => Node::Int,
+            Schema::Long => Node::Long,
+            Schema::Float => Node::Float,
+            Schema::Double => Node::Double,
+            Schema::Bytes => Node::Bytes,
+            Schema::String => Node::String,
+            Schema::Date => Node::Date,
+            Schema::TimeMillis => Node::TimeMillis,
+            Schema::TimeMicros => Node::TimeMicros,
+            Schema::TimestampMillis => Node::TimestampMillis,
+            Schema::TimestampMicros => Node::TimestampMicros,
+            Schema::TimestampNanos => Node::TimestampNanos,
+            Schema::LocalTimestampMillis => Node::LocalTimestampMillis,
+            Schema::LocalTimestampMicros => Node::LocalTimestampMicros,
+            Schema::LocalTimestampNanos => Node::LocalTimestampNanos,
+            Schema::Uuid(UuidSchema::Fixed(fixed)) => {
+                return Ok(self.define(&fixed.name, ns, Node::Uuid));
+            }
+            Schema::Uuid(_) => Node::Uuid,
+            Schema::Fixed(fixed) => {
+                let name = fixed.name.fully_qualified_name(ns).fullname(None);
+                return Ok(self.define(&fixed.name, ns, Node::Fixed { name, size: fixed.size }));
+            }
+            Schema::Enum(e) => {
+                let name = e.name.fully_qualified_name(ns).fullname(None);
+                return Ok(self.define(&e.name, ns, Node::Enum { name, symbols: e.symbols.clone() }));
+            }
+            Schema::Array(a) => {
+                let items = self.compile(&a.items, ns, &format!("{path}[]"))?;
+                Node::Array(items)
+            }
+            Schema::Map(m) => {
+                let values = self.compile(&m.types, ns, &format!("{path}{{}}"))?;
+                Node::Map(values)
+            }
+            Schema::Union(u) => {
+                let branches = u
+                    .variants()
+                    .iter()
+                    .map(|v| self.compile(v, ns, path))
+                    .collect::<Result<_, _>>()?;
+                Node::Union(branches)
+            }
+            Schema::Record(r) => {
+                let id = self.define(&r.name, ns, Node::Pending);
+                let full = r.name.fully_qualified_name(ns);
+                let record_ns = full.namespace();
+                let mut fields = Vec::with_capacity(r.fields.len());
+                for (i, f) in r.fields.iter().enumerate() {
+                    let field_path = if path == "root" { f.name.clone() } else { format!("{path}.{}", f.name) };
+                    let node = self.compile(&f.schema, record_ns, &field_path)?;
+                    let null = self.null_value(node);
+                    if let Some(default) = &f.default {
+                        self.defaults.push(PendingDefault { record: id, field: i, default: default.clone(), path: field_path });
+                    }
+                    fields.push(Field { name: f.name.clone(), node, absent: null.clone(), null });
+                }
+                self.nodes[id] = Node::Record { name: full.fullname(None), fields };
+                return Ok(id);
+            }
+            Schema::Ref { name } => {
+                let full = name.fully_qualified_name(ns).fullname(None);
+                return self.named.get(&full).copied().ok_or(SchemaError::UnresolvedName(full));
+            }
+            Schema::Decimal(_) => return Err(unsupported("decimal")),
+            Schema::BigDecimal => return Err(unsupported("big-decimal")),
+            Schema::Duration(_) => return Err(unsupported("duration")),
+        };
+        Ok(self.push(node))
+    }
+
+    /// The value of JSON null for a node, if the node admits null.
+    fn null_value(&self, node: NodeId) -> Option<AvroValue> {
+        match &self.nodes[node] {
+            Node::Null => Some(AvroValue::Null),
+            Node::Union(branches) => branches
+                .iter()
+                .position(|&b| matches!(self.nodes[b], Node::Null))
+                .map(|i| AvroValue::Union(i as u32, Box::new(AvroValue::Null))),
+            _ => None,
+        }
+    }
+}
+
+/// One step of a field path.
+#[derive(Debug, Clone, Copy)]
+enum Seg<'a> {
+    Field(&'a str),
+    Index(usize),
+    Key(&'a str),
+}
+
+/// One conversion: the path to the current value and the errors so far.
+struct Walk<'a> {
+    v: &'a Validator,
+    path: Vec<Seg<'a>>,
+    errors: Vec<RecordError>,
+    /// Stop once this many errors are collected.
+    limit: usize,
+}
+
+/// The JSON type of a value, for messages.
+fn json_kind(json: &Json) -> &'static str {
+    match json {
+        Json::Null => "null",
+        Json::Bool(_) => "boolean",
+        Json::Number(n) if n.is_f64() => "number",
+        Json::Number(_) => "integer",
+        Json::String(_) => "string",
+        Json::Array(_) => "array",
+        Json::Object(_) => "object",
+    }
+}
+
+fn is_integer(n: &Number) -> bool {
+    n.is_i64() || n.is_u64()
+}
+
+impl<'a> Walk<'a> {
+    fn new(v: &'a Validator, limit: usize) -> Self {
+        Walk { v, path: Vec::new(), errors: Vec::new(), limit }
+    }
+
+    fn full(&self) -> bool {
+        self.errors.len() >= self.limit
+    }
+
+    fn field_path(&self) -> Option<String> {
+        if self.path.is_empty() {
+            return None;
+        }
+        let mut out = String::new();
+        for seg in &self.path {
+            match seg {
+                Seg::Field(name) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(name);
+                }
+                Seg::Index(i) => {
+                    let _ = write!(out, "[{i}]");
+                }
+                Seg::Key(key) => {
+                    let plain = !key.is_empty()
+                        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    if plain {
+                        out.push('.');
+                        out.push_str(key);
+                    } else {
+                        let _ = write!(out, "[{}]", Json::String((*key).to_owned()));
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Records an error at the current path; always `None`, for `return self.fail(..)`.
+    fn fail<T>(&mut self, kind: DriftKind, detail: String) -> Option<T> {
+        self.errors.push(RecordError { kind, field: self.field_path(), detail });
+        None
+    }
+
+    fn mismatch<T>(&mut self, node: NodeId, json: &Json) -> Option<T> {
+        let detail = format!("expected {}, found {}", self.v.describe(node), json_kind(json));
+        self.fail(DriftKind::TypeMismatch, detail)
+    }
+
+    /// An integer within `lo..=hi`.
+    fn integer(&mut self, node: NodeId, n: &Number, lo: i64, hi: i64) -> Option<i64> {
+        match n.as_i64() {
+            Some(i) if (lo..=hi).contains(&i) => Some(i),
+            Some(_) => self.out_of_range(node, n),
+            None if n.is_u64() => self.out_of_range(node, n),
+            None => {
+                let detail = format!("expected {}, found a non-integer number", self.v.describe(node));
+                self.fail(DriftKind::TypeMismatch, detail)
+            }
+        }
+    }
+
+    fn out_of_range<T>(&mut self, node: NodeId, n: &Number) -> Option<T> {
+        let detail = format!("{n} is out of range for {}", self.v.describe(node));
+        self.fail(DriftKind::TypeMismatch, detail)
+    }
+
+    /// An integer, or an RFC 3339 string converted with `per_second` units per second.
+    fn timestamp(&mut self, node: NodeId, json: &Json, per_second: i128) -> Option<i64> {
+        match json {
+            Json::Number(n) => self.integer(node, n, i64::MIN, i64::MAX),
+            Json::String(s) => {
+                let converted = rfc3339_nanos(s)
+                    .map(|nanos| (nanos * per_second).div_euclid(1_000_000_000))
+                    .and_then(|units| i64::try_from(units).ok());
+                match converted {
+                    Some(units) => Some(units),
+                    None => {
+                        let detail = format!("expected {}, found a string that is not an RFC 3339 timestamp", self.v.describe(node));
+                        self.fail(DriftKind::TypeMismatch, detail)
+                    }
+                }
+            }
+            _ => self.mismatch(node, json),
+        }
+    }
+
+    fn conv(&mut self, node: NodeId, json: &'a Json) -> Option<AvroValue> {
+        let v = self.v;
+        match (&v.nodes[node], json) {
+            (Node::Null, Json::Null) => Some(AvroValue::Null),
+            (Node::Boolean, Json::Bool(b)) => Some(AvroValue::Boolean(*b)),
+            (Node::Int, Json::Number(n)) => {
+                self.integer(node, n, i32::MIN.into(), i32::MAX.into()).map(|i| AvroValue::Int(i as i32))
+            }
+            (Node::Long, Json::Number(n)) => self.integer(node, n, i64::MIN, i64::MAX).map(AvroValue::Long),
+            (Node::Float, Json::Number(n)) => {
+                let x = n.as_f64().unwrap_or(f64::NAN);
+                let f = x as f32;
+                if f.is_finite() { Some(AvroValue::Float(f)) } else { self.out_of_range(node, n) }
+            }
+            (Node::Double, Json::Number(n)) => match n.as_f64() {
+                Some(x) if x.is_finite() => Some(AvroValue::Double(x)),
+                _ => self.out_of_range(node, n),
+            },
+            (Node::String, Json::String(s)) => Some(AvroValue::String(s.clone())),
+            (Node::Bytes, Json::String(s)) => Some(AvroValue::Bytes(s.as_bytes().to_vec())),
+            (Node::Fixed { size, .. }, Json::String(s)) => {
+                if s.len() == *size {
+                    Some(AvroValue::Fixed(*size, s.as_bytes().to_vec()))
+                } else {
+                    let detail = format!("expected {}, found a string of {} bytes", v.describe(node), s.len());
+                    self.fail(DriftKind::TypeMismatch, detail)
+                }
+            }
+            (Node::Enum { symbols, .. }, Json::String(s)) => match symbols.iter().position(|sym| sym == s) {
+                Some(i) => Some(AvroValue::Enum(i as u32, s.clone())),
+                None => {
+                    let mut listed = symbols.iter().take(LISTED_SYMBOLS).map(String::as_str).collect::<Vec<_>>().join(", ");
+                    if symbols.len() > LISTED_SYMBOLS {
+                        let _ = write!(listed, ", … ({} more)", symbols.len() - LISTED_SYMBOLS);
+                    }
+                    let detail = format!("{} is not one of [{listed}] of {}", Json::String(s.clone()), v.describe(node));
+                    self.fail(DriftKind::UnknownEnum, detail)
+                }
+            },
+            (Node::Uuid, Json::String(s)) => match Uuid::parse_str(s) {
+                Ok(uuid) => Some(AvroValue::Uuid(uuid)),
+                Err(_) => self.fail(DriftKind::TypeMismatch, "expected uuid, found a string that is not a UUID".to_owned()),
+            },
+            (Node::Date, Json::Number(n)) => {
+                self.integer(node, n, i32::MIN.into(), i32::MAX.into()).map(|i| AvroValue::Date(i as i32))
+            }
+            (Node::TimeMillis, Json::Number(n)) => {
+                self.integer(node, n, i32::MIN.into(), i32::MAX.into()).map(|i| AvroValue::TimeMillis(i as i32))
+            }
+            (Node::TimeMicros, Json::Number(n)) => {
+                self.integer(node, n, i64::MIN, i64::MAX).map(AvroValue::TimeMicros)
+            }
+            (Node::LocalTimestampMillis, Json::Number(n)) => {
+                self.integer(node, n, i64::MIN, i64::MAX).map(AvroValue::LocalTimestampMillis)
+            }
+            (Node::LocalTimestampMicros, Json::Number(n)) => {
+                self.integer(node, n, i64::MIN, i64::MAX).map(AvroValue::LocalTimestampMicros)
+            }
+            (Node::LocalTimestampNanos, Json::Number(n)) => {
+                self.integer(node, n, i64::MIN, i64::MAX).map(AvroValue::LocalTimestampNanos)
+            }
+            (Node::TimestampMillis, Json::Number(_) | Json::String(_)) => {
+                self.timestamp(node, json, 1_000).map(AvroValue::TimestampMillis)
+            }
+            (Node::TimestampMicros, Json::Number(_) | Json::String(_)) => {
+                self.timestamp(node, json, 1_000_000).map(AvroValue::TimestampMicros)
+            }
+            (Node::TimestampNanos, Json::Number(_) | Json::String(_)) => {
+                self.timestamp(node, json, 1_000_000_000).map(AvroValue::TimestampNanos)
+            }
+            (Node::Array(items), Json::Array(elements)) => {
+                let mut out = Vec::with_capacity(elements.len());
+                let mut failed = false;
+                for (i, element) in elements.iter().enumerate() {
+                    self.path.push(Seg::Index(i));
+                    let converted = self.conv(*items, element);
+                    self.path.pop();
+                    match converted {
+                        Some(value) => out.push(value),
+                        None if self.full() => return None,
+                        None => failed = true,
+                    }
+                }
+                (!failed).then_some(AvroValue::Array(out))
+            }
+            (Node::Map(values), Json::Object(members)) => {
+                let mut out = HashMap::with_capacity(members.len());
+                let mut failed = false;
+                for (key, member) in members {
+                    self.path.push(Seg::Key(key));
+                    let converted = self.conv(*values, member);
+                    self.path.pop();
+                    match converted {
+                        Some(value) => {
+                            out.insert(key.clone(), value);
+                        }
+                        None if self.full() => return None,
+                        None => failed = true,
+                    }
+                }
+                (!failed).then_some(AvroValue::Map(out))
+            }
+            (Node::Record { name, fields }, Json::Object(members)) => self.record(name, fields, members),
+            (Node::Union(branches), _) => self.union(node, branches, json),
+            (Node::Pending, _) => unreachable!("a record is compiled before any value is converted"),
+            _ => self.mismatch(node, json),
+        }
+    }
+
+    fn record(&mut self, name: &'a str, fields: &'a [Field], members: &'a Map<String, Json>) -> Option<AvroValue> {
+        let mut out = Vec::with_capacity(fields.len());
+        let mut failed = false;
+        let mut matched = 0;
+        for field in fields {
+            let member = members.get(&field.name);
+            matched += usize::from(member.is_some());
+            self.path.push(Seg::Field(&field.name));
+            let converted = match member {
+                Some(Json::Null) => match &field.null {
+                    Some(value) => Some(value.clone()),
+                    None => self.fail(
+                        DriftKind::MissingField,
+                        "is null, but the field is not nullable and has no default".to_owned(),
+                    ),
+                },
+                Some(json) => self.conv(field.node, json),
+                None => match &field.absent {
+                    Some(value) => Some(value.clone()),
+                    None => self.fail(DriftKind::MissingField, "is absent; the field is required and has no default".to_owned()),
+                },
+            };
+            self.path.pop();
+            match converted {
+                Some(value) => out.push((field.name.clone(), value)),
+                None if self.full() => return None,
+                None => failed = true,
+            }
+        }
+        if matched < members.len() {
+            let mut unknown: Vec<&'a String> =
+                members.keys().filter(|key| !fields.iter().any(|f| &f.name == *key)).collect();
+            unknown.sort();
+            for key in unknown {
+                self.path.push(Seg::Field(key));
+                self.fail::<()>(DriftKind::UnknownField, format!("is not a field of record {name}"));
+                self.path.pop();
+                if self.full() {
+                    return None;
+                }
+            }
+            failed = true;
+        }
+        (!failed).then_some(AvroValue::Record(out))
+    }
+
+    fn union(&mut self, node: NodeId, branches: &'a [NodeId], json: &'a Json) -> Option<AvroValue> {
+        let nodes = &self.v.nodes;
+        let mut candidates = branches.iter().enumerate().filter(|&(_, &b)| nodes[b].takes(json));
+        let Some((first_index, &first)) = candidates.next() else {
+            return self.mismatch(node, json);
+        };
+        let mut rest = candidates.peekable();
+        if rest.peek().is_none() {
+            return self.conv(first, json).map(|v| AvroValue::Union(first_index as u32, Box::new(v)));
+        }
+        // Several branches take this JSON type: the first that converts cleanly wins; if none
+        // does, the first candidate's first error is reported.
+        let (base, limit) = (self.errors.len(), self.limit);
+        self.limit = base + 1;
+        let mut first_error = None;
+        for (index, &branch) in std::iter::once((first_index, &first)).chain(rest) {
+            if let Some(value) = self.conv(branch, json) {
+                self.limit = limit;
+                return Some(AvroValue::Union(index as u32, Box::new(value)));
+            }
+            if first_error.is_none() {
+                first_error = self.errors.pop();
+            }
+            self.errors.truncate(base);
+        }
+        self.limit = limit;
+        self.errors.extend(first_error);
+        None
+    }
+}
+
+impl Node {
+    /// Whether a JSON value's type can be this node at all (values may still be out of range).
+    fn takes(&self, json: &Json) -> bool {
+        match (self, json) {
+            (Node::Null, Json::Null) | (Node::Boolean, Json::Bool(_)) => true,
+            (
+                Node::Int
+                | Node::Long
+                | Node::Date
+                | Node::TimeMillis
+                | Node::TimeMicros
+                | Node::LocalTimestampMillis
+                | Node::LocalTimestampMicros
+                | Node::LocalTimestampNanos,
+                Json::Number(n),
+            ) => is_integer(n),
+            (Node::TimestampMillis | Node::TimestampMicros | Node::TimestampNanos, Json::Number(n)) => is_integer(n),
+            (Node::TimestampMillis | Node::TimestampMicros | Node::TimestampNanos, Json::String(_)) => true,
+            (Node::Float | Node::Double, Json::Number(_)) => true,
+            (Node::String | Node::Bytes | Node::Fixed { .. } | Node::Enum { .. } | Node::Uuid, Json::String(_)) => true,
+            (Node::Array(_), Json::Array(_)) => true,
+            (Node::Map(_) | Node::Record { .. }, Json::Object(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Validator {
+    /// The Avro type of a node, for messages.
+    fn describe(&self, node: NodeId) -> String {
+        match &self.nodes[node] {
+            Node::Null => "null".to_owned(),
+            Node::Boolean => "boolean".to_owned(),
+            Node::Int => "int".to_owned(),
+            Node::Long => "long".to_owned(),
+            Node::Float => "float".to_owned(),
+            Node::Double => "double".to_owned(),
+            Node::Bytes => "bytes".to_owned(),
+            Node::String => "string".to_owned(),
+            Node::Fixed { name, size } => format!("fixed {name} ({size} bytes)"),
+            Node::Enum { name, .. } => format!("enum {name}"),
+            Node::Array(items) => format!("array of {}", self.describe(*items)),
+            Node::Map(values) => format!("map of {}", self.describe(*values)),
+            Node::Union(branches) => {
+                let names: Vec<String> = branches.iter().map(|&b| self.describe(b)).collect();
+                format!("one of [{}]", names.join(", "))
+            }
+            Node::Record { name, .. } => format!("record {name}"),
+            Node::Date => "date (int)".to_owned(),
+            Node::TimeMillis => "time-millis (int)".to_owned(),
+            Node::TimeMicros => "time-micros (long)".to_owned(),
+            Node::TimestampMillis => "timestamp-millis (long or RFC 3339 string)".to_owned(),
+            Node::TimestampMicros => "timestamp-micros (long or RFC 3339 string)".to_owned(),
+            Node::TimestampNanos => "timestamp-nanos (long or RFC 3339 string)".to_owned(),
+            Node::LocalTimestampMillis => "local-timestamp-millis (long)".to_owned(),
+            Node::LocalTimestampMicros => "local-timestamp-micros (long)".to_owned(),
+            Node::LocalTimestampNanos => "local-timestamp-nanos (long)".to_owned(),
+            Node::Uuid => "uuid".to_owned(),
+            Node::Pending => "record".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(deprecated)] // to_avro_datum/from_avro_datum: the reference the brief names.
+mod tests;

@@ -1,0 +1,600 @@
+use super::*;
+use apache_avro::{from_avro_datum, to_avro_datum};
+use proptest::prelude::*;
+use serde_json::json;
+
+const ORDER: &str = r#"{
+  "type": "record", "name": "Order", "namespace": "shop",
+  "fields": [
+    {"name": "id", "type": "string"},
+    {"name": "qty", "type": "int"},
+    {"name": "total", "type": "long"},
+    {"name": "price", "type": "double"},
+    {"name": "weight", "type": "float"},
+    {"name": "paid", "type": "boolean"},
+    {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["active", "inactive"]}},
+    {"name": "note", "type": ["null", "string"], "default": null},
+    {"name": "address", "type": {"type": "record", "name": "Address", "fields": [
+      {"name": "city", "type": "string"},
+      {"name": "zip", "type": ["null", "string"], "default": null}
+    ]}},
+    {"name": "items", "type": {"type": "array", "items": {"type": "record", "name": "Item", "fields": [
+      {"name": "sku", "type": "string"},
+      {"name": "n", "type": "int", "default": 1}
+    ]}}},
+    {"name": "attrs", "type": {"type": "map", "values": "string"}, "default": {}},
+    {"name": "blob", "type": "bytes", "default": ""},
+    {"name": "billing", "type": ["null", "Address"], "default": null},
+    {"name": "created", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+    {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []}
+  ]
+}"#;
+
+fn order_validator() -> Validator {
+    Validator::new(&Schema::parse_str(ORDER).unwrap()).unwrap()
+}
+
+fn good_order() -> Json {
+    json!({
+        "id": "o-1", "qty": 2, "total": 9_000_000_000_i64, "price": 12.5, "weight": 3,
+        "paid": true, "status": "inactive",
+        "address": {"city": "Lyon"},
+        "items": [{"sku": "a"}, {"sku": "b", "n": 4}],
+        "attrs": {"color": "red"},
+        "created": "2024-05-06T07:08:09.123456Z"
+    })
+}
+
+fn s(v: &str) -> AvroValue {
+    AvroValue::String(v.to_owned())
+}
+
+fn rec(fields: Vec<(&str, AvroValue)>) -> AvroValue {
+    AvroValue::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+fn null_branch() -> AvroValue {
+    AvroValue::Union(0, Box::new(AvroValue::Null))
+}
+
+/// `record` with the member at `pointer` set (added if absent).
+fn with(mut record: Json, pointer: &str, value: Json) -> Json {
+    let (parent, last) = pointer.rsplit_once('/').unwrap();
+    match record.pointer_mut(parent).unwrap() {
+        Json::Object(members) => {
+            members.insert(last.to_owned(), value);
+        }
+        Json::Array(items) => items[last.parse::<usize>().unwrap()] = value,
+        _ => panic!("no container at {parent}"),
+    }
+    record
+}
+
+fn without(mut record: Json, pointer: &str) -> Json {
+    let (parent, last) = pointer.rsplit_once('/').unwrap();
+    record.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(last);
+    record
+}
+
+/// (kind, field, detail) of the first error.
+fn first_error(record: &Json) -> (DriftKind, Option<String>, String) {
+    let e = order_validator().convert(record).unwrap_err();
+    (e.kind, e.field, e.detail)
+}
+
+fn err(kind: DriftKind, field: &str, detail: &str) -> (DriftKind, Option<String>, String) {
+    (kind, Some(field.to_owned()), detail.to_owned())
+}
+
+#[test]
+fn converts_a_good_record_to_exact_values() {
+    let value = order_validator().convert(&good_order()).unwrap();
+    let expected = rec(vec![
+        ("id", s("o-1")),
+        ("qty", AvroValue::Int(2)),
+        ("total", AvroValue::Long(9_000_000_000)),
+        ("price", AvroValue::Double(12.5)),
+        ("weight", AvroValue::Float(3.0)),
+        ("paid", AvroValue::Boolean(true)),
+        ("status", AvroValue::Enum(1, "inactive".to_owned())),
+        ("note", null_branch()),
+        ("address", rec(vec![("city", s("Lyon")), ("zip", null_branch())])),
+        (
+            "items",
+            AvroValue::Array(vec![
+                rec(vec![("sku", s("a")), ("n", AvroValue::Int(1))]),
+                rec(vec![("sku", s("b")), ("n", AvroValue::Int(4))]),
+            ]),
+        ),
+        ("attrs", AvroValue::Map([("color".to_owned(), s("red"))].into())),
+        ("blob", AvroValue::Bytes(Vec::new())),
+        ("billing", null_branch()),
+        ("created", AvroValue::TimestampMicros(1_714_979_289_123_456)),
+        ("tags", AvroValue::Array(Vec::new())),
+    ]);
+    assert_eq!(value, expected);
+}
+
+#[test]
+fn present_values_fill_unions_and_nested_named_types() {
+    let record = with(with(good_order(), "/note", json!("hi")), "/billing", json!({"city": "Paris", "zip": "75001"}));
+    let record = with(record, "/blob", json!("é"));
+    let AvroValue::Record(fields) = order_validator().convert(&record).unwrap() else { panic!() };
+    assert_eq!(fields[7].1, AvroValue::Union(1, Box::new(s("hi"))));
+    assert_eq!(fields[11].1, AvroValue::Bytes(vec![0xc3, 0xa9]));
+    assert_eq!(
+        fields[12].1,
+        AvroValue::Union(1, Box::new(rec(vec![("city", s("Paris")), ("zip", AvroValue::Union(1, Box::new(s("75001"))))])))
+    );
+}
+
+#[test]
+fn missing_field_names_the_path() {
+    assert_eq!(
+        first_error(&without(good_order(), "/address/city")),
+        err(DriftKind::MissingField, "address.city", "is absent; the field is required and has no default")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/qty", Json::Null)),
+        err(DriftKind::MissingField, "qty", "is null, but the field is not nullable and has no default")
+    );
+    assert_eq!(
+        first_error(&without(good_order(), "/items/1/sku")),
+        err(DriftKind::MissingField, "items[1].sku", "is absent; the field is required and has no default")
+    );
+    // Inside the single non-null branch of an optional record, the path stays precise.
+    assert_eq!(
+        first_error(&with(good_order(), "/billing", json!({"zip": "1"}))),
+        err(DriftKind::MissingField, "billing.city", "is absent; the field is required and has no default")
+    );
+}
+
+#[test]
+fn absent_or_null_fields_take_defaults_or_null() {
+    let record = with(without(without(good_order(), "/attrs"), "/items/1/n"), "/tags", Json::Null);
+    let AvroValue::Record(fields) = order_validator().convert(&record).unwrap() else { panic!() };
+    assert_eq!(fields[9].1, AvroValue::Array(vec![
+        rec(vec![("sku", s("a")), ("n", AvroValue::Int(1))]),
+        rec(vec![("sku", s("b")), ("n", AvroValue::Int(1))]),
+    ]));
+    assert_eq!(fields[10].1, AvroValue::Map(HashMap::new()));
+    assert_eq!(fields[14].1, AvroValue::Array(Vec::new()));
+    let record = with(good_order(), "/note", Json::Null);
+    let AvroValue::Record(fields) = order_validator().convert(&record).unwrap() else { panic!() };
+    assert_eq!(fields[7].1, null_branch());
+}
+
+#[test]
+fn type_mismatch_names_expected_and_found() {
+    let items = json!([{"sku": "a"}, {"sku": "b"}, {"sku": "c"}, {"sku": 7}]);
+    assert_eq!(
+        first_error(&with(good_order(), "/items", items)),
+        err(DriftKind::TypeMismatch, "items[3].sku", "expected string, found integer")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/paid", json!("yes"))),
+        err(DriftKind::TypeMismatch, "paid", "expected boolean, found string")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/address", json!("Lyon"))),
+        err(DriftKind::TypeMismatch, "address", "expected record shop.Address, found string")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/note", json!(5))),
+        err(DriftKind::TypeMismatch, "note", "expected one of [null, string], found integer")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/attrs", json!({"color": "red", "size": 3}))),
+        err(DriftKind::TypeMismatch, "attrs.size", "expected string, found integer")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/attrs", json!({"a b": null}))),
+        err(DriftKind::TypeMismatch, "attrs[\"a b\"]", "expected string, found null")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/tags", json!(["x", null]))),
+        err(DriftKind::TypeMismatch, "tags[1]", "expected string, found null")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/created", json!("yesterday"))),
+        err(
+            DriftKind::TypeMismatch,
+            "created",
+            "expected timestamp-micros (long or RFC 3339 string), found a string that is not an RFC 3339 timestamp"
+        )
+    );
+    let e = order_validator().convert(&json!([1])).unwrap_err();
+    assert_eq!((e.kind, e.field, e.detail.as_str()), (DriftKind::TypeMismatch, None, "expected record shop.Order, found array"));
+    assert_eq!(
+        order_validator().convert(&with(good_order(), "/paid", json!(1))).unwrap_err().to_string(),
+        "type mismatch at field `paid`: expected boolean, found integer"
+    );
+}
+
+#[test]
+fn integers_are_range_checked() {
+    assert_eq!(
+        first_error(&with(good_order(), "/qty", json!(3_000_000_000_i64))),
+        err(DriftKind::TypeMismatch, "qty", "3000000000 is out of range for int")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/qty", json!(-2_147_483_649_i64))),
+        err(DriftKind::TypeMismatch, "qty", "-2147483649 is out of range for int")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/total", json!(u64::MAX))),
+        err(DriftKind::TypeMismatch, "total", "18446744073709551615 is out of range for long")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/qty", json!(1.5))),
+        err(DriftKind::TypeMismatch, "qty", "expected int, found a non-integer number")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/weight", json!(1e300))),
+        err(DriftKind::TypeMismatch, "weight", "1e+300 is out of range for float")
+    );
+    let edge = with(with(good_order(), "/qty", json!(i32::MIN)), "/total", json!(i64::MAX));
+    let AvroValue::Record(fields) = order_validator().convert(&edge).unwrap() else { panic!() };
+    assert_eq!((&fields[1].1, &fields[2].1), (&AvroValue::Int(i32::MIN), &AvroValue::Long(i64::MAX)));
+}
+
+#[test]
+fn unknown_enum_lists_symbol_and_allowed_symbols() {
+    assert_eq!(
+        first_error(&with(good_order(), "/status", json!("archived"))),
+        err(DriftKind::UnknownEnum, "status", "\"archived\" is not one of [active, inactive] of enum shop.Status")
+    );
+}
+
+#[test]
+fn unknown_fields_at_any_depth() {
+    assert_eq!(
+        first_error(&with(good_order(), "/extra", json!(1))),
+        err(DriftKind::UnknownField, "extra", "is not a field of record shop.Order")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/address/country", json!("FR"))),
+        err(DriftKind::UnknownField, "address.country", "is not a field of record shop.Address")
+    );
+    assert_eq!(
+        first_error(&with(good_order(), "/items/1/color", json!("red"))),
+        err(DriftKind::UnknownField, "items[1].color", "is not a field of record shop.Item")
+    );
+}
+
+#[test]
+fn errors_are_deterministic_and_collectable() {
+    // A renamed field (status → state) plus a wrong type and two unknown fields.
+    let record = with(with(with(without(good_order(), "/status"), "/state", json!("active")), "/qty", json!("2")), "/b_extra", json!(0));
+    let all: Vec<(DriftKind, Option<String>)> =
+        order_validator().errors(&record).into_iter().map(|e| (e.kind, e.field)).collect();
+    assert_eq!(
+        all,
+        [
+            (DriftKind::TypeMismatch, Some("qty".to_owned())),
+            (DriftKind::MissingField, Some("status".to_owned())),
+            (DriftKind::UnknownField, Some("b_extra".to_owned())),
+            (DriftKind::UnknownField, Some("state".to_owned())),
+        ]
+    );
+    assert_eq!(first_error(&record).1.as_deref(), Some("qty"));
+    assert!(order_validator().errors(&good_order()).is_empty());
+    let many = json!({"id": 1, "x0": 0, "x1": 0, "x2": 0, "x3": 0, "x4": 0, "x5": 0, "x6": 0, "x7": 0, "x8": 0, "x9": 0,
+        "y0": 0, "y1": 0, "y2": 0, "y3": 0, "y4": 0, "y5": 0, "y6": 0, "y7": 0, "y8": 0, "y9": 0,
+        "z0": 0, "z1": 0, "z2": 0, "z3": 0, "z4": 0, "z5": 0, "z6": 0, "z7": 0, "z8": 0, "z9": 0});
+    assert_eq!(order_validator().errors(&many).len(), MAX_ERRORS);
+}
+
+#[test]
+fn ambiguous_unions_take_the_first_branch_that_fits() {
+    let schema = Schema::parse_str(
+        r#"{"type":"record","name":"R","fields":[
+            {"name":"n","type":["int","long","string"]},
+            {"name":"r","type":[
+                {"type":"record","name":"A","fields":[{"name":"a","type":"int"}]},
+                {"type":"record","name":"B","fields":[{"name":"b","type":"string"}]}]}]}"#,
+    )
+    .unwrap();
+    let v = Validator::new(&schema).unwrap();
+    let field = |json: Json, i: usize| match v.convert(&json).unwrap() {
+        AvroValue::Record(mut f) => f.swap_remove(i).1,
+        _ => panic!(),
+    };
+    assert_eq!(field(json!({"n": 5, "r": {"a": 1}}), 0), AvroValue::Union(0, Box::new(AvroValue::Int(5))));
+    assert_eq!(field(json!({"n": 5_000_000_000_i64, "r": {"a": 1}}), 0), AvroValue::Union(1, Box::new(AvroValue::Long(5_000_000_000))));
+    assert_eq!(field(json!({"n": "x", "r": {"a": 1}}), 0), AvroValue::Union(2, Box::new(s("x"))));
+    assert_eq!(
+        field(json!({"n": 1, "r": {"b": "y"}}), 1),
+        AvroValue::Union(1, Box::new(rec(vec![("b", s("y"))])))
+    );
+    let e = v.convert(&json!({"n": 1, "r": {"c": true}})).unwrap_err();
+    assert_eq!((e.kind, e.field.as_deref(), e.detail.as_str()), (DriftKind::MissingField, Some("r.a"), "is absent; the field is required and has no default"));
+}
+
+#[test]
+fn recursive_schemas_compile_and_convert() {
+    let schema = Schema::parse_str(
+        r#"{"type":"record","name":"Node","fields":[{"name":"v","type":"int"},{"name":"next","type":["null","Node"],"default":null}]}"#,
+    )
+    .unwrap();
+    let v = Validator::new(&schema).unwrap();
+    let value = v.convert(&json!({"v": 1, "next": {"v": 2}})).unwrap();
+    assert_eq!(
+        value,
+        rec(vec![
+            ("v", AvroValue::Int(1)),
+            ("next", AvroValue::Union(1, Box::new(rec(vec![("v", AvroValue::Int(2)), ("next", null_branch())])))),
+        ])
+    );
+    let e = v.convert(&json!({"v": 1, "next": {"v": 2, "next": {"v": "3"}}})).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("next.next.v"));
+}
+
+#[test]
+fn logical_types_from_json() {
+    let schema = Schema::parse_str(
+        r#"{"type":"record","name":"T","fields":[
+            {"name":"d","type":{"type":"int","logicalType":"date"}},
+            {"name":"ms","type":{"type":"long","logicalType":"timestamp-millis"}},
+            {"name":"ns","type":{"type":"long","logicalType":"timestamp-nanos"}},
+            {"name":"u","type":{"type":"string","logicalType":"uuid"}},
+            {"name":"f","type":{"type":"fixed","name":"F","size":2}}]}"#,
+    )
+    .unwrap();
+    let v = Validator::new(&schema).unwrap();
+    let value = v
+        .convert(&json!({"d": 19000, "ms": "1970-01-01T00:00:01.5Z", "ns": 7, "u": "67e55044-10b1-426f-9247-bb680e5fe0c8", "f": "ab"}))
+        .unwrap();
+    assert_eq!(
+        value,
+        rec(vec![
+            ("d", AvroValue::Date(19000)),
+            ("ms", AvroValue::TimestampMillis(1500)),
+            ("ns", AvroValue::TimestampNanos(7)),
+            ("u", AvroValue::Uuid(Uuid::parse_str("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap())),
+            ("f", AvroValue::Fixed(2, b"ab".to_vec())),
+        ])
+    );
+    let bytes = to_avro_datum(&schema, value.clone()).unwrap();
+    assert_eq!(from_avro_datum(&schema, &mut &bytes[..], None).unwrap(), value);
+    let e = v.convert(&json!({"d": 1, "ms": 1, "ns": 1, "u": "nope", "f": "abc"})).unwrap_err();
+    assert_eq!((e.field.as_deref(), e.detail.as_str()), (Some("u"), "expected uuid, found a string that is not a UUID"));
+    let e = v.errors(&json!({"d": 1, "ms": 1, "ns": 1, "u": "67e55044-10b1-426f-9247-bb680e5fe0c8", "f": "abc"}));
+    assert_eq!(e[0].detail, "expected fixed F (2 bytes), found a string of 3 bytes");
+}
+
+#[test]
+fn unsupported_and_bad_schemas() {
+    let decimal = Schema::parse_str(
+        r#"{"type":"record","name":"M","fields":[{"name":"amount","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        Validator::new(&decimal).unwrap_err(),
+        SchemaError::Unsupported { path: "amount".to_owned(), what: "decimal".to_owned() }
+    );
+}
+
+#[test]
+fn convert_raw_reports_malformed_json_and_depth() {
+    let v = order_validator();
+    let e = v.convert_raw(b"{\"id\": }").unwrap_err();
+    assert_eq!((e.kind, e.detail.as_str()), (DriftKind::MalformedJson, "expected value at line 1 column 8 (byte offset 7)"));
+    let deep = format!("{{\"id\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+    let e = v.convert_raw(deep.as_bytes()).unwrap_err();
+    assert_eq!(e.kind, DriftKind::MalformedJson);
+    assert!(e.detail.starts_with("recursion limit exceeded at line 1 column 133 (byte offset 132)"), "{}", e.detail);
+    let raw = serde_json::to_vec(&good_order()).unwrap();
+    assert_eq!(v.convert_raw(&raw).unwrap(), v.convert(&good_order()).unwrap());
+}
+
+#[test]
+fn encoder_matches_to_avro_datum_and_round_trips() {
+    let schema = Schema::parse_str(ORDER).unwrap();
+    let v = order_validator();
+    let value = v.convert(&good_order()).unwrap();
+    let reference = to_avro_datum(&schema, value.clone()).unwrap();
+    let encoder = v.encoder().unwrap();
+    let mut out = vec![0, 0, 0, 0, 42]; // a Confluent header written first
+    encoder.encode(&good_order(), &mut out).unwrap();
+    assert_eq!(&out[..5], [0, 0, 0, 0, 42]);
+    assert_eq!(&out[5..], reference.as_slice());
+    assert_eq!(v.encode(&good_order()).unwrap(), reference);
+    assert_eq!(from_avro_datum(&schema, &mut &reference[..], None).unwrap(), value);
+    // A failing record leaves the buffer as it was.
+    let before = out.clone();
+    assert_eq!(encoder.encode(&json!({}), &mut out).unwrap_err().kind, DriftKind::MissingField);
+    assert_eq!(out, before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property: any record generated from any schema converts, and round-trips through apache-avro.
+
+/// A schema shape to generate records for.
+#[derive(Debug, Clone)]
+enum Shape {
+    Bool,
+    Int,
+    Long,
+    Float,
+    Double,
+    Str,
+    Bytes,
+    Enum(usize),
+    Array(Box<Shape>),
+    Map(Box<Shape>),
+    Opt(Box<Shape>),
+    Record(Vec<Shape>),
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    let leaf = prop_oneof![
+        Just(Shape::Bool),
+        Just(Shape::Int),
+        Just(Shape::Long),
+        Just(Shape::Float),
+        Just(Shape::Double),
+        Just(Shape::Str),
+        Just(Shape::Bytes),
+        (1usize..5).prop_map(Shape::Enum),
+    ];
+    leaf.prop_recursive(4, 40, 5, |inner| {
+        prop_oneof![
+            inner.clone().prop_map(|s| Shape::Array(Box::new(s))),
+            inner.clone().prop_map(|s| Shape::Map(Box::new(s))),
+            inner.clone().prop_filter("unions do not nest", |s| !matches!(s, Shape::Opt(_))).prop_map(|s| Shape::Opt(Box::new(s))),
+            prop::collection::vec(inner, 1..5).prop_map(Shape::Record),
+        ]
+    })
+}
+
+fn render(shape: &Shape, names: &mut usize) -> Json {
+    match shape {
+        Shape::Bool => json!("boolean"),
+        Shape::Int => json!("int"),
+        Shape::Long => json!("long"),
+        Shape::Float => json!("float"),
+        Shape::Double => json!("double"),
+        Shape::Str => json!("string"),
+        Shape::Bytes => json!("bytes"),
+        Shape::Enum(n) => {
+            *names += 1;
+            let symbols: Vec<String> = (0..*n).map(|i| format!("S{i}")).collect();
+            json!({"type": "enum", "name": format!("E{names}"), "symbols": symbols})
+        }
+        Shape::Array(items) => json!({"type": "array", "items": render(items, names)}),
+        Shape::Map(values) => json!({"type": "map", "values": render(values, names)}),
+        Shape::Opt(inner) => json!(["null", render(inner, names)]),
+        Shape::Record(fields) => {
+            *names += 1;
+            let name = format!("R{names}");
+            let fields: Vec<Json> =
+                fields.iter().enumerate().map(|(i, f)| json!({"name": format!("f{i}"), "type": render(f, names)})).collect();
+            json!({"type": "record", "name": name, "fields": fields})
+        }
+    }
+}
+
+fn number(x: f64) -> Json {
+    Json::Number(Number::from_f64(x).unwrap())
+}
+
+fn record_for(shape: &Shape) -> BoxedStrategy<Json> {
+    match shape {
+        Shape::Bool => any::<bool>().prop_map(Json::Bool).boxed(),
+        Shape::Int => any::<i32>().prop_map(|i| json!(i)).boxed(),
+        Shape::Long => any::<i64>().prop_map(|i| json!(i)).boxed(),
+        Shape::Float => prop_oneof![
+            any::<f32>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| number(f64::from(f))),
+            any::<i16>().prop_map(|i| json!(i)),
+        ]
+        .boxed(),
+        Shape::Double => prop_oneof![
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(number),
+            any::<i32>().prop_map(|i| json!(i)),
+        ]
+        .boxed(),
+        Shape::Str | Shape::Bytes => "\\PC{0,8}".prop_map(Json::String).boxed(),
+        Shape::Enum(n) => (0..*n).prop_map(|i| json!(format!("S{i}"))).boxed(),
+        Shape::Array(items) => prop::collection::vec(record_for(items), 0..4).prop_map(Json::Array).boxed(),
+        Shape::Map(values) => prop::collection::btree_map("\\PC{0,4}", record_for(values), 0..4)
+            .prop_map(|m| Json::Object(m.into_iter().collect()))
+            .boxed(),
+        Shape::Opt(inner) => prop_oneof![Just(Json::Null), record_for(inner)].boxed(),
+        Shape::Record(fields) => {
+            // Optional fields may also be absent.
+            let members: Vec<BoxedStrategy<Option<Json>>> = fields
+                .iter()
+                .map(|f| match f {
+                    Shape::Opt(_) => prop::option::of(record_for(f)).boxed(),
+                    _ => record_for(f).prop_map(Some).boxed(),
+                })
+                .collect();
+            members
+                .prop_map(|values| {
+                    Json::Object(
+                        values.into_iter().enumerate().filter_map(|(i, v)| v.map(|v| (format!("f{i}"), v))).collect(),
+                    )
+                })
+                .boxed()
+        }
+    }
+}
+
+fn schema_and_record() -> impl Strategy<Value = (Json, Json)> {
+    prop::collection::vec(shape(), 1..6).prop_flat_map(|fields| {
+        let top = Shape::Record(fields);
+        (Just(render(&top, &mut 0)), record_for(&top))
+    })
+}
+
+proptest! {
+    // No regression files: they would land outside `src/validate`; a failure prints its input.
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_records_convert_and_round_trip((schema_json, record) in schema_and_record()) {
+        let schema = Schema::parse_str(&schema_json.to_string()).unwrap();
+        let v = Validator::new(&schema).unwrap();
+        let value = v.convert(&record).unwrap();
+        prop_assert!(value.validate(&schema));
+        let bytes = to_avro_datum(&schema, value.clone()).unwrap();
+        let mut ours = Vec::new();
+        v.encoder().unwrap().encode_value(&value, &mut ours).unwrap();
+        prop_assert_eq!(&ours, &bytes);
+        let decoded = from_avro_datum(&schema, &mut &bytes[..], None).unwrap();
+        prop_assert_eq!(decoded, value);
+        // Raw bytes take the same path. (Compared with a parse of the same text: without
+        // serde_json's `float_roundtrip` feature, text → f64 may differ by one ulp from the
+        // f64 the text was printed from.)
+        let text = record.to_string();
+        let reparsed: Json = serde_json::from_str(&text).unwrap();
+        prop_assert_eq!(v.convert_raw(text.as_bytes()).unwrap(), v.convert(&reparsed).unwrap());
+    }
+}
+
+/// `cargo test --release --lib validate::convert::tests::throughput -- --ignored --nocapture`
+#[test]
+#[ignore = "timing, run by hand in release"]
+fn throughput() {
+    use std::time::Instant;
+    let v = order_validator();
+    let raw = serde_json::to_vec(&good_order()).unwrap();
+    let n = 200_000;
+    let encoder = v.encoder().unwrap();
+    let mut out = Vec::with_capacity(256);
+    let started = Instant::now();
+    for _ in 0..n {
+        let json: Json = serde_json::from_slice(&raw).unwrap();
+        out.clear();
+        encoder.encode(&json, &mut out).unwrap();
+    }
+    let total = started.elapsed();
+    let json: Json = serde_json::from_slice(&raw).unwrap();
+    let started = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(v.convert(&json).unwrap());
+    }
+    let convert = started.elapsed();
+    let value = v.convert(&json).unwrap();
+    let started = Instant::now();
+    for _ in 0..n {
+        out.clear();
+        encoder.encode_value(&value, &mut out).unwrap();
+    }
+    let encode = started.elapsed();
+    let started = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(serde_json::from_slice::<Json>(&raw).unwrap());
+    }
+    let parse = started.elapsed();
+    let per = |d: std::time::Duration| d.as_nanos() as f64 / n as f64;
+    println!(
+        "record of {} bytes: parse+convert+encode {:.0} ns, parse {:.0} ns, convert {:.0} ns, encode {:.0} ns",
+        raw.len(),
+        per(total),
+        per(parse),
+        per(convert),
+        per(encode)
+    );
+}

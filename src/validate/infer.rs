@@ -1,0 +1,880 @@
+//! Schema evolution: a BACKWARD-compatible candidate schema from records that drifted.
+//!
+//! [`propose`] serves the `evolve` drift policy (one drifted record at a time) and
+//! `intake schema propose` (DLQ samples). It walks each sample along the current schema and:
+//!
+//! - adds each member the schema lacks as an optional field, `["null", T]` with
+//!   `"default": null`, where T is inferred from every sample: integers → `long`, numbers with a
+//!   fraction (or integers mixed with them) → `double`, objects → a new record (named after the
+//!   field, in the enclosing record's namespace; all its fields optional too), objects whose
+//!   member names are not Avro names → `map`, arrays → `array` of the merged item type, mixed
+//!   types → a union of them (`["null", "long", "string"]`);
+//! - appends unknown enum symbols to their enum, in sorted order, keeping its `default`;
+//! - reports everything it cannot propose compatibly as a *blocker*, with why: a type change of
+//!   an existing field, a required field absent or null in samples, a member or symbol that is
+//!   not a valid Avro name. Those need a human (or a fix upstream).
+//!
+//! New fields are never required, even when every sample has them: a required field without a
+//! default would not be BACKWARD compatible (a reader of the new version could not read data
+//! written with the current one). The change list says so.
+//!
+//! The candidate is produced as JSON from the current schema's own serialisation (which keeps
+//! field defaults, enum defaults, docs, aliases and custom attributes; `Schema::canonical_form`
+//! would drop them), then parsed back and checked with apache-avro's
+//! `SchemaCompatibility::can_read(current, candidate)` before it is returned. The registry has the
+//! last word on compatibility when the lead registers it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use apache_avro::Schema;
+use apache_avro::schema::RecordSchema;
+use apache_avro::schema_compatibility::SchemaCompatibility;
+use serde_json::{Map, Value as Json, json};
+
+use super::error::SchemaError;
+
+/// A candidate schema and what it changes.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    /// The candidate as pretty-printed JSON (defaults kept), ready to register.
+    pub schema_json: String,
+    /// The candidate, parsed.
+    pub schema: Schema,
+    /// Human-readable changes, in a deterministic order. Empty when the samples need none.
+    pub changes: Vec<String>,
+    /// What the samples need that cannot be proposed as a BACKWARD-compatible change, and why.
+    /// Sorted, without duplicates.
+    pub blockers: Vec<String>,
+}
+
+impl Proposal {
+    /// Whether the candidate differs from the current schema.
+    pub fn changes_schema(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// Whether the candidate accounts for every drift in the samples: something changes and
+    /// nothing is blocked. The `evolve` policy registers only such a proposal.
+    pub fn is_complete(&self) -> bool {
+        self.changes_schema() && self.blockers.is_empty()
+    }
+}
+
+/// Proposes a BACKWARD-compatible evolution of `current` (a record schema) that accepts the
+/// `samples` (JSON records that failed validation against it).
+///
+/// # Errors
+///
+/// [`SchemaError::NotARecord`] if `current` is not a record; [`SchemaError::Avro`] if the
+/// candidate does not parse or is not compatible (a bug here, not a property of the samples).
+pub fn propose(current: &Schema, samples: &[Json]) -> Result<Proposal, SchemaError> {
+    let Schema::Record(_) = current else {
+        return Err(SchemaError::NotARecord(current.to_string()));
+    };
+    let mut observer = Observer::new(current);
+    for (i, sample) in samples.iter().enumerate() {
+        if sample.is_object() {
+            observer.walk(current, sample, None, "");
+        } else {
+            observer.blockers.insert(format!("sample {i} is not a JSON object, so it cannot be a record"));
+        }
+    }
+
+    let mut doc = serde_json::to_value(current).map_err(|e| SchemaError::Avro(e.to_string()))?;
+    let mut changes = Vec::new();
+    let mut names = observer.names.clone();
+    let edits = observer.edits(&mut names, &mut changes);
+    apply(&mut doc, None, &edits);
+
+    let mut schema_json = String::new();
+    pretty(&doc, 0, &mut schema_json);
+    let schema = Schema::parse_str(&schema_json).map_err(|e| SchemaError::Avro(format!("the candidate does not parse: {e}")))?;
+    SchemaCompatibility::can_read(current, &schema)
+        .map_err(|e| SchemaError::Avro(format!("the candidate is not BACKWARD compatible: {e}")))?;
+    Ok(Proposal { schema_json, schema, changes, blockers: observer.blockers.into_iter().collect() })
+}
+
+/// What the samples showed about one JSON value position: every JSON type seen there.
+#[derive(Debug, Default, Clone)]
+struct Shape {
+    /// Non-null occurrences.
+    present: usize,
+    null: bool,
+    boolean: bool,
+    integer: bool,
+    float: bool,
+    string: bool,
+    /// Merged item shape, if arrays were seen.
+    array: Option<Box<Shape>>,
+    /// Merged member shapes and the number of objects seen, if objects were seen.
+    object: Option<(BTreeMap<String, Shape>, usize)>,
+}
+
+impl Shape {
+    fn merge(&mut self, json: &Json) {
+        match json {
+            Json::Null => {
+                self.null = true;
+                return;
+            }
+            Json::Bool(_) => self.boolean = true,
+            Json::Number(n) if n.is_f64() => self.float = true,
+            Json::Number(_) => self.integer = true,
+            Json::String(_) => self.string = true,
+            Json::Array(items) => {
+                let shape = self.array.get_or_insert_default();
+                for item in items {
+                    shape.merge(item);
+                }
+            }
+            Json::Object(members) => {
+                let (shapes, seen) = self.object.get_or_insert_default();
+                *seen += 1;
+                for (name, value) in members {
+                    shapes.entry(name.clone()).or_default().merge(value);
+                }
+            }
+        }
+        self.present += 1;
+    }
+}
+
+/// Where new fields go: a record's full name → new field name → shape.
+type NewFields = BTreeMap<String, BTreeMap<String, Shape>>;
+
+/// Walks samples along the current schema, collecting additions and blockers.
+struct Observer<'s> {
+    /// Named types of the current schema by full name.
+    defined: HashMap<String, &'s Schema>,
+    /// Every full name in use (new records must not collide).
+    names: HashSet<String>,
+    new_fields: NewFields,
+    /// Enum full name → new symbols.
+    new_symbols: BTreeMap<String, BTreeSet<String>>,
+    /// Full name → the first field path it was met at, and its namespace, for messages.
+    seen_at: HashMap<String, (String, Option<String>)>,
+    /// Records (by full name) seen in samples, to tell "present in every sample".
+    record_count: HashMap<String, usize>,
+    blockers: BTreeSet<String>,
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") }
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`, the Avro name rule.
+fn is_avro_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn json_kind(json: &Json) -> &'static str {
+    match json {
+        Json::Null => "null",
+        Json::Bool(_) => "boolean",
+        Json::Number(n) if n.is_f64() => "number",
+        Json::Number(_) => "integer",
+        Json::String(_) => "string",
+        Json::Array(_) => "array",
+        Json::Object(_) => "object",
+    }
+}
+
+/// Whether a JSON value fits a (non-union) schema's type, ignoring nested contents.
+fn fits(schema: &Schema, json: &Json) -> bool {
+    match (schema, json) {
+        (Schema::Null, Json::Null) | (Schema::Boolean, Json::Bool(_)) => true,
+        (Schema::Int | Schema::Date | Schema::TimeMillis, Json::Number(n)) => {
+            n.as_i64().is_some_and(|i| i32::try_from(i).is_ok())
+        }
+        (
+            Schema::Long
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos,
+            Json::Number(n),
+        ) => n.is_i64(),
+        (Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos, Json::String(_)) => true,
+        (Schema::Float | Schema::Double, Json::Number(_)) => true,
+        (Schema::String | Schema::Bytes | Schema::Fixed(_) | Schema::Enum(_) | Schema::Uuid(_), Json::String(_)) => true,
+        (Schema::Array(_), Json::Array(_)) => true,
+        (Schema::Map(_) | Schema::Record(_), Json::Object(_)) => true,
+        _ => false,
+    }
+}
+
+impl<'s> Observer<'s> {
+    fn new(root: &'s Schema) -> Self {
+        let mut observer = Observer {
+            defined: HashMap::new(),
+            names: HashSet::new(),
+            new_fields: BTreeMap::new(),
+            new_symbols: BTreeMap::new(),
+            seen_at: HashMap::new(),
+            record_count: HashMap::new(),
+            blockers: BTreeSet::new(),
+        };
+        observer.define(root, None);
+        observer
+    }
+
+    /// Registers the named types of a schema.
+    fn define(&mut self, schema: &'s Schema, ns: Option<&str>) {
+        match schema {
+            Schema::Record(RecordSchema { name, fields, .. }) => {
+                let full = name.fully_qualified_name(ns);
+                let full_name = full.fullname(None);
+                self.names.insert(full_name.clone());
+                self.defined.insert(full_name, schema);
+                for f in fields {
+                    self.define(&f.schema, full.namespace());
+                }
+            }
+            Schema::Enum(e) => {
+                let full = e.name.fully_qualified_name(ns).fullname(None);
+                self.names.insert(full.clone());
+                self.defined.insert(full, schema);
+            }
+            Schema::Fixed(f) => {
+                let full = f.name.fully_qualified_name(ns).fullname(None);
+                self.names.insert(full.clone());
+                self.defined.insert(full, schema);
+            }
+            Schema::Array(a) => self.define(&a.items, ns),
+            Schema::Map(m) => self.define(&m.types, ns),
+            Schema::Union(u) => {
+                for v in u.variants() {
+                    self.define(v, ns);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn resolve(&self, schema: &'s Schema, ns: Option<&str>) -> &'s Schema {
+        match schema {
+            Schema::Ref { name } => {
+                let full = name.fully_qualified_name(ns).fullname(None);
+                self.defined.get(&full).copied().unwrap_or(schema)
+            }
+            _ => schema,
+        }
+    }
+
+    fn type_change(&mut self, path: &str, schema: &Schema, json: &Json) {
+        let what = match schema {
+            Schema::Int if matches!(json, Json::Number(n) if n.is_i64() || n.is_u64()) => {
+                "int, and samples hold integers out of its range".to_owned()
+            }
+            Schema::Long if matches!(json, Json::Number(n) if n.is_u64()) => {
+                "long, and samples hold integers out of its range".to_owned()
+            }
+            _ => format!("{}, and samples hold {}", type_name(schema), json_kind(json)),
+        };
+        let at = if path.is_empty() { "the record".to_owned() } else { format!("field `{path}`") };
+        self.blockers.insert(format!(
+            "{at} is {what}: changing the type of an existing field is not proposed (it breaks \
+             readers of the current version); fix upstream, or evolve the schema by hand"
+        ));
+    }
+
+    fn walk(&mut self, schema: &'s Schema, json: &Json, ns: Option<&str>, path: &str) {
+        let schema = self.resolve(schema, ns);
+        match (schema, json) {
+            (Schema::Union(u), _) => {
+                match u.variants().iter().map(|v| self.resolve(v, ns)).find(|v| fits(v, json)) {
+                    Some(branch) => self.walk(branch, json, ns, path),
+                    None => self.type_change(path, schema, json),
+                }
+            }
+            (Schema::Record(r), Json::Object(members)) => {
+                let full = r.name.fully_qualified_name(ns);
+                let full_name = full.fullname(None);
+                let record_ns = full.namespace().map(str::to_owned);
+                *self.record_count.entry(full_name.clone()).or_default() += 1;
+                self.seen_at.entry(full_name.clone()).or_insert_with(|| (path.to_owned(), record_ns.clone()));
+                for field in &r.fields {
+                    let field_path = join(path, &field.name);
+                    let required = field.default.is_none() && !admits_null(self.resolve(&field.schema, record_ns.as_deref()));
+                    match members.get(&field.name) {
+                        None | Some(Json::Null) if required => {
+                            let state = if members.contains_key(&field.name) { "null" } else { "absent" };
+                            self.blockers.insert(format!(
+                                "required field `{field_path}` is {state} in samples: making it optional \
+                                 changes its type, which is not proposed; fix upstream, or give it a \
+                                 default by hand"
+                            ));
+                        }
+                        None | Some(Json::Null) => {}
+                        Some(value) => self.walk(&field.schema, value, record_ns.as_deref(), &field_path),
+                    }
+                }
+                for (name, value) in members {
+                    if r.lookup.contains_key(name) {
+                        continue;
+                    }
+                    if is_avro_name(name) {
+                        self.new_fields.entry(full_name.clone()).or_default().entry(name.clone()).or_default().merge(value);
+                    } else {
+                        self.blockers.insert(format!(
+                            "new member {} of `{}` is not a valid Avro field name ([A-Za-z_][A-Za-z0-9_]*)",
+                            Json::String(name.clone()),
+                            if path.is_empty() { "the record" } else { path }
+                        ));
+                    }
+                }
+            }
+            (Schema::Enum(e), Json::String(symbol)) => {
+                if e.symbols.contains(symbol) {
+                    return;
+                }
+                let full = e.name.fully_qualified_name(ns).fullname(None);
+                if is_avro_name(symbol) {
+                    self.seen_at.entry(full.clone()).or_insert_with(|| (path.to_owned(), None));
+                    self.new_symbols.entry(full).or_default().insert(symbol.clone());
+                } else {
+                    self.blockers.insert(format!(
+                        "enum symbol {} at `{path}` is not a valid Avro name ([A-Za-z_][A-Za-z0-9_]*)",
+                        Json::String(symbol.clone())
+                    ));
+                }
+            }
+            (Schema::Array(a), Json::Array(items)) => {
+                let item_path = format!("{path}[]");
+                for item in items {
+                    self.walk(&a.items, item, ns, &item_path);
+                }
+            }
+            (Schema::Map(m), Json::Object(members)) => {
+                let value_path = format!("{path}{{}}");
+                for value in members.values() {
+                    self.walk(&m.types, value, ns, &value_path);
+                }
+            }
+            _ if fits(schema, json) => {}
+            _ => self.type_change(path, schema, json),
+        }
+    }
+
+    /// Turns the observations into edits, naming new records and describing each change.
+    fn edits(&self, names: &mut HashSet<String>, changes: &mut Vec<String>) -> Edits {
+        let mut edits = Edits::default();
+        for (record, fields) in &self.new_fields {
+            let (path, ns) = self.seen_at.get(record).cloned().unwrap_or_default();
+            let seen = self.record_count.get(record).copied().unwrap_or(0);
+            let mut added = Vec::new();
+            for (name, shape) in fields {
+                let mut notes = Vec::new();
+                let ty = field_type(shape, name, ns.as_deref(), names, &mut notes);
+                if shape.present == seen && !shape.null {
+                    notes.push(
+                        "present in every sample, but added as optional: a required field without a \
+                         default would not be BACKWARD compatible"
+                            .to_owned(),
+                    );
+                }
+                let mut change = format!("added optional field `{}` of type {} with default null", join(&path, name), ty);
+                if !notes.is_empty() {
+                    change.push_str(&format!(" ({})", notes.join("; ")));
+                }
+                changes.push(change);
+                added.push(json!({"name": name, "type": ty, "default": null}));
+            }
+            edits.fields.insert(record.clone(), added);
+        }
+        for (enumeration, symbols) in &self.new_symbols {
+            let symbols: Vec<String> = symbols.iter().cloned().collect();
+            let (path, _) = self.seen_at.get(enumeration).cloned().unwrap_or_default();
+            let mut change = format!(
+                "appended symbol{} {} to enum {enumeration} (field `{path}`)",
+                if symbols.len() == 1 { "" } else { "s" },
+                symbols.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+            );
+            if let Some(Schema::Enum(e)) = self.defined.get(enumeration)
+                && let Some(default) = &e.default
+            {
+                change.push_str(&format!("; its default \"{default}\" is kept, so readers of older versions read new symbols as it"));
+            }
+            changes.push(change);
+            edits.symbols.insert(enumeration.clone(), symbols);
+        }
+        edits
+    }
+}
+
+fn admits_null(schema: &Schema) -> bool {
+    match schema {
+        Schema::Null => true,
+        Schema::Union(u) => u.variants().iter().any(|v| matches!(v, Schema::Null)),
+        _ => false,
+    }
+}
+
+fn type_name(schema: &Schema) -> String {
+    match schema {
+        Schema::Union(u) => {
+            let names: Vec<String> = u.variants().iter().map(type_name).collect();
+            format!("one of [{}]", names.join(", "))
+        }
+        Schema::Record(r) => format!("record {}", r.name.fullname(None)),
+        Schema::Enum(e) => format!("enum {}", e.name.fullname(None)),
+        Schema::Ref { name } => name.fullname(None),
+        other => serde_json::to_value(other)
+            .ok()
+            .and_then(|v| match v {
+                Json::String(s) => Some(s),
+                Json::Object(o) => o.get("logicalType").or_else(|| o.get("type")).and_then(Json::as_str).map(str::to_owned),
+                _ => None,
+            })
+            .unwrap_or_else(|| "an unnamed type".to_owned()),
+    }
+}
+
+/// The type of a new optional field: `["null", ...]`.
+fn field_type(shape: &Shape, name: &str, ns: Option<&str>, names: &mut HashSet<String>, notes: &mut Vec<String>) -> Json {
+    let mut variants = vec![json!("null")];
+    variants.extend(non_null_types(shape, name, ns, names, notes));
+    if variants.len() == 1 {
+        notes.push("only null seen, so the type is a guess: string".to_owned());
+        variants.push(json!("string"));
+    }
+    Json::Array(variants)
+}
+
+/// The non-null Avro types a shape needs, at most one per Avro kind, so they form a valid union.
+fn non_null_types(shape: &Shape, name: &str, ns: Option<&str>, names: &mut HashSet<String>, notes: &mut Vec<String>) -> Vec<Json> {
+    let mut types = Vec::new();
+    if shape.boolean {
+        types.push(json!("boolean"));
+    }
+    if shape.float {
+        types.push(json!("double"));
+    } else if shape.integer {
+        types.push(json!("long"));
+    }
+    if shape.string {
+        types.push(json!("string"));
+    }
+    if let Some(items) = &shape.array {
+        let mut item_types = non_null_types(items, &format!("{name}_item"), ns, names, notes);
+        if item_types.is_empty() && !items.null {
+            notes.push(format!("`{name}` was only seen empty, so its item type is a guess: string"));
+            item_types.push(json!("string"));
+        }
+        if items.null {
+            item_types.insert(0, json!("null"));
+        }
+        let items = if item_types.len() == 1 { item_types.remove(0) } else { Json::Array(item_types) };
+        types.push(json!({"type": "array", "items": items}));
+    }
+    if let Some((members, _)) = &shape.object {
+        if members.keys().all(|k| is_avro_name(k)) && !members.is_empty() {
+            types.push(record_type(members, name, ns, names, notes));
+        } else {
+            let mut merged = Shape::default();
+            for member in members.values() {
+                merge_shapes(&mut merged, member);
+            }
+            let mut value_types = non_null_types(&merged, &format!("{name}_value"), ns, names, notes);
+            if value_types.is_empty() {
+                notes.push(format!("`{name}` has no typed values, so its value type is a guess: string"));
+                value_types.push(json!("string"));
+            }
+            if merged.null {
+                value_types.insert(0, json!("null"));
+            }
+            let values = if value_types.len() == 1 { value_types.remove(0) } else { Json::Array(value_types) };
+            types.push(json!({"type": "map", "values": values}));
+        }
+    }
+    types
+}
+
+/// A new record for an object: every field optional with default null.
+fn record_type(members: &BTreeMap<String, Shape>, name: &str, ns: Option<&str>, names: &mut HashSet<String>, notes: &mut Vec<String>) -> Json {
+    let base: String = {
+        let mut chars = name.chars();
+        chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+    };
+    let full = |n: &str| ns.map_or_else(|| n.to_owned(), |ns| format!("{ns}.{n}"));
+    let mut record_name = base.clone();
+    let mut suffix = 2;
+    while names.contains(&full(&record_name)) {
+        record_name = format!("{base}{suffix}");
+        suffix += 1;
+    }
+    names.insert(full(&record_name));
+    let fields: Vec<Json> = members
+        .iter()
+        .map(|(field, shape)| json!({"name": field, "type": field_type(shape, field, ns, names, notes), "default": null}))
+        .collect();
+    let mut record = Map::new();
+    record.insert("type".to_owned(), json!("record"));
+    record.insert("name".to_owned(), json!(record_name));
+    if let Some(ns) = ns {
+        record.insert("namespace".to_owned(), json!(ns));
+    }
+    record.insert("fields".to_owned(), Json::Array(fields));
+    Json::Object(record)
+}
+
+/// Merges the observations of `other` into `into` (for map values).
+fn merge_shapes(into: &mut Shape, other: &Shape) {
+    into.present += other.present;
+    into.null |= other.null;
+    into.boolean |= other.boolean;
+    into.integer |= other.integer;
+    into.float |= other.float;
+    into.string |= other.string;
+    if let Some(items) = &other.array {
+        merge_shapes(into.array.get_or_insert_default(), items);
+    }
+    if let Some((members, seen)) = &other.object {
+        let (into_members, into_seen) = into.object.get_or_insert_default();
+        *into_seen += seen;
+        for (name, shape) in members {
+            merge_shapes(into_members.entry(name.clone()).or_default(), shape);
+        }
+    }
+}
+
+/// Additions to apply to the schema JSON, by full name.
+#[derive(Default)]
+struct Edits {
+    fields: BTreeMap<String, Vec<Json>>,
+    symbols: BTreeMap<String, Vec<String>>,
+}
+
+/// Applies edits to the schema JSON (as apache-avro serialises it: named types defined once,
+/// referenced by full name afterwards).
+fn apply(doc: &mut Json, ns: Option<&str>, edits: &Edits) {
+    match doc {
+        Json::Array(variants) => {
+            for v in variants {
+                apply(v, ns, edits);
+            }
+        }
+        Json::Object(o) => {
+            let kind = o.get("type").and_then(Json::as_str).unwrap_or_default().to_owned();
+            let full = || {
+                let name = o.get("name").and_then(Json::as_str).unwrap_or_default();
+                if name.contains('.') {
+                    return name.to_owned();
+                }
+                match o.get("namespace").and_then(Json::as_str).or(ns) {
+                    Some(ns) if !ns.is_empty() => format!("{ns}.{name}"),
+                    _ => name.to_owned(),
+                }
+            };
+            match kind.as_str() {
+                "record" => {
+                    let full = full();
+                    let inner_ns = full.rsplit_once('.').map(|(ns, _)| ns.to_owned());
+                    if let Some(Json::Array(fields)) = o.get_mut("fields") {
+                        for field in fields.iter_mut() {
+                            if let Some(ty) = field.get_mut("type") {
+                                apply(ty, inner_ns.as_deref(), edits);
+                            }
+                        }
+                        if let Some(added) = edits.fields.get(&full) {
+                            fields.extend(added.iter().cloned());
+                        }
+                    }
+                }
+                "enum" => {
+                    let full = full();
+                    if let (Some(added), Some(Json::Array(symbols))) = (edits.symbols.get(&full), o.get_mut("symbols")) {
+                        symbols.extend(added.iter().map(|s| Json::String(s.clone())));
+                    }
+                }
+                "array" => {
+                    if let Some(items) = o.get_mut("items") {
+                        apply(items, ns, edits);
+                    }
+                }
+                "map" => {
+                    if let Some(values) = o.get_mut("values") {
+                        apply(values, ns, edits);
+                    }
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Where an attribute goes in [`pretty`]'s output: the order people write schemas in. A record
+/// field starts with its name, a type definition with its type.
+fn key_rank(key: &str, is_field: bool) -> usize {
+    const TYPE: [&str; 12] =
+        ["type", "name", "namespace", "logicalType", "doc", "aliases", "size", "symbols", "items", "values", "fields", "default"];
+    const FIELD: [&str; 5] = ["name", "type", "doc", "aliases", "default"];
+    let order: &[&str] = if is_field { &FIELD } else { &TYPE };
+    order.iter().position(|k| *k == key).unwrap_or(order.len())
+}
+
+/// Pretty JSON with schema attributes in a readable order (serde_json's map sorts keys
+/// alphabetically, which would put `default` before `name` and `fields` before `type`).
+/// Arrays of strings (symbols, simple unions) stay on one line.
+fn pretty(value: &Json, indent: usize, out: &mut String) {
+    pretty_in(value, indent, false, out);
+}
+
+fn pretty_in(value: &Json, indent: usize, is_field: bool, out: &mut String) {
+    let pad = |n: usize| "  ".repeat(n);
+    match value {
+        Json::Object(o) if !o.is_empty() => {
+            let mut keys: Vec<&String> = o.keys().collect();
+            keys.sort_by_key(|k| (key_rank(k, is_field), k.as_str()));
+            out.push_str("{\n");
+            for (i, key) in keys.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                out.push_str(&Json::String((*key).clone()).to_string());
+                out.push_str(": ");
+                match (key.as_str(), &o[key.as_str()]) {
+                    ("fields", Json::Array(fields)) => {
+                        out.push_str("[\n");
+                        for (j, f) in fields.iter().enumerate() {
+                            out.push_str(&pad(indent + 2));
+                            pretty_in(f, indent + 2, true, out);
+                            out.push_str(if j + 1 < fields.len() { ",\n" } else { "\n" });
+                        }
+                        out.push_str(&pad(indent + 1));
+                        out.push(']');
+                    }
+                    (_, value) => pretty_in(value, indent + 1, false, out),
+                }
+                out.push_str(if i + 1 < keys.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push('}');
+        }
+        Json::Array(items) if items.iter().any(|v| v.is_object() || v.is_array()) => {
+            out.push_str("[\n");
+            for (i, item) in items.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                pretty_in(item, indent + 1, false, out);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(indent));
+            out.push(']');
+        }
+        Json::Array(items) => {
+            let items: Vec<String> = items.iter().map(Json::to_string).collect();
+            out.push('[');
+            out.push_str(&items.join(", "));
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+#[allow(deprecated)] // to_avro_datum/from_avro_datum: the reference the brief names.
+mod tests {
+    use super::*;
+    use crate::validate::convert::Validator;
+    use apache_avro::types::Value as AvroValue;
+    use apache_avro::{from_avro_datum, to_avro_datum};
+
+    const CUSTOMER: &str = r#"{
+      "type": "record", "name": "Customer", "namespace": "crm",
+      "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["active", "inactive", "unknown"], "default": "unknown"}},
+        {"name": "address", "type": ["null", {"type": "record", "name": "Address", "fields": [
+          {"name": "city", "type": "string"}
+        ]}], "default": null},
+        {"name": "score", "type": "long", "default": 0, "doc": "kept"}
+      ]
+    }"#;
+
+    fn current() -> Schema {
+        Schema::parse_str(CUSTOMER).unwrap()
+    }
+
+    fn field<'a>(schema: &'a Json, path: &[&str]) -> &'a Json {
+        let mut record = schema;
+        let mut found = &Json::Null;
+        for (i, name) in path.iter().enumerate() {
+            found = record["fields"].as_array().unwrap().iter().find(|f| f["name"] == *name).unwrap();
+            if i + 1 < path.len() {
+                record = match &found["type"] {
+                    Json::Array(variants) => variants.iter().find(|v| v.is_object()).unwrap(),
+                    other => other,
+                };
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn unknown_field_becomes_optional_and_old_data_reads_with_the_new_schema() {
+        let sample = json!({"id": "c1", "status": "active", "country": "FR", "score": 3});
+        let old = current();
+        let p = propose(&old, std::slice::from_ref(&sample)).unwrap();
+        assert_eq!(
+            p.changes,
+            ["added optional field `country` of type [\"null\",\"string\"] with default null (present in every \
+              sample, but added as optional: a required field without a default would not be BACKWARD compatible)"]
+        );
+        assert!(p.blockers.is_empty());
+        assert!(p.is_complete());
+        let doc: Json = serde_json::from_str(&p.schema_json).unwrap();
+        assert_eq!(field(&doc, &["country"]), &json!({"name": "country", "type": ["null", "string"], "default": null}));
+        // Defaults, docs and the enum default survive.
+        assert_eq!(field(&doc, &["score"]), &json!({"name": "score", "type": "long", "default": 0, "doc": "kept"}));
+        assert_eq!(field(&doc, &["status"])["type"]["default"], json!("unknown"));
+        let reparsed = Schema::parse_str(&p.schema_json).unwrap();
+        assert_eq!(reparsed.canonical_form(), p.schema.canonical_form());
+
+        // Data written with the current schema reads with the candidate as reader.
+        let old_value = Validator::new(&old).unwrap().convert(&json!({"id": "c0", "status": "active"})).unwrap();
+        let bytes = to_avro_datum(&old, old_value).unwrap();
+        let read = from_avro_datum(&old, &mut &bytes[..], Some(&p.schema)).unwrap();
+        let AvroValue::Record(fields) = read else { panic!() };
+        assert_eq!(fields.last().unwrap(), &("country".to_owned(), AvroValue::Union(0, Box::new(AvroValue::Null))));
+
+        // And the drifted sample now validates.
+        assert!(Validator::new(&old).unwrap().convert(&sample).is_err());
+        assert!(Validator::new(&p.schema).unwrap().convert(&sample).is_ok());
+    }
+
+    #[test]
+    fn new_enum_symbol_is_appended_keeping_the_default() {
+        let samples = [json!({"id": "1", "status": "suspended"}), json!({"id": "2", "status": "archived"}), json!({"id": "3", "status": "suspended"})];
+        let p = propose(&current(), &samples).unwrap();
+        assert_eq!(
+            p.changes,
+            ["appended symbols \"archived\", \"suspended\" to enum crm.Status (field `status`); its default \
+              \"unknown\" is kept, so readers of older versions read new symbols as it"]
+        );
+        let doc: Json = serde_json::from_str(&p.schema_json).unwrap();
+        assert_eq!(
+            field(&doc, &["status"])["type"],
+            json!({"type": "enum", "namespace": "crm", "name": "Status", "symbols": ["active", "inactive", "unknown", "archived", "suspended"], "default": "unknown"})
+        );
+        let old = current();
+        let old_value = Validator::new(&old).unwrap().convert(&json!({"id": "0", "status": "inactive"})).unwrap();
+        let bytes = to_avro_datum(&old, old_value).unwrap();
+        let AvroValue::Record(fields) = from_avro_datum(&old, &mut &bytes[..], Some(&p.schema)).unwrap() else { panic!() };
+        assert_eq!(fields[1].1, AvroValue::Enum(1, "inactive".to_owned()));
+        for sample in &samples {
+            assert!(Validator::new(&p.schema).unwrap().convert(sample).is_ok());
+        }
+    }
+
+    #[test]
+    fn nested_objects_mixed_types_and_nested_records() {
+        let samples = [
+            json!({"id": "1", "status": "active", "address": {"city": "Lyon", "geo": {"lat": 45, "lon": 4.8}},
+                   "tags": ["a"], "n": 1, "v": "x", "labels": {"a b": 1}}),
+            json!({"id": "2", "status": "active", "n": 2.5, "v": 3, "tags": [], "maybe": null}),
+        ];
+        let p = propose(&current(), &samples).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        let doc: Json = serde_json::from_str(&p.schema_json).unwrap();
+        assert_eq!(field(&doc, &["n"])["type"], json!(["null", "double"]));
+        assert_eq!(field(&doc, &["v"])["type"], json!(["null", "long", "string"]));
+        assert_eq!(field(&doc, &["tags"])["type"], json!(["null", {"type": "array", "items": "string"}]));
+        assert_eq!(field(&doc, &["maybe"])["type"], json!(["null", "string"]));
+        assert_eq!(field(&doc, &["labels"])["type"], json!(["null", {"type": "map", "values": "long"}]));
+        assert_eq!(
+            field(&doc, &["address", "geo"]),
+            &json!({"name": "geo", "default": null, "type": ["null", {"type": "record", "name": "Geo", "namespace": "crm", "fields": [
+                {"name": "lat", "type": ["null", "long"], "default": null},
+                {"name": "lon", "type": ["null", "double"], "default": null}]}]})
+        );
+        assert_eq!(
+            p.changes,
+            [
+                "added optional field `address.geo` of type [\"null\",{\"fields\":[{\"default\":null,\"name\":\"lat\",\"type\":[\"null\",\"long\"]},{\"default\":null,\"name\":\"lon\",\"type\":[\"null\",\"double\"]}],\"name\":\"Geo\",\"namespace\":\"crm\",\"type\":\"record\"}] with default null (present in every sample, but added as optional: a required field without a default would not be BACKWARD compatible)",
+                "added optional field `labels` of type [\"null\",{\"type\":\"map\",\"values\":\"long\"}] with default null",
+                "added optional field `maybe` of type [\"null\",\"string\"] with default null (only null seen, so the type is a guess: string)",
+                "added optional field `n` of type [\"null\",\"double\"] with default null (present in every sample, but added as optional: a required field without a default would not be BACKWARD compatible)",
+                "added optional field `tags` of type [\"null\",{\"items\":\"string\",\"type\":\"array\"}] with default null (present in every sample, but added as optional: a required field without a default would not be BACKWARD compatible)",
+                "added optional field `v` of type [\"null\",\"long\",\"string\"] with default null (present in every sample, but added as optional: a required field without a default would not be BACKWARD compatible)",
+            ]
+        );
+        let v = Validator::new(&p.schema).unwrap();
+        for sample in &samples {
+            v.convert(sample).unwrap();
+        }
+    }
+
+    #[test]
+    fn incompatible_needs_are_blockers_not_changes() {
+        let samples = [
+            json!({"id": 5, "status": "active"}),
+            json!({"status": "active", "score": "high", "bad-name": 1}),
+            json!({"id": "x", "status": "not valid!", "address": {"city": null}}),
+            json!(["not", "a", "record"]),
+        ];
+        let p = propose(&current(), &samples).unwrap();
+        assert!(p.changes.is_empty());
+        assert!(!p.is_complete());
+        assert_eq!(
+            p.blockers,
+            [
+                "enum symbol \"not valid!\" at `status` is not a valid Avro name ([A-Za-z_][A-Za-z0-9_]*)",
+                "field `id` is string, and samples hold integer: changing the type of an existing field is not proposed (it breaks readers of the current version); fix upstream, or evolve the schema by hand",
+                "field `score` is long, and samples hold string: changing the type of an existing field is not proposed (it breaks readers of the current version); fix upstream, or evolve the schema by hand",
+                "new member \"bad-name\" of `the record` is not a valid Avro field name ([A-Za-z_][A-Za-z0-9_]*)",
+                "required field `address.city` is null in samples: making it optional changes its type, which is not proposed; fix upstream, or give it a default by hand",
+                "required field `id` is absent in samples: making it optional changes its type, which is not proposed; fix upstream, or give it a default by hand",
+                "sample 3 is not a JSON object, so it cannot be a record",
+            ]
+        );
+        assert_eq!(p.schema.canonical_form(), current().canonical_form());
+    }
+
+    #[test]
+    fn candidate_text_is_readable_and_keeps_defaults() {
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[{"name":"e","type":{"type":"enum","name":"E","symbols":["a"]},"default":"a"}]}"#,
+        )
+        .unwrap();
+        let p = propose(&schema, &[json!({"e": "b", "x": 1})]).unwrap();
+        assert_eq!(
+            p.schema_json,
+            r#"{
+  "type": "record",
+  "name": "R",
+  "fields": [
+    {
+      "name": "e",
+      "type": {
+        "type": "enum",
+        "name": "E",
+        "symbols": ["a", "b"]
+      },
+      "default": "a"
+    },
+    {
+      "name": "x",
+      "type": ["null", "long"],
+      "default": null
+    }
+  ]
+}"#
+        );
+    }
+
+    #[test]
+    fn fitting_samples_change_nothing_and_names_do_not_collide() {
+        let p = propose(&current(), &[json!({"id": "1", "status": "active", "address": {"city": "x"}})]).unwrap();
+        assert!(!p.changes_schema());
+        assert!(p.blockers.is_empty());
+        // A new object field called `address` inside Address must not reuse the name crm.Address.
+        let p = propose(&current(), &[json!({"id": "1", "status": "active", "address": {"city": "x", "address": {"line": "1"}}})]).unwrap();
+        let doc: Json = serde_json::from_str(&p.schema_json).unwrap();
+        assert_eq!(field(&doc, &["address", "address"])["type"][1]["name"], json!("Address2"));
+        assert!(propose(&Schema::String, &[]).is_err());
+    }
+}
