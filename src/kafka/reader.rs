@@ -2,16 +2,16 @@
 //!
 //! Cursors, dedup state and the job registry live in compacted topics. A stage that takes
 //! over a unit of work reads the relevant partitions with `read_committed` from the beginning
-//! to the last stable offset, folding every record into its state, and only then starts. The
-//! end is detected by librdkafka's partition-EOF event (emitted at the last stable offset under
-//! `read_committed`), never by counting offsets: transaction markers take offsets too.
+//! to the high watermark taken when it starts, folding every record into its state, and only
+//! then starts. The end is reached when the consumer's position passes that watermark, never
+//! by counting records: transaction markers and aborted records take offsets too.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Reads the given partitions of `topic` from the beginning to their end, calling `f` for
@@ -29,12 +29,25 @@ pub fn read_to_end(
     if partitions.is_empty() {
         return Ok(0);
     }
+    // The end is the high watermark at the start; records after it are newer than the state
+    // being restored. Under read_committed the consumer's position moves past transaction
+    // markers and aborted records, so `position >= end` is reached even when the last offsets
+    // hold no visible record. (librdkafka's EOF event alone can lag behind while other
+    // producers keep transactions open on the partition.)
+    let mut ends = std::collections::HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+        let (lo, hi) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10))?;
+        if hi > lo {
+            ends.insert(*p, hi);
+            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok(0);
     }
     consumer.assign(&tpl)?;
-    let mut pending: HashSet<i32> = partitions.iter().copied().collect();
+    let mut pending: HashSet<i32> = ends.keys().copied().collect();
     let deadline = Instant::now() + timeout;
     let mut n = 0u64;
     while !pending.is_empty() {
@@ -42,17 +55,31 @@ pub fn read_to_end(
             consumer.unassign()?;
             return Err(KafkaError::MessageConsumption(rdkafka::error::RDKafkaErrorCode::OperationTimedOut));
         }
-        match consumer.poll(Duration::from_millis(200)) {
+        match consumer.poll(Duration::from_millis(50)) {
             None => {}
             Some(Ok(m)) => {
-                n += 1;
-                f(&m);
+                if m.offset() < ends[&m.partition()] {
+                    n += 1;
+                    f(&m);
+                }
+                if m.offset() + 1 >= ends[&m.partition()] {
+                    pending.remove(&m.partition());
+                }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
             }
             Some(Err(e)) => {
                 tracing::warn!(%e, topic, "error while restoring state; retrying");
+            }
+        }
+        if !pending.is_empty() {
+            for e in consumer.position()?.elements_for_topic(topic) {
+                if let Offset::Offset(o) = e.offset()
+                    && ends.get(&e.partition()).is_some_and(|end| o >= *end)
+                {
+                    pending.remove(&e.partition());
+                }
             }
         }
     }

@@ -37,6 +37,11 @@ pub fn root() -> std::path::PathBuf {
 /// A config for one test: random topic and group prefixes, real broker and registry, plus
 /// whatever `extra` TOML (sources) the test adds.
 pub fn config(extra: &str) -> Config {
+    Config::from_toml(&config_text(extra)).expect("test config is valid")
+}
+
+/// The text of [`config`] (for child processes, which read it from a file).
+pub fn config_text(extra: &str) -> String {
     let p = unique("t");
     let root = root();
     let text = format!(
@@ -66,7 +71,7 @@ dir = "{root}/topics"
         root = root.display(),
         blobs = std::env::temp_dir().join(format!("intake-blobs-{p}")).display(),
     );
-    Config::from_toml(&text).expect("test config is valid")
+    text
 }
 
 /// Kafka factory for a config.
@@ -142,4 +147,138 @@ pub fn read_all(topic: &str, isolation: &str) -> Vec<Rec> {
 /// Creates the configured topics (fails the test on error).
 pub async fn apply_topics(cfg: &Config) {
     intake::topics::ensure(cfg, &kafka(cfg)).await.expect("topics apply");
+}
+
+/// Starts an in-process simulator with token `demo` (quota 1 000 000/s unless overridden)
+/// and no background writes unless `--write-rate` is given.
+pub async fn sim(flags: &[&str]) -> intake::sim::SimHandle {
+    let mut argv = vec!["sim"];
+    if !flags.contains(&"--token") {
+        argv.extend(["--token", "demo=1000000"]);
+    }
+    if !flags.contains(&"--write-rate") {
+        argv.extend(["--write-rate", "0"]);
+    }
+    argv.extend_from_slice(flags);
+    intake::sim::spawn(intake::sim::SimArgs::try_parse_from(argv).expect("sim flags")).await.expect("sim starts")
+}
+
+/// The simulator's ground truth.
+pub async fn truth(sim: &intake::sim::SimHandle) -> serde_json::Value {
+    reqwest::get(sim.url("/admin/truth")).await.unwrap().json().await.unwrap()
+}
+
+/// `id -> version` of the live records of a stream in the truth.
+pub fn truth_versions(truth: &serde_json::Value, stream: &str) -> std::collections::BTreeMap<String, u64> {
+    truth["streams"][stream]["live"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(id, v)| (id.clone(), v["version"].as_u64().unwrap()))
+        .collect()
+}
+
+/// POSTs to a simulator admin endpoint.
+pub async fn sim_admin(sim: &intake::sim::SimHandle, path: &str) -> serde_json::Value {
+    let r = reqwest::Client::new().post(sim.url(path)).send().await.unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+/// A source block for the simulator with the given streams `(name, path, pagination)`.
+pub fn sim_source(sim: &intake::sim::SimHandle, streams: &[(&str, &str, &str)], extra: &str) -> String {
+    let mut s = format!(
+        r#"
+[[sources]]
+name = "sim"
+base_url = "http://{addr}"
+auth = {{ kind = "bearer", token = "demo" }}
+max_retries = 20
+"#,
+        addr = sim.addr
+    );
+    for (name, path, pagination) in streams {
+        s.push_str(&format!(
+            r#"
+[[sources.streams]]
+name = "{name}"
+path = "{path}"
+primary_key = "/id"
+version = "/version"
+pagination = {{ style = "{pagination}" }}
+page_size = 50
+{extra}
+"#
+        ));
+    }
+    s
+}
+
+/// A landed page, parsed.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub stream: String,
+    pub kind: String,
+    pub sync_id: String,
+    pub seq: u64,
+    /// (id, version) of every record in the page.
+    pub records: Vec<(String, u64)>,
+}
+
+/// Every page and blob-ref of the committed landing topic, with blob-refs resolved.
+pub async fn landed_pages(cfg: &Config) -> Vec<Page> {
+    let topic = intake::topics::TopicNames::from_config(cfg).landing();
+    let blobs = intake::blob::BlobStore::open(&cfg.blob).unwrap();
+    let mut out = Vec::new();
+    for r in read_all(&topic, "read_committed") {
+        let kind = r.header("intake.kind").unwrap().to_owned();
+        if kind != "page" && kind != "blob-ref" {
+            continue;
+        }
+        let body: Vec<u8> = if kind == "blob-ref" {
+            let b = intake::blob::BlobRef::parse_header(r.header("intake.blob").unwrap()).unwrap();
+            blobs.get(&b).await.unwrap().to_vec()
+        } else {
+            r.value.clone().unwrap()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let records = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x["id"].as_str().unwrap().to_owned(), x["version"].as_u64().unwrap()))
+            .collect();
+        out.push(Page {
+            stream: r.header("intake.stream").unwrap().to_owned(),
+            kind,
+            sync_id: r.header("intake.sync_id").unwrap().to_owned(),
+            seq: r.header("intake.seq").unwrap().parse().unwrap(),
+            records,
+        });
+    }
+    out
+}
+
+/// Asserts that no (sync, seq) page landed twice and that every sync's pages are contiguous
+/// from 0 (a gap would mean a cursor moved past data that was not committed).
+pub fn assert_pages_unique_and_contiguous(pages: &[Page]) {
+    let mut by_sync: std::collections::BTreeMap<(&str, &str), Vec<u64>> = Default::default();
+    for p in pages {
+        by_sync.entry((&p.stream, &p.sync_id)).or_default().push(p.seq);
+    }
+    for ((stream, sync), mut seqs) in by_sync {
+        seqs.sort_unstable();
+        let n = seqs.len() as u64;
+        let mut dedup = seqs.clone();
+        dedup.dedup();
+        assert_eq!(dedup.len(), seqs.len(), "{stream} sync {sync}: a page landed twice: {seqs:?}");
+        assert_eq!(seqs, (0..n).collect::<Vec<_>>(), "{stream} sync {sync}: pages not contiguous");
+    }
+}
+
+/// Writes a config to a temp file for a child process (returns the path; keep the dir alive).
+pub fn write_config(dir: &std::path::Path, cfg_text: &str) -> std::path::PathBuf {
+    let p = dir.join("intake.toml");
+    std::fs::write(&p, cfg_text).unwrap();
+    p
 }
