@@ -46,6 +46,8 @@ pub enum Command {
         #[arg(long, value_name = "STREAM")]
         reset: Option<String>,
     },
+    /// Run the simulated upstream SaaS API (data, quota, drift, faults, webhooks, ground truth).
+    Sim(crate::sim::SimArgs),
     /// Check a config file and print what it resolves to (secrets redacted).
     Config {
         /// Config file.
@@ -148,6 +150,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cursors { config, reset } => {
             let cfg = load(&config)?;
             crate::fetch::admin::cursors(&cfg, reset.as_deref()).await
+        }
+        Command::Sim(args) => {
+            let listener = tokio::net::TcpListener::bind(&args.listen)
+                .await
+                .with_context(|| format!("binding {}", args.listen))?;
+            println!("intake sim listening on http://{}", listener.local_addr()?);
+            crate::sim::run(args, listener, shutdown_signal()).await?;
+            Ok(())
         }
         Command::Config { config } => {
             let cfg = load(&config)?;
