@@ -13,16 +13,19 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "test";
 const STREAMS: [&str; 3] = ["customers", "orders", "events"];
 
-async fn start(flags: &[&str]) -> SimHandle {
+/// Starts a simulator with `flags` (space-separated), a generous token `test`, and no background
+/// writer unless `flags` set one.
+async fn start(flags: &str) -> SimHandle {
     let mut argv = vec!["sim", "--token", "test=1000000"];
-    if !flags.contains(&"--write-rate") {
+    if !flags.contains("--write-rate") {
         argv.extend(["--write-rate", "0"]);
     }
-    argv.extend_from_slice(flags);
+    argv.extend(flags.split_whitespace());
     sim::spawn(SimArgs::try_parse_from(argv).expect("flags"))
         .await
         .expect("sim starts")
@@ -61,6 +64,16 @@ async fn json(
         response.status()
     );
     response.json().await.unwrap()
+}
+
+/// POSTs to an admin endpoint; its JSON answer.
+async fn post(client: &reqwest::Client, url: &str) -> Value {
+    json(client, reqwest::Method::POST, url, None).await
+}
+
+/// PUTs JSON to an admin endpoint; its JSON answer.
+async fn put(client: &reqwest::Client, url: &str, body: Value) -> Value {
+    json(client, reqwest::Method::PUT, url, Some(body)).await
 }
 
 #[derive(Deserialize)]
@@ -234,27 +247,11 @@ fn time_field(stream: &str) -> &'static str {
 
 #[tokio::test]
 async fn every_style_yields_every_record_exactly_once_and_agrees_with_the_truth() {
-    let sim = start(&[
-        "--records",
-        "137",
-        "--seed",
-        "3",
-        "--drift-rate",
-        "0.2",
-        "--backdate-rate",
-        "0.3",
-        "--start-paused",
-    ])
-    .await;
+    let sim =
+        start("--records 137 --seed 3 --drift-rate 0.2 --backdate-rate 0.3 --start-paused").await;
     let client = client();
     // History first: creates, updates (some backdated) and deletes, while the writer is paused.
-    let writes = json(
-        &client,
-        reqwest::Method::POST,
-        &sim.url("/admin/writes?n=300"),
-        None,
-    )
-    .await;
+    let writes = post(&client, &sim.url("/admin/writes?n=300")).await;
     assert_eq!(writes["changes"].as_array().unwrap().len(), 300);
     let truth = truth(&client, &sim).await;
     assert!(truth.paused);
@@ -398,26 +395,12 @@ fn classify(stream: &str, record: &Value) -> Option<&'static str> {
 
 #[tokio::test]
 async fn default_styles_serve_the_truth_with_drift_and_large_records_named_exactly() {
-    let sim = start(&[
-        "--records",
-        "60",
-        "--drift-rate",
-        "0.4",
-        "--large-rate",
-        "0.05",
-        "--large-bytes",
-        "1100000",
-        "--start-paused",
-    ])
-    .await;
-    let client = client();
-    json(
-        &client,
-        reqwest::Method::POST,
-        &sim.url("/admin/writes?n=50"),
-        None,
+    let sim = start(
+        "--records 60 --drift-rate 0.4 --large-rate 0.05 --large-bytes 1100000 --start-paused",
     )
     .await;
+    let client = client();
+    post(&client, &sim.url("/admin/writes?n=50")).await;
     let truth = truth(&client, &sim).await;
     let mut kinds_seen = BTreeSet::new();
     let mut large_seen = 0;
@@ -498,21 +481,10 @@ async fn all_bodies(client: &reqwest::Client, sim: &SimHandle) -> Vec<Vec<u8>> {
 
 #[tokio::test]
 async fn the_same_seed_gives_byte_identical_pages() {
-    let flags = [
-        "--records",
-        "70",
-        "--seed",
-        "7",
-        "--drift-rate",
-        "0.3",
-        "--large-rate",
-        "0.03",
-    ];
-    let a = start(&flags).await;
-    let b = start(&flags).await;
-    let mut other_flags = flags;
-    other_flags[3] = "8";
-    let c = start(&other_flags).await;
+    let flags = "--records 70 --drift-rate 0.3 --large-rate 0.03";
+    let a = start(&format!("{flags} --seed 7")).await;
+    let b = start(&format!("{flags} --seed 7")).await;
+    let c = start(&format!("{flags} --seed 8")).await;
     let client = client();
     let (pa, pb, pc) = (
         all_bodies(&client, &a).await,
@@ -549,7 +521,7 @@ fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn a_fixed_window_admits_exactly_its_limit_and_counts_every_request() {
-    let sim = start(&["--records", "5", "--token", "q=5", "--quota-window", "1h"]).await;
+    let sim = start("--records 5 --token q=5 --quota-window 1h").await;
     let client = client();
     let url = sim.url("/v1/customers?limit=1");
     let mut answers = Vec::new();
@@ -580,15 +552,14 @@ async fn a_fixed_window_admits_exactly_its_limit_and_counts_every_request() {
     assert!(answers[..5].iter().all(|a| a.3.is_none()));
 
     // A new limit applies at once; accepted requests of the window still count.
-    let changed = json(
+    let changed = put(
         &client,
-        reqwest::Method::PUT,
         &sim.url("/admin/quota/q"),
-        Some(serde_json::json!({"limit": 7})),
+        serde_json::json!({"limit": 7}),
     )
     .await;
     assert_eq!(changed["limit"], 7);
-    let more: Vec<u16> = futures_statuses(&client, &url, "q", 3).await;
+    let more: Vec<u16> = send_n(&client, &url, "q", 3).await;
     assert_eq!(more, [200, 200, 429]);
 
     // Unknown and missing tokens: 401, never counted against a token.
@@ -622,7 +593,8 @@ async fn a_fixed_window_admits_exactly_its_limit_and_counts_every_request() {
     sim.stop().await.unwrap();
 }
 
-async fn futures_statuses(client: &reqwest::Client, url: &str, token: &str, n: usize) -> Vec<u16> {
+/// Sends `n` requests one after another; their statuses.
+async fn send_n(client: &reqwest::Client, url: &str, token: &str, n: usize) -> Vec<u16> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(
@@ -641,17 +613,7 @@ async fn futures_statuses(client: &reqwest::Client, url: &str, token: &str, n: u
 
 #[tokio::test]
 async fn a_token_bucket_bursts_to_its_limit_and_says_when_to_retry() {
-    let sim = start(&[
-        "--records",
-        "5",
-        "--token",
-        "b=4",
-        "--quota-window",
-        "1h",
-        "--quota-mode",
-        "bucket",
-    ])
-    .await;
+    let sim = start("--records 5 --token b=4 --quota-window 1h --quota-mode bucket").await;
     let client = client();
     let url = sim.url("/v1/orders?limit=1");
     let mut remaining = Vec::new();
@@ -671,7 +633,7 @@ async fn a_token_bucket_bursts_to_its_limit_and_says_when_to_retry() {
 
 #[tokio::test]
 async fn quota_under_concurrent_load_matches_the_counters_exactly() {
-    let sim = start(&["--records", "5", "--token", "c=20"]).await;
+    let sim = start("--records 5 --token c=20").await;
     let client = client();
     let url = sim.url("/v1/events?limit=1");
     let deadline = Instant::now() + Duration::from_millis(2300);
@@ -741,7 +703,7 @@ async fn quota_under_concurrent_load_matches_the_counters_exactly() {
 
 #[tokio::test]
 async fn faults_change_answers_but_never_the_truth() {
-    let sim = start(&["--records", "30"]).await;
+    let sim = start("--records 30").await;
     let client = client();
     let before = client
         .get(sim.url("/admin/truth"))
@@ -753,9 +715,9 @@ async fn faults_change_answers_but_never_the_truth() {
         .unwrap();
     let url = sim.url("/v1/customers?limit=5");
     let faults = sim.url("/admin/faults");
-    let put = |body: Value| json(&client, reqwest::Method::PUT, &faults, Some(body));
+    let set = |body: Value| put(&client, &faults, body);
 
-    put(serde_json::json!({"error_rate": 1.0, "error_burst": 2})).await;
+    set(serde_json::json!({"error_rate": 1.0, "error_burst": 2})).await;
     for _ in 0..2 {
         let r = get(&client, &url).await;
         assert!(r.status().is_server_error(), "{}", r.status());
@@ -764,7 +726,7 @@ async fn faults_change_answers_but_never_the_truth() {
             "quota headers on errors too"
         );
     }
-    put(serde_json::json!({"error_rate": 0.0, "reset_rate": 1.0})).await;
+    set(serde_json::json!({"error_rate": 0.0, "reset_rate": 1.0})).await;
     let err = client
         .get(&url)
         .bearer_auth(TOKEN)
@@ -775,11 +737,23 @@ async fn faults_change_answers_but_never_the_truth() {
         !err.is_status() && !err.is_timeout(),
         "a reset, not an answer: {err:?}"
     );
-    put(serde_json::json!({"reset_rate": 0.0, "slow_rate": 1.0, "slow_ms": 300})).await;
+    // On the wire: not one byte of response, just the end of the connection.
+    let mut socket = tokio::net::TcpStream::connect(sim.addr).await.unwrap();
+    let request = format!(
+        "GET /v1/customers HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n",
+        sim.addr
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    match socket.read_to_end(&mut answer).await {
+        Ok(n) => assert_eq!(n, 0, "{}", String::from_utf8_lossy(&answer)),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+    }
+    set(serde_json::json!({"reset_rate": 0.0, "slow_rate": 1.0, "slow_ms": 300})).await;
     let started = Instant::now();
     assert_eq!(get(&client, &url).await.status(), StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(300));
-    put(serde_json::json!({"slow_rate": 0.0, "malformed_rate": 1.0})).await;
+    set(serde_json::json!({"slow_rate": 0.0, "malformed_rate": 1.0})).await;
     let r = get(&client, &url).await;
     assert_eq!(r.status(), StatusCode::OK);
     let body = r.bytes().await.unwrap();
@@ -787,7 +761,7 @@ async fn faults_change_answers_but_never_the_truth() {
         serde_json::from_slice::<Value>(&body).is_err(),
         "a malformed page"
     );
-    let config = put(serde_json::json!({"malformed_rate": 0.0})).await;
+    let config = set(serde_json::json!({"malformed_rate": 0.0})).await;
     assert_eq!(config["error_rate"], 0.0);
     assert_eq!(config["slow_ms"], 300);
 
@@ -803,10 +777,10 @@ async fn faults_change_answers_but_never_the_truth() {
     let s = stats(&client, &sim).await;
     assert_eq!(
         s["faults"],
-        serde_json::json!({"errors": 2, "slow": 1, "resets": 1, "malformed": 1})
+        serde_json::json!({"errors": 2, "slow": 1, "resets": 2, "malformed": 1})
     );
     // Every request reached the quota check, the reset one included.
-    assert_eq!(s["tokens"]["test"]["requests"], 5);
+    assert_eq!(s["tokens"]["test"]["requests"], 6);
     assert_eq!(s["pages"], 2);
     let after = client
         .get(sim.url("/admin/truth"))
@@ -822,18 +796,9 @@ async fn faults_change_answers_but_never_the_truth() {
 
 #[tokio::test]
 async fn backdated_updates_hide_from_updated_since() {
-    let sim = start(&[
-        "--records",
-        "40",
-        "--start-paused",
-        "--backdate-rate",
-        "1",
-        "--create-share",
-        "0",
-        "--delete-share",
-        "0",
-    ])
-    .await;
+    let sim =
+        start("--records 40 --start-paused --backdate-rate 1 --create-share 0 --delete-share 0")
+            .await;
     let client = client();
     // Later than every initial record, earlier than any write from now on.
     let since = "2025-01-01T00:00:00Z";
@@ -849,13 +814,7 @@ async fn backdated_updates_hide_from_updated_since() {
         .await,
     );
     assert!(before.is_empty());
-    let writes = json(
-        &client,
-        reqwest::Method::POST,
-        &sim.url("/admin/writes?n=20&stream=customers"),
-        None,
-    )
-    .await;
+    let writes = post(&client, &sim.url("/admin/writes?n=20&stream=customers")).await;
     let changes = writes["changes"].as_array().unwrap();
     assert!(
         changes
@@ -915,16 +874,10 @@ async fn backdated_updates_hide_from_updated_since() {
 
 #[tokio::test]
 async fn pausing_the_writer_is_exact() {
-    let sim = start(&["--records", "20", "--write-rate", "400"]).await;
+    let sim = start("--records 20 --write-rate 400").await;
     let client = client();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let paused = json(
-        &client,
-        reqwest::Method::POST,
-        &sim.url("/admin/pause"),
-        None,
-    )
-    .await;
+    let paused = post(&client, &sim.url("/admin/pause")).await;
     let writes = paused["writes"].as_u64().unwrap();
     assert!(writes > 20, "the writer ran: {writes}");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -942,13 +895,7 @@ async fn pausing_the_writer_is_exact() {
     let live: usize = t.streams.values().map(|s| s.live.len()).sum();
     let deleted: usize = t.streams.values().map(|s| s.deleted.len()).sum();
     assert_eq!(live + deleted, 60 + w["creates"].as_u64().unwrap() as usize);
-    json(
-        &client,
-        reqwest::Method::POST,
-        &sim.url("/admin/resume"),
-        None,
-    )
-    .await;
+    post(&client, &sim.url("/admin/resume")).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(truth(&client, &sim).await.writes > writes);
     sim.stop().await.unwrap();
@@ -956,7 +903,7 @@ async fn pausing_the_writer_is_exact() {
 
 #[tokio::test]
 async fn errors_are_json_with_clear_codes() {
-    let sim = start(&["--records", "3"]).await;
+    let sim = start("--records 3").await;
     let client = client();
     for (path, status, code) in [
         ("/v1/customer", 404, "not_found"),
@@ -1061,32 +1008,10 @@ fn unix_now() -> i64 {
 #[tokio::test]
 async fn webhooks_are_signed_shuffled_duplicated_and_retried() {
     let (rec, hook) = receiver(4).await;
-    let sim = start(&[
-        "--records",
-        "30",
-        "--start-paused",
-        "--webhook-url",
-        &hook,
-        "--webhook-secret",
-        "whsec_test",
-        "--webhook-dup-rate",
-        "0.3",
-        "--webhook-shuffle-window",
-        "5",
-        "--webhook-retry-base",
-        "10ms",
-        "--webhook-retry-max",
-        "50ms",
-    ])
+    let sim = start(&format!("--records 30 --start-paused --webhook-url {hook} --webhook-secret whsec_test --webhook-dup-rate 0.3 --webhook-shuffle-window 5 --webhook-retry-base 10ms --webhook-retry-max 50ms"))
     .await;
     let client = client();
-    let sent = json(
-        &client,
-        reqwest::Method::POST,
-        &sim.url("/admin/webhooks/send?n=40"),
-        None,
-    )
-    .await;
+    let sent = post(&client, &sim.url("/admin/webhooks/send?n=40")).await;
     let changes = sent["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 40);
     let counts = drained(&client, &sim).await;
@@ -1189,28 +1114,10 @@ async fn webhooks_are_signed_shuffled_duplicated_and_retried() {
 #[tokio::test]
 async fn webhooks_during_a_rotation_carry_both_signatures() {
     let (rec, hook) = receiver(usize::MAX).await;
-    let sim = start(&[
-        "--records",
-        "5",
-        "--start-paused",
-        "--webhook-url",
-        &hook,
-        "--webhook-secret",
-        "old",
-        "--webhook-secret",
-        "new",
-        "--webhook-shuffle-window",
-        "1",
-    ])
+    let sim = start(&format!("--records 5 --start-paused --webhook-url {hook} --webhook-secret old --webhook-secret new --webhook-shuffle-window 1"))
     .await;
     let client = client();
-    json(
-        &client,
-        reqwest::Method::POST,
-        &sim.url("/admin/webhooks/send?n=3"),
-        None,
-    )
-    .await;
+    post(&client, &sim.url("/admin/webhooks/send?n=3")).await;
     let counts = drained(&client, &sim).await;
     assert_eq!(counts["acked"], 3);
     let log = rec.log.lock().unwrap().clone();

@@ -1,7 +1,7 @@
 //! The upstream API under test: `GET /v1/{stream}` in the stream's configured style and
 //! `GET /v1/styles/{style}/{stream}` in any style, behind bearer auth, the quota and faults.
 //!
-//! Every request passes [`guard`] in this order: auth (401 without a known token, not
+//! Every request passes a guard in this order: auth (401 without a known token, not
 //! counted against any quota) → quota (counted; 429 over it) → faults (delay, reset, 5xx) →
 //! the handler. Every answer past auth carries `X-RateLimit-Limit`, `X-RateLimit-Remaining`
 //! and `X-RateLimit-Reset`.

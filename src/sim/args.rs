@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::SimError;
-use crate::signing::Secret;
+use crate::config::SecretString;
 
 /// A pagination style a list endpoint can speak.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
@@ -166,11 +166,18 @@ fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
 
+fn parse_secret(s: &str) -> Result<SecretString, &'static str> {
+    if s.is_empty() {
+        return Err("a signing secret must not be empty");
+    }
+    Ok(SecretString::new(s))
+}
+
 /// Flags of `intake sim`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
     /// Address `intake sim` listens on (tests pass their own listener instead).
-    #[arg(long, env = "INTAKE_SIM_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "INTAKE_SIM_LISTEN", default_value = "127.0.0.1:8900")]
     pub listen: SocketAddr,
 
     /// Seed of the data set, the writer, faults and webhook shuffling: the same seed gives
@@ -217,8 +224,8 @@ pub struct SimArgs {
     )]
     pub events_pagination: Style,
 
-    /// Background writes per second across all streams (creates, updates, deletes of
-    /// customers and orders; appends of events); 0 turns the writer off.
+    /// Background writes per second; each picks one of the three streams at random and
+    /// creates, updates or deletes a customer or order, or appends an event. 0: no writer.
     #[arg(long, env = "INTAKE_SIM_WRITE_RATE", default_value_t = 1.0)]
     pub write_rate: f64,
 
@@ -331,9 +338,10 @@ pub struct SimArgs {
     #[arg(
         long = "webhook-secret",
         env = "INTAKE_SIM_WEBHOOK_SECRET",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_secret
     )]
-    pub webhook_secrets: Vec<Secret>,
+    pub webhook_secrets: Vec<SecretString>,
 
     /// Webhook events are delivered in random order within a window of this many.
     #[arg(long, env = "INTAKE_SIM_WEBHOOK_SHUFFLE_WINDOW", default_value_t = 8)]

@@ -245,11 +245,6 @@ impl ListRequest {
 }
 
 impl Fetched {
-    /// The ids on this page, in order.
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.records.iter().map(|r| r.position.id.as_str())
-    }
-
     /// Writes the answer. `self_url` is the absolute URL of the endpoint without query, for
     /// the `Link` header.
     pub fn answer(&self, self_url: &str) -> PageAnswer {

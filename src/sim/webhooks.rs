@@ -32,7 +32,8 @@ use super::data::Stream;
 use super::error::SimError;
 use super::seeded::{self, Rand};
 use super::store::Change;
-use crate::signing::{self, Secret};
+use crate::config::SecretString;
+use crate::signing;
 
 /// Delivery settings from the flags.
 #[derive(Clone, Debug)]
@@ -40,7 +41,7 @@ pub struct WebhookConfig {
     /// `--webhook-url`.
     pub url: url::Url,
     /// `--webhook-secret` (one, or two during a rotation).
-    pub secrets: Vec<Secret>,
+    pub secrets: Vec<SecretString>,
     /// `--webhook-shuffle-window`.
     pub shuffle_window: usize,
     /// `--webhook-dup-rate`.
@@ -316,7 +317,12 @@ impl Deliverer {
     async fn attempt(&mut self, mut item: Pending) -> Option<Pending> {
         let delivery = &item.delivery;
         let t = clock::now_ms().div_euclid(1000);
-        let secrets: Vec<&[u8]> = self.config.secrets.iter().map(Secret::expose).collect();
+        let secrets: Vec<&[u8]> = self
+            .config
+            .secrets
+            .iter()
+            .map(|s| s.expose().as_bytes())
+            .collect();
         let signature = signing::sign_all(&secrets, t, &delivery.body);
         self.counters.sent.fetch_add(1, Ordering::SeqCst);
         item.attempts += 1;
@@ -372,5 +378,141 @@ async fn sleep_until(wake: Option<Instant>) {
     match wake {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::clock::BASE_MS;
+    use crate::sim::store::ChangeKind;
+    use serde_json::{Value, json};
+
+    fn queue(dup_rate: f64) -> (WebhookQueue, mpsc::Receiver<Arc<Delivery>>) {
+        let (tx, rx) = mpsc::channel(8);
+        let queue = WebhookQueue {
+            tx,
+            seed: 1,
+            dup_rate,
+            counters: Arc::default(),
+        };
+        (queue, rx)
+    }
+
+    fn change(stream: Stream, kind: ChangeKind, json: Option<&str>) -> Change {
+        Change {
+            seq: 7,
+            stream,
+            kind,
+            id: "ord_000001".into(),
+            version: 3,
+            backdated: false,
+            at_ms: BASE_MS,
+            json: json.map(Into::into),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_carries_its_write() {
+        let (q, mut rx) = queue(0.0);
+        let record = r#"{"id":"ord_000001","version":3}"#;
+        assert!(
+            q.enqueue(&change(Stream::Orders, ChangeKind::Updated, Some(record)))
+                .await
+        );
+        let d = rx.recv().await.unwrap();
+        let event: Value = serde_json::from_slice(&d.body).unwrap();
+        assert_eq!(
+            event,
+            json!({
+                "event_id": d.event_id, "type": "updated", "stream": "orders",
+                "entity_id": "ord_000001", "seq": 3, "occurred_at": "2024-01-01T00:00:00.000Z",
+                "data": {"id": "ord_000001", "version": 3}
+            })
+        );
+        let id = uuid::Uuid::parse_str(&d.event_id).unwrap();
+        assert_eq!(id.get_version_num(), 4);
+
+        // The same write of the same seed has the same id; a delete has no data.
+        assert!(
+            q.enqueue(&change(Stream::Orders, ChangeKind::Deleted, None))
+                .await
+        );
+        let again = rx.recv().await.unwrap();
+        assert_eq!(again.event_id, d.event_id);
+        let event: Value = serde_json::from_slice(&again.body).unwrap();
+        assert_eq!(event["data"], Value::Null);
+        assert_eq!(q.counters().snapshot().pending, 2);
+    }
+
+    #[tokio::test]
+    async fn events_send_none_and_duplicates_are_copies() {
+        let (q, mut rx) = queue(1.0);
+        assert!(
+            q.enqueue(&change(Stream::Events, ChangeKind::Created, Some("{}")))
+                .await
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "append-only events send no webhooks"
+        );
+        assert!(
+            q.enqueue(&change(Stream::Customers, ChangeKind::Created, Some("{}")))
+                .await
+        );
+        let (a, b) = (rx.recv().await.unwrap(), rx.recv().await.unwrap());
+        assert!(Arc::ptr_eq(&a, &b));
+        let counts = q.counters().snapshot();
+        assert_eq!(
+            (counts.enqueued, counts.duplicated, counts.pending),
+            (1, 1, 2)
+        );
+        drop(rx);
+        assert!(
+            !q.enqueue(&change(Stream::Orders, ChangeKind::Created, Some("{}")))
+                .await
+        );
+        assert_eq!(
+            q.counters().snapshot().pending,
+            2,
+            "a refused delivery is not pending"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut d = Deliverer {
+            client: reqwest::Client::new(),
+            config: WebhookConfig {
+                url: "http://127.0.0.1:1/".parse().unwrap(),
+                secrets: vec![],
+                shuffle_window: 1,
+                dup_rate: 0.0,
+                max_attempts: 3,
+                retry_base: Duration::from_millis(100),
+                retry_max: Duration::from_millis(1000),
+                linger: Duration::ZERO,
+                timeout: Duration::from_secs(1),
+                max_pending: 2,
+            },
+            rng: Rand::new(1, "t", ""),
+            counters: Arc::default(),
+        };
+        for _ in 0..100 {
+            for (attempts, ceiling) in [
+                (1, 100),
+                (2, 200),
+                (3, 400),
+                (4, 800),
+                (5, 1000),
+                (40, 1000),
+            ] {
+                let b = d.backoff(attempts).as_millis() as u64;
+                assert!(
+                    (ceiling / 2..=ceiling).contains(&b),
+                    "attempt {attempts}: {b} ms"
+                );
+            }
+        }
     }
 }
