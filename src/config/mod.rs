@@ -247,9 +247,15 @@ impl Config {
         if found.next().is_some() { None } else { Some(first) }
     }
 
-    /// The name of this process among its peers (`kafka.instance_id`, else the host name).
+    /// The name of this process among its peers: `INTAKE_INSTANCE_ID`, else
+    /// `kafka.instance_id`, else the host name. Processes of one stage on one host need
+    /// distinct ids; a restarted process should reuse its id.
     pub fn instance_id(&self) -> String {
-        self.kafka.instance_id.clone().unwrap_or_else(defaults::hostname)
+        std::env::var("INTAKE_INSTANCE_ID")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.kafka.instance_id.clone())
+            .unwrap_or_else(defaults::hostname)
     }
 }
 

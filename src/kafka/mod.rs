@@ -10,6 +10,7 @@
 //!
 //! Errors are classified in [`error`] (retry / abort the transaction / fatal / bad record).
 
+pub mod eos;
 pub mod error;
 pub mod partition;
 pub mod reader;

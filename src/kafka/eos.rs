@@ -1,0 +1,331 @@
+//! The exactly-once consume-transform-produce loop shared by validate and dedup.
+//!
+//! One dedicated thread per process runs: poll a batch → begin a transaction → the stage's
+//! [`Processor`] sends outputs straight into the transaction (borrowing the input bytes; no
+//! intermediate copies) → `send_offsets_to_transaction` with the consumer's group metadata →
+//! commit. A transaction carries a batch (up to `max_batch` records or `linger`), so commits
+//! are amortised.
+//!
+//! Failure handling, by [`classify`]:
+//! - retriable commit errors are retried;
+//! - abortable ones abort, tell the processor (its in-memory state may be ahead of the
+//!   committed output) and rewind every partition of the batch to where the batch began;
+//! - fatal ones (fenced) drop the producer, build a new one and rewind likewise.
+//!
+//! Rebalances (cooperative-sticky) call back inside `poll`, on this same thread: on revoke the
+//! open transaction is committed first (or aborted if it cannot commit), so no partition
+//! changes owner with work in flight; the group metadata in the offsets makes a consumer that
+//! lost its partitions unable to commit for them (KIP-447), which is what fences zombies.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{classify, ErrorClass, Kafka, Outgoing, TxnProducer};
+
+/// A topic-partition.
+pub type Tp = (String, i32);
+
+/// Where a processor sends its outputs: straight into the open transaction.
+pub struct Sink<'a> {
+    producer: &'a TxnProducer,
+    sent: u64,
+}
+
+impl Sink<'_> {
+    /// Sends one record in the open transaction.
+    ///
+    /// # Errors
+    /// Produce errors (e.g. a record over the broker's size limit: [`ErrorClass::BadRecord`]).
+    pub fn send(&mut self, rec: Outgoing<'_>) -> KafkaResult<()> {
+        self.producer.send(rec)?;
+        self.sent += 1;
+        Ok(())
+    }
+}
+
+/// A stage's transformation.
+pub trait Processor: Send {
+    /// Name for logs and metrics (`validate`, `dedup`).
+    fn stage(&self) -> &'static str;
+    /// Partitions were assigned; called before any of their records (restore state here).
+    ///
+    /// # Errors
+    /// A Kafka error while restoring; the loop retries.
+    fn assigned(&mut self, kafka: &Kafka, tps: &[Tp]) -> KafkaResult<()>;
+    /// Partitions were revoked (after the open transaction was committed or aborted).
+    fn revoked(&mut self, tps: &[Tp]);
+    /// Transforms one record. Outputs go to `sink`. Errors abort the batch.
+    ///
+    /// # Errors
+    /// Kafka errors from the sink.
+    fn process(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> KafkaResult<()>;
+    /// The open transaction was aborted: in-memory state may be ahead of committed output and
+    /// must be rebuilt for `tps` (the loop then rewinds them).
+    fn aborted(&mut self, kafka: &Kafka, tps: &[Tp]);
+}
+
+/// Settings of the loop.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// Consumer group.
+    pub group: String,
+    /// Input topics.
+    pub topics: Vec<String>,
+    /// Transactional id of this process (`<group>-<instance>`): stable across restarts so a
+    /// restarted process fences its previous incarnation at once.
+    pub transactional_id: String,
+    /// Most records per transaction.
+    pub max_batch: usize,
+    /// Longest a transaction stays open collecting a batch.
+    pub linger: Duration,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// A transaction is open with these next offsets to commit.
+    open: bool,
+    offsets: HashMap<Tp, i64>,
+    /// Where each partition of the open batch began (for rewinding).
+    starts: HashMap<Tp, i64>,
+    assigned: Vec<Tp>,
+    revoked: Vec<Tp>,
+    producer: Option<TxnProducer>,
+}
+
+struct Ctx {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = r {
+            let mut s = self.shared.lock().expect("poisoned");
+            if s.open {
+                let ok = commit_open(&mut s, consumer).is_ok();
+                tracing::info!(committed = ok, "open transaction closed before revocation");
+            }
+            let tps: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+            s.revoked.extend(tps);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = r {
+            let tps: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+            self.shared.lock().expect("poisoned").assigned.extend(tps);
+        }
+    }
+}
+
+/// Commits the open transaction with its offsets; aborts it when that fails.
+fn commit_open(s: &mut Shared, consumer: &BaseConsumer<Ctx>) -> KafkaResult<()> {
+    let producer = s.producer.clone().expect("a producer exists while a transaction is open");
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in &s.offsets {
+        tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+    }
+    let result = (|| {
+        let meta = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
+        producer.send_offsets(&tpl, &meta)?;
+        let mut attempts = 0;
+        loop {
+            match producer.commit() {
+                Ok(()) => return Ok(()),
+                Err(e) if classify(&e) == ErrorClass::Retry && attempts < 5 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(200 * attempts));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    })();
+    s.open = false;
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, "transaction failed; aborting");
+        if classify(e) != ErrorClass::Fatal {
+            let _ = producer.abort();
+        }
+    }
+    result
+}
+
+/// Runs the loop until `stop` is set. Blocking: call from a dedicated thread.
+///
+/// # Errors
+/// When the consumer or producer cannot be created.
+pub fn run(kafka: &Kafka, cfg: &LoopConfig, processor: &mut dyn Processor, stop: &AtomicBool) -> KafkaResult<()> {
+    let stage = processor.stage();
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let consumer = kafka.group_consumer(&cfg.group, Ctx { shared: shared.clone() })?;
+    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let new_producer = || -> KafkaResult<TxnProducer> {
+        let p = kafka.txn_producer(&cfg.transactional_id)?;
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match p.init() {
+                Ok(()) => return Ok(p),
+                Err(e) if classify(&e) != ErrorClass::Fatal => {
+                    tracing::warn!(error = %e, "init transactions failed; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    shared.lock().expect("poisoned").producer = Some(new_producer()?);
+    tracing::info!(stage, group = %cfg.group, transactional_id = %cfg.transactional_id, "consuming");
+
+    let mut batch_started: Option<Instant> = None;
+    let mut in_batch = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let timeout = match batch_started {
+            Some(t) => cfg.linger.saturating_sub(t.elapsed()),
+            None => Duration::from_millis(200),
+        };
+        let polled = consumer.poll(timeout);
+        // Rebalance callbacks ran inside poll.
+        let (assigned, revoked) = {
+            let mut s = shared.lock().expect("poisoned");
+            (std::mem::take(&mut s.assigned), std::mem::take(&mut s.revoked))
+        };
+        if !revoked.is_empty() {
+            {
+                let mut s = shared.lock().expect("poisoned");
+                // The callback committed or aborted the batch; either way it is closed.
+                s.offsets.clear();
+                s.starts.clear();
+            }
+            batch_started = None;
+            in_batch = 0;
+            processor.revoked(&revoked);
+        }
+        if !assigned.is_empty() {
+            let mut wait = Duration::from_millis(200);
+            while let Err(e) = processor.assigned(kafka, &assigned) {
+                tracing::warn!(stage, error = %e, "restoring state failed; retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+            }
+        }
+        match polled {
+            None => {}
+            Some(Err(e)) => {
+                tracing::warn!(stage, error = %e, "consumer error");
+                metrics::counter!("intake_errors_total", "stage" => stage, "class" => "consume").increment(1);
+            }
+            Some(Ok(m)) => {
+                let tp: Tp = (m.topic().to_owned(), m.partition());
+                let mut s = shared.lock().expect("poisoned");
+                let producer = s.producer.clone().expect("producer");
+                if !s.open {
+                    if let Err(e) = producer.begin() {
+                        drop(s);
+                        handle_failure(kafka, &consumer, &shared, processor, &e, &new_producer)?;
+                        batch_started = None;
+                        in_batch = 0;
+                        continue;
+                    }
+                    s.open = true;
+                    batch_started = Some(Instant::now());
+                }
+                s.starts.entry(tp.clone()).or_insert(m.offset());
+                s.offsets.insert(tp, m.offset() + 1);
+                drop(s);
+                let mut sink = Sink { producer: &producer, sent: 0 };
+                let r = processor.process(&m, &mut sink);
+                metrics::counter!("intake_records_in_total", "stage" => stage).increment(1);
+                metrics::counter!("intake_records_out_total", "stage" => stage).increment(sink.sent);
+                in_batch += 1;
+                if let Err(e) = r {
+                    handle_failure(kafka, &consumer, &shared, processor, &e, &new_producer)?;
+                    batch_started = None;
+                    in_batch = 0;
+                    continue;
+                }
+            }
+        }
+        let due = batch_started.is_some_and(|t| t.elapsed() >= cfg.linger) || in_batch >= cfg.max_batch;
+        if due {
+            let started = Instant::now();
+            let mut s = shared.lock().expect("poisoned");
+            let result = if s.open { commit_open(&mut s, &consumer) } else { Ok(()) };
+            drop(s);
+            metrics::histogram!("intake_commit_seconds", "stage" => stage).record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(()) => {
+                    let mut s = shared.lock().expect("poisoned");
+                    s.offsets.clear();
+                    s.starts.clear();
+                }
+                Err(e) => {
+                    handle_failure(kafka, &consumer, &shared, processor, &e, &new_producer)?;
+                }
+            }
+            batch_started = None;
+            in_batch = 0;
+        }
+    }
+    // Graceful stop: commit what is open, then leave the group.
+    {
+        let mut s = shared.lock().expect("poisoned");
+        if s.open {
+            let _ = commit_open(&mut s, &consumer);
+        }
+    }
+    consumer.unsubscribe();
+    for _ in 0..5 {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// After a failed batch: abort (or replace a fenced producer), let the processor rebuild its
+/// state, and rewind the partitions of the batch to where it began.
+fn handle_failure(
+    kafka: &Kafka,
+    consumer: &BaseConsumer<Ctx>,
+    shared: &Arc<Mutex<Shared>>,
+    processor: &mut dyn Processor,
+    err: &KafkaError,
+    new_producer: &dyn Fn() -> KafkaResult<TxnProducer>,
+) -> KafkaResult<()> {
+    let stage = processor.stage();
+    let class = classify(err);
+    metrics::counter!("intake_errors_total", "stage" => stage, "class" => format!("{class:?}")).increment(1);
+    tracing::warn!(stage, error = %err, ?class, "batch failed; rewinding to the last commit");
+    let (starts, producer) = {
+        let mut s = shared.lock().expect("poisoned");
+        let starts: Vec<(Tp, i64)> = s.starts.drain().collect();
+        s.offsets.clear();
+        let was_open = std::mem::replace(&mut s.open, false);
+        (starts, if was_open { s.producer.clone() } else { None })
+    };
+    if class == ErrorClass::Fatal {
+        let p = new_producer()?;
+        shared.lock().expect("poisoned").producer = Some(p);
+    } else if let Some(p) = producer {
+        let _ = p.abort();
+    }
+    let tps: Vec<Tp> = starts.iter().map(|(tp, _)| tp.clone()).collect();
+    processor.aborted(kafka, &tps);
+    for ((t, p), o) in starts {
+        if let Err(e) = consumer.seek(&t, p, Offset::Offset(o), Duration::from_secs(10)) {
+            tracing::warn!(stage, topic = %t, partition = p, error = %e, "rewind failed; the group will redeliver from the last commit");
+        }
+    }
+    Ok(())
+}
