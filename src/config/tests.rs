@@ -76,3 +76,13 @@ fn demo_example_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.toml");
     Config::load(&path).unwrap();
 }
+
+#[test]
+fn the_reference_in_docs_parses_with_the_real_config_code() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIG.md")).unwrap();
+    let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let cfg = Config::from_toml(&doc[start..end]).unwrap();
+    assert_eq!(cfg.sources[0].streams[0].page_size, 100);
+    assert!(cfg.sources[0].webhook.is_some());
+}
