@@ -20,7 +20,7 @@ pub async fn cursors(cfg: &Config, reset: Option<&str>) -> anyhow::Result<()> {
         let key = stream_key(&src.name, &st.name);
         // Written with the stream's own transactional id: this fences a running owner, which
         // restarts from the reset cursor instead of overwriting it with its old position.
-        let txn_id = format!("{}-fetch-{}-{}", cfg.kafka.group_prefix, src.name, st.name);
+        let txn_id = super::cursor::transactional_id(&cfg.kafka.group_prefix, &src.name, &st.name);
         let p = kafka.txn_producer(&txn_id)?;
         let topic = names.cursors();
         let k = key.clone();

@@ -78,7 +78,7 @@ impl StreamWorker {
 
     /// The transactional id: one per stream, so whoever owns the stream fences the previous owner.
     pub fn transactional_id(&self) -> String {
-        format!("{}-fetch-{}-{}", self.kafka.group("").trim_end_matches('-'), self.source.name, self.stream.name)
+        super::cursor::transactional_id(&self.cfg.kafka.group_prefix, &self.source.name, &self.stream.name)
     }
 
     /// Runs until stopped (or, with `once`, until a sync started here completes).
