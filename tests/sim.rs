@@ -930,6 +930,25 @@ async fn errors_are_json_with_clear_codes() {
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     let r = client
+        .post(sim.url("/v1/customers"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "method_not_allowed"
+    );
+    let r = client
+        .put(sim.url("/admin/quota/x"))
+        .body("{\"limit\": -1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_body");
+    let r = client
         .post(sim.url("/admin/webhooks/send"))
         .send()
         .await

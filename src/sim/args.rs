@@ -259,6 +259,7 @@ pub struct SimArgs {
     #[arg(
         long = "token",
         env = "INTAKE_SIM_TOKENS",
+        hide_env_values = true,
         value_delimiter = ',',
         default_value = "demo=100"
     )]
@@ -338,6 +339,7 @@ pub struct SimArgs {
     #[arg(
         long = "webhook-secret",
         env = "INTAKE_SIM_WEBHOOK_SECRET",
+        hide_env_values = true,
         value_delimiter = ',',
         value_parser = parse_secret
     )]

@@ -100,6 +100,14 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint; see `intake sim --help` and the sim module docs")
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: "this endpoint does not take that method".into(),
+    }
+}
+
 /// Serves the simulator on `listener` until `shutdown` resolves, then stops the writer and
 /// the webhook deliverer.
 ///
@@ -138,6 +146,7 @@ pub async fn run(
         .merge(admin::router())
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     let served = axum::serve(
         ResettableListener(listener),
