@@ -92,7 +92,19 @@ impl StreamWorker {
             async move { p.blocking(|p| p.init()).await }
         })
         .await?;
-        let mut state = self.restore().await?;
+        // Restoring retries what a restarting broker or a moving leader throws at it.
+        let mut wait = Duration::from_millis(200);
+        let mut state = loop {
+            match self.restore().await {
+                Ok(s) => break s,
+                Err(FetchError::Kafka(e)) if classify(&e) == ErrorClass::Retry && wait < Duration::from_secs(30) => {
+                    tracing::warn!(source = %self.source.name, stream = %self.stream.name, error = %e, "restoring the cursor failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let mut report = StreamReport::default();
         let mut started_here = false;
         loop {
