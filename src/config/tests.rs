@@ -86,3 +86,12 @@ fn the_reference_in_docs_parses_with_the_real_config_code() {
     assert_eq!(cfg.sources[0].streams[0].page_size, 100);
     assert!(cfg.sources[0].webhook.is_some());
 }
+
+#[test]
+fn public_api_examples_are_valid() {
+    for name in ["github", "stripe"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/sources/{name}.toml"));
+        let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!cfg.sources[0].streams.is_empty());
+    }
+}
