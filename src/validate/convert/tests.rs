@@ -389,22 +389,74 @@ fn convert_raw_reports_malformed_json_and_depth() {
 }
 
 #[test]
-fn encoder_matches_to_avro_datum_and_round_trips() {
+fn encoding_matches_to_avro_datum_and_round_trips() {
     let schema = Schema::parse_str(ORDER).unwrap();
     let v = order_validator();
     let value = v.convert(&good_order()).unwrap();
     let reference = to_avro_datum(&schema, value.clone()).unwrap();
-    let encoder = v.encoder().unwrap();
     let mut out = vec![0, 0, 0, 0, 42]; // a Confluent header written first
-    encoder.encode(&good_order(), &mut out).unwrap();
+    v.encode_into(&good_order(), &mut out).unwrap();
     assert_eq!(&out[..5], [0, 0, 0, 0, 42]);
     assert_eq!(&out[5..], reference.as_slice());
     assert_eq!(v.encode(&good_order()).unwrap(), reference);
+    let mut via_apache = Vec::new();
+    v.encoder().unwrap().encode_value(&value, &mut via_apache).unwrap();
+    assert_eq!(via_apache, reference);
     assert_eq!(from_avro_datum(&schema, &mut &reference[..], None).unwrap(), value);
-    // A failing record leaves the buffer as it was.
+    let raw = serde_json::to_vec(&good_order()).unwrap();
+    let mut from_raw = Vec::new();
+    v.encode_raw_into(&raw, &mut from_raw).unwrap();
+    assert_eq!(from_raw, reference);
+    // A failing record leaves the buffer as it was, and fails as `convert` does.
     let before = out.clone();
-    assert_eq!(encoder.encode(&json!({}), &mut out).unwrap_err().kind, DriftKind::MissingField);
+    let bad = with(good_order(), "/items/1/sku", json!(1));
+    assert_eq!(v.encode_into(&bad, &mut out).unwrap_err(), v.convert(&bad).unwrap_err());
     assert_eq!(out, before);
+    // apache-avro refuses a value that does not fit.
+    let e = v.encoder().unwrap().encode_value(&AvroValue::Int(1), &mut out).unwrap_err();
+    assert_eq!(e.kind, DriftKind::EncodeFailed);
+    assert_eq!(out, before);
+}
+
+#[test]
+fn raw_path_reorders_members_fills_defaults_and_defers_doubt() {
+    let v = order_validator();
+    let reference = v.encode(&good_order()).unwrap();
+    // Members in another order, defaults left out, a key escaped, whitespace around.
+    let raw = br#" { "created": "2024-05-06T07:08:09.123456Z", "attrs": {"color": "red"},
+        "items": [{"n": 1, "sku": "a"}, {"n": 4, "sku": "b"}], "address": {"city": "Lyon", "zip": null},
+        "status": "inactive", "paid": true, "weight": 3, "price": 12.5, "total": 9000000000, "qty": 2, "id": "o-1" } "#;
+    let mut out = Vec::new();
+    v.encode_raw_into(raw, &mut out).unwrap();
+    assert_eq!(out, reference);
+    // Already in schema order: no reordering needed, same bytes.
+    let ordered = br#"{"id":"o-1","qty":2,"total":9000000000,"price":12.5,"weight":3,"paid":true,"status":"inactive","note":null,"address":{"city":"Lyon"},"items":[{"sku":"a"},{"sku":"b","n":4}],"attrs":{"color":"red"},"blob":"","billing":null,"created":"2024-05-06T07:08:09.123456Z","tags":[]}"#;
+    out.clear();
+    v.encode_raw_into(ordered, &mut out).unwrap();
+    assert_eq!(out, reference);
+    // A duplicate member: the tree walk decides, the last one wins as in serde_json.
+    let duplicate = br#"{"id":"x","id":"o-1","qty":2,"total":9000000000,"price":12.5,"weight":3,"paid":true,"status":"inactive","address":{"city":"Lyon"},"items":[{"sku":"a"},{"sku":"b","n":4}],"attrs":{"color":"red"},"created":"2024-05-06T07:08:09.123456Z"}"#;
+    out.clear();
+    v.encode_raw_into(duplicate, &mut out).unwrap();
+    assert_eq!(out, reference);
+    // Errors are the tree walk's, and leave the buffer alone.
+    let mut out = vec![1, 2];
+    let e = v.encode_raw_into(br#"{"id": 5}"#, &mut out).unwrap_err();
+    assert_eq!((e.kind, e.field.as_deref()), (DriftKind::TypeMismatch, Some("id")));
+    let e = v.encode_raw_into(b"{\"id\": ", &mut out).unwrap_err();
+    assert_eq!(e.kind, DriftKind::MalformedJson);
+    assert_eq!(out, [1, 2]);
+}
+
+#[test]
+fn union_trials_roll_back_their_bytes() {
+    // The int branch is tried first and fails on range; its bytes must not stay behind.
+    let schema = Schema::parse_str(r#"{"type":"record","name":"R","fields":[{"name":"n","type":["int","long"]},{"name":"s","type":"string"}]}"#).unwrap();
+    let v = Validator::new(&schema).unwrap();
+    let record = json!({"n": 5_000_000_000_i64, "s": "x"});
+    let reference = to_avro_datum(&schema, v.convert(&record).unwrap()).unwrap();
+    assert_eq!(v.encode(&record).unwrap(), reference);
+    assert_eq!(reference, [2, 0x80, 0xc8, 0xaf, 0xa0, 0x25, 2, b'x']);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -479,8 +531,29 @@ fn number(x: f64) -> Json {
     Json::Number(Number::from_f64(x).unwrap())
 }
 
-fn record_for(shape: &Shape) -> BoxedStrategy<Json> {
-    match shape {
+/// Any JSON, to break records with.
+fn any_json() -> impl Strategy<Value = Json> {
+    let leaf = prop_oneof![
+        Just(Json::Null),
+        any::<bool>().prop_map(Json::Bool),
+        any::<i64>().prop_map(|i| json!(i)),
+        any::<u64>().prop_map(|u| json!(u)),
+        (-1e6f64..1e6).prop_map(number),
+        prop_oneof![Just("S0"), Just("S9"), Just(""), Just("2024-01-02T03:04:05Z"), Just("x")].prop_map(|s| json!(s)),
+    ];
+    leaf.prop_recursive(3, 12, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Json::Array),
+            prop::collection::btree_map(prop_oneof![Just("f0"), Just("f1"), Just("f2"), Just("zz")], inner, 0..3)
+                .prop_map(|m| Json::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+        ]
+    })
+}
+
+/// Values for a shape; `loose` ones are sometimes anything at all, and their records sometimes
+/// lack a member (required or not) or have one the schema lacks.
+fn values_for(shape: &Shape, loose: bool) -> BoxedStrategy<Json> {
+    let strict = match shape {
         Shape::Bool => any::<bool>().prop_map(Json::Bool).boxed(),
         Shape::Int => any::<i32>().prop_map(|i| json!(i)).boxed(),
         Shape::Long => any::<i64>().prop_map(|i| json!(i)).boxed(),
@@ -496,41 +569,52 @@ fn record_for(shape: &Shape) -> BoxedStrategy<Json> {
         .boxed(),
         Shape::Str | Shape::Bytes => "\\PC{0,8}".prop_map(Json::String).boxed(),
         Shape::Enum(n) => (0..*n).prop_map(|i| json!(format!("S{i}"))).boxed(),
-        Shape::Array(items) => prop::collection::vec(record_for(items), 0..4).prop_map(Json::Array).boxed(),
-        Shape::Map(values) => prop::collection::btree_map("\\PC{0,4}", record_for(values), 0..4)
+        Shape::Array(items) => prop::collection::vec(values_for(items, loose), 0..4).prop_map(Json::Array).boxed(),
+        Shape::Map(values) => prop::collection::btree_map("\\PC{0,4}", values_for(values, loose), 0..4)
             .prop_map(|m| Json::Object(m.into_iter().collect()))
             .boxed(),
-        Shape::Opt(inner) => prop_oneof![Just(Json::Null), record_for(inner)].boxed(),
+        Shape::Opt(inner) => prop_oneof![Just(Json::Null), values_for(inner, loose)].boxed(),
         Shape::Record(fields) => {
-            // Optional fields may also be absent.
+            // Optional fields may be absent; loose records may lose any member.
             let members: Vec<BoxedStrategy<Option<Json>>> = fields
                 .iter()
-                .map(|f| match f {
-                    Shape::Opt(_) => prop::option::of(record_for(f)).boxed(),
-                    _ => record_for(f).prop_map(Some).boxed(),
+                .map(|f| match (f, loose) {
+                    (_, true) => prop::option::weighted(0.9, values_for(f, loose)).boxed(),
+                    (Shape::Opt(_), false) => prop::option::of(values_for(f, loose)).boxed(),
+                    _ => values_for(f, loose).prop_map(Some).boxed(),
                 })
                 .collect();
-            members
-                .prop_map(|values| {
-                    Json::Object(
-                        values.into_iter().enumerate().filter_map(|(i, v)| v.map(|v| (format!("f{i}"), v))).collect(),
-                    )
+            let extra = if loose { prop::option::weighted(0.1, any_json()).boxed() } else { Just(None).boxed() };
+            (members, extra)
+                .prop_map(|(values, extra)| {
+                    let mut record: Map<String, Json> =
+                        values.into_iter().enumerate().filter_map(|(i, v)| v.map(|v| (format!("f{i}"), v))).collect();
+                    if let Some(extra) = extra {
+                        record.insert("zz".to_owned(), extra);
+                    }
+                    Json::Object(record)
                 })
                 .boxed()
         }
-    }
+    };
+    if loose { prop_oneof![12 => strict, 1 => any_json()].boxed() } else { strict }
 }
 
 fn schema_and_record() -> impl Strategy<Value = (Json, Json)> {
-    prop::collection::vec(shape(), 1..6).prop_flat_map(|fields| {
+    schema_and(false)
+}
+
+fn schema_and(loose: bool) -> impl Strategy<Value = (Json, Json)> {
+    prop::collection::vec(shape(), 1..6).prop_flat_map(move |fields| {
         let top = Shape::Record(fields);
-        (Just(render(&top, &mut 0)), record_for(&top))
+        (Just(render(&top, &mut 0)), values_for(&top, loose))
     })
 }
 
 proptest! {
     // No regression files: they would land outside `src/validate`; a failure prints its input.
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    // 256 cases unless PROPTEST_CASES says otherwise.
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn generated_records_convert_and_round_trip((schema_json, record) in schema_and_record()) {
@@ -539,17 +623,57 @@ proptest! {
         let value = v.convert(&record).unwrap();
         prop_assert!(value.validate(&schema));
         let bytes = to_avro_datum(&schema, value.clone()).unwrap();
-        let mut ours = Vec::new();
-        v.encoder().unwrap().encode_value(&value, &mut ours).unwrap();
-        prop_assert_eq!(&ours, &bytes);
+        // The direct JSON → bytes path writes what apache-avro writes: byte for byte, except
+        // that apache-avro writes map entries in `HashMap` order (random) and we in the
+        // record's order (deterministic); either way the datum decodes to the same value.
+        let ours = v.encode(&record).unwrap();
+        prop_assert_eq!(from_avro_datum(&schema, &mut &ours[..], None).unwrap(), value.clone());
+        if !schema_json.to_string().contains(r#""map""#) {
+            prop_assert_eq!(&ours, &bytes);
+        }
+        prop_assert_eq!(v.encode(&record).unwrap(), ours);
+        let mut via_apache = Vec::new();
+        v.encoder().unwrap().encode_value(&value, &mut via_apache).unwrap();
+        prop_assert_eq!(from_avro_datum(&schema, &mut &via_apache[..], None).unwrap(), value.clone());
         let decoded = from_avro_datum(&schema, &mut &bytes[..], None).unwrap();
         prop_assert_eq!(decoded, value);
+        // The one-pass raw path agrees (byte for byte unless maps are involved).
+        let text = record.to_string();
+        let mut raw_bytes = Vec::new();
+        v.encode_raw_into(text.as_bytes(), &mut raw_bytes).unwrap();
+        let reparsed: Json = serde_json::from_str(&text).unwrap();
+        prop_assert_eq!(from_avro_datum(&schema, &mut &raw_bytes[..], None).unwrap(), v.convert(&reparsed).unwrap());
+        if !schema_json.to_string().contains(r#""map""#) {
+            prop_assert_eq!(&raw_bytes, &v.encode(&reparsed).unwrap());
+        }
         // Raw bytes take the same path. (Compared with a parse of the same text: without
         // serde_json's `float_roundtrip` feature, text → f64 may differ by one ulp from the
         // f64 the text was printed from.)
         let text = record.to_string();
         let reparsed: Json = serde_json::from_str(&text).unwrap();
         prop_assert_eq!(v.convert_raw(text.as_bytes()).unwrap(), v.convert(&reparsed).unwrap());
+    }
+
+    /// The one-pass raw path never accepts what the tree walk rejects, and reports what the
+    /// tree walk reports, on records that are often broken.
+    #[test]
+    fn raw_path_agrees_with_the_tree_walk((schema_json, record) in schema_and(true)) {
+        let schema = Schema::parse_str(&schema_json.to_string()).unwrap();
+        let v = Validator::new(&schema).unwrap();
+        let text = record.to_string();
+        let parsed: Json = serde_json::from_str(&text).unwrap();
+        let mut raw_out = vec![7];
+        let raw_result = v.encode_raw_into(text.as_bytes(), &mut raw_out);
+        let mut tree_out = vec![7];
+        let tree_result = v.encode_into(&parsed, &mut tree_out);
+        prop_assert_eq!(&raw_result, &tree_result);
+        match raw_result {
+            Ok(()) => prop_assert_eq!(
+                from_avro_datum(&schema, &mut &raw_out[1..], None).unwrap(),
+                v.convert(&parsed).unwrap()
+            ),
+            Err(_) => prop_assert_eq!(raw_out, vec![7]),
+        }
     }
 }
 
@@ -560,41 +684,39 @@ fn throughput() {
     use std::time::Instant;
     let v = order_validator();
     let raw = serde_json::to_vec(&good_order()).unwrap();
-    let n = 200_000;
-    let encoder = v.encoder().unwrap();
-    let mut out = Vec::with_capacity(256);
-    let started = Instant::now();
-    for _ in 0..n {
-        let json: Json = serde_json::from_slice(&raw).unwrap();
-        out.clear();
-        encoder.encode(&json, &mut out).unwrap();
-    }
-    let total = started.elapsed();
     let json: Json = serde_json::from_slice(&raw).unwrap();
-    let started = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(v.convert(&json).unwrap());
-    }
-    let convert = started.elapsed();
     let value = v.convert(&json).unwrap();
-    let started = Instant::now();
-    for _ in 0..n {
+    let encoder = v.encoder().unwrap();
+    let n = 200_000;
+    let mut out = Vec::with_capacity(256);
+    let time = |f: &mut dyn FnMut()| {
+        let started = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        started.elapsed().as_nanos() as f64 / f64::from(n)
+    };
+    let parse = time(&mut || drop(std::hint::black_box(serde_json::from_slice::<Json>(&raw).unwrap())));
+    let direct = time(&mut || {
+        out.clear();
+        v.encode_into(&json, &mut out).unwrap();
+    });
+    let convert = time(&mut || drop(std::hint::black_box(v.convert(&json).unwrap())));
+    let apache = time(&mut || {
         out.clear();
         encoder.encode_value(&value, &mut out).unwrap();
-    }
-    let encode = started.elapsed();
-    let started = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(serde_json::from_slice::<Json>(&raw).unwrap());
-    }
-    let parse = started.elapsed();
-    let per = |d: std::time::Duration| d.as_nanos() as f64 / n as f64;
+    });
+    let tree = time(&mut || {
+        out.clear();
+        v.encode_into(&serde_json::from_slice::<Json>(&raw).unwrap(), &mut out).unwrap();
+    });
+    let whole = time(&mut || {
+        out.clear();
+        v.encode_raw_into(&raw, &mut out).unwrap();
+    });
     println!(
-        "record of {} bytes: parse+convert+encode {:.0} ns, parse {:.0} ns, convert {:.0} ns, encode {:.0} ns",
-        raw.len(),
-        per(total),
-        per(parse),
-        per(convert),
-        per(encode)
+        "record of {} bytes: parse {parse:.0} ns; encode_into {direct:.0} ns; convert {convert:.0} ns + \
+         Encoder::encode_value {apache:.0} ns; parse + encode_into {tree:.0} ns; encode_raw_into (one pass) {whole:.0} ns",
+        raw.len()
     );
 }

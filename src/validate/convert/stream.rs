@@ -1,0 +1,329 @@
+//! The fast path: raw JSON bytes → Avro datum bytes in one pass of the parser, without building
+//! a `serde_json::Value`.
+//!
+//! It only answers "this record is valid, here are its bytes" or "not here": any drift, any
+//! doubt (a duplicate member, a union whose branch cannot be chosen from the first token: two
+//! records, or a record and a map) makes it give up, and [`super::Validator::encode_raw_into`]
+//! redoes the record on the tree walk, which owns every error message and its order. So the
+//! rules stay in one place; this file only has to never accept what the tree walk rejects (a
+//! differential property test checks both on arbitrary JSON).
+//!
+//! JSON members come in document order, Avro fields must be written in schema order: each
+//! record's field bytes are written where they land, their ranges noted, and the record is put
+//! in schema order at its end (one copy of the record's bytes, absent fields filled from the
+//! precomputed defaults). Array and map counts are only known at their end: the count is
+//! inserted before the items then (one move of the items' bytes), so the output is byte for byte
+//! what `to_avro_datum` writes for the same value (map entries in document order).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt;
+
+use apache_avro::Uuid;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+use super::sink::{ByteSink, Filler, LongKind, Sink};
+use super::{Field, Node, NodeId, Validator};
+use crate::validate::split::rfc3339_nanos;
+
+/// Encodes `raw` into `out`; `false` (with `out` possibly extended: the caller truncates) when
+/// the record must go to the tree walk.
+pub(super) fn encode(v: &Validator, raw: &[u8], out: &mut Vec<u8>) -> bool {
+    // The reordering buffers are reused across records of a thread (taken out of the cell while
+    // in use, so there is no borrow to conflict).
+    thread_local! {
+        static BUFFERS: Cell<(Vec<u8>, Vec<Option<(usize, usize)>>)> = Cell::default();
+    }
+    let (scratch, spans) = BUFFERS.take();
+    let mut state = State { v, out, scratch, spans };
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let ok = (Seed { state: &mut state, node: v.root, null: None }).deserialize(&mut de).is_ok() && de.end().is_ok();
+    state.spans.clear();
+    BUFFERS.set((state.scratch, state.spans));
+    ok
+}
+
+/// Shared by the nested seeds.
+struct State<'v, 'o> {
+    v: &'v Validator,
+    out: &'o mut Vec<u8>,
+    /// Where a record is reordered.
+    scratch: Vec<u8>,
+    /// Field byte ranges of the records being read, innermost last.
+    spans: Vec<Option<(usize, usize)>>,
+}
+
+impl State<'_, '_> {
+    fn sink(&mut self) -> ByteSink<'_> {
+        ByteSink { out: self.out }
+    }
+
+    /// Inserts the block count of the `count` items written since `start`, and the end marker.
+    fn close_block(&mut self, start: usize, count: usize) {
+        if count > 0 {
+            let mut prefix = Vec::with_capacity(10);
+            ByteSink { out: &mut prefix }.array_start(count);
+            self.out.splice(start..start, prefix);
+        }
+        self.out.push(0);
+    }
+}
+
+/// "Give up" (the message is never shown: the tree walk reports the real error).
+fn give_up<E: de::Error>() -> E {
+    E::custom("")
+}
+
+/// Converts one value of the node's type.
+struct Seed<'s, 'v, 'o> {
+    state: &'s mut State<'v, 'o>,
+    node: NodeId,
+    /// For a record field: what JSON null becomes (null if admitted, else the default).
+    null: Option<&'v Filler>,
+}
+
+impl<'de> DeserializeSeed<'de> for Seed<'_, '_, '_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Seed<'_, '_, '_> {
+    /// The node that converts the value: this node if it `accepts` it, or for a union the first
+    /// branch that does (writing the branch index), as the tree walk chooses. `accepts` says
+    /// `None` for "not this JSON type", `Some(clean)` for "takes this JSON type, and converts
+    /// this value without error" — the tree walk keeps the first clean type-taking branch.
+    fn branch(&mut self, accepts: impl Fn(&Node) -> Option<bool>) -> Option<NodeId> {
+        let v = self.state.v;
+        let Node::Union(branches) = &v.nodes[self.node] else {
+            return (accepts(&v.nodes[self.node]) == Some(true)).then_some(self.node);
+        };
+        for (index, &b) in branches.iter().enumerate() {
+            if accepts(&v.nodes[b]) == Some(true) {
+                self.state.sink().branch(index as u32);
+                return Some(b);
+            }
+        }
+        None
+    }
+}
+
+impl<'de> Visitor<'de> for Seed<'_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value of the schema's type")
+    }
+
+    fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
+        if let Some(filler) = self.null {
+            self.state.out.extend_from_slice(&filler.bytes);
+            return Ok(());
+        }
+        self.branch(|n| matches!(n, Node::Null).then_some(true)).ok_or_else(give_up).map(drop)
+    }
+
+    fn visit_bool<E: de::Error>(mut self, b: bool) -> Result<(), E> {
+        self.branch(|n| matches!(n, Node::Boolean).then_some(true)).ok_or_else(give_up)?;
+        self.state.sink().boolean(b);
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(mut self, i: i64) -> Result<(), E> {
+        let accepts = |n: &Node| match n {
+            Node::Int(_) => Some(i32::try_from(i).is_ok()),
+            Node::Long(_) | Node::Double => Some(true),
+            Node::Float => Some((i as f64 as f32).is_finite()),
+            _ => None,
+        };
+        let b = self.branch(accepts).ok_or_else(give_up)?;
+        let v = self.state.v;
+        let mut sink = self.state.sink();
+        match &v.nodes[b] {
+            Node::Int(kind) => sink.int(i as i32, *kind),
+            Node::Long(kind) => sink.long(i, *kind),
+            Node::Float => sink.float(i as f64 as f32),
+            Node::Double => sink.double(i as f64),
+            _ => return Err(give_up()),
+        }
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, u: u64) -> Result<(), E> {
+        match i64::try_from(u) {
+            Ok(i) => self.visit_i64(i),
+            // Beyond i64: only float and double take it; leave that rarity to the tree walk.
+            Err(_) => Err(give_up()),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(mut self, x: f64) -> Result<(), E> {
+        let accepts = |n: &Node| match n {
+            Node::Float => Some((x as f32).is_finite()),
+            Node::Double => Some(x.is_finite()),
+            _ => None,
+        };
+        let b = self.branch(accepts).ok_or_else(give_up)?;
+        match &self.state.v.nodes[b] {
+            Node::Float => self.state.sink().float(x as f32),
+            _ => self.state.sink().double(x),
+        }
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(mut self, s: &str) -> Result<(), E> {
+        let accepts = |n: &Node| match n {
+            Node::String | Node::Bytes => Some(true),
+            Node::Fixed { size, .. } => Some(s.len() == *size),
+            Node::Enum { symbols, .. } => Some(symbols.iter().any(|sym| sym == s)),
+            Node::Uuid(_) => Some(Uuid::parse_str(s).is_ok()),
+            Node::Long(kind) if kind.per_second().is_some() => Some(timestamp(s, *kind).is_some()),
+            _ => None,
+        };
+        let b = self.branch(accepts).ok_or_else(give_up)?;
+        let v = self.state.v;
+        let node = &v.nodes[b];
+        let mut sink = self.state.sink();
+        match node {
+            Node::String => sink.string(s),
+            Node::Bytes => sink.bytes(s.as_bytes()),
+            Node::Fixed { .. } => sink.fixed(s.as_bytes()),
+            Node::Enum { symbols, .. } => {
+                let index = symbols.iter().position(|sym| sym == s).ok_or_else(give_up)?;
+                sink.symbol(index as u32, s);
+            }
+            Node::Uuid(repr) => sink.uuid(Uuid::parse_str(s).map_err(|_| give_up())?, *repr),
+            Node::Long(kind) => sink.long(timestamp(s, *kind).ok_or_else(give_up)?, *kind),
+            _ => return Err(give_up()),
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let b = self.branch(|n| matches!(n, Node::Array(_)).then_some(true)).ok_or_else(give_up)?;
+        let Node::Array(items) = self.state.v.nodes[b] else { return Err(give_up()) };
+        let start = self.state.out.len();
+        let mut count = 0;
+        while seq.next_element_seed(Seed { state: &mut *self.state, node: items, null: None })?.is_some() {
+            count += 1;
+        }
+        self.state.close_block(start, count);
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        // Only a union with one object-taking branch is decided here.
+        let v = self.state.v;
+        if let Node::Union(branches) = &v.nodes[self.node] {
+            let takers = branches.iter().filter(|&&b| matches!(v.nodes[b], Node::Map(_) | Node::Record { .. })).count();
+            if takers != 1 {
+                return Err(give_up());
+            }
+        }
+        let b = self.branch(|n| matches!(n, Node::Map(_) | Node::Record { .. }).then_some(true)).ok_or_else(give_up)?;
+        match &v.nodes[b] {
+            Node::Map(values) => {
+                let start = self.state.out.len();
+                let mut count = 0;
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    self.state.sink().key(key.as_str());
+                    map.next_value_seed(Seed { state: &mut *self.state, node: *values, null: None })?;
+                    count += 1;
+                }
+                self.state.close_block(start, count);
+                Ok(())
+            }
+            Node::Record { fields, index, .. } => record(self.state, fields, index.as_ref(), map),
+            _ => Err(give_up()),
+        }
+    }
+}
+
+/// A UTC timestamp string in the node's units.
+fn timestamp(s: &str, kind: LongKind) -> Option<i64> {
+    let per_second = kind.per_second()?;
+    i64::try_from(rfc3339_nanos(s)?.checked_mul(per_second)?.div_euclid(1_000_000_000)).ok()
+}
+
+/// Reads a record's members, then writes its fields in schema order.
+fn record<'de, 'v, A: MapAccess<'de>>(
+    state: &mut State<'v, '_>,
+    fields: &'v [Field],
+    by_name: Option<&'v HashMap<String, usize>>,
+    mut map: A,
+) -> Result<(), A::Error> {
+    let start = state.out.len();
+    let base = state.spans.len();
+    state.spans.resize(base + fields.len(), None);
+    let mut in_order = true;
+    let mut last = None;
+    while let Some(key) = map.next_key::<Key<'de>>()? {
+        let index = match by_name {
+            Some(by_name) => by_name.get(key.as_str()).copied(),
+            None => fields.iter().position(|f| f.name == key.as_str()),
+        }
+        .ok_or_else(give_up)?;
+        if state.spans[base + index].is_some() {
+            return Err(give_up()); // a duplicate member: the tree walk keeps the last one
+        }
+        in_order &= last.is_none_or(|l| l < index);
+        last = Some(index);
+        let from = state.out.len();
+        let field = &fields[index];
+        map.next_value_seed(Seed { state: &mut *state, node: field.node, null: field.null.as_ref() })?;
+        state.spans[base + index] = Some((from, state.out.len()));
+    }
+    let complete = state.spans[base..].iter().all(Option::is_some);
+    if !(in_order && complete) {
+        state.scratch.clear();
+        state.scratch.extend_from_slice(&state.out[start..]);
+        state.out.truncate(start);
+        for (index, field) in fields.iter().enumerate() {
+            match state.spans[base + index] {
+                Some((from, to)) => state.out.extend_from_slice(&state.scratch[from - start..to - start]),
+                None => match &field.absent {
+                    Some(filler) => state.out.extend_from_slice(&filler.bytes),
+                    None => return Err(give_up()),
+                },
+            }
+        }
+    }
+    state.spans.truncate(base);
+    Ok(())
+}
+
+/// A member name, borrowed unless it contains escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
