@@ -454,7 +454,7 @@ struct Walk<'a, S> {
 }
 
 /// The JSON type of a value, for messages.
-fn json_kind(json: &Json) -> &'static str {
+pub(super) fn json_kind(json: &Json) -> &'static str {
     match json {
         Json::Null => "null",
         Json::Bool(_) => "boolean",

@@ -31,6 +31,7 @@ use apache_avro::schema::RecordSchema;
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use serde_json::{Map, Value as Json, json};
 
+use super::convert::json_kind;
 use super::error::SchemaError;
 
 /// A candidate schema and what it changes.
@@ -139,8 +140,9 @@ impl Shape {
     }
 }
 
-/// Where new fields go: a record's full name → new field name → shape.
-type NewFields = BTreeMap<String, BTreeMap<String, Shape>>;
+/// Where new fields go: a record's full name → new field name → (the path it was first seen at,
+/// its shape).
+type NewFields = BTreeMap<String, BTreeMap<String, (String, Shape)>>;
 
 /// Walks samples along the current schema, collecting additions and blockers.
 struct Observer<'s> {
@@ -167,18 +169,6 @@ fn is_avro_name(s: &str) -> bool {
     let mut bytes = s.bytes();
     bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-fn json_kind(json: &Json) -> &'static str {
-    match json {
-        Json::Null => "null",
-        Json::Bool(_) => "boolean",
-        Json::Number(n) if n.is_f64() => "number",
-        Json::Number(_) => "integer",
-        Json::String(_) => "string",
-        Json::Array(_) => "array",
-        Json::Object(_) => "object",
-    }
 }
 
 /// Whether a JSON value fits a (non-union) schema's type, ignoring nested contents.
@@ -319,7 +309,9 @@ impl<'s> Observer<'s> {
                         continue;
                     }
                     if is_avro_name(name) {
-                        self.new_fields.entry(full_name.clone()).or_default().entry(name.clone()).or_default().merge(value);
+                        let fields = self.new_fields.entry(full_name.clone()).or_default();
+                        let (_, shape) = fields.entry(name.clone()).or_insert_with(|| (join(path, name), Shape::default()));
+                        shape.merge(value);
                     } else {
                         self.blockers.insert(format!(
                             "new member {} of `{}` is not a valid Avro field name ([A-Za-z_][A-Za-z0-9_]*)",
@@ -365,10 +357,10 @@ impl<'s> Observer<'s> {
     fn edits(&self, names: &mut HashSet<String>, changes: &mut Vec<String>) -> Edits {
         let mut edits = Edits::default();
         for (record, fields) in &self.new_fields {
-            let (path, ns) = self.seen_at.get(record).cloned().unwrap_or_default();
+            let ns = self.seen_at.get(record).and_then(|(_, ns)| ns.clone());
             let seen = self.record_count.get(record).copied().unwrap_or(0);
             let mut added = Vec::new();
-            for (name, shape) in fields {
+            for (name, (path, shape)) in fields {
                 let mut notes = Vec::new();
                 let ty = field_type(shape, name, ns.as_deref(), names, &mut notes);
                 if shape.present == seen && !shape.null {
@@ -378,7 +370,7 @@ impl<'s> Observer<'s> {
                             .to_owned(),
                     );
                 }
-                let mut change = format!("added optional field `{}` of type {} with default null", join(&path, name), ty);
+                let mut change = format!("added optional field `{path}` of type {ty} with default null");
                 if !notes.is_empty() {
                     change.push_str(&format!(" ({})", notes.join("; ")));
                 }
@@ -461,15 +453,7 @@ fn non_null_types(shape: &Shape, name: &str, ns: Option<&str>, names: &mut HashS
         types.push(json!("string"));
     }
     if let Some(items) = &shape.array {
-        let mut item_types = non_null_types(items, &format!("{name}_item"), ns, names, notes);
-        if item_types.is_empty() && !items.null {
-            notes.push(format!("`{name}` was only seen empty, so its item type is a guess: string"));
-            item_types.push(json!("string"));
-        }
-        if items.null {
-            item_types.insert(0, json!("null"));
-        }
-        let items = if item_types.len() == 1 { item_types.remove(0) } else { Json::Array(item_types) };
+        let items = element_type(items, name, "item", ns, names, notes);
         types.push(json!({"type": "array", "items": items}));
     }
     if let Some((members, _)) = &shape.object {
@@ -480,19 +464,25 @@ fn non_null_types(shape: &Shape, name: &str, ns: Option<&str>, names: &mut HashS
             for member in members.values() {
                 merge_shapes(&mut merged, member);
             }
-            let mut value_types = non_null_types(&merged, &format!("{name}_value"), ns, names, notes);
-            if value_types.is_empty() {
-                notes.push(format!("`{name}` has no typed values, so its value type is a guess: string"));
-                value_types.push(json!("string"));
-            }
-            if merged.null {
-                value_types.insert(0, json!("null"));
-            }
-            let values = if value_types.len() == 1 { value_types.remove(0) } else { Json::Array(value_types) };
+            let values = element_type(&merged, name, "value", ns, names, notes);
             types.push(json!({"type": "map", "values": values}));
         }
     }
     types
+}
+
+/// The type of an array's items or a map's values (`what`): the non-null types seen, null first
+/// if seen, a union if more than one; a guessed string if no typed value was seen.
+fn element_type(shape: &Shape, name: &str, what: &str, ns: Option<&str>, names: &mut HashSet<String>, notes: &mut Vec<String>) -> Json {
+    let mut types = non_null_types(shape, &format!("{name}_{what}"), ns, names, notes);
+    if types.is_empty() {
+        notes.push(format!("`{name}` has no typed {what}s, so their type is a guess: string"));
+        types.push(json!("string"));
+    }
+    if shape.null {
+        types.insert(0, json!("null"));
+    }
+    if types.len() == 1 { types.remove(0) } else { Json::Array(types) }
 }
 
 /// A new record for an object: every field optional with default null.
@@ -864,6 +854,26 @@ mod tests {
   ]
 }"#
         );
+    }
+
+    #[test]
+    fn fields_added_through_a_reference_land_in_the_definition() {
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"Order","namespace":"shop","fields":[
+                {"name":"ship","type":{"type":"record","name":"Address","fields":[{"name":"city","type":"string"}]}},
+                {"name":"bill","type":["null","Address"],"default":null}]}"#,
+        )
+        .unwrap();
+        let sample = json!({"ship": {"city": "a"}, "bill": {"city": "b", "zip": "75001"}});
+        let p = propose(&schema, std::slice::from_ref(&sample)).unwrap();
+        assert_eq!(
+            p.changes,
+            ["added optional field `bill.zip` of type [\"null\",\"string\"] with default null"]
+        );
+        let doc: Json = serde_json::from_str(&p.schema_json).unwrap();
+        assert_eq!(field(&doc, &["ship", "zip"]), &json!({"name": "zip", "type": ["null", "string"], "default": null}));
+        assert_eq!(field(&doc, &["bill"])["type"], json!(["null", "shop.Address"]));
+        Validator::new(&p.schema).unwrap().convert(&sample).unwrap();
     }
 
     #[test]

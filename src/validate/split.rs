@@ -494,7 +494,7 @@ impl<'de> Visitor<'de> for Members<'_> {
 }
 
 /// A member name, borrowed from the input unless it contains escapes.
-struct MemberName<'de>(Cow<'de, str>);
+pub(crate) struct MemberName<'de>(pub(crate) Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for MemberName<'de> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -24,7 +24,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use super::sink::{ByteSink, Filler, LongKind, Sink};
 use super::{Field, Node, NodeId, Validator};
-use crate::validate::split::rfc3339_nanos;
+use crate::validate::split::{MemberName, rfc3339_nanos};
 
 /// Encodes `raw` into `out`; `false` (with `out` possibly extended: the caller truncates) when
 /// the record must go to the tree walk.
@@ -32,7 +32,7 @@ pub(super) fn encode(v: &Validator, raw: &[u8], out: &mut Vec<u8>) -> bool {
     // The reordering buffers are reused across records of a thread (taken out of the cell while
     // in use, so there is no borrow to conflict).
     thread_local! {
-        static BUFFERS: Cell<(Vec<u8>, Vec<Option<(usize, usize)>>)> = Cell::default();
+        static BUFFERS: Cell<(Vec<u8>, Vec<Span>)> = Cell::default();
     }
     let (scratch, spans) = BUFFERS.take();
     let mut state = State { v, out, scratch, spans };
@@ -43,6 +43,9 @@ pub(super) fn encode(v: &Validator, raw: &[u8], out: &mut Vec<u8>) -> bool {
     ok
 }
 
+/// The byte range of a record field's value in the output, once read.
+type Span = Option<(usize, usize)>;
+
 /// Shared by the nested seeds.
 struct State<'v, 'o> {
     v: &'v Validator,
@@ -50,7 +53,7 @@ struct State<'v, 'o> {
     /// Where a record is reordered.
     scratch: Vec<u8>,
     /// Field byte ranges of the records being read, innermost last.
-    spans: Vec<Option<(usize, usize)>>,
+    spans: Vec<Span>,
 }
 
 impl State<'_, '_> {
@@ -227,8 +230,8 @@ impl<'de> Visitor<'de> for Seed<'_, '_, '_> {
             Node::Map(values) => {
                 let start = self.state.out.len();
                 let mut count = 0;
-                while let Some(key) = map.next_key::<Key<'de>>()? {
-                    self.state.sink().key(key.as_str());
+                while let Some(key) = map.next_key::<MemberName<'de>>()? {
+                    self.state.sink().key(&key.0);
                     map.next_value_seed(Seed { state: &mut *self.state, node: *values, null: None })?;
                     count += 1;
                 }
@@ -259,10 +262,10 @@ fn record<'de, 'v, A: MapAccess<'de>>(
     state.spans.resize(base + fields.len(), None);
     let mut in_order = true;
     let mut last = None;
-    while let Some(key) = map.next_key::<Key<'de>>()? {
+    while let Some(key) = map.next_key::<MemberName<'de>>()? {
         let index = match by_name {
-            Some(by_name) => by_name.get(key.as_str()).copied(),
-            None => fields.iter().position(|f| f.name == key.as_str()),
+            Some(by_name) => by_name.get(key.0.as_ref()).copied(),
+            None => fields.iter().position(|f| f.name == key.0),
         }
         .ok_or_else(give_up)?;
         if state.spans[base + index].is_some() {
@@ -292,38 +295,4 @@ fn record<'de, 'v, A: MapAccess<'de>>(
     }
     state.spans.truncate(base);
     Ok(())
-}
-
-/// A member name, borrowed unless it contains escapes.
-enum Key<'de> {
-    Borrowed(&'de str),
-    Owned(String),
-}
-
-impl Key<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            Key::Borrowed(s) => s,
-            Key::Owned(s) => s,
-        }
-    }
-}
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key::Borrowed(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key::Owned(v.to_owned()))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
-    }
 }
