@@ -150,6 +150,17 @@ impl BlobStore {
         Ok(BlobRef { uri: self.uri(&name), sha256, size })
     }
 
+    /// Reads an upload stored by [`BlobStore::put_named`], returning its reference and bytes.
+    ///
+    /// # Errors
+    /// Store failures (including a missing object).
+    pub async fn get_named(&self, name: &str) -> Result<(BlobRef, Bytes), BlobError> {
+        let name = format!("uploads/{name}");
+        let bytes = self.store.get(&self.object_path(&name)).await?.bytes().await?;
+        let r = BlobRef { uri: self.uri(&name), sha256: sha256_hex(&bytes), size: bytes.len() as u64 };
+        Ok((r, bytes))
+    }
+
     /// Reads a referenced blob and checks its sha256.
     ///
     /// # Errors

@@ -18,6 +18,18 @@ pub fn init() {
     };
 }
 
+/// The process's Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (tests): then ours only renders nothing.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
 /// Metric names: `intake_<stage>_<what>`, the same core set for every stage.
 pub mod metric {
     /// Records read by a stage (label `stage`).

@@ -37,7 +37,7 @@ pub fn read_to_end(
     let mut ends = std::collections::HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
-        let (lo, hi) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10))?;
+        let (lo, hi) = watermarks(consumer, topic, *p, timeout)?;
         if hi > lo {
             ends.insert(*p, hi);
             tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
@@ -87,23 +87,51 @@ pub fn read_to_end(
     Ok(n)
 }
 
-/// Partition count of a topic, from the broker's metadata.
+/// Low and high watermarks of a partition, retrying transient errors (a leader moving).
+fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32, timeout: Duration) -> KafkaResult<(i64, i64)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Err(e) if super::classify(&e) == super::ErrorClass::Retry && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Partition count of a topic, from the broker's metadata. Transient metadata errors (a
+/// topic created a moment ago, a leader moving) are retried until `timeout`.
 ///
 /// # Errors
-/// When the topic does not exist or metadata cannot be fetched.
+/// When the topic does not exist or metadata cannot be fetched in time.
 pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     timeout: Duration,
 ) -> KafkaResult<i32> {
-    let md = consumer.fetch_metadata(Some(topic), timeout)?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or(KafkaError::MetadataFetch(rdkafka::error::RDKafkaErrorCode::UnknownTopic))?;
-    if let Some(e) = t.error() {
-        return Err(KafkaError::MetadataFetch(e.into()));
+    let deadline = Instant::now() + timeout;
+    loop {
+        let attempt = (|| {
+            let md = consumer.fetch_metadata(Some(topic), timeout)?;
+            let t = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .ok_or(KafkaError::MetadataFetch(rdkafka::error::RDKafkaErrorCode::UnknownTopic))?;
+            if let Some(e) = t.error() {
+                return Err(KafkaError::MetadataFetch(e.into()));
+            }
+            if t.partitions().is_empty() {
+                return Err(KafkaError::MetadataFetch(rdkafka::error::RDKafkaErrorCode::LeaderNotAvailable));
+            }
+            Ok(t.partitions().len() as i32)
+        })();
+        match attempt {
+            Err(e) if super::classify(&e) == super::ErrorClass::Retry && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
     }
-    Ok(t.partitions().len() as i32)
 }

@@ -1,0 +1,163 @@
+//! Lands HTTP-submitted records in Kafka, many requests per transaction.
+//!
+//! Handlers send a [`Landing`] over a bounded queue and wait for its [`Ack`]; one task drains
+//! the queue into a transaction (up to `MAX_BATCH` requests or `LINGER`), commits, and answers
+//! every request of the batch. A request is acknowledged only after its transaction committed,
+//! so a 2xx means the data is in Kafka; when the transaction fails, every request of the batch
+//! gets an error (503) and nothing of it is visible to read_committed consumers. The bounded
+//! queue turns a slow or absent broker into back-pressure and 503s instead of memory growth.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::message::OwnedHeaders;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::kafka::{classify, ErrorClass, Kafka, Outgoing};
+
+/// Most requests per transaction.
+const MAX_BATCH: usize = 256;
+/// Longest a batch waits for more requests.
+const LINGER: Duration = Duration::from_millis(5);
+/// Queue length before handlers get 503.
+pub const QUEUE: usize = 1024;
+
+/// One record to land.
+pub struct Record {
+    /// Topic.
+    pub topic: String,
+    /// Key.
+    pub key: Bytes,
+    /// Value (None: tombstone).
+    pub value: Option<Bytes>,
+    /// Headers.
+    pub headers: OwnedHeaders,
+}
+
+/// A request's records, landed together or not at all.
+pub struct Landing {
+    /// The records.
+    pub records: Vec<Record>,
+    /// Where the outcome goes.
+    pub ack: oneshot::Sender<Ack>,
+}
+
+/// The outcome of a landing.
+pub type Ack = Result<(), String>;
+
+/// Starts the landing task; returns the queue. The task ends when every sender is dropped,
+/// after answering what it holds.
+///
+/// # Errors
+/// When the producer cannot be created (initialisation is retried inside the task).
+pub fn start(kafka: &Kafka, transactional_id: &str) -> rdkafka::error::KafkaResult<(mpsc::Sender<Landing>, tokio::task::JoinHandle<()>, tokio::sync::watch::Receiver<bool>)> {
+    let producer = kafka.txn_producer(transactional_id)?;
+    let kafka = kafka.clone();
+    let txn_id = transactional_id.to_owned();
+    let (tx, mut rx) = mpsc::channel::<Landing>(QUEUE);
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut producer = producer;
+        let mut wait = Duration::from_millis(200);
+        while let Err(e) = producer.blocking(|p| p.init()).await {
+            tracing::warn!(error = %e, "serve: cannot initialise transactions yet; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+        let _ = ready_tx.send(true);
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + LINGER;
+            while batch.len() < MAX_BATCH {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(l)) => batch.push(l),
+                    _ => break,
+                }
+            }
+            let (records, acks): (Vec<Vec<Record>>, Vec<oneshot::Sender<Ack>>) = batch.into_iter().map(|l| (l.records, l.ack)).unzip();
+            let started = std::time::Instant::now();
+            let result = producer
+                .blocking(move |p| {
+                    p.begin()?;
+                    let send = || -> rdkafka::error::KafkaResult<()> {
+                        for r in records.iter().flatten() {
+                            p.send(Outgoing { topic: &r.topic, key: Some(&r.key), payload: r.value.as_deref(), headers: r.headers.clone(), partition: None })?;
+                        }
+                        p.commit()
+                    };
+                    send().inspect_err(|e| {
+                        if classify(e) != ErrorClass::Fatal {
+                            let _ = p.abort();
+                        }
+                    })
+                })
+                .await;
+            metrics::histogram!("intake_commit_seconds", "stage" => "serve").record(started.elapsed().as_secs_f64());
+            let outcome: Ack = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(format!("the landing transaction failed: {e}")),
+            };
+            if let Err(e) = &result {
+                tracing::error!(error = %e, requests = acks.len(), "landing transaction failed; the requests were answered 503 and nothing of them is committed");
+                metrics::counter!("intake_errors_total", "stage" => "serve", "class" => format!("{:?}", classify(e))).increment(1);
+                let _ = ready_tx.send(false);
+                if classify(e) == ErrorClass::Fatal {
+                    // Fenced or broken: start over with a fresh producer under the same id.
+                    match kafka.txn_producer(&txn_id) {
+                        Ok(p) => {
+                            let mut wait = Duration::from_millis(200);
+                            while let Err(e) = p.blocking(|p| p.init()).await {
+                                tracing::warn!(error = %e, "serve: re-initialising transactions; retrying");
+                                tokio::time::sleep(wait).await;
+                                wait = (wait * 2).min(Duration::from_secs(5));
+                            }
+                            producer = p;
+                        }
+                        Err(e) => tracing::error!(error = %e, "serve: producer could not be rebuilt"),
+                    }
+                }
+            } else {
+                let _ = ready_tx.send(true);
+            }
+            for a in acks {
+                let _ = a.send(outcome.clone());
+            }
+        }
+    });
+    Ok((tx, task, ready_rx))
+}
+
+/// Lands records and waits for the commit.
+///
+/// # Errors
+/// The queue is full (`busy`), the lander stopped, or the transaction failed.
+pub async fn land(queue: &mpsc::Sender<Landing>, records: Vec<Record>, wait: Duration) -> Result<(), LandError> {
+    let (ack, rx) = oneshot::channel();
+    queue.try_send(Landing { records, ack }).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => LandError::Busy,
+        mpsc::error::TrySendError::Closed(_) => LandError::Stopped,
+    })?;
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(LandError::Failed(e)),
+        Ok(Err(_)) => Err(LandError::Stopped),
+        Err(_) => Err(LandError::Timeout),
+    }
+}
+
+/// Why a landing was not acknowledged. Each maps to a 503: nothing was acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum LandError {
+    /// Too many requests in flight.
+    #[error("too many requests in flight; retry later")]
+    Busy,
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    Stopped,
+    /// The transaction did not commit.
+    #[error("{0}")]
+    Failed(String),
+    /// The broker did not answer in time.
+    #[error("Kafka did not acknowledge in time; retry later")]
+    Timeout,
+}
