@@ -16,6 +16,7 @@
 //! | [`topics`]    | topics as code (`topics/*.toml`) and `intake topics apply` |
 //! | [`registry`]  | the schema registry (Confluent API): schemas as code, lookups, encoding |
 //! | [`signing`]   | HMAC-SHA256 webhook signatures shared by `serve` and `sim` |
+//! | [`status`]    | `intake status`: cursors, lag, DLQ counts, jobs on one screen |
 //! | [`telemetry`] | tracing setup and metric names |
 //! | [`sim`]       | `intake sim`: a realistic upstream SaaS API with faults and a ground truth |
 //! | [`fetch`]     | pulls HTTP sources and lands raw pages with their cursor in one transaction |
@@ -37,6 +38,7 @@ pub mod quota;
 pub mod registry;
 pub mod serve;
 pub mod signing;
+pub mod status;
 pub mod sim;
 pub mod telemetry;
 pub mod topics;

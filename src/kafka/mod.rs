@@ -139,6 +139,16 @@ impl Kafka {
         c.create_with_context(rdkafka::consumer::DefaultConsumerContext)
     }
 
+    /// A consumer that joins no group but can read a group's committed offsets (status, lag).
+    ///
+    /// # Errors
+    /// Invalid client configuration.
+    pub fn reader_consumer_in_group(&self, group: &str) -> KafkaResult<BaseConsumer> {
+        let mut c = self.base(&format!("status-{group}"));
+        c.set("group.id", group).set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+        c.create_with_context(rdkafka::consumer::DefaultConsumerContext)
+    }
+
     /// The admin client.
     ///
     /// # Errors
