@@ -48,6 +48,12 @@ pub struct CursorState {
     /// The incremental filter value this sync was started with.
     #[serde(default)]
     pub since: Option<String>,
+    /// When this sync started (RFC 3339, local clock). A full sync reads in id order, so a
+    /// record it already read can change again before it ends: the next incremental sync
+    /// starts no later than this (less the look-back), not at the full sync's high-water mark.
+    /// Absent in cursors written before the field existed.
+    #[serde(default)]
+    pub started_at: Option<String>,
     /// Highest incremental-field value seen in this sync so far.
     #[serde(default)]
     pub high_water: Option<String>,
@@ -96,6 +102,7 @@ mod tests {
             complete: false,
             page: PageCursor::Token("abc".into()),
             since: None,
+            started_at: Some("2026-01-01T00:00:00Z".into()),
             high_water: Some("2026-01-01T00:00:00Z".into()),
             committed_high_water: None,
             last_full_sync_at: None,

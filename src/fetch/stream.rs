@@ -189,6 +189,7 @@ impl StreamWorker {
             complete: false,
             page: PageCursor::Start,
             since,
+            started_at: Some(format_time(now)),
             high_water: None,
             committed_high_water: prev.and_then(|p| p.committed_high_water.clone()),
             last_full_sync_at: prev.and_then(|p| p.last_full_sync_at.clone()),
@@ -243,6 +244,15 @@ impl StreamWorker {
                 next.last_full_sync_at = Some(now);
             }
             if let Some(hw) = next.high_water.clone() {
+                // A full sync reads in id order: a record it read early may be updated again
+                // before the sync ends, with an `updated_at` below the sync's high-water mark.
+                // The next incremental sync must not start after this sync started, or such
+                // updates wait for the next full sync. (Incremental syncs read in
+                // `updated_at` order and see records that move, so their high water holds.)
+                let hw = match (next.mode, next.started_at.as_deref()) {
+                    (Mode::Full, Some(start)) => min_time(hw, start),
+                    _ => hw,
+                };
                 next.committed_high_water = max_time(next.committed_high_water.take(), &hw);
             }
         }
@@ -456,6 +466,26 @@ fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
 
 fn format_time(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// The earlier of two timestamps (RFC 3339 compared as instants; unparsable ones as strings).
+fn min_time(a: String, b: &str) -> String {
+    match (parse_time(&a), parse_time(b)) {
+        (Some(x), Some(y)) => {
+            if y < x {
+                b.to_owned()
+            } else {
+                a
+            }
+        }
+        _ => {
+            if b < a.as_str() {
+                b.to_owned()
+            } else {
+                a
+            }
+        }
+    }
 }
 
 /// The later of two timestamps (RFC 3339 compared as instants; unparsable ones as strings).
