@@ -24,6 +24,7 @@
 //! | [`validate`]  | splits pages into records, validates against the registry, routes drift to the DLQ |
 //! | [`dedup`]     | keeps the latest version per primary key in compacted topics |
 //! | [`serve`]     | webhooks and idempotent batch jobs over HTTP |
+//! | [`verify`]    | `intake verify`: curated topics and DLQ against a ground truth, exactly |
 //! | [`dlq`]       | DLQ triage: summary, show, replay, schema proposals |
 
 pub mod blob;
@@ -43,3 +44,4 @@ pub mod sim;
 pub mod telemetry;
 pub mod topics;
 pub mod validate;
+pub mod verify;

@@ -1,0 +1,195 @@
+//! `intake verify`: compares the curated topics and the DLQ with a ground truth (the
+//! simulator's `/admin/truth`), exactly. Used by the demo's report and by end-to-end tests.
+//!
+//! For every stream: each live, non-drifted key must be in the curated topic (last record per
+//! key, read_committed) with the truth's version (`intake.version` header); each deleted key
+//! that was ever curated must end in a tombstone; no drifted key may be curated; and no key
+//! the truth does not know. Drifted ids must be in the DLQ with their kind.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use rdkafka::Message;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::headers;
+use crate::kafka::{reader, Kafka};
+use crate::topics::TopicNames;
+
+/// The comparison of one stream.
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct StreamCheck {
+    /// Live, non-drifted keys in the truth.
+    pub expected_live: usize,
+    /// Of those, curated with the right version.
+    pub matched: usize,
+    /// Expected but absent from the curated topic.
+    pub missing: Vec<String>,
+    /// Curated with an older version than the truth.
+    pub stale: Vec<String>,
+    /// Curated with a version the truth does not have, or a key the truth does not know.
+    pub wrong: Vec<String>,
+    /// Deleted in the truth and tombstoned.
+    pub tombstoned: usize,
+    /// Deleted in the truth but still live in the curated topic.
+    pub not_tombstoned: Vec<String>,
+    /// Drifted ids that reached the curated topic.
+    pub drifted_curated: Vec<String>,
+    /// Drifted ids in the truth.
+    pub drifted: usize,
+    /// Drifted ids found in the DLQ with the right kind.
+    pub drifted_in_dlq: usize,
+}
+
+impl StreamCheck {
+    /// Whether the stream equals the truth.
+    pub fn ok(&self) -> bool {
+        self.missing.is_empty() && self.stale.is_empty() && self.wrong.is_empty() && self.not_tombstoned.is_empty() && self.drifted_curated.is_empty()
+    }
+}
+
+/// The whole comparison.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Per `source/stream`.
+    pub streams: BTreeMap<String, StreamCheck>,
+    /// DLQ records by kind.
+    pub dlq_by_kind: BTreeMap<String, u64>,
+}
+
+impl Report {
+    /// Whether every stream equals the truth.
+    pub fn ok(&self) -> bool {
+        self.streams.values().all(StreamCheck::ok)
+    }
+}
+
+/// Last record per key of a curated topic: `key -> Some(version)` or `None` for a tombstone.
+fn curated(kafka: &Kafka, topic: &str) -> anyhow::Result<HashMap<String, Option<i64>>> {
+    let c = kafka.reader_consumer("verify")?;
+    let n = reader::partition_count(&c, topic, Duration::from_secs(10))?;
+    let mut out = HashMap::new();
+    reader::read_to_end(&c, topic, &(0..n).collect::<Vec<_>>(), Duration::from_secs(300), |m| {
+        let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { return };
+        let v = match m.payload() {
+            None => None,
+            Some(_) => headers::get_str(m.headers(), headers::VERSION).and_then(|v| v.parse().ok()).or(Some(i64::MIN)),
+        };
+        out.insert(k.to_owned(), v);
+    })?;
+    Ok(out)
+}
+
+/// DLQ ids per stream with their kind (ids from the raw record's `id`, else the landing key).
+fn dlq(kafka: &Kafka, topic: &str, by_kind: &mut BTreeMap<String, u64>) -> anyhow::Result<HashMap<String, HashMap<String, String>>> {
+    let c = kafka.reader_consumer("verify-dlq")?;
+    let n = reader::partition_count(&c, topic, Duration::from_secs(10))?;
+    let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
+    reader::read_to_end(&c, topic, &(0..n).collect::<Vec<_>>(), Duration::from_secs(300), |m| {
+        let h = m.headers();
+        let kind = headers::get_str(h, headers::DLQ_KIND).unwrap_or("unknown").to_owned();
+        *by_kind.entry(kind.clone()).or_insert(0) += 1;
+        let stream = headers::get_str(h, headers::STREAM).unwrap_or("?").to_owned();
+        let id = m.payload().and_then(|p| serde_json::from_slice::<Value>(p).ok()).and_then(|v| {
+            v.get("id").or_else(|| v.pointer("/data/id")).and_then(|x| x.as_str().map(str::to_owned))
+        });
+        if let Some(id) = id {
+            out.entry(stream).or_default().insert(id, kind);
+        }
+    })?;
+    Ok(out)
+}
+
+/// Compares the configured source's streams with a simulator truth document.
+///
+/// # Errors
+/// Kafka errors.
+pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Result<Report> {
+    let kafka = Kafka::new(&cfg.kafka)?;
+    let names = TopicNames::from_config(cfg);
+    let src = cfg.source(source).ok_or_else(|| anyhow::anyhow!("no source `{source}` in the config"))?.clone();
+    let truth = truth.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut report = Report::default();
+        let dlq_ids = dlq(&kafka, &names.dlq(), &mut report.dlq_by_kind)?;
+        for st in &src.streams {
+            let t = &truth["streams"][&st.name];
+            if t.is_null() {
+                continue;
+            }
+            let cur = curated(&kafka, &names.curated(&src.name, &st.name))?;
+            let drifted: BTreeMap<String, String> = t["drifted"]
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())).collect())
+                .unwrap_or_default();
+            let live: BTreeMap<String, i64> = t["live"]
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| (k.clone(), v["version"].as_i64().unwrap_or(-1))).collect())
+                .unwrap_or_default();
+            let deleted: BTreeSet<String> = t["deleted"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+            let mut chk = StreamCheck { drifted: drifted.len(), ..StreamCheck::default() };
+            for (id, v) in &live {
+                if drifted.contains_key(id) {
+                    continue;
+                }
+                chk.expected_live += 1;
+                match cur.get(id) {
+                    Some(Some(cv)) if cv == v => chk.matched += 1,
+                    Some(Some(cv)) if cv < v => chk.stale.push(id.clone()),
+                    Some(Some(_)) => chk.wrong.push(id.clone()),
+                    Some(None) | None => chk.missing.push(id.clone()),
+                }
+            }
+            for id in &deleted {
+                if drifted.contains_key(id) {
+                    continue;
+                }
+                match cur.get(id) {
+                    Some(None) => chk.tombstoned += 1,
+                    Some(Some(_)) => chk.not_tombstoned.push(id.clone()),
+                    None => {} // never curated: nothing to tombstone
+                }
+            }
+            for (id, v) in &cur {
+                if drifted.contains_key(id) && v.is_some() {
+                    chk.drifted_curated.push(id.clone());
+                } else if !live.contains_key(id) && !deleted.contains(id) {
+                    chk.wrong.push(id.clone());
+                }
+            }
+            let in_dlq = dlq_ids.get(&st.name);
+            chk.drifted_in_dlq = drifted.iter().filter(|(id, kind)| in_dlq.and_then(|m| m.get(*id)) == Some(*kind)).count();
+            report.streams.insert(format!("{}/{}", src.name, st.name), chk);
+        }
+        Ok(report)
+    })
+    .await?
+}
+
+/// Prints a report for a person.
+pub fn print(r: &Report) {
+    println!("{:<22} {:>9} {:>9} {:>8} {:>6} {:>6} {:>11} {:>8} {:>12}", "stream", "expected", "matched", "missing", "stale", "wrong", "tombstoned", "drifted", "drift in DLQ");
+    for (k, c) in &r.streams {
+        println!(
+            "{:<22} {:>9} {:>9} {:>8} {:>6} {:>6} {:>11} {:>8} {:>12}",
+            k,
+            c.expected_live,
+            c.matched,
+            c.missing.len(),
+            c.stale.len(),
+            c.wrong.len() + c.drifted_curated.len() + c.not_tombstoned.len(),
+            c.tombstoned,
+            c.drifted,
+            c.drifted_in_dlq
+        );
+        for (what, ids) in [("missing", &c.missing), ("stale", &c.stale), ("wrong", &c.wrong), ("not tombstoned", &c.not_tombstoned), ("drifted but curated", &c.drifted_curated)] {
+            if !ids.is_empty() {
+                println!("    {what}: {}", ids.iter().take(10).cloned().collect::<Vec<_>>().join(", "));
+            }
+        }
+    }
+    println!("dead letters by kind: {}", r.dlq_by_kind.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" "));
+    println!("curated topics {} the simulator's truth", if r.ok() { "EQUAL" } else { "DO NOT EQUAL" });
+}
