@@ -75,6 +75,30 @@ pub struct QuotaConfig {
     /// The quota window.
     #[serde(with = "humantime_serde")]
     pub per: Duration,
+    /// `central` (default): one owner per token paces every stream of it, learns from headers,
+    /// pauses the token on 429 and hands its state over in `intake.quota`. `naive`: every
+    /// process paces its own streams at the full quota and retries a 429 at once — the
+    /// rate-limit death spiral, kept only so `scripts/bench quota` can show the difference.
+    #[serde(default)]
+    pub mode: QuotaMode,
+}
+
+impl QuotaConfig {
+    /// Whether this token runs in the benchmark-only `naive` mode.
+    pub fn naive(&self) -> bool {
+        self.mode == QuotaMode::Naive
+    }
+}
+
+/// How a token's quota is enforced (see [`QuotaConfig::mode`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaMode {
+    /// One owner per token (Kafka group assignment), state in `intake.quota`.
+    #[default]
+    Central,
+    /// A limiter per process and immediate retries: for the benchmark only.
+    Naive,
 }
 
 /// Webhook verification and keying for a push source.

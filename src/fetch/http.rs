@@ -5,6 +5,9 @@
 //! stream of the token until `Retry-After` and is retried without counting as a failure (the
 //! pacer, not a retry loop, is what keeps us under quota). Any other 4xx is returned as
 //! [`HttpError::Client`]: the stream pauses with a clear error instead of busy-looping.
+//!
+//! A source in the benchmark-only `naive` quota mode neither learns from headers nor pauses on
+//! a 429: it retries at once, as a per-worker limiter does (the rate-limit death spiral).
 
 use std::time::Duration;
 
@@ -14,7 +17,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
 use url::Url;
 
 use crate::config::{Auth, ConfigError, SecretString, SourceConfig};
-use crate::quota::Pacer;
+use crate::quota::{Observed, Pacer};
 
 /// A successful response.
 #[derive(Debug)]
@@ -68,6 +71,8 @@ pub struct SourceClient {
     http: reqwest::Client,
     auth: ResolvedAuth,
     max_retries: u32,
+    /// `quota.mode = "naive"`: ignore quota headers, retry a 429 at once.
+    naive: bool,
     /// Base of the exponential backoff.
     pub backoff_base: Duration,
     /// Cap of the exponential backoff.
@@ -130,6 +135,7 @@ impl SourceClient {
             http,
             auth,
             max_retries: src.max_retries,
+            naive: src.quota.as_ref().is_some_and(crate::config::QuotaConfig::naive),
             backoff_base: Duration::from_millis(200),
             backoff_cap: Duration::from_secs(30),
         })
@@ -157,7 +163,16 @@ impl SourceClient {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
-                    learn_quota(&headers, pacer);
+                    if !self.naive {
+                        learn_quota(&headers, pacer);
+                    }
+                    if status == 429 && self.naive {
+                        metrics::counter!("intake_fetch_http_429_total").increment(1);
+                        if attempts > 50 + self.max_retries {
+                            return Err(HttpError::Exhausted { url: shown, attempts, last: "429 Too Many Requests".into() });
+                        }
+                        continue;
+                    }
                     if status == 429 {
                         let wait = retry_after(&headers).unwrap_or(Duration::from_secs(1));
                         tracing::warn!(url = %shown, wait_ms = wait.as_millis() as u64, "429 Too Many Requests: pausing every stream of this token");
@@ -234,29 +249,34 @@ pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
     })
 }
 
-/// Feeds `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds until reset), or the IETF
-/// `RateLimit: remaining=..., reset=...` form, to the pacer.
-fn learn_quota(h: &HeaderMap, pacer: &Pacer) {
+/// The quota a response announces: `X-RateLimit-Limit` / `-Remaining` / `-Reset` (seconds
+/// until reset, or an epoch time), or the IETF `RateLimit: limit=..., remaining=...,
+/// reset=...` form.
+pub fn announced_quota(h: &HeaderMap) -> Option<Observed> {
     let num = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok());
-    let (remaining, reset) = match (num("x-ratelimit-remaining"), num("x-ratelimit-reset")) {
-        (Some(r), Some(s)) => (r, s),
-        _ => match h.get("ratelimit").and_then(|v| v.to_str().ok()) {
-            Some(v) => {
-                let field = |k: &str| {
-                    v.split([',', ';']).filter_map(|p| p.trim().split_once('=')).find(|(a, _)| a.trim() == k).and_then(|(_, b)| b.trim().parse::<f64>().ok())
-                };
-                match (field("remaining"), field("reset")) {
-                    (Some(r), Some(s)) => (r, s),
-                    _ => return,
-                }
-            }
-            None => return,
-        },
+    let (limit, remaining, reset) = match (num("x-ratelimit-remaining"), num("x-ratelimit-reset")) {
+        (Some(r), Some(s)) => (num("x-ratelimit-limit"), r, s),
+        _ => {
+            let v = h.get("ratelimit").and_then(|v| v.to_str().ok())?;
+            let field = |k: &str| {
+                v.split([',', ';']).filter_map(|p| p.trim().split_once('=')).find(|(a, _)| a.trim() == k).and_then(|(_, b)| b.trim().parse::<f64>().ok())
+            };
+            (field("limit"), field("remaining")?, field("reset")?)
+        }
     };
     // Epoch-style resets (seconds since 1970) are converted to a relative wait.
     let reset = if reset > 1.0e9 { (reset - time::OffsetDateTime::now_utc().unix_timestamp() as f64).max(0.0) } else { reset };
-    if remaining >= 0.0 && reset > 0.0 {
-        pacer.observe(remaining as u64, Duration::from_secs_f64(reset.min(3600.0)));
+    (remaining >= 0.0 && reset > 0.0).then(|| Observed {
+        limit: limit.filter(|l| *l >= 0.0).map(|l| l as u64),
+        remaining: remaining as u64,
+        reset_in: Duration::from_secs_f64(reset.min(3600.0)),
+    })
+}
+
+/// Feeds what a response announces to the token's pacer.
+fn learn_quota(h: &HeaderMap, pacer: &Pacer) {
+    if let Some(o) = announced_quota(h) {
+        pacer.observe(o);
     }
 }
 
@@ -280,6 +300,19 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
         h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn announced_quota_forms() {
+        let mut h = HeaderMap::new();
+        assert_eq!(announced_quota(&h), None);
+        h.insert("x-ratelimit-limit", "20".parse().unwrap());
+        h.insert("x-ratelimit-remaining", "7".parse().unwrap());
+        h.insert("x-ratelimit-reset", "1".parse().unwrap());
+        assert_eq!(announced_quota(&h), Some(Observed { limit: Some(20), remaining: 7, reset_in: Duration::from_secs(1) }));
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit", "limit=100, remaining=50, reset=30".parse().unwrap());
+        assert_eq!(announced_quota(&h), Some(Observed { limit: Some(100), remaining: 50, reset_in: Duration::from_secs(30) }));
     }
 
     #[test]

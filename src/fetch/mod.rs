@@ -5,7 +5,12 @@
 //!   [`ownership`]: which process owns which token (Kafka group assignment).
 //! - [`run`] supervises: in `once` mode it owns every configured stream and returns when each
 //!   has completed a sync; otherwise it joins the fetch group and runs the streams of the
-//!   tokens assigned to it until shutdown.
+//!   tokens assigned to it until shutdown. Each assigned partition of `intake.quota` gets a
+//!   task ([`own_partition`]) that restores its tokens' quota state, gives each token one
+//!   fresh pacer for all its streams, runs the streams, and stores the state about every
+//!   second and once more when the partition is revoked.
+//! - Sources in the benchmark-only `naive` quota mode are spread by stream instead of by
+//!   token, each process pacing them with its own limiter at the full quota.
 
 pub mod admin;
 pub mod cursor;
@@ -26,7 +31,7 @@ use crate::blob::{BlobError, BlobStore};
 use crate::config::{Config, ConfigError, SourceConfig};
 use crate::kafka::partition::partition_for;
 use crate::kafka::Kafka;
-use crate::quota::{Pacer, DEFAULT_SAFETY};
+use crate::quota::{Pacer, QuotaRecord, QuotaStore, DEFAULT_SAFETY};
 use crate::topics::TopicNames;
 
 pub use stream::{StreamReport, StreamWorker};
@@ -82,6 +87,9 @@ struct Shared {
     names: TopicNames,
     blobs: BlobStore,
     clients: HashMap<String, Arc<http::SourceClient>>,
+    /// One pacer per token for the whole process: what `once` mode and naive tokens use. In
+    /// the long-running mode a central token gets a fresh pacer per ownership instead
+    /// ([`Shared::fresh_pacer`]), seeded from the stored state.
     pacers: HashMap<String, Arc<Pacer>>,
 }
 
@@ -94,17 +102,33 @@ impl Shared {
         let mut pacers: HashMap<String, Arc<Pacer>> = HashMap::new();
         for (i, s) in cfg.sources.iter().enumerate() {
             clients.insert(s.name.clone(), Arc::new(http::SourceClient::new(s, &format!("sources[{i}]"))?));
-            pacers.entry(s.token_id().to_owned()).or_insert_with(|| {
-                Arc::new(match &s.quota {
-                    Some(q) => Pacer::new(q.requests, q.per, DEFAULT_SAFETY),
-                    None => Pacer::unlimited(),
-                })
-            });
+            pacers.entry(s.token_id().to_owned()).or_insert_with(|| Arc::new(Self::fresh_pacer(s)));
         }
         Ok(Self { cfg, kafka, names, blobs, clients, pacers })
     }
 
+    /// A new pacer for a source's token: the quota with the safety margin; naive mode: the
+    /// full quota (a per-worker limiter as a naive client would configure it).
+    fn fresh_pacer(s: &SourceConfig) -> Pacer {
+        match &s.quota {
+            Some(q) if q.naive() => Pacer::new(q.requests, q.per, 1.0),
+            Some(q) => Pacer::new(q.requests, q.per, DEFAULT_SAFETY),
+            None => Pacer::unlimited(),
+        }
+    }
+
     fn worker(&self, src: &SourceConfig, stream: &crate::config::StreamConfig, opts: &FetchOptions, mp: Option<&indicatif::MultiProgress>) -> StreamWorker {
+        self.worker_with(src, stream, opts, mp, self.pacers[src.token_id()].clone())
+    }
+
+    fn worker_with(
+        &self,
+        src: &SourceConfig,
+        stream: &crate::config::StreamConfig,
+        opts: &FetchOptions,
+        mp: Option<&indicatif::MultiProgress>,
+        pacer: Arc<Pacer>,
+    ) -> StreamWorker {
         let progress = mp.map(|mp| {
             let pb = mp.add(indicatif::ProgressBar::new_spinner());
             pb.set_style(
@@ -122,7 +146,7 @@ impl Shared {
             kafka: self.kafka.clone(),
             names: self.names.clone(),
             http: self.clients[&src.name].clone(),
-            pacer: self.pacers[src.token_id()].clone(),
+            pacer,
             blobs: self.blobs.clone(),
             once: opts.once,
             force_full: opts.full,
@@ -184,6 +208,18 @@ pub async fn run(cfg: Arc<Config>, opts: FetchOptions, shutdown: impl Future<Out
     supervise(shared, streams.into_iter().map(|(a, b)| (a.clone(), b.clone())).collect(), opts, mp, shutdown).await
 }
 
+/// The quota partition a stream belongs to: its token's (central), or its own key's (naive).
+fn partition_of(src: &SourceConfig, st: &crate::config::StreamConfig, partitions: i32) -> i32 {
+    if src.quota.as_ref().is_some_and(crate::config::QuotaConfig::naive) {
+        partition_for(cursor::stream_key(&src.name, &st.name).as_bytes(), partitions)
+    } else {
+        partition_for(src.token_id().as_bytes(), partitions)
+    }
+}
+
+/// Reports of the streams a partition task ran.
+type PartitionReport = Vec<(String, StreamReport)>;
+
 /// Long-running mode: run the streams of the tokens this process owns.
 async fn supervise(
     shared: Shared,
@@ -192,6 +228,7 @@ async fn supervise(
     mp: Option<indicatif::MultiProgress>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<FetchReport, FetchError> {
+    let shared = Arc::new(shared);
     let quota_topic = shared.names.quota();
     let partitions = {
         let k = shared.kafka.clone();
@@ -205,9 +242,8 @@ async fn supervise(
     };
     let stop_flag = Arc::new(AtomicBool::new(false));
     let (mut events, thread) = ownership::spawn(&shared.kafka, &shared.kafka.group("fetch"), &quota_topic, stop_flag.clone())?;
-    // partition -> running workers (stop sender, task)
-    type Running = Vec<(String, watch::Sender<bool>, JoinHandle<Result<StreamReport, FetchError>>)>;
-    let mut running: HashMap<i32, Running> = HashMap::new();
+    // partition -> its task (stop sender, task)
+    let mut running: HashMap<i32, (watch::Sender<bool>, JoinHandle<PartitionReport>)> = HashMap::new();
     let mut report = FetchReport::new();
     tokio::pin!(shutdown);
     loop {
@@ -217,24 +253,18 @@ async fn supervise(
                 None => break,
                 Some(ownership::OwnershipEvent::Assigned(parts)) => {
                     for p in parts {
-                        let mine: Vec<_> = streams.iter().filter(|(s, _)| partition_for(s.token_id().as_bytes(), partitions) == p).collect();
+                        let mine: Vec<_> = streams.iter().filter(|(s, st)| partition_of(s, st, partitions) == p).cloned().collect();
                         tracing::info!(partition = p, streams = mine.len(), "quota partition assigned");
-                        let entry = running.entry(p).or_default();
-                        for (src, st) in mine {
-                            let (tx, rx) = watch::channel(false);
-                            let w = shared.worker(src, st, &opts, mp.as_ref());
-                            let key = cursor::stream_key(&src.name, &st.name);
-                            entry.push((key, tx, tokio::spawn(restarting(w, rx))));
-                        }
+                        let (tx, rx) = watch::channel(false);
+                        let task = tokio::spawn(own_partition(shared.clone(), p, mine, opts.clone(), mp.clone(), rx));
+                        running.insert(p, (tx, task));
                     }
                 }
                 Some(ownership::OwnershipEvent::Revoked(parts, ack)) => {
                     for p in parts {
-                        for (key, tx, task) in running.remove(&p).unwrap_or_default() {
+                        if let Some((tx, task)) = running.remove(&p) {
                             let _ = tx.send(true);
-                            if let Ok(Ok(r)) = task.await {
-                                report.insert(key, r);
-                            }
+                            report.extend(task.await.unwrap_or_default());
                         }
                         tracing::info!(partition = p, "quota partition revoked; its streams stopped");
                     }
@@ -243,13 +273,9 @@ async fn supervise(
             }
         }
     }
-    for (_, ws) in running.drain() {
-        for (key, tx, task) in ws {
-            let _ = tx.send(true);
-            if let Ok(Ok(r)) = task.await {
-                report.insert(key, r);
-            }
-        }
+    for (_, (tx, task)) in running.drain() {
+        let _ = tx.send(true);
+        report.extend(task.await.unwrap_or_default());
     }
     stop_flag.store(true, std::sync::atomic::Ordering::Relaxed);
     // Answer revocations that arrive while the consumer leaves the group.
@@ -263,6 +289,122 @@ async fn supervise(
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     drain.abort();
     Ok(report)
+}
+
+/// How often an owner stores the state of its active tokens.
+const STATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Owns one partition of `intake.quota` until `stop`: restores the state of its central
+/// tokens before their first request, runs their streams (one fresh pacer per token, shared
+/// by all its streams), stores the state of active tokens every [`STATE_EVERY`] and of every
+/// token once the streams have stopped.
+async fn own_partition(
+    shared: Arc<Shared>,
+    partition: i32,
+    mine: Vec<(SourceConfig, crate::config::StreamConfig)>,
+    opts: FetchOptions,
+    mp: Option<indicatif::MultiProgress>,
+    mut stop: watch::Receiver<bool>,
+) -> PartitionReport {
+    let central = |s: &SourceConfig| s.quota.as_ref().is_some_and(|q| !q.naive());
+    let mut pacers: HashMap<String, Arc<Pacer>> = HashMap::new();
+    for (src, _) in mine.iter().filter(|(s, _)| central(s)) {
+        pacers.entry(src.token_id().to_owned()).or_insert_with(|| Arc::new(Shared::fresh_pacer(src)));
+    }
+    let owner = shared.cfg.instance_id();
+    let store = if pacers.is_empty() { None } else { restore_quota(&shared, partition, &pacers).await };
+    if *stop.borrow() {
+        return Vec::new();
+    }
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for (src, st) in &mine {
+        let pacer = pacers.get(src.token_id()).cloned().unwrap_or_else(|| shared.pacers[src.token_id()].clone());
+        let w = shared.worker_with(src, st, &opts, mp.as_ref(), pacer);
+        tasks.push((cursor::stream_key(&src.name, &st.name), tokio::spawn(restarting(w, rx.clone()))));
+    }
+    let mut store = store;
+    let mut tick = tokio::time::interval(STATE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = stop.changed() => if r.is_err() || *stop.borrow() { break },
+            _ = tick.tick() => {
+                let active: Vec<QuotaRecord> = pacers.iter().filter(|(_, p)| p.take_activity() > 0).map(|(t, p)| QuotaRecord::of(t, &owner, p)).collect();
+                store = write_quota(store, active).await;
+            }
+        }
+    }
+    let _ = tx.send(true);
+    let mut out = Vec::new();
+    for (key, t) in tasks {
+        if let Ok(Ok(r)) = t.await {
+            out.push((key, r));
+        }
+    }
+    let all: Vec<QuotaRecord> = pacers.iter().map(|(t, p)| QuotaRecord::of(t, &owner, p)).collect();
+    write_quota(store, all).await;
+    out
+}
+
+/// Opens the partition's state writer (fencing the previous owner's) and seeds the pacers from
+/// the stored state. Failures are logged and the tokens start from a fresh pacer (which has no
+/// burst either): stored state makes a hand-over smoother, it is not needed for correctness.
+async fn restore_quota(shared: &Shared, partition: i32, pacers: &HashMap<String, Arc<Pacer>>) -> Option<QuotaStore> {
+    let (kafka, prefix, topic) = (shared.kafka.clone(), shared.cfg.kafka.group_prefix.clone(), shared.names.quota());
+    let opened = stream::retry_kafka("open the quota state writer", || {
+        let (kafka, prefix, topic) = (kafka.clone(), prefix.clone(), topic.clone());
+        async move {
+            tokio::task::spawn_blocking(move || QuotaStore::open(&kafka, &prefix, &topic, partition))
+                .await
+                .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
+        }
+    })
+    .await;
+    let store = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(partition, error = %e, "quota state unavailable; tokens start from a fresh pacer");
+            return None;
+        }
+    };
+    let read = stream::retry_kafka("read the quota state", || {
+        let s = store.clone();
+        async move { tokio::task::spawn_blocking(move || s.read()).await.unwrap_or(Err(rdkafka::error::KafkaError::Canceled)) }
+    })
+    .await;
+    match read {
+        Ok(records) => {
+            for (token, pacer) in pacers {
+                if let Some(r) = records.get(token) {
+                    r.seed(pacer);
+                    tracing::info!(partition, token, from = %r.owner, interval_ms = r.interval_ms, limit = r.limit, paused_until = ?r.paused_until, "quota state restored");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(partition, error = %e, "quota state unreadable; tokens start from a fresh pacer"),
+    }
+    Some(store)
+}
+
+/// Writes records; a fenced writer (a newer owner exists) stops writing.
+async fn write_quota(store: Option<QuotaStore>, records: Vec<QuotaRecord>) -> Option<QuotaStore> {
+    let s = store?;
+    if records.is_empty() {
+        return Some(s);
+    }
+    let w = s.clone();
+    match tokio::task::spawn_blocking(move || w.write(&records)).await.unwrap_or(Err(rdkafka::error::KafkaError::Canceled)) {
+        Ok(()) => Some(s),
+        Err(e) if crate::kafka::classify(&e) == crate::kafka::ErrorClass::Fatal => {
+            tracing::warn!(error = %e, "quota state writer fenced: another process owns these tokens now");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "storing quota state failed; the next round retries");
+            Some(s)
+        }
+    }
 }
 
 /// Runs a worker and restarts it after unexpected errors (not after fencing, which means a

@@ -2,8 +2,11 @@
 //!
 //! Each token is owned by exactly one fetch process at a time (Kafka group assignment over
 //! the partitions of `intake.quota`, see `fetch::ownership`); that process holds the one
-//! [`Pacer`] for all of the token's streams.
+//! [`Pacer`] for all of the token's streams and keeps the token's state in `intake.quota`
+//! ([`state`]) so that the next owner starts where it stopped.
 
 pub mod pacer;
+pub mod state;
 
-pub use pacer::{Pacer, DEFAULT_SAFETY};
+pub use pacer::{Observed, Pacer, Snapshot, DEFAULT_SAFETY};
+pub use state::{QuotaRecord, QuotaStore};

@@ -4,9 +4,17 @@
 //! `interval = window / quota` after the previous one, with no burst, so no window of the
 //! upstream's length ever sees more than the quota. A safety factor keeps a margin for clock
 //! differences between us and the upstream's window edges. On a 429 the whole token pauses
-//! until `Retry-After`; when response headers say fewer requests remain than our pace would
-//! spend before the reset, the pace slows to spread the remainder (learning the real quota,
-//! e.g. after the upstream lowered it).
+//! until `Retry-After`. Response headers teach it the real quota:
+//!
+//! - the limit (`X-RateLimit-Limit`, `RateLimit: limit=`): the pace follows it at once, down
+//!   (the upstream lowered the quota) and back up, never above the configured quota;
+//! - remaining and reset: when fewer requests remain than our pace would spend before the
+//!   reset (another client of the token, a window we entered part-used), the pace slows to
+//!   spread what remains until the reset; with none left the token pauses until the reset.
+//!
+//! [`Pacer::snapshot`] and [`Pacer::restore`] carry the state to the token's next owner
+//! (`quota::state`): since the schedule has no burst, starting the successor no earlier than
+//! the predecessor's next slot keeps the spacing across the hand-over.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,23 +24,93 @@ use tokio::time::Instant;
 /// Fraction of the nominal quota the pacer aims for by default.
 pub const DEFAULT_SAFETY: f64 = 0.95;
 
+/// Whole-second `Reset` values are rounded up by most APIs (the simulator too), so the real
+/// time left can be this much shorter than announced; comparisons use the shorter bound, so
+/// rounding alone never slows the pace.
+const RESET_GRANULARITY: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 struct State {
     /// Theoretical arrival time of the next request.
     tat: Instant,
-    /// Nothing may be sent before this (429 / Retry-After).
+    /// Nothing may be sent before this (429 / Retry-After / nothing remaining).
     paused_until: Option<Instant>,
-    /// Current spacing between requests.
-    interval: Duration,
-    /// Spacing from the configured quota (the pace returns to it after a learned slowdown).
+    /// The limit in force: the configured one, or a lower one the upstream announced.
+    limit: u32,
+    /// Spacing from `limit` (the pace returns to it after a learned slowdown).
     nominal: Duration,
-    /// A slower spacing learned from headers, valid until the upstream's window resets.
+    /// A slower spacing learned from remaining/reset, valid until the upstream's reset.
     learned: Option<(Duration, Instant)>,
+    /// The last remaining count and reset time the upstream announced.
+    last_seen: Option<(u64, Instant)>,
+    /// Requests paced since the last [`Pacer::take_activity`].
+    activity: u64,
+}
+
+impl State {
+    fn interval(&self) -> Duration {
+        self.learned.map_or(self.nominal, |(l, _)| l.max(self.nominal))
+    }
+
+    fn pause(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+        self.tat = self.tat.max(until);
+    }
+
+    /// Slows the pace if `remaining` requests would not last until `reset_at` at our pace.
+    fn spread(&mut self, remaining: u64, reset_at: Instant, now: Instant) {
+        if reset_at <= now {
+            return;
+        }
+        if remaining == 0 {
+            self.pause(reset_at);
+            return;
+        }
+        let left = reset_at - now;
+        let surely_left = left.saturating_sub(RESET_GRANULARITY);
+        let would_send = surely_left.as_secs_f64() / self.interval().as_secs_f64();
+        if (remaining as f64) < would_send {
+            let needed = left.div_f64(remaining as f64);
+            if needed > self.interval() {
+                self.learned = Some((needed, reset_at));
+            }
+        }
+    }
+}
+
+/// What the upstream told us in one response's headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    /// The quota per window, if announced.
+    pub limit: Option<u64>,
+    /// Requests left in the window.
+    pub remaining: u64,
+    /// Time until the window resets.
+    pub reset_in: Duration,
+}
+
+/// The pacer's state, for the next owner of the token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Snapshot {
+    /// The spacing in force.
+    pub interval: Duration,
+    /// The limit in force (configured, or lower as announced by the upstream).
+    pub limit: u32,
+    /// The next free slot.
+    pub next_at: Instant,
+    /// A pause in force (429, nothing remaining).
+    pub paused_until: Option<Instant>,
+    /// Last announced remaining count and reset time.
+    pub last_seen: Option<(u64, Instant)>,
 }
 
 /// Paces requests of one token.
 #[derive(Debug)]
 pub struct Pacer {
+    /// Configured quota: requests per `per`, aiming at `safety` of it.
+    requests: u32,
+    per: Duration,
+    safety: f64,
     state: Mutex<State>,
 }
 
@@ -41,7 +119,18 @@ impl Pacer {
     pub fn new(requests: u32, per: Duration, safety: f64) -> Self {
         let nominal = interval(requests, per, safety);
         Self {
-            state: Mutex::new(State { tat: Instant::now(), paused_until: None, interval: nominal, nominal, learned: None }),
+            requests,
+            per,
+            safety,
+            state: Mutex::new(State {
+                tat: Instant::now(),
+                paused_until: None,
+                limit: requests,
+                nominal,
+                learned: None,
+                last_seen: None,
+                activity: 0,
+            }),
         }
     }
 
@@ -60,13 +149,13 @@ impl Pacer {
                 && now >= until
             {
                 s.learned = None;
-                s.interval = s.nominal;
             }
             let mut at = s.tat.max(now);
             if let Some(p) = s.paused_until {
                 at = at.max(p);
             }
-            s.tat = at + s.interval;
+            s.tat = at + s.interval();
+            s.activity += 1;
             at
         };
         tokio::time::sleep_until(at).await;
@@ -74,34 +163,77 @@ impl Pacer {
 
     /// Stops every stream of the token until `until` (after a 429 with Retry-After).
     pub fn pause_until(&self, until: Instant) {
-        let mut s = self.state.lock().expect("pacer poisoned");
-        s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
-        if s.tat < until {
-            s.tat = until;
-        }
+        self.state.lock().expect("pacer poisoned").pause(until);
     }
 
-    /// Learns from `X-RateLimit-Remaining` / `-Reset`: if fewer requests remain than our pace
-    /// would send before the reset, spread what remains over the time left.
-    pub fn observe(&self, remaining: u64, reset_in: Duration) {
+    /// Learns from response headers (see the module docs).
+    pub fn observe(&self, o: Observed) {
         let mut s = self.state.lock().expect("pacer poisoned");
         let now = Instant::now();
-        let until = now + reset_in;
-        if remaining == 0 {
-            s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
-            s.tat = s.tat.max(until);
-            return;
+        if let Some(limit) = o.limit {
+            let limit = u32::try_from(limit).unwrap_or(u32::MAX).min(self.requests);
+            if limit != s.limit {
+                s.limit = limit;
+                s.nominal = interval(limit, self.per, self.safety);
+                // The schedule already handed out follows the new pace from now on.
+                let next = now + s.nominal;
+                if s.tat > next && s.paused_until.is_none_or(|p| p <= now) {
+                    s.tat = next;
+                }
+            }
         }
-        let needed = reset_in.div_f64(remaining as f64);
-        if needed > s.interval {
-            s.interval = needed;
-            s.learned = Some((needed, until));
-        }
+        let reset_at = now + o.reset_in;
+        s.last_seen = Some((o.remaining, reset_at));
+        s.spread(o.remaining, reset_at, now);
     }
 
     /// Current spacing (for status and tests).
     pub fn interval(&self) -> Duration {
-        self.state.lock().expect("pacer poisoned").interval
+        self.state.lock().expect("pacer poisoned").interval()
+    }
+
+    /// Requests paced since the last call (the state is worth storing only while active).
+    pub fn take_activity(&self) -> u64 {
+        std::mem::take(&mut self.state.lock().expect("pacer poisoned").activity)
+    }
+
+    /// The state to hand to the token's next owner.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = self.state.lock().expect("pacer poisoned");
+        Snapshot { interval: s.interval(), limit: s.limit, next_at: s.tat, paused_until: s.paused_until, last_seen: s.last_seen }
+    }
+
+    /// Starts from a predecessor's state, taken `age` ago. Before the first request:
+    ///
+    /// - the schedule continues the predecessor's: the first slot is no earlier than its next
+    ///   one, so the hand-over adds no burst to what it sent;
+    /// - a pause in force (Retry-After, nothing remaining) holds;
+    /// - a lower limit learned from the upstream holds (the headers of the next response
+    ///   correct it either way);
+    /// - the upstream window is treated as partly used: the predecessor may have gone on at its
+    ///   pace for `age` after the snapshot, so that many requests are taken off the remaining
+    ///   count it saw, and what is left is spread until the reset (or, if none, the token
+    ///   pauses until the reset).
+    pub fn restore(&self, snap: &Snapshot, age: Duration) {
+        let mut s = self.state.lock().expect("pacer poisoned");
+        let now = Instant::now();
+        let limit = snap.limit.min(self.requests);
+        if limit != s.limit {
+            s.limit = limit;
+            s.nominal = interval(limit, self.per, self.safety);
+        }
+        s.tat = s.tat.max(snap.next_at);
+        if let Some(p) = snap.paused_until.filter(|p| *p > now) {
+            s.pause(p);
+        }
+        if let Some((remaining, reset_at)) = snap.last_seen.filter(|(_, r)| *r > now) {
+            if snap.interval > s.nominal {
+                s.learned = Some((snap.interval, reset_at));
+            }
+            let gone_on = (age.as_secs_f64() / snap.interval.as_secs_f64().max(1e-9)).ceil() as u64;
+            s.last_seen = Some((remaining.saturating_sub(gone_on), reset_at));
+            s.spread(remaining.saturating_sub(gone_on), reset_at, now);
+        }
     }
 }
 
@@ -156,10 +288,76 @@ mod tests {
     async fn learns_a_lower_quota_from_headers() {
         let p = Pacer::new(100, Duration::from_secs(1), 1.0);
         assert_eq!(p.interval(), Duration::from_millis(10));
-        p.observe(10, Duration::from_secs(1));
-        assert_eq!(p.interval(), Duration::from_millis(100));
-        tokio::time::sleep(Duration::from_millis(1001)).await;
+        // 10 left for 3 s (at least 2 s surely) while our pace would spend 200: spread them.
+        p.observe(Observed { limit: None, remaining: 10, reset_in: Duration::from_secs(3) });
+        assert_eq!(p.interval(), Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(3001)).await;
         p.acquire().await;
         assert_eq!(p.interval(), Duration::from_millis(10), "the learned pace expires at the reset");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn whole_second_resets_alone_do_not_slow_the_pace() {
+        // A 1 s window half used at our pace: Reset says 1 (rounded up), 10 remain.
+        let p = Pacer::new(20, Duration::from_secs(1), 1.0);
+        p.observe(Observed { limit: Some(20), remaining: 10, reset_in: Duration::from_secs(1) });
+        assert_eq!(p.interval(), Duration::from_millis(50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn follows_the_announced_limit_down_and_up_to_the_configured_one() {
+        let p = Pacer::new(20, Duration::from_secs(1), 1.0);
+        p.observe(Observed { limit: Some(5), remaining: 3, reset_in: Duration::from_secs(1) });
+        assert_eq!(p.interval(), Duration::from_millis(200));
+        p.observe(Observed { limit: Some(100), remaining: 90, reset_in: Duration::from_secs(1) });
+        assert_eq!(p.interval(), Duration::from_millis(50), "never above the configured quota");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_remaining_pauses_until_the_reset() {
+        let p = Pacer::new(20, Duration::from_secs(1), 1.0);
+        let start = Instant::now();
+        p.observe(Observed { limit: Some(0), remaining: 0, reset_in: Duration::from_secs(1) });
+        p.acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_pacer_continues_the_schedule_and_holds_the_pause() {
+        let old = Pacer::new(10, Duration::from_secs(1), 1.0);
+        for _ in 0..5 {
+            old.acquire().await;
+        }
+        let start = Instant::now();
+        let snap = old.snapshot();
+        let new = Pacer::new(10, Duration::from_secs(1), 1.0);
+        new.restore(&snap, Duration::ZERO);
+        new.acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_millis(100), "the next slot, not at once");
+
+        let paused = Pacer::new(10, Duration::from_secs(1), 1.0);
+        paused.pause_until(Instant::now() + Duration::from_secs(4));
+        let snap = paused.snapshot();
+        let start = Instant::now();
+        let new = Pacer::new(10, Duration::from_secs(1), 1.0);
+        new.restore(&snap, Duration::ZERO);
+        new.acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_pacer_counts_the_window_as_partly_used() {
+        // The predecessor saw 6 left for 5 s, 1 s ago, at 100 ms per request: it may have sent
+        // 10 more since, so nothing is left: wait for the reset (4 s from now).
+        let old = Pacer::new(10, Duration::from_secs(1), 1.0);
+        old.observe(Observed { limit: None, remaining: 6, reset_in: Duration::from_secs(5) });
+        let mut snap = old.snapshot();
+        snap.interval = Duration::from_millis(100);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let start = Instant::now();
+        let new = Pacer::new(10, Duration::from_secs(1), 1.0);
+        new.restore(&snap, Duration::from_secs(1));
+        new.acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(4));
     }
 }

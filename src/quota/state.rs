@@ -1,0 +1,219 @@
+//! A token's quota state in `intake.quota` (compacted, key = token id), so the next owner of a
+//! token after a rebalance or a crash starts where the last one stopped instead of bursting.
+//!
+//! The owner of a quota partition writes one record per active token about every second (not
+//! per request) and a last one when the partition is revoked; a new owner reads the partition
+//! (`read_committed`, to its end) before the first request of any of its tokens and seeds each
+//! token's [`Pacer`] with [`Pacer::restore`].
+//!
+//! Writes go through a **transactional** producer whose id is tied to the quota partition
+//! (`<group_prefix>-quota-<partition>`), one transaction per round of writes. Why not a plain
+//! idempotent producer: a process that lost a partition but has not noticed yet (a long GC-like
+//! stall, a network partition from the coordinator) could otherwise overwrite the new owner's
+//! state with its stale one; with the id tied to the unit of ownership, the new owner's `init`
+//! fences it (invariant 4, as for every other arrow into Kafka) and aborts its open
+//! transaction before the state is read. The cost is one small transaction per second per
+//! owned partition. Instants are stored as unix milliseconds, so the state survives the
+//! process; the clocks of two hosts may differ by a little, which the pacer's safety margin
+//! absorbs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::message::Message;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::pacer::{Pacer, Snapshot};
+use crate::kafka::{reader, Kafka, Outgoing, TxnProducer};
+
+/// The stored state of one token (the value of its `intake.quota` record, JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotaRecord {
+    /// Token id (also the key).
+    pub token: String,
+    /// The pace in force, ms between requests (learned from headers, or from the quota).
+    pub interval_ms: f64,
+    /// The limit in force: the configured one, or a lower one announced by the upstream.
+    pub limit: u32,
+    /// The next free slot of the schedule (unix ms).
+    pub next_at: i64,
+    /// The token is paused until then (unix ms): a 429's Retry-After, or nothing remaining.
+    #[serde(default)]
+    pub paused_until: Option<i64>,
+    /// The remaining count the upstream last announced.
+    #[serde(default)]
+    pub remaining: Option<u64>,
+    /// When the upstream said its window resets (unix ms).
+    #[serde(default)]
+    pub reset_at: Option<i64>,
+    /// When this record was taken (unix ms).
+    pub updated_at: i64,
+    /// The process that wrote it (`INTAKE_INSTANCE_ID` / `kafka.instance_id` / host).
+    #[serde(default)]
+    pub owner: String,
+}
+
+fn unix_ms_now() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Converts between tokio instants and unix ms around one pair of "now"s.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    instant: Instant,
+    unix_ms: i64,
+}
+
+impl Clock {
+    fn now() -> Self {
+        Self { instant: Instant::now(), unix_ms: unix_ms_now() }
+    }
+    fn to_unix(self, i: Instant) -> i64 {
+        if i >= self.instant {
+            self.unix_ms + i64::try_from((i - self.instant).as_millis()).unwrap_or(i64::MAX / 2)
+        } else {
+            self.unix_ms - i64::try_from((self.instant - i).as_millis()).unwrap_or(i64::MAX / 2)
+        }
+    }
+    fn to_instant(self, ms: i64) -> Instant {
+        let d = Duration::from_millis(ms.abs_diff(self.unix_ms));
+        if ms >= self.unix_ms { self.instant + d } else { self.instant.checked_sub(d).unwrap_or(self.instant) }
+    }
+}
+
+impl QuotaRecord {
+    /// The record of a pacer's state now.
+    pub fn of(token: &str, owner: &str, pacer: &Pacer) -> Self {
+        let c = Clock::now();
+        let s = pacer.snapshot();
+        Self {
+            token: token.to_owned(),
+            interval_ms: s.interval.as_secs_f64() * 1000.0,
+            limit: s.limit,
+            next_at: c.to_unix(s.next_at),
+            paused_until: s.paused_until.map(|p| c.to_unix(p)).filter(|p| *p > c.unix_ms),
+            remaining: s.last_seen.map(|(r, _)| r),
+            reset_at: s.last_seen.map(|(_, at)| c.to_unix(at)),
+            updated_at: c.unix_ms,
+            owner: owner.to_owned(),
+        }
+    }
+
+    /// Seeds a fresh pacer of the token from this record (see [`Pacer::restore`]).
+    pub fn seed(&self, pacer: &Pacer) {
+        let c = Clock::now();
+        let snap = Snapshot {
+            interval: Duration::from_secs_f64((self.interval_ms / 1000.0).clamp(0.0, 3600.0)),
+            limit: self.limit,
+            next_at: c.to_instant(self.next_at),
+            paused_until: self.paused_until.map(|p| c.to_instant(p)),
+            last_seen: self.remaining.zip(self.reset_at).map(|(r, at)| (r, c.to_instant(at))),
+        };
+        let age = Duration::from_millis(c.unix_ms.saturating_sub(self.updated_at).max(0).unsigned_abs());
+        pacer.restore(&snap, age);
+    }
+}
+
+/// Reads and writes the quota state of one partition of `intake.quota`.
+#[derive(Debug, Clone)]
+pub struct QuotaStore {
+    kafka: Kafka,
+    topic: String,
+    partition: i32,
+    producer: TxnProducer,
+}
+
+impl QuotaStore {
+    /// The transactional id of a quota partition's writer.
+    pub fn transactional_id(group_prefix: &str, partition: i32) -> String {
+        format!("{group_prefix}-quota-{partition}")
+    }
+
+    /// Creates the partition's writer and fences the previous owner's (its open transaction
+    /// is aborted), so what [`QuotaStore::read`] returns next is final. Blocking.
+    ///
+    /// # Errors
+    /// The Kafka error (classify it to retry).
+    pub fn open(kafka: &Kafka, group_prefix: &str, topic: &str, partition: i32) -> rdkafka::error::KafkaResult<Self> {
+        let producer = kafka.txn_producer(&Self::transactional_id(group_prefix, partition))?;
+        producer.init()?;
+        Ok(Self { kafka: kafka.clone(), topic: topic.to_owned(), partition, producer })
+    }
+
+    /// The latest committed record of every token in the partition. Blocking.
+    ///
+    /// # Errors
+    /// The Kafka error, or a time-out.
+    pub fn read(&self) -> rdkafka::error::KafkaResult<HashMap<String, QuotaRecord>> {
+        let consumer = self.kafka.reader_consumer("quota")?;
+        let mut out = HashMap::new();
+        reader::read_to_end(&consumer, &self.topic, &[self.partition], Duration::from_secs(30), |m| {
+            let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { return };
+            match m.payload().map(serde_json::from_slice::<QuotaRecord>) {
+                Some(Ok(r)) => {
+                    out.insert(key.to_owned(), r);
+                }
+                None => {
+                    out.remove(key);
+                }
+                Some(Err(e)) => tracing::warn!(token = key, error = %e, "unreadable quota record ignored"),
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Writes records in one transaction. Blocking.
+    ///
+    /// # Errors
+    /// The Kafka error; fatal when a newer owner fenced this writer.
+    pub fn write(&self, records: &[QuotaRecord]) -> rdkafka::error::KafkaResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let p = &self.producer;
+        p.begin()?;
+        let sent = (|| {
+            for r in records {
+                let v = serde_json::to_vec(r).expect("serialisable");
+                p.send(Outgoing {
+                    topic: &self.topic,
+                    key: Some(r.token.as_bytes()),
+                    payload: Some(&v),
+                    headers: rdkafka::message::OwnedHeaders::new(),
+                    partition: Some(self.partition),
+                })?;
+            }
+            p.commit()
+        })();
+        if let Err(e) = &sent
+            && crate::kafka::classify(e) != crate::kafka::ErrorClass::Fatal
+        {
+            let _ = p.abort();
+        }
+        sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_record_round_trips_a_pacer() {
+        let p = Pacer::new(10, Duration::from_secs(1), 1.0);
+        p.pause_until(Instant::now() + Duration::from_secs(3));
+        let r = QuotaRecord::of("tok", "a", &p);
+        assert_eq!(r.interval_ms, 100.0);
+        let paused = r.paused_until.unwrap() - r.updated_at;
+        assert!((2990..=3010).contains(&paused), "{paused}");
+        let json = serde_json::to_string(&r).unwrap();
+        let back: QuotaRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        let q = Pacer::new(10, Duration::from_secs(1), 1.0);
+        back.seed(&q);
+        let s = q.snapshot();
+        let left = s.paused_until.unwrap() - Instant::now();
+        assert!(left > Duration::from_millis(2900) && left <= Duration::from_secs(3), "{left:?}");
+    }
+}
