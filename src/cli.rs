@@ -46,6 +46,12 @@ pub enum Command {
         #[arg(long, value_name = "STREAM")]
         reset: Option<String>,
     },
+    /// Validate landed pages against the registry: valid records to `*.valid`, the rest to the DLQ.
+    Validate {
+        /// Config file.
+        #[arg(long, short, env = "INTAKE_CONFIG")]
+        config: PathBuf,
+    },
     /// Run the simulated upstream SaaS API (data, quota, drift, faults, webhooks, ground truth).
     Sim(crate::sim::SimArgs),
     /// Check a config file and print what it resolves to (secrets redacted).
@@ -150,6 +156,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cursors { config, reset } => {
             let cfg = load(&config)?;
             crate::fetch::admin::cursors(&cfg, reset.as_deref()).await
+        }
+        Command::Validate { config } => {
+            let cfg = std::sync::Arc::new(load(&config)?);
+            crate::validate::stage::run(cfg, shutdown_signal()).await?;
+            Ok(())
         }
         Command::Sim(args) => {
             let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -4,11 +4,13 @@
 //! |---|---|
 //! | [`merge`] | the merge rule ([`Stamp`] order, [`Decision`]) and the stable content hash |
 //! | [`state`] | [`PartitionState`]: compact per-partition key → stamp map with full-sync delete detection |
+//! | [`stage`] | the Kafka stage (`intake dedup`): valid topics → curated compacted topics, exactly once |
 //!
-//! This is the pure core, with no Kafka in it; the stage that consumes the valid topics and
-//! produces the curated ones drives one [`PartitionState`] per assigned partition.
+//! `merge` and `state` are the pure core, with no Kafka in them; [`stage`] drives one
+//! [`PartitionState`] per assigned input partition inside the shared exactly-once loop.
 
 pub mod merge;
+pub mod stage;
 pub mod state;
 
 pub use merge::{Decision, Stamp, content_hash, decide};

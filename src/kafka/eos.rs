@@ -96,6 +96,9 @@ struct Shared {
     starts: HashMap<Tp, i64>,
     assigned: Vec<Tp>,
     revoked: Vec<Tp>,
+    /// The commit before a revocation failed (and was aborted): the partitions of the batch
+    /// that stay assigned must be rewound and their state rebuilt, like after any abort.
+    revoke_failure: Option<KafkaError>,
     producer: Option<TxnProducer>,
 }
 
@@ -110,8 +113,11 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Revoke(tpl) = r {
             let mut s = self.shared.lock().expect("poisoned");
             if s.open {
-                let ok = commit_open(&mut s, consumer).is_ok();
-                tracing::info!(committed = ok, "open transaction closed before revocation");
+                let result = commit_open(&mut s, consumer);
+                tracing::info!(committed = result.is_ok(), "open transaction closed before revocation");
+                if let Err(e) = result {
+                    s.revoke_failure = Some(e);
+                }
             }
             let tps: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
             s.revoked.extend(tps);
@@ -200,15 +206,25 @@ pub fn run(kafka: &Kafka, cfg: &LoopConfig, processor: &mut dyn Processor, stop:
             (std::mem::take(&mut s.assigned), std::mem::take(&mut s.revoked))
         };
         if !revoked.is_empty() {
-            {
+            let failure = {
                 let mut s = shared.lock().expect("poisoned");
                 // The callback committed or aborted the batch; either way it is closed.
                 s.offsets.clear();
-                s.starts.clear();
-            }
+                let failure = s.revoke_failure.take();
+                if failure.is_some() {
+                    // Aborted: the partitions that stay assigned are rewound below.
+                    s.starts.retain(|tp, _| !revoked.contains(tp));
+                } else {
+                    s.starts.clear();
+                }
+                failure
+            };
             batch_started = None;
             in_batch = 0;
             processor.revoked(&revoked);
+            if let Some(e) = failure {
+                handle_failure(kafka, &consumer, &shared, processor, &e, &new_producer)?;
+            }
         }
         if !assigned.is_empty() {
             let mut wait = Duration::from_millis(200);
@@ -233,6 +249,10 @@ pub fn run(kafka: &Kafka, cfg: &LoopConfig, processor: &mut dyn Processor, stop:
                 let producer = s.producer.clone().expect("producer");
                 if !s.open {
                     if let Err(e) = producer.begin() {
+                        // Rewind to this record (it is not processed) and abort whatever state
+                        // the producer is in; `handle_failure` replaces it if that fails too.
+                        s.starts.insert(tp, m.offset());
+                        s.open = true;
                         drop(s);
                         handle_failure(kafka, &consumer, &shared, processor, &e, &new_producer)?;
                         batch_started = None;
@@ -314,11 +334,16 @@ fn handle_failure(
         let was_open = std::mem::replace(&mut s.open, false);
         (starts, if was_open { s.producer.clone() } else { None })
     };
-    if class == ErrorClass::Fatal {
+    // A producer whose abort fails stays in an error state where every `begin` fails: replace
+    // it like a fenced one (a new producer with the same transactional id aborts the open
+    // transaction on the broker).
+    let replace = class == ErrorClass::Fatal
+        || producer.is_some_and(|p| {
+            p.abort().inspect_err(|e| tracing::warn!(stage, error = %e, "abort failed; replacing the producer")).is_err()
+        });
+    if replace {
         let p = new_producer()?;
         shared.lock().expect("poisoned").producer = Some(p);
-    } else if let Some(p) = producer {
-        let _ = p.abort();
     }
     let tps: Vec<Tp> = starts.iter().map(|(tp, _)| tp.clone()).collect();
     processor.aborted(kafka, &tps);
