@@ -11,11 +11,18 @@
 //! | [`error`]   | [`DriftKind`] (the `dlq.error.kind` values) and [`RecordError`] |
 //!
 //! These four are pure logic: no Kafka, no HTTP, no registry.
+//!
+//! | module      | the stage on Kafka |
+//! |-------------|--------------------|
+//! | [`stage`]   | the exactly-once processor over `intake.landing` and [`stage::run`] |
+//! | [`dlq`]     | dead letters: [`dlq::Rejection`], the `dlq.*` headers, `dlq.origin` |
 
 pub mod convert;
+pub mod dlq;
 pub mod error;
 pub mod infer;
 pub mod split;
+pub mod stage;
 
 pub use convert::{Encoder, MAX_ERRORS, Validator};
 pub use infer::{Proposal, propose};

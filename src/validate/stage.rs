@@ -1,0 +1,955 @@
+//! The validate stage on Kafka: `intake.landing` → `intake.<source>.<stream>.valid` and
+//! `intake.dlq`, exactly once.
+//!
+//! [`run`] starts one dedicated thread that drives the shared exactly-once loop
+//! ([`crate::kafka::eos`]) with this module's [`Processor`]: every landing record's outputs
+//! go into the loop's open transaction, which also carries the landing offsets, so a crash at
+//! any point leaves either all of a batch's outputs committed with its offsets, or none.
+//!
+//! # What each landing record becomes
+//!
+//! | `intake.kind`        | output |
+//! |----------------------|--------|
+//! | `page`, `batch`      | split into records ([`Splitter`], raw bytes kept); each valid one → the valid topic, Avro in the Confluent wire format, keyed by primary key; each bad one → the DLQ with its raw bytes. A page that cannot be split → the DLQ whole. |
+//! | `blob-ref`           | the claim-checked page is read from the blob store, then as `page`; a blob that cannot be read (missing, sha256 mismatch, foreign) → the DLQ as `blob_unreadable`, value = the reference |
+//! | `sync-begin`, `sync-end` | one copy to **every** partition of the stream's valid topic (landing key and value), so dedup sees the marker on each partition it owns |
+//! | `event`              | one webhook event: `created`/`updated` validate `data` as a record (version = `seq`); `deleted` → a null value keyed by `entity_id`, `intake.op = delete` |
+//!
+//! A `batch` is taken as a page of its stream (same record selector); serve, which lands them,
+//! is not written yet.
+//!
+//! # Bad data versus a broken system
+//!
+//! Bad data never stops the stage: it goes to the DLQ with `dlq.error.kind` and a detail naming
+//! the field. A subject that is not registered is bad data too (`no_schema`; replay after
+//! registering). A registry or blob store that cannot be reached is not: the batch is aborted,
+//! the input rewound, and retried after a pause that grows to 5 s while the outage lasts.
+//!
+//! # Sizes
+//!
+//! A record that would exceed its valid topic's `max.message.bytes` (read from the broker at
+//! start, bounded by the producer's `message.max.bytes`) goes to the DLQ as `too_large` instead
+//! of failing the transaction. The producer's limit is raised to the largest topic limit (the
+//! DLQ keeps whole pages, 8 MiB) unless `kafka.properties` sets it.
+//!
+//! # Scaling and restarts
+//!
+//! Every process of the group `<group_prefix>-validate` is named by its instance id
+//! (`INTAKE_INSTANCE_ID`): `<group>-<instance>` is both its transactional id and its static
+//! group membership (`group.instance.id`). A restarted process thus fences its predecessor's
+//! producer (aborting the open transaction at once) and takes its partitions back without a
+//! rebalance; a process that does not come back loses its partitions to the others after the
+//! session timeout. Processes running at the same time need distinct instance ids.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use apache_avro::Schema;
+use bytes::Bytes;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Message};
+use serde_json::Value as Json;
+
+use super::dlq::{self, Against, Rejection};
+use super::error::{DriftKind, RecordError};
+use super::split::PointerError;
+use super::infer;
+use super::split::{parse_version, Splitter};
+use super::Validator;
+use crate::blob::{BlobError, BlobRef, BlobStore};
+use crate::config::{Config, ConfigError, DriftPolicy};
+use crate::dedup::merge::content_hash;
+use crate::headers::{self, Headers, Kind};
+use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
+use crate::kafka::{classify, reader, ErrorClass, Kafka, Outgoing};
+use crate::registry::{wire, Registry, RegistryError};
+use crate::topics::TopicNames;
+
+/// Most landing records per transaction (a page is one record; it may hold hundreds).
+const MAX_BATCH: usize = 100;
+/// Longest a transaction stays open collecting landing records.
+const LINGER: Duration = Duration::from_millis(200);
+/// Room for what a size estimate from key, value and header bytes leaves out (record and
+/// batch framing, varints, timestamps).
+const FRAMING: usize = 512;
+/// librdkafka's default `message.max.bytes`.
+const PRODUCER_DEFAULT_MAX: usize = 1_000_000;
+/// The broker's default `message.max.bytes`, used when a topic's limit cannot be read.
+const BROKER_DEFAULT_MAX: usize = 1_048_588;
+/// The highest `message.max.bytes` the stage sets itself: it applies to the group consumer too,
+/// whose `fetch.max.bytes` (50 MiB, `Kafka::group_consumer`) librdkafka requires to be larger.
+const PRODUCER_CEILING: usize = 50 * 1024 * 1024;
+/// The longest pause between retries after a system failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Metadata and admin calls wait this long.
+const META_TIMEOUT: Duration = Duration::from_secs(10);
+/// `intake.hash` of a delete (no content).
+const NO_HASH: &str = "0000000000000000";
+
+/// Why the stage could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    /// The configuration or a secret.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A stream's JSON pointers cannot split its pages.
+    #[error("config of stream `{stream}`: {source}")]
+    Pointer {
+        /// `source/stream`.
+        stream: String,
+        /// What is wrong.
+        source: PointerError,
+    },
+    /// The registry client cannot be built.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The blob store cannot be opened.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// Kafka clients cannot be built, or the producer cannot be (re)initialised.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The stage thread could not start or died.
+    #[error("validate thread: {0}")]
+    Thread(String),
+}
+
+/// Runs the validate stage until `shutdown` resolves, then commits the open transaction and
+/// leaves the group.
+///
+/// # Errors
+/// Configuration errors, and Kafka failures the loop cannot recover from (a producer that
+/// cannot be initialised). Bad data and registry outages are never errors here.
+pub async fn run(cfg: Arc<Config>, shutdown: impl Future<Output = ()>) -> Result<(), ValidateError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("validate".into())
+            .spawn(move || {
+                let _ = tx.send(run_blocking(&cfg, &stop));
+            })
+            .map_err(|e| ValidateError::Thread(e.to_string()))?
+    };
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        r = &mut rx => r,
+        () = &mut shutdown => {
+            stop.store(true, Ordering::Relaxed);
+            rx.await
+        }
+    };
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    result.unwrap_or_else(|_| Err(ValidateError::Thread("the validate thread panicked".into())))
+}
+
+/// The stage on the calling thread, until `stop` is set.
+fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
+    // Registry and blob lookups are async; this thread owns a small runtime to block on them,
+    // so the stage works under any caller (current-thread runtime, or none).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ValidateError::Thread(e.to_string()))?;
+    let names = TopicNames::from_config(cfg);
+    let plans = Plans::from_config(cfg, &names)?;
+    let base = Kafka::new(&cfg.kafka)?;
+    let limits = rt.block_on(Limits::read(&base, cfg, &names, &plans));
+    let group = base.group("validate");
+    let member = format!("{group}-{}", cfg.instance_id());
+    let mut kcfg = cfg.kafka.clone();
+    kcfg.properties.entry("message.max.bytes".into()).or_insert_with(|| limits.producer.to_string());
+    // Static group membership, named like the transactional id: a restarted process takes its
+    // partitions back at once instead of stalling the group until the session of its killed
+    // predecessor times out. Consumer-only: librdkafka ignores it for the producer.
+    kcfg.properties.insert("group.instance.id".into(), member.clone());
+    let kafka = Kafka::new(&kcfg)?;
+    let registry = Registry::new(&cfg.registry)?;
+    let blobs = BlobStore::open(&cfg.blob)?;
+    let meta = base.reader_consumer("validate-metadata")?;
+    let loop_cfg = LoopConfig {
+        group,
+        topics: vec![names.landing()],
+        transactional_id: member,
+        max_batch: MAX_BATCH,
+        linger: LINGER,
+    };
+    let mut processor = Validate {
+        landing: names.landing(),
+        dlq: names.dlq(),
+        plans,
+        registry,
+        blobs,
+        rt,
+        validators: HashMap::new(),
+        partitions: HashMap::new(),
+        limits,
+        meta,
+        buf: Vec::with_capacity(64 * 1024),
+        backoff: Duration::ZERO,
+    };
+    tracing::info!(group = %loop_cfg.group, transactional_id = %loop_cfg.transactional_id, landing = %processor.landing, "validate starting");
+    eos::run(&kafka, &loop_cfg, &mut processor, stop)?;
+    tracing::info!("validate stopped");
+    Ok(())
+}
+
+/// How one configured stream is validated.
+#[derive(Debug)]
+struct StreamPlan {
+    source: String,
+    stream: String,
+    /// `intake.<source>.<stream>.valid`.
+    valid_topic: String,
+    /// `<valid topic>-value`.
+    subject: String,
+    /// Pages: the stream's record selector, primary key and version pointers.
+    pages: Splitter,
+    /// Webhook events: the record is the event's `data`; the version is the event's `seq`.
+    events: Splitter,
+    drift: DriftPolicy,
+}
+
+/// Where a source's webhook events keep their fields (JSON pointers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventShape {
+    /// The entity id (the key of a delete).
+    pub entity_id: String,
+    /// The per-entity sequence number (the version).
+    pub sequence: String,
+    /// The stream name.
+    pub stream: String,
+}
+
+impl Default for EventShape {
+    fn default() -> Self {
+        EventShape { entity_id: "/entity_id".into(), sequence: "/seq".into(), stream: "/stream".into() }
+    }
+}
+
+/// Every configured stream, by source then stream (looked up with `&str`, no allocation).
+#[derive(Debug, Default)]
+struct Plans {
+    streams: HashMap<String, HashMap<String, Arc<StreamPlan>>>,
+    events: HashMap<String, EventShape>,
+}
+
+impl Plans {
+    fn from_config(cfg: &Config, names: &TopicNames) -> Result<Self, ValidateError> {
+        let mut plans = Plans::default();
+        for s in &cfg.sources {
+            let shape = s.webhook.as_ref().map_or_else(EventShape::default, |w| EventShape {
+                entity_id: w.entity_id.clone(),
+                sequence: w.sequence.clone(),
+                stream: w.stream_pointer.clone(),
+            });
+            plans.events.insert(s.name.clone(), shape);
+            for st in &s.streams {
+                let err = |source| ValidateError::Pointer { stream: format!("{}/{}", s.name, st.name), source };
+                let plan = StreamPlan {
+                    source: s.name.clone(),
+                    stream: st.name.clone(),
+                    valid_topic: names.valid(&s.name, &st.name),
+                    subject: names.subject(&s.name, &st.name),
+                    pages: Splitter::new(&st.records, &st.primary_key, Some(&st.version)).map_err(err)?,
+                    events: Splitter::new("/data", &st.primary_key, None).map_err(err)?,
+                    drift: st.drift,
+                };
+                plans.streams.entry(s.name.clone()).or_default().insert(st.name.clone(), Arc::new(plan));
+            }
+        }
+        Ok(plans)
+    }
+
+    fn get(&self, source: &str, stream: &str) -> Option<Arc<StreamPlan>> {
+        self.streams.get(source)?.get(stream).cloned()
+    }
+}
+
+/// Largest record each output topic takes.
+#[derive(Debug, Clone)]
+struct Limits {
+    /// The producer's `message.max.bytes`.
+    producer: usize,
+    /// The DLQ's limit.
+    dlq: usize,
+    /// Per valid topic.
+    valid: HashMap<String, usize>,
+}
+
+impl Limits {
+    /// Reads `max.message.bytes` of the DLQ and every valid topic from the broker; a topic that
+    /// cannot be described counts with the broker default.
+    async fn read(kafka: &Kafka, cfg: &Config, names: &TopicNames, plans: &Plans) -> Limits {
+        let mut topics = vec![names.dlq()];
+        topics.extend(plans.streams.values().flat_map(|m| m.values().map(|p| p.valid_topic.clone())));
+        let read = describe_max_bytes(kafka, &topics).await;
+        let limit_of = |t: &str| read.get(t).copied().unwrap_or(BROKER_DEFAULT_MAX);
+        let configured = cfg.kafka.properties.get("message.max.bytes").and_then(|v| v.parse::<usize>().ok());
+        let largest = topics.iter().map(|t| limit_of(t)).max().unwrap_or(PRODUCER_DEFAULT_MAX);
+        let producer = configured.unwrap_or_else(|| largest.clamp(PRODUCER_DEFAULT_MAX, PRODUCER_CEILING));
+        let valid = topics[1..].iter().map(|t| (t.clone(), limit_of(t).min(producer))).collect();
+        Limits { producer, dlq: limit_of(&topics[0]).min(producer), valid }
+    }
+
+    fn valid(&self, topic: &str) -> usize {
+        self.valid.get(topic).copied().unwrap_or(BROKER_DEFAULT_MAX.min(self.producer))
+    }
+}
+
+async fn describe_max_bytes(kafka: &Kafka, topics: &[String]) -> HashMap<String, usize> {
+    use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+    let mut out = HashMap::new();
+    let admin = match kafka.admin() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot build an admin client; assuming the broker's default message size limit");
+            return out;
+        }
+    };
+    let specs: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    match admin.describe_configs(&specs, &AdminOptions::new().request_timeout(Some(META_TIMEOUT))).await {
+        Ok(results) => {
+            for (topic, r) in topics.iter().zip(results) {
+                let value = r.ok().and_then(|r| r.get("max.message.bytes").and_then(|e| e.value.clone()));
+                match value.and_then(|v| v.parse::<usize>().ok()) {
+                    Some(v) => {
+                        out.insert(topic.clone(), v);
+                    }
+                    None => tracing::warn!(topic, "cannot read max.message.bytes; assuming the broker default"),
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot describe topics; assuming the broker's default message size limit"),
+    }
+    out
+}
+
+/// The schema records of a stream are checked against, resolved once per page.
+#[derive(Clone)]
+enum SchemaState {
+    /// The latest registered version, compiled.
+    Ready(Active),
+    /// Nothing usable is registered: every record is a `no_schema` dead letter.
+    Missing { version: Option<u32>, why: Rejection },
+}
+
+impl SchemaState {
+    fn version(&self) -> Option<u32> {
+        match self {
+            SchemaState::Ready(a) => Some(a.version),
+            SchemaState::Missing { version, .. } => *version,
+        }
+    }
+}
+
+/// A compiled registered schema.
+#[derive(Clone)]
+struct Active {
+    id: u32,
+    version: u32,
+    schema: Arc<Schema>,
+    validator: Arc<Validator>,
+}
+
+/// A failure that is not the data's fault.
+#[derive(Debug)]
+enum Fail {
+    /// From the transaction's sink: the loop classifies it.
+    Kafka(KafkaError),
+    /// Registry, blob store or broker metadata unavailable: abort, pause, retry.
+    System(String),
+}
+
+/// One record to validate.
+struct Input<'a> {
+    /// Its bytes as received.
+    raw: &'a [u8],
+    /// Primary key.
+    key: &'a str,
+    /// `intake.version`.
+    version: Option<i64>,
+    /// Position in the page (`None` for an event: the whole value is the record's envelope).
+    index: Option<usize>,
+    /// What the DLQ keeps if it is rejected: the record's bytes, or the whole event.
+    dlq_value: &'a [u8],
+}
+
+/// The validate [`Processor`]. Stateless between landing records but for caches: compiled
+/// validators per schema id (ids are immutable), partition counts per valid topic.
+struct Validate {
+    landing: String,
+    dlq: String,
+    plans: Plans,
+    /// Latest versions cached for `registry.cache_ttl`, so new versions are picked up.
+    registry: Registry,
+    blobs: BlobStore,
+    /// Blocks on registry and blob lookups from the loop's thread.
+    rt: tokio::runtime::Runtime,
+    validators: HashMap<u32, Result<Arc<Validator>, String>>,
+    /// Partition counts, fetched once per topic (markers go to every partition).
+    partitions: HashMap<String, i32>,
+    limits: Limits,
+    /// For metadata (partition counts) only; never subscribes.
+    meta: BaseConsumer,
+    /// The framed value being built (reused: one allocation for the process).
+    buf: Vec<u8>,
+    /// Pause before the retry of a batch that failed for a system reason; zero after success.
+    backoff: Duration,
+}
+
+impl Processor for Validate {
+    fn stage(&self) -> &'static str {
+        "validate"
+    }
+
+    fn assigned(&mut self, _kafka: &Kafka, tps: &[Tp]) -> KafkaResult<()> {
+        tracing::info!(partitions = ?tps, "landing partitions assigned");
+        Ok(())
+    }
+
+    fn revoked(&mut self, tps: &[Tp]) {
+        tracing::info!(partitions = ?tps, "landing partitions revoked");
+    }
+
+    fn process(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> KafkaResult<()> {
+        match self.route(msg, sink) {
+            Ok(()) => {
+                self.backoff = Duration::ZERO;
+                Ok(())
+            }
+            Err(Fail::Kafka(e)) => Err(e),
+            Err(Fail::System(why)) => {
+                self.backoff = (self.backoff * 2).clamp(Duration::from_millis(200), MAX_BACKOFF);
+                tracing::warn!(error = %why, partition = msg.partition(), offset = msg.offset(), retry_in_ms = self.backoff.as_millis() as u64, "system unavailable; aborting the batch to retry it");
+                metrics::counter!("intake_errors_total", "stage" => "validate", "class" => "system").increment(1);
+                // Any non-fatal error makes the loop abort and rewind; the reason is logged above.
+                Err(KafkaError::Canceled)
+            }
+        }
+    }
+
+    fn aborted(&mut self, _kafka: &Kafka, _tps: &[Tp]) {
+        // Stateless: nothing to rebuild. Pause before the retry when a system is down, so an
+        // outage is not hammered (the transaction is closed, so no timeout runs meanwhile).
+        if !self.backoff.is_zero() {
+            std::thread::sleep(self.backoff);
+        }
+    }
+}
+
+impl Validate {
+    fn route(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
+        let h = msg.headers();
+        let Some(kind) = headers::get(h, headers::KIND).and_then(Kind::parse) else {
+            let why = Rejection::whole(DriftKind::NotAPage, format!("landing record without a known `{}` header", headers::KIND));
+            return self.dead_letter(msg, sink, msg.payload(), &why, None, None);
+        };
+        if kind == Kind::Event {
+            return self.on_event(msg, sink);
+        }
+        let (Some(source), Some(stream)) = (headers::get_str(h, headers::SOURCE), headers::get_str(h, headers::STREAM)) else {
+            let why = Rejection::whole(DriftKind::NotAPage, format!("landing record without `{}` and `{}` headers", headers::SOURCE, headers::STREAM));
+            return self.dead_letter(msg, sink, msg.payload(), &why, None, None);
+        };
+        let Some(plan) = self.plans.get(source, stream) else {
+            let why = Rejection::whole(DriftKind::NoSchema, format!("stream `{source}/{stream}` is not in this process's configuration"));
+            return self.dead_letter(msg, sink, msg.payload(), &why, None, None);
+        };
+        match kind {
+            Kind::Page | Kind::Batch => self.on_page(msg, &plan, msg.payload().unwrap_or_default(), sink),
+            Kind::BlobRef => match self.read_blob(msg) {
+                Ok(page) => self.on_page(msg, &plan, &page, sink),
+                Err(Ok(why)) => {
+                    let against = Against { subject: &plan.subject, version: None };
+                    self.dead_letter(msg, sink, msg.payload(), &why, Some(against), None)
+                }
+                Err(Err(fail)) => Err(fail),
+            },
+            Kind::SyncBegin | Kind::SyncEnd => self.on_marker(msg, &plan, sink),
+            Kind::Event => unreachable!("handled above"),
+        }
+    }
+
+    /// A page (inline or read from the blob store): every record to the valid topic or the DLQ.
+    fn on_page(&mut self, msg: &BorrowedMessage<'_>, plan: &StreamPlan, page: &[u8], sink: &mut Sink<'_>) -> Result<(), Fail> {
+        let split = match plan.pages.split(page) {
+            Ok(split) => split,
+            Err(e) => {
+                // The page as a whole: the DLQ keeps the landing value (for a blob-ref, the reference).
+                let against = Against { subject: &plan.subject, version: None };
+                return self.dead_letter(msg, sink, msg.payload(), &e.into(), Some(against), None);
+            }
+        };
+        if split.is_empty() {
+            return Ok(());
+        }
+        let mut schema = self.schema(&plan.subject)?;
+        for item in &split {
+            match item {
+                Ok(r) => {
+                    let input = Input { raw: r.bytes(), key: &r.key, version: r.version, index: Some(r.index), dlq_value: r.bytes() };
+                    self.on_record(msg, plan, &mut schema, &input, sink)?;
+                }
+                Err(bad) => {
+                    let against = Against { subject: &plan.subject, version: schema.version() };
+                    self.dead_letter(msg, sink, Some(bad.bytes()), &(&bad.error).into(), Some(against), Some(bad.index))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One record: validate (evolving the schema if the stream allows it) and route.
+    fn on_record(&mut self, msg: &BorrowedMessage<'_>, plan: &StreamPlan, schema: &mut SchemaState, input: &Input<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
+        let checked = match schema.clone() {
+            SchemaState::Missing { why, .. } => Err(why),
+            SchemaState::Ready(active) => match self.encode(&active, input.raw) {
+                Ok(()) => Ok(active),
+                Err(e) if e.kind.is_evolvable() && plan.drift == DriftPolicy::Evolve => match self.evolve(plan, &active, input.raw, &e)? {
+                    Some(evolved) => {
+                        *schema = SchemaState::Ready(evolved.clone());
+                        self.encode(&evolved, input.raw).map(|()| evolved).map_err(Rejection::from)
+                    }
+                    None => Err(e.into()),
+                },
+                Err(e) => Err(e.into()),
+            },
+        };
+        let against = Against { subject: &plan.subject, version: schema.version() };
+        match checked {
+            Ok(active) => self.send_valid(msg, plan, &active, input, sink),
+            Err(why) => self.dead_letter(msg, sink, Some(input.dlq_value), &why, Some(against), input.index),
+        }
+    }
+
+    /// `self.buf` = the record in the Confluent wire format.
+    fn encode(&mut self, active: &Active, raw: &[u8]) -> Result<(), RecordError> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&wire::frame(active.id, &[]));
+        active.validator.encode_raw_into(raw, &mut self.buf)
+    }
+
+    /// Sends `self.buf` (already encoded) to the stream's valid topic, or the record to the DLQ
+    /// as `too_large` if the topic cannot take it.
+    fn send_valid(&mut self, msg: &BorrowedMessage<'_>, plan: &StreamPlan, active: &Active, input: &Input<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
+        let h = msg.headers();
+        let hdrs = Headers::new()
+            .with(headers::SOURCE, &plan.source)
+            .with(headers::STREAM, &plan.stream)
+            .with(headers::OP, "upsert")
+            .with_opt(headers::VERSION, input.version.map(|v| v.to_string()))
+            .with(headers::HASH, hash_hex(input.raw))
+            .with(headers::ORIGIN, dlq::origin(msg.topic(), msg.partition(), msg.offset(), None))
+            .with_opt(headers::FETCHED_AT, headers::get(h, headers::FETCHED_AT))
+            .with_opt(headers::SYNC_ID, headers::get(h, headers::SYNC_ID))
+            .build();
+        let size = input.key.len() + self.buf.len() + dlq::header_bytes(&hdrs) + FRAMING;
+        let limit = self.limits.valid(&plan.valid_topic);
+        let against = Against { subject: &plan.subject, version: Some(active.version) };
+        if size > limit {
+            let why = Rejection::whole(DriftKind::TooLarge, format!("the Avro record is {size} bytes with its headers; `{}` takes at most {limit}", plan.valid_topic));
+            return self.dead_letter(msg, sink, Some(input.dlq_value), &why, Some(against), input.index);
+        }
+        let sent = sink.send(Outgoing { topic: &plan.valid_topic, key: Some(input.key.as_bytes()), payload: Some(&self.buf), headers: hdrs, partition: None });
+        match sent {
+            Ok(()) => {
+                metrics::counter!("intake_validate_records_total", "outcome" => "valid").increment(1);
+                Ok(())
+            }
+            Err(e) if classify(&e) == ErrorClass::BadRecord => {
+                let why = Rejection::whole(DriftKind::TooLarge, format!("the producer refused the Avro record for `{}`: {e}", plan.valid_topic));
+                self.dead_letter(msg, sink, Some(input.dlq_value), &why, Some(against), input.index)
+            }
+            Err(e) => Err(Fail::Kafka(e)),
+        }
+    }
+
+    /// Sends rejected bytes to the DLQ with the landing key and headers and the `dlq.*` ones.
+    fn dead_letter(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        sink: &mut Sink<'_>,
+        value: Option<&[u8]>,
+        why: &Rejection,
+        against: Option<Against<'_>>,
+        index: Option<usize>,
+    ) -> Result<(), Fail> {
+        let origin = dlq::origin(msg.topic(), msg.partition(), msg.offset(), index);
+        let at = headers::now_rfc3339();
+        let mut hdrs = dlq::headers(msg.headers(), why, against, &origin, &at);
+        let mut value = value;
+        let key_len = msg.key().map_or(0, <[u8]>::len);
+        let size = key_len + value.map_or(0, <[u8]>::len) + dlq::header_bytes(&hdrs) + FRAMING;
+        if size > self.limits.dlq && index.is_some() {
+            // One record of a claim-checked page, too large even for the DLQ: keep it by
+            // reference to the landing record it came from (`dlq.origin` has its index).
+            let noted = why.clone().with_note(&format!(
+                "the record is over the DLQ's {} byte limit: the value is the landing value it came from; record #{} of it",
+                self.limits.dlq,
+                index.unwrap_or_default()
+            ));
+            hdrs = dlq::headers(msg.headers(), &noted, against, &origin, &at);
+            value = msg.payload();
+        }
+        tracing::debug!(kind = why.kind, field = why.field.as_deref(), origin = %origin, "dead letter");
+        metrics::counter!("intake_validate_records_total", "outcome" => "dlq", "kind" => why.kind).increment(1);
+        let sent = sink.send(Outgoing { topic: &self.dlq, key: msg.key(), payload: value, headers: hdrs, partition: None });
+        sent.map_err(|e| {
+            tracing::error!(error = %e, origin = %origin, kind = why.kind, "cannot write a dead letter; the batch is retried (operator needed if this persists)");
+            Fail::Kafka(e)
+        })
+    }
+
+    /// One copy of a sync marker to every partition of the stream's valid topic.
+    fn on_marker(&mut self, msg: &BorrowedMessage<'_>, plan: &StreamPlan, sink: &mut Sink<'_>) -> Result<(), Fail> {
+        let n = self.partition_count(&plan.valid_topic)?;
+        let h = msg.headers();
+        for p in 0..n {
+            let hdrs = Headers::new()
+                .with_opt(headers::KIND, headers::get(h, headers::KIND))
+                .with_opt(headers::SYNC_ID, headers::get(h, headers::SYNC_ID))
+                .with_opt(headers::MODE, headers::get(h, headers::MODE))
+                .with(headers::SOURCE, &plan.source)
+                .with(headers::STREAM, &plan.stream)
+                .build();
+            sink.send(Outgoing { topic: &plan.valid_topic, key: msg.key(), payload: msg.payload(), headers: hdrs, partition: Some(p) })
+                .map_err(Fail::Kafka)?;
+        }
+        metrics::counter!("intake_validate_records_total", "outcome" => "marker").increment(1);
+        Ok(())
+    }
+
+    /// A webhook event: an upsert validated like a page record, or a delete.
+    fn on_event(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
+        let value = msg.payload().unwrap_or_default();
+        let Some(source) = headers::get_str(msg.headers(), headers::SOURCE) else {
+            let why = Rejection::whole(DriftKind::NotAPage, format!("event without a `{}` header", headers::SOURCE));
+            return self.dead_letter(msg, sink, Some(value), &why, None, None);
+        };
+        let Some(shape) = self.plans.events.get(source).cloned() else {
+            let why = Rejection::whole(DriftKind::NoSchema, format!("source `{source}` is not in this process's configuration"));
+            return self.dead_letter(msg, sink, Some(value), &why, None, None);
+        };
+        let event = match parse_event(value, &shape) {
+            Ok(e) => e,
+            Err(why) => return self.dead_letter(msg, sink, Some(value), &why, None, None),
+        };
+        let Some(plan) = self.plans.get(source, &event.stream) else {
+            let why = Rejection::whole(DriftKind::NoSchema, format!("event for stream `{source}/{}`, which is not in this process's configuration", event.stream));
+            return self.dead_letter(msg, sink, Some(value), &why, None, None);
+        };
+        match event.op {
+            EventOp::Delete => {
+                let h = msg.headers();
+                let hdrs = Headers::new()
+                    .with(headers::SOURCE, &plan.source)
+                    .with(headers::STREAM, &plan.stream)
+                    .with(headers::OP, "delete")
+                    .with(headers::VERSION, event.seq.to_string())
+                    .with(headers::HASH, NO_HASH)
+                    .with(headers::ORIGIN, dlq::origin(msg.topic(), msg.partition(), msg.offset(), None))
+                    .with_opt(headers::FETCHED_AT, headers::get(h, headers::FETCHED_AT))
+                    .with_opt(headers::SYNC_ID, headers::get(h, headers::SYNC_ID))
+                    .build();
+                let key = event.entity_id.unwrap_or_default();
+                sink.send(Outgoing { topic: &plan.valid_topic, key: Some(key.as_bytes()), payload: None, headers: hdrs, partition: None })
+                    .map_err(Fail::Kafka)?;
+                metrics::counter!("intake_validate_records_total", "outcome" => "delete").increment(1);
+                Ok(())
+            }
+            EventOp::Upsert => {
+                let against = Against { subject: &plan.subject, version: None };
+                let record = match plan.events.split(value) {
+                    Ok(mut split) if split.len() == 1 => split.swap_remove(0),
+                    Ok(_) => {
+                        let why = Rejection::at(DriftKind::NotAPage, "data", "an event's `data` is one record object");
+                        return self.dead_letter(msg, sink, Some(value), &why, Some(against), None);
+                    }
+                    Err(e) => return self.dead_letter(msg, sink, Some(value), &e.into(), Some(against), None),
+                };
+                let mut schema = self.schema(&plan.subject)?;
+                match record {
+                    Ok(r) => {
+                        let input = Input { raw: r.bytes(), key: &r.key, version: Some(event.seq), index: None, dlq_value: value };
+                        self.on_record(msg, &plan, &mut schema, &input, sink)
+                    }
+                    Err(bad) => {
+                        let against = Against { subject: &plan.subject, version: schema.version() };
+                        self.dead_letter(msg, sink, Some(value), &(&bad.error).into(), Some(against), None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The latest schema of a subject, compiled (cached per schema id).
+    fn schema(&mut self, subject: &str) -> Result<SchemaState, Fail> {
+        let latest = match self.rt.block_on(self.registry.latest(subject)) {
+            Ok(l) => l,
+            Err(RegistryError::NotFound(_)) => {
+                let why = Rejection::whole(DriftKind::NoSchema, format!("no schema is registered for subject `{subject}`"));
+                return Ok(SchemaState::Missing { version: None, why });
+            }
+            Err(e @ RegistryError::InvalidSchema { .. }) => {
+                let why = Rejection::whole(DriftKind::NoSchema, e.to_string());
+                return Ok(SchemaState::Missing { version: None, why });
+            }
+            Err(e) => return Err(Fail::System(format!("looking up `{subject}`: {e}"))),
+        };
+        let compiled = self
+            .validators
+            .entry(latest.id)
+            .or_insert_with(|| Validator::new(&latest.schema).map(Arc::new).map_err(|e| e.to_string()))
+            .clone();
+        match compiled {
+            Ok(validator) => Ok(SchemaState::Ready(Active { id: latest.id, version: latest.version, schema: latest.schema.clone(), validator })),
+            Err(e) => {
+                let why = Rejection::whole(
+                    DriftKind::NoSchema,
+                    format!("schema id {} (version {}) of `{subject}` cannot validate JSON: {e}", latest.id, latest.version),
+                );
+                Ok(SchemaState::Missing { version: Some(latest.version), why })
+            }
+        }
+    }
+
+    /// The `evolve` drift policy: a BACKWARD-compatible schema that accepts the record,
+    /// registered if the registry agrees. `None`: the record goes to the DLQ.
+    fn evolve(&mut self, plan: &StreamPlan, active: &Active, raw: &[u8], err: &RecordError) -> Result<Option<Active>, Fail> {
+        let subject = plan.subject.as_str();
+        let Ok(sample) = serde_json::from_slice::<Json>(raw) else { return Ok(None) };
+        let proposal = match infer::propose(&active.schema, std::slice::from_ref(&sample)) {
+            Ok(p) if p.is_complete() => p,
+            Ok(p) => {
+                tracing::info!(subject, kind = err.kind.as_str(), blockers = ?p.blockers, "drift policy evolve: no compatible change accepts the record; dead-lettering it");
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::warn!(subject, error = %e, "drift policy evolve: cannot propose a schema; dead-lettering the record");
+                return Ok(None);
+            }
+        };
+        match self.rt.block_on(self.registry.is_compatible(subject, &proposal.schema_json)) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(subject, changes = ?proposal.changes, "drift policy evolve: the registry refuses the proposed version; dead-lettering the record");
+                return Ok(None);
+            }
+            Err(e) if e.is_retriable() => return Err(Fail::System(format!("checking compatibility of `{subject}`: {e}"))),
+            Err(e) => {
+                tracing::warn!(subject, error = %e, "drift policy evolve: compatibility check failed; dead-lettering the record");
+                return Ok(None);
+            }
+        }
+        match self.rt.block_on(self.registry.register(subject, &proposal.schema_json)) {
+            Ok(r) => tracing::info!(subject, id = r.id, version = r.version, changes = ?proposal.changes, "drift policy evolve: registered a new schema version"),
+            Err(e) if e.is_retriable() => return Err(Fail::System(format!("registering a version of `{subject}`: {e}"))),
+            Err(e) => {
+                tracing::warn!(subject, error = %e, "drift policy evolve: registration refused; dead-lettering the record");
+                return Ok(None);
+            }
+        }
+        self.registry.invalidate(subject);
+        match self.schema(subject)? {
+            SchemaState::Ready(a) if a.id != active.id => Ok(Some(a)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The claim-checked page of a `blob-ref`. `Err(Ok)`: unreadable for good (bad data);
+    /// `Err(Err)`: the store is unavailable (retry).
+    fn read_blob(&self, msg: &BorrowedMessage<'_>) -> Result<Bytes, Result<Rejection, Fail>> {
+        let from_header = headers::get_str(msg.headers(), headers::BLOB).and_then(BlobRef::parse_header);
+        let reference = from_header.or_else(|| serde_json::from_slice::<BlobRef>(msg.payload().unwrap_or_default()).ok());
+        let Some(reference) = reference else {
+            return Err(Ok(Rejection::blob_unreadable(format!("no `{}` header or reference value to read", headers::BLOB))));
+        };
+        match self.rt.block_on(self.blobs.get(&reference)) {
+            Ok(bytes) => Ok(bytes),
+            Err(e @ (BlobError::Corrupt { .. } | BlobError::Foreign(_) | BlobError::Url { .. })) => Err(Ok(Rejection::blob_unreadable(e))),
+            Err(BlobError::Store(object_store::Error::NotFound { path, .. })) => {
+                Err(Ok(Rejection::blob_unreadable(format!("blob {} not found (path {path})", reference.uri))))
+            }
+            Err(e) => Err(Err(Fail::System(format!("reading blob {}: {e}", reference.uri)))),
+        }
+    }
+
+    fn partition_count(&mut self, topic: &str) -> Result<i32, Fail> {
+        if let Some(n) = self.partitions.get(topic) {
+            return Ok(*n);
+        }
+        let n = reader::partition_count(&self.meta, topic, META_TIMEOUT)
+            .map_err(|e| Fail::System(format!("partition count of `{topic}`: {e}")))?;
+        self.partitions.insert(topic.to_owned(), n);
+        Ok(n)
+    }
+}
+
+/// `intake.hash`: 16 lower-case hex digits of the XXH3-64 of the raw record bytes.
+fn hash_hex(raw: &[u8]) -> String {
+    format!("{:016x}", content_hash(raw))
+}
+
+/// What an event does to its entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOp {
+    /// `created` or `updated`: `data` is the record.
+    Upsert,
+    /// `deleted`: no record.
+    Delete,
+}
+
+/// The envelope of a webhook event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// From `type`.
+    pub op: EventOp,
+    /// The stream the entity belongs to.
+    pub stream: String,
+    /// The entity id (required for a delete; strings as is, integers in decimal).
+    pub entity_id: Option<String>,
+    /// The sequence number: the version of the record.
+    pub seq: i64,
+}
+
+/// Parses a webhook event's envelope:
+/// `{"event_id", "type": "created|updated|deleted", "stream", "entity_id", "seq", "data"}`
+/// (entity id, sequence and stream at the source's configured pointers).
+///
+/// # Errors
+/// The [`Rejection`] for the DLQ: `not_utf8`, `malformed_json`, `not_a_page` (not an object,
+/// no stream, an unknown type), `bad_version` (the sequence), `missing_key` (a delete without
+/// an entity id).
+pub fn parse_event(value: &[u8], shape: &EventShape) -> Result<Event, Rejection> {
+    let text = std::str::from_utf8(value)
+        .map_err(|e| Rejection::whole(DriftKind::NotUtf8, format!("invalid UTF-8 at byte offset {}", e.valid_up_to())))?;
+    let json: Json = serde_json::from_str(text).map_err(|e| Rejection::from(RecordError::malformed(&e, value)))?;
+    if !json.is_object() {
+        return Err(Rejection::whole(DriftKind::NotAPage, "an event is a JSON object"));
+    }
+    let field = |pointer: &str| pointer.trim_start_matches('/').replace('/', ".");
+    let stream = match json.pointer(&shape.stream) {
+        Some(Json::String(s)) if !s.is_empty() => s.clone(),
+        other => {
+            return Err(Rejection::at(DriftKind::NotAPage, field(&shape.stream), format!("the event's stream {}", describe(other))));
+        }
+    };
+    let op = match json.get("type") {
+        Some(Json::String(t)) if t == "created" || t == "updated" => EventOp::Upsert,
+        Some(Json::String(t)) if t == "deleted" => EventOp::Delete,
+        other => {
+            return Err(Rejection::at(DriftKind::NotAPage, "type", format!("the event type {}; expected created, updated or deleted", describe(other))));
+        }
+    };
+    let seq = match json.pointer(&shape.sequence) {
+        Some(v) => parse_version(&v.to_string()),
+        None => Err("is absent".to_owned()),
+    }
+    .map_err(|why| Rejection::at(DriftKind::BadVersion, field(&shape.sequence), why))?;
+    let entity_id = match json.pointer(&shape.entity_id) {
+        Some(Json::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Json::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    };
+    if op == EventOp::Delete && entity_id.is_none() {
+        let found = describe(json.pointer(&shape.entity_id));
+        return Err(Rejection::at(DriftKind::MissingKey, field(&shape.entity_id), format!("a delete event's entity id {found}")));
+    }
+    Ok(Event { op, stream, entity_id, seq })
+}
+
+/// "is absent", "is `x`", "is 3": for messages.
+fn describe(v: Option<&Json>) -> String {
+    match v {
+        None => "is absent".into(),
+        Some(Json::Null) => "is null".into(),
+        Some(Json::String(s)) if s.is_empty() => "is empty".into(),
+        Some(Json::String(s)) => format!("is `{s}`"),
+        Some(other) => format!("is {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> EventShape {
+        EventShape::default()
+    }
+
+    #[test]
+    fn created_and_updated_events_are_upserts_versioned_by_seq() {
+        let e = parse_event(br#"{"event_id":"e1","type":"created","stream":"customers","entity_id":"c-1","seq":7,"data":{"id":"c-1"}}"#, &shape()).unwrap();
+        assert_eq!(e, Event { op: EventOp::Upsert, stream: "customers".into(), entity_id: Some("c-1".into()), seq: 7 });
+        let e = parse_event(br#"{"type":"updated","stream":"orders","entity_id":42,"seq":"2024-01-01T00:00:00Z","data":{}}"#, &shape()).unwrap();
+        assert_eq!(e.op, EventOp::Upsert);
+        assert_eq!(e.entity_id.as_deref(), Some("42"));
+        assert_eq!(e.seq, 1_704_067_200_000_000);
+    }
+
+    #[test]
+    fn deleted_events_need_an_entity_id() {
+        let e = parse_event(br#"{"event_id":"e2","type":"deleted","stream":"customers","entity_id":"c-1","seq":9,"data":null}"#, &shape()).unwrap();
+        assert_eq!(e, Event { op: EventOp::Delete, stream: "customers".into(), entity_id: Some("c-1".into()), seq: 9 });
+        let err = parse_event(br#"{"type":"deleted","stream":"customers","seq":9,"data":null}"#, &shape()).unwrap_err();
+        assert_eq!(err.kind, "missing_key");
+        assert_eq!(err.field.as_deref(), Some("entity_id"));
+        assert_eq!(err.detail, "missing primary key at field `entity_id`: a delete event's entity id is absent");
+    }
+
+    #[test]
+    fn broken_envelopes_are_classified_and_name_the_field() {
+        let cases: [(&[u8], &str, Option<&str>); 7] = [
+            (b"\xff\xfe", "not_utf8", None),
+            (b"{\"type\":", "malformed_json", None),
+            (b"[1,2]", "not_a_page", None),
+            (br#"{"type":"created","seq":1,"data":{}}"#, "not_a_page", Some("stream")),
+            (br#"{"type":"renamed","stream":"s","seq":1}"#, "not_a_page", Some("type")),
+            (br#"{"type":"created","stream":"s","seq":1.5}"#, "bad_version", Some("seq")),
+            (br#"{"type":"created","stream":"s"}"#, "bad_version", Some("seq")),
+        ];
+        for (input, kind, field) in cases {
+            let err = parse_event(input, &shape()).unwrap_err();
+            assert_eq!((err.kind, err.field.as_deref()), (kind, field), "{}", String::from_utf8_lossy(input));
+            if let Some(f) = field {
+                assert!(err.detail.contains(&format!("`{f}`")), "{}", err.detail);
+            }
+        }
+    }
+
+    #[test]
+    fn configured_pointers_are_used() {
+        let shape = EventShape { entity_id: "/entity/id".into(), sequence: "/meta/seq".into(), stream: "/meta/stream".into() };
+        let e = parse_event(br#"{"type":"deleted","entity":{"id":"x"},"meta":{"seq":3,"stream":"orders"}}"#, &shape).unwrap();
+        assert_eq!(e, Event { op: EventOp::Delete, stream: "orders".into(), entity_id: Some("x".into()), seq: 3 });
+        let err = parse_event(br#"{"type":"created","meta":{"stream":"orders"}}"#, &shape).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("meta.seq"));
+    }
+
+    #[test]
+    fn an_event_record_is_its_data_member_with_raw_bytes_kept() {
+        let splitter = Splitter::new("/data", "/id", None).unwrap();
+        let event = br#"{"type":"created","stream":"s","seq":1,"data": {"id":"c-1", "n":1} }"#;
+        let split = splitter.split(event).unwrap();
+        let r = split[0].as_ref().unwrap();
+        assert_eq!(r.raw, r#"{"id":"c-1", "n":1}"#);
+        assert_eq!(r.key, "c-1");
+        let null_data = splitter.split(br#"{"type":"created","data":null}"#).unwrap_err();
+        assert_eq!(null_data.kind, DriftKind::NotAPage);
+    }
+
+    #[test]
+    fn hash_is_sixteen_lower_hex_digits() {
+        let h = hash_hex(br#"{"id":"a"}"#);
+        assert_eq!(h.len(), 16);
+        assert!(h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_eq!(h, format!("{:016x}", xxhash_rust::xxh3::xxh3_64(br#"{"id":"a"}"#)));
+        assert_eq!(NO_HASH.len(), 16);
+    }
+}

@@ -1,0 +1,345 @@
+//! Issue 5, crash test: validate processes SIGKILLed mid-stream (two in the group part of the
+//! time) leave every committed landing record in the valid topics or the DLQ exactly once.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use intake::config::Config;
+use intake::fetch::{self, FetchOptions};
+use intake::headers;
+use intake::topics::TopicNames;
+use intake::validate::Splitter;
+use rand::{Rng, SeedableRng};
+use support::*;
+
+/// How many SIGKILLs the test delivers (at least 20 of them must find work in flight).
+const KILLS: usize = 26;
+/// Validate processes at most.
+const SLOTS: usize = 2;
+/// Partitions of a valid topic (topics/topics.toml, per_stream).
+const PARTITIONS: i32 = 4;
+
+/// One validate process slot: its instance id is reused on restart, so the restarted process
+/// fences its killed predecessor and aborts its open transaction at once.
+struct Slot {
+    instance: String,
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Slot {
+    fn start(&mut self, config: &std::path::Path) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_intake"))
+            .args(["validate", "--config"])
+            .arg(config)
+            .env("INTAKE_INSTANCE_ID", &self.instance)
+            .env("RUST_LOG", "warn,intake=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        // SIGTERM: commit the open transaction, leave the group, exit 0.
+        assert_eq!(unsafe { libc::kill(c.id() as i32, libc::SIGTERM) }, 0);
+        c.wait().unwrap()
+    }
+}
+
+/// What committed output must hold for one landing record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Expect {
+    /// A valid record: topic, `intake.origin`, key.
+    Valid(String, String, String),
+    /// A dead letter: `dlq.origin` (with the record's index), kind.
+    Dead(String, String),
+    /// A marker copy: topic, partition, kind, value (unique per landed marker: see `Amplifier`).
+    Marker(String, i32, String, String),
+}
+
+/// Every output the committed landing topic calls for, with its multiplicity (always 1).
+fn expected(cfg: &Config, drifted: &BTreeMap<String, String>) -> BTreeMap<Expect, usize> {
+    let names = TopicNames::from_config(cfg);
+    let landing = names.landing();
+    let splitter = Splitter::new("/data", "/id", Some("/version")).unwrap();
+    let mut out = BTreeMap::new();
+    for r in read_all(&landing, "read_committed") {
+        let stream = r.header(headers::STREAM).unwrap().to_owned();
+        let valid = names.valid("sim", &stream);
+        let at = format!("{landing}/{}/{}", r.partition, r.offset);
+        match r.header(headers::KIND).unwrap() {
+            "page" => {
+                for rec in splitter.split(r.value.as_deref().unwrap()).unwrap() {
+                    let rec = rec.unwrap();
+                    let e = match drifted.get(&rec.key) {
+                        Some(kind) => Expect::Dead(format!("{at}#{}", rec.index), kind.clone()),
+                        None => Expect::Valid(valid.clone(), at.clone(), rec.key.clone()),
+                    };
+                    *out.entry(e).or_default() += 1;
+                }
+            }
+            kind => {
+                let value = String::from_utf8(r.value.clone().unwrap()).unwrap();
+                for p in 0..PARTITIONS {
+                    *out.entry(Expect::Marker(valid.clone(), p, kind.to_owned(), value.clone())).or_default() += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What the committed valid topics and DLQ hold, in the same terms.
+fn actual(cfg: &Config, streams: &[String]) -> BTreeMap<Expect, usize> {
+    let names = TopicNames::from_config(cfg);
+    let mut out = BTreeMap::new();
+    for s in streams {
+        let topic = names.valid("sim", s);
+        for r in read_all(&topic, "read_committed") {
+            let e = match r.header(headers::KIND) {
+                Some(kind) => Expect::Marker(topic.clone(), r.partition, kind.to_owned(), String::from_utf8(r.value.clone().unwrap()).unwrap()),
+                None => Expect::Valid(topic.clone(), r.header(headers::ORIGIN).unwrap().to_owned(), r.key_str().to_owned()),
+            };
+            *out.entry(e).or_default() += 1;
+        }
+    }
+    for r in read_all(&names.dlq(), "read_committed") {
+        let e = Expect::Dead(r.header(headers::DLQ_ORIGIN).unwrap().to_owned(), r.header(headers::DLQ_KIND).unwrap().to_owned());
+        *out.entry(e).or_default() += 1;
+    }
+    out
+}
+
+/// Landing offsets not yet committed by the validate group (a caught-up partition still counts
+/// its last transaction marker). `None` when the broker does not answer in time (it is shared
+/// with other tests).
+fn backlog(cfg: &Config) -> Option<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let landing = TopicNames::from_config(cfg).landing();
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", kafka(cfg).group("validate"))
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition(&landing, p);
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    let mut total = 0;
+    for p in 0..4 {
+        let (lo, hi) = c.fetch_watermarks(&landing, p, Duration::from_secs(10)).ok()?;
+        let at = match committed.find_partition(&landing, p).map(|e| e.offset()) {
+            Some(rdkafka::Offset::Offset(o)) => o,
+            _ => lo,
+        };
+        total += hi - at;
+    }
+    Some(total)
+}
+
+/// Re-lands one copy of the pages and markers a real fetch landed, in one transaction (fetch
+/// in a debug build is slower than validate; copies put work in front of the validators right
+/// before a kill). Markers get the copy number in their value, so each landed marker is told
+/// apart in the output.
+fn land_copy(cfg: &Config, producer: &intake::kafka::TxnProducer, source: &[Rec], copy: u32) {
+    let landing = TopicNames::from_config(cfg).landing();
+    producer.begin().unwrap();
+    for r in source {
+        let mut value = r.value.clone().unwrap();
+        if r.header(headers::KIND) != Some("page") {
+            let mut v: serde_json::Value = serde_json::from_slice(&value).unwrap();
+            v["copy"] = copy.into();
+            value = serde_json::to_vec(&v).unwrap();
+        }
+        let h = r.headers.iter().fold(intake::headers::Headers::new(), |h, (k, v)| h.with(k, v));
+        let out = intake::kafka::Outgoing { topic: &landing, key: r.key.as_deref(), payload: Some(&value), headers: h.build(), partition: None };
+        producer.send(out).unwrap();
+    }
+    producer.commit().unwrap();
+}
+
+/// Records in the valid topics and the DLQ read with an isolation level: `read_uncommitted`
+/// also sees the outputs of aborted transactions (those of killed processes).
+fn output_records(cfg: &Config, streams: &[String], isolation: &str) -> usize {
+    let names = TopicNames::from_config(cfg);
+    let mut topics: Vec<String> = streams.iter().map(|s| names.valid("sim", s)).collect();
+    topics.push(names.dlq());
+    topics.iter().map(|t| read_all(t, isolation).len()).sum()
+}
+
+fn count(m: &BTreeMap<Expect, usize>) -> usize {
+    m.values().sum()
+}
+
+/// Runs a blocking closure off the async runtime.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly_once() {
+    let sim = sim(&["--records", "600", "--seed", "3", "--drift-rate", "0.05"]).await;
+    // Six streams (the simulator's three, each paged in two styles) spread over the landing
+    // partitions, so two validate processes share the work.
+    let sim_streams = ["customers", "orders", "events"];
+    let layout: Vec<(String, String, &str)> = ["cursor", "link"]
+        .iter()
+        .flat_map(|style| sim_streams.iter().map(move |s| (format!("{s}-{style}"), format!("/v1/styles/{style}/{s}"), *style)))
+        .collect();
+    let streams: Vec<String> = layout.iter().map(|(n, _, _)| n.clone()).collect();
+    let refs: Vec<(&str, &str, &str)> = layout.iter().map(|(n, p, s)| (n.as_str(), p.as_str(), *s)).collect();
+    let text = config_text(&sim_source(&sim, &refs, ""));
+    let cfg = Arc::new(Config::from_toml(&text).unwrap());
+    let names = TopicNames::from_config(&cfg);
+    apply_topics(&cfg).await;
+    let reg = intake::registry::Registry::new(&cfg.registry).unwrap();
+    for (name, path, _) in &layout {
+        let sim_stream = path.rsplit('/').next().unwrap();
+        let schema = std::fs::read_to_string(root().join(format!("topics/schemas/sim/{sim_stream}.avsc"))).unwrap();
+        intake::registry::apply_one(&reg, &names.subject("sim", name), &schema).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &text);
+    let truth = truth(&sim).await;
+    // Ids are unique across the simulator's streams (`cus-`, `ord-`, `evt-`).
+    let drifted: BTreeMap<String, String> = sim_streams
+        .iter()
+        .flat_map(|s| truth["streams"][s]["drifted"].as_object().unwrap().iter().map(|(id, k)| (id.clone(), k.as_str().unwrap().to_owned())))
+        .collect();
+    assert!(drifted.len() > 30);
+    let used: std::collections::BTreeSet<i32> =
+        streams.iter().map(|s| intake::kafka::partition::partition_for(format!("sim/{s}").as_bytes(), 4)).collect();
+    assert!(used.len() >= 3, "landing partitions used: {used:?}");
+
+    // One real sync of every stream, then copies of it as fast as the validators drain them.
+    fetch::run(cfg.clone(), FetchOptions { once: true, ..FetchOptions::default() }, std::future::pending()).await.unwrap();
+    let source = blocking({
+        let landing = names.landing();
+        move || read_all(&landing, "read_committed")
+    })
+    .await;
+    let source = Arc::new(source);
+    let lander = kafka(&cfg).txn_producer(&unique("test-lander-")).unwrap();
+    blocking({
+        let lander = lander.clone();
+        move || lander.init().unwrap()
+    })
+    .await;
+    let mut copies = 0u32;
+    let mut land = async || {
+        copies += 1;
+        let (cfg, lander, source, copy) = (cfg.clone(), lander.clone(), source.clone(), copies);
+        blocking(move || land_copy(&cfg, &lander, &source, copy)).await;
+    };
+
+    let mut slots: Vec<Slot> = (0..SLOTS)
+        .map(|i| Slot { instance: format!("v{i}"), child: None, log: dir.path().join(format!("validate-v{i}.log")) })
+        .collect();
+    for s in &mut slots {
+        s.start(&config_path);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut alone = 0;
+    let mut mid_stream = 0;
+    let mut backlogs = Vec::new();
+    while kills < KILLS {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1200))).await;
+        land().await;
+        land().await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..120))).await;
+        // Uncommitted landing offsets right before the kill: work in flight or waiting.
+        let b = blocking({
+            let cfg = cfg.clone();
+            move || backlog(&cfg)
+        })
+        .await;
+        let i = rng.random_range(0..SLOTS);
+        slots[i].kill();
+        kills += 1;
+        backlogs.push(b);
+        if b.is_some_and(|b| b > 8) {
+            mid_stream += 1;
+        }
+        if kills % 8 == 0 && kills < KILLS {
+            // One process alone in the group for longer than the session timeout (10 s), with
+            // work arriving: the group moves the dead member's partitions to the survivor, and
+            // some back (cooperative revoke, open transaction committed first) on restart.
+            alone += 1;
+            for _ in 0..6 {
+                land().await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+        slots[i].start(&config_path);
+    }
+    let kill_phase = started.elapsed();
+    assert!(mid_stream >= 20, "only {mid_stream} kills found uncommitted landing records: {backlogs:?}");
+
+    // Drain with both processes up, then stop them gracefully.
+    let want = blocking({
+        let (cfg, drifted) = (cfg.clone(), drifted.clone());
+        move || expected(&cfg, &drifted)
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let b = blocking({
+            let cfg = cfg.clone();
+            move || backlog(&cfg)
+        })
+        .await;
+        if b.is_some_and(|b| b <= 4) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for s in &mut slots {
+        let status = s.terminate();
+        assert!(status.success(), "{} exits cleanly on SIGTERM: {status}", s.instance);
+    }
+    let (got, committed, written) = blocking({
+        let (cfg, streams) = (cfg.clone(), streams.clone());
+        move || (actual(&cfg, &streams), output_records(&cfg, &streams, "read_committed"), output_records(&cfg, &streams, "read_uncommitted"))
+    })
+    .await;
+    let logs: String = slots.iter().map(|s| std::fs::read_to_string(&s.log).unwrap()).collect();
+    let revocations = logs.matches("landing partitions revoked").count();
+    let assignments = logs.matches("landing partitions assigned").count();
+    println!(
+        "{kills} SIGKILLs over {:.1} s ({mid_stream} with uncommitted landing offsets: {backlogs:?}); {alone} times one process alone past the session timeout; \
+         {assignments} assignments, {revocations} revocations; 1 sync landed {copies} more times; expected {} outputs ({} dead letters), got {}; \
+         {} output records written by transactions that never committed",
+        kill_phase.as_secs_f64(),
+        count(&want),
+        want.keys().filter(|e| matches!(e, Expect::Dead(..))).count(),
+        count(&got),
+        written - committed,
+    );
+    assert!(written > committed, "kills interrupted transactions that had written outputs");
+    assert!(revocations >= 2, "partitions moved between live processes (cooperative revoke) at least twice");
+    let doubled: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(doubled.is_empty(), "outputs committed twice: {doubled:?}");
+    let missing: Vec<_> = want.keys().filter(|e| !got.contains_key(e)).collect();
+    assert!(missing.is_empty(), "{} landing records without output, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    let extra: Vec<_> = got.keys().filter(|e| !want.contains_key(e)).take(5).collect();
+    assert!(extra.is_empty(), "outputs without a landing record: {extra:?}");
+    assert_eq!(got, want);
+}
