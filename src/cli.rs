@@ -46,6 +46,14 @@ pub enum Command {
         #[arg(long, value_name = "STREAM")]
         reset: Option<String>,
     },
+    /// Keep the latest version per primary key: valid topics → curated compacted topics,
+    /// exactly once, with tombstones for deletes (long-running; scale by adding processes with
+    /// distinct `INTAKE_INSTANCE_ID`s).
+    Dedup {
+        /// Config file.
+        #[arg(long, short, env = "INTAKE_CONFIG")]
+        config: PathBuf,
+    },
     /// Validate landed pages against the registry: valid records to `*.valid`, the rest to the DLQ.
     Validate {
         /// Config file.
@@ -156,6 +164,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cursors { config, reset } => {
             let cfg = load(&config)?;
             crate::fetch::admin::cursors(&cfg, reset.as_deref()).await
+        }
+        Command::Dedup { config } => {
+            let cfg = std::sync::Arc::new(load(&config)?);
+            crate::dedup::stage::run(cfg, shutdown_signal()).await?;
+            Ok(())
         }
         Command::Validate { config } => {
             let cfg = std::sync::Arc::new(load(&config)?);
