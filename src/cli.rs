@@ -60,8 +60,46 @@ pub enum Command {
         #[arg(long, short, env = "INTAKE_CONFIG")]
         config: PathBuf,
     },
+    /// Every stage in one process: fetch, validate, dedup and serve (applies topics and
+    /// schemas first). The demo's main command.
+    Run {
+        /// Config file.
+        #[arg(long, short, env = "INTAKE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Serve signed webhooks and idempotent batch jobs over HTTP (`serve.listen`).
+    Serve {
+        /// Config file.
+        #[arg(long, short, env = "INTAKE_CONFIG")]
+        config: PathBuf,
+    },
     /// Run the simulated upstream SaaS API (data, quota, drift, faults, webhooks, ground truth).
     Sim(crate::sim::SimArgs),
+    /// One screen: cursors and last sync per stream, lag per stage, DLQ counts, jobs.
+    Status {
+        /// Config file.
+        #[arg(long, short, env = "INTAKE_CONFIG")]
+        config: PathBuf,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare the curated topics and the DLQ with a ground truth (the simulator's
+    /// `/admin/truth`, as a file or URL); exit status 1 when they differ.
+    Verify {
+        /// Config file.
+        #[arg(long, short, env = "INTAKE_CONFIG")]
+        config: PathBuf,
+        /// Source whose streams are compared.
+        #[arg(long, default_value = "sim")]
+        source: String,
+        /// Truth document: a file path or an http(s) URL.
+        #[arg(long)]
+        truth: String,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a config file and print what it resolves to (secrets redacted).
     Config {
         /// Config file.
@@ -175,6 +213,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::validate::stage::run(cfg, shutdown_signal()).await?;
             Ok(())
         }
+        Command::Run { config } => {
+            let cfg = std::sync::Arc::new(load(&config)?);
+            crate::run::run(cfg, shutdown_signal()).await
+        }
+        Command::Serve { config } => {
+            let cfg = std::sync::Arc::new(load(&config)?);
+            let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
+                .await
+                .with_context(|| format!("binding serve.listen {}", cfg.serve.listen))?;
+            println!("intake serve listening on http://{}", listener.local_addr()?);
+            crate::serve::run(cfg, listener, shutdown_signal()).await?;
+            Ok(())
+        }
         Command::Sim(args) => {
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
@@ -182,6 +233,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("intake sim listening on http://{}", listener.local_addr()?);
             crate::sim::run(args, listener, shutdown_signal()).await?;
             Ok(())
+        }
+        Command::Status { config, json } => {
+            let cfg = load(&config)?;
+            let s = crate::status::gather(&cfg).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                crate::status::print(&s);
+            }
+            Ok(())
+        }
+        Command::Verify { config, source, truth, json } => {
+            let cfg = load(&config)?;
+            let doc: serde_json::Value = if truth.starts_with("http://") || truth.starts_with("https://") {
+                reqwest::get(&truth).await?.error_for_status()?.json().await?
+            } else {
+                serde_json::from_slice(&std::fs::read(&truth).with_context(|| format!("reading {truth}"))?)?
+            };
+            let report = crate::verify::compare(&cfg, &source, &doc).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                crate::verify::print(&report);
+            }
+            if report.ok() { Ok(()) } else { std::process::exit(1) }
         }
         Command::Config { config } => {
             let cfg = load(&config)?;

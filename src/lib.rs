@@ -14,6 +14,7 @@
 //! | [`kafka`]     | every Kafka client is built here; transactions; error classification |
 //! | [`headers`]   | the landing and DLQ header contract (names are the contract) |
 //! | [`topics`]    | topics as code (`topics/*.toml`) and `intake topics apply` |
+//! | [`run`]       | `intake run`: every stage in one process |
 //! | [`registry`]  | the schema registry (Confluent API): schemas as code, lookups, encoding |
 //! | [`signing`]   | HMAC-SHA256 webhook signatures shared by `serve` and `sim` |
 //! | [`status`]    | `intake status`: cursors, lag, DLQ counts, jobs on one screen |
@@ -37,6 +38,7 @@ pub mod headers;
 pub mod kafka;
 pub mod quota;
 pub mod registry;
+pub mod run;
 pub mod serve;
 pub mod signing;
 pub mod status;

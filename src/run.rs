@@ -1,0 +1,75 @@
+//! `intake run`: every stage in one process — fetch, validate, dedup and serve as separate
+//! tasks with the same exactly-once semantics as separate processes (each keeps its own
+//! transactional ids and consumer groups). Topics and schemas are applied first (idempotent).
+//! SIGINT/SIGTERM stops every stage gracefully; a stage that fails stops the others.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::fetch::FetchOptions;
+
+/// Runs all stages until `shutdown` resolves or one of them fails.
+///
+/// # Errors
+/// Topics/schemas could not be applied, a listener could not bind, or a stage failed.
+pub async fn run(cfg: Arc<Config>, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    let kafka = crate::kafka::Kafka::new(&cfg.kafka)?;
+    for c in crate::topics::ensure(&cfg, &kafka).await.context("applying topics")? {
+        tracing::info!(change = %c, "topics");
+    }
+    let reg = crate::registry::Registry::new(&cfg.registry)?;
+    for o in crate::registry::apply_schemas(&cfg, &reg).await.context("applying schemas")? {
+        tracing::info!(outcome = %o, "schemas");
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
+        .await
+        .with_context(|| format!("binding serve.listen {}", cfg.serve.listen))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let (cfg, s) = (cfg.clone(), stopped(stop_rx.clone()));
+        tasks.spawn(async move { ("fetch", crate::fetch::run(cfg, FetchOptions::default(), s).await.map(|_| ()).map_err(anyhow::Error::from)) });
+    }
+    {
+        let (cfg, s) = (cfg.clone(), stopped(stop_rx.clone()));
+        tasks.spawn(async move { ("validate", crate::validate::stage::run(cfg, s).await.map_err(anyhow::Error::from)) });
+    }
+    {
+        let (cfg, s) = (cfg.clone(), stopped(stop_rx.clone()));
+        tasks.spawn(async move { ("dedup", crate::dedup::stage::run(cfg, s).await.map_err(anyhow::Error::from)) });
+    }
+    {
+        let (cfg, s) = (cfg.clone(), stopped(stop_rx.clone()));
+        tasks.spawn(async move { ("serve", crate::serve::run(cfg, listener, s).await.map_err(anyhow::Error::from)) });
+    }
+    tracing::info!("all stages running");
+    let mut first_error = None;
+    tokio::select! {
+        () = shutdown => {}
+        Some(done) = tasks.join_next() => {
+            match done {
+                Ok((stage, Ok(()))) => tracing::warn!(stage, "stage ended; stopping the others"),
+                Ok((stage, Err(e))) => {
+                    tracing::error!(stage, error = %e, "stage failed; stopping the others");
+                    first_error = Some(e.context(format!("stage {stage}")));
+                }
+                Err(e) => first_error = Some(anyhow::anyhow!("a stage panicked: {e}")),
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((stage, Err(e))) = done {
+            tracing::error!(stage, error = %e, "stage failed while stopping");
+        }
+    }
+    tracing::info!("all stages stopped");
+    first_error.map_or(Ok(()), Err)
+}
