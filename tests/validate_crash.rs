@@ -126,31 +126,45 @@ fn actual(cfg: &Config, streams: &[String]) -> BTreeMap<Expect, usize> {
 }
 
 /// Landing offsets not yet committed by the validate group (a caught-up partition still counts
-/// its last transaction marker). `None` when the broker does not answer in time (it is shared
-/// with other tests).
-fn backlog(cfg: &Config) -> Option<i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let landing = TopicNames::from_config(cfg).landing();
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", kafka(cfg).group("validate"))
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..4 {
-        tpl.add_partition(&landing, p);
+/// its last transaction marker), asked with one long-lived client.
+struct Backlog {
+    consumer: rdkafka::consumer::BaseConsumer,
+    landing: String,
+}
+
+impl Backlog {
+    fn new(cfg: &Config) -> Self {
+        let consumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", kafka(cfg).group("validate"))
+            // read_committed would wait while a killed process's offsets are still pending in
+            // its open transaction (require_stable); the last committed offsets are wanted.
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .unwrap();
+        Backlog { consumer, landing: TopicNames::from_config(cfg).landing() }
     }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
-    let mut total = 0;
-    for p in 0..4 {
-        let (lo, hi) = c.fetch_watermarks(&landing, p, Duration::from_secs(10)).ok()?;
-        let at = match committed.find_partition(&landing, p).map(|e| e.offset()) {
-            Some(rdkafka::Offset::Offset(o)) => o,
-            _ => lo,
-        };
-        total += hi - at;
+
+    /// `None` when the broker does not answer in time (it is shared with other tests).
+    fn get(&self) -> Option<i64> {
+        use rdkafka::consumer::Consumer;
+        let timeout = Duration::from_secs(5);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..4 {
+            tpl.add_partition(&self.landing, p);
+        }
+        let committed = self.consumer.committed_offsets(tpl, timeout).ok()?;
+        let mut total = 0;
+        for p in 0..4 {
+            let (lo, hi) = self.consumer.fetch_watermarks(&self.landing, p, timeout).ok()?;
+            let at = match committed.find_partition(&self.landing, p).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(o)) => o,
+                _ => lo,
+            };
+            total += hi - at;
+        }
+        Some(total)
     }
-    Some(total)
 }
 
 /// Re-lands one copy of the pages and markers a real fetch landed, in one transaction (fetch
@@ -260,25 +274,27 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     let mut alone = 0;
     let mut mid_stream = 0;
     let mut backlogs = Vec::new();
+    let backlog = Arc::new(Backlog::new(&cfg));
     while kills < KILLS {
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1200))).await;
         land().await;
         land().await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..120))).await;
-        // Uncommitted landing offsets right before the kill: work in flight or waiting.
-        let b = blocking({
-            let cfg = cfg.clone();
-            move || backlog(&cfg)
-        })
-        .await;
         let i = rng.random_range(0..SLOTS);
         slots[i].kill();
         kills += 1;
+        // Uncommitted landing offsets right after the kill: the killed process's open work can
+        // no longer commit, and its partitions stay with it until it restarts.
+        let b = blocking({
+            let backlog = backlog.clone();
+            move || backlog.get()
+        })
+        .await;
         backlogs.push(b);
         if b.is_some_and(|b| b > 8) {
             mid_stream += 1;
         }
-        if kills % 8 == 0 && kills < KILLS {
+        if kills == 8 || kills == 16 {
             // One process alone in the group for longer than the session timeout (10 s), with
             // work arriving: the group moves the dead member's partitions to the survivor, and
             // some back (cooperative revoke, open transaction committed first) on restart.
@@ -302,8 +318,8 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let b = blocking({
-            let cfg = cfg.clone();
-            move || backlog(&cfg)
+            let backlog = backlog.clone();
+            move || backlog.get()
         })
         .await;
         if b.is_some_and(|b| b <= 4) || Instant::now() > deadline {
