@@ -547,13 +547,12 @@ async fn a_restore_waits_for_a_pending_transaction_of_the_previous_owner() {
 /// at random moments while a producer keeps writing random versions (out of order,
 /// duplicated, 5 % deletes) of 1 000 keys, scaled from one process to three and back to one.
 ///
-/// Each process has its own `INTAKE_INSTANCE_ID` (so its own transactional id, reused by its
-/// restart, which fences the dead incarnation's open transaction at once) and a static group
-/// membership (`group.instance.id` in its config), so a restarted process takes its partitions
-/// back at once instead of after `session.timeout.ms`: that is what lets 24 kills, each one
-/// landing while its process consumes, fit in about a minute. Scaling up is a cooperative
-/// rebalance (the running process commits and hands partitions over); scaling down kills two
-/// processes for good, so their partitions move after the session time-out.
+/// Each process has its own `INTAKE_INSTANCE_ID`, reused by its restart: the stage derives its
+/// transactional id and its static group membership from it, so the restart fences the dead
+/// incarnation's open transaction and takes its partitions back at once. Every kill lands
+/// while its process consumes (after it restored state, 0.3–2 s later). Scaling up is a
+/// cooperative rebalance (the running process commits and hands partitions over); scaling down
+/// kills two processes for good, so their partitions move after the session time-out.
 ///
 /// At the end the curated topic holds exactly the largest stamp per key, and the stamps
 /// emitted per key are strictly increasing. `CRASH_SEED=<n>` replays one kill schedule.
@@ -584,26 +583,18 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
     /// The processes by instance id; killed on drop so a failing test leaves none behind.
     struct Fleet {
         dir: std::path::PathBuf,
-        base: String,
-        prefix: String,
+        config: std::path::PathBuf,
         lives: BTreeMap<String, Life>,
         kills: usize,
         started: usize,
     }
     impl Fleet {
         fn spawn(&mut self, id: &str) {
-            let path = self.dir.join(format!("{id}.toml"));
-            let text = self.base.replacen(
-                "[kafka]\n",
-                &format!("[kafka]\nproperties = {{ \"group.instance.id\" = \"{}-{id}\" }}\n", self.prefix),
-                1,
-            );
-            std::fs::write(&path, text).unwrap();
             self.started += 1;
             let mut child = Command::new(env!("CARGO_BIN_EXE_intake"))
                 .arg("dedup")
                 .arg("--config")
-                .arg(&path)
+                .arg(&self.config)
                 .env("INTAKE_INSTANCE_ID", id)
                 .env("RUST_LOG", "info,rdkafka=warn")
                 .stdin(Stdio::null())
@@ -688,7 +679,8 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
     });
 
     let started = Instant::now();
-    let mut fleet = Fleet { dir: dir.clone(), base, prefix: cfg.kafka.group_prefix.clone(), lives: BTreeMap::new(), kills: 0, started: 0 };
+    let config = write_config(&dir, &base);
+    let mut fleet = Fleet { dir: dir.clone(), config, lives: BTreeMap::new(), kills: 0, started: 0 };
     let fleet = tokio::task::spawn_blocking(move || {
         // One process, killed 7 times.
         fleet.spawn("d0");

@@ -44,6 +44,17 @@
 //!   thrown away and restored the same way; the loop rewinds the input to the last commit.
 //! - On revocation: the state is dropped.
 //!
+//! # Scaling and restarts
+//!
+//! Every process of the group `<group_prefix>-dedup` is named by its instance id
+//! (`INTAKE_INSTANCE_ID`): `<group>-<instance>` is both its transactional id and its static
+//! group membership (`group.instance.id`), as in validate. A restarted process fences its
+//! predecessor's producer (aborting its open transaction at once) and takes its partitions back
+//! without a rebalance; partitions of a process that does not come back move to the others
+//! after the session time-out; a new process joins by a cooperative rebalance, in which the
+//! current owner commits its open transaction before it lets partitions go. Processes running
+//! at the same time need distinct instance ids.
+//!
 //! # Full syncs after a restart (a known limit)
 //!
 //! Which keys an open full sync has seen lives only in memory. A restored state therefore has no
@@ -150,10 +161,18 @@ pub async fn run(cfg: Arc<Config>, shutdown: impl Future<Output = ()> + Send) ->
         return Err(DedupError::NoStreams);
     }
     let group = kafka.group("dedup");
+    let member = format!("{group}-{}", cfg.instance_id());
+    // Static group membership, named like the transactional id: a restarted process takes its
+    // partitions back at once instead of stalling the group until the session of its killed
+    // predecessor times out. Only the loop's clients get it (librdkafka ignores it for the
+    // producer); the processor's readers never join the group.
+    let mut member_cfg = cfg.kafka.clone();
+    member_cfg.properties.insert("group.instance.id".into(), member.clone());
+    let member_kafka = Kafka::new(&member_cfg)?;
     let loop_cfg = LoopConfig {
         group: group.clone(),
         topics: streams.iter().map(|s| s.valid.clone()).collect(),
-        transactional_id: format!("{group}-{}", cfg.instance_id()),
+        transactional_id: member,
         max_batch: MAX_BATCH,
         linger: LINGER,
     };
@@ -169,7 +188,7 @@ pub async fn run(cfg: Arc<Config>, shutdown: impl Future<Output = ()> + Send) ->
                 let mut processor =
                     DedupProcessor::new(&kafka, &uncommitted, &group, streams, dlq, restore_timeout, thread_stop.clone())?;
                 processor.check_partitions()?;
-                eos::run(&kafka, &loop_cfg, &mut processor, &thread_stop)?;
+                eos::run(&member_kafka, &loop_cfg, &mut processor, &thread_stop)?;
                 Ok(())
             })();
             let _ = done_tx.send(result);
