@@ -474,3 +474,79 @@ version = "/version"
     expected.sort();
     assert_eq!(got, expected);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_outage_is_retried_not_dead_lettered() {
+    let streams = r#"
+[[sources]]
+name = "sim"
+base_url = "http://127.0.0.1:9"
+
+[[sources.streams]]
+name = "customers"
+primary_key = "/id"
+version = "/version"
+"#;
+    let text = config_text(streams);
+    let cfg = Arc::new(Config::from_toml(&text).unwrap());
+    let down = Arc::new(Config::from_toml(&text.replace(&registry_url(), "http://127.0.0.1:1/apis/ccompat/v7")).unwrap());
+    let names = TopicNames::from_config(&cfg);
+    apply_topics(&cfg).await;
+    intake::registry::apply_schemas(&cfg, &Registry::new(&cfg.registry).unwrap()).await.unwrap();
+    let page = bytes(&json!({"data": [customer("c-1", 1), customer("c-2", 2), with(customer("c-3", 1), "status", json!("enabled"))]}));
+    land(&cfg, vec![("sim/customers".into(), page, page_headers("customers", "page"))]).await;
+    let outputs = vec![names.valid("sim", "customers"), names.dlq()];
+
+    // Registry unreachable: nothing is written, nothing is dead-lettered, the stage keeps going
+    // and retries (its warnings are captured to count the attempts).
+    let logs = Logs::default();
+    let _ = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).try_init();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(intake::validate::stage::run(down, async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!task.is_finished(), "an outage does not stop the stage");
+    let during: usize = read_outputs(&outputs).await.values().map(Vec::len).sum();
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(during, 0, "a registry outage is not bad data");
+    let retries = logs.text().matches("system unavailable; aborting the batch to retry it").count();
+    println!("registry down for 6 s: {retries} aborted attempts, {during} outputs");
+    assert!(retries >= 2, "the stage retried the batch while the registry was down ({retries} attempts)");
+
+    // Registry back: the same landing record flows, once.
+    let out = validate_until(&cfg, &outputs, 3).await;
+    let keys: Vec<&str> = out[&outputs[0]].iter().map(Rec::key_str).collect();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.contains(&"c-1") && keys.contains(&"c-2"));
+    assert_eq!(out[&outputs[1]].len(), 1);
+    assert_eq!(out[&outputs[1]][0].header(headers::DLQ_KIND), Some("unknown_enum"));
+}
+
+/// Log lines captured from the whole test process.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
