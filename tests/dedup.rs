@@ -732,5 +732,7 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
     let emitted: usize = curated.emitted.values().map(Vec::len).sum();
     eprintln!("{} keys, {emitted} outputs for {} inputs, {:?}", want.len(), written.len(), started.elapsed());
     // The process logs are kept only when the test fails.
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        eprintln!("removing {}: {e}", dir.display());
+    }
 }
