@@ -121,7 +121,9 @@ fn group_lag(kafka: &Kafka, group: &str, topics: &[String]) -> anyhow::Result<Gr
         match e.offset() {
             Offset::Offset(o) => {
                 any = true;
-                lag += (hi - o).max(0);
+                // Every input topic is written in transactions: the committed offset points at
+                // the commit marker that follows the last record, which is never delivered.
+                lag += (hi - o - 1).max(0);
             }
             _ => lag += hi,
         }
