@@ -284,7 +284,8 @@ async fn exhausted_token_waits_others_go_on() {
     let (a, b) = (counts(&sim, "ta").await, counts(&sim, "tb").await);
     println!("cut tb at {cut}, restored at {back}\nta: {:?}\ntb: {:?}", a.seconds(cut - 2, end), b.seconds(cut - 2, end));
     // While tb is exhausted: nothing of it accepted, about one probe a second, ta at its pace.
-    let b_during = b.seconds(cut + 1, back - 1);
+    // The window after the cut may still carry requests paced before the 0 was seen.
+    let b_during = b.seconds(cut + 2, back - 1);
     assert!(b_during.iter().all(|(_, acc)| *acc == 0), "tb accepted while at 0: {b_during:?}");
     assert!(b_during.iter().all(|(tot, _)| *tot <= 3), "tb kept hammering while at 0: {b_during:?}");
     let a_rate = a.accepted_rate(cut + 1, back - 1);
@@ -310,11 +311,13 @@ async fn lowered_quota_is_followed_from_headers() {
     let end = unix_now() - 1;
     let c = counts(&sim, "demo").await;
     let after = c.seconds(cut + 2, end);
-    let throttled = c.throttled_in(cut, end);
+    // Requests already paced for the old limit inside the window of the cut may be refused;
+    // from the next window on, intake paces by the new limit.
+    let throttled = c.throttled_in(cut + 1, end);
     println!("limit {Q} -> {low} at {cut}: per second {:?}; {throttled} throttled since", c.seconds(cut - 2, end));
     // Within one window the pace is the new limit's: no second above it, few 429s, still busy.
     assert!(after.iter().all(|(tot, _)| *tot <= u64::from(low) + 1), "did not follow the lower limit: {after:?}");
-    assert!(throttled <= 3, "{throttled} requests throttled after the cut");
+    assert!(throttled <= 2, "{throttled} requests throttled after the window of the cut");
     let rate = c.accepted_rate(cut + 2, end);
     assert!(rate >= 0.7 * f64::from(low), "only {rate:.1}/s after the cut");
 }
