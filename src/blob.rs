@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use object_store::{path::Path as ObjPath, ObjectStore};
+use object_store::{ObjectStore, path::Path as ObjPath};
 use sha2::{Digest, Sha256};
 use url::Url;
 
@@ -44,7 +44,11 @@ impl BlobRef {
                 _ => {}
             }
         }
-        Some(Self { uri: uri?, sha256: sha?, size: size? })
+        Some(Self {
+            uri: uri?,
+            sha256: sha?,
+            size: size?,
+        })
     }
 }
 
@@ -87,7 +91,9 @@ pub struct BlobStore {
 
 impl std::fmt::Debug for BlobStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobStore").field("base", &self.base.as_str()).finish()
+        f.debug_struct("BlobStore")
+            .field("base", &self.base.as_str())
+            .finish()
     }
 }
 
@@ -102,16 +108,30 @@ impl BlobStore {
     /// # Errors
     /// When the URL is not a supported store.
     pub fn open(cfg: &BlobConfig) -> Result<Self, BlobError> {
-        let url_err = |reason: String| BlobError::Url { url: cfg.url.clone(), reason };
+        let url_err = |reason: String| BlobError::Url {
+            url: cfg.url.clone(),
+            reason,
+        };
         let base = Url::parse(&cfg.url).map_err(|e| url_err(e.to_string()))?;
         if base.scheme() == "file" {
-            let dir = base.to_file_path().map_err(|()| url_err("not an absolute path".into()))?;
+            let dir = base
+                .to_file_path()
+                .map_err(|()| url_err("not an absolute path".into()))?;
             std::fs::create_dir_all(&dir).map_err(|e| url_err(e.to_string()))?;
-            let store = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(BlobError::Store)?;
-            return Ok(Self { store: Arc::new(store), base, prefix: ObjPath::default() });
+            let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                .map_err(BlobError::Store)?;
+            return Ok(Self {
+                store: Arc::new(store),
+                base,
+                prefix: ObjPath::default(),
+            });
         }
         let (store, prefix) = object_store::parse_url(&base).map_err(|e| url_err(e.to_string()))?;
-        Ok(Self { store: Arc::from(store), base, prefix })
+        Ok(Self {
+            store: Arc::from(store),
+            base,
+            prefix,
+        })
     }
 
     fn object_path(&self, name: &str) -> ObjPath {
@@ -134,8 +154,14 @@ impl BlobStore {
         let sha256 = sha256_hex(&bytes);
         let name = format!("sha256/{sha256}");
         let size = bytes.len() as u64;
-        self.store.put(&self.object_path(&name), bytes.into()).await?;
-        Ok(BlobRef { uri: self.uri(&name), sha256, size })
+        self.store
+            .put(&self.object_path(&name), bytes.into())
+            .await?;
+        Ok(BlobRef {
+            uri: self.uri(&name),
+            sha256,
+            size,
+        })
     }
 
     /// Stores content under a caller's name (`uploads/<name>`, for `PUT /v1/blobs/{name}`).
@@ -146,8 +172,14 @@ impl BlobStore {
         let sha256 = sha256_hex(&bytes);
         let name = format!("uploads/{name}");
         let size = bytes.len() as u64;
-        self.store.put(&self.object_path(&name), bytes.into()).await?;
-        Ok(BlobRef { uri: self.uri(&name), sha256, size })
+        self.store
+            .put(&self.object_path(&name), bytes.into())
+            .await?;
+        Ok(BlobRef {
+            uri: self.uri(&name),
+            sha256,
+            size,
+        })
     }
 
     /// Reads an upload stored by [`BlobStore::put_named`], returning its reference and bytes.
@@ -156,8 +188,17 @@ impl BlobStore {
     /// Store failures (including a missing object).
     pub async fn get_named(&self, name: &str) -> Result<(BlobRef, Bytes), BlobError> {
         let name = format!("uploads/{name}");
-        let bytes = self.store.get(&self.object_path(&name)).await?.bytes().await?;
-        let r = BlobRef { uri: self.uri(&name), sha256: sha256_hex(&bytes), size: bytes.len() as u64 };
+        let bytes = self
+            .store
+            .get(&self.object_path(&name))
+            .await?
+            .bytes()
+            .await?;
+        let r = BlobRef {
+            uri: self.uri(&name),
+            sha256: sha256_hex(&bytes),
+            size: bytes.len() as u64,
+        };
         Ok((r, bytes))
     }
 
@@ -167,11 +208,24 @@ impl BlobStore {
     /// Store failures, a foreign URI, or a checksum mismatch.
     pub async fn get(&self, r: &BlobRef) -> Result<Bytes, BlobError> {
         let base = self.base.as_str().trim_end_matches('/');
-        let name = r.uri.strip_prefix(base).and_then(|n| n.strip_prefix('/')).ok_or_else(|| BlobError::Foreign(r.uri.clone()))?;
-        let bytes = self.store.get(&self.object_path(name)).await?.bytes().await?;
+        let name = r
+            .uri
+            .strip_prefix(base)
+            .and_then(|n| n.strip_prefix('/'))
+            .ok_or_else(|| BlobError::Foreign(r.uri.clone()))?;
+        let bytes = self
+            .store
+            .get(&self.object_path(name))
+            .await?
+            .bytes()
+            .await?;
         let actual = sha256_hex(&bytes);
         if actual != r.sha256 {
-            return Err(BlobError::Corrupt { uri: r.uri.clone(), expected: r.sha256.clone(), actual });
+            return Err(BlobError::Corrupt {
+                uri: r.uri.clone(),
+                expected: r.sha256.clone(),
+                actual,
+            });
         }
         Ok(bytes)
     }
@@ -184,7 +238,10 @@ mod tests {
     #[tokio::test]
     async fn put_is_content_addressed_and_get_checks_the_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = BlobConfig { url: format!("file://{}", dir.path().display()), max_inline_bytes: 1024 };
+        let cfg = BlobConfig {
+            url: format!("file://{}", dir.path().display()),
+            max_inline_bytes: 1024,
+        };
         let store = BlobStore::open(&cfg).unwrap();
         let a = store.put(Bytes::from_static(b"hello")).await.unwrap();
         let b = store.put(Bytes::from_static(b"hello")).await.unwrap();
@@ -197,6 +254,9 @@ mod tests {
 
         // Corrupt the object on disk: the read must refuse it.
         std::fs::write(dir.path().join("sha256").join(&a.sha256), b"HELLO").unwrap();
-        assert!(matches!(store.get(&a).await, Err(BlobError::Corrupt { .. })));
+        assert!(matches!(
+            store.get(&a).await,
+            Err(BlobError::Corrupt { .. })
+        ));
     }
 }

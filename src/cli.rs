@@ -156,13 +156,21 @@ pub enum SchemasAction {
 /// Whatever the command failed with, with context for the operator.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Topics { action: TopicsAction::Apply { config, dry_run } } => {
+        Command::Topics {
+            action: TopicsAction::Apply { config, dry_run },
+        } => {
             let cfg = load(&config)?;
             let kafka = Kafka::new(&cfg.kafka)?;
             let specs = topics::declared(&cfg)?;
-            let changes = topics::plan(&kafka, &specs).await.context("reading topics from the broker")?;
+            let changes = topics::plan(&kafka, &specs)
+                .await
+                .context("reading topics from the broker")?;
             if changes.is_empty() {
-                println!("topics: no change ({} topics match {})", specs.len(), cfg.topics.dir.display());
+                println!(
+                    "topics: no change ({} topics match {})",
+                    specs.len(),
+                    cfg.topics.dir.display()
+                );
                 return Ok(());
             }
             for c in &changes {
@@ -178,7 +186,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Schemas { action: SchemasAction::Apply { config } } => {
+        Command::Schemas {
+            action: SchemasAction::Apply { config },
+        } => {
             let cfg = load(&config)?;
             let reg = Registry::new(&cfg.registry)?;
             let outcomes = registry::apply_schemas(&cfg, &reg).await?;
@@ -189,13 +199,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Fetch(a) => {
             let cfg = std::sync::Arc::new(load(&a.config)?);
-            let opts = crate::fetch::FetchOptions { once: a.once, full: a.full, streams: a.streams, progress: true };
+            let opts = crate::fetch::FetchOptions {
+                once: a.once,
+                full: a.full,
+                streams: a.streams,
+                progress: true,
+            };
             let report = crate::fetch::run(cfg, opts, shutdown_signal()).await?;
             let mut keys: Vec<_> = report.keys().collect();
             keys.sort();
             for k in keys {
                 let r = &report[k];
-                println!("{k}: {} sync(s), {} page(s), {} record(s)", r.syncs, r.pages, r.records);
+                println!(
+                    "{k}: {} sync(s), {} page(s), {} record(s)",
+                    r.syncs, r.pages, r.records
+                );
             }
             Ok(())
         }
@@ -222,7 +240,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
                 .await
                 .with_context(|| format!("binding serve.listen {}", cfg.serve.listen))?;
-            println!("intake serve listening on http://{}", listener.local_addr()?);
+            println!(
+                "intake serve listening on http://{}",
+                listener.local_addr()?
+            );
             crate::serve::run(cfg, listener, shutdown_signal()).await?;
             Ok(())
         }
@@ -244,20 +265,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Verify { config, source, truth, json } => {
+        Command::Verify {
+            config,
+            source,
+            truth,
+            json,
+        } => {
             let cfg = load(&config)?;
-            let doc: serde_json::Value = if truth.starts_with("http://") || truth.starts_with("https://") {
-                reqwest::get(&truth).await?.error_for_status()?.json().await?
-            } else {
-                serde_json::from_slice(&std::fs::read(&truth).with_context(|| format!("reading {truth}"))?)?
-            };
+            let doc: serde_json::Value =
+                if truth.starts_with("http://") || truth.starts_with("https://") {
+                    reqwest::get(&truth)
+                        .await?
+                        .error_for_status()?
+                        .json()
+                        .await?
+                } else {
+                    serde_json::from_slice(
+                        &std::fs::read(&truth).with_context(|| format!("reading {truth}"))?,
+                    )?
+                };
             let report = crate::verify::compare(&cfg, &source, &doc).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 crate::verify::print(&report);
             }
-            if report.ok() { Ok(()) } else { std::process::exit(1) }
+            if report.ok() {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
         }
         Command::Config { config } => {
             let cfg = load(&config)?;
@@ -269,7 +306,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -118,7 +118,10 @@ impl Headers {
     /// Adds a header.
     #[must_use]
     pub fn with(self, key: &str, value: impl AsRef<[u8]>) -> Self {
-        Self(self.0.insert(Header { key, value: Some(value.as_ref()) }))
+        Self(self.0.insert(Header {
+            key,
+            value: Some(value.as_ref()),
+        }))
     }
     /// Adds a header when the value is present.
     #[must_use]
@@ -139,13 +142,22 @@ impl Headers {
 }
 
 /// Reads a header's value (the last one of that name).
-pub fn get<'a, H: rdkafka::message::Headers>(headers: Option<&'a H>, key: &str) -> Option<&'a [u8]> {
+pub fn get<'a, H: rdkafka::message::Headers>(
+    headers: Option<&'a H>,
+    key: &str,
+) -> Option<&'a [u8]> {
     let h = headers?;
-    h.iter().filter(|h| h.key == key).last().and_then(|h| h.value)
+    h.iter()
+        .filter(|h| h.key == key)
+        .last()
+        .and_then(|h| h.value)
 }
 
 /// Reads a header's value as UTF-8.
-pub fn get_str<'a, H: rdkafka::message::Headers>(headers: Option<&'a H>, key: &str) -> Option<&'a str> {
+pub fn get_str<'a, H: rdkafka::message::Headers>(
+    headers: Option<&'a H>,
+    key: &str,
+) -> Option<&'a str> {
     get(headers, key).and_then(|v| std::str::from_utf8(v).ok())
 }
 
@@ -154,7 +166,10 @@ pub fn copy_all<H: rdkafka::message::Headers>(headers: Option<&H>) -> Headers {
     let mut out = Headers::new();
     if let Some(h) = headers {
         for x in h.iter() {
-            out = Headers(out.0.insert(Header { key: x.key, value: x.value }));
+            out = Headers(out.0.insert(Header {
+                key: x.key,
+                value: x.value,
+            }));
         }
     }
     out
@@ -163,7 +178,8 @@ pub fn copy_all<H: rdkafka::message::Headers>(headers: Option<&H>) -> Headers {
 /// Now as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
-    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| now.unix_timestamp().to_string())
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }
 
 #[cfg(test)]
@@ -173,7 +189,14 @@ mod tests {
 
     #[test]
     fn kind_round_trips() {
-        for k in [Kind::Page, Kind::Event, Kind::Batch, Kind::BlobRef, Kind::SyncBegin, Kind::SyncEnd] {
+        for k in [
+            Kind::Page,
+            Kind::Event,
+            Kind::Batch,
+            Kind::BlobRef,
+            Kind::SyncBegin,
+            Kind::SyncEnd,
+        ] {
             assert_eq!(Kind::parse(k.as_str().as_bytes()), Some(k));
         }
         assert_eq!(Kind::parse(b"nope"), None);
@@ -181,7 +204,11 @@ mod tests {
 
     #[test]
     fn builder_and_get() {
-        let h = Headers::new().with(SOURCE, "sim").with_opt(CURSOR, None::<&str>).with(STREAM, "orders").build();
+        let h = Headers::new()
+            .with(SOURCE, "sim")
+            .with_opt(CURSOR, None::<&str>)
+            .with(STREAM, "orders")
+            .build();
         assert_eq!(h.count(), 2);
         assert_eq!(get_str(Some(&h), STREAM), Some("orders"));
         assert_eq!(get(Some(&h), CURSOR), None);

@@ -16,13 +16,22 @@ use crate::fetch::FetchOptions;
 ///
 /// # Errors
 /// Topics/schemas could not be applied, a listener could not bind, or a stage failed.
-pub async fn run(cfg: Arc<Config>, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Arc<Config>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let kafka = crate::kafka::Kafka::new(&cfg.kafka)?;
-    for c in crate::topics::ensure(&cfg, &kafka).await.context("applying topics")? {
+    for c in crate::topics::ensure(&cfg, &kafka)
+        .await
+        .context("applying topics")?
+    {
         tracing::info!(change = %c, "topics");
     }
     let reg = crate::registry::Registry::new(&cfg.registry)?;
-    for o in crate::registry::apply_schemas(&cfg, &reg).await.context("applying schemas")? {
+    for o in crate::registry::apply_schemas(&cfg, &reg)
+        .await
+        .context("applying schemas")?
+    {
         tracing::info!(outcome = %o, "schemas");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -35,19 +44,48 @@ pub async fn run(cfg: Arc<Config>, shutdown: impl Future<Output = ()> + Send) ->
     let mut tasks = tokio::task::JoinSet::new();
     {
         let (cfg, s) = (cfg.clone(), stopped(stop_rx.clone()));
-        tasks.spawn(async move { ("fetch", crate::fetch::run(cfg, FetchOptions::default(), s).await.map(|_| ()).map_err(anyhow::Error::from)) });
+        tasks.spawn(async move {
+            (
+                "fetch",
+                crate::fetch::run(cfg, FetchOptions::default(), s)
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from),
+            )
+        });
     }
     {
         let (cfg, s) = (cfg.clone(), stopped(stop_rx.clone()));
-        tasks.spawn(async move { ("validate", crate::validate::stage::run(cfg, s).await.map_err(anyhow::Error::from)) });
+        tasks.spawn(async move {
+            (
+                "validate",
+                crate::validate::stage::run(cfg, s)
+                    .await
+                    .map_err(anyhow::Error::from),
+            )
+        });
     }
     {
         let (cfg, s) = (cfg.clone(), stopped(stop_rx.clone()));
-        tasks.spawn(async move { ("dedup", crate::dedup::stage::run(cfg, s).await.map_err(anyhow::Error::from)) });
+        tasks.spawn(async move {
+            (
+                "dedup",
+                crate::dedup::stage::run(cfg, s)
+                    .await
+                    .map_err(anyhow::Error::from),
+            )
+        });
     }
     {
         let (cfg, s) = (cfg.clone(), stopped(stop_rx.clone()));
-        tasks.spawn(async move { ("serve", crate::serve::run(cfg, listener, s).await.map_err(anyhow::Error::from)) });
+        tasks.spawn(async move {
+            (
+                "serve",
+                crate::serve::run(cfg, listener, s)
+                    .await
+                    .map_err(anyhow::Error::from),
+            )
+        });
     }
     tracing::info!("all stages running");
     let mut first_error = None;

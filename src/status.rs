@@ -13,9 +13,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::fetch::cursor::{stream_key, CursorState};
+use crate::fetch::cursor::{CursorState, stream_key};
 use crate::headers;
-use crate::kafka::{reader, Kafka};
+use crate::kafka::{Kafka, reader};
 use crate::topics::TopicNames;
 
 /// Lag of one consumer group.
@@ -51,67 +51,116 @@ pub struct Status {
 pub async fn gather(cfg: &Config) -> anyhow::Result<Status> {
     let kafka = Kafka::new(&cfg.kafka)?;
     let names = TopicNames::from_config(cfg);
-    let keys: Vec<String> = cfg.sources.iter().flat_map(|s| s.streams.iter().map(move |st| stream_key(&s.name, &st.name))).collect();
+    let keys: Vec<String> = cfg
+        .sources
+        .iter()
+        .flat_map(|s| {
+            s.streams
+                .iter()
+                .map(move |st| stream_key(&s.name, &st.name))
+        })
+        .collect();
     let found = crate::fetch::stream::restore_cursors(&kafka, &names, &keys).await?;
-    let cursors = keys.iter().map(|k| (k.clone(), found.get(k).cloned())).collect();
+    let cursors = keys
+        .iter()
+        .map(|k| (k.clone(), found.get(k).cloned()))
+        .collect();
     let quotas = cfg
         .sources
         .iter()
-        .filter_map(|s| s.quota.as_ref().map(|q| (s.token_id().to_owned(), format!("{} per {}", q.requests, humantime::format_duration(q.per)))))
+        .filter_map(|s| {
+            s.quota.as_ref().map(|q| {
+                (
+                    s.token_id().to_owned(),
+                    format!("{} per {}", q.requests, humantime::format_duration(q.per)),
+                )
+            })
+        })
         .collect();
 
     let k = kafka.clone();
     let cfg2 = cfg.clone();
-    let (lag, dlq_by_kind, dlq_by_stream, jobs) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let names = TopicNames::from_config(&cfg2);
-        let valid: Vec<String> = cfg2.sources.iter().flat_map(|s| s.streams.iter().map(|st| names.valid(&s.name, &st.name))).collect();
-        let lag = vec![
-            group_lag(&k, &k.group("validate"), &[names.landing()])?,
-            group_lag(&k, &k.group("dedup"), &valid)?,
-        ];
-        let mut by_kind = BTreeMap::new();
-        let mut by_stream = BTreeMap::new();
-        let c = k.reader_consumer("status-dlq")?;
-        let dlq = names.dlq();
-        let n = reader::partition_count(&c, &dlq, Duration::from_secs(10))?;
-        reader::read_to_end(&c, &dlq, &(0..n).collect::<Vec<_>>(), Duration::from_secs(120), |m| {
-            use rdkafka::Message;
-            let h = m.headers();
-            let kind = headers::get_str(h, headers::DLQ_KIND).unwrap_or("unknown").to_owned();
-            let stream = format!(
-                "{}/{}",
-                headers::get_str(h, headers::SOURCE).unwrap_or("?"),
-                headers::get_str(h, headers::STREAM).unwrap_or("?")
-            );
-            *by_kind.entry(kind).or_insert(0) += 1;
-            *by_stream.entry(stream).or_insert(0) += 1;
-        })?;
-        let jobs_topic = names.jobs();
-        let n = reader::partition_count(&c, &jobs_topic, Duration::from_secs(10))?;
-        let mut job_ids = std::collections::HashSet::new();
-        reader::read_to_end(&c, &jobs_topic, &(0..n).collect::<Vec<_>>(), Duration::from_secs(120), |m| {
-            use rdkafka::Message;
-            if let Some(key) = m.key() {
-                job_ids.insert(key.to_vec());
-            }
-        })?;
-        Ok((lag, by_kind, by_stream, job_ids.len() as u64))
+    let (lag, dlq_by_kind, dlq_by_stream, jobs) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let names = TopicNames::from_config(&cfg2);
+            let valid: Vec<String> = cfg2
+                .sources
+                .iter()
+                .flat_map(|s| s.streams.iter().map(|st| names.valid(&s.name, &st.name)))
+                .collect();
+            let lag = vec![
+                group_lag(&k, &k.group("validate"), &[names.landing()])?,
+                group_lag(&k, &k.group("dedup"), &valid)?,
+            ];
+            let mut by_kind = BTreeMap::new();
+            let mut by_stream = BTreeMap::new();
+            let c = k.reader_consumer("status-dlq")?;
+            let dlq = names.dlq();
+            let n = reader::partition_count(&c, &dlq, Duration::from_secs(10))?;
+            reader::read_to_end(
+                &c,
+                &dlq,
+                &(0..n).collect::<Vec<_>>(),
+                Duration::from_secs(120),
+                |m| {
+                    use rdkafka::Message;
+                    let h = m.headers();
+                    let kind = headers::get_str(h, headers::DLQ_KIND)
+                        .unwrap_or("unknown")
+                        .to_owned();
+                    let stream = format!(
+                        "{}/{}",
+                        headers::get_str(h, headers::SOURCE).unwrap_or("?"),
+                        headers::get_str(h, headers::STREAM).unwrap_or("?")
+                    );
+                    *by_kind.entry(kind).or_insert(0) += 1;
+                    *by_stream.entry(stream).or_insert(0) += 1;
+                },
+            )?;
+            let jobs_topic = names.jobs();
+            let n = reader::partition_count(&c, &jobs_topic, Duration::from_secs(10))?;
+            let mut job_ids = std::collections::HashSet::new();
+            reader::read_to_end(
+                &c,
+                &jobs_topic,
+                &(0..n).collect::<Vec<_>>(),
+                Duration::from_secs(120),
+                |m| {
+                    use rdkafka::Message;
+                    if let Some(key) = m.key() {
+                        job_ids.insert(key.to_vec());
+                    }
+                },
+            )?;
+            Ok((lag, by_kind, by_stream, job_ids.len() as u64))
+        })
+        .await??;
+    Ok(Status {
+        cursors,
+        lag,
+        dlq_by_kind,
+        dlq_by_stream,
+        jobs,
+        quotas,
     })
-    .await??;
-    Ok(Status { cursors, lag, dlq_by_kind, dlq_by_stream, jobs, quotas })
 }
 
 fn group_lag(kafka: &Kafka, group: &str, topics: &[String]) -> anyhow::Result<GroupLag> {
     let c: BaseConsumer = kafka.reader_consumer_in_group(group)?;
     let mut tpl = TopicPartitionList::new();
     for t in topics {
-        let Ok(n) = reader::partition_count(&c, t, Duration::from_secs(5)) else { continue };
+        let Ok(n) = reader::partition_count(&c, t, Duration::from_secs(5)) else {
+            continue;
+        };
         for p in 0..n {
             tpl.add_partition(t, p);
         }
     }
     if tpl.count() == 0 {
-        return Ok(GroupLag { group: group.to_owned(), lag: None });
+        return Ok(GroupLag {
+            group: group.to_owned(),
+            lag: None,
+        });
     }
     let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
     let mut lag = 0i64;
@@ -128,7 +177,10 @@ fn group_lag(kafka: &Kafka, group: &str, topics: &[String]) -> anyhow::Result<Gr
             _ => lag += hi,
         }
     }
-    Ok(GroupLag { group: group.to_owned(), lag: any.then_some(lag) })
+    Ok(GroupLag {
+        group: group.to_owned(),
+        lag: any.then_some(lag),
+    })
 }
 
 /// Prints the status for a person.

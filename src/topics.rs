@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::error::KafkaError;
 use serde::Deserialize;
 
@@ -25,7 +27,9 @@ pub struct TopicNames {
 impl TopicNames {
     /// Names under `prefix` (`topics.prefix`).
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned() }
+        Self {
+            prefix: prefix.to_owned(),
+        }
     }
     /// From a config.
     pub fn from_config(cfg: &Config) -> Self {
@@ -65,7 +69,10 @@ impl TopicNames {
     }
     /// Parses a valid-topic name back into (source, stream).
     pub fn parse_valid<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
-        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('.')?.strip_suffix(".valid")?;
+        let rest = topic
+            .strip_prefix(&self.prefix)?
+            .strip_prefix('.')?
+            .strip_suffix(".valid")?;
         rest.split_once('.')
     }
 }
@@ -138,12 +145,31 @@ pub enum Change {
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Change::Create(t) => write!(f, "create {} ({} partitions, {:?})", t.name, t.partitions, t.config),
-            Change::SetConfig { topic, key, from, to } => {
-                write!(f, "set {topic} {key}: {} -> {to}", from.as_deref().unwrap_or("(default)"))
+            Change::Create(t) => write!(
+                f,
+                "create {} ({} partitions, {:?})",
+                t.name, t.partitions, t.config
+            ),
+            Change::SetConfig {
+                topic,
+                key,
+                from,
+                to,
+            } => {
+                write!(
+                    f,
+                    "set {topic} {key}: {} -> {to}",
+                    from.as_deref().unwrap_or("(default)")
+                )
             }
-            Change::AddPartitions { topic, from, to } => write!(f, "add partitions to {topic}: {from} -> {to}"),
-            Change::FewerPartitionsDeclared { topic, actual, declared } => write!(
+            Change::AddPartitions { topic, from, to } => {
+                write!(f, "add partitions to {topic}: {from} -> {to}")
+            }
+            Change::FewerPartitionsDeclared {
+                topic,
+                actual,
+                declared,
+            } => write!(
                 f,
                 "warning: {topic} has {actual} partitions, {declared} declared; partitions are never removed"
             ),
@@ -187,23 +213,37 @@ pub fn declared(cfg: &Config) -> Result<Vec<TopicSpec>, TopicsError> {
 }
 
 fn declared_from(path: &Path, cfg: &Config) -> Result<Vec<TopicSpec>, TopicsError> {
-    let err = |message: String| TopicsError::Declarations { path: path.display().to_string(), message };
+    let err = |message: String| TopicsError::Declarations {
+        path: path.display().to_string(),
+        message,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let decl: Declarations = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
     let prefix = &cfg.topics.prefix;
     let mut out = Vec::new();
-    let mk = |d: &Declared, name: String| TopicSpec { name, partitions: d.partitions, config: d.config.clone() };
+    let mk = |d: &Declared, name: String| TopicSpec {
+        name,
+        partitions: d.partitions,
+        config: d.config.clone(),
+    };
     for d in &decl.topic {
         out.push(mk(d, d.name.replace("{prefix}", prefix)));
     }
-    let counts: std::collections::BTreeSet<i32> = decl.per_stream.iter().map(|d| d.partitions).collect();
+    let counts: std::collections::BTreeSet<i32> =
+        decl.per_stream.iter().map(|d| d.partitions).collect();
     if counts.len() > 1 {
-        return Err(err("per_stream topics must share one partition count (dedup co-partitions them)".into()));
+        return Err(err(
+            "per_stream topics must share one partition count (dedup co-partitions them)".into(),
+        ));
     }
     for s in &cfg.sources {
         for st in &s.streams {
             for d in &decl.per_stream {
-                let name = d.name.replace("{prefix}", prefix).replace("{source}", &s.name).replace("{stream}", &st.name);
+                let name = d
+                    .name
+                    .replace("{prefix}", prefix)
+                    .replace("{source}", &s.name)
+                    .replace("{stream}", &st.name);
                 out.push(mk(d, name));
             }
         }
@@ -225,32 +265,64 @@ pub async fn plan(kafka: &Kafka, specs: &[TopicSpec]) -> Result<Vec<Change>, Top
             .await
             .map_err(|_| KafkaError::Canceled)??
     };
-    let existing: BTreeMap<String, i32> =
-        md.topics().iter().filter(|t| t.error().is_none()).map(|t| (t.name().to_owned(), t.partitions().len() as i32)).collect();
+    let existing: BTreeMap<String, i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+        .collect();
     let mut changes = Vec::new();
-    let present: Vec<&TopicSpec> = specs.iter().filter(|s| existing.contains_key(&s.name)).collect();
+    let present: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|s| existing.contains_key(&s.name))
+        .collect();
     for s in specs.iter().filter(|s| !existing.contains_key(&s.name)) {
         changes.push(Change::Create(s.clone()));
     }
     if present.is_empty() {
         return Ok(changes);
     }
-    let resources: Vec<ResourceSpecifier<'_>> = present.iter().map(|s| ResourceSpecifier::Topic(&s.name)).collect();
-    let described = admin.describe_configs(&resources, &AdminOptions::new().request_timeout(Some(TIMEOUT))).await?;
+    let resources: Vec<ResourceSpecifier<'_>> = present
+        .iter()
+        .map(|s| ResourceSpecifier::Topic(&s.name))
+        .collect();
+    let described = admin
+        .describe_configs(
+            &resources,
+            &AdminOptions::new().request_timeout(Some(TIMEOUT)),
+        )
+        .await?;
     for (spec, res) in present.iter().zip(described) {
-        let res = res.map_err(|code| TopicsError::Operation { op: "describe", topic: spec.name.clone(), code: code.to_string() })?;
+        let res = res.map_err(|code| TopicsError::Operation {
+            op: "describe",
+            topic: spec.name.clone(),
+            code: code.to_string(),
+        })?;
         let entries = res.entry_map();
         for (k, v) in &spec.config {
             let cur = entries.get(k.as_str()).and_then(|e| e.value.clone());
             if cur.as_deref() != Some(v.as_str()) {
-                changes.push(Change::SetConfig { topic: spec.name.clone(), key: k.clone(), from: cur, to: v.clone() });
+                changes.push(Change::SetConfig {
+                    topic: spec.name.clone(),
+                    key: k.clone(),
+                    from: cur,
+                    to: v.clone(),
+                });
             }
         }
         let actual = existing[&spec.name];
         if spec.partitions > actual {
-            changes.push(Change::AddPartitions { topic: spec.name.clone(), from: actual, to: spec.partitions });
+            changes.push(Change::AddPartitions {
+                topic: spec.name.clone(),
+                from: actual,
+                to: spec.partitions,
+            });
         } else if spec.partitions < actual {
-            changes.push(Change::FewerPartitionsDeclared { topic: spec.name.clone(), actual, declared: spec.partitions });
+            changes.push(Change::FewerPartitionsDeclared {
+                topic: spec.name.clone(),
+                actual,
+                declared: spec.partitions,
+            });
         }
     }
     Ok(changes)
@@ -261,9 +333,16 @@ pub async fn plan(kafka: &Kafka, specs: &[TopicSpec]) -> Result<Vec<Change>, Top
 ///
 /// # Errors
 /// The first failing operation.
-pub async fn apply(kafka: &Kafka, specs: &[TopicSpec], changes: &[Change], replication: i32) -> Result<(), TopicsError> {
+pub async fn apply(
+    kafka: &Kafka,
+    specs: &[TopicSpec],
+    changes: &[Change],
+    replication: i32,
+) -> Result<(), TopicsError> {
     let admin = kafka.admin()?;
-    let opts = AdminOptions::new().request_timeout(Some(TIMEOUT)).operation_timeout(Some(TIMEOUT));
+    let opts = AdminOptions::new()
+        .request_timeout(Some(TIMEOUT))
+        .operation_timeout(Some(TIMEOUT));
     let creates: Vec<NewTopic<'_>> = changes
         .iter()
         .filter_map(|c| match c {
@@ -279,7 +358,11 @@ pub async fn apply(kafka: &Kafka, specs: &[TopicSpec], changes: &[Change], repli
             if let Err((topic, code)) = r
                 && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
             {
-                return Err(TopicsError::Operation { op: "create", topic, code: code.to_string() });
+                return Err(TopicsError::Operation {
+                    op: "create",
+                    topic,
+                    code: code.to_string(),
+                });
             }
         }
         let names: Vec<String> = creates.iter().map(|t| t.name.to_owned()).collect();
@@ -297,25 +380,40 @@ pub async fn apply(kafka: &Kafka, specs: &[TopicSpec], changes: &[Change], repli
         let alters: Vec<AlterConfig<'_>> = altered
             .iter()
             .filter_map(|t| specs.iter().find(|s| s.name == *t))
-            .map(|s| s.config.iter().fold(AlterConfig::new(ResourceSpecifier::Topic(&s.name)), |a, (k, v)| a.set(k, v)))
+            .map(|s| {
+                s.config.iter().fold(
+                    AlterConfig::new(ResourceSpecifier::Topic(&s.name)),
+                    |a, (k, v)| a.set(k, v),
+                )
+            })
             .collect();
         for r in admin.alter_configs(&alters, &opts).await? {
             if let Err((spec, code)) = r {
-                return Err(TopicsError::Operation { op: "alter", topic: format!("{spec:?}"), code: code.to_string() });
+                return Err(TopicsError::Operation {
+                    op: "alter",
+                    topic: format!("{spec:?}"),
+                    code: code.to_string(),
+                });
             }
         }
     }
     let parts: Vec<NewPartitions<'_>> = changes
         .iter()
         .filter_map(|c| match c {
-            Change::AddPartitions { topic, to, .. } => Some(NewPartitions::new(topic, *to as usize)),
+            Change::AddPartitions { topic, to, .. } => {
+                Some(NewPartitions::new(topic, *to as usize))
+            }
             _ => None,
         })
         .collect();
     if !parts.is_empty() {
         for r in admin.create_partitions(&parts, &opts).await? {
             if let Err((topic, code)) = r {
-                return Err(TopicsError::Operation { op: "add partitions", topic, code: code.to_string() });
+                return Err(TopicsError::Operation {
+                    op: "add partitions",
+                    topic,
+                    code: code.to_string(),
+                });
             }
         }
     }
@@ -332,14 +430,21 @@ async fn wait_visible(kafka: &Kafka, names: Vec<String>) -> Result<(), TopicsErr
             let md = admin.inner().fetch_metadata(None, TIMEOUT)?;
             let ready = names.iter().all(|n| {
                 md.topics().iter().any(|t| {
-                    t.name() == n && t.error().is_none() && !t.partitions().is_empty() && t.partitions().iter().all(|p| p.leader() >= 0)
+                    t.name() == n
+                        && t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions().iter().all(|p| p.leader() >= 0)
                 })
             });
             if ready {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                return Err(TopicsError::Operation { op: "wait for", topic: names.join(","), code: "not visible after 30 s".into() });
+                return Err(TopicsError::Operation {
+                    op: "wait for",
+                    topic: names.join(","),
+                    code: "not visible after 30 s".into(),
+                });
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -355,8 +460,11 @@ async fn wait_visible(kafka: &Kafka, names: Vec<String>) -> Result<(), TopicsErr
 pub async fn ensure(cfg: &Config, kafka: &Kafka) -> Result<Vec<Change>, TopicsError> {
     let specs = declared(cfg)?;
     let changes = plan(kafka, &specs).await?;
-    let actionable: Vec<Change> =
-        changes.iter().filter(|c| !matches!(c, Change::FewerPartitionsDeclared { .. })).cloned().collect();
+    let actionable: Vec<Change> = changes
+        .iter()
+        .filter(|c| !matches!(c, Change::FewerPartitionsDeclared { .. }))
+        .cloned()
+        .collect();
     if !actionable.is_empty() {
         apply(kafka, &specs, &actionable, cfg.topics.replication_factor).await?;
     }
@@ -373,7 +481,10 @@ mod tests {
         assert_eq!(n.valid("sim", "orders"), "intake.sim.orders.valid");
         assert_eq!(n.curated("sim", "orders"), "intake.sim.orders");
         assert_eq!(n.subject("sim", "orders"), "intake.sim.orders.valid-value");
-        assert_eq!(n.parse_valid("intake.sim.orders.valid"), Some(("sim", "orders")));
+        assert_eq!(
+            n.parse_valid("intake.sim.orders.valid"),
+            Some(("sim", "orders"))
+        );
         assert_eq!(n.parse_valid("intake.sim.orders"), None);
     }
 
@@ -402,7 +513,15 @@ version = "/v"
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["t1.landing", "t1.cursors", "t1.dlq", "t1.jobs", "t1.quota", "t1.sim.orders.valid", "t1.sim.orders"]
+            [
+                "t1.landing",
+                "t1.cursors",
+                "t1.dlq",
+                "t1.jobs",
+                "t1.quota",
+                "t1.sim.orders.valid",
+                "t1.sim.orders"
+            ]
         );
         assert_eq!(specs[6].config["cleanup.policy"], "compact");
     }

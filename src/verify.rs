@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::headers;
-use crate::kafka::{reader, Kafka};
+use crate::kafka::{Kafka, reader};
 use crate::topics::TopicNames;
 
 /// The comparison of one stream.
@@ -46,7 +46,11 @@ pub struct StreamCheck {
 impl StreamCheck {
     /// Whether the stream equals the truth.
     pub fn ok(&self) -> bool {
-        self.missing.is_empty() && self.stale.is_empty() && self.wrong.is_empty() && self.not_tombstoned.is_empty() && self.drifted_curated.is_empty()
+        self.missing.is_empty()
+            && self.stale.is_empty()
+            && self.wrong.is_empty()
+            && self.not_tombstoned.is_empty()
+            && self.drifted_curated.is_empty()
     }
 }
 
@@ -71,34 +75,63 @@ fn curated(kafka: &Kafka, topic: &str) -> anyhow::Result<HashMap<String, Option<
     let c = kafka.reader_consumer("verify")?;
     let n = reader::partition_count(&c, topic, Duration::from_secs(10))?;
     let mut out = HashMap::new();
-    reader::read_to_end(&c, topic, &(0..n).collect::<Vec<_>>(), Duration::from_secs(300), |m| {
-        let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { return };
-        let v = match m.payload() {
-            None => None,
-            Some(_) => headers::get_str(m.headers(), headers::VERSION).and_then(|v| v.parse().ok()).or(Some(i64::MIN)),
-        };
-        out.insert(k.to_owned(), v);
-    })?;
+    reader::read_to_end(
+        &c,
+        topic,
+        &(0..n).collect::<Vec<_>>(),
+        Duration::from_secs(300),
+        |m| {
+            let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                return;
+            };
+            let v = match m.payload() {
+                None => None,
+                Some(_) => headers::get_str(m.headers(), headers::VERSION)
+                    .and_then(|v| v.parse().ok())
+                    .or(Some(i64::MIN)),
+            };
+            out.insert(k.to_owned(), v);
+        },
+    )?;
     Ok(out)
 }
 
 /// DLQ ids per stream with their kind (ids from the raw record's `id`, else the landing key).
-fn dlq(kafka: &Kafka, topic: &str, by_kind: &mut BTreeMap<String, u64>) -> anyhow::Result<HashMap<String, HashMap<String, String>>> {
+fn dlq(
+    kafka: &Kafka,
+    topic: &str,
+    by_kind: &mut BTreeMap<String, u64>,
+) -> anyhow::Result<HashMap<String, HashMap<String, String>>> {
     let c = kafka.reader_consumer("verify-dlq")?;
     let n = reader::partition_count(&c, topic, Duration::from_secs(10))?;
     let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
-    reader::read_to_end(&c, topic, &(0..n).collect::<Vec<_>>(), Duration::from_secs(300), |m| {
-        let h = m.headers();
-        let kind = headers::get_str(h, headers::DLQ_KIND).unwrap_or("unknown").to_owned();
-        *by_kind.entry(kind.clone()).or_insert(0) += 1;
-        let stream = headers::get_str(h, headers::STREAM).unwrap_or("?").to_owned();
-        let id = m.payload().and_then(|p| serde_json::from_slice::<Value>(p).ok()).and_then(|v| {
-            v.get("id").or_else(|| v.pointer("/data/id")).and_then(|x| x.as_str().map(str::to_owned))
-        });
-        if let Some(id) = id {
-            out.entry(stream).or_default().insert(id, kind);
-        }
-    })?;
+    reader::read_to_end(
+        &c,
+        topic,
+        &(0..n).collect::<Vec<_>>(),
+        Duration::from_secs(300),
+        |m| {
+            let h = m.headers();
+            let kind = headers::get_str(h, headers::DLQ_KIND)
+                .unwrap_or("unknown")
+                .to_owned();
+            *by_kind.entry(kind.clone()).or_insert(0) += 1;
+            let stream = headers::get_str(h, headers::STREAM)
+                .unwrap_or("?")
+                .to_owned();
+            let id = m
+                .payload()
+                .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                .and_then(|v| {
+                    v.get("id")
+                        .or_else(|| v.pointer("/data/id"))
+                        .and_then(|x| x.as_str().map(str::to_owned))
+                });
+            if let Some(id) = id {
+                out.entry(stream).or_default().insert(id, kind);
+            }
+        },
+    )?;
     Ok(out)
 }
 
@@ -109,7 +142,10 @@ fn dlq(kafka: &Kafka, topic: &str, by_kind: &mut BTreeMap<String, u64>) -> anyho
 pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Result<Report> {
     let kafka = Kafka::new(&cfg.kafka)?;
     let names = TopicNames::from_config(cfg);
-    let src = cfg.source(source).ok_or_else(|| anyhow::anyhow!("no source `{source}` in the config"))?.clone();
+    let src = cfg
+        .source(source)
+        .ok_or_else(|| anyhow::anyhow!("no source `{source}` in the config"))?
+        .clone();
     let truth = truth.clone();
     tokio::task::spawn_blocking(move || {
         let mut report = Report::default();
@@ -122,14 +158,28 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
             let cur = curated(&kafka, &names.curated(&src.name, &st.name))?;
             let drifted: BTreeMap<String, String> = t["drifted"]
                 .as_object()
-                .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())).collect())
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                        .collect()
+                })
                 .unwrap_or_default();
             let live: BTreeMap<String, i64> = t["live"]
                 .as_object()
-                .map(|o| o.iter().map(|(k, v)| (k.clone(), v["version"].as_i64().unwrap_or(-1))).collect())
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v["version"].as_i64().unwrap_or(-1)))
+                        .collect()
+                })
                 .unwrap_or_default();
-            let deleted: BTreeSet<String> = t["deleted"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
-            let mut chk = StreamCheck { drifted: drifted.len(), ..StreamCheck::default() };
+            let deleted: BTreeSet<String> = t["deleted"]
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
+            let mut chk = StreamCheck {
+                drifted: drifted.len(),
+                ..StreamCheck::default()
+            };
             for (id, v) in &live {
                 if drifted.contains_key(id) {
                     continue;
@@ -160,8 +210,13 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
                 }
             }
             let in_dlq = dlq_ids.get(&st.name);
-            chk.drifted_in_dlq = drifted.iter().filter(|(id, kind)| in_dlq.and_then(|m| m.get(*id)) == Some(*kind)).count();
-            report.streams.insert(format!("{}/{}", src.name, st.name), chk);
+            chk.drifted_in_dlq = drifted
+                .iter()
+                .filter(|(id, kind)| in_dlq.and_then(|m| m.get(*id)) == Some(*kind))
+                .count();
+            report
+                .streams
+                .insert(format!("{}/{}", src.name, st.name), chk);
         }
         Ok(report)
     })
@@ -170,7 +225,18 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
 
 /// Prints a report for a person.
 pub fn print(r: &Report) {
-    println!("{:<22} {:>9} {:>9} {:>8} {:>6} {:>6} {:>11} {:>8} {:>12}", "stream", "expected", "matched", "missing", "stale", "wrong", "tombstoned", "drifted", "drift in DLQ");
+    println!(
+        "{:<22} {:>9} {:>9} {:>8} {:>6} {:>6} {:>11} {:>8} {:>12}",
+        "stream",
+        "expected",
+        "matched",
+        "missing",
+        "stale",
+        "wrong",
+        "tombstoned",
+        "drifted",
+        "drift in DLQ"
+    );
     for (k, c) in &r.streams {
         println!(
             "{:<22} {:>9} {:>9} {:>8} {:>6} {:>6} {:>11} {:>8} {:>12}",
@@ -184,12 +250,31 @@ pub fn print(r: &Report) {
             c.drifted,
             c.drifted_in_dlq
         );
-        for (what, ids) in [("missing", &c.missing), ("stale", &c.stale), ("wrong", &c.wrong), ("not tombstoned", &c.not_tombstoned), ("drifted but curated", &c.drifted_curated)] {
+        for (what, ids) in [
+            ("missing", &c.missing),
+            ("stale", &c.stale),
+            ("wrong", &c.wrong),
+            ("not tombstoned", &c.not_tombstoned),
+            ("drifted but curated", &c.drifted_curated),
+        ] {
             if !ids.is_empty() {
-                println!("    {what}: {}", ids.iter().take(10).cloned().collect::<Vec<_>>().join(", "));
+                println!(
+                    "    {what}: {}",
+                    ids.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+                );
             }
         }
     }
-    println!("dead letters by kind: {}", r.dlq_by_kind.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" "));
-    println!("curated topics {} the simulator's truth", if r.ok() { "EQUAL" } else { "DO NOT EQUAL" });
+    println!(
+        "dead letters by kind: {}",
+        r.dlq_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "curated topics {} the simulator's truth",
+        if r.ok() { "EQUAL" } else { "DO NOT EQUAL" }
+    );
 }

@@ -32,10 +32,23 @@ const STREAM: &str = "items";
 /// One valid-topic record of the contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Valid {
-    Upsert { key: String, version: i64, value: Vec<u8> },
-    Delete { key: String, version: i64 },
-    Begin { sync_id: String, full: bool },
-    End { sync_id: String, full: bool },
+    Upsert {
+        key: String,
+        version: i64,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+        version: i64,
+    },
+    Begin {
+        sync_id: String,
+        full: bool,
+    },
+    End {
+        sync_id: String,
+        full: bool,
+    },
 }
 
 impl Valid {
@@ -44,17 +57,28 @@ impl Valid {
     fn upsert(key: &str, version: i64, variant: u8) -> Self {
         let mut value = vec![0, 0, 0, 0, 1];
         value.extend_from_slice(format!("{key}@{version}#{variant}").as_bytes());
-        Valid::Upsert { key: key.into(), version, value }
+        Valid::Upsert {
+            key: key.into(),
+            version,
+            value,
+        }
     }
 
     fn delete(key: &str, version: i64) -> Self {
-        Valid::Delete { key: key.into(), version }
+        Valid::Delete {
+            key: key.into(),
+            version,
+        }
     }
 
     /// The key and stamp of a data record.
     fn stamp(&self) -> Option<(&str, Stamp)> {
         match self {
-            Valid::Upsert { key, version, value } => Some((key, Stamp::upsert(*version, content_hash(value)))),
+            Valid::Upsert {
+                key,
+                version,
+                value,
+            } => Some((key, Stamp::upsert(*version, content_hash(value)))),
             Valid::Delete { key, version } => Some((key, Stamp::delete(*version))),
             _ => None,
         }
@@ -73,7 +97,11 @@ impl ValidWriter {
         let producer = kafka(cfg).txn_producer(&unique("valid-writer")).unwrap();
         producer.init().unwrap();
         let topic = TopicNames::from_config(cfg).valid(SOURCE, STREAM);
-        Self { producer, topic, partitions: 4 }
+        Self {
+            producer,
+            topic,
+            partitions: 4,
+        }
     }
 
     fn send_all(&self, recs: &[Valid]) {
@@ -84,7 +112,11 @@ impl ValidWriter {
                 .with(headers::FETCHED_AT, headers::now_rfc3339())
                 .with(headers::ORIGIN, "test/0/0");
             match r {
-                Valid::Upsert { key, version, value } => {
+                Valid::Upsert {
+                    key,
+                    version,
+                    value,
+                } => {
                     let h = common
                         .with(headers::OP, "upsert")
                         .with(headers::VERSION, version.to_string())
@@ -101,7 +133,11 @@ impl ValidWriter {
                     self.send(Some(key.as_bytes()), None, h, None);
                 }
                 Valid::Begin { sync_id, full } | Valid::End { sync_id, full } => {
-                    let kind = if matches!(r, Valid::Begin { .. }) { "sync-begin" } else { "sync-end" };
+                    let kind = if matches!(r, Valid::Begin { .. }) {
+                        "sync-begin"
+                    } else {
+                        "sync-end"
+                    };
                     for p in 0..self.partitions {
                         let h = Headers::new()
                             .with(headers::SOURCE, SOURCE)
@@ -117,7 +153,15 @@ impl ValidWriter {
     }
 
     fn send(&self, key: Option<&[u8]>, payload: Option<&[u8]>, h: Headers, partition: Option<i32>) {
-        self.producer.send(Outgoing { topic: &self.topic, key, payload, headers: h.build(), partition }).unwrap();
+        self.producer
+            .send(Outgoing {
+                topic: &self.topic,
+                key,
+                payload,
+                headers: h.build(),
+                partition,
+            })
+            .unwrap();
     }
 
     /// Writes `recs` in one committed transaction.
@@ -163,19 +207,35 @@ impl InProcess {
         let shutdown = async move {
             let _ = rx.await;
         };
-        Self { stop, task: tokio::spawn(intake::dedup::stage::run(cfg.clone(), shutdown)) }
+        Self {
+            stop,
+            task: tokio::spawn(intake::dedup::stage::run(cfg.clone(), shutdown)),
+        }
     }
 
     async fn stop(self) {
         let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(60), self.task).await.expect("dedup stops").unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("dedup stops")
+            .unwrap()
+            .unwrap();
     }
 }
 
 /// A curated record's stamp, from its headers (which every output must carry).
 fn curated_stamp(r: &Rec) -> Stamp {
-    let version: i64 = r.header("intake.version").expect("intake.version on every output").parse().unwrap();
-    let hash = u64::from_str_radix(r.header("intake.hash").expect("intake.hash on every output"), 16).unwrap();
+    let version: i64 = r
+        .header("intake.version")
+        .expect("intake.version on every output")
+        .parse()
+        .unwrap();
+    let hash = u64::from_str_radix(
+        r.header("intake.hash")
+            .expect("intake.hash on every output"),
+        16,
+    )
+    .unwrap();
     match r.header("intake.op").expect("intake.op on every output") {
         "delete" => {
             assert_eq!(r.value, None, "a delete is a tombstone");
@@ -183,7 +243,11 @@ fn curated_stamp(r: &Rec) -> Stamp {
             Stamp::delete(version)
         }
         "upsert" => {
-            assert_eq!(hash, content_hash(r.value.as_deref().expect("an upsert has a value")), "hash header matches");
+            assert_eq!(
+                hash,
+                content_hash(r.value.as_deref().expect("an upsert has a value")),
+                "hash header matches"
+            );
             Stamp::upsert(version, hash)
         }
         other => panic!("intake.op {other}"),
@@ -199,14 +263,21 @@ struct Curated {
 
 fn read_curated(cfg: &Config) -> Curated {
     let topic = TopicNames::from_config(cfg).curated(SOURCE, STREAM);
-    let mut c = Curated { emitted: BTreeMap::new(), last: BTreeMap::new(), partition: BTreeMap::new() };
+    let mut c = Curated {
+        emitted: BTreeMap::new(),
+        last: BTreeMap::new(),
+        partition: BTreeMap::new(),
+    };
     let mut recs = read_all(&topic, "read_committed");
     recs.sort_by_key(|r| (r.partition, r.offset));
     for r in recs {
         let key = r.key_str().to_owned();
         let p = *c.partition.entry(key.clone()).or_insert(r.partition);
         assert_eq!(p, r.partition, "{key}: one key, one partition");
-        c.emitted.entry(key.clone()).or_default().push(curated_stamp(&r));
+        c.emitted
+            .entry(key.clone())
+            .or_default()
+            .push(curated_stamp(&r));
         c.last.insert(key, r);
     }
     c
@@ -216,7 +287,9 @@ fn read_curated(cfg: &Config) -> Curated {
 fn expected(recs: &[Valid]) -> BTreeMap<String, (Stamp, Option<Vec<u8>>)> {
     let mut out: BTreeMap<String, (Stamp, Option<Vec<u8>>)> = BTreeMap::new();
     for r in recs {
-        let Some((key, stamp)) = r.stamp() else { continue };
+        let Some((key, stamp)) = r.stamp() else {
+            continue;
+        };
         let value = match r {
             Valid::Upsert { value, .. } => Some(value.clone()),
             _ => None,
@@ -235,12 +308,18 @@ fn expected(recs: &[Valid]) -> BTreeMap<String, (Stamp, Option<Vec<u8>>)> {
 fn matches(c: &Curated, want: &BTreeMap<String, (Stamp, Option<Vec<u8>>)>) -> bool {
     c.last.len() == want.len()
         && want.iter().all(|(k, (stamp, value))| {
-            c.last.get(k).is_some_and(|r| curated_stamp(r) == *stamp && r.value == *value)
+            c.last
+                .get(k)
+                .is_some_and(|r| curated_stamp(r) == *stamp && r.value == *value)
         })
 }
 
 /// Polls the curated topic until it matches `want`; panics with the differences at the deadline.
-async fn converge(cfg: &Config, want: &BTreeMap<String, (Stamp, Option<Vec<u8>>)>, within: Duration) -> Curated {
+async fn converge(
+    cfg: &Config,
+    want: &BTreeMap<String, (Stamp, Option<Vec<u8>>)>,
+    within: Duration,
+) -> Curated {
     let deadline = Instant::now() + within;
     loop {
         let c = read_curated(cfg);
@@ -252,9 +331,18 @@ async fn converge(cfg: &Config, want: &BTreeMap<String, (Stamp, Option<Vec<u8>>)
                 .iter()
                 .filter(|(k, (s, _))| c.last.get(*k).map(curated_stamp) != Some(*s))
                 .take(10)
-                .map(|(k, (s, _))| format!("{k}: want {s:?}, have {:?}", c.last.get(k).map(curated_stamp)))
+                .map(|(k, (s, _))| {
+                    format!(
+                        "{k}: want {s:?}, have {:?}",
+                        c.last.get(k).map(curated_stamp)
+                    )
+                })
                 .collect();
-            panic!("curated topic did not converge: {} keys, want {}; first differences: {diff:#?}", c.last.len(), want.len());
+            panic!(
+                "curated topic did not converge: {} keys, want {}; first differences: {diff:#?}",
+                c.last.len(),
+                want.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -263,14 +351,21 @@ async fn converge(cfg: &Config, want: &BTreeMap<String, (Stamp, Option<Vec<u8>>)
 /// Asserts strictly increasing stamps per key.
 fn assert_strictly_increasing(c: &Curated) {
     for (k, stamps) in &c.emitted {
-        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{k}: emitted stamps not strictly increasing: {stamps:?}");
+        assert!(
+            stamps.windows(2).all(|w| w[0] < w[1]),
+            "{k}: emitted stamps not strictly increasing: {stamps:?}"
+        );
     }
 }
 
 /// Key → partition in the valid topic, to check that outputs stay in their key's partition.
 fn valid_partitions(cfg: &Config) -> HashMap<String, i32> {
     let topic = TopicNames::from_config(cfg).valid(SOURCE, STREAM);
-    read_all(&topic, "read_committed").into_iter().filter(|r| r.key.is_some()).map(|r| (r.key_str().to_owned(), r.partition)).collect()
+    read_all(&topic, "read_committed")
+        .into_iter()
+        .filter(|r| r.key.is_some())
+        .map(|r| (r.key_str().to_owned(), r.partition))
+        .collect()
 }
 
 /// The emissions a correct dedup makes per key for deliveries in this order: the running
@@ -278,7 +373,9 @@ fn valid_partitions(cfg: &Config) -> HashMap<String, i32> {
 fn running_maxima(order: &[Valid]) -> BTreeMap<String, Vec<Stamp>> {
     let mut out: BTreeMap<String, Vec<Stamp>> = BTreeMap::new();
     for r in order {
-        let Some((key, stamp)) = r.stamp() else { continue };
+        let Some((key, stamp)) = r.stamp() else {
+            continue;
+        };
         let e = out.entry(key.to_owned()).or_default();
         if e.last().is_none_or(|last| stamp > *last) {
             e.push(stamp);
@@ -292,7 +389,9 @@ async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
 }
 
 async fn with_deadline<F: Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(90), f).await.unwrap_or_else(|_| panic!("{what} timed out"))
+    tokio::time::timeout(Duration::from_secs(90), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} timed out"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,16 +416,20 @@ async fn out_of_order_and_duplicated_versions_keep_the_largest_per_key() {
         }
     }
     // Every version delivered one to three times, in a random order.
-    let mut order: Vec<Valid> =
-        versions.iter().flat_map(|r| std::iter::repeat_n(r.clone(), rng.random_range(1..=3))).collect();
+    let mut order: Vec<Valid> = versions
+        .iter()
+        .flat_map(|r| std::iter::repeat_n(r.clone(), rng.random_range(1..=3)))
+        .collect();
     order.shuffle(&mut rng);
     let want = expected(&versions);
 
-    let writer = Arc::new(blocking({
-        let cfg = cfg.clone();
-        move || ValidWriter::new(&cfg)
-    })
-    .await);
+    let writer = Arc::new(
+        blocking({
+            let cfg = cfg.clone();
+            move || ValidWriter::new(&cfg)
+        })
+        .await,
+    );
     let (first, second) = order.split_at(order.len() / 2);
     let dedup = InProcess::start(&cfg);
     for chunk in first.chunks(300) {
@@ -334,7 +437,9 @@ async fn out_of_order_and_duplicated_versions_keep_the_largest_per_key() {
         blocking(move || w.commit(&chunk)).await;
     }
     // Versions above everything, in an aborted transaction: never visible, never emitted.
-    let aborted: Vec<Valid> = (0..50).map(|k| Valid::upsert(&format!("cus_{k:05}"), 99, 0)).collect();
+    let aborted: Vec<Valid> = (0..50)
+        .map(|k| Valid::upsert(&format!("cus_{k:05}"), 99, 0))
+        .collect();
     blocking({
         let w = writer.clone();
         move || w.abort(&aborted)
@@ -345,13 +450,19 @@ async fn out_of_order_and_duplicated_versions_keep_the_largest_per_key() {
         let w = writer.clone();
         move || {
             w.producer.begin().unwrap();
-            let h = Headers::new().with(headers::OP, "upsert").with(headers::HASH, "0000000000000001");
+            let h = Headers::new()
+                .with(headers::OP, "upsert")
+                .with(headers::HASH, "0000000000000001");
             w.send(Some(b"cus_00000"), Some(b"\0\0\0\0\x01bad"), h, None);
             w.producer.commit().unwrap();
         }
     })
     .await;
-    with_deadline("first half", converge(&cfg, &expected(first), Duration::from_secs(60))).await;
+    with_deadline(
+        "first half",
+        converge(&cfg, &expected(first), Duration::from_secs(60)),
+    )
+    .await;
 
     // Restart: the second half is decided against the state restored from the curated topic.
     dedup.stop().await;
@@ -360,7 +471,11 @@ async fn out_of_order_and_duplicated_versions_keep_the_largest_per_key() {
         blocking(move || w.commit(&chunk)).await;
     }
     let dedup = InProcess::start(&cfg);
-    let curated = with_deadline("second half", converge(&cfg, &want, Duration::from_secs(60))).await;
+    let curated = with_deadline(
+        "second half",
+        converge(&cfg, &want, Duration::from_secs(60)),
+    )
+    .await;
     dedup.stop().await;
 
     assert_eq!(want.len(), 400);
@@ -369,19 +484,34 @@ async fn out_of_order_and_duplicated_versions_keep_the_largest_per_key() {
     // restart in the middle changed nothing.
     assert_eq!(curated.emitted, running_maxima(&order));
     let emitted: usize = curated.emitted.values().map(Vec::len).sum();
-    assert!(emitted < order.len() / 2, "{emitted} outputs for {} inputs", order.len());
+    assert!(
+        emitted < order.len() / 2,
+        "{emitted} outputs for {} inputs",
+        order.len()
+    );
     let partitions = valid_partitions(&cfg);
     for (k, p) in &curated.partition {
-        assert_eq!(partitions[k], *p, "{k}: curated partition = valid partition");
+        assert_eq!(
+            partitions[k], *p,
+            "{k}: curated partition = valid partition"
+        );
     }
     let tombstones = curated.last.values().filter(|r| r.value.is_none()).count();
-    assert_eq!(tombstones, 50, "keys deleted at their top version stay deleted");
+    assert_eq!(
+        tombstones, 50,
+        "keys deleted at their top version stay deleted"
+    );
 
     let dlq = read_all(&TopicNames::from_config(&cfg).dlq(), "read_committed");
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     assert_eq!(dlq[0].header("dlq.stage"), Some("dedup"));
     assert_eq!(dlq[0].header("dlq.error.kind"), Some("contract_violation"));
-    assert!(dlq[0].header("dlq.error.detail").unwrap().contains("intake.version"));
+    assert!(
+        dlq[0]
+            .header("dlq.error.detail")
+            .unwrap()
+            .contains("intake.version")
+    );
     assert_eq!(dlq[0].value.as_deref(), Some(&b"\0\0\0\0\x01bad"[..]));
 }
 
@@ -389,11 +519,13 @@ async fn out_of_order_and_duplicated_versions_keep_the_largest_per_key() {
 async fn a_full_sync_tombstones_unseen_keys_and_incremental_syncs_never_do() {
     let cfg = Arc::new(config(&stream_config(true)));
     apply_topics(&cfg).await;
-    let writer = Arc::new(blocking({
-        let cfg = cfg.clone();
-        move || ValidWriter::new(&cfg)
-    })
-    .await);
+    let writer = Arc::new(
+        blocking({
+            let cfg = cfg.clone();
+            move || ValidWriter::new(&cfg)
+        })
+        .await,
+    );
     let key = |k: usize| format!("cus_{k:05}");
     let mut all = Vec::new();
     let dedup = InProcess::start(&cfg);
@@ -401,14 +533,24 @@ async fn a_full_sync_tombstones_unseen_keys_and_incremental_syncs_never_do() {
         let w = writer.clone();
         blocking(move || w.commit(&recs))
     };
-    let begin = |id: &str, full| Valid::Begin { sync_id: id.into(), full };
-    let end = |id: &str, full| Valid::End { sync_id: id.into(), full };
+    let begin = |id: &str, full| Valid::Begin {
+        sync_id: id.into(),
+        full,
+    };
+    let end = |id: &str, full| Valid::End {
+        sync_id: id.into(),
+        full,
+    };
 
     // 100 keys at version 1.
     let backfill: Vec<Valid> = (0..100).map(|k| Valid::upsert(&key(k), 1, 0)).collect();
     all.extend(backfill.clone());
     commit(backfill).await;
-    with_deadline("backfill", converge(&cfg, &expected(&all), Duration::from_secs(60))).await;
+    with_deadline(
+        "backfill",
+        converge(&cfg, &expected(&all), Duration::from_secs(60)),
+    )
+    .await;
 
     // An incremental sync that sees 10 keys: it deletes nothing.
     let mut inc = vec![begin("inc-1", false)];
@@ -416,14 +558,20 @@ async fn a_full_sync_tombstones_unseen_keys_and_incremental_syncs_never_do() {
     inc.push(end("inc-1", false));
     all.extend(inc.clone());
     commit(inc).await;
-    with_deadline("incremental", converge(&cfg, &expected(&all), Duration::from_secs(60))).await;
+    with_deadline(
+        "incremental",
+        converge(&cfg, &expected(&all), Duration::from_secs(60)),
+    )
+    .await;
 
     // A full sync over two transactions that sees keys 0..60 (new, identical and stale
     // versions all count as seen) and an explicit delete of key 5: keys 60..100 are deleted.
     let mut full = vec![begin("full-1", true)];
     full.extend((0..30).map(|k| Valid::upsert(&key(k), if k < 10 { 2 } else { 3 }, 0)));
     commit(full.clone()).await;
-    let mut rest: Vec<Valid> = (30..60).map(|k| Valid::upsert(&key(k), if k < 45 { 1 } else { 0 }, 0)).collect();
+    let mut rest: Vec<Valid> = (30..60)
+        .map(|k| Valid::upsert(&key(k), if k < 45 { 1 } else { 0 }, 0))
+        .collect();
     rest.push(Valid::delete(&key(5), 4));
     rest.push(end("full-1", true));
     full.extend(rest.clone());
@@ -436,46 +584,100 @@ async fn a_full_sync_tombstones_unseen_keys_and_incremental_syncs_never_do() {
     let c = with_deadline("full sync", converge(&cfg, &want, Duration::from_secs(60))).await;
     for k in 60..100 {
         let r = &c.last[&key(k)];
-        assert_eq!(r.header("intake.version"), Some("1"), "a sync tombstone carries the stored version");
+        assert_eq!(
+            r.header("intake.version"),
+            Some("1"),
+            "a sync tombstone carries the stored version"
+        );
         assert_eq!(r.header("intake.sync_id"), Some("full-1"));
-        assert_eq!(c.emitted[&key(k)].len(), 2, "{}: one upsert, one tombstone", key(k));
+        assert_eq!(
+            c.emitted[&key(k)].len(),
+            2,
+            "{}: one upsert, one tombstone",
+            key(k)
+        );
     }
     let k5 = &c.emitted[&key(5)];
-    assert_eq!(k5[k5.len() - 2..], [Stamp::upsert(2, content_hash(b"\0\0\0\0\x01cus_00005@2#0")), Stamp::delete(4)]);
-    assert_eq!(k5.len(), 3, "v1, v2, then the explicit delete; not tombstoned again by the sync");
+    assert_eq!(
+        k5[k5.len() - 2..],
+        [
+            Stamp::upsert(2, content_hash(b"\0\0\0\0\x01cus_00005@2#0")),
+            Stamp::delete(4)
+        ]
+    );
+    assert_eq!(
+        k5.len(),
+        3,
+        "v1, v2, then the explicit delete; not tombstoned again by the sync"
+    );
     assert_strictly_increasing(&c);
 
     // The version a sync deleted stays deleted; a higher one resurrects the key. A sync-end
     // without its begin deletes nothing.
-    let after = vec![Valid::upsert(&key(60), 1, 0), Valid::upsert(&key(61), 2, 0), end("never-begun", true)];
+    let after = vec![
+        Valid::upsert(&key(60), 1, 0),
+        Valid::upsert(&key(61), 2, 0),
+        end("never-begun", true),
+    ];
     commit(after.clone()).await;
-    want.insert(key(61), (Stamp::upsert(2, content_hash(b"\0\0\0\0\x01cus_00061@2#0")), Some(b"\0\0\0\0\x01cus_00061@2#0".to_vec())));
+    want.insert(
+        key(61),
+        (
+            Stamp::upsert(2, content_hash(b"\0\0\0\0\x01cus_00061@2#0")),
+            Some(b"\0\0\0\0\x01cus_00061@2#0".to_vec()),
+        ),
+    );
     let c = with_deadline("resurrect", converge(&cfg, &want, Duration::from_secs(60))).await;
-    assert_eq!(c.emitted[&key(60)].len(), 2, "the stale version 1 of a deleted key is not emitted");
+    assert_eq!(
+        c.emitted[&key(60)].len(),
+        2,
+        "the stale version 1 of a deleted key is not emitted"
+    );
 
     // The documented limit: a restart between a full sync's begin and end loses its seen
     // marks, so its end deletes nothing (late, never wrong).
     commit(vec![begin("full-2", true), Valid::upsert(&key(0), 3, 0)]).await;
-    want.insert(key(0), (Stamp::upsert(3, content_hash(b"\0\0\0\0\x01cus_00000@3#0")), Some(b"\0\0\0\0\x01cus_00000@3#0".to_vec())));
+    want.insert(
+        key(0),
+        (
+            Stamp::upsert(3, content_hash(b"\0\0\0\0\x01cus_00000@3#0")),
+            Some(b"\0\0\0\0\x01cus_00000@3#0".to_vec()),
+        ),
+    );
     with_deadline("mid-sync", converge(&cfg, &want, Duration::from_secs(60))).await;
     dedup.stop().await;
     let dedup = InProcess::start(&cfg);
     commit(vec![end("full-2", true)]).await;
     // And a complete full sync after the restart works again: only key 0 and the resurrected
     // key 61 are seen, so every other live key is deleted.
-    commit(vec![begin("full-3", true), Valid::upsert(&key(0), 3, 0), Valid::upsert(&key(61), 2, 0), end("full-3", true)]).await;
+    commit(vec![
+        begin("full-3", true),
+        Valid::upsert(&key(0), 3, 0),
+        Valid::upsert(&key(61), 2, 0),
+        end("full-3", true),
+    ])
+    .await;
     for (k, (stamp, value)) in want.iter_mut() {
         if !stamp.is_delete() && k != &key(0) && k != &key(61) {
             *stamp = Stamp::delete(stamp.version());
             *value = None;
         }
     }
-    let c = with_deadline("after restart", converge(&cfg, &want, Duration::from_secs(60))).await;
+    let c = with_deadline(
+        "after restart",
+        converge(&cfg, &want, Duration::from_secs(60)),
+    )
+    .await;
     dedup.stop().await;
     assert_strictly_increasing(&c);
     let live = c.last.values().filter(|r| r.value.is_some()).count();
     assert_eq!(live, 2);
-    assert!(c.last.values().all(|r| r.header("intake.sync_id") != Some("full-2")), "full-2 deleted nothing");
+    assert!(
+        c.last
+            .values()
+            .all(|r| r.header("intake.sync_id") != Some("full-2")),
+        "full-2 deleted nothing"
+    );
 }
 
 /// A transaction the previous owner committed just before the hand-over can still be pending
@@ -486,11 +688,13 @@ async fn a_restore_waits_for_a_pending_transaction_of_the_previous_owner() {
     let cfg = Arc::new(config(&stream_config(false)));
     apply_topics(&cfg).await;
     let names = TopicNames::from_config(&cfg);
-    let writer = Arc::new(blocking({
-        let cfg = cfg.clone();
-        move || ValidWriter::new(&cfg)
-    })
-    .await);
+    let writer = Arc::new(
+        blocking({
+            let cfg = cfg.clone();
+            move || ValidWriter::new(&cfg)
+        })
+        .await,
+    );
     let up = |key: &str, version: i64| match Valid::upsert(key, version, 0) {
         Valid::Upsert { value, .. } => {
             let h = Headers::new()
@@ -509,7 +713,15 @@ async fn a_restore_waits_for_a_pending_transaction_of_the_previous_owner() {
         owner.init().unwrap();
         owner.begin().unwrap();
         let (value, h) = up("k", 5);
-        owner.send(Outgoing { topic: &curated, key: Some(b"k"), payload: Some(&value), headers: h.build(), partition: Some(0) }).unwrap();
+        owner
+            .send(Outgoing {
+                topic: &curated,
+                key: Some(b"k"),
+                payload: Some(&value),
+                headers: h.build(),
+                partition: Some(0),
+            })
+            .unwrap();
         owner.flush().unwrap();
         owner
     })
@@ -535,12 +747,19 @@ async fn a_restore_waits_for_a_pending_transaction_of_the_previous_owner() {
         .into_iter()
         .map(|(k, v)| {
             let (value, _) = up(k, v);
-            (k.to_owned(), (Stamp::upsert(v, content_hash(&value)), Some(value)))
+            (
+                k.to_owned(),
+                (Stamp::upsert(v, content_hash(&value)), Some(value)),
+            )
         })
         .collect();
     let c = with_deadline("restore", converge(&cfg, &want, Duration::from_secs(60))).await;
     dedup.stop().await;
-    assert_eq!(c.emitted["k"].len(), 1, "version 3 was not emitted after version 5");
+    assert_eq!(
+        c.emitted["k"].len(),
+        1,
+        "version 3 was not emitted after version 5"
+    );
 }
 
 /// Crash and scale test: the real `intake dedup` binary in child processes, SIGKILLed 24 times
@@ -563,7 +782,10 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;
 
-    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
     eprintln!("CRASH_SEED={seed}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let base = config_text(&stream_config(false));
@@ -615,7 +837,14 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
                     let _ = writeln!(out, "{line}");
                 }
             });
-            self.lives.insert(id.to_owned(), Life { child, restored, restores: 0 });
+            self.lives.insert(
+                id.to_owned(),
+                Life {
+                    child,
+                    restored,
+                    restores: 0,
+                },
+            );
         }
 
         /// Waits until `id` has restored partitions `n` times in this life (it then consumes).
@@ -624,7 +853,11 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
             let deadline = Instant::now() + Duration::from_secs(40);
             while life.restores < n {
                 let left = deadline.saturating_duration_since(Instant::now());
-                assert!(life.restored.recv_timeout(left).is_ok(), "{id} got no partitions; logs in {}", self.dir.display());
+                assert!(
+                    life.restored.recv_timeout(left).is_ok(),
+                    "{id} got no partitions; logs in {}",
+                    self.dir.display()
+                );
                 life.restores += 1;
             }
         }
@@ -667,7 +900,11 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
                     .map(|_| {
                         let key = format!("k{:04}", rng.random_range(0..1000));
                         let version = rng.random_range(1..=400);
-                        if rng.random_bool(0.05) { Valid::delete(&key, version) } else { Valid::upsert(&key, version, 0) }
+                        if rng.random_bool(0.05) {
+                            Valid::delete(&key, version)
+                        } else {
+                            Valid::upsert(&key, version, 0)
+                        }
                     })
                     .collect();
                 writer.commit(&batch);
@@ -680,7 +917,13 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
 
     let started = Instant::now();
     let config = write_config(&dir, &base);
-    let mut fleet = Fleet { dir: dir.clone(), config, lives: BTreeMap::new(), kills: 0, started: 0 };
+    let mut fleet = Fleet {
+        dir: dir.clone(),
+        config,
+        lives: BTreeMap::new(),
+        kills: 0,
+        started: 0,
+    };
     let fleet = tokio::task::spawn_blocking(move || {
         // One process, killed 7 times.
         fleet.spawn("d0");
@@ -714,23 +957,44 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
     .await
     .unwrap();
     assert!(fleet.kills >= 20, "{} kills", fleet.kills);
-    let during = read_curated(&cfg).emitted.values().map(Vec::len).sum::<usize>();
+    let during = read_curated(&cfg)
+        .emitted
+        .values()
+        .map(Vec::len)
+        .sum::<usize>();
     stop.store(true, Ordering::Relaxed);
     let written = blocking(move || producer.join().unwrap()).await;
-    eprintln!("{} kills, {} records written, {during} emitted during the kill phase, {:?}", fleet.kills, written.len(), started.elapsed());
+    eprintln!(
+        "{} kills, {} records written, {during} emitted during the kill phase, {:?}",
+        fleet.kills,
+        written.len(),
+        started.elapsed()
+    );
     assert!(during > 0, "the stage made progress between kills");
 
     // The last process finishes the work.
     let want = expected(&written);
-    let curated = with_deadline("convergence", converge(&cfg, &want, Duration::from_secs(80))).await;
+    let curated = with_deadline(
+        "convergence",
+        converge(&cfg, &want, Duration::from_secs(80)),
+    )
+    .await;
     drop(fleet);
     assert_strictly_increasing(&curated);
     let partitions = valid_partitions(&cfg);
     for (k, p) in &curated.partition {
-        assert_eq!(partitions[k], *p, "{k}: curated partition = valid partition");
+        assert_eq!(
+            partitions[k], *p,
+            "{k}: curated partition = valid partition"
+        );
     }
     let emitted: usize = curated.emitted.values().map(Vec::len).sum();
-    eprintln!("{} keys, {emitted} outputs for {} inputs, {:?}", want.len(), written.len(), started.elapsed());
+    eprintln!(
+        "{} keys, {emitted} outputs for {} inputs, {:?}",
+        want.len(),
+        written.len(),
+        started.elapsed()
+    );
     // The process logs are kept only when the test fails.
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         eprintln!("removing {}: {e}", dir.display());

@@ -10,7 +10,10 @@ use intake::fetch::{self, FetchOptions};
 use support::*;
 
 fn once() -> FetchOptions {
-    FetchOptions { once: true, ..FetchOptions::default() }
+    FetchOptions {
+        once: true,
+        ..FetchOptions::default()
+    }
 }
 
 /// (stream, id, version) multiset of landed records.
@@ -28,29 +31,59 @@ fn landed_versions(pages: &[Page], stream: &str) -> BTreeMap<(String, u64), usiz
 async fn every_pagination_style_lands_every_record_exactly_once() {
     let sim = sim(&["--records", "230", "--seed", "7"]).await;
     let styles = ["cursor", "link", "page", "offset", "after"];
-    let streams: Vec<(String, String, String)> =
-        styles.iter().map(|s| (s.to_string(), format!("/v1/styles/{s}/customers"), s.to_string())).collect();
-    let refs: Vec<(&str, &str, &str)> = streams.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
-    let cfg = Arc::new(config(&sim_source(&sim, &refs, "pages_per_transaction = 2")));
+    let streams: Vec<(String, String, String)> = styles
+        .iter()
+        .map(|s| {
+            (
+                s.to_string(),
+                format!("/v1/styles/{s}/customers"),
+                s.to_string(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = streams
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    let cfg = Arc::new(config(&sim_source(
+        &sim,
+        &refs,
+        "pages_per_transaction = 2",
+    )));
     apply_topics(&cfg).await;
 
-    let report = fetch::run(cfg.clone(), once(), std::future::pending()).await.unwrap();
+    let report = fetch::run(cfg.clone(), once(), std::future::pending())
+        .await
+        .unwrap();
     let truth = truth(&sim).await;
-    let expected: BTreeMap<(String, u64), usize> =
-        truth_versions(&truth, "customers").into_iter().map(|(id, v)| ((id, v), 1)).collect();
+    let expected: BTreeMap<(String, u64), usize> = truth_versions(&truth, "customers")
+        .into_iter()
+        .map(|(id, v)| ((id, v), 1))
+        .collect();
     assert_eq!(expected.len(), 230);
 
     let pages = landed_pages(&cfg).await;
     assert_pages_unique_and_contiguous(&pages);
     for s in styles {
-        assert_eq!(landed_versions(&pages, s), expected, "style {s}: every record exactly once");
+        assert_eq!(
+            landed_versions(&pages, s),
+            expected,
+            "style {s}: every record exactly once"
+        );
         assert_eq!(report[&format!("sim/{s}")].records, 230, "style {s}");
         assert_eq!(report[&format!("sim/{s}")].syncs, 1);
     }
     // Each stream: one sync-begin and one sync-end around its pages, and a complete cursor.
-    let landing = read_all(&intake::topics::TopicNames::from_config(&cfg).landing(), "read_committed");
+    let landing = read_all(
+        &intake::topics::TopicNames::from_config(&cfg).landing(),
+        "read_committed",
+    );
     for s in styles {
-        let kinds: Vec<&str> = landing.iter().filter(|r| r.header("intake.stream") == Some(s)).map(|r| r.header("intake.kind").unwrap()).collect();
+        let kinds: Vec<&str> = landing
+            .iter()
+            .filter(|r| r.header("intake.stream") == Some(s))
+            .map(|r| r.header("intake.kind").unwrap())
+            .collect();
         assert_eq!(kinds.first(), Some(&"sync-begin"), "{s}");
         assert_eq!(kinds.last(), Some(&"sync-end"), "{s}");
         assert_eq!(kinds.iter().filter(|k| **k == "sync-end").count(), 1);
@@ -58,7 +91,10 @@ async fn every_pagination_style_lands_every_record_exactly_once() {
     let cursors = fetch::stream::restore_cursors(
         &kafka(&cfg),
         &intake::topics::TopicNames::from_config(&cfg),
-        &styles.iter().map(|s| format!("sim/{s}")).collect::<Vec<_>>(),
+        &styles
+            .iter()
+            .map(|s| format!("sim/{s}"))
+            .collect::<Vec<_>>(),
     )
     .await
     .unwrap();
@@ -66,25 +102,59 @@ async fn every_pagination_style_lands_every_record_exactly_once() {
         let c = &cursors[&format!("sim/{s}")];
         assert!(c.complete, "{s}");
         assert_eq!(c.records, 230, "{s}");
-        assert_eq!(c.pages, pages.iter().filter(|p| p.stream == s).count() as u64, "{s}: cursor agrees with landed pages");
+        assert_eq!(
+            c.pages,
+            pages.iter().filter(|p| p.stream == s).count() as u64,
+            "{s}: cursor agrees with landed pages"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_page_over_the_limit_lands_as_a_blob_ref_matching_its_sha256() {
-    let sim = sim(&["--records", "40", "--large-rate", "0.1", "--large-bytes", "1200000"]).await;
-    let mut text = config_text(&sim_source(&sim, &[("customers", "/v1/customers", "cursor")], ""));
-    text = text.replace("[topics]", "[topics]\n").replace("[blob]\n", "[blob]\nmax_inline_bytes = 1000000\n");
+    let sim = sim(&[
+        "--records",
+        "40",
+        "--large-rate",
+        "0.1",
+        "--large-bytes",
+        "1200000",
+    ])
+    .await;
+    let mut text = config_text(&sim_source(
+        &sim,
+        &[("customers", "/v1/customers", "cursor")],
+        "",
+    ));
+    text = text
+        .replace("[topics]", "[topics]\n")
+        .replace("[blob]\n", "[blob]\nmax_inline_bytes = 1000000\n");
     let cfg = Arc::new(intake::config::Config::from_toml(&text).unwrap());
     apply_topics(&cfg).await;
-    fetch::run(cfg.clone(), once(), std::future::pending()).await.unwrap();
+    fetch::run(cfg.clone(), once(), std::future::pending())
+        .await
+        .unwrap();
 
     let truth = truth(&sim).await;
-    let large: BTreeSet<String> = truth["streams"]["customers"]["large"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    let large: BTreeSet<String> = truth["streams"]["customers"]["large"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
     assert!(!large.is_empty(), "the simulator made large records");
-    let landing = read_all(&intake::topics::TopicNames::from_config(&cfg).landing(), "read_committed");
-    let refs: Vec<&Rec> = landing.iter().filter(|r| r.header("intake.kind") == Some("blob-ref")).collect();
-    assert!(!refs.is_empty(), "pages with large records must be claim-checked");
+    let landing = read_all(
+        &intake::topics::TopicNames::from_config(&cfg).landing(),
+        "read_committed",
+    );
+    let refs: Vec<&Rec> = landing
+        .iter()
+        .filter(|r| r.header("intake.kind") == Some("blob-ref"))
+        .collect();
+    assert!(
+        !refs.is_empty(),
+        "pages with large records must be claim-checked"
+    );
     let store = intake::blob::BlobStore::open(&cfg.blob).unwrap();
     for r in &refs {
         let b = intake::blob::BlobRef::parse_header(r.header("intake.blob").unwrap()).unwrap();
@@ -99,8 +169,10 @@ async fn a_page_over_the_limit_lands_as_a_blob_ref_matching_its_sha256() {
     }
     // And nothing was lost: every record is there once, inline or by reference.
     let pages = landed_pages(&cfg).await;
-    let expected: BTreeMap<(String, u64), usize> =
-        truth_versions(&truth, "customers").into_iter().map(|(id, v)| ((id, v), 1)).collect();
+    let expected: BTreeMap<(String, u64), usize> = truth_versions(&truth, "customers")
+        .into_iter()
+        .map(|(id, v)| ((id, v), 1))
+        .collect();
     assert_eq!(landed_versions(&pages, "customers"), expected);
 }
 
@@ -110,13 +182,27 @@ async fn a_page_over_the_limit_lands_as_a_blob_ref_matching_its_sha256() {
 async fn backdated_scenario(
     sim: &intake::sim::SimHandle,
     lookback: &str,
-) -> (Arc<intake::config::Config>, Vec<String>, BTreeMap<String, u64>) {
-    let inc = format!(r#"incremental = {{ param = "updated_since", field = "/updated_at", lookback = "{lookback}" }}"#);
-    let cfg = Arc::new(config(&sim_source(sim, &[("customers", "/v1/customers", "cursor")], &inc)));
+) -> (
+    Arc<intake::config::Config>,
+    Vec<String>,
+    BTreeMap<String, u64>,
+) {
+    let inc = format!(
+        r#"incremental = {{ param = "updated_since", field = "/updated_at", lookback = "{lookback}" }}"#
+    );
+    let cfg = Arc::new(config(&sim_source(
+        sim,
+        &[("customers", "/v1/customers", "cursor")],
+        &inc,
+    )));
     apply_topics(&cfg).await;
-    fetch::run(cfg.clone(), once(), std::future::pending()).await.unwrap();
+    fetch::run(cfg.clone(), once(), std::future::pending())
+        .await
+        .unwrap();
     sim_admin(sim, "/admin/writes?n=30&stream=customers").await;
-    fetch::run(cfg.clone(), once(), std::future::pending()).await.unwrap();
+    fetch::run(cfg.clone(), once(), std::future::pending())
+        .await
+        .unwrap();
     let before = truth_versions(&truth(sim).await, "customers");
     sim_admin(sim, "/admin/writes?n=40&stream=customers").await;
     let t = truth(sim).await;
@@ -129,30 +215,74 @@ async fn backdated_scenario(
         // Records created in this batch cannot be backdated before their creation.
         .filter(|id| before.contains_key(id) && before.get(id) != live.get(id))
         .collect();
-    assert!(!backdated.is_empty(), "the second batch made backdated updates");
+    assert!(
+        !backdated.is_empty(),
+        "the second batch made backdated updates"
+    );
     (cfg, backdated, live)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backdated_updates_inside_the_lookback_window_are_caught_by_the_next_incremental_sync() {
-    let sim = sim(&["--records", "120", "--backdate-rate", "0.5", "--backdate-min", "2m", "--backdate-max", "10m"]).await;
+    let sim = sim(&[
+        "--records",
+        "120",
+        "--backdate-rate",
+        "0.5",
+        "--backdate-min",
+        "2m",
+        "--backdate-max",
+        "10m",
+    ])
+    .await;
     let (cfg, backdated, live) = backdated_scenario(&sim, "1h").await;
-    fetch::run(cfg.clone(), once(), std::future::pending()).await.unwrap();
+    fetch::run(cfg.clone(), once(), std::future::pending())
+        .await
+        .unwrap();
     let pages = landed_pages(&cfg).await;
     assert_pages_unique_and_contiguous(&pages);
     let versions = landed_versions(&pages, "customers");
     for id in &backdated {
-        assert!(versions.contains_key(&(id.clone(), live[id])), "backdated {id} v{} missed", live[id]);
+        assert!(
+            versions.contains_key(&(id.clone(), live[id])),
+            "backdated {id} v{} missed",
+            live[id]
+        );
     }
-    let cursors = fetch::stream::restore_cursors(&kafka(&cfg), &intake::topics::TopicNames::from_config(&cfg), &["sim/customers".to_owned()]).await.unwrap();
+    let cursors = fetch::stream::restore_cursors(
+        &kafka(&cfg),
+        &intake::topics::TopicNames::from_config(&cfg),
+        &["sim/customers".to_owned()],
+    )
+    .await
+    .unwrap();
     let c = &cursors["sim/customers"];
-    assert_eq!(c.mode, fetch::cursor::Mode::Incremental, "caught by the look-back, not by a full sync");
-    assert!(c.records < 120, "the incremental sync read {} records, not everything", c.records);
+    assert_eq!(
+        c.mode,
+        fetch::cursor::Mode::Incremental,
+        "caught by the look-back, not by a full sync"
+    );
+    assert!(
+        c.records < 120,
+        "the incremental sync read {} records, not everything",
+        c.records
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn backdated_updates_beyond_the_lookback_are_missed_incrementally_and_caught_by_a_full_sync() {
-    let sim = sim(&["--records", "120", "--backdate-rate", "0.5", "--backdate-min", "2d", "--backdate-max", "3d"]).await;
+async fn backdated_updates_beyond_the_lookback_are_missed_incrementally_and_caught_by_a_full_sync()
+{
+    let sim = sim(&[
+        "--records",
+        "120",
+        "--backdate-rate",
+        "0.5",
+        "--backdate-min",
+        "2d",
+        "--backdate-max",
+        "3d",
+    ])
+    .await;
     let (cfg, backdated, live) = backdated_scenario(&sim, "10m").await;
     // A record created minutes ago cannot be backdated before its creation (the simulator
     // clamps it): keep the ids whose updated_at really lies beyond the window.
@@ -161,25 +291,50 @@ async fn backdated_updates_beyond_the_lookback_are_missed_incrementally_and_caug
     let backdated: Vec<String> = backdated
         .into_iter()
         .filter(|id| {
-            let at = t["streams"]["customers"]["live"][id]["record"]["updated_at"].as_str().unwrap();
-            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap() < cutoff
+            let at = t["streams"]["customers"]["live"][id]["record"]["updated_at"]
+                .as_str()
+                .unwrap();
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap()
+                < cutoff
         })
         .collect();
     assert!(backdated.len() >= 5, "{backdated:?}");
 
     // Incremental: the backdated versions are older than the look-back window, so missed.
-    fetch::run(cfg.clone(), once(), std::future::pending()).await.unwrap();
+    fetch::run(cfg.clone(), once(), std::future::pending())
+        .await
+        .unwrap();
     let versions = landed_versions(&landed_pages(&cfg).await, "customers");
-    let missed = backdated.iter().filter(|id| !versions.contains_key(&((*id).clone(), live[*id]))).count();
-    assert_eq!(missed, backdated.len(), "an incremental sync cannot see updates backdated past its window");
+    let missed = backdated
+        .iter()
+        .filter(|id| !versions.contains_key(&((*id).clone(), live[*id])))
+        .count();
+    assert_eq!(
+        missed,
+        backdated.len(),
+        "an incremental sync cannot see updates backdated past its window"
+    );
 
     // The full reconciliation sync catches every one of them.
-    fetch::run(cfg.clone(), FetchOptions { once: true, full: true, ..FetchOptions::default() }, std::future::pending()).await.unwrap();
+    fetch::run(
+        cfg.clone(),
+        FetchOptions {
+            once: true,
+            full: true,
+            ..FetchOptions::default()
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
     let pages = landed_pages(&cfg).await;
     assert_pages_unique_and_contiguous(&pages);
     let versions = landed_versions(&pages, "customers");
     for id in &backdated {
-        assert!(versions.contains_key(&(id.clone(), live[id])), "full sync missed {id}");
+        assert!(
+            versions.contains_key(&(id.clone(), live[id])),
+            "full sync missed {id}"
+        );
     }
 }
 
@@ -187,20 +342,28 @@ async fn backdated_updates_beyond_the_lookback_are_missed_incrementally_and_caug
 async fn a_fenced_owner_never_commits_and_the_new_owner_continues_its_sync() {
     // Slow responses so the first owner is mid-sync when the second takes over.
     let sim = sim(&["--records", "1000", "--slow-rate", "1", "--slow-ms", "300"]).await;
-    let cfg = Arc::new(config(&sim_source(&sim, &[("customers", "/v1/customers", "cursor")], "pages_per_transaction = 1")));
+    let cfg = Arc::new(config(&sim_source(
+        &sim,
+        &[("customers", "/v1/customers", "cursor")],
+        "pages_per_transaction = 1",
+    )));
     apply_topics(&cfg).await;
     let first = tokio::spawn(fetch::run(cfg.clone(), once(), std::future::pending()));
     // Wait until the first owner has committed some pages.
     let names = intake::topics::TopicNames::from_config(&cfg);
     let k = kafka(&cfg);
     for _ in 0..100 {
-        let c = fetch::stream::restore_cursors(&k, &names, &["sim/customers".to_owned()]).await.unwrap();
+        let c = fetch::stream::restore_cursors(&k, &names, &["sim/customers".to_owned()])
+            .await
+            .unwrap();
         if c.get("sim/customers").is_some_and(|c| c.pages >= 2) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let second = fetch::run(cfg.clone(), once(), std::future::pending()).await.unwrap();
+    let second = fetch::run(cfg.clone(), once(), std::future::pending())
+        .await
+        .unwrap();
     let first = first.await.unwrap();
     let err = first.expect_err("the first owner must be fenced");
     assert!(matches!(err, fetch::FetchError::Fenced { .. }), "{err}");
@@ -212,13 +375,27 @@ async fn a_fenced_owner_never_commits_and_the_new_owner_continues_its_sync() {
     let mut syncs: Vec<&str> = pages.iter().map(|p| p.sync_id.as_str()).collect();
     syncs.dedup();
     assert_eq!(syncs.len(), 2, "{syncs:?}");
-    let expected: BTreeMap<(String, u64), usize> =
-        truth_versions(&truth(&sim).await, "customers").into_iter().map(|(id, v)| ((id, v), 1)).collect();
+    let expected: BTreeMap<(String, u64), usize> = truth_versions(&truth(&sim).await, "customers")
+        .into_iter()
+        .map(|(id, v)| ((id, v), 1))
+        .collect();
     for sync in syncs {
-        let in_sync: Vec<Page> = pages.iter().filter(|p| p.sync_id == sync).cloned().collect();
+        let in_sync: Vec<Page> = pages
+            .iter()
+            .filter(|p| p.sync_id == sync)
+            .cloned()
+            .collect();
         assert_eq!(in_sync.len(), 20, "sync {sync}");
-        assert_eq!(landed_versions(&in_sync, "customers"), expected, "sync {sync}: every record exactly once");
+        assert_eq!(
+            landed_versions(&in_sync, "customers"),
+            expected,
+            "sync {sync}: every record exactly once"
+        );
     }
     let s = second["sim/customers"];
-    assert!(s.pages < 40 && s.pages > 20, "the second owner fetched the rest of the first sync and one sync: {}", s.pages);
+    assert!(
+        s.pages < 40 && s.pages > 20,
+        "the second owner fetched the rest of the first sync and one sync: {}",
+        s.pages
+    );
 }

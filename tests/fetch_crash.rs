@@ -128,7 +128,11 @@ fn spawn_fetch(cfg: &Path, once: bool, log: PathBuf) -> Life {
             let _ = writeln!(out, "{line}");
         }
     });
-    Life { child, log, assigned: rx }
+    Life {
+        child,
+        log,
+        assigned: rx,
+    }
 }
 
 fn tail(log: &Path) -> String {
@@ -156,7 +160,10 @@ fn parse_rfc3339(s: &str) -> time::OffsetDateTime {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing() {
     let started = Instant::now();
-    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
     println!("crash test seed: CRASH_SEED={seed}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
 
@@ -194,17 +201,28 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
             if life.assigned.recv_timeout(Duration::from_secs(40)).is_err() {
                 let _ = life.child.kill();
                 let _ = life.child.wait();
-                panic!("life {i}: the group never assigned the quota partition\n{}", tail(&life.log));
+                panic!(
+                    "life {i}: the group never assigned the quota partition\n{}",
+                    tail(&life.log)
+                );
             }
         }
         let delay = Duration::from_millis(rng.random_range(300..=2500));
         tokio::time::sleep(delay).await;
         if let Some(status) = life.child.try_wait().unwrap() {
-            panic!("life {i} ({}) ended by itself ({status}) before its kill: the backfill must outlast every kill\n{}", if group { "group" } else { "once" }, tail(&life.log));
+            panic!(
+                "life {i} ({}) ended by itself ({status}) before its kill: the backfill must outlast every kill\n{}",
+                if group { "group" } else { "once" },
+                tail(&life.log)
+            );
         }
         life.child.kill().expect("SIGKILL");
         let status = life.child.wait().unwrap();
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "life {i}");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "life {i}"
+        );
         last_kill = time::OffsetDateTime::now_utc();
         if group {
             kills_group += 1;
@@ -215,7 +233,11 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
             "life {i:2}: {:5} SIGKILL after {:>5} ms{}",
             if group { "group" } else { "once" },
             born.elapsed().as_millis(),
-            if group { format!(" ({} ms after assignment)", delay.as_millis()) } else { String::new() }
+            if group {
+                format!(" ({} ms after assignment)", delay.as_millis())
+            } else {
+                String::new()
+            }
         );
     }
     let kill_phase = started.elapsed();
@@ -224,7 +246,12 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
 
     // --- the final run to completion -----------------------------------------------------
     let paused = sim_admin(&sim, "/admin/pause").await;
-    let r = reqwest::Client::new().put(sim.url("/admin/faults")).json(&serde_json::json!({ "slow_rate": 0.0 })).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .put(sim.url("/admin/faults"))
+        .json(&serde_json::json!({ "slow_rate": 0.0 }))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     let final_started = Instant::now();
     let final_log = dir.path().join("final.log");
@@ -246,13 +273,17 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
             loop {
                 if let Some(status) = child.try_wait().unwrap() {
                     let mut stdout = String::new();
-                    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+                    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout)
+                        .unwrap();
                     return (status, stdout);
                 }
                 if Instant::now() > deadline {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!("the final run did not finish in 120 s\n{}", tail(&final_log));
+                    panic!(
+                        "the final run did not finish in 120 s\n{}",
+                        tail(&final_log)
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -260,16 +291,27 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
         .await
         .unwrap()
     };
-    assert!(out.0.success(), "the final run failed ({})\n{}", out.0, tail(&final_log));
+    assert!(
+        out.0.success(),
+        "the final run failed ({})\n{}",
+        out.0,
+        tail(&final_log)
+    );
     let final_run = final_started.elapsed();
     print!("final run ({:.1} s):\n{}", final_run.as_secs_f64(), out.1);
 
     // --- checks ----------------------------------------------------------------------------
     let truth = truth(&sim).await;
     assert_eq!(truth["paused"], true);
-    assert_eq!(truth["writes"], paused["writes"], "no write after the pause");
+    assert_eq!(
+        truth["writes"], paused["writes"],
+        "no write after the pause"
+    );
     let pages = landed_pages(&cfg).await;
-    let landing = read_all(&intake::topics::TopicNames::from_config(&cfg).landing(), "read_committed");
+    let landing = read_all(
+        &intake::topics::TopicNames::from_config(&cfg).landing(),
+        "read_committed",
+    );
     let history = cursor_history(&cfg);
 
     // (b) no page twice, and every sync's pages contiguous from 0.
@@ -278,7 +320,9 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
     // Per (stream, sync): landed page count and record count.
     let mut landed: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
     for p in &pages {
-        let e = landed.entry((p.stream.as_str(), p.sync_id.as_str())).or_default();
+        let e = landed
+            .entry((p.stream.as_str(), p.sync_id.as_str()))
+            .or_default();
         e.0 += 1;
         e.1 += p.records.len() as u64;
     }
@@ -288,20 +332,41 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
     // so counting them is enough), and a completed sync's cursor counts every landed page.
     let mut seqs: BTreeMap<(&str, &str), BTreeSet<u64>> = BTreeMap::new();
     for p in &pages {
-        seqs.entry((p.stream.as_str(), p.sync_id.as_str())).or_default().insert(p.seq);
+        seqs.entry((p.stream.as_str(), p.sync_id.as_str()))
+            .or_default()
+            .insert(p.seq);
     }
     let mut records_by_seq: BTreeMap<(&str, &str, u64), u64> = BTreeMap::new();
     for p in &pages {
-        records_by_seq.insert((p.stream.as_str(), p.sync_id.as_str(), p.seq), p.records.len() as u64);
+        records_by_seq.insert(
+            (p.stream.as_str(), p.sync_id.as_str(), p.seq),
+            p.records.len() as u64,
+        );
     }
     for c in &history {
         let key = (c.stream.as_str(), c.sync_id.as_str());
         let have = seqs.get(&key).map_or(0, |s| s.len() as u64);
-        assert!(c.pages <= have, "{}: a committed cursor of sync {} counts {} pages but only {have} landed", c.stream, c.sync_id, c.pages);
-        let recs: u64 = (0..c.pages).map(|s| records_by_seq[&(key.0, key.1, s)]).sum();
-        assert_eq!(c.records, recs, "{}: cursor of sync {} at page {}: records", c.stream, c.sync_id, c.pages);
+        assert!(
+            c.pages <= have,
+            "{}: a committed cursor of sync {} counts {} pages but only {have} landed",
+            c.stream,
+            c.sync_id,
+            c.pages
+        );
+        let recs: u64 = (0..c.pages)
+            .map(|s| records_by_seq[&(key.0, key.1, s)])
+            .sum();
+        assert_eq!(
+            c.records, recs,
+            "{}: cursor of sync {} at page {}: records",
+            c.stream, c.sync_id, c.pages
+        );
         if c.complete {
-            assert_eq!(c.pages, have, "{}: completed sync {} counts {} pages, {have} landed", c.stream, c.sync_id, c.pages);
+            assert_eq!(
+                c.pages, have,
+                "{}: completed sync {} counts {} pages, {have} landed",
+                c.stream, c.sync_id, c.pages
+            );
         }
     }
 
@@ -309,68 +374,133 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
     let mut begins: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut ends: BTreeMap<(String, String), usize> = BTreeMap::new();
     for r in &landing {
-        let k = (r.header("intake.stream").unwrap().to_owned(), r.header("intake.sync_id").unwrap().to_owned());
+        let k = (
+            r.header("intake.stream").unwrap().to_owned(),
+            r.header("intake.sync_id").unwrap().to_owned(),
+        );
         match r.header("intake.kind") {
             Some("sync-begin") => *begins.entry(k).or_default() += 1,
             Some("sync-end") => *ends.entry(k).or_default() += 1,
             _ => {}
         }
     }
-    assert!(begins.values().all(|n| *n == 1), "a sync began twice: {begins:?}");
-    assert!(ends.values().all(|n| *n == 1), "a sync ended twice: {ends:?}");
+    assert!(
+        begins.values().all(|n| *n == 1),
+        "a sync began twice: {begins:?}"
+    );
+    assert!(
+        ends.values().all(|n| *n == 1),
+        "a sync ended twice: {ends:?}"
+    );
 
     let names = intake::topics::TopicNames::from_config(&cfg);
     let keys: Vec<String> = STREAMS.iter().map(|s| format!("sim/{s}")).collect();
-    let cursors = intake::fetch::stream::restore_cursors(&kafka(&cfg), &names, &keys).await.unwrap();
+    let cursors = intake::fetch::stream::restore_cursors(&kafka(&cfg), &names, &keys)
+        .await
+        .unwrap();
     let mut total_pages = 0;
     let mut total_records = 0;
     let mut total_truth = 0;
-    println!("kills: {} ({kills_once} of `fetch --once`, {kills_group} of group members), kill phase {:.1} s", kills_once + kills_group, kill_phase.as_secs_f64());
+    println!(
+        "kills: {} ({kills_once} of `fetch --once`, {kills_group} of group members), kill phase {:.1} s",
+        kills_once + kills_group,
+        kill_phase.as_secs_f64()
+    );
     for s in STREAMS {
         // (c) the committed cursor: complete, and exactly its sync's landed pages.
         let c = &cursors[&format!("sim/{s}")];
         assert!(c.complete, "{s}: the final cursor is complete");
-        let (n_pages, n_records) = landed.get(&(s, c.sync_id.as_str())).copied().unwrap_or_default();
-        assert_eq!(c.pages, n_pages, "{s}: the cursor counts the landed pages of its sync");
-        assert_eq!(c.records, n_records, "{s}: the cursor counts the landed records of its sync");
+        let (n_pages, n_records) = landed
+            .get(&(s, c.sync_id.as_str()))
+            .copied()
+            .unwrap_or_default();
+        assert_eq!(
+            c.pages, n_pages,
+            "{s}: the cursor counts the landed pages of its sync"
+        );
+        assert_eq!(
+            c.records, n_records,
+            "{s}: the cursor counts the landed records of its sync"
+        );
 
         // Every sync of the stream completed; exactly two: the backfill, spanning every kill,
         // and the final run's own.
         let syncs: Vec<&CursorState> = {
             let mut seen = BTreeSet::new();
-            history.iter().filter(|h| h.stream == s && seen.insert(h.sync_id.clone())).collect()
+            history
+                .iter()
+                .filter(|h| h.stream == s && seen.insert(h.sync_id.clone()))
+                .collect()
         };
-        assert_eq!(syncs.len(), 2, "{s}: the backfill and the final run's sync: {:?}", syncs.iter().map(|h| &h.sync_id).collect::<Vec<_>>());
+        assert_eq!(
+            syncs.len(),
+            2,
+            "{s}: the backfill and the final run's sync: {:?}",
+            syncs.iter().map(|h| &h.sync_id).collect::<Vec<_>>()
+        );
         for sync in &syncs {
             let k = (s.to_owned(), sync.sync_id.clone());
-            assert_eq!(begins.get(&k), Some(&1), "{s} sync {}: one sync-begin", sync.sync_id);
-            assert_eq!(ends.get(&k), Some(&1), "{s} sync {}: one sync-end", sync.sync_id);
+            assert_eq!(
+                begins.get(&k),
+                Some(&1),
+                "{s} sync {}: one sync-begin",
+                sync.sync_id
+            );
+            assert_eq!(
+                ends.get(&k),
+                Some(&1),
+                "{s} sync {}: one sync-end",
+                sync.sync_id
+            );
         }
-        let backfill = history.iter().find(|h| h.stream == s && h.sync_id == syncs[0].sync_id && h.complete).expect("the backfill completed");
+        let backfill = history
+            .iter()
+            .find(|h| h.stream == s && h.sync_id == syncs[0].sync_id && h.complete)
+            .expect("the backfill completed");
         assert_eq!(backfill.mode, intake::fetch::cursor::Mode::Full);
-        assert!(parse_rfc3339(&backfill.updated_at) > last_kill, "{s}: the backfill completed before the last kill");
+        assert!(
+            parse_rfc3339(&backfill.updated_at) > last_kill,
+            "{s}: the backfill completed before the last kill"
+        );
         let backfill_pages = landed[&(s, backfill.sync_id.as_str())].0;
         // How far the backfill got while processes were being killed: its committed cursor
         // records (one per transaction) written before the last kill.
         let during: Vec<&CursorState> = history
             .iter()
-            .filter(|h| h.stream == s && h.sync_id == backfill.sync_id && parse_rfc3339(&h.updated_at) <= last_kill)
+            .filter(|h| {
+                h.stream == s
+                    && h.sync_id == backfill.sync_id
+                    && parse_rfc3339(&h.updated_at) <= last_kill
+            })
             .collect();
         let pages_during = during.iter().map(|h| h.pages).max().unwrap_or(0);
-        assert!(pages_during > 0, "{s}: the backfill made no progress while processes were being killed");
+        assert!(
+            pages_during > 0,
+            "{s}: the backfill made no progress while processes were being killed"
+        );
 
         // (a) every (id, version) the simulator holds at the end landed.
         let want = truth_versions(&truth, s);
-        let have: BTreeSet<(&str, u64)> =
-            pages.iter().filter(|p| p.stream == s).flat_map(|p| p.records.iter().map(|(id, v)| (id.as_str(), *v))).collect();
-        let missing: Vec<(&String, &u64)> = want.iter().filter(|(id, v)| !have.contains(&(id.as_str(), **v))).collect();
+        let have: BTreeSet<(&str, u64)> = pages
+            .iter()
+            .filter(|p| p.stream == s)
+            .flat_map(|p| p.records.iter().map(|(id, v)| (id.as_str(), *v)))
+            .collect();
+        let missing: Vec<(&String, &u64)> = want
+            .iter()
+            .filter(|(id, v)| !have.contains(&(id.as_str(), **v)))
+            .collect();
         if !missing.is_empty() {
             let detail: Vec<String> = missing
                 .iter()
                 .take(5)
                 .map(|(id, v)| {
                     let at = &truth["streams"][s]["live"][id.as_str()]["record"]["updated_at"];
-                    let seen: Vec<u64> = have.iter().filter(|(i, _)| i == id).map(|(_, v)| *v).collect();
+                    let seen: Vec<u64> = have
+                        .iter()
+                        .filter(|(i, _)| i == id)
+                        .map(|(_, v)| *v)
+                        .collect();
                     format!("{id} v{v} (updated_at {at}; landed versions {seen:?})")
                 })
                 .collect();
@@ -384,7 +514,11 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
         }
 
         let stream_pages = pages.iter().filter(|p| p.stream == s).count();
-        let stream_records: usize = pages.iter().filter(|p| p.stream == s).map(|p| p.records.len()).sum();
+        let stream_records: usize = pages
+            .iter()
+            .filter(|p| p.stream == s)
+            .map(|p| p.records.len())
+            .sum();
         println!(
             "{s:>9}: {} live (id, version) in the truth, all landed; {stream_pages} pages / {stream_records} records landed; \
              backfill {backfill_pages} pages ({pages_during} committed in {} transactions during the kill phase), \

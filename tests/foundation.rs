@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use apache_avro::types::Value;
 use intake::headers::Headers;
-use intake::kafka::{classify, ErrorClass, Outgoing};
-use intake::registry::{self, wire, Registry, RegistryError};
+use intake::kafka::{ErrorClass, Outgoing, classify};
+use intake::registry::{self, Registry, RegistryError, wire};
 use intake::topics::{self, Change, TopicNames};
 use support::*;
 
@@ -80,14 +80,28 @@ async fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
         send(&new, &t, "owner", "from the new owner");
         new.commit().unwrap();
 
-        let _ = old.send(Outgoing { topic: &t, key: Some(b"zombie2"), payload: Some(b"x"), headers: Headers::new().build(), partition: None });
-        old.commit().expect_err("the fenced producer must not commit")
+        let _ = old.send(Outgoing {
+            topic: &t,
+            key: Some(b"zombie2"),
+            payload: Some(b"x"),
+            headers: Headers::new().build(),
+            partition: None,
+        });
+        old.commit()
+            .expect_err("the fenced producer must not commit")
     })
     .await
     .unwrap();
-    assert_eq!(classify(&err), ErrorClass::Fatal, "fencing must classify as fatal: {err}");
+    assert_eq!(
+        classify(&err),
+        ErrorClass::Fatal,
+        "fencing must classify as fatal: {err}"
+    );
 
-    let keys: Vec<String> = read_all(&topic, "read_committed").iter().map(|r| r.key_str().to_owned()).collect();
+    let keys: Vec<String> = read_all(&topic, "read_committed")
+        .iter()
+        .map(|r| r.key_str().to_owned())
+        .collect();
     assert_eq!(keys, ["owner"]);
 }
 
@@ -105,37 +119,82 @@ async fn schemas_register_encode_decode_and_incompatible_changes_are_refused() {
     let reg = Registry::new(&cfg.registry).unwrap();
     let subject = format!("{}-value", unique("subj"));
 
-    let out = registry::apply_one(&reg, &subject, SCHEMA_V1).await.unwrap();
-    let registry::SchemaOutcome::Registered { version: 1, id, .. } = out else { panic!("{out:?}") };
+    let out = registry::apply_one(&reg, &subject, SCHEMA_V1)
+        .await
+        .unwrap();
+    let registry::SchemaOutcome::Registered { version: 1, id, .. } = out else {
+        panic!("{out:?}")
+    };
     assert_eq!(
-        registry::apply_one(&reg, &subject, SCHEMA_V1).await.unwrap(),
-        registry::SchemaOutcome::Unchanged { subject: subject.clone(), version: 1 }
+        registry::apply_one(&reg, &subject, SCHEMA_V1)
+            .await
+            .unwrap(),
+        registry::SchemaOutcome::Unchanged {
+            subject: subject.clone(),
+            version: 1
+        }
     );
 
     // Encode through schema_registry_converter in the Confluent framing, decode with ours.
-    let settings = schema_registry_converter::async_impl::schema_registry::SrSettings::new(cfg.registry.url.clone());
-    let enc = schema_registry_converter::async_impl::avro::AvroEncoder::new(settings.clone());
-    let strategy = schema_registry_converter::schema_registry_common::SubjectNameStrategy::TopicNameStrategy(
-        subject.trim_end_matches("-value").to_owned(),
-        false,
+    let settings = schema_registry_converter::async_impl::schema_registry::SrSettings::new(
+        cfg.registry.url.clone(),
     );
-    let bytes = enc.encode(vec![("id", Value::String("a".into())), ("n", Value::Long(42))], strategy).await.unwrap();
+    let enc = schema_registry_converter::async_impl::avro::AvroEncoder::new(settings.clone());
+    let strategy =
+        schema_registry_converter::schema_registry_common::SubjectNameStrategy::TopicNameStrategy(
+            subject.trim_end_matches("-value").to_owned(),
+            false,
+        );
+    let bytes = enc
+        .encode(
+            vec![("id", Value::String("a".into())), ("n", Value::Long(42))],
+            strategy,
+        )
+        .await
+        .unwrap();
     let (wire_id, datum) = wire::unframe(&bytes).unwrap();
     assert_eq!(wire_id, id);
     let schema = reg.schema_by_id(wire_id).await.unwrap();
-    let v = apache_avro::reader::datum::GenericDatumReader::builder(&schema).build().unwrap().read_value(&mut &datum[..]).unwrap();
-    assert_eq!(v, Value::Record(vec![("id".into(), Value::String("a".into())), ("n".into(), Value::Long(42))]));
+    let v = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+        .build()
+        .unwrap()
+        .read_value(&mut &datum[..])
+        .unwrap();
+    assert_eq!(
+        v,
+        Value::Record(vec![
+            ("id".into(), Value::String("a".into())),
+            ("n".into(), Value::Long(42))
+        ])
+    );
     // And the converter's own decoder agrees.
     let dec = schema_registry_converter::async_impl::avro::AvroDecoder::new(settings);
     assert_eq!(dec.decode(Some(&bytes)).await.unwrap().value, v);
 
     // A compatible change registers as version 2; an incompatible one is refused by the registry.
-    let out = registry::apply_one(&reg, &subject, SCHEMA_V2_COMPATIBLE).await.unwrap();
-    assert!(matches!(out, registry::SchemaOutcome::Registered { version: 2, .. }), "{out:?}");
-    assert!(!reg.is_compatible(&subject, SCHEMA_V3_INCOMPATIBLE).await.unwrap());
-    let err = reg.register(&subject, SCHEMA_V3_INCOMPATIBLE).await.unwrap_err();
-    assert!(matches!(err, RegistryError::Incompatible { .. }), "the registry itself must refuse: {err}");
-    let err = registry::apply_one(&reg, &subject, SCHEMA_V3_INCOMPATIBLE).await.unwrap_err();
+    let out = registry::apply_one(&reg, &subject, SCHEMA_V2_COMPATIBLE)
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, registry::SchemaOutcome::Registered { version: 2, .. }),
+        "{out:?}"
+    );
+    assert!(
+        !reg.is_compatible(&subject, SCHEMA_V3_INCOMPATIBLE)
+            .await
+            .unwrap()
+    );
+    let err = reg
+        .register(&subject, SCHEMA_V3_INCOMPATIBLE)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Incompatible { .. }),
+        "the registry itself must refuse: {err}"
+    );
+    let err = registry::apply_one(&reg, &subject, SCHEMA_V3_INCOMPATIBLE)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("not compatible"), "{err}");
     reg.invalidate(&subject);
     assert_eq!(reg.latest(&subject).await.unwrap().version, 2);
@@ -157,9 +216,19 @@ version = "/version"
     );
     let k = kafka(&cfg);
     let first = topics::ensure(&cfg, &k).await.unwrap();
-    assert_eq!(first.iter().filter(|c| matches!(c, Change::Create(_))).count(), 7, "{first:?}");
+    assert_eq!(
+        first
+            .iter()
+            .filter(|c| matches!(c, Change::Create(_)))
+            .count(),
+        7,
+        "{first:?}"
+    );
     let second = topics::ensure(&cfg, &k).await.unwrap();
-    assert!(second.is_empty(), "second run must change nothing: {second:?}");
+    assert!(
+        second.is_empty(),
+        "second run must change nothing: {second:?}"
+    );
 
     // Someone changes a retention by hand: apply puts it back, then reports nothing again.
     let names = TopicNames::from_config(&cfg);
@@ -168,7 +237,10 @@ version = "/version"
     let alter = rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(&dlq))
         .set("cleanup.policy", "delete")
         .set("retention.ms", "1000");
-    admin.alter_configs([&alter], &rdkafka::admin::AdminOptions::new()).await.unwrap();
+    admin
+        .alter_configs([&alter], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let third = topics::ensure(&cfg, &k).await.unwrap();
     assert!(

@@ -28,7 +28,12 @@ use support::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const STYLES: [(&str, &str); 4] = [("cursor", "customers"), ("link", "orders"), ("page", "events"), ("offset", "customers")];
+const STYLES: [(&str, &str); 4] = [
+    ("cursor", "customers"),
+    ("link", "orders"),
+    ("page", "events"),
+    ("offset", "customers"),
+];
 
 /// A source of `n` streams (over the simulator's styles) with the given token and quota.
 fn source(sim: &intake::sim::SimHandle, name: &str, token: &str, quota: u32, n: usize) -> String {
@@ -97,16 +102,27 @@ impl Proc {
                 }
             }
         });
-        Self { child, id: id.to_owned(), log, lines }
+        Self {
+            child,
+            id: id.to_owned(),
+            log,
+            lines,
+        }
     }
 
     fn saw(&self, needle: &str) -> bool {
-        self.lines.lock().unwrap().iter().any(|l| l.contains(needle))
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
     }
 
     /// Whether a log line carried `field` = `value` (JSON or key=value logs).
     fn saw_field(&self, field: &str, value: &str) -> bool {
-        self.saw(&format!("\"{field}\":{value}")) || self.saw(&format!("\"{field}\":\"{value}\"")) || self.saw(&format!("{field}={value}"))
+        self.saw(&format!("\"{field}\":{value}"))
+            || self.saw(&format!("\"{field}\":\"{value}\""))
+            || self.saw(&format!("{field}={value}"))
     }
 
     fn tail(&self) -> String {
@@ -127,7 +143,10 @@ async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool, p
     let deadline = Instant::now() + timeout;
     while !ok() {
         if Instant::now() > deadline {
-            let logs: Vec<String> = procs.iter().map(|p| format!("--- {}:\n{}", p.id, p.tail())).collect();
+            let logs: Vec<String> = procs
+                .iter()
+                .map(|p| format!("--- {}:\n{}", p.id, p.tail()))
+                .collect();
             panic!("timed out waiting for {what}\n{}", logs.join("\n"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -135,7 +154,10 @@ async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool, p
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// One token's counters from `GET /admin/stats`.
@@ -148,7 +170,12 @@ struct Counts {
 }
 
 async fn counts(sim: &intake::sim::SimHandle, token: &str) -> Counts {
-    let v: serde_json::Value = reqwest::get(sim.url("/admin/stats")).await.unwrap().json().await.unwrap();
+    let v: serde_json::Value = reqwest::get(sim.url("/admin/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let t = &v["tokens"][token];
     Counts {
         requests: t["requests"].as_u64().unwrap_or(0),
@@ -156,7 +183,17 @@ async fn counts(sim: &intake::sim::SimHandle, token: &str) -> Counts {
         per_second: t["per_second"]
             .as_object()
             .map(|m| {
-                m.iter().map(|(k, c)| (k.parse().unwrap(), (c["total"].as_u64().unwrap(), c["accepted"].as_u64().unwrap()))).collect()
+                m.iter()
+                    .map(|(k, c)| {
+                        (
+                            k.parse().unwrap(),
+                            (
+                                c["total"].as_u64().unwrap(),
+                                c["accepted"].as_u64().unwrap(),
+                            ),
+                        )
+                    })
+                    .collect()
             })
             .unwrap_or_default(),
     }
@@ -169,20 +206,36 @@ impl Counts {
     }
     /// Accepted requests per second over the whole seconds `from..=to` (missing seconds count 0).
     fn accepted_rate(&self, from: u64, to: u64) -> f64 {
-        let n: u64 = (from..=to).map(|s| self.per_second.get(&s).map_or(0, |c| c.1)).sum();
+        let n: u64 = (from..=to)
+            .map(|s| self.per_second.get(&s).map_or(0, |c| c.1))
+            .sum();
         n as f64 / (to - from + 1) as f64
     }
     fn seconds(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
-        (from..=to).map(|s| self.per_second.get(&s).copied().unwrap_or_default()).collect()
+        (from..=to)
+            .map(|s| self.per_second.get(&s).copied().unwrap_or_default())
+            .collect()
     }
     fn throttled_in(&self, from: u64, to: u64) -> u64 {
-        (from..=to).map(|s| self.per_second.get(&s).map_or(0, |c| c.0 - c.1)).sum()
+        (from..=to)
+            .map(|s| self.per_second.get(&s).map_or(0, |c| c.0 - c.1))
+            .sum()
     }
 }
 
 /// A fresh simulator, config and topics.
-async fn setup(tokens: &[(&str, u32)], sources: impl Fn(&intake::sim::SimHandle) -> String) -> (intake::sim::SimHandle, tempfile::TempDir, PathBuf) {
-    let mut flags = vec!["--records".to_owned(), "3000".to_owned(), "--quota-window".to_owned(), "1s".to_owned(), "--quota-mode".to_owned(), "window".to_owned()];
+async fn setup(
+    tokens: &[(&str, u32)],
+    sources: impl Fn(&intake::sim::SimHandle) -> String,
+) -> (intake::sim::SimHandle, tempfile::TempDir, PathBuf) {
+    let mut flags = vec![
+        "--records".to_owned(),
+        "3000".to_owned(),
+        "--quota-window".to_owned(),
+        "1s".to_owned(),
+        "--quota-mode".to_owned(),
+        "window".to_owned(),
+    ];
     for (t, q) in tokens {
         flags.push("--token".into());
         flags.push(format!("{t}={q}"));
@@ -201,11 +254,21 @@ const Q: u32 = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_token_many_processes() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for n in [1usize, 2, 4] {
         let (sim, dir, cfg) = setup(&[("demo", Q)], |sim| source(sim, "sim", "demo", Q, 4)).await;
-        let procs: Vec<Proc> = (0..n).map(|i| Proc::spawn(&cfg, &format!("p{i}"), dir.path())).collect();
-        wait_for("every process assigned", Duration::from_secs(60), || procs.iter().all(|p| p.saw("quota partition assigned")), &procs).await;
+        let procs: Vec<Proc> = (0..n)
+            .map(|i| Proc::spawn(&cfg, &format!("p{i}"), dir.path()))
+            .collect();
+        wait_for(
+            "every process assigned",
+            Duration::from_secs(60),
+            || procs.iter().all(|p| p.saw("quota partition assigned")),
+            &procs,
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let from = unix_now() + 1;
         tokio::time::sleep(Duration::from_secs(7)).await;
@@ -223,20 +286,45 @@ async fn one_token_many_processes() {
             c.max_total(),
             c.seconds(from, to)
         );
-        assert!(c.max_total() <= u64::from(Q) + 1, "{n} processes: a second saw {} requests (Q = {Q})", c.max_total());
-        assert!(share < 0.01, "{n} processes: {} of {} requests throttled", c.throttled, c.requests);
-        assert!(rate >= 0.85 * f64::from(Q), "{n} processes: only {rate:.1}/s accepted while there was work");
+        assert!(
+            c.max_total() <= u64::from(Q) + 1,
+            "{n} processes: a second saw {} requests (Q = {Q})",
+            c.max_total()
+        );
+        assert!(
+            share < 0.01,
+            "{n} processes: {} of {} requests throttled",
+            c.throttled,
+            c.requests
+        );
+        assert!(
+            rate >= 0.85 * f64::from(Q),
+            "{n} processes: only {rate:.1}/s accepted while there was work"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_owner_successor_resumes() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (sim, dir, cfg) = setup(&[("demo", Q)], |sim| source(sim, "sim", "demo", Q, 4)).await;
-    let mut procs: Vec<Proc> = (0..2).map(|i| Proc::spawn(&cfg, &format!("p{i}"), dir.path())).collect();
-    wait_for("an owner of the token", Duration::from_secs(60), || procs.iter().any(|p| p.saw_field("streams", "4")), &procs).await;
+    let mut procs: Vec<Proc> = (0..2)
+        .map(|i| Proc::spawn(&cfg, &format!("p{i}"), dir.path()))
+        .collect();
+    wait_for(
+        "an owner of the token",
+        Duration::from_secs(60),
+        || procs.iter().any(|p| p.saw_field("streams", "4")),
+        &procs,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let owner = procs.iter().position(|p| p.saw_field("streams", "4")).unwrap();
+    let owner = procs
+        .iter()
+        .position(|p| p.saw_field("streams", "4"))
+        .unwrap();
     let mut dead = procs.remove(owner);
     dead.child.kill().unwrap();
     let _ = dead.child.wait();
@@ -245,7 +333,13 @@ async fn killed_owner_successor_resumes() {
     drop(dead);
     let survivor = &procs[0];
     // A SIGKILLed member's partitions move after session.timeout.ms (10 s).
-    wait_for("the survivor restores the state", Duration::from_secs(40), || survivor.saw_field("from", &dead_id), &procs).await;
+    wait_for(
+        "the survivor restores the state",
+        Duration::from_secs(40),
+        || survivor.saw_field("from", &dead_id),
+        &procs,
+    )
+    .await;
     let resumed_at = unix_now();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let to = unix_now() - 1;
@@ -258,54 +352,116 @@ async fn killed_owner_successor_resumes() {
         c.max_total(),
         c.seconds(killed_at.saturating_sub(3), to)
     );
-    assert!(c.max_total() <= u64::from(Q) + 1, "a second saw {} requests (Q = {Q})", c.max_total());
-    assert!(rate >= 0.8 * f64::from(Q), "the successor only reached {rate:.1}/s");
-    assert!(c.throttled * 100 < c.requests, "{} of {} throttled", c.throttled, c.requests);
+    assert!(
+        c.max_total() <= u64::from(Q) + 1,
+        "a second saw {} requests (Q = {Q})",
+        c.max_total()
+    );
+    assert!(
+        rate >= 0.8 * f64::from(Q),
+        "the successor only reached {rate:.1}/s"
+    );
+    assert!(
+        c.throttled * 100 < c.requests,
+        "{} of {} throttled",
+        c.throttled,
+        c.requests
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_token_waits_others_go_on() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (qa, qb) = (20u32, 10u32);
-    let (sim, dir, cfg) = setup(&[("ta", qa), ("tb", qb)], |sim| source(sim, "a", "ta", qa, 4) + &source(sim, "b", "tb", qb, 4)).await;
+    let (sim, dir, cfg) = setup(&[("ta", qa), ("tb", qb)], |sim| {
+        source(sim, "a", "ta", qa, 4) + &source(sim, "b", "tb", qb, 4)
+    })
+    .await;
     let procs = vec![Proc::spawn(&cfg, "p0", dir.path())];
-    wait_for("assignment", Duration::from_secs(60), || procs[0].saw("quota partition assigned"), &procs).await;
+    wait_for(
+        "assignment",
+        Duration::from_secs(60),
+        || procs[0].saw("quota partition assigned"),
+        &procs,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let client = reqwest::Client::new();
     let cut = unix_now();
-    let r = client.put(sim.url("/admin/quota/tb")).json(&serde_json::json!({ "limit": 0 })).send().await.unwrap();
+    let r = client
+        .put(sim.url("/admin/quota/tb"))
+        .json(&serde_json::json!({ "limit": 0 }))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     tokio::time::sleep(Duration::from_secs(5)).await;
     let back = unix_now();
-    let r = client.put(sim.url("/admin/quota/tb")).json(&serde_json::json!({ "limit": qb })).send().await.unwrap();
+    let r = client
+        .put(sim.url("/admin/quota/tb"))
+        .json(&serde_json::json!({ "limit": qb }))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     tokio::time::sleep(Duration::from_secs(4)).await;
     let end = unix_now() - 1;
     let (a, b) = (counts(&sim, "ta").await, counts(&sim, "tb").await);
-    println!("cut tb at {cut}, restored at {back}\nta: {:?}\ntb: {:?}", a.seconds(cut - 2, end), b.seconds(cut - 2, end));
+    println!(
+        "cut tb at {cut}, restored at {back}\nta: {:?}\ntb: {:?}",
+        a.seconds(cut - 2, end),
+        b.seconds(cut - 2, end)
+    );
     // While tb is exhausted: nothing of it accepted, about one probe a second, ta at its pace.
     // The window after the cut may still carry requests paced before the 0 was seen.
     let b_during = b.seconds(cut + 2, back - 1);
-    assert!(b_during.iter().all(|(_, acc)| *acc == 0), "tb accepted while at 0: {b_during:?}");
-    assert!(b_during.iter().all(|(tot, _)| *tot <= 3), "tb kept hammering while at 0: {b_during:?}");
+    assert!(
+        b_during.iter().all(|(_, acc)| *acc == 0),
+        "tb accepted while at 0: {b_during:?}"
+    );
+    assert!(
+        b_during.iter().all(|(tot, _)| *tot <= 3),
+        "tb kept hammering while at 0: {b_during:?}"
+    );
     let a_rate = a.accepted_rate(cut + 1, back - 1);
-    assert!(a_rate >= 0.8 * f64::from(qa), "ta slowed to {a_rate:.1}/s while tb waited");
+    assert!(
+        a_rate >= 0.8 * f64::from(qa),
+        "ta slowed to {a_rate:.1}/s while tb waited"
+    );
     // After tb's quota returns, its streams go on.
     let b_after = b.accepted_rate(back + 2, end);
-    assert!(b_after >= 0.6 * f64::from(qb), "tb did not resume: {b_after:.1}/s");
+    assert!(
+        b_after >= 0.6 * f64::from(qb),
+        "tb did not resume: {b_after:.1}/s"
+    );
     assert!(a.max_total() <= u64::from(qa) + 1 && b.max_total() <= u64::from(qb) + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lowered_quota_is_followed_from_headers() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let low = 5u32;
     let (sim, dir, cfg) = setup(&[("demo", Q)], |sim| source(sim, "sim", "demo", Q, 4)).await;
     let procs = vec![Proc::spawn(&cfg, "p0", dir.path())];
-    wait_for("assignment", Duration::from_secs(60), || procs[0].saw("quota partition assigned"), &procs).await;
+    wait_for(
+        "assignment",
+        Duration::from_secs(60),
+        || procs[0].saw("quota partition assigned"),
+        &procs,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cut = unix_now();
-    let r = reqwest::Client::new().put(sim.url("/admin/quota/demo")).json(&serde_json::json!({ "limit": low })).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .put(sim.url("/admin/quota/demo"))
+        .json(&serde_json::json!({ "limit": low }))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     tokio::time::sleep(Duration::from_secs(6)).await;
     let end = unix_now() - 1;
@@ -314,10 +470,22 @@ async fn lowered_quota_is_followed_from_headers() {
     // Requests already paced for the old limit inside the window of the cut may be refused;
     // from the next window on, intake paces by the new limit.
     let throttled = c.throttled_in(cut + 1, end);
-    println!("limit {Q} -> {low} at {cut}: per second {:?}; {throttled} throttled since", c.seconds(cut - 2, end));
+    println!(
+        "limit {Q} -> {low} at {cut}: per second {:?}; {throttled} throttled since",
+        c.seconds(cut - 2, end)
+    );
     // Within one window the pace is the new limit's: no second above it, few 429s, still busy.
-    assert!(after.iter().all(|(tot, _)| *tot <= u64::from(low) + 1), "did not follow the lower limit: {after:?}");
-    assert!(throttled <= 2, "{throttled} requests throttled after the window of the cut");
+    assert!(
+        after.iter().all(|(tot, _)| *tot <= u64::from(low) + 1),
+        "did not follow the lower limit: {after:?}"
+    );
+    assert!(
+        throttled <= 2,
+        "{throttled} requests throttled after the window of the cut"
+    );
     let rate = c.accepted_rate(cut + 2, end);
-    assert!(rate >= 0.7 * f64::from(low), "only {rate:.1}/s after the cut");
+    assert!(
+        rate >= 0.7 * f64::from(low),
+        "only {rate:.1}/s after the cut"
+    );
 }

@@ -45,10 +45,17 @@ impl Server {
         let task = tokio::spawn(intake::serve::run(cfg, listener, async move {
             let _ = rx.await;
         }));
-        let s = Self { base, stop: Some(tx), task };
+        let s = Self {
+            base,
+            stop: Some(tx),
+            task,
+        };
         // Ready once Kafka transactions work.
         for _ in 0..300 {
-            if reqwest::get(format!("{}/readyz", s.base)).await.is_ok_and(|r| r.status() == 200) {
+            if reqwest::get(format!("{}/readyz", s.base))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
                 return s;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -73,8 +80,16 @@ fn event(id: &str, entity: &str, seq: u64) -> Vec<u8> {
     .unwrap()
 }
 
-async fn post_webhook(base: &str, source: &str, body: Vec<u8>, signature: Option<String>) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new().post(format!("{base}/v1/webhooks/{source}")).header("content-type", "application/json").body(body);
+async fn post_webhook(
+    base: &str,
+    source: &str,
+    body: Vec<u8>,
+    signature: Option<String>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/v1/webhooks/{source}"))
+        .header("content-type", "application/json")
+        .body(body);
     if let Some(s) = signature {
         req = req.header("X-Intake-Signature", s);
     }
@@ -98,44 +113,113 @@ async fn signed_webhooks_land_once_and_bad_ones_get_a_reason_and_land_nothing() 
     let body = event("e-bad", "cus_1", 1);
     let (s, v) = post_webhook(b, "shop", body.clone(), None).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("bad_signature")));
-    assert!(v["message"].as_str().unwrap().contains("missing signature header"), "{v}");
-    let (s, v) = post_webhook(b, "shop", body.clone(), Some(intake::signing::sign(b"wrong", now(), &body))).await;
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing signature header"),
+        "{v}"
+    );
+    let (s, v) = post_webhook(
+        b,
+        "shop",
+        body.clone(),
+        Some(intake::signing::sign(b"wrong", now(), &body)),
+    )
+    .await;
     assert_eq!(s, 401);
-    assert!(v["message"].as_str().unwrap().contains("bad signature"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("bad signature"),
+        "{v}"
+    );
     // A captured request replayed outside the 5 minute window.
-    let (s, v) = post_webhook(b, "shop", body.clone(), Some(intake::signing::sign(SECRET.as_bytes(), now() - 3600, &body))).await;
+    let (s, v) = post_webhook(
+        b,
+        "shop",
+        body.clone(),
+        Some(intake::signing::sign(
+            SECRET.as_bytes(),
+            now() - 3600,
+            &body,
+        )),
+    )
+    .await;
     assert_eq!(s, 401);
-    assert!(v["message"].as_str().unwrap().contains("stale signature"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("stale signature"),
+        "{v}"
+    );
     // A body altered after signing.
     let mut altered = body.clone();
     altered[2] = b'E';
-    let (s, _) = post_webhook(b, "shop", altered, Some(intake::signing::sign(SECRET.as_bytes(), now(), &body))).await;
+    let (s, _) = post_webhook(
+        b,
+        "shop",
+        altered,
+        Some(intake::signing::sign(SECRET.as_bytes(), now(), &body)),
+    )
+    .await;
     assert_eq!(s, 401);
     let junk = b"{not json".to_vec();
-    let (s, v) = post_webhook(b, "shop", junk.clone(), Some(intake::signing::sign(SECRET.as_bytes(), now(), &junk))).await;
+    let (s, v) = post_webhook(
+        b,
+        "shop",
+        junk.clone(),
+        Some(intake::signing::sign(SECRET.as_bytes(), now(), &junk)),
+    )
+    .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("malformed_json")));
     assert!(v["message"].as_str().unwrap().contains("line 1"), "{v}");
-    let (s, v) = post_webhook(b, "nope", body.clone(), Some(intake::signing::sign(SECRET.as_bytes(), now(), &body))).await;
+    let (s, v) = post_webhook(
+        b,
+        "nope",
+        body.clone(),
+        Some(intake::signing::sign(SECRET.as_bytes(), now(), &body)),
+    )
+    .await;
     assert_eq!((s, v["error"].as_str()), (404, Some("unknown_source")));
     let huge = vec![b' '; cfg.serve.max_body_bytes + 1];
-    let (s, _) = post_webhook(b, "shop", huge.clone(), Some(intake::signing::sign(SECRET.as_bytes(), now(), &huge))).await;
+    let (s, _) = post_webhook(
+        b,
+        "shop",
+        huge.clone(),
+        Some(intake::signing::sign(SECRET.as_bytes(), now(), &huge)),
+    )
+    .await;
     assert_eq!(s, 413);
-    let no_entity = serde_json::to_vec(&serde_json::json!({"event_id": "x", "stream": "customers", "seq": 1})).unwrap();
-    let (s, v) = post_webhook(b, "shop", no_entity.clone(), Some(intake::signing::sign(SECRET.as_bytes(), now(), &no_entity))).await;
+    let no_entity =
+        serde_json::to_vec(&serde_json::json!({"event_id": "x", "stream": "customers", "seq": 1}))
+            .unwrap();
+    let (s, v) = post_webhook(
+        b,
+        "shop",
+        no_entity.clone(),
+        Some(intake::signing::sign(SECRET.as_bytes(), now(), &no_entity)),
+    )
+    .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("missing_field")));
 
     // Good events, signed with the current secret or (during rotation) the old one.
     for i in 0..20u64 {
         let body = event(&format!("e{i}"), &format!("cus_{}", i % 5), i);
         let secret = if i % 2 == 0 { SECRET } else { OLD_SECRET };
-        let (s, v) = post_webhook(b, "shop", body.clone(), Some(intake::signing::sign(secret.as_bytes(), now(), &body))).await;
+        let (s, v) = post_webhook(
+            b,
+            "shop",
+            body.clone(),
+            Some(intake::signing::sign(secret.as_bytes(), now(), &body)),
+        )
+        .await;
         assert_eq!(s, 202, "{v}");
     }
     srv.stop().await;
 
     let landed = read_all(&TopicNames::from_config(&cfg).landing(), "read_committed");
     assert_eq!(landed.len(), 20, "exactly the accepted events, once each");
-    let mut ids: Vec<&str> = landed.iter().map(|r| r.header("intake.event_id").unwrap()).collect();
+    let mut ids: Vec<&str> = landed
+        .iter()
+        .map(|r| r.header("intake.event_id").unwrap())
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 20);
@@ -144,9 +228,18 @@ async fn signed_webhooks_land_once_and_bad_ones_get_a_reason_and_land_nothing() 
         assert_eq!(r.header("intake.source"), Some("shop"));
         assert_eq!(r.header("intake.stream"), Some("customers"));
         let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
-        assert_eq!(r.key_str(), v["entity_id"].as_str().unwrap(), "keyed by entity id");
+        assert_eq!(
+            r.key_str(),
+            v["entity_id"].as_str().unwrap(),
+            "keyed by entity id"
+        );
         assert_eq!(r.header("intake.seq"), Some(v["seq"].to_string().as_str()));
-        assert!(r.headers.iter().all(|(_, v)| !String::from_utf8_lossy(v).contains(SECRET)), "no secret in headers");
+        assert!(
+            r.headers
+                .iter()
+                .all(|(_, v)| !String::from_utf8_lossy(v).contains(SECRET)),
+            "no secret in headers"
+        );
     }
 }
 
@@ -167,7 +260,10 @@ async fn jobs_are_idempotent_survive_a_restart_and_accept_large_batches_by_refer
     let cfg = serve_config();
     apply_topics(&cfg).await;
     let srv = Server::start(cfg.clone()).await;
-    let batch = serde_json::to_vec(&serde_json::json!({"data": [{"id": "o1", "version": 1}, {"id": "o2", "version": 1}]})).unwrap();
+    let batch = serde_json::to_vec(
+        &serde_json::json!({"data": [{"id": "o1", "version": 1}, {"id": "o2", "version": 1}]}),
+    )
+    .unwrap();
     let q = "source=shop&stream=orders";
 
     let (s, first) = post_job(&srv.base, "job-1", q, batch.clone()).await;
@@ -176,19 +272,33 @@ async fn jobs_are_idempotent_survive_a_restart_and_accept_large_batches_by_refer
     let (s, again) = post_job(&srv.base, "job-1", q, batch.clone()).await;
     assert_eq!(s, 200, "the same key and body returns the existing job");
     assert_eq!(again, first);
-    let other = serde_json::to_vec(&serde_json::json!({"data": [{"id": "o3", "version": 1}]})).unwrap();
+    let other =
+        serde_json::to_vec(&serde_json::json!({"data": [{"id": "o3", "version": 1}]})).unwrap();
     let (s, v) = post_job(&srv.base, "job-1", q, other.clone()).await;
     assert_eq!((s, v["error"].as_str()), (409, Some("job_id_reused")));
     let (s, v) = post_job(&srv.base, "job-2", q, b"[1,2".to_vec()).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("malformed_json")));
 
     // A batch over the inline limit goes by reference.
-    let big: Vec<serde_json::Value> = (0..60_000).map(|i| serde_json::json!({"id": format!("o{i}"), "version": 1, "pad": "x".repeat(64)})).collect();
+    let big: Vec<serde_json::Value> = (0..60_000)
+        .map(|i| serde_json::json!({"id": format!("o{i}"), "version": 1, "pad": "x".repeat(64)}))
+        .collect();
     let big = serde_json::to_vec(&serde_json::json!({ "data": big })).unwrap();
     assert!(big.len() > cfg.serve.max_body_bytes);
-    let r = reqwest::Client::new().put(format!("{}/v1/blobs/big-batch.json", srv.base)).body(big.clone()).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .put(format!("{}/v1/blobs/big-batch.json", srv.base))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 201);
-    let (s, job) = post_job(&srv.base, "job-big", &format!("{q}&blob=big-batch.json"), Vec::new()).await;
+    let (s, job) = post_job(
+        &srv.base,
+        "job-big",
+        &format!("{q}&blob=big-batch.json"),
+        Vec::new(),
+    )
+    .await;
     assert_eq!(s, 201, "{job}");
     assert_eq!(job["records"], 60_000);
     srv.stop().await;
@@ -199,15 +309,28 @@ async fn jobs_are_idempotent_survive_a_restart_and_accept_large_batches_by_refer
     assert_eq!((s, &again), (200, &first));
     let (s, _) = post_job(&srv.base, "job-1", q, other).await;
     assert_eq!(s, 409);
-    let r: serde_json::Value = reqwest::get(format!("{}/v1/jobs/job-big", srv.base)).await.unwrap().json().await.unwrap();
+    let r: serde_json::Value = reqwest::get(format!("{}/v1/jobs/job-big", srv.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["records"], 60_000);
     srv.stop().await;
 
     let landed = read_all(&TopicNames::from_config(&cfg).landing(), "read_committed");
-    let per_job = |id: &str| landed.iter().filter(|r| r.header("intake.job_id") == Some(id)).count();
+    let per_job = |id: &str| {
+        landed
+            .iter()
+            .filter(|r| r.header("intake.job_id") == Some(id))
+            .count()
+    };
     assert_eq!(per_job("job-1"), 1, "landed once");
     assert_eq!(per_job("job-big"), 1);
-    let big_rec = landed.iter().find(|r| r.header("intake.job_id") == Some("job-big")).unwrap();
+    let big_rec = landed
+        .iter()
+        .find(|r| r.header("intake.job_id") == Some("job-big"))
+        .unwrap();
     assert_eq!(big_rec.header("intake.kind"), Some("blob-ref"));
     let b = intake::blob::BlobRef::parse_header(big_rec.header("intake.blob").unwrap()).unwrap();
     assert_eq!(b.sha256, intake::blob::sha256_hex(&big));
@@ -220,15 +343,35 @@ async fn health_metrics_and_openapi_answer() {
     let cfg = serve_config();
     apply_topics(&cfg).await;
     let srv = Server::start(cfg).await;
-    assert_eq!(reqwest::get(format!("{}/healthz", srv.base)).await.unwrap().text().await.unwrap(), "ok");
-    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", srv.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", srv.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", srv.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(doc["openapi"], "3.0.3");
-    for p in ["/v1/webhooks/{source}", "/v1/jobs", "/v1/jobs/{id}", "/v1/blobs/{name}"] {
+    for p in [
+        "/v1/webhooks/{source}",
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/blobs/{name}",
+    ] {
         assert!(doc["paths"][p].is_object(), "{p} documented");
     }
     let m = reqwest::get(format!("{}/metrics", srv.base)).await.unwrap();
     assert_eq!(m.status().as_u16(), 200);
-    let r = reqwest::get(format!("{}/v1/nothing", srv.base)).await.unwrap();
+    let r = reqwest::get(format!("{}/v1/nothing", srv.base))
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     srv.stop().await;
 }

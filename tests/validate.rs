@@ -10,15 +10,19 @@ use intake::config::Config;
 use intake::fetch::{self, FetchOptions};
 use intake::headers::{self, Headers};
 use intake::kafka::Outgoing;
-use intake::registry::{wire, Registry};
+use intake::registry::{Registry, wire};
 use intake::topics::TopicNames;
 use intake::validate::Splitter;
-use serde_json::{json, Value as Json};
+use serde_json::{Value as Json, json};
 use support::*;
 
 /// Runs validate in-process until the committed outputs hold `expected` records (or a time-out),
 /// then stops it (which commits and leaves the group) and returns the final outputs by topic.
-async fn validate_until(cfg: &Arc<Config>, outputs: &[String], expected: usize) -> BTreeMap<String, Vec<Rec>> {
+async fn validate_until(
+    cfg: &Arc<Config>,
+    outputs: &[String],
+    expected: usize,
+) -> BTreeMap<String, Vec<Rec>> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(intake::validate::stage::run(cfg.clone(), async {
         let _ = stopped.await;
@@ -29,7 +33,10 @@ async fn validate_until(cfg: &Arc<Config>, outputs: &[String], expected: usize) 
         if n >= expected {
             break;
         }
-        assert!(Instant::now() < deadline, "validate produced {n} of {expected} outputs in 90 s");
+        assert!(
+            Instant::now() < deadline,
+            "validate produced {n} of {expected} outputs in 90 s"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     stop.send(()).unwrap();
@@ -39,17 +46,26 @@ async fn validate_until(cfg: &Arc<Config>, outputs: &[String], expected: usize) 
 
 async fn read_outputs(topics: &[String]) -> BTreeMap<String, Vec<Rec>> {
     let topics = topics.to_vec();
-    tokio::task::spawn_blocking(move || topics.iter().map(|t| (t.clone(), read_all(t, "read_committed"))).collect())
-        .await
-        .unwrap()
+    tokio::task::spawn_blocking(move || {
+        topics
+            .iter()
+            .map(|t| (t.clone(), read_all(t, "read_committed")))
+            .collect()
+    })
+    .await
+    .unwrap()
 }
 
 /// Decodes a valid-topic value with the schema the registry has under its id.
 async fn decode(reg: &Registry, value: &[u8]) -> (u32, Json) {
     let (id, datum) = wire::unframe(value).expect("Confluent framing");
     let schema = reg.schema_by_id(id).await.expect("schema by id");
-    let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema).build().unwrap();
-    let avro = reader.read_value(&mut &datum[..]).expect("datum decodes with its schema");
+    let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+        .build()
+        .unwrap();
+    let avro = reader
+        .read_value(&mut &datum[..])
+        .expect("datum decodes with its schema");
     (id, Json::try_from(avro).unwrap())
 }
 
@@ -62,7 +78,11 @@ fn assert_same_record(avro: &Json, json: &Json, what: &str) {
     }
     for (k, v) in a {
         if !j.contains_key(k) {
-            assert_eq!(v, &Json::Null, "{what}: field {k} absent in JSON must be null");
+            assert_eq!(
+                v,
+                &Json::Null,
+                "{what}: field {k} absent in JSON must be null"
+            );
         }
     }
 }
@@ -86,7 +106,9 @@ fn drift_field(stream: &str, kind: &str) -> &'static str {
 
 /// `(stream, id) → raw record bytes` of every landed page (blob-refs resolved), and the number
 /// of sync markers per stream.
-async fn landed_records(cfg: &Config) -> (BTreeMap<(String, String), Vec<u8>>, BTreeMap<String, usize>) {
+async fn landed_records(
+    cfg: &Config,
+) -> (BTreeMap<(String, String), Vec<u8>>, BTreeMap<String, usize>) {
     let names = TopicNames::from_config(cfg);
     let blobs = intake::blob::BlobStore::open(&cfg.blob).unwrap();
     let splitter = Splitter::new("/data", "/id", Some("/version")).unwrap();
@@ -97,7 +119,8 @@ async fn landed_records(cfg: &Config) -> (BTreeMap<(String, String), Vec<u8>>, B
         let body = match r.header(headers::KIND).unwrap() {
             "page" => r.value.clone().unwrap(),
             "blob-ref" => {
-                let b = intake::blob::BlobRef::parse_header(r.header(headers::BLOB).unwrap()).unwrap();
+                let b =
+                    intake::blob::BlobRef::parse_header(r.header(headers::BLOB).unwrap()).unwrap();
                 blobs.get(&b).await.unwrap().to_vec()
             }
             _ => {
@@ -116,50 +139,115 @@ async fn landed_records(cfg: &Config) -> (BTreeMap<(String, String), Vec<u8>>, B
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_once() {
-    let sim = sim(&["--records", "400", "--seed", "11", "--drift-rate", "0.05", "--large-rate", "0.01", "--large-bytes", "1100000"]).await;
+    let sim = sim(&[
+        "--records",
+        "400",
+        "--seed",
+        "11",
+        "--drift-rate",
+        "0.05",
+        "--large-rate",
+        "0.01",
+        "--large-bytes",
+        "1100000",
+    ])
+    .await;
     let streams = ["customers", "orders", "events"];
-    let paths: Vec<(String, String)> = streams.iter().map(|s| (s.to_string(), format!("/v1/styles/cursor/{s}"))).collect();
-    let refs: Vec<(&str, &str, &str)> = paths.iter().map(|(n, p)| (n.as_str(), p.as_str(), "cursor")).collect();
+    let paths: Vec<(String, String)> = streams
+        .iter()
+        .map(|s| (s.to_string(), format!("/v1/styles/cursor/{s}")))
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = paths
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_str(), "cursor"))
+        .collect();
     let cfg = Arc::new(config(&sim_source(&sim, &refs, "")));
     let names = TopicNames::from_config(&cfg);
     apply_topics(&cfg).await;
     let reg = Registry::new(&cfg.registry).unwrap();
     intake::registry::apply_schemas(&cfg, &reg).await.unwrap();
-    fetch::run(cfg.clone(), FetchOptions { once: true, ..FetchOptions::default() }, std::future::pending()).await.unwrap();
+    fetch::run(
+        cfg.clone(),
+        FetchOptions {
+            once: true,
+            ..FetchOptions::default()
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
 
     let truth = truth(&sim).await;
     let (landed, markers) = landed_records(&cfg).await;
     let drifted: BTreeMap<(String, String), String> = streams
         .iter()
         .flat_map(|s| {
-            truth["streams"][s]["drifted"].as_object().unwrap().iter().map(move |(id, k)| ((s.to_string(), id.clone()), k.as_str().unwrap().to_owned()))
+            truth["streams"][s]["drifted"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(move |(id, k)| ((s.to_string(), id.clone()), k.as_str().unwrap().to_owned()))
         })
         .collect();
     let large: BTreeSet<(String, String)> = streams
         .iter()
-        .flat_map(|s| truth["streams"][s]["large"].as_array().unwrap().iter().map(move |id| (s.to_string(), id.as_str().unwrap().to_owned())))
+        .flat_map(|s| {
+            truth["streams"][s]["large"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |id| (s.to_string(), id.as_str().unwrap().to_owned()))
+        })
         .collect();
     let kinds: BTreeSet<&str> = drifted.values().map(String::as_str).collect();
-    assert_eq!(kinds, BTreeSet::from(["missing_field", "type_mismatch", "unknown_enum", "unknown_field"]), "the seed drifts every kind");
-    assert!(large.iter().any(|k| !drifted.contains_key(k)), "the seed makes a large record that does not drift");
-    let live: usize = streams.iter().map(|s| truth["streams"][s]["live"].as_object().unwrap().len()).sum();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "missing_field",
+            "type_mismatch",
+            "unknown_enum",
+            "unknown_field"
+        ]),
+        "the seed drifts every kind"
+    );
+    assert!(
+        large.iter().any(|k| !drifted.contains_key(k)),
+        "the seed makes a large record that does not drift"
+    );
+    let live: usize = streams
+        .iter()
+        .map(|s| truth["streams"][s]["live"].as_object().unwrap().len())
+        .sum();
     assert_eq!(landed.len(), live, "fetch landed every live record once");
-    assert_eq!(markers.values().sum::<usize>(), 2 * streams.len(), "one sync-begin and one sync-end per stream");
+    assert_eq!(
+        markers.values().sum::<usize>(),
+        2 * streams.len(),
+        "one sync-begin and one sync-end per stream"
+    );
 
     let valid_topics: Vec<String> = streams.iter().map(|s| names.valid("sim", s)).collect();
     let mut outputs = valid_topics.clone();
     outputs.push(names.dlq());
     let partitions = 4; // topics/topics.toml, per_stream
-    let out = validate_until(&cfg, &outputs, landed.len() + markers.values().sum::<usize>() * partitions).await;
-    let by_kind = drifted.values().fold(BTreeMap::<&str, usize>::new(), |mut m, k| {
-        *m.entry(k.as_str()).or_default() += 1;
-        m
-    });
+    let out = validate_until(
+        &cfg,
+        &outputs,
+        landed.len() + markers.values().sum::<usize>() * partitions,
+    )
+    .await;
+    let by_kind = drifted
+        .values()
+        .fold(BTreeMap::<&str, usize>::new(), |mut m, k| {
+            *m.entry(k.as_str()).or_default() += 1;
+            m
+        });
     println!(
         "landed {} records; drifted {by_kind:?}; large {}; outputs {:?}",
         landed.len(),
         large.len(),
-        out.iter().map(|(t, r)| (t.as_str(), r.len())).collect::<Vec<_>>()
+        out.iter()
+            .map(|(t, r)| (t.as_str(), r.len()))
+            .collect::<Vec<_>>()
     );
 
     // The DLQ: exactly the drifted ids, then the large ones (too_large), each once.
@@ -167,10 +255,17 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
     for r in &out[&names.dlq()] {
         let stream = r.header(headers::STREAM).unwrap().to_owned();
         let value = r.value.as_deref().unwrap();
-        let id = serde_json::from_slice::<Json>(value).unwrap()["id"].as_str().unwrap().to_owned();
+        let id = serde_json::from_slice::<Json>(value).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let key = (stream.clone(), id.clone());
         *in_dlq.entry(key.clone()).or_default() += 1;
-        assert_eq!(value, &landed[&key][..], "{stream}/{id}: the DLQ keeps the raw record bytes");
+        assert_eq!(
+            value,
+            &landed[&key][..],
+            "{stream}/{id}: the DLQ keeps the raw record bytes"
+        );
         assert_eq!(r.key_str(), format!("sim/{stream}"), "the landing key");
         let kind = r.header(headers::DLQ_KIND).unwrap();
         let detail = r.header(headers::DLQ_DETAIL).unwrap();
@@ -179,27 +274,48 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
                 let field = drift_field(&stream, expected);
                 assert_eq!(kind, expected, "{stream}/{id}: {detail}");
                 assert_eq!(r.header(headers::DLQ_FIELD), Some(field), "{stream}/{id}");
-                assert!(detail.contains(&format!("`{field}`")), "{stream}/{id}: the detail names the field: {detail}");
+                assert!(
+                    detail.contains(&format!("`{field}`")),
+                    "{stream}/{id}: the detail names the field: {detail}"
+                );
             }
             None => {
-                assert!(large.contains(&key), "{stream}/{id} went to the DLQ without drifting or being large: {kind}: {detail}");
+                assert!(
+                    large.contains(&key),
+                    "{stream}/{id} went to the DLQ without drifting or being large: {kind}: {detail}"
+                );
                 assert_eq!(kind, "too_large", "{stream}/{id}: {detail}");
             }
         }
         assert_eq!(r.header(headers::DLQ_STAGE), Some("validate"));
-        assert_eq!(r.header(headers::DLQ_SUBJECT), Some(names.subject("sim", &stream).as_str()));
+        assert_eq!(
+            r.header(headers::DLQ_SUBJECT),
+            Some(names.subject("sim", &stream).as_str())
+        );
         assert_eq!(r.header(headers::DLQ_SCHEMA_VERSION), Some("1"));
         assert!(r.header(headers::DLQ_AT).is_some());
         let origin = r.header(headers::DLQ_ORIGIN).unwrap();
-        let (at, index) = origin.split_once('#').expect("a record's origin has its index");
-        assert!(at.starts_with(&format!("{}/", names.landing())) && index.parse::<usize>().is_ok(), "{origin}");
+        let (at, index) = origin
+            .split_once('#')
+            .expect("a record's origin has its index");
+        assert!(
+            at.starts_with(&format!("{}/", names.landing())) && index.parse::<usize>().is_ok(),
+            "{origin}"
+        );
         // Landing headers are kept.
         assert_eq!(r.header(headers::SOURCE), Some("sim"));
         assert!(r.header(headers::SYNC_ID).is_some() && r.header(headers::FETCHED_AT).is_some());
     }
-    let expected_dlq: BTreeMap<(String, String), usize> =
-        drifted.keys().chain(large.iter()).filter(|k| landed.contains_key(*k)).map(|k| (k.clone(), 1)).collect();
-    assert_eq!(in_dlq, expected_dlq, "the DLQ holds exactly the drifted (and oversize) records, once each");
+    let expected_dlq: BTreeMap<(String, String), usize> = drifted
+        .keys()
+        .chain(large.iter())
+        .filter(|k| landed.contains_key(*k))
+        .map(|k| (k.clone(), 1))
+        .collect();
+    assert_eq!(
+        in_dlq, expected_dlq,
+        "the DLQ holds exactly the drifted (and oversize) records, once each"
+    );
 
     // The valid topics: exactly the other ids, once each, decodable, equal to the JSON.
     for (stream, topic) in streams.iter().zip(&valid_topics) {
@@ -217,13 +333,25 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
             assert_same_record(&avro, &record["record"], &format!("{stream}/{id}"));
             let raw = &landed[&(stream.to_string(), id.clone())];
             assert_eq!(r.header(headers::OP), Some("upsert"));
-            assert_eq!(r.header(headers::VERSION), Some(record["version"].as_u64().unwrap().to_string().as_str()));
-            assert_eq!(r.header(headers::HASH), Some(format!("{:016x}", intake::dedup::merge::content_hash(raw)).as_str()));
+            assert_eq!(
+                r.header(headers::VERSION),
+                Some(record["version"].as_u64().unwrap().to_string().as_str())
+            );
+            assert_eq!(
+                r.header(headers::HASH),
+                Some(format!("{:016x}", intake::dedup::merge::content_hash(raw)).as_str())
+            );
             assert_eq!(r.header(headers::SOURCE), Some("sim"));
             assert_eq!(r.header(headers::STREAM), Some(*stream));
-            assert!(r.header(headers::ORIGIN).unwrap().starts_with(&format!("{}/", names.landing())));
+            assert!(
+                r.header(headers::ORIGIN)
+                    .unwrap()
+                    .starts_with(&format!("{}/", names.landing()))
+            );
             assert!(!r.header(headers::ORIGIN).unwrap().contains('#'));
-            assert!(r.header(headers::SYNC_ID).is_some() && r.header(headers::FETCHED_AT).is_some());
+            assert!(
+                r.header(headers::SYNC_ID).is_some() && r.header(headers::FETCHED_AT).is_some()
+            );
         }
         let expected: BTreeMap<String, usize> = landed
             .keys()
@@ -231,17 +359,38 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
             .map(|k| (k.1.clone(), 1))
             .collect();
         assert!(!expected.is_empty());
-        assert_eq!(seen, expected, "{stream}: the valid topic holds exactly the non-drifted records, once each");
+        assert_eq!(
+            seen, expected,
+            "{stream}: the valid topic holds exactly the non-drifted records, once each"
+        );
         // Each partition opens with the sync-begin marker and closes with the sync-end one.
-        assert_eq!(by_partition.len(), partitions, "{stream}: markers reach every partition");
+        assert_eq!(
+            by_partition.len(),
+            partitions,
+            "{stream}: markers reach every partition"
+        );
         for (p, recs) in by_partition {
-            let kinds: Vec<&str> = recs.iter().filter_map(|r| r.header(headers::KIND)).collect();
+            let kinds: Vec<&str> = recs
+                .iter()
+                .filter_map(|r| r.header(headers::KIND))
+                .collect();
             assert_eq!(kinds, ["sync-begin", "sync-end"], "{stream} partition {p}");
-            assert_eq!(recs.first().unwrap().header(headers::KIND), Some("sync-begin"), "{stream} partition {p}");
-            assert_eq!(recs.last().unwrap().header(headers::KIND), Some("sync-end"), "{stream} partition {p}");
+            assert_eq!(
+                recs.first().unwrap().header(headers::KIND),
+                Some("sync-begin"),
+                "{stream} partition {p}"
+            );
+            assert_eq!(
+                recs.last().unwrap().header(headers::KIND),
+                Some("sync-end"),
+                "{stream} partition {p}"
+            );
             let begin = recs.first().unwrap();
             assert_eq!(begin.key_str(), format!("sim/{stream}"));
-            assert!(begin.header(headers::SYNC_ID).is_some() && begin.header(headers::MODE) == Some("full"));
+            assert!(
+                begin.header(headers::SYNC_ID).is_some()
+                    && begin.header(headers::MODE) == Some("full")
+            );
         }
     }
 }
@@ -255,7 +404,13 @@ async fn land(cfg: &Config, records: Vec<(String, Vec<u8>, Headers)>) {
             p.init()?;
             p.begin()?;
             for (key, value, h) in records {
-                p.send(Outgoing { topic: &topic, key: Some(key.as_bytes()), payload: Some(&value), headers: h.build(), partition: None })?;
+                p.send(Outgoing {
+                    topic: &topic,
+                    key: Some(key.as_bytes()),
+                    payload: Some(&value),
+                    headers: h.build(),
+                    partition: None,
+                })?;
             }
             p.commit()
         })
@@ -325,41 +480,112 @@ version = "/version"
     let bad_version = with(customer("c-3", 1), "version", json!("soon"));
     let renamed = with(customer("c-4", 1), "status", json!("enabled"));
     let email_number = with(customer("c-5", 1), "email", json!(12345));
-    let page1 = bytes(&json!({"data": [customer("c-1", 7), no_id, bad_version, renamed, email_number], "next": null}));
+    let page1 = bytes(
+        &json!({"data": [customer("c-1", 7), no_id, bad_version, renamed, email_number], "next": null}),
+    );
     let big1 = with(customer("c-11", 1), "notes", json!("x".repeat(1_200_000)));
     let big9 = with(customer("c-12", 1), "notes", json!("y".repeat(9_000_000)));
     let blob_page = bytes(&json!({"data": [customer("c-10", 1), big1, big9]}));
     let blob = blobs.put(blob_page.clone().into()).await.unwrap();
-    let missing_blob = intake::blob::BlobRef { uri: blob.uri.replace(&blob.sha256, &"0".repeat(64)), sha256: "0".repeat(64), size: 3 };
-    let event = |ty: &str, id: &str, seq: i64, data: Json| {
-        bytes(&json!({"event_id": format!("e-{id}-{seq}"), "type": ty, "stream": "customers", "entity_id": id, "seq": seq, "data": data}))
+    let missing_blob = intake::blob::BlobRef {
+        uri: blob.uri.replace(&blob.sha256, &"0".repeat(64)),
+        sha256: "0".repeat(64),
+        size: 3,
     };
-    let event_headers = || Headers::new().with(headers::SOURCE, "sim").with(headers::KIND, "event").with(headers::FETCHED_AT, "2024-05-01T00:00:00Z");
+    let event = |ty: &str, id: &str, seq: i64, data: Json| {
+        bytes(
+            &json!({"event_id": format!("e-{id}-{seq}"), "type": ty, "stream": "customers", "entity_id": id, "seq": seq, "data": data}),
+        )
+    };
+    let event_headers = || {
+        Headers::new()
+            .with(headers::SOURCE, "sim")
+            .with(headers::KIND, "event")
+            .with(headers::FETCHED_AT, "2024-05-01T00:00:00Z")
+    };
     let fulfilled = with(order("o-2"), "fulfillment_channel", json!("store"));
     let settled = with(order("o-3"), "status", json!("settled"));
     let amount_text = with(order("o-4"), "amount_cents", json!("12"));
-    let orders_page = bytes(&json!({"data": [order("o-1"), fulfilled, settled.clone(), amount_text]}));
-    let ghost_page = bytes(&json!({"data": [{"id": "g-1", "version": 1}, {"id": "g-2", "version": 2}]}));
+    let orders_page =
+        bytes(&json!({"data": [order("o-1"), fulfilled, settled.clone(), amount_text]}));
+    let ghost_page =
+        bytes(&json!({"data": [{"id": "g-1", "version": 1}, {"id": "g-2", "version": 2}]}));
 
     let k = |s: &str| format!("sim/{s}");
     land(
         &cfg,
         vec![
-            (k("customers"), page1.clone(), page_headers("customers", "page")),
-            (k("customers"), br#"{"data":[{"id":"#.to_vec(), page_headers("customers", "page")),
-            (k("customers"), b"\xff\xfe{}".to_vec(), page_headers("customers", "page")),
-            (k("customers"), br#"{"items":[]}"#.to_vec(), page_headers("customers", "page")),
+            (
+                k("customers"),
+                page1.clone(),
+                page_headers("customers", "page"),
+            ),
+            (
+                k("customers"),
+                br#"{"data":[{"id":"#.to_vec(),
+                page_headers("customers", "page"),
+            ),
+            (
+                k("customers"),
+                b"\xff\xfe{}".to_vec(),
+                page_headers("customers", "page"),
+            ),
+            (
+                k("customers"),
+                br#"{"items":[]}"#.to_vec(),
+                page_headers("customers", "page"),
+            ),
             (k("ghost"), ghost_page, page_headers("ghost", "page")),
-            (k("customers"), page1.clone(), Headers::new().with(headers::SOURCE, "sim").with(headers::STREAM, "customers")),
+            (
+                k("customers"),
+                page1.clone(),
+                Headers::new()
+                    .with(headers::SOURCE, "sim")
+                    .with(headers::STREAM, "customers"),
+            ),
             (k("unknown"), page1.clone(), page_headers("unknown", "page")),
-            (k("customers"), bytes(&json!(missing_blob)), page_headers("customers", "blob-ref").with(headers::BLOB, missing_blob.header_value())),
-            (k("customers"), bytes(&json!(blob)), page_headers("customers", "blob-ref").with(headers::BLOB, blob.header_value())),
-            ("c-20".into(), event("created", "c-20", 5, customer("c-20", 1)), event_headers()),
-            ("c-21".into(), event("updated", "c-21", 6, with(customer("c-21", 1), "status", json!("enabled"))), event_headers()),
-            ("c-22".into(), event("deleted", "c-22", 9, Json::Null), event_headers()),
-            ("c-23".into(), event("renamed", "c-23", 1, customer("c-23", 1)), event_headers()),
+            (
+                k("customers"),
+                bytes(&json!(missing_blob)),
+                page_headers("customers", "blob-ref")
+                    .with(headers::BLOB, missing_blob.header_value()),
+            ),
+            (
+                k("customers"),
+                bytes(&json!(blob)),
+                page_headers("customers", "blob-ref").with(headers::BLOB, blob.header_value()),
+            ),
+            (
+                "c-20".into(),
+                event("created", "c-20", 5, customer("c-20", 1)),
+                event_headers(),
+            ),
+            (
+                "c-21".into(),
+                event(
+                    "updated",
+                    "c-21",
+                    6,
+                    with(customer("c-21", 1), "status", json!("enabled")),
+                ),
+                event_headers(),
+            ),
+            (
+                "c-22".into(),
+                event("deleted", "c-22", 9, Json::Null),
+                event_headers(),
+            ),
+            (
+                "c-23".into(),
+                event("renamed", "c-23", 1, customer("c-23", 1)),
+                event_headers(),
+            ),
             (k("orders"), orders_page, page_headers("orders", "page")),
-            (k("customers"), br#"{"sync_id":"sync-1"}"#.to_vec(), page_headers("customers", "sync-begin")),
+            (
+                k("customers"),
+                br#"{"sync_id":"sync-1"}"#.to_vec(),
+                page_headers("customers", "sync-begin"),
+            ),
         ],
     )
     .await;
@@ -371,8 +597,16 @@ version = "/version"
     let out = validate_until(&cfg, &outputs, 8 + 3 + 17).await;
 
     // Valid customers.
-    let data: Vec<&Rec> = out[&valid_c].iter().filter(|r| r.header(headers::KIND).is_none()).collect();
-    let keys: Vec<&str> = data.iter().map(|r| r.key_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let data: Vec<&Rec> = out[&valid_c]
+        .iter()
+        .filter(|r| r.header(headers::KIND).is_none())
+        .collect();
+    let keys: Vec<&str> = data
+        .iter()
+        .map(|r| r.key_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     assert_eq!(keys, ["c-1", "c-10", "c-20", "c-22"]);
     assert_eq!(data.len(), 4);
     for r in &data {
@@ -392,23 +626,42 @@ version = "/version"
                 assert_same_record(&avro, &customer(id, version), id);
                 assert_eq!(r.header(headers::OP), Some("upsert"));
                 // A page record's version is its own; an event's is the event's seq.
-                let expected = if id == "c-20" { "5" } else { &version.to_string() };
+                let expected = if id == "c-20" {
+                    "5"
+                } else {
+                    &version.to_string()
+                };
                 assert_eq!(r.header(headers::VERSION), Some(expected), "{id}");
             }
         }
     }
-    assert_eq!(out[&valid_c].iter().filter(|r| r.header(headers::KIND) == Some("sync-begin")).count(), 4);
+    assert_eq!(
+        out[&valid_c]
+            .iter()
+            .filter(|r| r.header(headers::KIND) == Some("sync-begin"))
+            .count(),
+        4
+    );
 
     // Orders under drift = evolve: the new field and the renamed enum were registered as new
     // versions; the type change was not (it cannot be a compatible change).
     let mut orders: BTreeMap<String, (u32, Json)> = BTreeMap::new();
     for r in &out[&valid_o] {
-        orders.insert(r.key_str().to_owned(), decode(&reg, r.value.as_deref().unwrap()).await);
+        orders.insert(
+            r.key_str().to_owned(),
+            decode(&reg, r.value.as_deref().unwrap()).await,
+        );
     }
-    assert_eq!(orders.keys().map(String::as_str).collect::<Vec<_>>(), ["o-1", "o-2", "o-3"]);
+    assert_eq!(
+        orders.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["o-1", "o-2", "o-3"]
+    );
     assert_eq!(orders["o-2"].1["fulfillment_channel"], json!("store"));
     assert_eq!(orders["o-3"].1["status"], json!("settled"));
-    assert!(orders["o-1"].0 != orders["o-2"].0 && orders["o-2"].0 != orders["o-3"].0, "each evolution is a new schema id");
+    assert!(
+        orders["o-1"].0 != orders["o-2"].0 && orders["o-2"].0 != orders["o-3"].0,
+        "each evolution is a new schema id"
+    );
     let latest = reg.latest(&names.subject("sim", "orders")).await.unwrap();
     assert_eq!(latest.version, 3);
 
@@ -425,7 +678,13 @@ version = "/version"
         ));
         assert_eq!(r.header(headers::DLQ_STAGE), Some("validate"));
         if let Some(f) = r.header(headers::DLQ_FIELD) {
-            assert!(r.header(headers::DLQ_DETAIL).unwrap().contains(&format!("`{f}`")), "{:?}", r.header(headers::DLQ_DETAIL));
+            assert!(
+                r.header(headers::DLQ_DETAIL)
+                    .unwrap()
+                    .contains(&format!("`{f}`")),
+                "{:?}",
+                r.header(headers::DLQ_DETAIL)
+            );
         }
         match (r.header(headers::DLQ_KIND).unwrap(), r.key_str()) {
             ("unknown_enum", "c-21") | ("not_a_page", "c-23") => {
@@ -436,14 +695,24 @@ version = "/version"
                 if index == Some(2) {
                     // 9 MB: over the DLQ's own limit, kept as the landing reference.
                     assert_eq!(v, json!(blob));
-                    assert!(r.header(headers::DLQ_DETAIL).unwrap().contains("landing value"));
+                    assert!(
+                        r.header(headers::DLQ_DETAIL)
+                            .unwrap()
+                            .contains("landing value")
+                    );
                 } else {
                     assert_eq!(v["id"], "c-11");
                 }
             }
-            ("blob_unreadable", _) => assert_eq!(serde_json::from_slice::<Json>(r.value.as_deref().unwrap()).unwrap(), json!(missing_blob)),
+            ("blob_unreadable", _) => assert_eq!(
+                serde_json::from_slice::<Json>(r.value.as_deref().unwrap()).unwrap(),
+                json!(missing_blob)
+            ),
             ("no_schema", "sim/ghost") => {
-                assert_eq!(r.header(headers::DLQ_SUBJECT), Some(names.subject("sim", "ghost").as_str()));
+                assert_eq!(
+                    r.header(headers::DLQ_SUBJECT),
+                    Some(names.subject("sim", "ghost").as_str())
+                );
                 assert_eq!(r.header(headers::DLQ_SCHEMA_VERSION), None);
             }
             _ => {}
@@ -469,7 +738,12 @@ version = "/version"
         (s("too_large"), None, s("sim/customers"), Some(2)),
         (s("unknown_enum"), f("status"), s("c-21"), None),
         (s("not_a_page"), f("type"), s("c-23"), None),
-        (s("type_mismatch"), f("amount_cents"), s("sim/orders"), Some(3)),
+        (
+            s("type_mismatch"),
+            f("amount_cents"),
+            s("sim/orders"),
+            Some(3),
+        ),
     ];
     expected.sort();
     assert_eq!(got, expected);
@@ -489,18 +763,36 @@ version = "/version"
 "#;
     let text = config_text(streams);
     let cfg = Arc::new(Config::from_toml(&text).unwrap());
-    let down = Arc::new(Config::from_toml(&text.replace(&registry_url(), "http://127.0.0.1:1/apis/ccompat/v7")).unwrap());
+    let down = Arc::new(
+        Config::from_toml(&text.replace(&registry_url(), "http://127.0.0.1:1/apis/ccompat/v7"))
+            .unwrap(),
+    );
     let names = TopicNames::from_config(&cfg);
     apply_topics(&cfg).await;
-    intake::registry::apply_schemas(&cfg, &Registry::new(&cfg.registry).unwrap()).await.unwrap();
-    let page = bytes(&json!({"data": [customer("c-1", 1), customer("c-2", 2), with(customer("c-3", 1), "status", json!("enabled"))]}));
-    land(&cfg, vec![("sim/customers".into(), page, page_headers("customers", "page"))]).await;
+    intake::registry::apply_schemas(&cfg, &Registry::new(&cfg.registry).unwrap())
+        .await
+        .unwrap();
+    let page = bytes(
+        &json!({"data": [customer("c-1", 1), customer("c-2", 2), with(customer("c-3", 1), "status", json!("enabled"))]}),
+    );
+    land(
+        &cfg,
+        vec![(
+            "sim/customers".into(),
+            page,
+            page_headers("customers", "page"),
+        )],
+    )
+    .await;
     let outputs = vec![names.valid("sim", "customers"), names.dlq()];
 
     // Registry unreachable: nothing is written, nothing is dead-lettered, the stage keeps going
     // and retries (its warnings are captured to count the attempts).
     let logs = Logs::default();
-    let _ = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .try_init();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(intake::validate::stage::run(down, async {
         let _ = stopped.await;
@@ -511,9 +803,15 @@ version = "/version"
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
     assert_eq!(during, 0, "a registry outage is not bad data");
-    let retries = logs.text().matches("system unavailable; aborting the batch to retry it").count();
+    let retries = logs
+        .text()
+        .matches("system unavailable; aborting the batch to retry it")
+        .count();
     println!("registry down for 6 s: {retries} aborted attempts, {during} outputs");
-    assert!(retries >= 2, "the stage retried the batch while the registry was down ({retries} attempts)");
+    assert!(
+        retries >= 2,
+        "the stage retried the batch while the registry was down ({retries} attempts)"
+    );
 
     // Registry back: the same landing record flows, once.
     let out = validate_until(&cfg, &outputs, 3).await;
@@ -521,7 +819,10 @@ version = "/version"
     assert_eq!(keys.len(), 2);
     assert!(keys.contains(&"c-1") && keys.contains(&"c-2"));
     assert_eq!(out[&outputs[1]].len(), 1);
-    assert_eq!(out[&outputs[1]][0].header(headers::DLQ_KIND), Some("unknown_enum"));
+    assert_eq!(
+        out[&outputs[1]][0].header(headers::DLQ_KIND),
+        Some("unknown_enum")
+    );
 }
 
 /// Log lines captured from the whole test process.

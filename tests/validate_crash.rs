@@ -33,7 +33,11 @@ struct Slot {
 
 impl Slot {
     fn start(&mut self, config: &std::path::Path) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_intake"))
             .args(["validate", "--config"])
             .arg(config)
@@ -96,7 +100,13 @@ fn expected(cfg: &Config, drifted: &BTreeMap<String, String>) -> BTreeMap<Expect
             kind => {
                 let value = String::from_utf8(r.value.clone().unwrap()).unwrap();
                 for p in 0..PARTITIONS {
-                    *out.entry(Expect::Marker(valid.clone(), p, kind.to_owned(), value.clone())).or_default() += 1;
+                    *out.entry(Expect::Marker(
+                        valid.clone(),
+                        p,
+                        kind.to_owned(),
+                        value.clone(),
+                    ))
+                    .or_default() += 1;
                 }
             }
         }
@@ -112,14 +122,26 @@ fn actual(cfg: &Config, streams: &[String]) -> BTreeMap<Expect, usize> {
         let topic = names.valid("sim", s);
         for r in read_all(&topic, "read_committed") {
             let e = match r.header(headers::KIND) {
-                Some(kind) => Expect::Marker(topic.clone(), r.partition, kind.to_owned(), String::from_utf8(r.value.clone().unwrap()).unwrap()),
-                None => Expect::Valid(topic.clone(), r.header(headers::ORIGIN).unwrap().to_owned(), r.key_str().to_owned()),
+                Some(kind) => Expect::Marker(
+                    topic.clone(),
+                    r.partition,
+                    kind.to_owned(),
+                    String::from_utf8(r.value.clone().unwrap()).unwrap(),
+                ),
+                None => Expect::Valid(
+                    topic.clone(),
+                    r.header(headers::ORIGIN).unwrap().to_owned(),
+                    r.key_str().to_owned(),
+                ),
             };
             *out.entry(e).or_default() += 1;
         }
     }
     for r in read_all(&names.dlq(), "read_committed") {
-        let e = Expect::Dead(r.header(headers::DLQ_ORIGIN).unwrap().to_owned(), r.header(headers::DLQ_KIND).unwrap().to_owned());
+        let e = Expect::Dead(
+            r.header(headers::DLQ_ORIGIN).unwrap().to_owned(),
+            r.header(headers::DLQ_KIND).unwrap().to_owned(),
+        );
         *out.entry(e).or_default() += 1;
     }
     out
@@ -142,7 +164,10 @@ impl Backlog {
             .set("isolation.level", "read_uncommitted")
             .create()
             .unwrap();
-        Backlog { consumer, landing: TopicNames::from_config(cfg).landing() }
+        Backlog {
+            consumer,
+            landing: TopicNames::from_config(cfg).landing(),
+        }
     }
 
     /// `None` when the broker does not answer in time (it is shared with other tests).
@@ -156,8 +181,14 @@ impl Backlog {
         let committed = self.consumer.committed_offsets(tpl, timeout).ok()?;
         let mut total = 0;
         for p in 0..4 {
-            let (lo, hi) = self.consumer.fetch_watermarks(&self.landing, p, timeout).ok()?;
-            let at = match committed.find_partition(&self.landing, p).map(|e| e.offset()) {
+            let (lo, hi) = self
+                .consumer
+                .fetch_watermarks(&self.landing, p, timeout)
+                .ok()?;
+            let at = match committed
+                .find_partition(&self.landing, p)
+                .map(|e| e.offset())
+            {
                 Some(rdkafka::Offset::Offset(o)) => o,
                 _ => lo,
             };
@@ -181,8 +212,17 @@ fn land_copy(cfg: &Config, producer: &intake::kafka::TxnProducer, source: &[Rec]
             v["copy"] = copy.into();
             value = serde_json::to_vec(&v).unwrap();
         }
-        let h = r.headers.iter().fold(intake::headers::Headers::new(), |h, (k, v)| h.with(k, v));
-        let out = intake::kafka::Outgoing { topic: &landing, key: r.key.as_deref(), payload: Some(&value), headers: h.build(), partition: None };
+        let h = r
+            .headers
+            .iter()
+            .fold(intake::headers::Headers::new(), |h, (k, v)| h.with(k, v));
+        let out = intake::kafka::Outgoing {
+            topic: &landing,
+            key: r.key.as_deref(),
+            payload: Some(&value),
+            headers: h.build(),
+            partition: None,
+        };
         producer.send(out).unwrap();
     }
     producer.commit().unwrap();
@@ -214,10 +254,21 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     let sim_streams = ["customers", "orders", "events"];
     let layout: Vec<(String, String, &str)> = ["cursor", "link"]
         .iter()
-        .flat_map(|style| sim_streams.iter().map(move |s| (format!("{s}-{style}"), format!("/v1/styles/{style}/{s}"), *style)))
+        .flat_map(|style| {
+            sim_streams.iter().map(move |s| {
+                (
+                    format!("{s}-{style}"),
+                    format!("/v1/styles/{style}/{s}"),
+                    *style,
+                )
+            })
+        })
         .collect();
     let streams: Vec<String> = layout.iter().map(|(n, _, _)| n.clone()).collect();
-    let refs: Vec<(&str, &str, &str)> = layout.iter().map(|(n, p, s)| (n.as_str(), p.as_str(), *s)).collect();
+    let refs: Vec<(&str, &str, &str)> = layout
+        .iter()
+        .map(|(n, p, s)| (n.as_str(), p.as_str(), *s))
+        .collect();
     let text = config_text(&sim_source(&sim, &refs, ""));
     let cfg = Arc::new(Config::from_toml(&text).unwrap());
     let names = TopicNames::from_config(&cfg);
@@ -225,8 +276,12 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     let reg = intake::registry::Registry::new(&cfg.registry).unwrap();
     for (name, path, _) in &layout {
         let sim_stream = path.rsplit('/').next().unwrap();
-        let schema = std::fs::read_to_string(root().join(format!("topics/schemas/sim/{sim_stream}.avsc"))).unwrap();
-        intake::registry::apply_one(&reg, &names.subject("sim", name), &schema).await.unwrap();
+        let schema =
+            std::fs::read_to_string(root().join(format!("topics/schemas/sim/{sim_stream}.avsc")))
+                .unwrap();
+        intake::registry::apply_one(&reg, &names.subject("sim", name), &schema)
+            .await
+            .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let config_path = write_config(dir.path(), &text);
@@ -234,15 +289,32 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     // Ids are unique across the simulator's streams (`cus-`, `ord-`, `evt-`).
     let drifted: BTreeMap<String, String> = sim_streams
         .iter()
-        .flat_map(|s| truth["streams"][s]["drifted"].as_object().unwrap().iter().map(|(id, k)| (id.clone(), k.as_str().unwrap().to_owned())))
+        .flat_map(|s| {
+            truth["streams"][s]["drifted"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(id, k)| (id.clone(), k.as_str().unwrap().to_owned()))
+        })
         .collect();
     assert!(drifted.len() > 30);
-    let used: std::collections::BTreeSet<i32> =
-        streams.iter().map(|s| intake::kafka::partition::partition_for(format!("sim/{s}").as_bytes(), 4)).collect();
+    let used: std::collections::BTreeSet<i32> = streams
+        .iter()
+        .map(|s| intake::kafka::partition::partition_for(format!("sim/{s}").as_bytes(), 4))
+        .collect();
     assert!(used.len() >= 3, "landing partitions used: {used:?}");
 
     // One real sync of every stream, then copies of it as fast as the validators drain them.
-    fetch::run(cfg.clone(), FetchOptions { once: true, ..FetchOptions::default() }, std::future::pending()).await.unwrap();
+    fetch::run(
+        cfg.clone(),
+        FetchOptions {
+            once: true,
+            ..FetchOptions::default()
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
     let source = blocking({
         let landing = names.landing();
         move || read_all(&landing, "read_committed")
@@ -263,7 +335,11 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     };
 
     let mut slots: Vec<Slot> = (0..SLOTS)
-        .map(|i| Slot { instance: format!("v{i}"), child: None, log: dir.path().join(format!("validate-v{i}.log")) })
+        .map(|i| Slot {
+            instance: format!("v{i}"),
+            child: None,
+            log: dir.path().join(format!("validate-v{i}.log")),
+        })
         .collect();
     for s in &mut slots {
         s.start(&config_path);
@@ -307,7 +383,10 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
         slots[i].start(&config_path);
     }
     let kill_phase = started.elapsed();
-    assert!(mid_stream >= 20, "only {mid_stream} kills found uncommitted landing records: {backlogs:?}");
+    assert!(
+        mid_stream >= 20,
+        "only {mid_stream} kills found uncommitted landing records: {backlogs:?}"
+    );
 
     // Drain with both processes up, then stop them gracefully.
     let want = blocking({
@@ -329,14 +408,27 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     }
     for s in &mut slots {
         let status = s.terminate();
-        assert!(status.success(), "{} exits cleanly on SIGTERM: {status}", s.instance);
+        assert!(
+            status.success(),
+            "{} exits cleanly on SIGTERM: {status}",
+            s.instance
+        );
     }
     let (got, committed, written) = blocking({
         let (cfg, streams) = (cfg.clone(), streams.clone());
-        move || (actual(&cfg, &streams), output_records(&cfg, &streams, "read_committed"), output_records(&cfg, &streams, "read_uncommitted"))
+        move || {
+            (
+                actual(&cfg, &streams),
+                output_records(&cfg, &streams, "read_committed"),
+                output_records(&cfg, &streams, "read_uncommitted"),
+            )
+        }
     })
     .await;
-    let logs: String = slots.iter().map(|s| std::fs::read_to_string(&s.log).unwrap()).collect();
+    let logs: String = slots
+        .iter()
+        .map(|s| std::fs::read_to_string(&s.log).unwrap())
+        .collect();
     let revocations = logs.matches("landing partitions revoked").count();
     let assignments = logs.matches("landing partitions assigned").count();
     println!(
@@ -345,17 +437,37 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
          {} output records written by transactions that never committed",
         kill_phase.as_secs_f64(),
         count(&want),
-        want.keys().filter(|e| matches!(e, Expect::Dead(..))).count(),
+        want.keys()
+            .filter(|e| matches!(e, Expect::Dead(..)))
+            .count(),
         count(&got),
         written - committed,
     );
-    assert!(written > committed, "kills interrupted transactions that had written outputs");
-    assert!(revocations >= 2, "partitions moved between live processes (cooperative revoke) at least twice");
+    assert!(
+        written > committed,
+        "kills interrupted transactions that had written outputs"
+    );
+    assert!(
+        revocations >= 2,
+        "partitions moved between live processes (cooperative revoke) at least twice"
+    );
     let doubled: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(doubled.is_empty(), "outputs committed twice: {doubled:?}");
     let missing: Vec<_> = want.keys().filter(|e| !got.contains_key(e)).collect();
-    assert!(missing.is_empty(), "{} landing records without output, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
-    let extra: Vec<_> = got.keys().filter(|e| !want.contains_key(e)).take(5).collect();
-    assert!(extra.is_empty(), "outputs without a landing record: {extra:?}");
+    assert!(
+        missing.is_empty(),
+        "{} landing records without output, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let extra: Vec<_> = got
+        .keys()
+        .filter(|e| !want.contains_key(e))
+        .take(5)
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "outputs without a landing record: {extra:?}"
+    );
     assert_eq!(got, want);
 }

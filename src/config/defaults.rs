@@ -19,7 +19,9 @@ pub(crate) const fn schema_cache_ttl() -> Duration {
     Duration::from_secs(60)
 }
 pub(crate) fn blob_url() -> String {
-    let dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/tmp")).join(".intake/blobs");
+    let dir = std::env::current_dir()
+        .unwrap_or_else(|_| PathBuf::from("/tmp"))
+        .join(".intake/blobs");
     format!("file://{}", dir.display())
 }
 /// 900 KiB: under the broker's default 1 MiB `message.max.bytes` with room for headers.
@@ -70,24 +72,39 @@ pub(crate) fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "intake".into())
 }
 
 impl Default for super::RegistryConfig {
     fn default() -> Self {
-        Self { url: registry_url(), schema_dir: schema_dir(), cache_ttl: schema_cache_ttl() }
+        Self {
+            url: registry_url(),
+            schema_dir: schema_dir(),
+            cache_ttl: schema_cache_ttl(),
+        }
     }
 }
 impl Default for super::BlobConfig {
     fn default() -> Self {
-        Self { url: blob_url(), max_inline_bytes: max_inline_bytes() }
+        Self {
+            url: blob_url(),
+            max_inline_bytes: max_inline_bytes(),
+        }
     }
 }
 impl Default for super::TopicsConfig {
     fn default() -> Self {
-        Self { prefix: topic_prefix(), dir: topics_dir(), replication_factor: replication_factor() }
+        Self {
+            prefix: topic_prefix(),
+            dir: topics_dir(),
+            replication_factor: replication_factor(),
+        }
     }
 }
 impl Default for super::ServeConfig {

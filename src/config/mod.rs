@@ -168,7 +168,10 @@ pub enum ConfigError {
 }
 
 pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field: field.into(), reason: reason.into() }
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 impl Config {
@@ -179,10 +182,15 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the file or the field at fault.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
             other => other,
         })
     }
@@ -214,7 +222,10 @@ impl Config {
             return Err(invalid("registry.url", "must not end with '/'"));
         }
         if self.blob.max_inline_bytes < 1024 || self.blob.max_inline_bytes > 16 * 1024 * 1024 {
-            return Err(invalid("blob.max_inline_bytes", "must be between 1024 and 16777216"));
+            return Err(invalid(
+                "blob.max_inline_bytes",
+                "must be between 1024 and 16777216",
+            ));
         }
         if !(self.blob.url.starts_with("file://") || self.blob.url.starts_with("s3://")) {
             return Err(invalid("blob.url", "must start with file:// or s3://"));
@@ -223,7 +234,10 @@ impl Config {
         for (i, s) in self.sources.iter().enumerate() {
             s.validate(&format!("sources[{i}]"))?;
             if !seen.insert(s.name.as_str()) {
-                return Err(invalid(format!("sources[{i}].name"), format!("duplicate source `{}`", s.name)));
+                return Err(invalid(
+                    format!("sources[{i}].name"),
+                    format!("duplicate source `{}`", s.name),
+                ));
             }
         }
         Ok(())
@@ -240,11 +254,22 @@ impl Config {
             Some((a, b)) => (Some(a), b),
             None => (None, spec),
         };
-        let mut found = self.sources.iter().filter(|s| src.is_none_or(|n| n == s.name)).flat_map(
-            |s| s.streams.iter().filter(|st| st.name == stream).map(move |st| (s, st)),
-        );
+        let mut found = self
+            .sources
+            .iter()
+            .filter(|s| src.is_none_or(|n| n == s.name))
+            .flat_map(|s| {
+                s.streams
+                    .iter()
+                    .filter(|st| st.name == stream)
+                    .map(move |st| (s, st))
+            });
         let first = found.next()?;
-        if found.next().is_some() { None } else { Some(first) }
+        if found.next().is_some() {
+            None
+        } else {
+            Some(first)
+        }
     }
 
     /// The name of this process among its peers: `INTAKE_INSTANCE_ID`, else
@@ -264,8 +289,17 @@ impl Config {
 pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 100
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
-    if ok { Ok(()) } else { Err(invalid(field, format!("`{name}` must be 1-100 characters of [A-Za-z0-9._-]"))) }
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("`{name}` must be 1-100 characters of [A-Za-z0-9._-]"),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -69,7 +69,10 @@ impl SecretRef {
                 std::env::var(env).map_err(|_| SecretError::MissingEnv(env.clone()))?
             }
             SecretRef::File { file } => std::fs::read_to_string(file)
-                .map_err(|source| SecretError::File { path: file.clone(), source })?
+                .map_err(|source| SecretError::File {
+                    path: file.clone(),
+                    source,
+                })?
                 .trim_end_matches(['\n', '\r'])
                 .to_owned(),
             SecretRef::Literal(v) => v.clone(),
@@ -125,14 +128,26 @@ mod tests {
     fn resolves_env_and_file_and_names_what_is_missing() {
         // SAFETY: this test is the only user of this variable name.
         unsafe { std::env::set_var("INTAKE_TEST_SECRET_X", "abc") };
-        let r = SecretRef::Env { env: "INTAKE_TEST_SECRET_X".into() };
+        let r = SecretRef::Env {
+            env: "INTAKE_TEST_SECRET_X".into(),
+        };
         assert_eq!(r.resolve().unwrap().expose(), "abc");
-        let err = SecretRef::Env { env: "INTAKE_TEST_NOPE".into() }.resolve().unwrap_err();
-        assert_eq!(err.to_string(), "environment variable INTAKE_TEST_NOPE is not set");
+        let err = SecretRef::Env {
+            env: "INTAKE_TEST_NOPE".into(),
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable INTAKE_TEST_NOPE is not set"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s");
         std::fs::write(&p, "tok\n").unwrap();
-        assert_eq!(SecretRef::File { file: p }.resolve().unwrap().expose(), "tok");
+        assert_eq!(
+            SecretRef::File { file: p }.resolve().unwrap().expose(),
+            "tok"
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{check_name, defaults, invalid, ConfigError, SecretRef};
+use super::{ConfigError, SecretRef, check_name, defaults, invalid};
 
 /// One upstream API (or push source) and its streams.
 #[derive(Debug, Clone, Deserialize)]
@@ -297,21 +297,37 @@ impl SourceConfig {
                 return Err(invalid(format!("{at}.base_url"), "must be http or https"));
             }
         } else if self.streams.iter().any(|s| s.path.is_some()) {
-            return Err(invalid(format!("{at}.base_url"), "required when a stream has a path"));
+            return Err(invalid(
+                format!("{at}.base_url"),
+                "required when a stream has a path",
+            ));
         }
         if let Some(q) = &self.quota {
             if q.requests == 0 {
-                return Err(invalid(format!("{at}.quota.requests"), "must be at least 1"));
+                return Err(invalid(
+                    format!("{at}.quota.requests"),
+                    "must be at least 1",
+                ));
             }
             if q.per.is_zero() {
-                return Err(invalid(format!("{at}.quota.per"), "must be longer than zero"));
+                return Err(invalid(
+                    format!("{at}.quota.per"),
+                    "must be longer than zero",
+                ));
             }
         }
         if let Some(w) = &self.webhook {
             if w.secrets.is_empty() || w.secrets.len() > 2 {
-                return Err(invalid(format!("{at}.webhook.secrets"), "one secret, or two during a rotation"));
+                return Err(invalid(
+                    format!("{at}.webhook.secrets"),
+                    "one secret, or two during a rotation",
+                ));
             }
-            for (f, p) in [("event_id", &w.event_id), ("entity_id", &w.entity_id), ("sequence", &w.sequence)] {
+            for (f, p) in [
+                ("event_id", &w.event_id),
+                ("entity_id", &w.entity_id),
+                ("sequence", &w.sequence),
+            ] {
                 check_pointer(&format!("{at}.webhook.{f}"), p)?;
             }
         }
@@ -320,22 +336,34 @@ impl SourceConfig {
             let sat = format!("{at}.streams[{i}]");
             check_name(&format!("{sat}.name"), &s.name)?;
             if !seen.insert(s.name.as_str()) {
-                return Err(invalid(format!("{sat}.name"), format!("duplicate stream `{}`", s.name)));
+                return Err(invalid(
+                    format!("{sat}.name"),
+                    format!("duplicate stream `{}`", s.name),
+                ));
             }
             check_pointer(&format!("{sat}.records"), &s.records)?;
             check_pointer(&format!("{sat}.primary_key"), &s.primary_key)?;
             check_pointer(&format!("{sat}.version"), &s.version)?;
             if s.primary_key.is_empty() {
-                return Err(invalid(format!("{sat}.primary_key"), "must point inside the record"));
+                return Err(invalid(
+                    format!("{sat}.primary_key"),
+                    "must point inside the record",
+                ));
             }
             if let Some(inc) = &s.incremental {
                 check_pointer(&format!("{sat}.incremental.field"), &inc.field)?;
             }
             if s.page_size == 0 || s.page_size > 10_000 {
-                return Err(invalid(format!("{sat}.page_size"), "must be between 1 and 10000"));
+                return Err(invalid(
+                    format!("{sat}.page_size"),
+                    "must be between 1 and 10000",
+                ));
             }
             if s.pages_per_transaction == 0 {
-                return Err(invalid(format!("{sat}.pages_per_transaction"), "must be at least 1"));
+                return Err(invalid(
+                    format!("{sat}.pages_per_transaction"),
+                    "must be at least 1",
+                ));
             }
             if let Some(p) = &s.path
                 && !p.starts_with('/')
@@ -354,7 +382,10 @@ impl SourceConfig {
 
     /// The token id quota is owned by.
     pub fn token_id(&self) -> &str {
-        self.quota.as_ref().and_then(|q| q.token_id.as_deref()).unwrap_or(&self.name)
+        self.quota
+            .as_ref()
+            .and_then(|q| q.token_id.as_deref())
+            .unwrap_or(&self.name)
     }
 }
 
@@ -362,6 +393,9 @@ fn check_pointer(field: &str, p: &str) -> Result<(), ConfigError> {
     if p.is_empty() || p.starts_with('/') {
         Ok(())
     } else {
-        Err(invalid(field, format!("`{p}` is not a JSON pointer (must be empty or start with '/')")))
+        Err(invalid(
+            field,
+            format!("`{p}` is not a JSON pointer (must be empty or start with '/')"),
+        ))
     }
 }

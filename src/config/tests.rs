@@ -32,9 +32,16 @@ fn parses_with_defaults() {
     assert_eq!(s.drift, DriftPolicy::Dlq);
     assert_eq!(
         s.pagination,
-        Pagination::Cursor { param: "cursor".into(), next_pointer: "/next_cursor".into(), size_param: "limit".into() }
+        Pagination::Cursor {
+            param: "cursor".into(),
+            next_pointer: "/next_cursor".into(),
+            size_param: "limit".into()
+        }
     );
-    assert_eq!(s.incremental.as_ref().unwrap().lookback, Duration::from_secs(600));
+    assert_eq!(
+        s.incremental.as_ref().unwrap().lookback,
+        Duration::from_secs(600)
+    );
     assert_eq!(c.sources[0].token_id(), "sim");
     assert!(c.stream("customers").is_some());
     assert!(c.stream("sim/customers").is_some());
@@ -43,7 +50,10 @@ fn parses_with_defaults() {
 
 #[test]
 fn unknown_field_is_named() {
-    let bad = MIN.replace("detect_deletes = true", "detect_deletes = true\nprimary_keys = \"/x\"");
+    let bad = MIN.replace(
+        "detect_deletes = true",
+        "detect_deletes = true\nprimary_keys = \"/x\"",
+    );
     let err = Config::from_toml(&bad).unwrap_err().to_string();
     assert!(err.contains("unknown field `primary_keys`"), "{err}");
 }
@@ -51,11 +61,26 @@ fn unknown_field_is_named() {
 #[test]
 fn invalid_values_name_the_field() {
     let cases = [
-        (MIN.replace("primary_key = \"/id\"", "primary_key = \"id\""), "sources[0].streams[0].primary_key"),
-        (MIN.replace("requests = 50", "requests = 0"), "sources[0].quota.requests"),
-        (MIN.replace("name = \"customers\"", "name = \"cus tomers\""), "sources[0].streams[0].name"),
-        (MIN.replace("http://127.0.0.1:8900", "ftp://x"), "sources[0].base_url"),
-        (MIN.replace("full_sync_every = \"1h\"", ""), "sources[0].streams[0].detect_deletes"),
+        (
+            MIN.replace("primary_key = \"/id\"", "primary_key = \"id\""),
+            "sources[0].streams[0].primary_key",
+        ),
+        (
+            MIN.replace("requests = 50", "requests = 0"),
+            "sources[0].quota.requests",
+        ),
+        (
+            MIN.replace("name = \"customers\"", "name = \"cus tomers\""),
+            "sources[0].streams[0].name",
+        ),
+        (
+            MIN.replace("http://127.0.0.1:8900", "ftp://x"),
+            "sources[0].base_url",
+        ),
+        (
+            MIN.replace("full_sync_every = \"1h\"", ""),
+            "sources[0].streams[0].detect_deletes",
+        ),
     ];
     for (text, field) in cases {
         let err = Config::from_toml(&text).unwrap_err().to_string();
@@ -79,7 +104,8 @@ fn demo_example_is_valid() {
 
 #[test]
 fn the_reference_in_docs_parses_with_the_real_config_code() {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIG.md")).unwrap();
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIG.md"))
+        .unwrap();
     let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
     let end = start + doc[start..].find("```").unwrap();
     let cfg = Config::from_toml(&doc[start..end]).unwrap();
@@ -90,7 +116,8 @@ fn the_reference_in_docs_parses_with_the_real_config_code() {
 #[test]
 fn public_api_examples_are_valid() {
     for name in ["github", "stripe"] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/sources/{name}.toml"));
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/sources/{name}.toml"));
         let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!cfg.sources[0].streams.is_empty());
     }

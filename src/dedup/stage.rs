@@ -73,19 +73,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use rdkafka::TopicPartitionList;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::TopicPartitionList;
 
 use super::merge::{Decision, Stamp};
 use super::state::PartitionState;
 use crate::config::{Config, ConfigError};
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
-use crate::kafka::{reader, Kafka, Outgoing};
+use crate::kafka::{Kafka, Outgoing, reader};
 use crate::topics::TopicNames;
 
 /// Most input records per transaction.
@@ -150,10 +150,15 @@ pub enum DedupError {
 ///
 /// [`DedupError`] when the stage cannot start (no streams, missing topics, partition counts that
 /// differ, Kafka unreachable) or its thread fails.
-pub async fn run(cfg: Arc<Config>, shutdown: impl Future<Output = ()> + Send) -> Result<(), DedupError> {
+pub async fn run(
+    cfg: Arc<Config>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DedupError> {
     let kafka = Kafka::new(&cfg.kafka)?;
     let mut uncommitted = cfg.kafka.clone();
-    uncommitted.properties.insert("isolation.level".into(), "read_uncommitted".into());
+    uncommitted
+        .properties
+        .insert("isolation.level".into(), "read_uncommitted".into());
     let uncommitted = Kafka::new(&uncommitted)?;
     let names = TopicNames::from_config(&cfg);
     let streams = streams(&cfg, &names);
@@ -167,7 +172,9 @@ pub async fn run(cfg: Arc<Config>, shutdown: impl Future<Output = ()> + Send) ->
     // predecessor times out. Only the loop's clients get it (librdkafka ignores it for the
     // producer); the processor's readers never join the group.
     let mut member_cfg = cfg.kafka.clone();
-    member_cfg.properties.insert("group.instance.id".into(), member.clone());
+    member_cfg
+        .properties
+        .insert("group.instance.id".into(), member.clone());
     let member_kafka = Kafka::new(&member_cfg)?;
     let loop_cfg = LoopConfig {
         group: group.clone(),
@@ -185,8 +192,15 @@ pub async fn run(cfg: Arc<Config>, shutdown: impl Future<Output = ()> + Send) ->
         .name("intake-dedup".into())
         .spawn(move || {
             let result = (|| {
-                let mut processor =
-                    DedupProcessor::new(&kafka, &uncommitted, &group, streams, dlq, restore_timeout, thread_stop.clone())?;
+                let mut processor = DedupProcessor::new(
+                    &kafka,
+                    &uncommitted,
+                    &group,
+                    streams,
+                    dlq,
+                    restore_timeout,
+                    thread_stop.clone(),
+                )?;
                 processor.check_partitions()?;
                 eos::run(&member_kafka, &loop_cfg, &mut processor, &thread_stop)?;
                 Ok(())
@@ -331,7 +345,14 @@ impl DedupProcessor {
             .into_iter()
             .map(|info| {
                 let metrics = StreamMetrics::new(&info);
-                (info.valid.clone(), Topic { info, metrics, parts: BTreeMap::new() })
+                (
+                    info.valid.clone(),
+                    Topic {
+                        info,
+                        metrics,
+                        parts: BTreeMap::new(),
+                    },
+                )
             })
             .collect();
         Ok(Self {
@@ -352,8 +373,12 @@ impl DedupProcessor {
     /// [`DedupError::MissingTopic`] or [`DedupError::PartitionMismatch`].
     pub fn check_partitions(&self) -> Result<(), DedupError> {
         let count = |topic: &str| {
-            reader::partition_count(&self.reader, topic, Duration::from_secs(30))
-                .map_err(|source| DedupError::MissingTopic { topic: topic.to_owned(), source })
+            reader::partition_count(&self.reader, topic, Duration::from_secs(30)).map_err(
+                |source| DedupError::MissingTopic {
+                    topic: topic.to_owned(),
+                    source,
+                },
+            )
         };
         for t in self.topics.values() {
             let (valid, curated) = (count(&t.info.valid)?, count(&t.info.curated)?);
@@ -384,22 +409,33 @@ impl DedupProcessor {
         for (valid, partitions) in by_topic {
             let info = &self.topics[valid].info;
             let started = Instant::now();
-            let mut states: BTreeMap<i32, PartitionState> =
-                partitions.iter().map(|p| (*p, PartitionState::new())).collect();
+            let mut states: BTreeMap<i32, PartitionState> = partitions
+                .iter()
+                .map(|p| (*p, PartitionState::new()))
+                .collect();
             let waited = self.settle(&info.curated, &partitions)?;
             let mut skipped = 0u64;
-            let read = reader::read_to_end(&self.reader, &info.curated, &partitions, self.restore_timeout, |m| {
-                let restored = m.key().ok_or(Violation::new("no key")).and_then(|key| Ok((key, stamp_of(m)?)));
-                match (restored, states.get_mut(&m.partition())) {
-                    (Ok((key, stamp)), Some(state)) => state.restore(key, stamp),
-                    (Err(v), _) => {
-                        skipped += 1;
-                        tracing::warn!(topic = %info.curated, partition = m.partition(), offset = m.offset(),
+            let read = reader::read_to_end(
+                &self.reader,
+                &info.curated,
+                &partitions,
+                self.restore_timeout,
+                |m| {
+                    let restored = m
+                        .key()
+                        .ok_or(Violation::new("no key"))
+                        .and_then(|key| Ok((key, stamp_of(m)?)));
+                    match (restored, states.get_mut(&m.partition())) {
+                        (Ok((key, stamp)), Some(state)) => state.restore(key, stamp),
+                        (Err(v), _) => {
+                            skipped += 1;
+                            tracing::warn!(topic = %info.curated, partition = m.partition(), offset = m.offset(),
                             error = %v.detail, "curated record without a restorable stamp; skipped");
+                        }
+                        (Ok(_), None) => {}
                     }
-                    (Ok(_), None) => {}
-                }
-            })?;
+                },
+            )?;
             let keys: usize = states.values().map(PartitionState::len).sum();
             tracing::info!(source = %info.source, stream = %info.stream, ?partitions, records = read, keys, skipped,
                 pending_wait_ms = waited.as_millis() as u64, elapsed_ms = started.elapsed().as_millis() as u64,
@@ -427,7 +463,9 @@ impl DedupProcessor {
                     break;
                 }
                 if started.elapsed() > self.restore_timeout {
-                    return Err(KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::OperationTimedOut));
+                    return Err(KafkaError::MessageConsumption(
+                        rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -464,8 +502,13 @@ impl DedupProcessor {
     }
 
     /// Handles a sync marker of partition `partition`; returns the tombstones to emit.
-    fn marker(info: &StreamTopics, metrics: &StreamMetrics, state: &mut PartitionState, partition: i32, m: Marker<'_>)
-        -> Vec<super::Tombstone> {
+    fn marker(
+        info: &StreamTopics,
+        metrics: &StreamMetrics,
+        state: &mut PartitionState,
+        partition: i32,
+        m: Marker<'_>,
+    ) -> Vec<super::Tombstone> {
         if !info.detect_deletes || !m.full {
             return Vec::new();
         }
@@ -517,7 +560,10 @@ impl Processor for DedupProcessor {
     fn process(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> KafkaResult<()> {
         let partition = msg.partition();
         let Some(topic) = self.topics.get_mut(msg.topic()) else {
-            tracing::warn!(topic = msg.topic(), "record of a topic that is not a configured valid topic; skipped");
+            tracing::warn!(
+                topic = msg.topic(),
+                "record of a topic that is not a configured valid topic; skipped"
+            );
             return Ok(());
         };
         self.processed += 1;
@@ -529,7 +575,11 @@ impl Processor for DedupProcessor {
             // Its restore after an abort gave up (shutdown): fail the batch rather than guess.
             Some(None) => return Err(KafkaError::Canceled),
             None => {
-                tracing::warn!(topic = msg.topic(), partition, "record of an unassigned partition; skipped");
+                tracing::warn!(
+                    topic = msg.topic(),
+                    partition,
+                    "record of an unassigned partition; skipped"
+                );
                 return Ok(());
             }
         };
@@ -541,7 +591,11 @@ impl Processor for DedupProcessor {
                     sink.send(Outgoing {
                         topic: &info.curated,
                         key: Some(key),
-                        payload: if stamp.is_delete() { None } else { msg.payload() },
+                        payload: if stamp.is_delete() {
+                            None
+                        } else {
+                            msg.payload()
+                        },
                         headers: headers::copy_all(msg.headers()).build(),
                         partition: Some(partition),
                     })?;
@@ -602,8 +656,11 @@ impl Processor for DedupProcessor {
 
     fn aborted(&mut self, _kafka: &Kafka, tps: &[Tp]) {
         let mut wait = Duration::from_millis(200);
-        let owned: Vec<Tp> =
-            tps.iter().filter(|(t, p)| self.topics.get(t).is_some_and(|x| x.parts.contains_key(p))).cloned().collect();
+        let owned: Vec<Tp> = tps
+            .iter()
+            .filter(|(t, p)| self.topics.get(t).is_some_and(|x| x.parts.contains_key(p)))
+            .cloned()
+            .collect();
         for (t, p) in &owned {
             // Until restored, the partition refuses records (see `process`).
             if let Some(slot) = self.topics.get_mut(t).and_then(|x| x.parts.get_mut(p)) {
@@ -657,7 +714,9 @@ struct Violation {
 
 impl Violation {
     fn new(detail: impl Into<String>) -> Self {
-        Self { detail: detail.into() }
+        Self {
+            detail: detail.into(),
+        }
     }
 }
 
@@ -668,20 +727,40 @@ fn parse<M: Message>(msg: &M) -> Result<Input<'_>, Violation> {
         let begin = match Kind::parse(kind) {
             Some(Kind::SyncBegin) => true,
             Some(Kind::SyncEnd) => false,
-            _ => return Err(Violation::new(format!("unexpected {} `{}`", headers::KIND, String::from_utf8_lossy(kind)))),
+            _ => {
+                return Err(Violation::new(format!(
+                    "unexpected {} `{}`",
+                    headers::KIND,
+                    String::from_utf8_lossy(kind)
+                )));
+            }
         };
         let sync_id = headers::get_str(h, headers::SYNC_ID)
             .ok_or_else(|| Violation::new(format!("sync marker without {}", headers::SYNC_ID)))?;
         let full = match headers::get_str(h, headers::MODE) {
             Some("full") => true,
             Some("incremental") => false,
-            other => return Err(Violation::new(format!("sync marker with {} {other:?}", headers::MODE))),
+            other => {
+                return Err(Violation::new(format!(
+                    "sync marker with {} {other:?}",
+                    headers::MODE
+                )));
+            }
         };
-        return Ok(Input::Marker(Marker { begin, sync_id, full }));
+        return Ok(Input::Marker(Marker {
+            begin,
+            sync_id,
+            full,
+        }));
     }
-    let key = msg.key().ok_or_else(|| Violation::new("data record without a key"))?;
+    let key = msg
+        .key()
+        .ok_or_else(|| Violation::new("data record without a key"))?;
     if headers::get(h, headers::OP).is_none() {
-        return Err(Violation::new(format!("data record without {}", headers::OP)));
+        return Err(Violation::new(format!(
+            "data record without {}",
+            headers::OP
+        )));
     }
     let stamp = stamp_of(msg)?;
     if !stamp.is_delete() && msg.payload().is_none() {
@@ -698,11 +777,18 @@ fn stamp_of<M: Message>(msg: &M) -> Result<Stamp, Violation> {
         Some(OP_DELETE) => true,
         Some(OP_UPSERT) => false,
         None if msg.payload().is_none() => true,
-        other => return Err(Violation::new(format!("{} is {other:?}, not upsert or delete", headers::OP))),
+        other => {
+            return Err(Violation::new(format!(
+                "{} is {other:?}, not upsert or delete",
+                headers::OP
+            )));
+        }
     };
     let version = headers::get_str(h, headers::VERSION)
         .and_then(|v| v.parse::<i64>().ok())
-        .ok_or_else(|| Violation::new(format!("{} missing or not a decimal i64", headers::VERSION)))?;
+        .ok_or_else(|| {
+            Violation::new(format!("{} missing or not a decimal i64", headers::VERSION))
+        })?;
     if deleted {
         return Ok(Stamp::delete(version));
     }
@@ -719,7 +805,10 @@ mod tests {
     use rdkafka::message::{OwnedMessage, Timestamp};
 
     fn msg(key: Option<&str>, value: Option<&str>, h: &[(&str, &str)]) -> OwnedMessage {
-        let headers = h.iter().fold(Headers::new(), |acc, (k, v)| acc.with(k, v)).build();
+        let headers = h
+            .iter()
+            .fold(Headers::new(), |acc, (k, v)| acc.with(k, v))
+            .build();
         OwnedMessage::new(
             value.map(|v| v.as_bytes().to_vec()),
             key.map(|k| k.as_bytes().to_vec()),
@@ -737,10 +826,38 @@ mod tests {
 
     #[test]
     fn parses_upserts_and_deletes() {
-        let m = msg(Some("k1"), Some("avro"), &[("intake.op", "upsert"), ("intake.version", "-7"), ("intake.hash", "00000000000000ff")]);
-        assert_eq!(parse(&m), Ok(Input::Record { key: b"k1", stamp: Stamp::upsert(-7, 255) }));
-        let m = msg(Some("k1"), None, &[("intake.op", "delete"), ("intake.version", "9"), ("intake.hash", DELETE_HASH)]);
-        assert_eq!(parse(&m), Ok(Input::Record { key: b"k1", stamp: Stamp::delete(9) }));
+        let m = msg(
+            Some("k1"),
+            Some("avro"),
+            &[
+                ("intake.op", "upsert"),
+                ("intake.version", "-7"),
+                ("intake.hash", "00000000000000ff"),
+            ],
+        );
+        assert_eq!(
+            parse(&m),
+            Ok(Input::Record {
+                key: b"k1",
+                stamp: Stamp::upsert(-7, 255)
+            })
+        );
+        let m = msg(
+            Some("k1"),
+            None,
+            &[
+                ("intake.op", "delete"),
+                ("intake.version", "9"),
+                ("intake.hash", DELETE_HASH),
+            ],
+        );
+        assert_eq!(
+            parse(&m),
+            Ok(Input::Record {
+                key: b"k1",
+                stamp: Stamp::delete(9)
+            })
+        );
         // A delete needs no hash; a curated tombstone without `intake.op` is a delete.
         let m = msg(Some("k1"), None, &[("intake.version", "9")]);
         assert_eq!(stamp_of(&m), Ok(Stamp::delete(9)));
@@ -748,37 +865,111 @@ mod tests {
 
     #[test]
     fn parses_sync_markers() {
-        let m = msg(None, None, &[("intake.kind", "sync-begin"), ("intake.sync_id", "s1"), ("intake.mode", "full")]);
-        assert_eq!(parse(&m), Ok(Input::Marker(Marker { begin: true, sync_id: "s1", full: true })));
-        let m = msg(Some("x"), None, &[("intake.kind", "sync-end"), ("intake.sync_id", "s1"), ("intake.mode", "incremental")]);
-        assert_eq!(parse(&m), Ok(Input::Marker(Marker { begin: false, sync_id: "s1", full: false })));
+        let m = msg(
+            None,
+            None,
+            &[
+                ("intake.kind", "sync-begin"),
+                ("intake.sync_id", "s1"),
+                ("intake.mode", "full"),
+            ],
+        );
+        assert_eq!(
+            parse(&m),
+            Ok(Input::Marker(Marker {
+                begin: true,
+                sync_id: "s1",
+                full: true
+            }))
+        );
+        let m = msg(
+            Some("x"),
+            None,
+            &[
+                ("intake.kind", "sync-end"),
+                ("intake.sync_id", "s1"),
+                ("intake.mode", "incremental"),
+            ],
+        );
+        assert_eq!(
+            parse(&m),
+            Ok(Input::Marker(Marker {
+                begin: false,
+                sync_id: "s1",
+                full: false
+            }))
+        );
     }
 
     #[test]
     fn contract_violations_name_the_header() {
         let up = |h: &[(&str, &str)]| msg(Some("k"), Some("v"), h);
-        assert!(violation(&up(&[("intake.op", "upsert"), ("intake.version", "1")])).contains("intake.hash"));
-        assert!(violation(&up(&[("intake.op", "upsert"), ("intake.version", "1"), ("intake.hash", "ff")])).contains("16 hex"));
-        assert!(violation(&up(&[("intake.op", "upsert"), ("intake.version", "1.5"), ("intake.hash", DELETE_HASH)]))
-            .contains("intake.version"));
-        assert!(violation(&up(&[("intake.op", "merge"), ("intake.version", "1")])).contains("intake.op"));
+        assert!(
+            violation(&up(&[("intake.op", "upsert"), ("intake.version", "1")]))
+                .contains("intake.hash")
+        );
+        assert!(
+            violation(&up(&[
+                ("intake.op", "upsert"),
+                ("intake.version", "1"),
+                ("intake.hash", "ff")
+            ]))
+            .contains("16 hex")
+        );
+        assert!(
+            violation(&up(&[
+                ("intake.op", "upsert"),
+                ("intake.version", "1.5"),
+                ("intake.hash", DELETE_HASH)
+            ]))
+            .contains("intake.version")
+        );
+        assert!(
+            violation(&up(&[("intake.op", "merge"), ("intake.version", "1")]))
+                .contains("intake.op")
+        );
         assert!(violation(&up(&[("intake.version", "1")])).contains("intake.op"));
         assert!(violation(&msg(Some("k"), None, &[("intake.version", "1")])).contains("intake.op"));
-        let m = msg(None, Some("v"), &[("intake.op", "upsert"), ("intake.version", "1"), ("intake.hash", DELETE_HASH)]);
+        let m = msg(
+            None,
+            Some("v"),
+            &[
+                ("intake.op", "upsert"),
+                ("intake.version", "1"),
+                ("intake.hash", DELETE_HASH),
+            ],
+        );
         assert!(violation(&m).contains("key"));
-        let m = msg(Some("k"), None, &[("intake.op", "upsert"), ("intake.version", "1"), ("intake.hash", DELETE_HASH)]);
+        let m = msg(
+            Some("k"),
+            None,
+            &[
+                ("intake.op", "upsert"),
+                ("intake.version", "1"),
+                ("intake.hash", DELETE_HASH),
+            ],
+        );
         assert!(violation(&m).contains("without a value"));
         let m = msg(None, None, &[("intake.kind", "page")]);
         assert!(violation(&m).contains("intake.kind"));
-        let m = msg(None, None, &[("intake.kind", "sync-end"), ("intake.sync_id", "s")]);
+        let m = msg(
+            None,
+            None,
+            &[("intake.kind", "sync-end"), ("intake.sync_id", "s")],
+        );
         assert!(violation(&m).contains("intake.mode"));
-        let m = msg(None, None, &[("intake.kind", "sync-end"), ("intake.mode", "full")]);
+        let m = msg(
+            None,
+            None,
+            &[("intake.kind", "sync-end"), ("intake.mode", "full")],
+        );
         assert!(violation(&m).contains("intake.sync_id"));
     }
 
     #[test]
     fn restore_timeout_outlasts_a_pending_transaction() {
-        let cfg = Config::from_toml("[kafka]\nbrokers = \"x:1\"\ntransaction_timeout = \"200s\"\n").unwrap();
+        let cfg = Config::from_toml("[kafka]\nbrokers = \"x:1\"\ntransaction_timeout = \"200s\"\n")
+            .unwrap();
         assert_eq!(restore_timeout(&cfg), Duration::from_secs(600));
         let cfg = Config::from_toml("[kafka]\nbrokers = \"x:1\"\n").unwrap();
         assert_eq!(restore_timeout(&cfg), Duration::from_secs(300));
@@ -808,7 +999,14 @@ version = "/v"
         .unwrap();
         let s = streams(&cfg, &TopicNames::from_config(&cfg));
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].valid.as_str(), s[0].curated.as_str(), s[0].detect_deletes), ("p.a.s1.valid", "p.a.s1", true));
+        assert_eq!(
+            (
+                s[0].valid.as_str(),
+                s[0].curated.as_str(),
+                s[0].detect_deletes
+            ),
+            ("p.a.s1.valid", "p.a.s1", true)
+        );
         assert!(!s[1].detect_deletes);
     }
 }

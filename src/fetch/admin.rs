@@ -16,7 +16,9 @@ pub async fn cursors(cfg: &Config, reset: Option<&str>) -> anyhow::Result<()> {
     let kafka = Kafka::new(&cfg.kafka)?;
     let names = TopicNames::from_config(cfg);
     if let Some(spec) = reset {
-        let (src, st) = cfg.stream(spec).ok_or_else(|| anyhow::anyhow!("no stream `{spec}` in the config"))?;
+        let (src, st) = cfg
+            .stream(spec)
+            .ok_or_else(|| anyhow::anyhow!("no stream `{spec}` in the config"))?;
         let key = stream_key(&src.name, &st.name);
         // Written with the stream's own transactional id: this fences a running owner, which
         // restarts from the reset cursor instead of overwriting it with its old position.
@@ -27,16 +29,33 @@ pub async fn cursors(cfg: &Config, reset: Option<&str>) -> anyhow::Result<()> {
         p.blocking(move |p| {
             p.init()?;
             p.begin()?;
-            p.send(Outgoing { topic: &topic, key: Some(k.as_bytes()), payload: None, headers: Headers::new().build(), partition: None })?;
+            p.send(Outgoing {
+                topic: &topic,
+                key: Some(k.as_bytes()),
+                payload: None,
+                headers: Headers::new().build(),
+                partition: None,
+            })?;
             p.commit()
         })
         .await?;
         tracing::warn!(stream = %key, "cursor reset by operator: the next sync of this stream is a full sync");
         println!("reset cursor of {key}");
     }
-    let keys: Vec<String> = cfg.sources.iter().flat_map(|s| s.streams.iter().map(move |st| stream_key(&s.name, &st.name))).collect();
+    let keys: Vec<String> = cfg
+        .sources
+        .iter()
+        .flat_map(|s| {
+            s.streams
+                .iter()
+                .map(move |st| stream_key(&s.name, &st.name))
+        })
+        .collect();
     let found = restore_cursors(&kafka, &names, &keys).await?;
-    println!("{:<28} {:<12} {:<9} {:<8} {:>7} {:>9} {:<26} {:<26}", "stream", "mode", "state", "sync", "pages", "records", "last sync", "high water");
+    println!(
+        "{:<28} {:<12} {:<9} {:<8} {:>7} {:>9} {:<26} {:<26}",
+        "stream", "mode", "state", "sync", "pages", "records", "last sync", "high water"
+    );
     for k in &keys {
         match found.get(k) {
             None => println!("{k:<28} (no cursor: the next sync is full)"),

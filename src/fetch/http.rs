@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
 use url::Url;
 
 use crate::config::{Auth, ConfigError, SecretString, SourceConfig};
@@ -81,12 +81,23 @@ pub struct SourceClient {
 
 impl std::fmt::Debug for SourceClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SourceClient").field("max_retries", &self.max_retries).finish_non_exhaustive()
+        f.debug_struct("SourceClient")
+            .field("max_retries", &self.max_retries)
+            .finish_non_exhaustive()
     }
 }
 
 /// Query parameters whose values are secrets and never leave the process.
-const SECRET_PARAMS: [&str; 8] = ["token", "access_token", "api_key", "apikey", "key", "secret", "password", "signature"];
+const SECRET_PARAMS: [&str; 8] = [
+    "token",
+    "access_token",
+    "api_key",
+    "apikey",
+    "key",
+    "secret",
+    "password",
+    "signature",
+];
 
 /// The URL with secret-looking query values replaced by `[redacted]` and userinfo removed.
 pub fn redact(url: &Url) -> String {
@@ -98,7 +109,14 @@ pub fn redact(url: &Url) -> String {
             .query_pairs()
             .map(|(k, v)| {
                 let secret = SECRET_PARAMS.iter().any(|s| k.eq_ignore_ascii_case(s));
-                (k.into_owned(), if secret { "[redacted]".to_owned() } else { v.into_owned() })
+                (
+                    k.into_owned(),
+                    if secret {
+                        "[redacted]".to_owned()
+                    } else {
+                        v.into_owned()
+                    },
+                )
             })
             .collect();
         u.query_pairs_mut().clear().extend_pairs(pairs);
@@ -113,16 +131,23 @@ impl SourceClient {
     /// When a secret cannot be resolved or the client cannot be built.
     pub fn new(src: &SourceConfig, at: &str) -> Result<Self, ConfigError> {
         let secret = |field: &str, r: &crate::config::SecretRef| {
-            r.resolve().map_err(|source| ConfigError::Secret { field: format!("{at}.auth.{field}"), source })
+            r.resolve().map_err(|source| ConfigError::Secret {
+                field: format!("{at}.auth.{field}"),
+                source,
+            })
         };
         let auth = match &src.auth {
             None => ResolvedAuth::None,
             Some(Auth::Bearer { token }) => ResolvedAuth::Bearer(secret("token", token)?),
             Some(Auth::ApiKey { header, key }) => ResolvedAuth::ApiKey(
-                header.parse().map_err(|_| crate::config::invalid(format!("{at}.auth.header"), "not a valid header name"))?,
+                header.parse().map_err(|_| {
+                    crate::config::invalid(format!("{at}.auth.header"), "not a valid header name")
+                })?,
                 secret("key", key)?,
             ),
-            Some(Auth::Basic { username, password }) => ResolvedAuth::Basic(username.clone(), secret("password", password)?),
+            Some(Auth::Basic { username, password }) => {
+                ResolvedAuth::Basic(username.clone(), secret("password", password)?)
+            }
         };
         let http = reqwest::Client::builder()
             .timeout(src.request_timeout)
@@ -135,7 +160,10 @@ impl SourceClient {
             http,
             auth,
             max_retries: src.max_retries,
-            naive: src.quota.as_ref().is_some_and(crate::config::QuotaConfig::naive),
+            naive: src
+                .quota
+                .as_ref()
+                .is_some_and(crate::config::QuotaConfig::naive),
             backoff_base: Duration::from_millis(200),
             backoff_cap: Duration::from_secs(30),
         })
@@ -155,7 +183,9 @@ impl SourceClient {
             let mut req = self.http.get(url.clone());
             req = match &self.auth {
                 ResolvedAuth::None => req,
-                ResolvedAuth::Bearer(t) => req.header(AUTHORIZATION, format!("Bearer {}", t.expose())),
+                ResolvedAuth::Bearer(t) => {
+                    req.header(AUTHORIZATION, format!("Bearer {}", t.expose()))
+                }
                 ResolvedAuth::ApiKey(h, k) => req.header(h.clone(), k.expose()),
                 ResolvedAuth::Basic(u, p) => req.basic_auth(u, Some(p.expose())),
             };
@@ -169,7 +199,11 @@ impl SourceClient {
                     if status == 429 && self.naive {
                         metrics::counter!("intake_fetch_http_429_total").increment(1);
                         if attempts > 50 + self.max_retries {
-                            return Err(HttpError::Exhausted { url: shown, attempts, last: "429 Too Many Requests".into() });
+                            return Err(HttpError::Exhausted {
+                                url: shown,
+                                attempts,
+                                last: "429 Too Many Requests".into(),
+                            });
                         }
                         continue;
                     }
@@ -181,17 +215,32 @@ impl SourceClient {
                         // Counted separately: a 429 is the upstream asking us to wait, not a failure,
                         // but a source that never stops answering 429 still ends the page.
                         if attempts > 50 + self.max_retries {
-                            return Err(HttpError::Exhausted { url: shown, attempts, last: "429 Too Many Requests".into() });
+                            return Err(HttpError::Exhausted {
+                                url: shown,
+                                attempts,
+                                last: "429 Too Many Requests".into(),
+                            });
                         }
                         continue;
                     }
                     match resp.bytes().await {
                         Ok(body) if status < 300 => {
-                            return Ok(Response { status, headers, body, url: shown, attempts });
+                            return Ok(Response {
+                                status,
+                                headers,
+                                body,
+                                url: shown,
+                                attempts,
+                            });
                         }
                         Ok(body) if (400..500).contains(&status) => {
-                            let snippet = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-                            return Err(HttpError::Client { url: shown, status, body: snippet });
+                            let snippet =
+                                String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                            return Err(HttpError::Client {
+                                url: shown,
+                                status,
+                                body: snippet,
+                            });
                         }
                         Ok(_) => Err((format!("HTTP {status}"), retry_after(&headers))),
                         Err(e) => Err((format!("reading body: {e}"), None)),
@@ -199,11 +248,17 @@ impl SourceClient {
                 }
                 Err(e) => Err((describe(&e), None)),
             };
-            let Err((why, after)) = outcome else { unreachable!("successes returned above") };
+            let Err((why, after)) = outcome else {
+                unreachable!("successes returned above")
+            };
             failures += 1;
             metrics::counter!("intake_fetch_http_retries_total").increment(1);
             if failures > self.max_retries {
-                return Err(HttpError::Exhausted { url: shown, attempts, last: why });
+                return Err(HttpError::Exhausted {
+                    url: shown,
+                    attempts,
+                    last: why,
+                });
             }
             let wait = after.unwrap_or_else(|| self.backoff(failures));
             tracing::info!(url = %shown, attempt = attempts, error = %why, wait_ms = wait.as_millis() as u64, "retrying");
@@ -237,7 +292,11 @@ fn describe(e: &reqwest::Error) -> String {
         detail = s.to_string();
         source = s.source();
     }
-    if detail.is_empty() { kind.to_owned() } else { format!("{kind}: {detail}") }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is treated as 1 s).
@@ -253,19 +312,30 @@ pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
 /// until reset, or an epoch time), or the IETF `RateLimit: limit=..., remaining=...,
 /// reset=...` form.
 pub fn announced_quota(h: &HeaderMap) -> Option<Observed> {
-    let num = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok());
+    let num = |name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
     let (limit, remaining, reset) = match (num("x-ratelimit-remaining"), num("x-ratelimit-reset")) {
         (Some(r), Some(s)) => (num("x-ratelimit-limit"), r, s),
         _ => {
             let v = h.get("ratelimit").and_then(|v| v.to_str().ok())?;
             let field = |k: &str| {
-                v.split([',', ';']).filter_map(|p| p.trim().split_once('=')).find(|(a, _)| a.trim() == k).and_then(|(_, b)| b.trim().parse::<f64>().ok())
+                v.split([',', ';'])
+                    .filter_map(|p| p.trim().split_once('='))
+                    .find(|(a, _)| a.trim() == k)
+                    .and_then(|(_, b)| b.trim().parse::<f64>().ok())
             };
             (field("limit"), field("remaining")?, field("reset")?)
         }
     };
     // Epoch-style resets (seconds since 1970) are converted to a relative wait.
-    let reset = if reset > 1.0e9 { (reset - time::OffsetDateTime::now_utc().unix_timestamp() as f64).max(0.0) } else { reset };
+    let reset = if reset > 1.0e9 {
+        (reset - time::OffsetDateTime::now_utc().unix_timestamp() as f64).max(0.0)
+    } else {
+        reset
+    };
     (remaining >= 0.0 && reset > 0.0).then(|| Observed {
         limit: limit.filter(|l| *l >= 0.0).map(|l| l as u64),
         remaining: remaining as u64,
@@ -286,9 +356,13 @@ mod tests {
 
     #[test]
     fn redacts_query_secrets_and_userinfo() {
-        let u = Url::parse("https://user:pw@api.x.com/v1/a?api_key=SECRET&page=2&Token=T2").unwrap();
+        let u =
+            Url::parse("https://user:pw@api.x.com/v1/a?api_key=SECRET&page=2&Token=T2").unwrap();
         let r = redact(&u);
-        assert_eq!(r, "https://api.x.com/v1/a?api_key=%5Bredacted%5D&page=2&Token=%5Bredacted%5D");
+        assert_eq!(
+            r,
+            "https://api.x.com/v1/a?api_key=%5Bredacted%5D&page=2&Token=%5Bredacted%5D"
+        );
         assert!(!r.contains("SECRET") && !r.contains("pw") && !r.contains("T2"));
     }
 
@@ -298,7 +372,10 @@ mod tests {
         assert_eq!(retry_after(&h), None);
         h.insert(RETRY_AFTER, "3".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
     }
 
@@ -309,10 +386,27 @@ mod tests {
         h.insert("x-ratelimit-limit", "20".parse().unwrap());
         h.insert("x-ratelimit-remaining", "7".parse().unwrap());
         h.insert("x-ratelimit-reset", "1".parse().unwrap());
-        assert_eq!(announced_quota(&h), Some(Observed { limit: Some(20), remaining: 7, reset_in: Duration::from_secs(1) }));
+        assert_eq!(
+            announced_quota(&h),
+            Some(Observed {
+                limit: Some(20),
+                remaining: 7,
+                reset_in: Duration::from_secs(1)
+            })
+        );
         let mut h = HeaderMap::new();
-        h.insert("ratelimit", "limit=100, remaining=50, reset=30".parse().unwrap());
-        assert_eq!(announced_quota(&h), Some(Observed { limit: Some(100), remaining: 50, reset_in: Duration::from_secs(30) }));
+        h.insert(
+            "ratelimit",
+            "limit=100, remaining=50, reset=30".parse().unwrap(),
+        );
+        assert_eq!(
+            announced_quota(&h),
+            Some(Observed {
+                limit: Some(100),
+                remaining: 50,
+                reset_in: Duration::from_secs(30)
+            })
+        );
     }
 
     #[test]
@@ -321,7 +415,10 @@ mod tests {
         let c = SourceClient::new(&src, "sources[0]").unwrap();
         for n in 0..40 {
             let b = c.backoff(n);
-            assert!(b <= c.backoff_cap && b <= c.backoff_base.saturating_mul(1 << n.min(16)), "{n}: {b:?}");
+            assert!(
+                b <= c.backoff_cap && b <= c.backoff_base.saturating_mul(1 << n.min(16)),
+                "{n}: {b:?}"
+            );
         }
     }
 }

@@ -21,17 +21,17 @@ pub mod stream;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::blob::{BlobError, BlobStore};
 use crate::config::{Config, ConfigError, SourceConfig};
-use crate::kafka::partition::partition_for;
 use crate::kafka::Kafka;
-use crate::quota::{Pacer, QuotaRecord, QuotaStore, DEFAULT_SAFETY};
+use crate::kafka::partition::partition_for;
+use crate::quota::{DEFAULT_SAFETY, Pacer, QuotaRecord, QuotaStore};
 use crate::topics::TopicNames;
 
 pub use stream::{StreamReport, StreamWorker};
@@ -101,10 +101,22 @@ impl Shared {
         let mut clients = HashMap::new();
         let mut pacers: HashMap<String, Arc<Pacer>> = HashMap::new();
         for (i, s) in cfg.sources.iter().enumerate() {
-            clients.insert(s.name.clone(), Arc::new(http::SourceClient::new(s, &format!("sources[{i}]"))?));
-            pacers.entry(s.token_id().to_owned()).or_insert_with(|| Arc::new(Self::fresh_pacer(s)));
+            clients.insert(
+                s.name.clone(),
+                Arc::new(http::SourceClient::new(s, &format!("sources[{i}]"))?),
+            );
+            pacers
+                .entry(s.token_id().to_owned())
+                .or_insert_with(|| Arc::new(Self::fresh_pacer(s)));
         }
-        Ok(Self { cfg, kafka, names, blobs, clients, pacers })
+        Ok(Self {
+            cfg,
+            kafka,
+            names,
+            blobs,
+            clients,
+            pacers,
+        })
     }
 
     /// A new pacer for a source's token: the quota with the safety margin; naive mode: the
@@ -117,7 +129,13 @@ impl Shared {
         }
     }
 
-    fn worker(&self, src: &SourceConfig, stream: &crate::config::StreamConfig, opts: &FetchOptions, mp: Option<&indicatif::MultiProgress>) -> StreamWorker {
+    fn worker(
+        &self,
+        src: &SourceConfig,
+        stream: &crate::config::StreamConfig,
+        opts: &FetchOptions,
+        mp: Option<&indicatif::MultiProgress>,
+    ) -> StreamWorker {
         self.worker_with(src, stream, opts, mp, self.pacers[src.token_id()].clone())
     }
 
@@ -132,8 +150,10 @@ impl Shared {
         let progress = mp.map(|mp| {
             let pb = mp.add(indicatif::ProgressBar::new_spinner());
             pb.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}] {pos} records ({per_sec})")
-                    .expect("valid template"),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg} [{elapsed}] {pos} records ({per_sec})",
+                )
+                .expect("valid template"),
             );
             pb.enable_steady_tick(std::time::Duration::from_millis(200));
             pb.set_message(format!("{}/{}", src.name, stream.name));
@@ -155,33 +175,62 @@ impl Shared {
     }
 }
 
-fn selected<'a>(cfg: &'a Config, opts: &FetchOptions) -> Result<Vec<(&'a SourceConfig, &'a crate::config::StreamConfig)>, FetchError> {
+fn selected<'a>(
+    cfg: &'a Config,
+    opts: &FetchOptions,
+) -> Result<Vec<(&'a SourceConfig, &'a crate::config::StreamConfig)>, FetchError> {
     if opts.streams.is_empty() {
-        return Ok(cfg.sources.iter().flat_map(|s| s.streams.iter().filter(|st| st.path.is_some()).map(move |st| (s, st))).collect());
+        return Ok(cfg
+            .sources
+            .iter()
+            .flat_map(|s| {
+                s.streams
+                    .iter()
+                    .filter(|st| st.path.is_some())
+                    .map(move |st| (s, st))
+            })
+            .collect());
     }
-    opts.streams.iter().map(|spec| cfg.stream(spec).ok_or_else(|| FetchError::UnknownStream(spec.clone()))).collect()
+    opts.streams
+        .iter()
+        .map(|spec| {
+            cfg.stream(spec)
+                .ok_or_else(|| FetchError::UnknownStream(spec.clone()))
+        })
+        .collect()
 }
 
 /// Runs fetch until `shutdown` resolves (or, with `once`, until every stream has synced).
 ///
 /// # Errors
 /// Configuration errors, and in `once` mode the first stream that failed.
-pub async fn run(cfg: Arc<Config>, opts: FetchOptions, shutdown: impl Future<Output = ()> + Send) -> Result<FetchReport, FetchError> {
+pub async fn run(
+    cfg: Arc<Config>,
+    opts: FetchOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<FetchReport, FetchError> {
     let shared = Shared::new(cfg.clone())?;
     let streams = selected(&cfg, &opts)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mp = (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(indicatif::MultiProgress::new);
+    let mp = (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(indicatif::MultiProgress::new);
     if opts.once {
         let mut tasks: Vec<(String, JoinHandle<Result<StreamReport, FetchError>>)> = Vec::new();
         for (src, st) in streams {
             let w = shared.worker(src, st, &opts, mp.as_ref());
-            tasks.push((cursor::stream_key(&src.name, &st.name), tokio::spawn(w.run(stop_rx.clone()))));
+            tasks.push((
+                cursor::stream_key(&src.name, &st.name),
+                tokio::spawn(w.run(stop_rx.clone())),
+            ));
         }
         let all = async {
             let mut report = FetchReport::new();
             let mut first_err = None;
             for (k, t) in tasks {
-                match t.await.unwrap_or_else(|e| panic!("fetch worker {k} panicked: {e}")) {
+                match t
+                    .await
+                    .unwrap_or_else(|e| panic!("fetch worker {k} panicked: {e}"))
+                {
                     Ok(r) => {
                         report.insert(k, r);
                     }
@@ -205,13 +254,30 @@ pub async fn run(cfg: Arc<Config>, opts: FetchOptions, shutdown: impl Future<Out
         }
         return all.await;
     }
-    supervise(shared, streams.into_iter().map(|(a, b)| (a.clone(), b.clone())).collect(), opts, mp, shutdown).await
+    supervise(
+        shared,
+        streams
+            .into_iter()
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .collect(),
+        opts,
+        mp,
+        shutdown,
+    )
+    .await
 }
 
 /// The quota partition a stream belongs to: its token's (central), or its own key's (naive).
 fn partition_of(src: &SourceConfig, st: &crate::config::StreamConfig, partitions: i32) -> i32 {
-    if src.quota.as_ref().is_some_and(crate::config::QuotaConfig::naive) {
-        partition_for(cursor::stream_key(&src.name, &st.name).as_bytes(), partitions)
+    if src
+        .quota
+        .as_ref()
+        .is_some_and(crate::config::QuotaConfig::naive)
+    {
+        partition_for(
+            cursor::stream_key(&src.name, &st.name).as_bytes(),
+            partitions,
+        )
     } else {
         partition_for(src.token_id().as_bytes(), partitions)
     }
@@ -241,9 +307,15 @@ async fn supervise(
         .map_err(|_| FetchError::Kafka(rdkafka::error::KafkaError::Canceled))??
     };
     let stop_flag = Arc::new(AtomicBool::new(false));
-    let (mut events, thread) = ownership::spawn(&shared.kafka, &shared.kafka.group("fetch"), &quota_topic, stop_flag.clone())?;
+    let (mut events, thread) = ownership::spawn(
+        &shared.kafka,
+        &shared.kafka.group("fetch"),
+        &quota_topic,
+        stop_flag.clone(),
+    )?;
     // partition -> its task (stop sender, task)
-    let mut running: HashMap<i32, (watch::Sender<bool>, JoinHandle<PartitionReport>)> = HashMap::new();
+    let mut running: HashMap<i32, (watch::Sender<bool>, JoinHandle<PartitionReport>)> =
+        HashMap::new();
     let mut report = FetchReport::new();
     tokio::pin!(shutdown);
     loop {
@@ -309,19 +381,31 @@ async fn own_partition(
     let central = |s: &SourceConfig| s.quota.as_ref().is_some_and(|q| !q.naive());
     let mut pacers: HashMap<String, Arc<Pacer>> = HashMap::new();
     for (src, _) in mine.iter().filter(|(s, _)| central(s)) {
-        pacers.entry(src.token_id().to_owned()).or_insert_with(|| Arc::new(Shared::fresh_pacer(src)));
+        pacers
+            .entry(src.token_id().to_owned())
+            .or_insert_with(|| Arc::new(Shared::fresh_pacer(src)));
     }
     let owner = shared.cfg.instance_id();
-    let store = if pacers.is_empty() { None } else { restore_quota(&shared, partition, &pacers).await };
+    let store = if pacers.is_empty() {
+        None
+    } else {
+        restore_quota(&shared, partition, &pacers).await
+    };
     if *stop.borrow() {
         return Vec::new();
     }
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for (src, st) in &mine {
-        let pacer = pacers.get(src.token_id()).cloned().unwrap_or_else(|| shared.pacers[src.token_id()].clone());
+        let pacer = pacers
+            .get(src.token_id())
+            .cloned()
+            .unwrap_or_else(|| shared.pacers[src.token_id()].clone());
         let w = shared.worker_with(src, st, &opts, mp.as_ref(), pacer);
-        tasks.push((cursor::stream_key(&src.name, &st.name), tokio::spawn(restarting(w, rx.clone()))));
+        tasks.push((
+            cursor::stream_key(&src.name, &st.name),
+            tokio::spawn(restarting(w, rx.clone())),
+        ));
     }
     let mut store = store;
     let mut tick = tokio::time::interval(STATE_EVERY);
@@ -342,7 +426,10 @@ async fn own_partition(
             out.push((key, r));
         }
     }
-    let all: Vec<QuotaRecord> = pacers.iter().map(|(t, p)| QuotaRecord::of(t, &owner, p)).collect();
+    let all: Vec<QuotaRecord> = pacers
+        .iter()
+        .map(|(t, p)| QuotaRecord::of(t, &owner, p))
+        .collect();
     write_quota(store, all).await;
     out
 }
@@ -350,14 +437,24 @@ async fn own_partition(
 /// Opens the partition's state writer (fencing the previous owner's) and seeds the pacers from
 /// the stored state. Failures are logged and the tokens start from a fresh pacer (which has no
 /// burst either): stored state makes a hand-over smoother, it is not needed for correctness.
-async fn restore_quota(shared: &Shared, partition: i32, pacers: &HashMap<String, Arc<Pacer>>) -> Option<QuotaStore> {
-    let (kafka, prefix, topic) = (shared.kafka.clone(), shared.cfg.kafka.group_prefix.clone(), shared.names.quota());
+async fn restore_quota(
+    shared: &Shared,
+    partition: i32,
+    pacers: &HashMap<String, Arc<Pacer>>,
+) -> Option<QuotaStore> {
+    let (kafka, prefix, topic) = (
+        shared.kafka.clone(),
+        shared.cfg.kafka.group_prefix.clone(),
+        shared.names.quota(),
+    );
     let opened = stream::retry_kafka("open the quota state writer", || {
         let (kafka, prefix, topic) = (kafka.clone(), prefix.clone(), topic.clone());
         async move {
-            tokio::task::spawn_blocking(move || QuotaStore::open(&kafka, &prefix, &topic, partition))
-                .await
-                .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
+            tokio::task::spawn_blocking(move || {
+                QuotaStore::open(&kafka, &prefix, &topic, partition)
+            })
+            .await
+            .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
         }
     })
     .await;
@@ -370,7 +467,11 @@ async fn restore_quota(shared: &Shared, partition: i32, pacers: &HashMap<String,
     };
     let read = stream::retry_kafka("read the quota state", || {
         let s = store.clone();
-        async move { tokio::task::spawn_blocking(move || s.read()).await.unwrap_or(Err(rdkafka::error::KafkaError::Canceled)) }
+        async move {
+            tokio::task::spawn_blocking(move || s.read())
+                .await
+                .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
+        }
     })
     .await;
     match read {
@@ -382,7 +483,9 @@ async fn restore_quota(shared: &Shared, partition: i32, pacers: &HashMap<String,
                 }
             }
         }
-        Err(e) => tracing::warn!(partition, error = %e, "quota state unreadable; tokens start from a fresh pacer"),
+        Err(e) => {
+            tracing::warn!(partition, error = %e, "quota state unreadable; tokens start from a fresh pacer")
+        }
     }
     Some(store)
 }
@@ -394,7 +497,10 @@ async fn write_quota(store: Option<QuotaStore>, records: Vec<QuotaRecord>) -> Op
         return Some(s);
     }
     let w = s.clone();
-    match tokio::task::spawn_blocking(move || w.write(&records)).await.unwrap_or(Err(rdkafka::error::KafkaError::Canceled)) {
+    match tokio::task::spawn_blocking(move || w.write(&records))
+        .await
+        .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
+    {
         Ok(()) => Some(s),
         Err(e) if crate::kafka::classify(&e) == crate::kafka::ErrorClass::Fatal => {
             tracing::warn!(error = %e, "quota state writer fenced: another process owns these tokens now");
@@ -409,7 +515,10 @@ async fn write_quota(store: Option<QuotaStore>, records: Vec<QuotaRecord>) -> Op
 
 /// Runs a worker and restarts it after unexpected errors (not after fencing, which means a
 /// newer owner exists: the group will tell us if the stream comes back).
-async fn restarting(w: StreamWorker, stop: watch::Receiver<bool>) -> Result<StreamReport, FetchError> {
+async fn restarting(
+    w: StreamWorker,
+    stop: watch::Receiver<bool>,
+) -> Result<StreamReport, FetchError> {
     let mut total = StreamReport::default();
     loop {
         match w.clone().run(stop.clone()).await {

@@ -11,8 +11,8 @@
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use tokio::sync::mpsc;
 
 use crate::kafka::Kafka;
@@ -41,10 +41,16 @@ impl ConsumerContext for Ctx {
                 return;
             }
             let (ack_tx, ack_rx) = std_mpsc::channel();
-            if self.tx.blocking_send(OwnershipEvent::Revoked(parts.clone(), ack_tx)).is_ok()
+            if self
+                .tx
+                .blocking_send(OwnershipEvent::Revoked(parts.clone(), ack_tx))
+                .is_ok()
                 && ack_rx.recv_timeout(self.revoke_timeout).is_err()
             {
-                tracing::warn!(?parts, "streams did not stop in time on revocation; the next owner fences them");
+                tracing::warn!(
+                    ?parts,
+                    "streams did not stop in time on revocation; the next owner fences them"
+                );
             }
         }
     }
@@ -71,7 +77,13 @@ pub fn spawn(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> rdkafka::error::KafkaResult<(mpsc::Receiver<OwnershipEvent>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(16);
-    let consumer = kafka.group_consumer(group, Ctx { tx, revoke_timeout: Duration::from_secs(20) })?;
+    let consumer = kafka.group_consumer(
+        group,
+        Ctx {
+            tx,
+            revoke_timeout: Duration::from_secs(20),
+        },
+    )?;
     consumer.subscribe(&[topic])?;
     let handle = std::thread::Builder::new()
         .name("fetch-ownership".into())

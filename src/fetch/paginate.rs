@@ -72,8 +72,12 @@ pub fn request_url(
         let base = Url::parse(base_url).map_err(|e| PaginateError::Url(e.to_string()))?;
         return base.join(u).map_err(|_| PaginateError::BadLink(u.clone()));
     }
-    let mut url = Url::parse(&format!("{}{}", base_url.trim_end_matches('/'), stream.path.as_deref().unwrap_or("")))
-        .map_err(|e| PaginateError::Url(e.to_string()))?;
+    let mut url = Url::parse(&format!(
+        "{}{}",
+        base_url.trim_end_matches('/'),
+        stream.path.as_deref().unwrap_or("")
+    ))
+    .map_err(|e| PaginateError::Url(e.to_string()))?;
     {
         let mut q = url.query_pairs_mut();
         for (k, v) in &stream.query {
@@ -81,7 +85,9 @@ pub fn request_url(
         }
         let size = stream.page_size.to_string();
         match &stream.pagination {
-            Pagination::Cursor { param, size_param, .. } => {
+            Pagination::Cursor {
+                param, size_param, ..
+            } => {
                 q.append_pair(size_param, &size);
                 if let PageCursor::Token(t) = at {
                     q.append_pair(param, t);
@@ -97,10 +103,16 @@ pub fn request_url(
             }
             Pagination::Offset { param, size_param } => {
                 q.append_pair(size_param, &size);
-                let n = if let PageCursor::Offset(n) = at { *n } else { 0 };
+                let n = if let PageCursor::Offset(n) = at {
+                    *n
+                } else {
+                    0
+                };
                 q.append_pair(param, &n.to_string());
             }
-            Pagination::After { param, size_param, .. } => {
+            Pagination::After {
+                param, size_param, ..
+            } => {
                 q.append_pair(size_param, &size);
                 if let PageCursor::After(id) = at {
                     q.append_pair(param, id);
@@ -130,30 +142,59 @@ pub struct PageFacts<'a> {
 ///
 /// # Errors
 /// When the response does not say where the next page is although it should.
-pub fn next(stream: &StreamConfig, at: &PageCursor, facts: &PageFacts<'_>) -> Result<PageCursor, PaginateError> {
+pub fn next(
+    stream: &StreamConfig,
+    at: &PageCursor,
+    facts: &PageFacts<'_>,
+) -> Result<PageCursor, PaginateError> {
     let full = facts.records as u64 >= u64::from(stream.page_size);
     Ok(match &stream.pagination {
-        Pagination::Cursor { next_pointer, .. } => match facts.body.and_then(|b| b.pointer(next_pointer)) {
-            Some(Value::String(s)) if !s.is_empty() => PageCursor::Token(s.clone()),
-            Some(Value::Number(n)) => PageCursor::Token(n.to_string()),
-            _ => PageCursor::Done,
-        },
+        Pagination::Cursor { next_pointer, .. } => {
+            match facts.body.and_then(|b| b.pointer(next_pointer)) {
+                Some(Value::String(s)) if !s.is_empty() => PageCursor::Token(s.clone()),
+                Some(Value::Number(n)) => PageCursor::Token(n.to_string()),
+                _ => PageCursor::Done,
+            }
+        }
         Pagination::Link => match facts.link.and_then(next_link) {
             Some(u) => PageCursor::Url(u),
             None => PageCursor::Done,
         },
         Pagination::Page { .. } => {
             let n = if let PageCursor::Page(n) = at { *n } else { 1 };
-            if full { PageCursor::Page(n + 1) } else { PageCursor::Done }
+            if full {
+                PageCursor::Page(n + 1)
+            } else {
+                PageCursor::Done
+            }
         }
         Pagination::Offset { .. } => {
-            let n = if let PageCursor::Offset(n) = at { *n } else { 0 };
-            if full { PageCursor::Offset(n + facts.records as u64) } else { PageCursor::Done }
+            let n = if let PageCursor::Offset(n) = at {
+                *n
+            } else {
+                0
+            };
+            if full {
+                PageCursor::Offset(n + facts.records as u64)
+            } else {
+                PageCursor::Done
+            }
         }
-        Pagination::After { has_more_pointer, .. } => {
-            let more = facts.body.and_then(|b| b.pointer(has_more_pointer)).and_then(Value::as_bool).unwrap_or(false);
+        Pagination::After {
+            has_more_pointer, ..
+        } => {
+            let more = facts
+                .body
+                .and_then(|b| b.pointer(has_more_pointer))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             if more && facts.records > 0 {
-                PageCursor::After(facts.last_id.clone().ok_or_else(|| PaginateError::NoLastId(stream.primary_key.clone()))?)
+                PageCursor::After(
+                    facts
+                        .last_id
+                        .clone()
+                        .ok_or_else(|| PaginateError::NoLastId(stream.primary_key.clone()))?,
+                )
             } else {
                 PageCursor::Done
             }
@@ -170,7 +211,11 @@ pub fn next_link(header: &str) -> Option<String> {
         let is_next = parts.any(|p| {
             let p = p.trim();
             p.strip_prefix("rel=")
-                .map(|v| v.trim_matches('"').split_ascii_whitespace().any(|r| r.eq_ignore_ascii_case("next")))
+                .map(|v| {
+                    v.trim_matches('"')
+                        .split_ascii_whitespace()
+                        .any(|r| r.eq_ignore_ascii_case("next"))
+                })
                 .unwrap_or(false)
         });
         if is_next {
@@ -208,9 +253,15 @@ pagination = {pagination}
 
     #[test]
     fn link_header_parsing() {
-        assert_eq!(next_link(r#"<https://a/b?p=2>; rel="next", <https://a/b?p=9>; rel="last""#).as_deref(), Some("https://a/b?p=2"));
+        assert_eq!(
+            next_link(r#"<https://a/b?p=2>; rel="next", <https://a/b?p=9>; rel="last""#).as_deref(),
+            Some("https://a/b?p=2")
+        );
         assert_eq!(next_link(r#"<https://a/b?p=9>; rel="last""#), None);
-        assert_eq!(next_link(r#"</rel?x=1>; rel="prev next""#).as_deref(), Some("/rel?x=1"));
+        assert_eq!(
+            next_link(r#"</rel?x=1>; rel="prev next""#).as_deref(),
+            Some("/rel?x=1")
+        );
         assert_eq!(next_link("garbage"), None);
         assert_eq!(next_link(""), None);
     }
@@ -218,27 +269,100 @@ pagination = {pagination}
     #[test]
     fn urls_per_style() {
         let s = stream(r#"{ style = "page" }"#);
-        let u = request_url("http://h", &s, &PageCursor::Page(3), Some(("updated_since", "2026-01-01T00:00:00Z"))).unwrap();
-        assert_eq!(u.as_str(), "http://h/v1/a?per_page=2&page=3&updated_since=2026-01-01T00%3A00%3A00Z");
+        let u = request_url(
+            "http://h",
+            &s,
+            &PageCursor::Page(3),
+            Some(("updated_since", "2026-01-01T00:00:00Z")),
+        )
+        .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "http://h/v1/a?per_page=2&page=3&updated_since=2026-01-01T00%3A00%3A00Z"
+        );
         let s = stream(r#"{ style = "cursor" }"#);
-        assert_eq!(request_url("http://h/", &s, &PageCursor::Token("x y".into()), None).unwrap().as_str(), "http://h/v1/a?limit=2&cursor=x+y");
+        assert_eq!(
+            request_url("http://h/", &s, &PageCursor::Token("x y".into()), None)
+                .unwrap()
+                .as_str(),
+            "http://h/v1/a?limit=2&cursor=x+y"
+        );
         let s = stream(r#"{ style = "link" }"#);
-        assert_eq!(request_url("http://h", &s, &PageCursor::Url("/v1/a?after=5".into()), None).unwrap().as_str(), "http://h/v1/a?after=5");
+        assert_eq!(
+            request_url(
+                "http://h",
+                &s,
+                &PageCursor::Url("/v1/a?after=5".into()),
+                None
+            )
+            .unwrap()
+            .as_str(),
+            "http://h/v1/a?after=5"
+        );
     }
 
     #[test]
     fn next_per_style() {
         let body = serde_json::json!({"data": [1, 2], "next_cursor": "abc", "has_more": true});
-        let facts = PageFacts { body: Some(&body), link: None, records: 2, last_id: Some("id2".into()) };
-        assert_eq!(next(&stream(r#"{ style = "cursor" }"#), &PageCursor::Start, &facts), Ok(PageCursor::Token("abc".into())));
-        assert_eq!(next(&stream(r#"{ style = "page" }"#), &PageCursor::Page(4), &facts), Ok(PageCursor::Page(5)));
-        assert_eq!(next(&stream(r#"{ style = "offset" }"#), &PageCursor::Offset(10), &facts), Ok(PageCursor::Offset(12)));
-        assert_eq!(next(&stream(r#"{ style = "after" }"#), &PageCursor::Start, &facts), Ok(PageCursor::After("id2".into())));
-        assert_eq!(next(&stream(r#"{ style = "link" }"#), &PageCursor::Start, &facts), Ok(PageCursor::Done));
+        let facts = PageFacts {
+            body: Some(&body),
+            link: None,
+            records: 2,
+            last_id: Some("id2".into()),
+        };
+        assert_eq!(
+            next(
+                &stream(r#"{ style = "cursor" }"#),
+                &PageCursor::Start,
+                &facts
+            ),
+            Ok(PageCursor::Token("abc".into()))
+        );
+        assert_eq!(
+            next(
+                &stream(r#"{ style = "page" }"#),
+                &PageCursor::Page(4),
+                &facts
+            ),
+            Ok(PageCursor::Page(5))
+        );
+        assert_eq!(
+            next(
+                &stream(r#"{ style = "offset" }"#),
+                &PageCursor::Offset(10),
+                &facts
+            ),
+            Ok(PageCursor::Offset(12))
+        );
+        assert_eq!(
+            next(
+                &stream(r#"{ style = "after" }"#),
+                &PageCursor::Start,
+                &facts
+            ),
+            Ok(PageCursor::After("id2".into()))
+        );
+        assert_eq!(
+            next(&stream(r#"{ style = "link" }"#), &PageCursor::Start, &facts),
+            Ok(PageCursor::Done)
+        );
         let last = serde_json::json!({"data": [1], "next_cursor": null, "has_more": false});
-        let facts = PageFacts { body: Some(&last), link: None, records: 1, last_id: Some("id3".into()) };
+        let facts = PageFacts {
+            body: Some(&last),
+            link: None,
+            records: 1,
+            last_id: Some("id3".into()),
+        };
         for style in ["cursor", "page", "offset", "after"] {
-            assert_eq!(next(&stream(&format!(r#"{{ style = "{style}" }}"#)), &PageCursor::Start, &facts), Ok(PageCursor::Done), "{style}");
+            assert_eq!(
+                next(
+                    &stream(&format!(r#"{{ style = "{style}" }}"#)),
+                    &PageCursor::Start,
+                    &facts
+                ),
+                Ok(PageCursor::Done),
+                "{style}"
+            );
         }
     }
 }

@@ -13,14 +13,16 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::cursor::{stream_key, CursorState, Mode};
+use super::FetchError;
+use super::cursor::{CursorState, Mode, stream_key};
 use super::http::{HttpError, Response, SourceClient};
 use super::paginate::{self, PageCursor, PageFacts};
-use super::FetchError;
 use crate::blob::BlobStore;
 use crate::config::{Config, SourceConfig, StreamConfig};
 use crate::headers::{self, Headers, Kind};
-use crate::kafka::{classify, partition::partition_for, reader, ErrorClass, Kafka, Outgoing, TxnProducer};
+use crate::kafka::{
+    ErrorClass, Kafka, Outgoing, TxnProducer, classify, partition::partition_for, reader,
+};
 use crate::quota::Pacer;
 use crate::topics::TopicNames;
 
@@ -78,7 +80,11 @@ impl StreamWorker {
 
     /// The transactional id: one per stream, so whoever owns the stream fences the previous owner.
     pub fn transactional_id(&self) -> String {
-        super::cursor::transactional_id(&self.cfg.kafka.group_prefix, &self.source.name, &self.stream.name)
+        super::cursor::transactional_id(
+            &self.cfg.kafka.group_prefix,
+            &self.source.name,
+            &self.stream.name,
+        )
     }
 
     /// Runs until stopped (or, with `once`, until a sync started here completes).
@@ -97,7 +103,9 @@ impl StreamWorker {
         let mut state = loop {
             match self.restore().await {
                 Ok(s) => break s,
-                Err(FetchError::Kafka(e)) if classify(&e) == ErrorClass::Retry && wait < Duration::from_secs(30) => {
+                Err(FetchError::Kafka(e))
+                    if classify(&e) == ErrorClass::Retry && wait < Duration::from_secs(30) =>
+                {
                     tracing::warn!(source = %self.source.name, stream = %self.stream.name, error = %e, "restoring the cursor failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
@@ -118,16 +126,23 @@ impl StreamWorker {
                 }
                 if !self.once {
                     // Between syncs: wait what is left of the poll interval (stoppable).
-                    let wait = state.as_ref().and_then(|s| s.last_sync_at.as_deref()).and_then(parse_time).map_or(Duration::ZERO, |t| {
-                        let since = time::OffsetDateTime::now_utc() - t;
-                        self.stream.poll_interval.saturating_sub(since.try_into().unwrap_or(Duration::ZERO))
-                    });
+                    let wait = state
+                        .as_ref()
+                        .and_then(|s| s.last_sync_at.as_deref())
+                        .and_then(parse_time)
+                        .map_or(Duration::ZERO, |t| {
+                            let since = time::OffsetDateTime::now_utc() - t;
+                            self.stream
+                                .poll_interval
+                                .saturating_sub(since.try_into().unwrap_or(Duration::ZERO))
+                        });
                     if !wait.is_zero() && sleep_or_stop(wait, &mut stop).await {
                         return Ok(report);
                     }
                 }
                 let next = self.begin_sync(state.as_ref());
-                self.commit(&producer, &[], Some(&next), Some(Kind::SyncBegin)).await?;
+                self.commit(&producer, &[], Some(&next), Some(Kind::SyncBegin))
+                    .await?;
                 tracing::info!(source = %self.source.name, stream = %self.stream.name, sync_id = %next.sync_id, mode = next.mode.as_str(), since = ?next.since, "sync started");
                 state = Some(next);
                 started_here = true;
@@ -142,7 +157,14 @@ impl StreamWorker {
                     report.records += n;
                     metrics::counter!("intake_records_out_total", "stage" => "fetch").increment(n);
                     if let Some(pb) = &self.progress {
-                        pb.set_message(format!("{}/{}: sync {} page {} ({} records)", self.source.name, self.stream.name, &next.sync_id[..8], next.pages, next.records));
+                        pb.set_message(format!(
+                            "{}/{}: sync {} page {} ({} records)",
+                            self.source.name,
+                            self.stream.name,
+                            &next.sync_id[..8],
+                            next.pages,
+                            next.records
+                        ));
                         pb.inc(n);
                     }
                     if next.complete {
@@ -153,7 +175,8 @@ impl StreamWorker {
                 }
                 Err(BatchError::Http(e)) => {
                     tracing::error!(source = %self.source.name, stream = %self.stream.name, error = %e, pause_s = self.stream.poll_interval.as_secs(), "stream paused: the upstream refused the request; committed pages stay committed");
-                    metrics::counter!("intake_errors_total", "stage" => "fetch", "class" => "http").increment(1);
+                    metrics::counter!("intake_errors_total", "stage" => "fetch", "class" => "http")
+                        .increment(1);
                     if self.once {
                         return Err(FetchError::Http(e));
                     }
@@ -168,7 +191,10 @@ impl StreamWorker {
 
     fn begin_sync(&self, prev: Option<&CursorState>) -> CursorState {
         let now = time::OffsetDateTime::now_utc();
-        let full_due = match (prev.and_then(|p| p.last_full_sync_at.as_deref()), self.stream.full_sync_every) {
+        let full_due = match (
+            prev.and_then(|p| p.last_full_sync_at.as_deref()),
+            self.stream.full_sync_every,
+        ) {
             (_, None) => false,
             (None, Some(_)) => true,
             (Some(at), Some(every)) => parse_time(at).is_none_or(|t| now - t >= every),
@@ -176,7 +202,9 @@ impl StreamWorker {
         let hw = prev.and_then(|p| p.committed_high_water.clone());
         let (mode, since) = match (&self.stream.incremental, hw) {
             (Some(inc), Some(hw)) if !full_due && !self.force_full => {
-                let since = parse_time(&hw).map(|t| format_time(t - inc.lookback)).unwrap_or(hw);
+                let since = parse_time(&hw)
+                    .map(|t| format_time(t - inc.lookback))
+                    .unwrap_or(hw);
                 (Mode::Incremental, Some(since))
             }
             _ => (Mode::Full, None),
@@ -203,7 +231,11 @@ impl StreamWorker {
 
     /// Fetches up to `pages_per_transaction` pages from `cur`, returning them and the state
     /// after them (not yet committed).
-    async fn fetch_batch(&self, cur: &CursorState, producer: &TxnProducer) -> Result<(Vec<Landed>, CursorState), BatchError> {
+    async fn fetch_batch(
+        &self,
+        cur: &CursorState,
+        producer: &TxnProducer,
+    ) -> Result<(Vec<Landed>, CursorState), BatchError> {
         let mut next = cur.clone();
         let mut pages = Vec::new();
         let base = self.source.base_url.as_deref().unwrap_or_default();
@@ -211,13 +243,24 @@ impl StreamWorker {
             (Some(inc), Some(s)) => Some((inc.param.as_str(), s.as_str())),
             _ => None,
         };
-        while pages.len() < self.stream.pages_per_transaction as usize && next.page != PageCursor::Done {
-            let url = paginate::request_url(base, &self.stream, &next.page, since)
-                .map_err(|e| BatchError::Http(HttpError::Client { url: base.to_owned(), status: 0, body: e.to_string() }))?;
+        while pages.len() < self.stream.pages_per_transaction as usize
+            && next.page != PageCursor::Done
+        {
+            let url =
+                paginate::request_url(base, &self.stream, &next.page, since).map_err(|e| {
+                    BatchError::Http(HttpError::Client {
+                        url: base.to_owned(),
+                        status: 0,
+                        body: e.to_string(),
+                    })
+                })?;
             let (resp, body) = self.get_parsed(&url, producer).await?;
             let recs = body.pointer(&self.stream.records).and_then(Value::as_array);
             let count = recs.map_or(0, Vec::len);
-            let last_id = recs.and_then(|r| r.last()).and_then(|r| r.pointer(&self.stream.primary_key)).map(key_string);
+            let last_id = recs
+                .and_then(|r| r.last())
+                .and_then(|r| r.pointer(&self.stream.primary_key))
+                .map(key_string);
             if let (Some(inc), Some(recs)) = (&self.stream.incremental, recs) {
                 for r in recs {
                     if let Some(v) = r.pointer(&inc.field).and_then(Value::as_str) {
@@ -225,9 +268,27 @@ impl StreamWorker {
                     }
                 }
             }
-            let link = resp.headers.get(reqwest::header::LINK).and_then(|v| v.to_str().ok());
-            let after = paginate::next(&self.stream, &next.page, &PageFacts { body: Some(&body), link, records: count, last_id })
-                .map_err(|e| BatchError::Http(HttpError::Client { url: resp.url.clone(), status: resp.status, body: e.to_string() }))?;
+            let link = resp
+                .headers
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok());
+            let after = paginate::next(
+                &self.stream,
+                &next.page,
+                &PageFacts {
+                    body: Some(&body),
+                    link,
+                    records: count,
+                    last_id,
+                },
+            )
+            .map_err(|e| {
+                BatchError::Http(HttpError::Client {
+                    url: resp.url.clone(),
+                    status: resp.status,
+                    body: e.to_string(),
+                })
+            })?;
             let seq = next.pages;
             let landed = self.land(&resp, &next, &after, seq, count as u64).await?;
             pages.push(landed);
@@ -262,10 +323,18 @@ impl StreamWorker {
 
     /// GETs a page and parses it. A body that is not JSON is kept in the DLQ (stage `fetch`,
     /// kind `malformed_json`) and the request is repeated a few times before the stream pauses.
-    async fn get_parsed(&self, url: &url::Url, producer: &TxnProducer) -> Result<(Response, Value), BatchError> {
+    async fn get_parsed(
+        &self,
+        url: &url::Url,
+        producer: &TxnProducer,
+    ) -> Result<(Response, Value), BatchError> {
         let mut bad = 0;
         loop {
-            let resp = self.http.get(url, &self.pacer).await.map_err(BatchError::Http)?;
+            let resp = self
+                .http
+                .get(url, &self.pacer)
+                .await
+                .map_err(BatchError::Http)?;
             match serde_json::from_slice::<Value>(&resp.body) {
                 Ok(v) => return Ok((resp, v)),
                 Err(e) => {
@@ -284,7 +353,12 @@ impl StreamWorker {
         }
     }
 
-    async fn dead_letter(&self, producer: &TxnProducer, resp: &Response, detail: &str) -> Result<(), BatchError> {
+    async fn dead_letter(
+        &self,
+        producer: &TxnProducer,
+        resp: &Response,
+        detail: &str,
+    ) -> Result<(), BatchError> {
         let dlq = self.names.dlq();
         let key = self.key();
         let value = resp.body.clone();
@@ -294,7 +368,10 @@ impl StreamWorker {
             .with(headers::REQUEST, &resp.url)
             .with(headers::STATUS, resp.status.to_string())
             .with(headers::DLQ_KIND, "malformed_json")
-            .with(headers::DLQ_DETAIL, format!("page from {} is not valid JSON: {detail}", resp.url))
+            .with(
+                headers::DLQ_DETAIL,
+                format!("page from {} is not valid JSON: {detail}", resp.url),
+            )
             .with(headers::DLQ_ORIGIN, &resp.url)
             .with(headers::DLQ_STAGE, "fetch")
             .with(headers::DLQ_AT, headers::now_rfc3339())
@@ -302,7 +379,13 @@ impl StreamWorker {
         let r = producer
             .blocking(move |p| {
                 p.begin()?;
-                let out = p.send(Outgoing { topic: &dlq, key: Some(key.as_bytes()), payload: Some(&value), headers: hdrs, partition: None });
+                let out = p.send(Outgoing {
+                    topic: &dlq,
+                    key: Some(key.as_bytes()),
+                    payload: Some(&value),
+                    headers: hdrs,
+                    partition: None,
+                });
                 match out.and_then(|()| p.commit()) {
                     Ok(()) => Ok(()),
                     Err(e) => {
@@ -316,7 +399,14 @@ impl StreamWorker {
     }
 
     /// Builds the landing record of a page; oversize bodies go to the blob store first.
-    async fn land(&self, resp: &Response, cur: &CursorState, after: &PageCursor, seq: u64, records: u64) -> Result<Landed, BatchError> {
+    async fn land(
+        &self,
+        resp: &Response,
+        cur: &CursorState,
+        after: &PageCursor,
+        seq: u64,
+        records: u64,
+    ) -> Result<Landed, BatchError> {
         let mut h = Headers::new()
             .with(headers::SOURCE, &self.source.name)
             .with(headers::STREAM, &self.stream.name)
@@ -329,24 +419,42 @@ impl StreamWorker {
             .with(headers::MODE, cur.mode.as_str())
             .with(headers::SEQ, seq.to_string());
         let value = if resp.body.len() > self.cfg.blob.max_inline_bytes {
-            let r = self.blobs.put(resp.body.clone()).await.map_err(|e| BatchError::Fatal(FetchError::Blob(e)))?;
+            let r = self
+                .blobs
+                .put(resp.body.clone())
+                .await
+                .map_err(|e| BatchError::Fatal(FetchError::Blob(e)))?;
             tracing::info!(source = %self.source.name, stream = %self.stream.name, size = r.size, sha256 = %r.sha256, "page over the inline limit: stored in the blob store, landing a blob-ref");
-            h = h.with(headers::KIND, Kind::BlobRef.as_str()).with(headers::BLOB, r.header_value());
+            h = h
+                .with(headers::KIND, Kind::BlobRef.as_str())
+                .with(headers::BLOB, r.header_value());
             Bytes::from(serde_json::to_vec(&r).expect("serialisable"))
         } else {
             h = h.with(headers::KIND, Kind::Page.as_str());
             resp.body.clone()
         };
-        Ok(Landed { value, headers: h, records })
+        Ok(Landed {
+            value,
+            headers: h,
+            records,
+        })
     }
 
     /// One transaction: the pages, an optional sync marker, and the cursor record.
-    async fn commit(&self, producer: &TxnProducer, pages: &[Landed], state: Option<&CursorState>, marker: Option<Kind>) -> Result<(), FetchError> {
+    async fn commit(
+        &self,
+        producer: &TxnProducer,
+        pages: &[Landed],
+        state: Option<&CursorState>,
+        marker: Option<Kind>,
+    ) -> Result<(), FetchError> {
         let landing = self.names.landing();
         let cursors = self.names.cursors();
         let key = self.key();
-        let pages: Vec<(Bytes, rdkafka::message::OwnedHeaders)> =
-            pages.iter().map(|p| (p.value.clone(), clone_headers(&p.headers))).collect();
+        let pages: Vec<(Bytes, rdkafka::message::OwnedHeaders)> = pages
+            .iter()
+            .map(|p| (p.value.clone(), clone_headers(&p.headers)))
+            .collect();
         let cursor = state.map(|s| serde_json::to_vec(s).expect("serialisable"));
         let marker = marker.map(|k| {
             let s = state.expect("markers come with a cursor");
@@ -367,13 +475,31 @@ impl StreamWorker {
                 p.begin()?;
                 let send_all = || -> rdkafka::error::KafkaResult<()> {
                     for (v, h) in pages {
-                        p.send(Outgoing { topic: &landing, key: Some(key.as_bytes()), payload: Some(&v), headers: h, partition: None })?;
+                        p.send(Outgoing {
+                            topic: &landing,
+                            key: Some(key.as_bytes()),
+                            payload: Some(&v),
+                            headers: h,
+                            partition: None,
+                        })?;
                     }
                     if let Some((v, h)) = marker {
-                        p.send(Outgoing { topic: &landing, key: Some(key.as_bytes()), payload: Some(&v), headers: h, partition: None })?;
+                        p.send(Outgoing {
+                            topic: &landing,
+                            key: Some(key.as_bytes()),
+                            payload: Some(&v),
+                            headers: h,
+                            partition: None,
+                        })?;
                     }
                     if let Some(c) = cursor {
-                        p.send(Outgoing { topic: &cursors, key: Some(key.as_bytes()), payload: Some(&c), headers: Headers::new().build(), partition: None })?;
+                        p.send(Outgoing {
+                            topic: &cursors,
+                            key: Some(key.as_bytes()),
+                            payload: Some(&c),
+                            headers: Headers::new().build(),
+                            partition: None,
+                        })?;
                     }
                     p.commit()
                 };
@@ -388,16 +514,22 @@ impl StreamWorker {
                 }
             })
             .await;
-        metrics::histogram!("intake_commit_seconds", "stage" => "fetch").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("intake_commit_seconds", "stage" => "fetch")
+            .record(started.elapsed().as_secs_f64());
         result.map_err(|e| match classify(&e) {
-            ErrorClass::Fatal => FetchError::Fenced { stream: self.key(), detail: e.to_string() },
+            ErrorClass::Fatal => FetchError::Fenced {
+                stream: self.key(),
+                detail: e.to_string(),
+            },
             _ => FetchError::Kafka(e),
         })
     }
 
     /// Reads this stream's last committed cursor.
     async fn restore(&self) -> Result<Option<CursorState>, FetchError> {
-        restore_cursors(&self.kafka, &self.names, std::slice::from_ref(&self.key())).await.map(|mut m| m.remove(&self.key()))
+        restore_cursors(&self.kafka, &self.names, std::slice::from_ref(&self.key()))
+            .await
+            .map(|mut m| m.remove(&self.key()))
     }
 }
 
@@ -465,7 +597,8 @@ fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
 }
 
 fn format_time(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// The earlier of two timestamps (RFC 3339 compared as instants; unparsable ones as strings).
@@ -517,12 +650,20 @@ where
     for attempt in 1.. {
         match f().await {
             Ok(v) => return Ok(v),
-            Err(e) if classify(&e) == ErrorClass::Retry || (attempt < 10 && classify(&e) == ErrorClass::Abort) => {
+            Err(e)
+                if classify(&e) == ErrorClass::Retry
+                    || (attempt < 10 && classify(&e) == ErrorClass::Abort) =>
+            {
                 tracing::warn!(what, attempt, error = %e, "kafka call failed; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
-            Err(e) if classify(&e) == ErrorClass::Fatal => return Err(FetchError::Fenced { stream: what.to_owned(), detail: e.to_string() }),
+            Err(e) if classify(&e) == ErrorClass::Fatal => {
+                return Err(FetchError::Fenced {
+                    stream: what.to_owned(),
+                    detail: e.to_string(),
+                });
+            }
             Err(e) => return Err(FetchError::Kafka(e)),
         }
     }

@@ -27,7 +27,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{classify, ErrorClass, Kafka, Outgoing, TxnProducer};
+use super::{ErrorClass, Kafka, Outgoing, TxnProducer, classify};
 
 /// A topic-partition.
 pub type Tp = (String, i32);
@@ -114,19 +114,30 @@ impl ConsumerContext for Ctx {
             let mut s = self.shared.lock().expect("poisoned");
             if s.open {
                 let result = commit_open(&mut s, consumer);
-                tracing::info!(committed = result.is_ok(), "open transaction closed before revocation");
+                tracing::info!(
+                    committed = result.is_ok(),
+                    "open transaction closed before revocation"
+                );
                 if let Err(e) = result {
                     s.revoke_failure = Some(e);
                 }
             }
-            let tps: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+            let tps: Vec<Tp> = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
             s.revoked.extend(tps);
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = r {
-            let tps: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+            let tps: Vec<Tp> = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
             self.shared.lock().expect("poisoned").assigned.extend(tps);
         }
     }
@@ -134,7 +145,10 @@ impl ConsumerContext for Ctx {
 
 /// Commits the open transaction with its offsets; aborts it when that fails.
 fn commit_open(s: &mut Shared, consumer: &BaseConsumer<Ctx>) -> KafkaResult<()> {
-    let producer = s.producer.clone().expect("a producer exists while a transaction is open");
+    let producer = s
+        .producer
+        .clone()
+        .expect("a producer exists while a transaction is open");
     let mut tpl = TopicPartitionList::new();
     for ((t, p), o) in &s.offsets {
         tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
@@ -168,10 +182,20 @@ fn commit_open(s: &mut Shared, consumer: &BaseConsumer<Ctx>) -> KafkaResult<()> 
 ///
 /// # Errors
 /// When the consumer or producer cannot be created.
-pub fn run(kafka: &Kafka, cfg: &LoopConfig, processor: &mut dyn Processor, stop: &AtomicBool) -> KafkaResult<()> {
+pub fn run(
+    kafka: &Kafka,
+    cfg: &LoopConfig,
+    processor: &mut dyn Processor,
+    stop: &AtomicBool,
+) -> KafkaResult<()> {
     let stage = processor.stage();
     let shared = Arc::new(Mutex::new(Shared::default()));
-    let consumer = kafka.group_consumer(&cfg.group, Ctx { shared: shared.clone() })?;
+    let consumer = kafka.group_consumer(
+        &cfg.group,
+        Ctx {
+            shared: shared.clone(),
+        },
+    )?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let new_producer = || -> KafkaResult<TxnProducer> {
@@ -203,7 +227,10 @@ pub fn run(kafka: &Kafka, cfg: &LoopConfig, processor: &mut dyn Processor, stop:
         // Rebalance callbacks ran inside poll.
         let (assigned, revoked) = {
             let mut s = shared.lock().expect("poisoned");
-            (std::mem::take(&mut s.assigned), std::mem::take(&mut s.revoked))
+            (
+                std::mem::take(&mut s.assigned),
+                std::mem::take(&mut s.revoked),
+            )
         };
         if !revoked.is_empty() {
             let failure = {
@@ -241,7 +268,8 @@ pub fn run(kafka: &Kafka, cfg: &LoopConfig, processor: &mut dyn Processor, stop:
             None => {}
             Some(Err(e)) => {
                 tracing::warn!(stage, error = %e, "consumer error");
-                metrics::counter!("intake_errors_total", "stage" => stage, "class" => "consume").increment(1);
+                metrics::counter!("intake_errors_total", "stage" => stage, "class" => "consume")
+                    .increment(1);
             }
             Some(Ok(m)) => {
                 let tp: Tp = (m.topic().to_owned(), m.partition());
@@ -265,10 +293,14 @@ pub fn run(kafka: &Kafka, cfg: &LoopConfig, processor: &mut dyn Processor, stop:
                 s.starts.entry(tp.clone()).or_insert(m.offset());
                 s.offsets.insert(tp, m.offset() + 1);
                 drop(s);
-                let mut sink = Sink { producer: &producer, sent: 0 };
+                let mut sink = Sink {
+                    producer: &producer,
+                    sent: 0,
+                };
                 let r = processor.process(&m, &mut sink);
                 metrics::counter!("intake_records_in_total", "stage" => stage).increment(1);
-                metrics::counter!("intake_records_out_total", "stage" => stage).increment(sink.sent);
+                metrics::counter!("intake_records_out_total", "stage" => stage)
+                    .increment(sink.sent);
                 in_batch += 1;
                 if let Err(e) = r {
                     handle_failure(kafka, &consumer, &shared, processor, &e, &new_producer)?;
@@ -278,13 +310,19 @@ pub fn run(kafka: &Kafka, cfg: &LoopConfig, processor: &mut dyn Processor, stop:
                 }
             }
         }
-        let due = batch_started.is_some_and(|t| t.elapsed() >= cfg.linger) || in_batch >= cfg.max_batch;
+        let due =
+            batch_started.is_some_and(|t| t.elapsed() >= cfg.linger) || in_batch >= cfg.max_batch;
         if due {
             let started = Instant::now();
             let mut s = shared.lock().expect("poisoned");
-            let result = if s.open { commit_open(&mut s, &consumer) } else { Ok(()) };
+            let result = if s.open {
+                commit_open(&mut s, &consumer)
+            } else {
+                Ok(())
+            };
             drop(s);
-            metrics::histogram!("intake_commit_seconds", "stage" => stage).record(started.elapsed().as_secs_f64());
+            metrics::histogram!("intake_commit_seconds", "stage" => stage)
+                .record(started.elapsed().as_secs_f64());
             match result {
                 Ok(()) => {
                     let mut s = shared.lock().expect("poisoned");
@@ -325,7 +363,8 @@ fn handle_failure(
 ) -> KafkaResult<()> {
     let stage = processor.stage();
     let class = classify(err);
-    metrics::counter!("intake_errors_total", "stage" => stage, "class" => format!("{class:?}")).increment(1);
+    metrics::counter!("intake_errors_total", "stage" => stage, "class" => format!("{class:?}"))
+        .increment(1);
     tracing::warn!(stage, error = %err, ?class, "batch failed; rewinding to the last commit");
     let (starts, producer) = {
         let mut s = shared.lock().expect("poisoned");
@@ -339,7 +378,11 @@ fn handle_failure(
     // transaction on the broker).
     let replace = class == ErrorClass::Fatal
         || producer.is_some_and(|p| {
-            p.abort().inspect_err(|e| tracing::warn!(stage, error = %e, "abort failed; replacing the producer")).is_err()
+            p.abort()
+                .inspect_err(
+                    |e| tracing::warn!(stage, error = %e, "abort failed; replacing the producer"),
+                )
+                .is_err()
         });
     if replace {
         let p = new_producer()?;

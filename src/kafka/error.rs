@@ -82,14 +82,35 @@ mod tests {
 
     #[test]
     fn classifies_plain_codes() {
-        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)), ErrorClass::Retry);
         assert_eq!(
-            classify(&KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)),
+            classify(&KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)),
+            ErrorClass::Retry
+        );
+        assert_eq!(
+            classify(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageSizeTooLarge
+            )),
             ErrorClass::BadRecord
         );
-        assert_eq!(classify(&KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced)), ErrorClass::Fatal);
-        assert_eq!(classify(&KafkaError::Global(RDKafkaErrorCode::Fenced)), ErrorClass::Fatal);
-        assert_eq!(classify(&KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fail)), ErrorClass::Fatal);
-        assert_eq!(classify(&KafkaError::Global(RDKafkaErrorCode::InvalidTransactionalState)), ErrorClass::Abort);
+        assert_eq!(
+            classify(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::ProducerFenced
+            )),
+            ErrorClass::Fatal
+        );
+        assert_eq!(
+            classify(&KafkaError::Global(RDKafkaErrorCode::Fenced)),
+            ErrorClass::Fatal
+        );
+        assert_eq!(
+            classify(&KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fail)),
+            ErrorClass::Fatal
+        );
+        assert_eq!(
+            classify(&KafkaError::Global(
+                RDKafkaErrorCode::InvalidTransactionalState
+            )),
+            ErrorClass::Abort
+        );
     }
 }

@@ -24,7 +24,7 @@ use rdkafka::error::KafkaResult;
 
 use crate::config::{ConfigError, KafkaConfig, SecretString};
 
-pub use error::{classify, ErrorClass};
+pub use error::{ErrorClass, classify};
 pub use txn::{DeliveryContext, Outgoing, TxnProducer};
 
 /// Builds every Kafka client from one configuration.
@@ -36,7 +36,9 @@ pub struct Kafka {
 
 impl std::fmt::Debug for Kafka {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kafka").field("brokers", &self.cfg.brokers).finish_non_exhaustive()
+        f.debug_struct("Kafka")
+            .field("brokers", &self.cfg.brokers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -51,8 +53,14 @@ impl Kafka {
             .as_ref()
             .map(|s| s.resolve())
             .transpose()
-            .map_err(|source| ConfigError::Secret { field: "kafka.sasl_password".into(), source })?;
-        Ok(Self { cfg: cfg.clone(), sasl_password })
+            .map_err(|source| ConfigError::Secret {
+                field: "kafka.sasl_password".into(),
+                source,
+            })?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            sasl_password,
+        })
     }
 
     /// Bootstrap servers.
@@ -68,7 +76,10 @@ impl Kafka {
     fn base(&self, client_id: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.cfg.brokers)
-            .set("client.id", format!("{}-{client_id}", self.cfg.group_prefix))
+            .set(
+                "client.id",
+                format!("{}-{client_id}", self.cfg.group_prefix),
+            )
             // Loopback brokers come and go in tests; do not spam logs while one restarts.
             .set("reconnect.backoff.max.ms", "2000")
             .set_log_level(RDKafkaLogLevel::Warning);
@@ -89,16 +100,29 @@ impl Kafka {
     pub fn txn_producer(&self, transactional_id: &str) -> KafkaResult<TxnProducer> {
         let mut c = self.base(&format!("producer-{transactional_id}"));
         c.set("transactional.id", transactional_id)
-            .set("transaction.timeout.ms", self.cfg.transaction_timeout.as_millis().to_string())
+            .set(
+                "transaction.timeout.ms",
+                self.cfg.transaction_timeout.as_millis().to_string(),
+            )
             .set("partitioner", "murmur2_random")
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.kbytes", "65536")
             // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
-            .set("message.timeout.ms", self.cfg.transaction_timeout.as_millis().to_string());
-        let p = rdkafka::producer::ThreadedProducer::from_config_and_context(&c, DeliveryContext::default())?;
-        Ok(TxnProducer::new(p, transactional_id, self.cfg.transaction_timeout))
+            .set(
+                "message.timeout.ms",
+                self.cfg.transaction_timeout.as_millis().to_string(),
+            );
+        let p = rdkafka::producer::ThreadedProducer::from_config_and_context(
+            &c,
+            DeliveryContext::default(),
+        )?;
+        Ok(TxnProducer::new(
+            p,
+            transactional_id,
+            self.cfg.transaction_timeout,
+        ))
     }
 
     /// A consumer in a stage's group: `read_committed`, manual offsets committed inside the
@@ -107,7 +131,11 @@ impl Kafka {
     ///
     /// # Errors
     /// Invalid client configuration.
-    pub fn group_consumer<C: ConsumerContext + 'static>(&self, group: &str, ctx: C) -> KafkaResult<BaseConsumer<C>> {
+    pub fn group_consumer<C: ConsumerContext + 'static>(
+        &self,
+        group: &str,
+        ctx: C,
+    ) -> KafkaResult<BaseConsumer<C>> {
         let mut c = self.base(&format!("consumer-{group}"));
         c.set("group.id", group)
             .set("isolation.level", "read_committed")
@@ -130,12 +158,15 @@ impl Kafka {
     pub fn reader_consumer(&self, purpose: &str) -> KafkaResult<BaseConsumer> {
         let mut c = self.base(&format!("reader-{purpose}"));
         // librdkafka wants a group id even for assign(); it is never used to commit.
-        c.set("group.id", format!("{}-reader-unused", self.cfg.group_prefix))
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest");
+        c.set(
+            "group.id",
+            format!("{}-reader-unused", self.cfg.group_prefix),
+        )
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
         c.create_with_context(rdkafka::consumer::DefaultConsumerContext)
     }
 
@@ -145,7 +176,9 @@ impl Kafka {
     /// Invalid client configuration.
     pub fn reader_consumer_in_group(&self, group: &str) -> KafkaResult<BaseConsumer> {
         let mut c = self.base(&format!("status-{group}"));
-        c.set("group.id", group).set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
         c.create_with_context(rdkafka::consumer::DefaultConsumerContext)
     }
 

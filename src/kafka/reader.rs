@@ -53,7 +53,9 @@ pub fn read_to_end(
     while !pending.is_empty() {
         if Instant::now() > deadline {
             consumer.unassign()?;
-            return Err(KafkaError::MessageConsumption(rdkafka::error::RDKafkaErrorCode::OperationTimedOut));
+            return Err(KafkaError::MessageConsumption(
+                rdkafka::error::RDKafkaErrorCode::OperationTimedOut,
+            ));
         }
         match consumer.poll(Duration::from_millis(50)) {
             None => {}
@@ -88,11 +90,18 @@ pub fn read_to_end(
 }
 
 /// Low and high watermarks of a partition, retrying transient errors (a leader moving).
-fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32, timeout: Duration) -> KafkaResult<(i64, i64)> {
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> KafkaResult<(i64, i64)> {
     let deadline = Instant::now() + timeout;
     loop {
         match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
-            Err(e) if super::classify(&e) == super::ErrorClass::Retry && Instant::now() < deadline => {
+            Err(e)
+                if super::classify(&e) == super::ErrorClass::Retry && Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(200));
             }
             other => return other,
@@ -112,23 +121,26 @@ pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
 ) -> KafkaResult<i32> {
     let deadline = Instant::now() + timeout;
     loop {
-        let attempt = (|| {
-            let md = consumer.fetch_metadata(Some(topic), timeout)?;
-            let t = md
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .ok_or(KafkaError::MetadataFetch(rdkafka::error::RDKafkaErrorCode::UnknownTopic))?;
-            if let Some(e) = t.error() {
-                return Err(KafkaError::MetadataFetch(e.into()));
-            }
-            if t.partitions().is_empty() {
-                return Err(KafkaError::MetadataFetch(rdkafka::error::RDKafkaErrorCode::LeaderNotAvailable));
-            }
-            Ok(t.partitions().len() as i32)
-        })();
+        let attempt =
+            (|| {
+                let md = consumer.fetch_metadata(Some(topic), timeout)?;
+                let t = md.topics().iter().find(|t| t.name() == topic).ok_or(
+                    KafkaError::MetadataFetch(rdkafka::error::RDKafkaErrorCode::UnknownTopic),
+                )?;
+                if let Some(e) = t.error() {
+                    return Err(KafkaError::MetadataFetch(e.into()));
+                }
+                if t.partitions().is_empty() {
+                    return Err(KafkaError::MetadataFetch(
+                        rdkafka::error::RDKafkaErrorCode::LeaderNotAvailable,
+                    ));
+                }
+                Ok(t.partitions().len() as i32)
+            })();
         match attempt {
-            Err(e) if super::classify(&e) == super::ErrorClass::Retry && Instant::now() < deadline => {
+            Err(e)
+                if super::classify(&e) == super::ErrorClass::Retry && Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(200));
             }
             other => return other,

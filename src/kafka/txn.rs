@@ -62,13 +62,23 @@ pub struct TxnProducer {
 
 impl std::fmt::Debug for TxnProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TxnProducer").field("transactional_id", &self.txn_id).finish()
+        f.debug_struct("TxnProducer")
+            .field("transactional_id", &self.txn_id)
+            .finish()
     }
 }
 
 impl TxnProducer {
-    pub(crate) fn new(inner: ThreadedProducer<DeliveryContext>, txn_id: &str, timeout: Duration) -> Self {
-        Self { inner: Arc::new(inner), txn_id: txn_id.into(), timeout }
+    pub(crate) fn new(
+        inner: ThreadedProducer<DeliveryContext>,
+        txn_id: &str,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            txn_id: txn_id.into(),
+            timeout,
+        }
     }
 
     /// The transactional id (tied to the unit of ownership).
@@ -128,8 +138,13 @@ impl TxnProducer {
     ///
     /// # Errors
     /// The Kafka error.
-    pub fn send_offsets(&self, offsets: &TopicPartitionList, group: &ConsumerGroupMetadata) -> KafkaResult<()> {
-        self.inner.send_offsets_to_transaction(offsets, group, self.timeout)
+    pub fn send_offsets(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> KafkaResult<()> {
+        self.inner
+            .send_offsets_to_transaction(offsets, group, self.timeout)
     }
 
     /// Commits the open transaction (flushes first). Blocking.
@@ -140,7 +155,9 @@ impl TxnProducer {
         self.inner.commit_transaction(self.timeout)?;
         if self.inner_failures() > 0 {
             // librdkafka already refuses to commit after a failed delivery; this is defence in depth.
-            return Err(self.last_error().unwrap_or(KafkaError::MessageProduction(RDKafkaErrorCode::Fail)));
+            return Err(self
+                .last_error()
+                .unwrap_or(KafkaError::MessageProduction(RDKafkaErrorCode::Fail)));
         }
         Ok(())
     }
@@ -183,6 +200,11 @@ impl TxnProducer {
         self.inner.context().failures.load(Ordering::Relaxed)
     }
     fn last_error(&self) -> Option<KafkaError> {
-        self.inner.context().last_error.lock().expect("poisoned").clone()
+        self.inner
+            .context()
+            .last_error
+            .lock()
+            .expect("poisoned")
+            .clone()
     }
 }

@@ -8,5 +8,5 @@
 pub mod pacer;
 pub mod state;
 
-pub use pacer::{Observed, Pacer, Snapshot, DEFAULT_SAFETY};
+pub use pacer::{DEFAULT_SAFETY, Observed, Pacer, Snapshot};
 pub use state::{QuotaRecord, QuotaStore};

@@ -49,7 +49,8 @@ struct State {
 
 impl State {
     fn interval(&self) -> Duration {
-        self.learned.map_or(self.nominal, |(l, _)| l.max(self.nominal))
+        self.learned
+            .map_or(self.nominal, |(l, _)| l.max(self.nominal))
     }
 
     fn pause(&mut self, until: Instant) {
@@ -200,7 +201,13 @@ impl Pacer {
     /// The state to hand to the token's next owner.
     pub fn snapshot(&self) -> Snapshot {
         let s = self.state.lock().expect("pacer poisoned");
-        Snapshot { interval: s.interval(), limit: s.limit, next_at: s.tat, paused_until: s.paused_until, last_seen: s.last_seen }
+        Snapshot {
+            interval: s.interval(),
+            limit: s.limit,
+            next_at: s.tat,
+            paused_until: s.paused_until,
+            last_seen: s.last_seen,
+        }
     }
 
     /// Starts from a predecessor's state, taken `age` ago. Before the first request:
@@ -269,7 +276,10 @@ mod tests {
         assert_eq!(t.len(), 40);
         // Sliding 1 s windows hold at most 10 requests.
         for (i, a) in t.iter().enumerate() {
-            let n = t[i..].iter().take_while(|b| **b - *a < Duration::from_secs(1)).count();
+            let n = t[i..]
+                .iter()
+                .take_while(|b| **b - *a < Duration::from_secs(1))
+                .count();
             assert!(n <= 10, "{n} requests within 1 s from {a:?}");
         }
         assert_eq!(*t.last().unwrap(), Duration::from_millis(3900));
@@ -289,35 +299,63 @@ mod tests {
         let p = Pacer::new(100, Duration::from_secs(1), 1.0);
         assert_eq!(p.interval(), Duration::from_millis(10));
         // 10 left for 3 s (at least 2 s surely) while our pace would spend 200: spread them.
-        p.observe(Observed { limit: None, remaining: 10, reset_in: Duration::from_secs(3) });
+        p.observe(Observed {
+            limit: None,
+            remaining: 10,
+            reset_in: Duration::from_secs(3),
+        });
         assert_eq!(p.interval(), Duration::from_millis(300));
         tokio::time::sleep(Duration::from_millis(3001)).await;
         p.acquire().await;
-        assert_eq!(p.interval(), Duration::from_millis(10), "the learned pace expires at the reset");
+        assert_eq!(
+            p.interval(),
+            Duration::from_millis(10),
+            "the learned pace expires at the reset"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn whole_second_resets_alone_do_not_slow_the_pace() {
         // A 1 s window half used at our pace: Reset says 1 (rounded up), 10 remain.
         let p = Pacer::new(20, Duration::from_secs(1), 1.0);
-        p.observe(Observed { limit: Some(20), remaining: 10, reset_in: Duration::from_secs(1) });
+        p.observe(Observed {
+            limit: Some(20),
+            remaining: 10,
+            reset_in: Duration::from_secs(1),
+        });
         assert_eq!(p.interval(), Duration::from_millis(50));
     }
 
     #[tokio::test(start_paused = true)]
     async fn follows_the_announced_limit_down_and_up_to_the_configured_one() {
         let p = Pacer::new(20, Duration::from_secs(1), 1.0);
-        p.observe(Observed { limit: Some(5), remaining: 3, reset_in: Duration::from_secs(1) });
+        p.observe(Observed {
+            limit: Some(5),
+            remaining: 3,
+            reset_in: Duration::from_secs(1),
+        });
         assert_eq!(p.interval(), Duration::from_millis(200));
-        p.observe(Observed { limit: Some(100), remaining: 90, reset_in: Duration::from_secs(1) });
-        assert_eq!(p.interval(), Duration::from_millis(50), "never above the configured quota");
+        p.observe(Observed {
+            limit: Some(100),
+            remaining: 90,
+            reset_in: Duration::from_secs(1),
+        });
+        assert_eq!(
+            p.interval(),
+            Duration::from_millis(50),
+            "never above the configured quota"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn nothing_remaining_pauses_until_the_reset() {
         let p = Pacer::new(20, Duration::from_secs(1), 1.0);
         let start = Instant::now();
-        p.observe(Observed { limit: Some(0), remaining: 0, reset_in: Duration::from_secs(1) });
+        p.observe(Observed {
+            limit: Some(0),
+            remaining: 0,
+            reset_in: Duration::from_secs(1),
+        });
         p.acquire().await;
         assert_eq!(Instant::now() - start, Duration::from_secs(1));
     }
@@ -333,7 +371,11 @@ mod tests {
         let new = Pacer::new(10, Duration::from_secs(1), 1.0);
         new.restore(&snap, Duration::ZERO);
         new.acquire().await;
-        assert_eq!(Instant::now() - start, Duration::from_millis(100), "the next slot, not at once");
+        assert_eq!(
+            Instant::now() - start,
+            Duration::from_millis(100),
+            "the next slot, not at once"
+        );
 
         let paused = Pacer::new(10, Duration::from_secs(1), 1.0);
         paused.pause_until(Instant::now() + Duration::from_secs(4));
@@ -350,7 +392,11 @@ mod tests {
         // The predecessor saw 6 left for 5 s, 1 s ago, at 100 ms per request: it may have sent
         // 10 more since, so nothing is left: wait for the reset (4 s from now).
         let old = Pacer::new(10, Duration::from_secs(1), 1.0);
-        old.observe(Observed { limit: None, remaining: 6, reset_in: Duration::from_secs(5) });
+        old.observe(Observed {
+            limit: None,
+            remaining: 6,
+            reset_in: Duration::from_secs(5),
+        });
         let mut snap = old.snapshot();
         snap.interval = Duration::from_millis(100);
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::pacer::{Pacer, Snapshot};
-use crate::kafka::{reader, Kafka, Outgoing, TxnProducer};
+use crate::kafka::{Kafka, Outgoing, TxnProducer, reader};
 
 /// The stored state of one token (the value of its `intake.quota` record, JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,7 +55,8 @@ pub struct QuotaRecord {
 }
 
 fn unix_ms_now() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
 }
 
 /// Converts between tokio instants and unix ms around one pair of "now"s.
@@ -67,7 +68,10 @@ struct Clock {
 
 impl Clock {
     fn now() -> Self {
-        Self { instant: Instant::now(), unix_ms: unix_ms_now() }
+        Self {
+            instant: Instant::now(),
+            unix_ms: unix_ms_now(),
+        }
     }
     fn to_unix(self, i: Instant) -> i64 {
         if i >= self.instant {
@@ -78,7 +82,11 @@ impl Clock {
     }
     fn to_instant(self, ms: i64) -> Instant {
         let d = Duration::from_millis(ms.abs_diff(self.unix_ms));
-        if ms >= self.unix_ms { self.instant + d } else { self.instant.checked_sub(d).unwrap_or(self.instant) }
+        if ms >= self.unix_ms {
+            self.instant + d
+        } else {
+            self.instant.checked_sub(d).unwrap_or(self.instant)
+        }
     }
 }
 
@@ -92,7 +100,10 @@ impl QuotaRecord {
             interval_ms: s.interval.as_secs_f64() * 1000.0,
             limit: s.limit,
             next_at: c.to_unix(s.next_at),
-            paused_until: s.paused_until.map(|p| c.to_unix(p)).filter(|p| *p > c.unix_ms),
+            paused_until: s
+                .paused_until
+                .map(|p| c.to_unix(p))
+                .filter(|p| *p > c.unix_ms),
             remaining: s.last_seen.map(|(r, _)| r),
             reset_at: s.last_seen.map(|(_, at)| c.to_unix(at)),
             updated_at: c.unix_ms,
@@ -108,9 +119,17 @@ impl QuotaRecord {
             limit: self.limit,
             next_at: c.to_instant(self.next_at),
             paused_until: self.paused_until.map(|p| c.to_instant(p)),
-            last_seen: self.remaining.zip(self.reset_at).map(|(r, at)| (r, c.to_instant(at))),
+            last_seen: self
+                .remaining
+                .zip(self.reset_at)
+                .map(|(r, at)| (r, c.to_instant(at))),
         };
-        let age = Duration::from_millis(c.unix_ms.saturating_sub(self.updated_at).max(0).unsigned_abs());
+        let age = Duration::from_millis(
+            c.unix_ms
+                .saturating_sub(self.updated_at)
+                .max(0)
+                .unsigned_abs(),
+        );
         pacer.restore(&snap, age);
     }
 }
@@ -135,10 +154,20 @@ impl QuotaStore {
     ///
     /// # Errors
     /// The Kafka error (classify it to retry).
-    pub fn open(kafka: &Kafka, group_prefix: &str, topic: &str, partition: i32) -> rdkafka::error::KafkaResult<Self> {
+    pub fn open(
+        kafka: &Kafka,
+        group_prefix: &str,
+        topic: &str,
+        partition: i32,
+    ) -> rdkafka::error::KafkaResult<Self> {
         let producer = kafka.txn_producer(&Self::transactional_id(group_prefix, partition))?;
         producer.init()?;
-        Ok(Self { kafka: kafka.clone(), topic: topic.to_owned(), partition, producer })
+        Ok(Self {
+            kafka: kafka.clone(),
+            topic: topic.to_owned(),
+            partition,
+            producer,
+        })
     }
 
     /// The latest committed record of every token in the partition. Blocking.
@@ -148,18 +177,28 @@ impl QuotaStore {
     pub fn read(&self) -> rdkafka::error::KafkaResult<HashMap<String, QuotaRecord>> {
         let consumer = self.kafka.reader_consumer("quota")?;
         let mut out = HashMap::new();
-        reader::read_to_end(&consumer, &self.topic, &[self.partition], Duration::from_secs(30), |m| {
-            let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { return };
-            match m.payload().map(serde_json::from_slice::<QuotaRecord>) {
-                Some(Ok(r)) => {
-                    out.insert(key.to_owned(), r);
+        reader::read_to_end(
+            &consumer,
+            &self.topic,
+            &[self.partition],
+            Duration::from_secs(30),
+            |m| {
+                let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                    return;
+                };
+                match m.payload().map(serde_json::from_slice::<QuotaRecord>) {
+                    Some(Ok(r)) => {
+                        out.insert(key.to_owned(), r);
+                    }
+                    None => {
+                        out.remove(key);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(token = key, error = %e, "unreadable quota record ignored")
+                    }
                 }
-                None => {
-                    out.remove(key);
-                }
-                Some(Err(e)) => tracing::warn!(token = key, error = %e, "unreadable quota record ignored"),
-            }
-        })?;
+            },
+        )?;
         Ok(out)
     }
 
@@ -214,6 +253,9 @@ mod tests {
         back.seed(&q);
         let s = q.snapshot();
         let left = s.paused_until.unwrap() - Instant::now();
-        assert!(left > Duration::from_millis(2900) && left <= Duration::from_secs(3), "{left:?}");
+        assert!(
+            left > Duration::from_millis(2900) && left <= Duration::from_secs(3),
+            "{left:?}"
+        );
     }
 }

@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 use apache_avro::Schema;
 use dashmap::DashMap;
 use schema_registry_converter::async_impl::schema_registry::{
-    get_schema_by_id, get_schema_by_subject, is_compatible_schema, post_schema, SrSettings,
+    SrSettings, get_schema_by_id, get_schema_by_subject, is_compatible_schema, post_schema,
 };
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
 
 use crate::config::{Config, RegistryConfig};
 use crate::topics::TopicNames;
@@ -90,7 +92,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("url", &self.base).finish_non_exhaustive()
+        f.debug_struct("Registry")
+            .field("url", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,9 +103,15 @@ fn sr_err(subject: &str, e: SRCError) -> RegistryError {
     if text.contains("404") || text.contains("40401") || text.to_lowercase().contains("not found") {
         RegistryError::NotFound(subject.to_owned())
     } else if text.contains("409") || text.to_lowercase().contains("incompatible") {
-        RegistryError::Incompatible { subject: subject.to_owned(), detail: text }
+        RegistryError::Incompatible {
+            subject: subject.to_owned(),
+            detail: text,
+        }
     } else if text.contains("422") || text.contains("42201") {
-        RegistryError::InvalidSchema { subject: subject.to_owned(), detail: text }
+        RegistryError::InvalidSchema {
+            subject: subject.to_owned(),
+            detail: text,
+        }
     } else {
         RegistryError::Unavailable(text)
     }
@@ -142,11 +152,16 @@ impl Registry {
             return Ok(s.clone());
         }
         let subject = format!("id {id}");
-        let reg = get_schema_by_id(id, &self.settings).await.map_err(|e| sr_err(&subject, e))?;
-        let schema = Arc::new(
-            Schema::parse_str(&reg.schema)
-                .map_err(|e| RegistryError::InvalidSchema { subject, detail: e.to_string() })?,
-        );
+        let reg = get_schema_by_id(id, &self.settings)
+            .await
+            .map_err(|e| sr_err(&subject, e))?;
+        let schema =
+            Arc::new(
+                Schema::parse_str(&reg.schema).map_err(|e| RegistryError::InvalidSchema {
+                    subject,
+                    detail: e.to_string(),
+                })?,
+            );
         self.by_id.insert(id, schema.clone());
         Ok(schema)
     }
@@ -165,20 +180,30 @@ impl Registry {
             subject.strip_suffix("-value").unwrap_or(subject).to_owned(),
             false,
         );
-        let reg = get_schema_by_subject(&self.settings, &strategy).await.map_err(|e| sr_err(subject, e))?;
+        let reg = get_schema_by_subject(&self.settings, &strategy)
+            .await
+            .map_err(|e| sr_err(subject, e))?;
         let schema = match self.by_id.get(&reg.id) {
             Some(s) => s.clone(),
             None => {
-                let s = Arc::new(Schema::parse_str(&reg.schema).map_err(|e| RegistryError::InvalidSchema {
-                    subject: subject.to_owned(),
-                    detail: e.to_string(),
+                let s = Arc::new(Schema::parse_str(&reg.schema).map_err(|e| {
+                    RegistryError::InvalidSchema {
+                        subject: subject.to_owned(),
+                        detail: e.to_string(),
+                    }
                 })?);
                 self.by_id.insert(reg.id, s.clone());
                 s
             }
         };
-        let latest = Arc::new(Latest { id: reg.id, version: reg.version.unwrap_or(0), schema, text: reg.schema });
-        self.latest.insert(subject.to_owned(), (Instant::now(), latest.clone()));
+        let latest = Arc::new(Latest {
+            id: reg.id,
+            version: reg.version.unwrap_or(0),
+            schema,
+            text: reg.schema,
+        });
+        self.latest
+            .insert(subject.to_owned(), (Instant::now(), latest.clone()));
         Ok(latest)
     }
 
@@ -192,16 +217,23 @@ impl Registry {
     /// # Errors
     /// Incompatible, invalid, or unavailable.
     pub async fn register(&self, subject: &str, text: &str) -> Result<Registered, RegistryError> {
-        Schema::parse_str(text)
-            .map_err(|e| RegistryError::InvalidSchema { subject: subject.to_owned(), detail: e.to_string() })?;
+        Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema {
+            subject: subject.to_owned(),
+            detail: e.to_string(),
+        })?;
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, text.to_owned());
-        let reg = post_schema(&self.settings, subject.to_owned(), supplied).await.map_err(|e| sr_err(subject, e))?;
+        let reg = post_schema(&self.settings, subject.to_owned(), supplied)
+            .await
+            .map_err(|e| sr_err(subject, e))?;
         self.invalidate(subject);
         let version = match reg.version {
             Some(v) => v,
             None => self.latest(subject).await.map(|l| l.version).unwrap_or(0),
         };
-        Ok(Registered { id: reg.id, version })
+        Ok(Registered {
+            id: reg.id,
+            version,
+        })
     }
 
     /// Whether the registry would accept `text` as the next version of `subject` under the
@@ -238,7 +270,9 @@ impl Registry {
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
-            return Err(RegistryError::Unavailable(format!("PUT {url}: {status} {body}")));
+            return Err(RegistryError::Unavailable(format!(
+                "PUT {url}: {status} {body}"
+            )));
         }
         Ok(())
     }
@@ -246,8 +280,20 @@ impl Registry {
     /// Whether the registry answers.
     pub async fn ping(&self) -> Result<(), RegistryError> {
         let url = format!("{}/subjects", self.base);
-        let resp = self.http.get(&url).send().await.map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-        if resp.status().is_success() { Ok(()) } else { Err(RegistryError::Unavailable(format!("GET {url}: {}", resp.status()))) }
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(RegistryError::Unavailable(format!(
+                "GET {url}: {}",
+                resp.status()
+            )))
+        }
     }
 }
 
@@ -283,11 +329,19 @@ pub enum SchemaOutcome {
 impl std::fmt::Display for SchemaOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SchemaOutcome::Unchanged { subject, version } => write!(f, "unchanged {subject} (version {version})"),
-            SchemaOutcome::Registered { subject, version, id } => {
+            SchemaOutcome::Unchanged { subject, version } => {
+                write!(f, "unchanged {subject} (version {version})")
+            }
+            SchemaOutcome::Registered {
+                subject,
+                version,
+                id,
+            } => {
                 write!(f, "registered {subject} version {version} (id {id})")
             }
-            SchemaOutcome::Missing { subject, path } => write!(f, "warning: no schema file {path} for {subject}"),
+            SchemaOutcome::Missing { subject, path } => {
+                write!(f, "warning: no schema file {path} for {subject}")
+            }
         }
     }
 }
@@ -298,7 +352,10 @@ impl std::fmt::Display for SchemaOutcome {
 ///
 /// # Errors
 /// Incompatible, invalid, or unavailable.
-pub async fn apply_schemas(cfg: &Config, reg: &Registry) -> Result<Vec<SchemaOutcome>, RegistryError> {
+pub async fn apply_schemas(
+    cfg: &Config,
+    reg: &Registry,
+) -> Result<Vec<SchemaOutcome>, RegistryError> {
     let names = TopicNames::from_config(cfg);
     let mut out = Vec::new();
     for s in &cfg.sources {
@@ -306,7 +363,10 @@ pub async fn apply_schemas(cfg: &Config, reg: &Registry) -> Result<Vec<SchemaOut
             let subject = names.subject(&s.name, &st.name);
             let path = schema_path(&cfg.registry.schema_dir, &s.name, &st.name);
             let Ok(text) = std::fs::read_to_string(&path) else {
-                out.push(SchemaOutcome::Missing { subject, path: path.display().to_string() });
+                out.push(SchemaOutcome::Missing {
+                    subject,
+                    path: path.display().to_string(),
+                });
                 continue;
             };
             out.push(apply_one(reg, &subject, &text).await?);
@@ -320,12 +380,25 @@ pub async fn apply_schemas(cfg: &Config, reg: &Registry) -> Result<Vec<SchemaOut
 ///
 /// # Errors
 /// Incompatible, invalid, or unavailable.
-pub async fn apply_one(reg: &Registry, subject: &str, text: &str) -> Result<SchemaOutcome, RegistryError> {
-    let parsed = Schema::parse_str(text)
-        .map_err(|e| RegistryError::InvalidSchema { subject: subject.to_owned(), detail: e.to_string() })?;
+pub async fn apply_one(
+    reg: &Registry,
+    subject: &str,
+    text: &str,
+) -> Result<SchemaOutcome, RegistryError> {
+    let parsed = Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema {
+        subject: subject.to_owned(),
+        detail: e.to_string(),
+    })?;
     match reg.latest(subject).await {
-        Ok(l) if Schema::parse_str(&l.text).map(|s| s.canonical_form() == parsed.canonical_form()).unwrap_or(false) => {
-            return Ok(SchemaOutcome::Unchanged { subject: subject.to_owned(), version: l.version });
+        Ok(l)
+            if Schema::parse_str(&l.text)
+                .map(|s| s.canonical_form() == parsed.canonical_form())
+                .unwrap_or(false) =>
+        {
+            return Ok(SchemaOutcome::Unchanged {
+                subject: subject.to_owned(),
+                version: l.version,
+            });
         }
         Ok(_) => {
             if !reg.is_compatible(subject, text).await? {
@@ -340,7 +413,11 @@ pub async fn apply_one(reg: &Registry, subject: &str, text: &str) -> Result<Sche
     }
     reg.set_compatibility(subject, "BACKWARD").await?;
     let r = reg.register(subject, text).await?;
-    Ok(SchemaOutcome::Registered { subject: subject.to_owned(), version: r.version, id: r.id })
+    Ok(SchemaOutcome::Registered {
+        subject: subject.to_owned(),
+        version: r.version,
+        id: r.id,
+    })
 }
 
 /// Where the schema of a stream is kept.

@@ -14,7 +14,7 @@ use dashmap::DashMap;
 use rdkafka::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::kafka::{reader, Kafka};
+use crate::kafka::{Kafka, reader};
 
 /// A job as stored in `intake.jobs` and returned by `GET /v1/jobs/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,18 +55,20 @@ impl Registry {
     pub async fn restore(kafka: &Kafka, topic: &str) -> rdkafka::error::KafkaResult<Self> {
         let kafka = kafka.clone();
         let topic = topic.to_owned();
-        let jobs = tokio::task::spawn_blocking(move || -> rdkafka::error::KafkaResult<HashMap<String, Job>> {
-            let c = kafka.reader_consumer("jobs")?;
-            let n = reader::partition_count(&c, &topic, Duration::from_secs(10))?;
-            let parts: Vec<i32> = (0..n).collect();
-            let mut out = HashMap::new();
-            reader::read_to_end(&c, &topic, &parts, Duration::from_secs(120), |m| {
-                if let Some(Ok(j)) = m.payload().map(serde_json::from_slice::<Job>) {
-                    out.insert(j.job_id.clone(), j);
-                }
-            })?;
-            Ok(out)
-        })
+        let jobs = tokio::task::spawn_blocking(
+            move || -> rdkafka::error::KafkaResult<HashMap<String, Job>> {
+                let c = kafka.reader_consumer("jobs")?;
+                let n = reader::partition_count(&c, &topic, Duration::from_secs(10))?;
+                let parts: Vec<i32> = (0..n).collect();
+                let mut out = HashMap::new();
+                reader::read_to_end(&c, &topic, &parts, Duration::from_secs(120), |m| {
+                    if let Some(Ok(j)) = m.payload().map(serde_json::from_slice::<Job>) {
+                        out.insert(j.job_id.clone(), j);
+                    }
+                })?;
+                Ok(out)
+            },
+        )
         .await
         .map_err(|_| rdkafka::error::KafkaError::Canceled)??;
         let reg = Self::default();

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use rdkafka::message::OwnedHeaders;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::kafka::{classify, ErrorClass, Kafka, Outgoing};
+use crate::kafka::{ErrorClass, Kafka, Outgoing, classify};
 
 /// Most requests per transaction.
 const MAX_BATCH: usize = 256;
@@ -50,7 +50,14 @@ pub type Ack = Result<(), String>;
 ///
 /// # Errors
 /// When the producer cannot be created (initialisation is retried inside the task).
-pub fn start(kafka: &Kafka, transactional_id: &str) -> rdkafka::error::KafkaResult<(mpsc::Sender<Landing>, tokio::task::JoinHandle<()>, tokio::sync::watch::Receiver<bool>)> {
+pub fn start(
+    kafka: &Kafka,
+    transactional_id: &str,
+) -> rdkafka::error::KafkaResult<(
+    mpsc::Sender<Landing>,
+    tokio::task::JoinHandle<()>,
+    tokio::sync::watch::Receiver<bool>,
+)> {
     let producer = kafka.txn_producer(transactional_id)?;
     let kafka = kafka.clone();
     let txn_id = transactional_id.to_owned();
@@ -74,14 +81,21 @@ pub fn start(kafka: &Kafka, transactional_id: &str) -> rdkafka::error::KafkaResu
                     _ => break,
                 }
             }
-            let (records, acks): (Vec<Vec<Record>>, Vec<oneshot::Sender<Ack>>) = batch.into_iter().map(|l| (l.records, l.ack)).unzip();
+            let (records, acks): (Vec<Vec<Record>>, Vec<oneshot::Sender<Ack>>) =
+                batch.into_iter().map(|l| (l.records, l.ack)).unzip();
             let started = std::time::Instant::now();
             let result = producer
                 .blocking(move |p| {
                     p.begin()?;
                     let send = || -> rdkafka::error::KafkaResult<()> {
                         for r in records.iter().flatten() {
-                            p.send(Outgoing { topic: &r.topic, key: Some(&r.key), payload: r.value.as_deref(), headers: r.headers.clone(), partition: None })?;
+                            p.send(Outgoing {
+                                topic: &r.topic,
+                                key: Some(&r.key),
+                                payload: r.value.as_deref(),
+                                headers: r.headers.clone(),
+                                partition: None,
+                            })?;
                         }
                         p.commit()
                     };
@@ -92,7 +106,8 @@ pub fn start(kafka: &Kafka, transactional_id: &str) -> rdkafka::error::KafkaResu
                     })
                 })
                 .await;
-            metrics::histogram!("intake_commit_seconds", "stage" => "serve").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("intake_commit_seconds", "stage" => "serve")
+                .record(started.elapsed().as_secs_f64());
             let outcome: Ack = match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(format!("the landing transaction failed: {e}")),
@@ -113,7 +128,9 @@ pub fn start(kafka: &Kafka, transactional_id: &str) -> rdkafka::error::KafkaResu
                             }
                             producer = p;
                         }
-                        Err(e) => tracing::error!(error = %e, "serve: producer could not be rebuilt"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "serve: producer could not be rebuilt")
+                        }
                     }
                 }
             } else {
@@ -131,12 +148,18 @@ pub fn start(kafka: &Kafka, transactional_id: &str) -> rdkafka::error::KafkaResu
 ///
 /// # Errors
 /// The queue is full (`busy`), the lander stopped, or the transaction failed.
-pub async fn land(queue: &mpsc::Sender<Landing>, records: Vec<Record>, wait: Duration) -> Result<(), LandError> {
+pub async fn land(
+    queue: &mpsc::Sender<Landing>,
+    records: Vec<Record>,
+    wait: Duration,
+) -> Result<(), LandError> {
     let (ack, rx) = oneshot::channel();
-    queue.try_send(Landing { records, ack }).map_err(|e| match e {
-        mpsc::error::TrySendError::Full(_) => LandError::Busy,
-        mpsc::error::TrySendError::Closed(_) => LandError::Stopped,
-    })?;
+    queue
+        .try_send(Landing { records, ack })
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => LandError::Busy,
+            mpsc::error::TrySendError::Closed(_) => LandError::Stopped,
+        })?;
     match tokio::time::timeout(wait, rx).await {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(LandError::Failed(e)),

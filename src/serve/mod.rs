@@ -75,13 +75,21 @@ struct ApiError(StatusCode, &'static str, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         metrics::counter!("intake_serve_rejected_total", "code" => self.1).increment(1);
-        (self.0, Json(serde_json::json!({ "error": self.1, "message": self.2 }))).into_response()
+        (
+            self.0,
+            Json(serde_json::json!({ "error": self.1, "message": self.2 })),
+        )
+            .into_response()
     }
 }
 
 impl From<LandError> for ApiError {
     fn from(e: LandError) -> Self {
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("not acknowledged: {e}"))
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("not acknowledged: {e}"),
+        )
     }
 }
 
@@ -89,7 +97,11 @@ impl From<LandError> for ApiError {
 ///
 /// # Errors
 /// Configuration, Kafka client creation, blob store, or the listener.
-pub async fn run(cfg: Arc<Config>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn run(
+    cfg: Arc<Config>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     crate::telemetry::prometheus();
     let kafka = Kafka::new(&cfg.kafka)?;
     let names = TopicNames::from_config(&cfg);
@@ -99,7 +111,12 @@ pub async fn run(cfg: Arc<Config>, listener: tokio::net::TcpListener, shutdown: 
             let resolved = w
                 .secrets
                 .iter()
-                .map(|r| r.resolve().map_err(|source| ConfigError::Secret { field: format!("sources[{i}].webhook.secrets"), source }))
+                .map(|r| {
+                    r.resolve().map_err(|source| ConfigError::Secret {
+                        field: format!("sources[{i}].webhook.secrets"),
+                        source,
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             secrets.insert(s.name.clone(), resolved);
         }
@@ -120,7 +137,9 @@ pub async fn run(cfg: Arc<Config>, listener: tokio::net::TcpListener, shutdown: 
     });
     let app = router(state, cfg.serve.max_body_bytes);
     tracing::info!(addr = %listener.local_addr()?, "serve listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     // The router (and with it the queue's sender) is gone: the lander answers what it holds.
     let _ = task.await;
     tracing::info!("serve stopped; in-flight transactions finished");
@@ -129,15 +148,33 @@ pub async fn run(cfg: Arc<Config>, listener: tokio::net::TcpListener, shutdown: 
 
 fn router(state: Arc<ServeState>, max_body: usize) -> Router {
     Router::new()
-        .route("/v1/webhooks/{source}", post(webhook).layer(DefaultBodyLimit::max(max_body)))
-        .route("/v1/jobs", post(submit_job).layer(DefaultBodyLimit::max(max_body)))
+        .route(
+            "/v1/webhooks/{source}",
+            post(webhook).layer(DefaultBodyLimit::max(max_body)),
+        )
+        .route(
+            "/v1/jobs",
+            post(submit_job).layer(DefaultBodyLimit::max(max_body)),
+        )
         .route("/v1/jobs/{id}", get(get_job))
-        .route("/v1/blobs/{name}", put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
+        .route(
+            "/v1/blobs/{name}",
+            put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|| async { crate::telemetry::prometheus().render() }))
+        .route(
+            "/metrics",
+            get(|| async { crate::telemetry::prometheus().render() }),
+        )
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /openapi.json".into()) })
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see /openapi.json".into(),
+            )
+        })
         .with_state(state)
 }
 
@@ -157,32 +194,75 @@ fn pointer_string(v: &Value, p: &str) -> Option<String> {
     }
 }
 
-async fn webhook(State(st): State<Arc<ServeState>>, Path(source): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let not_found = || ApiError(StatusCode::NOT_FOUND, "unknown_source", format!("no webhook source `{source}`"));
+async fn webhook(
+    State(st): State<Arc<ServeState>>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let not_found = || {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            format!("no webhook source `{source}`"),
+        )
+    };
     let src = st.cfg.source(&source).ok_or_else(not_found)?;
     let hook = src.webhook.as_ref().ok_or_else(not_found)?;
     let secrets = &st.secrets[&source];
-    let header = headers.get(hook.signature_header.as_str()).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let header = headers
+        .get(hook.signature_header.as_str())
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let keys: Vec<&[u8]> = secrets.iter().map(|s| s.expose().as_bytes()).collect();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    if let Err(e) = crate::signing::verify(header, &body, &keys, now, st.cfg.serve.webhook_tolerance.as_secs() as i64) {
+    if let Err(e) = crate::signing::verify(
+        header,
+        &body,
+        &keys,
+        now,
+        st.cfg.serve.webhook_tolerance.as_secs() as i64,
+    ) {
         tracing::warn!(source = %source, reason = %e, bytes = body.len(), "webhook refused");
-        return Err(ApiError(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()));
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            e.to_string(),
+        ));
     }
-    let event: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}")))?;
+    let event: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
     if !event.is_object() {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "not_an_object", "the event must be a JSON object".into()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "not_an_object",
+            "the event must be a JSON object".into(),
+        ));
     }
     let field = |name: &str, p: &str| {
-        pointer_string(&event, p).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "missing_field", format!("the event has no {name} at {p}")))
+        pointer_string(&event, p).ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "missing_field",
+                format!("the event has no {name} at {p}"),
+            )
+        })
     };
     let entity = field("entity id", &hook.entity_id)?;
     let event_id = field("event id", &hook.event_id)?;
     let seq = field("sequence number", &hook.sequence)?;
     let stream = field("stream", &hook.stream_pointer)?;
     if !src.streams.iter().any(|s| s.name == stream) {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "unknown_stream", format!("source `{source}` has no stream `{stream}`")));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "unknown_stream",
+            format!("source `{source}` has no stream `{stream}`"),
+        ));
     }
     let h = Headers::new()
         .with(headers::SOURCE, &source)
@@ -193,13 +273,27 @@ async fn webhook(State(st): State<Arc<ServeState>>, Path(source): Path<String>, 
         .with(headers::EVENT_ID, &event_id)
         .with(headers::SEQ, &seq)
         .build();
-    let rec = Record { topic: st.names.landing(), key: Bytes::from(entity.clone().into_bytes()), value: Some(body), headers: h };
+    let rec = Record {
+        topic: st.names.landing(),
+        key: Bytes::from(entity.clone().into_bytes()),
+        value: Some(body),
+        headers: h,
+    };
     lander::land(&st.queue, vec![rec], st.ack_wait).await?;
     metrics::counter!("intake_records_out_total", "stage" => "serve").increment(1);
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "status": "landed", "event_id": event_id, "entity_id": entity }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "status": "landed", "event_id": event_id, "entity_id": entity })),
+    )
+        .into_response())
 }
 
-async fn submit_job(State(st): State<Arc<ServeState>>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn submit_job(
+    State(st): State<Arc<ServeState>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let bad = |code: &'static str, m: String| ApiError(StatusCode::BAD_REQUEST, code, m);
     let job_id = headers
         .get("idempotency-key")
@@ -207,32 +301,69 @@ async fn submit_job(State(st): State<Arc<ServeState>>, Query(q): Query<HashMap<S
         .map(str::to_owned)
         .or_else(|| q.get("job_id").cloned())
         .filter(|s| !s.is_empty() && s.len() <= 200)
-        .ok_or_else(|| bad("missing_job_id", "give a job id in the Idempotency-Key header or ?job_id= (at most 200 characters)".into()))?;
-    let source = q.get("source").ok_or_else(|| bad("missing_source", "?source= is required".into()))?;
-    let stream = q.get("stream").ok_or_else(|| bad("missing_stream", "?stream= is required".into()))?;
+        .ok_or_else(|| {
+            bad(
+                "missing_job_id",
+                "give a job id in the Idempotency-Key header or ?job_id= (at most 200 characters)"
+                    .into(),
+            )
+        })?;
+    let source = q
+        .get("source")
+        .ok_or_else(|| bad("missing_source", "?source= is required".into()))?;
+    let stream = q
+        .get("stream")
+        .ok_or_else(|| bad("missing_stream", "?stream= is required".into()))?;
     let (src, st_cfg) = st
         .cfg
         .stream(&format!("{source}/{stream}"))
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "unknown_stream", format!("no stream `{source}/{stream}`")))?;
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "unknown_stream",
+                format!("no stream `{source}/{stream}`"),
+            )
+        })?;
     let (content, blob_ref, blob_name) = match q.get("blob") {
         Some(name) => {
             if !body.is_empty() {
-                return Err(bad("body_with_blob", "a job by reference (?blob=) has an empty body".into()));
+                return Err(bad(
+                    "body_with_blob",
+                    "a job by reference (?blob=) has an empty body".into(),
+                ));
             }
             let (r, bytes) = st.blobs.get_named(name).await.map_err(|e| {
-                ApiError(StatusCode::BAD_REQUEST, "unknown_blob", format!("blob `{name}` cannot be read (upload it with PUT /v1/blobs/{name}): {e}"))
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_blob",
+                    format!(
+                        "blob `{name}` cannot be read (upload it with PUT /v1/blobs/{name}): {e}"
+                    ),
+                )
             })?;
             (bytes, Some(r), Some(name.clone()))
         }
         None => (body, None, None),
     };
-    let parsed: Value = serde_json::from_slice(&content).map_err(|e| bad("malformed_json", format!("the batch is not valid JSON: {e}")))?;
+    let parsed: Value = serde_json::from_slice(&content).map_err(|e| {
+        bad(
+            "malformed_json",
+            format!("the batch is not valid JSON: {e}"),
+        )
+    })?;
     let records = parsed
         .pointer(&st_cfg.records)
         .and_then(Value::as_array)
-        .ok_or_else(|| bad("not_a_batch", format!("the batch has no record array at `{}`", st_cfg.records)))?
+        .ok_or_else(|| {
+            bad(
+                "not_a_batch",
+                format!("the batch has no record array at `{}`", st_cfg.records),
+            )
+        })?
         .len() as u64;
-    let sha = blob_ref.as_ref().map_or_else(|| crate::blob::sha256_hex(&content), |r| r.sha256.clone());
+    let sha = blob_ref
+        .as_ref()
+        .map_or_else(|| crate::blob::sha256_hex(&content), |r| r.sha256.clone());
     let fp = jobs::fingerprint(&src.name, &st_cfg.name, &sha);
 
     let lock = st.jobs.lock(&job_id);
@@ -241,7 +372,11 @@ async fn submit_job(State(st): State<Arc<ServeState>>, Query(q): Query<HashMap<S
         return if existing.fingerprint == fp {
             Ok((StatusCode::OK, Json(existing)).into_response())
         } else {
-            Err(ApiError(StatusCode::CONFLICT, "job_id_reused", format!("job `{job_id}` exists with other content; use a new id")))
+            Err(ApiError(
+                StatusCode::CONFLICT,
+                "job_id_reused",
+                format!("job `{job_id}` exists with other content; use a new id"),
+            ))
         };
     }
     let job = jobs::Job {
@@ -263,7 +398,9 @@ async fn submit_job(State(st): State<Arc<ServeState>>, Query(q): Query<HashMap<S
         .with(headers::JOB_ID, &job_id);
     let value = match &blob_ref {
         Some(r) => {
-            h = h.with(headers::KIND, Kind::BlobRef.as_str()).with(headers::BLOB, r.header_value());
+            h = h
+                .with(headers::KIND, Kind::BlobRef.as_str())
+                .with(headers::BLOB, r.header_value());
             Bytes::from(serde_json::to_vec(r).expect("serialisable"))
         }
         None => {
@@ -272,7 +409,12 @@ async fn submit_job(State(st): State<Arc<ServeState>>, Query(q): Query<HashMap<S
         }
     };
     let key = format!("{}/{}", src.name, st_cfg.name);
-    let batch = Record { topic: st.names.landing(), key: Bytes::from(key.into_bytes()), value: Some(value), headers: h.build() };
+    let batch = Record {
+        topic: st.names.landing(),
+        key: Bytes::from(key.into_bytes()),
+        value: Some(value),
+        headers: h.build(),
+    };
     let registry = Record {
         topic: st.names.jobs(),
         key: Bytes::from(job_id.clone().into_bytes()),
@@ -285,19 +427,42 @@ async fn submit_job(State(st): State<Arc<ServeState>>, Query(q): Query<HashMap<S
     Ok((StatusCode::CREATED, Json(job)).into_response())
 }
 
-async fn get_job(State(st): State<Arc<ServeState>>, Path(id): Path<String>) -> Result<Json<jobs::Job>, ApiError> {
-    st.jobs.get(&id).map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "unknown_job", format!("no job `{id}`")))
+async fn get_job(
+    State(st): State<Arc<ServeState>>,
+    Path(id): Path<String>,
+) -> Result<Json<jobs::Job>, ApiError> {
+    st.jobs.get(&id).map(Json).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "unknown_job",
+            format!("no job `{id}`"),
+        )
+    })
 }
 
-async fn upload(State(st): State<Arc<ServeState>>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
-    let ok = !name.is_empty() && name.len() <= 200 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+async fn upload(
+    State(st): State<Arc<ServeState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !ok || name.starts_with('.') {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "bad_name", "blob names are 1-200 characters of [A-Za-z0-9._-], not starting with '.'".into()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_name",
+            "blob names are 1-200 characters of [A-Za-z0-9._-], not starting with '.'".into(),
+        ));
     }
-    let r = st
-        .blobs
-        .put_named(&name, body)
-        .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, "blob_store", format!("the blob store failed: {e}")))?;
+    let r = st.blobs.put_named(&name, body).await.map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "blob_store",
+            format!("the blob store failed: {e}"),
+        )
+    })?;
     Ok((StatusCode::CREATED, Json(r)).into_response())
 }

@@ -1,6 +1,6 @@
 //! The OpenAPI description served at `/openapi.json`.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// The error answers every endpoint may give, plus its own successes.
 fn responses(ok: &[(&str, &str)]) -> Value {

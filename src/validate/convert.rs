@@ -125,8 +125,14 @@ enum Node {
     Double,
     Bytes,
     String,
-    Fixed { name: String, size: usize },
-    Enum { name: String, symbols: Vec<String> },
+    Fixed {
+        name: String,
+        size: usize,
+    },
+    Enum {
+        name: String,
+        symbols: Vec<String>,
+    },
     Array(NodeId),
     Map(NodeId),
     Union(Vec<NodeId>),
@@ -167,7 +173,11 @@ impl Validator {
             .map_err(|e| SchemaError::Avro(e.to_string()))?;
         let mut compiler = Compiler::default();
         let root = compiler.compile(schema, None, "root")?;
-        let mut validator = Validator { schema: schema.clone(), nodes: compiler.nodes, root };
+        let mut validator = Validator {
+            schema: schema.clone(),
+            nodes: compiler.nodes,
+            root,
+        };
         for pending in compiler.defaults {
             validator.set_default(pending)?;
         }
@@ -274,17 +284,28 @@ impl Validator {
 
     /// Converts a field default (Avro JSON) once all nodes exist, in both forms.
     fn set_default(&mut self, pending: PendingDefault) -> Result<(), SchemaError> {
-        let PendingDefault { record, field, default, path } = pending;
+        let PendingDefault {
+            record,
+            field,
+            default,
+            path,
+        } = pending;
         let node = match &self.nodes[record] {
             Node::Record { fields, .. } => fields[field].node,
             _ => unreachable!("defaults are only recorded for record fields"),
         };
-        let bad = |e: &RecordError| SchemaError::BadDefault { path: path.clone(), detail: e.to_string() };
+        let bad = |e: &RecordError| SchemaError::BadDefault {
+            path: path.clone(),
+            detail: e.to_string(),
+        };
         let mut walk = Walk::new(self, ValueSink, 1);
-        let value = walk.conv(node, &default).ok_or_else(|| bad(&walk.errors[0]))?;
+        let value = walk
+            .conv(node, &default)
+            .ok_or_else(|| bad(&walk.errors[0]))?;
         let mut bytes = Vec::new();
         let mut walk = Walk::new(self, ByteSink { out: &mut bytes }, 1);
-        walk.conv(node, &default).ok_or_else(|| bad(&walk.errors[0]))?;
+        walk.conv(node, &default)
+            .ok_or_else(|| bad(&walk.errors[0]))?;
         if let Node::Record { fields, .. } = &mut self.nodes[record] {
             let f = &mut fields[field];
             let filler = Filler { value, bytes };
@@ -316,10 +337,16 @@ impl Encoder<'_> {
     /// `encode_failed` if apache-avro refuses the value (it does not fit the schema).
     pub fn encode_value(&self, value: &AvroValue, out: &mut Vec<u8>) -> Result<(), RecordError> {
         let len = out.len();
-        self.writer.write_value_ref(out, value).map(drop).map_err(|e| {
-            out.truncate(len);
-            RecordError::whole(DriftKind::EncodeFailed, format!("the Avro encoder refused the value: {e}"))
-        })
+        self.writer
+            .write_value_ref(out, value)
+            .map(drop)
+            .map_err(|e| {
+                out.truncate(len);
+                RecordError::whole(
+                    DriftKind::EncodeFailed,
+                    format!("the Avro encoder refused the value: {e}"),
+                )
+            })
     }
 }
 
@@ -348,12 +375,21 @@ impl Compiler {
 
     fn define(&mut self, name: &Name, ns: Option<&str>, node: Node) -> NodeId {
         let id = self.push(node);
-        self.named.insert(name.fully_qualified_name(ns).fullname(None), id);
+        self.named
+            .insert(name.fully_qualified_name(ns).fullname(None), id);
         id
     }
 
-    fn compile(&mut self, schema: &Schema, ns: Option<&str>, path: &str) -> Result<NodeId, SchemaError> {
-        let unsupported = |what: &str| SchemaError::Unsupported { path: path.to_owned(), what: what.to_owned() };
+    fn compile(
+        &mut self,
+        schema: &Schema,
+        ns: Option<&str>,
+        path: &str,
+    ) -> Result<NodeId, SchemaError> {
+        let unsupported = |what: &str| SchemaError::Unsupported {
+            path: path.to_owned(),
+            what: what.to_owned(),
+        };
         let node = match schema {
             Schema::Null => Node::Null,
             Schema::Boolean => Node::Boolean,
@@ -379,16 +415,33 @@ impl Compiler {
             Schema::Uuid(UuidSchema::String) => Node::Uuid(UuidRepr::String),
             Schema::Fixed(fixed) => {
                 let name = fixed.name.fully_qualified_name(ns).fullname(None);
-                return Ok(self.define(&fixed.name, ns, Node::Fixed { name, size: fixed.size }));
+                return Ok(self.define(
+                    &fixed.name,
+                    ns,
+                    Node::Fixed {
+                        name,
+                        size: fixed.size,
+                    },
+                ));
             }
             Schema::Enum(e) => {
                 let name = e.name.fully_qualified_name(ns).fullname(None);
-                return Ok(self.define(&e.name, ns, Node::Enum { name, symbols: e.symbols.clone() }));
+                return Ok(self.define(
+                    &e.name,
+                    ns,
+                    Node::Enum {
+                        name,
+                        symbols: e.symbols.clone(),
+                    },
+                ));
             }
             Schema::Array(a) => Node::Array(self.compile(&a.items, ns, &format!("{path}[]"))?),
             Schema::Map(m) => Node::Map(self.compile(&m.types, ns, &format!("{path}{{}}"))?),
             Schema::Union(u) => Node::Union(
-                u.variants().iter().map(|v| self.compile(v, ns, path)).collect::<Result<_, _>>()?,
+                u.variants()
+                    .iter()
+                    .map(|v| self.compile(v, ns, path))
+                    .collect::<Result<_, _>>()?,
             ),
             Schema::Record(r) => {
                 let id = self.define(&r.name, ns, Node::Pending);
@@ -396,22 +449,49 @@ impl Compiler {
                 let record_ns = full.namespace();
                 let mut fields = Vec::with_capacity(r.fields.len());
                 for (i, f) in r.fields.iter().enumerate() {
-                    let field_path = if path == "root" { f.name.clone() } else { format!("{path}.{}", f.name) };
+                    let field_path = if path == "root" {
+                        f.name.clone()
+                    } else {
+                        format!("{path}.{}", f.name)
+                    };
                     let node = self.compile(&f.schema, record_ns, &field_path)?;
                     let null = self.null_filler(node);
                     if let Some(default) = &f.default {
-                        self.defaults.push(PendingDefault { record: id, field: i, default: default.clone(), path: field_path });
+                        self.defaults.push(PendingDefault {
+                            record: id,
+                            field: i,
+                            default: default.clone(),
+                            path: field_path,
+                        });
                     }
-                    fields.push(Field { name: f.name.clone(), node, absent: null.clone(), null });
+                    fields.push(Field {
+                        name: f.name.clone(),
+                        node,
+                        absent: null.clone(),
+                        null,
+                    });
                 }
-                let index = (fields.len() > SCAN_FIELDS)
-                    .then(|| fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect());
-                self.nodes[id] = Node::Record { name: full.fullname(None), fields, index };
+                let index = (fields.len() > SCAN_FIELDS).then(|| {
+                    fields
+                        .iter()
+                        .enumerate()
+                        .map(|(i, f)| (f.name.clone(), i))
+                        .collect()
+                });
+                self.nodes[id] = Node::Record {
+                    name: full.fullname(None),
+                    fields,
+                    index,
+                };
                 return Ok(id);
             }
             Schema::Ref { name } => {
                 let full = name.fully_qualified_name(ns).fullname(None);
-                return self.named.get(&full).copied().ok_or(SchemaError::UnresolvedName(full));
+                return self
+                    .named
+                    .get(&full)
+                    .copied()
+                    .ok_or(SchemaError::UnresolvedName(full));
             }
             Schema::Decimal(_) => return Err(unsupported("decimal")),
             Schema::BigDecimal => return Err(unsupported("big-decimal")),
@@ -423,12 +503,20 @@ impl Compiler {
     /// What JSON null becomes for a node, if the node admits null.
     fn null_filler(&self, node: NodeId) -> Option<Filler> {
         match &self.nodes[node] {
-            Node::Null => Some(Filler { value: AvroValue::Null, bytes: Vec::new() }),
+            Node::Null => Some(Filler {
+                value: AvroValue::Null,
+                bytes: Vec::new(),
+            }),
             Node::Union(branches) => {
-                let index = branches.iter().position(|&b| matches!(self.nodes[b], Node::Null))?;
+                let index = branches
+                    .iter()
+                    .position(|&b| matches!(self.nodes[b], Node::Null))?;
                 let mut bytes = Vec::new();
                 ByteSink { out: &mut bytes }.branch(index as u32);
-                Some(Filler { value: AvroValue::Union(index as u32, Box::new(AvroValue::Null)), bytes })
+                Some(Filler {
+                    value: AvroValue::Union(index as u32, Box::new(AvroValue::Null)),
+                    bytes,
+                })
             }
             _ => None,
         }
@@ -480,7 +568,13 @@ impl LongKind {
 
 impl<'a, S: Sink> Walk<'a, S> {
     fn new(v: &'a Validator, sink: S, limit: usize) -> Self {
-        Walk { v, sink, path: Vec::new(), errors: Vec::new(), limit }
+        Walk {
+            v,
+            sink,
+            path: Vec::new(),
+            errors: Vec::new(),
+            limit,
+        }
     }
 
     fn full(&self) -> bool {
@@ -505,7 +599,9 @@ impl<'a, S: Sink> Walk<'a, S> {
                 }
                 Seg::Key(key) => {
                     let plain = !key.is_empty()
-                        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                        && key
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                     if plain {
                         out.push('.');
                         out.push_str(key);
@@ -520,12 +616,20 @@ impl<'a, S: Sink> Walk<'a, S> {
 
     /// Records an error at the current path; always `None`, for `return self.fail(..)`.
     fn fail<T>(&mut self, kind: DriftKind, detail: String) -> Option<T> {
-        self.errors.push(RecordError { kind, field: self.field_path(), detail });
+        self.errors.push(RecordError {
+            kind,
+            field: self.field_path(),
+            detail,
+        });
         None
     }
 
     fn mismatch<T>(&mut self, node: NodeId, json: &Json) -> Option<T> {
-        let detail = format!("expected {}, found {}", self.v.describe(node), json_kind(json));
+        let detail = format!(
+            "expected {}, found {}",
+            self.v.describe(node),
+            json_kind(json)
+        );
         self.fail(DriftKind::TypeMismatch, detail)
     }
 
@@ -536,7 +640,10 @@ impl<'a, S: Sink> Walk<'a, S> {
             Some(_) => self.out_of_range(node, n),
             None if n.is_u64() => self.out_of_range(node, n),
             None => {
-                let detail = format!("expected {}, found a non-integer number", self.v.describe(node));
+                let detail = format!(
+                    "expected {}, found a non-integer number",
+                    self.v.describe(node)
+                );
                 self.fail(DriftKind::TypeMismatch, detail)
             }
         }
@@ -556,8 +663,10 @@ impl<'a, S: Sink> Walk<'a, S> {
                     .map(|nanos| (nanos * per_second).div_euclid(1_000_000_000))
                     .and_then(|units| i64::try_from(units).ok());
                 if units.is_none() {
-                    let detail =
-                        format!("expected {}, found a string that is not an RFC 3339 timestamp", self.v.describe(node));
+                    let detail = format!(
+                        "expected {}, found a string that is not an RFC 3339 timestamp",
+                        self.v.describe(node)
+                    );
                     return self.fail(DriftKind::TypeMismatch, detail);
                 }
                 units
@@ -581,7 +690,11 @@ impl<'a, S: Sink> Walk<'a, S> {
             }
             (Node::Float, Json::Number(n)) => {
                 let f = n.as_f64().unwrap_or(f64::NAN) as f32;
-                if f.is_finite() { Some(self.sink.float(f)) } else { self.out_of_range(node, n) }
+                if f.is_finite() {
+                    Some(self.sink.float(f))
+                } else {
+                    self.out_of_range(node, n)
+                }
             }
             (Node::Double, Json::Number(n)) => match n.as_f64() {
                 Some(x) if x.is_finite() => Some(self.sink.double(x)),
@@ -593,25 +706,42 @@ impl<'a, S: Sink> Walk<'a, S> {
                 if s.len() == *size {
                     Some(self.sink.fixed(s.as_bytes()))
                 } else {
-                    let detail = format!("expected {}, found a string of {} bytes", v.describe(node), s.len());
+                    let detail = format!(
+                        "expected {}, found a string of {} bytes",
+                        v.describe(node),
+                        s.len()
+                    );
                     self.fail(DriftKind::TypeMismatch, detail)
                 }
             }
-            (Node::Enum { symbols, .. }, Json::String(s)) => match symbols.iter().position(|sym| sym == s) {
-                Some(i) => Some(self.sink.symbol(i as u32, s)),
-                None => {
-                    let mut listed =
-                        symbols.iter().take(LISTED_SYMBOLS).map(String::as_str).collect::<Vec<_>>().join(", ");
-                    if symbols.len() > LISTED_SYMBOLS {
-                        let _ = write!(listed, ", … ({} more)", symbols.len() - LISTED_SYMBOLS);
+            (Node::Enum { symbols, .. }, Json::String(s)) => {
+                match symbols.iter().position(|sym| sym == s) {
+                    Some(i) => Some(self.sink.symbol(i as u32, s)),
+                    None => {
+                        let mut listed = symbols
+                            .iter()
+                            .take(LISTED_SYMBOLS)
+                            .map(String::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        if symbols.len() > LISTED_SYMBOLS {
+                            let _ = write!(listed, ", … ({} more)", symbols.len() - LISTED_SYMBOLS);
+                        }
+                        let detail = format!(
+                            "{} is not one of [{listed}] of {}",
+                            Json::String(s.clone()),
+                            v.describe(node)
+                        );
+                        self.fail(DriftKind::UnknownEnum, detail)
                     }
-                    let detail = format!("{} is not one of [{listed}] of {}", Json::String(s.clone()), v.describe(node));
-                    self.fail(DriftKind::UnknownEnum, detail)
                 }
-            },
+            }
             (Node::Uuid(repr), Json::String(s)) => match Uuid::parse_str(s) {
                 Ok(uuid) => Some(self.sink.uuid(uuid, *repr)),
-                Err(_) => self.fail(DriftKind::TypeMismatch, "expected uuid, found a string that is not a UUID".to_owned()),
+                Err(_) => self.fail(
+                    DriftKind::TypeMismatch,
+                    "expected uuid, found a string that is not a UUID".to_owned(),
+                ),
             },
             (Node::Array(items), Json::Array(elements)) => {
                 let mut seq = self.sink.array_start(elements.len());
@@ -644,14 +774,23 @@ impl<'a, S: Sink> Walk<'a, S> {
                 }
                 (!failed).then(|| self.sink.end(seq))
             }
-            (Node::Record { name, fields, .. }, Json::Object(members)) => self.record(name, fields, members),
+            (Node::Record { name, fields, .. }, Json::Object(members)) => {
+                self.record(name, fields, members)
+            }
             (Node::Union(branches), _) => self.union(node, branches, json),
-            (Node::Pending, _) => unreachable!("a record is compiled before any value is converted"),
+            (Node::Pending, _) => {
+                unreachable!("a record is compiled before any value is converted")
+            }
             _ => self.mismatch(node, json),
         }
     }
 
-    fn record(&mut self, name: &'a str, fields: &'a [Field], members: &'a Map<String, Json>) -> Option<S::Value> {
+    fn record(
+        &mut self,
+        name: &'a str,
+        fields: &'a [Field],
+        members: &'a Map<String, Json>,
+    ) -> Option<S::Value> {
         let mut seq = self.sink.record_start(fields.len());
         let mut failed = false;
         let mut matched = 0;
@@ -660,13 +799,17 @@ impl<'a, S: Sink> Walk<'a, S> {
             matched += usize::from(member.is_some());
             self.path.push(Seg::Field(&field.name));
             let converted = match (member, &field.null, &field.absent) {
-                (Some(Json::Null), Some(filler), _) | (None, _, Some(filler)) => Some(self.sink.fill(filler)),
-                (Some(Json::Null), None, _) => {
-                    self.fail(DriftKind::MissingField, "is null, but the field is not nullable and has no default".to_owned())
+                (Some(Json::Null), Some(filler), _) | (None, _, Some(filler)) => {
+                    Some(self.sink.fill(filler))
                 }
-                (None, _, None) => {
-                    self.fail(DriftKind::MissingField, "is absent; the field is required and has no default".to_owned())
-                }
+                (Some(Json::Null), None, _) => self.fail(
+                    DriftKind::MissingField,
+                    "is null, but the field is not nullable and has no default".to_owned(),
+                ),
+                (None, _, None) => self.fail(
+                    DriftKind::MissingField,
+                    "is absent; the field is required and has no default".to_owned(),
+                ),
                 (Some(json), _, _) => self.conv(field.node, json),
             };
             self.path.pop();
@@ -677,12 +820,17 @@ impl<'a, S: Sink> Walk<'a, S> {
             }
         }
         if matched < members.len() {
-            let mut unknown: Vec<&'a String> =
-                members.keys().filter(|key| !fields.iter().any(|f| &f.name == *key)).collect();
+            let mut unknown: Vec<&'a String> = members
+                .keys()
+                .filter(|key| !fields.iter().any(|f| &f.name == *key))
+                .collect();
             unknown.sort();
             for key in unknown {
                 self.path.push(Seg::Field(key));
-                self.fail::<()>(DriftKind::UnknownField, format!("is not a field of record {name}"));
+                self.fail::<()>(
+                    DriftKind::UnknownField,
+                    format!("is not a field of record {name}"),
+                );
                 self.path.pop();
                 if self.full() {
                     return None;
@@ -695,7 +843,11 @@ impl<'a, S: Sink> Walk<'a, S> {
 
     fn union(&mut self, node: NodeId, branches: &'a [NodeId], json: &'a Json) -> Option<S::Value> {
         let nodes = &self.v.nodes;
-        let mut candidates = branches.iter().enumerate().filter(|&(_, &b)| nodes[b].takes(json)).peekable();
+        let mut candidates = branches
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| nodes[b].takes(json))
+            .peekable();
         let Some((first_index, &first)) = candidates.next() else {
             return self.mismatch(node, json);
         };
@@ -735,7 +887,10 @@ impl Node {
             (Node::Int(_) | Node::Long(_), Json::Number(n)) => n.is_i64() || n.is_u64(),
             (Node::Long(kind), Json::String(_)) => kind.per_second().is_some(),
             (Node::Float | Node::Double, Json::Number(_)) => true,
-            (Node::String | Node::Bytes | Node::Fixed { .. } | Node::Enum { .. } | Node::Uuid(_), Json::String(_)) => true,
+            (
+                Node::String | Node::Bytes | Node::Fixed { .. } | Node::Enum { .. } | Node::Uuid(_),
+                Json::String(_),
+            ) => true,
             (Node::Array(_), Json::Array(_)) => true,
             (Node::Map(_) | Node::Record { .. }, Json::Object(_)) => true,
             _ => false,

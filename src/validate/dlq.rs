@@ -33,7 +33,11 @@ pub struct Rejection {
 
 impl From<&RecordError> for Rejection {
     fn from(e: &RecordError) -> Self {
-        Rejection { kind: e.kind.as_str(), field: e.field.clone(), detail: e.to_string() }
+        Rejection {
+            kind: e.kind.as_str(),
+            field: e.field.clone(),
+            detail: e.to_string(),
+        }
     }
 }
 
@@ -56,7 +60,11 @@ impl Rejection {
 
     /// The claim-checked page of a `blob-ref` cannot be read.
     pub fn blob_unreadable(detail: impl std::fmt::Display) -> Self {
-        Rejection { kind: BLOB_UNREADABLE, field: None, detail: format!("claim-checked page unreadable: {detail}") }
+        Rejection {
+            kind: BLOB_UNREADABLE,
+            field: None,
+            detail: format!("claim-checked page unreadable: {detail}"),
+        }
     }
 
     /// The same rejection with a sentence appended to its detail.
@@ -100,7 +108,10 @@ pub fn headers<H: rdkafka::message::Headers>(
         .with(headers::DLQ_DETAIL, &why.detail)
         .with_opt(headers::DLQ_FIELD, why.field.as_deref())
         .with_opt(headers::DLQ_SUBJECT, against.map(|a| a.subject))
-        .with_opt(headers::DLQ_SCHEMA_VERSION, against.and_then(|a| a.version).map(|v| v.to_string()))
+        .with_opt(
+            headers::DLQ_SCHEMA_VERSION,
+            against.and_then(|a| a.version).map(|v| v.to_string()),
+        )
         .with(headers::DLQ_ORIGIN, origin)
         .with(headers::DLQ_STAGE, STAGE)
         .with(headers::DLQ_AT, at)
@@ -109,7 +120,9 @@ pub fn headers<H: rdkafka::message::Headers>(
 
 /// Bytes the headers add to a record (names and values), for size checks before sending.
 pub fn header_bytes<H: rdkafka::message::Headers>(h: &H) -> usize {
-    h.iter().map(|x| x.key.len() + x.value.map_or(0, <[u8]>::len)).sum()
+    h.iter()
+        .map(|x| x.key.len() + x.value.map_or(0, <[u8]>::len))
+        .sum()
 }
 
 #[cfg(test)]
@@ -130,20 +143,48 @@ mod tests {
 
     #[test]
     fn headers_copy_the_landing_ones_and_add_the_dlq_ones() {
-        let landing = Headers::new().with(headers::SOURCE, "sim").with(headers::STREAM, "orders").with(headers::KIND, "page").build();
-        let why = Rejection::at(DriftKind::UnknownEnum, "status", "`settled` is not one of pending, paid");
-        let h = headers(Some(&landing), &why, Some(Against { subject: "t.sim.orders.valid-value", version: Some(2) }), "t.landing/1/5#3", "2024-01-01T00:00:00Z");
+        let landing = Headers::new()
+            .with(headers::SOURCE, "sim")
+            .with(headers::STREAM, "orders")
+            .with(headers::KIND, "page")
+            .build();
+        let why = Rejection::at(
+            DriftKind::UnknownEnum,
+            "status",
+            "`settled` is not one of pending, paid",
+        );
+        let h = headers(
+            Some(&landing),
+            &why,
+            Some(Against {
+                subject: "t.sim.orders.valid-value",
+                version: Some(2),
+            }),
+            "t.landing/1/5#3",
+            "2024-01-01T00:00:00Z",
+        );
         assert_eq!(get(&h, headers::SOURCE), Some("sim"));
         assert_eq!(get(&h, headers::KIND), Some("page"));
         assert_eq!(get(&h, headers::DLQ_KIND), Some("unknown_enum"));
         assert_eq!(get(&h, headers::DLQ_FIELD), Some("status"));
-        assert_eq!(get(&h, headers::DLQ_DETAIL), Some("unknown enum symbol at field `status`: `settled` is not one of pending, paid"));
-        assert_eq!(get(&h, headers::DLQ_SUBJECT), Some("t.sim.orders.valid-value"));
+        assert_eq!(
+            get(&h, headers::DLQ_DETAIL),
+            Some("unknown enum symbol at field `status`: `settled` is not one of pending, paid")
+        );
+        assert_eq!(
+            get(&h, headers::DLQ_SUBJECT),
+            Some("t.sim.orders.valid-value")
+        );
         assert_eq!(get(&h, headers::DLQ_SCHEMA_VERSION), Some("2"));
         assert_eq!(get(&h, headers::DLQ_ORIGIN), Some("t.landing/1/5#3"));
         assert_eq!(get(&h, headers::DLQ_STAGE), Some("validate"));
         assert_eq!(get(&h, headers::DLQ_AT), Some("2024-01-01T00:00:00Z"));
-        assert_eq!(header_bytes(&h), h.iter().map(|x| x.key.len() + x.value.unwrap().len()).sum::<usize>());
+        assert_eq!(
+            header_bytes(&h),
+            h.iter()
+                .map(|x| x.key.len() + x.value.unwrap().len())
+                .sum::<usize>()
+        );
     }
 
     #[test]
@@ -154,8 +195,15 @@ mod tests {
         assert_eq!(get(&h, headers::DLQ_FIELD), None);
         assert_eq!(get(&h, headers::DLQ_SUBJECT), None);
         assert_eq!(get(&h, headers::DLQ_SCHEMA_VERSION), None);
-        assert_eq!(get(&h, headers::DLQ_DETAIL), Some("claim-checked page unreadable: blob file:///x/sha256/ab is not in this store"));
-        let noted = Rejection::whole(DriftKind::TooLarge, "the record is 2000000 bytes").with_note("kept by reference");
-        assert_eq!(noted.detail, "payload too large: the record is 2000000 bytes (kept by reference)");
+        assert_eq!(
+            get(&h, headers::DLQ_DETAIL),
+            Some("claim-checked page unreadable: blob file:///x/sha256/ab is not in this store")
+        );
+        let noted = Rejection::whole(DriftKind::TooLarge, "the record is 2000000 bytes")
+            .with_note("kept by reference");
+        assert_eq!(
+            noted.detail,
+            "payload too large: the record is 2000000 bytes (kept by reference)"
+        );
     }
 }

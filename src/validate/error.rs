@@ -144,12 +144,20 @@ pub struct RecordError {
 impl RecordError {
     /// An error about a named field.
     pub fn at(kind: DriftKind, field: impl Into<String>, detail: impl Into<String>) -> Self {
-        RecordError { kind, field: Some(field.into()), detail: detail.into() }
+        RecordError {
+            kind,
+            field: Some(field.into()),
+            detail: detail.into(),
+        }
     }
 
     /// An error about the record or page as a whole.
     pub fn whole(kind: DriftKind, detail: impl Into<String>) -> Self {
-        RecordError { kind, field: None, detail: detail.into() }
+        RecordError {
+            kind,
+            field: None,
+            detail: detail.into(),
+        }
     }
 
     /// A `malformed_json` error from serde_json, with the byte offset, line and column of the
@@ -157,7 +165,10 @@ impl RecordError {
     pub fn malformed(err: &serde_json::Error, input: &[u8]) -> Self {
         let offset = byte_offset(input, err.line(), err.column());
         // serde's own message already ends in "at line L column C".
-        RecordError::whole(DriftKind::MalformedJson, format!("{err} (byte offset {offset})"))
+        RecordError::whole(
+            DriftKind::MalformedJson,
+            format!("{err} (byte offset {offset})"),
+        )
     }
 }
 
@@ -270,7 +281,10 @@ mod tests {
             "type mismatch at field `items[3].sku`: expected string, found integer"
         );
         let e = RecordError::whole(DriftKind::NotAPage, "selector `/data` not found");
-        assert_eq!(e.to_string(), "not a page of records: selector `/data` not found");
+        assert_eq!(
+            e.to_string(),
+            "not a page of records: selector `/data` not found"
+        );
     }
 
     #[test]
@@ -280,7 +294,10 @@ mod tests {
         let e = RecordError::malformed(&err, input);
         assert_eq!(e.kind, DriftKind::MalformedJson);
         assert_eq!(e.field, None);
-        assert_eq!(e.detail, "expected ident at line 2 column 10 (byte offset 18)");
+        assert_eq!(
+            e.detail,
+            "expected ident at line 2 column 10 (byte offset 18)"
+        );
         assert_eq!(input[18], b' ');
     }
 

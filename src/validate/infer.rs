@@ -77,7 +77,9 @@ pub fn propose(current: &Schema, samples: &[Json]) -> Result<Proposal, SchemaErr
         if sample.is_object() {
             observer.walk(current, sample, None, "");
         } else {
-            observer.blockers.insert(format!("sample {i} is not a JSON object, so it cannot be a record"));
+            observer.blockers.insert(format!(
+                "sample {i} is not a JSON object, so it cannot be a record"
+            ));
         }
     }
 
@@ -89,10 +91,16 @@ pub fn propose(current: &Schema, samples: &[Json]) -> Result<Proposal, SchemaErr
 
     let mut schema_json = String::new();
     pretty(&doc, 0, &mut schema_json);
-    let schema = Schema::parse_str(&schema_json).map_err(|e| SchemaError::Avro(format!("the candidate does not parse: {e}")))?;
+    let schema = Schema::parse_str(&schema_json)
+        .map_err(|e| SchemaError::Avro(format!("the candidate does not parse: {e}")))?;
     SchemaCompatibility::can_read(current, &schema)
         .map_err(|e| SchemaError::Avro(format!("the candidate is not BACKWARD compatible: {e}")))?;
-    Ok(Proposal { schema_json, schema, changes, blockers: observer.blockers.into_iter().collect() })
+    Ok(Proposal {
+        schema_json,
+        schema,
+        changes,
+        blockers: observer.blockers.into_iter().collect(),
+    })
 }
 
 /// What the samples showed about one JSON value position: every JSON type seen there.
@@ -161,13 +169,19 @@ struct Observer<'s> {
 }
 
 fn join(path: &str, name: &str) -> String {
-    if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") }
+    if path.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`, the Avro name rule.
 fn is_avro_name(s: &str) -> bool {
     let mut bytes = s.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
@@ -189,9 +203,15 @@ fn fits(schema: &Schema, json: &Json) -> bool {
             | Schema::LocalTimestampNanos,
             Json::Number(n),
         ) => n.is_i64(),
-        (Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos, Json::String(_)) => true,
+        (
+            Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos,
+            Json::String(_),
+        ) => true,
         (Schema::Float | Schema::Double, Json::Number(_)) => true,
-        (Schema::String | Schema::Bytes | Schema::Fixed(_) | Schema::Enum(_) | Schema::Uuid(_), Json::String(_)) => true,
+        (
+            Schema::String | Schema::Bytes | Schema::Fixed(_) | Schema::Enum(_) | Schema::Uuid(_),
+            Json::String(_),
+        ) => true,
         (Schema::Array(_), Json::Array(_)) => true,
         (Schema::Map(_) | Schema::Record(_), Json::Object(_)) => true,
         _ => false,
@@ -264,9 +284,17 @@ impl<'s> Observer<'s> {
             Schema::Long if matches!(json, Json::Number(n) if n.is_u64()) => {
                 "long, and samples hold integers out of its range".to_owned()
             }
-            _ => format!("{}, and samples hold {}", type_name(schema), json_kind(json)),
+            _ => format!(
+                "{}, and samples hold {}",
+                type_name(schema),
+                json_kind(json)
+            ),
         };
-        let at = if path.is_empty() { "the record".to_owned() } else { format!("field `{path}`") };
+        let at = if path.is_empty() {
+            "the record".to_owned()
+        } else {
+            format!("field `{path}`")
+        };
         self.blockers.insert(format!(
             "{at} is {what}: changing the type of an existing field is not proposed (it breaks \
              readers of the current version); fix upstream, or evolve the schema by hand"
@@ -277,7 +305,12 @@ impl<'s> Observer<'s> {
         let schema = self.resolve(schema, ns);
         match (schema, json) {
             (Schema::Union(u), _) => {
-                match u.variants().iter().map(|v| self.resolve(v, ns)).find(|v| fits(v, json)) {
+                match u
+                    .variants()
+                    .iter()
+                    .map(|v| self.resolve(v, ns))
+                    .find(|v| fits(v, json))
+                {
                     Some(branch) => self.walk(branch, json, ns, path),
                     None => self.type_change(path, schema, json),
                 }
@@ -287,13 +320,20 @@ impl<'s> Observer<'s> {
                 let full_name = full.fullname(None);
                 let record_ns = full.namespace().map(str::to_owned);
                 *self.record_count.entry(full_name.clone()).or_default() += 1;
-                self.seen_at.entry(full_name.clone()).or_insert_with(|| (path.to_owned(), record_ns.clone()));
+                self.seen_at
+                    .entry(full_name.clone())
+                    .or_insert_with(|| (path.to_owned(), record_ns.clone()));
                 for field in &r.fields {
                     let field_path = join(path, &field.name);
-                    let required = field.default.is_none() && !admits_null(self.resolve(&field.schema, record_ns.as_deref()));
+                    let required = field.default.is_none()
+                        && !admits_null(self.resolve(&field.schema, record_ns.as_deref()));
                     match members.get(&field.name) {
                         None | Some(Json::Null) if required => {
-                            let state = if members.contains_key(&field.name) { "null" } else { "absent" };
+                            let state = if members.contains_key(&field.name) {
+                                "null"
+                            } else {
+                                "absent"
+                            };
                             self.blockers.insert(format!(
                                 "required field `{field_path}` is {state} in samples: making it optional \
                                  changes its type, which is not proposed; fix upstream, or give it a \
@@ -301,7 +341,9 @@ impl<'s> Observer<'s> {
                             ));
                         }
                         None | Some(Json::Null) => {}
-                        Some(value) => self.walk(&field.schema, value, record_ns.as_deref(), &field_path),
+                        Some(value) => {
+                            self.walk(&field.schema, value, record_ns.as_deref(), &field_path)
+                        }
                     }
                 }
                 for (name, value) in members {
@@ -310,7 +352,9 @@ impl<'s> Observer<'s> {
                     }
                     if is_avro_name(name) {
                         let fields = self.new_fields.entry(full_name.clone()).or_default();
-                        let (_, shape) = fields.entry(name.clone()).or_insert_with(|| (join(path, name), Shape::default()));
+                        let (_, shape) = fields
+                            .entry(name.clone())
+                            .or_insert_with(|| (join(path, name), Shape::default()));
                         shape.merge(value);
                     } else {
                         self.blockers.insert(format!(
@@ -327,8 +371,13 @@ impl<'s> Observer<'s> {
                 }
                 let full = e.name.fully_qualified_name(ns).fullname(None);
                 if is_avro_name(symbol) {
-                    self.seen_at.entry(full.clone()).or_insert_with(|| (path.to_owned(), None));
-                    self.new_symbols.entry(full).or_default().insert(symbol.clone());
+                    self.seen_at
+                        .entry(full.clone())
+                        .or_insert_with(|| (path.to_owned(), None));
+                    self.new_symbols
+                        .entry(full)
+                        .or_default()
+                        .insert(symbol.clone());
                 } else {
                     self.blockers.insert(format!(
                         "enum symbol {} at `{path}` is not a valid Avro name ([A-Za-z_][A-Za-z0-9_]*)",
@@ -370,7 +419,8 @@ impl<'s> Observer<'s> {
                             .to_owned(),
                     );
                 }
-                let mut change = format!("added optional field `{path}` of type {ty} with default null");
+                let mut change =
+                    format!("added optional field `{path}` of type {ty} with default null");
                 if !notes.is_empty() {
                     change.push_str(&format!(" ({})", notes.join("; ")));
                 }
@@ -385,7 +435,11 @@ impl<'s> Observer<'s> {
             let mut change = format!(
                 "appended symbol{} {} to enum {enumeration} (field `{path}`)",
                 if symbols.len() == 1 { "" } else { "s" },
-                symbols.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+                symbols
+                    .iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             if let Some(Schema::Enum(e)) = self.defined.get(enumeration)
                 && let Some(default) = &e.default
@@ -420,7 +474,11 @@ fn type_name(schema: &Schema) -> String {
             .ok()
             .and_then(|v| match v {
                 Json::String(s) => Some(s),
-                Json::Object(o) => o.get("logicalType").or_else(|| o.get("type")).and_then(Json::as_str).map(str::to_owned),
+                Json::Object(o) => o
+                    .get("logicalType")
+                    .or_else(|| o.get("type"))
+                    .and_then(Json::as_str)
+                    .map(str::to_owned),
                 _ => None,
             })
             .unwrap_or_else(|| "an unnamed type".to_owned()),
@@ -428,7 +486,13 @@ fn type_name(schema: &Schema) -> String {
 }
 
 /// The type of a new optional field: `["null", ...]`.
-fn field_type(shape: &Shape, name: &str, ns: Option<&str>, names: &mut HashSet<String>, notes: &mut Vec<String>) -> Json {
+fn field_type(
+    shape: &Shape,
+    name: &str,
+    ns: Option<&str>,
+    names: &mut HashSet<String>,
+    notes: &mut Vec<String>,
+) -> Json {
     let mut variants = vec![json!("null")];
     variants.extend(non_null_types(shape, name, ns, names, notes));
     if variants.len() == 1 {
@@ -439,7 +503,13 @@ fn field_type(shape: &Shape, name: &str, ns: Option<&str>, names: &mut HashSet<S
 }
 
 /// The non-null Avro types a shape needs, at most one per Avro kind, so they form a valid union.
-fn non_null_types(shape: &Shape, name: &str, ns: Option<&str>, names: &mut HashSet<String>, notes: &mut Vec<String>) -> Vec<Json> {
+fn non_null_types(
+    shape: &Shape,
+    name: &str,
+    ns: Option<&str>,
+    names: &mut HashSet<String>,
+    notes: &mut Vec<String>,
+) -> Vec<Json> {
     let mut types = Vec::new();
     if shape.boolean {
         types.push(json!("boolean"));
@@ -473,23 +543,45 @@ fn non_null_types(shape: &Shape, name: &str, ns: Option<&str>, names: &mut HashS
 
 /// The type of an array's items or a map's values (`what`): the non-null types seen, null first
 /// if seen, a union if more than one; a guessed string if no typed value was seen.
-fn element_type(shape: &Shape, name: &str, what: &str, ns: Option<&str>, names: &mut HashSet<String>, notes: &mut Vec<String>) -> Json {
+fn element_type(
+    shape: &Shape,
+    name: &str,
+    what: &str,
+    ns: Option<&str>,
+    names: &mut HashSet<String>,
+    notes: &mut Vec<String>,
+) -> Json {
     let mut types = non_null_types(shape, &format!("{name}_{what}"), ns, names, notes);
     if types.is_empty() {
-        notes.push(format!("`{name}` has no typed {what}s, so their type is a guess: string"));
+        notes.push(format!(
+            "`{name}` has no typed {what}s, so their type is a guess: string"
+        ));
         types.push(json!("string"));
     }
     if shape.null {
         types.insert(0, json!("null"));
     }
-    if types.len() == 1 { types.remove(0) } else { Json::Array(types) }
+    if types.len() == 1 {
+        types.remove(0)
+    } else {
+        Json::Array(types)
+    }
 }
 
 /// A new record for an object: every field optional with default null.
-fn record_type(members: &BTreeMap<String, Shape>, name: &str, ns: Option<&str>, names: &mut HashSet<String>, notes: &mut Vec<String>) -> Json {
+fn record_type(
+    members: &BTreeMap<String, Shape>,
+    name: &str,
+    ns: Option<&str>,
+    names: &mut HashSet<String>,
+    notes: &mut Vec<String>,
+) -> Json {
     let base: String = {
         let mut chars = name.chars();
-        chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+        chars
+            .next()
+            .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+            .unwrap_or_default()
     };
     let full = |n: &str| ns.map_or_else(|| n.to_owned(), |ns| format!("{ns}.{n}"));
     let mut record_name = base.clone();
@@ -550,7 +642,11 @@ fn apply(doc: &mut Json, ns: Option<&str>, edits: &Edits) {
             }
         }
         Json::Object(o) => {
-            let kind = o.get("type").and_then(Json::as_str).unwrap_or_default().to_owned();
+            let kind = o
+                .get("type")
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_owned();
             let full = || {
                 let name = o.get("name").and_then(Json::as_str).unwrap_or_default();
                 if name.contains('.') {
@@ -578,7 +674,9 @@ fn apply(doc: &mut Json, ns: Option<&str>, edits: &Edits) {
                 }
                 "enum" => {
                     let full = full();
-                    if let (Some(added), Some(Json::Array(symbols))) = (edits.symbols.get(&full), o.get_mut("symbols")) {
+                    if let (Some(added), Some(Json::Array(symbols))) =
+                        (edits.symbols.get(&full), o.get_mut("symbols"))
+                    {
                         symbols.extend(added.iter().map(|s| Json::String(s.clone())));
                     }
                 }
@@ -602,8 +700,20 @@ fn apply(doc: &mut Json, ns: Option<&str>, edits: &Edits) {
 /// Where an attribute goes in [`pretty`]'s output: the order people write schemas in. A record
 /// field starts with its name, a type definition with its type.
 fn key_rank(key: &str, is_field: bool) -> usize {
-    const TYPE: [&str; 12] =
-        ["type", "name", "namespace", "logicalType", "doc", "aliases", "size", "symbols", "items", "values", "fields", "default"];
+    const TYPE: [&str; 12] = [
+        "type",
+        "name",
+        "namespace",
+        "logicalType",
+        "doc",
+        "aliases",
+        "size",
+        "symbols",
+        "items",
+        "values",
+        "fields",
+        "default",
+    ];
     const FIELD: [&str; 5] = ["name", "type", "doc", "aliases", "default"];
     let order: &[&str] = if is_field { &FIELD } else { &TYPE };
     order.iter().position(|k| *k == key).unwrap_or(order.len())
@@ -693,7 +803,12 @@ mod tests {
         let mut record = schema;
         let mut found = &Json::Null;
         for (i, name) in path.iter().enumerate() {
-            found = record["fields"].as_array().unwrap().iter().find(|f| f["name"] == *name).unwrap();
+            found = record["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"] == *name)
+                .unwrap();
             if i + 1 < path.len() {
                 record = match &found["type"] {
                     Json::Array(variants) => variants.iter().find(|v| v.is_object()).unwrap(),
@@ -711,25 +826,47 @@ mod tests {
         let p = propose(&old, std::slice::from_ref(&sample)).unwrap();
         assert_eq!(
             p.changes,
-            ["added optional field `country` of type [\"null\",\"string\"] with default null (present in every \
-              sample, but added as optional: a required field without a default would not be BACKWARD compatible)"]
+            [
+                "added optional field `country` of type [\"null\",\"string\"] with default null (present in every \
+              sample, but added as optional: a required field without a default would not be BACKWARD compatible)"
+            ]
         );
         assert!(p.blockers.is_empty());
         assert!(p.is_complete());
         let doc: Json = serde_json::from_str(&p.schema_json).unwrap();
-        assert_eq!(field(&doc, &["country"]), &json!({"name": "country", "type": ["null", "string"], "default": null}));
+        assert_eq!(
+            field(&doc, &["country"]),
+            &json!({"name": "country", "type": ["null", "string"], "default": null})
+        );
         // Defaults, docs and the enum default survive.
-        assert_eq!(field(&doc, &["score"]), &json!({"name": "score", "type": "long", "default": 0, "doc": "kept"}));
-        assert_eq!(field(&doc, &["status"])["type"]["default"], json!("unknown"));
+        assert_eq!(
+            field(&doc, &["score"]),
+            &json!({"name": "score", "type": "long", "default": 0, "doc": "kept"})
+        );
+        assert_eq!(
+            field(&doc, &["status"])["type"]["default"],
+            json!("unknown")
+        );
         let reparsed = Schema::parse_str(&p.schema_json).unwrap();
         assert_eq!(reparsed.canonical_form(), p.schema.canonical_form());
 
         // Data written with the current schema reads with the candidate as reader.
-        let old_value = Validator::new(&old).unwrap().convert(&json!({"id": "c0", "status": "active"})).unwrap();
+        let old_value = Validator::new(&old)
+            .unwrap()
+            .convert(&json!({"id": "c0", "status": "active"}))
+            .unwrap();
         let bytes = to_avro_datum(&old, old_value).unwrap();
         let read = from_avro_datum(&old, &mut &bytes[..], Some(&p.schema)).unwrap();
-        let AvroValue::Record(fields) = read else { panic!() };
-        assert_eq!(fields.last().unwrap(), &("country".to_owned(), AvroValue::Union(0, Box::new(AvroValue::Null))));
+        let AvroValue::Record(fields) = read else {
+            panic!()
+        };
+        assert_eq!(
+            fields.last().unwrap(),
+            &(
+                "country".to_owned(),
+                AvroValue::Union(0, Box::new(AvroValue::Null))
+            )
+        );
 
         // And the drifted sample now validates.
         assert!(Validator::new(&old).unwrap().convert(&sample).is_err());
@@ -738,12 +875,18 @@ mod tests {
 
     #[test]
     fn new_enum_symbol_is_appended_keeping_the_default() {
-        let samples = [json!({"id": "1", "status": "suspended"}), json!({"id": "2", "status": "archived"}), json!({"id": "3", "status": "suspended"})];
+        let samples = [
+            json!({"id": "1", "status": "suspended"}),
+            json!({"id": "2", "status": "archived"}),
+            json!({"id": "3", "status": "suspended"}),
+        ];
         let p = propose(&current(), &samples).unwrap();
         assert_eq!(
             p.changes,
-            ["appended symbols \"archived\", \"suspended\" to enum crm.Status (field `status`); its default \
-              \"unknown\" is kept, so readers of older versions read new symbols as it"]
+            [
+                "appended symbols \"archived\", \"suspended\" to enum crm.Status (field `status`); its default \
+              \"unknown\" is kept, so readers of older versions read new symbols as it"
+            ]
         );
         let doc: Json = serde_json::from_str(&p.schema_json).unwrap();
         assert_eq!(
@@ -751,9 +894,16 @@ mod tests {
             json!({"type": "enum", "namespace": "crm", "name": "Status", "symbols": ["active", "inactive", "unknown", "archived", "suspended"], "default": "unknown"})
         );
         let old = current();
-        let old_value = Validator::new(&old).unwrap().convert(&json!({"id": "0", "status": "inactive"})).unwrap();
+        let old_value = Validator::new(&old)
+            .unwrap()
+            .convert(&json!({"id": "0", "status": "inactive"}))
+            .unwrap();
         let bytes = to_avro_datum(&old, old_value).unwrap();
-        let AvroValue::Record(fields) = from_avro_datum(&old, &mut &bytes[..], Some(&p.schema)).unwrap() else { panic!() };
+        let AvroValue::Record(fields) =
+            from_avro_datum(&old, &mut &bytes[..], Some(&p.schema)).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(fields[1].1, AvroValue::Enum(1, "inactive".to_owned()));
         for sample in &samples {
             assert!(Validator::new(&p.schema).unwrap().convert(sample).is_ok());
@@ -771,10 +921,19 @@ mod tests {
         assert!(p.blockers.is_empty(), "{:?}", p.blockers);
         let doc: Json = serde_json::from_str(&p.schema_json).unwrap();
         assert_eq!(field(&doc, &["n"])["type"], json!(["null", "double"]));
-        assert_eq!(field(&doc, &["v"])["type"], json!(["null", "long", "string"]));
-        assert_eq!(field(&doc, &["tags"])["type"], json!(["null", {"type": "array", "items": "string"}]));
+        assert_eq!(
+            field(&doc, &["v"])["type"],
+            json!(["null", "long", "string"])
+        );
+        assert_eq!(
+            field(&doc, &["tags"])["type"],
+            json!(["null", {"type": "array", "items": "string"}])
+        );
         assert_eq!(field(&doc, &["maybe"])["type"], json!(["null", "string"]));
-        assert_eq!(field(&doc, &["labels"])["type"], json!(["null", {"type": "map", "values": "long"}]));
+        assert_eq!(
+            field(&doc, &["labels"])["type"],
+            json!(["null", {"type": "map", "values": "long"}])
+        );
         assert_eq!(
             field(&doc, &["address", "geo"]),
             &json!({"name": "geo", "default": null, "type": ["null", {"type": "record", "name": "Geo", "namespace": "crm", "fields": [
@@ -871,20 +1030,33 @@ mod tests {
             ["added optional field `bill.zip` of type [\"null\",\"string\"] with default null"]
         );
         let doc: Json = serde_json::from_str(&p.schema_json).unwrap();
-        assert_eq!(field(&doc, &["ship", "zip"]), &json!({"name": "zip", "type": ["null", "string"], "default": null}));
-        assert_eq!(field(&doc, &["bill"])["type"], json!(["null", "shop.Address"]));
+        assert_eq!(
+            field(&doc, &["ship", "zip"]),
+            &json!({"name": "zip", "type": ["null", "string"], "default": null})
+        );
+        assert_eq!(
+            field(&doc, &["bill"])["type"],
+            json!(["null", "shop.Address"])
+        );
         Validator::new(&p.schema).unwrap().convert(&sample).unwrap();
     }
 
     #[test]
     fn fitting_samples_change_nothing_and_names_do_not_collide() {
-        let p = propose(&current(), &[json!({"id": "1", "status": "active", "address": {"city": "x"}})]).unwrap();
+        let p = propose(
+            &current(),
+            &[json!({"id": "1", "status": "active", "address": {"city": "x"}})],
+        )
+        .unwrap();
         assert!(!p.changes_schema());
         assert!(p.blockers.is_empty());
         // A new object field called `address` inside Address must not reuse the name crm.Address.
         let p = propose(&current(), &[json!({"id": "1", "status": "active", "address": {"city": "x", "address": {"line": "1"}}})]).unwrap();
         let doc: Json = serde_json::from_str(&p.schema_json).unwrap();
-        assert_eq!(field(&doc, &["address", "address"])["type"][1]["name"], json!("Address2"));
+        assert_eq!(
+            field(&doc, &["address", "address"])["type"][1]["name"],
+            json!("Address2")
+        );
         assert!(propose(&Schema::String, &[]).is_err());
     }
 }

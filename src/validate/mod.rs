@@ -25,6 +25,8 @@ pub mod split;
 pub mod stage;
 
 pub use convert::{Encoder, MAX_ERRORS, Validator};
-pub use infer::{Proposal, propose};
 pub use error::{DriftKind, RecordError, SchemaError, UnknownDriftKind};
-pub use split::{BadRecord, JsonPointer, MAX_DEPTH, PointerError, Record, Split, Splitter, parse_version};
+pub use infer::{Proposal, propose};
+pub use split::{
+    BadRecord, JsonPointer, MAX_DEPTH, PointerError, Record, Split, Splitter, parse_version,
+};

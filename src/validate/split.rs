@@ -82,16 +82,24 @@ impl JsonPointer {
     /// [`PointerError::NoLeadingSlash`] or [`PointerError::BadEscape`].
     pub fn parse(text: &str) -> Result<Self, PointerError> {
         if text.is_empty() {
-            return Ok(JsonPointer { text: String::new(), tokens: Vec::new() });
+            return Ok(JsonPointer {
+                text: String::new(),
+                tokens: Vec::new(),
+            });
         }
         let rest = text
             .strip_prefix('/')
             .ok_or_else(|| PointerError::NoLeadingSlash(text.to_owned()))?;
         let tokens = rest
             .split('/')
-            .map(|token| unescape_token(token).ok_or_else(|| PointerError::BadEscape(text.to_owned())))
+            .map(|token| {
+                unescape_token(token).ok_or_else(|| PointerError::BadEscape(text.to_owned()))
+            })
             .collect::<Result<_, _>>()?;
-        Ok(JsonPointer { text: text.to_owned(), tokens })
+        Ok(JsonPointer {
+            text: text.to_owned(),
+            tokens,
+        })
     }
 
     /// The pointer as written.
@@ -225,7 +233,11 @@ impl Splitter {
         if version.as_ref().is_some_and(|v| v.tokens.is_empty()) {
             return Err(PointerError::EmptyFieldPointer("version"));
         }
-        Ok(Splitter { selector, key, version })
+        Ok(Splitter {
+            selector,
+            key,
+            version,
+        })
     }
 
     /// The record selector.
@@ -250,8 +262,8 @@ impl Splitter {
             )
         })?;
         check_depth(text)?;
-        let root: &'a RawValue = serde_json::from_str(text)
-            .map_err(|e| RecordError::malformed(&e, page))?;
+        let root: &'a RawValue =
+            serde_json::from_str(text).map_err(|e| RecordError::malformed(&e, page))?;
 
         let mut current = root.get();
         for (depth, token) in self.selector.tokens.iter().enumerate() {
@@ -261,7 +273,9 @@ impl Splitter {
                     return Err(self.not_a_page(depth, format!("`{token}` is absent")));
                 }
                 Step::Scalar(kind) => {
-                    return Err(self.not_a_page(depth, format!("the parent of `{token}` is {kind}")));
+                    return Err(
+                        self.not_a_page(depth, format!("the parent of `{token}` is {kind}"))
+                    );
                 }
             }
         }
@@ -270,15 +284,30 @@ impl Splitter {
         let record = |index: usize, raw: &'a str| {
             let offset = raw.as_ptr() as usize - base;
             match self.extract(raw) {
-                Ok((key, version)) => Ok(Record { index, offset, raw, key, version }),
-                Err(error) => Err(BadRecord { index, offset, raw, error }),
+                Ok((key, version)) => Ok(Record {
+                    index,
+                    offset,
+                    raw,
+                    key,
+                    version,
+                }),
+                Err(error) => Err(BadRecord {
+                    index,
+                    offset,
+                    raw,
+                    error,
+                }),
             }
         };
         match JsonKind::of(current) {
             JsonKind::Array => {
-                let elements: Vec<&'a RawValue> = serde_json::from_str(current)
-                    .map_err(|e| RecordError::malformed(&e, page))?;
-                Ok(elements.into_iter().enumerate().map(|(i, raw)| record(i, raw.get())).collect())
+                let elements: Vec<&'a RawValue> =
+                    serde_json::from_str(current).map_err(|e| RecordError::malformed(&e, page))?;
+                Ok(elements
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, raw)| record(i, raw.get()))
+                    .collect())
             }
             JsonKind::Object => Ok(vec![record(0, current)]),
             kind => Err(RecordError::whole(
@@ -292,10 +321,16 @@ impl Splitter {
     }
 
     fn not_a_page(&self, depth: usize, why: String) -> RecordError {
-        let prefix: String = self.selector.tokens[..=depth].iter().map(|t| format!("/{t}")).collect();
+        let prefix: String = self.selector.tokens[..=depth]
+            .iter()
+            .map(|t| format!("/{t}"))
+            .collect();
         RecordError::whole(
             DriftKind::NotAPage,
-            format!("record selector `{}` not found: at `{prefix}`, {why}", self.selector),
+            format!(
+                "record selector `{}` not found: at `{prefix}`, {why}",
+                self.selector
+            ),
         )
     }
 
@@ -319,7 +354,8 @@ impl Splitter {
 
         let key = resolve(top[0], &self.key.tokens[1..])
             .map_err(|e| RecordError::malformed(&e, raw.as_bytes()))?;
-        let key = parse_key(key).map_err(|why| RecordError::at(DriftKind::MissingKey, key_field(), why))?;
+        let key = parse_key(key)
+            .map_err(|why| RecordError::at(DriftKind::MissingKey, key_field(), why))?;
 
         let version = match &self.version {
             None => None,
@@ -361,7 +397,10 @@ fn check_depth(text: &str) -> Result<(), RecordError> {
                 depth += 1;
                 if depth > MAX_DEPTH {
                     let line = 1 + bytes[..i].iter().filter(|&&b| b == b'\n').count();
-                    let line_start = bytes[..i].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+                    let line_start = bytes[..i]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |p| p + 1);
                     return Err(RecordError::whole(
                         DriftKind::MalformedJson,
                         format!(
@@ -445,8 +484,13 @@ fn child<'a>(raw: &'a str, token: &str) -> Result<Step<'a>, serde_json::Error> {
 }
 
 /// Follows `rest` from `start`; `None` as soon as a step is absent or a parent is a scalar.
-fn resolve<'a>(start: Option<&'a RawValue>, rest: &[String]) -> Result<Option<&'a RawValue>, serde_json::Error> {
-    let Some(mut current) = start else { return Ok(None) };
+fn resolve<'a>(
+    start: Option<&'a RawValue>,
+    rest: &[String],
+) -> Result<Option<&'a RawValue>, serde_json::Error> {
+    let Some(mut current) = start else {
+        return Ok(None);
+    };
     for token in rest {
         match child(current.get(), token)? {
             Step::Found(raw) => current = raw,
@@ -458,7 +502,10 @@ fn resolve<'a>(start: Option<&'a RawValue>, rest: &[String]) -> Result<Option<&'
 
 /// The raw values of the members named in `wanted` (one scan of the object; if a name occurs
 /// twice, the last occurrence wins, as in `serde_json::Value`).
-fn members<'a>(raw: &'a str, wanted: &[&str]) -> Result<Vec<Option<&'a RawValue>>, serde_json::Error> {
+fn members<'a>(
+    raw: &'a str,
+    wanted: &[&str],
+) -> Result<Vec<Option<&'a RawValue>>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(raw);
     let found = de::Deserializer::deserialize_map(&mut de, Members(wanted))?;
     de.end()?;
@@ -546,26 +593,37 @@ impl<'de> Visitor<'de> for ElementAt {
 
 impl<'de> DeserializeSeed<'de> for ElementAt {
     type Value = Option<&'de RawValue>;
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
 
 /// The primary key as a string, or why there is none.
 fn parse_key(raw: Option<&RawValue>) -> Result<String, String> {
-    let Some(raw) = raw else { return Err("is absent".to_owned()) };
+    let Some(raw) = raw else {
+        return Err("is absent".to_owned());
+    };
     let text = raw.get();
     match JsonKind::of(text) {
         JsonKind::String => {
             let key: String = serde_json::from_str(text).map_err(|e| e.to_string())?;
-            if key.is_empty() { Err("is an empty string".to_owned()) } else { Ok(key) }
+            if key.is_empty() {
+                Err("is an empty string".to_owned())
+            } else {
+                Ok(key)
+            }
         }
         JsonKind::Number => {
             let n: serde_json::Number = serde_json::from_str(text).map_err(|e| e.to_string())?;
             if n.is_i64() || n.is_u64() {
                 Ok(n.to_string())
             } else {
-                Err(format!("is the non-integer number {text}; expected a string or an integer"))
+                Err(format!(
+                    "is the non-integer number {text}; expected a string or an integer"
+                ))
             }
         }
         JsonKind::Null => Err("is null".to_owned()),
@@ -600,7 +658,9 @@ pub fn parse_version(raw: &str) -> Result<i64, String> {
             rfc3339_micros(&s).ok_or_else(|| format!("{raw} is not an RFC 3339 timestamp"))
         }
         JsonKind::Null => Err("is null".to_owned()),
-        kind => Err(format!("is {kind}; expected an integer or an RFC 3339 timestamp")),
+        kind => Err(format!(
+            "is {kind}; expected an integer or an RFC 3339 timestamp"
+        )),
     }
 }
 
@@ -611,7 +671,11 @@ fn rfc3339_micros(s: &str) -> Option<i64> {
 
 /// Nanoseconds since the Unix epoch of an RFC 3339 timestamp.
 pub(crate) fn rfc3339_nanos(s: &str) -> Option<i128> {
-    Some(OffsetDateTime::parse(s, &Rfc3339).ok()?.unix_timestamp_nanos())
+    Some(
+        OffsetDateTime::parse(s, &Rfc3339)
+            .ok()?
+            .unix_timestamp_nanos(),
+    )
 }
 
 #[cfg(test)]
@@ -620,14 +684,20 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn ok<'s, 'a>(split: &'s Split<'a>) -> Vec<&'s Record<'a>> {
-        split.iter().map(|r| r.as_ref().expect("good record")).collect()
+        split
+            .iter()
+            .map(|r| r.as_ref().expect("good record"))
+            .collect()
     }
 
     /// The slice is inside the page, at its offset, byte for byte.
     fn assert_slice_of(page: &[u8], offset: usize, raw: &str) {
         let start = page.as_ptr() as usize;
         let at = raw.as_ptr() as usize;
-        assert!(at >= start && at + raw.len() <= start + page.len(), "not a sub-slice");
+        assert!(
+            at >= start && at + raw.len() <= start + page.len(),
+            "not a sub-slice"
+        );
         assert_eq!(at - start, offset);
         assert_eq!(&page[offset..offset + raw.len()], raw.as_bytes());
     }
@@ -639,7 +709,10 @@ mod tests {
         let split = s.split(page).unwrap();
         let records = ok(&split);
         assert_eq!(records.len(), 2);
-        assert_eq!(records[0].raw, "{\"id\": \"a1\",   \"updated_at\": 5,\n   \"name\" : \"x\" }");
+        assert_eq!(
+            records[0].raw,
+            "{\"id\": \"a1\",   \"updated_at\": 5,\n   \"name\" : \"x\" }"
+        );
         assert_eq!(records[0].key, "a1");
         assert_eq!(records[0].version, Some(5));
         assert_eq!(records[0].index, 0);
@@ -666,25 +739,42 @@ mod tests {
     #[test]
     fn single_object_is_one_record() {
         let page = b"  {\"event\": {\"id\": \"e-9\", \"seq\": 3}}  ";
-        let split = Splitter::new("/event", "/id", Some("/seq")).unwrap().split(page).unwrap();
+        let split = Splitter::new("/event", "/id", Some("/seq"))
+            .unwrap()
+            .split(page)
+            .unwrap();
         let records = ok(&split);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].raw, "{\"id\": \"e-9\", \"seq\": 3}");
         assert_eq!(records[0].offset, 12);
-        assert_eq!((records[0].key.as_str(), records[0].version), ("e-9", Some(3)));
+        assert_eq!(
+            (records[0].key.as_str(), records[0].version),
+            ("e-9", Some(3))
+        );
 
-        let whole = Splitter::new("", "/id", None).unwrap().split(b"{\"id\":\"x\"}").unwrap();
+        let whole = Splitter::new("", "/id", None)
+            .unwrap()
+            .split(b"{\"id\":\"x\"}")
+            .unwrap();
         assert_eq!(ok(&whole)[0].raw, "{\"id\":\"x\"}");
     }
 
     #[test]
     fn unicode_escapes_in_keys_and_values() {
         // Member name "i\u0064" is "id"; the key value has an escaped é and a surrogate pair.
-        let page = "{\"d\\u0061ta\": [{\"i\\u0064\": \"caf\\u00e9-\\ud83d\\ude00\", \"n\": \"ü\"}]}".as_bytes();
-        let split = Splitter::new("/data", "/id", None).unwrap().split(page).unwrap();
+        let page =
+            "{\"d\\u0061ta\": [{\"i\\u0064\": \"caf\\u00e9-\\ud83d\\ude00\", \"n\": \"ü\"}]}"
+                .as_bytes();
+        let split = Splitter::new("/data", "/id", None)
+            .unwrap()
+            .split(page)
+            .unwrap();
         let r = ok(&split)[0];
         assert_eq!(r.key, "café-😀");
-        assert_eq!(r.raw, "{\"i\\u0064\": \"caf\\u00e9-\\ud83d\\ude00\", \"n\": \"ü\"}");
+        assert_eq!(
+            r.raw,
+            "{\"i\\u0064\": \"caf\\u00e9-\\ud83d\\ude00\", \"n\": \"ü\"}"
+        );
         assert_slice_of(page, r.offset, r.raw);
     }
 
@@ -693,16 +783,31 @@ mod tests {
         let page = br#"{"res":{"a/b":[{"meta":{"id":"k","v":{"n":4}}}]}}"#;
         let s = Splitter::new("/res/a~1b", "/meta/id", Some("/meta/v/n")).unwrap();
         let split = s.split(page).unwrap();
-        assert_eq!((ok(&split)[0].key.as_str(), ok(&split)[0].version), ("k", Some(4)));
+        assert_eq!(
+            (ok(&split)[0].key.as_str(), ok(&split)[0].version),
+            ("k", Some(4))
+        );
         // An array index in the selector.
         let page = br#"{"pages":[[{"id":1}],[{"id":2},{"id":3}]]}"#;
-        let split = Splitter::new("/pages/1", "/id", None).unwrap().split(page).unwrap();
-        assert_eq!(ok(&split).iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["2", "3"]);
+        let split = Splitter::new("/pages/1", "/id", None)
+            .unwrap()
+            .split(page)
+            .unwrap();
+        assert_eq!(
+            ok(&split)
+                .iter()
+                .map(|r| r.key.as_str())
+                .collect::<Vec<_>>(),
+            ["2", "3"]
+        );
     }
 
     #[test]
     fn duplicate_member_last_wins() {
-        let split = Splitter::new("", "/id", None).unwrap().split(br#"[{"id":"a","id":"b"}]"#).unwrap();
+        let split = Splitter::new("", "/id", None)
+            .unwrap()
+            .split(br#"[{"id":"a","id":"b"}]"#)
+            .unwrap();
         assert_eq!(ok(&split)[0].key, "b");
     }
 
@@ -716,14 +821,40 @@ mod tests {
         let errors: Vec<(usize, &str, DriftKind, Option<&str>, &str)> = split
             .iter()
             .map(|r| r.as_ref().unwrap_err())
-            .map(|b| (b.index, b.raw, b.error.kind, b.error.field.as_deref(), b.error.detail.as_str()))
+            .map(|b| {
+                (
+                    b.index,
+                    b.raw,
+                    b.error.kind,
+                    b.error.field.as_deref(),
+                    b.error.detail.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             errors,
             [
-                (0, r#"{"id":"ok"}"#, DriftKind::BadVersion, Some("v"), "is absent"),
-                (1, r#"{"name":"no key"}"#, DriftKind::MissingKey, Some("id"), "is absent"),
-                (2, r#"{"id":null}"#, DriftKind::MissingKey, Some("id"), "is null"),
+                (
+                    0,
+                    r#"{"id":"ok"}"#,
+                    DriftKind::BadVersion,
+                    Some("v"),
+                    "is absent"
+                ),
+                (
+                    1,
+                    r#"{"name":"no key"}"#,
+                    DriftKind::MissingKey,
+                    Some("id"),
+                    "is absent"
+                ),
+                (
+                    2,
+                    r#"{"id":null}"#,
+                    DriftKind::MissingKey,
+                    Some("id"),
+                    "is null"
+                ),
                 (
                     3,
                     r#"{"id":1.5}"#,
@@ -731,10 +862,34 @@ mod tests {
                     Some("id"),
                     "is the non-integer number 1.5; expected a string or an integer"
                 ),
-                (4, r#"{"id":{"a":1}}"#, DriftKind::MissingKey, Some("id"), "is an object; expected a string or an integer"),
-                (5, r#"{"id":""}"#, DriftKind::MissingKey, Some("id"), "is an empty string"),
-                (6, "7", DriftKind::MissingKey, Some("id"), "the record is a number, not an object"),
-                (7, r#"{"id":"v","v":"soon"}"#, DriftKind::BadVersion, Some("v"), "\"soon\" is not an RFC 3339 timestamp"),
+                (
+                    4,
+                    r#"{"id":{"a":1}}"#,
+                    DriftKind::MissingKey,
+                    Some("id"),
+                    "is an object; expected a string or an integer"
+                ),
+                (
+                    5,
+                    r#"{"id":""}"#,
+                    DriftKind::MissingKey,
+                    Some("id"),
+                    "is an empty string"
+                ),
+                (
+                    6,
+                    "7",
+                    DriftKind::MissingKey,
+                    Some("id"),
+                    "the record is a number, not an object"
+                ),
+                (
+                    7,
+                    r#"{"id":"v","v":"soon"}"#,
+                    DriftKind::BadVersion,
+                    Some("v"),
+                    "\"soon\" is not an RFC 3339 timestamp"
+                ),
             ]
         );
         for r in &split {
@@ -751,7 +906,11 @@ mod tests {
     fn good_records_flow_past_bad_ones() {
         let page = br#"[{"id":"a"},{"x":1},{"id":"c"}]"#;
         let split = Splitter::new("", "/id", None).unwrap().split(page).unwrap();
-        let good: Vec<&str> = split.iter().filter_map(|r| r.as_ref().ok()).map(|r| r.key.as_str()).collect();
+        let good: Vec<&str> = split
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|r| r.key.as_str())
+            .collect();
         assert_eq!(good, ["a", "c"]);
         assert_eq!(split.iter().filter(|r| r.is_err()).count(), 1);
     }
@@ -761,65 +920,137 @@ mod tests {
         assert_eq!(parse_version("42"), Ok(42));
         assert_eq!(parse_version("-3"), Ok(-3));
         assert_eq!(parse_version("\"1970-01-01T00:00:01Z\""), Ok(1_000_000));
-        assert_eq!(parse_version("\"2024-05-06T07:08:09.123456789Z\""), Ok(1_714_979_289_123_456));
-        assert_eq!(parse_version("\"2024-05-06T09:08:09.123456+02:00\""), Ok(1_714_979_289_123_456));
+        assert_eq!(
+            parse_version("\"2024-05-06T07:08:09.123456789Z\""),
+            Ok(1_714_979_289_123_456)
+        );
+        assert_eq!(
+            parse_version("\"2024-05-06T09:08:09.123456+02:00\""),
+            Ok(1_714_979_289_123_456)
+        );
         // Before the epoch: floored, so order is kept.
         assert_eq!(parse_version("\"1969-12-31T23:59:59.9999999Z\""), Ok(-1));
-        assert!(parse_version("\"1969-12-31T23:59:59.9999999Z\"").unwrap() < parse_version("\"1970-01-01T00:00:00Z\"").unwrap());
-        assert_eq!(parse_version("1.5"), Err("1.5 is not an integer".to_owned()));
+        assert!(
+            parse_version("\"1969-12-31T23:59:59.9999999Z\"").unwrap()
+                < parse_version("\"1970-01-01T00:00:00Z\"").unwrap()
+        );
+        assert_eq!(
+            parse_version("1.5"),
+            Err("1.5 is not an integer".to_owned())
+        );
         assert_eq!(
             parse_version("9223372036854775808"),
             Err("9223372036854775808 is beyond the range of a 64-bit signed integer".to_owned())
         );
-        assert_eq!(parse_version("\"2024-05-06\""), Err("\"2024-05-06\" is not an RFC 3339 timestamp".to_owned()));
+        assert_eq!(
+            parse_version("\"2024-05-06\""),
+            Err("\"2024-05-06\" is not an RFC 3339 timestamp".to_owned())
+        );
         assert_eq!(parse_version("null"), Err("is null".to_owned()));
-        assert_eq!(parse_version("true"), Err("is a boolean; expected an integer or an RFC 3339 timestamp".to_owned()));
+        assert_eq!(
+            parse_version("true"),
+            Err("is a boolean; expected an integer or an RFC 3339 timestamp".to_owned())
+        );
     }
 
     #[test]
     fn malformed_page_reports_position() {
         let page = b"{\"data\": [\n {\"id\": 1},\n {\"id\": 2,}\n]}";
-        let err = Splitter::new("/data", "/id", None).unwrap().split(page).unwrap_err();
+        let err = Splitter::new("/data", "/id", None)
+            .unwrap()
+            .split(page)
+            .unwrap_err();
         assert_eq!(err.kind, DriftKind::MalformedJson);
         assert_eq!(err.field, None);
-        assert_eq!(err.detail, "key must be a string at line 3 column 11 (byte offset 33)");
+        assert_eq!(
+            err.detail,
+            "key must be a string at line 3 column 11 (byte offset 33)"
+        );
         assert_eq!(page[33], b'}');
 
-        let err = Splitter::new("", "/id", None).unwrap().split(b"[{\"id\":1}] x").unwrap_err();
-        assert_eq!(err.detail, "trailing characters at line 1 column 12 (byte offset 11)");
-        let err = Splitter::new("", "/id", None).unwrap().split(b"").unwrap_err();
-        assert_eq!(err.detail, "EOF while parsing a value at line 1 column 0 (byte offset 0)");
+        let err = Splitter::new("", "/id", None)
+            .unwrap()
+            .split(b"[{\"id\":1}] x")
+            .unwrap_err();
+        assert_eq!(
+            err.detail,
+            "trailing characters at line 1 column 12 (byte offset 11)"
+        );
+        let err = Splitter::new("", "/id", None)
+            .unwrap()
+            .split(b"")
+            .unwrap_err();
+        assert_eq!(
+            err.detail,
+            "EOF while parsing a value at line 1 column 0 (byte offset 0)"
+        );
     }
 
     #[test]
     fn non_utf8_page() {
         let page = b"[{\"id\":\"caf\xe9\"}]";
-        let err = Splitter::new("", "/id", None).unwrap().split(page).unwrap_err();
-        assert_eq!(err, RecordError::whole(DriftKind::NotUtf8, "invalid UTF-8 at byte offset 11"));
+        let err = Splitter::new("", "/id", None)
+            .unwrap()
+            .split(page)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            RecordError::whole(DriftKind::NotUtf8, "invalid UTF-8 at byte offset 11")
+        );
     }
 
     #[test]
     fn selector_problems_are_not_a_page() {
         let s = Splitter::new("/data/items", "/id", None).unwrap();
         let cases: [(&[u8], &str); 5] = [
-            (br#"{"error":"rate limited"}"#, "record selector `/data/items` not found: at `/data`, `data` is absent"),
-            (br#"{"data":{"other":[]}}"#, "record selector `/data/items` not found: at `/data/items`, `items` is absent"),
-            (br#"{"data":"x"}"#, "record selector `/data/items` not found: at `/data/items`, the parent of `items` is a string"),
-            (br#"{"data":{"items":null}}"#, "record selector `/data/items` points at null, not an array of records or an object"),
-            (br#"{"data":{"items":3}}"#, "record selector `/data/items` points at a number, not an array of records or an object"),
+            (
+                br#"{"error":"rate limited"}"#,
+                "record selector `/data/items` not found: at `/data`, `data` is absent",
+            ),
+            (
+                br#"{"data":{"other":[]}}"#,
+                "record selector `/data/items` not found: at `/data/items`, `items` is absent",
+            ),
+            (
+                br#"{"data":"x"}"#,
+                "record selector `/data/items` not found: at `/data/items`, the parent of `items` is a string",
+            ),
+            (
+                br#"{"data":{"items":null}}"#,
+                "record selector `/data/items` points at null, not an array of records or an object",
+            ),
+            (
+                br#"{"data":{"items":3}}"#,
+                "record selector `/data/items` points at a number, not an array of records or an object",
+            ),
         ];
         for (page, detail) in cases {
-            assert_eq!(s.split(page).unwrap_err(), RecordError::whole(DriftKind::NotAPage, detail));
+            assert_eq!(
+                s.split(page).unwrap_err(),
+                RecordError::whole(DriftKind::NotAPage, detail)
+            );
         }
-        let err = Splitter::new("/data/5", "/id", None).unwrap().split(br#"{"data":[1]}"#).unwrap_err();
-        assert_eq!(err.detail, "record selector `/data/5` not found: at `/data/5`, `5` is absent");
-        let err = Splitter::new("/data/01", "/id", None).unwrap().split(br#"{"data":[1,2]}"#).unwrap_err();
+        let err = Splitter::new("/data/5", "/id", None)
+            .unwrap()
+            .split(br#"{"data":[1]}"#)
+            .unwrap_err();
+        assert_eq!(
+            err.detail,
+            "record selector `/data/5` not found: at `/data/5`, `5` is absent"
+        );
+        let err = Splitter::new("/data/01", "/id", None)
+            .unwrap()
+            .split(br#"{"data":[1,2]}"#)
+            .unwrap_err();
         assert_eq!(err.kind, DriftKind::NotAPage);
     }
 
     #[test]
     fn empty_page_has_no_records() {
-        let split = Splitter::new("/data", "/id", None).unwrap().split(br#"{"data":[]}"#).unwrap();
+        let split = Splitter::new("/data", "/id", None)
+            .unwrap()
+            .split(br#"{"data":[]}"#)
+            .unwrap();
         assert!(split.is_empty());
     }
 
@@ -845,13 +1076,21 @@ mod tests {
     fn hundred_thousand_levels_fail_fast_without_overflow() {
         let s = Splitter::new("/data", "/id", None).unwrap();
         let deep_array = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        let deep_record = format!(r#"{{"data":[{{"id":1,"x":{}{}}}]}}"#, "{\"a\":".repeat(100_000), "}".repeat(100_000));
+        let deep_record = format!(
+            r#"{{"data":[{{"id":1,"x":{}{}}}]}}"#,
+            "{\"a\":".repeat(100_000),
+            "}".repeat(100_000)
+        );
         let unclosed = "[".repeat(100_000);
         for page in [deep_array, deep_record, unclosed] {
             let started = Instant::now();
             let err = s.split(page.as_bytes()).unwrap_err();
             assert_eq!(err.kind, DriftKind::MalformedJson);
-            assert!(err.detail.starts_with("nested deeper than 127 levels"), "{}", err.detail);
+            assert!(
+                err.detail.starts_with("nested deeper than 127 levels"),
+                "{}",
+                err.detail
+            );
             assert!(started.elapsed() < Duration::from_secs(1));
         }
     }
@@ -863,9 +1102,21 @@ mod tests {
         assert_eq!(p.field_path(), "a/b[0].c~d");
         assert_eq!(p.as_str(), "/a~1b/0/c~0d");
         assert_eq!(JsonPointer::parse("").unwrap().tokens(), [] as [String; 0]);
-        assert_eq!(JsonPointer::parse("data"), Err(PointerError::NoLeadingSlash("data".to_owned())));
-        assert_eq!(JsonPointer::parse("/a~2"), Err(PointerError::BadEscape("/a~2".to_owned())));
-        assert_eq!(Splitter::new("", "", None), Err(PointerError::EmptyFieldPointer("primary key")));
-        assert_eq!(Splitter::new("", "/id", Some("")), Err(PointerError::EmptyFieldPointer("version")));
+        assert_eq!(
+            JsonPointer::parse("data"),
+            Err(PointerError::NoLeadingSlash("data".to_owned()))
+        );
+        assert_eq!(
+            JsonPointer::parse("/a~2"),
+            Err(PointerError::BadEscape("/a~2".to_owned()))
+        );
+        assert_eq!(
+            Splitter::new("", "", None),
+            Err(PointerError::EmptyFieldPointer("primary key"))
+        );
+        assert_eq!(
+            Splitter::new("", "/id", Some("")),
+            Err(PointerError::EmptyFieldPointer("version"))
+        );
     }
 }

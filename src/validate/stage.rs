@@ -43,8 +43,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use apache_avro::Schema;
@@ -54,19 +54,19 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use serde_json::Value as Json;
 
+use super::Validator;
 use super::dlq::{self, Against, Rejection};
 use super::error::{DriftKind, RecordError};
-use super::split::PointerError;
 use super::infer;
-use super::split::{parse_version, Splitter};
-use super::Validator;
+use super::split::PointerError;
+use super::split::{Splitter, parse_version};
 use crate::blob::{BlobError, BlobRef, BlobStore};
 use crate::config::{Config, ConfigError, DriftPolicy};
 use crate::dedup::merge::content_hash;
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
-use crate::kafka::{classify, reader, ErrorClass, Kafka, Outgoing};
-use crate::registry::{wire, Registry, RegistryError};
+use crate::kafka::{ErrorClass, Kafka, Outgoing, classify, reader};
+use crate::registry::{Registry, RegistryError, wire};
 use crate::topics::TopicNames;
 
 /// Most landing records per transaction (a page is one record; it may hold hundreds).
@@ -124,7 +124,10 @@ pub enum ValidateError {
 /// # Errors
 /// Configuration errors, and Kafka failures the loop cannot recover from (a producer that
 /// cannot be initialised). Bad data and registry outages are never errors here.
-pub async fn run(cfg: Arc<Config>, shutdown: impl Future<Output = ()>) -> Result<(), ValidateError> {
+pub async fn run(
+    cfg: Arc<Config>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ValidateError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     let thread = {
@@ -163,11 +166,14 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
     let group = base.group("validate");
     let member = format!("{group}-{}", cfg.instance_id());
     let mut kcfg = cfg.kafka.clone();
-    kcfg.properties.entry("message.max.bytes".into()).or_insert_with(|| limits.producer.to_string());
+    kcfg.properties
+        .entry("message.max.bytes".into())
+        .or_insert_with(|| limits.producer.to_string());
     // Static group membership, named like the transactional id: a restarted process takes its
     // partitions back at once instead of stalling the group until the session of its killed
     // predecessor times out. Consumer-only: librdkafka ignores it for the producer.
-    kcfg.properties.insert("group.instance.id".into(), member.clone());
+    kcfg.properties
+        .insert("group.instance.id".into(), member.clone());
     let kafka = Kafka::new(&kcfg)?;
     let registry = Registry::new(&cfg.registry)?;
     let blobs = BlobStore::open(&cfg.blob)?;
@@ -228,7 +234,11 @@ pub struct EventShape {
 
 impl Default for EventShape {
     fn default() -> Self {
-        EventShape { entity_id: "/entity_id".into(), sequence: "/seq".into(), stream: "/stream".into() }
+        EventShape {
+            entity_id: "/entity_id".into(),
+            sequence: "/seq".into(),
+            stream: "/stream".into(),
+        }
     }
 }
 
@@ -243,24 +253,35 @@ impl Plans {
     fn from_config(cfg: &Config, names: &TopicNames) -> Result<Self, ValidateError> {
         let mut plans = Plans::default();
         for s in &cfg.sources {
-            let shape = s.webhook.as_ref().map_or_else(EventShape::default, |w| EventShape {
-                entity_id: w.entity_id.clone(),
-                sequence: w.sequence.clone(),
-                stream: w.stream_pointer.clone(),
-            });
+            let shape = s
+                .webhook
+                .as_ref()
+                .map_or_else(EventShape::default, |w| EventShape {
+                    entity_id: w.entity_id.clone(),
+                    sequence: w.sequence.clone(),
+                    stream: w.stream_pointer.clone(),
+                });
             plans.events.insert(s.name.clone(), shape);
             for st in &s.streams {
-                let err = |source| ValidateError::Pointer { stream: format!("{}/{}", s.name, st.name), source };
+                let err = |source| ValidateError::Pointer {
+                    stream: format!("{}/{}", s.name, st.name),
+                    source,
+                };
                 let plan = StreamPlan {
                     source: s.name.clone(),
                     stream: st.name.clone(),
                     valid_topic: names.valid(&s.name, &st.name),
                     subject: names.subject(&s.name, &st.name),
-                    pages: Splitter::new(&st.records, &st.primary_key, Some(&st.version)).map_err(err)?,
+                    pages: Splitter::new(&st.records, &st.primary_key, Some(&st.version))
+                        .map_err(err)?,
                     events: Splitter::new("/data", &st.primary_key, None).map_err(err)?,
                     drift: st.drift,
                 };
-                plans.streams.entry(s.name.clone()).or_default().insert(st.name.clone(), Arc::new(plan));
+                plans
+                    .streams
+                    .entry(s.name.clone())
+                    .or_default()
+                    .insert(st.name.clone(), Arc::new(plan));
             }
         }
         Ok(plans)
@@ -287,18 +308,42 @@ impl Limits {
     /// cannot be described counts with the broker default.
     async fn read(kafka: &Kafka, cfg: &Config, names: &TopicNames, plans: &Plans) -> Limits {
         let mut topics = vec![names.dlq()];
-        topics.extend(plans.streams.values().flat_map(|m| m.values().map(|p| p.valid_topic.clone())));
+        topics.extend(
+            plans
+                .streams
+                .values()
+                .flat_map(|m| m.values().map(|p| p.valid_topic.clone())),
+        );
         let read = describe_max_bytes(kafka, &topics).await;
         let limit_of = |t: &str| read.get(t).copied().unwrap_or(BROKER_DEFAULT_MAX);
-        let configured = cfg.kafka.properties.get("message.max.bytes").and_then(|v| v.parse::<usize>().ok());
-        let largest = topics.iter().map(|t| limit_of(t)).max().unwrap_or(PRODUCER_DEFAULT_MAX);
-        let producer = configured.unwrap_or_else(|| largest.clamp(PRODUCER_DEFAULT_MAX, PRODUCER_CEILING));
-        let valid = topics[1..].iter().map(|t| (t.clone(), limit_of(t).min(producer))).collect();
-        Limits { producer, dlq: limit_of(&topics[0]).min(producer), valid }
+        let configured = cfg
+            .kafka
+            .properties
+            .get("message.max.bytes")
+            .and_then(|v| v.parse::<usize>().ok());
+        let largest = topics
+            .iter()
+            .map(|t| limit_of(t))
+            .max()
+            .unwrap_or(PRODUCER_DEFAULT_MAX);
+        let producer =
+            configured.unwrap_or_else(|| largest.clamp(PRODUCER_DEFAULT_MAX, PRODUCER_CEILING));
+        let valid = topics[1..]
+            .iter()
+            .map(|t| (t.clone(), limit_of(t).min(producer)))
+            .collect();
+        Limits {
+            producer,
+            dlq: limit_of(&topics[0]).min(producer),
+            valid,
+        }
     }
 
     fn valid(&self, topic: &str) -> usize {
-        self.valid.get(topic).copied().unwrap_or(BROKER_DEFAULT_MAX.min(self.producer))
+        self.valid
+            .get(topic)
+            .copied()
+            .unwrap_or(BROKER_DEFAULT_MAX.min(self.producer))
     }
 }
 
@@ -312,20 +357,34 @@ async fn describe_max_bytes(kafka: &Kafka, topics: &[String]) -> HashMap<String,
             return out;
         }
     };
-    let specs: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
-    match admin.describe_configs(&specs, &AdminOptions::new().request_timeout(Some(META_TIMEOUT))).await {
+    let specs: Vec<ResourceSpecifier<'_>> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    match admin
+        .describe_configs(
+            &specs,
+            &AdminOptions::new().request_timeout(Some(META_TIMEOUT)),
+        )
+        .await
+    {
         Ok(results) => {
             for (topic, r) in topics.iter().zip(results) {
-                let value = r.ok().and_then(|r| r.get("max.message.bytes").and_then(|e| e.value.clone()));
+                let value = r
+                    .ok()
+                    .and_then(|r| r.get("max.message.bytes").and_then(|e| e.value.clone()));
                 match value.and_then(|v| v.parse::<usize>().ok()) {
                     Some(v) => {
                         out.insert(topic.clone(), v);
                     }
-                    None => tracing::warn!(topic, "cannot read max.message.bytes; assuming the broker default"),
+                    None => tracing::warn!(
+                        topic,
+                        "cannot read max.message.bytes; assuming the broker default"
+                    ),
                 }
             }
         }
-        Err(e) => tracing::warn!(error = %e, "cannot describe topics; assuming the broker's default message size limit"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot describe topics; assuming the broker's default message size limit")
+        }
     }
     out
 }
@@ -336,7 +395,10 @@ enum SchemaState {
     /// The latest registered version, compiled.
     Ready(Active),
     /// Nothing usable is registered: every record is a `no_schema` dead letter.
-    Missing { version: Option<u32>, why: Rejection },
+    Missing {
+        version: Option<u32>,
+        why: Rejection,
+    },
 }
 
 impl SchemaState {
@@ -447,26 +509,47 @@ impl Validate {
     fn route(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
         let h = msg.headers();
         let Some(kind) = headers::get(h, headers::KIND).and_then(Kind::parse) else {
-            let why = Rejection::whole(DriftKind::NotAPage, format!("landing record without a known `{}` header", headers::KIND));
+            let why = Rejection::whole(
+                DriftKind::NotAPage,
+                format!("landing record without a known `{}` header", headers::KIND),
+            );
             return self.dead_letter(msg, sink, msg.payload(), &why, None, None);
         };
         if kind == Kind::Event {
             return self.on_event(msg, sink);
         }
-        let (Some(source), Some(stream)) = (headers::get_str(h, headers::SOURCE), headers::get_str(h, headers::STREAM)) else {
-            let why = Rejection::whole(DriftKind::NotAPage, format!("landing record without `{}` and `{}` headers", headers::SOURCE, headers::STREAM));
+        let (Some(source), Some(stream)) = (
+            headers::get_str(h, headers::SOURCE),
+            headers::get_str(h, headers::STREAM),
+        ) else {
+            let why = Rejection::whole(
+                DriftKind::NotAPage,
+                format!(
+                    "landing record without `{}` and `{}` headers",
+                    headers::SOURCE,
+                    headers::STREAM
+                ),
+            );
             return self.dead_letter(msg, sink, msg.payload(), &why, None, None);
         };
         let Some(plan) = self.plans.get(source, stream) else {
-            let why = Rejection::whole(DriftKind::NoSchema, format!("stream `{source}/{stream}` is not in this process's configuration"));
+            let why = Rejection::whole(
+                DriftKind::NoSchema,
+                format!("stream `{source}/{stream}` is not in this process's configuration"),
+            );
             return self.dead_letter(msg, sink, msg.payload(), &why, None, None);
         };
         match kind {
-            Kind::Page | Kind::Batch => self.on_page(msg, &plan, msg.payload().unwrap_or_default(), sink),
+            Kind::Page | Kind::Batch => {
+                self.on_page(msg, &plan, msg.payload().unwrap_or_default(), sink)
+            }
             Kind::BlobRef => match self.read_blob(msg) {
                 Ok(page) => self.on_page(msg, &plan, &page, sink),
                 Err(Ok(why)) => {
-                    let against = Against { subject: &plan.subject, version: None };
+                    let against = Against {
+                        subject: &plan.subject,
+                        version: None,
+                    };
                     self.dead_letter(msg, sink, msg.payload(), &why, Some(against), None)
                 }
                 Err(Err(fail)) => Err(fail),
@@ -477,12 +560,21 @@ impl Validate {
     }
 
     /// A page (inline or read from the blob store): every record to the valid topic or the DLQ.
-    fn on_page(&mut self, msg: &BorrowedMessage<'_>, plan: &StreamPlan, page: &[u8], sink: &mut Sink<'_>) -> Result<(), Fail> {
+    fn on_page(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        plan: &StreamPlan,
+        page: &[u8],
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Fail> {
         let split = match plan.pages.split(page) {
             Ok(split) => split,
             Err(e) => {
                 // The page as a whole: the DLQ keeps the landing value (for a blob-ref, the reference).
-                let against = Against { subject: &plan.subject, version: None };
+                let against = Against {
+                    subject: &plan.subject,
+                    version: None,
+                };
                 return self.dead_letter(msg, sink, msg.payload(), &e.into(), Some(against), None);
             }
         };
@@ -493,12 +585,28 @@ impl Validate {
         for item in &split {
             match item {
                 Ok(r) => {
-                    let input = Input { raw: r.bytes(), key: &r.key, version: r.version, index: Some(r.index), dlq_value: r.bytes() };
+                    let input = Input {
+                        raw: r.bytes(),
+                        key: &r.key,
+                        version: r.version,
+                        index: Some(r.index),
+                        dlq_value: r.bytes(),
+                    };
                     self.on_record(msg, plan, &mut schema, &input, sink)?;
                 }
                 Err(bad) => {
-                    let against = Against { subject: &plan.subject, version: schema.version() };
-                    self.dead_letter(msg, sink, Some(bad.bytes()), &(&bad.error).into(), Some(against), Some(bad.index))?;
+                    let against = Against {
+                        subject: &plan.subject,
+                        version: schema.version(),
+                    };
+                    self.dead_letter(
+                        msg,
+                        sink,
+                        Some(bad.bytes()),
+                        &(&bad.error).into(),
+                        Some(against),
+                        Some(bad.index),
+                    )?;
                 }
             }
         }
@@ -506,25 +614,46 @@ impl Validate {
     }
 
     /// One record: validate (evolving the schema if the stream allows it) and route.
-    fn on_record(&mut self, msg: &BorrowedMessage<'_>, plan: &StreamPlan, schema: &mut SchemaState, input: &Input<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
+    fn on_record(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        plan: &StreamPlan,
+        schema: &mut SchemaState,
+        input: &Input<'_>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Fail> {
         let checked = match schema.clone() {
             SchemaState::Missing { why, .. } => Err(why),
             SchemaState::Ready(active) => match self.encode(&active, input.raw) {
                 Ok(()) => Ok(active),
-                Err(e) if e.kind.is_evolvable() && plan.drift == DriftPolicy::Evolve => match self.evolve(plan, &active, input.raw, &e)? {
-                    Some(evolved) => {
-                        *schema = SchemaState::Ready(evolved.clone());
-                        self.encode(&evolved, input.raw).map(|()| evolved).map_err(Rejection::from)
+                Err(e) if e.kind.is_evolvable() && plan.drift == DriftPolicy::Evolve => {
+                    match self.evolve(plan, &active, input.raw, &e)? {
+                        Some(evolved) => {
+                            *schema = SchemaState::Ready(evolved.clone());
+                            self.encode(&evolved, input.raw)
+                                .map(|()| evolved)
+                                .map_err(Rejection::from)
+                        }
+                        None => Err(e.into()),
                     }
-                    None => Err(e.into()),
-                },
+                }
                 Err(e) => Err(e.into()),
             },
         };
-        let against = Against { subject: &plan.subject, version: schema.version() };
+        let against = Against {
+            subject: &plan.subject,
+            version: schema.version(),
+        };
         match checked {
             Ok(active) => self.send_valid(msg, plan, &active, input, sink),
-            Err(why) => self.dead_letter(msg, sink, Some(input.dlq_value), &why, Some(against), input.index),
+            Err(why) => self.dead_letter(
+                msg,
+                sink,
+                Some(input.dlq_value),
+                &why,
+                Some(against),
+                input.index,
+            ),
         }
     }
 
@@ -537,7 +666,14 @@ impl Validate {
 
     /// Sends `self.buf` (already encoded) to the stream's valid topic, or the record to the DLQ
     /// as `too_large` if the topic cannot take it.
-    fn send_valid(&mut self, msg: &BorrowedMessage<'_>, plan: &StreamPlan, active: &Active, input: &Input<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
+    fn send_valid(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        plan: &StreamPlan,
+        active: &Active,
+        input: &Input<'_>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Fail> {
         let h = msg.headers();
         let hdrs = Headers::new()
             .with(headers::SOURCE, &plan.source)
@@ -545,26 +681,65 @@ impl Validate {
             .with(headers::OP, "upsert")
             .with_opt(headers::VERSION, input.version.map(|v| v.to_string()))
             .with(headers::HASH, hash_hex(input.raw))
-            .with(headers::ORIGIN, dlq::origin(msg.topic(), msg.partition(), msg.offset(), None))
+            .with(
+                headers::ORIGIN,
+                dlq::origin(msg.topic(), msg.partition(), msg.offset(), None),
+            )
             .with_opt(headers::FETCHED_AT, headers::get(h, headers::FETCHED_AT))
             .with_opt(headers::SYNC_ID, headers::get(h, headers::SYNC_ID))
             .build();
         let size = input.key.len() + self.buf.len() + dlq::header_bytes(&hdrs) + FRAMING;
         let limit = self.limits.valid(&plan.valid_topic);
-        let against = Against { subject: &plan.subject, version: Some(active.version) };
+        let against = Against {
+            subject: &plan.subject,
+            version: Some(active.version),
+        };
         if size > limit {
-            let why = Rejection::whole(DriftKind::TooLarge, format!("the Avro record is {size} bytes with its headers; `{}` takes at most {limit}", plan.valid_topic));
-            return self.dead_letter(msg, sink, Some(input.dlq_value), &why, Some(against), input.index);
+            let why = Rejection::whole(
+                DriftKind::TooLarge,
+                format!(
+                    "the Avro record is {size} bytes with its headers; `{}` takes at most {limit}",
+                    plan.valid_topic
+                ),
+            );
+            return self.dead_letter(
+                msg,
+                sink,
+                Some(input.dlq_value),
+                &why,
+                Some(against),
+                input.index,
+            );
         }
-        let sent = sink.send(Outgoing { topic: &plan.valid_topic, key: Some(input.key.as_bytes()), payload: Some(&self.buf), headers: hdrs, partition: None });
+        let sent = sink.send(Outgoing {
+            topic: &plan.valid_topic,
+            key: Some(input.key.as_bytes()),
+            payload: Some(&self.buf),
+            headers: hdrs,
+            partition: None,
+        });
         match sent {
             Ok(()) => {
-                metrics::counter!("intake_validate_records_total", "outcome" => "valid").increment(1);
+                metrics::counter!("intake_validate_records_total", "outcome" => "valid")
+                    .increment(1);
                 Ok(())
             }
             Err(e) if classify(&e) == ErrorClass::BadRecord => {
-                let why = Rejection::whole(DriftKind::TooLarge, format!("the producer refused the Avro record for `{}`: {e}", plan.valid_topic));
-                self.dead_letter(msg, sink, Some(input.dlq_value), &why, Some(against), input.index)
+                let why = Rejection::whole(
+                    DriftKind::TooLarge,
+                    format!(
+                        "the producer refused the Avro record for `{}`: {e}",
+                        plan.valid_topic
+                    ),
+                );
+                self.dead_letter(
+                    msg,
+                    sink,
+                    Some(input.dlq_value),
+                    &why,
+                    Some(against),
+                    input.index,
+                )
             }
             Err(e) => Err(Fail::Kafka(e)),
         }
@@ -598,8 +773,15 @@ impl Validate {
             value = msg.payload();
         }
         tracing::debug!(kind = why.kind, field = why.field.as_deref(), origin = %origin, "dead letter");
-        metrics::counter!("intake_validate_records_total", "outcome" => "dlq", "kind" => why.kind).increment(1);
-        let sent = sink.send(Outgoing { topic: &self.dlq, key: msg.key(), payload: value, headers: hdrs, partition: None });
+        metrics::counter!("intake_validate_records_total", "outcome" => "dlq", "kind" => why.kind)
+            .increment(1);
+        let sent = sink.send(Outgoing {
+            topic: &self.dlq,
+            key: msg.key(),
+            payload: value,
+            headers: hdrs,
+            partition: None,
+        });
         sent.map_err(|e| {
             tracing::error!(error = %e, origin = %origin, kind = why.kind, "cannot write a dead letter; the batch is retried (operator needed if this persists)");
             Fail::Kafka(e)
@@ -607,7 +789,12 @@ impl Validate {
     }
 
     /// One copy of a sync marker to every partition of the stream's valid topic.
-    fn on_marker(&mut self, msg: &BorrowedMessage<'_>, plan: &StreamPlan, sink: &mut Sink<'_>) -> Result<(), Fail> {
+    fn on_marker(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        plan: &StreamPlan,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Fail> {
         let n = self.partition_count(&plan.valid_topic)?;
         let h = msg.headers();
         for p in 0..n {
@@ -618,8 +805,14 @@ impl Validate {
                 .with(headers::SOURCE, &plan.source)
                 .with(headers::STREAM, &plan.stream)
                 .build();
-            sink.send(Outgoing { topic: &plan.valid_topic, key: msg.key(), payload: msg.payload(), headers: hdrs, partition: Some(p) })
-                .map_err(Fail::Kafka)?;
+            sink.send(Outgoing {
+                topic: &plan.valid_topic,
+                key: msg.key(),
+                payload: msg.payload(),
+                headers: hdrs,
+                partition: Some(p),
+            })
+            .map_err(Fail::Kafka)?;
         }
         metrics::counter!("intake_validate_records_total", "outcome" => "marker").increment(1);
         Ok(())
@@ -629,11 +822,17 @@ impl Validate {
     fn on_event(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
         let value = msg.payload().unwrap_or_default();
         let Some(source) = headers::get_str(msg.headers(), headers::SOURCE) else {
-            let why = Rejection::whole(DriftKind::NotAPage, format!("event without a `{}` header", headers::SOURCE));
+            let why = Rejection::whole(
+                DriftKind::NotAPage,
+                format!("event without a `{}` header", headers::SOURCE),
+            );
             return self.dead_letter(msg, sink, Some(value), &why, None, None);
         };
         let Some(shape) = self.plans.events.get(source).cloned() else {
-            let why = Rejection::whole(DriftKind::NoSchema, format!("source `{source}` is not in this process's configuration"));
+            let why = Rejection::whole(
+                DriftKind::NoSchema,
+                format!("source `{source}` is not in this process's configuration"),
+            );
             return self.dead_letter(msg, sink, Some(value), &why, None, None);
         };
         let event = match parse_event(value, &shape) {
@@ -641,7 +840,13 @@ impl Validate {
             Err(why) => return self.dead_letter(msg, sink, Some(value), &why, None, None),
         };
         let Some(plan) = self.plans.get(source, &event.stream) else {
-            let why = Rejection::whole(DriftKind::NoSchema, format!("event for stream `{source}/{}`, which is not in this process's configuration", event.stream));
+            let why = Rejection::whole(
+                DriftKind::NoSchema,
+                format!(
+                    "event for stream `{source}/{}`, which is not in this process's configuration",
+                    event.stream
+                ),
+            );
             return self.dead_letter(msg, sink, Some(value), &why, None, None);
         };
         match event.op {
@@ -653,35 +858,77 @@ impl Validate {
                     .with(headers::OP, "delete")
                     .with(headers::VERSION, event.seq.to_string())
                     .with(headers::HASH, NO_HASH)
-                    .with(headers::ORIGIN, dlq::origin(msg.topic(), msg.partition(), msg.offset(), None))
+                    .with(
+                        headers::ORIGIN,
+                        dlq::origin(msg.topic(), msg.partition(), msg.offset(), None),
+                    )
                     .with_opt(headers::FETCHED_AT, headers::get(h, headers::FETCHED_AT))
                     .with_opt(headers::SYNC_ID, headers::get(h, headers::SYNC_ID))
                     .build();
                 let key = event.entity_id.unwrap_or_default();
-                sink.send(Outgoing { topic: &plan.valid_topic, key: Some(key.as_bytes()), payload: None, headers: hdrs, partition: None })
-                    .map_err(Fail::Kafka)?;
-                metrics::counter!("intake_validate_records_total", "outcome" => "delete").increment(1);
+                sink.send(Outgoing {
+                    topic: &plan.valid_topic,
+                    key: Some(key.as_bytes()),
+                    payload: None,
+                    headers: hdrs,
+                    partition: None,
+                })
+                .map_err(Fail::Kafka)?;
+                metrics::counter!("intake_validate_records_total", "outcome" => "delete")
+                    .increment(1);
                 Ok(())
             }
             EventOp::Upsert => {
-                let against = Against { subject: &plan.subject, version: None };
+                let against = Against {
+                    subject: &plan.subject,
+                    version: None,
+                };
                 let record = match plan.events.split(value) {
                     Ok(mut split) if split.len() == 1 => split.swap_remove(0),
                     Ok(_) => {
-                        let why = Rejection::at(DriftKind::NotAPage, "data", "an event's `data` is one record object");
+                        let why = Rejection::at(
+                            DriftKind::NotAPage,
+                            "data",
+                            "an event's `data` is one record object",
+                        );
                         return self.dead_letter(msg, sink, Some(value), &why, Some(against), None);
                     }
-                    Err(e) => return self.dead_letter(msg, sink, Some(value), &e.into(), Some(against), None),
+                    Err(e) => {
+                        return self.dead_letter(
+                            msg,
+                            sink,
+                            Some(value),
+                            &e.into(),
+                            Some(against),
+                            None,
+                        );
+                    }
                 };
                 let mut schema = self.schema(&plan.subject)?;
                 match record {
                     Ok(r) => {
-                        let input = Input { raw: r.bytes(), key: &r.key, version: Some(event.seq), index: None, dlq_value: value };
+                        let input = Input {
+                            raw: r.bytes(),
+                            key: &r.key,
+                            version: Some(event.seq),
+                            index: None,
+                            dlq_value: value,
+                        };
                         self.on_record(msg, &plan, &mut schema, &input, sink)
                     }
                     Err(bad) => {
-                        let against = Against { subject: &plan.subject, version: schema.version() };
-                        self.dead_letter(msg, sink, Some(value), &(&bad.error).into(), Some(against), None)
+                        let against = Against {
+                            subject: &plan.subject,
+                            version: schema.version(),
+                        };
+                        self.dead_letter(
+                            msg,
+                            sink,
+                            Some(value),
+                            &(&bad.error).into(),
+                            Some(against),
+                            None,
+                        )
                     }
                 }
             }
@@ -693,7 +940,10 @@ impl Validate {
         let latest = match self.rt.block_on(self.registry.latest(subject)) {
             Ok(l) => l,
             Err(RegistryError::NotFound(_)) => {
-                let why = Rejection::whole(DriftKind::NoSchema, format!("no schema is registered for subject `{subject}`"));
+                let why = Rejection::whole(
+                    DriftKind::NoSchema,
+                    format!("no schema is registered for subject `{subject}`"),
+                );
                 return Ok(SchemaState::Missing { version: None, why });
             }
             Err(e @ RegistryError::InvalidSchema { .. }) => {
@@ -705,25 +955,48 @@ impl Validate {
         let compiled = self
             .validators
             .entry(latest.id)
-            .or_insert_with(|| Validator::new(&latest.schema).map(Arc::new).map_err(|e| e.to_string()))
+            .or_insert_with(|| {
+                Validator::new(&latest.schema)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
             .clone();
         match compiled {
-            Ok(validator) => Ok(SchemaState::Ready(Active { id: latest.id, version: latest.version, schema: latest.schema.clone(), validator })),
+            Ok(validator) => Ok(SchemaState::Ready(Active {
+                id: latest.id,
+                version: latest.version,
+                schema: latest.schema.clone(),
+                validator,
+            })),
             Err(e) => {
                 let why = Rejection::whole(
                     DriftKind::NoSchema,
-                    format!("schema id {} (version {}) of `{subject}` cannot validate JSON: {e}", latest.id, latest.version),
+                    format!(
+                        "schema id {} (version {}) of `{subject}` cannot validate JSON: {e}",
+                        latest.id, latest.version
+                    ),
                 );
-                Ok(SchemaState::Missing { version: Some(latest.version), why })
+                Ok(SchemaState::Missing {
+                    version: Some(latest.version),
+                    why,
+                })
             }
         }
     }
 
     /// The `evolve` drift policy: a BACKWARD-compatible schema that accepts the record,
     /// registered if the registry agrees. `None`: the record goes to the DLQ.
-    fn evolve(&mut self, plan: &StreamPlan, active: &Active, raw: &[u8], err: &RecordError) -> Result<Option<Active>, Fail> {
+    fn evolve(
+        &mut self,
+        plan: &StreamPlan,
+        active: &Active,
+        raw: &[u8],
+        err: &RecordError,
+    ) -> Result<Option<Active>, Fail> {
         let subject = plan.subject.as_str();
-        let Ok(sample) = serde_json::from_slice::<Json>(raw) else { return Ok(None) };
+        let Ok(sample) = serde_json::from_slice::<Json>(raw) else {
+            return Ok(None);
+        };
         let proposal = match infer::propose(&active.schema, std::slice::from_ref(&sample)) {
             Ok(p) if p.is_complete() => p,
             Ok(p) => {
@@ -735,21 +1008,37 @@ impl Validate {
                 return Ok(None);
             }
         };
-        match self.rt.block_on(self.registry.is_compatible(subject, &proposal.schema_json)) {
+        match self
+            .rt
+            .block_on(self.registry.is_compatible(subject, &proposal.schema_json))
+        {
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!(subject, changes = ?proposal.changes, "drift policy evolve: the registry refuses the proposed version; dead-lettering the record");
                 return Ok(None);
             }
-            Err(e) if e.is_retriable() => return Err(Fail::System(format!("checking compatibility of `{subject}`: {e}"))),
+            Err(e) if e.is_retriable() => {
+                return Err(Fail::System(format!(
+                    "checking compatibility of `{subject}`: {e}"
+                )));
+            }
             Err(e) => {
                 tracing::warn!(subject, error = %e, "drift policy evolve: compatibility check failed; dead-lettering the record");
                 return Ok(None);
             }
         }
-        match self.rt.block_on(self.registry.register(subject, &proposal.schema_json)) {
-            Ok(r) => tracing::info!(subject, id = r.id, version = r.version, changes = ?proposal.changes, "drift policy evolve: registered a new schema version"),
-            Err(e) if e.is_retriable() => return Err(Fail::System(format!("registering a version of `{subject}`: {e}"))),
+        match self
+            .rt
+            .block_on(self.registry.register(subject, &proposal.schema_json))
+        {
+            Ok(r) => {
+                tracing::info!(subject, id = r.id, version = r.version, changes = ?proposal.changes, "drift policy evolve: registered a new schema version")
+            }
+            Err(e) if e.is_retriable() => {
+                return Err(Fail::System(format!(
+                    "registering a version of `{subject}`: {e}"
+                )));
+            }
             Err(e) => {
                 tracing::warn!(subject, error = %e, "drift policy evolve: registration refused; dead-lettering the record");
                 return Ok(None);
@@ -765,18 +1054,31 @@ impl Validate {
     /// The claim-checked page of a `blob-ref`. `Err(Ok)`: unreadable for good (bad data);
     /// `Err(Err)`: the store is unavailable (retry).
     fn read_blob(&self, msg: &BorrowedMessage<'_>) -> Result<Bytes, Result<Rejection, Fail>> {
-        let from_header = headers::get_str(msg.headers(), headers::BLOB).and_then(BlobRef::parse_header);
-        let reference = from_header.or_else(|| serde_json::from_slice::<BlobRef>(msg.payload().unwrap_or_default()).ok());
+        let from_header =
+            headers::get_str(msg.headers(), headers::BLOB).and_then(BlobRef::parse_header);
+        let reference = from_header
+            .or_else(|| serde_json::from_slice::<BlobRef>(msg.payload().unwrap_or_default()).ok());
         let Some(reference) = reference else {
-            return Err(Ok(Rejection::blob_unreadable(format!("no `{}` header or reference value to read", headers::BLOB))));
+            return Err(Ok(Rejection::blob_unreadable(format!(
+                "no `{}` header or reference value to read",
+                headers::BLOB
+            ))));
         };
         match self.rt.block_on(self.blobs.get(&reference)) {
             Ok(bytes) => Ok(bytes),
-            Err(e @ (BlobError::Corrupt { .. } | BlobError::Foreign(_) | BlobError::Url { .. })) => Err(Ok(Rejection::blob_unreadable(e))),
+            Err(
+                e @ (BlobError::Corrupt { .. } | BlobError::Foreign(_) | BlobError::Url { .. }),
+            ) => Err(Ok(Rejection::blob_unreadable(e))),
             Err(BlobError::Store(object_store::Error::NotFound { path, .. })) => {
-                Err(Ok(Rejection::blob_unreadable(format!("blob {} not found (path {path})", reference.uri))))
+                Err(Ok(Rejection::blob_unreadable(format!(
+                    "blob {} not found (path {path})",
+                    reference.uri
+                ))))
             }
-            Err(e) => Err(Err(Fail::System(format!("reading blob {}: {e}", reference.uri)))),
+            Err(e) => Err(Err(Fail::System(format!(
+                "reading blob {}: {e}",
+                reference.uri
+            )))),
         }
     }
 
@@ -827,24 +1129,43 @@ pub struct Event {
 /// no stream, an unknown type), `bad_version` (the sequence), `missing_key` (a delete without
 /// an entity id).
 pub fn parse_event(value: &[u8], shape: &EventShape) -> Result<Event, Rejection> {
-    let text = std::str::from_utf8(value)
-        .map_err(|e| Rejection::whole(DriftKind::NotUtf8, format!("invalid UTF-8 at byte offset {}", e.valid_up_to())))?;
-    let json: Json = serde_json::from_str(text).map_err(|e| Rejection::from(RecordError::malformed(&e, value)))?;
+    let text = std::str::from_utf8(value).map_err(|e| {
+        Rejection::whole(
+            DriftKind::NotUtf8,
+            format!("invalid UTF-8 at byte offset {}", e.valid_up_to()),
+        )
+    })?;
+    let json: Json = serde_json::from_str(text)
+        .map_err(|e| Rejection::from(RecordError::malformed(&e, value)))?;
     if !json.is_object() {
-        return Err(Rejection::whole(DriftKind::NotAPage, "an event is a JSON object"));
+        return Err(Rejection::whole(
+            DriftKind::NotAPage,
+            "an event is a JSON object",
+        ));
     }
     let field = |pointer: &str| pointer.trim_start_matches('/').replace('/', ".");
     let stream = match json.pointer(&shape.stream) {
         Some(Json::String(s)) if !s.is_empty() => s.clone(),
         other => {
-            return Err(Rejection::at(DriftKind::NotAPage, field(&shape.stream), format!("the event's stream {}", describe(other))));
+            return Err(Rejection::at(
+                DriftKind::NotAPage,
+                field(&shape.stream),
+                format!("the event's stream {}", describe(other)),
+            ));
         }
     };
     let op = match json.get("type") {
         Some(Json::String(t)) if t == "created" || t == "updated" => EventOp::Upsert,
         Some(Json::String(t)) if t == "deleted" => EventOp::Delete,
         other => {
-            return Err(Rejection::at(DriftKind::NotAPage, "type", format!("the event type {}; expected created, updated or deleted", describe(other))));
+            return Err(Rejection::at(
+                DriftKind::NotAPage,
+                "type",
+                format!(
+                    "the event type {}; expected created, updated or deleted",
+                    describe(other)
+                ),
+            ));
         }
     };
     let seq = match json.pointer(&shape.sequence) {
@@ -859,9 +1180,18 @@ pub fn parse_event(value: &[u8], shape: &EventShape) -> Result<Event, Rejection>
     };
     if op == EventOp::Delete && entity_id.is_none() {
         let found = describe(json.pointer(&shape.entity_id));
-        return Err(Rejection::at(DriftKind::MissingKey, field(&shape.entity_id), format!("a delete event's entity id {found}")));
+        return Err(Rejection::at(
+            DriftKind::MissingKey,
+            field(&shape.entity_id),
+            format!("a delete event's entity id {found}"),
+        ));
     }
-    Ok(Event { op, stream, entity_id, seq })
+    Ok(Event {
+        op,
+        stream,
+        entity_id,
+        seq,
+    })
 }
 
 /// "is absent", "is `x`", "is 3": for messages.
@@ -886,7 +1216,15 @@ mod tests {
     #[test]
     fn created_and_updated_events_are_upserts_versioned_by_seq() {
         let e = parse_event(br#"{"event_id":"e1","type":"created","stream":"customers","entity_id":"c-1","seq":7,"data":{"id":"c-1"}}"#, &shape()).unwrap();
-        assert_eq!(e, Event { op: EventOp::Upsert, stream: "customers".into(), entity_id: Some("c-1".into()), seq: 7 });
+        assert_eq!(
+            e,
+            Event {
+                op: EventOp::Upsert,
+                stream: "customers".into(),
+                entity_id: Some("c-1".into()),
+                seq: 7
+            }
+        );
         let e = parse_event(br#"{"type":"updated","stream":"orders","entity_id":42,"seq":"2024-01-01T00:00:00Z","data":{}}"#, &shape()).unwrap();
         assert_eq!(e.op, EventOp::Upsert);
         assert_eq!(e.entity_id.as_deref(), Some("42"));
@@ -896,11 +1234,26 @@ mod tests {
     #[test]
     fn deleted_events_need_an_entity_id() {
         let e = parse_event(br#"{"event_id":"e2","type":"deleted","stream":"customers","entity_id":"c-1","seq":9,"data":null}"#, &shape()).unwrap();
-        assert_eq!(e, Event { op: EventOp::Delete, stream: "customers".into(), entity_id: Some("c-1".into()), seq: 9 });
-        let err = parse_event(br#"{"type":"deleted","stream":"customers","seq":9,"data":null}"#, &shape()).unwrap_err();
+        assert_eq!(
+            e,
+            Event {
+                op: EventOp::Delete,
+                stream: "customers".into(),
+                entity_id: Some("c-1".into()),
+                seq: 9
+            }
+        );
+        let err = parse_event(
+            br#"{"type":"deleted","stream":"customers","seq":9,"data":null}"#,
+            &shape(),
+        )
+        .unwrap_err();
         assert_eq!(err.kind, "missing_key");
         assert_eq!(err.field.as_deref(), Some("entity_id"));
-        assert_eq!(err.detail, "missing primary key at field `entity_id`: a delete event's entity id is absent");
+        assert_eq!(
+            err.detail,
+            "missing primary key at field `entity_id`: a delete event's entity id is absent"
+        );
     }
 
     #[test]
@@ -909,14 +1262,35 @@ mod tests {
             (b"\xff\xfe", "not_utf8", None),
             (b"{\"type\":", "malformed_json", None),
             (b"[1,2]", "not_a_page", None),
-            (br#"{"type":"created","seq":1,"data":{}}"#, "not_a_page", Some("stream")),
-            (br#"{"type":"renamed","stream":"s","seq":1}"#, "not_a_page", Some("type")),
-            (br#"{"type":"created","stream":"s","seq":1.5}"#, "bad_version", Some("seq")),
-            (br#"{"type":"created","stream":"s"}"#, "bad_version", Some("seq")),
+            (
+                br#"{"type":"created","seq":1,"data":{}}"#,
+                "not_a_page",
+                Some("stream"),
+            ),
+            (
+                br#"{"type":"renamed","stream":"s","seq":1}"#,
+                "not_a_page",
+                Some("type"),
+            ),
+            (
+                br#"{"type":"created","stream":"s","seq":1.5}"#,
+                "bad_version",
+                Some("seq"),
+            ),
+            (
+                br#"{"type":"created","stream":"s"}"#,
+                "bad_version",
+                Some("seq"),
+            ),
         ];
         for (input, kind, field) in cases {
             let err = parse_event(input, &shape()).unwrap_err();
-            assert_eq!((err.kind, err.field.as_deref()), (kind, field), "{}", String::from_utf8_lossy(input));
+            assert_eq!(
+                (err.kind, err.field.as_deref()),
+                (kind, field),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
             if let Some(f) = field {
                 assert!(err.detail.contains(&format!("`{f}`")), "{}", err.detail);
             }
@@ -925,10 +1299,27 @@ mod tests {
 
     #[test]
     fn configured_pointers_are_used() {
-        let shape = EventShape { entity_id: "/entity/id".into(), sequence: "/meta/seq".into(), stream: "/meta/stream".into() };
-        let e = parse_event(br#"{"type":"deleted","entity":{"id":"x"},"meta":{"seq":3,"stream":"orders"}}"#, &shape).unwrap();
-        assert_eq!(e, Event { op: EventOp::Delete, stream: "orders".into(), entity_id: Some("x".into()), seq: 3 });
-        let err = parse_event(br#"{"type":"created","meta":{"stream":"orders"}}"#, &shape).unwrap_err();
+        let shape = EventShape {
+            entity_id: "/entity/id".into(),
+            sequence: "/meta/seq".into(),
+            stream: "/meta/stream".into(),
+        };
+        let e = parse_event(
+            br#"{"type":"deleted","entity":{"id":"x"},"meta":{"seq":3,"stream":"orders"}}"#,
+            &shape,
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            Event {
+                op: EventOp::Delete,
+                stream: "orders".into(),
+                entity_id: Some("x".into()),
+                seq: 3
+            }
+        );
+        let err =
+            parse_event(br#"{"type":"created","meta":{"stream":"orders"}}"#, &shape).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("meta.seq"));
     }
 
@@ -940,7 +1331,9 @@ mod tests {
         let r = split[0].as_ref().unwrap();
         assert_eq!(r.raw, r#"{"id":"c-1", "n":1}"#);
         assert_eq!(r.key, "c-1");
-        let null_data = splitter.split(br#"{"type":"created","data":null}"#).unwrap_err();
+        let null_data = splitter
+            .split(br#"{"type":"created","data":null}"#)
+            .unwrap_err();
         assert_eq!(null_data.kind, DriftKind::NotAPage);
     }
 
@@ -948,8 +1341,14 @@ mod tests {
     fn hash_is_sixteen_lower_hex_digits() {
         let h = hash_hex(br#"{"id":"a"}"#);
         assert_eq!(h.len(), 16);
-        assert!(h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-        assert_eq!(h, format!("{:016x}", xxhash_rust::xxh3::xxh3_64(br#"{"id":"a"}"#)));
+        assert!(
+            h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        assert_eq!(
+            h,
+            format!("{:016x}", xxhash_rust::xxh3::xxh3_64(br#"{"id":"a"}"#))
+        );
         assert_eq!(NO_HASH.len(), 16);
     }
 }

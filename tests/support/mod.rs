@@ -21,12 +21,16 @@ pub fn brokers() -> String {
 
 /// Registry base URL of the local stack (Confluent API).
 pub fn registry_url() -> String {
-    std::env::var("INTAKE_TEST_REGISTRY").unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
+    std::env::var("INTAKE_TEST_REGISTRY")
+        .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
 }
 
 /// A fresh random name fragment.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
 }
 
 /// The repository root.
@@ -69,7 +73,9 @@ dir = "{root}/topics"
         brokers = brokers(),
         registry = registry_url(),
         root = root.display(),
-        blobs = std::env::temp_dir().join(format!("intake-blobs-{p}")).display(),
+        blobs = std::env::temp_dir()
+            .join(format!("intake-blobs-{p}"))
+            .display(),
     );
     text
 }
@@ -91,7 +97,11 @@ pub struct Rec {
 
 impl Rec {
     pub fn header(&self, k: &str) -> Option<&str> {
-        self.headers.iter().rev().find(|(n, _)| n == k).and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.headers
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
     pub fn key_str(&self) -> &str {
         std::str::from_utf8(self.key.as_deref().unwrap_or_default()).unwrap()
@@ -110,19 +120,25 @@ pub fn read_all(topic: &str, isolation: &str) -> Vec<Rec> {
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
     let parts = md.topics()[0].partitions().len() as i32;
     assert!(parts > 0, "topic {topic} has no partitions");
     let mut tpl = TopicPartitionList::new();
     for p in 0..parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let mut pending: std::collections::HashSet<i32> = (0..parts).collect();
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !pending.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "reading {topic} timed out");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reading {topic} timed out"
+        );
         match c.poll(Duration::from_millis(200)) {
             None => {}
             Some(Ok(m)) => out.push(Rec {
@@ -132,7 +148,11 @@ pub fn read_all(topic: &str, isolation: &str) -> Vec<Rec> {
                 value: m.payload().map(<[u8]>::to_vec),
                 headers: m
                     .headers()
-                    .map(|h| h.iter().map(|x| (x.key.to_owned(), x.value.unwrap_or_default().to_vec())).collect())
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| (x.key.to_owned(), x.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             }),
             Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -146,7 +166,9 @@ pub fn read_all(topic: &str, isolation: &str) -> Vec<Rec> {
 
 /// Creates the configured topics (fails the test on error).
 pub async fn apply_topics(cfg: &Config) {
-    intake::topics::ensure(cfg, &kafka(cfg)).await.expect("topics apply");
+    intake::topics::ensure(cfg, &kafka(cfg))
+        .await
+        .expect("topics apply");
 }
 
 /// Starts an in-process simulator with token `demo` (quota 1 000 000/s unless overridden)
@@ -160,16 +182,26 @@ pub async fn sim(flags: &[&str]) -> intake::sim::SimHandle {
         argv.extend(["--write-rate", "0"]);
     }
     argv.extend_from_slice(flags);
-    intake::sim::spawn(intake::sim::SimArgs::try_parse_from(argv).expect("sim flags")).await.expect("sim starts")
+    intake::sim::spawn(intake::sim::SimArgs::try_parse_from(argv).expect("sim flags"))
+        .await
+        .expect("sim starts")
 }
 
 /// The simulator's ground truth.
 pub async fn truth(sim: &intake::sim::SimHandle) -> serde_json::Value {
-    reqwest::get(sim.url("/admin/truth")).await.unwrap().json().await.unwrap()
+    reqwest::get(sim.url("/admin/truth"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// `id -> version` of the live records of a stream in the truth.
-pub fn truth_versions(truth: &serde_json::Value, stream: &str) -> std::collections::BTreeMap<String, u64> {
+pub fn truth_versions(
+    truth: &serde_json::Value,
+    stream: &str,
+) -> std::collections::BTreeMap<String, u64> {
     truth["streams"][stream]["live"]
         .as_object()
         .unwrap()
@@ -180,13 +212,21 @@ pub fn truth_versions(truth: &serde_json::Value, stream: &str) -> std::collectio
 
 /// POSTs to a simulator admin endpoint.
 pub async fn sim_admin(sim: &intake::sim::SimHandle, path: &str) -> serde_json::Value {
-    let r = reqwest::Client::new().post(sim.url(path)).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(sim.url(path))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{path}: {}", r.status());
     r.json().await.unwrap()
 }
 
 /// A source block for the simulator with the given streams `(name, path, pagination)`.
-pub fn sim_source(sim: &intake::sim::SimHandle, streams: &[(&str, &str, &str)], extra: &str) -> String {
+pub fn sim_source(
+    sim: &intake::sim::SimHandle,
+    streams: &[(&str, &str, &str)],
+    extra: &str,
+) -> String {
     let mut s = format!(
         r#"
 [[sources]]
@@ -246,7 +286,12 @@ pub async fn landed_pages(cfg: &Config) -> Vec<Page> {
             .as_array()
             .unwrap()
             .iter()
-            .map(|x| (x["id"].as_str().unwrap().to_owned(), x["version"].as_u64().unwrap()))
+            .map(|x| {
+                (
+                    x["id"].as_str().unwrap().to_owned(),
+                    x["version"].as_u64().unwrap(),
+                )
+            })
             .collect();
         out.push(Page {
             stream: r.header("intake.stream").unwrap().to_owned(),
@@ -264,15 +309,26 @@ pub async fn landed_pages(cfg: &Config) -> Vec<Page> {
 pub fn assert_pages_unique_and_contiguous(pages: &[Page]) {
     let mut by_sync: std::collections::BTreeMap<(&str, &str), Vec<u64>> = Default::default();
     for p in pages {
-        by_sync.entry((&p.stream, &p.sync_id)).or_default().push(p.seq);
+        by_sync
+            .entry((&p.stream, &p.sync_id))
+            .or_default()
+            .push(p.seq);
     }
     for ((stream, sync), mut seqs) in by_sync {
         seqs.sort_unstable();
         let n = seqs.len() as u64;
         let mut dedup = seqs.clone();
         dedup.dedup();
-        assert_eq!(dedup.len(), seqs.len(), "{stream} sync {sync}: a page landed twice: {seqs:?}");
-        assert_eq!(seqs, (0..n).collect::<Vec<_>>(), "{stream} sync {sync}: pages not contiguous");
+        assert_eq!(
+            dedup.len(),
+            seqs.len(),
+            "{stream} sync {sync}: a page landed twice: {seqs:?}"
+        );
+        assert_eq!(
+            seqs,
+            (0..n).collect::<Vec<_>>(),
+            "{stream} sync {sync}: pages not contiguous"
+        );
     }
 }
 

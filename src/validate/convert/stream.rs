@@ -35,9 +35,21 @@ pub(super) fn encode(v: &Validator, raw: &[u8], out: &mut Vec<u8>) -> bool {
         static BUFFERS: Cell<(Vec<u8>, Vec<Span>)> = Cell::default();
     }
     let (scratch, spans) = BUFFERS.take();
-    let mut state = State { v, out, scratch, spans };
+    let mut state = State {
+        v,
+        out,
+        scratch,
+        spans,
+    };
     let mut de = serde_json::Deserializer::from_slice(raw);
-    let ok = (Seed { state: &mut state, node: v.root, null: None }).deserialize(&mut de).is_ok() && de.end().is_ok();
+    let ok = (Seed {
+        state: &mut state,
+        node: v.root,
+        null: None,
+    })
+    .deserialize(&mut de)
+    .is_ok()
+        && de.end().is_ok();
     state.spans.clear();
     BUFFERS.set((state.scratch, state.spans));
     ok
@@ -125,11 +137,14 @@ impl<'de> Visitor<'de> for Seed<'_, '_, '_> {
             self.state.out.extend_from_slice(&filler.bytes);
             return Ok(());
         }
-        self.branch(|n| matches!(n, Node::Null).then_some(true)).ok_or_else(give_up).map(drop)
+        self.branch(|n| matches!(n, Node::Null).then_some(true))
+            .ok_or_else(give_up)
+            .map(drop)
     }
 
     fn visit_bool<E: de::Error>(mut self, b: bool) -> Result<(), E> {
-        self.branch(|n| matches!(n, Node::Boolean).then_some(true)).ok_or_else(give_up)?;
+        self.branch(|n| matches!(n, Node::Boolean).then_some(true))
+            .ok_or_else(give_up)?;
         self.state.sink().boolean(b);
         Ok(())
     }
@@ -194,7 +209,10 @@ impl<'de> Visitor<'de> for Seed<'_, '_, '_> {
             Node::Bytes => sink.bytes(s.as_bytes()),
             Node::Fixed { .. } => sink.fixed(s.as_bytes()),
             Node::Enum { symbols, .. } => {
-                let index = symbols.iter().position(|sym| sym == s).ok_or_else(give_up)?;
+                let index = symbols
+                    .iter()
+                    .position(|sym| sym == s)
+                    .ok_or_else(give_up)?;
                 sink.symbol(index as u32, s);
             }
             Node::Uuid(repr) => sink.uuid(Uuid::parse_str(s).map_err(|_| give_up())?, *repr),
@@ -205,11 +223,22 @@ impl<'de> Visitor<'de> for Seed<'_, '_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        let b = self.branch(|n| matches!(n, Node::Array(_)).then_some(true)).ok_or_else(give_up)?;
-        let Node::Array(items) = self.state.v.nodes[b] else { return Err(give_up()) };
+        let b = self
+            .branch(|n| matches!(n, Node::Array(_)).then_some(true))
+            .ok_or_else(give_up)?;
+        let Node::Array(items) = self.state.v.nodes[b] else {
+            return Err(give_up());
+        };
         let start = self.state.out.len();
         let mut count = 0;
-        while seq.next_element_seed(Seed { state: &mut *self.state, node: items, null: None })?.is_some() {
+        while seq
+            .next_element_seed(Seed {
+                state: &mut *self.state,
+                node: items,
+                null: None,
+            })?
+            .is_some()
+        {
             count += 1;
         }
         self.state.close_block(start, count);
@@ -220,19 +249,28 @@ impl<'de> Visitor<'de> for Seed<'_, '_, '_> {
         // Only a union with one object-taking branch is decided here.
         let v = self.state.v;
         if let Node::Union(branches) = &v.nodes[self.node] {
-            let takers = branches.iter().filter(|&&b| matches!(v.nodes[b], Node::Map(_) | Node::Record { .. })).count();
+            let takers = branches
+                .iter()
+                .filter(|&&b| matches!(v.nodes[b], Node::Map(_) | Node::Record { .. }))
+                .count();
             if takers != 1 {
                 return Err(give_up());
             }
         }
-        let b = self.branch(|n| matches!(n, Node::Map(_) | Node::Record { .. }).then_some(true)).ok_or_else(give_up)?;
+        let b = self
+            .branch(|n| matches!(n, Node::Map(_) | Node::Record { .. }).then_some(true))
+            .ok_or_else(give_up)?;
         match &v.nodes[b] {
             Node::Map(values) => {
                 let start = self.state.out.len();
                 let mut count = 0;
                 while let Some(key) = map.next_key::<MemberName<'de>>()? {
                     self.state.sink().key(&key.0);
-                    map.next_value_seed(Seed { state: &mut *self.state, node: *values, null: None })?;
+                    map.next_value_seed(Seed {
+                        state: &mut *self.state,
+                        node: *values,
+                        null: None,
+                    })?;
                     count += 1;
                 }
                 self.state.close_block(start, count);
@@ -247,7 +285,12 @@ impl<'de> Visitor<'de> for Seed<'_, '_, '_> {
 /// A UTC timestamp string in the node's units.
 fn timestamp(s: &str, kind: LongKind) -> Option<i64> {
     let per_second = kind.per_second()?;
-    i64::try_from(rfc3339_nanos(s)?.checked_mul(per_second)?.div_euclid(1_000_000_000)).ok()
+    i64::try_from(
+        rfc3339_nanos(s)?
+            .checked_mul(per_second)?
+            .div_euclid(1_000_000_000),
+    )
+    .ok()
 }
 
 /// Reads a record's members, then writes its fields in schema order.
@@ -275,7 +318,11 @@ fn record<'de, 'v, A: MapAccess<'de>>(
         last = Some(index);
         let from = state.out.len();
         let field = &fields[index];
-        map.next_value_seed(Seed { state: &mut *state, node: field.node, null: field.null.as_ref() })?;
+        map.next_value_seed(Seed {
+            state: &mut *state,
+            node: field.node,
+            null: field.null.as_ref(),
+        })?;
         state.spans[base + index] = Some((from, state.out.len()));
     }
     let complete = state.spans[base..].iter().all(Option::is_some);
@@ -285,7 +332,9 @@ fn record<'de, 'v, A: MapAccess<'de>>(
         state.out.truncate(start);
         for (index, field) in fields.iter().enumerate() {
             match state.spans[base + index] {
-                Some((from, to)) => state.out.extend_from_slice(&state.scratch[from - start..to - start]),
+                Some((from, to)) => state
+                    .out
+                    .extend_from_slice(&state.scratch[from - start..to - start]),
                 None => match &field.absent {
                     Some(filler) => state.out.extend_from_slice(&filler.bytes),
                     None => return Err(give_up()),

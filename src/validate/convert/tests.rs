@@ -72,7 +72,12 @@ fn with(mut record: Json, pointer: &str, value: Json) -> Json {
 
 fn without(mut record: Json, pointer: &str) -> Json {
     let (parent, last) = pointer.rsplit_once('/').unwrap();
-    record.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(last);
+    record
+        .pointer_mut(parent)
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove(last);
     record
 }
 
@@ -98,7 +103,10 @@ fn converts_a_good_record_to_exact_values() {
         ("paid", AvroValue::Boolean(true)),
         ("status", AvroValue::Enum(1, "inactive".to_owned())),
         ("note", null_branch()),
-        ("address", rec(vec![("city", s("Lyon")), ("zip", null_branch())])),
+        (
+            "address",
+            rec(vec![("city", s("Lyon")), ("zip", null_branch())]),
+        ),
         (
             "items",
             AvroValue::Array(vec![
@@ -106,7 +114,10 @@ fn converts_a_good_record_to_exact_values() {
                 rec(vec![("sku", s("b")), ("n", AvroValue::Int(4))]),
             ]),
         ),
-        ("attrs", AvroValue::Map([("color".to_owned(), s("red"))].into())),
+        (
+            "attrs",
+            AvroValue::Map([("color".to_owned(), s("red"))].into()),
+        ),
         ("blob", AvroValue::Bytes(Vec::new())),
         ("billing", null_branch()),
         ("created", AvroValue::TimestampMicros(1_714_979_289_123_456)),
@@ -117,14 +128,26 @@ fn converts_a_good_record_to_exact_values() {
 
 #[test]
 fn present_values_fill_unions_and_nested_named_types() {
-    let record = with(with(good_order(), "/note", json!("hi")), "/billing", json!({"city": "Paris", "zip": "75001"}));
+    let record = with(
+        with(good_order(), "/note", json!("hi")),
+        "/billing",
+        json!({"city": "Paris", "zip": "75001"}),
+    );
     let record = with(record, "/blob", json!("é"));
-    let AvroValue::Record(fields) = order_validator().convert(&record).unwrap() else { panic!() };
+    let AvroValue::Record(fields) = order_validator().convert(&record).unwrap() else {
+        panic!()
+    };
     assert_eq!(fields[7].1, AvroValue::Union(1, Box::new(s("hi"))));
     assert_eq!(fields[11].1, AvroValue::Bytes(vec![0xc3, 0xa9]));
     assert_eq!(
         fields[12].1,
-        AvroValue::Union(1, Box::new(rec(vec![("city", s("Paris")), ("zip", AvroValue::Union(1, Box::new(s("75001"))))])))
+        AvroValue::Union(
+            1,
+            Box::new(rec(vec![
+                ("city", s("Paris")),
+                ("zip", AvroValue::Union(1, Box::new(s("75001"))))
+            ]))
+        )
     );
 }
 
@@ -132,35 +155,62 @@ fn present_values_fill_unions_and_nested_named_types() {
 fn missing_field_names_the_path() {
     assert_eq!(
         first_error(&without(good_order(), "/address/city")),
-        err(DriftKind::MissingField, "address.city", "is absent; the field is required and has no default")
+        err(
+            DriftKind::MissingField,
+            "address.city",
+            "is absent; the field is required and has no default"
+        )
     );
     assert_eq!(
         first_error(&with(good_order(), "/qty", Json::Null)),
-        err(DriftKind::MissingField, "qty", "is null, but the field is not nullable and has no default")
+        err(
+            DriftKind::MissingField,
+            "qty",
+            "is null, but the field is not nullable and has no default"
+        )
     );
     assert_eq!(
         first_error(&without(good_order(), "/items/1/sku")),
-        err(DriftKind::MissingField, "items[1].sku", "is absent; the field is required and has no default")
+        err(
+            DriftKind::MissingField,
+            "items[1].sku",
+            "is absent; the field is required and has no default"
+        )
     );
     // Inside the single non-null branch of an optional record, the path stays precise.
     assert_eq!(
         first_error(&with(good_order(), "/billing", json!({"zip": "1"}))),
-        err(DriftKind::MissingField, "billing.city", "is absent; the field is required and has no default")
+        err(
+            DriftKind::MissingField,
+            "billing.city",
+            "is absent; the field is required and has no default"
+        )
     );
 }
 
 #[test]
 fn absent_or_null_fields_take_defaults_or_null() {
-    let record = with(without(without(good_order(), "/attrs"), "/items/1/n"), "/tags", Json::Null);
-    let AvroValue::Record(fields) = order_validator().convert(&record).unwrap() else { panic!() };
-    assert_eq!(fields[9].1, AvroValue::Array(vec![
-        rec(vec![("sku", s("a")), ("n", AvroValue::Int(1))]),
-        rec(vec![("sku", s("b")), ("n", AvroValue::Int(1))]),
-    ]));
+    let record = with(
+        without(without(good_order(), "/attrs"), "/items/1/n"),
+        "/tags",
+        Json::Null,
+    );
+    let AvroValue::Record(fields) = order_validator().convert(&record).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        fields[9].1,
+        AvroValue::Array(vec![
+            rec(vec![("sku", s("a")), ("n", AvroValue::Int(1))]),
+            rec(vec![("sku", s("b")), ("n", AvroValue::Int(1))]),
+        ])
+    );
     assert_eq!(fields[10].1, AvroValue::Map(HashMap::new()));
     assert_eq!(fields[14].1, AvroValue::Array(Vec::new()));
     let record = with(good_order(), "/note", Json::Null);
-    let AvroValue::Record(fields) = order_validator().convert(&record).unwrap() else { panic!() };
+    let AvroValue::Record(fields) = order_validator().convert(&record).unwrap() else {
+        panic!()
+    };
     assert_eq!(fields[7].1, null_branch());
 }
 
@@ -169,31 +219,63 @@ fn type_mismatch_names_expected_and_found() {
     let items = json!([{"sku": "a"}, {"sku": "b"}, {"sku": "c"}, {"sku": 7}]);
     assert_eq!(
         first_error(&with(good_order(), "/items", items)),
-        err(DriftKind::TypeMismatch, "items[3].sku", "expected string, found integer")
+        err(
+            DriftKind::TypeMismatch,
+            "items[3].sku",
+            "expected string, found integer"
+        )
     );
     assert_eq!(
         first_error(&with(good_order(), "/paid", json!("yes"))),
-        err(DriftKind::TypeMismatch, "paid", "expected boolean, found string")
+        err(
+            DriftKind::TypeMismatch,
+            "paid",
+            "expected boolean, found string"
+        )
     );
     assert_eq!(
         first_error(&with(good_order(), "/address", json!("Lyon"))),
-        err(DriftKind::TypeMismatch, "address", "expected record shop.Address, found string")
+        err(
+            DriftKind::TypeMismatch,
+            "address",
+            "expected record shop.Address, found string"
+        )
     );
     assert_eq!(
         first_error(&with(good_order(), "/note", json!(5))),
-        err(DriftKind::TypeMismatch, "note", "expected one of [null, string], found integer")
+        err(
+            DriftKind::TypeMismatch,
+            "note",
+            "expected one of [null, string], found integer"
+        )
     );
     assert_eq!(
-        first_error(&with(good_order(), "/attrs", json!({"color": "red", "size": 3}))),
-        err(DriftKind::TypeMismatch, "attrs.size", "expected string, found integer")
+        first_error(&with(
+            good_order(),
+            "/attrs",
+            json!({"color": "red", "size": 3})
+        )),
+        err(
+            DriftKind::TypeMismatch,
+            "attrs.size",
+            "expected string, found integer"
+        )
     );
     assert_eq!(
         first_error(&with(good_order(), "/attrs", json!({"a b": null}))),
-        err(DriftKind::TypeMismatch, "attrs[\"a b\"]", "expected string, found null")
+        err(
+            DriftKind::TypeMismatch,
+            "attrs[\"a b\"]",
+            "expected string, found null"
+        )
     );
     assert_eq!(
         first_error(&with(good_order(), "/tags", json!(["x", null]))),
-        err(DriftKind::TypeMismatch, "tags[1]", "expected string, found null")
+        err(
+            DriftKind::TypeMismatch,
+            "tags[1]",
+            "expected string, found null"
+        )
     );
     assert_eq!(
         first_error(&with(good_order(), "/created", json!("yesterday"))),
@@ -204,9 +286,19 @@ fn type_mismatch_names_expected_and_found() {
         )
     );
     let e = order_validator().convert(&json!([1])).unwrap_err();
-    assert_eq!((e.kind, e.field, e.detail.as_str()), (DriftKind::TypeMismatch, None, "expected record shop.Order, found array"));
     assert_eq!(
-        order_validator().convert(&with(good_order(), "/paid", json!(1))).unwrap_err().to_string(),
+        (e.kind, e.field, e.detail.as_str()),
+        (
+            DriftKind::TypeMismatch,
+            None,
+            "expected record shop.Order, found array"
+        )
+    );
+    assert_eq!(
+        order_validator()
+            .convert(&with(good_order(), "/paid", json!(1)))
+            .unwrap_err()
+            .to_string(),
         "type mismatch at field `paid`: expected boolean, found integer"
     );
 }
@@ -215,34 +307,67 @@ fn type_mismatch_names_expected_and_found() {
 fn integers_are_range_checked() {
     assert_eq!(
         first_error(&with(good_order(), "/qty", json!(3_000_000_000_i64))),
-        err(DriftKind::TypeMismatch, "qty", "3000000000 is out of range for int")
+        err(
+            DriftKind::TypeMismatch,
+            "qty",
+            "3000000000 is out of range for int"
+        )
     );
     assert_eq!(
         first_error(&with(good_order(), "/qty", json!(-2_147_483_649_i64))),
-        err(DriftKind::TypeMismatch, "qty", "-2147483649 is out of range for int")
+        err(
+            DriftKind::TypeMismatch,
+            "qty",
+            "-2147483649 is out of range for int"
+        )
     );
     assert_eq!(
         first_error(&with(good_order(), "/total", json!(u64::MAX))),
-        err(DriftKind::TypeMismatch, "total", "18446744073709551615 is out of range for long")
+        err(
+            DriftKind::TypeMismatch,
+            "total",
+            "18446744073709551615 is out of range for long"
+        )
     );
     assert_eq!(
         first_error(&with(good_order(), "/qty", json!(1.5))),
-        err(DriftKind::TypeMismatch, "qty", "expected int, found a non-integer number")
+        err(
+            DriftKind::TypeMismatch,
+            "qty",
+            "expected int, found a non-integer number"
+        )
     );
     assert_eq!(
         first_error(&with(good_order(), "/weight", json!(1e300))),
-        err(DriftKind::TypeMismatch, "weight", "1e+300 is out of range for float")
+        err(
+            DriftKind::TypeMismatch,
+            "weight",
+            "1e+300 is out of range for float"
+        )
     );
-    let edge = with(with(good_order(), "/qty", json!(i32::MIN)), "/total", json!(i64::MAX));
-    let AvroValue::Record(fields) = order_validator().convert(&edge).unwrap() else { panic!() };
-    assert_eq!((&fields[1].1, &fields[2].1), (&AvroValue::Int(i32::MIN), &AvroValue::Long(i64::MAX)));
+    let edge = with(
+        with(good_order(), "/qty", json!(i32::MIN)),
+        "/total",
+        json!(i64::MAX),
+    );
+    let AvroValue::Record(fields) = order_validator().convert(&edge).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (&fields[1].1, &fields[2].1),
+        (&AvroValue::Int(i32::MIN), &AvroValue::Long(i64::MAX))
+    );
 }
 
 #[test]
 fn unknown_enum_lists_symbol_and_allowed_symbols() {
     assert_eq!(
         first_error(&with(good_order(), "/status", json!("archived"))),
-        err(DriftKind::UnknownEnum, "status", "\"archived\" is not one of [active, inactive] of enum shop.Status")
+        err(
+            DriftKind::UnknownEnum,
+            "status",
+            "\"archived\" is not one of [active, inactive] of enum shop.Status"
+        )
     );
 }
 
@@ -250,24 +375,47 @@ fn unknown_enum_lists_symbol_and_allowed_symbols() {
 fn unknown_fields_at_any_depth() {
     assert_eq!(
         first_error(&with(good_order(), "/extra", json!(1))),
-        err(DriftKind::UnknownField, "extra", "is not a field of record shop.Order")
+        err(
+            DriftKind::UnknownField,
+            "extra",
+            "is not a field of record shop.Order"
+        )
     );
     assert_eq!(
         first_error(&with(good_order(), "/address/country", json!("FR"))),
-        err(DriftKind::UnknownField, "address.country", "is not a field of record shop.Address")
+        err(
+            DriftKind::UnknownField,
+            "address.country",
+            "is not a field of record shop.Address"
+        )
     );
     assert_eq!(
         first_error(&with(good_order(), "/items/1/color", json!("red"))),
-        err(DriftKind::UnknownField, "items[1].color", "is not a field of record shop.Item")
+        err(
+            DriftKind::UnknownField,
+            "items[1].color",
+            "is not a field of record shop.Item"
+        )
     );
 }
 
 #[test]
 fn errors_are_deterministic_and_collectable() {
     // A renamed field (status → state) plus a wrong type and two unknown fields.
-    let record = with(with(with(without(good_order(), "/status"), "/state", json!("active")), "/qty", json!("2")), "/b_extra", json!(0));
-    let all: Vec<(DriftKind, Option<String>)> =
-        order_validator().errors(&record).into_iter().map(|e| (e.kind, e.field)).collect();
+    let record = with(
+        with(
+            with(without(good_order(), "/status"), "/state", json!("active")),
+            "/qty",
+            json!("2"),
+        ),
+        "/b_extra",
+        json!(0),
+    );
+    let all: Vec<(DriftKind, Option<String>)> = order_validator()
+        .errors(&record)
+        .into_iter()
+        .map(|e| (e.kind, e.field))
+        .collect();
     assert_eq!(
         all,
         [
@@ -300,15 +448,31 @@ fn ambiguous_unions_take_the_first_branch_that_fits() {
         AvroValue::Record(mut f) => f.swap_remove(i).1,
         _ => panic!(),
     };
-    assert_eq!(field(json!({"n": 5, "r": {"a": 1}}), 0), AvroValue::Union(0, Box::new(AvroValue::Int(5))));
-    assert_eq!(field(json!({"n": 5_000_000_000_i64, "r": {"a": 1}}), 0), AvroValue::Union(1, Box::new(AvroValue::Long(5_000_000_000))));
-    assert_eq!(field(json!({"n": "x", "r": {"a": 1}}), 0), AvroValue::Union(2, Box::new(s("x"))));
+    assert_eq!(
+        field(json!({"n": 5, "r": {"a": 1}}), 0),
+        AvroValue::Union(0, Box::new(AvroValue::Int(5)))
+    );
+    assert_eq!(
+        field(json!({"n": 5_000_000_000_i64, "r": {"a": 1}}), 0),
+        AvroValue::Union(1, Box::new(AvroValue::Long(5_000_000_000)))
+    );
+    assert_eq!(
+        field(json!({"n": "x", "r": {"a": 1}}), 0),
+        AvroValue::Union(2, Box::new(s("x")))
+    );
     assert_eq!(
         field(json!({"n": 1, "r": {"b": "y"}}), 1),
         AvroValue::Union(1, Box::new(rec(vec![("b", s("y"))])))
     );
     let e = v.convert(&json!({"n": 1, "r": {"c": true}})).unwrap_err();
-    assert_eq!((e.kind, e.field.as_deref(), e.detail.as_str()), (DriftKind::MissingField, Some("r.a"), "is absent; the field is required and has no default"));
+    assert_eq!(
+        (e.kind, e.field.as_deref(), e.detail.as_str()),
+        (
+            DriftKind::MissingField,
+            Some("r.a"),
+            "is absent; the field is required and has no default"
+        )
+    );
 }
 
 #[test]
@@ -323,10 +487,18 @@ fn recursive_schemas_compile_and_convert() {
         value,
         rec(vec![
             ("v", AvroValue::Int(1)),
-            ("next", AvroValue::Union(1, Box::new(rec(vec![("v", AvroValue::Int(2)), ("next", null_branch())])))),
+            (
+                "next",
+                AvroValue::Union(
+                    1,
+                    Box::new(rec(vec![("v", AvroValue::Int(2)), ("next", null_branch())]))
+                )
+            ),
         ])
     );
-    let e = v.convert(&json!({"v": 1, "next": {"v": 2, "next": {"v": "3"}}})).unwrap_err();
+    let e = v
+        .convert(&json!({"v": 1, "next": {"v": 2, "next": {"v": "3"}}}))
+        .unwrap_err();
     assert_eq!(e.field.as_deref(), Some("next.next.v"));
 }
 
@@ -351,16 +523,35 @@ fn logical_types_from_json() {
             ("d", AvroValue::Date(19000)),
             ("ms", AvroValue::TimestampMillis(1500)),
             ("ns", AvroValue::TimestampNanos(7)),
-            ("u", AvroValue::Uuid(Uuid::parse_str("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap())),
+            (
+                "u",
+                AvroValue::Uuid(Uuid::parse_str("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap())
+            ),
             ("f", AvroValue::Fixed(2, b"ab".to_vec())),
         ])
     );
     let bytes = to_avro_datum(&schema, value.clone()).unwrap();
-    assert_eq!(from_avro_datum(&schema, &mut &bytes[..], None).unwrap(), value);
-    let e = v.convert(&json!({"d": 1, "ms": 1, "ns": 1, "u": "nope", "f": "abc"})).unwrap_err();
-    assert_eq!((e.field.as_deref(), e.detail.as_str()), (Some("u"), "expected uuid, found a string that is not a UUID"));
-    let e = v.errors(&json!({"d": 1, "ms": 1, "ns": 1, "u": "67e55044-10b1-426f-9247-bb680e5fe0c8", "f": "abc"}));
-    assert_eq!(e[0].detail, "expected fixed F (2 bytes), found a string of 3 bytes");
+    assert_eq!(
+        from_avro_datum(&schema, &mut &bytes[..], None).unwrap(),
+        value
+    );
+    let e = v
+        .convert(&json!({"d": 1, "ms": 1, "ns": 1, "u": "nope", "f": "abc"}))
+        .unwrap_err();
+    assert_eq!(
+        (e.field.as_deref(), e.detail.as_str()),
+        (
+            Some("u"),
+            "expected uuid, found a string that is not a UUID"
+        )
+    );
+    let e = v.errors(
+        &json!({"d": 1, "ms": 1, "ns": 1, "u": "67e55044-10b1-426f-9247-bb680e5fe0c8", "f": "abc"}),
+    );
+    assert_eq!(
+        e[0].detail,
+        "expected fixed F (2 bytes), found a string of 3 bytes"
+    );
 }
 
 #[test]
@@ -371,7 +562,10 @@ fn unsupported_and_bad_schemas() {
     .unwrap();
     assert_eq!(
         Validator::new(&decimal).unwrap_err(),
-        SchemaError::Unsupported { path: "amount".to_owned(), what: "decimal".to_owned() }
+        SchemaError::Unsupported {
+            path: "amount".to_owned(),
+            what: "decimal".to_owned()
+        }
     );
 }
 
@@ -379,13 +573,27 @@ fn unsupported_and_bad_schemas() {
 fn convert_raw_reports_malformed_json_and_depth() {
     let v = order_validator();
     let e = v.convert_raw(b"{\"id\": }").unwrap_err();
-    assert_eq!((e.kind, e.detail.as_str()), (DriftKind::MalformedJson, "expected value at line 1 column 8 (byte offset 7)"));
+    assert_eq!(
+        (e.kind, e.detail.as_str()),
+        (
+            DriftKind::MalformedJson,
+            "expected value at line 1 column 8 (byte offset 7)"
+        )
+    );
     let deep = format!("{{\"id\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
     let e = v.convert_raw(deep.as_bytes()).unwrap_err();
     assert_eq!(e.kind, DriftKind::MalformedJson);
-    assert!(e.detail.starts_with("recursion limit exceeded at line 1 column 133 (byte offset 132)"), "{}", e.detail);
+    assert!(
+        e.detail
+            .starts_with("recursion limit exceeded at line 1 column 133 (byte offset 132)"),
+        "{}",
+        e.detail
+    );
     let raw = serde_json::to_vec(&good_order()).unwrap();
-    assert_eq!(v.convert_raw(&raw).unwrap(), v.convert(&good_order()).unwrap());
+    assert_eq!(
+        v.convert_raw(&raw).unwrap(),
+        v.convert(&good_order()).unwrap()
+    );
 }
 
 #[test]
@@ -400,9 +608,15 @@ fn encoding_matches_to_avro_datum_and_round_trips() {
     assert_eq!(&out[5..], reference.as_slice());
     assert_eq!(v.encode(&good_order()).unwrap(), reference);
     let mut via_apache = Vec::new();
-    v.encoder().unwrap().encode_value(&value, &mut via_apache).unwrap();
+    v.encoder()
+        .unwrap()
+        .encode_value(&value, &mut via_apache)
+        .unwrap();
     assert_eq!(via_apache, reference);
-    assert_eq!(from_avro_datum(&schema, &mut &reference[..], None).unwrap(), value);
+    assert_eq!(
+        from_avro_datum(&schema, &mut &reference[..], None).unwrap(),
+        value
+    );
     let raw = serde_json::to_vec(&good_order()).unwrap();
     let mut from_raw = Vec::new();
     v.encode_raw_into(&raw, &mut from_raw).unwrap();
@@ -410,10 +624,17 @@ fn encoding_matches_to_avro_datum_and_round_trips() {
     // A failing record leaves the buffer as it was, and fails as `convert` does.
     let before = out.clone();
     let bad = with(good_order(), "/items/1/sku", json!(1));
-    assert_eq!(v.encode_into(&bad, &mut out).unwrap_err(), v.convert(&bad).unwrap_err());
+    assert_eq!(
+        v.encode_into(&bad, &mut out).unwrap_err(),
+        v.convert(&bad).unwrap_err()
+    );
     assert_eq!(out, before);
     // apache-avro refuses a value that does not fit.
-    let e = v.encoder().unwrap().encode_value(&AvroValue::Int(1), &mut out).unwrap_err();
+    let e = v
+        .encoder()
+        .unwrap()
+        .encode_value(&AvroValue::Int(1), &mut out)
+        .unwrap_err();
     assert_eq!(e.kind, DriftKind::EncodeFailed);
     assert_eq!(out, before);
 }
@@ -442,7 +663,10 @@ fn raw_path_reorders_members_fills_defaults_and_defers_doubt() {
     // Errors are the tree walk's, and leave the buffer alone.
     let mut out = vec![1, 2];
     let e = v.encode_raw_into(br#"{"id": 5}"#, &mut out).unwrap_err();
-    assert_eq!((e.kind, e.field.as_deref()), (DriftKind::TypeMismatch, Some("id")));
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (DriftKind::TypeMismatch, Some("id"))
+    );
     let e = v.encode_raw_into(b"{\"id\": ", &mut out).unwrap_err();
     assert_eq!(e.kind, DriftKind::MalformedJson);
     assert_eq!(out, [1, 2]);
@@ -494,7 +718,10 @@ fn shape() -> impl Strategy<Value = Shape> {
         prop_oneof![
             inner.clone().prop_map(|s| Shape::Array(Box::new(s))),
             inner.clone().prop_map(|s| Shape::Map(Box::new(s))),
-            inner.clone().prop_filter("unions do not nest", |s| !matches!(s, Shape::Opt(_))).prop_map(|s| Shape::Opt(Box::new(s))),
+            inner
+                .clone()
+                .prop_filter("unions do not nest", |s| !matches!(s, Shape::Opt(_)))
+                .prop_map(|s| Shape::Opt(Box::new(s))),
             prop::collection::vec(inner, 1..5).prop_map(Shape::Record),
         ]
     })
@@ -520,8 +747,11 @@ fn render(shape: &Shape, names: &mut usize) -> Json {
         Shape::Record(fields) => {
             *names += 1;
             let name = format!("R{names}");
-            let fields: Vec<Json> =
-                fields.iter().enumerate().map(|(i, f)| json!({"name": format!("f{i}"), "type": render(f, names)})).collect();
+            let fields: Vec<Json> = fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| json!({"name": format!("f{i}"), "type": render(f, names)}))
+                .collect();
             json!({"type": "record", "name": name, "fields": fields})
         }
     }
@@ -539,13 +769,24 @@ fn any_json() -> impl Strategy<Value = Json> {
         any::<i64>().prop_map(|i| json!(i)),
         any::<u64>().prop_map(|u| json!(u)),
         (-1e6f64..1e6).prop_map(number),
-        prop_oneof![Just("S0"), Just("S9"), Just(""), Just("2024-01-02T03:04:05Z"), Just("x")].prop_map(|s| json!(s)),
+        prop_oneof![
+            Just("S0"),
+            Just("S9"),
+            Just(""),
+            Just("2024-01-02T03:04:05Z"),
+            Just("x")
+        ]
+        .prop_map(|s| json!(s)),
     ];
     leaf.prop_recursive(3, 12, 3, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..3).prop_map(Json::Array),
-            prop::collection::btree_map(prop_oneof![Just("f0"), Just("f1"), Just("f2"), Just("zz")], inner, 0..3)
-                .prop_map(|m| Json::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+            prop::collection::btree_map(
+                prop_oneof![Just("f0"), Just("f1"), Just("f2"), Just("zz")],
+                inner,
+                0..3
+            )
+            .prop_map(|m| Json::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
         ]
     })
 }
@@ -558,21 +799,29 @@ fn values_for(shape: &Shape, loose: bool) -> BoxedStrategy<Json> {
         Shape::Int => any::<i32>().prop_map(|i| json!(i)).boxed(),
         Shape::Long => any::<i64>().prop_map(|i| json!(i)).boxed(),
         Shape::Float => prop_oneof![
-            any::<f32>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| number(f64::from(f))),
+            any::<f32>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| number(f64::from(f))),
             any::<i16>().prop_map(|i| json!(i)),
         ]
         .boxed(),
         Shape::Double => prop_oneof![
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(number),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(number),
             any::<i32>().prop_map(|i| json!(i)),
         ]
         .boxed(),
         Shape::Str | Shape::Bytes => "\\PC{0,8}".prop_map(Json::String).boxed(),
         Shape::Enum(n) => (0..*n).prop_map(|i| json!(format!("S{i}"))).boxed(),
-        Shape::Array(items) => prop::collection::vec(values_for(items, loose), 0..4).prop_map(Json::Array).boxed(),
-        Shape::Map(values) => prop::collection::btree_map("\\PC{0,4}", values_for(values, loose), 0..4)
-            .prop_map(|m| Json::Object(m.into_iter().collect()))
+        Shape::Array(items) => prop::collection::vec(values_for(items, loose), 0..4)
+            .prop_map(Json::Array)
             .boxed(),
+        Shape::Map(values) => {
+            prop::collection::btree_map("\\PC{0,4}", values_for(values, loose), 0..4)
+                .prop_map(|m| Json::Object(m.into_iter().collect()))
+                .boxed()
+        }
         Shape::Opt(inner) => prop_oneof![Just(Json::Null), values_for(inner, loose)].boxed(),
         Shape::Record(fields) => {
             // Optional fields may be absent; loose records may lose any member.
@@ -584,11 +833,18 @@ fn values_for(shape: &Shape, loose: bool) -> BoxedStrategy<Json> {
                     _ => values_for(f, loose).prop_map(Some).boxed(),
                 })
                 .collect();
-            let extra = if loose { prop::option::weighted(0.1, any_json()).boxed() } else { Just(None).boxed() };
+            let extra = if loose {
+                prop::option::weighted(0.1, any_json()).boxed()
+            } else {
+                Just(None).boxed()
+            };
             (members, extra)
                 .prop_map(|(values, extra)| {
-                    let mut record: Map<String, Json> =
-                        values.into_iter().enumerate().filter_map(|(i, v)| v.map(|v| (format!("f{i}"), v))).collect();
+                    let mut record: Map<String, Json> = values
+                        .into_iter()
+                        .enumerate()
+                        .filter_map(|(i, v)| v.map(|v| (format!("f{i}"), v)))
+                        .collect();
                     if let Some(extra) = extra {
                         record.insert("zz".to_owned(), extra);
                     }
@@ -597,7 +853,11 @@ fn values_for(shape: &Shape, loose: bool) -> BoxedStrategy<Json> {
                 .boxed()
         }
     };
-    if loose { prop_oneof![12 => strict, 1 => any_json()].boxed() } else { strict }
+    if loose {
+        prop_oneof![12 => strict, 1 => any_json()].boxed()
+    } else {
+        strict
+    }
 }
 
 fn schema_and_record() -> impl Strategy<Value = (Json, Json)> {
@@ -676,4 +936,3 @@ proptest! {
         }
     }
 }
-
