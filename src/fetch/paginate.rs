@@ -56,6 +56,14 @@ pub enum PaginateError {
     /// The last record has no id for `starting_after`.
     #[error("last record has no primary key at {0} for starting_after pagination")]
     NoLastId(String),
+    /// A page with records points at itself as the next page: following it would land the
+    /// same page forever.
+    #[error("the page's next cursor `{0}` is the cursor that fetched it: pagination would loop")]
+    NoProgress(String),
+    /// A `Link` next URL on another origin than the source's base URL: following it would
+    /// send the source's credentials to another host.
+    #[error("Link header next url `{0}` leaves the source's origin `{1}`; not followed")]
+    ForeignLink(String, String),
 }
 
 /// Builds the URL of a request.
@@ -70,7 +78,17 @@ pub fn request_url(
 ) -> Result<Url, PaginateError> {
     if let PageCursor::Url(u) = at {
         let base = Url::parse(base_url).map_err(|e| PaginateError::Url(e.to_string()))?;
-        return base.join(u).map_err(|_| PaginateError::BadLink(u.clone()));
+        let url = base
+            .join(u)
+            .map_err(|_| PaginateError::BadLink(u.clone()))?;
+        // Credentials go with every request: never to a host the source did not name.
+        if url.origin() != base.origin() {
+            return Err(PaginateError::ForeignLink(
+                u.clone(),
+                base.origin().ascii_serialization(),
+            ));
+        }
+        return Ok(url);
     }
     let mut url = Url::parse(&format!(
         "{}{}",
@@ -148,7 +166,7 @@ pub fn next(
     facts: &PageFacts<'_>,
 ) -> Result<PageCursor, PaginateError> {
     let full = facts.records as u64 >= u64::from(stream.page_size);
-    Ok(match &stream.pagination {
+    let after = match &stream.pagination {
         Pagination::Cursor { next_pointer, .. } => {
             match facts.body.and_then(|b| b.pointer(next_pointer)) {
                 Some(Value::String(s)) if !s.is_empty() => PageCursor::Token(s.clone()),
@@ -199,7 +217,16 @@ pub fn next(
                 PageCursor::Done
             }
         }
-    })
+    };
+    // A cursor that does not move: an empty page means "caught up", a page with records
+    // would be fetched and landed again and again.
+    if after != PageCursor::Done && &after == at {
+        if facts.records == 0 {
+            return Ok(PageCursor::Done);
+        }
+        return Err(PaginateError::NoProgress(after.header_value()));
+    }
+    Ok(after)
 }
 
 /// The `rel="next"` target of a `Link` header (RFC 8288), if any.
@@ -298,6 +325,82 @@ pagination = {pagination}
             .unwrap()
             .as_str(),
             "http://h/v1/a?after=5"
+        );
+    }
+
+    #[test]
+    fn a_cursor_that_does_not_move_ends_or_fails_instead_of_looping() {
+        let body = serde_json::json!({"data": [1, 2], "next_cursor": "same", "has_more": true});
+        let full = PageFacts {
+            body: Some(&body),
+            link: Some(r#"</v1/a?p=2>; rel="next""#),
+            records: 2,
+            last_id: Some("same".into()),
+        };
+        let cases = [
+            (r#"{ style = "cursor" }"#, PageCursor::Token("same".into())),
+            (r#"{ style = "after" }"#, PageCursor::After("same".into())),
+            (r#"{ style = "link" }"#, PageCursor::Url("/v1/a?p=2".into())),
+        ];
+        for (style, at) in cases {
+            let s = stream(style);
+            assert_eq!(
+                next(&s, &at, &full),
+                Err(PaginateError::NoProgress(at.header_value())),
+                "{style}"
+            );
+            let empty = PageFacts {
+                body: Some(&body),
+                link: full.link,
+                records: 0,
+                last_id: None,
+            };
+            // An empty page that points at itself: caught up (the after style ends on an empty page anyway).
+            assert_eq!(next(&s, &at, &empty), Ok(PageCursor::Done), "{style}");
+        }
+        // Offset pagination with a page size of zero cannot loop either.
+        let mut s = stream(r#"{ style = "offset" }"#);
+        s.page_size = 0;
+        let none = PageFacts {
+            body: None,
+            link: None,
+            records: 0,
+            last_id: None,
+        };
+        assert_eq!(
+            next(&s, &PageCursor::Offset(4), &none),
+            Ok(PageCursor::Done)
+        );
+    }
+
+    #[test]
+    fn link_urls_never_leave_the_source_origin() {
+        let s = stream(r#"{ style = "link" }"#);
+        for foreign in [
+            "https://evil.example/v1/a?p=2",
+            "//evil.example/v1/a",
+            "http://h:8080/v1/a",
+            "https://h/v1/a",
+        ] {
+            assert_eq!(
+                request_url("http://h", &s, &PageCursor::Url(foreign.into()), None),
+                Err(PaginateError::ForeignLink(
+                    foreign.into(),
+                    "http://h".into()
+                )),
+                "{foreign}"
+            );
+        }
+        assert_eq!(
+            request_url(
+                "http://h/api",
+                &s,
+                &PageCursor::Url("http://h/v1/a?p=2".into()),
+                None
+            )
+            .unwrap()
+            .as_str(),
+            "http://h/v1/a?p=2"
         );
     }
 

@@ -281,14 +281,31 @@ impl StreamWorker {
                     records: count,
                     last_id,
                 },
-            )
-            .map_err(|e| {
-                BatchError::Http(HttpError::Client {
-                    url: resp.url.clone(),
-                    status: resp.status,
-                    body: e.to_string(),
-                })
-            })?;
+            );
+            let after = match after {
+                Ok(a) => a,
+                Err(e) => {
+                    // The page cannot be followed: keep it in the DLQ (nothing is dropped
+                    // silently) and pause the stream with the reason.
+                    let kind = match e {
+                        paginate::PaginateError::NoLastId(_) => "missing_key",
+                        _ => "bad_pagination",
+                    };
+                    tracing::warn!(source = %self.source.name, stream = %self.stream.name, url = %resp.url, error = %e, "cannot paginate past this page: kept in the DLQ, stream paused");
+                    self.dead_letter(
+                        producer,
+                        &resp,
+                        kind,
+                        format!("page from {}: {e}", resp.url),
+                    )
+                    .await?;
+                    return Err(BatchError::Http(HttpError::Client {
+                        url: resp.url.clone(),
+                        status: resp.status,
+                        body: format!("{e}; the page is kept in the DLQ"),
+                    }));
+                }
+            };
             let seq = next.pages;
             let landed = self.land(&resp, &next, &after, seq, count as u64).await?;
             pages.push(landed);
@@ -322,7 +339,8 @@ impl StreamWorker {
     }
 
     /// GETs a page and parses it. A body that is not JSON is kept in the DLQ (stage `fetch`,
-    /// kind `malformed_json`) and the request is repeated a few times before the stream pauses.
+    /// kind `malformed_json`, or `not_utf8`) and the request is repeated a few times before
+    /// the stream pauses.
     async fn get_parsed(
         &self,
         url: &url::Url,
@@ -339,8 +357,29 @@ impl StreamWorker {
                 Ok(v) => return Ok((resp, v)),
                 Err(e) => {
                     bad += 1;
-                    tracing::warn!(source = %self.source.name, stream = %self.stream.name, url = %resp.url, error = %e, bytes = resp.body.len(), "page is not valid JSON: kept in the DLQ, request repeated");
-                    self.dead_letter(producer, &resp, &e.to_string()).await?;
+                    let content_type = resp.headers.get(reqwest::header::CONTENT_TYPE).map_or_else(
+                        || "none".to_owned(),
+                        |v| String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    );
+                    let (kind, detail) = match std::str::from_utf8(&resp.body) {
+                        Err(u) => (
+                            "not_utf8",
+                            format!(
+                                "page from {} (content-type {content_type}) is not UTF-8: invalid byte at offset {}",
+                                resp.url,
+                                u.valid_up_to()
+                            ),
+                        ),
+                        Ok(_) => (
+                            "malformed_json",
+                            format!(
+                                "page from {} (content-type {content_type}) is not valid JSON: {e}",
+                                resp.url
+                            ),
+                        ),
+                    };
+                    tracing::warn!(source = %self.source.name, stream = %self.stream.name, url = %resp.url, error = %e, bytes = resp.body.len(), content_type, "page is not valid JSON: kept in the DLQ, request repeated");
+                    self.dead_letter(producer, &resp, kind, detail).await?;
                     if bad >= 3 {
                         return Err(BatchError::Http(HttpError::Client {
                             url: resp.url,
@@ -353,25 +392,43 @@ impl StreamWorker {
         }
     }
 
+    /// Keeps a page that cannot be landed in the DLQ (stage `fetch`), in its own transaction.
+    /// A body over the inline limit goes to the blob store first and the DLQ holds its
+    /// reference (`intake.blob`), as landing does.
     async fn dead_letter(
         &self,
         producer: &TxnProducer,
         resp: &Response,
-        detail: &str,
+        kind: &str,
+        mut detail: String,
     ) -> Result<(), BatchError> {
         let dlq = self.names.dlq();
         let key = self.key();
-        let value = resp.body.clone();
-        let hdrs = Headers::new()
+        let mut hdrs = Headers::new()
             .with(headers::SOURCE, &self.source.name)
             .with(headers::STREAM, &self.stream.name)
             .with(headers::REQUEST, &resp.url)
-            .with(headers::STATUS, resp.status.to_string())
-            .with(headers::DLQ_KIND, "malformed_json")
-            .with(
-                headers::DLQ_DETAIL,
-                format!("page from {} is not valid JSON: {detail}", resp.url),
-            )
+            .with(headers::STATUS, resp.status.to_string());
+        let value = if resp.body.len() > self.cfg.blob.max_inline_bytes {
+            let r = self
+                .blobs
+                .put(resp.body.clone())
+                .await
+                .map_err(|e| BatchError::Fatal(FetchError::Blob(e)))?;
+            detail.push_str(&format!(
+                "; the body ({} bytes) is over the inline limit: the value is its blob reference",
+                r.size
+            ));
+            hdrs = hdrs
+                .with(headers::KIND, Kind::BlobRef.as_str())
+                .with(headers::BLOB, r.header_value());
+            Bytes::from(serde_json::to_vec(&r).expect("serialisable"))
+        } else {
+            resp.body.clone()
+        };
+        let hdrs = hdrs
+            .with(headers::DLQ_KIND, kind)
+            .with(headers::DLQ_DETAIL, detail)
             .with(headers::DLQ_ORIGIN, &resp.url)
             .with(headers::DLQ_STAGE, "fetch")
             .with(headers::DLQ_AT, headers::now_rfc3339())

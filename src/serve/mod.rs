@@ -11,7 +11,8 @@
 //! A 2xx means the data is committed in Kafka ([`lander`]). Errors are JSON
 //! `{"error": code, "message": reason}` with the status a client can act on: 400 bad input,
 //! 401 bad signature, 404 unknown source, 409 a job id reused with other content, 413 too
-//! large, 503 Kafka unavailable (nothing acknowledged; retry).
+//! large, 415 a body labelled other than JSON, 503 Kafka unavailable (nothing acknowledged;
+//! retry).
 
 pub mod jobs;
 pub mod lander;
@@ -186,6 +187,52 @@ async fn readyz(State(st): State<Arc<ServeState>>) -> Response {
     }
 }
 
+/// Refuses a body labelled with a media type other than JSON (`application/json` or
+/// `application/*+json`) with 415; an unlabelled body is read as JSON.
+fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(v) = headers.get(axum::http::header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(v.as_bytes());
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if json {
+        return Ok(());
+    }
+    let shown: String = text.chars().take(100).collect();
+    Err(ApiError(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("Content-Type {shown:?} is not JSON; send application/json"),
+    ))
+}
+
+/// Parses a JSON body: 400 `not_utf8` or `malformed_json` (with line and column; nesting
+/// deeper than serde_json's recursion limit is an error, never a stack overflow).
+fn parse_json(body: &[u8], what: &str) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| match std::str::from_utf8(body) {
+        Err(u) => ApiError(
+            StatusCode::BAD_REQUEST,
+            "not_utf8",
+            format!(
+                "{what} is not UTF-8 JSON: invalid byte at offset {}",
+                u.valid_up_to()
+            ),
+        ),
+        Ok(_) => ApiError(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("{what} is not valid JSON: {e}"),
+        ),
+    })
+}
+
 fn pointer_string(v: &Value, p: &str) -> Option<String> {
     match v.pointer(p)? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
@@ -230,13 +277,8 @@ async fn webhook(
             e.to_string(),
         ));
     }
-    let event: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the body is not valid JSON: {e}"),
-        )
-    })?;
+    json_content_type(&headers)?;
+    let event: Value = parse_json(&body, "the body")?;
     if !event.is_object() {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
@@ -343,14 +385,12 @@ async fn submit_job(
             })?;
             (bytes, Some(r), Some(name.clone()))
         }
-        None => (body, None, None),
+        None => {
+            json_content_type(&headers)?;
+            (body, None, None)
+        }
     };
-    let parsed: Value = serde_json::from_slice(&content).map_err(|e| {
-        bad(
-            "malformed_json",
-            format!("the batch is not valid JSON: {e}"),
-        )
-    })?;
+    let parsed: Value = parse_json(&content, "the batch")?;
     let records = parsed
         .pointer(&st_cfg.records)
         .and_then(Value::as_array)

@@ -5,11 +5,12 @@ use serde_json::{Value, json};
 /// The error answers every endpoint may give, plus its own successes.
 fn responses(ok: &[(&str, &str)]) -> Value {
     let mut r = json!({
-        "400": {"description": "bad input (malformed JSON, missing field); the body names the reason"},
+        "400": {"description": "bad input (malformed or non-UTF-8 JSON, not an object, missing field); the body names the reason"},
         "401": {"description": "bad, stale or missing signature"},
         "404": {"description": "unknown source, stream or job"},
         "409": {"description": "job id reused with other content"},
         "413": {"description": "body over the size limit"},
+        "415": {"description": "a Content-Type other than JSON (an unlabelled body is read as JSON)"},
         "503": {"description": "Kafka unavailable: nothing was acknowledged; retry"}
     });
     for (code, desc) in ok {

@@ -277,6 +277,14 @@ impl Splitter {
                         self.not_a_page(depth, format!("the parent of `{token}` is {kind}"))
                     );
                 }
+                Step::NotIndex => {
+                    return Err(self.not_a_page(
+                        depth,
+                        format!(
+                            "the parent of `{token}` is an array and `{token}` is not an index"
+                        ),
+                    ));
+                }
             }
         }
 
@@ -463,6 +471,8 @@ enum Step<'a> {
     Absent,
     /// The parent is not a container.
     Scalar(JsonKind),
+    /// The parent is an array and the token is not an index (RFC 6901: digits, no leading zero).
+    NotIndex,
 }
 
 /// The member `token` of an object, or the element at index `token` of an array.
@@ -477,7 +487,7 @@ fn child<'a>(raw: &'a str, token: &str) -> Result<Step<'a>, serde_json::Error> {
                 de.end()?;
                 Ok(found.map_or(Step::Absent, Step::Found))
             }
-            _ => Ok(Step::Absent),
+            _ => Ok(Step::NotIndex),
         },
         kind => Ok(Step::Scalar(kind)),
     }
@@ -494,7 +504,7 @@ fn resolve<'a>(
     for token in rest {
         match child(current.get(), token)? {
             Step::Found(raw) => current = raw,
-            Step::Absent | Step::Scalar(_) => return Ok(None),
+            Step::Absent | Step::Scalar(_) | Step::NotIndex => return Ok(None),
         }
     }
     Ok(Some(current))
@@ -1043,6 +1053,18 @@ mod tests {
             .split(br#"{"data":[1,2]}"#)
             .unwrap_err();
         assert_eq!(err.kind, DriftKind::NotAPage);
+        // A page that is an array where an object was expected.
+        let err = Splitter::new("/data", "/id", None)
+            .unwrap()
+            .split(br#"[{"id":1}]"#)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            RecordError::whole(
+                DriftKind::NotAPage,
+                "record selector `/data` not found: at `/data`, the parent of `data` is an array and `data` is not an index"
+            )
+        );
     }
 
     #[test]
