@@ -100,6 +100,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// DLQ triage: `summary`, `show`, `replay` (re-land chosen dead letters after a fix).
+    Dlq {
+        /// Action.
+        #[command(subcommand)]
+        action: crate::dlq::DlqCommand,
+    },
+    /// Schema proposals from dead letters: `propose --stream S [--apply]`.
+    Schema {
+        /// Action.
+        #[command(subcommand)]
+        action: crate::dlq::SchemaCommand,
+    },
     /// Check a config file and print what it resolves to (secrets redacted).
     Config {
         /// Config file.
@@ -296,6 +308,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::process::exit(1)
             }
         }
+        Command::Dlq { action } => crate::dlq::run(action).await,
+        Command::Schema { action } => crate::dlq::run_schema(action).await,
         Command::Config { config } => {
             let cfg = load(&config)?;
             println!("{cfg:#?}");

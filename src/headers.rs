@@ -44,6 +44,8 @@ pub const ORIGIN: &str = "intake.origin";
 pub const OP: &str = "intake.op";
 /// Replays: the replay id that re-landed the record.
 pub const REPLAY_ID: &str = "intake.replay_id";
+/// Replays: `topic/partition/offset` of the dead letter a replayed record was re-landed from.
+pub const REPLAY_OF: &str = "intake.replay_of";
 
 /// DLQ: error kind (`malformed_json`, `missing_field`, ...).
 pub const DLQ_KIND: &str = "dlq.error.kind";

@@ -127,7 +127,10 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<Status> {
                 Duration::from_secs(120),
                 |m| {
                     use rdkafka::Message;
-                    if let Some(key) = m.key() {
+                    // Count deltas and replay markers share the topic: count jobs only.
+                    if let Some(key) = m.key()
+                        && m.payload().is_some_and(crate::serve::jobs::is_job)
+                    {
                         job_ids.insert(key.to_vec());
                     }
                 },

@@ -1,17 +1,41 @@
-//! The job registry: idempotent batch submissions, kept in the compacted `intake.jobs` topic.
+//! The job registry: idempotent batch submissions, kept in the compacted `intake.jobs` topic,
+//! with the counts of what became of each job's records.
 //!
 //! A job id (the `Idempotency-Key` header or `?job_id=`) names one submission. The registry
 //! maps it to the fingerprint of what was submitted (sha256 over source, stream and the batch
 //! bytes or the referenced blob's sha256): the same id with the same fingerprint returns the
 //! existing job; with another, 409. The job record is written in the same transaction as the
 //! batch it describes, so a restarted server forgets nothing and never lands a job twice.
+//!
+//! # Counts, exactly once
+//!
+//! `GET /v1/jobs/{id}` reports `counts`: records `landed`, `valid`, `dead_lettered`,
+//! `replayed` (re-landed from the DLQ by `intake dlq replay`) and `pending` (landed, not yet
+//! accounted for). They are folded from [`CountDelta`] records that the stages write to
+//! `intake.jobs` **inside the transaction that carries their outputs**:
+//!
+//! - validate, for every landing record with an `intake.job_id` header, writes the number of
+//!   its records that went to the valid topic and to the DLQ, keyed by
+//!   `~counts/validate/<landing topic>/<partition>/<offset>`: committed exactly when (and as
+//!   often as) the outputs are, and a re-processed landing record writes the same key again;
+//! - `intake dlq replay` writes, per job, minus the dead letters it re-landed and plus as many
+//!   replayed, keyed by `~counts/replay/<replay id>/<job id>`; validate then counts the
+//!   re-landed records like any others.
+//!
+//! The registry keeps every delta by key (a map, so reading one twice changes nothing) and sums
+//! them per job. It follows the topic after the restore, so counts move while serve runs.
+//! Non-job records of `intake.jobs` have keys starting with `~` and a `"type"` member
+//! ([`CountDelta::TYPE`], or `replay` for the markers of `intake dlq replay`); [`parse`] tells
+//! them apart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::kafka::{Kafka, reader};
@@ -27,7 +51,9 @@ pub struct Job {
     pub source: String,
     /// Stream.
     pub stream: String,
-    /// `landed` once its batch is committed to the landing topic.
+    /// `landed` once its batch is committed to the landing topic; in answers, `validating`
+    /// while validate has not accounted for every record (after a replay, say) and `validated`
+    /// once it has.
     pub state: String,
     /// Records in the batch (counted when it was accepted).
     pub records: u64,
@@ -38,64 +64,280 @@ pub struct Job {
     pub blob: Option<String>,
     /// When it was landed (RFC 3339).
     pub landed_at: String,
+    /// What became of the records (folded from [`CountDelta`]s; zero in the stored record).
+    #[serde(default)]
+    pub counts: Counts,
 }
 
-/// The registry in memory, restored from `intake.jobs` at start.
+/// What became of a job's records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Records landed (the batch's records once it is committed).
+    pub landed: u64,
+    /// Records validate sent to the valid topic.
+    pub valid: u64,
+    /// Records in the DLQ now (dead-lettered, less those replayed).
+    pub dead_lettered: u64,
+    /// Records re-landed from the DLQ by `intake dlq replay`.
+    pub replayed: u64,
+    /// Landed records validate has not accounted for yet.
+    pub pending: u64,
+}
+
+/// A change to one job's counts, written by a stage in the transaction of its outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountDelta {
+    /// Always [`CountDelta::TYPE`].
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// The job.
+    pub job_id: String,
+    /// `validate` or `replay`.
+    pub stage: String,
+    /// What it counts: the landing record (`topic/partition/offset`) or the replay id.
+    pub origin: String,
+    /// Records to the valid topic.
+    #[serde(default)]
+    pub valid: i64,
+    /// Records to the DLQ (negative: re-landed by a replay).
+    #[serde(default)]
+    pub dead_lettered: i64,
+    /// Whole landing values to the DLQ, each standing for all of the job's records (a batch
+    /// that could not be read at all); negative: re-landed by a replay.
+    #[serde(default)]
+    pub dead_lettered_whole: i64,
+    /// Records re-landed from the DLQ.
+    #[serde(default)]
+    pub replayed: i64,
+}
+
+impl CountDelta {
+    /// The `"type"` of a count delta.
+    pub const TYPE: &'static str = "counts";
+    /// [`CountDelta::stage`] of validate's deltas.
+    pub const VALIDATE: &'static str = "validate";
+    /// [`CountDelta::stage`] of a replay's deltas.
+    pub const REPLAY: &'static str = "replay";
+
+    /// Validate's delta for one landing record (`origin` = `topic/partition/offset`).
+    pub fn validate(job_id: &str, origin: &str, valid: u64, dead: u64, whole: u64) -> Self {
+        CountDelta {
+            record_type: Self::TYPE.into(),
+            job_id: job_id.into(),
+            stage: Self::VALIDATE.into(),
+            origin: origin.into(),
+            valid: valid as i64,
+            dead_lettered: dead as i64,
+            dead_lettered_whole: whole as i64,
+            replayed: 0,
+        }
+    }
+
+    /// A replay's delta for one job: `records` dead letters of single records and `whole`
+    /// whole landing values re-landed.
+    pub fn replay(job_id: &str, replay_id: &str, records: u64, whole: u64) -> Self {
+        CountDelta {
+            record_type: Self::TYPE.into(),
+            job_id: job_id.into(),
+            stage: Self::REPLAY.into(),
+            origin: replay_id.into(),
+            valid: 0,
+            dead_lettered: -(records as i64),
+            dead_lettered_whole: -(whole as i64),
+            replayed: (records + whole) as i64,
+        }
+    }
+
+    /// Its key in `intake.jobs`: deterministic, so a re-processed input rewrites the same key.
+    pub fn key(&self) -> String {
+        match self.stage.as_str() {
+            Self::VALIDATE => format!("~counts/validate/{}", self.origin),
+            _ => format!("~counts/{}/{}/{}", self.stage, self.origin, self.job_id),
+        }
+    }
+
+    /// The JSON value.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("serialisable")
+    }
+}
+
+/// A record of `intake.jobs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A job.
+    Job(Box<Job>),
+    /// A change to a job's counts.
+    Counts(CountDelta),
+    /// Something else (a replay marker, or a value this version does not know).
+    Other,
+}
+
+/// Tells the records of `intake.jobs` apart by their `"type"` member (jobs have none).
+pub fn parse(value: &[u8]) -> Entry {
+    #[derive(Deserialize)]
+    struct Tag<'a> {
+        #[serde(rename = "type", borrow)]
+        t: Option<std::borrow::Cow<'a, str>>,
+    }
+    match serde_json::from_slice::<Tag<'_>>(value) {
+        Ok(Tag { t: None }) => serde_json::from_slice::<Job>(value)
+            .map(|j| Entry::Job(Box::new(j)))
+            .unwrap_or(Entry::Other),
+        Ok(Tag { t: Some(t) }) if t == CountDelta::TYPE => serde_json::from_slice(value)
+            .map(Entry::Counts)
+            .unwrap_or(Entry::Other),
+        _ => Entry::Other,
+    }
+}
+
+/// Whether a value of `intake.jobs` is a job (not a count delta or replay marker).
+pub fn is_job(value: &[u8]) -> bool {
+    matches!(parse(value), Entry::Job(_))
+}
+
+#[derive(Default)]
+struct Inner {
+    jobs: DashMap<String, Job>,
+    /// Job id → delta key → delta.
+    deltas: DashMap<String, HashMap<String, CountDelta>>,
+}
+
+impl Inner {
+    fn fold(&self, value: &[u8]) {
+        match parse(value) {
+            Entry::Job(j) => {
+                self.jobs.insert(j.job_id.clone(), *j);
+            }
+            Entry::Counts(d) => {
+                self.deltas
+                    .entry(d.job_id.clone())
+                    .or_default()
+                    .insert(d.key(), d);
+            }
+            Entry::Other => {}
+        }
+    }
+}
+
+/// The registry in memory, restored from `intake.jobs` at start and following it after.
 #[derive(Default)]
 pub struct Registry {
-    jobs: DashMap<String, Job>,
+    inner: Arc<Inner>,
     locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Set on drop: the follower thread ends.
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Registry {
-    /// Reads every job from the topic (read_committed).
+    /// Reads every record of the topic (read_committed), then follows it on a thread of its
+    /// own (ended when the registry is dropped), so counts written by validate and replays
+    /// show up in [`Registry::get`].
     ///
     /// # Errors
     /// Kafka errors.
     pub async fn restore(kafka: &Kafka, topic: &str) -> rdkafka::error::KafkaResult<Self> {
-        let kafka = kafka.clone();
-        let topic = topic.to_owned();
-        let jobs = tokio::task::spawn_blocking(
-            move || -> rdkafka::error::KafkaResult<HashMap<String, Job>> {
-                let c = kafka.reader_consumer("jobs")?;
-                let n = reader::partition_count(&c, &topic, Duration::from_secs(10))?;
+        let reg = Self::default();
+        let inner = reg.inner.clone();
+        let k = kafka.clone();
+        let t = topic.to_owned();
+        let next = tokio::task::spawn_blocking(
+            move || -> rdkafka::error::KafkaResult<(i32, HashMap<i32, i64>)> {
+                let c = k.reader_consumer("jobs")?;
+                let n = reader::partition_count(&c, &t, Duration::from_secs(10))?;
                 let parts: Vec<i32> = (0..n).collect();
-                let mut out = HashMap::new();
-                reader::read_to_end(&c, &topic, &parts, Duration::from_secs(120), |m| {
-                    if let Some(Ok(j)) = m.payload().map(serde_json::from_slice::<Job>) {
-                        out.insert(j.job_id.clone(), j);
+                let mut next = HashMap::new();
+                reader::read_to_end(&c, &t, &parts, Duration::from_secs(120), |m| {
+                    next.insert(m.partition(), m.offset() + 1);
+                    if let Some(v) = m.payload() {
+                        inner.fold(v);
                     }
                 })?;
-                Ok(out)
+                Ok((n, next))
             },
         )
         .await
         .map_err(|_| rdkafka::error::KafkaError::Canceled)??;
-        let reg = Self::default();
-        for (k, v) in jobs {
-            reg.jobs.insert(k, v);
-        }
+        reg.follow(kafka, topic, next.0, &next.1)?;
         Ok(reg)
     }
 
-    /// A job by id.
+    /// Follows `topic` from the given next offsets (the beginning for partitions not in it).
+    fn follow(
+        &self,
+        kafka: &Kafka,
+        topic: &str,
+        partitions: i32,
+        next: &HashMap<i32, i64>,
+    ) -> rdkafka::error::KafkaResult<()> {
+        let c = kafka.metadata_consumer("jobs-follow")?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            let at = next
+                .get(&p)
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            tpl.add_partition_offset(topic, p, at)?;
+        }
+        c.assign(&tpl)?;
+        let inner = self.inner.clone();
+        let stop = self.stop.clone();
+        let topic = topic.to_owned();
+        std::thread::Builder::new()
+            .name("jobs-follow".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match c.poll(Duration::from_millis(200)) {
+                        Some(Ok(m)) => {
+                            if let Some(v) = m.payload() {
+                                inner.fold(v);
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, topic = %topic, "following the job registry")
+                        }
+                        None => {}
+                    }
+                }
+            })
+            .map_err(|_| rdkafka::error::KafkaError::Canceled)?;
+        Ok(())
+    }
+
+    /// A job by id, with its counts.
     pub fn get(&self, id: &str) -> Option<Job> {
-        self.jobs.get(id).map(|j| j.clone())
+        let mut job = self.inner.jobs.get(id).map(|j| j.clone())?;
+        let deltas = self.inner.deltas.get(id);
+        let (counts, validated) = fold_counts(&job, deltas.as_ref().map(|d| d.values()));
+        job.counts = counts;
+        if validated {
+            job.state = if counts.pending == 0 {
+                "validated".into()
+            } else {
+                "validating".into()
+            };
+        }
+        Some(job)
     }
 
     /// Records a landed job.
     pub fn insert(&self, job: Job) {
-        self.jobs.insert(job.job_id.clone(), job);
+        self.inner.jobs.insert(job.job_id.clone(), job);
     }
 
     /// Number of jobs known.
     pub fn len(&self) -> usize {
-        self.jobs.len()
+        self.inner.jobs.len()
     }
 
     /// Whether no job is known.
     pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
+        self.inner.jobs.is_empty()
     }
 
     /// Serialises submissions of one job id within this process.
@@ -104,7 +346,131 @@ impl Registry {
     }
 }
 
+/// Sums a job's deltas; also says whether validate has counted any of its landing records.
+fn fold_counts<'a>(
+    job: &Job,
+    deltas: Option<impl Iterator<Item = &'a CountDelta>>,
+) -> (Counts, bool) {
+    let (mut valid, mut dead, mut whole, mut replayed) = (0i64, 0i64, 0i64, 0i64);
+    let mut validated = false;
+    for d in deltas.into_iter().flatten() {
+        validated |= d.stage == CountDelta::VALIDATE;
+        valid += d.valid;
+        dead += d.dead_lettered;
+        whole += d.dead_lettered_whole;
+        replayed += d.replayed;
+    }
+    let landed = job.records;
+    let dead = dead + whole * landed as i64;
+    let (valid, dead) = (valid.max(0) as u64, dead.max(0) as u64);
+    let counts = Counts {
+        landed,
+        valid,
+        dead_lettered: dead,
+        replayed: replayed.max(0) as u64,
+        pending: landed.saturating_sub(valid + dead),
+    };
+    (counts, validated)
+}
+
 /// The fingerprint of a submission.
 pub fn fingerprint(source: &str, stream: &str, content_sha256: &str) -> String {
     crate::blob::sha256_hex(format!("{source}\n{stream}\n{content_sha256}").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(records: u64) -> Job {
+        Job {
+            job_id: "j-1".into(),
+            fingerprint: "f".into(),
+            source: "shop".into(),
+            stream: "orders".into(),
+            state: "landed".into(),
+            records,
+            bytes: 10,
+            blob: None,
+            landed_at: "2024-01-01T00:00:00Z".into(),
+            counts: Counts::default(),
+        }
+    }
+
+    #[test]
+    fn entries_are_told_apart_by_type() {
+        let j = job(3);
+        assert_eq!(
+            parse(&serde_json::to_vec(&j).unwrap()),
+            Entry::Job(Box::new(j.clone()))
+        );
+        // A job stored before counts existed still parses.
+        let mut old = serde_json::to_value(&j).unwrap();
+        old.as_object_mut().unwrap().remove("counts");
+        assert!(is_job(&serde_json::to_vec(&old).unwrap()));
+        let d = CountDelta::validate("j-1", "t.landing/2/40", 2, 1, 0);
+        assert_eq!(parse(&d.to_json()), Entry::Counts(d.clone()));
+        assert_eq!(d.key(), "~counts/validate/t.landing/2/40");
+        assert_eq!(
+            CountDelta::replay("j-1", "r-abc", 1, 0).key(),
+            "~counts/replay/r-abc/j-1"
+        );
+        assert_eq!(parse(br#"{"type":"replay","replay_id":"r"}"#), Entry::Other);
+        assert_eq!(parse(b"not json"), Entry::Other);
+        assert!(!is_job(&d.to_json()));
+    }
+
+    #[test]
+    fn counts_fold_idempotently_and_follow_replays() {
+        let reg = Registry::default();
+        reg.insert(job(5));
+        assert_eq!(reg.get("j-1").unwrap().state, "landed");
+        assert_eq!(reg.get("j-1").unwrap().counts.pending, 5);
+        let v = CountDelta::validate("j-1", "t.landing/0/7", 3, 2, 0);
+        reg.inner.fold(&v.to_json());
+        reg.inner.fold(&v.to_json()); // read twice: no change
+        let j = reg.get("j-1").unwrap();
+        assert_eq!(
+            j.counts,
+            Counts {
+                landed: 5,
+                valid: 3,
+                dead_lettered: 2,
+                replayed: 0,
+                pending: 0
+            }
+        );
+        assert_eq!(j.state, "validated");
+        // A replay of one dead letter, then validate passes it.
+        reg.inner
+            .fold(&CountDelta::replay("j-1", "r-1", 1, 0).to_json());
+        let j = reg.get("j-1").unwrap();
+        assert_eq!((j.counts.dead_lettered, j.counts.pending), (1, 1));
+        assert_eq!(j.state, "validating");
+        reg.inner
+            .fold(&CountDelta::validate("j-1", "t.landing/1/3", 1, 0, 0).to_json());
+        let j = reg.get("j-1").unwrap();
+        assert_eq!(
+            j.counts,
+            Counts {
+                landed: 5,
+                valid: 4,
+                dead_lettered: 1,
+                replayed: 1,
+                pending: 0
+            }
+        );
+        // A batch dead-lettered whole counts all its records.
+        reg.inner.fold(
+            &serde_json::to_vec(&Job {
+                job_id: "j-2".into(),
+                ..job(4)
+            })
+            .unwrap(),
+        );
+        reg.inner
+            .fold(&CountDelta::validate("j-2", "t.landing/0/9", 0, 0, 1).to_json());
+        assert_eq!(reg.get("j-2").unwrap().counts.dead_lettered, 4);
+        assert!(reg.get("nope").is_none());
+    }
 }

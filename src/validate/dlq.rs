@@ -86,6 +86,40 @@ pub fn origin(topic: &str, partition: i32, offset: i64, index: Option<usize>) ->
     }
 }
 
+/// A parsed [`origin`]: where a dead letter came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The input topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// The input record's offset.
+    pub offset: i64,
+    /// The record's position in the page, when one record (not the whole value) was rejected.
+    pub index: Option<usize>,
+}
+
+impl Origin {
+    /// Parses a `dlq.origin` value (`<topic>/<partition>/<offset>[#<index>]`; topic names
+    /// have no `/`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (at, index) = match s.split_once('#') {
+            Some((at, i)) => (at, Some(i.parse().ok()?)),
+            None => (s, None),
+        };
+        let mut parts = at.rsplitn(3, '/');
+        let offset = parts.next()?.parse().ok()?;
+        let partition = parts.next()?.parse().ok()?;
+        let topic = parts.next().filter(|t| !t.is_empty())?.to_owned();
+        Some(Origin {
+            topic,
+            partition,
+            offset,
+            index,
+        })
+    }
+}
+
 /// The schema a record was checked against, for `dlq.schema.subject` and `dlq.schema.version`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Against<'a> {
@@ -139,6 +173,24 @@ mod tests {
     fn origin_has_an_index_only_for_records() {
         assert_eq!(origin("p.landing", 3, 42, Some(7)), "p.landing/3/42#7");
         assert_eq!(origin("p.landing", 0, 0, None), "p.landing/0/0");
+    }
+
+    #[test]
+    fn origins_parse_back() {
+        assert_eq!(
+            Origin::parse(&origin("p.landing", 3, 42, Some(7))),
+            Some(Origin {
+                topic: "p.landing".into(),
+                partition: 3,
+                offset: 42,
+                index: Some(7)
+            })
+        );
+        let whole = Origin::parse("p.landing/0/9").unwrap();
+        assert_eq!((whole.partition, whole.offset, whole.index), (0, 9, None));
+        for bad in ["", "p/1", "/1/2", "p/x/2", "p/1/2#", "p/1/2#x"] {
+            assert_eq!(Origin::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

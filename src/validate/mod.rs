@@ -16,8 +16,10 @@
 //! |-------------|--------------------|
 //! | [`stage`]   | the exactly-once processor over `intake.landing` and [`stage::run`] |
 //! | [`dlq`]     | dead letters: [`dlq::Rejection`], the `dlq.*` headers, `dlq.origin` |
+//! | `counts`    | per-job counts written to `intake.jobs` with the outputs |
 
 pub mod convert;
+mod counts;
 pub mod dlq;
 pub mod error;
 pub mod infer;

@@ -55,6 +55,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use serde_json::Value as Json;
 
 use super::Validator;
+use super::counts::Tally;
 use super::dlq::{self, Against, Rejection};
 use super::error::{DriftKind, RecordError};
 use super::infer;
@@ -198,6 +199,8 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
         meta,
         buf: Vec::with_capacity(64 * 1024),
         backoff: Duration::ZERO,
+        jobs: names.jobs(),
+        tally: Tally::default(),
     };
     tracing::info!(group = %loop_cfg.group, transactional_id = %loop_cfg.transactional_id, landing = %processor.landing, "validate starting");
     eos::run(&kafka, &loop_cfg, &mut processor, stop)?;
@@ -463,6 +466,10 @@ struct Validate {
     buf: Vec<u8>,
     /// Pause before the retry of a batch that failed for a system reason; zero after success.
     backoff: Duration,
+    /// `intake.jobs`: a job's landing record adds its counts there, in the same transaction.
+    jobs: String,
+    /// Outputs of the landing record being processed.
+    tally: Tally,
 }
 
 impl Processor for Validate {
@@ -480,7 +487,11 @@ impl Processor for Validate {
     }
 
     fn process(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> KafkaResult<()> {
-        match self.route(msg, sink) {
+        self.tally = Tally::default();
+        let routed = self
+            .route(msg, sink)
+            .and_then(|()| self.tally.send(msg, &self.jobs, sink).map_err(Fail::Kafka));
+        match routed {
             Ok(()) => {
                 self.backoff = Duration::ZERO;
                 Ok(())
@@ -722,6 +733,7 @@ impl Validate {
             Ok(()) => {
                 metrics::counter!("intake_validate_records_total", "outcome" => "valid")
                     .increment(1);
+                self.tally.valid();
                 Ok(())
             }
             Err(e) if classify(&e) == ErrorClass::BadRecord => {
@@ -773,6 +785,7 @@ impl Validate {
             value = msg.payload();
         }
         tracing::debug!(kind = why.kind, field = why.field.as_deref(), origin = %origin, "dead letter");
+        self.tally.dead_letter(index);
         metrics::counter!("intake_validate_records_total", "outcome" => "dlq", "kind" => why.kind)
             .increment(1);
         let sent = sink.send(Outgoing {

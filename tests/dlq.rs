@@ -1,0 +1,568 @@
+//! Issue 5: DLQ triage on the real stack — summary, show, replay after a schema fix (exactly
+//! once, a second replay adds nothing), and schema proposals the registry accepts.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use intake::config::Config;
+use intake::dlq::{Filter, propose, replay, show, summary};
+use intake::fetch::{self, FetchOptions};
+use intake::headers;
+use intake::registry::Registry;
+use intake::topics::TopicNames;
+use serde_json::Value as Json;
+use support::*;
+
+const STREAMS: [&str; 3] = ["customers", "orders", "events"];
+/// Partitions of every valid topic (topics/topics.toml): sync markers go to each.
+const PARTITIONS: usize = 4;
+
+/// Runs validate in-process until `done` holds for the committed outputs (or a time-out), then
+/// stops it (which commits and leaves the group) and returns the outputs by topic.
+async fn validate_until(
+    cfg: &Arc<Config>,
+    outputs: &[String],
+    what: &str,
+    done: impl Fn(&BTreeMap<String, Vec<Rec>>) -> bool,
+) -> BTreeMap<String, Vec<Rec>> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(intake::validate::stage::run(cfg.clone(), async {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = read_outputs(outputs).await;
+        if done(&out) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "validate did not reach {what} in 120 s: {:?}",
+            out.iter().map(|(t, r)| (t, r.len())).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap().expect("validate stops cleanly");
+    read_outputs(outputs).await
+}
+
+async fn read_outputs(topics: &[String]) -> BTreeMap<String, Vec<Rec>> {
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        topics
+            .iter()
+            .map(|t| (t.clone(), read_all(t, "read_committed")))
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// The field each drift kind of the simulator breaks, per stream.
+fn drift_field(stream: &str, kind: &str) -> &'static str {
+    match (stream, kind) {
+        ("customers", "unknown_enum") => "status",
+        ("customers", "unknown_field") => "loyalty_tier",
+        ("customers", "type_mismatch" | "missing_field") => "email",
+        ("orders", "unknown_enum") => "status",
+        ("orders", "unknown_field") => "fulfillment_channel",
+        ("orders", "type_mismatch") => "amount_cents",
+        ("orders", "missing_field") => "currency",
+        ("events", "unknown_enum" | "type_mismatch") => "type",
+        ("events", "unknown_field") => "source",
+        ("events", "missing_field") => "entity_id",
+        other => panic!("no drift field for {other:?}"),
+    }
+}
+
+/// `(stream, id)` of the data records (not sync markers) in the valid topics, with how often
+/// each is there.
+fn valid_ids(
+    out: &BTreeMap<String, Vec<Rec>>,
+    names: &TopicNames,
+) -> BTreeMap<(String, String), usize> {
+    let mut ids = BTreeMap::new();
+    for s in STREAMS {
+        for r in &out[&names.valid("sim", s)] {
+            if r.header(headers::KIND).is_none() {
+                *ids.entry((s.to_owned(), r.key_str().to_owned()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    ids
+}
+
+/// `(stream, id)` of every dead letter (the record's own id), with how often each is there.
+fn dlq_ids(
+    out: &BTreeMap<String, Vec<Rec>>,
+    names: &TopicNames,
+) -> BTreeMap<(String, String), usize> {
+    let mut ids = BTreeMap::new();
+    for r in &out[&names.dlq()] {
+        let v: Json = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        let key = (
+            r.header(headers::STREAM).unwrap().to_owned(),
+            v["id"].as_str().unwrap().to_owned(),
+        );
+        *ids.entry(key).or_default() += 1;
+    }
+    ids
+}
+
+/// Runs the `intake` binary; returns its stdout (fails the test on a non-zero exit).
+async fn intake_cli(args: &[&str], config: &Path) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_intake"));
+    cmd.args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "intake {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are_compatible() {
+    let sim = sim(&["--records", "400", "--seed", "11", "--drift-rate", "0.05"]).await;
+    let paths: Vec<(String, String)> = STREAMS
+        .iter()
+        .map(|s| (s.to_string(), format!("/v1/styles/cursor/{s}")))
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = paths
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_str(), "cursor"))
+        .collect();
+    let text = config_text(&sim_source(&sim, &refs, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = write_config(dir.path(), &text);
+    let cfg = Arc::new(Config::from_toml(&text).unwrap());
+    let names = TopicNames::from_config(&cfg);
+    apply_topics(&cfg).await;
+    let reg = Registry::new(&cfg.registry).unwrap();
+    intake::registry::apply_schemas(&cfg, &reg).await.unwrap();
+    fetch::run(
+        cfg.clone(),
+        FetchOptions {
+            once: true,
+            ..FetchOptions::default()
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+
+    // The simulator's truth: which ids drifted, how.
+    let truth = truth(&sim).await;
+    let drifted: BTreeMap<(String, String), String> = STREAMS
+        .iter()
+        .flat_map(|s| {
+            truth["streams"][s]["drifted"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(move |(id, k)| ((s.to_string(), id.clone()), k.as_str().unwrap().to_owned()))
+        })
+        .collect();
+    let live: BTreeSet<(String, String)> = STREAMS
+        .iter()
+        .flat_map(|s| {
+            truth["streams"][s]["live"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(move |id| (s.to_string(), id.clone()))
+        })
+        .collect();
+    let of_kind = |kind: &str| -> BTreeSet<(String, String)> {
+        drifted
+            .iter()
+            .filter(|(k, v)| v.as_str() == kind && live.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    let enum_ids = of_kind("unknown_enum");
+    let field_ids = of_kind("unknown_field");
+    let dead: BTreeSet<(String, String)> = drifted
+        .keys()
+        .filter(|k| live.contains(*k))
+        .cloned()
+        .collect();
+    assert!(
+        STREAMS
+            .iter()
+            .all(|s| enum_ids.iter().any(|(st, _)| st == s)),
+        "the seed renames an enum value in every stream: {enum_ids:?}"
+    );
+    assert!(
+        field_ids.iter().any(|(s, _)| s == "customers"),
+        "the seed adds a field to a customer"
+    );
+
+    // Validate: the drifted records go to the DLQ.
+    let mut outputs: Vec<String> = STREAMS.iter().map(|s| names.valid("sim", s)).collect();
+    outputs.push(names.dlq());
+    let markers = 2 * STREAMS.len() * PARTITIONS;
+    let expected_total = live.len() + markers;
+    let out = validate_until(&cfg, &outputs, "every landed record", |o| {
+        o.values().map(Vec::len).sum::<usize>() >= expected_total
+    })
+    .await;
+    let in_dlq = dlq_ids(&out, &names);
+    assert_eq!(
+        in_dlq.keys().cloned().collect::<BTreeSet<_>>(),
+        dead,
+        "the DLQ holds the drifted records"
+    );
+    assert!(in_dlq.values().all(|n| *n == 1));
+
+    // Summary: counts by stream, kind and field equal the drifted ids per kind.
+    let s = summary::gather(&cfg, &Filter::default()).await.unwrap();
+    let mut expected_groups: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
+    for ((stream, _), kind) in drifted.iter().filter(|(k, _)| live.contains(*k)) {
+        *expected_groups
+            .entry((
+                format!("sim/{stream}"),
+                kind.clone(),
+                Some(drift_field(stream, kind).to_owned()),
+            ))
+            .or_default() += 1;
+    }
+    let got_groups: BTreeMap<(String, String, Option<String>), u64> = s
+        .groups
+        .iter()
+        .map(|g| ((g.stream.clone(), g.kind.clone(), g.field.clone()), g.count))
+        .collect();
+    assert_eq!(got_groups, expected_groups, "summary groups");
+    assert_eq!(s.total, dead.len() as u64);
+    assert_eq!(s.replayed, 0);
+    assert_eq!(
+        s.by_kind["unknown_enum"],
+        enum_ids.len() as u64,
+        "by kind: {:?}",
+        s.by_kind
+    );
+    for g in &s.groups {
+        assert!(g.first_seen <= g.last_seen && g.first_seen != "-", "{g:?}");
+        let field = g.field.as_deref().unwrap();
+        assert!(
+            g.sample
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains(&format!("`{field}`")),
+            "the sample's detail names the field: {g:?}"
+        );
+        assert!(g.sample.value.starts_with('{'), "{g:?}");
+    }
+    let customers = summary::gather(
+        &cfg,
+        &Filter {
+            stream: Some("customers".into()),
+            ..Filter::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        customers.total,
+        dead.iter().filter(|(s, _)| s == "customers").count() as u64
+    );
+    assert_eq!(
+        customers.by_stream.keys().collect::<Vec<_>>(),
+        ["sim/customers"]
+    );
+
+    // Show: the unknown_enum dead letters, each with its headers and raw record.
+    let enum_filter = Filter {
+        kind: Some("unknown_enum".into()),
+        ..Filter::default()
+    };
+    let shown = show::gather(&cfg, &enum_filter, 0).await.unwrap();
+    let shown_ids: BTreeSet<(String, String)> = shown
+        .iter()
+        .map(|d| {
+            let v: Json = serde_json::from_str(d.value.as_deref().unwrap()).unwrap();
+            (
+                d.stream.trim_start_matches("sim/").to_owned(),
+                v["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(shown_ids, enum_ids);
+    assert!(shown.iter().all(|d| d.kind == "unknown_enum"
+        && d.replayed_by.is_none()
+        && d.origin.as_deref().is_some_and(|o| o.contains('#'))
+        && d.headers.iter().any(|(k, _)| k == headers::SYNC_ID)));
+    assert_eq!(show::gather(&cfg, &enum_filter, 2).await.unwrap().len(), 2);
+
+    // The fix: a schema per stream that accepts the renamed enum values, proposed from the
+    // dead letters and registered after the registry's compatibility check.
+    for stream in STREAMS {
+        let p = propose::run(&cfg, stream, Some("unknown_enum"), true)
+            .await
+            .unwrap();
+        let n = enum_ids.iter().filter(|(s, _)| s == stream).count() as u64;
+        assert_eq!(p.sample_count(), n, "{stream}: {p:?}");
+        assert!(p.blockers.is_empty(), "{stream}: {:?}", p.blockers);
+        assert_eq!(p.compatible, Some(true), "{stream}");
+        assert!(
+            p.changes
+                .iter()
+                .all(|c| c.contains(drift_field(stream, "unknown_enum"))),
+            "{stream}: {:?}",
+            p.changes
+        );
+        assert!(
+            p.diff.iter().any(|l| l.starts_with("+ ")),
+            "{stream}: a diff"
+        );
+        assert!(
+            p.applied
+                .as_deref()
+                .is_some_and(|a| a.starts_with("registered")),
+            "{stream}: {:?}",
+            p.applied
+        );
+        assert_eq!(
+            reg.latest(&names.subject("sim", stream))
+                .await
+                .unwrap()
+                .version,
+            2
+        );
+    }
+
+    // Replay the unknown_enum dead letters: every one re-landed, in one transaction.
+    let r1 = replay::run(
+        &cfg,
+        replay::Options {
+            filter: enum_filter.clone(),
+            ..replay::Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let n_enum = enum_ids.len() as u64;
+    assert_eq!(
+        (
+            r1.matched,
+            r1.already_replayed,
+            r1.chosen,
+            r1.landed,
+            r1.claim_checked
+        ),
+        (n_enum, 0, n_enum, n_enum, 0),
+        "{r1:?}"
+    );
+    assert!(r1.skipped.is_empty() && r1.already_done.is_none(), "{r1:?}");
+    let id1 = r1.replay_id.clone().unwrap();
+    // A second replay, same filter or another id: nothing left to choose.
+    let r2 = replay::run(
+        &cfg,
+        replay::Options {
+            filter: enum_filter.clone(),
+            ..replay::Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r2.matched, r2.already_replayed, r2.chosen, r2.landed),
+        (n_enum, n_enum, 0, 0),
+        "{r2:?}"
+    );
+    let r3 = replay::run(
+        &cfg,
+        replay::Options {
+            filter: Filter::default(),
+            replay_id: Some(id1.clone()),
+            progress: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(r3.already_done.is_some() && r3.landed == 0, "{r3:?}");
+
+    // The landing topic holds each re-landed record once, with its provenance.
+    let landing = read_all(&names.landing(), "read_committed");
+    let relanded: Vec<&Rec> = landing
+        .iter()
+        .filter(|r| r.header(headers::REPLAY_ID).is_some())
+        .collect();
+    assert_eq!(relanded.len() as u64, n_enum);
+    let dlq_positions: BTreeSet<String> = out[&names.dlq()]
+        .iter()
+        .filter(|r| r.header(headers::DLQ_KIND) == Some("unknown_enum"))
+        .map(|r| format!("{}/{}/{}", names.dlq(), r.partition, r.offset))
+        .collect();
+    let replay_of: BTreeSet<String> = relanded
+        .iter()
+        .map(|r| r.header(headers::REPLAY_OF).unwrap().to_owned())
+        .collect();
+    assert_eq!(replay_of, dlq_positions, "each dead letter re-landed once");
+    for r in &relanded {
+        assert_eq!(r.header(headers::REPLAY_ID), Some(id1.as_str()));
+        assert_eq!(r.header(headers::KIND), Some("page"));
+        assert_eq!(r.header(headers::SOURCE), Some("sim"));
+        assert!(r.header(headers::SEQ).is_none() && r.header(headers::DLQ_KIND).is_none());
+        assert_eq!(
+            r.key_str(),
+            format!("sim/{}", r.header(headers::STREAM).unwrap())
+        );
+        let page: Json = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    }
+
+    // Validate again: exactly the renamed-enum records reach the valid topics, once each, and
+    // nothing new is dead-lettered.
+    let before = valid_ids(&out, &names);
+    let expected_valid: BTreeMap<(String, String), usize> = live
+        .iter()
+        .filter(|k| !dead.contains(*k) || enum_ids.contains(*k))
+        .map(|k| (k.clone(), 1))
+        .collect();
+    let out2 = validate_until(&cfg, &outputs, "the replayed records", |o| {
+        valid_ids(o, &names).len() >= expected_valid.len()
+    })
+    .await;
+    let after = valid_ids(&out2, &names);
+    assert_eq!(
+        after, expected_valid,
+        "valid = non-drifted + replayed, once each"
+    );
+    let added: BTreeSet<(String, String)> = after
+        .keys()
+        .filter(|k| !before.contains_key(*k))
+        .cloned()
+        .collect();
+    assert_eq!(
+        added, enum_ids,
+        "the replay moved exactly the unknown_enum records"
+    );
+    assert_eq!(
+        out2[&names.dlq()].len(),
+        out[&names.dlq()].len(),
+        "no new dead letters"
+    );
+
+    // The summary knows what was replayed.
+    let s = summary::gather(&cfg, &enum_filter).await.unwrap();
+    assert_eq!((s.total, s.replayed), (n_enum, n_enum));
+    let shown = show::gather(&cfg, &enum_filter, 0).await.unwrap();
+    assert!(
+        shown
+            .iter()
+            .all(|d| d.replayed_by.as_deref() == Some(id1.as_str()))
+    );
+
+    // The CLI: a proposal for the new-field drift that the registry accepts as BACKWARD
+    // compatible, then applied.
+    let customers_subject = names.subject("sim", "customers");
+    let n_field = field_ids.iter().filter(|(s, _)| s == "customers").count() as u64;
+    let doc: Json = serde_json::from_str(
+        &intake_cli(
+            &[
+                "schema",
+                "propose",
+                "--stream",
+                "sim/customers",
+                "--kind",
+                "unknown_field",
+                "--json",
+            ],
+            &config_file,
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(doc["compatible"], Json::Bool(true), "{doc}");
+    assert_eq!(doc["samples"]["unknown_field"], n_field, "{doc}");
+    assert_eq!(doc["applied"], Json::Null);
+    let candidate = doc["candidate"].as_str().unwrap();
+    let parsed: Json = serde_json::from_str(candidate).unwrap();
+    let tier = parsed["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "loyalty_tier")
+        .expect("the candidate adds the new field");
+    assert_eq!(tier["default"], Json::Null, "a new field is optional");
+    let level: Json = reqwest::get(format!("{}/config/{customers_subject}", registry_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(level["compatibilityLevel"], "BACKWARD", "{level}");
+    assert!(
+        reg.is_compatible(&customers_subject, candidate)
+            .await
+            .unwrap()
+    );
+    let applied = intake_cli(
+        &[
+            "schema",
+            "propose",
+            "--stream",
+            "customers",
+            "--kind",
+            "unknown_field",
+            "--apply",
+        ],
+        &config_file,
+    )
+    .await;
+    assert!(applied.contains("applied: registered"), "{applied}");
+    let latest = reg.latest(&customers_subject).await.unwrap();
+    assert_eq!(latest.version, 3);
+    assert!(latest.text.contains("loyalty_tier"));
+
+    // The CLI replays the new-field dead letters of customers; the second run adds nothing.
+    let replay_args = [
+        "dlq",
+        "replay",
+        "--stream",
+        "customers",
+        "--kind",
+        "unknown_field",
+    ];
+    let first = intake_cli(&replay_args, &config_file).await;
+    assert!(first.contains(&format!("{n_field} re-landed")), "{first}");
+    let second = intake_cli(&replay_args, &config_file).await;
+    assert!(second.contains("nothing to replay"), "{second}");
+    assert!(
+        second.contains(&format!("{n_field} replayed before, 0 chosen")),
+        "{second}"
+    );
+    let summary_text = intake_cli(&["dlq", "summary"], &config_file).await;
+    assert!(
+        summary_text.contains(&format!(
+            "{} dead letter(s) (everything), {} of them replayed",
+            dead.len(),
+            n_enum + n_field
+        )),
+        "{summary_text}"
+    );
+    let landing = read_all(&names.landing(), "read_committed");
+    assert_eq!(
+        landing
+            .iter()
+            .filter(|r| r.header(headers::REPLAY_ID).is_some())
+            .count() as u64,
+        n_enum + n_field,
+        "the second CLI replay re-landed nothing"
+    );
+}
