@@ -30,16 +30,16 @@
 //!
 //! - On assignment ([`Processor::assigned`], before any input of the partition): wait until the
 //!   group's committed offsets of the partitions are stable (a read_committed offset fetch
-//!   waits for the previous owner's pending transaction), then until curated partition `p` has
-//!   no pending transaction below its high watermark, then read it to its end with
-//!   read_committed and [`PartitionState::restore`] every record. The restored state is exactly
-//!   the effect of the input up to the committed offset, which is where consumption resumes.
+//!   waits for the previous owner's pending transaction), then read curated partition `p` to its
+//!   end with [`reader::read_to_end`] and [`PartitionState::restore`] every record. The restored
+//!   state is exactly the effect of the input up to the committed offset, which is where
+//!   consumption resumes.
 //!
-//!   The second wait matters: a read_committed client's "end" of a partition is its last stable
-//!   offset, and a transaction the previous owner committed just before the hand-over can still
-//!   be pending there (its commit markers are written after `commit_transaction` returns). A
-//!   restore that stopped at that offset would miss the transaction's records, and the state
-//!   would emit older versions after newer ones.
+//!   The end matters: a transaction the previous owner committed just before the hand-over can
+//!   still be pending (its commit markers are written after `commit_transaction` returns), and a
+//!   read that stopped at the last stable offset would miss its records, so the state would emit
+//!   older versions after newer ones. `read_to_end` reads to the true high watermark and waits
+//!   for such transactions to end.
 //! - After an abort ([`Processor::aborted`]): the state is ahead of the committed output, so it is
 //!   thrown away and restored the same way; the loop rewinds the input to the last commit.
 //! - On revocation: the state is dropped.
@@ -74,8 +74,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::TopicPartitionList;
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -85,7 +83,7 @@ use super::state::PartitionState;
 use crate::config::{Config, ConfigError};
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
-use crate::kafka::{Kafka, Outgoing, reader};
+use crate::kafka::{Kafka, Outgoing, Reader, reader};
 use crate::topics::TopicNames;
 
 /// Most input records per transaction.
@@ -155,11 +153,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), DedupError> {
     let kafka = Kafka::new(&cfg.kafka)?;
-    let mut uncommitted = cfg.kafka.clone();
-    uncommitted
-        .properties
-        .insert("isolation.level".into(), "read_uncommitted".into());
-    let uncommitted = Kafka::new(&uncommitted)?;
     let names = TopicNames::from_config(&cfg);
     let streams = streams(&cfg, &names);
     if streams.is_empty() {
@@ -167,18 +160,14 @@ pub async fn run(
     }
     let group = kafka.group("dedup");
     let member = format!("{group}-{}", cfg.instance_id());
-    // Static group membership, named like the transactional id: a restarted process takes its
-    // partitions back at once instead of stalling the group until the session of its killed
-    // predecessor times out. Only the loop's clients get it (librdkafka ignores it for the
-    // producer); the processor's readers never join the group.
-    let mut member_cfg = cfg.kafka.clone();
-    member_cfg
-        .properties
-        .insert("group.instance.id".into(), member.clone());
-    let member_kafka = Kafka::new(&member_cfg)?;
     let loop_cfg = LoopConfig {
         group: group.clone(),
         topics: streams.iter().map(|s| s.valid.clone()).collect(),
+        // Static group membership, named like the transactional id: a restarted process takes
+        // its partitions back at once instead of stalling the group until the session of its
+        // killed predecessor times out. Only the loop's consumer gets it; the processor's
+        // readers never join the group.
+        group_instance: Some(member.clone()),
         transactional_id: member,
         max_batch: MAX_BATCH,
         linger: LINGER,
@@ -194,7 +183,6 @@ pub async fn run(
             let result = (|| {
                 let mut processor = DedupProcessor::new(
                     &kafka,
-                    &uncommitted,
                     &group,
                     streams,
                     dlq,
@@ -202,7 +190,7 @@ pub async fn run(
                     thread_stop.clone(),
                 )?;
                 processor.check_partitions()?;
-                eos::run(&member_kafka, &loop_cfg, &mut processor, &thread_stop)?;
+                eos::run(&kafka, &loop_cfg, &mut processor, &thread_stop)?;
                 Ok(())
             })();
             let _ = done_tx.send(result);
@@ -308,13 +296,10 @@ pub struct DedupProcessor {
     /// Valid topic → stream and partition states.
     topics: HashMap<String, Topic>,
     /// Group-less read_committed reader that restores states from the curated topics.
-    reader: BaseConsumer,
+    reader: Reader,
     /// A read_committed client of the stage's group that never joins it: fetching the group's
     /// committed offsets through it waits until no transaction of a previous owner is pending.
     offsets: BaseConsumer,
-    /// A read_uncommitted client, for high watermarks: a read_committed client's offset queries
-    /// answer the last stable offset instead (see [`DedupProcessor::settle`]).
-    watermarks: AdminClient<DefaultClientContext>,
     /// The DLQ topic, for records that break the valid-topic contract.
     dlq: String,
     /// Longest one restore may take.
@@ -326,15 +311,12 @@ pub struct DedupProcessor {
 }
 
 impl DedupProcessor {
-    /// A processor for `streams`, consuming in `group`. `uncommitted` builds clients like
-    /// `kafka` but with `isolation.level = read_uncommitted`: its admin client reads high
-    /// watermarks.
+    /// A processor for `streams`, consuming in `group`.
     ///
     /// # Errors
     /// Invalid client configuration.
     pub fn new(
         kafka: &Kafka,
-        uncommitted: &Kafka,
         group: &str,
         streams: Vec<StreamTopics>,
         dlq: String,
@@ -357,9 +339,8 @@ impl DedupProcessor {
             .collect();
         Ok(Self {
             topics,
-            watermarks: uncommitted.admin()?,
             reader: kafka.reader_consumer("dedup")?,
-            offsets: kafka.group_consumer(group, DefaultConsumerContext)?,
+            offsets: kafka.group_consumer(group, None, DefaultConsumerContext)?,
             dlq,
             restore_timeout,
             stop,
@@ -413,7 +394,6 @@ impl DedupProcessor {
                 .iter()
                 .map(|p| (*p, PartitionState::new()))
                 .collect();
-            let waited = self.settle(&info.curated, &partitions)?;
             let mut skipped = 0u64;
             let read = reader::read_to_end(
                 &self.reader,
@@ -438,39 +418,11 @@ impl DedupProcessor {
             )?;
             let keys: usize = states.values().map(PartitionState::len).sum();
             tracing::info!(source = %info.source, stream = %info.stream, ?partitions, records = read, keys, skipped,
-                pending_wait_ms = waited.as_millis() as u64, elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = started.elapsed().as_millis() as u64,
                 "dedup state restored");
             out.extend(states.into_iter().map(|(p, s)| ((valid.to_owned(), p), s)));
         }
         Ok(out)
-    }
-
-    /// Waits until no transaction is pending below the current high watermark of `partitions`
-    /// of `topic`: until the last stable offset (what a read_committed reader calls the end)
-    /// reaches the high watermark taken first. Everything written before that is then committed
-    /// or aborted, so a read_committed read to the end sees every committed record of it.
-    /// Returns how long it waited. Only previous owners (and this stage's own aborted
-    /// transaction) can hold such a transaction, and the broker ends it by
-    /// `transaction.timeout.ms` at the latest.
-    fn settle(&self, topic: &str, partitions: &[i32]) -> KafkaResult<Duration> {
-        const QUERY: Duration = Duration::from_secs(10);
-        let started = Instant::now();
-        for &p in partitions {
-            let (_, high) = self.watermarks.inner().fetch_watermarks(topic, p, QUERY)?;
-            loop {
-                let (_, stable) = self.reader.fetch_watermarks(topic, p, QUERY)?;
-                if stable >= high {
-                    break;
-                }
-                if started.elapsed() > self.restore_timeout {
-                    return Err(KafkaError::MessageConsumption(
-                        rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Ok(started.elapsed())
     }
 
     /// Waits until the group's committed offsets of `tps` are stable (no pending transaction of

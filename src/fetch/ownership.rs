@@ -79,6 +79,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(16);
     let consumer = kafka.group_consumer(
         group,
+        None,
         Ctx {
             tx,
             revoke_timeout: Duration::from_secs(20),

@@ -81,6 +81,9 @@ pub struct LoopConfig {
     /// Transactional id of this process (`<group>-<instance>`): stable across restarts so a
     /// restarted process fences its previous incarnation at once.
     pub transactional_id: String,
+    /// Static group membership of the loop's consumer (`group.instance.id`), usually the
+    /// transactional id: a restarted process takes its partitions back without a rebalance.
+    pub group_instance: Option<String>,
     /// Most records per transaction.
     pub max_batch: usize,
     /// Longest a transaction stays open collecting a batch.
@@ -192,6 +195,7 @@ pub fn run(
     let shared = Arc::new(Mutex::new(Shared::default()));
     let consumer = kafka.group_consumer(
         &cfg.group,
+        cfg.group_instance.as_deref(),
         Ctx {
             shared: shared.clone(),
         },

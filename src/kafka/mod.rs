@@ -4,8 +4,10 @@
 //!   clients and Kafka Streams co-partition with us; idempotence implied by transactions).
 //! - [`Kafka::group_consumer`]: a consumer of a stage's group: `read_committed`, no auto
 //!   commit (offsets are committed inside the output transaction), `cooperative-sticky`.
-//! - [`Kafka::reader`]: a group-less `read_committed` reader that restores state (cursors,
-//!   dedup state, jobs) by reading partitions to their end; see [`reader`].
+//! - [`Kafka::reader_consumer`]: a group-less `read_committed` [`Reader`] that restores state
+//!   (cursors, dedup state, jobs) by reading partitions to their end; see [`reader`]. Its
+//!   ends are the true high watermarks, asked of a shared `read_uncommitted` client.
+//! - [`Kafka::metadata_consumer`]: a group-less client for metadata (partition counts).
 //! - [`Kafka::admin`]: the admin client for `intake topics apply`.
 //!
 //! Errors are classified in [`error`] (retry / abort the transaction / fatal / bad record).
@@ -19,12 +21,15 @@ pub mod txn;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext, RDKafkaLogLevel};
+use std::sync::{Arc, Mutex};
+
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 
 use crate::config::{ConfigError, KafkaConfig, SecretString};
 
 pub use error::{ErrorClass, classify};
+pub use reader::Reader;
 pub use txn::{DeliveryContext, Outgoing, TxnProducer};
 
 /// Builds every Kafka client from one configuration.
@@ -32,6 +37,9 @@ pub use txn::{DeliveryContext, Outgoing, TxnProducer};
 pub struct Kafka {
     cfg: KafkaConfig,
     sasl_password: Option<SecretString>,
+    /// The `read_uncommitted` client every [`Reader`] of this `Kafka` (and its clones) asks
+    /// for high watermarks; built on first use.
+    watermarks: Arc<Mutex<Option<Arc<BaseConsumer>>>>,
 }
 
 impl std::fmt::Debug for Kafka {
@@ -60,6 +68,7 @@ impl Kafka {
         Ok(Self {
             cfg: cfg.clone(),
             sasl_password,
+            watermarks: Arc::default(),
         })
     }
 
@@ -129,14 +138,23 @@ impl Kafka {
     /// output transaction, cooperative-sticky assignment. The context receives rebalance
     /// callbacks (commit or abort the open transaction on revoke).
     ///
+    /// `instance`: static group membership (`group.instance.id`). A restarted process that
+    /// comes back under the same instance id takes its partitions back at once instead of
+    /// stalling the group until its killed predecessor's session times out. Only consumers
+    /// that join the group get it (a producer warns about it as an unknown property).
+    ///
     /// # Errors
     /// Invalid client configuration.
     pub fn group_consumer<C: ConsumerContext + 'static>(
         &self,
         group: &str,
+        instance: Option<&str>,
         ctx: C,
     ) -> KafkaResult<BaseConsumer<C>> {
         let mut c = self.base(&format!("consumer-{group}"));
+        if let Some(id) = instance {
+            c.set("group.instance.id", id);
+        }
         c.set("group.id", group)
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
@@ -151,11 +169,23 @@ impl Kafka {
         BaseConsumer::from_config_and_context(&c, ctx)
     }
 
-    /// A group-less `read_committed` consumer for restoring state with explicit assignment.
+    /// A group-less `read_committed` [`Reader`] for restoring state with explicit assignment
+    /// ([`reader::read_to_end`]). It derefs to its consumer, so metadata calls work on it too.
     ///
     /// # Errors
     /// Invalid client configuration.
-    pub fn reader_consumer(&self, purpose: &str) -> KafkaResult<BaseConsumer> {
+    pub fn reader_consumer(&self, purpose: &str) -> KafkaResult<Reader> {
+        Ok(Reader::new(
+            self.metadata_consumer(purpose)?,
+            self.watermark_client()?,
+        ))
+    }
+
+    /// A group-less `read_committed` consumer for metadata and explicit assignment.
+    ///
+    /// # Errors
+    /// Invalid client configuration.
+    pub fn metadata_consumer(&self, purpose: &str) -> KafkaResult<BaseConsumer> {
         let mut c = self.base(&format!("reader-{purpose}"));
         // librdkafka wants a group id even for assign(); it is never used to commit.
         c.set(
@@ -165,9 +195,28 @@ impl Kafka {
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
         c.create_with_context(rdkafka::consumer::DefaultConsumerContext)
+    }
+
+    /// The shared `read_uncommitted` client whose offset queries answer the true high
+    /// watermark (a `read_committed` client's answer the last stable offset, which stops at the
+    /// first open transaction of any producer).
+    ///
+    /// # Errors
+    /// Invalid client configuration.
+    pub fn watermark_client(&self) -> KafkaResult<Arc<BaseConsumer>> {
+        let mut slot = self.watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = &*slot {
+            return Ok(c.clone());
+        }
+        let mut c = self.base("watermarks");
+        c.set("isolation.level", "read_uncommitted")
+            .set("enable.auto.commit", "false");
+        let c: Arc<BaseConsumer> =
+            Arc::new(c.create_with_context(rdkafka::consumer::DefaultConsumerContext)?);
+        *slot = Some(c.clone());
+        Ok(c)
     }
 
     /// A consumer that joins no group but can read a group's committed offsets (status, lag).

@@ -1,12 +1,25 @@
 //! Reading partitions to their committed end, to restore state before work starts.
 //!
-//! Cursors, dedup state and the job registry live in compacted topics. A stage that takes
-//! over a unit of work reads the relevant partitions with `read_committed` from the beginning
-//! to the high watermark taken when it starts, folding every record into its state, and only
-//! then starts. The end is reached when the consumer's position passes that watermark, never
-//! by counting records: transaction markers and aborted records take offsets too.
+//! Cursors, dedup state, quota state and the job registry live in compacted topics. A stage
+//! that takes over a unit of work reads the relevant partitions with `read_committed` from the
+//! beginning to the end they had when it started, folding every record into its state, and
+//! only then starts.
+//!
+//! **The end is the true high watermark**, asked of a `read_uncommitted` client
+//! ([`Kafka::watermark_client`](super::Kafka::watermark_client)). A `read_committed` client's
+//! offset query answers the last stable offset instead, which stops at the first offset of any
+//! open transaction on the partition: another producer's transaction that happens to be open
+//! would hide every record committed after it began (a previous owner's last transaction whose
+//! markers are not written yet, or any unrelated writer). Reading with `read_committed` until
+//! the position passes the high watermark waits for such transactions to end (commit, abort, or
+//! the broker's `transaction.timeout.ms`), bounded by the caller's time-out.
+//!
+//! The end is reached when the consumer's position passes it, never by counting records:
+//! transaction markers and aborted records take offsets too, and librdkafka moves the position
+//! past them without delivering them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -14,13 +27,61 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
+/// A group-less `read_committed` consumer plus the shared `read_uncommitted` client that
+/// answers its partitions' high watermarks. Built by
+/// [`Kafka::reader_consumer`](super::Kafka::reader_consumer); derefs to the consumer.
+pub struct Reader {
+    consumer: BaseConsumer,
+    watermarks: Arc<BaseConsumer>,
+}
+
+impl Reader {
+    pub(crate) fn new(consumer: BaseConsumer, watermarks: Arc<BaseConsumer>) -> Self {
+        Self {
+            consumer,
+            watermarks,
+        }
+    }
+
+    /// Low watermark and true high watermark of a partition (the high watermark counts
+    /// records of open transactions), retrying transient errors (a leader moving) until
+    /// `timeout`.
+    ///
+    /// # Errors
+    /// A Kafka error that is not transient, or one that lasts past `timeout`.
+    pub fn high_watermarks(
+        &self,
+        topic: &str,
+        partition: i32,
+        timeout: Duration,
+    ) -> KafkaResult<(i64, i64)> {
+        // The client is never polled for messages; drain its error events so they do not pile up.
+        while let Some(Err(e)) = self.watermarks.poll(Duration::ZERO) {
+            tracing::debug!(%e, "watermark client event");
+        }
+        watermarks(&self.watermarks, topic, partition, timeout)
+    }
+}
+
+impl std::ops::Deref for Reader {
+    type Target = BaseConsumer;
+    fn deref(&self) -> &BaseConsumer {
+        &self.consumer
+    }
+}
+
 /// Reads the given partitions of `topic` from the beginning to their end, calling `f` for
-/// every record. Blocking; run it on a blocking thread.
+/// every committed record. The end is each partition's high watermark when the call starts;
+/// transactions open at that moment are waited for (see the module docs). Returns the number
+/// of records read. Blocking; run it on a blocking thread.
 ///
 /// # Errors
-/// A Kafka error, or a time-out when the partitions do not reach their end within `timeout`.
+/// A Kafka error, or [`RDKafkaErrorCode::OperationTimedOut`] when the partitions do not reach
+/// their end within `timeout` (e.g. a transaction stays open that long).
+///
+/// [`RDKafkaErrorCode::OperationTimedOut`]: rdkafka::error::RDKafkaErrorCode::OperationTimedOut
 pub fn read_to_end(
-    consumer: &BaseConsumer,
+    reader: &Reader,
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
@@ -29,15 +90,12 @@ pub fn read_to_end(
     if partitions.is_empty() {
         return Ok(0);
     }
-    // The end is the high watermark at the start; records after it are newer than the state
-    // being restored. Under read_committed the consumer's position moves past transaction
-    // markers and aborted records, so `position >= end` is reached even when the last offsets
-    // hold no visible record. (librdkafka's EOF event alone can lag behind while other
-    // producers keep transactions open on the partition.)
-    let mut ends = std::collections::HashMap::new();
+    let deadline = Instant::now() + timeout;
+    let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
-        let (lo, hi) = watermarks(consumer, topic, *p, timeout)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (lo, hi) = reader.high_watermarks(topic, *p, left)?;
         if hi > lo {
             ends.insert(*p, hi);
             tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
@@ -46,52 +104,72 @@ pub fn read_to_end(
     if ends.is_empty() {
         return Ok(0);
     }
+    let consumer = &reader.consumer;
     consumer.assign(&tpl)?;
-    let mut pending: HashSet<i32> = ends.keys().copied().collect();
-    let deadline = Instant::now() + timeout;
-    let mut n = 0u64;
-    while !pending.is_empty() {
-        if Instant::now() > deadline {
-            consumer.unassign()?;
-            return Err(KafkaError::MessageConsumption(
-                rdkafka::error::RDKafkaErrorCode::OperationTimedOut,
-            ));
-        }
-        match consumer.poll(Duration::from_millis(50)) {
-            None => {}
-            Some(Ok(m)) => {
-                if m.offset() < ends[&m.partition()] {
-                    n += 1;
-                    f(&m);
+    let result = (|| {
+        let mut pending: HashSet<i32> = ends.keys().copied().collect();
+        let mut n = 0u64;
+        let mut last_wait_log = Instant::now();
+        while !pending.is_empty() {
+            if Instant::now() > deadline {
+                tracing::warn!(
+                    topic,
+                    ?pending,
+                    "partitions did not reach their high watermark in time (a transaction open too long?)"
+                );
+                return Err(KafkaError::MessageConsumption(
+                    rdkafka::error::RDKafkaErrorCode::OperationTimedOut,
+                ));
+            }
+            match consumer.poll(Duration::from_millis(50)) {
+                None => {}
+                Some(Ok(m)) => {
+                    let end = ends[&m.partition()];
+                    if m.offset() < end {
+                        n += 1;
+                        f(&m);
+                    }
+                    if m.offset() + 1 >= end {
+                        pending.remove(&m.partition());
+                    }
                 }
-                if m.offset() + 1 >= ends[&m.partition()] {
-                    pending.remove(&m.partition());
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
-            }
-            Some(Err(e)) => {
-                tracing::warn!(%e, topic, "error while restoring state; retrying");
-            }
-        }
-        if !pending.is_empty() {
-            for e in consumer.position()?.elements_for_topic(topic) {
-                if let Offset::Offset(o) = e.offset()
-                    && ends.get(&e.partition()).is_some_and(|end| o >= *end)
-                {
-                    pending.remove(&e.partition());
+                Some(Err(e)) => {
+                    tracing::warn!(%e, topic, "error while reading to the end; retrying");
                 }
             }
+            if !pending.is_empty() {
+                // Markers and aborted records are never delivered; the position moves past them.
+                for e in consumer.position()?.elements_for_topic(topic) {
+                    if let Offset::Offset(o) = e.offset()
+                        && ends.get(&e.partition()).is_some_and(|end| o >= *end)
+                    {
+                        pending.remove(&e.partition());
+                    }
+                }
+                if last_wait_log.elapsed() > Duration::from_secs(10) {
+                    last_wait_log = Instant::now();
+                    tracing::info!(
+                        topic,
+                        ?pending,
+                        "still reading to the end (waiting for open transactions to end)"
+                    );
+                }
+            }
         }
-    }
+        Ok(n)
+    })();
     consumer.unassign()?;
-    Ok(n)
+    result
 }
 
-/// Low and high watermarks of a partition, retrying transient errors (a leader moving).
-fn watermarks(
-    consumer: &BaseConsumer,
+/// Low and high watermarks of a partition as `consumer` sees them (a `read_committed`
+/// consumer answers the last stable offset as "high"), retrying transient errors (a leader
+/// moving) until `timeout`.
+///
+/// # Errors
+/// A Kafka error that is not transient, or one that lasts past `timeout`.
+pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
     timeout: Duration,

@@ -170,18 +170,17 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
     kcfg.properties
         .entry("message.max.bytes".into())
         .or_insert_with(|| limits.producer.to_string());
-    // Static group membership, named like the transactional id: a restarted process takes its
-    // partitions back at once instead of stalling the group until the session of its killed
-    // predecessor times out. Consumer-only: librdkafka ignores it for the producer.
-    kcfg.properties
-        .insert("group.instance.id".into(), member.clone());
     let kafka = Kafka::new(&kcfg)?;
     let registry = Registry::new(&cfg.registry)?;
     let blobs = BlobStore::open(&cfg.blob)?;
-    let meta = base.reader_consumer("validate-metadata")?;
+    let meta = base.metadata_consumer("validate-metadata")?;
     let loop_cfg = LoopConfig {
         group,
         topics: vec![names.landing()],
+        // Static group membership, named like the transactional id: a restarted process takes
+        // its partitions back at once instead of stalling the group until the session of its
+        // killed predecessor times out.
+        group_instance: Some(member.clone()),
         transactional_id: member,
         max_batch: MAX_BATCH,
         linger: LINGER,
