@@ -64,7 +64,8 @@ pub struct Job {
     pub blob: Option<String>,
     /// When it was landed (RFC 3339).
     pub landed_at: String,
-    /// What became of the records (folded from [`CountDelta`]s; zero in the stored record).
+    /// What became of the records (folded from [`CountDelta`]s; the stored record has
+    /// [`Counts::landed`]).
     #[serde(default)]
     pub counts: Counts,
 }
@@ -82,6 +83,17 @@ pub struct Counts {
     pub replayed: u64,
     /// Landed records validate has not accounted for yet.
     pub pending: u64,
+}
+
+impl Counts {
+    /// The counts of a job just landed: every record landed and pending.
+    pub fn landed(records: u64) -> Self {
+        Counts {
+            landed: records,
+            pending: records,
+            ..Counts::default()
+        }
+    }
 }
 
 /// A change to one job's counts, written by a stage in the transaction of its outputs.

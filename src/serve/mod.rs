@@ -429,7 +429,7 @@ async fn submit_job(
         bytes: content.len() as u64,
         blob: blob_name,
         landed_at: headers::now_rfc3339(),
-        counts: jobs::Counts::default(),
+        counts: jobs::Counts::landed(records),
     };
     let mut h = Headers::new()
         .with(headers::SOURCE, &src.name)
