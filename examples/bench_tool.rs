@@ -1,0 +1,538 @@
+//! Helpers for `scripts/bench`, kept out of the product: a signed-webhook load generator, a
+//! consumer-group drain timer and an end-to-end latency probe.
+//!
+//! ```text
+//! cargo build --release --example bench_tool
+//! bench_tool webhooks --url http://127.0.0.1:8080/v1/webhooks/hooks --secret S --concurrency 64 --secs 5
+//! bench_tool webhooks --url ... --secret S --rate 2000 --secs 10
+//! bench_tool drain --config F --stage validate
+//! bench_tool latency --config F --expect 300000
+//! bench_tool count --config F --topics valid,dlq
+//! ```
+//!
+//! Each prints one line `<what> key=value ...` on stdout for the script to read.
+//!
+//! - `webhooks`: POSTs webhook events of about `--record-bytes` (a customer record in the
+//!   simulator's event envelope), each signed afresh with [`intake::signing`] at the time it
+//!   is sent. `--concurrency N`: a closed loop of N clients, each sending its next request when
+//!   the previous one is answered (the peak). `--rate R`: an open loop sending R requests per
+//!   second on schedule whatever the answers; latency counts from the scheduled time, so a
+//!   server falling behind shows in the latency rather than slowing the sender down. Counts
+//!   only answers to requests sent within `--secs`; anything but 2xx is an error.
+//! - `drain`: waits until the stage's consumer group (`<group_prefix>-validate` over the
+//!   landing topic, `-dedup` over the valid topics) has committed every partition to its end
+//!   (the offset of the commit marker after the last record), then prints the unix time.
+//! - `latency`: reads the curated topics of the config (read_committed, from the beginning)
+//!   and, for every record, the time from its `intake.fetched_at` header (when fetch received
+//!   the simulator's response) to the moment this consumer receives it; stops after
+//!   `--expect` records or `--idle-secs` without one.
+//! - `count`: counts the committed messages (read_committed) of the config's topics of the given
+//!   kinds (`landing`, `dlq`, `valid`, `curated`), to the end each partition had when it started:
+//!   in all, per topic, and how many are sync markers (`intake.kind` `sync-begin`/`sync-end`,
+//!   which validate passes on to every partition of the valid topic) or records.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, anyhow, bail};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use intake::config::Config;
+use intake::headers;
+use intake::kafka::Kafka;
+use intake::topics::TopicNames;
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Flags as `--name value` pairs (every flag takes a value).
+struct Flags(BTreeMap<String, String>);
+
+impl Flags {
+    fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Self> {
+        let mut map = BTreeMap::new();
+        let mut args = args.peekable();
+        while let Some(a) = args.next() {
+            let name = a
+                .strip_prefix("--")
+                .ok_or_else(|| anyhow!("unexpected argument `{a}`"))?;
+            let value = args
+                .next()
+                .ok_or_else(|| anyhow!("--{name} needs a value"))?;
+            map.insert(name.to_owned(), value);
+        }
+        Ok(Self(map))
+    }
+
+    fn opt(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    fn req(&self, name: &str) -> anyhow::Result<&str> {
+        self.opt(name)
+            .ok_or_else(|| anyhow!("--{name} is required"))
+    }
+
+    fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> anyhow::Result<T> {
+        match self.opt(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| anyhow!("--{name}: `{v}` is not a number")),
+        }
+    }
+}
+
+/// Percentile (nearest rank) of sorted microseconds, in milliseconds.
+fn pct_ms(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+}
+
+// --- webhooks ----------------------------------------------------------------------------------
+
+struct Load {
+    url: String,
+    secret: Vec<u8>,
+    record_bytes: usize,
+    next: AtomicU64,
+}
+
+impl Load {
+    /// The next event: a customer record of about `record_bytes` in the simulator's envelope.
+    fn body(&self) -> Vec<u8> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let notes = "x".repeat(self.record_bytes.saturating_sub(260));
+        format!(
+            concat!(
+                r#"{{"event_id":"bench-{n:012}","type":"updated","stream":"customers","entity_id":"cus_{id:07}","seq":{n},"#,
+                r#""occurred_at":"2025-01-01T00:00:00.000Z","data":{{"id":"cus_{id:07}","name":"Bench Customer {id}","#,
+                r#""email":"c{id}@example.com","status":"active","created_at":"2025-01-01T00:00:00.000Z","#,
+                r#""updated_at":"2025-01-01T00:00:00.000Z","version":{n},"notes":"{notes}"}}}}"#
+            ),
+            n = n,
+            id = n % 1_000_000,
+            notes = notes,
+        )
+        .into_bytes()
+    }
+
+    /// Sends one event; `Ok(status)` for an answer, `Err(kind)` for a transport failure.
+    async fn send(&self, client: &reqwest::Client) -> Result<u16, &'static str> {
+        let body = self.body();
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let sig = intake::signing::sign(&self.secret, t, &body);
+        let r = client
+            .post(&self.url)
+            .header(intake::signing::HEADER, sig)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        match r {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                // Read the (small) answer so the connection goes back to the pool.
+                let _ = resp.bytes().await;
+                Ok(status)
+            }
+            Err(e) if e.is_timeout() => Err("timeout"),
+            Err(e) if e.is_connect() => Err("connect"),
+            Err(_) => Err("transport"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u64>,
+    accepted: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn add(&mut self, outcome: Result<u16, &'static str>, latency: Duration) {
+        match outcome {
+            Ok(s) if (200..300).contains(&s) => {
+                self.accepted += 1;
+                self.latencies_us.push(latency.as_micros() as u64);
+            }
+            Ok(s) => *self.errors.entry(s.to_string()).or_default() += 1,
+            Err(kind) => *self.errors.entry(kind.to_owned()).or_default() += 1,
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latencies_us.extend(other.latencies_us);
+        self.accepted += other.accepted;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+}
+
+async fn webhooks(f: &Flags) -> anyhow::Result<()> {
+    let secs: f64 = f.num("secs", 5.0)?;
+    let concurrency: usize = f.num("concurrency", 0)?;
+    let rate: f64 = f.num("rate", 0.0)?;
+    if (concurrency == 0) == (rate <= 0.0) {
+        bail!("give exactly one of --concurrency N and --rate R");
+    }
+    let load = Arc::new(Load {
+        url: f.req("url")?.to_owned(),
+        secret: f.req("secret")?.as_bytes().to_vec(),
+        record_bytes: f.num("record-bytes", 1024)?,
+        next: AtomicU64::new(0),
+    });
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(concurrency.max(1024))
+        .tcp_nodelay(true)
+        .build()?;
+    let window = Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let deadline = started + window;
+    let mut tally = Tally::default();
+    let mut sent = 0u64;
+    if concurrency > 0 {
+        let mut tasks = Vec::with_capacity(concurrency);
+        for _ in 0..concurrency {
+            let (load, client) = (load.clone(), client.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut t = Tally::default();
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let at = Instant::now();
+                    let outcome = load.send(&client).await;
+                    t.add(outcome, at.elapsed());
+                    n += 1;
+                }
+                (t, n)
+            }));
+        }
+        for task in tasks {
+            let (t, n) = task.await?;
+            tally.merge(t);
+            sent += n;
+        }
+    } else {
+        // Open loop: request i is due at started + i / rate. A bounded number in flight: past
+        // it the request counts as an error of the generator ("overload") instead of queueing.
+        let max_in_flight = 20_000usize;
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut i = 0u64;
+        loop {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            if due >= deadline {
+                break;
+            }
+            tokio::time::sleep_until(due.into()).await;
+            i += 1;
+            let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                *tally.errors.entry("overload".into()).or_default() += 1;
+                continue;
+            };
+            let (load, client, tx) = (load.clone(), client.clone(), tx.clone());
+            tokio::spawn(async move {
+                let outcome = load.send(&client).await;
+                let _ = tx.send((outcome, due.elapsed()));
+                drop(permit);
+            });
+        }
+        sent = i;
+        drop(tx);
+        while let Some((outcome, latency)) = rx.recv().await {
+            tally.add(outcome, latency);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    tally.latencies_us.sort_unstable();
+    let errors: u64 = tally.errors.values().sum();
+    let kinds = if tally.errors.is_empty() {
+        "-".to_owned()
+    } else {
+        tally
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    println!(
+        "webhooks mode={} concurrency={concurrency} rate={rate:.0} secs={secs:.1} elapsed={elapsed:.2} \
+         sent={sent} accepted={} errors={errors} error_kinds={kinds} accepted_per_s={:.1} \
+         p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        if concurrency > 0 { "closed" } else { "open" },
+        tally.accepted,
+        tally.accepted as f64 / secs,
+        pct_ms(&tally.latencies_us, 50.0),
+        pct_ms(&tally.latencies_us, 99.0),
+        pct_ms(&tally.latencies_us, 100.0),
+    );
+    Ok(())
+}
+
+// --- drain -------------------------------------------------------------------------------------
+
+fn partitions(c: &BaseConsumer, topics: &[String]) -> anyhow::Result<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for t in topics {
+        let md = c
+            .fetch_metadata(Some(t), Duration::from_secs(10))
+            .with_context(|| format!("metadata of {t}"))?;
+        let n = md
+            .topics()
+            .first()
+            .map(|m| m.partitions().len())
+            .unwrap_or(0);
+        if n == 0 {
+            bail!("topic {t} has no partitions (does it exist?)");
+        }
+        for p in 0..n as i32 {
+            tpl.add_partition(t, p);
+        }
+    }
+    Ok(tpl)
+}
+
+fn drain(f: &Flags) -> anyhow::Result<()> {
+    let cfg = Config::load(f.req("config")?.as_ref())?;
+    let stage = f.req("stage")?;
+    let timeout = Duration::from_secs_f64(f.num("timeout-secs", 600.0)?);
+    let topics = match stage {
+        "validate" => topics_of(&cfg, "landing")?,
+        "dedup" => topics_of(&cfg, "valid")?,
+        other => bail!("--stage validate|dedup, not `{other}`"),
+    };
+    let kafka = Kafka::new(&cfg.kafka)?;
+    let group = kafka.group(stage);
+    let c = kafka.reader_consumer_in_group(&group)?;
+    let tpl = partitions(&c, &topics)?;
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let committed = c.committed_offsets(tpl.clone(), Duration::from_secs(10))?;
+        let mut lag = 0i64;
+        for e in committed.elements() {
+            // read_committed: the end is the last stable offset.
+            let (_, end) = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))?;
+            lag += match e.offset() {
+                // The committed offset is the commit marker after the last record.
+                Offset::Offset(o) => (end - o - 1).max(0),
+                _ => end,
+            };
+        }
+        if lag == 0 {
+            println!(
+                "drain stage={stage} group={group} done_at={:.3}",
+                unix_now()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "group {group} still {lag} records behind after {} s",
+                timeout.as_secs()
+            );
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("drain: {group} is {lag} records behind");
+            last_report = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// --- count -------------------------------------------------------------------------------------
+
+/// Topics of the config by kind: `landing`, `dlq`, `valid` or `curated` (one per stream).
+fn topics_of(cfg: &Config, kind: &str) -> anyhow::Result<Vec<String>> {
+    let names = TopicNames::from_config(cfg);
+    let per_stream = |f: &dyn Fn(&str, &str) -> String| -> Vec<String> {
+        cfg.sources
+            .iter()
+            .flat_map(|s| s.streams.iter().map(|st| f(&s.name, &st.name)))
+            .collect()
+    };
+    Ok(match kind {
+        "landing" => vec![names.landing()],
+        "dlq" => vec![names.dlq()],
+        "valid" => per_stream(&|s, st| names.valid(s, st)),
+        "curated" => per_stream(&|s, st| names.curated(s, st)),
+        other => bail!("no topic kind `{other}` (landing, dlq, valid, curated)"),
+    })
+}
+
+fn count(f: &Flags) -> anyhow::Result<()> {
+    let cfg = Config::load(f.req("config")?.as_ref())?;
+    let mut topics = Vec::new();
+    for kind in f.req("topics")?.split(',') {
+        topics.extend(topics_of(&cfg, kind)?);
+    }
+    let kafka = Kafka::new(&cfg.kafka)?;
+    let c = kafka.reader_consumer_in_group(&format!("{}-bench-count", cfg.kafka.group_prefix))?;
+    let mut tpl = partitions(&c, &topics)?;
+    // The end of each partition for read_committed (the last stable offset), taken now.
+    let mut ends = BTreeMap::new();
+    for (t, p) in tpl
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect::<Vec<_>>()
+    {
+        let (_, end) = c.fetch_watermarks(&t, p, Duration::from_secs(10))?;
+        if end > 0 {
+            ends.insert((t.clone(), p), end);
+        }
+        tpl.set_partition_offset(&t, p, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let mut counts: BTreeMap<String, u64> = topics.iter().map(|t| (t.clone(), 0)).collect();
+    let mut markers = 0u64;
+    let deadline = Instant::now() + Duration::from_secs_f64(f.num("timeout-secs", 300.0)?);
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            bail!(
+                "did not reach the end of {:?}",
+                ends.keys().collect::<Vec<_>>()
+            );
+        }
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m?;
+            *counts.entry(m.topic().to_owned()).or_default() += 1;
+            let kind = headers::get(m.headers(), headers::KIND);
+            if kind == Some(b"sync-begin") || kind == Some(b"sync-end") {
+                markers += 1;
+            }
+        }
+        // Positions pass transaction markers too, so the end is reached by position.
+        let pos = c.position()?;
+        for e in pos.elements() {
+            if let Offset::Offset(o) = e.offset()
+                && ends
+                    .get(&(e.topic().to_owned(), e.partition()))
+                    .is_some_and(|&end| o >= end)
+            {
+                ends.remove(&(e.topic().to_owned(), e.partition()));
+            }
+        }
+    }
+    let total: u64 = counts.values().sum();
+    let each: Vec<String> = counts.iter().map(|(t, n)| format!("{t}={n}")).collect();
+    println!(
+        "count total={total} markers={markers} records={} {}",
+        total - markers,
+        each.join(" ")
+    );
+    Ok(())
+}
+
+// --- latency -----------------------------------------------------------------------------------
+
+fn fetched_at_unix(v: &str) -> Option<f64> {
+    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp_nanos() as f64 / 1e9)
+}
+
+fn latency(f: &Flags) -> anyhow::Result<()> {
+    let cfg = Config::load(f.req("config")?.as_ref())?;
+    let expect: u64 = f.num("expect", u64::MAX)?;
+    let idle = Duration::from_secs_f64(f.num("idle-secs", 60.0)?);
+    let topics = topics_of(&cfg, "curated")?;
+    let kafka = Kafka::new(&cfg.kafka)?;
+    // A group id is only needed by librdkafka for assign(); nothing is committed.
+    let c = kafka.reader_consumer_in_group(&format!("{}-bench-latency", cfg.kafka.group_prefix))?;
+    let mut tpl = partitions(&c, &topics)?;
+    for e in tpl
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect::<Vec<_>>()
+    {
+        tpl.set_partition_offset(&e.0, e.1, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    eprintln!("latency: reading {} partitions of {topics:?}", tpl.count());
+    let mut lat_us = Vec::new();
+    let (mut count, mut without) = (0u64, 0u64);
+    let (mut first_at, mut last_at) = (0f64, 0f64);
+    let mut last_msg = Instant::now();
+    while count < expect {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let now = unix_now();
+                last_msg = Instant::now();
+                count += 1;
+                if first_at == 0.0 {
+                    first_at = now;
+                }
+                last_at = now;
+                match headers::get_str(m.headers(), headers::FETCHED_AT).and_then(fetched_at_unix) {
+                    Some(t) => lat_us.push(((now - t).max(0.0) * 1e6) as u64),
+                    None => without += 1,
+                }
+            }
+            Some(Err(e)) => eprintln!("latency: {e}"),
+            None => {
+                if last_msg.elapsed() > idle {
+                    eprintln!(
+                        "latency: nothing for {} s; stopping at {count} records",
+                        idle.as_secs()
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    lat_us.sort_unstable();
+    println!(
+        "latency count={count} without_fetched_at={without} first_at={first_at:.3} last_at={last_at:.3} \
+         p50_ms={:.1} p90_ms={:.1} p99_ms={:.1} max_ms={:.1}",
+        pct_ms(&lat_us, 50.0),
+        pct_ms(&lat_us, 90.0),
+        pct_ms(&lat_us, 99.0),
+        pct_ms(&lat_us, 100.0),
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let usage = "usage: bench_tool webhooks|drain|latency --flag value ... (see the file's docs)";
+    let mut args = std::env::args().skip(1);
+    let Some(cmd) = args.next() else {
+        eprintln!("{usage}");
+        return ExitCode::from(2);
+    };
+    let result = Flags::parse(args).and_then(|f| match cmd.as_str() {
+        "webhooks" => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(webhooks(&f))),
+        "drain" => drain(&f),
+        "latency" => latency(&f),
+        "count" => count(&f),
+        _ => Err(anyhow!("{usage}")),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_tool {cmd}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
