@@ -525,6 +525,7 @@ async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are
         &config_file,
     )
     .await;
+    println!("$ intake schema propose --stream customers --kind unknown_field --apply\n{applied}");
     assert!(applied.contains("applied: registered"), "{applied}");
     let latest = reg.latest(&customers_subject).await.unwrap();
     assert_eq!(latest.version, 3);
@@ -541,13 +542,26 @@ async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are
     ];
     let first = intake_cli(&replay_args, &config_file).await;
     assert!(first.contains(&format!("{n_field} re-landed")), "{first}");
+    println!("$ intake dlq replay --stream customers --kind unknown_field\n{first}");
     let second = intake_cli(&replay_args, &config_file).await;
+    println!("$ (again)\n{second}");
     assert!(second.contains("nothing to replay"), "{second}");
     assert!(
         second.contains(&format!("{n_field} replayed before, 0 chosen")),
         "{second}"
     );
     let summary_text = intake_cli(&["dlq", "summary"], &config_file).await;
+    println!("$ intake dlq summary\n{summary_text}");
+    let show_text = intake_cli(
+        &["dlq", "show", "--kind", "unknown_field", "--limit", "1"],
+        &config_file,
+    )
+    .await;
+    println!("$ intake dlq show --kind unknown_field --limit 1\n{show_text}");
+    assert!(
+        show_text.starts_with("1 dead letter(s) (kind=unknown_field)"),
+        "{show_text}"
+    );
     assert!(
         summary_text.contains(&format!(
             "{} dead letter(s) (everything), {} of them replayed",
@@ -564,5 +578,237 @@ async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are
             .count() as u64,
         n_enum + n_field,
         "the second CLI replay re-landed nothing"
+    );
+}
+
+/// Lands records straight into the landing topic, in one transaction.
+async fn land(cfg: &Config, records: Vec<(String, Vec<u8>, headers::Headers)>) {
+    let topic = TopicNames::from_config(cfg).landing();
+    let producer = kafka(cfg).txn_producer(&unique("test-lander-")).unwrap();
+    producer
+        .blocking(move |p| {
+            p.init()?;
+            p.begin()?;
+            for (key, value, h) in records {
+                p.send(intake::kafka::Outgoing {
+                    topic: &topic,
+                    key: Some(key.as_bytes()),
+                    payload: Some(&value),
+                    headers: h.build(),
+                    partition: None,
+                })?;
+            }
+            p.commit()
+        })
+        .await
+        .unwrap();
+}
+
+fn customer(id: &str) -> Json {
+    serde_json::json!({"id": id, "name": "Ada", "email": "ada@example.com", "status": "active", "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-02T00:00:00Z", "version": 1})
+}
+
+fn with(mut v: Json, k: &str, x: Json) -> Json {
+    v[k] = x;
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replays_keep_events_whole_claim_check_large_pages_and_skip_references() {
+    let cfg = Arc::new(config(
+        r#"
+[[sources]]
+name = "sim"
+base_url = "http://127.0.0.1:9"
+
+[[sources.streams]]
+name = "customers"
+primary_key = "/id"
+version = "/version"
+"#,
+    ));
+    let names = TopicNames::from_config(&cfg);
+    apply_topics(&cfg).await;
+    let reg = Registry::new(&cfg.registry).unwrap();
+    intake::registry::apply_schemas(&cfg, &reg).await.unwrap();
+    let blobs = intake::blob::BlobStore::open(&cfg.blob).unwrap();
+    let page_headers = |kind: &str| {
+        headers::Headers::new()
+            .with(headers::SOURCE, "sim")
+            .with(headers::STREAM, "customers")
+            .with(headers::KIND, kind)
+            .with(headers::SYNC_ID, "sync-1")
+            .with(headers::SEQ, "0")
+            .with(headers::FETCHED_AT, "2024-05-01T00:00:00Z")
+    };
+    // A claim-checked page: c-1 valid; c-2 1.2 MB (too large for the valid topic, not for the
+    // DLQ); c-4 9 MB (too large for the DLQ too: it keeps the page's reference).
+    let big = with(
+        customer("c-2"),
+        "notes",
+        Json::String("x".repeat(1_200_000)),
+    );
+    let huge = with(
+        customer("c-4"),
+        "notes",
+        Json::String("y".repeat(9_000_000)),
+    );
+    let page =
+        serde_json::to_vec(&serde_json::json!({"data": [customer("c-1"), big, huge]})).unwrap();
+    let blob = blobs.put(page.into()).await.unwrap();
+    // A webhook event whose record has a renamed enum value.
+    let event = serde_json::to_vec(&serde_json::json!({"event_id": "e-3", "type": "updated", "stream": "customers", "entity_id": "c-3", "seq": 4, "data": with(customer("c-3"), "status", serde_json::json!("enabled"))})).unwrap();
+    let malformed = br#"{"data":[{"id":"#.to_vec();
+    land(
+        &cfg,
+        vec![
+            (
+                "sim/customers".into(),
+                serde_json::to_vec(&blob).unwrap(),
+                page_headers("blob-ref").with(headers::BLOB, blob.header_value()),
+            ),
+            (
+                "c-3".into(),
+                event.clone(),
+                headers::Headers::new()
+                    .with(headers::SOURCE, "sim")
+                    .with(headers::STREAM, "customers")
+                    .with(headers::KIND, "event")
+                    .with(headers::EVENT_ID, "e-3")
+                    .with(headers::SEQ, "4"),
+            ),
+            (
+                "sim/customers".into(),
+                malformed.clone(),
+                page_headers("page"),
+            ),
+        ],
+    )
+    .await;
+    let valid = names.valid("sim", "customers");
+    let outputs = vec![valid.clone(), names.dlq()];
+    let out = validate_until(&cfg, &outputs, "1 valid, 4 dead letters", |o| {
+        o[&valid].len() >= 1 && o[&names.dlq()].len() >= 4
+    })
+    .await;
+    assert_eq!((out[&valid].len(), out[&names.dlq()].len()), (1, 4));
+
+    // The event's record teaches the proposal (its `data`), which fixes the enum.
+    let p = propose::run(&cfg, "customers", None, true).await.unwrap();
+    assert_eq!(
+        p.samples,
+        BTreeMap::from([("unknown_enum".to_owned(), 1)]),
+        "only the event's record is a schema-drift sample: {p:?}"
+    );
+    assert!(p.applied.is_some(), "{p:?}");
+
+    // Replay everything: the event whole, the malformed page whole, c-2 claim-checked, c-4
+    // skipped (the DLQ holds only its page's reference).
+    let r = replay::run(&cfg, replay::Options::default()).await.unwrap();
+    assert_eq!(
+        (
+            r.matched,
+            r.chosen,
+            r.landed,
+            r.claim_checked,
+            r.skipped.len()
+        ),
+        (4, 4, 3, 1, 1),
+        "{r:?}"
+    );
+    assert_eq!(r.skipped[0].kind, "too_large");
+    assert!(r.skipped[0].reason.contains("reference"), "{:?}", r.skipped);
+    let id = r.replay_id.clone().unwrap();
+    let relanded: Vec<Rec> = read_all(&names.landing(), "read_committed")
+        .into_iter()
+        .filter(|r| r.header(headers::REPLAY_ID) == Some(id.as_str()))
+        .collect();
+    let kinds: BTreeSet<&str> = relanded
+        .iter()
+        .filter_map(|r| r.header(headers::KIND))
+        .collect();
+    assert_eq!(kinds, BTreeSet::from(["blob-ref", "event", "page"]));
+    for r in &relanded {
+        match r.header(headers::KIND).unwrap() {
+            "event" => {
+                assert_eq!(
+                    r.value.as_deref(),
+                    Some(&event[..]),
+                    "an event is re-landed whole"
+                );
+                assert_eq!(r.key_str(), "c-3");
+                assert_eq!(
+                    r.header(headers::SEQ),
+                    Some("4"),
+                    "an event keeps its sequence"
+                );
+            }
+            "page" => assert_eq!(r.value.as_deref(), Some(&malformed[..])),
+            _ => {
+                let b =
+                    intake::blob::BlobRef::parse_header(r.header(headers::BLOB).unwrap()).unwrap();
+                let body: Json = serde_json::from_slice(&blobs.get(&b).await.unwrap()).unwrap();
+                assert_eq!(body["data"][0]["id"], "c-2");
+                assert!(
+                    r.header(headers::SEQ).is_none()
+                        && r.header(headers::SYNC_ID) == Some("sync-1")
+                );
+            }
+        }
+    }
+
+    // Validate again: c-3 becomes valid; c-2 and the malformed page are dead letters again,
+    // new ones that carry the replay's provenance.
+    let out = validate_until(&cfg, &outputs, "2 valid, 6 dead letters", |o| {
+        o[&valid].len() >= 2 && o[&names.dlq()].len() >= 6
+    })
+    .await;
+    assert_eq!((out[&valid].len(), out[&names.dlq()].len()), (2, 6));
+    assert_eq!(
+        out[&valid]
+            .iter()
+            .map(Rec::key_str)
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["c-1", "c-3"])
+    );
+    let again: Vec<&Rec> = out[&names.dlq()]
+        .iter()
+        .filter(|r| r.header(headers::REPLAY_ID) == Some(id.as_str()))
+        .collect();
+    assert_eq!(
+        again
+            .iter()
+            .map(|r| r.header(headers::DLQ_KIND).unwrap())
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["malformed_json", "too_large"])
+    );
+    let s = summary::gather(&cfg, &Filter::default()).await.unwrap();
+    assert_eq!((s.total, s.replayed), (6, 3));
+    // The same replay id again is a no-op; the renamed enum has nothing left to replay.
+    let r = replay::run(
+        &cfg,
+        replay::Options {
+            replay_id: Some(id.clone()),
+            ..replay::Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(r.already_done.is_some() && r.landed == 0, "{r:?}");
+    let r = replay::run(
+        &cfg,
+        replay::Options {
+            filter: Filter {
+                kind: Some("unknown_enum".into()),
+                ..Filter::default()
+            },
+            ..replay::Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.matched, r.already_replayed, r.chosen, r.landed),
+        (1, 1, 0, 0)
     );
 }

@@ -213,12 +213,38 @@ fn line_diff(a: &[String], b: &[String]) -> Vec<String> {
             out.push(format!("  {}", a[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(format!("+ {}", b[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
             out.push(format!("- {}", a[i]));
             i += 1;
+        } else {
+            out.push(format!("+ {}", b[j]));
+            j += 1;
+        }
+    }
+    out
+}
+
+/// The changed lines of a diff with `context` unchanged lines around each, `…` between hunks.
+fn with_context(diff: &[String], context: usize) -> Vec<&str> {
+    let changed: Vec<usize> = (0..diff.len())
+        .filter(|&i| !diff[i].starts_with("  "))
+        .collect();
+    let keep = |i: usize| {
+        changed
+            .iter()
+            .any(|&c| i + context >= c && i <= c + context)
+    };
+    let mut out = Vec::new();
+    let mut skipped = false;
+    for (i, l) in diff.iter().enumerate() {
+        if keep(i) {
+            if skipped && !out.is_empty() {
+                out.push("…");
+            }
+            skipped = false;
+            out.push(l.as_str());
+        } else {
+            skipped = true;
         }
     }
     out
@@ -259,10 +285,8 @@ pub fn print(r: &Report) {
         None => {}
     }
     println!("diff (current → candidate):");
-    for l in &r.diff {
-        if !l.starts_with("  ") {
-            println!("  {l}");
-        }
+    for l in with_context(&r.diff, 2) {
+        println!("  {l}");
     }
     match &r.applied {
         Some(a) => println!("applied: {a}"),
@@ -295,5 +319,18 @@ mod tests {
             0
         );
         assert_eq!(line_diff(&[], &lines("x")), ["+ x"]);
+        let long = line_diff(
+            &lines("1\n2\n3\n4\n5\n6\n7\n8\n9"),
+            &lines("1\n2\n3\n4\n5\n6\n7\n8\n9\nx"),
+        );
+        assert_eq!(with_context(&long, 2), ["  8", "  9", "+ x"]);
+        let two = line_diff(
+            &lines("a\nb\nc\nd\ne\nf\ng\nh"),
+            &lines("A\nb\nc\nd\ne\nf\ng\nH"),
+        );
+        assert_eq!(
+            with_context(&two, 1),
+            ["- a", "+ A", "  b", "…", "  g", "- h", "+ H"]
+        );
     }
 }

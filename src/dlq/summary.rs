@@ -185,7 +185,7 @@ pub fn print(s: &Summary, filter: &Filter) {
             g.last_seen
         );
         println!(
-            "      sample {} (from {}): {}",
+            "      sample dlq {} (from {}): {}",
             g.sample.position,
             g.sample.origin.as_deref().unwrap_or("?"),
             g.sample.detail.as_deref().unwrap_or("-")

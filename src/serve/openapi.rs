@@ -44,7 +44,7 @@ pub fn document() -> Value {
                 "responses": responses(&[("201", "job landed"), ("200", "the same job existed")])}},
             "/v1/jobs/{id}": {"get": {"summary": "A job's state",
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "the job"}, "404": {"description": "unknown job"}}}},
+                "responses": {"200": {"description": "the job: state (landed, validating, validated) and counts {landed, valid, dead_lettered, replayed, pending}"}, "404": {"description": "unknown job"}}}},
             "/v1/blobs/{name}": {"put": {"summary": "Upload a large batch for a job by reference",
                 "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "requestBody": {"required": true, "content": {"application/octet-stream": {}}},
