@@ -688,7 +688,7 @@ version = "/version"
     let valid = names.valid("sim", "customers");
     let outputs = vec![valid.clone(), names.dlq()];
     let out = validate_until(&cfg, &outputs, "1 valid, 4 dead letters", |o| {
-        o[&valid].len() >= 1 && o[&names.dlq()].len() >= 4
+        !o[&valid].is_empty() && o[&names.dlq()].len() >= 4
     })
     .await;
     assert_eq!((out[&valid].len(), out[&names.dlq()].len()), (1, 4));
@@ -702,8 +702,34 @@ version = "/version"
     );
     assert!(p.applied.is_some(), "{p:?}");
 
-    // Replay everything: the event whole, the malformed page whole, c-2 claim-checked, c-4
-    // skipped (the DLQ holds only its page's reference).
+    // A dead letter of dedup (a valid-topic record that broke its contract) is not validate's
+    // to replay.
+    let dlq_topic = names.dlq();
+    let from_dedup = headers::Headers::new()
+        .with(headers::SOURCE, "sim")
+        .with(headers::STREAM, "customers")
+        .with(headers::DLQ_KIND, "contract_violation")
+        .with(headers::DLQ_ORIGIN, format!("{valid}/0/0"))
+        .with(headers::DLQ_STAGE, "dedup");
+    let producer = kafka(&cfg).txn_producer(&unique("test-dlq-")).unwrap();
+    producer
+        .blocking(move |p| {
+            p.init()?;
+            p.begin()?;
+            p.send(intake::kafka::Outgoing {
+                topic: &dlq_topic,
+                key: Some(b"c-9"),
+                payload: Some(b"\x00\x00\x00\x00\x01avro"),
+                headers: from_dedup.build(),
+                partition: None,
+            })?;
+            p.commit()
+        })
+        .await
+        .unwrap();
+
+    // Replay everything: the event whole, the malformed page whole, c-2 claim-checked; c-4
+    // skipped (the DLQ holds only its page's reference), and dedup's dead letter skipped.
     let r = replay::run(&cfg, replay::Options::default()).await.unwrap();
     assert_eq!(
         (
@@ -713,11 +739,19 @@ version = "/version"
             r.claim_checked,
             r.skipped.len()
         ),
-        (4, 4, 3, 1, 1),
+        (5, 5, 3, 1, 2),
         "{r:?}"
     );
-    assert_eq!(r.skipped[0].kind, "too_large");
-    assert!(r.skipped[0].reason.contains("reference"), "{:?}", r.skipped);
+    let skipped: BTreeMap<&str, &str> = r
+        .skipped
+        .iter()
+        .map(|s| (s.kind.as_str(), s.reason.as_str()))
+        .collect();
+    assert!(skipped["too_large"].contains("reference"), "{skipped:?}");
+    assert!(
+        skipped["contract_violation"].contains("only what validate rejected"),
+        "{skipped:?}"
+    );
     let id = r.replay_id.clone().unwrap();
     let relanded: Vec<Rec> = read_all(&names.landing(), "read_committed")
         .into_iter()
@@ -759,11 +793,11 @@ version = "/version"
 
     // Validate again: c-3 becomes valid; c-2 and the malformed page are dead letters again,
     // new ones that carry the replay's provenance.
-    let out = validate_until(&cfg, &outputs, "2 valid, 6 dead letters", |o| {
-        o[&valid].len() >= 2 && o[&names.dlq()].len() >= 6
+    let out = validate_until(&cfg, &outputs, "2 valid, 7 dead letters", |o| {
+        o[&valid].len() >= 2 && o[&names.dlq()].len() >= 7
     })
     .await;
-    assert_eq!((out[&valid].len(), out[&names.dlq()].len()), (2, 6));
+    assert_eq!((out[&valid].len(), out[&names.dlq()].len()), (2, 7));
     assert_eq!(
         out[&valid]
             .iter()
@@ -783,7 +817,7 @@ version = "/version"
         BTreeSet::from(["malformed_json", "too_large"])
     );
     let s = summary::gather(&cfg, &Filter::default()).await.unwrap();
-    assert_eq!((s.total, s.replayed), (6, 3));
+    assert_eq!((s.total, s.replayed), (7, 3));
     // The same replay id again is a no-op; the renamed enum has nothing left to replay.
     let r = replay::run(
         &cfg,

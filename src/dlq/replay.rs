@@ -17,9 +17,10 @@
 //! - a page over `blob.max_inline_bytes` goes to the blob store and lands as a `blob-ref`, as
 //!   fetch does.
 //!
-//! Skipped, with the reason in the report: a record too large even for the DLQ (the DLQ kept
-//! the reference to its whole claim-checked page), a record whose stream is not in the
-//! configuration, a dead letter without a value.
+//! Skipped, with the reason in the report: a dead letter another stage wrote (dedup's
+//! `contract_violation`s come from a valid topic, not from landing), a record too large even
+//! for the DLQ (the DLQ kept the reference to its whole claim-checked page), a record whose
+//! stream is not in the configuration, a dead letter without a value.
 //!
 //! # Exactly once
 //!
@@ -405,9 +406,18 @@ impl<'a> Replay<'a> {
         dlq: &str,
     ) -> Result<Relanded, String> {
         let meta = Meta::of(m);
+        let origin = meta.origin();
+        let landing = self.names.landing();
+        if origin.as_ref().is_none_or(|o| o.topic != landing) {
+            return Err(format!(
+                "not rejected from {landing} (dlq.origin {}, dlq.stage {}): only what validate rejected is re-landed",
+                meta.origin.unwrap_or("absent"),
+                headers::get_str(m.headers(), headers::DLQ_STAGE).unwrap_or("absent")
+            ));
+        }
         let value = m.payload().ok_or("the dead letter has no value")?;
         let h = m.headers();
-        let index = meta.origin().and_then(|o| o.index);
+        let index = origin.and_then(|o| o.index);
         let landing_kind = meta.landing_kind.and_then(|k| Kind::parse(k.as_bytes()));
         let job = headers::get_str(h, headers::JOB_ID).map(|j| (j.to_owned(), index.is_none()));
         let mut drop: Vec<&str> = vec![headers::REPLAY_ID, headers::REPLAY_OF];
