@@ -846,3 +846,101 @@ version = "/version"
         (1, 1, 0, 0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_replays_re_land_each_dead_letter_once() {
+    let cfg = Arc::new(config(
+        r#"
+[[sources]]
+name = "sim"
+base_url = "http://127.0.0.1:9"
+
+[[sources.streams]]
+name = "customers"
+primary_key = "/id"
+version = "/version"
+"#,
+    ));
+    let names = TopicNames::from_config(&cfg);
+    apply_topics(&cfg).await;
+    let reg = Registry::new(&cfg.registry).unwrap();
+    intake::registry::apply_schemas(&cfg, &reg).await.unwrap();
+    let n = 20;
+    let records: Vec<Json> = (0..n)
+        .map(|i| {
+            with(
+                customer(&format!("c-{i}")),
+                "status",
+                serde_json::json!("enabled"),
+            )
+        })
+        .collect();
+    land(
+        &cfg,
+        vec![(
+            "sim/customers".into(),
+            serde_json::to_vec(&serde_json::json!({ "data": records })).unwrap(),
+            headers::Headers::new()
+                .with(headers::SOURCE, "sim")
+                .with(headers::STREAM, "customers")
+                .with(headers::KIND, "page"),
+        )],
+    )
+    .await;
+    let outputs = vec![names.dlq()];
+    validate_until(&cfg, &outputs, "20 dead letters", |o| {
+        o[&names.dlq()].len() >= n
+    })
+    .await;
+
+    // Three replays at once, same filter: each fences the ones before it, so whichever
+    // commits, every dead letter is re-landed exactly once.
+    let run = || {
+        let cfg = cfg.clone();
+        async move {
+            replay::run(
+                &cfg,
+                replay::Options {
+                    filter: Filter {
+                        kind: Some("unknown_enum".into()),
+                        ..Filter::default()
+                    },
+                    ..replay::Options::default()
+                },
+            )
+            .await
+        }
+    };
+    let (a, b, c) = tokio::join!(run(), run(), run());
+    let results = [a, b, c];
+    let landed: u64 = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|r| r.landed)
+        .sum();
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    println!(
+        "3 concurrent replays: {failed} fenced, {landed} re-landed: {:?}",
+        results
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.landed).map_err(|e| format!("{e:#}")))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        landed, n as u64,
+        "the committed replays re-landed each once"
+    );
+    let relanded = read_all(&names.landing(), "read_committed");
+    let of: Vec<&str> = relanded
+        .iter()
+        .filter_map(|r| r.header(headers::REPLAY_OF))
+        .collect();
+    assert_eq!(of.len(), n);
+    assert_eq!(
+        of.iter().collect::<BTreeSet<_>>().len(),
+        n,
+        "no dead letter twice"
+    );
+    let again = run().await.unwrap();
+    assert_eq!((again.already_replayed, again.chosen), (n as u64, 0));
+}
