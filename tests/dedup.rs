@@ -777,10 +777,8 @@ async fn a_restore_waits_for_a_pending_transaction_of_the_previous_owner() {
 /// emitted per key are strictly increasing. `CRASH_SEED=<n>` replays one kill schedule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
-    use std::io::{BufRead, BufReader, Write};
-    use std::process::{Child, Command, Stdio};
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::mpsc;
+    use support::proc::{self, Proc};
 
     let seed: u64 = std::env::var("CRASH_SEED")
         .ok()
@@ -795,77 +793,43 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
     std::fs::create_dir_all(&dir).unwrap();
     eprintln!("logs in {}", dir.display());
 
-    /// A running `intake dedup`, told each time it restored partitions.
-    struct Life {
-        child: Child,
-        restored: mpsc::Receiver<()>,
-        /// Restores seen so far in this life.
-        restores: usize,
-    }
-    /// The processes by instance id; killed on drop so a failing test leaves none behind.
+    /// The processes by instance id; SIGKILLed on drop so a failing test leaves none behind.
     struct Fleet {
         dir: std::path::PathBuf,
         config: std::path::PathBuf,
-        lives: BTreeMap<String, Life>,
+        lives: BTreeMap<String, Proc>,
         kills: usize,
         started: usize,
     }
     impl Fleet {
         fn spawn(&mut self, id: &str) {
             self.started += 1;
-            let mut child = Command::new(env!("CARGO_BIN_EXE_intake"))
-                .arg("dedup")
-                .arg("--config")
-                .arg(&self.config)
-                .env("INTAKE_INSTANCE_ID", id)
-                .env("RUST_LOG", "info,rdkafka=warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn intake dedup");
-            let stderr = child.stderr.take().unwrap();
-            let (tx, restored) = mpsc::channel();
             let log = self.dir.join(format!("{:02}-{id}.log", self.started));
-            std::thread::spawn(move || {
-                let mut out = std::fs::File::create(log).unwrap();
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if line.contains("dedup state restored") {
-                        let _ = tx.send(());
-                    }
-                    let _ = writeln!(out, "{line}");
-                }
-            });
-            self.lives.insert(
-                id.to_owned(),
-                Life {
-                    child,
-                    restored,
-                    restores: 0,
-                },
-            );
+            let p = proc::intake(&["dedup"], log)
+                .config(&self.config)
+                .env("INTAKE_INSTANCE_ID", id)
+                .spawn();
+            self.lives.insert(id.to_owned(), p);
         }
 
         /// Waits until `id` has restored partitions `n` times in this life (it then consumes).
         fn restored(&mut self, id: &str, n: usize) {
-            let life = self.lives.get_mut(id).expect("running");
-            let deadline = Instant::now() + Duration::from_secs(40);
-            while life.restores < n {
-                let left = deadline.saturating_duration_since(Instant::now());
-                assert!(
-                    life.restored.recv_timeout(left).is_ok(),
-                    "{id} got no partitions; logs in {}",
-                    self.dir.display()
-                );
-                life.restores += 1;
-            }
+            let life = self.lives.get(id).expect("running");
+            assert!(
+                life.wait_for("dedup state restored", n, Duration::from_secs(40)),
+                "{id} got no partitions; logs in {}",
+                self.dir.display()
+            );
+        }
+
+        /// Restores seen so far in the current life of `id`.
+        fn restores(&self, id: &str) -> usize {
+            self.lives[id].count("dedup state restored")
         }
 
         fn kill(&mut self, id: &str) {
             let mut life = self.lives.remove(id).expect("running");
-            life.child.kill().expect("SIGKILL");
-            life.child.wait().unwrap();
+            life.kill(); // SIGKILL; panics unless the process was running and died of it
             self.kills += 1;
         }
 
@@ -876,14 +840,6 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
             std::thread::sleep(Duration::from_millis(rng.random_range(300..2000)));
             self.kill(id);
             self.spawn(id);
-        }
-    }
-    impl Drop for Fleet {
-        fn drop(&mut self) {
-            for life in self.lives.values_mut() {
-                let _ = life.child.kill();
-                let _ = life.child.wait();
-            }
         }
     }
 
@@ -947,7 +903,7 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
         fleet.restored("d2", 1);
         fleet.kill("d1");
         fleet.kill("d2");
-        let before = fleet.lives["d0"].restores.max(1);
+        let before = fleet.restores("d0").max(1);
         fleet.restored("d0", before + 1);
         for _ in 0..5 {
             fleet.life(&mut rng, "d0");

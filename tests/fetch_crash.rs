@@ -34,14 +34,12 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use intake::fetch::cursor::CursorState;
 use rand::{Rng, SeedableRng};
+use support::proc::{self, Proc};
 use support::*;
 
 /// Lives that are killed. Every one of them is a SIGKILL of a running process.
@@ -94,51 +92,13 @@ poll_interval = "1s"
     s
 }
 
-/// A running `intake fetch` child, its stderr copied to a log file by a thread.
-struct Life {
-    child: Child,
-    log: PathBuf,
-    /// Receives once the process logged that the group assigned it a quota partition.
-    assigned: mpsc::Receiver<()>,
-}
-
-fn spawn_fetch(cfg: &Path, once: bool, log: PathBuf) -> Life {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));
-    cmd.arg("fetch").arg("--config").arg(cfg);
+/// `intake fetch` (`--once`, or a long-running group member) logging to `log`.
+fn spawn_fetch(cfg: &Path, once: bool, log: PathBuf) -> Proc {
+    let mut p = proc::intake(&["fetch"], log).config(cfg);
     if once {
-        cmd.arg("--once");
+        p = p.arg("--once");
     }
-    let mut child = cmd
-        .env("RUST_LOG", "info,rdkafka=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn intake fetch");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let path = log.clone();
-    std::thread::spawn(move || {
-        let mut out = std::fs::File::create(&path).unwrap();
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("quota partition assigned") {
-                let _ = tx.send(());
-            }
-            let _ = writeln!(out, "{line}");
-        }
-    });
-    Life {
-        child,
-        log,
-        assigned: rx,
-    }
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+    p.spawn()
 }
 
 /// Every committed record of the cursors topic, oldest first per key (the topic is compacted,
@@ -198,26 +158,24 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
         if group {
             // Count the random moment from the group's assignment: before it, the process
             // only waits for the previous (dead) member's session to expire.
-            if life.assigned.recv_timeout(Duration::from_secs(40)).is_err() {
-                let _ = life.child.kill();
-                let _ = life.child.wait();
+            if !life.wait_for("quota partition assigned", 1, Duration::from_secs(40)) {
                 panic!(
                     "life {i}: the group never assigned the quota partition\n{}",
-                    tail(&life.log)
+                    life.tail(30)
                 );
             }
         }
         let delay = Duration::from_millis(rng.random_range(300..=2500));
         tokio::time::sleep(delay).await;
-        if let Some(status) = life.child.try_wait().unwrap() {
+        if let Some(status) = life.try_wait() {
             panic!(
                 "life {i} ({}) ended by itself ({status}) before its kill: the backfill must outlast every kill\n{}",
                 if group { "group" } else { "once" },
-                tail(&life.log)
+                life.tail(30)
             );
         }
-        life.child.kill().expect("SIGKILL");
-        let status = life.child.wait().unwrap();
+        // SIGKILL; panics unless the process died of it.
+        let status = life.kill();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
             Some(libc::SIGKILL),
@@ -256,46 +214,19 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
     let final_started = Instant::now();
     let final_log = dir.path().join("final.log");
     let out = {
-        let cfg_path = cfg_path.clone();
-        let final_log = final_log.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_intake"))
-                .arg("fetch")
-                .arg("--config")
-                .arg(&cfg_path)
-                .arg("--once")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(&final_log).unwrap())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(120);
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    let mut stdout = String::new();
-                    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout)
-                        .unwrap();
-                    return (status, stdout);
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "the final run did not finish in 120 s\n{}",
-                        tail(&final_log)
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-        .await
-        .unwrap()
+        let mut run = proc::intake(&["fetch", "--once"], &final_log)
+            .config(&cfg_path)
+            .capture_stdout()
+            .spawn();
+        tokio::task::spawn_blocking(move || run.wait_output(Duration::from_secs(120)))
+            .await
+            .unwrap()
     };
     assert!(
         out.0.success(),
         "the final run failed ({})\n{}",
         out.0,
-        tail(&final_log)
+        proc::tail(&final_log, 30)
     );
     let final_run = final_started.elapsed();
     print!("final run ({:.1} s):\n{}", final_run.as_secs_f64(), out.1);

@@ -18,12 +18,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use support::proc::{self, Proc};
 use support::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -66,86 +65,50 @@ poll_interval = "1s"
     s
 }
 
-/// A running `intake fetch`, killed when dropped; its stderr goes to a log file.
-struct Proc {
-    child: Child,
+/// A running `intake fetch` (SIGKILLed when dropped); its stderr goes to `<id>.log`.
+struct Fetch {
     id: String,
-    log: PathBuf,
-    lines: Arc<Mutex<Vec<String>>>,
+    p: Proc,
 }
 
-impl Proc {
+impl Fetch {
     fn spawn(cfg: &Path, id: &str, dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_intake"))
-            .arg("fetch")
-            .arg("--config")
-            .arg(cfg)
+        let p = proc::intake(&["fetch"], dir.join(format!("{id}.log")))
+            .config(cfg)
             .env("INTAKE_INSTANCE_ID", id)
-            .env("RUST_LOG", "info,rdkafka=warn")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn intake fetch");
-        let stderr = child.stderr.take().unwrap();
-        let log = dir.join(format!("{id}.log"));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (path, seen) = (log.clone(), lines.clone());
-        std::thread::spawn(move || {
-            let mut out = std::fs::File::create(&path).unwrap();
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = writeln!(out, "{line}");
-                if line.contains("quota partition") || line.contains("quota state") {
-                    seen.lock().unwrap().push(line);
-                }
-            }
-        });
+            .spawn();
         Self {
-            child,
             id: id.to_owned(),
-            log,
-            lines,
+            p,
         }
     }
+}
 
-    fn saw(&self, needle: &str) -> bool {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains(needle))
-    }
-
-    /// Whether a log line carried `field` = `value` (JSON or key=value logs).
+impl Fetch {
+    /// Whether a quota log line ("quota partition …", "quota state …") carried `field` =
+    /// `value`.
     fn saw_field(&self, field: &str, value: &str) -> bool {
-        self.saw(&format!("\"{field}\":{value}"))
-            || self.saw(&format!("\"{field}\":\"{value}\""))
-            || self.saw(&format!("{field}={value}"))
-    }
-
-    fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.p.any_line(|l| {
+            (l.contains("quota partition") || l.contains("quota state"))
+                && proc::has_field(l, field, value)
+        })
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Fetch {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.p
     }
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool, procs: &[Proc]) {
+async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool, procs: &[Fetch]) {
     let deadline = Instant::now() + timeout;
     while !ok() {
         if Instant::now() > deadline {
             let logs: Vec<String> = procs
                 .iter()
-                .map(|p| format!("--- {}:\n{}", p.id, p.tail()))
+                .map(|p| format!("--- {}:\n{}", p.id, p.tail(20)))
                 .collect();
             panic!("timed out waiting for {what}\n{}", logs.join("\n"));
         }
@@ -259,8 +222,8 @@ async fn one_token_many_processes() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for n in [1usize, 2, 4] {
         let (sim, dir, cfg) = setup(&[("demo", Q)], |sim| source(sim, "sim", "demo", Q, 4)).await;
-        let procs: Vec<Proc> = (0..n)
-            .map(|i| Proc::spawn(&cfg, &format!("p{i}"), dir.path()))
+        let procs: Vec<Fetch> = (0..n)
+            .map(|i| Fetch::spawn(&cfg, &format!("p{i}"), dir.path()))
             .collect();
         wait_for(
             "every process assigned",
@@ -310,8 +273,8 @@ async fn killed_owner_successor_resumes() {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (sim, dir, cfg) = setup(&[("demo", Q)], |sim| source(sim, "sim", "demo", Q, 4)).await;
-    let mut procs: Vec<Proc> = (0..2)
-        .map(|i| Proc::spawn(&cfg, &format!("p{i}"), dir.path()))
+    let mut procs: Vec<Fetch> = (0..2)
+        .map(|i| Fetch::spawn(&cfg, &format!("p{i}"), dir.path()))
         .collect();
     wait_for(
         "an owner of the token",
@@ -326,8 +289,7 @@ async fn killed_owner_successor_resumes() {
         .position(|p| p.saw_field("streams", "4"))
         .unwrap();
     let mut dead = procs.remove(owner);
-    dead.child.kill().unwrap();
-    let _ = dead.child.wait();
+    dead.p.kill();
     let killed_at = unix_now();
     let dead_id = dead.id.clone();
     drop(dead);
@@ -379,7 +341,7 @@ async fn exhausted_token_waits_others_go_on() {
         source(sim, "a", "ta", qa, 4) + &source(sim, "b", "tb", qb, 4)
     })
     .await;
-    let procs = vec![Proc::spawn(&cfg, "p0", dir.path())];
+    let procs = vec![Fetch::spawn(&cfg, "p0", dir.path())];
     wait_for(
         "assignment",
         Duration::from_secs(60),
@@ -446,7 +408,7 @@ async fn lowered_quota_is_followed_from_headers() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let low = 5u32;
     let (sim, dir, cfg) = setup(&[("demo", Q)], |sim| source(sim, "sim", "demo", Q, 4)).await;
-    let procs = vec![Proc::spawn(&cfg, "p0", dir.path())];
+    let procs = vec![Fetch::spawn(&cfg, "p0", dir.path())];
     wait_for(
         "assignment",
         Duration::from_secs(60),

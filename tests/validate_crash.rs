@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use intake::headers;
 use intake::topics::TopicNames;
 use intake::validate::Splitter;
 use rand::{Rng, SeedableRng};
+use support::proc::{self, Proc};
 use support::*;
 
 /// How many SIGKILLs the test delivers (at least 20 of them must find work in flight).
@@ -24,44 +24,34 @@ const SLOTS: usize = 2;
 const PARTITIONS: i32 = 4;
 
 /// One validate process slot: its instance id is reused on restart, so the restarted process
-/// fences its killed predecessor and aborts its open transaction at once.
+/// fences its killed predecessor and aborts its open transaction at once. Every life of a slot
+/// appends to the slot's log.
 struct Slot {
     instance: String,
-    child: Option<Child>,
+    child: Option<Proc>,
     log: std::path::PathBuf,
 }
 
 impl Slot {
     fn start(&mut self, config: &std::path::Path) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_intake"))
-            .args(["validate", "--config"])
-            .arg(config)
+        let child = proc::intake(&["validate"], &self.log)
+            .config(config)
             .env("INTAKE_INSTANCE_ID", &self.instance)
             .env("RUST_LOG", "warn,intake=info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .spawn();
         self.child = Some(child);
     }
 
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            c.kill().unwrap(); // SIGKILL
-            c.wait().unwrap();
+            c.kill(); // SIGKILL; panics unless the process was running and died of it
         }
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
         // SIGTERM: commit the open transaction, leave the group, exit 0.
-        assert_eq!(unsafe { libc::kill(c.id() as i32, libc::SIGTERM) }, 0);
-        c.wait().unwrap()
+        c.terminate(Duration::from_secs(120))
     }
 }
 

@@ -4,6 +4,8 @@
 //! broker without seeing each other's data.
 #![allow(dead_code)]
 
+pub mod proc;
+
 use std::time::Duration;
 
 use intake::config::Config;
