@@ -4,6 +4,7 @@
 //! broker without seeing each other's data.
 #![allow(dead_code)]
 
+pub mod e2e;
 pub mod proc;
 
 use std::time::Duration;
@@ -16,13 +17,31 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers as _, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
+/// A private stack for this test binary (bootstrap servers, registry URL), set once before
+/// anything talks to Kafka; see [`use_stack`].
+static STACK: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Points every helper of this test binary (configs, readers) at another stack, e.g. a
+/// private one a test restarts. Call once, first.
+pub fn use_stack(brokers: &str, registry_url: &str) {
+    STACK
+        .set((brokers.to_owned(), registry_url.to_owned()))
+        .expect("use_stack is called once, before anything else");
+}
+
 /// Bootstrap servers of the local stack.
 pub fn brokers() -> String {
+    if let Some((b, _)) = STACK.get() {
+        return b.clone();
+    }
     std::env::var("INTAKE_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
 /// Registry base URL of the local stack (Confluent API).
 pub fn registry_url() -> String {
+    if let Some((_, r)) = STACK.get() {
+        return r.clone();
+    }
     std::env::var("INTAKE_TEST_REGISTRY")
         .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
 }

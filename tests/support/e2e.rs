@@ -1,0 +1,477 @@
+//! The whole pipeline against the simulator, judged exactly: shared by `tests/pipeline.rs`
+//! (every stage in one `intake run`) and `tests/chaos.rs` (every stage in separate processes,
+//! killed at random).
+//!
+//! - [`sources`]: the simulator's three streams (customers by cursor, orders by Link header,
+//!   events by `starting_after`), incremental with a short look-back, full syncs with delete
+//!   detection, and signed webhooks into `serve`.
+//! - [`wait_for_syncs_after`]: until every stream completed a sync (a full one where full
+//!   syncs are configured) that started after a moment, e.g. the simulator's pause.
+//! - [`converge`]: polls `intake::verify::compare` until the curated topics equal the truth.
+//! - [`doubles`]: what was committed twice anywhere in the pipeline (landing pages, valid and
+//!   DLQ records per landing origin, curated emissions per key).
+//! - [`Figures`]: lost, doubled, stale and wrong, from the comparison and [`doubles`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use intake::config::Config;
+use intake::dedup::Stamp;
+use intake::fetch::cursor::{CursorState, Mode};
+use intake::headers;
+use intake::topics::TopicNames;
+use intake::verify::Report;
+
+use super::{Rec, read_all};
+
+/// The simulator's streams: (name, path, pagination, incremental with full syncs).
+pub const STREAMS: [(&str, &str, &str, bool); 3] = [
+    ("customers", "/v1/customers", "cursor", true),
+    ("orders", "/v1/orders", "link", true),
+    ("events", "/v1/events", "after", false),
+];
+
+/// Webhook signing secret shared by the simulator and serve.
+pub const WEBHOOK_SECRET: &str = "whsec-e2e";
+
+/// Drift kinds the simulator injects (the only DLQ kinds an end-to-end run may produce).
+pub const DRIFT_KINDS: [&str; 4] = [
+    "unknown_enum",
+    "unknown_field",
+    "type_mismatch",
+    "missing_field",
+];
+
+/// A free TCP port on 127.0.0.1 (bound, then released, for a child process to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Knobs of [`sources`].
+#[derive(Debug, Clone)]
+pub struct Knobs {
+    /// `serve.listen` port.
+    pub serve_port: u16,
+    /// Requests per second of the token (`quota`).
+    pub quota: u32,
+    /// `poll_interval` of every stream.
+    pub poll: &'static str,
+    /// `full_sync_every` of customers and orders.
+    pub full_sync_every: &'static str,
+    /// Incremental look-back of customers and orders.
+    pub lookback: &'static str,
+    /// Records per page.
+    pub page_size: u32,
+}
+
+/// The `[serve]` and `[[sources]]` blocks for the simulator at `sim_addr`.
+pub fn sources(sim_addr: std::net::SocketAddr, k: &Knobs) -> String {
+    let mut s = format!(
+        r#"
+[serve]
+listen = "127.0.0.1:{port}"
+
+[[sources]]
+name = "sim"
+base_url = "http://{sim_addr}"
+auth = {{ kind = "bearer", token = "demo" }}
+quota = {{ requests = {quota}, per = "1s" }}
+max_retries = 30
+webhook = {{ secrets = ["{WEBHOOK_SECRET}"] }}
+"#,
+        port = k.serve_port,
+        quota = k.quota,
+    );
+    for (name, path, style, incremental) in STREAMS {
+        s.push_str(&format!(
+            r#"
+[[sources.streams]]
+name = "{name}"
+path = "{path}"
+primary_key = "/id"
+version = "/version"
+pagination = {{ style = "{style}" }}
+page_size = {page_size}
+poll_interval = "{poll}"
+"#,
+            page_size = k.page_size,
+            poll = k.poll,
+        ));
+        if incremental {
+            s.push_str(&format!(
+                "incremental = {{ param = \"updated_since\", field = \"/updated_at\", lookback = \"{}\" }}\n\
+                 full_sync_every = \"{}\"\ndetect_deletes = true\n",
+                k.lookback, k.full_sync_every
+            ));
+        }
+    }
+    s
+}
+
+/// Every committed cursor record (the history of the cursors topic).
+pub fn cursor_history(cfg: &Config) -> Vec<CursorState> {
+    let mut recs = read_all(&TopicNames::from_config(cfg).cursors(), "read_committed");
+    recs.sort_by_key(|r| (r.partition, r.offset));
+    recs.iter()
+        .filter_map(|r| r.value.as_deref())
+        .map(|v| serde_json::from_slice::<CursorState>(v).expect("cursor record is JSON"))
+        .collect()
+}
+
+fn parse_time(s: &str) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+}
+
+/// Streams that have not yet completed a sync started after `after` (a full sync for the
+/// streams with full syncs).
+pub fn syncs_missing_after(cfg: &Config, after: time::OffsetDateTime) -> Vec<&'static str> {
+    let history = cursor_history(cfg);
+    STREAMS
+        .iter()
+        .filter(|(name, _, _, full)| {
+            !history.iter().any(|c| {
+                c.stream == *name
+                    && c.complete
+                    && (!full || c.mode == Mode::Full)
+                    && c.started_at
+                        .as_deref()
+                        .is_some_and(|t| parse_time(t) > after)
+            })
+        })
+        .map(|s| s.0)
+        .collect()
+}
+
+/// Waits until every stream completed a sync that started after `after` (a full one for the
+/// streams with full syncs); panics with `context()` at the timeout.
+pub async fn wait_for_syncs_after(
+    cfg: &Config,
+    after: time::OffsetDateTime,
+    timeout: Duration,
+    context: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let cfg2 = cfg.clone();
+        let missing = tokio::task::spawn_blocking(move || syncs_missing_after(&cfg2, after))
+            .await
+            .unwrap();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no completed sync started after {after} for {missing:?} within {timeout:?}\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Waits until the simulator has no webhook delivery pending; returns its webhook counters.
+pub async fn webhooks_delivered(
+    sim: &intake::sim::SimHandle,
+    timeout: Duration,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stats: serde_json::Value = reqwest::get(sim.url("/admin/stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let w = stats["webhooks"].clone();
+        if w["pending"] == 0 {
+            return w;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "webhooks still pending after {timeout:?}: {w}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether a report equals the truth in every stream.
+fn equal(r: &Report) -> bool {
+    r.ok()
+        && r.streams
+            .values()
+            .all(|c| c.drifted_in_dlq == c.drifted && c.matched == c.expected_live)
+}
+
+/// Polls the comparison until the curated topics and the DLQ equal the truth, or `timeout`;
+/// returns the last report (which the caller asserts on exactly).
+pub async fn converge(cfg: &Config, truth: &serde_json::Value, timeout: Duration) -> Report {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = intake::verify::compare(cfg, "sim", truth)
+            .await
+            .expect("compare");
+        if equal(&r) || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Per stream of the truth: (live and not drifted, deleted and not drifted, drifted).
+pub fn truth_counts(truth: &serde_json::Value) -> BTreeMap<String, (usize, usize, usize)> {
+    STREAMS
+        .iter()
+        .map(|(s, ..)| {
+            let t = &truth["streams"][*s];
+            let drifted: BTreeSet<&String> = t["drifted"].as_object().unwrap().keys().collect();
+            let live = t["live"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| !drifted.contains(k))
+                .count();
+            let deleted = t["deleted"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| !drifted.contains(k))
+                .count();
+            (format!("sim/{s}"), (live, deleted, drifted.len()))
+        })
+        .collect()
+}
+
+/// What was committed twice.
+#[derive(Debug, Default, Clone)]
+pub struct Doubles {
+    /// Landing pages of one (stream, sync, seq) beyond the first.
+    pub landing_pages: usize,
+    /// Valid records of one (landing origin, key) beyond the first.
+    pub valid: usize,
+    /// Dead letters of one landing origin (with record index) beyond the first.
+    pub dlq: usize,
+    /// Curated records per key that do not raise the key's stamp (emitted twice or stale).
+    pub curated: usize,
+    /// Records read to find these.
+    pub landing_records: usize,
+    pub valid_records: usize,
+    pub dlq_records: usize,
+    pub curated_records: usize,
+}
+
+impl Doubles {
+    /// Everything committed twice.
+    pub fn total(&self) -> usize {
+        self.landing_pages + self.valid + self.dlq + self.curated
+    }
+}
+
+fn extra<K: Ord>(counts: BTreeMap<K, usize>) -> usize {
+    counts.values().map(|n| n - 1).sum()
+}
+
+/// A curated record's stamp, from its headers.
+fn stamp(r: &Rec) -> Stamp {
+    let version = r
+        .header(headers::VERSION)
+        .and_then(|v| v.parse().ok())
+        .expect("intake.version on every curated record");
+    let hash = r
+        .header(headers::HASH)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .expect("intake.hash on every curated record");
+    Stamp::from_parts(version, hash, r.header(headers::OP) == Some("delete"))
+}
+
+/// Reads the committed landing, valid, DLQ and curated topics and counts what was committed
+/// twice. Curated: per key, every record must carry a larger stamp than the one before (a
+/// delete beats an upsert of the same version; then the larger hash).
+pub fn doubles(cfg: &Config) -> Doubles {
+    let names = TopicNames::from_config(cfg);
+    let mut d = Doubles::default();
+    let mut pages: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    for r in read_all(&names.landing(), "read_committed") {
+        d.landing_records += 1;
+        if matches!(r.header(headers::KIND), Some("page" | "blob-ref")) {
+            let k = (
+                r.header(headers::STREAM).unwrap_or("?").to_owned(),
+                r.header(headers::SYNC_ID).unwrap_or("?").to_owned(),
+                r.header(headers::SEQ).unwrap_or("?").to_owned(),
+            );
+            *pages.entry(k).or_default() += 1;
+        }
+    }
+    d.landing_pages = extra(pages);
+    let mut valid: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut curated_extra = 0;
+    for (s, ..) in STREAMS {
+        for r in read_all(&names.valid("sim", s), "read_committed") {
+            d.valid_records += 1;
+            if r.header(headers::KIND).is_none() {
+                let k = (
+                    r.header(headers::ORIGIN).unwrap_or("?").to_owned(),
+                    r.key_str().to_owned(),
+                );
+                *valid.entry(k).or_default() += 1;
+            }
+        }
+        let mut recs = read_all(&names.curated("sim", s), "read_committed");
+        recs.sort_by_key(|r| (r.partition, r.offset));
+        let mut last: HashMap<String, Stamp> = HashMap::new();
+        for r in recs {
+            d.curated_records += 1;
+            let st = stamp(&r);
+            match last.insert(r.key_str().to_owned(), st) {
+                Some(prev) if prev >= st => curated_extra += 1,
+                _ => {}
+            }
+        }
+    }
+    d.valid = extra(valid);
+    d.curated = curated_extra;
+    let mut dlq: BTreeMap<String, usize> = BTreeMap::new();
+    for r in read_all(&names.dlq(), "read_committed") {
+        d.dlq_records += 1;
+        *dlq.entry(r.header(headers::DLQ_ORIGIN).unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    d.dlq = extra(dlq);
+    d
+}
+
+/// The verdict of one end-to-end run.
+#[derive(Debug, Default, Clone)]
+pub struct Figures {
+    /// Keys compared with the truth (live, deleted and drifted).
+    pub compared: usize,
+    /// Live keys curated at the truth's version.
+    pub matched: usize,
+    /// Deleted keys tombstoned.
+    pub tombstoned: usize,
+    /// Drifted keys in the DLQ with their kind.
+    pub drifted_in_dlq: usize,
+    /// Missing live keys, deleted keys still live, drifted keys absent from the DLQ.
+    pub lost: usize,
+    /// Everything committed twice ([`Doubles::total`]).
+    pub doubled: usize,
+    /// Live keys curated at an older version.
+    pub stale: usize,
+    /// Keys at a version or with a key the truth does not have, drifted keys curated, and
+    /// dead letters of a kind no drift explains.
+    pub wrong: usize,
+}
+
+/// The figures of a comparison and the doubles, and a printable per-stream table.
+pub fn figures(r: &Report, d: &Doubles) -> (Figures, String) {
+    let mut f = Figures {
+        doubled: d.total(),
+        ..Figures::default()
+    };
+    let mut table = String::new();
+    for (k, c) in &r.streams {
+        f.compared += c.expected_live + c.tombstoned + c.not_tombstoned.len() + c.drifted;
+        f.matched += c.matched;
+        f.tombstoned += c.tombstoned;
+        f.drifted_in_dlq += c.drifted_in_dlq;
+        f.lost += c.missing.len() + c.not_tombstoned.len() + (c.drifted - c.drifted_in_dlq);
+        f.stale += c.stale.len();
+        f.wrong += c.wrong.len() + c.drifted_curated.len();
+        table.push_str(&format!(
+            "  {k:<14} live {:>5} matched {:>5} | tombstoned {:>4} | drifted {:>3} in DLQ {:>3} | missing {} stale {} wrong {} not tombstoned {} drifted curated {}\n",
+            c.expected_live,
+            c.matched,
+            c.tombstoned,
+            c.drifted,
+            c.drifted_in_dlq,
+            c.missing.len(),
+            c.stale.len(),
+            c.wrong.len(),
+            c.not_tombstoned.len(),
+            c.drifted_curated.len(),
+        ));
+        for (what, ids) in [
+            ("missing", &c.missing),
+            ("stale", &c.stale),
+            ("wrong", &c.wrong),
+            ("not tombstoned", &c.not_tombstoned),
+            ("drifted but curated", &c.drifted_curated),
+        ] {
+            if !ids.is_empty() {
+                table.push_str(&format!(
+                    "      {what}: {}\n",
+                    ids.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    }
+    let odd_kinds: u64 = r
+        .dlq_by_kind
+        .iter()
+        .filter(|(k, _)| !DRIFT_KINDS.contains(&k.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    f.wrong += odd_kinds as usize;
+    table.push_str(&format!(
+        "  dead letters by kind: {:?}\n  committed twice: {d:?}\n",
+        r.dlq_by_kind
+    ));
+    (f, table)
+}
+
+/// Asserts the report equals the truth exactly: per stream, every live non-drifted key
+/// matched, every deleted non-drifted key tombstoned (`all_deletes_curated`: every deleted
+/// key was curated before, as with webhooks on), every drifted key in the DLQ with its kind,
+/// nothing else; no other DLQ kind; and nothing committed twice.
+pub fn assert_exact(
+    r: &Report,
+    d: &Doubles,
+    truth: &serde_json::Value,
+    all_deletes_curated: bool,
+) -> Figures {
+    let (f, table) = figures(r, d);
+    let counts = truth_counts(truth);
+    assert_eq!(
+        r.streams.keys().collect::<Vec<_>>(),
+        counts.keys().collect::<Vec<_>>(),
+        "streams compared"
+    );
+    for (k, c) in &r.streams {
+        let (live, deleted, drifted) = counts[k];
+        assert_eq!(c.expected_live, live, "{k}: live keys\n{table}");
+        assert_eq!(c.matched, live, "{k}: matched\n{table}");
+        assert!(c.missing.is_empty(), "{k}: missing\n{table}");
+        assert!(c.stale.is_empty(), "{k}: stale\n{table}");
+        assert!(c.wrong.is_empty(), "{k}: wrong\n{table}");
+        assert!(c.not_tombstoned.is_empty(), "{k}: not tombstoned\n{table}");
+        assert!(
+            c.drifted_curated.is_empty(),
+            "{k}: drifted curated\n{table}"
+        );
+        if all_deletes_curated {
+            assert_eq!(c.tombstoned, deleted, "{k}: tombstoned\n{table}");
+        } else {
+            assert!(c.tombstoned <= deleted, "{k}: tombstoned\n{table}");
+        }
+        assert_eq!(c.drifted, drifted, "{k}: drifted\n{table}");
+        assert_eq!(
+            c.drifted_in_dlq, drifted,
+            "{k}: drifted in the DLQ\n{table}"
+        );
+    }
+    assert!(
+        r.dlq_by_kind
+            .keys()
+            .all(|k| DRIFT_KINDS.contains(&k.as_str())),
+        "dead letters of a kind no drift explains\n{table}"
+    );
+    assert_eq!(d.total(), 0, "committed twice\n{table}");
+    assert_eq!(
+        (f.lost, f.doubled, f.stale, f.wrong),
+        (0, 0, 0, 0),
+        "{table}"
+    );
+    f
+}
