@@ -13,7 +13,9 @@ use bytes::Bytes;
 use rdkafka::message::OwnedHeaders;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::kafka::{ErrorClass, Kafka, Outgoing, classify};
+use rdkafka::error::{KafkaError, KafkaResult};
+
+use crate::kafka::{ErrorClass, Kafka, Outgoing, TxnProducer, classify};
 
 /// Most requests per transaction.
 const MAX_BATCH: usize = 256;
@@ -63,6 +65,7 @@ pub fn start(
     let txn_id = transactional_id.to_owned();
     let (tx, mut rx) = mpsc::channel::<Landing>(QUEUE);
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let ready_tx: Ready = std::sync::Arc::new(ready_tx);
     let task = tokio::spawn(async move {
         let mut producer = producer;
         let mut wait = Duration::from_millis(200);
@@ -81,60 +84,58 @@ pub fn start(
                     _ => break,
                 }
             }
+            // A request whose handler gave up waiting (it answered 503) is not landed now:
+            // it was not acknowledged, so the client retries it. (One that gives up while its
+            // transaction commits may still land: a 503 never promises that nothing landed.)
+            batch.retain(|l| !l.ack.is_closed());
+            if batch.is_empty() {
+                continue;
+            }
             let (records, acks): (Vec<Vec<Record>>, Vec<oneshot::Sender<Ack>>) =
                 batch.into_iter().map(|l| (l.records, l.ack)).unzip();
             let started = std::time::Instant::now();
+            let not_ready = ready_tx.clone();
             let result = producer
-                .blocking(move |p| {
-                    p.begin()?;
-                    let send = || -> rdkafka::error::KafkaResult<()> {
-                        for r in records.iter().flatten() {
-                            p.send(Outgoing {
-                                topic: &r.topic,
-                                key: Some(&r.key),
-                                payload: r.value.as_deref(),
-                                headers: r.headers.clone(),
-                                partition: None,
-                            })?;
-                        }
-                        p.commit()
-                    };
-                    send().inspect_err(|e| {
-                        if classify(e) != ErrorClass::Fatal {
-                            let _ = p.abort();
-                        }
-                    })
-                })
-                .await;
+                .blocking(move |p| Ok(land_batch(p, &records, &not_ready)))
+                .await
+                .unwrap_or_else(|e| Err((e, true)));
             metrics::histogram!("intake_commit_seconds", "stage" => "serve")
                 .record(started.elapsed().as_secs_f64());
             let outcome: Ack = match &result {
                 Ok(()) => Ok(()),
-                Err(e) => Err(format!("the landing transaction failed: {e}")),
+                Err((e, _)) => Err(format!("the landing transaction failed: {e}")),
             };
-            if let Err(e) = &result {
-                tracing::error!(error = %e, requests = acks.len(), "landing transaction failed; the requests were answered 503 and nothing of them is committed");
-                metrics::counter!("intake_errors_total", "stage" => "serve", "class" => format!("{:?}", classify(e))).increment(1);
-                let _ = ready_tx.send(false);
-                if classify(e) == ErrorClass::Fatal {
-                    // Fenced or broken: start over with a fresh producer under the same id.
-                    match kafka.txn_producer(&txn_id) {
-                        Ok(p) => {
-                            let mut wait = Duration::from_millis(200);
-                            while let Err(e) = p.blocking(|p| p.init()).await {
-                                tracing::warn!(error = %e, "serve: re-initialising transactions; retrying");
-                                tokio::time::sleep(wait).await;
-                                wait = (wait * 2).min(Duration::from_secs(5));
+            match result {
+                Ok(()) => {
+                    let _ = ready_tx.send(true);
+                }
+                Err((e, replace)) => {
+                    tracing::error!(error = %e, requests = acks.len(), replace, "landing transaction failed; the requests were answered 503 (not acknowledged)");
+                    metrics::counter!("intake_errors_total", "stage" => "serve", "class" => format!("{:?}", classify(&e))).increment(1);
+                    let _ = ready_tx.send(false);
+                    if replace {
+                        // Fenced, broken, or a transaction whose outcome could not be learned:
+                        // a fresh producer under the same id resolves it (its init aborts the
+                        // open transaction, or completes one the coordinator already decided
+                        // to commit) and starts clean.
+                        match kafka.txn_producer(&txn_id) {
+                            Ok(p) => {
+                                let mut wait = Duration::from_millis(200);
+                                while let Err(e) = p.blocking(|p| p.init()).await {
+                                    tracing::warn!(error = %e, "serve: re-initialising transactions; retrying");
+                                    tokio::time::sleep(wait).await;
+                                    wait = (wait * 2).min(Duration::from_secs(5));
+                                }
+                                let old = std::mem::replace(&mut producer, p);
+                                // Destroying a producer may wait for the broker: not on the runtime.
+                                let _ = tokio::task::spawn_blocking(move || drop(old)).await;
                             }
-                            producer = p;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "serve: producer could not be rebuilt")
+                            Err(e) => {
+                                tracing::error!(error = %e, "serve: producer could not be rebuilt")
+                            }
                         }
                     }
                 }
-            } else {
-                let _ = ready_tx.send(true);
             }
             for a in acks {
                 let _ = a.send(outcome.clone());
@@ -142,6 +143,67 @@ pub fn start(
         }
     });
     Ok((tx, task, ready_rx))
+}
+
+/// How long a commit or abort whose outcome is not known yet (the call timed out: the broker
+/// is away) is repeated before the producer is replaced instead.
+const RESOLVE_LIMIT: Duration = Duration::from_secs(60);
+
+/// One transaction with every record of a batch. Blocking.
+///
+/// # Errors
+/// The error, and whether the producer must be replaced (fatal, or left in a state it cannot
+/// leave by itself). A commit that times out is not abandoned: librdkafka requires it to be
+/// repeated until it succeeds or fails for good (an abort meanwhile is refused, and the
+/// producer would refuse every later transaction).
+fn land_batch(
+    p: &TxnProducer,
+    records: &[Vec<Record>],
+    ready: &Ready,
+) -> Result<(), (KafkaError, bool)> {
+    p.begin().map_err(|e| (e, true))?;
+    let sent = records.iter().flatten().try_for_each(|r| {
+        p.send(Outgoing {
+            topic: &r.topic,
+            key: Some(&r.key),
+            payload: r.value.as_deref(),
+            headers: r.headers.clone(),
+            partition: None,
+        })
+    });
+    let e = match sent.and_then(|()| resolve("commit", ready, || p.commit())) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    if classify(&e) == ErrorClass::Fatal {
+        return Err((e, true));
+    }
+    match resolve("abort", ready, || p.abort()) {
+        Ok(()) => Err((e, false)),
+        Err(abort) => {
+            tracing::warn!(error = %abort, "serve: the failed transaction could not be aborted");
+            Err((e, true))
+        }
+    }
+}
+
+/// The readiness flag `/readyz` reports.
+type Ready = std::sync::Arc<tokio::sync::watch::Sender<bool>>;
+
+/// Repeats a transaction call while it fails retriably, up to [`RESOLVE_LIMIT`], reporting
+/// not ready meanwhile. Blocking.
+fn resolve(what: &str, ready: &Ready, call: impl Fn() -> KafkaResult<()>) -> KafkaResult<()> {
+    let started = std::time::Instant::now();
+    loop {
+        match call() {
+            Err(e) if classify(&e) == ErrorClass::Retry && started.elapsed() < RESOLVE_LIMIT => {
+                let _ = ready.send(false);
+                tracing::warn!(error = %e, what, "serve: transaction outcome not known yet (Kafka away?); repeating the call");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Lands records and waits for the commit.
