@@ -211,6 +211,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Fetch(a) => {
             let cfg = std::sync::Arc::new(load(&a.config)?);
+            let _metrics = metrics_unless(a.once, &cfg).await?;
             let opts = crate::fetch::FetchOptions {
                 once: a.once,
                 full: a.full,
@@ -235,20 +236,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dedup { config } => {
             let cfg = std::sync::Arc::new(load(&config)?);
+            let _metrics = metrics_unless(false, &cfg).await?;
             crate::dedup::stage::run(cfg, shutdown_signal()).await?;
             Ok(())
         }
         Command::Validate { config } => {
             let cfg = std::sync::Arc::new(load(&config)?);
+            let _metrics = metrics_unless(false, &cfg).await?;
             crate::validate::stage::run(cfg, shutdown_signal()).await?;
             Ok(())
         }
         Command::Run { config } => {
             let cfg = std::sync::Arc::new(load(&config)?);
+            let _metrics = metrics_unless(false, &cfg).await?;
             crate::run::run(cfg, shutdown_signal()).await
         }
         Command::Serve { config } => {
             let cfg = std::sync::Arc::new(load(&config)?);
+            let _metrics = metrics_unless(false, &cfg).await?;
             let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
                 .await
                 .with_context(|| format!("binding serve.listen {}", cfg.serve.listen))?;
@@ -327,6 +332,18 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutdown requested; finishing in-flight transactions");
+}
+
+/// The Prometheus listener of a long-running command (`telemetry.metrics_addr`); none for a
+/// one-shot run.
+async fn metrics_unless(
+    one_shot: bool,
+    cfg: &Config,
+) -> anyhow::Result<Option<crate::telemetry::MetricsServer>> {
+    if one_shot {
+        return Ok(None);
+    }
+    crate::telemetry::start_metrics(&cfg.telemetry).await
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {

@@ -39,6 +39,9 @@ pub struct Config {
     /// The HTTP server of `intake serve` (webhooks, jobs, health, metrics).
     #[serde(default)]
     pub serve: ServeConfig,
+    /// Metrics of every long-running command.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Upstream HTTP APIs and their streams.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
@@ -128,6 +131,17 @@ pub struct ServeConfig {
     /// Webhook timestamp tolerance: signatures older or newer than this are refused (replay window).
     #[serde(default = "defaults::webhook_tolerance", with = "humantime_serde")]
     pub webhook_tolerance: Duration,
+}
+
+/// Metrics settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `host:port` of the Prometheus `GET /metrics` listener of every long-running command
+    /// (`intake run`, `fetch`, `validate`, `dedup`, `serve`); absent: no listener (one-shot
+    /// commands never open one). `intake serve` also serves `/metrics` on `serve.listen`.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
 }
 
 /// An error in the configuration, naming the field at fault.
@@ -229,6 +243,17 @@ impl Config {
         }
         if !(self.blob.url.starts_with("file://") || self.blob.url.starts_with("s3://")) {
             return Err(invalid("blob.url", "must start with file:// or s3://"));
+        }
+        if let Some(addr) = &self.telemetry.metrics_addr {
+            let ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(invalid(
+                    "telemetry.metrics_addr",
+                    format!("`{addr}` is not host:port"),
+                ));
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, s) in self.sources.iter().enumerate() {

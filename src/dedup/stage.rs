@@ -84,6 +84,7 @@ use crate::config::{Config, ConfigError};
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
 use crate::kafka::{Kafka, Outgoing, Reader, reader};
+use crate::telemetry::metric;
 use crate::topics::TopicNames;
 
 /// Most input records per transaction.
@@ -258,14 +259,14 @@ impl StreamMetrics {
     fn new(s: &StreamTopics) -> Self {
         let labels = [("source", s.source.clone()), ("stream", s.stream.clone())];
         Self {
-            emitted: metrics::counter!("intake_dedup_emitted_total", &labels),
-            stale: metrics::counter!("intake_dedup_stale_total", &labels),
-            identical: metrics::counter!("intake_dedup_identical_total", &labels),
-            tombstones: metrics::counter!("intake_dedup_tombstones_total", &labels),
-            syncs_skipped: metrics::counter!("intake_dedup_syncs_skipped_total", &labels),
-            rejected: metrics::counter!("intake_dedup_rejected_total", &labels),
-            state_keys: metrics::gauge!("intake_dedup_state_keys", &labels),
-            state_bytes: metrics::gauge!("intake_dedup_state_bytes", &labels),
+            emitted: metrics::counter!(metric::DEDUP_EMITTED, &labels),
+            stale: metrics::counter!(metric::DEDUP_STALE, &labels),
+            identical: metrics::counter!(metric::DEDUP_IDENTICAL, &labels),
+            tombstones: metrics::counter!(metric::DEDUP_TOMBSTONES, &labels),
+            syncs_skipped: metrics::counter!(metric::DEDUP_SYNCS_SKIPPED, &labels),
+            rejected: metrics::counter!(metric::DEDUP_REJECTED, &labels),
+            state_keys: metrics::gauge!(metric::DEDUP_STATE_KEYS, &labels),
+            state_bytes: metrics::gauge!(metric::DEDUP_STATE_BYTES, &labels),
         }
     }
 }
@@ -498,6 +499,12 @@ impl Processor for DedupProcessor {
         let restored = self.restore(tps)?;
         self.install(restored);
         Ok(())
+    }
+
+    fn tick(&mut self) {
+        for t in self.topics.values() {
+            t.update_gauges();
+        }
     }
 
     fn revoked(&mut self, tps: &[Tp]) {

@@ -197,7 +197,7 @@ impl SourceClient {
                         learn_quota(&headers, pacer);
                     }
                     if status == 429 && self.naive {
-                        metrics::counter!("intake_fetch_http_429_total").increment(1);
+                        metrics::counter!(crate::telemetry::metric::FETCH_HTTP_429).increment(1);
                         if attempts > 50 + self.max_retries {
                             return Err(HttpError::Exhausted {
                                 url: shown,
@@ -211,7 +211,7 @@ impl SourceClient {
                         let wait = retry_after(&headers).unwrap_or(Duration::from_secs(1));
                         tracing::warn!(url = %shown, wait_ms = wait.as_millis() as u64, "429 Too Many Requests: pausing every stream of this token");
                         pacer.pause_until(tokio::time::Instant::now() + wait);
-                        metrics::counter!("intake_fetch_http_429_total").increment(1);
+                        metrics::counter!(crate::telemetry::metric::FETCH_HTTP_429).increment(1);
                         // Counted separately: a 429 is the upstream asking us to wait, not a failure,
                         // but a source that never stops answering 429 still ends the page.
                         if attempts > 50 + self.max_retries {
@@ -252,7 +252,7 @@ impl SourceClient {
                 unreachable!("successes returned above")
             };
             failures += 1;
-            metrics::counter!("intake_fetch_http_retries_total").increment(1);
+            metrics::counter!(crate::telemetry::metric::FETCH_HTTP_RETRIES).increment(1);
             if failures > self.max_retries {
                 return Err(HttpError::Exhausted {
                     url: shown,

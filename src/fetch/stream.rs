@@ -24,6 +24,7 @@ use crate::kafka::{
     ErrorClass, Kafka, Outgoing, TxnProducer, classify, partition::partition_for, reader,
 };
 use crate::quota::Pacer;
+use crate::telemetry::metric;
 use crate::topics::TopicNames;
 
 /// Everything a stream worker needs.
@@ -155,7 +156,6 @@ impl StreamWorker {
                     report.pages += pages.len() as u64;
                     let n: u64 = pages.iter().map(|p| p.records).sum();
                     report.records += n;
-                    metrics::counter!("intake_records_out_total", "stage" => "fetch").increment(n);
                     if let Some(pb) = &self.progress {
                         pb.set_message(format!(
                             "{}/{}: sync {} page {} ({} records)",
@@ -169,13 +169,15 @@ impl StreamWorker {
                     }
                     if next.complete {
                         report.syncs += 1;
+                        metrics::gauge!(metric::FETCH_LAST_SYNC, "source" => self.source.name.clone(), "stream" => self.stream.name.clone())
+                            .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
                         tracing::info!(source = %self.source.name, stream = %self.stream.name, sync_id = %next.sync_id, pages = next.pages, records = next.records, "sync complete");
                     }
                     state = Some(next);
                 }
                 Err(BatchError::Http(e)) => {
                     tracing::error!(source = %self.source.name, stream = %self.stream.name, error = %e, pause_s = self.stream.poll_interval.as_secs(), "stream paused: the upstream refused the request; committed pages stay committed");
-                    metrics::counter!("intake_errors_total", "stage" => "fetch", "class" => "http")
+                    metrics::counter!(metric::ERRORS, "stage" => "fetch", "class" => "http")
                         .increment(1);
                     if self.once {
                         return Err(FetchError::Http(e));
@@ -508,6 +510,11 @@ impl StreamWorker {
         let landing = self.names.landing();
         let cursors = self.names.cursors();
         let key = self.key();
+        let records_in: u64 = pages.iter().map(|p| p.records).sum();
+        let records_out =
+            (pages.len() + usize::from(marker.is_some()) + usize::from(state.is_some())) as u64;
+        let lag = metrics::gauge!(metric::LAG, "stage" => "fetch");
+        lag.increment(records_in as f64);
         let pages: Vec<(Bytes, rdkafka::message::OwnedHeaders)> = pages
             .iter()
             .map(|p| (p.value.clone(), clone_headers(&p.headers)))
@@ -571,8 +578,13 @@ impl StreamWorker {
                 }
             })
             .await;
-        metrics::histogram!("intake_commit_seconds", "stage" => "fetch")
+        metrics::histogram!(metric::COMMIT_SECONDS, "stage" => "fetch")
             .record(started.elapsed().as_secs_f64());
+        lag.decrement(records_in as f64);
+        if result.is_ok() {
+            metrics::counter!(metric::RECORDS_IN, "stage" => "fetch").increment(records_in);
+            metrics::counter!(metric::RECORDS_OUT, "stage" => "fetch").increment(records_out);
+        }
         result.map_err(|e| match classify(&e) {
             ErrorClass::Fatal => FetchError::Fenced {
                 stream: self.key(),

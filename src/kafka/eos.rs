@@ -28,6 +28,10 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{ErrorClass, Kafka, Outgoing, TxnProducer, classify};
+use crate::telemetry::metric;
+
+/// How often the consumer-lag gauge is refreshed.
+const LAG_EVERY: Duration = Duration::from_secs(2);
 
 /// A topic-partition.
 pub type Tp = (String, i32);
@@ -69,6 +73,8 @@ pub trait Processor: Send {
     /// The open transaction was aborted: in-memory state may be ahead of committed output and
     /// must be rebuilt for `tps` (the loop then rewinds them).
     fn aborted(&mut self, kafka: &Kafka, tps: &[Tp]);
+    /// Called every couple of seconds from the loop's thread (refresh gauges here).
+    fn tick(&mut self) {}
 }
 
 /// Settings of the loop.
@@ -92,8 +98,14 @@ pub struct LoopConfig {
 
 #[derive(Default)]
 struct Shared {
+    /// The stage, for metrics.
+    stage: &'static str,
     /// A transaction is open with these next offsets to commit.
     open: bool,
+    /// Input records and outputs of the open transaction, counted in the metrics when it
+    /// commits (an aborted batch is rewound and counted when it commits later).
+    batch_in: u64,
+    batch_out: u64,
     offsets: HashMap<Tp, i64>,
     /// Where each partition of the open batch began (for rewinding).
     starts: HashMap<Tp, i64>,
@@ -156,6 +168,7 @@ fn commit_open(s: &mut Shared, consumer: &BaseConsumer<Ctx>) -> KafkaResult<()> 
     for ((t, p), o) in &s.offsets {
         tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
     }
+    let started = Instant::now();
     let result = (|| {
         let meta = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
         producer.send_offsets(&tpl, &meta)?;
@@ -172,6 +185,17 @@ fn commit_open(s: &mut Shared, consumer: &BaseConsumer<Ctx>) -> KafkaResult<()> 
         }
     })();
     s.open = false;
+    let (stage, n_in, n_out) = (
+        s.stage,
+        std::mem::take(&mut s.batch_in),
+        std::mem::take(&mut s.batch_out),
+    );
+    metrics::histogram!(metric::COMMIT_SECONDS, "stage" => stage)
+        .record(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        metrics::counter!(metric::RECORDS_IN, "stage" => stage).increment(n_in);
+        metrics::counter!(metric::RECORDS_OUT, "stage" => stage).increment(n_out);
+    }
     if let Err(e) = &result {
         tracing::warn!(error = %e, "transaction failed; aborting");
         if classify(e) != ErrorClass::Fatal {
@@ -192,7 +216,10 @@ pub fn run(
     stop: &AtomicBool,
 ) -> KafkaResult<()> {
     let stage = processor.stage();
-    let shared = Arc::new(Mutex::new(Shared::default()));
+    let shared = Arc::new(Mutex::new(Shared {
+        stage,
+        ..Shared::default()
+    }));
     let consumer = kafka.group_consumer(
         &cfg.group,
         cfg.group_instance.as_deref(),
@@ -222,7 +249,14 @@ pub fn run(
 
     let mut batch_started: Option<Instant> = None;
     let mut in_batch = 0usize;
+    let lag_gauge = metrics::gauge!(metric::LAG, "stage" => stage);
+    let mut lag_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if lag_at.elapsed() >= LAG_EVERY {
+            lag_at = Instant::now();
+            lag_gauge.set(super::consumer_lag(&consumer).unwrap_or(0) as f64);
+            processor.tick();
+        }
         let timeout = match batch_started {
             Some(t) => cfg.linger.saturating_sub(t.elapsed()),
             None => Duration::from_millis(200),
@@ -272,7 +306,7 @@ pub fn run(
             None => {}
             Some(Err(e)) => {
                 tracing::warn!(stage, error = %e, "consumer error");
-                metrics::counter!("intake_errors_total", "stage" => stage, "class" => "consume")
+                metrics::counter!(metric::ERRORS, "stage" => stage, "class" => "consume")
                     .increment(1);
             }
             Some(Ok(m)) => {
@@ -302,9 +336,11 @@ pub fn run(
                     sent: 0,
                 };
                 let r = processor.process(&m, &mut sink);
-                metrics::counter!("intake_records_in_total", "stage" => stage).increment(1);
-                metrics::counter!("intake_records_out_total", "stage" => stage)
-                    .increment(sink.sent);
+                {
+                    let mut s = shared.lock().expect("poisoned");
+                    s.batch_in += 1;
+                    s.batch_out += sink.sent;
+                }
                 in_batch += 1;
                 if let Err(e) = r {
                     handle_failure(kafka, &consumer, &shared, processor, &e, &new_producer)?;
@@ -317,7 +353,6 @@ pub fn run(
         let due =
             batch_started.is_some_and(|t| t.elapsed() >= cfg.linger) || in_batch >= cfg.max_batch;
         if due {
-            let started = Instant::now();
             let mut s = shared.lock().expect("poisoned");
             let result = if s.open {
                 commit_open(&mut s, &consumer)
@@ -325,8 +360,6 @@ pub fn run(
                 Ok(())
             };
             drop(s);
-            metrics::histogram!("intake_commit_seconds", "stage" => stage)
-                .record(started.elapsed().as_secs_f64());
             match result {
                 Ok(()) => {
                     let mut s = shared.lock().expect("poisoned");
@@ -367,13 +400,15 @@ fn handle_failure(
 ) -> KafkaResult<()> {
     let stage = processor.stage();
     let class = classify(err);
-    metrics::counter!("intake_errors_total", "stage" => stage, "class" => format!("{class:?}"))
+    metrics::counter!(metric::ERRORS, "stage" => stage, "class" => format!("{class:?}"))
         .increment(1);
     tracing::warn!(stage, error = %err, ?class, "batch failed; rewinding to the last commit");
     let (starts, producer) = {
         let mut s = shared.lock().expect("poisoned");
         let starts: Vec<(Tp, i64)> = s.starts.drain().collect();
         s.offsets.clear();
+        s.batch_in = 0;
+        s.batch_out = 0;
         let was_open = std::mem::replace(&mut s.open, false);
         (starts, if was_open { s.producer.clone() } else { None })
     };

@@ -32,6 +32,44 @@ pub use error::{ErrorClass, classify};
 pub use reader::Reader;
 pub use txn::{DeliveryContext, Outgoing, TxnProducer};
 
+/// Consumer lag of `consumer`'s assignment: the high watermarks librdkafka last saw in fetch
+/// responses (cached, no request) less the consumer's positions, summed over the partitions
+/// that have both. `None` when no partition has.
+pub fn consumer_lag<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    let positions = consumer.position().ok()?;
+    let mut lag = 0i64;
+    let mut any = false;
+    for e in positions.elements() {
+        let Ok(topic) = std::ffi::CString::new(e.topic()) else {
+            continue;
+        };
+        let (mut lo, mut hi) = (-1i64, -1i64);
+        // SAFETY: the client pointer is valid for the lifetime of `consumer`, the topic is a
+        // NUL-terminated string that outlives the call, and `lo`/`hi` are valid out-pointers.
+        // The call only reads librdkafka's cached offsets under its own locks.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                consumer.client().native_ptr(),
+                topic.as_ptr(),
+                e.partition(),
+                &mut lo,
+                &mut hi,
+            )
+        };
+        if err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || hi < 0 {
+            continue;
+        }
+        // No position yet (nothing fetched since the assignment): not known, not counted.
+        let rdkafka::Offset::Offset(at) = e.offset() else {
+            continue;
+        };
+        lag += (hi - at).max(0);
+        any = true;
+    }
+    any.then_some(lag)
+}
+
 /// Builds every Kafka client from one configuration.
 #[derive(Clone)]
 pub struct Kafka {

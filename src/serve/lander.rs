@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use rdkafka::error::{KafkaError, KafkaResult};
 
 use crate::kafka::{ErrorClass, Kafka, Outgoing, TxnProducer, classify};
+use crate::telemetry::metric;
 
 /// Most requests per transaction.
 const MAX_BATCH: usize = 256;
@@ -93,14 +94,24 @@ pub fn start(
             }
             let (records, acks): (Vec<Vec<Record>>, Vec<oneshot::Sender<Ack>>) =
                 batch.into_iter().map(|l| (l.records, l.ack)).unzip();
+            // Requests still queued behind this batch: the stage's lag.
+            metrics::gauge!(metric::LAG, "stage" => "serve").set(rx.len() as f64);
+            let (n_in, n_out) = (
+                records.len() as u64,
+                records.iter().map(|r| r.len() as u64).sum::<u64>(),
+            );
             let started = std::time::Instant::now();
             let not_ready = ready_tx.clone();
             let result = producer
                 .blocking(move |p| Ok(land_batch(p, &records, &not_ready)))
                 .await
                 .unwrap_or_else(|e| Err((e, true)));
-            metrics::histogram!("intake_commit_seconds", "stage" => "serve")
+            metrics::histogram!(metric::COMMIT_SECONDS, "stage" => "serve")
                 .record(started.elapsed().as_secs_f64());
+            if result.is_ok() {
+                metrics::counter!(metric::RECORDS_IN, "stage" => "serve").increment(n_in);
+                metrics::counter!(metric::RECORDS_OUT, "stage" => "serve").increment(n_out);
+            }
             let outcome: Ack = match &result {
                 Ok(()) => Ok(()),
                 Err((e, _)) => Err(format!("the landing transaction failed: {e}")),
@@ -111,7 +122,7 @@ pub fn start(
                 }
                 Err((e, replace)) => {
                     tracing::error!(error = %e, requests = acks.len(), replace, "landing transaction failed; the requests were answered 503 (not acknowledged)");
-                    metrics::counter!("intake_errors_total", "stage" => "serve", "class" => format!("{:?}", classify(&e))).increment(1);
+                    metrics::counter!(metric::ERRORS, "stage" => "serve", "class" => format!("{:?}", classify(&e))).increment(1);
                     let _ = ready_tx.send(false);
                     if replace {
                         // Fenced, broken, or a transaction whose outcome could not be learned:

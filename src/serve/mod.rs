@@ -75,7 +75,7 @@ struct ApiError(StatusCode, &'static str, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        metrics::counter!("intake_serve_rejected_total", "code" => self.1).increment(1);
+        metrics::counter!(crate::telemetry::metric::SERVE_REJECTED, "code" => self.1).increment(1);
         (
             self.0,
             Json(serde_json::json!({ "error": self.1, "message": self.2 })),
@@ -164,10 +164,7 @@ fn router(state: Arc<ServeState>, max_body: usize) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(|| async { crate::telemetry::prometheus().render() }),
-        )
+        .merge(crate::telemetry::metrics_router())
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(|| async {
             ApiError(
@@ -322,7 +319,6 @@ async fn webhook(
         headers: h,
     };
     lander::land(&st.queue, vec![rec], st.ack_wait).await?;
-    metrics::counter!("intake_records_out_total", "stage" => "serve").increment(1);
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "status": "landed", "event_id": event_id, "entity_id": entity })),

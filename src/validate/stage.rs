@@ -499,7 +499,7 @@ impl Processor for Validate {
             Err(Fail::System(why)) => {
                 self.backoff = (self.backoff * 2).clamp(Duration::from_millis(200), MAX_BACKOFF);
                 tracing::warn!(error = %why, partition = msg.partition(), offset = msg.offset(), retry_in_ms = self.backoff.as_millis() as u64, "system unavailable; aborting the batch to retry it");
-                metrics::counter!("intake_errors_total", "stage" => "validate", "class" => "system").increment(1);
+                metrics::counter!(crate::telemetry::metric::ERRORS, "stage" => "validate", "class" => "system").increment(1);
                 // Any non-fatal error makes the loop abort and rewind; the reason is logged above.
                 Err(KafkaError::Canceled)
             }
@@ -730,7 +730,7 @@ impl Validate {
         });
         match sent {
             Ok(()) => {
-                metrics::counter!("intake_validate_records_total", "outcome" => "valid")
+                metrics::counter!(crate::telemetry::metric::VALIDATE_RECORDS, "outcome" => "valid")
                     .increment(1);
                 self.tally.valid();
                 Ok(())
@@ -785,7 +785,7 @@ impl Validate {
         }
         tracing::debug!(kind = why.kind, field = why.field.as_deref(), origin = %origin, "dead letter");
         self.tally.dead_letter(index);
-        metrics::counter!("intake_validate_records_total", "outcome" => "dlq", "kind" => why.kind)
+        metrics::counter!(crate::telemetry::metric::VALIDATE_RECORDS, "outcome" => "dlq", "kind" => why.kind)
             .increment(1);
         let sent = sink.send(Outgoing {
             topic: &self.dlq,
@@ -826,7 +826,8 @@ impl Validate {
             })
             .map_err(Fail::Kafka)?;
         }
-        metrics::counter!("intake_validate_records_total", "outcome" => "marker").increment(1);
+        metrics::counter!(crate::telemetry::metric::VALIDATE_RECORDS, "outcome" => "marker")
+            .increment(1);
         Ok(())
     }
 
@@ -886,7 +887,7 @@ impl Validate {
                     partition: None,
                 })
                 .map_err(Fail::Kafka)?;
-                metrics::counter!("intake_validate_records_total", "outcome" => "delete")
+                metrics::counter!(crate::telemetry::metric::VALIDATE_RECORDS, "outcome" => "delete")
                     .increment(1);
                 Ok(())
             }
