@@ -278,6 +278,10 @@ async fn jobs_are_idempotent_survive_a_restart_and_accept_large_batches_by_refer
     assert_eq!((s, v["error"].as_str()), (409, Some("job_id_reused")));
     let (s, v) = post_job(&srv.base, "job-2", q, b"[1,2".to_vec()).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("malformed_json")));
+    // Keys starting with `~` are intake's own records in `intake.jobs` (count deltas, replay
+    // markers); a client must not be able to overwrite them.
+    let (s, v) = post_job(&srv.base, "~counts/x", q, batch.clone()).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("reserved_job_id")));
 
     // A batch over the inline limit goes by reference.
     let big: Vec<serde_json::Value> = (0..60_000)

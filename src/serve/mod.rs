@@ -346,6 +346,14 @@ async fn submit_job(
                     .into(),
             )
         })?;
+    // `~` starts the keys intake itself writes to `intake.jobs` (count deltas, replay markers);
+    // a client id there could overwrite them once the topic compacts.
+    if job_id.starts_with('~') {
+        return Err(bad(
+            "reserved_job_id",
+            "job ids starting with `~` are reserved for intake's own records".into(),
+        ));
+    }
     let source = q
         .get("source")
         .ok_or_else(|| bad("missing_source", "?source= is required".into()))?;

@@ -35,7 +35,7 @@ pub fn document() -> Value {
                 "responses": responses(&[("202", "landed (committed)")])}},
             "/v1/jobs": {"post": {
                 "summary": "Submit a batch under a job id (idempotent)",
-                "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "description": "the client's job id: 1 to 200 characters, not starting with `~` (reserved)", "schema": {"type": "string", "minLength": 1, "maxLength": 200}},
                                {"name": "job_id", "in": "query", "schema": {"type": "string"}},
                                {"name": "source", "in": "query", "required": true, "schema": {"type": "string"}},
                                {"name": "stream", "in": "query", "required": true, "schema": {"type": "string"}},
