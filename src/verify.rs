@@ -4,7 +4,9 @@
 //! For every stream: each live, non-drifted key must be in the curated topic (last record per
 //! key, read_committed) with the truth's version (`intake.version` header); each deleted key
 //! that was ever curated must end in a tombstone; no drifted key may be curated; and no key
-//! the truth does not know. Drifted ids must be in the DLQ with their kind.
+//! the truth does not know. Drifted ids must be in the DLQ with their kind. A drifted id that
+//! `intake dlq replay` re-landed (after a schema that accepts it was registered) may be
+//! curated: it is counted as replayed, not as an error.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -35,8 +37,10 @@ pub struct StreamCheck {
     pub tombstoned: usize,
     /// Deleted in the truth but still live in the curated topic.
     pub not_tombstoned: Vec<String>,
-    /// Drifted ids that reached the curated topic.
+    /// Drifted ids that reached the curated topic without being replayed from the DLQ.
     pub drifted_curated: Vec<String>,
+    /// Drifted ids curated after `intake dlq replay` re-landed their dead letter.
+    pub replayed_curated: usize,
     /// Drifted ids in the truth.
     pub drifted: usize,
     /// Drifted ids found in the DLQ with the right kind.
@@ -96,15 +100,23 @@ fn curated(kafka: &Kafka, topic: &str) -> anyhow::Result<HashMap<String, Option<
     Ok(out)
 }
 
+/// A drifted id's dead letter: its kind, and whether a replay re-landed it.
+struct DeadLetter {
+    kind: String,
+    replayed: bool,
+}
+
 /// DLQ ids per stream with their kind (ids from the raw record's `id`, else the landing key).
 fn dlq(
     kafka: &Kafka,
-    topic: &str,
+    names: &TopicNames,
     by_kind: &mut BTreeMap<String, u64>,
-) -> anyhow::Result<HashMap<String, HashMap<String, String>>> {
+) -> anyhow::Result<HashMap<String, HashMap<String, DeadLetter>>> {
+    let topic = &names.dlq();
+    let history = crate::dlq::History::read(kafka, names)?;
     let c = kafka.reader_consumer("verify-dlq")?;
     let n = reader::partition_count(&c, topic, Duration::from_secs(10))?;
-    let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
+    let mut out: HashMap<String, HashMap<String, DeadLetter>> = HashMap::new();
     reader::read_to_end(
         &c,
         topic,
@@ -128,7 +140,18 @@ fn dlq(
                         .and_then(|x| x.as_str().map(str::to_owned))
                 });
             if let Some(id) = id {
-                out.entry(stream).or_default().insert(id, kind);
+                let replayed = history.replayed_by(m.partition(), m.offset()).is_some();
+                let e = out
+                    .entry(stream)
+                    .or_default()
+                    .entry(id)
+                    .or_insert(DeadLetter {
+                        kind: kind.clone(),
+                        replayed,
+                    });
+                // A record that fails again after a replay is a new dead letter of the same id.
+                e.kind = kind;
+                e.replayed |= replayed;
             }
         },
     )?;
@@ -149,7 +172,7 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
     let truth = truth.clone();
     tokio::task::spawn_blocking(move || {
         let mut report = Report::default();
-        let dlq_ids = dlq(&kafka, &names.dlq(), &mut report.dlq_by_kind)?;
+        let dlq_ids = dlq(&kafka, &names, &mut report.dlq_by_kind)?;
         for st in &src.streams {
             let t = &truth["streams"][&st.name];
             if t.is_null() {
@@ -202,17 +225,25 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
                     None => {} // never curated: nothing to tombstone
                 }
             }
+            let in_dlq = dlq_ids.get(&st.name);
             for (id, v) in &cur {
                 if drifted.contains_key(id) && v.is_some() {
-                    chk.drifted_curated.push(id.clone());
+                    if in_dlq.and_then(|m| m.get(id)).is_some_and(|d| d.replayed) {
+                        chk.replayed_curated += 1;
+                    } else {
+                        chk.drifted_curated.push(id.clone());
+                    }
                 } else if !live.contains_key(id) && !deleted.contains(id) {
                     chk.wrong.push(id.clone());
                 }
             }
-            let in_dlq = dlq_ids.get(&st.name);
             chk.drifted_in_dlq = drifted
                 .iter()
-                .filter(|(id, kind)| in_dlq.and_then(|m| m.get(*id)) == Some(*kind))
+                .filter(|(id, kind)| {
+                    in_dlq
+                        .and_then(|m| m.get(*id))
+                        .is_some_and(|d| d.kind == **kind)
+                })
                 .count();
             report
                 .streams
@@ -263,6 +294,12 @@ pub fn print(r: &Report) {
                     ids.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
                 );
             }
+        }
+        if c.replayed_curated > 0 {
+            println!(
+                "    drifted, replayed from the DLQ and curated: {}",
+                c.replayed_curated
+            );
         }
     }
     println!(
