@@ -134,6 +134,15 @@ impl QuotaRecord {
     }
 }
 
+/// A transaction call whose outcome is not known yet (it timed out while the broker was
+/// away). librdkafka refuses every other transaction call ("Conflicting … API call is already
+/// in progress") until this one is repeated to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unresolved {
+    Commit,
+    Abort,
+}
+
 /// Reads and writes the quota state of one partition of `intake.quota`.
 #[derive(Debug, Clone)]
 pub struct QuotaStore {
@@ -141,6 +150,7 @@ pub struct QuotaStore {
     topic: String,
     partition: i32,
     producer: TxnProducer,
+    unresolved: std::sync::Arc<std::sync::Mutex<Option<Unresolved>>>,
 }
 
 impl QuotaStore {
@@ -167,6 +177,7 @@ impl QuotaStore {
             topic: topic.to_owned(),
             partition,
             producer,
+            unresolved: Default::default(),
         })
     }
 
@@ -204,33 +215,71 @@ impl QuotaStore {
 
     /// Writes records in one transaction. Blocking.
     ///
+    /// A commit or abort that timed out (the broker is away) is repeated first, at the next
+    /// write: until it ends, librdkafka refuses any other transaction call.
+    ///
     /// # Errors
     /// The Kafka error; fatal when a newer owner fenced this writer.
     pub fn write(&self, records: &[QuotaRecord]) -> rdkafka::error::KafkaResult<()> {
+        use crate::kafka::{ErrorClass, classify};
         if records.is_empty() {
             return Ok(());
         }
         let p = &self.producer;
-        p.begin()?;
-        let sent = (|| {
-            for r in records {
-                let v = serde_json::to_vec(r).expect("serialisable");
-                p.send(Outgoing {
-                    topic: &self.topic,
-                    key: Some(r.token.as_bytes()),
-                    payload: Some(&v),
-                    headers: rdkafka::message::OwnedHeaders::new(),
-                    partition: Some(self.partition),
-                })?;
+        let mut unresolved = self.unresolved.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(call) = *unresolved {
+            let r = match call {
+                Unresolved::Commit => p.commit(),
+                Unresolved::Abort => p.abort(),
+            };
+            match r {
+                Ok(()) => *unresolved = None,
+                Err(e) if classify(&e) == ErrorClass::Retry => return Err(e),
+                Err(e) if classify(&e) == ErrorClass::Fatal => return Err(e),
+                Err(e) => {
+                    *unresolved = self.abort();
+                    return Err(e);
+                }
             }
-            p.commit()
-        })();
-        if let Err(e) = &sent
-            && crate::kafka::classify(e) != crate::kafka::ErrorClass::Fatal
-        {
-            let _ = p.abort();
         }
-        sent
+        p.begin()?;
+        let sent = records.iter().try_for_each(|r| {
+            let v = serde_json::to_vec(r).expect("serialisable");
+            p.send(Outgoing {
+                topic: &self.topic,
+                key: Some(r.token.as_bytes()),
+                payload: Some(&v),
+                headers: rdkafka::message::OwnedHeaders::new(),
+                partition: Some(self.partition),
+            })
+        });
+        if let Err(e) = sent {
+            if classify(&e) != ErrorClass::Fatal {
+                *unresolved = self.abort();
+            }
+            return Err(e);
+        }
+        match p.commit() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                match classify(&e) {
+                    ErrorClass::Fatal => {}
+                    ErrorClass::Retry => *unresolved = Some(Unresolved::Commit),
+                    _ => *unresolved = self.abort(),
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Aborts the open transaction; `Some(Abort)` when the abort timed out and must be repeated.
+    fn abort(&self) -> Option<Unresolved> {
+        match self.producer.abort() {
+            Err(e) if crate::kafka::classify(&e) == crate::kafka::ErrorClass::Retry => {
+                Some(Unresolved::Abort)
+            }
+            _ => None,
+        }
     }
 }
 
