@@ -1,0 +1,711 @@
+//! Issue 10, chaos: the whole pipeline as separate processes — two per group: `intake fetch`,
+//! `intake validate`, `intake dedup`, `intake serve` — against the simulator with drift,
+//! backdated updates, deletes, signed webhooks (shuffled, duplicated, retried), large records
+//! and 5xx faults on. While the simulator writes, random stage processes are SIGKILLed (and
+//! restarted after a random pause with the same instance id), the broker is restarted
+//! (`CHAOS_BROKER_RESTARTS`, at least 2) and the registry once.
+//!
+//! Then the writer pauses and, once every stream completed a sync (a full one with delete
+//! detection for customers and orders) that started after the pause and every webhook was
+//! delivered, the run is compared exactly: the curated topics against the simulator's truth
+//! (same keys, same versions, deleted keys tombstoned), the DLQ against the drifted ids (each
+//! with its kind, no other kind), nothing committed twice anywhere (landing pages, valid and
+//! DLQ records per landing origin, curated emissions per key), no stage process that ended by
+//! itself, and the simulator's per-token counters against the quota (not one 429: the
+//! simulator's limit is the configured quota, so any request over it would be refused). It
+//! prints kills survived, records compared, lost, doubled, stale and wrong.
+//!
+//! The broker is restarted, so the test runs on a PRIVATE stack (`scripts/stack` with its own
+//! `INTAKE_STACK_DIR` under `target/`, Kafka on 19092/19093, the registry on 18081/18091),
+//! which it starts (idempotent) and stops at the end (`CHAOS_KEEP_STACK=1` keeps it).
+//!
+//! The short form (the default, run by `scripts/test`) makes 12 kills; `scripts/chaos` runs the
+//! long form. Settings (environment): `CHAOS_KILLS` (12), `CHAOS_BROKER_RESTARTS` (2),
+//! `CHAOS_REGISTRY_RESTARTS` (1), `CHAOS_GAP_MS` (`1000-3000`, pause between actions),
+//! `CHAOS_DOWN_MS` (`200-3000`, how long a killed process stays down), `CHAOS_RECORDS` (400 per
+//! stream), `CHAOS_WRITE_RATE` (5 writes/s), `CHAOS_QUOTA` (20 requests/s), `CHAOS_SEED`
+//! (replays one schedule), `CHAOS_KAFKA_PORT` (19092; the controller listens on the next
+//! port), `CHAOS_REGISTRY_PORT` (18081; management on +10), `CHAOS_STACK_DIR`
+//! (`target/stack-chaos`), `CHAOS_KEEP_LOGS=1` (keep the process logs after a pass).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use intake::topics::TopicNames;
+use rand::{Rng, SeedableRng};
+use support::e2e::{self, Knobs};
+use support::proc::{self, Proc};
+use support::*;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+fn env_range(name: &str, default: (u64, u64)) -> (u64, u64) {
+    match std::env::var(name) {
+        Ok(v) => {
+            let (a, b) = v
+                .split_once('-')
+                .unwrap_or_else(|| panic!("{name}={v}: write MIN-MAX"));
+            let (a, b) = (a.parse().unwrap(), b.parse().unwrap());
+            assert!(a <= b, "{name}={v}: MIN > MAX");
+            (a, b)
+        }
+        Err(_) => default,
+    }
+}
+
+/// The run's settings, from the environment.
+#[derive(Debug, Clone)]
+struct Settings {
+    kills: usize,
+    broker_restarts: usize,
+    registry_restarts: usize,
+    gap_ms: (u64, u64),
+    down_ms: (u64, u64),
+    records: u32,
+    write_rate: f64,
+    quota: u32,
+    seed: u64,
+    kafka_port: u16,
+    registry_port: u16,
+    stack_dir: PathBuf,
+    keep_stack: bool,
+    keep_logs: bool,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        Self {
+            kills: env_or("CHAOS_KILLS", 12),
+            broker_restarts: env_or("CHAOS_BROKER_RESTARTS", 2),
+            registry_restarts: env_or("CHAOS_REGISTRY_RESTARTS", 1),
+            gap_ms: env_range("CHAOS_GAP_MS", (1000, 3000)),
+            down_ms: env_range("CHAOS_DOWN_MS", (200, 3000)),
+            records: env_or("CHAOS_RECORDS", 400),
+            write_rate: env_or("CHAOS_WRITE_RATE", 5.0),
+            quota: env_or("CHAOS_QUOTA", 20),
+            seed: env_or("CHAOS_SEED", rand::random()),
+            kafka_port: env_or("CHAOS_KAFKA_PORT", 19092),
+            registry_port: env_or("CHAOS_REGISTRY_PORT", 18081),
+            stack_dir: std::env::var("CHAOS_STACK_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| root().join("target/stack-chaos")),
+            keep_stack: env_or("CHAOS_KEEP_STACK", 0u8) == 1,
+            keep_logs: env_or("CHAOS_KEEP_LOGS", 0u8) == 1,
+        }
+    }
+}
+
+/// The private stack, driven through `scripts/stack`.
+#[derive(Clone)]
+struct Stack {
+    env: Vec<(&'static str, String)>,
+    log: PathBuf,
+}
+
+impl Stack {
+    fn new(s: &Settings, log: PathBuf) -> Self {
+        Self {
+            env: vec![
+                ("INTAKE_STACK_DIR", s.stack_dir.display().to_string()),
+                ("KAFKA_PORT", s.kafka_port.to_string()),
+                ("KAFKA_CONTROLLER_PORT", (s.kafka_port + 1).to_string()),
+                ("REGISTRY_PORT", s.registry_port.to_string()),
+                ("REGISTRY_MGMT_PORT", (s.registry_port + 10).to_string()),
+            ],
+            log,
+        }
+    }
+
+    fn command(&self, cmd: &str) -> Command {
+        let mut c = Command::new(root().join("scripts/stack"));
+        c.arg(cmd)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
+    /// Runs `scripts/stack <cmd>`; its output goes to the stack log.
+    fn run(&self, cmd: &str) -> Duration {
+        let started = Instant::now();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let status = self
+            .command(cmd)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .status()
+            .expect("scripts/stack runs");
+        assert!(
+            status.success(),
+            "scripts/stack {cmd} failed ({status})\n{}",
+            proc::tail(&self.log, 30)
+        );
+        started.elapsed()
+    }
+}
+
+/// Stops the private stack when dropped (also when the test fails), unless kept.
+struct StopOnDrop(Stack, bool);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if !self.1 {
+            let _ = self
+                .0
+                .command("stop")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// One stage process, restarted with the same instance id (so it fences its predecessor).
+struct Slot {
+    stage: &'static str,
+    instance: String,
+    config: PathBuf,
+    log: PathBuf,
+    proc: Option<Proc>,
+    /// When a killed process comes back.
+    back_at: Option<Instant>,
+    lives: usize,
+    kills: usize,
+}
+
+impl Slot {
+    fn start(&mut self) {
+        self.lives += 1;
+        self.back_at = None;
+        self.proc = Some(
+            proc::intake(&[self.stage], &self.log)
+                .config(&self.config)
+                .env("INTAKE_INSTANCE_ID", &self.instance)
+                .spawn(),
+        );
+    }
+}
+
+/// What happened during the chaos phase.
+#[derive(Debug, Default)]
+struct Chaos {
+    kills: usize,
+    kills_by_stage: std::collections::BTreeMap<&'static str, usize>,
+    broker_restarts: Vec<Duration>,
+    registry_restarts: Vec<Duration>,
+    /// Processes that ended by themselves: (instance, status, log tail).
+    ended: Vec<(String, String, String)>,
+}
+
+/// Restarts killed processes whose pause is over, and notes (and restarts) processes that
+/// ended by themselves.
+fn upkeep(slots: &mut [Slot], chaos: &mut Chaos) {
+    for s in slots.iter_mut() {
+        if let Some(p) = s.proc.as_mut()
+            && let Some(status) = p.try_wait()
+        {
+            eprintln!("chaos: {} ended by itself: {status}", s.instance);
+            chaos
+                .ended
+                .push((s.instance.clone(), status.to_string(), p.tail(20)));
+            s.proc = None;
+            s.back_at = Some(Instant::now());
+        }
+        if s.proc.is_none() && s.back_at.is_some_and(|t| Instant::now() >= t) {
+            s.start();
+        }
+    }
+}
+
+fn sleep_with_upkeep(d: Duration, slots: &mut [Slot], chaos: &mut Chaos) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        upkeep(slots, chaos);
+        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+    }
+    upkeep(slots, chaos);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Kill,
+    RestartBroker,
+    RestartRegistry,
+}
+
+/// The kills, with the broker and registry restarts (alternating, broker first) spread
+/// evenly between them.
+fn plan(s: &Settings) -> Vec<Action> {
+    let mut special = Vec::new();
+    let (mut b, mut r) = (s.broker_restarts, s.registry_restarts);
+    while b + r > 0 {
+        if b > 0 {
+            special.push(Action::RestartBroker);
+            b -= 1;
+        }
+        if r > 0 {
+            special.push(Action::RestartRegistry);
+            r -= 1;
+        }
+    }
+    let mut out = vec![Action::Kill; s.kills];
+    let n = special.len();
+    for (i, a) in special.into_iter().enumerate().rev() {
+        out.insert((s.kills * (i + 1)) / (n + 1), a);
+    }
+    out
+}
+
+/// The chaos phase (blocking): every action after a random pause.
+fn chaos(
+    s: &Settings,
+    stack: &Stack,
+    slots: &mut [Slot],
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Chaos {
+    let mut c = Chaos::default();
+    for action in plan(s) {
+        let gap = Duration::from_millis(rng.random_range(s.gap_ms.0..=s.gap_ms.1));
+        sleep_with_upkeep(gap, slots, &mut c);
+        match action {
+            Action::Kill => {
+                let running: Vec<usize> = (0..slots.len())
+                    .filter(|i| slots[*i].proc.is_some())
+                    .collect();
+                let i = running[rng.random_range(0..running.len())];
+                let slot = &mut slots[i];
+                let mut p = slot.proc.take().unwrap();
+                if let Some(status) = p.try_wait() {
+                    c.ended
+                        .push((slot.instance.clone(), status.to_string(), p.tail(20)));
+                } else {
+                    p.kill();
+                    c.kills += 1;
+                    slot.kills += 1;
+                    *c.kills_by_stage.entry(slot.stage).or_default() += 1;
+                }
+                let down = rng.random_range(s.down_ms.0..=s.down_ms.1);
+                slot.back_at = Some(Instant::now() + Duration::from_millis(down));
+                eprintln!(
+                    "chaos: SIGKILL {} (life {}), back in {down} ms",
+                    slot.instance, slot.lives
+                );
+            }
+            Action::RestartBroker => {
+                eprintln!("chaos: restarting the broker");
+                let took = stack.run("restart-kafka");
+                eprintln!("chaos: broker back after {:.1} s", took.as_secs_f64());
+                c.broker_restarts.push(took);
+            }
+            Action::RestartRegistry => {
+                eprintln!("chaos: restarting the registry");
+                let took = stack.run("restart-registry");
+                eprintln!("chaos: registry back after {:.1} s", took.as_secs_f64());
+                c.registry_restarts.push(took);
+            }
+        }
+    }
+    // Everything back up.
+    for slot in slots.iter_mut() {
+        if slot.proc.is_none() {
+            slot.back_at = Some(Instant::now());
+        }
+    }
+    upkeep(slots, &mut c);
+    c
+}
+
+/// A load balancer in front of the serve processes: each request goes to the next backend in
+/// turn (to the other one when a backend does not accept connections: killed), and its answer
+/// (a 503 included) goes back to the simulator, which retries failed deliveries itself.
+#[derive(Clone)]
+struct Balancer {
+    backends: Vec<SocketAddr>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    client: reqwest::Client,
+}
+
+async fn balance(
+    axum::extract::State(b): axum::extract::State<Balancer>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let first = b.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    for i in 0..b.backends.len() {
+        let backend = b.backends[(first + i) % b.backends.len()];
+        let mut rb = b
+            .client
+            .request(parts.method.clone(), format!("http://{backend}{path}"))
+            .body(body.clone());
+        for (k, v) in &parts.headers {
+            if k != axum::http::header::HOST && k != axum::http::header::CONTENT_LENGTH {
+                rb = rb.header(k, v);
+            }
+        }
+        match rb.send().await {
+            Ok(r) => {
+                let status = r.status();
+                let headers = r.headers().clone();
+                let bytes = r.bytes().await.unwrap_or_default();
+                let mut out = (status, bytes).into_response();
+                for (k, v) in &headers {
+                    if k != axum::http::header::CONTENT_LENGTH
+                        && k != axum::http::header::TRANSFER_ENCODING
+                    {
+                        out.headers_mut().insert(k, v.clone());
+                    }
+                }
+                return out;
+            }
+            Err(e) if e.is_connect() => continue,
+            Err(_) => return axum::http::StatusCode::BAD_GATEWAY.into_response(),
+        }
+    }
+    axum::http::StatusCode::BAD_GATEWAY.into_response()
+}
+
+/// Serves the balancer on `listener`.
+async fn webhook_balancer(listener: tokio::net::TcpListener, backends: Vec<SocketAddr>) {
+    let b = Balancer {
+        backends,
+        next: Default::default(),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    };
+    let app = axum::Router::new().fallback(balance).with_state(b);
+    let _ = axum::serve(listener, app).await;
+}
+
+/// Whether a serve process answers `/readyz` with 200 (it lands again after the chaos).
+async fn serve_ready(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The simulator's counters of one token: (requests, throttled, highest requests in a second).
+async fn token_counts(sim: &intake::sim::SimHandle) -> (u64, u64, u64, serde_json::Value) {
+    let stats: serde_json::Value = reqwest::get(sim.url("/admin/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let t = &stats["tokens"]["demo"];
+    let max = t["per_second"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .map(|c| c["total"].as_u64().unwrap())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    (
+        t["requests"].as_u64().unwrap(),
+        t["throttled"].as_u64().unwrap(),
+        max,
+        stats,
+    )
+}
+
+#[test]
+fn chaos_kills_and_restarts_lose_double_and_breach_nothing() {
+    let s = Settings::from_env();
+    use_stack(
+        &format!("127.0.0.1:{}", s.kafka_port),
+        &format!("http://127.0.0.1:{}/apis/ccompat/v7", s.registry_port),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(s));
+}
+
+async fn run(s: Settings) {
+    let started = Instant::now();
+    println!("chaos settings: {s:?} (CHAOS_SEED={})", s.seed);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s.seed);
+    let dir = root().join("target/chaos").join(unique("run-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    println!("logs in {}", dir.display());
+    let stack = Stack::new(&s, dir.join("stack.log"));
+    let _stop = StopOnDrop(stack.clone(), s.keep_stack);
+    let took = blocking({
+        let stack = stack.clone();
+        move || stack.run("start")
+    })
+    .await;
+    println!("private stack up in {:.1} s", took.as_secs_f64());
+
+    // The simulator, with webhooks to a balancer in front of the two serve processes.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/v1/webhooks/sim", proxy.local_addr().unwrap());
+    let serve_ports = [e2e::free_port(), e2e::free_port()];
+    tokio::spawn(webhook_balancer(
+        proxy,
+        serve_ports
+            .iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect(),
+    ));
+    let (records, write_rate, token) = (
+        s.records.to_string(),
+        s.write_rate.to_string(),
+        format!("demo={}", s.quota),
+    );
+    let seed = (s.seed % 1_000_000).to_string();
+    let sim = sim(&[
+        "--seed",
+        &seed,
+        "--records",
+        &records,
+        "--token",
+        &token,
+        "--start-paused",
+        "--write-rate",
+        &write_rate,
+        "--delete-share",
+        "0.15",
+        "--backdate-rate",
+        "0.3",
+        "--backdate-min",
+        "2m",
+        "--backdate-max",
+        "30m",
+        "--drift-rate",
+        "0.05",
+        "--large-rate",
+        "0.01",
+        "--large-bytes",
+        "960000",
+        "--error-rate",
+        "0.02",
+        "--webhook-url",
+        &hook,
+        "--webhook-secret",
+        e2e::WEBHOOK_SECRET,
+        "--webhook-dup-rate",
+        "0.1",
+        "--webhook-max-attempts",
+        "60",
+    ])
+    .await;
+
+    // One config (one topic prefix) per serve port; the other stages read the first.
+    let knobs = Knobs {
+        serve_port: serve_ports[0],
+        quota: s.quota,
+        poll: "1s",
+        full_sync_every: "10s",
+        lookback: "1m",
+        page_size: 50,
+    };
+    let text = config_text(&e2e::sources(sim.addr, &knobs));
+    let text1 = text.replace(
+        &format!("listen = \"127.0.0.1:{}\"", serve_ports[0]),
+        &format!("listen = \"127.0.0.1:{}\"", serve_ports[1]),
+    );
+    assert_ne!(text, text1);
+    let cfg = intake::config::Config::from_toml(&text).unwrap();
+    let cfg_paths = [dir.join("intake.toml"), dir.join("intake-serve1.toml")];
+    std::fs::write(&cfg_paths[0], &text).unwrap();
+    std::fs::write(&cfg_paths[1], &text1).unwrap();
+    apply_topics(&cfg).await;
+    let reg = intake::registry::Registry::new(&cfg.registry).unwrap();
+    intake::registry::apply_schemas(&cfg, &reg)
+        .await
+        .expect("schemas apply");
+
+    let mut slots: Vec<Slot> = ["fetch", "validate", "dedup", "serve"]
+        .into_iter()
+        .flat_map(|stage| (0..2).map(move |i| (stage, i)))
+        .map(|(stage, i)| Slot {
+            stage,
+            instance: format!("{stage}{i}"),
+            config: if stage == "serve" {
+                cfg_paths[i].clone()
+            } else {
+                cfg_paths[0].clone()
+            },
+            log: dir.join(format!("{stage}{i}.log")),
+            proc: None,
+            back_at: None,
+            lives: 0,
+            kills: 0,
+        })
+        .collect();
+    for slot in &mut slots {
+        slot.start();
+    }
+
+    // The backfill runs while the first kills land; the writer (and its webhooks) starts too.
+    sim_admin(&sim, "/admin/resume").await;
+    let chaos_started = Instant::now();
+    let (mut slots, chaos) = blocking({
+        let (s, stack) = (s.clone(), stack.clone());
+        move || {
+            let c = chaos(&s, &stack, &mut slots, &mut rng);
+            (slots, c)
+        }
+    })
+    .await;
+    let chaos_took = chaos_started.elapsed();
+    let paused = sim_admin(&sim, "/admin/pause").await;
+    let paused_at = time::OffsetDateTime::now_utc();
+    println!(
+        "chaos phase {:.1} s: {} SIGKILLs {:?}, broker restarts {:?}, registry restarts {:?}; {} writes; {} processes ended by themselves",
+        chaos_took.as_secs_f64(),
+        chaos.kills,
+        chaos.kills_by_stage,
+        chaos.broker_restarts,
+        chaos.registry_restarts,
+        paused["writes"],
+        chaos.ended.len()
+    );
+
+    // --- settle: every webhook delivered, a full sync after the pause, the pipeline drained ----
+    let logs_tail = {
+        let logs: Vec<PathBuf> = slots.iter().map(|s| s.log.clone()).collect();
+        move || {
+            logs.iter()
+                .map(|l| format!("--- {}\n{}", l.display(), proc::tail(l, 15)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    let hooks = e2e::webhooks_delivered(&sim, Duration::from_secs(180)).await;
+    e2e::wait_for_syncs_after(&cfg, paused_at, Duration::from_secs(180), &logs_tail).await;
+    let truth = truth(&sim).await;
+    assert_eq!(
+        truth["writes"], paused["writes"],
+        "no write after the pause"
+    );
+    let report = e2e::converge(&cfg, &truth, Duration::from_secs(120)).await;
+    let doubles = blocking({
+        let cfg = cfg.clone();
+        move || e2e::doubles(&cfg)
+    })
+    .await;
+    let (f, table) = e2e::figures(&report, &doubles);
+    let (requests, throttled, max_per_second, stats) = token_counts(&sim).await;
+    let mut ended = chaos.ended.clone();
+    upkeep(&mut slots, &mut Chaos::default());
+    for slot in &mut slots {
+        if let Some(p) = slot.proc.as_mut()
+            && let Some(status) = p.try_wait()
+        {
+            ended.push((slot.instance.clone(), status.to_string(), p.tail(20)));
+        }
+    }
+    let events = blocking({
+        let landing = TopicNames::from_config(&cfg).landing();
+        move || {
+            read_all(&landing, "read_committed")
+                .iter()
+                .filter(|r| r.header("intake.kind") == Some("event"))
+                .count() as u64
+        }
+    })
+    .await;
+    println!(
+        "\nCHAOS RESULT: kills survived {} ({:?}), broker restarts {}, registry restarts {}; \
+         records compared {}, lost {}, doubled {}, stale {}, wrong {}; \
+         matched {}, tombstoned {}, drifted in DLQ {}; \
+         token demo: {requests} requests, {throttled} throttled (429), at most {max_per_second} in a second (quota {}/s); \
+         webhooks {} (landed {events}); processes that ended by themselves {}; {:.1} s in all\n{table}",
+        chaos.kills,
+        chaos.kills_by_stage,
+        chaos.broker_restarts.len(),
+        chaos.registry_restarts.len(),
+        f.compared,
+        f.lost,
+        f.doubled,
+        f.stale,
+        f.wrong,
+        f.matched,
+        f.tombstoned,
+        f.drifted_in_dlq,
+        s.quota,
+        hooks,
+        ended.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for port in serve_ports {
+        assert!(
+            serve_ready(port).await,
+            "serve on {port} is not ready after the chaos\n{}",
+            logs_tail()
+        );
+    }
+    let ended_text: Vec<String> = ended
+        .iter()
+        .map(|(i, st, tail)| format!("--- {i} ended by itself ({st}):\n{tail}"))
+        .collect();
+    assert!(
+        ended.is_empty(),
+        "stage processes ended by themselves:\n{}",
+        ended_text.join("\n")
+    );
+    assert_eq!(
+        chaos.kills, s.kills,
+        "every planned kill hit a running process"
+    );
+    assert!(chaos.broker_restarts.len() == s.broker_restarts);
+    assert!(chaos.registry_restarts.len() == s.registry_restarts);
+    e2e::assert_exact(&report, &doubles, &truth, true);
+    assert_eq!(
+        throttled, 0,
+        "quota breached: {throttled} of {requests} requests over the limit; {}",
+        stats["tokens"]["demo"]
+    );
+    assert!(max_per_second <= u64::from(s.quota));
+    assert_eq!(hooks["dropped"], 0, "webhooks given up: {hooks}");
+    assert!(
+        hooks["acked"].as_u64().unwrap() <= events && events <= hooks["sent"].as_u64().unwrap(),
+        "landed events {events}, webhooks {hooks}"
+    );
+    drop(slots);
+    if !s.keep_logs
+        && let Err(e) = std::fs::remove_dir_all(&dir)
+    {
+        eprintln!("removing {}: {e}", dir.display());
+    }
+}
+
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
