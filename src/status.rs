@@ -1,47 +1,141 @@
 //! `intake status`: one screen with what an operator asks first.
 //!
-//! Cursors and the last sync per stream, consumer-group lag per stage, DLQ counts by kind and
-//! stream, and the number of jobs. Everything is read from Kafka (read_committed), so it works
-//! from any machine that reaches the brokers, whether or not intake runs there. `--json` prints
-//! the same as one JSON document for machines.
+//! - **streams**: the committed cursor of every configured stream (mode, whether its sync is
+//!   complete, last sync and last full sync, records landed);
+//! - **quota per token, live**: the configured quota beside the state its owner last saved in
+//!   `intake.quota` (owner, limit and pace in force, remaining count and reset the upstream
+//!   announced, pause after a 429, age of the record);
+//! - **groups**: members and state of every stage's consumer group; **lag** of the consuming
+//!   stages (validate, dedup): the committed records between the group's committed offsets and
+//!   the high watermarks, counted by reading them (exact) up to [`EXACT_LAG_SPAN`] offsets, and
+//!   estimated from offsets beyond that;
+//! - **dead letters** by error kind and by stream;
+//! - **jobs** by state, with the sums of their record counts.
+//!
+//! Everything is read from Kafka (`read_committed`), so it works from any machine that reaches
+//! the brokers, whether or not intake runs there. `--json` prints the same [`Status`] as one
+//! JSON document for machines.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::fetch::cursor::{CursorState, stream_key};
 use crate::headers;
-use crate::kafka::{Kafka, reader};
+use crate::kafka::{Kafka, Reader, reader};
+use crate::quota::state::QuotaRecord;
 use crate::topics::TopicNames;
 
-/// Lag of one consumer group.
-#[derive(Debug, Serialize)]
-pub struct GroupLag {
-    /// Group name.
-    pub group: String,
-    /// Records between the committed offsets and the high watermarks (None: nothing committed yet).
-    pub lag: Option<i64>,
-}
+/// Beyond this many offsets behind, a group's lag is estimated from offsets instead of
+/// counted record by record.
+pub const EXACT_LAG_SPAN: i64 = 200_000;
+/// Longest one topic read may take (open transactions are waited for up to this).
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+const QUERY: Duration = Duration::from_secs(10);
 
 /// The status document.
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// When it was taken (RFC 3339).
+    pub taken_at: String,
     /// Cursor per stream (`source/stream`), None when the stream never synced.
     pub cursors: BTreeMap<String, Option<CursorState>>,
-    /// Lag per stage group.
+    /// Quota per token id: configured, and live from `intake.quota`.
+    pub quotas: BTreeMap<String, TokenQuota>,
+    /// Every stage's consumer group: members and state.
+    pub groups: Vec<GroupInfo>,
+    /// Lag of the consuming stages' groups.
     pub lag: Vec<GroupLag>,
+    /// DLQ records in total.
+    pub dlq_total: u64,
     /// DLQ records by error kind.
     pub dlq_by_kind: BTreeMap<String, u64>,
-    /// DLQ records by stream.
+    /// DLQ records by stream (`source/stream`).
     pub dlq_by_stream: BTreeMap<String, u64>,
     /// Jobs in the registry.
-    pub jobs: u64,
-    /// Quota per token: requests per window from the config.
-    pub quotas: BTreeMap<String, String>,
+    pub jobs: JobCounts,
+}
+
+/// The quota of one token.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct TokenQuota {
+    /// Sources that use the token.
+    pub sources: Vec<String>,
+    /// Configured requests per window (None: the token has no configured quota).
+    pub requests: Option<u32>,
+    /// The configured window in milliseconds.
+    pub per_ms: Option<u64>,
+    /// `central` or `naive`.
+    pub mode: Option<String>,
+    /// The state its owner last saved, None when none was ever saved.
+    pub live: Option<LiveQuota>,
+}
+
+/// A token's saved state.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct LiveQuota {
+    /// The process that owns (or last owned) the token.
+    pub owner: String,
+    /// The limit in force per window: the configured one or a lower one the upstream announced.
+    pub limit: u32,
+    /// The pace in force, requests per second.
+    pub requests_per_second: f64,
+    /// The remaining count the upstream last announced.
+    pub remaining: Option<u64>,
+    /// When the upstream said its window resets (RFC 3339).
+    pub reset_at: Option<String>,
+    /// Paused until then after a 429 or an exhausted window (RFC 3339), if still in the future.
+    pub paused_until: Option<String>,
+    /// When the state was saved (RFC 3339); the owner saves it about every second while the
+    /// token is busy, and on hand-over.
+    pub updated_at: String,
+    /// Milliseconds since then.
+    pub age_ms: i64,
+}
+
+/// Members and state of a stage's group.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// `fetch`, `validate`, `dedup`.
+    pub stage: String,
+    /// Group name.
+    pub group: String,
+    /// Processes in the group now.
+    pub members: usize,
+    /// The coordinator's group state (`Stable`, `Empty`, `Dead` for a group never used, ...).
+    pub state: String,
+}
+
+/// Lag of one consumer group.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct GroupLag {
+    /// `validate` or `dedup`.
+    pub stage: String,
+    /// Group name.
+    pub group: String,
+    /// Committed records the group has not consumed (from the beginning where it committed
+    /// nothing yet). None when none of its input topics exists.
+    pub lag: Option<i64>,
+    /// Lag per input topic.
+    pub by_topic: BTreeMap<String, i64>,
+    /// Whether the lag was counted record by record (true) or estimated from offsets.
+    pub exact: bool,
+}
+
+/// Jobs in the registry.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct JobCounts {
+    /// Number of jobs.
+    pub total: u64,
+    /// Jobs by state (`landed`, `validating`, `validated`).
+    pub by_state: BTreeMap<String, u64>,
+    /// Records of every job, summed.
+    pub records: crate::serve::jobs::Counts,
 }
 
 /// Gathers the status.
@@ -60,169 +154,383 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<Status> {
                 .map(move |st| stream_key(&s.name, &st.name))
         })
         .collect();
+    let progress = crate::telemetry::spinner("reading cursors");
     let found = crate::fetch::stream::restore_cursors(&kafka, &names, &keys).await?;
     let cursors = keys
         .iter()
         .map(|k| (k.clone(), found.get(k).cloned()))
         .collect();
-    let quotas = cfg
-        .sources
-        .iter()
-        .filter_map(|s| {
-            s.quota.as_ref().map(|q| {
-                (
-                    s.token_id().to_owned(),
-                    format!("{} per {}", q.requests, humantime::format_duration(q.per)),
-                )
-            })
-        })
-        .collect();
+
+    if let Some(pb) = &progress {
+        pb.set_message("reading the job registry");
+    }
+    let jobs = {
+        let registry = crate::serve::jobs::Registry::restore(&kafka, &names.jobs()).await?;
+        job_counts(&registry.all())
+    };
 
     let k = kafka.clone();
     let cfg2 = cfg.clone();
-    let (lag, dlq_by_kind, dlq_by_stream, jobs) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let names = TopicNames::from_config(&cfg2);
-            let valid: Vec<String> = cfg2
-                .sources
-                .iter()
-                .flat_map(|s| s.streams.iter().map(|st| names.valid(&s.name, &st.name)))
-                .collect();
-            let lag = vec![
-                group_lag(&k, &k.group("validate"), &[names.landing()])?,
-                group_lag(&k, &k.group("dedup"), &valid)?,
-            ];
-            let mut by_kind = BTreeMap::new();
-            let mut by_stream = BTreeMap::new();
-            let c = k.reader_consumer("status-dlq")?;
-            let dlq = names.dlq();
-            let n = reader::partition_count(&c, &dlq, Duration::from_secs(10))?;
-            reader::read_to_end(
-                &c,
-                &dlq,
-                &(0..n).collect::<Vec<_>>(),
-                Duration::from_secs(120),
-                |m| {
-                    use rdkafka::Message;
-                    let h = m.headers();
-                    let kind = headers::get_str(h, headers::DLQ_KIND)
-                        .unwrap_or("unknown")
-                        .to_owned();
-                    let stream = format!(
-                        "{}/{}",
-                        headers::get_str(h, headers::SOURCE).unwrap_or("?"),
-                        headers::get_str(h, headers::STREAM).unwrap_or("?")
-                    );
-                    *by_kind.entry(kind).or_insert(0) += 1;
-                    *by_stream.entry(stream).or_insert(0) += 1;
-                },
-            )?;
-            let jobs_topic = names.jobs();
-            let n = reader::partition_count(&c, &jobs_topic, Duration::from_secs(10))?;
-            let mut job_ids = std::collections::HashSet::new();
-            reader::read_to_end(
-                &c,
-                &jobs_topic,
-                &(0..n).collect::<Vec<_>>(),
-                Duration::from_secs(120),
-                |m| {
-                    use rdkafka::Message;
-                    // Count deltas and replay markers share the topic: count jobs only.
-                    if let Some(key) = m.key()
-                        && m.payload().is_some_and(crate::serve::jobs::is_job)
-                    {
-                        job_ids.insert(key.to_vec());
-                    }
-                },
-            )?;
-            Ok((lag, by_kind, by_stream, job_ids.len() as u64))
-        })
-        .await??;
+    let pb = progress.clone();
+    let blocking = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let names = TopicNames::from_config(&cfg2);
+        let r = k.reader_consumer("status")?;
+        if let Some(pb) = &pb {
+            pb.set_message("reading the quota state");
+        }
+        let saved = read_quota(&r, &names.quota())?;
+        let quotas = quotas(&cfg2, saved);
+        if let Some(pb) = &pb {
+            pb.set_message("measuring lag");
+        }
+        let valid: Vec<String> = cfg2
+            .sources
+            .iter()
+            .flat_map(|s| s.streams.iter().map(|st| names.valid(&s.name, &st.name)))
+            .collect();
+        let groups = ["fetch", "validate", "dedup"]
+            .iter()
+            .map(|stage| group_info(&k, stage))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let lag = vec![
+            group_lag(&k, &r, "validate", &[names.landing()])?,
+            group_lag(&k, &r, "dedup", &valid)?,
+        ];
+        if let Some(pb) = &pb {
+            pb.set_message("reading the DLQ");
+        }
+        let (dlq_total, dlq_by_kind, dlq_by_stream) = read_dlq(&r, &names.dlq(), pb.as_ref())?;
+        Ok((quotas, groups, lag, dlq_total, dlq_by_kind, dlq_by_stream))
+    });
+    let (quotas, groups, lag, dlq_total, dlq_by_kind, dlq_by_stream) = blocking.await??;
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
     Ok(Status {
+        taken_at: headers::now_rfc3339(),
         cursors,
+        quotas,
+        groups,
         lag,
+        dlq_total,
         dlq_by_kind,
         dlq_by_stream,
         jobs,
-        quotas,
     })
 }
 
-fn group_lag(kafka: &Kafka, group: &str, topics: &[String]) -> anyhow::Result<GroupLag> {
-    let c: BaseConsumer = kafka.reader_consumer_in_group(group)?;
+fn all_partitions(r: &Reader, topic: &str) -> anyhow::Result<Vec<i32>> {
+    Ok((0..reader::partition_count(r, topic, QUERY)?).collect())
+}
+
+/// The latest saved state of every token in `intake.quota`.
+fn read_quota(r: &Reader, topic: &str) -> anyhow::Result<BTreeMap<String, QuotaRecord>> {
+    let mut out = BTreeMap::new();
+    reader::read_to_end(r, topic, &all_partitions(r, topic)?, READ_TIMEOUT, |m| {
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            return;
+        };
+        match m.payload().map(serde_json::from_slice::<QuotaRecord>) {
+            Some(Ok(rec)) => {
+                out.insert(key.to_owned(), rec);
+            }
+            None => {
+                out.remove(key);
+            }
+            Some(Err(e)) => tracing::warn!(token = key, error = %e, "unreadable quota record"),
+        }
+    })?;
+    Ok(out)
+}
+
+/// Configured quotas beside the saved state, per token id (tokens only seen in the topic, from
+/// an older configuration, are shown too).
+fn quotas(cfg: &Config, mut saved: BTreeMap<String, QuotaRecord>) -> BTreeMap<String, TokenQuota> {
+    let now = unix_ms_now();
+    let live = |r: QuotaRecord| LiveQuota {
+        requests_per_second: if r.interval_ms > 0.0 {
+            (1000.0 / r.interval_ms * 1000.0).round() / 1000.0
+        } else {
+            0.0
+        },
+        limit: r.limit,
+        remaining: r.remaining,
+        reset_at: r.reset_at.map(rfc3339_ms),
+        paused_until: r.paused_until.filter(|p| *p > now).map(rfc3339_ms),
+        updated_at: rfc3339_ms(r.updated_at),
+        age_ms: now - r.updated_at,
+        owner: r.owner,
+    };
+    let mut out: BTreeMap<String, TokenQuota> = BTreeMap::new();
+    for s in &cfg.sources {
+        let t = out
+            .entry(s.token_id().to_owned())
+            .or_insert_with(|| TokenQuota {
+                sources: Vec::new(),
+                requests: None,
+                per_ms: None,
+                mode: None,
+                live: None,
+            });
+        t.sources.push(s.name.clone());
+        if let Some(q) = &s.quota {
+            t.requests = Some(q.requests);
+            t.per_ms = Some(q.per.as_millis() as u64);
+            t.mode = Some(if q.naive() { "naive" } else { "central" }.into());
+        }
+    }
+    for (token, t) in &mut out {
+        t.live = saved.remove(token).map(live);
+    }
+    for (token, r) in saved {
+        out.insert(
+            token,
+            TokenQuota {
+                sources: Vec::new(),
+                requests: None,
+                per_ms: None,
+                mode: None,
+                live: Some(live(r)),
+            },
+        );
+    }
+    out
+}
+
+fn group_info(kafka: &Kafka, stage: &str) -> anyhow::Result<GroupInfo> {
+    let group = kafka.group(stage);
+    let c: BaseConsumer = kafka.reader_consumer_in_group(&group)?;
+    let list = c.fetch_group_list(Some(&group), QUERY)?;
+    let (members, state) = list
+        .groups()
+        .iter()
+        .find(|g| g.name() == group)
+        .map_or((0, "Dead".to_owned()), |g| {
+            (g.members().len(), g.state().to_owned())
+        });
+    Ok(GroupInfo {
+        stage: stage.to_owned(),
+        group,
+        members,
+        state,
+    })
+}
+
+fn group_lag(
+    kafka: &Kafka,
+    r: &Reader,
+    stage: &str,
+    topics: &[String],
+) -> anyhow::Result<GroupLag> {
+    let group = kafka.group(stage);
+    let c: BaseConsumer = kafka.reader_consumer_in_group(&group)?;
     let mut tpl = TopicPartitionList::new();
+    let mut existing = Vec::new();
     for t in topics {
         let Ok(n) = reader::partition_count(&c, t, Duration::from_secs(5)) else {
             continue;
         };
+        existing.push(t.clone());
         for p in 0..n {
             tpl.add_partition(t, p);
         }
     }
     if tpl.count() == 0 {
         return Ok(GroupLag {
-            group: group.to_owned(),
+            stage: stage.to_owned(),
+            group,
             lag: None,
+            by_topic: BTreeMap::new(),
+            exact: true,
         });
     }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
-    let mut lag = 0i64;
-    let mut any = false;
+    // A read_committed offset fetch waits until no transaction with offsets is pending.
+    let committed = c.committed_offsets(tpl, QUERY)?;
+    let mut starts: BTreeMap<String, Vec<(i32, Offset)>> = BTreeMap::new();
+    let mut span = BTreeMap::new();
     for e in committed.elements() {
-        let (_, hi) = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))?;
-        match e.offset() {
-            Offset::Offset(o) => {
-                any = true;
-                // Every input topic is written in transactions: the committed offset points at
-                // the commit marker that follows the last record, which is never delivered.
-                lag += (hi - o - 1).max(0);
-            }
-            _ => lag += hi,
-        }
+        let (lo, hi) = r.high_watermarks(e.topic(), e.partition(), QUERY)?;
+        let from = match e.offset() {
+            Offset::Offset(o) => o.max(lo),
+            _ => lo,
+        };
+        starts
+            .entry(e.topic().to_owned())
+            .or_default()
+            .push((e.partition(), Offset::Offset(from)));
+        *span.entry(e.topic().to_owned()).or_insert(0i64) += (hi - from).max(0);
+    }
+    let exact = span.values().sum::<i64>() <= EXACT_LAG_SPAN;
+    let mut by_topic = BTreeMap::new();
+    for t in existing {
+        let n = match (exact, starts.get(&t)) {
+            (true, Some(s)) => reader::read_from(r, &t, s, READ_TIMEOUT, |_| {})? as i64,
+            (false, Some(_)) => span[&t],
+            (_, None) => 0,
+        };
+        by_topic.insert(t, n);
     }
     Ok(GroupLag {
-        group: group.to_owned(),
-        lag: any.then_some(lag),
+        stage: stage.to_owned(),
+        group,
+        lag: Some(by_topic.values().sum()),
+        by_topic,
+        exact,
     })
+}
+
+type DlqCounts = (u64, BTreeMap<String, u64>, BTreeMap<String, u64>);
+
+fn read_dlq(
+    r: &Reader,
+    topic: &str,
+    pb: Option<&indicatif::ProgressBar>,
+) -> anyhow::Result<DlqCounts> {
+    let mut by_kind = BTreeMap::new();
+    let mut by_stream = BTreeMap::new();
+    let n = reader::read_to_end(r, topic, &all_partitions(r, topic)?, READ_TIMEOUT, |m| {
+        let h = m.headers();
+        let kind = headers::get_str(h, headers::DLQ_KIND)
+            .unwrap_or("unknown")
+            .to_owned();
+        let stream = format!(
+            "{}/{}",
+            headers::get_str(h, headers::SOURCE).unwrap_or("?"),
+            headers::get_str(h, headers::STREAM).unwrap_or("?")
+        );
+        *by_kind.entry(kind).or_insert(0) += 1;
+        *by_stream.entry(stream).or_insert(0) += 1;
+        if let Some(pb) = pb {
+            pb.inc(1);
+        }
+    })?;
+    Ok((n, by_kind, by_stream))
+}
+
+fn job_counts(jobs: &[crate::serve::jobs::Job]) -> JobCounts {
+    let mut c = JobCounts {
+        total: jobs.len() as u64,
+        ..JobCounts::default()
+    };
+    for j in jobs {
+        *c.by_state.entry(j.state.clone()).or_insert(0) += 1;
+        c.records.landed += j.counts.landed;
+        c.records.valid += j.counts.valid;
+        c.records.dead_lettered += j.counts.dead_lettered;
+        c.records.replayed += j.counts.replayed;
+        c.records.pending += j.counts.pending;
+    }
+    c
+}
+
+fn unix_ms_now() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// Prints the status for a person.
 pub fn print(s: &Status) {
+    println!("intake status at {}", s.taken_at);
     println!("streams");
     for (k, c) in &s.cursors {
         match c {
             None => println!("  {k:<28} never synced"),
             Some(c) => println!(
-                "  {k:<28} {:<11} {:<8} last sync {:<26} high water {:<26} {} records in total",
+                "  {k:<28} {:<11} {:<8} last sync {:<26} last full sync {:<26} {} records in total",
                 c.mode.as_str(),
                 if c.complete { "idle" } else { "syncing" },
                 c.last_sync_at.as_deref().unwrap_or("-"),
-                c.committed_high_water.as_deref().unwrap_or("-"),
+                c.last_full_sync_at.as_deref().unwrap_or("-"),
                 c.total_records
             ),
         }
     }
-    println!("quota per token");
+    println!("quota per token (configured | live, from intake.quota)");
     for (t, q) in &s.quotas {
-        println!("  {t:<28} {q}");
+        let configured = match (q.requests, q.per_ms) {
+            (Some(r), Some(p)) => format!(
+                "{r} per {}{}",
+                humantime::format_duration(Duration::from_millis(p)),
+                if q.mode.as_deref() == Some("naive") {
+                    " (naive)"
+                } else {
+                    ""
+                }
+            ),
+            _ => "no quota configured".into(),
+        };
+        let live = match &q.live {
+            None => "no state saved yet".into(),
+            Some(l) => format!(
+                "owner {}, limit {}, pace {}/s, remaining {}, resets {}, {}, saved {:.1} s ago",
+                l.owner,
+                l.limit,
+                l.requests_per_second,
+                l.remaining.map_or("-".into(), |r| r.to_string()),
+                l.reset_at.as_deref().unwrap_or("-"),
+                l.paused_until
+                    .as_deref()
+                    .map_or("not paused".into(), |p| format!("PAUSED until {p}")),
+                l.age_ms as f64 / 1000.0
+            ),
+        };
+        println!("  {t:<28} {configured} | {live}");
     }
-    println!("consumer lag");
-    for g in &s.lag {
-        match g.lag {
-            Some(l) => println!("  {:<28} {l} records", g.group),
-            None => println!("  {:<28} nothing committed yet", g.group),
-        }
+    println!("stage groups");
+    for g in &s.groups {
+        let lag = s.lag.iter().find(|l| l.stage == g.stage);
+        let lag = match lag {
+            None => String::new(),
+            Some(GroupLag { lag: None, .. }) => ", input topics missing".into(),
+            Some(l) => format!(
+                ", lag {}{} records",
+                if l.exact { "" } else { "~" },
+                l.lag.unwrap_or(0)
+            ),
+        };
+        println!(
+            "  {:<28} {} member(s), {}{lag}",
+            g.group, g.members, g.state
+        );
     }
-    println!("dead letters by kind");
-    if s.dlq_by_kind.is_empty() {
-        println!("  none");
-    }
+    println!("dead letters: {}", s.dlq_total);
     for (k, n) in &s.dlq_by_kind {
         println!("  {k:<28} {n}");
     }
-    println!("dead letters by stream");
-    for (k, n) in &s.dlq_by_stream {
-        println!("  {k:<28} {n}");
+    if !s.dlq_by_stream.is_empty() {
+        println!("  by stream");
     }
-    println!("jobs: {}", s.jobs);
+    for (k, n) in &s.dlq_by_stream {
+        println!("    {k:<26} {n}");
+    }
+    let states: Vec<String> = s
+        .jobs
+        .by_state
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    println!(
+        "jobs: {}{}; records landed {}, valid {}, dead-lettered {}, replayed {}, pending {}",
+        s.jobs.total,
+        if states.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", states.join(", "))
+        },
+        s.jobs.records.landed,
+        s.jobs.records.valid,
+        s.jobs.records.dead_lettered,
+        s.jobs.records.replayed,
+        s.jobs.records.pending
+    );
 }

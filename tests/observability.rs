@@ -585,3 +585,245 @@ async fn each_stage_command_serves_its_own_metrics() {
         p.stop();
     }
 }
+
+fn customer(id: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "name": "Ada", "email": "ada@example.com", "status": "active",
+        "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-02T00:00:00Z", "version": 1})
+}
+
+async fn submit_job(serve_port: u16, id: &str, records: &[serde_json::Value]) {
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{serve_port}/v1/jobs?source=sim&stream=customers"
+        ))
+        .header("Idempotency-Key", id)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&serde_json::json!({ "data": records })).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
+}
+
+/// `intake status --json` as a person would run it.
+fn status_json(path: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
+        .args(["status", "--json", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "intake status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_status_json_shows_every_figure_of_a_live_pipeline_exactly() {
+    const RECORDS: u64 = 100;
+    let sim = sim(&[
+        "--records",
+        "100",
+        "--drift-rate",
+        "0.1",
+        "--token",
+        "demo=200",
+    ])
+    .await;
+    let (serve_port, metrics_port) = (free_port(), free_port());
+    let text = pipeline_config(&sim, serve_port, metrics_port);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &text);
+    let mut run = Proc::start(
+        "run",
+        &["run", "--config", path.to_str().unwrap()],
+        dir.path(),
+    );
+    let total = 2 * RECORDS;
+    scrape_until(
+        metrics_port,
+        &mut [&mut run],
+        Duration::from_secs(180),
+        "the backfill",
+        |s| data_stages_done(s, total),
+    )
+    .await;
+    // Two jobs: 3 valid customers and one with a number for an email; 2 valid ones.
+    let mut a: Vec<_> = (1..=3).map(|i| customer(&format!("job-a-{i}"))).collect();
+    let mut bad = customer("job-a-4");
+    bad["email"] = serde_json::json!(42);
+    a.push(bad);
+    submit_job(serve_port, "job-a", &a).await;
+    submit_job(
+        serve_port,
+        "job-b",
+        &[customer("job-b-1"), customer("job-b-2")],
+    )
+    .await;
+
+    // Poll status until both jobs are validated and nothing lags.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let s = loop {
+        run.assert_running();
+        let s = status_json(&path);
+        let settled = s["jobs"]["by_state"] == serde_json::json!({"validated": 2})
+            && s["lag"].as_array().unwrap().iter().all(|g| g["lag"] == 0);
+        if settled {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline did not settle: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    // Streams: one complete full sync each.
+    for stream in ["sim/customers", "sim/orders"] {
+        let c = &s["cursors"][stream];
+        assert_eq!(c["complete"], true, "{stream}: {c}");
+        assert_eq!(c["mode"], "full", "{stream}");
+        assert_eq!(c["total_records"], RECORDS, "{stream}");
+        assert_eq!(c["records"], RECORDS, "{stream}");
+        assert_eq!(c["pages"], 2, "{stream}: 100 records in pages of 50");
+        assert!(c["last_sync_at"].is_string() && c["last_full_sync_at"] == c["last_sync_at"]);
+    }
+    assert_eq!(s["cursors"].as_object().unwrap().len(), 2);
+
+    // Quota: configured beside the live state its owner saved in intake.quota.
+    let q = &s["quotas"]["sim"];
+    assert_eq!(q["sources"], serde_json::json!(["sim"]));
+    assert_eq!(
+        (q["requests"].as_u64(), q["per_ms"].as_u64()),
+        (Some(200), Some(1000))
+    );
+    assert_eq!(q["mode"], "central");
+    let live = &q["live"];
+    assert_eq!(live["owner"], "test", "{live}");
+    assert_eq!(live["limit"], 200, "{live}");
+    let pace = live["requests_per_second"].as_f64().unwrap();
+    assert!(pace > 0.0 && pace <= 200.0, "{live}");
+    let remaining = live["remaining"]
+        .as_u64()
+        .expect("the simulator announces what remains");
+    assert!(remaining < 200, "{live}");
+    assert!(live["paused_until"].is_null(), "{live}");
+    assert_eq!(s["quotas"].as_object().unwrap().len(), 1);
+
+    // Groups: one member each while intake run runs; nothing lags, counted exactly.
+    let groups: Vec<_> = s["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["stage"].as_str().unwrap(),
+                g["members"].as_u64().unwrap(),
+                g["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("fetch", 1, "Stable"),
+            ("validate", 1, "Stable"),
+            ("dedup", 1, "Stable")
+        ]
+    );
+    let cfg = Config::from_toml(&text).unwrap();
+    let names = TopicNames::from_config(&cfg);
+    for (stage, topics) in [
+        ("validate", vec![names.landing()]),
+        (
+            "dedup",
+            vec![
+                names.valid("sim", "customers"),
+                names.valid("sim", "orders"),
+            ],
+        ),
+    ] {
+        let g = s["lag"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["stage"] == stage)
+            .unwrap();
+        assert_eq!(g["lag"], 0, "{g}");
+        assert_eq!(g["exact"], true, "{g}");
+        let by_topic: BTreeMap<String, u64> =
+            serde_json::from_value(g["by_topic"].clone()).unwrap();
+        assert_eq!(
+            by_topic,
+            topics.into_iter().map(|t| (t, 0)).collect(),
+            "{g}"
+        );
+    }
+
+    // Dead letters: every drifted id with its kind, and the job's bad record.
+    let truth = truth(&sim).await;
+    let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_stream: BTreeMap<String, u64> = BTreeMap::new();
+    for stream in ["customers", "orders"] {
+        for (_, kind) in truth["streams"][stream]["drifted"].as_object().unwrap() {
+            *by_kind
+                .entry(kind.as_str().unwrap().to_owned())
+                .or_default() += 1;
+            *by_stream.entry(format!("sim/{stream}")).or_default() += 1;
+        }
+    }
+    *by_kind.entry("type_mismatch".into()).or_default() += 1;
+    *by_stream.entry("sim/customers".into()).or_default() += 1;
+    let total_dead: u64 = by_kind.values().sum();
+    assert!(total_dead > 5, "drift reached the DLQ: {by_kind:?}");
+    assert_eq!(serde_json::to_value(&by_kind).unwrap(), s["dlq_by_kind"]);
+    assert_eq!(
+        serde_json::to_value(&by_stream).unwrap(),
+        s["dlq_by_stream"]
+    );
+    assert_eq!(s["dlq_total"], total_dead);
+
+    // Jobs with their record counts.
+    assert_eq!(s["jobs"]["total"], 2);
+    assert_eq!(
+        s["jobs"]["records"],
+        serde_json::json!({"landed": 6, "valid": 5, "dead_lettered": 1, "replayed": 0, "pending": 0})
+    );
+
+    // The same for a person.
+    let out = Command::new(env!("CARGO_BIN_EXE_intake"))
+        .args(["status", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let screen = String::from_utf8(out.stdout).unwrap();
+    println!("{screen}");
+    for line in [
+        "sim/customers",
+        "200 per 1s | owner test, limit 200",
+        "1 member(s), Stable, lag 0 records",
+        &format!("dead letters: {total_dead}"),
+        "jobs: 2 (2 validated); records landed 6, valid 5, dead-lettered 1, replayed 0, pending 0",
+    ] {
+        assert!(screen.contains(line), "`{line}` not in:\n{screen}");
+    }
+
+    // Everything comes from Kafka: with intake stopped, the groups are empty and the rest stays.
+    run.stop();
+    let after = status_json(&path);
+    let groups: Vec<_> = after["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["members"].as_u64().unwrap(), g["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(groups, [(0, "Empty"), (0, "Empty"), (0, "Empty")]);
+    for k in ["cursors", "dlq_by_kind", "dlq_by_stream", "jobs", "lag"] {
+        assert_eq!(after[k], s[k], "{k} after intake stopped");
+    }
+    assert_eq!(after["quotas"]["sim"]["live"]["owner"], "test");
+    assert_eq!(after["quotas"]["sim"]["live"]["limit"], 200);
+}

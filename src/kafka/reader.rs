@@ -85,20 +85,40 @@ pub fn read_to_end(
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
+    f: impl FnMut(&BorrowedMessage<'_>),
+) -> KafkaResult<u64> {
+    let starts: Vec<(i32, Offset)> = partitions.iter().map(|p| (*p, Offset::Beginning)).collect();
+    read_from(reader, topic, &starts, timeout, f)
+}
+
+/// [`read_to_end`] from the given start of each partition (`Offset::Beginning` or an offset)
+/// instead of the beginning.
+///
+/// # Errors
+/// As [`read_to_end`].
+pub fn read_from(
+    reader: &Reader,
+    topic: &str,
+    starts: &[(i32, Offset)],
+    timeout: Duration,
     mut f: impl FnMut(&BorrowedMessage<'_>),
 ) -> KafkaResult<u64> {
-    if partitions.is_empty() {
+    if starts.is_empty() {
         return Ok(0);
     }
     let deadline = Instant::now() + timeout;
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
-    for p in partitions {
+    for (p, start) in starts {
         let left = deadline.saturating_duration_since(Instant::now());
         let (lo, hi) = reader.high_watermarks(topic, *p, left)?;
-        if hi > lo {
+        let from = match start {
+            Offset::Offset(o) => (*o).max(lo),
+            _ => lo,
+        };
+        if hi > from {
             ends.insert(*p, hi);
-            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+            tpl.add_partition_offset(topic, *p, *start)?;
         }
     }
     if ends.is_empty() {

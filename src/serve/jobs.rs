@@ -342,6 +342,13 @@ impl Registry {
         self.inner.jobs.insert(job.job_id.clone(), job);
     }
 
+    /// Every job known, with its counts (for `intake status`).
+    pub fn all(&self) -> Vec<Job> {
+        // Ids first: `get` locks the map again, and a writer may be waiting between the two.
+        let ids: Vec<String> = self.inner.jobs.iter().map(|e| e.key().clone()).collect();
+        ids.iter().filter_map(|id| self.get(id)).collect()
+    }
+
     /// Number of jobs known.
     pub fn len(&self) -> usize {
         self.inner.jobs.len()
