@@ -122,3 +122,344 @@ fn public_api_examples_are_valid() {
         assert!(!cfg.sources[0].streams.is_empty());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The reference names every field the code accepts.
+//
+// The accepted fields are taken from the code itself, through `deny_unknown_fields`: putting an
+// unknown key into a table of a valid config makes serde answer "unknown field `x`, expected one
+// of `a`, `b`, ..." — the complete field list of the struct behind that table. The walk starts at
+// the root of the reference's own toml block and probes every field it learns: a table there
+// (a nested struct: recurse), a missing tag (an internally tagged enum: list its variants the
+// same way, then each variant's fields), a sequence (probe its first element), or a leaf (a
+// string enum lists its values). A field added to any config struct thus shows up here without
+// anyone listing it, and the test fails until docs/CONFIG.md shows it.
+
+/// One step of a path inside a toml value.
+#[derive(Debug, Clone)]
+enum Step {
+    Key(String),
+    /// The first element of an array.
+    First,
+}
+
+/// What the code accepts, as dotted paths (`sources[].streams[].pagination.param`).
+#[derive(Debug, Default)]
+struct Accepted {
+    fields: std::collections::BTreeSet<String>,
+    /// Tag path (`sources[].auth.kind`) → variant names.
+    tags: BTreeMap<String, Vec<String>>,
+    /// Field path → values of a string enum.
+    values: BTreeMap<String, Vec<String>>,
+}
+
+const PROBE: &str = "zz_probe";
+
+fn set(root: &mut toml::Value, path: &[Step], v: toml::Value) {
+    let Some((step, rest)) = path.split_first() else {
+        *root = v;
+        return;
+    };
+    let child = match step {
+        Step::Key(k) => {
+            let t = root.as_table_mut().expect("a table on the path");
+            t.entry(k.clone()).or_insert_with(|| match rest.first() {
+                Some(Step::First) => toml::Value::Array(vec![]),
+                _ => toml::Value::Table(toml::Table::new()),
+            })
+        }
+        Step::First => {
+            let a = root.as_array_mut().expect("an array on the path");
+            if a.is_empty() {
+                a.push(toml::Value::Table(toml::Table::new()));
+            }
+            &mut a[0]
+        }
+    };
+    set(child, rest, v);
+}
+
+/// The error of the config with `v` at `path` (None: it is accepted).
+fn probe(base: &toml::Value, path: &[Step], v: toml::Value) -> Option<String> {
+    let mut r = base.clone();
+    set(&mut r, path, v);
+    let text = toml::to_string(&r).expect("serialisable");
+    Config::from_toml(&text).err().map(|e| e.to_string())
+}
+
+/// Backquoted names after "expected" on the line of serde's message that starts with `what`.
+fn expected_list(err: &str, what: &str) -> Option<Vec<String>> {
+    let line = err
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(&format!("{what} `{PROBE}`")))?;
+    if line.contains("there are no fields") || line.contains("there are no variants") {
+        return Some(Vec::new());
+    }
+    let list = &line[line.find(", expected")?..];
+    Some(
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+fn missing_field(err: &str) -> Option<String> {
+    let at = err.find("missing field `")? + "missing field `".len();
+    Some(err[at..].split('`').next()?.to_owned())
+}
+
+fn table(pairs: &[(&str, toml::Value)]) -> toml::Value {
+    toml::Value::Table(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    )
+}
+
+fn walk(base: &toml::Value, path: &[Step], name: &str, out: &mut Accepted) {
+    let probe_table = table(&[(PROBE, toml::Value::Integer(1))]);
+    let err = probe(base, path, probe_table.clone()).unwrap_or_default();
+    let join = |f: &str| {
+        if name.is_empty() {
+            f.to_owned()
+        } else {
+            format!("{name}.{f}")
+        }
+    };
+    let sub = |base: &toml::Value, f: &str, out: &mut Accepted| {
+        let mut p = path.to_vec();
+        p.push(Step::Key(f.to_owned()));
+        out.fields.insert(join(f));
+        walk(base, &p, &join(f), out);
+    };
+    if let Some(fields) = expected_list(&err, "unknown field") {
+        // A struct.
+        for f in fields {
+            sub(base, &f, out);
+        }
+    } else if let Some(tag) = missing_field(&err).filter(|_| !err.contains("sequence")) {
+        // An internally tagged enum: its variants, then the fields of each.
+        let e = probe(
+            base,
+            path,
+            table(&[(&tag, toml::Value::String(PROBE.into()))]),
+        )
+        .unwrap_or_default();
+        let variants = expected_list(&e, "unknown variant")
+            .unwrap_or_else(|| panic!("{name}: tag `{tag}` without a variant list: {e}"));
+        out.fields.insert(join(&tag));
+        out.tags.insert(join(&tag), variants.clone());
+        for v in variants {
+            let mut b = base.clone();
+            set(
+                &mut b,
+                path,
+                table(&[(&tag, toml::Value::String(v.clone()))]),
+            );
+            let e = probe(
+                &b,
+                path,
+                table(&[
+                    (&tag, toml::Value::String(v.clone())),
+                    (PROBE, toml::Value::Integer(1)),
+                ]),
+            )
+            .unwrap_or_default();
+            for f in expected_list(&e, "unknown field").unwrap_or_default() {
+                if f != tag {
+                    sub(&b, &f, out);
+                }
+            }
+        }
+    } else if err.contains("sequence") {
+        // An array: walk its first element (creating one when the base has none).
+        let mut b = base.clone();
+        let mut p = path.to_vec();
+        p.push(Step::First);
+        let e = probe(&b, path, toml::Value::Array(vec![probe_table]));
+        if e.as_deref()
+            .and_then(|e| expected_list(e, "unknown field"))
+            .is_some()
+        {
+            if probe(base, &p, toml::Value::Table(toml::Table::new())).is_some()
+                && !matches!(value_at(base, path), Some(toml::Value::Array(a)) if !a.is_empty())
+            {
+                set(&mut b, &p, toml::Value::Table(toml::Table::new()));
+            }
+            walk(&b, &p, &format!("{name}[]"), out);
+        }
+    } else {
+        // A leaf; a string enum lists its values.
+        let e = probe(base, path, toml::Value::String(PROBE.into())).unwrap_or_default();
+        if let Some(values) = expected_list(&e, "unknown variant") {
+            out.values.insert(name.to_owned(), values);
+        }
+    }
+}
+
+fn value_at<'a>(v: &'a toml::Value, path: &[Step]) -> Option<&'a toml::Value> {
+    path.iter().try_fold(v, |v, s| match s {
+        Step::Key(k) => v.get(k),
+        Step::First => v.get(0),
+    })
+}
+
+/// The reference's toml block.
+fn reference_block() -> String {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIG.md"))
+        .unwrap();
+    let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    doc[start..end].to_owned()
+}
+
+/// Every dotted path the reference shows, active or in a commented-out alternative line
+/// (`# auth = { kind = "basic", ... }`), with the string values given to each.
+fn documented(block: &str) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    fn flatten(
+        prefix: &str,
+        v: &toml::Value,
+        out: &mut BTreeMap<String, std::collections::BTreeSet<String>>,
+    ) {
+        let entry = out.entry(prefix.to_owned()).or_default();
+        match v {
+            toml::Value::String(s) => {
+                entry.insert(s.clone());
+            }
+            toml::Value::Table(t) => {
+                for (k, x) in t {
+                    flatten(&format!("{prefix}.{k}"), x, out);
+                }
+            }
+            toml::Value::Array(a) => {
+                for x in a {
+                    flatten(&format!("{prefix}[]"), x, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = BTreeMap::new();
+    let mut arrays = std::collections::BTreeSet::new();
+    let mut current = String::new();
+    for line in block.lines() {
+        let line = line.trim();
+        if let Some(h) = line.strip_prefix('[') {
+            let array = h.starts_with('[');
+            let name = h.trim_start_matches('[').split(']').next().unwrap().trim();
+            let mut path = String::new();
+            for part in name.split('.') {
+                let part = part.trim_matches('"');
+                path = if path.is_empty() {
+                    part.to_owned()
+                } else {
+                    format!("{path}.{part}")
+                };
+                if arrays.contains(&path) {
+                    path.push_str("[]");
+                }
+            }
+            if array {
+                arrays.insert(path.clone());
+                // `[[sources]]` shows the field `sources` and its element `sources[]`.
+                out.entry(path.clone()).or_default();
+                path.push_str("[]");
+            }
+            out.entry(path.clone()).or_default();
+            current = path;
+            continue;
+        }
+        let body = line.trim_start_matches('#').trim();
+        if let Ok(t) = toml::from_str::<toml::Table>(body) {
+            for (k, v) in &t {
+                let p = if current.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{current}.{k}")
+                };
+                flatten(&p, v, &mut out);
+            }
+        }
+    }
+    out
+}
+
+fn accepted() -> Accepted {
+    let block = reference_block();
+    let base: toml::Value = toml::from_str(&block).expect("the reference parses");
+    let mut out = Accepted::default();
+    walk(&base, &[], "", &mut out);
+    out
+}
+
+#[test]
+fn the_walk_finds_fields_of_every_kind() {
+    // Guards the walk itself: if serde's messages changed, it would find nothing and the
+    // reference check below would pass vacuously.
+    let a = accepted();
+    for f in [
+        "kafka.brokers",
+        "kafka.properties",
+        "kafka.sasl_password",
+        "telemetry.metrics_addr",
+        "sources[].quota.token_id",
+        "sources[].webhook.secrets",
+        "sources[].auth.kind",
+        "sources[].auth.header",
+        "sources[].auth.password",
+        "sources[].streams[].pagination.has_more_pointer",
+        "sources[].streams[].incremental.lookback",
+        "sources[].streams[].full_sync_every",
+    ] {
+        assert!(a.fields.contains(f), "{f} not found; found {:?}", a.fields);
+    }
+    assert_eq!(
+        a.tags["sources[].streams[].pagination.style"],
+        ["cursor", "link", "page", "offset", "after"]
+    );
+    assert_eq!(
+        a.tags["sources[].auth.kind"],
+        ["bearer", "api_key", "basic"]
+    );
+    assert_eq!(a.values["sources[].streams[].drift"], ["dlq", "evolve"]);
+    assert_eq!(a.values["sources[].quota.mode"], ["central", "naive"]);
+    assert!(
+        a.fields.len() >= 50,
+        "{} fields: {:?}",
+        a.fields.len(),
+        a.fields
+    );
+}
+
+#[test]
+fn the_reference_names_every_field_the_code_accepts() {
+    let block = reference_block();
+    let docs = documented(&block);
+    let a = accepted();
+    let missing: Vec<&String> = a.fields.iter().filter(|f| !docs.contains_key(*f)).collect();
+    assert!(
+        missing.is_empty(),
+        "docs/CONFIG.md does not show these config fields (add them to its toml block, \
+         commented out if they are alternatives): {missing:?}"
+    );
+    for (tag, variants) in &a.tags {
+        for v in variants {
+            assert!(
+                docs[tag].contains(v),
+                "docs/CONFIG.md shows no `{tag} = \"{v}\"` (add a commented-out example)"
+            );
+        }
+    }
+    for (field, values) in &a.values {
+        for v in values {
+            assert!(
+                block.contains(&format!("\"{v}\"")),
+                "docs/CONFIG.md does not mention the value \"{v}\" of `{field}`"
+            );
+        }
+    }
+}
