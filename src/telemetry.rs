@@ -147,22 +147,24 @@ pub async fn start_metrics(cfg: &TelemetryConfig) -> anyhow::Result<Option<Metri
 }
 
 /// A spinner with a message on stderr for long CLI work, when stderr is a terminal (`None`
-/// otherwise: logs and pipes stay clean).
+/// otherwise: logs and pipes stay clean). `inc` it per record read.
 pub fn spinner(
     message: impl Into<std::borrow::Cow<'static, str>>,
 ) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
-    let pb = indicatif::ProgressBar::new_spinner().with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {msg} {human_pos} records ({per_sec}) {elapsed}",
-        )
-        .expect("valid template"),
-    );
+    let pb = indicatif::ProgressBar::new_spinner().with_style(spinner_style());
     pb.set_message(message);
     pb.enable_steady_tick(Duration::from_millis(120));
     Some(pb)
+}
+
+fn spinner_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{spinner} {msg}: {human_pos} records ({per_sec}), {elapsed}",
+    )
+    .expect("valid template")
 }
 
 /// Metric names: the core set shared by every stage, then stage-specific ones.
@@ -256,5 +258,38 @@ pub mod metric {
             "Approximate bytes of dedup state"
         );
         describe_counter!(SERVE_REJECTED, "Refused HTTP requests by code");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spinner_style_is_valid_and_draws() {
+        let pb =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::hidden())
+                .with_style(spinner_style());
+        pb.set_message("reading");
+        pb.inc(3);
+        assert_eq!(pb.position(), 3);
+        pb.finish_and_clear();
+    }
+
+    #[test]
+    fn the_recorder_renders_commit_latency_as_a_histogram() {
+        let h = prometheus();
+        metrics::histogram!(metric::COMMIT_SECONDS, "stage" => "unit-test").record(0.003);
+        metrics::counter!(metric::RECORDS_IN, "stage" => "unit-test").increment(2);
+        let text = h.render();
+        assert!(
+            text.contains("intake_commit_seconds_bucket{stage=\"unit-test\",le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("intake_records_in_total{stage=\"unit-test\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP intake_records_in_total"), "{text}");
     }
 }

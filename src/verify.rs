@@ -75,7 +75,11 @@ impl Report {
 }
 
 /// Last record per key of a curated topic: `key -> Some(version)` or `None` for a tombstone.
-fn curated(kafka: &Kafka, topic: &str) -> anyhow::Result<HashMap<String, Option<i64>>> {
+fn curated(
+    kafka: &Kafka,
+    topic: &str,
+    pb: Option<&indicatif::ProgressBar>,
+) -> anyhow::Result<HashMap<String, Option<i64>>> {
     let c = kafka.reader_consumer("verify")?;
     let n = reader::partition_count(&c, topic, Duration::from_secs(10))?;
     let mut out = HashMap::new();
@@ -95,6 +99,9 @@ fn curated(kafka: &Kafka, topic: &str) -> anyhow::Result<HashMap<String, Option<
                     .or(Some(i64::MIN)),
             };
             out.insert(k.to_owned(), v);
+            if let Some(pb) = pb {
+                pb.inc(1);
+            }
         },
     )?;
     Ok(out)
@@ -111,6 +118,7 @@ fn dlq(
     kafka: &Kafka,
     names: &TopicNames,
     by_kind: &mut BTreeMap<String, u64>,
+    pb: Option<&indicatif::ProgressBar>,
 ) -> anyhow::Result<HashMap<String, HashMap<String, DeadLetter>>> {
     let topic = &names.dlq();
     let history = crate::dlq::History::read(kafka, names)?;
@@ -128,6 +136,9 @@ fn dlq(
                 .unwrap_or("unknown")
                 .to_owned();
             *by_kind.entry(kind.clone()).or_insert(0) += 1;
+            if let Some(pb) = pb {
+                pb.inc(1);
+            }
             let stream = headers::get_str(h, headers::STREAM)
                 .unwrap_or("?")
                 .to_owned();
@@ -171,14 +182,19 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
         .clone();
     let truth = truth.clone();
     tokio::task::spawn_blocking(move || {
+        // A spinner on a terminal: reading large topics takes a while.
+        let pb = crate::telemetry::spinner("verify: reading the DLQ");
         let mut report = Report::default();
-        let dlq_ids = dlq(&kafka, &names, &mut report.dlq_by_kind)?;
+        let dlq_ids = dlq(&kafka, &names, &mut report.dlq_by_kind, pb.as_ref())?;
         for st in &src.streams {
             let t = &truth["streams"][&st.name];
             if t.is_null() {
                 continue;
             }
-            let cur = curated(&kafka, &names.curated(&src.name, &st.name))?;
+            if let Some(pb) = &pb {
+                pb.set_message(format!("verify: reading {}/{}", src.name, st.name));
+            }
+            let cur = curated(&kafka, &names.curated(&src.name, &st.name), pb.as_ref())?;
             let drifted: BTreeMap<String, String> = t["drifted"]
                 .as_object()
                 .map(|o| {
@@ -248,6 +264,9 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
             report
                 .streams
                 .insert(format!("{}/{}", src.name, st.name), chk);
+        }
+        if let Some(pb) = pb {
+            pb.finish_and_clear();
         }
         Ok(report)
     })
