@@ -5,7 +5,9 @@
 //! restarted after a random pause with the same instance id), the broker is restarted
 //! (`CHAOS_BROKER_RESTARTS`, at least 2) and the registry once.
 //!
-//! Then the writer pauses and, once every stream completed a sync (a full one with delete
+//! The simulator's writer starts once the backfill completed (the truth counts a drifted id
+//! deleted before intake ever read it, which no DLQ can hold). Then the writer pauses and,
+//! once every stream completed a sync (a full one with delete
 //! detection for customers and orders) that started after the pause and every webhook was
 //! delivered, the run is compared exactly: the curated topics against the simulator's truth
 //! (same keys, same versions, deleted keys tombstoned), the DLQ against the drifted ids (each
@@ -568,11 +570,21 @@ async fn run(s: Settings) {
             kills: 0,
         })
         .collect();
+    let begun = time::OffsetDateTime::now_utc();
     for slot in &mut slots {
         slot.start();
     }
 
-    // The backfill runs while the first kills land; the writer (and its webhooks) starts too.
+    // The backfill first: the truth counts a drifted id deleted before intake ever read it,
+    // which no DLQ can hold. Then the writer (and its webhooks) starts, and the kills.
+    let logs: Vec<PathBuf> = slots.iter().map(|s| s.log.clone()).collect();
+    e2e::wait_for_syncs_after(&cfg, begun, Duration::from_secs(120), || {
+        logs.iter()
+            .map(|l| format!("--- {}\n{}", l.display(), proc::tail(l, 15)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .await;
     sim_admin(&sim, "/admin/resume").await;
     let chaos_started = Instant::now();
     let (mut slots, chaos) = blocking({
