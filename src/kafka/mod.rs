@@ -78,6 +78,9 @@ pub struct Kafka {
     /// The `read_uncommitted` client every [`Reader`] of this `Kafka` (and its clones) asks
     /// for high watermarks; built on first use.
     watermarks: Arc<Mutex<Option<Arc<BaseConsumer>>>>,
+    /// A stage's own producer settings over [`Kafka::txn_producer`]'s defaults
+    /// ([`Kafka::with_producer_setting`]).
+    producer: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Kafka {
@@ -107,6 +110,7 @@ impl Kafka {
             cfg: cfg.clone(),
             sasl_password,
             watermarks: Arc::default(),
+            producer: Vec::new(),
         })
     }
 
@@ -139,6 +143,15 @@ impl Kafka {
         c
     }
 
+    /// This client with a producer setting of a stage's own, applied by
+    /// [`Kafka::txn_producer`] over its defaults unless `kafka.properties` sets the same key
+    /// (validate batches its many small output records with a longer `linger.ms`).
+    #[must_use]
+    pub fn with_producer_setting(mut self, key: &str, value: &str) -> Self {
+        self.producer.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// A transactional producer with the given `transactional.id`. Call
     /// [`TxnProducer::init`] before the first transaction.
     ///
@@ -161,6 +174,11 @@ impl Kafka {
                 "message.timeout.ms",
                 self.cfg.transaction_timeout.as_millis().to_string(),
             );
+        for (k, v) in &self.producer {
+            if !self.cfg.properties.contains_key(k) {
+                c.set(k, v);
+            }
+        }
         let p = rdkafka::producer::ThreadedProducer::from_config_and_context(
             &c,
             DeliveryContext::default(),
