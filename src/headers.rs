@@ -184,6 +184,13 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }
 
+/// The `intake.fetched_at` header as Unix seconds, if present and RFC 3339.
+pub fn fetched_at_secs<H: rdkafka::message::Headers>(h: Option<&H>) -> Option<u32> {
+    let s = get_str(h, FETCHED_AT)?;
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    u32::try_from(t.unix_timestamp()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -417,6 +417,12 @@ impl DedupProcessor {
                     }
                 },
             )?;
+            // Records applied before this restore are not remembered with their fetch time: a
+            // full sync that started before now deletes nothing (see dedup::state).
+            let now = u32::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
+            for s in states.values_mut().filter(|s| !s.is_empty()) {
+                s.forget_before(now);
+            }
             let keys: usize = states.values().map(PartitionState::len).sum();
             tracing::info!(source = %info.source, stream = %info.stream, ?partitions, records = read, keys, skipped,
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -461,12 +467,13 @@ impl DedupProcessor {
         state: &mut PartitionState,
         partition: i32,
         m: Marker<'_>,
+        started: Option<u32>,
     ) -> Vec<super::Tombstone> {
         if !info.detect_deletes || !m.full {
             return Vec::new();
         }
         if m.begin {
-            if let Some(abandoned) = state.begin_sync(m.sync_id) {
+            if let Some(abandoned) = state.begin_sync_at(m.sync_id, started) {
                 tracing::info!(source = %info.source, stream = %info.stream, partition, sync_id = m.sync_id,
                     abandoned = %abandoned, "full sync began before the previous one ended; the previous one deletes nothing");
             }
@@ -481,8 +488,7 @@ impl DedupProcessor {
             Err(e) => {
                 metrics.syncs_skipped.increment(1);
                 tracing::info!(source = %info.source, stream = %info.stream, partition, error = %e,
-                    "full sync end skipped: its begin was not seen since this state was restored; \
-                     its deletes wait for the next full sync");
+                    "full sync end skipped; its deletes wait for the next full sync");
                 Vec::new()
             }
         }
@@ -545,7 +551,11 @@ impl Processor for DedupProcessor {
         let info = &topic.info;
         let metrics = &topic.metrics;
         match parse(msg) {
-            Ok(Input::Record { key, stamp }) => match state.apply(key, stamp) {
+            Ok(Input::Record { key, stamp }) => match match headers::fetched_at_secs(msg.headers())
+            {
+                Some(at) => state.apply_observed(key, stamp, at),
+                None => state.apply(key, stamp),
+            } {
                 Decision::Emit => {
                     sink.send(Outgoing {
                         topic: &info.curated,
@@ -568,7 +578,8 @@ impl Processor for DedupProcessor {
             },
             Ok(Input::Marker(m)) => {
                 let sync_id = m.sync_id;
-                for t in Self::marker(info, metrics, state, partition, m) {
+                let started = headers::fetched_at_secs(msg.headers());
+                for t in Self::marker(info, metrics, state, partition, m, started) {
                     let version = t.stamp.version().to_string();
                     let h = Headers::new()
                         .with(headers::SOURCE, &info.source)

@@ -45,6 +45,20 @@
 //! the fetcher's job: a key skipped by a drifting pagination while unchanged stays deleted until
 //! its next version.
 //!
+//! # Records that overtake a sync's begin marker
+//!
+//! Records of one key can reach this partition from other landing partitions than the stream's
+//! pages and markers (webhooks are keyed by entity id), so a record fetched *after* a full sync
+//! began can be applied *before* that sync's begin marker. The sync may not have seen such a key
+//! (created after its pagination passed), and it must not be deleted. So the state remembers the
+//! records it applied recently with the time they were fetched
+//! ([`apply_observed`](PartitionState::apply_observed); a bounded ring of 8 bytes a record,
+//! [`RECENT_CAP`] records or [`RECENT_WINDOW_SECS`] of fetch time), and
+//! [`begin_sync_at`](PartitionState::begin_sync_at) counts every key fetched at or after the
+//! sync's start (less [`SYNC_CLOCK_GRACE_SECS`] for clock skew between hosts) as seen. When the
+//! ring no longer covers the sync's start (pruned, or the state was restored after it), the sync
+//! deletes nothing: its deletes come with the next full sync, late but never wrong.
+//!
 //! Generations live only in memory. After a restart in the middle of a sync, a restored state
 //! has no seen marks: the stage must either re-scan its input from the sync's begin marker
 //! calling [`mark_seen`](PartitionState::mark_seen), or not end that sync (an
@@ -56,10 +70,21 @@
 //! [`Decision::Emit`]. If the output transaction that carries those records aborts, the state is
 //! ahead of the output: the stage must rebuild it (restore from the output topic) before going on.
 
+use std::collections::VecDeque;
+
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry as Slot;
 
 use super::merge::{Decision, Stamp, decide};
+
+/// Most recently applied records remembered with their fetch time (8 bytes each).
+pub const RECENT_CAP: usize = 262_144;
+
+/// Fetch-time span of the remembered records, in seconds.
+pub const RECENT_WINDOW_SECS: u32 = 900;
+
+/// Clock skew allowed between the hosts that stamp `intake.fetched_at` (fetch and serve).
+pub const SYNC_CLOCK_GRACE_SECS: u32 = 60;
 
 /// Number of hash index shards; a power of two.
 pub const SHARDS: usize = 32;
@@ -96,6 +121,16 @@ pub struct Tombstone {
 /// without the matching begin, "not seen" cannot be told apart from "not looked for".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SyncError {
+    /// The state no longer remembers every record fetched since the sync began (see the module
+    /// documentation), so keys it did not see may exist; nothing is deleted.
+    #[error(
+        "sync {sync_id} ended but records fetched since it began are no longer all remembered \
+         (state restored or pruned after its start)"
+    )]
+    StartNotCovered {
+        /// The sync id of the end marker.
+        sync_id: String,
+    },
     /// No full sync is open in this partition (its begin marker was not seen by this state).
     #[error("sync {sync_id} ended but no sync is open in this partition")]
     NoActiveSync {
@@ -130,6 +165,10 @@ pub struct PartitionState {
     generation: u32,
     /// Keys whose stamp is not a delete.
     live: usize,
+    /// Recently applied upserts: (entry index, fetch time in Unix seconds), in applied order.
+    recent: VecDeque<(u32, u32)>,
+    /// Every upsert applied with a fetch time at or after this is in `recent`.
+    recent_complete_since: u32,
 }
 
 /// The full sync in progress.
@@ -137,6 +176,8 @@ pub struct PartitionState {
 struct ActiveSync {
     id: Box<str>,
     generation: u32,
+    /// False when the sync's start is not covered by `recent`: it deletes nothing.
+    deletes: bool,
 }
 
 /// What is stored per key. 24 bytes, no padding.
@@ -216,6 +257,8 @@ impl PartitionState {
             sync: None,
             generation: 0,
             live: 0,
+            recent: VecDeque::new(),
+            recent_complete_since: 0,
         }
     }
 
@@ -224,7 +267,35 @@ impl PartitionState {
     /// the decision, the key counts as seen by the open full sync, if any.
     pub fn apply(&mut self, key: &[u8], stamp: Stamp) -> Decision {
         let generation = self.sync.as_ref().map(|s| s.generation);
-        self.merge(key, stamp, generation)
+        self.merge(key, stamp, generation).0
+    }
+
+    /// [`apply`](Self::apply) for a record fetched at `fetched_at` (Unix seconds), which is
+    /// remembered for full syncs that begin later but started before it was fetched.
+    pub fn apply_observed(&mut self, key: &[u8], stamp: Stamp, fetched_at: u32) -> Decision {
+        let generation = self.sync.as_ref().map(|s| s.generation);
+        let (decision, index) = self.merge(key, stamp, generation);
+        if !stamp.is_delete() {
+            let newest = fetched_at.max(self.recent.back().map_or(0, |r| r.1));
+            self.recent.push_back((index, fetched_at));
+            while let Some(&(_, at)) = self.recent.front() {
+                if self.recent.len() <= RECENT_CAP
+                    && at.saturating_add(RECENT_WINDOW_SECS) >= newest
+                {
+                    break;
+                }
+                self.recent.pop_front();
+                self.recent_complete_since = self.recent_complete_since.max(at.saturating_add(1));
+            }
+        }
+        decision
+    }
+
+    /// Declares that records fetched before `since` (Unix seconds) may have been applied without
+    /// being remembered (a state restored from the output topic): full syncs that started
+    /// before it delete nothing.
+    pub fn forget_before(&mut self, since: u32) {
+        self.recent_complete_since = self.recent_complete_since.max(since);
     }
 
     /// Stores a stamp read back from the compacted output topic (version and content hash from
@@ -272,6 +343,7 @@ impl PartitionState {
             + index
             + self.entries.allocated_bytes()
             + self.keys.allocated_bytes()
+            + self.recent.capacity() * size_of::<(u32, u32)>()
     }
 
     /// Every key held, with its stamp, in insertion order.
@@ -284,6 +356,14 @@ impl PartitionState {
     /// Opens full sync `sync_id`: from now on every key applied or marked counts as seen by it.
     /// An open sync is abandoned (its end will be refused) and its id returned, for the log.
     pub fn begin_sync(&mut self, sync_id: &str) -> Option<Box<str>> {
+        self.begin_sync_at(sync_id, None)
+    }
+
+    /// [`begin_sync`](Self::begin_sync) of a sync that started at `started_at` (Unix seconds, the
+    /// begin marker's fetch time): keys of remembered records fetched since then (less
+    /// [`SYNC_CLOCK_GRACE_SECS`]) count as seen, since they may have overtaken the marker. If
+    /// the remembered records do not reach back that far, the sync will delete nothing.
+    pub fn begin_sync_at(&mut self, sync_id: &str, started_at: Option<u32>) -> Option<Box<str>> {
         if self.generation == GENERATION_MASK {
             // 2³¹ syncs in one process: forget every mark and count again. Correct because no
             // sync is open across this point (the open one, if any, is being abandoned).
@@ -291,9 +371,24 @@ impl PartitionState {
             self.generation = 0;
         }
         self.generation += 1;
+        let generation = self.generation;
+        let mut deletes = true;
+        if let Some(started) = started_at {
+            let from = started.saturating_sub(SYNC_CLOCK_GRACE_SECS);
+            if from < self.recent_complete_since {
+                deletes = false;
+            } else {
+                for &(index, at) in &self.recent {
+                    if at >= from {
+                        self.entries.get_mut(index).set_generation(generation);
+                    }
+                }
+            }
+        }
         let previous = self.sync.replace(ActiveSync {
             id: sync_id.into(),
-            generation: self.generation,
+            generation,
+            deletes,
         });
         previous.map(|s| s.id)
     }
@@ -341,6 +436,12 @@ impl PartitionState {
                     active: active.id.to_string(),
                 });
             }
+            Some(active) if !active.deletes => {
+                self.sync = None;
+                return Err(SyncError::StartNotCovered {
+                    sync_id: sync_id.to_owned(),
+                });
+            }
             Some(active) => active.generation,
         };
         self.sync = None;
@@ -362,7 +463,7 @@ impl PartitionState {
 
     /// The merge shared by [`apply`](Self::apply) (marking the key seen by `generation`) and
     /// [`restore`](Self::restore) (`generation` is `None`).
-    fn merge(&mut self, key: &[u8], stamp: Stamp, generation: Option<u32>) -> Decision {
+    fn merge(&mut self, key: &[u8], stamp: Stamp, generation: Option<u32>) -> (Decision, u32) {
         let hash = self.hash(key);
         let seed = self.seed;
         let slot = self.shards[shard_of(hash)].entry(
@@ -372,7 +473,8 @@ impl PartitionState {
         );
         match slot {
             Slot::Occupied(occupied) => {
-                let entry = self.entries.get_mut(*occupied.get());
+                let index = *occupied.get();
+                let entry = self.entries.get_mut(index);
                 if let Some(generation) = generation {
                     entry.set_generation(generation);
                 }
@@ -385,7 +487,7 @@ impl PartitionState {
                     }
                     entry.set_stamp(stamp);
                 }
-                decision
+                (decision, index)
             }
             Slot::Vacant(vacant) => {
                 let key = self.keys.push(key);
@@ -396,7 +498,7 @@ impl PartitionState {
                 if !stamp.is_delete() {
                     self.live += 1;
                 }
-                decide(None, stamp)
+                (decide(None, stamp), index)
             }
         }
     }
@@ -651,6 +753,78 @@ mod tests {
         assert_eq!((state.len(), state.live_len()), (2, 1));
         assert_eq!(state.apply(b"a", up(5, 1)), Decision::Identical);
         assert_eq!(state.apply(b"b", up(2, 3)), Decision::Stale);
+    }
+
+    #[test]
+    fn records_fetched_after_a_sync_started_but_applied_before_its_begin_are_kept() {
+        let mut state = PartitionState::new();
+        assert_eq!(
+            state.apply_observed(b"old", up(1, 1), 1_000),
+            Decision::Emit
+        );
+        assert_eq!(
+            state.apply_observed(b"gone", up(1, 2), 1_000),
+            Decision::Emit
+        );
+        // Created upstream after the sync started at 2 000, its webhook overtakes the marker.
+        assert_eq!(
+            state.apply_observed(b"new", up(1, 3), 2_005),
+            Decision::Emit
+        );
+        // Fetched within the clock grace before the start: kept too.
+        assert_eq!(
+            state.apply_observed(b"edge", up(1, 4), 2_000 - SYNC_CLOCK_GRACE_SECS),
+            Decision::Emit
+        );
+        assert_eq!(state.begin_sync_at("s", Some(2_000)), None);
+        assert_eq!(state.apply(b"old", up(1, 1)), Decision::Identical);
+        assert_eq!(state.end_sync("s"), Ok(vec![tombstone(b"gone", 1)]));
+        assert_eq!(state.get(b"new"), Some(up(1, 3)));
+        assert_eq!(state.get(b"edge"), Some(up(1, 4)));
+    }
+
+    #[test]
+    fn a_sync_whose_start_is_no_longer_remembered_deletes_nothing() {
+        // Pruned by the window: records fetched before the newest minus the window are gone.
+        let mut state = PartitionState::new();
+        state.apply_observed(b"a", up(1, 1), 1_000);
+        state.apply_observed(b"b", up(1, 1), 1_000 + RECENT_WINDOW_SECS + 1);
+        state.begin_sync_at("s", Some(1_000 + SYNC_CLOCK_GRACE_SECS));
+        assert_eq!(
+            state.end_sync("s"),
+            Err(SyncError::StartNotCovered {
+                sync_id: "s".into()
+            })
+        );
+        assert_eq!(state.live_len(), 2);
+        // A start after the pruned records is covered again.
+        state.begin_sync_at(
+            "t",
+            Some(1_000 + RECENT_WINDOW_SECS + SYNC_CLOCK_GRACE_SECS),
+        );
+        assert_eq!(state.end_sync("t"), Ok(vec![tombstone(b"a", 1)]));
+
+        // Restored after the sync started: records applied before the restore are unknown.
+        let mut state = PartitionState::new();
+        state.restore(b"a", up(1, 1));
+        state.forget_before(5_000);
+        state.begin_sync_at("s", Some(4_000));
+        assert!(matches!(
+            state.end_sync("s"),
+            Err(SyncError::StartNotCovered { .. })
+        ));
+        state.begin_sync_at("t", Some(5_000 + SYNC_CLOCK_GRACE_SECS));
+        assert_eq!(state.end_sync("t"), Ok(vec![tombstone(b"a", 1)]));
+    }
+
+    #[test]
+    fn the_remembered_records_are_bounded() {
+        let mut state = PartitionState::new();
+        for i in 0..(RECENT_CAP as u32 + 10) {
+            state.apply_observed(format!("k{i}").as_bytes(), up(1, 1), 1_000);
+        }
+        assert_eq!(state.recent.len(), RECENT_CAP);
+        assert_eq!(state.recent_complete_since, 1_001);
     }
 
     #[test]

@@ -827,6 +827,8 @@ impl Validate {
                 .with_opt(headers::KIND, headers::get(h, headers::KIND))
                 .with_opt(headers::SYNC_ID, headers::get(h, headers::SYNC_ID))
                 .with_opt(headers::MODE, headers::get(h, headers::MODE))
+                // Dedup takes a full sync's start from it (records can overtake the marker).
+                .with_opt(headers::FETCHED_AT, headers::get(h, headers::FETCHED_AT))
                 .with(headers::SOURCE, &plan.source)
                 .with(headers::STREAM, &plan.stream)
                 .build();
