@@ -383,24 +383,32 @@ impl Splitter {
 }
 
 /// Rejects input nested deeper than [`MAX_DEPTH`], without recursion.
+///
+/// Strings are skipped with `memchr2` (to the next quote or backslash) rather than byte by
+/// byte: records are mostly string bytes, and this scan of the whole page was the stage's
+/// largest single cost when it looked at every byte.
 fn check_depth(text: &str) -> Result<(), RecordError> {
     let bytes = text.as_bytes();
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut i = 0usize;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // To the byte after the closing quote; an escape skips the byte it escapes.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                        Some(p) if bytes[i + p] == b'\\' => i = (i + p + 2).min(bytes.len()),
+                        Some(p) => {
+                            i += p + 1;
+                            break;
+                        }
+                        // Unterminated: the parser reports it.
+                        None => return Ok(()),
+                    }
+                }
+                continue;
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
@@ -422,6 +430,7 @@ fn check_depth(text: &str) -> Result<(), RecordError> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     Ok(())
 }
@@ -1092,6 +1101,18 @@ mod tests {
         // Brackets inside strings do not count.
         let page = format!(r#"[{{"id":"a","s":"{}\"["}}]"#, "[".repeat(1000));
         assert_eq!(s.split(page.as_bytes()).unwrap().len(), 1);
+        // An escaped backslash ends in a real closing quote; the nesting after it counts, at
+        // the right offset.
+        let prefix = r#"["a\\", "{[\"", "#;
+        let deep = format!("{prefix}{}{}]", nest(MAX_DEPTH).split_at(MAX_DEPTH).0, "]");
+        let err = s.split(deep.as_bytes()).unwrap_err();
+        assert_eq!(err.kind, DriftKind::MalformedJson);
+        let at = prefix.len() + MAX_DEPTH - 1;
+        assert!(
+            err.detail.ends_with(&format!("(byte offset {at})")),
+            "{}",
+            err.detail
+        );
     }
 
     #[test]
