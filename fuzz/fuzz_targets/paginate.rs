@@ -1,0 +1,116 @@
+//! The pagination parsers (`src/fetch/paginate.rs`, and the rate-limit headers of
+//! `src/fetch/http.rs`) on arbitrary responses.
+//!
+//! Input: the first line is a `Link` (and rate-limit) header value, the rest the page body.
+//! Never panics; `next` never returns the cursor it was given (a loop) unless the sync is done;
+//! a URL built for any cursor stays on the source's origin; a `rel="next"` target is a
+//! substring of the header.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use intake::config::{Config, StreamConfig};
+use intake::fetch::http::{announced_quota, retry_after};
+use intake::fetch::paginate::{PageCursor, PageFacts, next, next_link, request_url};
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+const BASE: &str = "http://api.example:8080/base/";
+
+fn streams() -> &'static [StreamConfig] {
+    static STREAMS: OnceLock<Vec<StreamConfig>> = OnceLock::new();
+    STREAMS.get_or_init(|| {
+        ["cursor", "link", "page", "offset", "after"]
+            .iter()
+            .map(|style| {
+                let cfg = Config::from_toml(&format!(
+                    r#"
+[kafka]
+brokers = "x:1"
+[[sources]]
+name = "s"
+base_url = "{BASE}"
+[[sources.streams]]
+name = "a"
+path = "/v1/a"
+primary_key = "/id"
+version = "/v"
+page_size = 3
+pagination = {{ style = "{style}" }}
+"#
+                ))
+                .unwrap();
+                cfg.sources[0].streams[0].clone()
+            })
+            .collect()
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let (header, body) = text.split_once('\n').unwrap_or((&text, ""));
+
+    if let Some(target) = next_link(header) {
+        assert!(header.contains(&target));
+    }
+    if let Ok(v) = http::HeaderValue::from_str(header) {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, v.clone());
+        h.insert("ratelimit", v.clone());
+        h.insert("x-ratelimit-remaining", v.clone());
+        h.insert("x-ratelimit-reset", v);
+        if let Some(d) = retry_after(&h) {
+            assert!(d.as_secs() <= 3600);
+        }
+        if let Some(q) = announced_quota(&h) {
+            assert!(q.reset_in.as_secs() <= 3600);
+        }
+    }
+
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let records = parsed
+        .as_ref()
+        .and_then(|b| b.pointer("/data"))
+        .and_then(Value::as_array);
+    let count = records.map_or(data.len() % 5, Vec::len);
+    let last_id = records
+        .and_then(|r| r.last())
+        .and_then(|r| r.pointer("/id"))
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+    let n = data.len() as u64;
+    let cursors = [
+        PageCursor::Start,
+        PageCursor::Token(header.to_owned()),
+        PageCursor::Url(header.to_owned()),
+        PageCursor::Page(n),
+        PageCursor::Offset(n.wrapping_mul(7)),
+        PageCursor::After(header.to_owned()),
+        PageCursor::Done,
+    ];
+    let base = url::Url::parse(BASE).unwrap();
+    for stream in streams() {
+        for at in &cursors {
+            let facts = PageFacts {
+                body: parsed.as_ref(),
+                link: Some(header),
+                records: count,
+                last_id: last_id.clone(),
+            };
+            if let Ok(after) = next(stream, at, &facts) {
+                assert!(
+                    after == PageCursor::Done || &after != at,
+                    "{at:?} -> {after:?}: pagination would loop"
+                );
+            }
+            if let Ok(url) = request_url(BASE, stream, at, Some(("updated_since", header))) {
+                assert_eq!(url.origin(), base.origin(), "{at:?} -> {url}");
+            }
+            // The cursor survives its round trip through the cursor record.
+            let json = serde_json::to_string(at).unwrap();
+            assert_eq!(&serde_json::from_str::<PageCursor>(&json).unwrap(), at);
+        }
+    }
+});
