@@ -429,9 +429,10 @@ async fn lowered_quota_is_followed_from_headers() {
     let end = unix_now() - 1;
     let c = counts(&sim, "demo").await;
     let after = c.seconds(cut + 2, end);
-    // Requests already paced for the old limit inside the window of the cut may be refused;
-    // from the next window on, intake paces by the new limit.
-    let throttled = c.throttled_in(cut + 1, end);
+    // Requests already paced for the old limit inside the window of the cut may be refused.
+    // The cut lands somewhere in [cut, cut + 1 + the PUT's latency], so the window after it
+    // starts at cut + 2 at the latest; from there on intake paces by the new limit.
+    let throttled = c.throttled_in(cut + 2, end);
     println!(
         "limit {Q} -> {low} at {cut}: per second {:?}; {throttled} throttled since",
         c.seconds(cut - 2, end)
