@@ -186,6 +186,9 @@ pub mod metric {
     pub const FETCH_HTTP_RETRIES: &str = "intake_fetch_http_retries_total";
     /// fetch: unix time of the last completed sync (labels `source`, `stream`).
     pub const FETCH_LAST_SYNC: &str = "intake_fetch_last_sync_timestamp_seconds";
+    /// fetch: look-back pages not landed because every record was landed unchanged before
+    /// (labels `source`, `stream`).
+    pub const FETCH_UNCHANGED_PAGES: &str = "intake_fetch_unchanged_pages_total";
     /// validate: records by outcome (labels `outcome` = `valid` | `dlq` | `marker` | `delete`,
     /// `kind` for the DLQ).
     pub const VALIDATE_RECORDS: &str = "intake_validate_records_total";
@@ -231,6 +234,10 @@ pub mod metric {
             FETCH_LAST_SYNC,
             Unit::Seconds,
             "Unix time of the stream's last completed sync"
+        );
+        describe_counter!(
+            FETCH_UNCHANGED_PAGES,
+            "Look-back pages not landed: every record already landed unchanged"
         );
         describe_counter!(VALIDATE_RECORDS, "Validated records by outcome");
         describe_counter!(DEDUP_EMITTED, "Records emitted to the curated topic");

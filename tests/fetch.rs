@@ -399,3 +399,95 @@ async fn a_fenced_owner_never_commits_and_the_new_owner_continues_its_sync() {
         s.pages
     );
 }
+
+/// Look-back polls re-read the same records again and again; a page lands again only when a
+/// record on it changed (or is new), so validate and dedup are not flooded with copies.
+#[tokio::test(flavor = "multi_thread")]
+async fn lookback_pages_land_again_only_when_a_record_on_them_changed() {
+    let sim = sim(&["--records", "120", "--seed", "11"]).await;
+    let inc = r#"incremental = { param = "updated_since", field = "/updated_at", lookback = "3650d" }
+poll_interval = "300ms""#;
+    let cfg = Arc::new(config(&sim_source(
+        &sim,
+        &[("customers", "/v1/customers", "cursor")],
+        inc,
+    )));
+    apply_topics(&cfg).await;
+    let before = truth_versions(&truth(&sim).await, "customers");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(fetch::run(cfg.clone(), FetchOptions::default(), async {
+        let _ = stop_rx.await;
+    }));
+    let served = || async {
+        let s: serde_json::Value = reqwest::get(sim.url("/admin/stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        s["pages"].as_u64().unwrap()
+    };
+    let wait_for = |n: u64| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while served().await < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fetch served fewer than {n} pages"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    // The full sync (3 pages), then idle look-backs over all 120 records (3 pages each).
+    wait_for(3 + 3 * 6).await;
+    sim_admin(&sim, "/admin/writes?n=8&stream=customers").await;
+    let at_writes = served().await;
+    wait_for(at_writes + 3 * 6).await;
+    stop_tx.send(()).unwrap();
+    let report = run.await.unwrap().unwrap();
+    assert!(
+        report["sim/customers"].syncs >= 12,
+        "look-backs ran: {:?}",
+        report["sim/customers"]
+    );
+
+    let pages = landed_pages(&cfg).await;
+    assert_pages_unique_and_contiguous(&pages);
+    let landed = landed_versions(&pages, "customers");
+    let live = truth_versions(&truth(&sim).await, "customers");
+    let written: BTreeSet<(String, u64)> = live
+        .iter()
+        .filter(|(id, v)| before.get(*id) != Some(*v))
+        .map(|(id, v)| (id.clone(), *v))
+        .collect();
+    assert!(!written.is_empty(), "the writes changed records");
+    for (id, v) in &written {
+        assert_eq!(
+            landed.get(&(id.clone(), *v)),
+            Some(&1),
+            "{id} v{v}: a changed record lands once, not once per look-back"
+        );
+    }
+    for (id, v) in &live {
+        assert!(
+            landed.contains_key(&(id.clone(), *v)),
+            "{id} v{v} never landed"
+        );
+    }
+    // Every page without a written record belongs to the one full sync: the idle look-backs
+    // (at least six of them) landed nothing.
+    let unchanged: Vec<&Page> = pages
+        .iter()
+        .filter(|p| !p.records.iter().any(|r| written.contains(r)))
+        .collect();
+    let syncs: BTreeSet<&str> = unchanged.iter().map(|p| p.sync_id.as_str()).collect();
+    assert_eq!(
+        (unchanged.len(), syncs.len()),
+        (3, 1),
+        "pages without a change: {:?}",
+        unchanged
+            .iter()
+            .map(|p| (&p.sync_id, p.seq))
+            .collect::<Vec<_>>()
+    );
+    assert!(pages.len() <= 3 + 3, "{} pages landed", pages.len());
+}

@@ -53,6 +53,9 @@ pub(crate) const fn page_size() -> u32 {
 pub(crate) const fn poll_interval() -> Duration {
     Duration::from_secs(30)
 }
+pub(crate) const fn yes() -> bool {
+    true
+}
 pub(crate) const fn lookback() -> Duration {
     Duration::from_secs(0)
 }

@@ -273,6 +273,10 @@ pub struct Incremental {
     /// Re-read this much before the high-water mark, to catch late and backdated writes.
     #[serde(default = "defaults::lookback", with = "humantime_serde")]
     pub lookback: Duration,
+    /// Do not land a look-back page again when this process already landed every record on it
+    /// unchanged (default true). Full syncs always land every page.
+    #[serde(default = "defaults::yes")]
+    pub skip_unchanged: bool,
 }
 
 /// What to do with records that do not match the registered schema.

@@ -18,6 +18,7 @@ pub mod http;
 pub mod ownership;
 pub mod paginate;
 pub mod stream;
+pub mod unchanged;
 
 use std::collections::HashMap;
 use std::future::Future;

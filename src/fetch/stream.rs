@@ -17,6 +17,7 @@ use super::FetchError;
 use super::cursor::{CursorState, Mode, stream_key};
 use super::http::{HttpError, Response, SourceClient};
 use super::paginate::{self, PageCursor, PageFacts};
+use super::unchanged::{Print, Unchanged};
 use crate::blob::BlobStore;
 use crate::config::{Config, SourceConfig, StreamConfig};
 use crate::headers::{self, Headers, Kind};
@@ -72,7 +73,12 @@ struct Landed {
     value: Bytes,
     headers: Headers,
     records: u64,
+    /// Its records, remembered once the page is committed (empty unless `skip_unchanged`).
+    prints: Vec<Print>,
 }
+
+/// Records a worker remembers to skip unchanged look-back pages (about 32 bytes each).
+const UNCHANGED_CAP: usize = 1 << 20;
 
 impl StreamWorker {
     fn key(&self) -> String {
@@ -116,6 +122,7 @@ impl StreamWorker {
         };
         let mut report = StreamReport::default();
         let mut started_here = false;
+        let mut unchanged = Unchanged::new(UNCHANGED_CAP);
         loop {
             if *stop.borrow() {
                 return Ok(report);
@@ -144,15 +151,21 @@ impl StreamWorker {
                 let next = self.begin_sync(state.as_ref());
                 self.commit(&producer, &[], Some(&next), Some(Kind::SyncBegin))
                     .await?;
+                if let Some(since) = next.since.as_deref().and_then(parse_time) {
+                    unchanged.forget_before(since.unix_timestamp());
+                }
                 tracing::info!(source = %self.source.name, stream = %self.stream.name, sync_id = %next.sync_id, mode = next.mode.as_str(), since = ?next.since, "sync started");
                 state = Some(next);
                 started_here = true;
             }
             let cur = state.clone().expect("a sync is in progress");
-            match self.fetch_batch(&cur, &producer).await {
+            match self.fetch_batch(&cur, &producer, &unchanged).await {
                 Ok((pages, next)) => {
                     let marker = next.complete.then_some(Kind::SyncEnd);
                     self.commit(&producer, &pages, Some(&next), marker).await?;
+                    for p in &pages {
+                        unchanged.remember(&p.prints);
+                    }
                     report.pages += pages.len() as u64;
                     let n: u64 = pages.iter().map(|p| p.records).sum();
                     report.records += n;
@@ -233,10 +246,14 @@ impl StreamWorker {
 
     /// Fetches up to `pages_per_transaction` pages from `cur`, returning them and the state
     /// after them (not yet committed).
+    ///
+    /// A page of an incremental sync whose records `unchanged` holds as landed is not landed
+    /// again (see [`super::unchanged`]); the cursor still moves past it.
     async fn fetch_batch(
         &self,
         cur: &CursorState,
         producer: &TxnProducer,
+        unchanged: &Unchanged,
     ) -> Result<(Vec<Landed>, CursorState), BatchError> {
         let mut next = cur.clone();
         let mut pages = Vec::new();
@@ -308,11 +325,31 @@ impl StreamWorker {
                     }));
                 }
             };
-            let seq = next.pages;
-            let landed = self.land(&resp, &next, &after, seq, count as u64).await?;
-            pages.push(landed);
+            let prints = match (&self.stream.incremental, recs) {
+                (Some(inc), Some(recs)) if inc.skip_unchanged => Unchanged::prints(
+                    recs,
+                    &self.stream.primary_key,
+                    &inc.field,
+                    time::OffsetDateTime::now_utc().unix_timestamp(),
+                ),
+                _ => None,
+            };
+            let skip = cur.mode == Mode::Incremental
+                && prints.as_deref().is_some_and(|p| unchanged.all_seen(p));
+            if skip {
+                tracing::debug!(source = %self.source.name, stream = %self.stream.name, url = %resp.url, records = count, "look-back page unchanged since it was landed: not landed again");
+                metrics::counter!(metric::FETCH_UNCHANGED_PAGES, "source" => self.source.name.clone(), "stream" => self.stream.name.clone())
+                    .increment(1);
+            } else {
+                let seq = next.pages;
+                let mut landed = self.land(&resp, &next, &after, seq, count as u64).await?;
+                landed.prints = prints.unwrap_or_default();
+                pages.push(landed);
+            }
             next.page = after;
-            next.pages += 1;
+            // `pages` counts landed pages: it is the next page's `intake.seq`, so a sync's
+            // landed pages stay numbered 0, 1, 2… with no gap where a page was skipped.
+            next.pages += u64::from(!skip);
             next.records += count as u64;
             next.total_records += count as u64;
         }
@@ -496,6 +533,7 @@ impl StreamWorker {
             value,
             headers: h,
             records,
+            prints: Vec::new(),
         })
     }
 
