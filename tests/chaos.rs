@@ -627,6 +627,10 @@ async fn run(s: Settings) {
         "no write after the pause"
     );
     let report = e2e::converge(&cfg, &truth, Duration::from_secs(120)).await;
+    if !e2e::equal(&report) {
+        let logs: Vec<PathBuf> = slots.iter().map(|s| s.log.clone()).collect();
+        println!("{}", e2e::diagnose(&cfg, &logs).await);
+    }
     let doubles = blocking({
         let cfg = cfg.clone();
         move || e2e::doubles(&cfg)

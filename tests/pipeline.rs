@@ -93,6 +93,9 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     let truth0 = truth(&sim).await;
     assert_eq!(truth0["writes"], 0, "the writer was paused");
     let report = e2e::converge(&cfg, &truth0, Duration::from_secs(60)).await;
+    if !e2e::equal(&report) {
+        println!("{}", e2e::diagnose(&cfg, std::slice::from_ref(&log)).await);
+    }
     let doubles = blocking({
         let cfg = cfg.clone();
         move || e2e::doubles(&cfg)
@@ -148,6 +151,9 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         "no write after the pause"
     );
     let report = e2e::converge(&cfg, &truth, Duration::from_secs(60)).await;
+    if !e2e::equal(&report) {
+        println!("{}", e2e::diagnose(&cfg, std::slice::from_ref(&log)).await);
+    }
     let doubles = blocking({
         let cfg = cfg.clone();
         move || e2e::doubles(&cfg)

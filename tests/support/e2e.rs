@@ -197,8 +197,80 @@ pub async fn webhooks_delivered(
     }
 }
 
+/// What a failed convergence needs to be understood from CI output alone: each stage group's
+/// members, state and lag, and per process log the most frequent warnings and errors with
+/// their last lines.
+pub async fn diagnose(cfg: &Config, logs: &[std::path::PathBuf]) -> String {
+    let mut out = String::from("--- diagnosis\n");
+    match intake::status::gather(cfg).await {
+        Ok(st) => {
+            for g in &st.groups {
+                out.push_str(&format!(
+                    "group {} ({}): {} members, {}\n",
+                    g.group, g.stage, g.members, g.state
+                ));
+            }
+            for l in &st.lag {
+                out.push_str(&format!(
+                    "lag {} ({}): {:?} {:?}\n",
+                    l.group, l.stage, l.lag, l.by_topic
+                ));
+            }
+            for (k, c) in &st.cursors {
+                if let Some(c) = c {
+                    out.push_str(&format!(
+                        "cursor {k}: {} {} complete {} pages {} last sync {:?}\n",
+                        c.mode.as_str(),
+                        &c.sync_id[..8],
+                        c.complete,
+                        c.pages,
+                        c.last_sync_at
+                    ));
+                }
+            }
+        }
+        Err(e) => out.push_str(&format!("status failed: {e:#}\n")),
+    }
+    for log in logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let mut counts: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        for line in text.lines() {
+            let level = ["\"WARN\"", "\"ERROR\"", " WARN ", " ERROR "]
+                .iter()
+                .any(|l| line.contains(l));
+            if !level {
+                continue;
+            }
+            let msg = line
+                .split("\"message\":\"")
+                .nth(1)
+                .and_then(|m| m.split('"').next())
+                .unwrap_or(line);
+            let msg: String = msg.chars().take(90).collect();
+            let e = counts.entry(msg).or_default();
+            e.0 += 1;
+            e.1 = line.split("\"timestamp\":\"").nth(1).unwrap_or("").chars().take(23).collect();
+        }
+        let mut top: Vec<_> = counts.into_iter().collect();
+        top.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+        out.push_str(&format!(
+            "log {} ({} lines)\n",
+            log.file_name().unwrap_or_default().to_string_lossy(),
+            text.lines().count()
+        ));
+        for (msg, (n, last)) in top.iter().take(6) {
+            out.push_str(&format!("  {n:>5}x (last {last}) {msg}\n"));
+        }
+        for line in text.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev() {
+            let l: String = line.chars().take(300).collect();
+            out.push_str(&format!("  | {l}\n"));
+        }
+    }
+    out
+}
+
 /// Whether a report equals the truth in every stream.
-fn equal(r: &Report) -> bool {
+pub fn equal(r: &Report) -> bool {
     r.ok()
         && r.streams
             .values()
