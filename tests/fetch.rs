@@ -345,7 +345,8 @@ async fn a_fenced_owner_never_commits_and_the_new_owner_continues_its_sync() {
     let cfg = Arc::new(config(&sim_source(
         &sim,
         &[("customers", "/v1/customers", "cursor")],
-        "pages_per_transaction = 1",
+        // Each sync lands every page here, so each can be checked whole.
+        "pages_per_transaction = 1\nskip_unchanged = false",
     )));
     apply_topics(&cfg).await;
     let first = tokio::spawn(fetch::run(cfg.clone(), once(), std::future::pending()));
@@ -490,4 +491,93 @@ poll_interval = "300ms""#;
             .collect::<Vec<_>>()
     );
     assert!(pages.len() <= 3 + 3, "{} pages landed", pages.len());
+}
+
+/// A stream without an incremental filter is re-read whole every poll: only pages with a
+/// change land again, except when the full sync detects deletes (dedup must see every key).
+#[tokio::test(flavor = "multi_thread")]
+async fn re_read_streams_land_only_changes_unless_the_full_sync_detects_deletes() {
+    let sim = sim(&["--records", "120", "--seed", "12"]).await;
+    let mut text = sim_source(
+        &sim,
+        &[("events", "/v1/events", "after")],
+        r#"poll_interval = "300ms""#,
+    );
+    text.push_str(
+        r#"
+[[sources.streams]]
+name = "orders"
+path = "/v1/orders"
+primary_key = "/id"
+version = "/version"
+pagination = { style = "link" }
+page_size = 50
+poll_interval = "300ms"
+detect_deletes = true
+"#,
+    );
+    let cfg = Arc::new(config(&text));
+    apply_topics(&cfg).await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(fetch::run(cfg.clone(), FetchOptions::default(), async {
+        let _ = stop_rx.await;
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut syncs = BTreeMap::new();
+    while syncs.len() < 2 || syncs.values().any(|&n| n < 6) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "syncs so far: {syncs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cfg = cfg.clone();
+        syncs = tokio::task::spawn_blocking(move || {
+            let mut m = BTreeMap::new();
+            for c in support::e2e::cursor_history(&cfg) {
+                if c.complete {
+                    m.entry(c.stream)
+                        .or_insert_with(BTreeSet::new)
+                        .insert(c.sync_id);
+                }
+            }
+            m.into_iter()
+                .map(|(k, v)| (k, v.len()))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .await
+        .unwrap();
+    }
+    stop_tx.send(()).unwrap();
+    run.await.unwrap().unwrap();
+
+    let pages = landed_pages(&cfg).await;
+    assert_pages_unique_and_contiguous(&pages);
+    let per_sync = |stream: &str| {
+        let mut m: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in pages.iter().filter(|p| p.stream == stream) {
+            *m.entry(p.sync_id.as_str()).or_default() += 1;
+        }
+        m
+    };
+    // events (no delete detection): the first sync landed its 120 records, later ones nothing.
+    let events = per_sync("events");
+    assert_eq!(
+        events.values().copied().collect::<Vec<_>>(),
+        [3],
+        "events pages per sync"
+    );
+    // orders (full syncs detect deletes): every completed sync landed all 120 records.
+    let orders = per_sync("orders");
+    assert!(orders.len() >= 6, "{orders:?}");
+    let complete = landed_versions(&pages, "orders");
+    let n = complete.values().next().copied().unwrap();
+    assert!(
+        n >= 6 && complete.len() == 120,
+        "{n} copies of {} records",
+        complete.len()
+    );
+    assert!(
+        complete.values().all(|&c| c == n || c == n + 1),
+        "{complete:?}"
+    );
 }

@@ -178,6 +178,12 @@ pub struct StreamConfig {
     /// Tombstone keys that a completed full sync did not see.
     #[serde(default)]
     pub detect_deletes: bool,
+    /// Do not land a page again when this process already landed every record on it unchanged
+    /// (default true): look-back windows and re-read streams without an incremental filter
+    /// would land each record once per poll. Full syncs with `detect_deletes` always land
+    /// every page.
+    #[serde(default = "defaults::yes")]
+    pub skip_unchanged: bool,
     /// What validate does with a record that does not match the schema.
     #[serde(default)]
     pub drift: DriftPolicy,
@@ -273,10 +279,6 @@ pub struct Incremental {
     /// Re-read this much before the high-water mark, to catch late and backdated writes.
     #[serde(default = "defaults::lookback", with = "humantime_serde")]
     pub lookback: Duration,
-    /// Do not land a look-back page again when this process already landed every record on it
-    /// unchanged (default true). Full syncs always land every page.
-    #[serde(default = "defaults::yes")]
-    pub skip_unchanged: bool,
 }
 
 /// What to do with records that do not match the registered schema.

@@ -247,8 +247,8 @@ impl StreamWorker {
     /// Fetches up to `pages_per_transaction` pages from `cur`, returning them and the state
     /// after them (not yet committed).
     ///
-    /// A page of an incremental sync whose records `unchanged` holds as landed is not landed
-    /// again (see [`super::unchanged`]); the cursor still moves past it.
+    /// A page whose records `unchanged` holds as landed is not landed again, except in a full
+    /// sync that detects deletes (see [`super::unchanged`]); the cursor still moves past it.
     async fn fetch_batch(
         &self,
         cur: &CursorState,
@@ -325,19 +325,20 @@ impl StreamWorker {
                     }));
                 }
             };
-            let prints = match (&self.stream.incremental, recs) {
-                (Some(inc), Some(recs)) if inc.skip_unchanged => Unchanged::prints(
+            let prints = match recs {
+                Some(recs) if self.stream.skip_unchanged => Unchanged::prints(
                     recs,
                     &self.stream.primary_key,
-                    &inc.field,
+                    self.stream.incremental.as_ref().map(|i| i.field.as_str()),
                     time::OffsetDateTime::now_utc().unix_timestamp(),
                 ),
                 _ => None,
             };
-            let skip = cur.mode == Mode::Incremental
-                && prints.as_deref().is_some_and(|p| unchanged.all_seen(p));
+            // A full sync that detects deletes must land every key it sees.
+            let may_skip = !(cur.mode == Mode::Full && self.stream.detect_deletes);
+            let skip = may_skip && prints.as_deref().is_some_and(|p| unchanged.all_seen(p));
             if skip {
-                tracing::debug!(source = %self.source.name, stream = %self.stream.name, url = %resp.url, records = count, "look-back page unchanged since it was landed: not landed again");
+                tracing::debug!(source = %self.source.name, stream = %self.stream.name, url = %resp.url, records = count, "page unchanged since this process landed it: not landed again");
                 metrics::counter!(metric::FETCH_UNCHANGED_PAGES, "source" => self.source.name.clone(), "stream" => self.stream.name.clone())
                     .increment(1);
             } else {

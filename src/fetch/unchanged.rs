@@ -1,18 +1,19 @@
-//! What this worker's incremental syncs already landed, so a look-back page whose every record
-//! is unchanged is not landed again.
+//! What this stream worker already landed, so a page whose every record is unchanged is not
+//! landed again.
 //!
-//! An incremental sync re-reads `lookback` before its high-water mark to catch late writes. With
-//! a one-minute look-back polled every second, every record would be landed sixty times, and
-//! validate and dedup would do sixty times the work for nothing. Each record of a committed
-//! incremental page is remembered as (key hash, content hash, its incremental timestamp); a
-//! later incremental page whose records are all remembered with the same content is skipped
-//! (counted in `intake_fetch_unchanged_pages_total`). One changed or unknown record lands the
-//! whole page, raw as always.
+//! An incremental sync re-reads `lookback` before its high-water mark to catch late writes, and
+//! a stream without an incremental filter re-reads everything each poll. With a one-minute
+//! look-back polled every second, every record would be landed sixty times, and validate and
+//! dedup would do sixty times the work for nothing. Each record of a committed page is
+//! remembered as (key hash, content hash, its incremental timestamp or the time it was seen); a
+//! later page whose records are all remembered with the same content is skipped (counted in
+//! `intake_fetch_unchanged_pages_total`). One changed or unknown record lands the whole page,
+//! raw as always.
 //!
-//! This is an optimisation that never loses data: full syncs are never skipped (dedup needs
-//! every key they see), memory starts empty after a restart or a hand-over (the next look-back
-//! lands everything once more, which dedup counts as identical), and a record is remembered only
-//! after the transaction that landed it committed.
+//! This is an optimisation that never loses data: full syncs of streams that detect deletes are
+//! never skipped (dedup needs every key they see), memory starts empty after a restart or a
+//! hand-over (the next sync lands everything once more, which dedup counts as identical), and a
+//! record is remembered only after the transaction that landed it committed.
 
 use std::hash::Hasher;
 use std::io;
@@ -48,18 +49,20 @@ impl Unchanged {
     }
 
     /// Prints of a page's records, or `None` if one has no primary key (validate must see it).
+    /// `field` is the incremental timestamp pruning goes by; without one, records count as
+    /// changed `now`.
     pub fn prints(
         records: &[Value],
         primary_key: &str,
-        field: &str,
+        field: Option<&str>,
         now: i64,
     ) -> Option<Vec<Print>> {
         records
             .iter()
             .map(|r| {
                 let key = r.pointer(primary_key).filter(|k| !k.is_null())?;
-                let at = r
-                    .pointer(field)
+                let at = field
+                    .and_then(|f| r.pointer(f))
                     .and_then(Value::as_str)
                     .and_then(|s| {
                         time::OffsetDateTime::parse(
@@ -139,7 +142,7 @@ mod tests {
     }
 
     fn prints(v: Value) -> Vec<Print> {
-        Unchanged::prints(&page(v), "/id", "/updated_at", 0).unwrap()
+        Unchanged::prints(&page(v), "/id", Some("/updated_at"), 0).unwrap()
     }
 
     #[test]
@@ -179,8 +182,8 @@ mod tests {
 
     #[test]
     fn a_record_without_a_key_makes_the_page_land() {
-        assert!(Unchanged::prints(&page(json!([{"id": "a"}, {"n": 1}])), "/id", "/t", 0).is_none());
-        assert!(Unchanged::prints(&page(json!([{"id": null}])), "/id", "/t", 0).is_none());
+        assert!(Unchanged::prints(&page(json!([{"id": "a"}, {"n": 1}])), "/id", None, 0).is_none());
+        assert!(Unchanged::prints(&page(json!([{"id": null}])), "/id", None, 0).is_none());
     }
 
     #[test]
@@ -203,7 +206,7 @@ mod tests {
         let untimed = Unchanged::prints(
             &page(json!([{"id": "z", "updated_at": 5}])),
             "/id",
-            "/updated_at",
+            Some("/updated_at"),
             77,
         )
         .unwrap();

@@ -249,7 +249,13 @@ pub async fn diagnose(cfg: &Config, logs: &[std::path::PathBuf]) -> String {
             let msg: String = msg.chars().take(90).collect();
             let e = counts.entry(msg).or_default();
             e.0 += 1;
-            e.1 = line.split("\"timestamp\":\"").nth(1).unwrap_or("").chars().take(23).collect();
+            e.1 = line
+                .split("\"timestamp\":\"")
+                .nth(1)
+                .unwrap_or("")
+                .chars()
+                .take(23)
+                .collect();
         }
         let mut top: Vec<_> = counts.into_iter().collect();
         top.sort_by(|a, b| b.1.0.cmp(&a.1.0));
@@ -261,7 +267,14 @@ pub async fn diagnose(cfg: &Config, logs: &[std::path::PathBuf]) -> String {
         for (msg, (n, last)) in top.iter().take(6) {
             out.push_str(&format!("  {n:>5}x (last {last}) {msg}\n"));
         }
-        for line in text.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev() {
+        for line in text
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             let l: String = line.chars().take(300).collect();
             out.push_str(&format!("  | {l}\n"));
         }
