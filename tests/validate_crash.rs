@@ -378,7 +378,29 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
         "only {mid_stream} kills found uncommitted landing records: {backlogs:?}"
     );
 
-    // Drain with both processes up, then stop them gracefully.
+    // A third process joins while both others are live and busy: the group must take
+    // partitions from a live process (cooperative revoke, its open transaction committed first).
+    let mut third = Slot {
+        instance: "v2".into(),
+        child: None,
+        log: dir.path().join("validate-v2.log"),
+    };
+    third.start(&config_path);
+    let joined = Instant::now();
+    while !std::fs::read_to_string(&third.log)
+        .unwrap_or_default()
+        .contains("landing partitions assigned")
+    {
+        assert!(
+            joined.elapsed() < Duration::from_secs(60),
+            "the third process got no partitions"
+        );
+        land().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    slots.push(third);
+
+    // Drain with every process up, then stop them gracefully.
     let want = blocking({
         let (cfg, drifted) = (cfg.clone(), drifted.clone());
         move || expected(&cfg, &drifted)
@@ -460,6 +482,6 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     );
     assert!(
         revocations >= 1,
-        "partitions moved between live processes (cooperative revoke)"
+        "partitions moved from a live process to the one that joined (cooperative revoke)"
     );
 }

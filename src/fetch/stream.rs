@@ -348,11 +348,14 @@ impl StreamWorker {
                 pages.push(landed);
             }
             next.page = after;
-            // `pages` counts landed pages: it is the next page's `intake.seq`, so a sync's
-            // landed pages stay numbered 0, 1, 2… with no gap where a page was skipped.
-            next.pages += u64::from(!skip);
-            next.records += count as u64;
-            next.total_records += count as u64;
+            // The counts are of what landed: `pages` is the next page's `intake.seq`, so a
+            // sync's landed pages stay numbered 0, 1, 2… with no gap where a page was skipped,
+            // and a cursor's counts always match the pages behind it.
+            if !skip {
+                next.pages += 1;
+                next.records += count as u64;
+                next.total_records += count as u64;
+            }
         }
         if next.page == PageCursor::Done {
             next.complete = true;
