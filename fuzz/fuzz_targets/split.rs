@@ -21,6 +21,9 @@ const VALUE_ERRORS: [&str; 4] = [
     "invalid unicode code point",
 ];
 
+/// The member name serde_json's `Value` cannot take (see below).
+const RAW_VALUE_TOKEN: &[u8] = b"$serde_json::private::RawValue";
+
 fn usable_key(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
@@ -48,6 +51,15 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(index, i);
         assert_eq!(raw.as_ptr() as usize - base, offset);
         assert_eq!(&page[offset..offset + raw.len()], raw.as_bytes());
+    }
+    // serde_json (with `raw_value`, as intake builds it) reserves one member name for its own
+    // RawValue plumbing: a `Value` cannot hold an object with that key, though it is valid
+    // JSON. The splitter handles it like any other name; the tree cannot be the oracle then.
+    if page
+        .windows(RAW_VALUE_TOKEN.len())
+        .any(|w| w == RAW_VALUE_TOKEN)
+    {
+        return;
     }
     let tree: Value = match serde_json::from_slice(page) {
         Ok(tree) => tree,
