@@ -209,6 +209,7 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
         jobs: names.jobs(),
         tally: Tally::default(),
         valid_counter: metrics::counter!(crate::telemetry::metric::VALIDATE_RECORDS, "outcome" => "valid"),
+        prov: Provenance::default(),
     };
     tracing::info!(group = %loop_cfg.group, transactional_id = %loop_cfg.transactional_id, landing = %processor.landing, "validate starting");
     eos::run(&kafka, &loop_cfg, &mut processor, stop)?;
@@ -481,6 +482,29 @@ struct Validate {
     /// `intake_validate_records{outcome="valid"}`, resolved once: a counter looked up by name
     /// and labels for every record costs more than the rest of its bookkeeping.
     valid_counter: metrics::Counter,
+    /// Provenance of the landing record being processed, shared by all of its records.
+    prov: Provenance,
+}
+
+/// The headers every valid record of one landing record carries alike: found once per landing
+/// record instead of once per record (a page holds hundreds).
+#[derive(Default)]
+struct Provenance {
+    /// `intake.origin`: landing topic/partition/offset.
+    origin: String,
+    fetched_at: Option<Vec<u8>>,
+    sync_id: Option<Vec<u8>>,
+}
+
+impl Provenance {
+    fn of(msg: &BorrowedMessage<'_>) -> Self {
+        let h = msg.headers();
+        Self {
+            origin: dlq::origin(msg.topic(), msg.partition(), msg.offset(), None),
+            fetched_at: headers::get(h, headers::FETCHED_AT).map(<[u8]>::to_vec),
+            sync_id: headers::get(h, headers::SYNC_ID).map(<[u8]>::to_vec),
+        }
+    }
 }
 
 impl Processor for Validate {
@@ -499,6 +523,7 @@ impl Processor for Validate {
 
     fn process(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> KafkaResult<()> {
         self.tally = Tally::default();
+        self.prov = Provenance::of(msg);
         let routed = self
             .route(msg, sink)
             .and_then(|()| self.tally.send(msg, &self.jobs, sink).map_err(Fail::Kafka));
@@ -698,19 +723,15 @@ impl Validate {
         input: &Input<'_>,
         sink: &mut Sink<'_>,
     ) -> Result<(), Fail> {
-        let h = msg.headers();
         let hdrs = Headers::new()
             .with(headers::SOURCE, &plan.source)
             .with(headers::STREAM, &plan.stream)
             .with(headers::OP, "upsert")
             .with_opt(headers::VERSION, input.version.map(|v| v.to_string()))
             .with(headers::HASH, hash_hex(input.raw))
-            .with(
-                headers::ORIGIN,
-                dlq::origin(msg.topic(), msg.partition(), msg.offset(), None),
-            )
-            .with_opt(headers::FETCHED_AT, headers::get(h, headers::FETCHED_AT))
-            .with_opt(headers::SYNC_ID, headers::get(h, headers::SYNC_ID))
+            .with(headers::ORIGIN, &self.prov.origin)
+            .with_opt(headers::FETCHED_AT, self.prov.fetched_at.as_deref())
+            .with_opt(headers::SYNC_ID, self.prov.sync_id.as_deref())
             .build();
         let size = input.key.len() + self.buf.len() + dlq::header_bytes(&hdrs) + FRAMING;
         let limit = self.limits.valid(&plan.valid_topic);
@@ -1122,8 +1143,10 @@ impl Validate {
 }
 
 /// `intake.hash`: 16 lower-case hex digits of the XXH3-64 of the raw record bytes.
-fn hash_hex(raw: &[u8]) -> String {
-    format!("{:016x}", content_hash(raw))
+fn hash_hex(raw: &[u8]) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let h = content_hash(raw);
+    std::array::from_fn(|i| HEX[((h >> (60 - 4 * i)) & 0xf) as usize])
 }
 
 /// What an event does to its entity.
@@ -1367,11 +1390,20 @@ mod tests {
 
     #[test]
     fn hash_is_sixteen_lower_hex_digits() {
-        let h = hash_hex(br#"{"id":"a"}"#);
+        let h = String::from_utf8(hash_hex(br#"{"id":"a"}"#).to_vec()).unwrap();
         assert_eq!(h.len(), 16);
         assert!(
             h.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        let zero_led = (0u32..)
+            .map(|i| i.to_string())
+            .find(|s| content_hash(s.as_bytes()) >> 60 == 0)
+            .unwrap();
+        assert_eq!(
+            hash_hex(zero_led.as_bytes()),
+            format!("{:016x}", content_hash(zero_led.as_bytes())).as_bytes(),
+            "leading zeros are kept"
         );
         assert_eq!(
             h,
