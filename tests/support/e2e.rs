@@ -258,7 +258,7 @@ pub async fn diagnose(cfg: &Config, logs: &[std::path::PathBuf]) -> String {
                 .collect();
         }
         let mut top: Vec<_> = counts.into_iter().collect();
-        top.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+        top.sort_by_key(|b| std::cmp::Reverse(b.1.0));
         out.push_str(&format!(
             "log {} ({} lines)\n",
             log.file_name().unwrap_or_default().to_string_lossy(),
