@@ -799,10 +799,22 @@ version = "/version"
     }));
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(!task.is_finished(), "an outage does not stop the stage");
-    let during: usize = read_outputs(&outputs).await.values().map(Vec::len).sum();
+    let written = read_outputs(&outputs).await;
+    let during: usize = written.values().map(Vec::len).sum();
+    let what: Vec<(&str, Option<&str>, Option<&str>)> = written
+        .values()
+        .flatten()
+        .map(|r| {
+            (
+                r.key_str(),
+                r.header(headers::DLQ_KIND),
+                r.header(headers::DLQ_DETAIL),
+            )
+        })
+        .collect();
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
-    assert_eq!(during, 0, "a registry outage is not bad data");
+    assert_eq!(during, 0, "a registry outage is not bad data: {what:?}");
     let retries = logs
         .text()
         .matches("system unavailable; aborting the batch to retry it")

@@ -100,20 +100,79 @@ impl std::fmt::Debug for Registry {
 
 fn sr_err(subject: &str, e: SRCError) -> RegistryError {
     let text = format!("{} {}", e.error, e.cause.clone().unwrap_or_default());
-    if text.contains("404") || text.contains("40401") || text.to_lowercase().contains("not found") {
-        RegistryError::NotFound(subject.to_owned())
-    } else if text.contains("409") || text.to_lowercase().contains("incompatible") {
-        RegistryError::Incompatible {
+    classify_sr(subject, e.retriable, &e.error, text)
+}
+
+/// What a registry error means, by the HTTP status the client reports (`… failed with status
+/// 404 Not Found`), never by digits that happen to appear elsewhere in the text: the request
+/// URL carries the subject, and a random topic prefix holding `404` once made an unreachable
+/// registry look like a missing schema (records went to the DLQ instead of being retried).
+fn classify_sr(subject: &str, retriable: bool, error: &str, text: String) -> RegistryError {
+    let status = error
+        .split_once("with status ")
+        .and_then(|(_, rest)| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok());
+    match status {
+        _ if retriable => RegistryError::Unavailable(text),
+        Some(404) => RegistryError::NotFound(subject.to_owned()),
+        Some(409) => RegistryError::Incompatible {
             subject: subject.to_owned(),
             detail: text,
-        }
-    } else if text.contains("422") || text.contains("42201") {
-        RegistryError::InvalidSchema {
+        },
+        Some(422) => RegistryError::InvalidSchema {
             subject: subject.to_owned(),
             detail: text,
-        }
-    } else {
-        RegistryError::Unavailable(text)
+        },
+        _ => RegistryError::Unavailable(text),
+    }
+}
+
+#[cfg(test)]
+mod classify_tests {
+    use super::*;
+
+    #[test]
+    fn registry_errors_are_classified_by_status_only() {
+        let c = |retriable, error: &str| {
+            classify_sr("s404-value", retriable, error, format!("{error} t404abc"))
+        };
+        // An unreachable registry, with 404 in the URL's subject: retried, not "no schema".
+        assert!(matches!(
+            c(true, "http call to schema registry failed"),
+            RegistryError::Unavailable(_)
+        ));
+        assert!(matches!(
+            c(
+                true,
+                "HTTP request to schema registry failed with status 503 Service Unavailable"
+            ),
+            RegistryError::Unavailable(_)
+        ));
+        assert!(matches!(
+            c(
+                false,
+                "HTTP request to schema registry failed with status 404 Not Found"
+            ),
+            RegistryError::NotFound(_)
+        ));
+        assert!(matches!(
+            c(
+                false,
+                "HTTP request to schema registry failed with status 409 Conflict"
+            ),
+            RegistryError::Incompatible { .. }
+        ));
+        assert!(matches!(
+            c(
+                false,
+                "HTTP request to schema registry failed with status 422 Unprocessable Entity"
+            ),
+            RegistryError::InvalidSchema { .. }
+        ));
+        assert!(matches!(
+            c(false, "could not parse to RawRegisteredSchema"),
+            RegistryError::Unavailable(_)
+        ));
     }
 }
 
