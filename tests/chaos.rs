@@ -418,12 +418,7 @@ async fn serve_ready(port: u16) -> bool {
 
 /// The simulator's counters of one token: (requests, throttled, highest requests in a second).
 async fn token_counts(sim: &intake::sim::SimHandle) -> (u64, u64, u64, serde_json::Value) {
-    let stats: serde_json::Value = reqwest::get(sim.url("/admin/stats"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = sim_stats(sim).await;
     let t = &stats["tokens"]["demo"];
     let max = t["per_second"]
         .as_object()

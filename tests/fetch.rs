@@ -420,12 +420,7 @@ poll_interval = "300ms""#;
         let _ = stop_rx.await;
     }));
     let served = || async {
-        let s: serde_json::Value = reqwest::get(sim.url("/admin/stats"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s = sim_stats(&sim).await;
         s["pages"].as_u64().unwrap()
     };
     let wait_for = |n: u64| async move {

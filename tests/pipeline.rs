@@ -163,12 +163,7 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     let f = e2e::assert_exact(&report, &doubles, &truth, true);
 
     // The run exercised what it claims to.
-    let stats: serde_json::Value = reqwest::get(sim.url("/admin/stats"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = sim_stats(&sim).await;
     let w = &stats["writer"];
     let n = |v: &serde_json::Value| v.as_u64().unwrap();
     assert!(n(&w["writes"]) >= 100, "writes: {w}");

@@ -133,12 +133,7 @@ struct Counts {
 }
 
 async fn counts(sim: &intake::sim::SimHandle, token: &str) -> Counts {
-    let v: serde_json::Value = reqwest::get(sim.url("/admin/stats"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = sim_stats(sim).await;
     let t = &v["tokens"][token];
     Counts {
         requests: t["requests"].as_u64().unwrap_or(0),

@@ -179,12 +179,7 @@ pub async fn webhooks_delivered(
 ) -> serde_json::Value {
     let deadline = Instant::now() + timeout;
     loop {
-        let stats: serde_json::Value = reqwest::get(sim.url("/admin/stats"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats = super::sim_stats(sim).await;
         let w = stats["webhooks"].clone();
         if w["pending"] == 0 {
             return w;

@@ -218,6 +218,17 @@ pub async fn truth(sim: &intake::sim::SimHandle) -> serde_json::Value {
         .unwrap()
 }
 
+/// The simulator's counters (`/admin/stats`): requests and pages served, per-token quota
+/// counts, webhook deliveries.
+pub async fn sim_stats(sim: &intake::sim::SimHandle) -> serde_json::Value {
+    reqwest::get(sim.url("/admin/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// `id -> version` of the live records of a stream in the truth.
 pub fn truth_versions(
     truth: &serde_json::Value,
