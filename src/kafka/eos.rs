@@ -3,8 +3,9 @@
 //! One dedicated thread per process runs: poll a batch → begin a transaction → the stage's
 //! [`Processor`] sends outputs straight into the transaction (borrowing the input bytes; no
 //! intermediate copies) → `send_offsets_to_transaction` with the consumer's group metadata →
-//! commit. A transaction carries a batch (up to `max_batch` records or `linger`), so commits
-//! are amortised.
+//! commit. A transaction carries a batch (up to `max_batch` records or `linger`, or less when
+//! the input runs dry: a poll that finds nothing for 20 ms commits what is open), so commits
+//! are amortised while records keep coming and the last ones are not held back.
 //!
 //! Failure handling, by [`classify`]:
 //! - retriable commit errors are retried;
@@ -32,6 +33,10 @@ use crate::telemetry::metric;
 
 /// How often the consumer-lag gauge is refreshed.
 const LAG_EVERY: Duration = Duration::from_secs(2);
+/// With a batch open, a poll that finds nothing for this long means the input is drained: the
+/// batch commits then instead of waiting out `linger` (which only pays off while records keep
+/// coming), so the last records of a burst are not held back.
+const IDLE: Duration = Duration::from_millis(20);
 
 /// A topic-partition.
 pub type Tp = (String, i32);
@@ -258,7 +263,7 @@ pub fn run(
             processor.tick();
         }
         let timeout = match batch_started {
-            Some(t) => cfg.linger.saturating_sub(t.elapsed()),
+            Some(t) => cfg.linger.saturating_sub(t.elapsed()).min(IDLE),
             None => Duration::from_millis(200),
         };
         let polled = consumer.poll(timeout);
@@ -302,6 +307,7 @@ pub fn run(
                 }
             }
         }
+        let idle = polled.is_none();
         match polled {
             None => {}
             Some(Err(e)) => {
@@ -350,8 +356,8 @@ pub fn run(
                 }
             }
         }
-        let due =
-            batch_started.is_some_and(|t| t.elapsed() >= cfg.linger) || in_batch >= cfg.max_batch;
+        let due = batch_started.is_some_and(|t| idle || t.elapsed() >= cfg.linger)
+            || in_batch >= cfg.max_batch;
         if due {
             let mut s = shared.lock().expect("poisoned");
             let result = if s.open {

@@ -253,11 +253,38 @@ impl Validator {
     /// `malformed_json` if the bytes are not JSON, else as [`Validator::convert`].
     pub fn encode_raw_into(&self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
         let start = out.len();
-        if stream::encode(self, raw, out) {
+        if let Ok(text) = std::str::from_utf8(raw)
+            && stream::encode(self, text, out, None)
+        {
             return Ok(());
         }
         out.truncate(start);
         self.encode_into(&parse(raw)?, out)
+    }
+
+    /// [`Validator::encode_raw_into`] for a record already known to be UTF-8 (as split from a
+    /// page), noting on the way where the top-level members named by `capture` are, so that
+    /// the caller need not scan the record again for its key and version. The capture is
+    /// filled only when the one pass encoded the record ([`Capture::spans`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Validator::encode_raw_into`].
+    pub fn encode_str_into(
+        &self,
+        raw: &str,
+        out: &mut Vec<u8>,
+        capture: &mut Capture<'_>,
+    ) -> Result<(), RecordError> {
+        let start = out.len();
+        capture.reset();
+        if stream::encode(self, raw, out, Some(capture)) {
+            capture.done = true;
+            return Ok(());
+        }
+        capture.reset();
+        out.truncate(start);
+        self.encode_into(&parse(raw.as_bytes())?, out)
     }
 
     /// Every error of a record, up to [`MAX_ERRORS`], in the documented order; empty when the
@@ -315,6 +342,54 @@ impl Validator {
             f.absent = Some(filler);
         }
         Ok(())
+    }
+}
+
+/// Where a record's top-level members of some names are (at most [`Capture::MAX`] names), as
+/// noted by [`Validator::encode_str_into`].
+#[derive(Debug)]
+pub struct Capture<'n> {
+    names: &'n [&'n str],
+    /// Byte range of each named member's value in the record, when present.
+    found: [Option<(usize, usize)>; Capture::MAX],
+    /// The one pass read the whole record (so `found` is complete).
+    done: bool,
+}
+
+impl<'n> Capture<'n> {
+    /// The most names a capture notes.
+    pub const MAX: usize = 2;
+
+    /// A capture of the members named `names` (beyond [`Capture::MAX`] are ignored).
+    pub fn new(names: &'n [&'n str]) -> Self {
+        Capture {
+            names: &names[..names.len().min(Self::MAX)],
+            found: [None; Self::MAX],
+            done: false,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.found = [None; Self::MAX];
+        self.done = false;
+    }
+
+    /// The slot of a member name, if captured.
+    pub(crate) fn slot(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| *n == name)
+    }
+
+    pub(crate) fn note(&mut self, slot: usize, span: (usize, usize)) {
+        self.found[slot] = Some(span);
+    }
+
+    /// The raw value of each name (in the order of the names; `None` when absent), or `None`
+    /// when the record was not read in one pass (then nothing is known).
+    pub fn spans<'a>(&self, raw: &'a str) -> Option<[Option<&'a str>; Capture::MAX]> {
+        self.done.then(|| {
+            self.found
+                .map(|f| f.and_then(|(from, to)| raw.get(from..to)))
+        })
     }
 }
 

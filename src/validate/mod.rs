@@ -26,9 +26,10 @@ pub mod infer;
 pub mod split;
 pub mod stage;
 
-pub use convert::{Encoder, MAX_ERRORS, Validator};
+pub use convert::{Capture, Encoder, MAX_ERRORS, Validator};
 pub use error::{DriftKind, RecordError, SchemaError, UnknownDriftKind};
 pub use infer::{Proposal, propose};
 pub use split::{
-    BadRecord, JsonPointer, MAX_DEPTH, PointerError, Record, Split, Splitter, parse_version,
+    BadRecord, Element, JsonPointer, MAX_DEPTH, PointerError, Record, Split, Splitter,
+    parse_version,
 };

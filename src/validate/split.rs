@@ -21,10 +21,14 @@
 //!
 //! # Cost
 //!
-//! A page is scanned about four times, each a tight byte loop without allocation per value:
-//! UTF-8 validation, the depth check, the syntax check while navigating to the selector, the
-//! split into elements; then each record once more for its key and version. Per record the
-//! allocations are the key string (and the unescaped member names that contain escapes).
+//! A page is scanned three times: UTF-8 validation and the depth check (tight byte loops), then
+//! one pass of the parser that checks the syntax, navigates to the selector and finds the
+//! elements' bounds together (each element a [`RawValue`]: no allocation per value). Reading a
+//! record's key and version scans its top-level members once more ([`Splitter::split`]), unless
+//! the validator noted them while encoding the record ([`Splitter::elements`] then
+//! [`Splitter::record`] with the noted values: the stage's hot path, where a record is read
+//! once after the split). Per record the allocations are the key string (and the unescaped
+//! member names that contain escapes).
 //!
 //! # Nesting
 //!
@@ -200,6 +204,17 @@ pub struct BadRecord<'a> {
     pub error: RecordError,
 }
 
+/// One element of a page, before its key and version are read ([`Splitter::elements`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Element<'a> {
+    /// Position of the element in the page (0-based).
+    pub index: usize,
+    /// Byte offset of [`Element::raw`] in the page.
+    pub offset: usize,
+    /// The element's bytes exactly as received (a sub-slice of the page).
+    pub raw: &'a str,
+}
+
 impl Record<'_> {
     /// The raw bytes.
     pub fn bytes(&self) -> &[u8] {
@@ -255,6 +270,21 @@ impl Splitter {
     /// (`not_a_page`). Otherwise each record is `Ok` or, when its key or version is unusable,
     /// a [`BadRecord`] (`missing_key`, `bad_version`).
     pub fn split<'a>(&self, page: &'a [u8]) -> Result<Split<'a>, RecordError> {
+        Ok(self
+            .elements(page)?
+            .into_iter()
+            .map(|element| self.record(element, None))
+            .collect())
+    }
+
+    /// Splits one page into its elements, without reading their keys and versions (see
+    /// [`Splitter::record`]): one scan of the page by the parser, which checks its syntax, finds
+    /// the selector and the elements' bounds together.
+    ///
+    /// # Errors
+    ///
+    /// As [`Splitter::split`] for the whole page.
+    pub fn elements<'a>(&self, page: &'a [u8]) -> Result<Vec<Element<'a>>, RecordError> {
         let text = std::str::from_utf8(page).map_err(|e| {
             RecordError::whole(
                 DriftKind::NotUtf8,
@@ -262,69 +292,136 @@ impl Splitter {
             )
         })?;
         check_depth(text)?;
-        let root: &'a RawValue =
-            serde_json::from_str(text).map_err(|e| RecordError::malformed(&e, page))?;
+        let malformed = |e: serde_json::Error| RecordError::malformed(&e, page);
 
-        let mut current = root.get();
-        for (depth, token) in self.selector.tokens.iter().enumerate() {
-            match child(current, token).map_err(|e| RecordError::malformed(&e, page))? {
-                Step::Found(raw) => current = raw.get(),
-                Step::Absent => {
-                    return Err(self.not_a_page(depth, format!("`{token}` is absent")));
-                }
-                Step::Scalar(kind) => {
-                    return Err(
-                        self.not_a_page(depth, format!("the parent of `{token}` is {kind}"))
-                    );
-                }
-                Step::NotIndex => {
-                    return Err(self.not_a_page(
-                        depth,
-                        format!(
-                            "the parent of `{token}` is an array and `{token}` is not an index"
-                        ),
-                    ));
-                }
-            }
+        // To the parent of the selected value (each step scans its parent: the first one, the
+        // whole page, which checks the page's syntax; later ones cannot fail on syntax).
+        let Some((last, parents)) = self.selector.tokens.split_last() else {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let target = Target::deserialize(&mut de).map_err(malformed)?;
+            de.end().map_err(malformed)?;
+            return self.elements_of(page, target, || {
+                serde_json::from_str::<&RawValue>(text).map_err(malformed)
+            });
+        };
+        let mut parent = text;
+        for (depth, token) in parents.iter().enumerate() {
+            parent = match child(parent, token).map_err(malformed)? {
+                Step::Found(raw) => raw.get(),
+                step => return Err(self.step_error(depth, token, &step)),
+            };
         }
+        // The selected value, split as it is read when its parent is an object.
+        let depth = parents.len();
+        let found = match JsonKind::of(parent) {
+            JsonKind::Object => {
+                let mut de = serde_json::Deserializer::from_str(parent);
+                let found = de::Deserializer::deserialize_map(&mut de, TargetMember(last))
+                    .map_err(malformed)?;
+                de.end().map_err(malformed)?;
+                found
+            }
+            _ => match child(parent, last).map_err(malformed)? {
+                Step::Found(raw) => Some(serde_json::from_str(raw.get()).map_err(malformed)?),
+                step => return Err(self.step_error(depth, last, &step)),
+            },
+        };
+        let Some(target) = found else {
+            return Err(self.step_error(depth, last, &Step::Absent));
+        };
+        self.elements_of(page, target, || {
+            match child(parent, last).map_err(malformed)? {
+                Step::Found(raw) => Ok(raw),
+                step => Err(self.step_error(depth, last, &step)),
+            }
+        })
+    }
 
+    /// The elements of the selected value; `whole` reads it again as one raw value (for an
+    /// object, which is one record).
+    fn elements_of<'a>(
+        &self,
+        page: &'a [u8],
+        target: Target<'a>,
+        whole: impl FnOnce() -> Result<&'a RawValue, RecordError>,
+    ) -> Result<Vec<Element<'a>>, RecordError> {
         let base = page.as_ptr() as usize;
-        let record = |index: usize, raw: &'a str| {
-            let offset = raw.as_ptr() as usize - base;
-            match self.extract(raw) {
-                Ok((key, version)) => Ok(Record {
-                    index,
-                    offset,
-                    raw,
-                    key,
-                    version,
-                }),
-                Err(error) => Err(BadRecord {
-                    index,
-                    offset,
-                    raw,
-                    error,
-                }),
+        let element = |index: usize, raw: &'a RawValue| {
+            let raw = raw.get();
+            Element {
+                index,
+                offset: raw.as_ptr() as usize - base,
+                raw,
             }
         };
-        match JsonKind::of(current) {
-            JsonKind::Array => {
-                let elements: Vec<&'a RawValue> =
-                    serde_json::from_str(current).map_err(|e| RecordError::malformed(&e, page))?;
-                Ok(elements
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, raw)| record(i, raw.get()))
-                    .collect())
-            }
-            JsonKind::Object => Ok(vec![record(0, current)]),
-            kind => Err(RecordError::whole(
+        match target {
+            Target::Array(items) => Ok(items
+                .into_iter()
+                .enumerate()
+                .map(|(i, raw)| element(i, raw))
+                .collect()),
+            Target::Object => Ok(vec![element(0, whole()?)]),
+            Target::Scalar(kind) => Err(RecordError::whole(
                 DriftKind::NotAPage,
                 format!(
                     "record selector `{}` points at {kind}, not an array of records or an object",
                     self.selector
                 ),
             )),
+        }
+    }
+
+    /// One element as a record: its key and version from `top` (the raw values of
+    /// [`Splitter::top_members`], as noted by
+    /// [`Validator::encode_str_into`](super::Validator::encode_str_into)), or else from a scan
+    /// of the element's top-level members.
+    ///
+    /// # Errors
+    ///
+    /// A [`BadRecord`] (`missing_key`, `bad_version`) when the key or version is unusable.
+    pub fn record<'a>(
+        &self,
+        element: Element<'a>,
+        top: Option<[Option<&'a str>; 2]>,
+    ) -> Result<Record<'a>, BadRecord<'a>> {
+        let Element { index, offset, raw } = element;
+        match self.extract(raw, top) {
+            Ok((key, version)) => Ok(Record {
+                index,
+                offset,
+                raw,
+                key,
+                version,
+            }),
+            Err(error) => Err(BadRecord {
+                index,
+                offset,
+                raw,
+                error,
+            }),
+        }
+    }
+
+    /// The names of the record's top-level members that hold the key and the version (in that
+    /// order; the version's only when the stream has one).
+    pub fn top_members(&self) -> Vec<&str> {
+        std::iter::once(&self.key)
+            .chain(&self.version)
+            .map(|p| p.tokens[0].as_str())
+            .collect()
+    }
+
+    /// The error of a navigation step that did not find a container member.
+    fn step_error(&self, depth: usize, token: &str, step: &Step<'_>) -> RecordError {
+        match step {
+            Step::Found(_) | Step::Absent => self.not_a_page(depth, format!("`{token}` is absent")),
+            Step::Scalar(kind) => {
+                self.not_a_page(depth, format!("the parent of `{token}` is {kind}"))
+            }
+            Step::NotIndex => self.not_a_page(
+                depth,
+                format!("the parent of `{token}` is an array and `{token}` is not an index"),
+            ),
         }
     }
 
@@ -342,9 +439,13 @@ impl Splitter {
         )
     }
 
-    /// Key and version of one record, from a single scan of its top-level members (plus one
-    /// scan per deeper pointer level).
-    fn extract(&self, raw: &str) -> Result<(String, Option<i64>), RecordError> {
+    /// Key and version of one record, from `top` or else a single scan of its top-level
+    /// members (plus one scan per deeper pointer level).
+    fn extract<'a>(
+        &self,
+        raw: &'a str,
+        top: Option<[Option<&'a str>; 2]>,
+    ) -> Result<(String, Option<i64>), RecordError> {
         let key_field = || self.key.field_path();
         let kind = JsonKind::of(raw);
         if kind != JsonKind::Object {
@@ -354,25 +455,29 @@ impl Splitter {
                 format!("the record is {kind}, not an object"),
             ));
         }
-        let mut wanted = vec![self.key.tokens[0].as_str()];
-        if let Some(version) = &self.version {
-            wanted.push(version.tokens[0].as_str());
-        }
-        let top = members(raw, &wanted).map_err(|e| RecordError::malformed(&e, raw.as_bytes()))?;
+        let malformed = |e: serde_json::Error| RecordError::malformed(&e, raw.as_bytes());
+        let top = match top {
+            Some(top) => top,
+            None => {
+                let found = members(raw, &self.top_members()).map_err(malformed)?;
+                [
+                    found[0].map(RawValue::get),
+                    found.get(1).copied().flatten().map(RawValue::get),
+                ]
+            }
+        };
 
-        let key = resolve(top[0], &self.key.tokens[1..])
-            .map_err(|e| RecordError::malformed(&e, raw.as_bytes()))?;
+        let key = resolve(top[0], &self.key.tokens[1..]).map_err(malformed)?;
         let key = parse_key(key)
             .map_err(|why| RecordError::at(DriftKind::MissingKey, key_field(), why))?;
 
         let version = match &self.version {
             None => None,
             Some(pointer) => {
-                let found = resolve(top[1], &pointer.tokens[1..])
-                    .map_err(|e| RecordError::malformed(&e, raw.as_bytes()))?;
+                let found = resolve(top[1], &pointer.tokens[1..]).map_err(malformed)?;
                 let version = found
                     .ok_or_else(|| "is absent".to_owned())
-                    .and_then(|raw| parse_version(raw.get()));
+                    .and_then(parse_version);
                 Some(version.map_err(|why| {
                     RecordError::at(DriftKind::BadVersion, pointer.field_path(), why)
                 })?)
@@ -435,8 +540,8 @@ fn check_depth(text: &str) -> Result<(), RecordError> {
     Ok(())
 }
 
-/// The JSON type of a raw value, told by its first byte ([`RawValue`]s carry no leading
-/// whitespace). Used in messages ("the record is an array").
+/// The JSON type of a raw value, told by its first byte after JSON whitespace. Used to choose
+/// how to read a value and in messages ("the record is an array").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum JsonKind {
     Null,
@@ -449,7 +554,10 @@ enum JsonKind {
 
 impl JsonKind {
     fn of(raw: &str) -> JsonKind {
-        match raw.as_bytes().first() {
+        let first = raw
+            .bytes()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+        match first {
             Some(b'{') => JsonKind::Object,
             Some(b'[') => JsonKind::Array,
             Some(b'"') => JsonKind::String,
@@ -498,21 +606,25 @@ fn child<'a>(raw: &'a str, token: &str) -> Result<Step<'a>, serde_json::Error> {
             }
             _ => Ok(Step::NotIndex),
         },
-        kind => Ok(Step::Scalar(kind)),
+        kind => {
+            // Not a container, but is it JSON at all? (The first step is a page's only check.)
+            let _: IgnoredAny = serde_json::from_str(raw)?;
+            Ok(Step::Scalar(kind))
+        }
     }
 }
 
 /// Follows `rest` from `start`; `None` as soon as a step is absent or a parent is a scalar.
 fn resolve<'a>(
-    start: Option<&'a RawValue>,
+    start: Option<&'a str>,
     rest: &[String],
-) -> Result<Option<&'a RawValue>, serde_json::Error> {
+) -> Result<Option<&'a str>, serde_json::Error> {
     let Some(mut current) = start else {
         return Ok(None);
     };
     for token in rest {
-        match child(current.get(), token)? {
-            Step::Found(raw) => current = raw,
+        match child(current, token)? {
+            Step::Found(raw) => current = raw.get(),
             Step::Absent | Step::Scalar(_) | Step::NotIndex => return Ok(None),
         }
     }
@@ -584,6 +696,83 @@ impl<'de> Deserialize<'de> for MemberName<'de> {
     }
 }
 
+/// The value a record selector points at, as read in one pass: an array's elements (raw), or
+/// only the kind of anything else (an object is read again as one raw value: it is one record).
+enum Target<'a> {
+    Array(Vec<&'a RawValue>),
+    Object,
+    Scalar(JsonKind),
+}
+
+impl<'de> Deserialize<'de> for Target<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TargetVisitor)
+    }
+}
+
+struct TargetVisitor;
+
+impl<'de> Visitor<'de> for TargetVisitor {
+    type Value = Target<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            items.push(raw);
+        }
+        Ok(Target::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Target::Object)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Target::Scalar(JsonKind::Null))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Target::Scalar(JsonKind::Boolean))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Target::Scalar(JsonKind::Number))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Target::Scalar(JsonKind::Number))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Target::Scalar(JsonKind::Number))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Target::Scalar(JsonKind::String))
+    }
+}
+
+/// Visitor of an object reading the member `0` as a [`Target`] (the last one, if repeated) and
+/// skipping the others.
+struct TargetMember<'t>(&'t str);
+
+impl<'de> Visitor<'de> for TargetMember<'_> {
+    type Value = Option<Target<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(MemberName(name)) = map.next_key()? {
+            if name == self.0 {
+                found = Some(map.next_value::<Target<'de>>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// Visitor picking the element at an index of an array (and skipping the rest).
 struct ElementAt(usize);
 
@@ -621,11 +810,10 @@ impl<'de> DeserializeSeed<'de> for ElementAt {
 }
 
 /// The primary key as a string, or why there is none.
-fn parse_key(raw: Option<&RawValue>) -> Result<String, String> {
-    let Some(raw) = raw else {
+fn parse_key(raw: Option<&str>) -> Result<String, String> {
+    let Some(text) = raw else {
         return Err("is absent".to_owned());
     };
-    let text = raw.get();
     match JsonKind::of(text) {
         JsonKind::String => {
             let key: String = serde_json::from_str(text).map_err(|e| e.to_string())?;
@@ -1074,6 +1262,29 @@ mod tests {
                 "record selector `/data` not found: at `/data`, the parent of `data` is an array and `data` is not an index"
             )
         );
+    }
+
+    /// A page whose root is no container is checked for syntax before the selector's error.
+    #[test]
+    fn a_scalar_page_is_malformed_unless_it_is_json() {
+        let s = Splitter::new("/data", "/id", None).unwrap();
+        for page in [&b""[..], b"  \n", b"4x", b"\"open", b"nul"] {
+            assert_eq!(
+                s.split(page).unwrap_err().kind,
+                DriftKind::MalformedJson,
+                "{page:?}"
+            );
+        }
+        for page in [&b"42"[..], b" \"x\" ", b"null"] {
+            assert_eq!(
+                s.split(page).unwrap_err().kind,
+                DriftKind::NotAPage,
+                "{page:?}"
+            );
+        }
+        let s = Splitter::new("", "/id", None).unwrap();
+        assert_eq!(s.split(b"").unwrap_err().kind, DriftKind::MalformedJson);
+        assert_eq!(s.split(b"42").unwrap_err().kind, DriftKind::NotAPage);
     }
 
     #[test]

@@ -55,6 +55,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use serde_json::Value as Json;
 
 use super::Validator;
+use super::convert::Capture;
 use super::counts::Tally;
 use super::dlq::{self, Against, Rejection};
 use super::error::{DriftKind, RecordError};
@@ -614,8 +615,8 @@ impl Validate {
         page: &[u8],
         sink: &mut Sink<'_>,
     ) -> Result<(), Fail> {
-        let split = match plan.pages.split(page) {
-            Ok(split) => split,
+        let elements = match plan.pages.elements(page) {
+            Ok(elements) => elements,
             Err(e) => {
                 // The page as a whole: the DLQ keeps the landing value (for a blob-ref, the reference).
                 let against = Against {
@@ -625,12 +626,23 @@ impl Validate {
                 return self.dead_letter(msg, sink, msg.payload(), &e.into(), Some(against), None);
             }
         };
-        if split.is_empty() {
+        if elements.is_empty() {
             return Ok(());
         }
         let mut schema = self.schema(&plan.subject)?;
-        for item in &split {
-            match item {
+        let names = plan.pages.top_members();
+        let mut capture = Capture::new(&names);
+        for element in elements {
+            // Encoded first: the one pass also notes where the key and version are, so the
+            // record is not scanned again for them (a record it cannot encode is, below).
+            let encoded = match &schema {
+                SchemaState::Ready(active) => {
+                    Some(self.encode_str(active, element.raw, &mut capture))
+                }
+                SchemaState::Missing { .. } => None,
+            };
+            let top = encoded.as_ref().and_then(|_| capture.spans(element.raw));
+            match plan.pages.record(element, top) {
                 Ok(r) => {
                     let input = Input {
                         raw: r.bytes(),
@@ -639,7 +651,7 @@ impl Validate {
                         index: Some(r.index),
                         dlq_value: r.bytes(),
                     };
-                    self.on_record(msg, plan, &mut schema, &input, sink)?;
+                    self.on_record(msg, plan, &mut schema, &input, encoded, sink)?;
                 }
                 Err(bad) => {
                     let against = Against {
@@ -660,32 +672,36 @@ impl Validate {
         Ok(())
     }
 
-    /// One record: validate (evolving the schema if the stream allows it) and route.
+    /// One record: validate (evolving the schema if the stream allows it) and route. `encoded`
+    /// is the outcome of [`Validate::encode`] with the current schema, if the caller did that.
     fn on_record(
         &mut self,
         msg: &BorrowedMessage<'_>,
         plan: &StreamPlan,
         schema: &mut SchemaState,
         input: &Input<'_>,
+        encoded: Option<Result<(), RecordError>>,
         sink: &mut Sink<'_>,
     ) -> Result<(), Fail> {
         let checked = match schema.clone() {
             SchemaState::Missing { why, .. } => Err(why),
-            SchemaState::Ready(active) => match self.encode(&active, input.raw) {
-                Ok(()) => Ok(active),
-                Err(e) if e.kind.is_evolvable() && plan.drift == DriftPolicy::Evolve => {
-                    match self.evolve(plan, &active, input.raw, &e)? {
-                        Some(evolved) => {
-                            *schema = SchemaState::Ready(evolved.clone());
-                            self.encode(&evolved, input.raw)
-                                .map(|()| evolved)
-                                .map_err(Rejection::from)
+            SchemaState::Ready(active) => {
+                match encoded.unwrap_or_else(|| self.encode(&active, input.raw)) {
+                    Ok(()) => Ok(active),
+                    Err(e) if e.kind.is_evolvable() && plan.drift == DriftPolicy::Evolve => {
+                        match self.evolve(plan, &active, input.raw, &e)? {
+                            Some(evolved) => {
+                                *schema = SchemaState::Ready(evolved.clone());
+                                self.encode(&evolved, input.raw)
+                                    .map(|()| evolved)
+                                    .map_err(Rejection::from)
+                            }
+                            None => Err(e.into()),
                         }
-                        None => Err(e.into()),
                     }
+                    Err(e) => Err(e.into()),
                 }
-                Err(e) => Err(e.into()),
-            },
+            }
         };
         let against = Against {
             subject: &plan.subject,
@@ -706,11 +722,30 @@ impl Validate {
 
     /// `self.buf` = the record in the Confluent wire format.
     fn encode(&mut self, active: &Active, raw: &[u8]) -> Result<(), RecordError> {
+        self.frame(active);
+        active.validator.encode_raw_into(raw, &mut self.buf)
+    }
+
+    /// [`Validate::encode`] for a record split from a page (so UTF-8), noting members on the
+    /// way (see [`Validator::encode_str_into`]).
+    fn encode_str(
+        &mut self,
+        active: &Active,
+        raw: &str,
+        capture: &mut Capture<'_>,
+    ) -> Result<(), RecordError> {
+        self.frame(active);
+        active
+            .validator
+            .encode_str_into(raw, &mut self.buf, capture)
+    }
+
+    /// `self.buf` = the Confluent header (magic 0, schema id big-endian), written in place: no
+    /// frame per record.
+    fn frame(&mut self, active: &Active) {
         self.buf.clear();
-        // The Confluent header (magic 0, schema id big-endian) in place: no frame per record.
         self.buf.push(0);
         self.buf.extend_from_slice(&active.id.to_be_bytes());
-        active.validator.encode_raw_into(raw, &mut self.buf)
     }
 
     /// Sends `self.buf` (already encoded) to the stream's valid topic, or the record to the DLQ
@@ -963,7 +998,7 @@ impl Validate {
                             index: None,
                             dlq_value: value,
                         };
-                        self.on_record(msg, &plan, &mut schema, &input, sink)
+                        self.on_record(msg, &plan, &mut schema, &input, None, sink)
                     }
                     Err(bad) => {
                         let against = Against {

@@ -21,14 +21,20 @@ use std::fmt;
 
 use apache_avro::Uuid;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::sink::{ByteSink, Filler, LongKind, Sink};
-use super::{Field, Node, NodeId, Validator};
+use super::{Capture, Field, Node, NodeId, Validator};
 use crate::validate::split::{MemberName, rfc3339_nanos};
 
 /// Encodes `raw` into `out`; `false` (with `out` possibly extended: the caller truncates) when
 /// the record must go to the tree walk.
-pub(super) fn encode(v: &Validator, raw: &[u8], out: &mut Vec<u8>) -> bool {
+pub(super) fn encode(
+    v: &Validator,
+    raw: &str,
+    out: &mut Vec<u8>,
+    capture: Option<&mut Capture<'_>>,
+) -> bool {
     // The reordering buffers are reused across records of a thread (taken out of the cell while
     // in use, so there is no borrow to conflict).
     thread_local! {
@@ -40,8 +46,14 @@ pub(super) fn encode(v: &Validator, raw: &[u8], out: &mut Vec<u8>) -> bool {
         out,
         scratch,
         spans,
+        // Noted in the first record read, which is the top level only when the schema's root
+        // is a record.
+        capture: capture
+            .filter(|_| matches!(v.nodes[v.root], Node::Record { .. }))
+            .map(|c| (raw.as_ptr() as usize, c)),
     };
-    let mut de = serde_json::Deserializer::from_slice(raw);
+    // From a `str`: strings are not validated as UTF-8 again.
+    let mut de = serde_json::Deserializer::from_str(raw);
     let ok = (Seed {
         state: &mut state,
         node: v.root,
@@ -59,16 +71,18 @@ pub(super) fn encode(v: &Validator, raw: &[u8], out: &mut Vec<u8>) -> bool {
 type Span = Option<(usize, usize)>;
 
 /// Shared by the nested seeds.
-struct State<'v, 'o> {
+struct State<'v, 'o, 'c, 'n> {
     v: &'v Validator,
     out: &'o mut Vec<u8>,
     /// Where a record is reordered.
     scratch: Vec<u8>,
     /// Field byte ranges of the records being read, innermost last.
     spans: Vec<Span>,
+    /// The input's address and the members to note, taken by the top-level record.
+    capture: Option<(usize, &'c mut Capture<'n>)>,
 }
 
-impl State<'_, '_> {
+impl State<'_, '_, '_, '_> {
     fn sink(&mut self) -> ByteSink<'_> {
         ByteSink { out: self.out }
     }
@@ -90,14 +104,14 @@ fn give_up<E: de::Error>() -> E {
 }
 
 /// Converts one value of the node's type.
-struct Seed<'s, 'v, 'o> {
-    state: &'s mut State<'v, 'o>,
+struct Seed<'s, 'v, 'o, 'c, 'n> {
+    state: &'s mut State<'v, 'o, 'c, 'n>,
     node: NodeId,
     /// For a record field: what JSON null becomes (null if admitted, else the default).
     null: Option<&'v Filler>,
 }
 
-impl<'de> DeserializeSeed<'de> for Seed<'_, '_, '_> {
+impl<'de> DeserializeSeed<'de> for Seed<'_, '_, '_, '_, '_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -105,7 +119,7 @@ impl<'de> DeserializeSeed<'de> for Seed<'_, '_, '_> {
     }
 }
 
-impl Seed<'_, '_, '_> {
+impl Seed<'_, '_, '_, '_, '_> {
     /// The node that converts the value: this node if it `accepts` it, or for a union the first
     /// branch that does (writing the branch index), as the tree walk chooses. `accepts` says
     /// `None` for "not this JSON type", `Some(clean)` for "takes this JSON type, and converts
@@ -125,7 +139,7 @@ impl Seed<'_, '_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for Seed<'_, '_, '_> {
+impl<'de> Visitor<'de> for Seed<'_, '_, '_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -295,7 +309,7 @@ fn timestamp(s: &str, kind: LongKind) -> Option<i64> {
 
 /// Reads a record's members, then writes its fields in schema order.
 fn record<'de, 'v, A: MapAccess<'de>>(
-    state: &mut State<'v, '_>,
+    state: &mut State<'v, '_, '_, '_>,
     fields: &'v [Field],
     by_name: Option<&'v HashMap<String, usize>>,
     mut map: A,
@@ -305,6 +319,8 @@ fn record<'de, 'v, A: MapAccess<'de>>(
     state.spans.resize(base + fields.len(), None);
     let mut in_order = true;
     let mut last = None;
+    // Only the top-level record notes members for the caller.
+    let mut capture = state.capture.take();
     while let Some(key) = map.next_key::<MemberName<'de>>()? {
         let index = match by_name {
             Some(by_name) => by_name.get(key.0.as_ref()).copied(),
@@ -318,11 +334,27 @@ fn record<'de, 'v, A: MapAccess<'de>>(
         last = Some(index);
         let from = state.out.len();
         let field = &fields[index];
-        map.next_value_seed(Seed {
+        let seed = Seed {
             state: &mut *state,
             node: field.node,
             null: field.null.as_ref(),
-        })?;
+        };
+        match capture
+            .as_mut()
+            .and_then(|(base, c)| Some((*base, c.slot(&key.0)?, c)))
+        {
+            // A noted member: its raw value first (a borrowed slice of the input), then
+            // converted from that slice. Only small members are noted (key and version).
+            Some((base, slot, c)) => {
+                let value: &'de RawValue = map.next_value()?;
+                let text = value.get();
+                let at = text.as_ptr() as usize - base;
+                c.note(slot, (at, at + text.len()));
+                let mut de = serde_json::Deserializer::from_str(text);
+                seed.deserialize(&mut de).map_err(|_| give_up())?;
+            }
+            None => map.next_value_seed(seed)?,
+        }
         state.spans[base + index] = Some((from, state.out.len()));
     }
     let complete = state.spans[base..].iter().all(Option::is_some);

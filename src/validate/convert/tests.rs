@@ -932,7 +932,74 @@ proptest! {
                 from_avro_datum(&schema, &mut &raw_out[1..], None).unwrap(),
                 v.convert(&parsed).unwrap()
             ),
-            Err(_) => prop_assert_eq!(raw_out, vec![7]),
+            Err(_) => prop_assert_eq!(&raw_out, &vec![7]),
+        }
+        // The capturing path gives the same result and bytes, and notes the raw value of each
+        // named top-level member (here: the record's last member and an absent one).
+        let last = parsed.as_object().and_then(|o| o.keys().last().cloned());
+        let names = [last.as_deref().unwrap_or("absent"), "not a member"];
+        let mut capture = Capture::new(&names);
+        let mut str_out = vec![7];
+        let str_result = v.encode_str_into(&text, &mut str_out, &mut capture);
+        prop_assert_eq!(&str_result, &tree_result);
+        prop_assert_eq!(&str_out, &raw_out);
+        if let Some([first, absent]) = capture.spans(&text) {
+            prop_assert!(str_result.is_ok());
+            prop_assert_eq!(absent, None);
+            let noted = first.map(|raw| serde_json::from_str::<Json>(raw).unwrap());
+            prop_assert_eq!(noted.as_ref(), parsed.get(names[0]));
         }
     }
+}
+
+/// The split takes a record's key and version from what the one pass noted, and they are what
+/// its own scan finds, nested version pointer, escapes and member order included.
+#[test]
+fn noted_key_and_version_are_what_the_split_reads() {
+    let schema = Schema::parse_str(
+        r#"{"type": "record", "name": "R", "fields": [
+            {"name": "id", "type": "string"},
+            {"name": "meta", "type": {"type": "record", "name": "M", "fields": [{"name": "seq", "type": "long"}]}},
+            {"name": "notes", "type": ["null", "string"], "default": null}
+        ]}"#,
+    )
+    .unwrap();
+    let v = Validator::new(&schema).unwrap();
+    let splitter = crate::validate::Splitter::new("/data", "/id", Some("/meta/seq")).unwrap();
+    let page = br#"{"data": [
+        {"id": "a\u00e9", "meta": {"seq": 3}, "notes": "x"},
+        {"notes": null, "meta": {"seq": 9}, "id": "b"},
+        {"id": "c", "meta": {"seq": "nine"}}
+    ]}"#;
+    let names = splitter.top_members();
+    assert_eq!(names, ["id", "meta"]);
+    let mut capture = Capture::new(&names);
+    let mut out = Vec::new();
+    let mut noted = 0;
+    for element in splitter.elements(page).unwrap() {
+        out.clear();
+        let encoded = v.encode_str_into(element.raw, &mut out, &mut capture);
+        let top = capture.spans(element.raw);
+        assert_eq!(top.is_some(), encoded.is_ok(), "{}", element.raw);
+        noted += usize::from(top.is_some());
+        assert_eq!(
+            splitter.record(element, top),
+            splitter.record(element, None)
+        );
+    }
+    assert_eq!(noted, 2);
+    let keys: Vec<_> = splitter
+        .split(page)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.map(|r| (r.key, r.version)).map_err(|b| b.error.kind))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            Ok(("aé".to_owned(), Some(3))),
+            Ok(("b".to_owned(), Some(9))),
+            Err(DriftKind::BadVersion)
+        ]
+    );
 }
