@@ -108,22 +108,38 @@ impl Kind {
     }
 }
 
-/// A small builder over [`OwnedHeaders`].
+/// A small builder over [`OwnedHeaders`] that also counts the bytes of names and values (the
+/// stages check a message's size against its topic's limit before sending it).
 #[derive(Default)]
-pub struct Headers(OwnedHeaders);
+pub struct Headers {
+    inner: OwnedHeaders,
+    bytes: usize,
+}
 
 impl Headers {
     /// No headers yet.
     pub fn new() -> Self {
-        Self(OwnedHeaders::new())
+        Self::default()
+    }
+    /// No headers yet, with room for `n` (a record's headers are one allocation each in
+    /// librdkafka; this saves growing the list on the way).
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            inner: OwnedHeaders::new_with_capacity(n),
+            bytes: 0,
+        }
     }
     /// Adds a header.
     #[must_use]
     pub fn with(self, key: &str, value: impl AsRef<[u8]>) -> Self {
-        Self(self.0.insert(Header {
-            key,
-            value: Some(value.as_ref()),
-        }))
+        let value = value.as_ref();
+        Self {
+            bytes: self.bytes + key.len() + value.len(),
+            inner: self.inner.insert(Header {
+                key,
+                value: Some(value),
+            }),
+        }
     }
     /// Adds a header when the value is present.
     #[must_use]
@@ -133,13 +149,17 @@ impl Headers {
             None => self,
         }
     }
+    /// The bytes of the names and values added so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
     /// The rdkafka headers.
     pub fn build(self) -> OwnedHeaders {
-        self.0
+        self.inner
     }
     /// A copy of the headers built so far.
     pub fn clone_owned(&self) -> OwnedHeaders {
-        self.0.clone()
+        self.inner.clone()
     }
 }
 
@@ -165,13 +185,19 @@ pub fn get_str<'a, H: rdkafka::message::Headers>(
 
 /// Copies every header of a message (the DLQ keeps the landing headers of a rejected record).
 pub fn copy_all<H: rdkafka::message::Headers>(headers: Option<&H>) -> Headers {
-    let mut out = Headers::new();
+    let mut out = Headers::with_capacity(headers.map_or(0, |h| h.count()));
     if let Some(h) = headers {
         for x in h.iter() {
-            out = Headers(out.0.insert(Header {
-                key: x.key,
-                value: x.value,
-            }));
+            out = match x.value {
+                Some(value) => out.with(x.key, value),
+                None => Headers {
+                    inner: out.inner.insert(Header {
+                        key: x.key,
+                        value: None::<&[u8]>,
+                    }),
+                    ..out
+                },
+            };
         }
     }
     out

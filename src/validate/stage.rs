@@ -83,6 +83,8 @@ const LINGER: Duration = Duration::from_millis(500);
 /// sends batches of a few records each and the broker's per-request work dominates. A commit
 /// flushes whatever lingers, so this adds no latency to a transaction.
 const PRODUCER_LINGER_MS: &str = "50";
+/// The most headers of a valid record.
+const VALID_HEADERS: usize = 8;
 /// Room for what a size estimate from key, value and header bytes leaves out (record and
 /// batch framing, varints, timestamps).
 const FRAMING: usize = 512;
@@ -758,17 +760,18 @@ impl Validate {
         input: &Input<'_>,
         sink: &mut Sink<'_>,
     ) -> Result<(), Fail> {
-        let hdrs = Headers::new()
+        let mut version = itoa::Buffer::new();
+        let hdrs = Headers::with_capacity(VALID_HEADERS)
             .with(headers::SOURCE, &plan.source)
             .with(headers::STREAM, &plan.stream)
             .with(headers::OP, "upsert")
-            .with_opt(headers::VERSION, input.version.map(|v| v.to_string()))
+            .with_opt(headers::VERSION, input.version.map(|v| version.format(v)))
             .with(headers::HASH, hash_hex(input.raw))
             .with(headers::ORIGIN, &self.prov.origin)
             .with_opt(headers::FETCHED_AT, self.prov.fetched_at.as_deref())
-            .with_opt(headers::SYNC_ID, self.prov.sync_id.as_deref())
-            .build();
-        let size = input.key.len() + self.buf.len() + dlq::header_bytes(&hdrs) + FRAMING;
+            .with_opt(headers::SYNC_ID, self.prov.sync_id.as_deref());
+        let size = input.key.len() + self.buf.len() + hdrs.bytes() + FRAMING;
+        let hdrs = hdrs.build();
         let limit = self.limits.valid(&plan.valid_topic);
         let against = Against {
             subject: &plan.subject,
