@@ -65,12 +65,50 @@ pub struct KafkaConfig {
     /// whose producer vanished. Short keeps read_committed readers moving after a crash.
     #[serde(default = "defaults::transaction_timeout", with = "humantime_serde")]
     pub transaction_timeout: Duration,
-    /// Extra librdkafka properties applied to every client (e.g. `security.protocol`).
+    /// Extra librdkafka properties applied to every client (e.g. `security.protocol`), over
+    /// intake's own defaults (`linger.ms`, `compression.type`, fetch sizes ...); the ones in
+    /// [`KafkaConfig::RESERVED`] are refused.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     /// SASL password (`sasl.password`), from env or file. Never logged.
     #[serde(default)]
     pub sasl_password: Option<SecretRef>,
+}
+
+impl KafkaConfig {
+    /// librdkafka properties `kafka.properties` may not set, with where they come from:
+    /// exactly-once, fencing, partitioning and secrets depend on intake setting them itself.
+    pub const RESERVED: [(&'static str, &'static str); 11] = [
+        ("bootstrap.servers", "set `kafka.brokers`"),
+        ("group.id", "groups are `<kafka.group_prefix>-<stage>`"),
+        (
+            "group.instance.id",
+            "it is the instance id (`kafka.instance_id`)",
+        ),
+        (
+            "transactional.id",
+            "it is derived from the group and instance id",
+        ),
+        ("transaction.timeout.ms", "set `kafka.transaction_timeout`"),
+        ("enable.idempotence", "exactly-once needs it on"),
+        ("isolation.level", "stages read read_committed"),
+        (
+            "enable.auto.commit",
+            "offsets commit inside the output transactions",
+        ),
+        (
+            "enable.auto.offset.store",
+            "offsets commit inside the output transactions",
+        ),
+        (
+            "partitioner",
+            "keys must land where Java clients put them (murmur2_random)",
+        ),
+        (
+            "sasl.password",
+            "set `kafka.sasl_password` (from env or a file, never literal)",
+        ),
+    ];
 }
 
 /// Schema registry settings.
@@ -232,6 +270,14 @@ impl Config {
         }
         check_name("topics.prefix", &self.topics.prefix)?;
         check_name("kafka.group_prefix", &self.kafka.group_prefix)?;
+        for (key, why) in KafkaConfig::RESERVED {
+            if self.kafka.properties.contains_key(key) {
+                return Err(invalid(
+                    format!("kafka.properties.\"{key}\""),
+                    format!("intake sets it itself: {why}"),
+                ));
+            }
+        }
         if self.registry.url.ends_with('/') {
             return Err(invalid("registry.url", "must not end with '/'"));
         }

@@ -81,11 +81,35 @@ fn invalid_values_name_the_field() {
             MIN.replace("full_sync_every = \"1h\"", ""),
             "sources[0].streams[0].detect_deletes",
         ),
+        (
+            MIN.replace(
+                "brokers = \"127.0.0.1:9092\"",
+                "brokers = \"127.0.0.1:9092\"\nproperties = { \"isolation.level\" = \"read_uncommitted\" }",
+            ),
+            "kafka.properties.\"isolation.level\"",
+        ),
+        (
+            MIN.replace(
+                "brokers = \"127.0.0.1:9092\"",
+                "brokers = \"127.0.0.1:9092\"\nproperties = { \"sasl.password\" = \"hunter2\" }",
+            ),
+            "kafka.properties.\"sasl.password\"",
+        ),
     ];
     for (text, field) in cases {
         let err = Config::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains(&format!("`{field}`")), "{field}: {err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
+    // Tuning is the user's: it is accepted (and applied over intake's defaults).
+    let tuned = MIN.replace(
+        "brokers = \"127.0.0.1:9092\"",
+        "brokers = \"127.0.0.1:9092\"\nproperties = { \"compression.type\" = \"zstd\", \"linger.ms\" = \"20\" }",
+    );
+    assert_eq!(
+        Config::from_toml(&tuned).unwrap().kafka.properties["compression.type"],
+        "zstd"
+    );
 }
 
 #[test]

@@ -137,18 +137,24 @@ impl Kafka {
             // Loopback brokers come and go in tests; do not spam logs while one restarts.
             .set("reconnect.backoff.max.ms", "2000")
             .set_log_level(RDKafkaLogLevel::Warning);
+        c
+    }
+
+    /// Applies `kafka.properties` and the SASL password over a client's settings: last, so a
+    /// user's tuning wins over intake's defaults. The settings exactly-once depends on cannot
+    /// be set there ([`crate::config::KafkaConfig::RESERVED`], checked when the config loads).
+    fn user(&self, c: &mut ClientConfig) {
         for (k, v) in &self.cfg.properties {
             c.set(k, v);
         }
         if let Some(p) = &self.sasl_password {
             c.set("sasl.password", p.expose());
         }
-        c
     }
 
     /// This client with a producer setting of a stage's own, applied by
-    /// [`Kafka::txn_producer`] over its defaults unless `kafka.properties` sets the same key
-    /// (validate batches its many small output records with a longer `linger.ms`).
+    /// [`Kafka::txn_producer`] over its defaults (and under `kafka.properties`): validate
+    /// batches its many small output records with a longer `linger.ms`.
     #[must_use]
     pub fn with_producer_setting(mut self, key: &str, value: &str) -> Self {
         self.producer.push((key.to_owned(), value.to_owned()));
@@ -161,6 +167,21 @@ impl Kafka {
     /// # Errors
     /// Invalid client configuration.
     pub fn txn_producer(&self, transactional_id: &str) -> KafkaResult<TxnProducer> {
+        let c = self.txn_producer_config(transactional_id);
+        let p = rdkafka::producer::ThreadedProducer::from_config_and_context(
+            &c,
+            DeliveryContext::default(),
+        )?;
+        Ok(TxnProducer::new(
+            p,
+            transactional_id,
+            self.cfg.transaction_timeout,
+        ))
+    }
+
+    /// The settings of [`Kafka::txn_producer`]: intake's defaults, the stage's own
+    /// ([`Kafka::with_producer_setting`]), then `kafka.properties`.
+    fn txn_producer_config(&self, transactional_id: &str) -> ClientConfig {
         let mut c = self.base(&format!("producer-{transactional_id}"));
         c.set("transactional.id", transactional_id)
             .set(
@@ -178,19 +199,10 @@ impl Kafka {
                 self.cfg.transaction_timeout.as_millis().to_string(),
             );
         for (k, v) in &self.producer {
-            if !self.cfg.properties.contains_key(k) {
-                c.set(k, v);
-            }
+            c.set(k, v);
         }
-        let p = rdkafka::producer::ThreadedProducer::from_config_and_context(
-            &c,
-            DeliveryContext::default(),
-        )?;
-        Ok(TxnProducer::new(
-            p,
-            transactional_id,
-            self.cfg.transaction_timeout,
-        ))
+        self.user(&mut c);
+        c
     }
 
     /// A consumer in a stage's group: `read_committed`, manual offsets committed inside the
@@ -229,6 +241,7 @@ impl Kafka {
             // long (default 1 s): validate drains 64 MiB of pages in about that time, so it
             // sat idle in `poll` for a quarter of `scripts/bench validate`.
             .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+        self.user(&mut c);
         BaseConsumer::from_config_and_context(&c, ctx)
     }
 
@@ -260,6 +273,7 @@ impl Kafka {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+        self.user(&mut c);
         c.create_with_context(rdkafka::consumer::DefaultConsumerContext)
     }
 
@@ -277,6 +291,7 @@ impl Kafka {
         let mut c = self.base("watermarks");
         c.set("isolation.level", "read_uncommitted")
             .set("enable.auto.commit", "false");
+        self.user(&mut c);
         let c: Arc<BaseConsumer> =
             Arc::new(c.create_with_context(rdkafka::consumer::DefaultConsumerContext)?);
         *slot = Some(c.clone());
@@ -292,6 +307,7 @@ impl Kafka {
         c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed");
+        self.user(&mut c);
         c.create_with_context(rdkafka::consumer::DefaultConsumerContext)
     }
 
@@ -300,6 +316,41 @@ impl Kafka {
     /// # Errors
     /// Invalid client configuration.
     pub fn admin(&self) -> KafkaResult<AdminClient<DefaultClientContext>> {
-        self.base("admin").create()
+        let mut c = self.base("admin");
+        self.user(&mut c);
+        c.create()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `kafka.properties` win over intake's defaults and a stage's own settings.
+    #[test]
+    fn user_properties_are_applied_last() {
+        let mut cfg: KafkaConfig = toml::from_str(
+            r#"
+brokers = "127.0.0.1:9092"
+properties = { "linger.ms" = "20", "compression.type" = "zstd" }
+"#,
+        )
+        .unwrap();
+        let kafka = Kafka::new(&cfg)
+            .unwrap()
+            .with_producer_setting("linger.ms", "50")
+            .with_producer_setting("queue.buffering.max.kbytes", "1024");
+        let c = kafka.txn_producer_config("t-1");
+        assert_eq!(c.get("linger.ms"), Some("20"));
+        assert_eq!(c.get("compression.type"), Some("zstd"));
+        assert_eq!(c.get("queue.buffering.max.kbytes"), Some("1024"));
+        assert_eq!(c.get("transactional.id"), Some("t-1"));
+        cfg.properties.clear();
+        let c = Kafka::new(&cfg)
+            .unwrap()
+            .with_producer_setting("linger.ms", "50")
+            .txn_producer_config("t-1");
+        assert_eq!(c.get("linger.ms"), Some("50"));
+        assert_eq!(c.get("compression.type"), Some("lz4"));
     }
 }
