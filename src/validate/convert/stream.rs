@@ -322,9 +322,12 @@ fn record<'de, 'v, A: MapAccess<'de>>(
     // Only the top-level record notes members for the caller.
     let mut capture = state.capture.take();
     while let Some(key) = map.next_key::<MemberName<'de>>()? {
-        let index = match by_name {
-            Some(by_name) => by_name.get(key.0.as_ref()).copied(),
-            None => fields.iter().position(|f| f.name == key.0),
+        // Members mostly come in schema order: the field after the last one is tried first.
+        let next = last.map_or(0, |l| l + 1);
+        let index = match (fields.get(next), by_name) {
+            (Some(f), _) if f.name == key.0 => Some(next),
+            (_, Some(by_name)) => by_name.get(key.0.as_ref()).copied(),
+            (_, None) => fields.iter().position(|f| f.name == key.0),
         }
         .ok_or_else(give_up)?;
         if state.spans[base + index].is_some() {
