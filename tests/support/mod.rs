@@ -210,18 +210,18 @@ pub async fn sim(flags: &[&str]) -> intake::sim::SimHandle {
 
 /// The simulator's ground truth.
 pub async fn truth(sim: &intake::sim::SimHandle) -> serde_json::Value {
-    reqwest::get(sim.url("/admin/truth"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    sim_get(sim, "/admin/truth").await
 }
 
 /// The simulator's counters (`/admin/stats`): requests and pages served, per-token quota
 /// counts, webhook deliveries.
 pub async fn sim_stats(sim: &intake::sim::SimHandle) -> serde_json::Value {
-    reqwest::get(sim.url("/admin/stats"))
+    sim_get(sim, "/admin/stats").await
+}
+
+/// GETs a simulator admin endpoint, as JSON ([`sim_admin`] POSTs).
+async fn sim_get(sim: &intake::sim::SimHandle, path: &str) -> serde_json::Value {
+    reqwest::get(sim.url(path))
         .await
         .unwrap()
         .json()
