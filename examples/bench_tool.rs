@@ -311,6 +311,36 @@ fn partitions(c: &BaseConsumer, topics: &[String]) -> anyhow::Result<TopicPartit
     Ok(tpl)
 }
 
+/// The offset after the last committed record of a partition (0 when it holds none). A
+/// partition ends with at least one transaction marker, often more (an aborted or empty
+/// transaction of the writer adds one), and a consumer group commits the offset after the last
+/// record it was given, so this, not the high watermark, is what a drained group has committed.
+fn last_record_end(
+    reader: &intake::kafka::reader::Reader,
+    topic: &str,
+    p: i32,
+) -> anyhow::Result<i64> {
+    let (lo, hi) = reader.high_watermarks(topic, p, Duration::from_secs(10))?;
+    let mut back = 64;
+    loop {
+        let from = (hi - back).max(lo);
+        let mut last = None;
+        intake::kafka::reader::read_from(
+            reader,
+            topic,
+            &[(p, Offset::Offset(from))],
+            Duration::from_secs(60),
+            |m| last = Some(m.offset() + 1),
+        )
+        .with_context(|| format!("reading the end of {topic}/{p}"))?;
+        match last {
+            Some(end) => return Ok(end),
+            None if from == lo => return Ok(0),
+            None => back *= 4,
+        }
+    }
+}
+
 fn drain(f: &Flags) -> anyhow::Result<()> {
     let cfg = Config::load(f.req("config")?.as_ref())?;
     let stage = f.req("stage")?;
@@ -324,17 +354,22 @@ fn drain(f: &Flags) -> anyhow::Result<()> {
     let group = kafka.group(stage);
     let c = kafka.reader_consumer_in_group(&group)?;
     let tpl = partitions(&c, &topics)?;
+    // The input is complete before the stage starts, so its ends are read once.
+    let reader = kafka.reader_consumer("bench-drain")?;
+    let mut ends = BTreeMap::new();
+    for e in tpl.elements() {
+        let end = last_record_end(&reader, e.topic(), e.partition())?;
+        ends.insert((e.topic().to_owned(), e.partition()), end);
+    }
     let started = Instant::now();
     let mut last_report = Instant::now();
     loop {
         let committed = c.committed_offsets(tpl.clone(), Duration::from_secs(10))?;
         let mut lag = 0i64;
         for e in committed.elements() {
-            // read_committed: the end is the last stable offset.
-            let (_, end) = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))?;
+            let end = ends[&(e.topic().to_owned(), e.partition())];
             lag += match e.offset() {
-                // The committed offset is the commit marker after the last record.
-                Offset::Offset(o) => (end - o - 1).max(0),
+                Offset::Offset(o) => (end - o).max(0),
                 _ => end,
             };
         }
@@ -359,9 +394,6 @@ fn drain(f: &Flags) -> anyhow::Result<()> {
     }
 }
 
-// --- count -------------------------------------------------------------------------------------
-
-/// Topics of the config by kind: `landing`, `dlq`, `valid` or `curated` (one per stream).
 fn topics_of(cfg: &Config, kind: &str) -> anyhow::Result<Vec<String>> {
     let names = TopicNames::from_config(cfg);
     let per_stream = |f: &dyn Fn(&str, &str) -> String| -> Vec<String> {
