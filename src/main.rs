@@ -5,7 +5,7 @@ use clap::Parser;
 /// jemalloc for Rust and, through its unprefixed `malloc`/`free`, for librdkafka: messages and
 /// headers are allocated on a stage's thread and freed on librdkafka's, which glibc's malloc
 /// pays for in fastbin consolidation on every ~1 KiB message (see Cargo.toml).
-#[cfg(not(target_env = "msvc"))]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

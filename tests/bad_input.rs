@@ -63,18 +63,6 @@ async fn prepare(cfg: &Config) {
     }
 }
 
-async fn read_topics(topics: &[String]) -> BTreeMap<String, Vec<Rec>> {
-    let topics = topics.to_vec();
-    tokio::task::spawn_blocking(move || {
-        topics
-            .iter()
-            .map(|t| (t.clone(), read_all(t, "read_committed")))
-            .collect()
-    })
-    .await
-    .unwrap()
-}
-
 /// Data records (not sync markers) of the valid topics, as `stream/key`.
 fn valid_keys(out: &BTreeMap<String, Vec<Rec>>, names: &TopicNames) -> Vec<String> {
     let mut keys: Vec<String> = out
@@ -91,9 +79,9 @@ fn valid_keys(out: &BTreeMap<String, Vec<Rec>>, names: &TopicNames) -> Vec<Strin
     keys
 }
 
-/// Runs validate in-process until `done` holds for the committed outputs, then stops it and
-/// returns the final outputs (a stage that hangs or dies fails here).
-async fn validate_until(
+/// Runs validate in-process (support's `validate_until`) over the DLQ and every valid topic of
+/// the config until `done` holds; a stage that hangs or dies fails here.
+async fn validate_bad(
     cfg: &Arc<Config>,
     done: impl Fn(&BTreeMap<String, Vec<Rec>>) -> bool,
 ) -> BTreeMap<String, Vec<Rec>> {
@@ -104,28 +92,7 @@ async fn validate_until(
             topics.push(names.valid(&s.name, &st.name));
         }
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(intake::validate::stage::run(cfg.clone(), async {
-        let _ = stopped.await;
-    }));
-    let deadline = Instant::now() + NO_HANG;
-    loop {
-        let out = read_topics(&topics).await;
-        if done(&out) {
-            break;
-        }
-        assert!(!task.is_finished(), "validate stopped: {:?}", task.await);
-        assert!(
-            Instant::now() < deadline,
-            "validate did not finish the bad input in {NO_HANG:?}: dlq {}, valid {:?}",
-            out[&names.dlq()].len(),
-            valid_keys(&out, &names)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    stop.send(()).unwrap();
-    task.await.unwrap().expect("validate stops cleanly");
-    read_topics(&topics).await
+    validate_until(cfg, &topics, "the end of the bad input", done).await
 }
 
 /// `(stage, kind, key, index)` of every DLQ record, sorted; checks that each has a detail.
@@ -409,7 +376,7 @@ pages_per_transaction = 1
 
     // Validate takes the landed pages apart: good records on, bad ones to the DLQ.
     let fetch_dlq = 3 * 7 + 1 + 1;
-    let out = validate_until(&cfg, |out| {
+    let out = validate_bad(&cfg, |out| {
         out[&names.dlq()].len() >= fetch_dlq + 5 && valid_keys(out, &names).len() >= 5
     })
     .await;
@@ -1110,7 +1077,7 @@ version = "/version"
 
     // Validate: every accepted record valid or in the DLQ with its reason.
     let want_valid = GOOD as usize + 3 + 2 + 1;
-    let out = validate_until(&cfg, |out| {
+    let out = validate_bad(&cfg, |out| {
         out[&names.dlq()].len() >= 4 && valid_keys(out, &names).len() >= want_valid
     })
     .await;
@@ -1269,7 +1236,7 @@ version = "/version"
         ],
     )
     .await;
-    let out = validate_until(&cfg, |out| {
+    let out = validate_bad(&cfg, |out| {
         out[&names.dlq()].len() >= 13 && valid_keys(out, &names).len() >= 2
     })
     .await;

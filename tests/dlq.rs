@@ -6,7 +6,6 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use intake::config::Config;
 use intake::dlq::{Filter, propose, replay, show, summary};
@@ -20,65 +19,6 @@ use support::*;
 const STREAMS: [&str; 3] = ["customers", "orders", "events"];
 /// Partitions of every valid topic (topics/topics.toml): sync markers go to each.
 const PARTITIONS: usize = 4;
-
-/// Runs validate in-process until `done` holds for the committed outputs (or a time-out), then
-/// stops it (which commits and leaves the group) and returns the outputs by topic.
-async fn validate_until(
-    cfg: &Arc<Config>,
-    outputs: &[String],
-    what: &str,
-    done: impl Fn(&BTreeMap<String, Vec<Rec>>) -> bool,
-) -> BTreeMap<String, Vec<Rec>> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(intake::validate::stage::run(cfg.clone(), async {
-        let _ = stopped.await;
-    }));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = read_outputs(outputs).await;
-        if done(&out) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "validate did not reach {what} in 120 s: {:?}",
-            out.iter().map(|(t, r)| (t, r.len())).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    stop.send(()).unwrap();
-    task.await.unwrap().expect("validate stops cleanly");
-    read_outputs(outputs).await
-}
-
-async fn read_outputs(topics: &[String]) -> BTreeMap<String, Vec<Rec>> {
-    let topics = topics.to_vec();
-    tokio::task::spawn_blocking(move || {
-        topics
-            .iter()
-            .map(|t| (t.clone(), read_all(t, "read_committed")))
-            .collect()
-    })
-    .await
-    .unwrap()
-}
-
-/// The field each drift kind of the simulator breaks, per stream.
-fn drift_field(stream: &str, kind: &str) -> &'static str {
-    match (stream, kind) {
-        ("customers", "unknown_enum") => "status",
-        ("customers", "unknown_field") => "loyalty_tier",
-        ("customers", "type_mismatch" | "missing_field") => "email",
-        ("orders", "unknown_enum") => "status",
-        ("orders", "unknown_field") => "fulfillment_channel",
-        ("orders", "type_mismatch") => "amount_cents",
-        ("orders", "missing_field") => "currency",
-        ("events", "unknown_enum" | "type_mismatch") => "type",
-        ("events", "unknown_field") => "source",
-        ("events", "missing_field") => "entity_id",
-        other => panic!("no drift field for {other:?}"),
-    }
-}
 
 /// `(stream, id)` of the data records (not sync markers) in the valid topics, with how often
 /// each is there.

@@ -107,37 +107,19 @@ fn batch(records: &[Json]) -> Vec<u8> {
 }
 
 /// Runs validate until the committed valid and DLQ topics hold `valid` and `dead` records.
-async fn validate_until(cfg: &Arc<Config>, valid: usize, dead: usize) {
+async fn validate_until_counts(cfg: &Arc<Config>, valid: usize, dead: usize) {
     let names = TopicNames::from_config(cfg);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(intake::validate::stage::run(cfg.clone(), async {
-        let _ = stopped.await;
-    }));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (v, d) = {
-            let (vt, dt) = (names.valid("sim", "customers"), names.dlq());
-            tokio::task::spawn_blocking(move || {
-                (
-                    read_all(&vt, "read_committed").len(),
-                    read_all(&dt, "read_committed").len(),
-                )
-            })
-            .await
-            .unwrap()
-        };
-        if v >= valid && d >= dead {
-            assert_eq!((v, d), (valid, dead), "validate wrote more than expected");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "validate: {v} valid and {d} dead letters of {valid} and {dead} in 90 s"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    stop.send(()).unwrap();
-    task.await.unwrap().expect("validate stops cleanly");
+    let (vt, dt) = (names.valid("sim", "customers"), names.dlq());
+    let what = format!("{valid} valid and {dead} dead letters");
+    let out = validate_until(cfg, &[vt.clone(), dt.clone()], &what, |o| {
+        o[&vt].len() >= valid && o[&dt].len() >= dead
+    })
+    .await;
+    assert_eq!(
+        (out[&vt].len(), out[&dt].len()),
+        (valid, dead),
+        "validate wrote more than expected"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -211,7 +193,7 @@ version = "/version"
     );
 
     // Validate: 7 valid (job-1's 5, job-2's 2), 4 dead letters (job-1's 3, job-3 whole).
-    validate_until(&cfg, 7, 4).await;
+    validate_until_counts(&cfg, 7, 4).await;
     srv.wait_counts("job-1", counts(8, 5, 3, 0, 0), "validated")
         .await;
     srv.wait_counts("job-2", counts(2, 2, 0, 0, 0), "validated")
@@ -278,7 +260,7 @@ version = "/version"
         2,
         "the replayed records keep their job"
     );
-    validate_until(&cfg, 9, 4).await;
+    validate_until_counts(&cfg, 9, 4).await;
     srv.wait_counts("job-1", counts(8, 7, 1, 2, 0), "validated")
         .await;
     srv.stop().await;

@@ -4,7 +4,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use intake::config::Config;
 use intake::fetch::{self, FetchOptions};
@@ -16,44 +16,16 @@ use intake::validate::Splitter;
 use serde_json::{Value as Json, json};
 use support::*;
 
-/// Runs validate in-process until the committed outputs hold `expected` records (or a time-out),
-/// then stops it (which commits and leaves the group) and returns the final outputs by topic.
-async fn validate_until(
+/// Runs validate until the committed outputs hold `expected` records in all; returns them.
+async fn validate_count(
     cfg: &Arc<Config>,
     outputs: &[String],
     expected: usize,
 ) -> BTreeMap<String, Vec<Rec>> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(intake::validate::stage::run(cfg.clone(), async {
-        let _ = stopped.await;
-    }));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let n: usize = read_outputs(outputs).await.values().map(Vec::len).sum();
-        if n >= expected {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "validate produced {n} of {expected} outputs in 90 s"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    stop.send(()).unwrap();
-    task.await.unwrap().expect("validate stops cleanly");
-    read_outputs(outputs).await
-}
-
-async fn read_outputs(topics: &[String]) -> BTreeMap<String, Vec<Rec>> {
-    let topics = topics.to_vec();
-    tokio::task::spawn_blocking(move || {
-        topics
-            .iter()
-            .map(|t| (t.clone(), read_all(t, "read_committed")))
-            .collect()
+    validate_until(cfg, outputs, &format!("{expected} outputs"), |o| {
+        o.values().map(Vec::len).sum::<usize>() >= expected
     })
     .await
-    .unwrap()
 }
 
 /// Decodes a valid-topic value with the schema the registry has under its id.
@@ -84,23 +56,6 @@ fn assert_same_record(avro: &Json, json: &Json, what: &str) {
                 "{what}: field {k} absent in JSON must be null"
             );
         }
-    }
-}
-
-/// The field each drift kind of the simulator breaks, per stream.
-fn drift_field(stream: &str, kind: &str) -> &'static str {
-    match (stream, kind) {
-        ("customers", "unknown_enum") => "status",
-        ("customers", "unknown_field") => "loyalty_tier",
-        ("customers", "type_mismatch" | "missing_field") => "email",
-        ("orders", "unknown_enum") => "status",
-        ("orders", "unknown_field") => "fulfillment_channel",
-        ("orders", "type_mismatch") => "amount_cents",
-        ("orders", "missing_field") => "currency",
-        ("events", "unknown_enum" | "type_mismatch") => "type",
-        ("events", "unknown_field") => "source",
-        ("events", "missing_field") => "entity_id",
-        other => panic!("no drift field for {other:?}"),
     }
 }
 
@@ -229,7 +184,7 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
     let mut outputs = valid_topics.clone();
     outputs.push(names.dlq());
     let partitions = 4; // topics/topics.toml, per_stream
-    let out = validate_until(
+    let out = validate_count(
         &cfg,
         &outputs,
         landed.len() + markers.values().sum::<usize>() * partitions,
@@ -594,7 +549,7 @@ version = "/version"
     let valid_o = names.valid("sim", "orders");
     let outputs = vec![valid_c.clone(), valid_o.clone(), names.dlq()];
     // customers: c-1, c-10, c-20, the c-22 delete, 4 marker copies; orders: 3; DLQ: 17.
-    let out = validate_until(&cfg, &outputs, 8 + 3 + 17).await;
+    let out = validate_count(&cfg, &outputs, 8 + 3 + 17).await;
 
     // Valid customers.
     let data: Vec<&Rec> = out[&valid_c]
@@ -799,7 +754,7 @@ version = "/version"
     }));
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(!task.is_finished(), "an outage does not stop the stage");
-    let written = read_outputs(&outputs).await;
+    let written = read_topics(&outputs).await;
     let during: usize = written.values().map(Vec::len).sum();
     let what: Vec<(&str, Option<&str>, Option<&str>)> = written
         .values()
@@ -826,7 +781,7 @@ version = "/version"
     );
 
     // Registry back: the same landing record flows, once.
-    let out = validate_until(&cfg, &outputs, 3).await;
+    let out = validate_count(&cfg, &outputs, 3).await;
     let keys: Vec<&str> = out[&outputs[0]].iter().map(Rec::key_str).collect();
     assert_eq!(keys.len(), 2);
     assert!(keys.contains(&"c-1") && keys.contains(&"c-2"));

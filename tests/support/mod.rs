@@ -185,6 +185,72 @@ pub fn read_all(topic: &str, isolation: &str) -> Vec<Rec> {
     out
 }
 
+/// Reads every committed record of `topics`, by topic.
+pub async fn read_topics(topics: &[String]) -> std::collections::BTreeMap<String, Vec<Rec>> {
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        topics
+            .iter()
+            .map(|t| (t.clone(), read_all(t, "read_committed")))
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// How long [`validate_until`] waits for its outputs.
+pub const VALIDATE_WAIT: Duration = Duration::from_secs(120);
+
+/// Runs validate in-process until `done` holds for the committed contents of `outputs`, then
+/// stops it (which commits and leaves the group) and returns their final contents. Fails the
+/// test, naming `what` and the counts so far, if validate stops by itself or `done` does not
+/// hold within [`VALIDATE_WAIT`].
+pub async fn validate_until(
+    cfg: &std::sync::Arc<Config>,
+    outputs: &[String],
+    what: &str,
+    done: impl Fn(&std::collections::BTreeMap<String, Vec<Rec>>) -> bool,
+) -> std::collections::BTreeMap<String, Vec<Rec>> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(intake::validate::stage::run(cfg.clone(), async {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + VALIDATE_WAIT;
+    loop {
+        let out = read_topics(outputs).await;
+        if done(&out) {
+            break;
+        }
+        assert!(!task.is_finished(), "validate stopped: {:?}", task.await);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "validate did not reach {what} in {VALIDATE_WAIT:?}: {:?}",
+            out.iter().map(|(t, r)| (t, r.len())).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap().expect("validate stops cleanly");
+    read_topics(outputs).await
+}
+
+/// The field each drift kind of the simulator breaks, per stream.
+pub fn drift_field(stream: &str, kind: &str) -> &'static str {
+    match (stream, kind) {
+        ("customers", "unknown_enum") => "status",
+        ("customers", "unknown_field") => "loyalty_tier",
+        ("customers", "type_mismatch" | "missing_field") => "email",
+        ("orders", "unknown_enum") => "status",
+        ("orders", "unknown_field") => "fulfillment_channel",
+        ("orders", "type_mismatch") => "amount_cents",
+        ("orders", "missing_field") => "currency",
+        ("events", "unknown_enum" | "type_mismatch") => "type",
+        ("events", "unknown_field") => "source",
+        ("events", "missing_field") => "entity_id",
+        other => panic!("no drift field for {other:?}"),
+    }
+}
+
 /// Creates the configured topics (fails the test on error).
 pub async fn apply_topics(cfg: &Config) {
     intake::topics::ensure(cfg, &kafka(cfg))
