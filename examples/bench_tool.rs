@@ -312,9 +312,10 @@ fn partitions(c: &BaseConsumer, topics: &[String]) -> anyhow::Result<TopicPartit
 }
 
 /// The offset after the last committed record of a partition (0 when it holds none). A
-/// partition ends with at least one transaction marker, often more (an aborted or empty
-/// transaction of the writer adds one), and a consumer group commits the offset after the last
-/// record it was given, so this, not the high watermark, is what a drained group has committed.
+/// partition ends with at least one transaction marker, often more (several transactional
+/// producers write to it, each commit adds a marker after the others' records), and a consumer
+/// group commits the offset after the last record it was given, so this, not the high
+/// watermark, is what a drained group has committed.
 fn last_record_end(
     reader: &intake::kafka::reader::Reader,
     topic: &str,
@@ -394,6 +395,9 @@ fn drain(f: &Flags) -> anyhow::Result<()> {
     }
 }
 
+// --- count -------------------------------------------------------------------------------------
+
+/// Topics of the config by kind: `landing`, `dlq`, `valid` or `curated` (one per stream).
 fn topics_of(cfg: &Config, kind: &str) -> anyhow::Result<Vec<String>> {
     let names = TopicNames::from_config(cfg);
     let per_stream = |f: &dyn Fn(&str, &str) -> String| -> Vec<String> {
