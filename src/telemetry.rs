@@ -179,6 +179,9 @@ pub mod metric {
     pub const COMMIT_SECONDS: &str = "intake_commit_seconds";
     /// Work waiting for the stage, in records (label `stage`; see the module docs).
     pub const LAG: &str = "intake_lag_records";
+    /// Times the group watch made a stage's group rebalance because partitions had no member
+    /// (label `stage`; see `kafka::group`).
+    pub const GROUP_NUDGES: &str = "intake_group_nudges_total";
 
     /// fetch: responses with status 429.
     pub const FETCH_HTTP_429: &str = "intake_fetch_http_429_total";
@@ -227,6 +230,10 @@ pub mod metric {
         describe_gauge!(
             LAG,
             "Records waiting for the stage (consumer lag of validate and dedup)"
+        );
+        describe_counter!(
+            GROUP_NUDGES,
+            "Rebalances the stage caused because partitions of its group had no member"
         );
         describe_counter!(FETCH_HTTP_429, "Upstream responses with status 429");
         describe_counter!(FETCH_HTTP_RETRIES, "Retried upstream requests");

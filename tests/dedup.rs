@@ -956,3 +956,159 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
         eprintln!("removing {}: {e}", dir.display());
     }
 }
+
+/// A static member that dies between the two rounds of a cooperative rebalance, and is
+/// restarted under its instance id, must not strand the partitions it was giving up.
+///
+/// Round one of a cooperative rebalance tells the current owner which partitions to give up
+/// and assigns them to nobody; the owner revokes them and rejoins, and round two assigns
+/// them. Here the owner `x` (a consumer in the stage's group, in this process) is stopped
+/// inside its revoke callback (so it never rejoins) and replaced, like a SIGKILLed process
+/// restarted at once, by `x2` under the same `group.instance.id`. The broker hands a static
+/// member that rejoins a stable group its old assignment without a rebalance, so nothing
+/// asks for round two: the partitions `x` gave up stay with no member while `x2` lives.
+///
+/// The real `intake dedup` process `d1`, whose join started the rebalance, must get them
+/// anyway (the stage notices partitions that no member owns and makes the group rebalance),
+/// and the curated topic must then hold exactly the largest version per key of every
+/// partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_given_up_by_a_member_killed_mid_rebalance_are_not_stranded() {
+    use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Mutex, mpsc};
+
+    /// Blocks the polling thread in its first revoke callback until released.
+    struct StuckOnRevoke {
+        entered: Mutex<Option<mpsc::Sender<()>>>,
+        release: Mutex<mpsc::Receiver<()>>,
+    }
+    impl rdkafka::ClientContext for StuckOnRevoke {}
+    impl ConsumerContext for StuckOnRevoke {
+        fn pre_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+            if let Rebalance::Revoke(_) = r
+                && let Some(entered) = self.entered.lock().unwrap().take()
+            {
+                let _ = entered.send(());
+                let _ = self.release.lock().unwrap().recv();
+            }
+        }
+    }
+
+    /// Polls `c` on a thread until `stop`; returns its partition count through `owned`.
+    fn keep_polling<C: ConsumerContext + 'static>(
+        c: BaseConsumer<C>,
+        stop: Arc<AtomicBool>,
+        owned: Arc<AtomicUsize>,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = c.poll(Duration::from_millis(100));
+                if let Ok(a) = c.assignment() {
+                    owned.store(a.count(), Ordering::Relaxed);
+                }
+            }
+        })
+    }
+
+    let base = config_text(&stream_config(false));
+    let cfg = Arc::new(Config::from_toml(&base).unwrap());
+    apply_topics(&cfg).await;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let recs: Vec<Valid> = (0..400)
+        .map(|i| Valid::upsert(&format!("k{:03}", i % 200), rng.random_range(1..50), 0))
+        .collect();
+    ValidWriter::new(&cfg).commit(&recs);
+    let want = expected(&recs);
+
+    let k = kafka(&cfg);
+    let group = k.group("dedup");
+    let valid = TopicNames::from_config(&cfg).valid(SOURCE, STREAM);
+    let dir = std::env::temp_dir().join(unique("intake-dedup-strand-"));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // x owns all four partitions.
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let x = k
+        .group_consumer(
+            &group,
+            Some("x"),
+            StuckOnRevoke {
+                entered: Mutex::new(Some(entered_tx)),
+                release: Mutex::new(release_rx),
+            },
+        )
+        .unwrap();
+    x.subscribe(&[valid.as_str()]).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let x_owned = Arc::new(AtomicUsize::new(0));
+    let x_thread = keep_polling(x, stop.clone(), x_owned.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while x_owned.load(Ordering::Relaxed) < 4 {
+        assert!(Instant::now() < deadline, "x never got the 4 partitions");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // d1 joins: round one asks x to give partitions up, and x stops inside that callback.
+    let config = write_config(&dir, &base);
+    let d1 = support::proc::intake(&["dedup"], dir.join("d1.log"))
+        .config(&config)
+        .env("INTAKE_INSTANCE_ID", "d1")
+        .spawn();
+    entered_rx
+        .recv_timeout(Duration::from_secs(40))
+        .expect("x was asked to give partitions up");
+
+    // x "restarts": x2 under the same instance id takes x's place (x is fenced) and gets x's
+    // round-one assignment back, without a rebalance.
+    let x2 = k
+        .group_consumer(&group, Some("x"), rdkafka::consumer::DefaultConsumerContext)
+        .unwrap();
+    x2.subscribe(&[valid.as_str()]).unwrap();
+    let x2_owned = Arc::new(AtomicUsize::new(0));
+    let x2_thread = keep_polling(x2, stop.clone(), x2_owned.clone());
+    let stranded_at = Instant::now();
+
+    // d1 must get partitions while x2 lives (x2 never leaves: it polls and heartbeats).
+    let (ok, mut d1) = blocking(move || {
+        let ok = d1.wait_for("dedup state restored", 1, Duration::from_secs(60));
+        (ok, d1)
+    })
+    .await;
+    assert!(
+        ok,
+        "d1 got no partitions while the restarted x2 (owning {}) lived: stranded; logs in {}",
+        x2_owned.load(Ordering::Relaxed),
+        dir.display()
+    );
+    assert!(x2_owned.load(Ordering::Relaxed) < 4, "x2 got everything");
+    assert!(
+        d1.saw("nudging the group to rebalance"),
+        "d1 got partitions without its group watch nudging; logs in {}",
+        dir.display()
+    );
+    eprintln!(
+        "d1 got partitions {:?} after x2 joined",
+        stranded_at.elapsed()
+    );
+
+    // x2 dies for good; d1 takes its partitions after the session time-out and finishes.
+    stop.store(true, Ordering::Relaxed);
+    let _ = release_tx.send(());
+    blocking(move || {
+        x2_thread.join().unwrap();
+        x_thread.join().unwrap();
+    })
+    .await;
+    let curated = with_deadline(
+        "convergence",
+        converge(&cfg, &want, Duration::from_secs(80)),
+    )
+    .await;
+    assert_strictly_increasing(&curated);
+    d1.kill();
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        eprintln!("removing {}: {e}", dir.display());
+    }
+}

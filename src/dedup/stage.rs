@@ -53,7 +53,9 @@
 //! without a rebalance; partitions of a process that does not come back move to the others
 //! after the session time-out; a new process joins by a cooperative rebalance, in which the
 //! current owner commits its open transaction before it lets partitions go. Processes running
-//! at the same time need distinct instance ids.
+//! at the same time need distinct instance ids. A process restarted between the two rounds of
+//! a cooperative rebalance would strand the partitions it was giving up; the loop's group watch
+//! ([`crate::kafka::group`]) makes the group rebalance.
 //!
 //! # Full syncs after a restart (a known limit)
 //!

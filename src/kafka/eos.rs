@@ -212,9 +212,36 @@ fn commit_open(s: &mut Shared, consumer: &BaseConsumer<Ctx>) -> KafkaResult<()> 
 
 /// Runs the loop until `stop` is set. Blocking: call from a dedicated thread.
 ///
+/// Next to it, on a thread of its own, [`group::watch`](super::group::watch) looks for
+/// partitions of the group that no member owns and makes the group rebalance when it finds
+/// some (a static member restarted between the rounds of a cooperative rebalance strands them).
+///
 /// # Errors
 /// When the consumer or producer cannot be created.
 pub fn run(
+    kafka: &Kafka,
+    cfg: &LoopConfig,
+    processor: &mut dyn Processor,
+    stop: &AtomicBool,
+) -> KafkaResult<()> {
+    let stage = processor.stage();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let watching = std::thread::Builder::new()
+            .name(format!("intake-{stage}-group"))
+            .spawn_scoped(scope, || {
+                super::group::watch(kafka, stage, &cfg.group, &cfg.topics, &done);
+            });
+        if let Err(e) = watching {
+            tracing::warn!(stage, error = %e, "cannot start the group watch; stranded partitions will wait for the next rebalance");
+        }
+        let result = run_loop(kafka, cfg, processor, stop);
+        done.store(true, Ordering::Relaxed);
+        result
+    })
+}
+
+fn run_loop(
     kafka: &Kafka,
     cfg: &LoopConfig,
     processor: &mut dyn Processor,

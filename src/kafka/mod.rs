@@ -14,6 +14,7 @@
 
 pub mod eos;
 pub mod error;
+pub mod group;
 pub mod partition;
 pub mod reader;
 pub mod txn;

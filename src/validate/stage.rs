@@ -39,7 +39,9 @@
 //! group membership (`group.instance.id`). A restarted process thus fences its predecessor's
 //! producer (aborting the open transaction at once) and takes its partitions back without a
 //! rebalance; a process that does not come back loses its partitions to the others after the
-//! session timeout. Processes running at the same time need distinct instance ids.
+//! session timeout. Processes running at the same time need distinct instance ids. A process
+//! restarted between the two rounds of a cooperative rebalance would strand the partitions it
+//! was giving up; the loop's group watch ([`crate::kafka::group`]) makes the group rebalance.
 
 use std::collections::HashMap;
 use std::future::Future;
