@@ -235,9 +235,15 @@ pub fn run(
         if let Err(e) = watching {
             tracing::warn!(stage, error = %e, "cannot start the group watch; stranded partitions will wait for the next rebalance");
         }
-        let result = run_loop(kafka, cfg, processor, stop);
-        done.store(true, Ordering::Relaxed);
-        result
+        // Ends the watch however the loop ends, a panic included (the scope joins it).
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _done = Done(&done);
+        run_loop(kafka, cfg, processor, stop)
     })
 }
 
