@@ -184,8 +184,14 @@ struct Joined(AtomicBool);
 impl rdkafka::ClientContext for Joined {}
 
 impl ConsumerContext for Joined {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
-        if let Rebalance::Assign(_) = r {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = r {
+            // It reads nothing: paused, its partitions fetch no records while it owns them.
+            if tpl.count() > 0
+                && let Err(e) = consumer.pause(tpl)
+            {
+                tracing::debug!(error = %e, "pausing the nudging member's partitions");
+            }
             self.0.store(true, Ordering::Relaxed);
         }
     }
@@ -205,7 +211,7 @@ pub fn nudge(kafka: &Kafka, group: &str, topics: &[String], stop: &AtomicBool) -
         if Instant::now() > until || stop.load(Ordering::Relaxed) {
             return Err(KafkaError::Canceled);
         }
-        // Records it is given are dropped: it owns partitions only until it leaves.
+        // Anything fetched before the pause is dropped: it owns partitions only until it leaves.
         let _ = member.poll(Duration::from_millis(100));
     }
     // Dropping the consumer closes it: a dynamic member leaves the group, which rebalances.
