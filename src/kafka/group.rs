@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 
-use super::Kafka;
 use super::eos::Tp;
+use super::{Kafka, reader};
 use crate::telemetry::metric;
 
 /// How often the group is looked at.
@@ -42,6 +42,8 @@ const LOOK_EVERY: Duration = Duration::from_secs(5);
 const NUDGE_WAIT: Duration = Duration::from_secs(60);
 /// Time-out of one request to the coordinator or for metadata.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the subscribed topics' partition counts are asked again.
+const COUNT_EVERY: Duration = Duration::from_secs(60);
 
 /// Looks at `group` every few seconds until `stop` is set, and nudges it when subscribed
 /// partitions of `topics` stay with no member (see the module docs). Blocking: run it on a
@@ -61,8 +63,29 @@ pub fn watch(
         }
     };
     let mut seen: Option<Vec<Tp>> = None;
+    // Partition counts, asked again once a minute (a topic may grow), not at every look.
+    let mut counts: Vec<(String, i32)> = Vec::new();
+    let mut counted: Option<Instant> = None;
     while sleep_unless(stop, LOOK_EVERY) {
-        let stranded = match unowned(&client, group, topics) {
+        if counted.is_none_or(|t| t.elapsed() >= COUNT_EVERY) {
+            let asked: KafkaResult<Vec<(String, i32)>> = topics
+                .iter()
+                .map(|t| {
+                    Ok((
+                        t.clone(),
+                        reader::partition_count(&client, t, REQUEST_TIMEOUT)?,
+                    ))
+                })
+                .collect();
+            match asked {
+                Ok(c) => (counts, counted) = (c, Some(Instant::now())),
+                Err(e) => {
+                    tracing::debug!(stage, error = %e, "could not count the group's partitions");
+                    continue;
+                }
+            }
+        }
+        let stranded = match unowned(&client, group, &counts) {
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!(stage, group, error = %e, "could not look at the group");
@@ -96,16 +119,16 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
     !stop.load(Ordering::Relaxed)
 }
 
-/// The partitions of `topics` that no member of `group` owns, when the group is stable and has
-/// members; `None` when that cannot be told (rebalancing, empty, an assignment that does not
-/// parse).
+/// The partitions of `topics` (each with its partition count) that no member of `group` owns,
+/// when the group is stable and has members; `None` when that cannot be told (rebalancing,
+/// empty, an assignment that does not parse) or every partition has a member.
 ///
 /// # Errors
-/// The coordinator or the metadata could not be asked.
+/// The coordinator could not be asked.
 pub fn unowned(
     client: &BaseConsumer,
     group: &str,
-    topics: &[String],
+    topics: &[(String, i32)],
 ) -> KafkaResult<Option<Vec<Tp>>> {
     let list = client.fetch_group_list(Some(group), REQUEST_TIMEOUT)?;
     let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
@@ -121,19 +144,11 @@ pub fn unowned(
         };
         owned.extend(assignment);
     }
-    let mut unowned = Vec::new();
-    for topic in topics {
-        let md = client.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
-        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
-            continue;
-        };
-        for p in t.partitions() {
-            let tp = (topic.clone(), p.id());
-            if !owned.contains(&tp) {
-                unowned.push(tp);
-            }
-        }
-    }
+    let unowned: Vec<Tp> = topics
+        .iter()
+        .flat_map(|(topic, count)| (0..*count).map(|p| (topic.clone(), p)))
+        .filter(|tp| !owned.contains(tp))
+        .collect();
     Ok((!unowned.is_empty()).then_some(unowned))
 }
 
