@@ -38,6 +38,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use intake::topics::TopicNames;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use support::e2e::{self, Knobs};
 use support::proc::{self, Proc};
@@ -272,6 +273,9 @@ fn plan(s: &Settings) -> Vec<Action> {
     out
 }
 
+/// The stages whose processes are killed, two processes each.
+const STAGES: [&str; 4] = ["fetch", "validate", "dedup", "serve"];
+
 /// The chaos phase (blocking): every action after a random pause.
 fn chaos(
     s: &Settings,
@@ -280,15 +284,34 @@ fn chaos(
     rng: &mut rand_chacha::ChaCha8Rng,
 ) -> Chaos {
     let mut c = Chaos::default();
+    let mut turns: Vec<&'static str> = Vec::new();
     for action in plan(s) {
         let gap = Duration::from_millis(rng.random_range(s.gap_ms.0..=s.gap_ms.1));
         sleep_with_upkeep(gap, slots, &mut c);
         match action {
             Action::Kill => {
+                // Stages take turns (each round of four in a random order), so every stage is
+                // killed as often as the others, whatever the seed; the victim is a running
+                // process of that stage (the first stage in turn that has one).
+                if turns.is_empty() {
+                    turns = STAGES.to_vec();
+                    turns.shuffle(rng);
+                }
+                let stage = turns.remove(0);
                 let running: Vec<usize> = (0..slots.len())
                     .filter(|i| slots[*i].proc.is_some())
                     .collect();
-                let i = running[rng.random_range(0..running.len())];
+                let of_stage: Vec<usize> = running
+                    .iter()
+                    .copied()
+                    .filter(|i| slots[*i].stage == stage)
+                    .collect();
+                let pool = if of_stage.is_empty() {
+                    &running
+                } else {
+                    &of_stage
+                };
+                let i = pool[rng.random_range(0..pool.len())];
                 let slot = &mut slots[i];
                 let mut p = slot.proc.take().unwrap();
                 if let Some(status) = p.try_wait() {
@@ -547,7 +570,7 @@ async fn run(s: Settings) {
         .await
         .expect("schemas apply");
 
-    let mut slots: Vec<Slot> = ["fetch", "validate", "dedup", "serve"]
+    let mut slots: Vec<Slot> = STAGES
         .into_iter()
         .flat_map(|stage| (0..2).map(move |i| (stage, i)))
         .map(|(stage, i)| Slot {
@@ -695,6 +718,15 @@ async fn run(s: Settings) {
         chaos.kills, s.kills,
         "every planned kill hit a running process"
     );
+    for stage in STAGES {
+        let k = chaos.kills_by_stage.get(stage).copied().unwrap_or(0);
+        assert!(
+            k >= s.kills / STAGES.len(),
+            "{stage} was killed {k} times of {}: {:?}",
+            s.kills,
+            chaos.kills_by_stage
+        );
+    }
     assert!(chaos.broker_restarts.len() == s.broker_restarts);
     assert!(chaos.registry_restarts.len() == s.registry_restarts);
     e2e::assert_exact(&report, &doubles, &truth, true);

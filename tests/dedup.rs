@@ -28,6 +28,11 @@ use support::*;
 
 const SOURCE: &str = "src";
 const STREAM: &str = "items";
+/// Partitions of a valid topic (topics/topics.toml, per_stream).
+const PARTITIONS: usize = 4;
+/// Uncommitted input records on a victim's partitions that count as work in flight (a
+/// drained partition counts its last transaction marker).
+const IN_FLIGHT: i64 = 2;
 
 /// One valid-topic record of the contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -794,12 +799,23 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
     eprintln!("logs in {}", dir.display());
 
     /// The processes by instance id; SIGKILLed on drop so a failing test leaves none behind.
+    /// What a process owns and has left to do is asked of the broker (the group's assignment
+    /// and committed offsets), never read from its log.
     struct Fleet {
         dir: std::path::PathBuf,
         config: std::path::PathBuf,
         lives: BTreeMap<String, Proc>,
         kills: usize,
+        /// Kills that found the victim with work in flight: valid records on its partitions
+        /// that it had not committed as processed.
+        hits: usize,
         started: usize,
+        group: String,
+        view: support::group::GroupView,
+        /// The member id of each instance's killed life (its next life joins under a new one).
+        killed_member: BTreeMap<String, String>,
+        /// Per kill: victim, its partitions, uncommitted input records on them after the kill.
+        log: Vec<(String, usize, i64)>,
     }
     impl Fleet {
         fn spawn(&mut self, id: &str) {
@@ -812,19 +828,28 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
             self.lives.insert(id.to_owned(), p);
         }
 
-        /// Waits until `id` has restored partitions `n` times in this life (it then consumes).
-        fn restored(&mut self, id: &str, n: usize) {
-            let life = self.lives.get(id).expect("running");
-            assert!(
-                life.wait_for("dedup state restored", n, Duration::from_secs(40)),
-                "{id} got no partitions; logs in {}",
-                self.dir.display()
-            );
+        /// The member id and partitions of the current life of `id`, once it has joined the
+        /// stable group and owns at least `min` partitions.
+        fn owned(&self, id: &str, min: usize) -> Option<(String, Vec<support::group::Tp>)> {
+            let (member, tps) = self.view.owned_by(&format!("{}-{id}", self.group))?;
+            (self.killed_member.get(id) != Some(&member) && tps.len() >= min)
+                .then_some((member, tps))
         }
 
-        /// Restores seen so far in the current life of `id`.
-        fn restores(&self, id: &str) -> usize {
-            self.lives[id].count("dedup state restored")
+        /// Waits until the current life of `id` owns at least `min` partitions.
+        fn joined(&mut self, id: &str, min: usize) -> (String, Vec<support::group::Tp>) {
+            let until = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(o) = self.owned(id, min) {
+                    return o;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "{id} got no {min} partitions in 60 s; logs in {}",
+                    self.dir.display()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
 
         fn kill(&mut self, id: &str) {
@@ -833,13 +858,50 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
             self.kills += 1;
         }
 
-        /// Lets `id` consume for a random moment after it got partitions, then SIGKILLs and
-        /// restarts it. A restarted static member gets its partitions back at once.
-        fn life(&mut self, rng: &mut rand_chacha::ChaCha8Rng, id: &str) {
-            self.restored(id, 1);
+        /// Lets `id` consume for a random moment after it got partitions, waits until its
+        /// partitions hold work it has not committed, then SIGKILLs and restarts it. A
+        /// restarted static member gets its partitions back at once. Returns whether the kill
+        /// found work in flight (uncommitted input on its partitions right after it died).
+        fn life(&mut self, rng: &mut rand_chacha::ChaCha8Rng, id: &str) -> bool {
+            self.joined(id, 1);
             std::thread::sleep(Duration::from_millis(rng.random_range(300..2000)));
+            let until = Instant::now() + Duration::from_secs(60);
+            let (member, tps) = loop {
+                if let Some((member, tps)) = self.owned(id, 1)
+                    && self.view.backlog(&tps).is_some_and(|b| b > IN_FLIGHT)
+                {
+                    break (member, tps);
+                }
+                assert!(
+                    Instant::now() < until,
+                    "{id} never had work waiting on its partitions; logs in {}",
+                    self.dir.display()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            };
             self.kill(id);
+            self.killed_member.insert(id.to_owned(), member);
+            let after = self.view.backlog(&tps).unwrap_or(0);
+            self.log.push((id.to_owned(), tps.len(), after));
+            let hit = after > IN_FLIGHT;
+            self.hits += usize::from(hit);
             self.spawn(id);
+            hit
+        }
+
+        /// Lives of `id` (or of a random one of `ids`) until `n` kills found work in flight.
+        fn lives_until(&mut self, rng: &mut rand_chacha::ChaCha8Rng, ids: &[&str], n: usize) {
+            let (mut hits, mut kills) = (0, 0);
+            while hits < n {
+                assert!(
+                    kills < 3 * n,
+                    "only {hits} of {kills} kills of {ids:?} found work in flight: {:?}",
+                    self.log
+                );
+                let id = ids[rng.random_range(0..ids.len())];
+                hits += usize::from(self.life(rng, id));
+                kills += 1;
+            }
         }
     }
 
@@ -873,46 +935,50 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
 
     let started = Instant::now();
     let config = write_config(&dir, &base);
+    let group = kafka(&cfg).group("dedup");
     let mut fleet = Fleet {
         dir: dir.clone(),
         config,
         lives: BTreeMap::new(),
         kills: 0,
+        hits: 0,
         started: 0,
+        view: support::group::GroupView::new(&group),
+        group,
+        killed_member: BTreeMap::new(),
+        log: Vec::new(),
     };
     let fleet = tokio::task::spawn_blocking(move || {
-        // One process, killed 7 times.
+        // One process, killed until 7 kills found it with work in flight.
         fleet.spawn("d0");
-        for _ in 0..7 {
-            fleet.life(&mut rng, "d0");
-        }
+        fleet.lives_until(&mut rng, &["d0"], 7);
         // Scale to three while d0 consumes: a cooperative rebalance moves partitions from d0
-        // (which commits its open transaction first) to the newcomers. Then 10 kills of a
-        // random one.
-        fleet.restored("d0", 1);
+        // (which commits its open transaction first) to the newcomers. Then kills of a random
+        // one until 10 found work in flight.
+        fleet.joined("d0", 1);
         std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
         fleet.spawn("d1");
         fleet.spawn("d2");
-        for _ in 0..10 {
-            let id = ["d0", "d1", "d2"][rng.random_range(0..3)];
-            fleet.life(&mut rng, id);
-        }
+        fleet.lives_until(&mut rng, &["d0", "d1", "d2"], 10);
         // Back to one: d1 and d2 die for good while consuming; d0 takes their partitions over
-        // after the session time-out, consumes them, and is killed 5 more times.
-        fleet.restored("d1", 1);
-        fleet.restored("d2", 1);
+        // after the session time-out (it owns all of them), consumes them, and is killed until
+        // 5 more kills found work in flight.
+        fleet.joined("d1", 1);
+        fleet.joined("d2", 1);
         fleet.kill("d1");
         fleet.kill("d2");
-        let before = fleet.restores("d0").max(1);
-        fleet.restored("d0", before + 1);
-        for _ in 0..5 {
-            fleet.life(&mut rng, "d0");
-        }
+        fleet.joined("d0", PARTITIONS);
+        fleet.lives_until(&mut rng, &["d0"], 5);
         fleet
     })
     .await
     .unwrap();
-    assert!(fleet.kills >= 20, "{} kills", fleet.kills);
+    assert!(
+        fleet.hits >= 22,
+        "{} kills, {} with work in flight",
+        fleet.kills,
+        fleet.hits
+    );
     let during = read_curated(&cfg)
         .emitted
         .values()
@@ -921,8 +987,10 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
     stop.store(true, Ordering::Relaxed);
     let written = blocking(move || producer.join().unwrap()).await;
     eprintln!(
-        "{} kills, {} records written, {during} emitted during the kill phase, {:?}",
+        "{} kills ({} with work in flight; victim, its partitions, uncommitted records after: {:?}), {} records written, {during} emitted during the kill phase, {:?}",
         fleet.kills,
+        fleet.hits,
+        fleet.log,
         written.len(),
         started.elapsed()
     );

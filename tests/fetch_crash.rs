@@ -46,8 +46,17 @@ use support::*;
 const LIVES: usize = 24;
 /// Lives that run long-running `intake fetch` (group member) instead of `--once`.
 const GROUP_LIVES: [usize; 3] = [6, 13, 20];
-/// Records per stream at start.
-const RECORDS: &str = "6000";
+/// Records per stream at start. The backfill must outlast every kill, and that is certain by
+/// arithmetic, not by the machine's speed: every answer takes `SLOW_MS` and a stream's pages
+/// come one after the other, so a life fetches at most `MAX_LIFE_MS / SLOW_MS` pages of a
+/// stream, all lives together at most `LIVES * MAX_LIFE_MS / SLOW_MS` = 300 (plus the last
+/// life's wait for progress, at most `PROGRESS_WAIT / SLOW_MS` = 100): 10 000 records are
+/// 500 pages of 20.
+const RECORDS: &str = "10000";
+/// The longest a life lives before its kill (from its start, or a group member's assignment).
+const MAX_LIFE_MS: u64 = 2500;
+/// How long the last life may wait for every stream's backfill to have committed pages.
+const PROGRESS_WAIT: Duration = Duration::from_secs(20);
 /// Background writes per second (all streams).
 const WRITE_RATE: &str = "50";
 /// Delay of every simulator answer during the kill phase.
@@ -165,8 +174,33 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
                 );
             }
         }
-        let delay = Duration::from_millis(rng.random_range(300..=2500));
+        let delay = Duration::from_millis(rng.random_range(300..=MAX_LIFE_MS));
         tokio::time::sleep(delay).await;
+        if i == LIVES - 1 {
+            // The last life dies only once every stream's backfill has committed pages during
+            // the kill phase (checked below): made sure, not left to the random delays.
+            let until = Instant::now() + PROGRESS_WAIT;
+            loop {
+                let history = tokio::task::spawn_blocking({
+                    let cfg = cfg.clone();
+                    move || cursor_history(&cfg)
+                })
+                .await
+                .unwrap();
+                let progressed = STREAMS
+                    .iter()
+                    .all(|s| history.iter().any(|h| h.stream == *s && h.pages > 0));
+                if progressed {
+                    break;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "the backfill committed no page of some stream during the kill phase\n{}",
+                    life.tail(30)
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
         if let Some(status) = life.try_wait() {
             panic!(
                 "life {i} ({}) ended by itself ({status}) before its kill: the backfill must outlast every kill\n{}",

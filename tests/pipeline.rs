@@ -135,9 +135,36 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     // --- 2. live changes and webhooks -------------------------------------------------------
     sim_admin(&sim, "/admin/resume").await;
     let live_started = Instant::now();
-    while live_started.elapsed() < LIVE {
+    // At least LIVE, and until the run has exercised everything it claims to (checked below):
+    // made sure of, not left to the rates and the machine's speed.
+    loop {
         assert!(run.running(), "intake run stopped\n{}", tail());
         tokio::time::sleep(Duration::from_millis(500)).await;
+        if live_started.elapsed() < LIVE {
+            continue;
+        }
+        let stats = sim_stats(&sim).await;
+        let (w, h) = (&stats["writer"], &stats["webhooks"]);
+        let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+        let missing: Vec<&str> = [
+            (n(&w["writes"]) >= 100, "100 writes"),
+            (n(&w["backdated"]) > 0, "a backdated update"),
+            (n(&w["deletes"]) > 0, "a delete"),
+            (n(&h["duplicated"]) > 0, "a duplicated webhook"),
+            (n(&stats["faults"]["errors"]) > 0, "a 5xx answer"),
+        ]
+        .into_iter()
+        .filter(|(done, _)| !done)
+        .map(|(_, what)| what)
+        .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            live_started.elapsed() < 6 * LIVE,
+            "after {:?} the live phase still lacks {missing:?}: {stats}",
+            live_started.elapsed()
+        );
     }
     let paused = sim_admin(&sim, "/admin/pause").await;
     let paused_at = time::OffsetDateTime::now_utc();

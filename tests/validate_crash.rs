@@ -16,8 +16,15 @@ use rand::{Rng, SeedableRng};
 use support::proc::{self, Proc};
 use support::*;
 
-/// How many SIGKILLs the test delivers (at least 20 of them must find work in flight).
-const KILLS: usize = 26;
+/// SIGKILLs that must find the victim with work in flight (committed landing records on its
+/// partitions that it has not committed as processed); the test kills until it has that many.
+const HITS: usize = 20;
+/// A bound on all SIGKILLs: a run that cannot find work in flight this often is a failure
+/// (validate would be idle with records waiting), not bad luck.
+const MAX_KILLS: usize = 60;
+/// Uncommitted landing records on a victim's partitions that count as work in flight (a
+/// drained partition counts its last transaction marker).
+const IN_FLIGHT: i64 = 8;
 /// Validate processes at most.
 const SLOTS: usize = 2;
 /// Partitions of a valid topic (topics/topics.toml, per_stream).
@@ -135,57 +142,6 @@ fn actual(cfg: &Config, streams: &[String]) -> BTreeMap<Expect, usize> {
         *out.entry(e).or_default() += 1;
     }
     out
-}
-
-/// Landing offsets not yet committed by the validate group (a caught-up partition still counts
-/// its last transaction marker), asked with one long-lived client.
-struct Backlog {
-    consumer: rdkafka::consumer::BaseConsumer,
-    landing: String,
-}
-
-impl Backlog {
-    fn new(cfg: &Config) -> Self {
-        let consumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", kafka(cfg).group("validate"))
-            // read_committed would wait while a killed process's offsets are still pending in
-            // its open transaction (require_stable); the last committed offsets are wanted.
-            .set("isolation.level", "read_uncommitted")
-            .create()
-            .unwrap();
-        Backlog {
-            consumer,
-            landing: TopicNames::from_config(cfg).landing(),
-        }
-    }
-
-    /// `None` when the broker does not answer in time (it is shared with other tests).
-    fn get(&self) -> Option<i64> {
-        use rdkafka::consumer::Consumer;
-        let timeout = Duration::from_secs(5);
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..4 {
-            tpl.add_partition(&self.landing, p);
-        }
-        let committed = self.consumer.committed_offsets(tpl, timeout).ok()?;
-        let mut total = 0;
-        for p in 0..4 {
-            let (lo, hi) = self
-                .consumer
-                .fetch_watermarks(&self.landing, p, timeout)
-                .ok()?;
-            let at = match committed
-                .find_partition(&self.landing, p)
-                .map(|e| e.offset())
-            {
-                Some(rdkafka::Offset::Offset(o)) => o,
-                _ => lo,
-            };
-            total += hi - at;
-        }
-        Some(total)
-    }
 }
 
 /// Re-lands one copy of the pages and markers a real fetch landed, in one transaction (fetch
@@ -338,27 +294,73 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     let started = Instant::now();
     let mut kills = 0;
     let mut alone = 0;
-    let mut mid_stream = 0;
-    let mut backlogs = Vec::new();
-    let backlog = Arc::new(Backlog::new(&cfg));
-    while kills < KILLS {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1200))).await;
+    let mut hits = 0;
+    // Per kill: the victim's uncommitted landing records just before and just after it.
+    let mut backlogs: Vec<(i64, i64)> = Vec::new();
+    let group = kafka(&cfg).group("validate");
+    let view = Arc::new(support::group::GroupView::new(&group));
+    let landing = names.landing();
+    let mut killed_member: Vec<Option<String>> = vec![None; SLOTS];
+    while hits < HITS {
+        assert!(
+            kills < MAX_KILLS,
+            "only {hits} of {kills} SIGKILLs found the victim with work in flight: {backlogs:?}"
+        );
         land().await;
         land().await;
+        // The victim: a slot that owns landing partitions with committed records waiting on
+        // them. Work keeps arriving until one does (the validators may drain two copies fast).
+        let mut tries = 0;
+        let (i, owned) = loop {
+            tries += 1;
+            assert!(
+                tries < 200,
+                "no validate process held landing work for 40 s: {backlogs:?}"
+            );
+            let pick = rng.random_range(0..SLOTS);
+            let found = blocking({
+                let (view, member, landing) = (
+                    view.clone(),
+                    format!("{group}-{}", slots[pick].instance),
+                    landing.clone(),
+                );
+                let killed = killed_member[pick].clone();
+                move || {
+                    let (id, tps) = view.owned_by(&member)?;
+                    // Its current life has joined (not the entry its killed life left behind).
+                    if Some(&id) == killed.as_ref() {
+                        return None;
+                    }
+                    let owned: Vec<_> = tps.into_iter().filter(|(t, _)| *t == landing).collect();
+                    let b = view.backlog(&owned)?;
+                    (b > IN_FLIGHT).then_some((id, owned))
+                }
+            })
+            .await;
+            if let Some((id, owned)) = found {
+                killed_member[pick] = Some(id);
+                break (pick, owned);
+            }
+            if tries % 10 == 0 {
+                land().await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..120))).await;
-        let i = rng.random_range(0..SLOTS);
         slots[i].kill();
         kills += 1;
-        // Uncommitted landing offsets right after the kill: the killed process's open work can
-        // no longer commit, and its partitions stay with it until it restarts.
-        let b = blocking({
-            let backlog = backlog.clone();
-            move || backlog.get()
+        // Its partitions stay with it until it restarts (or its session times out), and it can
+        // commit nothing more: what its partitions hold uncommitted now is the work the kill
+        // interrupted.
+        let after = blocking({
+            let (view, owned) = (view.clone(), owned.clone());
+            move || view.backlog(&owned)
         })
-        .await;
-        backlogs.push(b);
-        if b.is_some_and(|b| b > 8) {
-            mid_stream += 1;
+        .await
+        .unwrap_or(0);
+        backlogs.push((owned.len() as i64, after));
+        if after > IN_FLIGHT {
+            hits += 1;
         }
         if kills == 8 || kills == 16 {
             // One process alone in the group for longer than the session timeout (10 s), with
@@ -373,13 +375,10 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
         slots[i].start(&config_path);
     }
     let kill_phase = started.elapsed();
-    assert!(
-        mid_stream >= 20,
-        "only {mid_stream} kills found uncommitted landing records: {backlogs:?}"
-    );
 
     // A third process joins while both others are live and busy: the group must take
-    // partitions from a live process (cooperative revoke, its open transaction committed first).
+    // partitions from a live process (cooperative revoke, its open transaction committed
+    // first). Judged by the group's own assignment: all three members own landing partitions.
     let mut third = Slot {
         instance: "v2".into(),
         child: None,
@@ -387,13 +386,29 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     };
     third.start(&config_path);
     let joined = Instant::now();
-    while !std::fs::read_to_string(&third.log)
-        .unwrap_or_default()
-        .contains("landing partitions assigned")
-    {
+    let members: Vec<String> = ["v0", "v1", "v2"]
+        .iter()
+        .map(|i| format!("{group}-{i}"))
+        .collect();
+    loop {
+        let all_own = blocking({
+            let (view, members, landing) = (view.clone(), members.clone(), landing.clone());
+            move || {
+                let a = view.assignments()?;
+                Some(members.iter().all(|m| {
+                    a.iter().any(|(id, tps)| {
+                        id.starts_with(&format!("{m}-")) && tps.iter().any(|(t, _)| *t == landing)
+                    })
+                }))
+            }
+        })
+        .await;
+        if all_own == Some(true) {
+            break;
+        }
         assert!(
             joined.elapsed() < Duration::from_secs(60),
-            "the third process got no partitions"
+            "the third process got no partitions from the two live ones"
         );
         land().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -409,8 +424,9 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let b = blocking({
-            let backlog = backlog.clone();
-            move || backlog.get()
+            let view = view.clone();
+            let all: Vec<_> = (0..PARTITIONS).map(|p| (landing.clone(), p)).collect();
+            move || view.backlog(&all)
         })
         .await;
         if b.is_some_and(|b| b <= 4) || Instant::now() > deadline {
@@ -444,7 +460,7 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     let revocations = logs.matches("landing partitions revoked").count();
     let assignments = logs.matches("landing partitions assigned").count();
     println!(
-        "{kills} SIGKILLs over {:.1} s ({mid_stream} with uncommitted landing offsets: {backlogs:?}); {alone} times one process alone past the session timeout; \
+        "{kills} SIGKILLs over {:.1} s ({hits} with the victim's work in flight; (victim's partitions, its uncommitted landing records) per kill: {backlogs:?}); {alone} times one process alone past the session timeout; \
          {assignments} assignments, {revocations} revocations; 1 sync landed {copies} more times; expected {} outputs ({} dead letters), got {}; \
          {} output records written by transactions that never committed",
         kill_phase.as_secs_f64(),

@@ -25,7 +25,7 @@
 //! goes to the stages' members). The nudging member never commits an offset, so it changes
 //! nothing but ownership. Each nudge is logged and counted in `intake_group_nudges_total`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -119,6 +119,34 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
     !stop.load(Ordering::Relaxed)
 }
 
+/// Every member of `group` (by member id) with the partitions assigned to it, when the group
+/// is stable and has members; `None` when that cannot be told (rebalancing, empty, an
+/// assignment that does not parse). A static member's id starts with its
+/// `group.instance.id` and a dash.
+///
+/// # Errors
+/// The coordinator could not be asked.
+pub fn assignments(client: &BaseConsumer, group: &str) -> KafkaResult<Option<Assignments>> {
+    let list = client.fetch_group_list(Some(group), REQUEST_TIMEOUT)?;
+    let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
+        return Ok(None);
+    };
+    if info.state() != "Stable" || info.members().is_empty() {
+        return Ok(None);
+    }
+    let mut out = Assignments::new();
+    for m in info.members() {
+        let Some(assignment) = m.assignment().and_then(parse_assignment) else {
+            return Ok(None);
+        };
+        out.insert(m.id().to_owned(), assignment);
+    }
+    Ok(Some(out))
+}
+
+/// Members of a stable group (member id) and their assigned partitions.
+pub type Assignments = BTreeMap<String, Vec<Tp>>;
+
 /// The partitions of `topics` (each with its partition count) that no member of `group` owns,
 /// when the group is stable and has members; `None` when that cannot be told (rebalancing,
 /// empty, an assignment that does not parse) or every partition has a member.
@@ -130,20 +158,10 @@ pub fn unowned(
     group: &str,
     topics: &[(String, i32)],
 ) -> KafkaResult<Option<Vec<Tp>>> {
-    let list = client.fetch_group_list(Some(group), REQUEST_TIMEOUT)?;
-    let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
+    let Some(members) = assignments(client, group)? else {
         return Ok(None);
     };
-    if info.state() != "Stable" || info.members().is_empty() {
-        return Ok(None);
-    }
-    let mut owned = BTreeSet::new();
-    for m in info.members() {
-        let Some(assignment) = m.assignment().and_then(parse_assignment) else {
-            return Ok(None);
-        };
-        owned.extend(assignment);
-    }
+    let owned: BTreeSet<&Tp> = members.values().flatten().collect();
     let unowned: Vec<Tp> = topics
         .iter()
         .flat_map(|(topic, count)| (0..*count).map(|p| (topic.clone(), p)))

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod group;
 pub mod proc;
 
 use std::time::Duration;
