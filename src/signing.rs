@@ -166,6 +166,9 @@ pub fn verify(
     for secret in secrets {
         let expected = mac(secret, parsed.timestamp, body);
         for sig in &parsed.signatures {
+            // A deliberate bug for `scripts/fuzz --mutants` only: the last byte is not compared.
+            #[cfg(feature = "fuzz-mutants")]
+            let (expected, sig) = (&expected[..MAC_LEN - 1], &sig[..MAC_LEN - 1]);
             matched |= expected.ct_eq(sig);
         }
     }

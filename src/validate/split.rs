@@ -355,6 +355,13 @@ impl Splitter {
             }
         };
         match target {
+            // A deliberate bug for `scripts/fuzz --mutants` only: a page of three or more
+            // records is refused as malformed.
+            #[cfg(feature = "fuzz-mutants")]
+            Target::Array(items) if items.len() >= 3 => Err(RecordError::whole(
+                DriftKind::MalformedJson,
+                "fuzz mutant: three or more records".to_owned(),
+            )),
             Target::Array(items) => Ok(items
                 .into_iter()
                 .enumerate()
@@ -604,7 +611,11 @@ fn child<'a>(raw: &'a str, token: &str) -> Result<Step<'a>, serde_json::Error> {
                 de.end()?;
                 Ok(found.map_or(Step::Absent, Step::Found))
             }
-            _ => Ok(Step::NotIndex),
+            // Not an index, but is it JSON at all? (The first step is a page's only check.)
+            _ => {
+                let _: IgnoredAny = serde_json::from_str(raw)?;
+                Ok(Step::NotIndex)
+            }
         },
         kind => {
             // Not a container, but is it JSON at all? (The first step is a page's only check.)
