@@ -1,18 +1,34 @@
-//! The JSON → Avro conversion (`src/validate/convert.rs`) on arbitrary records.
+//! The JSON → Avro conversion (`src/validate/convert.rs`), both ways.
 //!
-//! Input: the first byte picks a schema, the rest is the raw record. Never panics; the one-pass
-//! raw path (`encode_raw_into`, the stage's hot path) gives exactly what the tree walk gives
-//! (`encode_into` on the parsed record): the same value or the same error, and a failure leaves
-//! the output buffer as it was; what it encodes decodes with apache-avro to `convert`'s value.
+//! Input: the first byte picks a schema; the rest is used twice.
+//!
+//! - As the raw bytes of a record (anything, mostly not valid for the schema). Never panics;
+//!   the one-pass raw path (`encode_raw_into`, the stage's hot path) gives exactly what the
+//!   tree walk gives (`encode_into` on the parsed record): the same value or the same error,
+//!   and a failure leaves the output buffer as it was; what it encodes decodes with apache-avro
+//!   to `convert`'s value.
+//! - As the choices of a generator that builds, from the schema itself, a JSON record that is
+//!   valid for it together with the Avro value it stands for (every type the schemas have:
+//!   unions, chosen by JSON type as the converter documents, enums, arrays, maps, nested and
+//!   recursive records, fixed, uuid, dates and timestamps as integers or RFC 3339 strings,
+//!   fields left out or null that take their default). Both paths must accept that record, and
+//!   apache-avro must decode what they wrote to that value. A converter that refuses a valid
+//!   record, or writes the wrong bytes for one, fails here even if both paths agree.
 #![no_main]
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::{NamesRef, ResolvedSchema, UuidSchema};
+use apache_avro::types::Value as Avro;
 use intake::validate::{DriftKind, Validator};
+use libfuzzer_sys::arbitrary::{Result as GenResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
+use serde_json::{Map, Number, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// A record with every kind of field the converter maps (the unit tests' order).
 const ORDER: &str = r#"{
@@ -81,7 +97,48 @@ fuzz_target!(|data: &[u8]| {
     };
     let all = validators();
     let (schema, v) = &all[usize::from(pick) % all.len()];
+    generated(schema, v, raw);
+    arbitrary(schema, v, raw);
+});
 
+/// A record generated from the schema converts, and decodes to the value it was made for.
+fn generated(schema: &Schema, v: &Validator, choices: &[u8]) {
+    let resolved = ResolvedSchema::new(schema).unwrap();
+    let mut generator = Generator {
+        u: Unstructured::new(choices),
+        names: resolved.get_names(),
+        depth: 0,
+    };
+    let Ok((record, expected)) = generator.value(schema) else {
+        return;
+    };
+    let text = serde_json::to_string(&record).unwrap();
+    let mut raw_out = vec![0xA5];
+    if let Err(e) = v.encode_raw_into(text.as_bytes(), &mut raw_out) {
+        panic!("the converter refuses a record made from its schema: {e}\nrecord: {text}");
+    }
+    // The tree as the stage would have it: parsed from the text.
+    let record: Value = serde_json::from_str(&text).unwrap();
+    let mut tree_out = vec![0xA5];
+    if let Err(e) = v.encode_into(&record, &mut tree_out) {
+        panic!("the tree walk refuses a record made from its schema: {e}\nrecord: {text}");
+    }
+    for (path, out) in [("raw path", &raw_out), ("tree walk", &tree_out)] {
+        assert_eq!(out[0], 0xA5, "what was in the buffer stays");
+        let decoded = GenericDatumReader::builder(schema)
+            .build()
+            .unwrap()
+            .read_value(&mut &out[1..])
+            .unwrap_or_else(|e| panic!("{path}: what we encode decodes: {e}\nrecord: {text}"));
+        assert_eq!(
+            decoded, expected,
+            "{path}: the datum decodes to another value\nrecord: {text}"
+        );
+    }
+}
+
+/// Arbitrary bytes as a record: the raw path and the tree walk agree.
+fn arbitrary(schema: &Schema, v: &Validator, raw: &[u8]) {
     let mut raw_out = vec![0xA5];
     let raw_result = v.encode_raw_into(raw, &mut raw_out);
     match serde_json::from_slice::<Value>(raw) {
@@ -121,4 +178,302 @@ fuzz_target!(|data: &[u8]| {
     if raw_result.is_err() {
         assert_eq!(raw_out, [0xA5], "a failure leaves the buffer alone");
     }
-});
+}
+
+/// Builds a JSON record valid for a schema, and the Avro value it converts to, from the fuzz
+/// input's bytes (each byte a choice: a branch, a length, a number). Deep recursive types end
+/// in empty arrays and null branches.
+struct Generator<'u, 'n> {
+    u: Unstructured<'u>,
+    names: &'n NamesRef<'n>,
+    depth: usize,
+}
+
+/// Deeper than this, containers are empty and unions take their null branch if they have one.
+const MAX_GEN_DEPTH: usize = 4;
+
+impl Generator<'_, '_> {
+    fn value(&mut self, schema: &Schema) -> GenResult<(Value, Avro)> {
+        let u = &mut self.u;
+        Ok(match schema {
+            Schema::Null => (Value::Null, Avro::Null),
+            Schema::Boolean => {
+                let b: bool = u.arbitrary()?;
+                (Value::Bool(b), Avro::Boolean(b))
+            }
+            Schema::Int => {
+                let i: i32 = u.arbitrary()?;
+                (i.into(), Avro::Int(i))
+            }
+            Schema::Date => {
+                let i: i32 = u.arbitrary()?;
+                (i.into(), Avro::Date(i))
+            }
+            Schema::TimeMillis => {
+                let i: i32 = u.arbitrary()?;
+                (i.into(), Avro::TimeMillis(i))
+            }
+            Schema::Long => {
+                let i: i64 = u.arbitrary()?;
+                (i.into(), Avro::Long(i))
+            }
+            Schema::TimeMicros => {
+                let i: i64 = u.arbitrary()?;
+                (i.into(), Avro::TimeMicros(i))
+            }
+            Schema::LocalTimestampMillis => {
+                let i: i64 = u.arbitrary()?;
+                (i.into(), Avro::LocalTimestampMillis(i))
+            }
+            Schema::LocalTimestampMicros => {
+                let i: i64 = u.arbitrary()?;
+                (i.into(), Avro::LocalTimestampMicros(i))
+            }
+            Schema::LocalTimestampNanos => {
+                let i: i64 = u.arbitrary()?;
+                (i.into(), Avro::LocalTimestampNanos(i))
+            }
+            Schema::TimestampMillis => {
+                let (json, i) = timestamp(u, 1_000_000)?;
+                (json, Avro::TimestampMillis(i))
+            }
+            Schema::TimestampMicros => {
+                let (json, i) = timestamp(u, 1_000)?;
+                (json, Avro::TimestampMicros(i))
+            }
+            Schema::TimestampNanos => {
+                let (json, i) = timestamp(u, 1)?;
+                (json, Avro::TimestampNanos(i))
+            }
+            Schema::Float => {
+                let x: f32 = u.arbitrary()?;
+                let x = if x.is_finite() { x } else { 0.5 };
+                let (json, read) = number(x.into());
+                (json, Avro::Float(read as f32))
+            }
+            Schema::Double => {
+                let x: f64 = u.arbitrary()?;
+                let x = if x.is_finite() { x } else { -0.25 };
+                let (json, read) = number(x);
+                (json, Avro::Double(read))
+            }
+            Schema::String => {
+                let s: String = u.arbitrary()?;
+                (s.clone().into(), Avro::String(s))
+            }
+            Schema::Bytes => {
+                let s: String = u.arbitrary()?;
+                (s.clone().into(), Avro::Bytes(s.into_bytes()))
+            }
+            Schema::Uuid(UuidSchema::String) => {
+                let id = apache_avro::Uuid::from_bytes(u.arbitrary()?);
+                (id.hyphenated().to_string().into(), Avro::Uuid(id))
+            }
+            Schema::Fixed(fixed) => {
+                // `size` bytes of UTF-8: ASCII, with a two-byte character now and then.
+                let mut s = String::new();
+                while s.len() < fixed.size {
+                    if fixed.size - s.len() >= 2 && u.ratio(1, 8)? {
+                        s.push('é');
+                    } else {
+                        s.push(char::from(u.int_in_range(0x20..=0x7e)?));
+                    }
+                }
+                (s.clone().into(), Avro::Fixed(fixed.size, s.into_bytes()))
+            }
+            Schema::Enum(e) => {
+                let i = u.choose_index(e.symbols.len())?;
+                let symbol = e.symbols[i].clone();
+                (symbol.clone().into(), Avro::Enum(i as u32, symbol))
+            }
+            Schema::Array(array) => {
+                let n = self.len()?;
+                self.depth += 1;
+                let items = (0..n)
+                    .map(|_| self.value(&array.items))
+                    .collect::<GenResult<Vec<_>>>()?;
+                self.depth -= 1;
+                let (json, avro) = items.into_iter().unzip();
+                (Value::Array(json), Avro::Array(avro))
+            }
+            Schema::Map(map) => {
+                let n = self.len()?;
+                self.depth += 1;
+                let mut json = Map::new();
+                let mut avro = HashMap::new();
+                for _ in 0..n {
+                    let key: String = self.u.arbitrary()?;
+                    let (j, a) = self.value(&map.types)?;
+                    json.insert(key.clone(), j);
+                    avro.insert(key, a);
+                }
+                self.depth -= 1;
+                (Value::Object(json), Avro::Map(avro))
+            }
+            Schema::Record(record) => {
+                self.depth += 1;
+                let mut json = Map::new();
+                let mut avro = Vec::new();
+                for field in &record.fields {
+                    let default = field
+                        .default
+                        .as_ref()
+                        .and_then(|d| self.from_default(&field.schema, d));
+                    let value = match default {
+                        // Left out, or null where null is no value of the type: the default.
+                        Some(default) if self.u.ratio(1, 4)? => {
+                            if !self.admits_null(&field.schema) && self.u.arbitrary()? {
+                                json.insert(field.name.clone(), Value::Null);
+                            }
+                            default
+                        }
+                        _ => {
+                            let (j, a) = self.value(&field.schema)?;
+                            json.insert(field.name.clone(), j);
+                            a
+                        }
+                    };
+                    avro.push((field.name.clone(), value));
+                }
+                self.depth -= 1;
+                (Value::Object(json), Avro::Record(avro))
+            }
+            Schema::Union(union) => {
+                let branches = union.variants();
+                let null = branches.iter().position(|b| matches!(b, Schema::Null));
+                let chosen = match null {
+                    Some(null) if self.depth > MAX_GEN_DEPTH => null,
+                    _ => self.u.choose_index(branches.len())?,
+                };
+                let (json, avro) = self.value(&branches[chosen])?;
+                // The converter takes the first branch that takes the JSON value (an integer
+                // that fits an int goes to "int" before "long"); branches of other JSON types
+                // do not take it.
+                let (index, avro) = branches[..chosen]
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, b)| scalar_as(b, &json).map(|a| (i, a)))
+                    .unwrap_or((chosen, avro));
+                (json, Avro::Union(index as u32, Box::new(avro)))
+            }
+            Schema::Ref { name } => {
+                let schema = self.names[name];
+                return self.value(schema);
+            }
+            other => panic!("the generator does not know {other:?}"),
+        })
+    }
+
+    fn len(&mut self) -> GenResult<usize> {
+        if self.depth > MAX_GEN_DEPTH {
+            return Ok(0);
+        }
+        self.u.int_in_range(0..=3)
+    }
+
+    fn admits_null(&self, schema: &Schema) -> bool {
+        match schema {
+            Schema::Null => true,
+            Schema::Union(u) => u.variants().iter().any(|b| matches!(b, Schema::Null)),
+            _ => false,
+        }
+    }
+
+    /// A field's default (JSON, as the schema gives it) as its Avro value (a union's default is
+    /// its first branch's); `None` where this generator does not model it (the field is then
+    /// always written).
+    fn from_default(&self, schema: &Schema, json: &Value) -> Option<Avro> {
+        Some(match (schema, json) {
+            (Schema::Union(u), _) => {
+                Avro::Union(0, Box::new(self.from_default(&u.variants()[0], json)?))
+            }
+            (Schema::Ref { name }, _) => self.from_default(self.names[name], json)?,
+            (Schema::Bytes, Value::String(s)) => Avro::Bytes(s.clone().into_bytes()),
+            (Schema::Fixed(f), Value::String(s)) if s.len() == f.size => {
+                Avro::Fixed(f.size, s.clone().into_bytes())
+            }
+            (Schema::Uuid(UuidSchema::String), Value::String(s)) => {
+                Avro::Uuid(apache_avro::Uuid::parse_str(s).ok()?)
+            }
+            (Schema::Enum(e), Value::String(s)) => {
+                let i = e.symbols.iter().position(|sym| sym == s)?;
+                Avro::Enum(i as u32, s.clone())
+            }
+            (Schema::Array(a), Value::Array(items)) => Avro::Array(
+                items
+                    .iter()
+                    .map(|item| self.from_default(&a.items, item))
+                    .collect::<Option<_>>()?,
+            ),
+            (Schema::Map(m), Value::Object(members)) => Avro::Map(
+                members
+                    .iter()
+                    .map(|(k, v)| Some((k.clone(), self.from_default(&m.types, v)?)))
+                    .collect::<Option<_>>()?,
+            ),
+            (schema, json) => scalar_as(schema, json)?,
+        })
+    }
+}
+
+/// A double as JSON (its shortest decimal form, which reads back as itself when rounded
+/// correctly), and the double that serde_json reads from that text. intake's serde_json is
+/// built without its `float_roundtrip` feature, so its parsing is best effort: now and then a
+/// unit or two in the last place off the nearest double (`1.0491763471849627e-153` reads as
+/// `1.0491763471849629e-153`). The converter is expected to give what serde_json reads, and
+/// that to be within a relative 1e-14 of the exact value.
+fn number(x: f64) -> (Value, f64) {
+    let json = Value::Number(Number::from_f64(x).unwrap());
+    let read: f64 = serde_json::from_str(&json.to_string()).unwrap();
+    assert!(
+        read == x || ((read - x) / x).abs() <= 1e-14,
+        "serde_json reads {json} as {read:e}"
+    );
+    (json, read)
+}
+
+/// A JSON scalar as a scalar Avro type, if that type takes it (the converter's mapping: int and
+/// long from integers within range, float and double from any number, strings as strings).
+fn scalar_as(schema: &Schema, json: &Value) -> Option<Avro> {
+    let int = || match json {
+        Value::Number(n) if !n.is_f64() => n.as_i64(),
+        _ => None,
+    };
+    Some(match (schema, json) {
+        (Schema::Null, Value::Null) => Avro::Null,
+        (Schema::Boolean, Value::Bool(b)) => Avro::Boolean(*b),
+        (Schema::Int, _) => Avro::Int(i32::try_from(int()?).ok()?),
+        (Schema::Long, _) => Avro::Long(int()?),
+        (Schema::Float, Value::Number(n)) => Avro::Float(n.as_f64()? as f32),
+        (Schema::Double, Value::Number(n)) => Avro::Double(n.as_f64()?),
+        (Schema::String, Value::String(s)) => Avro::String(s.clone()),
+        _ => return None,
+    })
+}
+
+/// A UTC timestamp in units of `nanos_per_unit` nanoseconds: a JSON integer, or (one time in
+/// four) an RFC 3339 string of the same instant, in UTC or at an offset.
+fn timestamp(u: &mut Unstructured<'_>, nanos_per_unit: i64) -> GenResult<(Value, i64)> {
+    if u.ratio(3, 4)? {
+        let i: i64 = u.arbitrary()?;
+        return Ok((i.into(), i));
+    }
+    // Years 0001 to 9998, so that any offset keeps the local date within RFC 3339's range
+    // (nanoseconds: what an i64 holds, 1677 to 2262).
+    let seconds = if nanos_per_unit == 1 {
+        u.int_in_range(-9_223_372_035_i64..=9_223_372_035)?
+    } else {
+        u.int_in_range(-62_135_596_800_i64..=253_370_764_799)?
+    };
+    let units = u.int_in_range(0..=1_000_000_000 / nanos_per_unit - 1)?;
+    let nanos = i128::from(seconds) * 1_000_000_000 + i128::from(units * nanos_per_unit);
+    let offset =
+        time::UtcOffset::from_whole_seconds(u.int_in_range(-23 * 3600..=23 * 3600)? / 60 * 60)
+            .unwrap();
+    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .unwrap()
+        .to_offset(offset);
+    let text = at.format(&Rfc3339).unwrap();
+    let value = i64::try_from(nanos / i128::from(nanos_per_unit)).unwrap();
+    Ok((text.into(), value))
+}
