@@ -1,6 +1,9 @@
 //! HTTP requests to a source: authentication, pacing, retries with backoff and full jitter,
 //! `Retry-After`, and quota learning from response headers.
 //!
+//! Every attempt, retries included, goes through the token's pacer and holds its permit until
+//! the response's headers arrived (see `quota::pacer` for the bound this gives).
+//!
 //! Retried: 5xx, time-outs, connection errors (bounded by `max_retries`). A 429 pauses every
 //! stream of the token until `Retry-After` and is retried without counting as a failure (the
 //! pacer, not a retry loop, is what keeps us under quota). Any other 4xx is returned as
@@ -178,7 +181,7 @@ impl SourceClient {
         let mut failures = 0u32;
         let mut attempts = 0u32;
         loop {
-            pacer.acquire().await;
+            let permit = pacer.acquire().await;
             attempts += 1;
             let mut req = self.http.get(url.clone());
             req = match &self.auth {
@@ -189,13 +192,23 @@ impl SourceClient {
                 ResolvedAuth::ApiKey(h, k) => req.header(h.clone(), k.expose()),
                 ResolvedAuth::Basic(u, p) => req.basic_auth(u, Some(p.expose())),
             };
-            let outcome: Result<(), (String, Option<Duration>)> = match req.send().await {
+            let sent = req.send().await;
+            // The headers (a pause, a lower limit) are known to the pacer before the permit
+            // ends, so the request the end lets through already follows them.
+            if let Ok(resp) = &sent
+                && !self.naive
+            {
+                learn_quota(resp.headers(), pacer);
+                if resp.status().as_u16() == 429 {
+                    let wait = retry_after(resp.headers()).unwrap_or(Duration::from_secs(1));
+                    pacer.pause_until(tokio::time::Instant::now() + wait);
+                }
+            }
+            drop(permit);
+            let outcome: Result<(), (String, Option<Duration>)> = match sent {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
-                    if !self.naive {
-                        learn_quota(&headers, pacer);
-                    }
                     if status == 429 && self.naive {
                         metrics::counter!(crate::telemetry::metric::FETCH_HTTP_429).increment(1);
                         if attempts > 50 + self.max_retries {
@@ -210,7 +223,6 @@ impl SourceClient {
                     if status == 429 {
                         let wait = retry_after(&headers).unwrap_or(Duration::from_secs(1));
                         tracing::warn!(url = %shown, wait_ms = wait.as_millis() as u64, "429 Too Many Requests: pausing every stream of this token");
-                        pacer.pause_until(tokio::time::Instant::now() + wait);
                         metrics::counter!(crate::telemetry::metric::FETCH_HTTP_429).increment(1);
                         // Counted separately: a 429 is the upstream asking us to wait, not a failure,
                         // but a source that never stops answering 429 still ends the page.

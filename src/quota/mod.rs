@@ -8,5 +8,5 @@
 pub mod pacer;
 pub mod state;
 
-pub use pacer::{DEFAULT_SAFETY, Observed, Pacer, Snapshot};
+pub use pacer::{DEFAULT_SAFETY, Observed, Pacer, Permit, Snapshot};
 pub use state::{QuotaRecord, QuotaStore};

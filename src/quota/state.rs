@@ -14,8 +14,9 @@
 //! fences it (invariant 4, as for every other arrow into Kafka) and aborts its open
 //! transaction before the state is read. The cost is one small transaction per second per
 //! owned partition. Instants are stored as unix milliseconds, so the state survives the
-//! process; the clocks of two hosts may differ by a little, which the pacer's safety margin
-//! absorbs.
+//! process; the clocks of two hosts may differ by a little: restored request ends are taken
+//! [`HANDOVER_CLOCK_SKEW`] later than stored, so hosts whose clocks agree that closely (NTP)
+//! keep the bound across a hand-over.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use rdkafka::message::Message;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::pacer::{Pacer, Snapshot};
+use super::pacer::{HANDOVER_CLOCK_SKEW, Pacer, Snapshot};
 use crate::kafka::{Kafka, Outgoing, TxnProducer, reader};
 
 /// The stored state of one token (the value of its `intake.quota` record, JSON).
@@ -47,6 +48,10 @@ pub struct QuotaRecord {
     /// When the upstream said its window resets (unix ms).
     #[serde(default)]
     pub reset_at: Option<i64>,
+    /// When the token's requests of the last window ended (unix ms, oldest first; requests
+    /// in flight are given `updated_at`), so the next owner counts them against its bound.
+    #[serde(default)]
+    pub recent_ends: Vec<i64>,
     /// When this record was taken (unix ms).
     pub updated_at: i64,
     /// The process that wrote it (`INTAKE_INSTANCE_ID` / `kafka.instance_id` / host).
@@ -106,6 +111,7 @@ impl QuotaRecord {
                 .filter(|p| *p > c.unix_ms),
             remaining: s.last_seen.map(|(r, _)| r),
             reset_at: s.last_seen.map(|(_, at)| c.to_unix(at)),
+            recent_ends: s.ended.iter().map(|e| c.to_unix(*e)).collect(),
             updated_at: c.unix_ms,
             owner: owner.to_owned(),
         }
@@ -123,6 +129,7 @@ impl QuotaRecord {
                 .remaining
                 .zip(self.reset_at)
                 .map(|(r, at)| (r, c.to_instant(at))),
+            ended: self.recent_ends.iter().map(|e| c.to_instant(*e)).collect(),
         };
         let age = Duration::from_millis(
             c.unix_ms
@@ -130,7 +137,7 @@ impl QuotaRecord {
                 .max(0)
                 .unsigned_abs(),
         );
-        pacer.restore(&snap, age);
+        pacer.restore(&snap, age, HANDOVER_CLOCK_SKEW);
     }
 }
 
