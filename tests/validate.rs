@@ -619,6 +619,30 @@ version = "/version"
     );
     let latest = reg.latest(&names.subject("sim", "orders")).await.unwrap();
     assert_eq!(latest.version, 3);
+    // Downstream tools look the schema up by the curated topic's name (`<topic>-value`): it
+    // holds every schema the orders records carry, evolved ones included, in the same order
+    // and with the same ids as validate's subject; customers' too (from `schemas apply`).
+    for stream in ["orders", "customers"] {
+        let ours = subject_versions(&names.subject("sim", stream)).await;
+        let theirs = subject_versions(&format!("{}-value", names.curated("sim", stream))).await;
+        let ids = |v: &[(u32, u32, String)]| v.iter().map(|(_, id, _)| *id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&theirs),
+            ids(&ours),
+            "{stream}: the curated topic's subject"
+        );
+    }
+    let carried: BTreeSet<u32> = orders.values().map(|(id, _)| *id).collect();
+    let downstream: BTreeSet<u32> =
+        subject_versions(&format!("{}-value", names.curated("sim", "orders")))
+            .await
+            .iter()
+            .map(|(_, id, _)| *id)
+            .collect();
+    assert!(
+        carried.is_subset(&downstream),
+        "ids carried {carried:?}, under the curated topic's subject {downstream:?}"
+    );
 
     // The DLQ: one record per rejection, with its kind, field and origin.
     let mut got: Vec<(String, Option<String>, String, Option<usize>)> = Vec::new();

@@ -90,6 +90,7 @@ impl Default for super::RegistryConfig {
             url: registry_url(),
             schema_dir: schema_dir(),
             cache_ttl: schema_cache_ttl(),
+            subject_strategy: super::SubjectStrategy::default(),
         }
     }
 }

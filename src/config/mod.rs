@@ -125,6 +125,25 @@ pub struct RegistryConfig {
     /// How long a looked-up schema is trusted before the registry is asked for a newer one.
     #[serde(default = "defaults::schema_cache_ttl", with = "humantime_serde")]
     pub cache_ttl: Duration,
+    /// The subject under which downstream tools look up a curated topic's value schema, as
+    /// Confluent's serializers name it (`topic`: `<topic>-value`). validate itself reads
+    /// `<prefix>.<source>.<stream>.valid-value`; both always hold the same schema.
+    #[serde(default)]
+    pub subject_strategy: SubjectStrategy,
+}
+
+/// How a curated topic's value subject is named (Confluent's subject name strategies).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectStrategy {
+    /// `<topic>-value` (TopicNameStrategy, the default of Confluent's serializers).
+    #[default]
+    Topic,
+    /// `<record full name>` (RecordNameStrategy): one subject per record type, whatever the
+    /// topic; streams whose schemas share a full name share the subject.
+    Record,
+    /// `<topic>-<record full name>` (TopicRecordNameStrategy).
+    TopicRecord,
 }
 
 /// Claim-check blob store for payloads over the Kafka message limit.

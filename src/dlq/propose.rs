@@ -137,8 +137,15 @@ pub async fn run(
     report.diff = line_diff(&pretty(&current), &pretty(&candidate));
     report.candidate = Some(proposal.schema_json.clone());
     if apply && report.compatible == Some(true) {
-        let outcome = registry::apply_one(&reg, &subject, &proposal.schema_json).await?;
-        report.applied = Some(outcome.to_string());
+        let outcomes =
+            registry::apply_stream(cfg, &reg, &src.name, &st.name, &proposal.schema_json).await?;
+        report.applied = Some(
+            outcomes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
     }
     Ok(report)
 }

@@ -21,7 +21,7 @@ use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
-use crate::config::{Config, RegistryConfig};
+use crate::config::{Config, RegistryConfig, SubjectStrategy};
 use crate::topics::TopicNames;
 
 /// A registry failure, classified.
@@ -130,6 +130,25 @@ fn classify_sr(subject: &str, retriable: bool, error: &str, text: String) -> Reg
 #[cfg(test)]
 mod classify_tests {
     use super::*;
+
+    #[test]
+    fn downstream_subjects_follow_confluents_strategies() {
+        let record = r#"{"type":"record","name":"Order","namespace":"intake.sim","fields":[{"name":"id","type":"string"}]}"#;
+        let topic = "intake.sim.orders";
+        let name = |s| downstream_subject(s, topic, record).unwrap();
+        assert_eq!(name(SubjectStrategy::Topic), "intake.sim.orders-value");
+        assert_eq!(name(SubjectStrategy::Record), "intake.sim.Order");
+        assert_eq!(
+            name(SubjectStrategy::TopicRecord),
+            "intake.sim.orders-intake.sim.Order"
+        );
+        // The topic strategy needs no record name; the others refuse a schema without one.
+        assert_eq!(
+            downstream_subject(SubjectStrategy::Topic, topic, r#""string""#).unwrap(),
+            "intake.sim.orders-value"
+        );
+        assert!(downstream_subject(SubjectStrategy::Record, topic, r#""string""#).is_err());
+    }
 
     #[test]
     fn registry_errors_are_classified_by_status_only() {
@@ -406,8 +425,10 @@ impl std::fmt::Display for SchemaOutcome {
 }
 
 /// Registers the schemas kept as code for every configured stream, with `BACKWARD`
-/// compatibility on each subject. Stops at the first incompatible change with an error
-/// that names the subject and the registry's reason.
+/// compatibility on each subject: under validate's subject
+/// (`<prefix>.<source>.<stream>.valid-value`) and under the curated topic's subject for
+/// downstream tools ([`downstream_subject`]). Stops at the first incompatible change with an
+/// error that names the subject and the registry's reason.
 ///
 /// # Errors
 /// Incompatible, invalid, or unavailable.
@@ -419,19 +440,72 @@ pub async fn apply_schemas(
     let mut out = Vec::new();
     for s in &cfg.sources {
         for st in &s.streams {
-            let subject = names.subject(&s.name, &st.name);
             let path = schema_path(&cfg.registry.schema_dir, &s.name, &st.name);
             let Ok(text) = std::fs::read_to_string(&path) else {
                 out.push(SchemaOutcome::Missing {
-                    subject,
+                    subject: names.subject(&s.name, &st.name),
                     path: path.display().to_string(),
                 });
                 continue;
             };
-            out.push(apply_one(reg, &subject, &text).await?);
+            out.extend(apply_stream(cfg, reg, &s.name, &st.name, &text).await?);
         }
     }
     Ok(out)
+}
+
+/// Registers one schema text for a stream under both of its subjects: validate's first, then
+/// the curated topic's (so a schema downstream tools can see is always one validate uses).
+///
+/// # Errors
+/// Incompatible, invalid, or unavailable.
+pub async fn apply_stream(
+    cfg: &Config,
+    reg: &Registry,
+    source: &str,
+    stream: &str,
+    text: &str,
+) -> Result<Vec<SchemaOutcome>, RegistryError> {
+    let names = TopicNames::from_config(cfg);
+    let subject = names.subject(source, stream);
+    let first = apply_one(reg, &subject, text).await?;
+    let downstream = downstream_subject(
+        cfg.registry.subject_strategy,
+        &names.curated(source, stream),
+        text,
+    )
+    .map_err(|detail| RegistryError::InvalidSchema {
+        subject: subject.clone(),
+        detail,
+    })?;
+    let second = apply_one(reg, &downstream, text).await?;
+    Ok(vec![first, second])
+}
+
+/// The subject under which downstream tools look up `curated_topic`'s value schema, named by
+/// `strategy` as Confluent's serializers do; `schema` is the schema's JSON text (its record
+/// full name is needed by the record strategies).
+///
+/// # Errors
+/// The schema does not parse, or is not a named record where the strategy needs a name.
+pub fn downstream_subject(
+    strategy: SubjectStrategy,
+    curated_topic: &str,
+    schema: &str,
+) -> Result<String, String> {
+    let full_name = || -> Result<String, String> {
+        match Schema::parse_str(schema).map_err(|e| e.to_string())? {
+            Schema::Record(r) => Ok(r.name.fullname(None)),
+            other => Err(format!(
+                "the record name strategies need a record schema, not {other:?}"
+            )),
+        }
+    };
+    Ok(match strategy {
+        SubjectStrategy::Topic => format!("{curated_topic}-value"),
+        SubjectStrategy::Record => full_name()?,
+        SubjectStrategy::TopicRecord => format!("{curated_topic}-{}", full_name()?),
+    })
 }
 
 /// Registers one schema text under a subject (BACKWARD compatibility), reporting whether it

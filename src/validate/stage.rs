@@ -65,12 +65,12 @@ use super::infer;
 use super::split::PointerError;
 use super::split::{Splitter, parse_version};
 use crate::blob::{BlobError, BlobRef, BlobStore};
-use crate::config::{Config, ConfigError, DriftPolicy};
+use crate::config::{Config, ConfigError, DriftPolicy, SubjectStrategy};
 use crate::dedup::merge::content_hash;
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
 use crate::kafka::{ErrorClass, Kafka, Outgoing, classify, reader};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{self, Latest, Registry, RegistryError};
 use crate::topics::TopicNames;
 
 /// Most landing records per transaction (a page is one record; it may hold hundreds).
@@ -206,6 +206,7 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
         blobs,
         rt,
         validators: HashMap::new(),
+        mirrored: HashMap::new(),
         partitions: HashMap::new(),
         limits,
         meta,
@@ -231,6 +232,10 @@ struct StreamPlan {
     valid_topic: String,
     /// `<valid topic>-value`.
     subject: String,
+    /// The curated topic, whose value subject downstream tools read (named by `strategy`):
+    /// every schema validate uses is registered there too.
+    curated_topic: String,
+    strategy: SubjectStrategy,
     /// Pages: the stream's record selector, primary key and version pointers.
     pages: Splitter,
     /// Webhook events: the record is the event's `data`; the version is the event's `seq`.
@@ -289,6 +294,8 @@ impl Plans {
                     stream: st.name.clone(),
                     valid_topic: names.valid(&s.name, &st.name),
                     subject: names.subject(&s.name, &st.name),
+                    curated_topic: names.curated(&s.name, &st.name),
+                    strategy: cfg.registry.subject_strategy,
                     pages: Splitter::new(&st.records, &st.primary_key, Some(&st.version))
                         .map_err(err)?,
                     events: Splitter::new("/data", &st.primary_key, None).map_err(err)?,
@@ -471,6 +478,9 @@ struct Validate {
     /// Blocks on registry and blob lookups from the loop's thread.
     rt: tokio::runtime::Runtime,
     validators: HashMap<u32, Result<Arc<Validator>, String>>,
+    /// Per validate subject, the schema id last registered under its curated topic's subject
+    /// too (see `mirror`).
+    mirrored: HashMap<String, u32>,
     /// Partition counts, fetched once per topic (markers go to every partition).
     partitions: HashMap<String, i32>,
     limits: Limits,
@@ -633,7 +643,7 @@ impl Validate {
         if elements.is_empty() {
             return Ok(());
         }
-        let mut schema = self.schema(&plan.subject)?;
+        let mut schema = self.schema(plan)?;
         let names = plan.pages.top_members();
         let mut capture = Capture::new(&names);
         for element in elements {
@@ -993,7 +1003,7 @@ impl Validate {
                         );
                     }
                 };
-                let mut schema = self.schema(&plan.subject)?;
+                let mut schema = self.schema(&plan)?;
                 match record {
                     Ok(r) => {
                         let input = Input {
@@ -1024,8 +1034,74 @@ impl Validate {
         }
     }
 
-    /// The latest schema of a subject, compiled (cached per schema id).
-    fn schema(&mut self, subject: &str) -> Result<SchemaState, Fail> {
+    /// Makes sure the curated topic's subject holds `latest` (the schema validate is about to
+    /// use for a stream), so that tools looking schemas up by topic name find every schema the
+    /// curated records carry, evolved ones included. `schemas apply` and evolve register both
+    /// subjects with the same text (the same id); this repairs a process that died between the
+    /// two, registering the schema unless the subject's latest version already is it. A
+    /// registry that is down is retried like any lookup.
+    fn mirror(&mut self, plan: &StreamPlan, latest: &Latest) -> Result<(), Fail> {
+        let subject = plan.subject.as_str();
+        let downstream = match registry::downstream_subject(
+            plan.strategy,
+            &plan.curated_topic,
+            &latest.text,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(subject, error = %e, "no downstream subject for this schema under the configured registry.subject_strategy");
+                self.mirrored.insert(subject.to_owned(), latest.id);
+                return Ok(());
+            }
+        };
+        let current = match self.rt.block_on(self.registry.latest(&downstream)) {
+            Ok(l) => Some(l),
+            Err(RegistryError::NotFound(_)) => None,
+            Err(e) if e.is_retriable() => {
+                return Err(Fail::System(format!("looking up `{downstream}`: {e}")));
+            }
+            Err(e) => {
+                tracing::warn!(subject, downstream, error = %e, "cannot read the curated topic's subject");
+                None
+            }
+        };
+        let same = current.is_some_and(|c| {
+            c.id == latest.id || c.schema.canonical_form() == latest.schema.canonical_form()
+        });
+        if !same {
+            self.register_downstream(subject, &downstream, &latest.text)?;
+        }
+        self.mirrored.insert(subject.to_owned(), latest.id);
+        Ok(())
+    }
+
+    /// Registers `text` under a stream's downstream subject (see `mirror`).
+    fn register_downstream(&self, subject: &str, downstream: &str, text: &str) -> Result<(), Fail> {
+        match self.rt.block_on(self.registry.register(downstream, text)) {
+            Ok(r) => {
+                tracing::info!(
+                    subject,
+                    downstream,
+                    id = r.id,
+                    version = r.version,
+                    "schema registered under the curated topic's subject"
+                );
+                Ok(())
+            }
+            Err(e) if e.is_retriable() => Err(Fail::System(format!(
+                "registering the schema of `{subject}` under `{downstream}`: {e}"
+            ))),
+            Err(e) => {
+                tracing::warn!(subject, downstream, error = %e, "the curated topic's subject refuses the schema validate uses: tools that look schemas up by topic name will not find it");
+                Ok(())
+            }
+        }
+    }
+
+    /// The latest schema of a stream's subject, compiled (cached per schema id), once it is
+    /// also registered under the curated topic's subject.
+    fn schema(&mut self, plan: &StreamPlan) -> Result<SchemaState, Fail> {
+        let subject = plan.subject.as_str();
         let latest = match self.rt.block_on(self.registry.latest(subject)) {
             Ok(l) => l,
             Err(RegistryError::NotFound(_)) => {
@@ -1041,6 +1117,9 @@ impl Validate {
             }
             Err(e) => return Err(Fail::System(format!("looking up `{subject}`: {e}"))),
         };
+        if self.mirrored.get(subject) != Some(&latest.id) {
+            self.mirror(plan, &latest)?;
+        }
         let compiled = self
             .validators
             .entry(latest.id)
@@ -1121,7 +1200,15 @@ impl Validate {
             .block_on(self.registry.register(subject, &proposal.schema_json))
         {
             Ok(r) => {
-                tracing::info!(subject, id = r.id, version = r.version, changes = ?proposal.changes, "drift policy evolve: registered a new schema version")
+                tracing::info!(subject, id = r.id, version = r.version, changes = ?proposal.changes, "drift policy evolve: registered a new schema version");
+                // The same text under the curated topic's subject: the same schema id there.
+                if let Ok(downstream) = registry::downstream_subject(
+                    plan.strategy,
+                    &plan.curated_topic,
+                    &proposal.schema_json,
+                ) {
+                    self.register_downstream(subject, &downstream, &proposal.schema_json)?;
+                }
             }
             Err(e) if e.is_retriable() => {
                 return Err(Fail::System(format!(
@@ -1134,7 +1221,7 @@ impl Validate {
             }
         }
         self.registry.invalidate(subject);
-        match self.schema(subject)? {
+        match self.schema(plan)? {
             SchemaState::Ready(a) if a.id != active.id => Ok(Some(a)),
             _ => Ok(None),
         }

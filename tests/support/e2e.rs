@@ -555,3 +555,86 @@ pub fn assert_exact(
     );
     f
 }
+
+/// Reads every curated topic as a tool that knows only the topic name would (Kafka Connect's
+/// AvroConverter, Flink's `avro-confluent` format, a console): every version of the subject
+/// `<topic>-value` fetched from the registry over its HTTP API, each record's writer schema
+/// found among them by the id in its Confluent framing, and decoded by apache-avro into the
+/// subject's latest version (schema resolution, as a table created from the subject reads).
+/// Returns per stream the live keys with their `version` field (tombstoned keys removed), to
+/// be compared with the truth; panics, naming topic and offset, on a record whose schema is
+/// not under the subject or that does not decode.
+pub async fn read_by_topic_name(cfg: &Config) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let names = TopicNames::from_config(cfg);
+    let mut out = BTreeMap::new();
+    for (s, ..) in STREAMS {
+        let topic = names.curated("sim", s);
+        let subject = format!("{topic}-value");
+        let versions = super::subject_versions(&subject).await;
+        assert!(!versions.is_empty(), "no subject {subject} in the registry");
+        let schemas: BTreeMap<u32, apache_avro::Schema> = versions
+            .iter()
+            .map(|(_, id, text)| (*id, apache_avro::Schema::parse_str(text).unwrap()))
+            .collect();
+        let latest = &schemas[&versions.last().unwrap().1];
+        let records = {
+            let topic = topic.clone();
+            tokio::task::spawn_blocking(move || read_all(&topic, "read_committed"))
+                .await
+                .unwrap()
+        };
+        let mut live: BTreeMap<String, u64> = BTreeMap::new();
+        for r in records {
+            let key = r.key_str().to_owned();
+            let Some(value) = r.value.as_deref() else {
+                live.remove(&key);
+                continue;
+            };
+            let at = format!("{topic}/{}/{}", r.partition, r.offset);
+            let (id, datum) =
+                intake::registry::wire::unframe(value).unwrap_or_else(|e| panic!("{at}: {e}"));
+            let writer = schemas
+                .get(&id)
+                .unwrap_or_else(|| panic!("{at}: schema id {id} is not a version of {subject}"));
+            let v = apache_avro::reader::datum::GenericDatumReader::builder(writer)
+                .reader_schema(latest)
+                .build()
+                .unwrap()
+                .read_value(&mut &datum[..])
+                .unwrap_or_else(|e| panic!("{at}: does not decode with {subject}: {e}"));
+            let apache_avro::types::Value::Record(fields) = v else {
+                panic!("{at}: not a record");
+            };
+            let field = |n: &str| fields.iter().find(|(f, _)| f == n).map(|(_, v)| v.clone());
+            let id_field = match field("id") {
+                Some(apache_avro::types::Value::String(s)) => s,
+                other => panic!("{at}: id field {other:?}"),
+            };
+            assert_eq!(id_field, key, "{at}: the key is the record's id");
+            let version = match field("version") {
+                Some(apache_avro::types::Value::Long(n)) => u64::try_from(n).unwrap(),
+                Some(apache_avro::types::Value::Int(n)) => u64::try_from(n).unwrap(),
+                other => panic!("{at}: version field {other:?}"),
+            };
+            live.insert(key, version);
+        }
+        out.insert(s.to_owned(), live);
+    }
+    out
+}
+
+/// Per stream, the truth's live records that are not drifted: id → version (what a curated
+/// topic must hold).
+pub fn truth_live(truth: &serde_json::Value) -> BTreeMap<String, BTreeMap<String, u64>> {
+    STREAMS
+        .iter()
+        .map(|(s, ..)| {
+            let drifted = truth["streams"][*s]["drifted"].as_object().unwrap();
+            let live = super::truth_versions(truth, s)
+                .into_iter()
+                .filter(|(id, _)| !drifted.contains_key(id))
+                .collect();
+            ((*s).to_owned(), live)
+        })
+        .collect()
+}

@@ -437,3 +437,38 @@ pub fn write_config(dir: &std::path::Path, cfg_text: &str) -> std::path::PathBuf
     std::fs::write(&p, cfg_text).unwrap();
     p
 }
+
+/// Every version of a registry subject as (version, schema id, schema text), asked of the
+/// registry's Confluent API over plain HTTP (not through intake's client), as a downstream
+/// tool would; empty when the subject does not exist.
+pub async fn subject_versions(subject: &str) -> Vec<(u32, u32, String)> {
+    let http = reqwest::Client::new();
+    let base = registry_url();
+    let r = http
+        .get(format!("{base}/subjects/{subject}/versions"))
+        .send()
+        .await
+        .unwrap();
+    if r.status() == reqwest::StatusCode::NOT_FOUND {
+        return Vec::new();
+    }
+    assert!(r.status().is_success(), "{subject}: {}", r.status());
+    let versions: Vec<u32> = r.json().await.unwrap();
+    let mut out = Vec::new();
+    for v in versions {
+        let body: serde_json::Value = http
+            .get(format!("{base}/subjects/{subject}/versions/{v}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        out.push((
+            v,
+            u32::try_from(body["id"].as_u64().unwrap()).unwrap(),
+            body["schema"].as_str().unwrap().to_owned(),
+        ));
+    }
+    out
+}
