@@ -1,4 +1,5 @@
-//! The header contract of DESIGN.md: the names are the contract, so they exist only here.
+//! The header contract (`docs/INVARIANTS.md`, Headers): the names are the contract, so they
+//! exist only here.
 //!
 //! Landing records carry `intake.*` headers describing where the bytes came from; DLQ records
 //! carry `dlq.*` headers saying what was wrong. [`Headers`] builds them; [`get`] reads one

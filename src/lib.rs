@@ -1,8 +1,8 @@
 //! # intake
 //!
 //! Exactly-once ingestion of third-party HTTP APIs, webhooks and pushed batches into Apache
-//! Kafka. See `docs/ARCHITECTURE.md` for the data flow and `../shared/DESIGN.md` for the
-//! contracts this crate implements.
+//! Kafka. See `docs/ARCHITECTURE.md` for the data flow and `docs/INVARIANTS.md` for the
+//! invariants and topic contracts this crate implements.
 //!
 //! # Layout
 //!

@@ -3,7 +3,7 @@
 //! Every version of a record, and every delete, carries a [`Stamp`]. Stamps are totally ordered,
 //! and the current state of a key is simply the **largest stamp ever received** for it. Because
 //! `max` is commutative, associative and idempotent, the final state does not depend on arrival
-//! order or on duplicates (DESIGN.md invariant 6), and a stage that emits only when the stamp
+//! order or on duplicates (invariant 6 of `docs/INVARIANTS.md`), and a stage that emits only when the stamp
 //! grows emits a strictly increasing sequence of stamps per key.
 //!
 //! The order is, field by field:

@@ -11,7 +11,7 @@
 //! idempotent producer: a process that lost a partition but has not noticed yet (a long GC-like
 //! stall, a network partition from the coordinator) could otherwise overwrite the new owner's
 //! state with its stale one; with the id tied to the unit of ownership, the new owner's `init`
-//! fences it (invariant 4, as for every other arrow into Kafka) and aborts its open
+//! fences it (invariant 4 of `docs/INVARIANTS.md`, as for every other arrow into Kafka) and aborts its open
 //! transaction before the state is read. The cost is one small transaction per second per
 //! owned partition. Instants are stored as unix milliseconds, so the state survives the
 //! process; the clocks of two hosts may differ by a little: restored request ends are taken

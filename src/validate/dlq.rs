@@ -2,7 +2,7 @@
 //!
 //! A DLQ record keeps the rejected bytes exactly as received (one record of a page, or the whole
 //! landing value when the page itself is bad), the landing key, and every landing header, plus
-//! the `dlq.*` headers of DESIGN.md. [`Rejection`] is the "why"; [`headers()`] builds the header
+//! the `dlq.*` headers of `docs/INVARIANTS.md`. [`Rejection`] is the "why"; [`headers()`] builds the header
 //! set; [`origin`] writes `dlq.origin`.
 //!
 //! Kinds come from [`DriftKind::as_str`] for data problems the pure core classifies, plus

@@ -1,6 +1,6 @@
 //! Classified errors for bad *data*: why one record (or one whole page) goes to the DLQ.
 //!
-//! [`DriftKind::as_str`] gives the exact `dlq.error.kind` header value of DESIGN.md;
+//! [`DriftKind::as_str`] gives the exact `dlq.error.kind` header value (`docs/INVARIANTS.md`);
 //! [`RecordError::field`] fills `dlq.error.field`, and [`RecordError`]'s `Display` (a sentence
 //! naming the field) fills `dlq.error.detail`. Problems with a *schema* or a *configuration* (not
 //! with data) are [`SchemaError`]: they are the operator's to fix, never a record's.
