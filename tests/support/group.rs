@@ -56,6 +56,26 @@ impl GroupView {
             .find(|(member, _)| member.starts_with(&prefix))
     }
 
+    /// The group's committed offset of each of `partitions` (absent: none committed yet);
+    /// `None` when the broker does not answer in time.
+    pub fn committed(&self, partitions: &[Tp]) -> Option<BTreeMap<Tp, i64>> {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (t, p) in partitions {
+            tpl.add_partition(t, *p);
+        }
+        let committed = self.consumer.committed_offsets(tpl, TIMEOUT).ok()?;
+        Some(
+            committed
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+
     /// Records of `partitions` past the group's committed offsets: the high watermark minus the
     /// committed offset (from the log start when none), summed. A partition written by
     /// transactions counts its last marker too, so a drained partition counts 1.
