@@ -19,7 +19,8 @@
 //! - the splitter decodes the member names of the objects it navigates through (the parents on
 //!   the selector's path, and a record's top level when it reads the key and version): a name
 //!   holding a lone UTF-16 surrogate escape (`"\ud83d"`, JSON by the grammar, not a Rust
-//!   string) makes that page, or that record, `malformed_json`;
+//!   string) makes that page, or that record, `malformed_json`; with the empty selector a root
+//!   object is read by the page scan itself, so such a name at its top level refuses the page;
 //! - a selected scalar is read as a value, so a number beyond f64 (`1e400`) or a string with a
 //!   lone surrogate there is `malformed_json` rather than `not_a_page`.
 //!
@@ -120,6 +121,14 @@ fn reference<'a>(
         return Err(DriftKind::MalformedJson);
     }
     let mut current: &RawValue = serde_json::from_str(text).unwrap();
+    // With no selector, the page scan itself reads the root, and decodes the names of a root
+    // object (the one record): a lone surrogate there refuses the page, not just the record.
+    if tokens.is_empty()
+        && let Level::Object(members) = level(current)
+        && members.iter().any(|(name, _)| name.is_err())
+    {
+        return Err(DriftKind::MalformedJson);
+    }
     for (step, token) in tokens.iter().enumerate() {
         let last = step + 1 == tokens.len();
         current = match level(current) {
