@@ -180,6 +180,12 @@ pub fn read_all(topic: &str, isolation: &str) -> Vec<Rec> {
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
             }
+            // librdkafka's notices that its connections dropped (a broker busy deleting the
+            // topics of earlier runs, a restart): it reconnects by itself, within the deadline.
+            Some(Err(KafkaError::MessageConsumption(
+                code @ (rdkafka::types::RDKafkaErrorCode::AllBrokersDown
+                | rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure),
+            ))) => eprintln!("reading {topic}: {code}; the client reconnects"),
             Some(Err(e)) => panic!("reading {topic}: {e}"),
         }
     }
