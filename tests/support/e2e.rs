@@ -129,7 +129,10 @@ fn parse_time(s: &str) -> time::OffsetDateTime {
 /// Streams that have not yet completed a sync started after `after` (a full sync for the
 /// streams with full syncs).
 pub fn syncs_missing_after(cfg: &Config, after: time::OffsetDateTime) -> Vec<&'static str> {
-    let history = cursor_history(cfg);
+    missing_in(&cursor_history(cfg), after)
+}
+
+fn missing_in(history: &[CursorState], after: time::OffsetDateTime) -> Vec<&'static str> {
     STREAMS
         .iter()
         .filter(|(name, _, _, full)| {
@@ -147,25 +150,34 @@ pub fn syncs_missing_after(cfg: &Config, after: time::OffsetDateTime) -> Vec<&'s
 }
 
 /// Waits until every stream completed a sync that started after `after` (a full one for the
-/// streams with full syncs); panics with `context()` at the timeout.
+/// streams with full syncs). Fetch commits a cursor record with every page, so the wait lasts
+/// while the cursor history grows; it panics with `context()` once no page was committed for
+/// `quiet`.
 pub async fn wait_for_syncs_after(
     cfg: &Config,
     after: time::OffsetDateTime,
-    timeout: Duration,
+    quiet: Duration,
     context: impl Fn() -> String,
 ) {
-    let deadline = Instant::now() + timeout;
+    let mut moved_at = Instant::now();
+    let mut pages = 0;
     loop {
         let cfg2 = cfg.clone();
-        let missing = tokio::task::spawn_blocking(move || syncs_missing_after(&cfg2, after))
+        let history = tokio::task::spawn_blocking(move || cursor_history(&cfg2))
             .await
             .unwrap();
+        let missing = missing_in(&history, after);
         if missing.is_empty() {
             return;
         }
+        if history.len() != pages {
+            pages = history.len();
+            moved_at = Instant::now();
+        }
         assert!(
-            Instant::now() < deadline,
-            "no completed sync started after {after} for {missing:?} within {timeout:?}\n{}",
+            moved_at.elapsed() < quiet,
+            "no completed sync started after {after} for {missing:?}, and no page committed \
+             for {quiet:?}\n{}",
             context()
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -173,20 +185,27 @@ pub async fn wait_for_syncs_after(
 }
 
 /// Waits until the simulator has no webhook delivery pending; returns its webhook counters.
+/// The wait lasts while deliveries make progress; it panics once the counters stood still for
+/// `quiet` with deliveries pending.
 pub async fn webhooks_delivered(
     sim: &intake::sim::SimHandle,
-    timeout: Duration,
+    quiet: Duration,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + timeout;
+    let mut moved_at = Instant::now();
+    let mut last = serde_json::Value::Null;
     loop {
         let stats = super::sim_stats(sim).await;
         let w = stats["webhooks"].clone();
         if w["pending"] == 0 {
             return w;
         }
+        if w != last {
+            last = w.clone();
+            moved_at = Instant::now();
+        }
         assert!(
-            Instant::now() < deadline,
-            "webhooks still pending after {timeout:?}: {w}"
+            moved_at.elapsed() < quiet,
+            "webhooks still pending, no delivery moved for {quiet:?}: {w}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -285,19 +304,81 @@ pub fn equal(r: &Report) -> bool {
             .all(|c| c.drifted_in_dlq == c.drifted && c.matched == c.expected_live)
 }
 
-/// Polls the comparison until the curated topics and the DLQ equal the truth, or `timeout`;
-/// returns the last report (which the caller asserts on exactly).
-pub async fn converge(cfg: &Config, truth: &serde_json::Value, timeout: Duration) -> Report {
-    let deadline = Instant::now() + timeout;
+/// Polls the comparison until the curated topics and the DLQ equal the truth, or until the
+/// pipeline has stopped moving for `quiet`: neither the comparison nor the validate and dedup
+/// groups' committed offsets changed in that time. A busy machine only makes the pipeline
+/// slower, so the wait follows its progress instead of a fixed deadline; a pipeline that is
+/// drained or stuck and still differs from the truth is what the caller's exact assertions
+/// then report. Returns the last report.
+pub async fn converge(cfg: &Config, truth: &serde_json::Value, quiet: Duration) -> Report {
+    let started = Instant::now();
+    let mut moved_at = Instant::now();
+    let mut last = String::new();
+    let mut said = Instant::now();
     loop {
         let r = intake::verify::compare(cfg, "sim", truth)
             .await
             .expect("compare");
-        if equal(&r) || Instant::now() > deadline {
+        if equal(&r) {
             return r;
+        }
+        let offsets = tokio::task::spawn_blocking({
+            let cfg = cfg.clone();
+            move || group_offsets(&cfg)
+        })
+        .await
+        .unwrap();
+        let now = format!(
+            "{} {offsets:?}",
+            serde_json::to_string(&r).expect("report serialises")
+        );
+        if now != last {
+            last = now;
+            moved_at = Instant::now();
+        }
+        if moved_at.elapsed() > quiet {
+            println!(
+                "converge: nothing moved for {:.0} s ({:.0} s in all); comparing as it stands",
+                quiet.as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            );
+            return r;
+        }
+        if said.elapsed() > Duration::from_secs(30) {
+            said = Instant::now();
+            println!(
+                "converge: {:.0} s, not yet equal; committed offsets {offsets:?}",
+                started.elapsed().as_secs_f64()
+            );
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// The validate and dedup groups' committed offsets, summed over their input topics (landing;
+/// the valid topics). They only grow while the stages do work.
+fn group_offsets(cfg: &Config) -> [i64; 2] {
+    let names = TopicNames::from_config(cfg);
+    let kafka = intake::kafka::Kafka::new(&cfg.kafka).expect("kafka config");
+    let valid: Vec<String> = STREAMS
+        .iter()
+        .map(|(s, ..)| names.valid("sim", s))
+        .collect();
+    [
+        ("validate", vec![names.landing()]),
+        ("dedup", valid),
+    ]
+    .map(|(stage, topics)| {
+        let view = super::group::GroupView::new(&kafka.group(stage));
+        let mut parts = Vec::new();
+        for t in topics {
+            let n = view.partitions(&t).unwrap_or(0);
+            parts.extend((0..n).map(|p| (t.clone(), p)));
+        }
+        view.committed(&parts)
+            .map(|c| c.values().sum())
+            .unwrap_or(-1)
+    })
 }
 
 /// Per stream of the truth: (live and not drifted, deleted and not drifted, drifted).

@@ -56,6 +56,11 @@ impl GroupView {
             .find(|(member, _)| member.starts_with(&prefix))
     }
 
+    /// The partition count of `topic`; `None` when the broker does not answer in time.
+    pub fn partitions(&self, topic: &str) -> Option<i32> {
+        intake::kafka::reader::partition_count(&self.consumer, topic, TIMEOUT).ok()
+    }
+
     /// The group's committed offset of each of `partitions` (absent: none committed yet);
     /// `None` when the broker does not answer in time.
     pub fn committed(&self, partitions: &[Tp]) -> Option<BTreeMap<Tp, i64>> {
