@@ -112,11 +112,15 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::dlq::SchemaCommand,
     },
-    /// Check a config file and print what it resolves to (secrets redacted).
+    /// Check a config file and print what it resolves to (secrets redacted); with `--check`,
+    /// also connect to Kafka and the registry and report what works (exit 1 if anything fails).
     Config {
         /// Config file.
         #[arg(long, short, env = "INTAKE_CONFIG")]
         config: PathBuf,
+        /// Connect to Kafka and the schema registry with the configured settings.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -172,6 +176,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             action: TopicsAction::Apply { config, dry_run },
         } => {
             let cfg = load(&config)?;
+            kafka_reachable(&cfg).await?;
             let kafka = Kafka::new(&cfg.kafka)?;
             let specs = topics::declared(&cfg)?;
             let changes = topics::plan(&kafka, &specs)
@@ -211,6 +216,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Fetch(a) => {
             let cfg = std::sync::Arc::new(load(&a.config)?);
+            kafka_reachable(&cfg).await?;
             let _metrics = metrics_unless(a.once, &cfg).await?;
             let opts = crate::fetch::FetchOptions {
                 once: a.once,
@@ -236,23 +242,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dedup { config } => {
             let cfg = std::sync::Arc::new(load(&config)?);
+            kafka_reachable(&cfg).await?;
             let _metrics = metrics_unless(false, &cfg).await?;
             crate::dedup::stage::run(cfg, shutdown_signal()).await?;
             Ok(())
         }
         Command::Validate { config } => {
             let cfg = std::sync::Arc::new(load(&config)?);
+            kafka_reachable(&cfg).await?;
             let _metrics = metrics_unless(false, &cfg).await?;
             crate::validate::stage::run(cfg, shutdown_signal()).await?;
             Ok(())
         }
         Command::Run { config } => {
             let cfg = std::sync::Arc::new(load(&config)?);
+            kafka_reachable(&cfg).await?;
             let _metrics = metrics_unless(false, &cfg).await?;
             crate::run::run(cfg, shutdown_signal()).await
         }
         Command::Serve { config } => {
             let cfg = std::sync::Arc::new(load(&config)?);
+            kafka_reachable(&cfg).await?;
             let _metrics = metrics_unless(false, &cfg).await?;
             let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
                 .await
@@ -315,12 +325,78 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dlq { action } => crate::dlq::run(action).await,
         Command::Schema { action } => crate::dlq::run_schema(action).await,
-        Command::Config { config } => {
+        Command::Config { config, check } => {
             let cfg = load(&config)?;
-            println!("{cfg:#?}");
-            Ok(())
+            if !check {
+                println!("{cfg:#?}");
+                return Ok(());
+            }
+            if check_connections(&cfg).await {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
         }
     }
+}
+
+/// Connects to Kafka before a command starts work: a wrong password or certificate ends
+/// start-up here with the setting to fix; an unreachable cluster is waited for (with warnings).
+async fn kafka_reachable(cfg: &Config) -> anyhow::Result<()> {
+    let kafka = Kafka::new(&cfg.kafka)?;
+    tokio::task::spawn_blocking(move || kafka.check_connection(None)).await??;
+    Ok(())
+}
+
+/// `intake config --check`: one line per service, `ok` or the reason; true if all work.
+async fn check_connections(cfg: &Config) -> bool {
+    let sec = cfg.kafka.security();
+    let how = match sec.sasl {
+        Some(s) => format!(
+            "{} {} as {}",
+            sec.protocol.as_str(),
+            s.mechanism.as_str(),
+            s.username
+        ),
+        None => sec.protocol.as_str().to_owned(),
+    };
+    let kafka = match Kafka::new(&cfg.kafka) {
+        Ok(k) => tokio::task::spawn_blocking(move || {
+            k.check_connection(Some(std::time::Duration::from_secs(15)))
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r.map_err(anyhow::Error::from)),
+        Err(e) => Err(e.into()),
+    };
+    let kafka_ok = match &kafka {
+        Ok(r) => {
+            println!(
+                "kafka: ok — {} ({how}): {} broker(s), {} topic(s) visible",
+                cfg.kafka.brokers, r.brokers, r.topics
+            );
+            true
+        }
+        Err(e) => {
+            println!("kafka: FAILED — {e:#}");
+            false
+        }
+    };
+    let registry = match Registry::new(&cfg.registry) {
+        Ok(r) => r.ping().await.map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
+    let registry_ok = match &registry {
+        Ok(()) => {
+            println!("registry: ok — {}", cfg.registry.url);
+            true
+        }
+        Err(e) => {
+            println!("registry: FAILED — {}: {e:#}", cfg.registry.url);
+            false
+        }
+    };
+    kafka_ok && registry_ok
 }
 
 /// Resolves on SIGINT or SIGTERM.

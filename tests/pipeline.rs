@@ -1,6 +1,11 @@
 //! Issues 6 and 7, end to end: the whole pipeline (`intake run`: fetch, validate, dedup and
 //! serve in one child process) against the simulator on the real stack.
 //!
+//! intake connects over SASL_SSL with SCRAM-SHA-512, verifying the broker's certificate
+//! against the local stack's CA (issue 17); the test itself reads over the plaintext listener.
+//! At the end `intake status`, `intake verify` and `intake config --check` run over the same
+//! connection, and the SASL password appears in no output or log.
+//!
 //! 1. Backfill: the simulator starts paused with 300 records per stream (5 % drifted, 1 %
 //!    large enough for their pages to be claim-checked); once every stream completed its
 //!    backfill, the curated topics equal the truth exactly.
@@ -74,7 +79,15 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         lookback: "1m",
         page_size: 50,
     };
-    let text = config_text(&e2e::sources(sim.addr, &knobs));
+    // intake connects as a managed Kafka would have it: SASL_SSL, SCRAM-SHA-512, the broker's
+    // certificate verified against the stack's CA. The test reads over the plaintext listener.
+    let secure = secure_stack();
+    let password = std::fs::read_to_string(secure.tls.join("intake.password")).unwrap();
+    let password = password.trim();
+    let text = config_text_over(
+        &secure.sasl_ssl_toml("SCRAM-SHA-512"),
+        &e2e::sources(sim.addr, &knobs),
+    );
     let cfg = intake::config::Config::from_toml(&text).unwrap();
     // `intake run` applies topics and schemas itself; the topics first, so the test can read.
     apply_topics(&cfg).await;
@@ -257,6 +270,39 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     }
     let token = &stats["tokens"]["demo"];
     assert_eq!(token["throttled"], 0, "quota: {token}");
+
+    // The operator's commands over the same secured connection: status and verify (against
+    // the simulator's truth document) succeed; the password appears in no output or log.
+    let truth_url = format!("http://{}/admin/truth", sim.addr);
+    let mut outputs = String::new();
+    for args in [
+        vec!["status", "--json"],
+        vec!["verify", "--source", "sim", "--truth", truth_url.as_str()],
+        vec!["config", "--check"],
+    ] {
+        let clog = dir.path().join(format!("{}.log", args[0]));
+        let (status, out) = proc::intake(&args, &clog)
+            .config(&cfg_path)
+            .capture_stdout()
+            .spawn()
+            .wait_output(Duration::from_secs(120));
+        assert!(
+            status.success(),
+            "intake {args:?} over SASL_SSL: {status}\n{out}\n{}",
+            proc::tail(&clog, 30)
+        );
+        outputs.push_str(&out);
+        outputs.push_str(&std::fs::read_to_string(&clog).unwrap_or_default());
+    }
+    assert!(
+        outputs.contains("kafka: ok") && outputs.contains("sasl_ssl SCRAM-SHA-512 as intake"),
+        "config --check: {outputs}"
+    );
+    outputs.push_str(&std::fs::read_to_string(&log).unwrap());
+    assert!(
+        !password.is_empty() && !outputs.contains(password),
+        "the SASL password appears in a command's output or log"
+    );
 
     let status = run.terminate(Duration::from_secs(60));
     assert!(

@@ -8,6 +8,7 @@
 
 pub mod defaults;
 pub mod secret;
+pub mod security;
 mod source;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use secret::{SecretError, SecretRef, SecretString};
+pub use security::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism, SecurityProtocol};
 pub use source::{
     Auth, DriftPolicy, Incremental, Pagination, QuotaConfig, SourceConfig, StreamConfig,
 };
@@ -70,15 +72,32 @@ pub struct KafkaConfig {
     /// [`KafkaConfig::RESERVED`] are refused.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
-    /// SASL password (`sasl.password`), from env or file. Never logged.
+    /// `security.protocol`: `plaintext` (default), `ssl`, `sasl_plaintext` or `sasl_ssl`.
     #[serde(default)]
-    pub sasl_password: Option<SecretRef>,
+    pub security_protocol: SecurityProtocol,
+    /// TLS settings (CA, client certificate) for `ssl` and `sasl_ssl`.
+    #[serde(default)]
+    pub tls: Option<KafkaTls>,
+    /// SASL settings (mechanism, user, password) for `sasl_ssl` and `sasl_plaintext`.
+    #[serde(default)]
+    pub sasl: Option<KafkaSasl>,
+}
+
+impl KafkaConfig {
+    /// The connection settings as one value.
+    pub fn security(&self) -> KafkaSecurity<'_> {
+        KafkaSecurity {
+            protocol: self.security_protocol,
+            tls: self.tls.as_ref(),
+            sasl: self.sasl.as_ref(),
+        }
+    }
 }
 
 impl KafkaConfig {
     /// librdkafka properties `kafka.properties` may not set, with where they come from:
     /// exactly-once, fencing, partitioning and secrets depend on intake setting them itself.
-    pub const RESERVED: [(&'static str, &'static str); 11] = [
+    pub const RESERVED: [(&'static str, &'static str); 10] = [
         ("bootstrap.servers", "set `kafka.brokers`"),
         ("group.id", "groups are `<kafka.group_prefix>-<stage>`"),
         (
@@ -103,10 +122,6 @@ impl KafkaConfig {
         (
             "partitioner",
             "keys must land where Java clients put them (murmur2_random)",
-        ),
-        (
-            "sasl.password",
-            "set `kafka.sasl_password` (from env or a file, never literal)",
         ),
     ];
 }
@@ -289,8 +304,12 @@ impl Config {
         }
         check_name("topics.prefix", &self.topics.prefix)?;
         check_name("kafka.group_prefix", &self.kafka.group_prefix)?;
-        for (key, why) in KafkaConfig::RESERVED {
-            if self.kafka.properties.contains_key(key) {
+        self.kafka.security().check()?;
+        for (key, why) in KafkaConfig::RESERVED
+            .iter()
+            .chain(security::OWNED_PROPERTIES.iter())
+        {
+            if self.kafka.properties.contains_key(*key) {
                 return Err(invalid(
                     format!("kafka.properties.\"{key}\""),
                     format!("intake sets it itself: {why}"),

@@ -138,6 +138,16 @@ fn the_reference_in_docs_parses_with_the_real_config_code() {
 }
 
 #[test]
+fn kafka_security_examples_are_valid() {
+    for name in ["confluent-cloud", "msk-scram", "self-hosted-mtls"] {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/kafka/{name}.toml"));
+        let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(cfg.kafka.security_protocol.tls(), "{name}");
+    }
+}
+
+#[test]
 fn public_api_examples_are_valid() {
     for name in ["github", "stripe"] {
         let path =
@@ -428,7 +438,9 @@ fn the_walk_finds_fields_of_every_kind() {
     for f in [
         "kafka.brokers",
         "kafka.properties",
-        "kafka.sasl_password",
+        "kafka.security_protocol",
+        "kafka.tls.ca_file",
+        "kafka.sasl.mechanism",
         "telemetry.metrics_addr",
         "sources[].quota.token_id",
         "sources[].webhook.secrets",

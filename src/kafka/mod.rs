@@ -12,6 +12,7 @@
 //!
 //! Errors are classified in [`error`] (retry / abort the transaction / fatal / bad record).
 
+pub mod connect;
 pub mod eos;
 pub mod error;
 pub mod group;
@@ -27,7 +28,8 @@ use std::sync::{Arc, Mutex};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 
-use crate::config::{ConfigError, KafkaConfig, SecretString};
+use crate::config::security::ResolvedSecurity;
+use crate::config::{ConfigError, KafkaConfig};
 
 pub use error::{ErrorClass, classify};
 pub use reader::Reader;
@@ -78,7 +80,9 @@ pub fn consumer_lag<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option<i6
 #[derive(Clone)]
 pub struct Kafka {
     cfg: KafkaConfig,
-    sasl_password: Option<SecretString>,
+    /// `security.protocol`, TLS and SASL properties, secrets resolved. A `ClientConfig`
+    /// holding them is never logged (its `Debug` would print them).
+    security: Arc<ResolvedSecurity>,
     /// The `read_uncommitted` client every [`Reader`] of this `Kafka` (and its clones) asks
     /// for high watermarks; built on first use.
     watermarks: Arc<Mutex<Option<Arc<BaseConsumer>>>>,
@@ -96,23 +100,15 @@ impl std::fmt::Debug for Kafka {
 }
 
 impl Kafka {
-    /// Resolves the SASL secret (if any) once.
+    /// Resolves the connection secrets (SASL password, key password) once.
     ///
     /// # Errors
-    /// When the secret cannot be resolved.
+    /// When a secret cannot be resolved (naming its field).
     pub fn new(cfg: &KafkaConfig) -> Result<Self, ConfigError> {
-        let sasl_password = cfg
-            .sasl_password
-            .as_ref()
-            .map(|s| s.resolve())
-            .transpose()
-            .map_err(|source| ConfigError::Secret {
-                field: "kafka.sasl_password".into(),
-                source,
-            })?;
+        let security = Arc::new(cfg.security().resolve()?);
         Ok(Self {
             cfg: cfg.clone(),
-            sasl_password,
+            security,
             watermarks: Arc::default(),
             producer: Vec::new(),
         })
@@ -141,15 +137,17 @@ impl Kafka {
         c
     }
 
-    /// Applies `kafka.properties` and the SASL password over a client's settings: last, so a
-    /// user's tuning wins over intake's defaults. The settings exactly-once depends on cannot
-    /// be set there ([`crate::config::KafkaConfig::RESERVED`], checked when the config loads).
+    /// Applies the connection settings (`kafka.security_protocol`, `kafka.tls`, `kafka.sasl`)
+    /// and `kafka.properties` over a client's settings: last, so a user's tuning wins over
+    /// intake's defaults. The settings exactly-once and security depend on cannot be set in
+    /// `kafka.properties` ([`crate::config::KafkaConfig::RESERVED`] and
+    /// [`crate::config::security::OWNED_PROPERTIES`], checked when the config loads).
     fn user(&self, c: &mut ClientConfig) {
-        for (k, v) in &self.cfg.properties {
+        for (k, v) in self.security.properties() {
             c.set(k, v);
         }
-        if let Some(p) = &self.sasl_password {
-            c.set("sasl.password", p.expose());
+        for (k, v) in &self.cfg.properties {
+            c.set(k, v);
         }
     }
 

@@ -364,11 +364,7 @@ fn group_offsets(cfg: &Config) -> [i64; 2] {
         .iter()
         .map(|(s, ..)| names.valid("sim", s))
         .collect();
-    [
-        ("validate", vec![names.landing()]),
-        ("dedup", valid),
-    ]
-    .map(|(stage, topics)| {
+    [("validate", vec![names.landing()]), ("dedup", valid)].map(|(stage, topics)| {
         let view = super::group::GroupView::new(&kafka.group(stage));
         let mut parts = Vec::new();
         for t in topics {

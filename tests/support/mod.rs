@@ -68,15 +68,71 @@ pub fn config(extra: &str) -> Config {
 
 /// The text of [`config`] (for child processes, which read it from a file).
 pub fn config_text(extra: &str) -> String {
+    config_text_over(&format!("brokers = \"{}\"", brokers()), extra)
+}
+
+/// The local stack's secured listeners, as `scripts/stack` made them: SASL_SSL (user
+/// `intake`, PLAIN and SCRAM) on the plaintext port + 2, mTLS on + 3, and the CA, client
+/// certificates and password files in `<stack dir>/tls` (`INTAKE_TEST_STACK_DIR`, default
+/// `<repo>/.stack`).
+pub struct SecureStack {
+    pub sasl_ssl: String,
+    pub mtls: String,
+    pub tls: std::path::PathBuf,
+}
+
+pub fn secure_stack() -> SecureStack {
+    let plain = brokers();
+    let (host, port) = plain.rsplit_once(':').expect("host:port");
+    let port: u16 = port.parse().expect("a port");
+    let dir = std::env::var("INTAKE_TEST_STACK_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root().join(".stack"));
+    let tls = dir.join("tls");
+    assert!(
+        tls.join("ca.pem").exists(),
+        "{} has no ca.pem: start the stack with scripts/stack start (it makes the certificates)",
+        tls.display()
+    );
+    SecureStack {
+        sasl_ssl: format!("{host}:{}", port + 2),
+        mtls: format!("{host}:{}", port + 3),
+        tls,
+    }
+}
+
+impl SecureStack {
+    /// `[kafka]` lines for SASL_SSL with `mechanism`, verifying the broker with the stack's CA.
+    pub fn sasl_ssl_toml(&self, mechanism: &str) -> String {
+        format!(
+            "brokers = \"{}\"\nsecurity_protocol = \"sasl_ssl\"\n\
+             [kafka.tls]\nca_file = \"{}\"\n\
+             [kafka.sasl]\nmechanism = \"{mechanism}\"\nusername = \"intake\"\n\
+             password = {{ file = \"{}\" }}",
+            self.sasl_ssl,
+            self.tls.join("ca.pem").display(),
+            self.tls.join("intake.password").display()
+        )
+    }
+}
+
+/// [`config_text`] with `kafka` as the `[kafka]` table's connection lines (`brokers` and any
+/// security settings; sub-tables such as `[kafka.tls]` last).
+pub fn config_text_over(kafka: &str, extra: &str) -> String {
     let p = unique("t");
     let root = root();
+    let (keys, tables) = match kafka.find("\n[") {
+        Some(i) => (&kafka[..i], &kafka[i + 1..]),
+        None => (kafka, ""),
+    };
     let text = format!(
         r#"
 [kafka]
-brokers = "{brokers}"
+{keys}
 group_prefix = "{p}"
 instance_id = "test"
 transaction_timeout = "10s"
+{tables}
 
 [registry]
 url = "{registry}"
@@ -92,7 +148,6 @@ dir = "{root}/topics"
 
 {extra}
 "#,
-        brokers = brokers(),
         registry = registry_url(),
         root = root.display(),
         blobs = std::env::temp_dir()

@@ -1,0 +1,404 @@
+//! How intake's Kafka clients connect: `security.protocol`, TLS (server verification on by
+//! default, a custom CA, client certificates for mTLS) and SASL (PLAIN, SCRAM-SHA-256,
+//! SCRAM-SHA-512) as typed settings under `[kafka]`, with secrets as references.
+//!
+//! [`KafkaSecurity::check`] refuses contradictions at load (SASL settings on a protocol without
+//! SASL, a client certificate without its key), [`KafkaSecurity::resolve`] secrets and
+//! unreadable certificate files when the clients are built, each naming its field;
+//! [`ResolvedSecurity::properties`] turns the settings into librdkafka properties, the only
+//! place that does.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ConfigError, SecretRef, SecretString, invalid};
+
+/// `security.protocol` of every Kafka client.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    /// No TLS, no authentication (a local broker).
+    #[default]
+    Plaintext,
+    /// TLS; the client authenticates with a certificate when `kafka.tls.cert_file` is set.
+    Ssl,
+    /// SASL without TLS (credentials in clear on the network: only inside a trusted network).
+    SaslPlaintext,
+    /// SASL over TLS: what Confluent Cloud, Amazon MSK (SCRAM), Aiven and Redpanda Cloud use.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// librdkafka's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    /// Whether the client authenticates with SASL.
+    pub fn sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// `[kafka.tls]`: used when `security_protocol` is `ssl` or `sasl_ssl`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTls {
+    /// PEM file of the CA certificate(s) that signed the brokers' certificates. Default: the
+    /// system's trust store (right for managed services with public certificates).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for brokers that require one (mTLS). Needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Password of an encrypted `key_file`.
+    #[serde(default)]
+    pub key_password: Option<SecretRef>,
+    /// Whether the broker's certificate must name the host connected to. Turn off only for
+    /// brokers reached through an address their certificate does not list.
+    #[serde(default = "yes")]
+    pub verify_hostname: bool,
+}
+
+impl Default for KafkaTls {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            key_password: None,
+            verify_hostname: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// SASL mechanisms intake supports.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// User name and password in clear (inside TLS): Confluent Cloud API keys.
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// Salted challenge-response (Amazon MSK uses SHA-512).
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// Salted challenge-response.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// librdkafka's (and Kafka's) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// `[kafka.sasl]`: used when `security_protocol` is `sasl_ssl` or `sasl_plaintext`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSasl {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: SaslMechanism,
+    /// User name (Confluent Cloud: the API key).
+    pub username: String,
+    /// Password (Confluent Cloud: the API secret), from env or a file. Never logged.
+    pub password: SecretRef,
+}
+
+/// The connection settings of `[kafka]`, as one value.
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaSecurity<'a> {
+    /// `kafka.security_protocol`.
+    pub protocol: SecurityProtocol,
+    /// `kafka.tls`.
+    pub tls: Option<&'a KafkaTls>,
+    /// `kafka.sasl`.
+    pub sasl: Option<&'a KafkaSasl>,
+}
+
+/// The settings with their secrets resolved, ready for a client.
+#[derive(Debug, Clone, Default)]
+pub struct ResolvedSecurity {
+    properties: Vec<(&'static str, String)>,
+    secrets: Vec<(&'static str, SecretString)>,
+}
+
+impl KafkaSecurity<'_> {
+    /// Refuses contradictions and unreadable files, naming the field.
+    ///
+    /// # Errors
+    /// The first field at fault.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let p = self.protocol.as_str();
+        match (self.protocol.sasl(), self.sasl) {
+            (true, None) => {
+                return Err(invalid(
+                    "kafka.sasl",
+                    format!(
+                        "security_protocol = \"{p}\" needs [kafka.sasl] (mechanism, username, password)"
+                    ),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(invalid(
+                    "kafka.sasl",
+                    format!(
+                        "is set but security_protocol = \"{p}\" does not use SASL (sasl_ssl does)"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(s) = self.sasl
+            && s.username.trim().is_empty()
+        {
+            return Err(invalid("kafka.sasl.username", "must not be empty"));
+        }
+        let Some(tls) = self.tls else {
+            return Ok(());
+        };
+        if !self.protocol.tls() {
+            return Err(invalid(
+                "kafka.tls",
+                format!(
+                    "is set but security_protocol = \"{p}\" does not use TLS (ssl or sasl_ssl do)"
+                ),
+            ));
+        }
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "kafka.tls.key_file",
+                    "cert_file is set: its key is needed too",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "kafka.tls.cert_file",
+                    "key_file is set: its certificate is needed too",
+                ));
+            }
+            _ => {}
+        }
+        if tls.key_password.is_some() && tls.key_file.is_none() {
+            return Err(invalid("kafka.tls.key_password", "is set without key_file"));
+        }
+        Ok(())
+    }
+
+    /// Resolves the secrets and checks that the certificate files can be read.
+    ///
+    /// # Errors
+    /// A secret that cannot be resolved or a file that cannot be read, naming its field.
+    pub fn resolve(&self) -> Result<ResolvedSecurity, ConfigError> {
+        let mut r = ResolvedSecurity::default();
+        if let Some(tls) = self.tls {
+            for (field, file) in [
+                ("kafka.tls.ca_file", &tls.ca_file),
+                ("kafka.tls.cert_file", &tls.cert_file),
+                ("kafka.tls.key_file", &tls.key_file),
+            ] {
+                if let Some(f) = file {
+                    readable_pem(field, f)?;
+                }
+            }
+        }
+        r.properties
+            .push(("security.protocol", self.protocol.as_str().to_owned()));
+        if let Some(tls) = self.tls.filter(|_| self.protocol.tls()) {
+            let path = |p: &PathBuf| p.display().to_string();
+            if let Some(ca) = &tls.ca_file {
+                r.properties.push(("ssl.ca.location", path(ca)));
+            }
+            if let Some(cert) = &tls.cert_file {
+                r.properties.push(("ssl.certificate.location", path(cert)));
+            }
+            if let Some(key) = &tls.key_file {
+                r.properties.push(("ssl.key.location", path(key)));
+            }
+            if let Some(pw) = &tls.key_password {
+                r.secrets
+                    .push(("ssl.key.password", secret("kafka.tls.key_password", pw)?));
+            }
+            r.properties.push((
+                "ssl.endpoint.identification.algorithm",
+                if tls.verify_hostname { "https" } else { "none" }.to_owned(),
+            ));
+        }
+        if let Some(s) = self.sasl.filter(|_| self.protocol.sasl()) {
+            r.properties
+                .push(("sasl.mechanism", s.mechanism.as_str().to_owned()));
+            r.properties.push(("sasl.username", s.username.clone()));
+            r.secrets
+                .push(("sasl.password", secret("kafka.sasl.password", &s.password)?));
+        }
+        Ok(r)
+    }
+}
+
+impl ResolvedSecurity {
+    /// The librdkafka properties to set on every client, secrets included (the caller hands
+    /// them straight to librdkafka).
+    pub fn properties(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.properties
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .chain(self.secrets.iter().map(|(k, v)| (*k, v.expose())))
+    }
+}
+
+fn secret(field: &str, r: &SecretRef) -> Result<SecretString, ConfigError> {
+    r.resolve().map_err(|source| ConfigError::Secret {
+        field: field.into(),
+        source,
+    })
+}
+
+/// A file librdkafka will read: it must exist and hold PEM text.
+fn readable_pem(field: &str, path: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read(path)
+        .map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))?;
+    if !text.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(invalid(
+            field,
+            format!("{} is not a PEM file (no -----BEGIN line)", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// librdkafka properties that the typed settings own; `kafka.properties` may not set them.
+pub const OWNED_PROPERTIES: [(&str, &str); 11] = [
+    ("security.protocol", "set `kafka.security_protocol`"),
+    ("sasl.mechanism", "set `kafka.sasl.mechanism`"),
+    ("sasl.mechanisms", "set `kafka.sasl.mechanism`"),
+    ("sasl.username", "set `kafka.sasl.username`"),
+    (
+        "sasl.password",
+        "set `kafka.sasl.password` (from env or a file, never literal)",
+    ),
+    ("ssl.ca.location", "set `kafka.tls.ca_file`"),
+    ("ssl.certificate.location", "set `kafka.tls.cert_file`"),
+    ("ssl.key.location", "set `kafka.tls.key_file`"),
+    (
+        "ssl.key.password",
+        "set `kafka.tls.key_password` (from env or a file, never literal)",
+    ),
+    (
+        "ssl.endpoint.identification.algorithm",
+        "set `kafka.tls.verify_hostname`",
+    ),
+    (
+        "enable.ssl.certificate.verification",
+        "certificates are always verified: trust a private CA with `kafka.tls.ca_file`",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn kafka(extra: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::from_toml(&format!("[kafka]\nbrokers = \"b:9094\"\n{extra}"))
+    }
+
+    fn field(extra: &str) -> String {
+        match kafka(extra) {
+            Err(crate::config::ConfigError::Invalid { field, .. }) => field,
+            other => panic!("{extra}: expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn contradictions_name_the_field() {
+        assert_eq!(field("security_protocol = \"sasl_ssl\""), "kafka.sasl");
+        assert_eq!(
+            field(
+                "[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = { env = \"P\" }"
+            ),
+            "kafka.sasl"
+        );
+        assert_eq!(
+            field("[kafka.tls]\nca_file = \"/ca.pem\""),
+            "kafka.tls",
+            "TLS settings on plaintext"
+        );
+        assert_eq!(
+            field("security_protocol = \"ssl\"\n[kafka.tls]\ncert_file = \"/c.pem\""),
+            "kafka.tls.key_file"
+        );
+        assert_eq!(
+            field(
+                "security_protocol = \"sasl_ssl\"\n[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \" \"\npassword = { env = \"P\" }"
+            ),
+            "kafka.sasl.username"
+        );
+        assert_eq!(
+            field("[kafka.properties]\n\"sasl.username\" = \"u\""),
+            "kafka.properties.\"sasl.username\""
+        );
+        assert_eq!(
+            field("[kafka.properties]\n\"enable.ssl.certificate.verification\" = \"false\""),
+            "kafka.properties.\"enable.ssl.certificate.verification\""
+        );
+    }
+
+    #[test]
+    fn settings_become_librdkafka_properties_with_secrets_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret-value\n").unwrap();
+        let cfg = kafka(&format!(
+            "security_protocol = \"sasl_ssl\"\n[kafka.tls]\nca_file = \"{}\"\n[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"svc\"\npassword = {{ file = \"{}\" }}",
+            ca.display(),
+            pw.display()
+        ))
+        .unwrap();
+        let r = cfg.kafka.security().resolve().unwrap();
+        let props: std::collections::BTreeMap<_, _> = r.properties().collect();
+        assert_eq!(props["security.protocol"], "sasl_ssl");
+        assert_eq!(props["ssl.ca.location"], ca.display().to_string());
+        assert_eq!(props["ssl.endpoint.identification.algorithm"], "https");
+        assert_eq!(props["sasl.mechanism"], "SCRAM-SHA-256");
+        assert_eq!(props["sasl.username"], "svc");
+        assert_eq!(props["sasl.password"], "s3cret-value");
+        // Neither the config's nor the resolved settings' Debug shows the secret.
+        assert!(!format!("{cfg:?}{r:?}").contains("s3cret"));
+        // A CA file that is not PEM is refused when the clients are built, naming the field.
+        std::fs::write(&ca, "not a certificate").unwrap();
+        match cfg.kafka.security().resolve() {
+            Err(crate::config::ConfigError::Invalid { field, .. }) => {
+                assert_eq!(field, "kafka.tls.ca_file")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

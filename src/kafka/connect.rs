@@ -1,0 +1,253 @@
+//! The start-up check of the Kafka connection: every long-running command asks the cluster for
+//! its metadata with the configured security settings before it starts work, and a wrong
+//! password, an untrusted or expired certificate or a plaintext client at a TLS listener ends
+//! start-up with one line naming the setting to fix and the reason librdkafka gave — instead of
+//! a client that retries silently forever.
+//!
+//! librdkafka reports such failures through its error callback (and logs), not in the result of
+//! the metadata request, which only times out; [`Recorder`] keeps those reasons and
+//! [`diagnose`] maps them to the setting at fault.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+
+use super::Kafka;
+
+/// What the check found.
+#[derive(Debug, Clone)]
+pub struct Reached {
+    /// Brokers in the cluster's metadata.
+    pub brokers: usize,
+    /// Topics visible to this client.
+    pub topics: usize,
+}
+
+/// Why the cluster could not be reached, with the setting most likely at fault.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot connect to Kafka at {brokers}: check `{field}`: {reason}")]
+pub struct ConnectError {
+    /// `kafka.brokers`.
+    pub brokers: String,
+    /// The config field to look at (`kafka.sasl.password`, `kafka.tls.ca_file`, ...).
+    pub field: String,
+    /// librdkafka's reason (never a secret: it does not print credentials).
+    pub reason: String,
+}
+
+/// Keeps what librdkafka reported while connecting, with how often.
+#[derive(Default)]
+pub struct Recorder {
+    reasons: Mutex<Vec<(String, usize)>>,
+}
+
+impl Recorder {
+    fn push(&self, reason: String) {
+        let mut r = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, n)) = r.iter_mut().find(|(x, _)| *x == reason) {
+            *n += 1;
+        } else if r.len() < 64 {
+            r.push((reason, 1));
+        }
+    }
+
+    fn reasons(&self) -> Vec<(String, usize)> {
+        self.reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl ClientContext for Recorder {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            self.push(format!("{fac}: {message}"));
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.push(format!("{error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for Recorder {}
+
+/// The setting at fault for what librdkafka reported (each reason with how often it came),
+/// if it says so clearly; `None` when the reasons name nothing certain (a broker that is down
+/// or still starting: the caller keeps trying).
+pub fn diagnose(reasons: &[(String, usize)]) -> Option<(&'static str, String)> {
+    // Most specific first; each pattern is a phrase of librdkafka's (or OpenSSL's) messages,
+    // with how often it must come before it is believed: a disconnect during the first
+    // request also happens when a broker shuts down, a wrong protocol makes it happen on
+    // every attempt.
+    const RULES: [(&str, &str, usize); 13] = [
+        ("Authentication failed", "kafka.sasl.password", 1),
+        ("invalid credentials", "kafka.sasl.password", 1),
+        ("Unsupported SASL mechanism", "kafka.sasl.mechanism", 1),
+        ("SASL mechanism", "kafka.sasl.mechanism", 1),
+        ("certificate expired", "kafka.tls.cert_file", 1),
+        ("certificate required", "kafka.tls.cert_file", 1),
+        ("bad certificate", "kafka.tls.cert_file", 1),
+        ("unknown ca", "kafka.tls.cert_file", 1),
+        // What Kafka's broker answers to a client certificate it refuses (expired, or from a
+        // CA it does not trust).
+        ("alert certificate unknown", "kafka.tls.cert_file", 1),
+        ("Hostname mismatch", "kafka.tls.verify_hostname", 1),
+        ("certificate verify failed", "kafka.tls.ca_file", 1),
+        ("ssl.key", "kafka.tls.key_file", 1),
+        ("incorrect security.protocol", "kafka.security_protocol", 3),
+    ];
+    for (phrase, field, times) in RULES {
+        let phrase = phrase.to_ascii_lowercase();
+        let seen: usize = reasons
+            .iter()
+            .filter(|(r, _)| r.to_ascii_lowercase().contains(&phrase))
+            .map(|(_, n)| n)
+            .sum();
+        if seen >= times {
+            let first = reasons
+                .iter()
+                .find(|(r, _)| r.to_ascii_lowercase().contains(&phrase))
+                .map(|(r, _)| r.clone())
+                .unwrap_or_default();
+            return Some((field, first));
+        }
+    }
+    None
+}
+
+impl Kafka {
+    /// Asks the cluster for its metadata with the configured settings. Returns as soon as
+    /// librdkafka reports an authentication or TLS failure. While nothing answers it keeps
+    /// trying — up to `within` when given (`intake config --check`), else for as long as it
+    /// takes, with a warning every 10 s (a stage started while its broker restarts waits
+    /// for it). Blocking: call it from a blocking thread.
+    ///
+    /// # Errors
+    /// A [`ConnectError`] naming the setting at fault (`kafka.brokers` when nothing answered).
+    pub fn check_connection(&self, within: Option<Duration>) -> Result<Reached, ConnectError> {
+        use rdkafka::consumer::Consumer;
+        let fail = |field: &str, reason: String| ConnectError {
+            brokers: self.brokers().to_owned(),
+            field: field.to_owned(),
+            reason,
+        };
+        let mut c = self.base("check");
+        c.set(
+            "group.id",
+            format!("{}-check-unused", self.cfg.group_prefix),
+        )
+        .set("enable.auto.commit", "false");
+        self.user(&mut c);
+        let consumer: BaseConsumer<Recorder> =
+            c.create_with_context(Recorder::default()).map_err(|e| {
+                let reason = e.to_string();
+                let field = diagnose(&[(reason.clone(), 1)]).map_or("kafka.tls", |(f, _)| f);
+                fail(field, reason)
+            })?;
+        let started = Instant::now();
+        let mut warned = Instant::now();
+        loop {
+            match consumer.fetch_metadata(None, Duration::from_secs(2)) {
+                Ok(md) => {
+                    return Ok(Reached {
+                        brokers: md.brokers().len(),
+                        topics: md.topics().len(),
+                    });
+                }
+                Err(e) => {
+                    // Error and log events reach the context only when the client's queue is
+                    // served, one event per call; nothing is subscribed, so no message comes.
+                    for _ in 0..256 {
+                        if consumer.poll(Duration::ZERO).is_none() {
+                            break;
+                        }
+                    }
+                    let reasons = consumer.context().reasons();
+                    if let Some((field, reason)) = diagnose(&reasons) {
+                        return Err(fail(field, reason));
+                    }
+                    // The last three distinct reasons, newest last.
+                    let last = if reasons.is_empty() {
+                        e.to_string()
+                    } else {
+                        reasons[reasons.len().saturating_sub(3)..]
+                            .iter()
+                            .map(|(r, _)| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    };
+                    if let Some(within) = within
+                        && started.elapsed() >= within
+                    {
+                        return Err(fail(
+                            "kafka.brokers",
+                            format!("no answer within {within:?}: {last}"),
+                        ));
+                    }
+                    if warned.elapsed() >= Duration::from_secs(10) {
+                        warned = Instant::now();
+                        tracing::warn!(
+                            brokers = %self.brokers(),
+                            waited_s = started.elapsed().as_secs(),
+                            reason = %last,
+                            "Kafka does not answer yet; still trying"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::diagnose;
+
+    #[test]
+    fn reasons_name_the_setting() {
+        let cases = [
+            (
+                "sasl_ssl://127.0.0.1:9094/bootstrap: SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512",
+                "kafka.sasl.password",
+            ),
+            (
+                "ssl://127.0.0.1:9095/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify failed: broker certificate could not be verified",
+                "kafka.tls.ca_file",
+            ),
+            (
+                "SSL handshake failed: error:0A000415:SSL routines::sslv3 alert certificate expired",
+                "kafka.tls.cert_file",
+            ),
+            (
+                "ssl://127.0.0.1:9095/bootstrap: Receive failed: error:0A000416:SSL routines::sslv3 alert certificate unknown: SSL alert number 46",
+                "kafka.tls.cert_file",
+            ),
+            (
+                "Disconnected while requesting ApiVersion: might be caused by incorrect security.protocol configuration",
+                "kafka.security_protocol",
+            ),
+        ];
+        for (reason, field) in cases {
+            let times = if field == "kafka.security_protocol" {
+                3
+            } else {
+                1
+            };
+            assert_eq!(
+                diagnose(&[(reason.to_owned(), times)]).map(|(f, _)| f),
+                Some(field),
+                "{reason}"
+            );
+        }
+        assert_eq!(diagnose(&[("Connection refused".to_owned(), 9)]), None);
+        // A disconnect in the first request is believed only when it repeats.
+        let once = "Disconnected while requesting ApiVersion: might be caused by incorrect security.protocol configuration";
+        assert_eq!(diagnose(&[(once.to_owned(), 1)]), None);
+    }
+}
