@@ -11,6 +11,10 @@
 //!   password nowhere in its output. (A plaintext client at a TLS listener is not recognised:
 //!   librdkafka reports only "all brokers down", so the stage keeps waiting with a warning.)
 //!
+//! - fetch follows redirects and sends credentials (an API key in a custom header, a bearer
+//!   token) only to the origin it asked: a second local server that records every header it
+//!   receives gets none, the page it serves lands, and a redirect loop ends in a clear error.
+//!
 //! The whole pipeline over SASL_SSL with SCRAM-SHA-512 is `tests/pipeline.rs`.
 
 mod support;
@@ -206,4 +210,158 @@ fn an_unreachable_cluster_is_reported_by_config_check_naming_the_brokers() {
         "closed port: {:.1} s: {out}",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// What the second origin received: (path, every header as `name: value`).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>)>>>;
+
+/// The other origin: records every request's headers and serves one page.
+async fn other_origin(seen: Seen) -> std::net::SocketAddr {
+    let app = axum::Router::new().route(
+        "/elsewhere/{name}",
+        axum::routing::get(
+            |axum::extract::State(seen): axum::extract::State<Seen>,
+             axum::extract::Path(name): axum::extract::Path<String>,
+             headers: axum::http::HeaderMap| async move {
+                seen.lock().unwrap().push((
+                    name.clone(),
+                    headers
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
+                        .collect(),
+                ));
+                axum::Json(serde_json::json!({"data": [{"id": format!("{name}-1"), "version": 1}]}))
+            },
+        ),
+    );
+    let app = app.with_state(seen);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// The API: `/v1/{name}` redirects (302) within the origin to `/v1/{name}/moved`, which
+/// demands the credentials (401 without them) and redirects (307) to the other origin;
+/// `/v1/loop` redirects to itself.
+async fn api(other: std::net::SocketAddr, key: &'static str) -> std::net::SocketAddr {
+    use axum::http::{HeaderMap, StatusCode, header::LOCATION};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new()
+        .route(
+            "/v1/{name}",
+            axum::routing::get(|axum::extract::Path(name): axum::extract::Path<String>| async move {
+                if name == "loop" {
+                    return (StatusCode::FOUND, [(LOCATION, "/v1/loop".to_owned())]).into_response();
+                }
+                (StatusCode::FOUND, [(LOCATION, format!("/v1/{name}/moved"))]).into_response()
+            }),
+        )
+        .route(
+            "/v1/{name}/moved",
+            axum::routing::get(
+                move |axum::extract::Path(name): axum::extract::Path<String>, h: HeaderMap| async move {
+                    let authorized = h.get("x-api-key").is_some_and(|v| v == key)
+                        || h
+                            .get("authorization")
+                            .is_some_and(|v| v.to_str().unwrap_or("") == format!("Bearer {key}"));
+                    if !authorized {
+                        return (StatusCode::UNAUTHORIZED, "credentials missing after a same-origin redirect").into_response();
+                    }
+                    (
+                        StatusCode::TEMPORARY_REDIRECT,
+                        [(LOCATION, format!("http://{other}/elsewhere/{name}"))],
+                    )
+                        .into_response()
+                },
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetch_sends_credentials_only_to_the_origin_it_asked() {
+    const KEY: &str = "key-4c1e9b7d2a-never-elsewhere";
+    let seen: Seen = Default::default();
+    let other = other_origin(seen.clone()).await;
+    let api = api(other, KEY).await;
+    let stream = |name: &str| {
+        format!(
+            "[[sources.streams]]\nname = \"{name}\"\npath = \"/v1/{name}\"\nprimary_key = \"/id\"\n\
+             version = \"/version\"\npagination = {{ style = \"cursor\" }}\npages_per_transaction = 1\n"
+        )
+    };
+    let extra = format!(
+        "[[sources]]\nname = \"keyed\"\nbase_url = \"http://{api}\"\nmax_retries = 0\n\
+         auth = {{ kind = \"api_key\", header = \"X-API-Key\", key = \"{KEY}\" }}\n{}{}\n\
+         [[sources]]\nname = \"bearer\"\nbase_url = \"http://{api}\"\nmax_retries = 0\n\
+         auth = {{ kind = \"bearer\", token = \"{KEY}\" }}\n{}",
+        stream("things"),
+        stream("loop"),
+        stream("widgets"),
+    );
+    let cfg = std::sync::Arc::new(config(&extra));
+    apply_topics(&cfg).await;
+    let run = |streams: &[&str]| {
+        let cfg = cfg.clone();
+        let opts = intake::fetch::FetchOptions {
+            once: true,
+            streams: streams.iter().map(|s| s.to_string()).collect(),
+            ..intake::fetch::FetchOptions::default()
+        };
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(120),
+                intake::fetch::run(cfg, opts, std::future::pending()),
+            )
+            .await
+            .expect("fetch ended")
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+        }
+    };
+    run(&["keyed/things", "bearer/widgets"])
+        .await
+        .expect("both streams follow their redirects and land");
+    let looped = run(&["keyed/loop"])
+        .await
+        .expect_err("a redirect loop fails");
+    assert!(looped.contains("more than 5 redirects"), "{looped}");
+
+    // The other origin was asked once per stream, never with a credential.
+    let seen = seen.lock().unwrap().clone();
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.len(), 2, "{seen:?}");
+    assert!(
+        names.contains(&"things") && names.contains(&"widgets"),
+        "{seen:?}"
+    );
+    for (name, headers) in &seen {
+        let leaked: Vec<&String> = headers
+            .iter()
+            .filter(|h| {
+                let l = h.to_ascii_lowercase();
+                h.contains(KEY)
+                    || l.starts_with("authorization:")
+                    || l.starts_with("x-api-key:")
+                    || l.starts_with("cookie:")
+            })
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "{name}: credentials sent to another origin: {leaked:?}"
+        );
+    }
+    // What the other origin served was landed (the same-origin hop kept the credentials,
+    // or the API's 401 would have ended the stream).
+    let pages = landed_pages(&cfg).await;
+    let mut ids: Vec<&str> = pages
+        .iter()
+        .flat_map(|p| p.records.iter().map(|(id, _)| id.as_str()))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["things-1", "widgets-1"], "landed records");
 }

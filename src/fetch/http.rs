@@ -9,6 +9,9 @@
 //! pacer, not a retry loop, is what keeps us under quota). Any other 4xx is returned as
 //! [`HttpError::Client`]: the stream pauses with a clear error instead of busy-looping.
 //!
+//! Redirects are followed by hand, at most [`MAX_REDIRECTS`] per request, and credentials are
+//! sent only to the origin of the URL asked for (see `SourceClient::send`).
+//!
 //! A source in the benchmark-only `naive` quota mode neither learns from headers nor pauses on
 //! a 429: it retries at once, as a per-worker limiter does (the rate-limit death spiral).
 
@@ -16,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderMap, LOCATION, RETRY_AFTER};
 use url::Url;
 
 use crate::config::{Auth, ConfigError, SecretString, SourceConfig};
@@ -61,6 +64,9 @@ pub enum HttpError {
         last: String,
     },
 }
+
+/// Redirects one request follows; a longer chain fails the attempt.
+pub const MAX_REDIRECTS: usize = 5;
 
 enum ResolvedAuth {
     None,
@@ -157,6 +163,8 @@ impl SourceClient {
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("intake/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
+            // Redirects are followed by `send`, which decides where credentials may go.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| crate::config::invalid(format!("{at}.base_url"), e.to_string()))?;
         Ok(Self {
@@ -183,16 +191,7 @@ impl SourceClient {
         loop {
             let permit = pacer.acquire().await;
             attempts += 1;
-            let mut req = self.http.get(url.clone());
-            req = match &self.auth {
-                ResolvedAuth::None => req,
-                ResolvedAuth::Bearer(t) => {
-                    req.header(AUTHORIZATION, format!("Bearer {}", t.expose()))
-                }
-                ResolvedAuth::ApiKey(h, k) => req.header(h.clone(), k.expose()),
-                ResolvedAuth::Basic(u, p) => req.basic_auth(u, Some(p.expose())),
-            };
-            let sent = req.send().await;
+            let sent = self.send(url).await;
             // The headers (a pause, a lower limit) are known to the pacer before the permit
             // ends, so the request the end lets through already follows them.
             if let Ok(resp) = &sent
@@ -258,7 +257,7 @@ impl SourceClient {
                         Err(e) => Err((format!("reading body: {e}"), None)),
                     }
                 }
-                Err(e) => Err((describe(&e), None)),
+                Err(why) => Err((why, None)),
             };
             let Err((why, after)) = outcome else {
                 unreachable!("successes returned above")
@@ -275,6 +274,55 @@ impl SourceClient {
             let wait = after.unwrap_or_else(|| self.backoff(failures));
             tracing::info!(url = %shown, attempt = attempts, error = %why, wait_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One GET, following redirects by hand (the client follows none): the credentials go
+    /// only to the origin (scheme, host and port) of the URL asked for. A hop to another
+    /// origin — a CDN, a storage bucket, or wherever a compromised or misconfigured upstream
+    /// points — is sent without them, whatever header they are in (reqwest's own policy drops
+    /// only `Authorization` and cookies). At most [`MAX_REDIRECTS`] hops; each is logged.
+    async fn send(&self, url: &Url) -> Result<reqwest::Response, String> {
+        let origin = url.origin();
+        let mut at = url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let same_origin = at.origin() == origin;
+            let mut req = self.http.get(at.clone());
+            if same_origin {
+                req = self.authorize(req);
+            }
+            let resp = req.send().await.map_err(|e| describe(&e))?;
+            let location = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_owned);
+            let (true, Some(location)) = (resp.status().is_redirection(), location) else {
+                return Ok(resp);
+            };
+            let next = at
+                .join(&location)
+                .map_err(|e| format!("HTTP {} to an invalid Location: {e}", resp.status()))?;
+            let credentials = next.origin() == origin;
+            tracing::info!(
+                from = %redact(&at),
+                to = %redact(&next),
+                status = resp.status().as_u16(),
+                credentials,
+                "following a redirect{}",
+                if credentials { "" } else { " to another origin, without credentials" }
+            );
+            at = next;
+        }
+        Err(format!("more than {MAX_REDIRECTS} redirects"))
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            ResolvedAuth::None => req,
+            ResolvedAuth::Bearer(t) => req.header(AUTHORIZATION, format!("Bearer {}", t.expose())),
+            ResolvedAuth::ApiKey(h, k) => req.header(h.clone(), k.expose()),
+            ResolvedAuth::Basic(u, p) => req.basic_auth(u, Some(p.expose())),
         }
     }
 
