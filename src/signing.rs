@@ -129,6 +129,12 @@ fn parse(header: &str) -> Result<Parsed, SignatureError> {
     })
 }
 
+/// The timestamp (`t=`) of a signature header, if it parses; authentic only once [`verify`]
+/// accepted the header.
+pub fn timestamp(header: &str) -> Option<i64> {
+    parse(header).ok().map(|p| p.timestamp)
+}
+
 /// Verifies a signature header against the raw `body`.
 ///
 /// Accepts when the header's timestamp lies within `tolerance_secs` of `now` (either side)

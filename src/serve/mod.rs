@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /v1/webhooks/{source}` | verify the HMAC signature (two secrets during rotation, replay window), land the raw event |
+//! | `POST /v1/webhooks/{source}` | verify the HMAC signature (two secrets during rotation, replay window), refuse a signed request seen before ([`replay`]), land the raw event |
 //! | `POST /v1/jobs` | an idempotent batch (`Idempotency-Key` or `?job_id=`), inline or `?blob=<name>` |
 //! | `GET /v1/jobs/{id}` | a job's state and counts |
 //! | `PUT /v1/blobs/{name}` | upload a large batch for a job by reference |
@@ -10,13 +10,15 @@
 //!
 //! A 2xx means the data is committed in Kafka ([`lander`]). Errors are JSON
 //! `{"error": code, "message": reason}` with the status a client can act on: 400 bad input,
-//! 401 bad signature, 404 unknown source, 409 a job id reused with other content, 413 too
+//! 401 bad signature, 404 unknown source, 409 a job id reused with other content or a replayed
+//! webhook, 413 too
 //! large, 415 a body labelled other than JSON, 503 Kafka unavailable (nothing acknowledged;
 //! retry).
 
 pub mod jobs;
 pub mod lander;
 mod openapi;
+pub mod replay;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -51,6 +53,7 @@ struct ServeState {
     blobs: BlobStore,
     secrets: HashMap<String, Vec<SecretString>>,
     ack_wait: Duration,
+    replays: replay::ReplayGuard,
 }
 
 /// serve failures at start.
@@ -135,6 +138,7 @@ pub async fn run(
         ready,
         jobs,
         secrets,
+        replays: replay::ReplayGuard::new(cfg.serve.webhook_tolerance),
     });
     let app = router(state, cfg.serve.max_body_bytes);
     tracing::info!(addr = %listener.local_addr()?, "serve listening");
@@ -274,6 +278,11 @@ async fn webhook(
             e.to_string(),
         ));
     }
+    let signed_at = crate::signing::timestamp(header).expect("a verified header parses");
+    let ticket = st.replays.claim(signed_at, &body, now).map_err(|e| {
+        tracing::warn!(source = %source, reason = %e, bytes = body.len(), "webhook replay refused");
+        ApiError(StatusCode::CONFLICT, "replayed", e.to_string())
+    })?;
     json_content_type(&headers)?;
     let event: Value = parse_json(&body, "the body")?;
     if !event.is_object() {
@@ -319,6 +328,7 @@ async fn webhook(
         headers: h,
     };
     lander::land(&st.queue, vec![rec], st.ack_wait).await?;
+    ticket.landed();
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "status": "landed", "event_id": event_id, "entity_id": entity })),
