@@ -7,12 +7,12 @@
 //! the input runs dry: a poll that finds nothing for 20 ms commits what is open), so commits
 //! are amortised while records keep coming and the last ones are not held back.
 //!
-//! The transaction is begun, committed and aborted by [`txn`]'s policy ([`policy`]): a retriable
-//! commit is repeated up to 5 times; a batch that does not commit is aborted, the processor is
-//! told (its in-memory state may be ahead of the committed output) and every partition of the
-//! batch is rewound to where the batch began; when the producer is fenced or broken, or its
-//! abort failed, it is replaced by a new one (whose init aborts the open transaction) and the
-//! batch is rewound likewise.
+//! The transaction is begun, committed and aborted by [`txn`]'s rules, with this loop's
+//! `policy()`: a retriable commit is repeated up to 5 times; a batch that does not commit is
+//! aborted, the processor is told (its in-memory state may be ahead of the committed output)
+//! and every partition of the batch is rewound to where the batch began; when the producer is
+//! fenced or broken, or its abort failed, it is replaced by a new one (whose init aborts the
+//! open transaction) and the batch is rewound likewise.
 //!
 //! Rebalances (cooperative-sticky) call back inside `poll`, on this same thread: on revoke the
 //! open transaction is committed first (or aborted if it cannot commit), so no partition

@@ -11,7 +11,7 @@
 //! Every writer of the crate runs its transactions through [`run`] (or, for the
 //! consume-transform-produce loop whose transaction stays open across polls, [`begin`],
 //! [`commit`] and [`fail`]) with a [`Policy`], and matches on the [`Outcome`]: the retry, abort,
-//! fencing and backoff rules are in [`policy`] once. Every transactional id comes from
+//! fencing and backoff rules are in `txn/policy.rs`, once. Every transactional id comes from
 //! [`transactional_id`].
 
 mod policy;

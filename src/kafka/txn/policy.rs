@@ -264,13 +264,7 @@ impl<T> Outcome<T> {
     /// The error of a transaction that did not commit; `None` when it committed or was
     /// withdrawn (both ended well).
     pub fn into_error(self) -> Option<KafkaError> {
-        match self {
-            Outcome::Committed { .. } | Outcome::Withdrawn => None,
-            Outcome::Aborted { error, .. }
-            | Outcome::Unresolved { error, .. }
-            | Outcome::Fenced(error)
-            | Outcome::Fatal(error) => Some(error),
-        }
+        self.error().cloned()
     }
 
     /// The committed value, or the error of a transaction that did not commit.
