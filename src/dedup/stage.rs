@@ -85,6 +85,7 @@ use super::state::PartitionState;
 use crate::config::{Config, ConfigError};
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
+use crate::kafka::txn::Backoff;
 use crate::kafka::{Kafka, Outgoing, Reader, reader};
 use crate::telemetry::metric;
 use crate::topics::TopicNames;
@@ -162,7 +163,13 @@ pub async fn run(
         return Err(DedupError::NoStreams);
     }
     let group = kafka.group("dedup");
-    let member = format!("{group}-{}", cfg.instance_id());
+    let member = crate::kafka::txn::transactional_id(
+        &cfg.kafka.group_prefix,
+        crate::kafka::txn::Writer::Stage {
+            stage: "dedup",
+            instance: &cfg.instance_id(),
+        },
+    );
     let loop_cfg = LoopConfig {
         group: group.clone(),
         topics: streams.iter().map(|s| s.valid.clone()).collect(),
@@ -627,7 +634,7 @@ impl Processor for DedupProcessor {
     }
 
     fn aborted(&mut self, _kafka: &Kafka, tps: &[Tp]) {
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = Backoff::default();
         let owned: Vec<Tp> = tps
             .iter()
             .filter(|(t, p)| self.topics.get(t).is_some_and(|x| x.parts.contains_key(p)))
@@ -644,8 +651,7 @@ impl Processor for DedupProcessor {
                 Ok(restored) => return self.install(restored),
                 Err(e) if !self.stop.load(Ordering::Relaxed) => {
                     tracing::warn!(error = %e, "rebuilding dedup state after an abort failed; retrying");
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    std::thread::sleep(backoff.next_pause());
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "rebuilding dedup state after an abort failed; stopping");

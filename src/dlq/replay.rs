@@ -49,7 +49,8 @@ use super::{Filter, History, META_TIMEOUT, Meta, READ_TIMEOUT, scan};
 use crate::blob::{BlobRef, BlobStore};
 use crate::config::Config;
 use crate::headers::{self, Headers, Kind};
-use crate::kafka::{ErrorClass, Kafka, Outgoing, TxnProducer, classify};
+use crate::kafka::txn::{self, Backoff, Policy};
+use crate::kafka::{Kafka, Outgoing, TxnProducer};
 use crate::serve::jobs::CountDelta;
 use crate::topics::TopicNames;
 use crate::validate::Splitter;
@@ -222,9 +223,13 @@ impl<'a> Replay<'a> {
             replay_id: self.opts.replay_id.clone(),
             ..Report::default()
         };
-        let txn_id = format!("{}-dlq-replay", self.cfg.kafka.group_prefix);
+        let txn_id = txn::transactional_id(&self.cfg.kafka.group_prefix, txn::Writer::DlqReplay);
         let producer = self.kafka.txn_producer(&txn_id)?;
-        init(&producer)?;
+        // Fences every other replay; transient failures are retried for a while.
+        producer.init_retrying(
+            Backoff::new(Duration::from_millis(200), Duration::from_secs(2)),
+            Some(Instant::now() + META_TIMEOUT * 3),
+        )?;
 
         // Fenced every other replay: what is committed now is the whole history.
         let history = History::read(&self.kafka, &self.names)?;
@@ -266,17 +271,12 @@ impl<'a> Replay<'a> {
             return Ok(report);
         }
 
-        producer.begin()?;
-        let outcome = self.land(&producer, &id, &chosen, &mut report);
-        let outcome = outcome.and_then(
-            |committed| {
-                if committed { commit(&producer) } else { Ok(()) }
-            },
-        );
-        if let Err(e) = outcome {
-            if classify(&e) != ErrorClass::Fatal {
-                let _ = producer.abort();
-            }
+        // A retriable commit is repeated up to 5 times; nothing landed withdraws the batch.
+        let outcome = txn::run_with(&producer, &Policy::retrying(5), |p| {
+            self.land(p, &id, &chosen, &mut report)
+                .map(|landed| landed.then_some(()))
+        });
+        if let Some(e) = outcome.into_error() {
             report.landed = 0;
             report.claim_checked = 0;
             report.jobs = 0;
@@ -288,7 +288,7 @@ impl<'a> Replay<'a> {
     }
 
     /// Sends the chosen dead letters, the job deltas and the marker into the open transaction.
-    /// `Ok(false)`: nothing to commit (everything skipped; the transaction is aborted).
+    /// `Ok(false)`: nothing to commit (everything skipped; the caller withdraws the batch).
     fn land(
         &mut self,
         producer: &TxnProducer,
@@ -371,7 +371,6 @@ impl<'a> Replay<'a> {
             return Err(e);
         }
         if report.landed == 0 {
-            producer.abort()?;
             return Ok(false);
         }
         let jobs_topic = self.names.jobs();
@@ -517,38 +516,6 @@ impl<'a> Replay<'a> {
                     .map_err(|e| format!("stream `{source}/{stream}`: {e}"))
             })
             .clone()
-    }
-}
-
-/// Initialises transactions (fencing any other replay), retrying transient failures.
-fn init(producer: &TxnProducer) -> rdkafka::error::KafkaResult<()> {
-    let mut wait = Duration::from_millis(200);
-    let deadline = Instant::now() + META_TIMEOUT * 3;
-    loop {
-        match producer.init() {
-            Ok(()) => return Ok(()),
-            Err(e) if classify(&e) != ErrorClass::Fatal && Instant::now() < deadline => {
-                tracing::warn!(error = %e, "initialising the replay's transactions; retrying");
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Commits, retrying retriable failures.
-fn commit(producer: &TxnProducer) -> rdkafka::error::KafkaResult<()> {
-    let mut attempts = 0;
-    loop {
-        match producer.commit() {
-            Ok(()) => return Ok(()),
-            Err(e) if classify(&e) == ErrorClass::Retry && attempts < 5 => {
-                attempts += 1;
-                std::thread::sleep(Duration::from_millis(200 * attempts));
-            }
-            Err(e) => return Err(e),
-        }
     }
 }
 

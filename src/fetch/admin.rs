@@ -2,7 +2,8 @@
 
 use crate::config::Config;
 use crate::headers::Headers;
-use crate::kafka::{Kafka, Outgoing};
+use crate::kafka::txn::{self, Policy};
+use crate::kafka::{Kafka, Outgoing, TxnProducer};
 use crate::topics::TopicNames;
 
 use super::cursor::stream_key;
@@ -22,23 +23,29 @@ pub async fn cursors(cfg: &Config, reset: Option<&str>) -> anyhow::Result<()> {
         let key = stream_key(&src.name, &st.name);
         // Written with the stream's own transactional id: this fences a running owner, which
         // restarts from the reset cursor instead of overwriting it with its old position.
-        let txn_id = super::cursor::transactional_id(&cfg.kafka.group_prefix, &src.name, &st.name);
+        let txn_id = txn::transactional_id(
+            &cfg.kafka.group_prefix,
+            txn::Writer::Fetch {
+                source: &src.name,
+                stream: &st.name,
+            },
+        );
         let p = kafka.txn_producer(&txn_id)?;
+        p.blocking(TxnProducer::init).await?;
         let topic = names.cursors();
         let k = key.clone();
-        p.blocking(move |p| {
-            p.init()?;
-            p.begin()?;
+        p.transaction(Policy::once(), move |p| {
             p.send(Outgoing {
                 topic: &topic,
                 key: Some(k.as_bytes()),
                 payload: None,
                 headers: Headers::new().build(),
                 partition: None,
-            })?;
-            p.commit()
+            })
         })
-        .await?;
+        .await
+        .into_result()
+        .map_err(|e| anyhow::anyhow!("resetting the cursor of {key}: {e}"))?;
         tracing::warn!(stream = %key, "cursor reset by operator: the next sync of this stream is a full sync");
         println!("reset cursor of {key}");
     }

@@ -77,12 +77,6 @@ pub struct CursorState {
     pub updated_at: String,
 }
 
-/// The transactional id of a stream's fetch producer: one per stream, so whoever writes the
-/// stream (its owner, or `intake cursors --reset`) fences the previous writer.
-pub fn transactional_id(group_prefix: &str, source: &str, stream: &str) -> String {
-    format!("{group_prefix}-fetch-{source}-{stream}")
-}
-
 /// The key of a stream's cursor (and of its landing pages).
 pub fn stream_key(source: &str, stream: &str) -> String {
     format!("{source}/{stream}")

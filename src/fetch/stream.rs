@@ -21,6 +21,7 @@ use super::unchanged::{Print, Unchanged};
 use crate::blob::BlobStore;
 use crate::config::{Config, SourceConfig, StreamConfig};
 use crate::headers::{self, Headers, Kind};
+use crate::kafka::txn::{self, Backoff, Outcome, Policy};
 use crate::kafka::{
     ErrorClass, Kafka, Outgoing, TxnProducer, classify, partition::partition_for, reader,
 };
@@ -87,10 +88,12 @@ impl StreamWorker {
 
     /// The transactional id: one per stream, so whoever owns the stream fences the previous owner.
     pub fn transactional_id(&self) -> String {
-        super::cursor::transactional_id(
+        txn::transactional_id(
             &self.cfg.kafka.group_prefix,
-            &self.source.name,
-            &self.stream.name,
+            txn::Writer::Fetch {
+                source: &self.source.name,
+                stream: &self.stream.name,
+            },
         )
     }
 
@@ -476,26 +479,19 @@ impl StreamWorker {
             .with(headers::DLQ_STAGE, "fetch")
             .with(headers::DLQ_AT, headers::now_rfc3339())
             .build();
-        let r = producer
-            .blocking(move |p| {
-                p.begin()?;
-                let out = p.send(Outgoing {
+        producer
+            .transaction(Policy::once(), move |p| {
+                p.send(Outgoing {
                     topic: &dlq,
                     key: Some(key.as_bytes()),
                     payload: Some(&value),
                     headers: hdrs,
                     partition: None,
-                });
-                match out.and_then(|()| p.commit()) {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        let _ = p.abort();
-                        Err(e)
-                    }
-                }
+                })
             })
-            .await;
-        r.map_err(|e| BatchError::Fatal(FetchError::Kafka(e)))
+            .await
+            .into_result()
+            .map_err(|e| BatchError::Fatal(FetchError::Kafka(e)))
     }
 
     /// Builds the landing record of a page; oversize bodies go to the blob store first.
@@ -573,67 +569,53 @@ impl StreamWorker {
                 .with(headers::MODE, s.mode.as_str())
                 .with(headers::SEQ, s.pages.to_string())
                 .with(headers::FETCHED_AT, headers::now_rfc3339());
-            (serde_json::to_vec(&value).expect("serialisable"), h.build())
+            (
+                Bytes::from(serde_json::to_vec(&value).expect("serialisable")),
+                h.build(),
+            )
         });
         let started = std::time::Instant::now();
-        let result = producer
-            .blocking(move |p| {
-                p.begin()?;
-                let send_all = || -> rdkafka::error::KafkaResult<()> {
-                    for (v, h) in pages {
-                        p.send(Outgoing {
-                            topic: &landing,
-                            key: Some(key.as_bytes()),
-                            payload: Some(&v),
-                            headers: h,
-                            partition: None,
-                        })?;
-                    }
-                    if let Some((v, h)) = marker {
-                        p.send(Outgoing {
-                            topic: &landing,
-                            key: Some(key.as_bytes()),
-                            payload: Some(&v),
-                            headers: h,
-                            partition: None,
-                        })?;
-                    }
-                    if let Some(c) = cursor {
-                        p.send(Outgoing {
-                            topic: &cursors,
-                            key: Some(key.as_bytes()),
-                            payload: Some(&c),
-                            headers: Headers::new().build(),
-                            partition: None,
-                        })?;
-                    }
-                    p.commit()
-                };
-                match send_all() {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        if classify(&e) != ErrorClass::Fatal {
-                            let _ = p.abort();
-                        }
-                        Err(e)
-                    }
+        // One try: a failed commit is aborted and the worker restarts from the committed cursor.
+        let outcome = producer
+            .transaction(Policy::once(), move |p| {
+                let page_records = pages.into_iter().chain(marker);
+                for (v, h) in page_records {
+                    p.send(Outgoing {
+                        topic: &landing,
+                        key: Some(key.as_bytes()),
+                        payload: Some(&v),
+                        headers: h,
+                        partition: None,
+                    })?;
                 }
+                if let Some(c) = cursor {
+                    p.send(Outgoing {
+                        topic: &cursors,
+                        key: Some(key.as_bytes()),
+                        payload: Some(&c),
+                        headers: Headers::new().build(),
+                        partition: None,
+                    })?;
+                }
+                Ok(())
             })
             .await;
         metrics::histogram!(metric::COMMIT_SECONDS, "stage" => "fetch")
             .record(started.elapsed().as_secs_f64());
         lag.decrement(records_in as f64);
-        if result.is_ok() {
-            metrics::counter!(metric::RECORDS_IN, "stage" => "fetch").increment(records_in);
-            metrics::counter!(metric::RECORDS_OUT, "stage" => "fetch").increment(records_out);
-        }
-        result.map_err(|e| match classify(&e) {
-            ErrorClass::Fatal => FetchError::Fenced {
+        match outcome {
+            Outcome::Committed { .. } => {
+                metrics::counter!(metric::RECORDS_IN, "stage" => "fetch").increment(records_in);
+                metrics::counter!(metric::RECORDS_OUT, "stage" => "fetch").increment(records_out);
+                Ok(())
+            }
+            // Fatal too: the producer is unusable, and the worker's restart replaces it.
+            Outcome::Fenced(e) | Outcome::Fatal(e) => Err(FetchError::Fenced {
                 stream: self.key(),
                 detail: e.to_string(),
-            },
-            _ => FetchError::Kafka(e),
-        })
+            }),
+            other => other.into_result().map_err(FetchError::Kafka),
+        }
     }
 
     /// Reads this stream's last committed cursor.
@@ -757,7 +739,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = rdkafka::error::KafkaResult<T>>,
 {
-    let mut wait = Duration::from_millis(200);
+    let mut backoff = Backoff::default();
     for attempt in 1.. {
         match f().await {
             Ok(v) => return Ok(v),
@@ -766,8 +748,7 @@ where
                     || (attempt < 10 && classify(&e) == ErrorClass::Abort) =>
             {
                 tracing::warn!(what, attempt, error = %e, "kafka call failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_pause()).await;
             }
             Err(e) if classify(&e) == ErrorClass::Fatal => {
                 return Err(FetchError::Fenced {

@@ -7,11 +7,12 @@
 //! the input runs dry: a poll that finds nothing for 20 ms commits what is open), so commits
 //! are amortised while records keep coming and the last ones are not held back.
 //!
-//! Failure handling, by [`classify`]:
-//! - retriable commit errors are retried;
-//! - abortable ones abort, tell the processor (its in-memory state may be ahead of the
-//!   committed output) and rewind every partition of the batch to where the batch began;
-//! - fatal ones (fenced) drop the producer, build a new one and rewind likewise.
+//! The transaction is begun, committed and aborted by [`txn`]'s rules, with this loop's
+//! `policy()`: a retriable commit is repeated up to 5 times; a batch that does not commit is
+//! aborted, the processor is told (its in-memory state may be ahead of the committed output)
+//! and every partition of the batch is rewound to where the batch began; when the producer is
+//! fenced or broken, or its abort failed, it is replaced by a new one (whose init aborts the
+//! open transaction) and the batch is rewound likewise.
 //!
 //! Rebalances (cooperative-sticky) call back inside `poll`, on this same thread: on revoke the
 //! open transaction is committed first (or aborted if it cannot commit), so no partition
@@ -28,7 +29,8 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{ErrorClass, Kafka, Outgoing, TxnProducer, classify};
+use super::txn::{self, Backoff, OnFence, Outcome, Policy};
+use super::{Kafka, Outgoing, TxnProducer, classify};
 use crate::telemetry::metric;
 
 /// How often the consumer-lag gauge is refreshed.
@@ -51,7 +53,7 @@ impl Sink<'_> {
     /// Sends one record in the open transaction.
     ///
     /// # Errors
-    /// Produce errors (e.g. a record over the broker's size limit: [`ErrorClass::BadRecord`]).
+    /// Produce errors (e.g. a record over the broker's size limit: [`super::ErrorClass::BadRecord`]).
     pub fn send(&mut self, rec: Outgoing<'_>) -> KafkaResult<()> {
         self.producer.send(rec)?;
         self.sent += 1;
@@ -118,7 +120,7 @@ struct Shared {
     revoked: Vec<Tp>,
     /// The commit before a revocation failed (and was aborted): the partitions of the batch
     /// that stay assigned must be rewound and their state rebuilt, like after any abort.
-    revoke_failure: Option<KafkaError>,
+    revoke_failure: Option<Outcome<()>>,
     producer: Option<TxnProducer>,
 }
 
@@ -133,13 +135,11 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Revoke(tpl) = r {
             let mut s = self.shared.lock().expect("poisoned");
             if s.open {
-                let result = commit_open(&mut s, consumer);
-                tracing::info!(
-                    committed = result.is_ok(),
-                    "open transaction closed before revocation"
-                );
-                if let Err(e) = result {
-                    s.revoke_failure = Some(e);
+                let outcome = commit_open(&mut s, consumer);
+                let committed = matches!(outcome, Outcome::Committed { .. });
+                tracing::info!(committed, "open transaction closed before revocation");
+                if !committed {
+                    s.revoke_failure = Some(outcome);
                 }
             }
             let tps: Vec<Tp> = tpl
@@ -163,32 +163,32 @@ impl ConsumerContext for Ctx {
     }
 }
 
+/// How the loop's transactions end: a retriable commit is repeated up to 5 times (200 ms
+/// apart, doubling up to 1 s); the transactional id is this process's for good, so a fenced
+/// producer is replaced like a broken one.
+fn policy() -> Policy {
+    Policy::retrying(5).on_fence(OnFence::Replace)
+}
+
 /// Commits the open transaction with its offsets; aborts it when that fails.
-fn commit_open(s: &mut Shared, consumer: &BaseConsumer<Ctx>) -> KafkaResult<()> {
+fn commit_open(s: &mut Shared, consumer: &BaseConsumer<Ctx>) -> Outcome<()> {
     let producer = s
         .producer
         .clone()
         .expect("a producer exists while a transaction is open");
-    let mut tpl = TopicPartitionList::new();
-    for ((t, p), o) in &s.offsets {
-        tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
-    }
     let started = Instant::now();
-    let result = (|| {
-        let meta = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
-        producer.send_offsets(&tpl, &meta)?;
-        let mut attempts = 0;
-        loop {
-            match producer.commit() {
-                Ok(()) => return Ok(()),
-                Err(e) if classify(&e) == ErrorClass::Retry && attempts < 5 => {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(200 * attempts));
-                }
-                Err(e) => return Err(e),
-            }
+    let offsets = (|| {
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &s.offsets {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
         }
+        let meta = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
+        producer.send_offsets(&tpl, &meta)
     })();
+    let outcome = match offsets {
+        Ok(()) => txn::commit(&producer, &policy(), ()),
+        Err(e) => txn::fail(&producer, &policy(), e),
+    };
     s.open = false;
     let (stage, n_in, n_out) = (
         s.stage,
@@ -197,17 +197,14 @@ fn commit_open(s: &mut Shared, consumer: &BaseConsumer<Ctx>) -> KafkaResult<()> 
     );
     metrics::histogram!(metric::COMMIT_SECONDS, "stage" => stage)
         .record(started.elapsed().as_secs_f64());
-    if result.is_ok() {
-        metrics::counter!(metric::RECORDS_IN, "stage" => stage).increment(n_in);
-        metrics::counter!(metric::RECORDS_OUT, "stage" => stage).increment(n_out);
-    }
-    if let Err(e) = &result {
-        tracing::warn!(error = %e, "transaction failed; aborting");
-        if classify(e) != ErrorClass::Fatal {
-            let _ = producer.abort();
+    match outcome.error() {
+        None => {
+            metrics::counter!(metric::RECORDS_IN, "stage" => stage).increment(n_in);
+            metrics::counter!(metric::RECORDS_OUT, "stage" => stage).increment(n_out);
         }
+        Some(e) => tracing::warn!(error = %e, "transaction failed; aborted"),
     }
-    result
+    outcome
 }
 
 /// Runs the loop until `stop` is set. Blocking: call from a dedicated thread.
@@ -269,18 +266,8 @@ fn run_loop(
     consumer.subscribe(&topics)?;
     let new_producer = || -> KafkaResult<TxnProducer> {
         let p = kafka.txn_producer(&cfg.transactional_id)?;
-        let mut wait = Duration::from_millis(200);
-        loop {
-            match p.init() {
-                Ok(()) => return Ok(p),
-                Err(e) if classify(&e) != ErrorClass::Fatal => {
-                    tracing::warn!(error = %e, "init transactions failed; retrying");
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        p.init_retrying(Backoff::default(), None)?;
+        Ok(p)
     };
     shared.lock().expect("poisoned").producer = Some(new_producer()?);
     tracing::info!(stage, group = %cfg.group, transactional_id = %cfg.transactional_id, "consuming");
@@ -325,16 +312,15 @@ fn run_loop(
             batch_started = None;
             in_batch = 0;
             processor.revoked(&revoked);
-            if let Some(e) = failure {
-                handle_failure(kafka, &consumer, &shared, processor, &e, &new_producer)?;
+            if let Some(failed) = failure {
+                handle_failure(kafka, &consumer, &shared, processor, failed, &new_producer)?;
             }
         }
         if !assigned.is_empty() {
-            let mut wait = Duration::from_millis(200);
+            let mut backoff = Backoff::default();
             while let Err(e) = processor.assigned(kafka, &assigned) {
                 tracing::warn!(stage, error = %e, "restoring state failed; retrying");
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(5));
+                std::thread::sleep(backoff.next_pause());
                 if stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }
@@ -353,13 +339,20 @@ fn run_loop(
                 let mut s = shared.lock().expect("poisoned");
                 let producer = s.producer.clone().expect("producer");
                 if !s.open {
-                    if let Err(e) = producer.begin() {
-                        // Rewind to this record (it is not processed) and abort whatever state
-                        // the producer is in; `handle_failure` replaces it if that fails too.
+                    if let Err(failed) = txn::begin(&producer, &policy()) {
+                        // Rewind to this record (it is not processed); whatever state the
+                        // producer was in is aborted, and `handle_failure` replaces it if that
+                        // failed too.
                         s.starts.insert(tp, m.offset());
-                        s.open = true;
                         drop(s);
-                        handle_failure(kafka, &consumer, &shared, processor, &e, &new_producer)?;
+                        handle_failure(
+                            kafka,
+                            &consumer,
+                            &shared,
+                            processor,
+                            failed,
+                            &new_producer,
+                        )?;
                         batch_started = None;
                         in_batch = 0;
                         continue;
@@ -382,7 +375,8 @@ fn run_loop(
                 }
                 in_batch += 1;
                 if let Err(e) = r {
-                    handle_failure(kafka, &consumer, &shared, processor, &e, &new_producer)?;
+                    let failed = txn::fail(&producer, &policy(), e);
+                    handle_failure(kafka, &consumer, &shared, processor, failed, &new_producer)?;
                     batch_started = None;
                     in_batch = 0;
                     continue;
@@ -393,21 +387,18 @@ fn run_loop(
             || in_batch >= cfg.max_batch;
         if due {
             let mut s = shared.lock().expect("poisoned");
-            let result = if s.open {
+            let outcome = if s.open {
                 commit_open(&mut s, &consumer)
             } else {
-                Ok(())
+                Outcome::Withdrawn
             };
             drop(s);
-            match result {
-                Ok(()) => {
-                    let mut s = shared.lock().expect("poisoned");
-                    s.offsets.clear();
-                    s.starts.clear();
-                }
-                Err(e) => {
-                    handle_failure(kafka, &consumer, &shared, processor, &e, &new_producer)?;
-                }
+            if outcome.error().is_none() {
+                let mut s = shared.lock().expect("poisoned");
+                s.offsets.clear();
+                s.starts.clear();
+            } else {
+                handle_failure(kafka, &consumer, &shared, processor, outcome, &new_producer)?;
             }
             batch_started = None;
             in_batch = 0;
@@ -427,41 +418,35 @@ fn run_loop(
     Ok(())
 }
 
-/// After a failed batch: abort (or replace a fenced producer), let the processor rebuild its
-/// state, and rewind the partitions of the batch to where it began.
+/// After a failed batch (already aborted by the policy, or left to a new producer): replace the
+/// producer if the outcome needs it, let the processor rebuild its state, and rewind the
+/// partitions of the batch to where it began.
 fn handle_failure(
     kafka: &Kafka,
     consumer: &BaseConsumer<Ctx>,
     shared: &Arc<Mutex<Shared>>,
     processor: &mut dyn Processor,
-    err: &KafkaError,
+    failed: Outcome<()>,
     new_producer: &dyn Fn() -> KafkaResult<TxnProducer>,
 ) -> KafkaResult<()> {
     let stage = processor.stage();
-    let class = classify(err);
+    let replace = failed.needs_new_producer();
+    let err = failed.into_error().unwrap_or(KafkaError::Canceled);
+    let class = classify(&err);
     metrics::counter!(metric::ERRORS, "stage" => stage, "class" => format!("{class:?}"))
         .increment(1);
-    tracing::warn!(stage, error = %err, ?class, "batch failed; rewinding to the last commit");
-    let (starts, producer) = {
+    tracing::warn!(stage, error = %err, ?class, replace, "batch failed; rewinding to the last commit");
+    let starts: Vec<(Tp, i64)> = {
         let mut s = shared.lock().expect("poisoned");
-        let starts: Vec<(Tp, i64)> = s.starts.drain().collect();
         s.offsets.clear();
         s.batch_in = 0;
         s.batch_out = 0;
-        let was_open = std::mem::replace(&mut s.open, false);
-        (starts, if was_open { s.producer.clone() } else { None })
+        s.open = false;
+        s.starts.drain().collect()
     };
-    // A producer whose abort fails stays in an error state where every `begin` fails: replace
-    // it like a fenced one (a new producer with the same transactional id aborts the open
-    // transaction on the broker).
-    let replace = class == ErrorClass::Fatal
-        || producer.is_some_and(|p| {
-            p.abort()
-                .inspect_err(
-                    |e| tracing::warn!(stage, error = %e, "abort failed; replacing the producer"),
-                )
-                .is_err()
-        });
+    // A fenced or broken producer, or one whose abort failed (it stays in an error state where
+    // every `begin` fails), is replaced: a new producer with the same transactional id aborts
+    // the open transaction on the broker.
     if replace {
         let p = new_producer()?;
         shared.lock().expect("poisoned").producer = Some(p);

@@ -65,6 +65,15 @@ pub fn classify(err: &KafkaError) -> ErrorClass {
     }
 }
 
+/// Whether the error says another producer with the same transactional id took over (or
+/// this one may not use it any more).
+pub(crate) fn is_fenced_error(err: &KafkaError) -> bool {
+    match err {
+        KafkaError::Transaction(e) => is_fenced(e.code()),
+        _ => err.rdkafka_error_code().is_some_and(is_fenced),
+    }
+}
+
 fn is_fenced(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,

@@ -7,6 +7,19 @@
 //!
 //! `send` never blocks either: when librdkafka's local queue is full it waits for deliveries
 //! (bounded memory: back-pressure reaches the caller instead of growing a queue).
+//!
+//! Every writer of the crate runs its transactions through [`run`] (or, for the
+//! consume-transform-produce loop whose transaction stays open across polls, [`begin`],
+//! [`commit`] and [`fail`]) with a [`Policy`], and matches on the [`Outcome`]: the retry, abort,
+//! fencing and backoff rules are in `txn/policy.rs`, once. Every transactional id comes from
+//! [`transactional_id`].
+
+mod policy;
+
+pub use policy::{
+    Backoff, Call, OnFence, Outcome, Policy, RetryHook, Transactional, WhenUnknown, begin, commit,
+    fail, resume, run, run_with,
+};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +63,51 @@ pub struct Outgoing<'a> {
     pub headers: OwnedHeaders,
     /// Explicit partition (markers broadcast to every partition); None: by key (murmur2).
     pub partition: Option<i32>,
+}
+
+/// Who writes with a transactional id; [`transactional_id`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer<'a> {
+    /// A stream's fetch worker, and `intake cursors --reset` of that stream (which fences it).
+    Fetch {
+        /// Source name.
+        source: &'a str,
+        /// Stream name.
+        stream: &'a str,
+    },
+    /// The state writer of one partition of the quota topic.
+    Quota {
+        /// The partition.
+        partition: i32,
+    },
+    /// One serve instance's lander.
+    Serve {
+        /// The instance id.
+        instance: &'a str,
+    },
+    /// DLQ replays: one id per deployment, so a replay fences any other.
+    DlqReplay,
+    /// A consuming stage's member (validate, dedup); also its static group membership.
+    Stage {
+        /// The stage (`validate`, `dedup`): its group is `<group_prefix>-<stage>`.
+        stage: &'a str,
+        /// The instance id.
+        instance: &'a str,
+    },
+}
+
+/// The transactional id of a writer. Ids are what fences an older owner, so each unit of
+/// ownership has exactly one, stable across restarts:
+/// `<prefix>-fetch-<source>-<stream>`, `<prefix>-quota-<partition>`, `<prefix>-serve-<instance>`,
+/// `<prefix>-dlq-replay`, `<prefix>-<stage>-<instance>`.
+pub fn transactional_id(group_prefix: &str, writer: Writer<'_>) -> String {
+    match writer {
+        Writer::Fetch { source, stream } => format!("{group_prefix}-fetch-{source}-{stream}"),
+        Writer::Quota { partition } => format!("{group_prefix}-quota-{partition}"),
+        Writer::Serve { instance } => format!("{group_prefix}-serve-{instance}"),
+        Writer::DlqReplay => format!("{group_prefix}-dlq-replay"),
+        Writer::Stage { stage, instance } => format!("{group_prefix}-{stage}-{instance}"),
+    }
 }
 
 /// A transactional producer bound to one `transactional.id`.
@@ -96,6 +154,10 @@ impl TxnProducer {
     }
 
     /// Starts a transaction. Blocking (briefly).
+    ///
+    /// `begin`, `commit` and `abort` are the raw librdkafka calls, for tests that need a
+    /// transaction in a given state; writers run their transactions with [`run`] (or
+    /// [`TxnProducer::transaction`]), which applies the retry, abort and fencing rules.
     ///
     /// # Errors
     /// The Kafka error.
@@ -192,6 +254,48 @@ impl TxnProducer {
         self.inner.abort_transaction(self.timeout)
     }
 
+    /// Initialises transactions ([`TxnProducer::init`]), repeating failures that are not fatal
+    /// with `backoff` until `deadline` (none: until it works). Blocking.
+    ///
+    /// # Errors
+    /// A fatal error (fenced), or the last error at the deadline.
+    pub fn init_retrying(
+        &self,
+        mut backoff: Backoff,
+        deadline: Option<std::time::Instant>,
+    ) -> KafkaResult<()> {
+        loop {
+            match self.init() {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if super::classify(&e) != super::ErrorClass::Fatal
+                        && deadline.is_none_or(|d| std::time::Instant::now() < d) =>
+                {
+                    tracing::warn!(transactional_id = %self.txn_id, error = %e, "initialising transactions failed; retrying");
+                    std::thread::sleep(backoff.next_pause());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs one transaction on tokio's blocking pool: [`run`] with this producer.
+    pub async fn transaction<T, F>(&self, policy: Policy, build: F) -> Outcome<T>
+    where
+        F: FnOnce(&TxnProducer) -> KafkaResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || run(&me, &policy, build))
+            .await
+            .unwrap_or_else(|_| Outcome::Unresolved {
+                // The closure panicked inside the transaction: its state is not known.
+                error: KafkaError::Canceled,
+                pending: None,
+                retries: 0,
+            })
+    }
+
     /// Runs a blocking closure on tokio's blocking pool with this producer.
     ///
     /// # Errors
@@ -220,5 +324,45 @@ impl TxnProducer {
             .lock()
             .expect("poisoned")
             .clone()
+    }
+}
+
+impl Transactional for TxnProducer {
+    fn begin_txn(&self) -> KafkaResult<()> {
+        self.begin()
+    }
+    fn commit_txn(&self) -> KafkaResult<()> {
+        self.commit()
+    }
+    fn abort_txn(&self) -> KafkaResult<()> {
+        self.abort()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deployments fence on these values: they must not change.
+    #[test]
+    fn transactional_ids_keep_their_deployed_values() {
+        let id = |w| transactional_id("intake", w);
+        assert_eq!(
+            id(Writer::Fetch {
+                source: "shop",
+                stream: "orders"
+            }),
+            "intake-fetch-shop-orders"
+        );
+        assert_eq!(id(Writer::Quota { partition: 3 }), "intake-quota-3");
+        assert_eq!(id(Writer::Serve { instance: "a1" }), "intake-serve-a1");
+        assert_eq!(id(Writer::DlqReplay), "intake-dlq-replay");
+        assert_eq!(
+            id(Writer::Stage {
+                stage: "validate",
+                instance: "a1"
+            }),
+            "intake-validate-a1"
+        );
     }
 }

@@ -21,11 +21,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::pacer::{HANDOVER_CLOCK_SKEW, Pacer, Snapshot};
+use crate::kafka::txn::{self, Call, Outcome, Policy, WhenUnknown};
 use crate::kafka::{Kafka, Outgoing, TxnProducer, reader};
 
 /// The stored state of one token (the value of its `intake.quota` record, JSON).
@@ -141,15 +143,6 @@ impl QuotaRecord {
     }
 }
 
-/// A transaction call whose outcome is not known yet (it timed out while the broker was
-/// away). librdkafka refuses every other transaction call ("Conflicting … API call is already
-/// in progress") until this one is repeated to its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unresolved {
-    Commit,
-    Abort,
-}
-
 /// Reads and writes the quota state of one partition of `intake.quota`.
 #[derive(Debug, Clone)]
 pub struct QuotaStore {
@@ -157,15 +150,13 @@ pub struct QuotaStore {
     topic: String,
     partition: i32,
     producer: TxnProducer,
-    unresolved: std::sync::Arc<std::sync::Mutex<Option<Unresolved>>>,
+    /// A transaction call whose outcome is not known yet (it timed out while the broker was
+    /// away). librdkafka refuses every other transaction call ("Conflicting … API call is
+    /// already in progress") until this one is repeated to its end.
+    unresolved: std::sync::Arc<std::sync::Mutex<Option<Call>>>,
 }
 
 impl QuotaStore {
-    /// The transactional id of a quota partition's writer.
-    pub fn transactional_id(group_prefix: &str, partition: i32) -> String {
-        format!("{group_prefix}-quota-{partition}")
-    }
-
     /// Creates the partition's writer and fences the previous owner's (its open transaction
     /// is aborted), so what [`QuotaStore::read`] returns next is final. Blocking.
     ///
@@ -177,7 +168,10 @@ impl QuotaStore {
         topic: &str,
         partition: i32,
     ) -> rdkafka::error::KafkaResult<Self> {
-        let producer = kafka.txn_producer(&Self::transactional_id(group_prefix, partition))?;
+        let producer = kafka.txn_producer(&txn::transactional_id(
+            group_prefix,
+            txn::Writer::Quota { partition },
+        ))?;
         producer.init()?;
         Ok(Self {
             kafka: kafka.clone(),
@@ -228,66 +222,41 @@ impl QuotaStore {
     /// # Errors
     /// The Kafka error; fatal when a newer owner fenced this writer.
     pub fn write(&self, records: &[QuotaRecord]) -> rdkafka::error::KafkaResult<()> {
-        use crate::kafka::{ErrorClass, classify};
         if records.is_empty() {
             return Ok(());
         }
+        // One try of each call; a call whose outcome is not known is repeated at the next write.
+        let policy = Policy::once().when_unknown(WhenUnknown::Pending);
         let p = &self.producer;
         let mut unresolved = self.unresolved.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(call) = *unresolved {
-            let r = match call {
-                Unresolved::Commit => p.commit(),
-                Unresolved::Abort => p.abort(),
-            };
-            match r {
-                Ok(()) => *unresolved = None,
-                Err(e) if classify(&e) == ErrorClass::Retry => return Err(e),
-                Err(e) if classify(&e) == ErrorClass::Fatal => return Err(e),
-                Err(e) => {
-                    *unresolved = self.abort();
-                    return Err(e);
-                }
-            }
+            settle(&mut unresolved, txn::resume(p, &policy, call))?;
         }
-        p.begin()?;
-        let sent = records.iter().try_for_each(|r| {
-            let v = serde_json::to_vec(r).expect("serialisable");
-            p.send(Outgoing {
-                topic: &self.topic,
-                key: Some(r.token.as_bytes()),
-                payload: Some(&v),
-                headers: rdkafka::message::OwnedHeaders::new(),
-                partition: Some(self.partition),
+        let outcome = txn::run(p, &policy, |p| {
+            records.iter().try_for_each(|r| {
+                let v = serde_json::to_vec(r).expect("serialisable");
+                p.send(Outgoing {
+                    topic: &self.topic,
+                    key: Some(r.token.as_bytes()),
+                    payload: Some(&v),
+                    headers: rdkafka::message::OwnedHeaders::new(),
+                    partition: Some(self.partition),
+                })
             })
         });
-        if let Err(e) = sent {
-            if classify(&e) != ErrorClass::Fatal {
-                *unresolved = self.abort();
-            }
-            return Err(e);
-        }
-        match p.commit() {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                match classify(&e) {
-                    ErrorClass::Fatal => {}
-                    ErrorClass::Retry => *unresolved = Some(Unresolved::Commit),
-                    _ => *unresolved = self.abort(),
-                }
-                Err(e)
-            }
-        }
+        settle(&mut unresolved, outcome)
     }
+}
 
-    /// Aborts the open transaction; `Some(Abort)` when the abort timed out and must be repeated.
-    fn abort(&self) -> Option<Unresolved> {
-        match self.producer.abort() {
-            Err(e) if crate::kafka::classify(&e) == crate::kafka::ErrorClass::Retry => {
-                Some(Unresolved::Abort)
-            }
-            _ => None,
-        }
+/// Remembers the call a transaction left pending (a fenced or broken producer keeps what it
+/// had: nothing more can be done with it); the transaction's error if it did not commit.
+fn settle(unresolved: &mut Option<Call>, outcome: Outcome<()>) -> KafkaResult<()> {
+    match &outcome {
+        Outcome::Unresolved { pending, .. } => *unresolved = *pending,
+        Outcome::Fenced(_) | Outcome::Fatal(_) => {}
+        _ => *unresolved = None,
     }
+    outcome.into_error().map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

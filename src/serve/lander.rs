@@ -7,15 +7,15 @@
 //! gets an error (503) and nothing of it is visible to read_committed consumers. The bounded
 //! queue turns a slow or absent broker into back-pressure and 503s instead of memory growth.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::message::OwnedHeaders;
 use tokio::sync::{mpsc, oneshot};
 
-use rdkafka::error::{KafkaError, KafkaResult};
-
-use crate::kafka::{ErrorClass, Kafka, Outgoing, TxnProducer, classify};
+use crate::kafka::txn::{Backoff, OnFence, Policy};
+use crate::kafka::{Kafka, Outgoing, TxnProducer, classify};
 use crate::telemetry::metric;
 
 /// Most requests per transaction.
@@ -66,16 +66,23 @@ pub fn start(
     let txn_id = transactional_id.to_owned();
     let (tx, mut rx) = mpsc::channel::<Landing>(QUEUE);
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    let ready_tx: Ready = std::sync::Arc::new(ready_tx);
+    let ready_tx = Arc::new(ready_tx);
     let task = tokio::spawn(async move {
         let mut producer = producer;
-        let mut wait = Duration::from_millis(200);
-        while let Err(e) = producer.blocking(|p| p.init()).await {
-            tracing::warn!(error = %e, "serve: cannot initialise transactions yet; retrying");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(5));
-        }
+        init(&producer).await;
         let _ = ready_tx.send(true);
+        // A commit or abort whose outcome is not known yet (the call timed out: the broker is
+        // away) is not abandoned: librdkafka requires it to be repeated until it ends (an abort
+        // meanwhile is refused, and the producer would refuse every later transaction). It is
+        // repeated for up to `RESOLVE_LIMIT`, reporting not ready meanwhile; after that, or
+        // when the producer is fenced or broken, the producer is replaced.
+        let not_ready = ready_tx.clone();
+        let policy = Policy::once()
+            .repeating_for(RESOLVE_LIMIT, Duration::from_millis(500))
+            .on_fence(OnFence::Replace)
+            .on_retry(Arc::new(move |_, _| {
+                let _ = not_ready.send(false);
+            }));
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + LINGER;
@@ -101,26 +108,36 @@ pub fn start(
                 records.iter().map(|r| r.len() as u64).sum::<u64>(),
             );
             let started = std::time::Instant::now();
-            let not_ready = ready_tx.clone();
-            let result = producer
-                .blocking(move |p| Ok(land_batch(p, &records, &not_ready)))
-                .await
-                .unwrap_or_else(|e| Err((e, true)));
+            let landed = producer
+                .transaction(policy.clone(), move |p| {
+                    records.iter().flatten().try_for_each(|r| {
+                        p.send(Outgoing {
+                            topic: &r.topic,
+                            key: Some(&r.key),
+                            payload: r.value.as_deref(),
+                            headers: r.headers.clone(),
+                            partition: None,
+                        })
+                    })
+                })
+                .await;
             metrics::histogram!(metric::COMMIT_SECONDS, "stage" => "serve")
                 .record(started.elapsed().as_secs_f64());
-            if result.is_ok() {
+            let replace = landed.needs_new_producer();
+            let failure = landed.into_error();
+            if failure.is_none() {
                 metrics::counter!(metric::RECORDS_IN, "stage" => "serve").increment(n_in);
                 metrics::counter!(metric::RECORDS_OUT, "stage" => "serve").increment(n_out);
             }
-            let outcome: Ack = match &result {
-                Ok(()) => Ok(()),
-                Err((e, _)) => Err(format!("the landing transaction failed: {e}")),
+            let outcome: Ack = match &failure {
+                None => Ok(()),
+                Some(e) => Err(format!("the landing transaction failed: {e}")),
             };
-            match result {
-                Ok(()) => {
+            match failure {
+                None => {
                     let _ = ready_tx.send(true);
                 }
-                Err((e, replace)) => {
+                Some(e) => {
                     tracing::error!(error = %e, requests = acks.len(), replace, "landing transaction failed; the requests were answered 503 (not acknowledged)");
                     metrics::counter!(metric::ERRORS, "stage" => "serve", "class" => format!("{:?}", classify(&e))).increment(1);
                     let _ = ready_tx.send(false);
@@ -131,12 +148,7 @@ pub fn start(
                         // to commit) and starts clean.
                         match kafka.txn_producer(&txn_id) {
                             Ok(p) => {
-                                let mut wait = Duration::from_millis(200);
-                                while let Err(e) = p.blocking(|p| p.init()).await {
-                                    tracing::warn!(error = %e, "serve: re-initialising transactions; retrying");
-                                    tokio::time::sleep(wait).await;
-                                    wait = (wait * 2).min(Duration::from_secs(5));
-                                }
+                                init(&p).await;
                                 let old = std::mem::replace(&mut producer, p);
                                 // Destroying a producer may wait for the broker: not on the runtime.
                                 let _ = tokio::task::spawn_blocking(move || drop(old)).await;
@@ -160,60 +172,13 @@ pub fn start(
 /// is away) is repeated before the producer is replaced instead.
 const RESOLVE_LIMIT: Duration = Duration::from_secs(60);
 
-/// One transaction with every record of a batch. Blocking.
-///
-/// # Errors
-/// The error, and whether the producer must be replaced (fatal, or left in a state it cannot
-/// leave by itself). A commit that times out is not abandoned: librdkafka requires it to be
-/// repeated until it succeeds or fails for good (an abort meanwhile is refused, and the
-/// producer would refuse every later transaction).
-fn land_batch(
-    p: &TxnProducer,
-    records: &[Vec<Record>],
-    ready: &Ready,
-) -> Result<(), (KafkaError, bool)> {
-    p.begin().map_err(|e| (e, true))?;
-    let sent = records.iter().flatten().try_for_each(|r| {
-        p.send(Outgoing {
-            topic: &r.topic,
-            key: Some(&r.key),
-            payload: r.value.as_deref(),
-            headers: r.headers.clone(),
-            partition: None,
-        })
-    });
-    let e = match sent.and_then(|()| resolve("commit", ready, || p.commit())) {
-        Ok(()) => return Ok(()),
-        Err(e) => e,
-    };
-    if classify(&e) == ErrorClass::Fatal {
-        return Err((e, true));
-    }
-    match resolve("abort", ready, || p.abort()) {
-        Ok(()) => Err((e, false)),
-        Err(abort) => {
-            tracing::warn!(error = %abort, "serve: the failed transaction could not be aborted");
-            Err((e, true))
-        }
-    }
-}
-
-/// The readiness flag `/readyz` reports.
-type Ready = std::sync::Arc<tokio::sync::watch::Sender<bool>>;
-
-/// Repeats a transaction call while it fails retriably, up to [`RESOLVE_LIMIT`], reporting
-/// not ready meanwhile. Blocking.
-fn resolve(what: &str, ready: &Ready, call: impl Fn() -> KafkaResult<()>) -> KafkaResult<()> {
-    let started = std::time::Instant::now();
-    loop {
-        match call() {
-            Err(e) if classify(&e) == ErrorClass::Retry && started.elapsed() < RESOLVE_LIMIT => {
-                let _ = ready.send(false);
-                tracing::warn!(error = %e, what, "serve: transaction outcome not known yet (Kafka away?); repeating the call");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            r => return r,
-        }
+/// Initialises the producer's transactions, repeating every failure until it works (serve
+/// owns its transactional id: nothing else can take it over).
+async fn init(p: &TxnProducer) {
+    let mut backoff = Backoff::default();
+    while let Err(e) = p.blocking(TxnProducer::init).await {
+        tracing::warn!(error = %e, "serve: cannot initialise transactions yet; retrying");
+        tokio::time::sleep(backoff.next_pause()).await;
     }
 }
 

@@ -127,7 +127,12 @@ pub async fn run(
     }
     let jobs = jobs::Registry::restore(&kafka, &names.jobs()).await?;
     tracing::info!(jobs = jobs.len(), "job registry restored");
-    let txn_id = format!("{}-serve-{}", cfg.kafka.group_prefix, cfg.instance_id());
+    let txn_id = crate::kafka::txn::transactional_id(
+        &cfg.kafka.group_prefix,
+        crate::kafka::txn::Writer::Serve {
+            instance: &cfg.instance_id(),
+        },
+    );
     let (queue, task, ready) = lander::start(&kafka, &txn_id)?;
     let state = Arc::new(ServeState {
         blobs: BlobStore::open(&cfg.blob)?,

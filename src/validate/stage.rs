@@ -178,7 +178,13 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
     let base = Kafka::new(&cfg.kafka)?;
     let limits = rt.block_on(Limits::read(&base, cfg, &names, &plans));
     let group = base.group("validate");
-    let member = format!("{group}-{}", cfg.instance_id());
+    let member = crate::kafka::txn::transactional_id(
+        &cfg.kafka.group_prefix,
+        crate::kafka::txn::Writer::Stage {
+            stage: "validate",
+            instance: &cfg.instance_id(),
+        },
+    );
     let mut kcfg = cfg.kafka.clone();
     kcfg.properties
         .entry("message.max.bytes".into())
