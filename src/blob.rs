@@ -76,6 +76,9 @@ pub enum BlobError {
         /// Of the content read.
         actual: String,
     },
+    /// An upload's name is taken by other content (uploads are immutable).
+    #[error("blob `{0}` exists with other content; blobs are immutable, upload under a new name")]
+    NameTaken(String),
     /// The reference points outside this store.
     #[error("blob {0} is not in this store")]
     Foreign(String),
@@ -165,21 +168,42 @@ impl BlobStore {
     }
 
     /// Stores content under a caller's name (`uploads/<name>`, for `PUT /v1/blobs/{name}`).
+    /// A name is written once: storing the same content again is a no-op that returns the
+    /// same reference (`false`: it existed), other content under a taken name is refused
+    /// ([`BlobError::NameTaken`]). The store's create-only put decides between two racing
+    /// uploads.
     ///
     /// # Errors
-    /// Store failures.
-    pub async fn put_named(&self, name: &str, bytes: Bytes) -> Result<BlobRef, BlobError> {
+    /// Store failures, or a name taken by other content.
+    pub async fn put_named(&self, name: &str, bytes: Bytes) -> Result<(BlobRef, bool), BlobError> {
         let sha256 = sha256_hex(&bytes);
-        let name = format!("uploads/{name}");
+        let key = format!("uploads/{name}");
         let size = bytes.len() as u64;
-        self.store
-            .put(&self.object_path(&name), bytes.into())
-            .await?;
-        Ok(BlobRef {
-            uri: self.uri(&name),
+        let r = BlobRef {
+            uri: self.uri(&key),
             sha256,
             size,
-        })
+        };
+        let put = self
+            .store
+            .put_opts(
+                &self.object_path(&key),
+                bytes.into(),
+                object_store::PutMode::Create.into(),
+            )
+            .await;
+        match put {
+            Ok(_) => Ok((r, true)),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let (existing, _) = self.get_named(name).await?;
+                if existing.sha256 == r.sha256 {
+                    Ok((r, false))
+                } else {
+                    Err(BlobError::NameTaken(name.to_owned()))
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Reads an upload stored by [`BlobStore::put_named`], returning its reference and bytes.
@@ -258,5 +282,43 @@ mod tests {
             store.get(&a).await,
             Err(BlobError::Corrupt { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_named_upload_is_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BlobConfig {
+            url: format!("file://{}", dir.path().display()),
+            max_inline_bytes: 1024,
+        };
+        let store = BlobStore::open(&cfg).unwrap();
+        let (a, created) = store
+            .put_named("b.json", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        assert!(created);
+        let (again, created) = store
+            .put_named("b.json", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (again, created),
+            (a.clone(), false),
+            "the same content is a no-op"
+        );
+        let err = store
+            .put_named("b.json", Bytes::from_static(b"two"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BlobError::NameTaken(ref n) if n == "b.json"),
+            "{err}"
+        );
+        let (r, bytes) = store.get_named("b.json").await.unwrap();
+        assert_eq!(
+            (r, bytes),
+            (a, Bytes::from_static(b"one")),
+            "the first content stays"
+        );
     }
 }

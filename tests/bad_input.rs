@@ -828,13 +828,14 @@ webhook = {{ secrets = ["{SECRET}"] }}
 name = "things"
 primary_key = "/id"
 version = "/version"
-"#
+{client}"#,
+        client = serve_client()
     )));
     prepare(&cfg).await;
     let names = TopicNames::from_config(&cfg);
     let srv = Server::start(cfg.clone()).await;
     let max_body = cfg.serve.max_body_bytes;
-    let http = reqwest::Client::new();
+    let http = serve_http();
 
     // Good webhooks flow all along, one at a time, and must keep getting 202 promptly.
     const GOOD: u64 = 150;

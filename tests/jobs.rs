@@ -50,7 +50,9 @@ impl Server {
     }
 
     async fn job(&self, id: &str) -> Json {
-        let r = reqwest::get(format!("{}/v1/jobs/{id}", self.base))
+        let r = serve_http()
+            .get(format!("{}/v1/jobs/{id}", self.base))
+            .send()
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 200, "GET job {id}");
@@ -81,7 +83,7 @@ fn counts(landed: u64, valid: u64, dead: u64, replayed: u64, pending: u64) -> Js
 }
 
 async fn submit(base: &str, id: &str, query: &str, body: Vec<u8>) -> (u16, Json) {
-    let r = reqwest::Client::new()
+    let r = serve_http()
         .post(format!("{base}/v1/jobs?source=sim&stream=customers{query}"))
         .header("Idempotency-Key", id)
         .header("content-type", "application/json")
@@ -124,7 +126,7 @@ async fn validate_until_counts(cfg: &Arc<Config>, valid: usize, dead: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn job_counts_match_what_validate_and_replays_did_exactly() {
-    let cfg = Arc::new(config(
+    let cfg = Arc::new(config(&format!(
         r#"
 [[sources]]
 name = "sim"
@@ -133,8 +135,9 @@ name = "sim"
 name = "customers"
 primary_key = "/id"
 version = "/version"
-"#,
-    ));
+{client}"#,
+        client = serve_client()
+    )));
     let names = TopicNames::from_config(&cfg);
     apply_topics(&cfg).await;
     let reg = intake::registry::Registry::new(&cfg.registry).unwrap();
@@ -164,10 +167,11 @@ version = "/version"
     )
     .await;
     assert_eq!(s, 201);
-    // job-3, by reference: its upload is replaced after submission, so validate finds a blob
-    // whose sha256 does not match and dead-letters the batch whole.
+    // job-3, by reference: its upload is altered in the store after submission (the API
+    // refuses to replace it), so validate finds a blob whose sha256 does not match and
+    // dead-letters the batch whole.
     let put = |body: Vec<u8>| {
-        reqwest::Client::new()
+        serve_http()
             .put(format!("{}/v1/blobs/job-3.json", srv.base))
             .body(body)
             .send()
@@ -189,8 +193,11 @@ version = "/version"
             .unwrap()
             .status()
             .as_u16(),
-        201
+        409
     );
+    let stored = std::path::Path::new(cfg.blob.url.strip_prefix("file://").unwrap())
+        .join("uploads/job-3.json");
+    std::fs::write(&stored, batch(&[customer("x")])).unwrap();
 
     // Validate: 7 valid (job-1's 5, job-2's 2), 4 dead letters (job-1's 3, job-3 whole).
     validate_until_counts(&cfg, 7, 4).await;

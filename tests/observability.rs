@@ -258,12 +258,14 @@ fn pipeline_config(sim: &intake::sim::SimHandle, serve_port: u16, metrics_port: 
         r#"
 [serve]
 listen = "127.0.0.1:{serve_port}"
+{client}
 
 [telemetry]
 metrics_addr = "127.0.0.1:{metrics_port}"
 
 {src}
-"#
+"#,
+        client = serve_client()
     ))
 }
 
@@ -592,7 +594,7 @@ fn customer(id: &str) -> serde_json::Value {
 }
 
 async fn submit_job(serve_port: u16, id: &str, records: &[serde_json::Value]) {
-    let r = reqwest::Client::new()
+    let r = serve_http()
         .post(format!(
             "http://127.0.0.1:{serve_port}/v1/jobs?source=sim&stream=customers"
         ))

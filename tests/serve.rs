@@ -27,7 +27,8 @@ version = "/version"
 name = "orders"
 primary_key = "/id"
 version = "/version"
-"#
+{client}"#,
+        client = serve_client()
     )))
 }
 
@@ -244,7 +245,7 @@ async fn signed_webhooks_land_once_and_bad_ones_get_a_reason_and_land_nothing() 
 }
 
 async fn post_job(base: &str, key: &str, query: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
-    let r = reqwest::Client::new()
+    let r = serve_http()
         .post(format!("{base}/v1/jobs?{query}"))
         .header("Idempotency-Key", key)
         .body(body)
@@ -289,7 +290,7 @@ async fn jobs_are_idempotent_survive_a_restart_and_accept_large_batches_by_refer
         .collect();
     let big = serde_json::to_vec(&serde_json::json!({ "data": big })).unwrap();
     assert!(big.len() > cfg.serve.max_body_bytes);
-    let r = reqwest::Client::new()
+    let r = serve_http()
         .put(format!("{}/v1/blobs/big-batch.json", srv.base))
         .body(big.clone())
         .send()
@@ -313,7 +314,9 @@ async fn jobs_are_idempotent_survive_a_restart_and_accept_large_batches_by_refer
     assert_eq!((s, &again), (200, &first));
     let (s, _) = post_job(&srv.base, "job-1", q, other).await;
     assert_eq!(s, 409);
-    let r: serde_json::Value = reqwest::get(format!("{}/v1/jobs/job-big", srv.base))
+    let r: serde_json::Value = serve_http()
+        .get(format!("{}/v1/jobs/job-big", srv.base))
+        .send()
         .await
         .unwrap()
         .json()
@@ -371,6 +374,14 @@ async fn health_metrics_and_openapi_answer() {
     ] {
         assert!(doc["paths"][p].is_object(), "{p} documented");
     }
+    assert_eq!(
+        doc["paths"]["/v1/jobs"]["post"]["security"],
+        serde_json::json!([{"bearer": []}])
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     let m = reqwest::get(format!("{}/metrics", srv.base)).await.unwrap();
     assert_eq!(m.status().as_u16(), 200);
     let r = reqwest::get(format!("{}/v1/nothing", srv.base))
@@ -378,4 +389,318 @@ async fn health_metrics_and_openapi_answer() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     srv.stop().await;
+}
+
+/// A request to serve with an optional `Authorization` header; the status, the
+/// `WWW-Authenticate` header and the JSON body.
+async fn call(
+    method: reqwest::Method,
+    url: String,
+    auth: Option<String>,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+) -> (u16, Option<String>, serde_json::Value) {
+    let mut req = reqwest::Client::new().request(method, url).body(body);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        status,
+        challenge,
+        r.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_refuse_with_401_and_403_blob_names_are_write_once_and_refusals_land_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let loader_key = "ldr-7d0f0d8a2c4b";
+    let uploader_key = "upl-91b3e55f0a6c";
+    std::fs::write(dir.path().join("loader"), format!("{loader_key}\n")).unwrap();
+    std::fs::write(dir.path().join("uploader"), uploader_key).unwrap();
+    let cfg = Arc::new(config(&format!(
+        r#"
+[[serve.clients]]
+name = "loader"
+key = {{ file = "{loader}" }}
+operations = ["jobs"]
+sources = ["shop"]
+
+[[serve.clients]]
+name = "uploader"
+key = {{ file = "{uploader}" }}
+operations = ["blobs"]
+sources = ["*"]
+
+[[sources]]
+name = "shop"
+[[sources.streams]]
+name = "orders"
+primary_key = "/id"
+version = "/version"
+
+[[sources]]
+name = "crm"
+[[sources.streams]]
+name = "accounts"
+primary_key = "/id"
+version = "/version"
+"#,
+        loader = dir.path().join("loader").display(),
+        uploader = dir.path().join("uploader").display(),
+    )));
+    apply_topics(&cfg).await;
+    let srv = Server::start(cfg.clone()).await;
+    let b = &srv.base;
+    let loader = format!("Bearer {loader_key}");
+    let uploader = format!("Bearer {uploader_key}");
+    let batch = |ids: &[&str]| {
+        serde_json::to_vec(&serde_json::json!({
+            "data": ids.iter().map(|i| serde_json::json!({"id": i, "version": 1})).collect::<Vec<_>>()
+        }))
+        .unwrap()
+    };
+    let job = |id: &str, query: &str, auth: Option<&str>, body: Vec<u8>| {
+        call(
+            reqwest::Method::POST,
+            format!("{b}/v1/jobs?{query}"),
+            auth.map(str::to_owned),
+            vec![("idempotency-key", id.to_owned())],
+            body,
+        )
+    };
+
+    // 401: no key, another scheme, an unknown key; with the challenge and a JSON reason.
+    for (id, auth, why) in [
+        ("r-none", None, "send an API key"),
+        ("r-basic", Some("Basic bGRyOng="), "not `Bearer <key>`"),
+        (
+            "r-unknown",
+            Some("Bearer ldr-7d0f0d8a2c4c"),
+            "unknown API key",
+        ),
+    ] {
+        let (s, challenge, v) = job(id, "source=shop&stream=orders", auth, batch(&["o1"])).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (401, Some("unauthenticated")),
+            "{id}: {v}"
+        );
+        assert!(v["message"].as_str().unwrap().contains(why), "{id}: {v}");
+        assert_eq!(
+            challenge.as_deref(),
+            Some("Bearer realm=\"intake\""),
+            "{id}"
+        );
+    }
+    // 403: a client without the operation, or for another source.
+    let (s, challenge, v) = job(
+        "r-op",
+        "source=shop&stream=orders",
+        Some(&uploader),
+        batch(&["o1"]),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("`uploader` may not use jobs"),
+        "{v}"
+    );
+    assert_eq!(challenge, None);
+    let (s, _, v) = job(
+        "r-src",
+        "source=crm&stream=accounts",
+        Some(&loader),
+        batch(&["a1"]),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("`loader` may not act for source `crm`"),
+        "{v}"
+    );
+    let blob = |name: &str, auth: Option<&str>, body: Vec<u8>| {
+        call(
+            reqwest::Method::PUT,
+            format!("{b}/v1/blobs/{name}"),
+            auth.map(str::to_owned),
+            Vec::new(),
+            body,
+        )
+    };
+    let (s, _, v) = blob("by-loader.json", Some(&loader), batch(&["x"])).await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    let (s, _, _) = blob("anonymous.json", None, batch(&["x"])).await;
+    assert_eq!(s, 401);
+
+    // Blob names are written once: the same content again is fine, other content is refused.
+    let first = batch(&["o10", "o11", "o12"]);
+    let (s, _, stored) = blob("orders.json", Some(&uploader), first.clone()).await;
+    assert_eq!(s, 201, "{stored}");
+    let (s, _, again) = blob("orders.json", Some(&uploader), first.clone()).await;
+    assert_eq!((s, &again), (200, &stored), "the same content again");
+    let (s, _, v) = blob("orders.json", Some(&uploader), batch(&["evil"])).await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("blob_exists")), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("exists with other content"),
+        "{v}"
+    );
+
+    // The allowed client: inline and by reference, landed as before.
+    let inline = batch(&["o1", "o2"]);
+    let (s, _, j1) = job(
+        "ok-inline",
+        "source=shop&stream=orders",
+        Some(&loader),
+        inline.clone(),
+    )
+    .await;
+    assert_eq!((s, &j1["records"]), (201, &serde_json::json!(2)), "{j1}");
+    let (s, _, j2) = job(
+        "ok-blob",
+        "source=shop&stream=orders&blob=orders.json",
+        Some(&loader),
+        Vec::new(),
+    )
+    .await;
+    assert_eq!((s, &j2["records"]), (201, &serde_json::json!(3)), "{j2}");
+    // Reading a job needs the operation and its source too.
+    let get = |id: &str, auth: Option<&str>| {
+        call(
+            reqwest::Method::GET,
+            format!("{b}/v1/jobs/{id}"),
+            auth.map(str::to_owned),
+            Vec::new(),
+            Vec::new(),
+        )
+    };
+    let (s, _, v) = get("ok-inline", Some(&loader)).await;
+    assert_eq!((s, &v), (200, &j1));
+    assert_eq!(get("ok-inline", None).await.0, 401);
+    assert_eq!(get("ok-inline", Some(&uploader)).await.0, 403);
+    for refused in ["r-none", "r-basic", "r-unknown", "r-op", "r-src"] {
+        assert_eq!(get(refused, Some(&loader)).await.0, 404, "{refused} exists");
+    }
+    // No key in any answer or metric.
+    let metrics = reqwest::get(format!("{b}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("code=\"unauthenticated\""),
+        "refusals counted"
+    );
+    for key in [loader_key, uploader_key] {
+        assert!(!metrics.contains(key));
+        assert!(!j1.to_string().contains(key) && !stored.to_string().contains(key));
+    }
+    srv.stop().await;
+
+    // Exactly the two allowed jobs landed, once each, as before; nothing of the refused ones.
+    let names = TopicNames::from_config(&cfg);
+    let landed = read_all(&names.landing(), "read_committed");
+    let mut ids: Vec<&str> = landed
+        .iter()
+        .map(|r| r.header("intake.job_id").unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["ok-blob", "ok-inline"]);
+    let rec = |id: &str| {
+        landed
+            .iter()
+            .find(|r| r.header("intake.job_id") == Some(id))
+            .unwrap()
+    };
+    let r = rec("ok-inline");
+    assert_eq!(r.header("intake.kind"), Some("batch"));
+    assert_eq!(r.header("intake.source"), Some("shop"));
+    assert_eq!(r.header("intake.stream"), Some("orders"));
+    assert_eq!(r.key_str(), "shop/orders");
+    assert_eq!(r.value.as_deref(), Some(inline.as_slice()));
+    let r = rec("ok-blob");
+    assert_eq!(r.header("intake.kind"), Some("blob-ref"));
+    let b = intake::blob::BlobRef::parse_header(r.header("intake.blob").unwrap()).unwrap();
+    assert_eq!(
+        b.sha256,
+        intake::blob::sha256_hex(&first),
+        "the refused upload changed nothing"
+    );
+    let jobs = read_all(&names.jobs(), "read_committed");
+    let mut ids: Vec<&str> = jobs.iter().map(|r| r.key_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["ok-blob", "ok-inline"]);
+    for r in landed.iter().chain(&jobs) {
+        for (_, v) in &r.headers {
+            let v = String::from_utf8_lossy(v);
+            assert!(!v.contains(loader_key) && !v.contains(uploader_key));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_listener_takes_metrics_off_the_public_one() {
+    let admin_port = support::e2e::free_port();
+    let cfg = Arc::new(config(&format!(
+        r#"
+[serve]
+admin_listen = "127.0.0.1:{admin_port}"
+auth = "none"
+
+[[sources]]
+name = "shop"
+[[sources.streams]]
+name = "orders"
+primary_key = "/id"
+version = "/version"
+"#
+    )));
+    apply_topics(&cfg).await;
+    let srv = Server::start(cfg.clone()).await;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let status = |url: String| async move { reqwest::get(url).await.unwrap().status().as_u16() };
+    assert_eq!(status(format!("{}/metrics", srv.base)).await, 404);
+    assert_eq!(status(format!("{}/readyz", srv.base)).await, 200);
+    assert_eq!(status(format!("{}/healthz", srv.base)).await, 200);
+    let m = reqwest::get(format!("{admin}/metrics")).await.unwrap();
+    assert_eq!(m.status().as_u16(), 200);
+    // The public 404 above was counted, and shows here.
+    assert!(m.text().await.unwrap().contains("code=\"not_found\""));
+    assert_eq!(status(format!("{admin}/readyz")).await, 200);
+    assert_eq!(status(format!("{admin}/healthz")).await, 200);
+    assert_eq!(status(format!("{admin}/v1/jobs/x")).await, 404);
+    assert_eq!(status(format!("{admin}/openapi.json")).await, 404);
+
+    // `auth = "none"` (local demos): jobs without a key.
+    let (s, _, v) = call(
+        reqwest::Method::POST,
+        format!("{}/v1/jobs?source=shop&stream=orders", srv.base),
+        None,
+        vec![("idempotency-key", "open-1".to_owned())],
+        br#"{"data": [{"id": "o1", "version": 1}]}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    srv.stop().await;
+    let landed = read_all(&TopicNames::from_config(&cfg).landing(), "read_committed");
+    assert_eq!(landed.len(), 1);
 }

@@ -166,7 +166,7 @@ fn drive(
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<Sent>>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let http = reqwest::Client::builder()
+    let http = serve_http_builder()
         .timeout(Duration::from_secs(90))
         .build()
         .unwrap();
@@ -292,7 +292,8 @@ version = "/version"
 name = "orders"
 primary_key = "/id"
 version = "/version"
-"#
+{client}"#,
+        client = serve_client()
     ))
     .replace(
         &format!("brokers = \"{}\"", brokers()),

@@ -115,8 +115,11 @@ impl Default for super::ServeConfig {
     fn default() -> Self {
         Self {
             listen: serve_listen(),
+            admin_listen: None,
             max_body_bytes: max_body_bytes(),
             webhook_tolerance: webhook_tolerance(),
+            auth: super::ServeAuth::default(),
+            clients: Vec::new(),
         }
     }
 }

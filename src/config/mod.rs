@@ -9,6 +9,7 @@
 pub mod defaults;
 pub mod secret;
 pub mod security;
+mod serve;
 mod source;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 pub use secret::{SecretError, SecretRef, SecretString};
 pub use security::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism, SecurityProtocol};
+pub use serve::{ServeAuth, ServeClient, ServeConfig, ServeOperation};
 pub use source::{
     Auth, DriftPolicy, Incremental, Pagination, QuotaConfig, SourceConfig, StreamConfig,
 };
@@ -190,28 +192,14 @@ pub struct TopicsConfig {
     pub replication_factor: i32,
 }
 
-/// `intake serve` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServeConfig {
-    /// Address the HTTP server binds.
-    #[serde(default = "defaults::serve_listen")]
-    pub listen: String,
-    /// Largest accepted request body in bytes (413 above it).
-    #[serde(default = "defaults::max_body_bytes")]
-    pub max_body_bytes: usize,
-    /// Webhook timestamp tolerance: signatures older or newer than this are refused (replay window).
-    #[serde(default = "defaults::webhook_tolerance", with = "humantime_serde")]
-    pub webhook_tolerance: Duration,
-}
-
 /// Metrics settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// `host:port` of the Prometheus `GET /metrics` listener of every long-running command
     /// (`intake run`, `fetch`, `validate`, `dedup`, `serve`); absent: no listener (one-shot
-    /// commands never open one). `intake serve` also serves `/metrics` on `serve.listen`.
+    /// commands never open one). `intake serve` also serves `/metrics` on `serve.listen`, or on
+    /// `serve.admin_listen` when that is set.
     #[serde(default)]
     pub metrics_addr: Option<String>,
 }
@@ -329,16 +317,9 @@ impl Config {
             return Err(invalid("blob.url", "must start with file:// or s3://"));
         }
         if let Some(addr) = &self.telemetry.metrics_addr {
-            let ok = addr
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !ok {
-                return Err(invalid(
-                    "telemetry.metrics_addr",
-                    format!("`{addr}` is not host:port"),
-                ));
-            }
+            serve::check_addr("telemetry.metrics_addr", addr)?;
         }
+        self.serve.check(&self.sources)?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             s.validate(&format!("sources[{i}]"))?;

@@ -84,6 +84,22 @@ impl SecretRef {
     }
 }
 
+impl SecretRef {
+    /// [`SecretRef::resolve`], with an error naming the config field (`serve.clients[0].key`).
+    ///
+    /// # Errors
+    /// [`super::ConfigError::Secret`] when the reference cannot be resolved.
+    pub fn resolve_field(
+        &self,
+        field: impl Into<String>,
+    ) -> Result<SecretString, super::ConfigError> {
+        self.resolve().map_err(|source| super::ConfigError::Secret {
+            field: field.into(),
+            source,
+        })
+    }
+}
+
 /// A resolved secret. `Debug` and `Display` never show the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretString(String);

@@ -113,6 +113,78 @@ fn invalid_values_name_the_field() {
 }
 
 #[test]
+fn serve_clients_and_listeners_are_checked() {
+    let with = |serve: &str| format!("{MIN}\n{serve}");
+    let client = |name: &str, ops: &str, sources: &str| {
+        format!(
+            "[[serve.clients]]\nname = \"{name}\"\nkey = {{ env = \"K_{name}\" }}\noperations = {ops}\nsources = {sources}\n"
+        )
+    };
+    let ok = with(&client("loader", "[\"jobs\", \"blobs\"]", "[\"sim\"]"));
+    let cfg = Config::from_toml(&ok).unwrap();
+    assert_eq!(cfg.serve.auth, ServeAuth::ApiKeys);
+    assert_eq!(
+        cfg.serve.clients[0].operations,
+        [ServeOperation::Jobs, ServeOperation::Blobs]
+    );
+    assert!(cfg.serve.clients[0].may_act_for("sim"));
+    assert!(!cfg.serve.clients[0].may_act_for("other"));
+    let cases = [
+        (
+            with(&client("loader", "[\"jobs\"]", "[\"crm\"]")),
+            "serve.clients[0].sources",
+            "no source `crm`",
+        ),
+        (
+            with(&client("loader", "[]", "[\"*\"]")),
+            "serve.clients[0].operations",
+            "at least one",
+        ),
+        (
+            with(&client("loader", "[\"jobs\"]", "[]")),
+            "serve.clients[0].sources",
+            "at least one source",
+        ),
+        (
+            with(&format!(
+                "{}{}",
+                client("loader", "[\"jobs\"]", "[\"*\"]"),
+                client("loader", "[\"blobs\"]", "[\"*\"]")
+            )),
+            "serve.clients[1].name",
+            "duplicate client",
+        ),
+        (
+            with(&format!(
+                "[serve]\nauth = \"none\"\n{}",
+                client("loader", "[\"jobs\"]", "[\"*\"]")
+            )),
+            "serve.auth",
+            "remove one",
+        ),
+        (
+            with("[serve]\nadmin_listen = \"9091\""),
+            "serve.admin_listen",
+            "not host:port",
+        ),
+        (
+            with("[serve]\nlisten = \"127.0.0.1:9091\"\nadmin_listen = \"127.0.0.1:9091\""),
+            "serve.admin_listen",
+            "must differ",
+        ),
+    ];
+    for (text, field, why) in cases {
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{field}`")), "{field}: {err}");
+        assert!(err.contains(why), "{field}: {err}");
+    }
+    let err = Config::from_toml(&with(&client("loader", "[\"webhooks\"]", "[\"*\"]")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown variant `webhooks`"), "{err}");
+}
+
+#[test]
 fn debug_never_shows_literal_secrets() {
     let text = MIN.replace("{ env = \"INTAKE_TEST_CFG_TOKEN\" }", "\"s3cr3t-token\"");
     let c = Config::from_toml(&text).unwrap();
@@ -442,6 +514,9 @@ fn the_walk_finds_fields_of_every_kind() {
         "kafka.tls.ca_file",
         "kafka.sasl.mechanism",
         "telemetry.metrics_addr",
+        "serve.admin_listen",
+        "serve.clients[].key",
+        "serve.clients[].operations",
         "sources[].quota.token_id",
         "sources[].webhook.secrets",
         "sources[].auth.kind",
@@ -463,6 +538,7 @@ fn the_walk_finds_fields_of_every_kind() {
     );
     assert_eq!(a.values["sources[].streams[].drift"], ["dlq", "evolve"]);
     assert_eq!(a.values["sources[].quota.mode"], ["central", "naive"]);
+    assert_eq!(a.values["serve.auth"], ["api_keys", "none"]);
     assert!(
         a.fields.len() >= 50,
         "{} fields: {:?}",

@@ -5,16 +5,21 @@
 //! | `POST /v1/webhooks/{source}` | verify the HMAC signature (two secrets during rotation, replay window), refuse a signed request seen before ([`replay`]), land the raw event |
 //! | `POST /v1/jobs` | an idempotent batch (`Idempotency-Key` or `?job_id=`), inline or `?blob=<name>` |
 //! | `GET /v1/jobs/{id}` | a job's state and counts |
-//! | `PUT /v1/blobs/{name}` | upload a large batch for a job by reference |
+//! | `PUT /v1/blobs/{name}` | upload a large batch for a job by reference (write-once names) |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | liveness, readiness (Kafka), Prometheus, the API description |
+//!
+//! Jobs and blobs need an API key of a `[[serve.clients]]` entry allowed the operation and the
+//! source ([`auth`]); webhooks authenticate with their signature. With `serve.admin_listen`
+//! set, `/healthz`, `/readyz` and `/metrics` are served there too and `/metrics` only there.
 //!
 //! A 2xx means the data is committed in Kafka ([`lander`]). Errors are JSON
 //! `{"error": code, "message": reason}` with the status a client can act on: 400 bad input,
-//! 401 bad signature, 404 unknown source, 409 a job id reused with other content or a replayed
-//! webhook, 413 too
-//! large, 415 a body labelled other than JSON, 503 Kafka unavailable (nothing acknowledged;
-//! retry).
+//! 401 bad signature or no valid API key, 403 a client without the right, 404 unknown source,
+//! 409 a job id reused with other content, a replayed webhook or a blob name taken by other
+//! content, 413 too large, 415 a body labelled other than JSON, 503 Kafka unavailable (nothing
+//! acknowledged; retry).
 
+mod auth;
 pub mod jobs;
 pub mod lander;
 mod openapi;
@@ -35,7 +40,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use crate::blob::BlobStore;
-use crate::config::{Config, ConfigError, SecretString};
+use crate::config::{Config, ConfigError, SecretString, ServeOperation};
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::Kafka;
 use crate::topics::TopicNames;
@@ -54,6 +59,7 @@ struct ServeState {
     secrets: HashMap<String, Vec<SecretString>>,
     ack_wait: Duration,
     replays: replay::ReplayGuard,
+    clients: auth::Clients,
 }
 
 /// serve failures at start.
@@ -71,19 +77,37 @@ pub enum ServeError {
     /// The listener.
     #[error("http: {0}")]
     Io(#[from] std::io::Error),
+    /// A listener address cannot be bound.
+    #[error("binding {field} {addr}: {source}")]
+    Bind {
+        /// The config field.
+        field: &'static str,
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// An error answer.
+#[derive(Debug)]
 struct ApiError(StatusCode, &'static str, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         metrics::counter!(crate::telemetry::metric::SERVE_REJECTED, "code" => self.1).increment(1);
-        (
+        let mut r = (
             self.0,
             Json(serde_json::json!({ "error": self.1, "message": self.2 })),
         )
-            .into_response()
+            .into_response();
+        if self.1 == auth::UNAUTHENTICATED {
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(auth::CHALLENGE),
+            );
+        }
+        r
     }
 }
 
@@ -115,16 +139,24 @@ pub async fn run(
             let resolved = w
                 .secrets
                 .iter()
-                .map(|r| {
-                    r.resolve().map_err(|source| ConfigError::Secret {
-                        field: format!("sources[{i}].webhook.secrets"),
-                        source,
-                    })
-                })
+                .map(|r| r.resolve_field(format!("sources[{i}].webhook.secrets")))
                 .collect::<Result<Vec<_>, _>>()?;
             secrets.insert(s.name.clone(), resolved);
         }
     }
+    let clients = auth::Clients::resolve(&cfg.serve)?;
+    let admin = match &cfg.serve.admin_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    field: "serve.admin_listen",
+                    addr: addr.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let jobs = jobs::Registry::restore(&kafka, &names.jobs()).await?;
     tracing::info!(jobs = jobs.len(), "job registry restored");
     let txn_id = crate::kafka::txn::transactional_id(
@@ -144,20 +176,49 @@ pub async fn run(
         jobs,
         secrets,
         replays: replay::ReplayGuard::new(cfg.serve.webhook_tolerance),
+        clients,
     });
-    let app = router(state, cfg.serve.max_body_bytes);
+    let admin = match admin {
+        Some(l) => {
+            tracing::info!(addr = %l.local_addr()?, "serve admin listening (/healthz, /readyz, /metrics)");
+            let app = admin_router(state.clone());
+            Some(tokio::spawn(async move { axum::serve(l, app).await }))
+        }
+        None => None,
+    };
+    let app = router(state, cfg.serve.max_body_bytes, admin.is_none());
     tracing::info!(addr = %listener.local_addr()?, "serve listening");
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    if let Some(a) = admin {
+        a.abort();
+        let _ = a.await;
+    }
+    served?;
     // The router (and with it the queue's sender) is gone: the lander answers what it holds.
     let _ = task.await;
     tracing::info!("serve stopped; in-flight transactions finished");
     Ok(())
 }
 
-fn router(state: Arc<ServeState>, max_body: usize) -> Router {
+/// Liveness and readiness, on both listeners.
+fn health_routes() -> Router<Arc<ServeState>> {
     Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+}
+
+/// The operators' routes: liveness, readiness and metrics.
+fn admin_router(state: Arc<ServeState>) -> Router {
+    health_routes()
+        .merge(crate::telemetry::metrics_router())
+        .with_state(state)
+}
+
+/// The public routes; `/metrics` only when no admin listener has it.
+fn router(state: Arc<ServeState>, max_body: usize, with_metrics: bool) -> Router {
+    let r = Router::new()
         .route(
             "/v1/webhooks/{source}",
             post(webhook).layer(DefaultBodyLimit::max(max_body)),
@@ -171,18 +232,21 @@ fn router(state: Arc<ServeState>, max_body: usize) -> Router {
             "/v1/blobs/{name}",
             put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
         )
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .merge(crate::telemetry::metrics_router())
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
-        .fallback(|| async {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint; see /openapi.json".into(),
-            )
-        })
-        .with_state(state)
+        .merge(health_routes())
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }));
+    let r = if with_metrics {
+        r.merge(crate::telemetry::metrics_router())
+    } else {
+        r
+    };
+    r.fallback(|| async {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint; see /openapi.json".into(),
+        )
+    })
+    .with_state(state)
 }
 
 async fn readyz(State(st): State<Arc<ServeState>>) -> Response {
@@ -347,6 +411,7 @@ async fn submit_job(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let caller = st.clients.check(&headers, ServeOperation::Jobs)?;
     let bad = |code: &'static str, m: String| ApiError(StatusCode::BAD_REQUEST, code, m);
     let job_id = headers
         .get("idempotency-key")
@@ -372,6 +437,7 @@ async fn submit_job(
     let source = q
         .get("source")
         .ok_or_else(|| bad("missing_source", "?source= is required".into()))?;
+    caller.may_act_for(ServeOperation::Jobs, source)?;
     let stream = q
         .get("stream")
         .ok_or_else(|| bad("missing_stream", "?stream= is required".into()))?;
@@ -483,28 +549,34 @@ async fn submit_job(
     };
     lander::land(&st.queue, vec![batch, registry], st.ack_wait).await?;
     st.jobs.insert(job.clone());
-    tracing::info!(job_id = %job_id, source = %job.source, stream = %job.stream, records, "job landed");
+    tracing::info!(job_id = %job_id, client = caller.name(), source = %job.source, stream = %job.stream, records, "job landed");
     Ok((StatusCode::CREATED, Json(job)).into_response())
 }
 
 async fn get_job(
     State(st): State<Arc<ServeState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<jobs::Job>, ApiError> {
-    st.jobs.get(&id).map(Json).ok_or_else(|| {
+    let caller = st.clients.check(&headers, ServeOperation::Jobs)?;
+    let job = st.jobs.get(&id).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
             "unknown_job",
             format!("no job `{id}`"),
         )
-    })
+    })?;
+    caller.may_act_for(ServeOperation::Jobs, &job.source)?;
+    Ok(Json(job))
 }
 
 async fn upload(
     State(st): State<Arc<ServeState>>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let caller = st.clients.check(&headers, ServeOperation::Blobs)?;
     let ok = !name.is_empty()
         && name.len() <= 200
         && name
@@ -517,12 +589,22 @@ async fn upload(
             "blob names are 1-200 characters of [A-Za-z0-9._-], not starting with '.'".into(),
         ));
     }
-    let r = st.blobs.put_named(&name, body).await.map_err(|e| {
-        ApiError(
+    let (r, created) = st.blobs.put_named(&name, body).await.map_err(|e| match e {
+        crate::blob::BlobError::NameTaken(_) => {
+            tracing::warn!(client = caller.name(), blob = %name, "blob upload refused: the name exists with other content");
+            ApiError(StatusCode::CONFLICT, "blob_exists", e.to_string())
+        }
+        e => ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "blob_store",
             format!("the blob store failed: {e}"),
-        )
+        ),
     })?;
-    Ok((StatusCode::CREATED, Json(r)).into_response())
+    tracing::info!(client = caller.name(), blob = %name, bytes = r.size, created, "blob stored");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(r)).into_response())
 }

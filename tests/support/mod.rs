@@ -71,6 +71,41 @@ pub fn config_text(extra: &str) -> String {
     config_text_over(&format!("brokers = \"{}\"", brokers()), extra)
 }
 
+/// The API key of the serve client [`serve_client`] declares.
+pub const SERVE_KEY: &str = "intake-test-serve-key";
+
+/// A `[[serve.clients]]` entry allowed jobs and blobs for every source, with the key
+/// [`SERVE_KEY`] (a literal: a test's own local config). Add it to the config of a test that
+/// submits jobs or uploads blobs, and send its requests with [`serve_http`].
+pub fn serve_client() -> String {
+    format!(
+        r#"
+[[serve.clients]]
+name = "tests"
+key = "{SERVE_KEY}"
+operations = ["jobs", "blobs"]
+sources = ["*"]
+"#
+    )
+}
+
+/// An HTTP client builder whose requests carry `Authorization: Bearer` [`SERVE_KEY`].
+pub fn serve_http_builder() -> reqwest::ClientBuilder {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {SERVE_KEY}")
+            .parse()
+            .expect("a header value"),
+    );
+    reqwest::Client::builder().default_headers(h)
+}
+
+/// [`serve_http_builder`], built.
+pub fn serve_http() -> reqwest::Client {
+    serve_http_builder().build().expect("an HTTP client")
+}
+
 /// The local stack's secured listeners, as `scripts/stack` made them: SASL_SSL (user
 /// `intake`, PLAIN and SCRAM) on the plaintext port + 2, mTLS on + 3, and the CA, client
 /// certificates and password files in `<stack dir>/tls` (`INTAKE_TEST_STACK_DIR`, default
