@@ -259,14 +259,19 @@ impl BlobStore {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn put_is_content_addressed_and_get_checks_the_hash() {
+    fn local_store() -> (tempfile::TempDir, BlobStore) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = BlobConfig {
             url: format!("file://{}", dir.path().display()),
             max_inline_bytes: 1024,
         };
         let store = BlobStore::open(&cfg).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn put_is_content_addressed_and_get_checks_the_hash() {
+        let (dir, store) = local_store();
         let a = store.put(Bytes::from_static(b"hello")).await.unwrap();
         let b = store.put(Bytes::from_static(b"hello")).await.unwrap();
         assert_eq!(a, b);
@@ -286,12 +291,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_named_upload_is_written_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = BlobConfig {
-            url: format!("file://{}", dir.path().display()),
-            max_inline_bytes: 1024,
-        };
-        let store = BlobStore::open(&cfg).unwrap();
+        let (_dir, store) = local_store();
         let (a, created) = store
             .put_named("b.json", Bytes::from_static(b"one"))
             .await

@@ -391,6 +391,20 @@ async fn health_metrics_and_openapi_answer() {
     srv.stop().await;
 }
 
+/// `[[sources]]` with one stream of records keyed by `/id`, versioned by `/version`.
+fn source_with_stream(source: &str, stream: &str) -> String {
+    format!(
+        r#"
+[[sources]]
+name = "{source}"
+[[sources.streams]]
+name = "{stream}"
+primary_key = "/id"
+version = "/version"
+"#
+    )
+}
+
 /// A request to serve with an optional `Authorization` header; the status, the
 /// `WWW-Authenticate` header and the JSON body.
 async fn call(
@@ -440,23 +454,11 @@ name = "uploader"
 key = {{ file = "{uploader}" }}
 operations = ["blobs"]
 sources = ["*"]
-
-[[sources]]
-name = "shop"
-[[sources.streams]]
-name = "orders"
-primary_key = "/id"
-version = "/version"
-
-[[sources]]
-name = "crm"
-[[sources.streams]]
-name = "accounts"
-primary_key = "/id"
-version = "/version"
-"#,
+{shop}{crm}"#,
         loader = dir.path().join("loader").display(),
         uploader = dir.path().join("uploader").display(),
+        shop = source_with_stream("shop", "orders"),
+        crm = source_with_stream("crm", "accounts"),
     )));
     apply_topics(&cfg).await;
     let srv = Server::start(cfg.clone()).await;
@@ -479,61 +481,56 @@ version = "/version"
         )
     };
 
-    // 401: no key, another scheme, an unknown key; with the challenge and a JSON reason.
-    for (id, auth, why) in [
-        ("r-none", None, "send an API key"),
-        ("r-basic", Some("Basic bGRyOng="), "not `Bearer <key>`"),
+    // 401 (no key, another scheme, an unknown key) with the challenge, and 403 (a client
+    // without the operation, or for another source), each with a JSON reason.
+    for (id, query, auth, status, code, why) in [
+        (
+            "r-none",
+            "source=shop&stream=orders",
+            None,
+            401,
+            "unauthenticated",
+            "send an API key",
+        ),
+        (
+            "r-basic",
+            "source=shop&stream=orders",
+            Some("Basic bGRyOng="),
+            401,
+            "unauthenticated",
+            "not `Bearer <key>`",
+        ),
         (
             "r-unknown",
+            "source=shop&stream=orders",
             Some("Bearer ldr-7d0f0d8a2c4c"),
+            401,
+            "unauthenticated",
             "unknown API key",
         ),
+        (
+            "r-op",
+            "source=shop&stream=orders",
+            Some(uploader.as_str()),
+            403,
+            "forbidden",
+            "`uploader` may not use jobs",
+        ),
+        (
+            "r-src",
+            "source=crm&stream=accounts",
+            Some(loader.as_str()),
+            403,
+            "forbidden",
+            "`loader` may not act for source `crm`",
+        ),
     ] {
-        let (s, challenge, v) = job(id, "source=shop&stream=orders", auth, batch(&["o1"])).await;
-        assert_eq!(
-            (s, v["error"].as_str()),
-            (401, Some("unauthenticated")),
-            "{id}: {v}"
-        );
+        let (s, challenge, v) = job(id, query, auth, batch(&["o1"])).await;
+        assert_eq!((s, v["error"].as_str()), (status, Some(code)), "{id}: {v}");
         assert!(v["message"].as_str().unwrap().contains(why), "{id}: {v}");
-        assert_eq!(
-            challenge.as_deref(),
-            Some("Bearer realm=\"intake\""),
-            "{id}"
-        );
+        let expected = (status == 401).then_some("Bearer realm=\"intake\"");
+        assert_eq!(challenge.as_deref(), expected, "{id}");
     }
-    // 403: a client without the operation, or for another source.
-    let (s, challenge, v) = job(
-        "r-op",
-        "source=shop&stream=orders",
-        Some(&uploader),
-        batch(&["o1"]),
-    )
-    .await;
-    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("`uploader` may not use jobs"),
-        "{v}"
-    );
-    assert_eq!(challenge, None);
-    let (s, _, v) = job(
-        "r-src",
-        "source=crm&stream=accounts",
-        Some(&loader),
-        batch(&["a1"]),
-    )
-    .await;
-    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("`loader` may not act for source `crm`"),
-        "{v}"
-    );
     let blob = |name: &str, auth: Option<&str>, body: Vec<u8>| {
         call(
             reqwest::Method::PUT,
@@ -665,14 +662,8 @@ async fn an_admin_listener_takes_metrics_off_the_public_one() {
 [serve]
 admin_listen = "127.0.0.1:{admin_port}"
 auth = "none"
-
-[[sources]]
-name = "shop"
-[[sources.streams]]
-name = "orders"
-primary_key = "/id"
-version = "/version"
-"#
+{shop}"#,
+        shop = source_with_stream("shop", "orders"),
     )));
     apply_topics(&cfg).await;
     let srv = Server::start(cfg.clone()).await;
