@@ -441,6 +441,9 @@ async fn api_keys_refuse_with_401_and_403_blob_names_are_write_once_and_refusals
     let uploader_key = "upl-91b3e55f0a6c";
     std::fs::write(dir.path().join("loader"), format!("{loader_key}\n")).unwrap();
     std::fs::write(dir.path().join("uploader"), uploader_key).unwrap();
+    // A third client reads crm's jobs only.
+    let crm_key = "crm-0b5e4c1d9a77";
+    std::fs::write(dir.path().join("crm"), crm_key).unwrap();
     let cfg = Arc::new(config(&format!(
         r#"
 [[serve.clients]]
@@ -454,9 +457,16 @@ name = "uploader"
 key = {{ file = "{uploader}" }}
 operations = ["blobs"]
 sources = ["*"]
+
+[[serve.clients]]
+name = "crm-reader"
+key = {{ file = "{crm_file}" }}
+operations = ["jobs"]
+sources = ["crm"]
 {shop}{crm}"#,
         loader = dir.path().join("loader").display(),
         uploader = dir.path().join("uploader").display(),
+        crm_file = dir.path().join("crm").display(),
         shop = source_with_stream("shop", "orders"),
         crm = source_with_stream("crm", "accounts"),
     )));
@@ -593,6 +603,15 @@ sources = ["*"]
     assert_eq!((s, &v), (200, &j1));
     assert_eq!(get("ok-inline", None).await.0, 401);
     assert_eq!(get("ok-inline", Some(&uploader)).await.0, 403);
+    let (s, _, v) = get("ok-inline", Some(&format!("Bearer {crm_key}"))).await;
+    assert_eq!(s, 403, "a job of another source: {v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("`crm-reader` may not act for source `shop`"),
+        "{v}"
+    );
     for refused in ["r-none", "r-basic", "r-unknown", "r-op", "r-src"] {
         assert_eq!(get(refused, Some(&loader)).await.0, 404, "{refused} exists");
     }
@@ -607,7 +626,7 @@ sources = ["*"]
         metrics.contains("code=\"unauthenticated\""),
         "refusals counted"
     );
-    for key in [loader_key, uploader_key] {
+    for key in [loader_key, uploader_key, crm_key] {
         assert!(!metrics.contains(key));
         assert!(!j1.to_string().contains(key) && !stored.to_string().contains(key));
     }
