@@ -250,6 +250,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validate { config } => {
             let cfg = std::sync::Arc::new(load(&config)?);
             kafka_reachable(&cfg).await?;
+            registry_usable(&cfg).await?;
             let _metrics = metrics_unless(false, &cfg).await?;
             crate::validate::stage::run(cfg, shutdown_signal()).await?;
             Ok(())
@@ -257,6 +258,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = std::sync::Arc::new(load(&config)?);
             kafka_reachable(&cfg).await?;
+            registry_usable(&cfg).await?;
             let _metrics = metrics_unless(false, &cfg).await?;
             crate::run::run(cfg, shutdown_signal()).await
         }
@@ -348,6 +350,21 @@ async fn kafka_reachable(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Asks the registry before a stage that needs it starts: refused credentials or an untrusted
+/// certificate end start-up naming the setting; a registry that is down is only a warning (the
+/// stage waits for it record by record, as it does for any outage).
+async fn registry_usable(cfg: &Config) -> anyhow::Result<()> {
+    let reg = Registry::new(&cfg.registry)?;
+    match reg.ping().await {
+        Err(e @ registry::RegistryError::Misconfigured { .. }) => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(url = %cfg.registry.url, error = %e, "the schema registry does not answer yet; starting anyway");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
 /// `intake config --check`: one line per service, `ok` or the reason; true if all work.
 async fn check_connections(cfg: &Config) -> bool {
     let sec = cfg.kafka.security();
@@ -392,7 +409,7 @@ async fn check_connections(cfg: &Config) -> bool {
             true
         }
         Err(e) => {
-            println!("registry: FAILED — {}: {e:#}", cfg.registry.url);
+            println!("registry: FAILED — {e:#}");
             false
         }
     };

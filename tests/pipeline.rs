@@ -2,7 +2,8 @@
 //! serve in one child process) against the simulator on the real stack.
 //!
 //! intake connects over SASL_SSL with SCRAM-SHA-512, verifying the broker's certificate
-//! against the local stack's CA (issue 17); the test itself reads over the plaintext listener.
+//! against the local stack's CA, and to the registry over HTTPS with basic auth (issue 17); the
+//! test itself reads over the plaintext listener and the registry's plain port.
 //! At the end `intake status`, `intake verify` and `intake config --check` run over the same
 //! connection, and the SASL password appears in no output or log.
 //!
@@ -84,10 +85,13 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     let secure = secure_stack();
     let password = std::fs::read_to_string(secure.tls.join("intake.password")).unwrap();
     let password = password.trim();
-    let text = config_text_over(
+    let text = config_text_with(
         &secure.sasl_ssl_toml("SCRAM-SHA-512"),
+        &secure.registry_toml(),
         &e2e::sources(sim.addr, &knobs),
     );
+    let registry_password =
+        std::fs::read_to_string(secure.tls.join("registry-client.password")).unwrap();
     let cfg = intake::config::Config::from_toml(&text).unwrap();
     // `intake run` applies topics and schemas itself; the topics first, so the test can read.
     apply_topics(&cfg).await;
@@ -303,6 +307,11 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         !password.is_empty() && !outputs.contains(password),
         "the SASL password appears in a command's output or log"
     );
+    assert!(
+        !outputs.contains(registry_password.trim()),
+        "the registry password appears in a command's output or log"
+    );
+    assert!(outputs.contains("registry: ok — https://"), "{outputs}");
 
     let status = run.terminate(Duration::from_secs(60));
     assert!(
