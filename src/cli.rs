@@ -74,7 +74,7 @@ pub enum Command {
         config: PathBuf,
     },
     /// Run the simulated upstream SaaS API (data, quota, drift, faults, webhooks, ground truth).
-    Sim(crate::sim::SimArgs),
+    Sim(Box<crate::sim::SimArgs>),
     /// One screen: cursors and last sync per stream, lag per stage, DLQ counts, jobs.
     Status {
         /// Config file.
@@ -281,7 +281,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", args.listen))?;
             println!("intake sim listening on http://{}", listener.local_addr()?);
-            crate::sim::run(args, listener, shutdown_signal()).await?;
+            crate::sim::run(*args, listener, shutdown_signal()).await?;
             Ok(())
         }
         Command::Status { config, json } => {
