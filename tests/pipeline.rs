@@ -283,6 +283,7 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         vec!["status", "--json"],
         vec!["verify", "--source", "sim", "--truth", truth_url.as_str()],
         vec!["config", "--check"],
+        vec!["config"],
     ] {
         let clog = dir.path().join(format!("{}.log", args[0]));
         let (status, out) = proc::intake(&args, &clog)
@@ -312,6 +313,45 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         "the registry password appears in a command's output or log"
     );
     assert!(outputs.contains("registry: ok — https://"), "{outputs}");
+    // Nor in any record the run wrote: landing, DLQ, valid and curated topics, keys, headers
+    // and values (the webhook secret too).
+    let secrets = [
+        password.to_owned(),
+        registry_password.trim().to_owned(),
+        e2e::WEBHOOK_SECRET.to_owned(),
+    ];
+    let found = blocking({
+        let names = TopicNames::from_config(&cfg);
+        move || {
+            let mut topics = vec![names.landing(), names.dlq()];
+            for (s, ..) in e2e::STREAMS {
+                topics.push(names.valid("sim", s));
+                topics.push(names.curated("sim", s));
+            }
+            let mut found = Vec::new();
+            let mut scanned = 0usize;
+            for t in topics {
+                for r in read_all(&t, "read_uncommitted") {
+                    scanned += 1;
+                    let mut bytes: Vec<&[u8]> = vec![r.key.as_deref().unwrap_or_default()];
+                    bytes.extend(r.value.as_deref());
+                    bytes.extend(r.headers.iter().map(|(_, v)| v.as_slice()));
+                    for secret in &secrets {
+                        if bytes
+                            .iter()
+                            .any(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
+                        {
+                            found.push(format!("{t} offset {}", r.offset));
+                        }
+                    }
+                }
+            }
+            assert!(scanned > 1000, "scanned {scanned} records");
+            found
+        }
+    })
+    .await;
+    assert!(found.is_empty(), "a secret in records: {found:?}");
 
     let status = run.terminate(Duration::from_secs(60));
     assert!(
