@@ -51,6 +51,38 @@ fn mtls_toml(s: &SecureStack, cert: Option<&str>) -> String {
     t
 }
 
+/// Starts `intake validate` with `config`, which must refuse to start within 30 s with exactly
+/// one error line containing `error` and naming `field`, and `secret` nowhere in its output.
+/// Returns a line for the report.
+fn refused_start(
+    name: &str,
+    config: &Path,
+    log: &Path,
+    error: &str,
+    field: &str,
+    secret: &str,
+) -> String {
+    let started = Instant::now();
+    let (status, out) = proc::intake(&["validate"], log)
+        .config(config)
+        .capture_stdout()
+        .spawn()
+        .wait_output(Duration::from_secs(30));
+    let took = started.elapsed();
+    let text = format!("{out}{}", std::fs::read_to_string(log).unwrap_or_default());
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(error)).collect();
+    assert!(!status.success(), "{name}: validate started: {text}");
+    assert!(
+        lines.len() == 1 && lines[0].contains(&format!("`{field}`")),
+        "{name}: expected one error line naming `{field}`, got:\n{text}"
+    );
+    assert!(
+        !text.contains(secret),
+        "{name}: the secret is in the output"
+    );
+    format!("{name}: {:.1} s: {}", took.as_secs_f64(), lines[0])
+}
+
 fn password(s: &SecureStack) -> String {
     std::fs::read_to_string(s.tls.join("intake.password"))
         .unwrap()
@@ -152,29 +184,15 @@ fn each_misconfiguration_ends_start_up_within_30_s_naming_the_setting() {
     for (name, kafka, field) in cases {
         let cfg_path = write(dir.path(), name, &kafka);
         let log = dir.path().join(format!("{name}.log"));
-        let started = Instant::now();
         // A long-running stage: it must not start, and must not retry forever either.
-        let (status, out) = proc::intake(&["validate"], &log)
-            .config(&cfg_path)
-            .capture_stdout()
-            .spawn()
-            .wait_output(Duration::from_secs(30));
-        let took = started.elapsed();
-        let text = format!("{out}{}", std::fs::read_to_string(&log).unwrap_or_default());
-        let error: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("cannot connect to Kafka"))
-            .collect();
-        assert!(!status.success(), "{name}: validate started: {text}");
-        assert!(
-            error.len() == 1 && error[0].contains(&format!("`{field}`")),
-            "{name}: expected one error line naming `{field}`, got:\n{text}"
-        );
-        assert!(
-            !text.contains(&secret),
-            "{name}: the password is in the output"
-        );
-        report.push(format!("{name}: {:.1} s: {}", took.as_secs_f64(), error[0]));
+        report.push(refused_start(
+            name,
+            &cfg_path,
+            &log,
+            "cannot connect to Kafka",
+            field,
+            &secret,
+        ));
     }
     println!("{}", report.join("\n"));
 }
@@ -228,30 +246,13 @@ fn the_registry_over_https_with_basic_auth_works_and_each_misconfiguration_is_na
         let path = dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, config_text_with(&plain_kafka, &registry, "")).unwrap();
         let log = dir.path().join(format!("{name}.log"));
-        let started = Instant::now();
-        let (status, out) = proc::intake(&["validate"], &log)
-            .config(&path)
-            .capture_stdout()
-            .spawn()
-            .wait_output(Duration::from_secs(30));
-        let text = format!("{out}{}", std::fs::read_to_string(&log).unwrap_or_default());
-        let error: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("schema registry at"))
-            .collect();
-        assert!(!status.success(), "{name}: validate started: {text}");
-        assert!(
-            error.len() == 1 && error[0].contains(&format!("`{field}`")),
-            "{name}: expected one error line naming `{field}`, got:\n{text}"
-        );
-        assert!(
-            !text.contains(secret),
-            "{name}: the password is in the output"
-        );
-        report.push(format!(
-            "{name}: {:.1} s: {}",
-            started.elapsed().as_secs_f64(),
-            error[0]
+        report.push(refused_start(
+            name,
+            &path,
+            &log,
+            "schema registry at",
+            field,
+            secret,
         ));
     }
     println!("{}", report.join("\n"));
