@@ -28,12 +28,6 @@ pub enum Command {
         #[command(subcommand)]
         action: TopicsAction,
     },
-    /// Avro schemas kept in `topics/schemas/`: register them in the registry.
-    Schemas {
-        /// Action.
-        #[command(subcommand)]
-        action: SchemasAction,
-    },
     /// Pull the configured HTTP sources into the landing topic (long-running, or `--once`).
     Fetch(FetchArgs),
     /// Show the committed cursor of every stream, or reset one (`--reset STREAM`).
@@ -106,11 +100,13 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::dlq::DlqCommand,
     },
-    /// Schema proposals from dead letters: `propose --stream S [--apply]`.
+    /// Avro schemas: `apply` registers those kept in `topics/schemas/`; `propose` infers a
+    /// candidate from a stream's dead letters. (`intake schemas apply` is the older spelling.)
+    #[command(alias = "schemas")]
     Schema {
         /// Action.
         #[command(subcommand)]
-        action: crate::dlq::SchemaCommand,
+        action: SchemaAction,
     },
     /// Check a config file and print what it resolves to (secrets redacted); with `--check`,
     /// also connect to Kafka and the registry and report what works (exit 1 if anything fails).
@@ -155,15 +151,18 @@ pub enum TopicsAction {
     },
 }
 
-/// `intake schemas ...`
+/// `intake schema ...`
 #[derive(Debug, Subcommand)]
-pub enum SchemasAction {
+pub enum SchemaAction {
     /// Register every stream's schema (BACKWARD compatibility); refuses incompatible changes.
     Apply {
         /// Config file.
         #[arg(long, short, env = "INTAKE_CONFIG")]
         config: PathBuf,
     },
+    /// Proposals from dead letters.
+    #[command(flatten)]
+    FromDeadLetters(crate::dlq::SchemaCommand),
 }
 
 /// Runs a parsed command line.
@@ -203,8 +202,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Schemas {
-            action: SchemasAction::Apply { config },
+        Command::Schema {
+            action: SchemaAction::Apply { config },
         } => {
             let cfg = load(&config)?;
             let reg = Registry::new(&cfg.registry)?;
@@ -326,7 +325,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Dlq { action } => crate::dlq::run(action).await,
-        Command::Schema { action } => crate::dlq::run_schema(action).await,
+        Command::Schema {
+            action: SchemaAction::FromDeadLetters(action),
+        } => crate::dlq::run_schema(action).await,
         Command::Config { config, check } => {
             let cfg = load(&config)?;
             if !check {

@@ -209,7 +209,7 @@ fn the_registry_over_https_with_basic_auth_works_and_each_misconfiguration_is_na
     let secret = secret.trim();
     let pw_file = s.tls.join("registry-client.password").display().to_string();
     let ca_file = s.tls.join("ca.pem").display().to_string();
-    // Works: config --check reaches it, and `schemas apply` registers through it.
+    // Works: config --check reaches it (the pipeline test registers and reads schemas through it).
     let path = dir.path().join("good.toml");
     std::fs::write(&path, config_text_with(&plain_kafka, &good, "")).unwrap();
     let log = dir.path().join("good.log");

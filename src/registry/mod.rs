@@ -3,7 +3,7 @@
 //! Lookups go through `schema_registry_converter` and are cached: schemas by id forever (ids
 //! are immutable), the latest version of a subject for `registry.cache_ttl`, so a newly
 //! registered version is picked up without a restart. [`apply_schemas`] registers the schemas
-//! kept as code in `topics/schemas/<source>/<stream>.avsc` (`intake schemas apply`).
+//! kept as code in `topics/schemas/<source>/<stream>.avsc` (`intake schema apply`).
 
 pub mod wire;
 
@@ -469,7 +469,7 @@ impl Registry {
     }
 }
 
-/// What `intake schemas apply` did for one subject.
+/// What `intake schema apply` did for one subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SchemaOutcome {
     /// The schema was already the latest version.
