@@ -39,8 +39,9 @@
 //!   that converts without error wins.
 //! - logical types (the underlying type's JSON integer is always taken as the encoded value):
 //!   - `timestamp-millis`, `-micros`, `-nanos`: also an RFC 3339 string
-//!     (`2024-03-01T13:45:01.250+01:00`), converted to UTC units since the epoch; digits finer
-//!     than the unit are dropped (rounded towards the past).
+//!     (`2024-03-01T13:45:01.250+01:00`; `T`, `t` or a space between date and time), converted
+//!     to UTC units since the epoch; digits finer than the unit are dropped (rounded towards
+//!     the past).
 //!   - `date`: also an ISO 8601 date string, exactly `YYYY-MM-DD` → days since 1970-01-01.
 //!   - `time-millis`, `time-micros`: also a time of day `HH:MM:SS` with an optional fraction of
 //!     up to 9 digits (`13:45:01.250`), no offset → units since midnight (finer digits dropped).
@@ -52,8 +53,9 @@
 //!     (minimal length in `bytes`, sign-extended in a `fixed`). More fraction digits than the
 //!     scale (other than trailing zeros), more digits than the precision, or a value too wide
 //!     for the `fixed` is a `type_mismatch`. A JSON number is read from its text: on the raw
-//!     paths ([`Validator::encode_raw_into`], [`Validator::encode_str_into`], and their tree
-//!     fallback, which notes each float-parsed number's text) always; from an already parsed
+//!     paths ([`Validator::encode_raw_into`], [`Validator::encode_str_into`],
+//!     [`Validator::convert_raw`], and the tree walk they fall back to, which notes each
+//!     float-parsed number's text) always; from an already parsed
 //!     `serde_json::Value` ([`Validator::convert`], [`Validator::encode_into`]) the float
 //!     serde_json made of it is printed back, which is exact for up to 15 significant digits
 //!     (send longer decimals as strings if you use those). A field default is, as the Avro

@@ -732,15 +732,17 @@ fn unconvertible_logical_values_are_type_mismatches_naming_the_field() {
 
 #[test]
 fn decimal_defaults_are_avro_bytes() {
-    let bad = |default: &str| {
-        let schema = Schema::parse_str(&format!(
-            r#"{{"type":"record","name":"M","fields":[{{"name":"fee","type":{{"type":"fixed","name":"F","size":2,"logicalType":"decimal","precision":4,"scale":0}},"default":{default}}}]}}"#
-        ))
-        .unwrap();
-        Validator::new(&schema).unwrap_err()
-    };
-    // One byte for a fixed of two (apache-avro itself refuses code points above 255).
-    assert!(matches!(bad(r#""\u0001""#), SchemaError::BadDefault { path, .. } if path == "fee"));
+    // A default is the decimal's bytes (here -123 in the `LOGICAL` record's `rebate`, checked
+    // above); one byte for a fixed of two is a bad default. (apache-avro itself refuses code
+    // points above 255.)
+    let schema = Schema::parse_str(
+        r#"{"type":"record","name":"M","fields":[{"name":"fee","type":{"type":"fixed","name":"F","size":2,"logicalType":"decimal","precision":4,"scale":0},"default":"\u0001"}]}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        Validator::new(&schema).unwrap_err(),
+        SchemaError::BadDefault { path, detail } if path == "fee" && detail.contains("code points 0-255")
+    ));
 }
 
 #[test]
