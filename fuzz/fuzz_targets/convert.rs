@@ -176,7 +176,10 @@ fn arbitrary(schema: &Schema, v: &Validator, decimals: bool, raw: &[u8]) {
                 assert_eq!(raw_result, tree_result, "raw path and tree walk disagree");
             }
             let converted = v.convert_raw(raw);
-            assert_eq!(raw_result, converted.as_ref().map(|_| ()).map_err(Clone::clone));
+            assert_eq!(
+                raw_result,
+                converted.as_ref().map(|_| ()).map_err(Clone::clone)
+            );
             if raw_result.is_ok() {
                 // The same value (map entries may come in another order: the raw path keeps
                 // the record's, the tree its sorted keys).

@@ -200,7 +200,9 @@ fn record(raw: &RawValue, version: bool) -> Result<(String, Option<i64>), DriftK
     // its date and time separated by `T`, `t` or a space (the `time` crate takes any byte).
     let version = match ver.map(scalar) {
         Some(Some(Value::Number(n))) => n.as_i64(),
-        Some(Some(Value::String(s))) if !matches!(s.as_bytes().get(10), Some(b'T' | b't' | b' ')) => {
+        Some(Some(Value::String(s)))
+            if !matches!(s.as_bytes().get(10), Some(b'T' | b't' | b' ')) =>
+        {
             None
         }
         Some(Some(Value::String(s))) => OffsetDateTime::parse(&s, &Rfc3339)
