@@ -28,12 +28,6 @@ pub enum Command {
         #[command(subcommand)]
         action: TopicsAction,
     },
-    /// Avro schemas kept in `topics/schemas/`: register them in the registry.
-    Schemas {
-        /// Action.
-        #[command(subcommand)]
-        action: SchemasAction,
-    },
     /// Pull the configured HTTP sources into the landing topic (long-running, or `--once`).
     Fetch(FetchArgs),
     /// Show the committed cursor of every stream, or reset one (`--reset STREAM`).
@@ -74,7 +68,7 @@ pub enum Command {
         config: PathBuf,
     },
     /// Run the simulated upstream SaaS API (data, quota, drift, faults, webhooks, ground truth).
-    Sim(crate::sim::SimArgs),
+    Sim(Box<crate::sim::SimArgs>),
     /// One screen: cursors and last sync per stream, lag per stage, DLQ counts, jobs.
     Status {
         /// Config file.
@@ -106,11 +100,13 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::dlq::DlqCommand,
     },
-    /// Schema proposals from dead letters: `propose --stream S [--apply]`.
+    /// Avro schemas: `apply` registers those kept in `topics/schemas/`; `propose` infers a
+    /// candidate from a stream's dead letters. (`intake schemas apply` is the older spelling.)
+    #[command(alias = "schemas")]
     Schema {
         /// Action.
         #[command(subcommand)]
-        action: crate::dlq::SchemaCommand,
+        action: SchemaAction,
     },
     /// Check a config file and print what it resolves to (secrets redacted); with `--check`,
     /// also connect to Kafka and the registry and report what works (exit 1 if anything fails).
@@ -155,15 +151,18 @@ pub enum TopicsAction {
     },
 }
 
-/// `intake schemas ...`
+/// `intake schema ...`
 #[derive(Debug, Subcommand)]
-pub enum SchemasAction {
+pub enum SchemaAction {
     /// Register every stream's schema (BACKWARD compatibility); refuses incompatible changes.
     Apply {
         /// Config file.
         #[arg(long, short, env = "INTAKE_CONFIG")]
         config: PathBuf,
     },
+    /// Proposals from dead letters.
+    #[command(flatten)]
+    FromDeadLetters(crate::dlq::SchemaCommand),
 }
 
 /// Runs a parsed command line.
@@ -203,8 +202,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Schemas {
-            action: SchemasAction::Apply { config },
+        Command::Schema {
+            action: SchemaAction::Apply { config },
         } => {
             let cfg = load(&config)?;
             let reg = Registry::new(&cfg.registry)?;
@@ -250,6 +249,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validate { config } => {
             let cfg = std::sync::Arc::new(load(&config)?);
             kafka_reachable(&cfg).await?;
+            registry_usable(&cfg).await?;
             let _metrics = metrics_unless(false, &cfg).await?;
             crate::validate::stage::run(cfg, shutdown_signal()).await?;
             Ok(())
@@ -257,6 +257,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = std::sync::Arc::new(load(&config)?);
             kafka_reachable(&cfg).await?;
+            registry_usable(&cfg).await?;
             let _metrics = metrics_unless(false, &cfg).await?;
             crate::run::run(cfg, shutdown_signal()).await
         }
@@ -279,7 +280,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", args.listen))?;
             println!("intake sim listening on http://{}", listener.local_addr()?);
-            crate::sim::run(args, listener, shutdown_signal()).await?;
+            crate::sim::run(*args, listener, shutdown_signal()).await?;
             Ok(())
         }
         Command::Status { config, json } => {
@@ -324,7 +325,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Dlq { action } => crate::dlq::run(action).await,
-        Command::Schema { action } => crate::dlq::run_schema(action).await,
+        Command::Schema {
+            action: SchemaAction::FromDeadLetters(action),
+        } => crate::dlq::run_schema(action).await,
         Command::Config { config, check } => {
             let cfg = load(&config)?;
             if !check {
@@ -346,6 +349,21 @@ async fn kafka_reachable(cfg: &Config) -> anyhow::Result<()> {
     let kafka = Kafka::new(&cfg.kafka)?;
     tokio::task::spawn_blocking(move || kafka.check_connection(None)).await??;
     Ok(())
+}
+
+/// Asks the registry before a stage that needs it starts: refused credentials or an untrusted
+/// certificate end start-up naming the setting; a registry that is down is only a warning (the
+/// stage waits for it record by record, as it does for any outage).
+async fn registry_usable(cfg: &Config) -> anyhow::Result<()> {
+    let reg = Registry::new(&cfg.registry)?;
+    match reg.ping().await {
+        Err(e @ registry::RegistryError::Misconfigured { .. }) => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(url = %cfg.registry.url, error = %e, "the schema registry does not answer yet; starting anyway");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
 }
 
 /// `intake config --check`: one line per service, `ok` or the reason; true if all work.
@@ -392,7 +410,7 @@ async fn check_connections(cfg: &Config) -> bool {
             true
         }
         Err(e) => {
-            println!("registry: FAILED — {}: {e:#}", cfg.registry.url);
+            println!("registry: FAILED — {e:#}");
             false
         }
     };

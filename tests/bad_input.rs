@@ -136,11 +136,13 @@ struct Upstream {
 }
 
 type Pages = Arc<HashMap<String, (&'static str, Bytes)>>;
+/// Requests per page name.
+type Hits = Arc<Mutex<BTreeMap<String, u32>>>;
 
 async fn upstream(pages: HashMap<String, (&'static str, Bytes)>) -> Upstream {
-    let hits: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
+    let hits: Hits = Arc::default();
     async fn page(
-        State((pages, hits)): State<(Pages, Arc<Mutex<BTreeMap<String, u32>>>)>,
+        State((pages, hits)): State<(Pages, Hits)>,
         Path(name): Path<String>,
     ) -> axum::response::Response {
         use axum::response::IntoResponse;

@@ -2,7 +2,8 @@
 //! serve in one child process) against the simulator on the real stack.
 //!
 //! intake connects over SASL_SSL with SCRAM-SHA-512, verifying the broker's certificate
-//! against the local stack's CA (issue 17); the test itself reads over the plaintext listener.
+//! against the local stack's CA, and to the registry over HTTPS with basic auth (issue 17); the
+//! test itself reads over the plaintext listener and the registry's plain port.
 //! At the end `intake status`, `intake verify` and `intake config --check` run over the same
 //! connection, and the SASL password appears in no output or log.
 //!
@@ -84,10 +85,13 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     let secure = secure_stack();
     let password = std::fs::read_to_string(secure.tls.join("intake.password")).unwrap();
     let password = password.trim();
-    let text = config_text_over(
+    let text = config_text_with(
         &secure.sasl_ssl_toml("SCRAM-SHA-512"),
+        &secure.registry_toml(),
         &e2e::sources(sim.addr, &knobs),
     );
+    let registry_password =
+        std::fs::read_to_string(secure.tls.join("registry-client.password")).unwrap();
     let cfg = intake::config::Config::from_toml(&text).unwrap();
     // `intake run` applies topics and schemas itself; the topics first, so the test can read.
     apply_topics(&cfg).await;
@@ -279,6 +283,7 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         vec!["status", "--json"],
         vec!["verify", "--source", "sim", "--truth", truth_url.as_str()],
         vec!["config", "--check"],
+        vec!["config"],
     ] {
         let clog = dir.path().join(format!("{}.log", args[0]));
         let (status, out) = proc::intake(&args, &clog)
@@ -303,6 +308,50 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         !password.is_empty() && !outputs.contains(password),
         "the SASL password appears in a command's output or log"
     );
+    assert!(
+        !outputs.contains(registry_password.trim()),
+        "the registry password appears in a command's output or log"
+    );
+    assert!(outputs.contains("registry: ok — https://"), "{outputs}");
+    // Nor in any record the run wrote: landing, DLQ, valid and curated topics, keys, headers
+    // and values (the webhook secret too).
+    let secrets = [
+        password.to_owned(),
+        registry_password.trim().to_owned(),
+        e2e::WEBHOOK_SECRET.to_owned(),
+    ];
+    let found = blocking({
+        let names = TopicNames::from_config(&cfg);
+        move || {
+            let mut topics = vec![names.landing(), names.dlq()];
+            for (s, ..) in e2e::STREAMS {
+                topics.push(names.valid("sim", s));
+                topics.push(names.curated("sim", s));
+            }
+            let mut found = Vec::new();
+            let mut scanned = 0usize;
+            for t in topics {
+                for r in read_all(&t, "read_uncommitted") {
+                    scanned += 1;
+                    let mut bytes: Vec<&[u8]> = vec![r.key.as_deref().unwrap_or_default()];
+                    bytes.extend(r.value.as_deref());
+                    bytes.extend(r.headers.iter().map(|(_, v)| v.as_slice()));
+                    for secret in &secrets {
+                        if bytes
+                            .iter()
+                            .any(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
+                        {
+                            found.push(format!("{t} offset {}", r.offset));
+                        }
+                    }
+                }
+            }
+            assert!(scanned > 1000, "scanned {scanned} records");
+            found
+        }
+    })
+    .await;
+    assert!(found.is_empty(), "a secret in records: {found:?}");
 
     let status = run.terminate(Duration::from_secs(60));
     assert!(

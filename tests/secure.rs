@@ -11,6 +11,9 @@
 //!   password nowhere in its output. (A plaintext client at a TLS listener is not recognised:
 //!   librdkafka reports only "all brokers down", so the stage keeps waiting with a warning.)
 //!
+//! - The registry behind the stack's HTTPS proxy (Debian's nginx, basic auth) is reached with
+//!   `registry.auth` and `registry.tls`; a wrong password, no credentials and an untrusted CA
+//!   each end `intake validate`'s start-up naming the setting, the password nowhere in the output.
 //! - fetch follows redirects and sends credentials (an API key in a custom header, a bearer
 //!   token) only to the origin it asked: a second local server that records every header it
 //!   receives gets none, the page it serves lands, and a redirect loop ends in a clear error.
@@ -46,6 +49,38 @@ fn mtls_toml(s: &SecureStack, cert: Option<&str>) -> String {
         ));
     }
     t
+}
+
+/// Starts `intake validate` with `config`, which must refuse to start within 30 s with exactly
+/// one error line containing `error` and naming `field`, and `secret` nowhere in its output.
+/// Returns a line for the report.
+fn refused_start(
+    name: &str,
+    config: &Path,
+    log: &Path,
+    error: &str,
+    field: &str,
+    secret: &str,
+) -> String {
+    let started = Instant::now();
+    let (status, out) = proc::intake(&["validate"], log)
+        .config(config)
+        .capture_stdout()
+        .spawn()
+        .wait_output(Duration::from_secs(30));
+    let took = started.elapsed();
+    let text = format!("{out}{}", std::fs::read_to_string(log).unwrap_or_default());
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(error)).collect();
+    assert!(!status.success(), "{name}: validate started: {text}");
+    assert!(
+        lines.len() == 1 && lines[0].contains(&format!("`{field}`")),
+        "{name}: expected one error line naming `{field}`, got:\n{text}"
+    );
+    assert!(
+        !text.contains(secret),
+        "{name}: the secret is in the output"
+    );
+    format!("{name}: {:.1} s: {}", took.as_secs_f64(), lines[0])
 }
 
 fn password(s: &SecureStack) -> String {
@@ -149,29 +184,76 @@ fn each_misconfiguration_ends_start_up_within_30_s_naming_the_setting() {
     for (name, kafka, field) in cases {
         let cfg_path = write(dir.path(), name, &kafka);
         let log = dir.path().join(format!("{name}.log"));
-        let started = Instant::now();
         // A long-running stage: it must not start, and must not retry forever either.
-        let (status, out) = proc::intake(&["validate"], &log)
-            .config(&cfg_path)
-            .capture_stdout()
-            .spawn()
-            .wait_output(Duration::from_secs(30));
-        let took = started.elapsed();
-        let text = format!("{out}{}", std::fs::read_to_string(&log).unwrap_or_default());
-        let error: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("cannot connect to Kafka"))
-            .collect();
-        assert!(!status.success(), "{name}: validate started: {text}");
-        assert!(
-            error.len() == 1 && error[0].contains(&format!("`{field}`")),
-            "{name}: expected one error line naming `{field}`, got:\n{text}"
-        );
-        assert!(
-            !text.contains(&secret),
-            "{name}: the password is in the output"
-        );
-        report.push(format!("{name}: {:.1} s: {}", took.as_secs_f64(), error[0]));
+        report.push(refused_start(
+            name,
+            &cfg_path,
+            &log,
+            "cannot connect to Kafka",
+            field,
+            &secret,
+        ));
+    }
+    println!("{}", report.join("\n"));
+}
+
+#[test]
+fn the_registry_over_https_with_basic_auth_works_and_each_misconfiguration_is_named() {
+    let s = secure_stack();
+    let dir = tempfile::tempdir().unwrap();
+    let plain_kafka = format!("brokers = \"{}\"", brokers());
+    let good = s.registry_toml();
+    let wrong = dir.path().join("wrong-password");
+    std::fs::write(&wrong, "not-the-password").unwrap();
+    let secret = std::fs::read_to_string(s.tls.join("registry-client.password")).unwrap();
+    let secret = secret.trim();
+    let pw_file = s.tls.join("registry-client.password").display().to_string();
+    let ca_file = s.tls.join("ca.pem").display().to_string();
+    // Works: config --check reaches it (the pipeline test registers and reads schemas through it).
+    let path = dir.path().join("good.toml");
+    std::fs::write(&path, config_text_with(&plain_kafka, &good, "")).unwrap();
+    let log = dir.path().join("good.log");
+    let (status, out) = proc::intake(&["config", "--check"], &log)
+        .config(&path)
+        .capture_stdout()
+        .spawn()
+        .wait_output(Duration::from_secs(60));
+    assert!(
+        status.success() && out.contains("registry: ok — https://"),
+        "{status}\n{out}\n{}",
+        proc::tail(&log, 20)
+    );
+    let cases = [
+        (
+            "registry-wrong-password",
+            good.replace(&pw_file, &wrong.display().to_string()),
+            "registry.auth.password",
+        ),
+        (
+            "registry-no-credentials",
+            good.split("\n[registry.auth]").next().unwrap().to_owned()
+                + &format!("\n[registry.tls]\nca_file = \"{ca_file}\""),
+            "registry.auth",
+        ),
+        (
+            "registry-untrusted-ca",
+            good.replace(&ca_file, &s.tls.join("other-ca.pem").display().to_string()),
+            "registry.tls.ca_file",
+        ),
+    ];
+    let mut report = Vec::new();
+    for (name, registry, field) in cases {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config_text_with(&plain_kafka, &registry, "")).unwrap();
+        let log = dir.path().join(format!("{name}.log"));
+        report.push(refused_start(
+            name,
+            &path,
+            &log,
+            "schema registry at",
+            field,
+            secret,
+        ));
     }
     println!("{}", report.join("\n"));
 }

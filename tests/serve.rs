@@ -201,17 +201,24 @@ async fn signed_webhooks_land_once_and_bad_ones_get_a_reason_and_land_nothing() 
     assert_eq!((s, v["error"].as_str()), (400, Some("missing_field")));
 
     // Good events, signed with the current secret or (during rotation) the old one.
+    let mut accepted = Vec::new();
     for i in 0..20u64 {
         let body = event(&format!("e{i}"), &format!("cus_{}", i % 5), i);
         let secret = if i % 2 == 0 { SECRET } else { OLD_SECRET };
-        let (s, v) = post_webhook(
-            b,
-            "shop",
-            body.clone(),
-            Some(intake::signing::sign(secret.as_bytes(), now(), &body)),
-        )
-        .await;
+        let signature = intake::signing::sign(secret.as_bytes(), now(), &body);
+        let (s, v) = post_webhook(b, "shop", body.clone(), Some(signature.clone())).await;
         assert_eq!(s, 202, "{v}");
+        accepted.push((body, signature));
+    }
+    // The same signed requests sent again, unchanged, inside the window: a replay (the
+    // signature proves the sender, not that this is the first delivery). 409, nothing landed.
+    for (body, signature) in accepted.iter().step_by(5) {
+        let (s, v) = post_webhook(b, "shop", body.clone(), Some(signature.clone())).await;
+        assert_eq!((s, v["error"].as_str()), (409, Some("replayed")), "{v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("accepted before"),
+            "{v}"
+        );
     }
     srv.stop().await;
 

@@ -28,7 +28,8 @@ async fn validate_count(
     .await
 }
 
-/// Decodes a valid-topic value with the schema the registry has under its id.
+/// Decodes a valid-topic value with the schema the registry has under its id. A top-level
+/// `timestamp-micros` field becomes `{"timestamp-micros": n}`, for [`assert_same_record`].
 async fn decode(reg: &Registry, value: &[u8]) -> (u32, Json) {
     let (id, datum) = wire::unframe(value).expect("Confluent framing");
     let schema = reg.schema_by_id(id).await.expect("schema by id");
@@ -38,15 +39,40 @@ async fn decode(reg: &Registry, value: &[u8]) -> (u32, Json) {
     let avro = reader
         .read_value(&mut &datum[..])
         .expect("datum decodes with its schema");
-    (id, Json::try_from(avro).unwrap())
+    let apache_avro::types::Value::Record(fields) = avro else {
+        panic!("a valid-topic value is a record: {avro:?}");
+    };
+    let fields = fields.into_iter().map(|(name, value)| {
+        let json = match value {
+            apache_avro::types::Value::TimestampMicros(n) => json!({"timestamp-micros": n}),
+            other => Json::try_from(other).unwrap(),
+        };
+        (name, json)
+    });
+    (id, Json::Object(fields.collect()))
 }
 
-/// Every member of `json` is in `avro` with the same value; members only in `avro` are null
+/// Microseconds since the epoch of an RFC 3339 string, read by the `time` crate.
+fn rfc3339_micros(s: &str) -> i64 {
+    let at = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{s} is RFC 3339: {e}"));
+    i64::try_from(at.unix_timestamp_nanos().div_euclid(1_000)).unwrap()
+}
+
+/// Every member of `json` is in `avro` with the same value (a `timestamp-micros` field: the
+/// instant of the JSON's RFC 3339 string, to the microsecond); members only in `avro` are null
 /// (optional fields the record did not have).
 fn assert_same_record(avro: &Json, json: &Json, what: &str) {
     let (a, j) = (avro.as_object().unwrap(), json.as_object().unwrap());
     for (k, v) in j {
-        assert_eq!(a.get(k), Some(v), "{what}: field {k}");
+        match a.get(k).and_then(|a| a.get("timestamp-micros")) {
+            Some(micros) => assert_eq!(
+                micros.as_i64(),
+                Some(rfc3339_micros(v.as_str().unwrap())),
+                "{what}: field {k} ({v})"
+            ),
+            None => assert_eq!(a.get(k), Some(v), "{what}: field {k}"),
+        }
     }
     for (k, v) in a {
         if !j.contains_key(k) {
@@ -435,8 +461,15 @@ version = "/version"
     let bad_version = with(customer("c-3", 1), "version", json!("soon"));
     let renamed = with(customer("c-4", 1), "status", json!("enabled"));
     let email_number = with(customer("c-5", 1), "email", json!(12345));
+    // `updated_at` is a timestamp-micros in the schema: a string that is no RFC 3339 timestamp
+    // is drift naming the field.
+    let bad_time = with(
+        customer("c-6", 1),
+        "updated_at",
+        json!("2024-13-01T00:00:00Z"),
+    );
     let page1 = bytes(
-        &json!({"data": [customer("c-1", 7), no_id, bad_version, renamed, email_number], "next": null}),
+        &json!({"data": [customer("c-1", 7), no_id, bad_version, renamed, email_number, bad_time], "next": null}),
     );
     let big1 = with(customer("c-11", 1), "notes", json!("x".repeat(1_200_000)));
     let big9 = with(customer("c-12", 1), "notes", json!("y".repeat(9_000_000)));
@@ -548,8 +581,8 @@ version = "/version"
     let valid_c = names.valid("sim", "customers");
     let valid_o = names.valid("sim", "orders");
     let outputs = vec![valid_c.clone(), valid_o.clone(), names.dlq()];
-    // customers: c-1, c-10, c-20, the c-22 delete, 4 marker copies; orders: 3; DLQ: 17.
-    let out = validate_count(&cfg, &outputs, 8 + 3 + 17).await;
+    // customers: c-1, c-10, c-20, the c-22 delete, 4 marker copies; orders: 3; DLQ: 18.
+    let out = validate_count(&cfg, &outputs, 8 + 3 + 18).await;
 
     // Valid customers.
     let data: Vec<&Rec> = out[&valid_c]
@@ -705,6 +738,12 @@ version = "/version"
         (s("bad_version"), f("version"), s("sim/customers"), Some(2)),
         (s("unknown_enum"), f("status"), s("sim/customers"), Some(3)),
         (s("type_mismatch"), f("email"), s("sim/customers"), Some(4)),
+        (
+            s("type_mismatch"),
+            f("updated_at"),
+            s("sim/customers"),
+            Some(5),
+        ),
         (s("malformed_json"), None, s("sim/customers"), None),
         (s("not_utf8"), None, s("sim/customers"), None),
         (s("not_a_page"), None, s("sim/customers"), None),

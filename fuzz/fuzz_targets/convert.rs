@@ -4,13 +4,17 @@
 //!
 //! - As the raw bytes of a record (anything, mostly not valid for the schema). Never panics;
 //!   the one-pass raw path (`encode_raw_into`, the stage's hot path) gives exactly what the
-//!   tree walk gives (`encode_into` on the parsed record): the same value or the same error,
+//!   tree walk gives (`encode_into` on the parsed record; for a schema with decimals, which the
+//!   raw paths read from a JSON number's digits while a parsed tree holds a float, the tree
+//!   walk is compared with the raw path on the record written back from the tree, and the raw
+//!   path with `convert_raw`, which reads the digits too): the same value or the same error,
 //!   and a failure leaves the output buffer as it was; what it encodes decodes with apache-avro
 //!   to `convert`'s value.
 //! - As the choices of a generator that builds, from the schema itself, a JSON record that is
 //!   valid for it together with the Avro value it stands for (every type the schemas have:
 //!   unions, chosen by JSON type as the converter documents, enums, arrays, maps, nested and
-//!   recursive records, fixed, uuid, dates and timestamps as integers or RFC 3339 strings,
+//!   recursive records, fixed, uuid, timestamps as integers or RFC 3339 strings, dates and
+//!   times as integers or ISO strings, decimals on bytes and fixed as strings or JSON numbers,
 //!   fields left out or null that take their default). Both paths must accept that record, and
 //!   apache-avro must decode what they wrote to that value. A converter that refuses a valid
 //!   record, or writes the wrong bytes for one, fails here even if both paths agree.
@@ -74,18 +78,34 @@ const TRICKY: &str = r#"{
   ]
 }"#;
 
+/// Logical types read from strings: dates, times, decimals (on bytes and on a fixed).
+const LOGICAL: &str = r#"{
+  "type": "record", "name": "Ledger",
+  "fields": [
+    {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+    {"name": "at", "type": {"type": "int", "logicalType": "time-millis"}},
+    {"name": "at_us", "type": ["null", {"type": "long", "logicalType": "time-micros"}], "default": null},
+    {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 38, "scale": 9}},
+    {"name": "fee", "type": ["null", {"type": "fixed", "name": "Fee", "size": 5, "logicalType": "decimal", "precision": 11, "scale": 2}], "default": null},
+    {"name": "rate", "type": {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 4}},
+    {"name": "lines", "type": {"type": "array", "items": "Fee"}, "default": []}
+  ]
+}"#;
+
 /// The customers schema of the simulator, as shipped.
 const CUSTOMERS: &str = include_str!("../../topics/schemas/sim/customers.avsc");
 
-fn validators() -> &'static [(Schema, Validator)] {
-    static V: OnceLock<Vec<(Schema, Validator)>> = OnceLock::new();
+/// Each schema, its validator, and whether it has a decimal (which the raw paths read from a
+/// JSON number's text).
+fn validators() -> &'static [(Schema, Validator, bool)] {
+    static V: OnceLock<Vec<(Schema, Validator, bool)>> = OnceLock::new();
     V.get_or_init(|| {
-        [ORDER, TRICKY, CUSTOMERS]
+        [ORDER, TRICKY, CUSTOMERS, LOGICAL]
             .iter()
             .map(|text| {
                 let schema = Schema::parse_str(text).unwrap();
                 let v = Validator::new(&schema).unwrap();
-                (schema, v)
+                (schema, v, text.contains(r#""logicalType": "decimal""#))
             })
             .collect()
     })
@@ -96,9 +116,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let all = validators();
-    let (schema, v) = &all[usize::from(pick) % all.len()];
+    let (schema, v, decimals) = &all[usize::from(pick) % all.len()];
     generated(schema, v, raw);
-    arbitrary(schema, v, raw);
+    arbitrary(schema, v, *decimals, raw);
 });
 
 /// A record generated from the schema converts, and decodes to the value it was made for.
@@ -138,20 +158,34 @@ fn generated(schema: &Schema, v: &Validator, choices: &[u8]) {
 }
 
 /// Arbitrary bytes as a record: the raw path and the tree walk agree.
-fn arbitrary(schema: &Schema, v: &Validator, raw: &[u8]) {
+fn arbitrary(schema: &Schema, v: &Validator, decimals: bool, raw: &[u8]) {
     let mut raw_out = vec![0xA5];
     let raw_result = v.encode_raw_into(raw, &mut raw_out);
     match serde_json::from_slice::<Value>(raw) {
         Ok(record) => {
             let mut tree_out = vec![0xA5];
             let tree_result = v.encode_into(&record, &mut tree_out);
-            assert_eq!(raw_result, tree_result, "raw path and tree walk disagree");
-            assert_eq!(raw_result, v.convert_raw(raw).map(|_| ()));
+            // A parsed tree holds a decimal's JSON number as a float: `encode_into` on it reads
+            // the float's digits, the raw paths what was written. The tree walk sees what the
+            // raw path sees when the record is written back from the tree.
+            let written_back = serde_json::to_string(&record).unwrap();
+            let mut back_out = vec![0xA5];
+            let back_result = v.encode_raw_into(written_back.as_bytes(), &mut back_out);
+            assert_eq!(back_result, tree_result, "raw path and tree walk disagree");
+            if !decimals {
+                assert_eq!(raw_result, tree_result, "raw path and tree walk disagree");
+            }
+            let converted = v.convert_raw(raw);
+            assert_eq!(
+                raw_result,
+                converted.as_ref().map(|_| ()).map_err(Clone::clone)
+            );
             if raw_result.is_ok() {
                 // The same value (map entries may come in another order: the raw path keeps
                 // the record's, the tree its sorted keys).
-                let value = v.convert(&record).expect("encodes, so converts");
-                for out in [&raw_out, &tree_out] {
+                let value = converted.expect("encodes, so converts");
+                let tree_out = if decimals { &raw_out } else { &tree_out };
+                for out in [&raw_out, tree_out] {
                     assert_eq!(out[0], 0xA5, "what was in the buffer stays");
                     let decoded = GenericDatumReader::builder(schema)
                         .build()
@@ -206,10 +240,26 @@ impl Generator<'_, '_> {
                 (i.into(), Avro::Int(i))
             }
             Schema::Date => {
+                if u.ratio(1, 2)? {
+                    // Years 0001 to 9999, as the date's text.
+                    let days = u.int_in_range(-719_162..=2_932_896)?;
+                    let date = time::Date::from_julian_day(days + 2_440_588).unwrap();
+                    let text = format!(
+                        "{:04}-{:02}-{:02}",
+                        date.year(),
+                        u8::from(date.month()),
+                        date.day()
+                    );
+                    return Ok((text.into(), Avro::Date(days)));
+                }
                 let i: i32 = u.arbitrary()?;
                 (i.into(), Avro::Date(i))
             }
             Schema::TimeMillis => {
+                if u.ratio(1, 2)? {
+                    let (text, nanos) = time_of_day(u)?;
+                    return Ok((text.into(), Avro::TimeMillis((nanos / 1_000_000) as i32)));
+                }
                 let i: i32 = u.arbitrary()?;
                 (i.into(), Avro::TimeMillis(i))
             }
@@ -218,8 +268,31 @@ impl Generator<'_, '_> {
                 (i.into(), Avro::Long(i))
             }
             Schema::TimeMicros => {
+                if u.ratio(1, 2)? {
+                    let (text, nanos) = time_of_day(u)?;
+                    return Ok((text.into(), Avro::TimeMicros(nanos / 1_000)));
+                }
                 let i: i64 = u.arbitrary()?;
                 (i.into(), Avro::TimeMicros(i))
+            }
+            Schema::Decimal(d) => {
+                // The unscaled value within the precision (at most 38 digits here), written
+                // out by integer arithmetic at the scale; a JSON number when a float holds
+                // it (the tree walk reads a parsed number's float).
+                let max = 10_i128.pow(d.precision as u32) - 1;
+                let unscaled = u.int_in_range(-max..=max)?;
+                let digits = format!("{:0>w$}", unscaled.unsigned_abs(), w = d.scale + 1);
+                let (int, frac) = digits.split_at(digits.len() - d.scale);
+                let sign = if unscaled < 0 { "-" } else { "" };
+                let point = if d.scale > 0 { "." } else { "" };
+                let text = format!("{sign}{int}{point}{frac}");
+                let json = if unscaled.unsigned_abs() < 10_u128.pow(15) && u.arbitrary()? {
+                    serde_json::from_str(&text).unwrap()
+                } else {
+                    Value::String(text)
+                };
+                let avro = Avro::Decimal(apache_avro::Decimal::from(unscaled.to_be_bytes()));
+                (json, avro)
             }
             Schema::LocalTimestampMillis => {
                 let i: i64 = u.arbitrary()?;
@@ -449,6 +522,21 @@ fn scalar_as(schema: &Schema, json: &Value) -> Option<Avro> {
         (Schema::String, Value::String(s)) => Avro::String(s.clone()),
         _ => return None,
     })
+}
+
+/// A time of day as `HH:MM:SS` with 0 to 9 fraction digits, and its nanoseconds since midnight
+/// (the digits written; finer ones are not there).
+fn time_of_day(u: &mut Unstructured<'_>) -> GenResult<(String, i64)> {
+    let nanos: i64 = u.int_in_range(0..=86_399_999_999_999)?;
+    let digits: u32 = u.int_in_range(0..=9)?;
+    let kept = nanos - nanos % 10_i64.pow(9 - digits);
+    let secs = kept / 1_000_000_000;
+    let mut text = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    if digits > 0 {
+        text.push('.');
+        text.push_str(&format!("{:09}", kept % 1_000_000_000)[..digits as usize]);
+    }
+    Ok((text, kept))
 }
 
 /// A UTC timestamp in units of `nanos_per_unit` nanoseconds: a JSON integer, or (one time in

@@ -196,9 +196,15 @@ fn record(raw: &RawValue, version: bool) -> Result<(String, Option<i64>), DriftK
     if !version {
         return Ok((key, None));
     }
-    // A version is an i64, or an RFC 3339 timestamp in microseconds (floored) that fits one.
+    // A version is an i64, or an RFC 3339 timestamp in microseconds (floored) that fits one;
+    // its date and time separated by `T`, `t` or a space (the `time` crate takes any byte).
     let version = match ver.map(scalar) {
         Some(Some(Value::Number(n))) => n.as_i64(),
+        Some(Some(Value::String(s)))
+            if !matches!(s.as_bytes().get(10), Some(b'T' | b't' | b' ')) =>
+        {
+            None
+        }
         Some(Some(Value::String(s))) => OffsetDateTime::parse(&s, &Rfc3339)
             .ok()
             .and_then(|t| i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000)).ok()),

@@ -91,6 +91,8 @@ impl Default for super::RegistryConfig {
             schema_dir: schema_dir(),
             cache_ttl: schema_cache_ttl(),
             subject_strategy: super::SubjectStrategy::default(),
+            auth: None,
+            tls: None,
         }
     }
 }

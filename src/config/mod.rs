@@ -147,6 +147,22 @@ pub struct RegistryConfig {
     /// `<prefix>.<source>.<stream>.valid-value`; both always hold the same schema.
     #[serde(default)]
     pub subject_strategy: SubjectStrategy,
+    /// Authentication to the registry: `basic` (Confluent Cloud: API key and secret),
+    /// `bearer` or `api_key`, as for sources. Secrets are references.
+    #[serde(default)]
+    pub auth: Option<Auth>,
+    /// TLS to the registry: a private CA.
+    #[serde(default)]
+    pub tls: Option<RegistryTls>,
+}
+
+/// `[registry.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryTls {
+    /// PEM file of the CA that signed the registry's certificate (default: the system's trust
+    /// store, plus the well-known roots).
+    pub ca_file: PathBuf,
 }
 
 /// How a curated topic's value subject is named (Confluent's subject name strategies).

@@ -98,7 +98,7 @@ pub async fn run(
     let latest = match reg.latest(&subject).await {
         Ok(l) => l,
         Err(RegistryError::NotFound(_)) => anyhow::bail!(
-            "nothing is registered for `{subject}`: register a first schema (intake schemas apply), then propose changes to it"
+            "nothing is registered for `{subject}`: register a first schema (intake schema apply), then propose changes to it"
         ),
         Err(e) => return Err(e.into()),
     };

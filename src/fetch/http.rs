@@ -68,17 +68,57 @@ pub enum HttpError {
 /// Redirects one request follows; a longer chain fails the attempt.
 pub const MAX_REDIRECTS: usize = 5;
 
-enum ResolvedAuth {
-    None,
+/// HTTP authentication with its secrets resolved: a source's (`sources[].auth`) or the
+/// registry's (`registry.auth`); the one place that turns [`Auth`] into request headers.
+pub enum ResolvedAuth {
+    /// `Authorization: Bearer <token>`.
     Bearer(SecretString),
+    /// The key in a header of the user's choice.
     ApiKey(reqwest::header::HeaderName, SecretString),
+    /// HTTP basic auth.
     Basic(String, SecretString),
+}
+
+impl ResolvedAuth {
+    /// Resolves the secrets of `auth`, configured at `at` (`sources[0].auth`, `registry.auth`).
+    ///
+    /// # Errors
+    /// A secret that cannot be resolved, or a header name that is not one, naming the field.
+    pub fn resolve(auth: &Auth, at: &str) -> Result<Self, ConfigError> {
+        let secret = |field: &str, r: &crate::config::SecretRef| {
+            r.resolve().map_err(|source| ConfigError::Secret {
+                field: format!("{at}.{field}"),
+                source,
+            })
+        };
+        Ok(match auth {
+            Auth::Bearer { token } => Self::Bearer(secret("token", token)?),
+            Auth::ApiKey { header, key } => Self::ApiKey(
+                header.parse().map_err(|_| {
+                    crate::config::invalid(format!("{at}.header"), "not a valid header name")
+                })?,
+                secret("key", key)?,
+            ),
+            Auth::Basic { username, password } => {
+                Self::Basic(username.clone(), secret("password", password)?)
+            }
+        })
+    }
+
+    /// The request with the credentials.
+    pub fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Self::Bearer(t) => req.header(AUTHORIZATION, format!("Bearer {}", t.expose())),
+            Self::ApiKey(h, k) => req.header(h.clone(), k.expose()),
+            Self::Basic(u, p) => req.basic_auth(u, Some(p.expose())),
+        }
+    }
 }
 
 /// The HTTP client of one source.
 pub struct SourceClient {
     http: reqwest::Client,
-    auth: ResolvedAuth,
+    auth: Option<ResolvedAuth>,
     max_retries: u32,
     /// `quota.mode = "naive"`: ignore quota headers, retry a 429 at once.
     naive: bool,
@@ -139,25 +179,11 @@ impl SourceClient {
     /// # Errors
     /// When a secret cannot be resolved or the client cannot be built.
     pub fn new(src: &SourceConfig, at: &str) -> Result<Self, ConfigError> {
-        let secret = |field: &str, r: &crate::config::SecretRef| {
-            r.resolve().map_err(|source| ConfigError::Secret {
-                field: format!("{at}.auth.{field}"),
-                source,
-            })
-        };
-        let auth = match &src.auth {
-            None => ResolvedAuth::None,
-            Some(Auth::Bearer { token }) => ResolvedAuth::Bearer(secret("token", token)?),
-            Some(Auth::ApiKey { header, key }) => ResolvedAuth::ApiKey(
-                header.parse().map_err(|_| {
-                    crate::config::invalid(format!("{at}.auth.header"), "not a valid header name")
-                })?,
-                secret("key", key)?,
-            ),
-            Some(Auth::Basic { username, password }) => {
-                ResolvedAuth::Basic(username.clone(), secret("password", password)?)
-            }
-        };
+        let auth = src
+            .auth
+            .as_ref()
+            .map(|a| ResolvedAuth::resolve(a, &format!("{at}.auth")))
+            .transpose()?;
         let http = reqwest::Client::builder()
             .timeout(src.request_timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -319,10 +345,8 @@ impl SourceClient {
 
     fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.auth {
-            ResolvedAuth::None => req,
-            ResolvedAuth::Bearer(t) => req.header(AUTHORIZATION, format!("Bearer {}", t.expose())),
-            ResolvedAuth::ApiKey(h, k) => req.header(h.clone(), k.expose()),
-            ResolvedAuth::Basic(u, p) => req.basic_auth(u, Some(p.expose())),
+            None => req,
+            Some(a) => a.apply(req),
         }
     }
 
@@ -334,7 +358,8 @@ impl SourceClient {
     }
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// A reqwest error as one line: what kind of failure and its innermost cause (never the URL).
+pub fn describe(e: &reqwest::Error) -> String {
     // reqwest errors may carry the URL; ours has no secrets in it (auth is in headers, and
     // query secrets are redacted in what we log), but strip it anyway to be safe.
     let kind = if e.is_timeout() {

@@ -81,41 +81,33 @@ impl ConsumerContext for Recorder {}
 /// if it says so clearly; `None` when the reasons name nothing certain (a broker that is down
 /// or still starting: the caller keeps trying).
 pub fn diagnose(reasons: &[(String, usize)]) -> Option<(&'static str, String)> {
-    // Most specific first; each pattern is a phrase of librdkafka's (or OpenSSL's) messages,
-    // with how often it must come before it is believed: a disconnect during the first
-    // request also happens when a broker shuts down, a wrong protocol makes it happen on
-    // every attempt.
-    const RULES: [(&str, &str, usize); 13] = [
-        ("Authentication failed", "kafka.sasl.password", 1),
-        ("invalid credentials", "kafka.sasl.password", 1),
-        ("Unsupported SASL mechanism", "kafka.sasl.mechanism", 1),
-        ("SASL mechanism", "kafka.sasl.mechanism", 1),
-        ("certificate expired", "kafka.tls.cert_file", 1),
-        ("certificate required", "kafka.tls.cert_file", 1),
-        ("bad certificate", "kafka.tls.cert_file", 1),
-        ("unknown ca", "kafka.tls.cert_file", 1),
+    // Most specific first; each pattern is a phrase of librdkafka's (or OpenSSL's) messages.
+    // Only what cannot come from a broker that is merely down or restarting: a disconnect
+    // during the first request ("might be caused by incorrect security.protocol") also
+    // happens when a broker shuts down, so it is not a rule.
+    const RULES: [(&str, &str); 12] = [
+        ("Authentication failed", "kafka.sasl.password"),
+        ("invalid credentials", "kafka.sasl.password"),
+        ("Unsupported SASL mechanism", "kafka.sasl.mechanism"),
+        ("SASL mechanism", "kafka.sasl.mechanism"),
+        ("certificate expired", "kafka.tls.cert_file"),
+        ("certificate required", "kafka.tls.cert_file"),
+        ("bad certificate", "kafka.tls.cert_file"),
+        ("unknown ca", "kafka.tls.cert_file"),
         // What Kafka's broker answers to a client certificate it refuses (expired, or from a
         // CA it does not trust).
-        ("alert certificate unknown", "kafka.tls.cert_file", 1),
-        ("Hostname mismatch", "kafka.tls.verify_hostname", 1),
-        ("certificate verify failed", "kafka.tls.ca_file", 1),
-        ("ssl.key", "kafka.tls.key_file", 1),
-        ("incorrect security.protocol", "kafka.security_protocol", 3),
+        ("alert certificate unknown", "kafka.tls.cert_file"),
+        ("Hostname mismatch", "kafka.tls.verify_hostname"),
+        ("certificate verify failed", "kafka.tls.ca_file"),
+        ("ssl.key", "kafka.tls.key_file"),
     ];
-    for (phrase, field, times) in RULES {
+    for (phrase, field) in RULES {
         let phrase = phrase.to_ascii_lowercase();
-        let seen: usize = reasons
+        if let Some((r, _)) = reasons
             .iter()
-            .filter(|(r, _)| r.to_ascii_lowercase().contains(&phrase))
-            .map(|(_, n)| n)
-            .sum();
-        if seen >= times {
-            let first = reasons
-                .iter()
-                .find(|(r, _)| r.to_ascii_lowercase().contains(&phrase))
-                .map(|(r, _)| r.clone())
-                .unwrap_or_default();
-            return Some((field, first));
+            .find(|(r, _)| r.to_ascii_lowercase().contains(&phrase))
+        {
+            return Some((field, r.clone()));
         }
     }
     None
@@ -228,26 +220,17 @@ mod tests {
                 "ssl://127.0.0.1:9095/bootstrap: Receive failed: error:0A000416:SSL routines::sslv3 alert certificate unknown: SSL alert number 46",
                 "kafka.tls.cert_file",
             ),
-            (
-                "Disconnected while requesting ApiVersion: might be caused by incorrect security.protocol configuration",
-                "kafka.security_protocol",
-            ),
         ];
         for (reason, field) in cases {
-            let times = if field == "kafka.security_protocol" {
-                3
-            } else {
-                1
-            };
             assert_eq!(
-                diagnose(&[(reason.to_owned(), times)]).map(|(f, _)| f),
+                diagnose(&[(reason.to_owned(), 1)]).map(|(f, _)| f),
                 Some(field),
                 "{reason}"
             );
         }
         assert_eq!(diagnose(&[("Connection refused".to_owned(), 9)]), None);
-        // A disconnect in the first request is believed only when it repeats.
-        let once = "Disconnected while requesting ApiVersion: might be caused by incorrect security.protocol configuration";
-        assert_eq!(diagnose(&[(once.to_owned(), 1)]), None);
+        // A broker that shuts down can cut the first request: that is waited out, not an error.
+        let cut = "Disconnected while requesting ApiVersion: might be caused by incorrect security.protocol configuration";
+        assert_eq!(diagnose(&[(cut.to_owned(), 9)]), None);
     }
 }

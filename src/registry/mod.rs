@@ -3,7 +3,7 @@
 //! Lookups go through `schema_registry_converter` and are cached: schemas by id forever (ids
 //! are immutable), the latest version of a subject for `registry.cache_ttl`, so a newly
 //! registered version is picked up without a restart. [`apply_schemas`] registers the schemas
-//! kept as code in `topics/schemas/<source>/<stream>.avsc` (`intake schemas apply`).
+//! kept as code in `topics/schemas/<source>/<stream>.avsc` (`intake schema apply`).
 
 pub mod wire;
 
@@ -22,6 +22,7 @@ use schema_registry_converter::schema_registry_common::{
 };
 
 use crate::config::{Config, RegistryConfig, SubjectStrategy};
+use crate::fetch::http::ResolvedAuth;
 use crate::topics::TopicNames;
 
 /// A registry failure, classified.
@@ -49,6 +50,17 @@ pub enum RegistryError {
     /// The registry could not be reached or answered an error: retry later.
     #[error("schema registry unavailable: {0}")]
     Unavailable(String),
+    /// The registry refused our credentials or its certificate is not trusted: a setting is
+    /// wrong, retrying does not help.
+    #[error("schema registry at {url}: check `{field}`: {reason}")]
+    Misconfigured {
+        /// `registry.url`.
+        url: String,
+        /// The setting to look at.
+        field: String,
+        /// What happened.
+        reason: String,
+    },
 }
 
 impl RegistryError {
@@ -85,6 +97,8 @@ pub struct Registry {
     settings: SrSettings,
     base: String,
     http: reqwest::Client,
+    /// `registry.auth`, secrets resolved; applied to the requests made without the converter.
+    auth: Option<ResolvedAuth>,
     ttl: Duration,
     by_id: DashMap<u32, Arc<Schema>>,
     latest: DashMap<String, (Instant, Arc<Latest>)>,
@@ -201,20 +215,71 @@ impl Registry {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(cfg: &RegistryConfig) -> Result<Self, RegistryError> {
-        let settings = SrSettings::new_builder(cfg.url.clone())
-            .set_timeout(Duration::from_secs(10))
-            .no_proxy()
-            .build()
+        let misconfigured = |field: &str, reason: String| RegistryError::Misconfigured {
+            url: cfg.url.clone(),
+            field: field.to_owned(),
+            reason,
+        };
+        let builder = || -> Result<reqwest::ClientBuilder, RegistryError> {
+            let mut b = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .no_proxy();
+            if let Some(tls) = &cfg.tls {
+                let pem = std::fs::read(&tls.ca_file).map_err(|e| {
+                    misconfigured(
+                        "registry.tls.ca_file",
+                        format!("cannot read {}: {e}", tls.ca_file.display()),
+                    )
+                })?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    misconfigured(
+                        "registry.tls.ca_file",
+                        format!("{} holds no PEM certificate: {e}", tls.ca_file.display()),
+                    )
+                })?;
+                if certs.is_empty() {
+                    return Err(misconfigured(
+                        "registry.tls.ca_file",
+                        format!("{} holds no PEM certificate", tls.ca_file.display()),
+                    ));
+                }
+                for c in certs {
+                    b = b.add_root_certificate(c);
+                }
+            }
+            Ok(b)
+        };
+        let auth = cfg
+            .auth
+            .as_ref()
+            .map(|a| ResolvedAuth::resolve(a, "registry.auth"))
+            .transpose()
+            .map_err(|e| misconfigured("registry.auth", e.to_string()))?;
+        let mut settings = SrSettings::new_builder(cfg.url.clone());
+        settings.set_timeout(Duration::from_secs(10)).no_proxy();
+        match &auth {
+            None => {}
+            Some(ResolvedAuth::Bearer(t)) => {
+                settings.set_token_authorization(t.expose());
+            }
+            Some(ResolvedAuth::Basic(u, p)) => {
+                settings.set_basic_authorization(u, Some(p.expose()));
+            }
+            Some(ResolvedAuth::ApiKey(h, k)) => {
+                settings.add_header(h.as_str(), k.expose());
+            }
+        }
+        let settings = settings
+            .build_with(builder()?)
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .no_proxy()
+        let http = builder()?
             .build()
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
         Ok(Self {
             settings,
             base: cfg.url.clone(),
             http,
+            auth,
             ttl: cfg.cache_ttl,
             by_id: DashMap::new(),
             latest: DashMap::new(),
@@ -338,8 +403,7 @@ impl Registry {
     pub async fn set_compatibility(&self, subject: &str, level: &str) -> Result<(), RegistryError> {
         let url = format!("{}/config/{subject}", self.base);
         let resp = self
-            .http
-            .put(&url)
+            .authorize(self.http.put(&url))
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
             .json(&serde_json::json!({ "compatibility": level }))
             .send()
@@ -355,27 +419,57 @@ impl Registry {
         Ok(())
     }
 
-    /// Whether the registry answers.
+    /// Whether the registry answers, with our credentials, over a trusted connection: a
+    /// refused credential (401, 403) or an untrusted certificate is
+    /// [`RegistryError::Misconfigured`] naming the setting; anything else that fails is
+    /// [`RegistryError::Unavailable`].
     pub async fn ping(&self) -> Result<(), RegistryError> {
         let url = format!("{}/subjects", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(RegistryError::Unavailable(format!(
-                "GET {url}: {}",
-                resp.status()
-            )))
+        let misconfigured = |field: &str, reason: String| RegistryError::Misconfigured {
+            url: self.base.clone(),
+            field: field.to_owned(),
+            reason,
+        };
+        let resp = match self.authorize(self.http.get(&url)).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let chain = crate::fetch::http::describe(&e);
+                let lower = chain.to_ascii_lowercase();
+                if lower.contains("certificate") || lower.contains("unknownissuer") {
+                    return Err(misconfigured("registry.tls.ca_file", chain));
+                }
+                return Err(RegistryError::Unavailable(format!("GET {url}: {chain}")));
+            }
+        };
+        let status = resp.status();
+        match status.as_u16() {
+            s if (200..300).contains(&s) => Ok(()),
+            401 => Err(misconfigured(
+                match &self.auth {
+                    None => "registry.auth",
+                    Some(ResolvedAuth::Basic(..)) => "registry.auth.password",
+                    Some(ResolvedAuth::Bearer(_)) => "registry.auth.token",
+                    Some(ResolvedAuth::ApiKey(..)) => "registry.auth.key",
+                },
+                format!("GET {url} answered {status}: the registry refused the credentials"),
+            )),
+            403 => Err(misconfigured(
+                "registry.auth",
+                format!("GET {url} answered {status}: these credentials may not read subjects"),
+            )),
+            _ => Err(RegistryError::Unavailable(format!("GET {url}: {status}"))),
+        }
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            None => req,
+            Some(a) => a.apply(req),
         }
     }
 }
 
-/// What `intake schemas apply` did for one subject.
+/// What `intake schema apply` did for one subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SchemaOutcome {
     /// The schema was already the latest version.

@@ -37,9 +37,33 @@
 //! - unions: the branch is chosen by JSON type (`["null", T]` in either order is the common
 //!   case). When several branches take that JSON type (`["int", "long"]`, two records), the first
 //!   that converts without error wins.
-//! - logical types: `date`, `time-*` and `local-timestamp-*` from JSON integers; `timestamp-*`
-//!   from JSON integers or RFC 3339 strings; `uuid` from a UUID string. `decimal`, `big-decimal`
-//!   and `duration` have no JSON mapping here and make [`Validator::new`] fail.
+//! - logical types (the underlying type's JSON integer is always taken as the encoded value):
+//!   - `timestamp-millis`, `-micros`, `-nanos`: also an RFC 3339 string
+//!     (`2024-03-01T13:45:01.250+01:00`; `T`, `t` or a space between date and time), converted
+//!     to UTC units since the epoch; digits finer than the unit are dropped (rounded towards
+//!     the past).
+//!   - `date`: also an ISO 8601 date string, exactly `YYYY-MM-DD` → days since 1970-01-01.
+//!   - `time-millis`, `time-micros`: also a time of day `HH:MM:SS` with an optional fraction of
+//!     up to 9 digits (`13:45:01.250`), no offset → units since midnight (finer digits dropped).
+//!   - `local-timestamp-*`: JSON integers only.
+//!   - `uuid` (on string, bytes or fixed): a UUID string.
+//!   - `decimal` (on `bytes` or a `fixed`): a JSON number or a string of one (`"-12.50"`, a
+//!     leading `+` and an exponent are taken), converted **exactly** from its digits, never
+//!     through a float: the unscaled value at the schema's scale, two's-complement big-endian
+//!     (minimal length in `bytes`, sign-extended in a `fixed`). More fraction digits than the
+//!     scale (other than trailing zeros), more digits than the precision, or a value too wide
+//!     for the `fixed` is a `type_mismatch`. A JSON number is read from its text: on the raw
+//!     paths ([`Validator::encode_raw_into`], [`Validator::encode_str_into`],
+//!     [`Validator::convert_raw`], and the tree walk they fall back to, which notes each
+//!     float-parsed number's text) always; from an already parsed
+//!     `serde_json::Value` ([`Validator::convert`], [`Validator::encode_into`]) the float
+//!     serde_json made of it is printed back, which is exact for up to 15 significant digits
+//!     (send longer decimals as strings if you use those). A field default is, as the Avro
+//!     specification writes it, the decimal's bytes as a string of code points 0–255.
+//!   - `big-decimal` and `duration` have no JSON mapping here and make [`Validator::new`] fail.
+//!
+//!   A string that does not read as the logical type wants is a `type_mismatch` naming the
+//!   field, like any other.
 //!
 //! # Cost
 //!
@@ -63,7 +87,10 @@
 //!   with apache-avro's `GenericDatumWriter` (the non-deprecated form of `to_avro_datum`), which
 //!   validates the value and hashes each record's field names again.
 //!
-//! All three produce the same datum: the property tests check the bytes against
+//! All three produce the same datum (except for a decimal given as a JSON number of more than
+//! 15 significant digits, which a parsed `serde_json::Value` holds as a float: the raw paths
+//! read its digits, `convert` and `encode_into` on a `Value` the float's): the property tests
+//! check the bytes against
 //! `to_avro_datum(schema, convert(record))` on random schemas (equal byte for byte, except that
 //! apache-avro writes map entries in `HashMap` order and we in the record's order, so our bytes
 //! are deterministic), and the one-pass path against the tree walk on broken records.
@@ -77,7 +104,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use apache_avro::Uuid;
-use apache_avro::schema::{Name, Schema, UuidSchema};
+use apache_avro::schema::{InnerDecimalSchema, Name, Schema, UuidSchema};
 use apache_avro::types::Value as AvroValue;
 use apache_avro::writer::datum::GenericDatumWriter;
 use serde_json::{Map, Number, Value as Json};
@@ -85,9 +112,12 @@ use serde_json::{Map, Number, Value as Json};
 use super::error::{DriftKind, RecordError, SchemaError};
 use super::split::rfc3339_nanos;
 
+mod logical;
 mod sink;
 mod stream;
 
+pub(super) use logical::date_days;
+use logical::{DecimalType, NumberTexts, note_number_texts, time_of_day_nanos};
 use sink::{ByteSink, Filler, IntKind, LongKind, Sink, UuidRepr, ValueSink};
 
 /// The most errors [`Validator::errors`] collects for one record.
@@ -112,6 +142,9 @@ pub struct Validator {
     nodes: Vec<Node>,
     /// The top node.
     root: NodeId,
+    /// Whether some node is a `decimal` (then a record that falls back to the tree walk has its
+    /// number texts noted, see [`NumberTexts`]).
+    decimals: bool,
 }
 
 /// One compiled schema type.
@@ -143,6 +176,11 @@ enum Node {
         index: Option<HashMap<String, usize>>,
     },
     Uuid(UuidRepr),
+    /// A `decimal` on `bytes` or on a `fixed` (named `name`).
+    Decimal {
+        name: Option<String>,
+        decimal: DecimalType,
+    },
     /// A record being compiled (only seen while compiling).
     Pending,
 }
@@ -163,7 +201,7 @@ impl Validator {
     ///
     /// # Errors
     ///
-    /// [`SchemaError::Unsupported`] for `decimal`, `big-decimal` and `duration`;
+    /// [`SchemaError::Unsupported`] for `big-decimal` and `duration`;
     /// [`SchemaError::UnresolvedName`] for a reference to an undefined type;
     /// [`SchemaError::BadDefault`] when a field default does not fit its type;
     /// [`SchemaError::Avro`] if apache-avro cannot resolve the schema for writing.
@@ -173,10 +211,15 @@ impl Validator {
             .map_err(|e| SchemaError::Avro(e.to_string()))?;
         let mut compiler = Compiler::default();
         let root = compiler.compile(schema, None, "root")?;
+        let decimals = compiler
+            .nodes
+            .iter()
+            .any(|n| matches!(n, Node::Decimal { .. }));
         let mut validator = Validator {
             schema: schema.clone(),
             nodes: compiler.nodes,
             root,
+            decimals,
         };
         for pending in compiler.defaults {
             validator.set_default(pending)?;
@@ -195,7 +238,15 @@ impl Validator {
     ///
     /// The first [`RecordError`] in the order described in the module documentation.
     pub fn convert(&self, record: &Json) -> Result<AvroValue, RecordError> {
+        self.convert_tree(record, None)
+    }
+
+    /// [`Validator::convert`] with the record's raw text, when there is one (see
+    /// [`Validator::encode_tree`]).
+    fn convert_tree(&self, record: &Json, raw: Option<&str>) -> Result<AvroValue, RecordError> {
+        let texts = self.number_texts(record, raw);
         let mut walk = Walk::new(self, ValueSink, 1);
+        walk.texts = Some(&texts);
         match walk.conv(self.root, record) {
             Some(value) => Ok(value),
             None => Err(walk.errors.swap_remove(0)),
@@ -209,7 +260,17 @@ impl Validator {
     /// `malformed_json` if the bytes are not JSON (or nested deeper than serde_json's limit),
     /// else as [`Validator::convert`].
     pub fn convert_raw(&self, raw: &[u8]) -> Result<AvroValue, RecordError> {
-        self.convert(&parse(raw)?)
+        self.convert_tree(&parse(raw)?, std::str::from_utf8(raw).ok())
+    }
+
+    /// The written text of a parsed record's float-parsed numbers, if the schema has decimals
+    /// to read them.
+    fn number_texts<'r>(&self, record: &Json, raw: Option<&'r str>) -> NumberTexts<'r> {
+        let mut texts = NumberTexts::new();
+        if let Some(raw) = raw.filter(|_| self.decimals) {
+            note_number_texts(raw, record, &mut texts);
+        }
+        texts
     }
 
     /// Checks a record and appends its Avro datum bytes (no Confluent framing) to `out`,
@@ -219,8 +280,22 @@ impl Validator {
     ///
     /// As [`Validator::convert`]: the same checks, the same first error.
     pub fn encode_into(&self, record: &Json, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        self.encode_tree(record, None, out)
+    }
+
+    /// [`Validator::encode_into`] with the record's raw text, when there is one, so that
+    /// decimals given as JSON numbers are read from what was written (a parsed tree holds
+    /// floats).
+    fn encode_tree(
+        &self,
+        record: &Json,
+        raw: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RecordError> {
+        let texts = self.number_texts(record, raw);
         let start = out.len();
         let mut walk = Walk::new(self, ByteSink { out: &mut *out }, 1);
+        walk.texts = Some(&texts);
         match walk.conv(self.root, record) {
             Some(()) => Ok(()),
             None => {
@@ -259,7 +334,7 @@ impl Validator {
             return Ok(());
         }
         out.truncate(start);
-        self.encode_into(&parse(raw)?, out)
+        self.encode_tree(&parse(raw)?, std::str::from_utf8(raw).ok(), out)
     }
 
     /// [`Validator::encode_raw_into`] for a record already known to be UTF-8 (as split from a
@@ -284,7 +359,7 @@ impl Validator {
         }
         capture.reset();
         out.truncate(start);
-        self.encode_into(&parse(raw.as_bytes())?, out)
+        self.encode_tree(&parse(raw.as_bytes())?, Some(raw), out)
     }
 
     /// Every error of a record, up to [`MAX_ERRORS`], in the documented order; empty when the
@@ -326,11 +401,13 @@ impl Validator {
             detail: e.to_string(),
         };
         let mut walk = Walk::new(self, ValueSink, 1);
+        walk.default = true;
         let value = walk
             .conv(node, &default)
             .ok_or_else(|| bad(&walk.errors[0]))?;
         let mut bytes = Vec::new();
         let mut walk = Walk::new(self, ByteSink { out: &mut bytes }, 1);
+        walk.default = true;
         walk.conv(node, &default)
             .ok_or_else(|| bad(&walk.errors[0]))?;
         if let Node::Record { fields, .. } = &mut self.nodes[record] {
@@ -568,7 +645,32 @@ impl Compiler {
                     .copied()
                     .ok_or(SchemaError::UnresolvedName(full));
             }
-            Schema::Decimal(_) => return Err(unsupported("decimal")),
+            Schema::Decimal(d) => {
+                let (precision, scale) = (d.precision, d.scale);
+                return Ok(match &d.inner {
+                    InnerDecimalSchema::Bytes => self.push(Node::Decimal {
+                        name: None,
+                        decimal: DecimalType {
+                            precision,
+                            scale,
+                            size: None,
+                        },
+                    }),
+                    InnerDecimalSchema::Fixed(fixed) => {
+                        let name = fixed.name.fully_qualified_name(ns).fullname(None);
+                        let decimal = DecimalType {
+                            precision,
+                            scale,
+                            size: Some(fixed.size),
+                        };
+                        let node = Node::Decimal {
+                            name: Some(name),
+                            decimal,
+                        };
+                        self.define(&fixed.name, ns, node)
+                    }
+                });
+            }
             Schema::BigDecimal => return Err(unsupported("big-decimal")),
             Schema::Duration(_) => return Err(unsupported("duration")),
         };
@@ -614,6 +716,10 @@ struct Walk<'a, S> {
     errors: Vec<RecordError>,
     /// Stop once this many errors are collected.
     limit: usize,
+    /// The written text of the record's float-parsed numbers, when known.
+    texts: Option<&'a NumberTexts<'a>>,
+    /// Converting a field default (Avro JSON: a decimal's default is its bytes as a string).
+    default: bool,
 }
 
 /// The JSON type of a value, for messages.
@@ -629,6 +735,32 @@ pub(super) fn json_kind(json: &Json) -> &'static str {
     }
 }
 
+impl IntKind {
+    /// Whether the kind also takes a string: a `date` an ISO 8601 date, a `time-millis` a time
+    /// of day.
+    fn takes_text(self) -> bool {
+        self != IntKind::Int
+    }
+
+    /// The value of such a string, if it is one.
+    fn parse_text(self, s: &str) -> Option<i32> {
+        match self {
+            IntKind::Int => None,
+            IntKind::Date => date_days(s),
+            IntKind::TimeMillis => i32::try_from(time_of_day_nanos(s)? / 1_000_000).ok(),
+        }
+    }
+
+    /// What such a string must be, for messages.
+    fn text_form(self) -> &'static str {
+        match self {
+            IntKind::Int => "an integer",
+            IntKind::Date => "an ISO 8601 date (YYYY-MM-DD)",
+            IntKind::TimeMillis => "a time of day (HH:MM:SS[.fraction])",
+        }
+    }
+}
+
 impl LongKind {
     /// Units per second of a UTC timestamp kind (which also takes RFC 3339 strings).
     fn per_second(self) -> Option<i128> {
@@ -637,6 +769,33 @@ impl LongKind {
             LongKind::TimestampMicros => Some(1_000_000),
             LongKind::TimestampNanos => Some(1_000_000_000),
             _ => None,
+        }
+    }
+
+    /// Whether the kind also takes a string: a UTC timestamp an RFC 3339 timestamp, a
+    /// `time-micros` a time of day.
+    fn takes_text(self) -> bool {
+        self == LongKind::TimeMicros || self.per_second().is_some()
+    }
+
+    /// The value of such a string, if it is one (digits finer than the unit are dropped:
+    /// rounded towards the past).
+    fn parse_text(self, s: &str) -> Option<i64> {
+        if self == LongKind::TimeMicros {
+            return Some(time_of_day_nanos(s)? / 1_000);
+        }
+        let units = rfc3339_nanos(s)?
+            .checked_mul(self.per_second()?)?
+            .div_euclid(1_000_000_000);
+        i64::try_from(units).ok()
+    }
+
+    /// What such a string must be, for messages.
+    fn text_form(self) -> &'static str {
+        if self == LongKind::TimeMicros {
+            "a time of day (HH:MM:SS[.fraction])"
+        } else {
+            "an RFC 3339 timestamp"
         }
     }
 }
@@ -649,6 +808,8 @@ impl<'a, S: Sink> Walk<'a, S> {
             path: Vec::new(),
             errors: Vec::new(),
             limit,
+            texts: None,
+            default: false,
         }
     }
 
@@ -729,24 +890,54 @@ impl<'a, S: Sink> Walk<'a, S> {
         self.fail(DriftKind::TypeMismatch, detail)
     }
 
-    /// A long: a JSON integer, or for UTC timestamps an RFC 3339 string.
-    fn long(&mut self, node: NodeId, kind: LongKind, json: &Json) -> Option<i64> {
-        match (json, kind.per_second()) {
-            (Json::Number(n), _) => self.integer(node, n, i64::MIN, i64::MAX),
-            (Json::String(s), Some(per_second)) => {
-                let units = rfc3339_nanos(s)
-                    .map(|nanos| (nanos * per_second).div_euclid(1_000_000_000))
-                    .and_then(|units| i64::try_from(units).ok());
-                if units.is_none() {
-                    let detail = format!(
-                        "expected {}, found a string that is not an RFC 3339 timestamp",
-                        self.v.describe(node)
-                    );
-                    return self.fail(DriftKind::TypeMismatch, detail);
-                }
-                units
+    /// The value of a logical type's string (`value`), or a `type_mismatch` saying what the
+    /// string had to be (`form`).
+    fn text<T>(&mut self, node: NodeId, value: Option<T>, form: &str) -> Option<T> {
+        if value.is_none() {
+            let detail = format!(
+                "expected {}, found a string that is not {form}",
+                self.v.describe(node)
+            );
+            return self.fail(DriftKind::TypeMismatch, detail);
+        }
+        value
+    }
+
+    /// A decimal from a JSON number (its written text when known, else its shortest text,
+    /// which is exact for up to 15 significant digits) or a string.
+    fn decimal(&mut self, node: NodeId, decimal: &DecimalType, json: &Json) -> Option<Vec<u8>> {
+        let shortest;
+        let text = match json {
+            Json::String(s) if self.default => {
+                let bytes = decimal.default_bytes(s);
+                let form = "the decimal's bytes (code points 0-255, as Avro writes a default)";
+                return self.text(node, bytes, form);
             }
-            _ => self.mismatch(node, json),
+            Json::String(s) => s.as_str(),
+            Json::Number(n) => match self
+                .texts
+                .and_then(|t| t.get(&(n as *const Number as usize)))
+            {
+                Some(text) => *text,
+                None => {
+                    shortest = n.to_string();
+                    &shortest
+                }
+            },
+            _ => return self.mismatch(node, json),
+        };
+        match decimal.encode(text) {
+            Ok(bytes) => Some(bytes),
+            Err(why) => {
+                let shown: String = text.chars().take(40).collect();
+                let ellipsis = if shown.len() < text.len() { "…" } else { "" };
+                let detail = format!(
+                    "expected {}, found {}{ellipsis}: {why}",
+                    self.v.describe(node),
+                    Json::String(shown)
+                );
+                self.fail(DriftKind::TypeMismatch, detail)
+            }
         }
     }
 
@@ -759,9 +950,21 @@ impl<'a, S: Sink> Walk<'a, S> {
                 let i = self.integer(node, n, i32::MIN.into(), i32::MAX.into())?;
                 Some(self.sink.int(i as i32, *kind))
             }
-            (Node::Long(kind), Json::Number(_) | Json::String(_)) => {
-                let i = self.long(node, *kind, json)?;
+            (Node::Int(kind), Json::String(s)) if kind.takes_text() => {
+                let i = self.text(node, kind.parse_text(s), kind.text_form())?;
+                Some(self.sink.int(i, *kind))
+            }
+            (Node::Long(kind), Json::Number(n)) => {
+                let i = self.integer(node, n, i64::MIN, i64::MAX)?;
                 Some(self.sink.long(i, *kind))
+            }
+            (Node::Long(kind), Json::String(s)) if kind.takes_text() => {
+                let i = self.text(node, kind.parse_text(s), kind.text_form())?;
+                Some(self.sink.long(i, *kind))
+            }
+            (Node::Decimal { decimal, .. }, Json::Number(_) | Json::String(_)) => {
+                let bytes = self.decimal(node, decimal, json)?;
+                Some(self.sink.decimal(bytes, decimal.size.is_some()))
             }
             (Node::Float, Json::Number(n)) => {
                 let f = n.as_f64().unwrap_or(f64::NAN) as f32;
@@ -960,7 +1163,9 @@ impl Node {
         match (self, json) {
             (Node::Null, Json::Null) | (Node::Boolean, Json::Bool(_)) => true,
             (Node::Int(_) | Node::Long(_), Json::Number(n)) => n.is_i64() || n.is_u64(),
-            (Node::Long(kind), Json::String(_)) => kind.per_second().is_some(),
+            (Node::Int(kind), Json::String(_)) => kind.takes_text(),
+            (Node::Long(kind), Json::String(_)) => kind.takes_text(),
+            (Node::Decimal { .. }, Json::Number(_) | Json::String(_)) => true,
             (Node::Float | Node::Double, Json::Number(_)) => true,
             (
                 Node::String | Node::Bytes | Node::Fixed { .. } | Node::Enum { .. } | Node::Uuid(_),
@@ -974,17 +1179,28 @@ impl Node {
 }
 
 impl Validator {
+    /// Whether a node is a `decimal` or a union with one (which read a number from its text).
+    fn takes_decimal(&self, node: NodeId) -> bool {
+        match &self.nodes[node] {
+            Node::Decimal { .. } => true,
+            Node::Union(branches) => branches
+                .iter()
+                .any(|&b| matches!(self.nodes[b], Node::Decimal { .. })),
+            _ => false,
+        }
+    }
+
     /// The Avro type of a node, for messages.
     fn describe(&self, node: NodeId) -> String {
         match &self.nodes[node] {
             Node::Null => "null".to_owned(),
             Node::Boolean => "boolean".to_owned(),
             Node::Int(IntKind::Int) => "int".to_owned(),
-            Node::Int(IntKind::Date) => "date (int)".to_owned(),
-            Node::Int(IntKind::TimeMillis) => "time-millis (int)".to_owned(),
+            Node::Int(IntKind::Date) => "date (int or ISO 8601 date string)".to_owned(),
+            Node::Int(IntKind::TimeMillis) => "time-millis (int or time-of-day string)".to_owned(),
             Node::Long(kind) => match kind {
                 LongKind::Long => "long",
-                LongKind::TimeMicros => "time-micros (long)",
+                LongKind::TimeMicros => "time-micros (long or time-of-day string)",
                 LongKind::TimestampMillis => "timestamp-millis (long or RFC 3339 string)",
                 LongKind::TimestampMicros => "timestamp-micros (long or RFC 3339 string)",
                 LongKind::TimestampNanos => "timestamp-nanos (long or RFC 3339 string)",
@@ -1007,6 +1223,15 @@ impl Validator {
             }
             Node::Record { name, .. } => format!("record {name}"),
             Node::Uuid(_) => "uuid".to_owned(),
+            Node::Decimal { name, decimal } => {
+                let on = name
+                    .as_ref()
+                    .map_or_else(|| "bytes".to_owned(), |n| format!("fixed {n}"));
+                format!(
+                    "decimal({}, {}) on {on} (number or decimal string)",
+                    decimal.precision, decimal.scale
+                )
+            }
             Node::Pending => "record".to_owned(),
         }
     }

@@ -5,8 +5,11 @@
 //!
 //! - adds each member the schema lacks as an optional field, `["null", T]` with
 //!   `"default": null`, where T is inferred from every sample: integers → `long`, numbers with a
-//!   fraction (or integers mixed with them) → `double`, objects → a new record (named after the
-//!   field, in the enclosing record's namespace; all its fields optional too), objects whose
+//!   fraction (or integers mixed with them) → `double`, strings → `string`, or the logical type
+//!   `timestamp-micros` when every string is an RFC 3339 timestamp (unless integers need the
+//!   union's `long`), `date` when every string is an ISO 8601 date (`2024-03-01`); objects →
+//!   a new record (named after the field, in the enclosing record's namespace; all its fields
+//!   optional too), objects whose
 //!   member names are not Avro names → `map`, arrays → `array` of the merged item type, mixed
 //!   types → a union of them (`["null", "long", "string"]`);
 //! - appends unknown enum symbols to their enum, in sorted order, keeping its `default`;
@@ -31,8 +34,9 @@ use apache_avro::schema::RecordSchema;
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use serde_json::{Map, Value as Json, json};
 
-use super::convert::json_kind;
+use super::convert::{date_days, json_kind};
 use super::error::SchemaError;
+use super::split::rfc3339_nanos;
 
 /// A candidate schema and what it changes.
 #[derive(Debug, Clone)]
@@ -113,6 +117,10 @@ struct Shape {
     integer: bool,
     float: bool,
     string: bool,
+    /// Strings seen, and how many of them read as RFC 3339 timestamps, as ISO 8601 dates.
+    strings: usize,
+    timestamps: usize,
+    dates: usize,
     /// Merged item shape, if arrays were seen.
     array: Option<Box<Shape>>,
     /// Merged member shapes and the number of objects seen, if objects were seen.
@@ -129,7 +137,12 @@ impl Shape {
             Json::Bool(_) => self.boolean = true,
             Json::Number(n) if n.is_f64() => self.float = true,
             Json::Number(_) => self.integer = true,
-            Json::String(_) => self.string = true,
+            Json::String(s) => {
+                self.string = true;
+                self.strings += 1;
+                self.timestamps += usize::from(rfc3339_nanos(s).is_some());
+                self.dates += usize::from(date_days(s).is_some());
+            }
             Json::Array(items) => {
                 let shape = self.array.get_or_insert_default();
                 for item in items {
@@ -192,6 +205,7 @@ fn fits(schema: &Schema, json: &Json) -> bool {
         (Schema::Int | Schema::Date | Schema::TimeMillis, Json::Number(n)) => {
             n.as_i64().is_some_and(|i| i32::try_from(i).is_ok())
         }
+        (Schema::Decimal(_), Json::Number(_) | Json::String(_)) => true,
         (
             Schema::Long
             | Schema::TimeMicros
@@ -204,7 +218,12 @@ fn fits(schema: &Schema, json: &Json) -> bool {
             Json::Number(n),
         ) => n.is_i64(),
         (
-            Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos,
+            Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::Date
+            | Schema::TimeMillis
+            | Schema::TimeMicros,
             Json::String(_),
         ) => true,
         (Schema::Float | Schema::Double, Json::Number(_)) => true,
@@ -520,7 +539,7 @@ fn non_null_types(
         types.push(json!("long"));
     }
     if shape.string {
-        types.push(json!("string"));
+        types.push(string_type(shape, name, notes));
     }
     if let Some(items) = &shape.array {
         let items = element_type(items, name, "item", ns, names, notes);
@@ -539,6 +558,27 @@ fn non_null_types(
         }
     }
     types
+}
+
+/// The type of strings: a timestamp when every sample string is an RFC 3339 timestamp
+/// (`timestamp-micros`, unless integers need the union's `long`), a `date` when every one is an
+/// ISO 8601 date, else `string`.
+fn string_type(shape: &Shape, name: &str, notes: &mut Vec<String>) -> Json {
+    let long_taken = shape.integer && !shape.float;
+    if shape.timestamps == shape.strings && !long_taken {
+        notes.push(format!(
+            "every `{name}` string is an RFC 3339 timestamp, so timestamp-micros (digits finer \
+             than microseconds are dropped)"
+        ));
+        json!({"type": "long", "logicalType": "timestamp-micros"})
+    } else if shape.dates == shape.strings {
+        notes.push(format!(
+            "every `{name}` string is an ISO 8601 date, so date (days since 1970-01-01)"
+        ));
+        json!({"type": "int", "logicalType": "date"})
+    } else {
+        json!("string")
+    }
 }
 
 /// The type of an array's items or a map's values (`what`): the non-null types seen, null first
@@ -613,6 +653,9 @@ fn merge_shapes(into: &mut Shape, other: &Shape) {
     into.integer |= other.integer;
     into.float |= other.float;
     into.string |= other.string;
+    into.strings += other.strings;
+    into.timestamps += other.timestamps;
+    into.dates += other.dates;
     if let Some(items) = &other.array {
         merge_shapes(into.array.get_or_insert_default(), items);
     }
@@ -1039,6 +1082,61 @@ mod tests {
             json!(["null", "shop.Address"])
         );
         Validator::new(&p.schema).unwrap().convert(&sample).unwrap();
+    }
+
+    #[test]
+    fn timestamp_and_date_strings_get_logical_types() {
+        let samples = [
+            json!({"id": "1", "status": "active", "shipped_at": "2024-03-01T13:45:01.250Z",
+                   "birthday": "1990-02-28", "label": "2024-03-01", "mixed": "2024-03-01T00:00:00Z",
+                   "tags": ["2024-01-01T00:00:00+01:00"]}),
+            json!({"id": "2", "status": "active", "shipped_at": "2024-03-02T00:00:00+02:00",
+                   "birthday": null, "label": "soon", "mixed": 7}),
+        ];
+        let p = propose(&current(), &samples).unwrap();
+        assert!(p.is_complete(), "{:?}", p.blockers);
+        let doc: Json = serde_json::from_str(&p.schema_json).unwrap();
+        let ty = |name: &str| field(&doc, &[name])["type"].clone();
+        let micros = json!({"type": "long", "logicalType": "timestamp-micros"});
+        assert_eq!(ty("shipped_at"), json!(["null", micros]));
+        assert_eq!(
+            ty("birthday"),
+            json!(["null", {"type": "int", "logicalType": "date"}])
+        );
+        // Not every string a date: a string. Integers too: the union's long is taken, so the
+        // timestamps stay strings.
+        assert_eq!(ty("label"), json!(["null", "string"]));
+        assert_eq!(ty("mixed"), json!(["null", "long", "string"]));
+        assert_eq!(
+            ty("tags"),
+            json!(["null", {"type": "array", "items": micros}])
+        );
+        assert!(
+            p.changes
+                .iter()
+                .any(|c| c.starts_with("added optional field `shipped_at`")
+                    && c.contains("every `shipped_at` string is an RFC 3339 timestamp")),
+            "{:?}",
+            p.changes
+        );
+        // The candidate converts the samples: the strings become their instants and days.
+        let v = Validator::new(&p.schema).unwrap();
+        let AvroValue::Record(fields) = v.convert(&samples[0]).unwrap() else {
+            panic!("a record")
+        };
+        let get = |name: &str| fields.iter().find(|(f, _)| f == name).unwrap().1.clone();
+        assert_eq!(
+            get("shipped_at"),
+            AvroValue::Union(
+                1,
+                Box::new(AvroValue::TimestampMicros(1_709_300_701_250_000))
+            )
+        );
+        assert_eq!(
+            get("birthday"),
+            AvroValue::Union(1, Box::new(AvroValue::Date(7_363)))
+        );
+        v.convert(&samples[1]).unwrap();
     }
 
     #[test]

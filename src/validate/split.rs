@@ -887,8 +887,12 @@ fn rfc3339_micros(s: &str) -> Option<i64> {
     i64::try_from(rfc3339_nanos(s)?.div_euclid(1_000)).ok()
 }
 
-/// Nanoseconds since the Unix epoch of an RFC 3339 timestamp.
+/// Nanoseconds since the Unix epoch of an RFC 3339 timestamp. The date and time are separated
+/// by `T`, `t` or a space (RFC 3339 allows the space; the `time` crate alone takes any byte).
 pub(crate) fn rfc3339_nanos(s: &str) -> Option<i128> {
+    if !matches!(s.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
+        return None;
+    }
     Some(
         OffsetDateTime::parse(s, &Rfc3339)
             .ok()?
@@ -1163,6 +1167,13 @@ mod tests {
         assert_eq!(
             parse_version("\"2024-05-06\""),
             Err("\"2024-05-06\" is not an RFC 3339 timestamp".to_owned())
+        );
+        // `T`, `t` or a space between date and time; nothing else.
+        assert_eq!(parse_version("\"1970-01-01 00:00:01Z\""), Ok(1_000_000));
+        assert_eq!(parse_version("\"1970-01-01t00:00:01Z\""), Ok(1_000_000));
+        assert_eq!(
+            parse_version("\"1970-01-01x00:00:01Z\""),
+            Err("\"1970-01-01x00:00:01Z\" is not an RFC 3339 timestamp".to_owned())
         );
         assert_eq!(parse_version("null"), Err("is null".to_owned()));
         assert_eq!(

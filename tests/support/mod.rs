@@ -71,6 +71,12 @@ pub fn config_text(extra: &str) -> String {
     config_text_over(&format!("brokers = \"{}\"", brokers()), extra)
 }
 
+/// [`config_text`] with `kafka` as the `[kafka]` table's connection lines (`brokers` and any
+/// security settings; sub-tables such as `[kafka.tls]` last).
+pub fn config_text_over(kafka: &str, extra: &str) -> String {
+    config_text_with(kafka, &format!("url = \"{}\"", registry_url()), extra)
+}
+
 /// The API key of the serve client [`serve_client`] declares.
 pub const SERVE_KEY: &str = "intake-test-serve-key";
 
@@ -137,6 +143,27 @@ pub fn secure_stack() -> SecureStack {
 }
 
 impl SecureStack {
+    /// `[registry]` lines for the registry behind the stack's HTTPS proxy (the plain port + 1)
+    /// with basic auth and the stack's CA.
+    pub fn registry_toml(&self) -> String {
+        let plain = registry_url();
+        let (head, path) = plain
+            .strip_prefix("http://")
+            .and_then(|r| r.split_once('/'))
+            .expect("http://host:port/path");
+        let (host, port) = head.rsplit_once(':').expect("host:port");
+        let port: u16 = port.parse().expect("a port");
+        format!(
+            "url = \"https://{host}:{}/{path}\"\n\
+             [registry.auth]\nkind = \"basic\"\nusername = \"registry-client\"\n\
+             password = {{ file = \"{}\" }}\n\
+             [registry.tls]\nca_file = \"{}\"",
+            port + 1,
+            self.tls.join("registry-client.password").display(),
+            self.tls.join("ca.pem").display()
+        )
+    }
+
     /// `[kafka]` lines for SASL_SSL with `mechanism`, verifying the broker with the stack's CA.
     pub fn sasl_ssl_toml(&self, mechanism: &str) -> String {
         format!(
@@ -151,15 +178,21 @@ impl SecureStack {
     }
 }
 
-/// [`config_text`] with `kafka` as the `[kafka]` table's connection lines (`brokers` and any
-/// security settings; sub-tables such as `[kafka.tls]` last).
-pub fn config_text_over(kafka: &str, extra: &str) -> String {
+/// Splits TOML table lines into its own keys and the sub-tables that follow them.
+fn keys_and_tables(toml: &str) -> (&str, &str) {
+    match toml.find("\n[") {
+        Some(i) => (&toml[..i], &toml[i + 1..]),
+        None => (toml, ""),
+    }
+}
+
+/// [`config_text_over`] with `registry` as the `[registry]` table's connection lines (`url`
+/// and any `[registry.auth]`/`[registry.tls]` sub-tables, last).
+pub fn config_text_with(kafka: &str, registry: &str, extra: &str) -> String {
     let p = unique("t");
     let root = root();
-    let (keys, tables) = match kafka.find("\n[") {
-        Some(i) => (&kafka[..i], &kafka[i + 1..]),
-        None => (kafka, ""),
-    };
+    let (keys, tables) = keys_and_tables(kafka);
+    let (registry, registry_tables) = keys_and_tables(registry);
     let text = format!(
         r#"
 [kafka]
@@ -170,9 +203,10 @@ transaction_timeout = "10s"
 {tables}
 
 [registry]
-url = "{registry}"
+{registry}
 schema_dir = "{root}/topics/schemas"
 cache_ttl = "1s"
+{registry_tables}
 
 [blob]
 url = "file://{blobs}"
@@ -183,7 +217,6 @@ dir = "{root}/topics"
 
 {extra}
 "#,
-        registry = registry_url(),
         root = root.display(),
         blobs = std::env::temp_dir()
             .join(format!("intake-blobs-{p}"))

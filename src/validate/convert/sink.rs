@@ -5,14 +5,15 @@
 //!
 //! [`ByteSink`] writes the Avro binary encoding as the specification defines it and as
 //! apache-avro 0.22 writes it: zig-zag varints for int and long, little-endian IEEE 754 for
-//! float and double, length-prefixed bytes and strings, the branch index before a union's value,
+//! float and double, length-prefixed bytes and strings (a `decimal` on `bytes` too; on a
+//! `fixed`, its bytes alone), the branch index before a union's value,
 //! one block per non-empty array or map followed by a zero count, record fields in schema order.
 //! The property test in `tests.rs` checks byte equality with `to_avro_datum` on random schemas.
 
 use std::collections::HashMap;
 
-use apache_avro::Uuid;
 use apache_avro::types::Value as AvroValue;
+use apache_avro::{Decimal, Uuid};
 
 /// Which Avro value an int-encoded node makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,9 @@ pub(super) trait Sink {
     fn bytes(&mut self, b: &[u8]) -> Self::Value;
     fn fixed(&mut self, b: &[u8]) -> Self::Value;
     fn uuid(&mut self, u: Uuid, repr: UuidRepr) -> Self::Value;
+    /// A decimal's unscaled value, two's-complement big-endian: the whole `bytes` value, or
+    /// already sign-extended to the size of its `fixed`.
+    fn decimal(&mut self, unscaled: Vec<u8>, fixed: bool) -> Self::Value;
     fn symbol(&mut self, index: u32, symbol: &str) -> Self::Value;
     fn branch(&mut self, index: u32);
     fn union(&mut self, index: u32, value: Self::Value) -> Self::Value;
@@ -142,6 +146,9 @@ impl Sink for ValueSink {
     }
     fn uuid(&mut self, u: Uuid, _repr: UuidRepr) -> AvroValue {
         AvroValue::Uuid(u)
+    }
+    fn decimal(&mut self, unscaled: Vec<u8>, _fixed: bool) -> AvroValue {
+        AvroValue::Decimal(Decimal::from(unscaled))
     }
     fn symbol(&mut self, index: u32, symbol: &str) -> AvroValue {
         AvroValue::Enum(index, symbol.to_owned())
@@ -259,6 +266,13 @@ impl Sink for ByteSink<'_> {
             UuidRepr::String => self.len_prefixed(u.hyphenated().to_string().as_bytes()),
             UuidRepr::Bytes => self.len_prefixed(u.as_bytes()),
             UuidRepr::Fixed => self.out.extend_from_slice(u.as_bytes()),
+        }
+    }
+    fn decimal(&mut self, unscaled: Vec<u8>, fixed: bool) {
+        if fixed {
+            self.out.extend_from_slice(&unscaled);
+        } else {
+            self.len_prefixed(&unscaled);
         }
     }
     fn symbol(&mut self, index: u32, _symbol: &str) {

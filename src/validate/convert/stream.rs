@@ -23,9 +23,9 @@ use apache_avro::Uuid;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::sink::{ByteSink, Filler, LongKind, Sink};
+use super::sink::{ByteSink, Filler, Sink};
 use super::{Capture, Field, Node, NodeId, Validator};
-use crate::validate::split::{MemberName, rfc3339_nanos};
+use crate::validate::split::MemberName;
 
 /// Encodes `raw` into `out`; `false` (with `out` possibly extended: the caller truncates) when
 /// the record must go to the tree walk.
@@ -115,11 +115,50 @@ impl<'de> DeserializeSeed<'de> for Seed<'_, '_, '_, '_, '_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
+        if !(self.state.v.decimals && self.state.v.takes_decimal(self.node)) {
+            return deserializer.deserialize_any(self);
+        }
+        // A decimal is read from the number's text, which the parser's `visit_f64` no longer
+        // has: the value is taken raw (borrowed from the input), then read.
+        let raw: &'de RawValue = de::Deserialize::deserialize(deserializer)?;
+        let text = raw.get();
+        if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            return self.decimal_number(text);
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        de::Deserializer::deserialize_any(&mut de, self).map_err(|_| give_up())
     }
 }
 
 impl Seed<'_, '_, '_, '_, '_> {
+    /// A JSON number (its text) for a node that takes a decimal. Only a union whose other
+    /// branches take no number is decided here.
+    fn decimal_number<E: de::Error>(mut self, text: &str) -> Result<(), E> {
+        let v = self.state.v;
+        // serde_json refuses a number beyond f64's range (the tree walk reports it).
+        let in_range = text.parse::<f64>().is_ok_and(f64::is_finite);
+        if !in_range {
+            return Err(give_up());
+        }
+        if let Node::Union(branches) = &v.nodes[self.node]
+            && branches.iter().any(|&b| {
+                matches!(
+                    v.nodes[b],
+                    Node::Int(_) | Node::Long(_) | Node::Float | Node::Double
+                )
+            })
+        {
+            return Err(give_up());
+        }
+        let b = self
+            .branch(|n| match n {
+                Node::Decimal { decimal, .. } => Some(decimal.encode(text).is_ok()),
+                _ => None,
+            })
+            .ok_or_else(give_up)?;
+        decimal_into(&v.nodes[b], text, &mut self.state.sink())
+    }
+
     /// The node that converts the value: this node if it `accepts` it, or for a union the first
     /// branch that does (writing the branch index), as the tree walk chooses. `accepts` says
     /// `None` for "not this JSON type", `Some(clean)` for "takes this JSON type, and converts
@@ -211,7 +250,9 @@ impl<'de> Visitor<'de> for Seed<'_, '_, '_, '_, '_> {
             Node::Fixed { size, .. } => Some(s.len() == *size),
             Node::Enum { symbols, .. } => Some(symbols.iter().any(|sym| sym == s)),
             Node::Uuid(_) => Some(Uuid::parse_str(s).is_ok()),
-            Node::Long(kind) if kind.per_second().is_some() => Some(timestamp(s, *kind).is_some()),
+            Node::Int(kind) if kind.takes_text() => Some(kind.parse_text(s).is_some()),
+            Node::Long(kind) if kind.takes_text() => Some(kind.parse_text(s).is_some()),
+            Node::Decimal { decimal, .. } => Some(decimal.encode(s).is_ok()),
             _ => None,
         };
         let b = self.branch(accepts).ok_or_else(give_up)?;
@@ -230,7 +271,9 @@ impl<'de> Visitor<'de> for Seed<'_, '_, '_, '_, '_> {
                 sink.symbol(index as u32, s);
             }
             Node::Uuid(repr) => sink.uuid(Uuid::parse_str(s).map_err(|_| give_up())?, *repr),
-            Node::Long(kind) => sink.long(timestamp(s, *kind).ok_or_else(give_up)?, *kind),
+            Node::Int(kind) => sink.int(kind.parse_text(s).ok_or_else(give_up)?, *kind),
+            Node::Long(kind) => sink.long(kind.parse_text(s).ok_or_else(give_up)?, *kind),
+            Node::Decimal { .. } => decimal_into(node, s, &mut sink)?,
             _ => return Err(give_up()),
         }
         Ok(())
@@ -296,15 +339,14 @@ impl<'de> Visitor<'de> for Seed<'_, '_, '_, '_, '_> {
     }
 }
 
-/// A UTC timestamp string in the node's units.
-fn timestamp(s: &str, kind: LongKind) -> Option<i64> {
-    let per_second = kind.per_second()?;
-    i64::try_from(
-        rfc3339_nanos(s)?
-            .checked_mul(per_second)?
-            .div_euclid(1_000_000_000),
-    )
-    .ok()
+/// Writes a decimal node's value of `text` (a number's text or a string).
+fn decimal_into<E: de::Error>(node: &Node, text: &str, sink: &mut ByteSink<'_>) -> Result<(), E> {
+    let Node::Decimal { decimal, .. } = node else {
+        return Err(give_up());
+    };
+    let bytes = decimal.encode(text).map_err(|_| give_up())?;
+    sink.decimal(bytes, decimal.size.is_some());
+    Ok(())
 }
 
 /// Reads a record's members, then writes its fields in schema order.
