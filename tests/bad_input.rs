@@ -569,18 +569,30 @@ fn event(id: &str, ty: &str, entity: &str, seq: u64, data: Json) -> Vec<u8> {
     .unwrap()
 }
 
-/// POSTs a signed webhook with the given content type (None: no header).
+/// POSTs a webhook signed now with the given content type (None: no header).
 async fn webhook(
     http: &reqwest::Client,
     base: &str,
     body: Vec<u8>,
     content_type: Option<&str>,
 ) -> (u16, Json) {
+    webhook_signed_at(http, base, body, content_type, now()).await
+}
+
+/// [`webhook`] signed at `signed_at` (unix seconds): concurrent senders of one body sign at
+/// distinct times, or serve would answer all but one 409 `replayed` while the first is in flight.
+async fn webhook_signed_at(
+    http: &reqwest::Client,
+    base: &str,
+    body: Vec<u8>,
+    content_type: Option<&str>,
+    signed_at: i64,
+) -> (u16, Json) {
     let mut req = http
         .post(format!("{base}/v1/webhooks/shop"))
         .header(
             "X-Intake-Signature",
-            intake::signing::sign(SECRET.as_bytes(), now(), &body),
+            intake::signing::sign(SECRET.as_bytes(), signed_at, &body),
         )
         .body(body);
     if let Some(ct) = content_type {
@@ -878,7 +890,9 @@ version = "/version"
             let mut answered = 0;
             for round in 0..3 {
                 for case in webhooks.iter() {
-                    let got = webhook(&http, &base, case.1.clone(), case.2).await;
+                    let signed_at = now() - c;
+                    let got =
+                        webhook_signed_at(&http, &base, case.1.clone(), case.2, signed_at).await;
                     check_answer("webhook", case, &got);
                     answered += 1;
                 }
