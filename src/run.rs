@@ -28,10 +28,22 @@ pub async fn run(
         tracing::info!(change = %c, "topics");
     }
     let reg = crate::registry::Registry::new(&cfg.registry)?;
-    for o in crate::registry::apply_schemas(&cfg, &reg)
-        .await
-        .context("applying schemas")?
-    {
+    // Registering is idempotent, so a registry that blinks (a busy machine, a restart) is
+    // waited out for a while instead of ending `intake run`; a refusal (incompatible, invalid,
+    // misconfigured) ends it at once.
+    let mut backoff = crate::kafka::txn::Backoff::default();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let outcomes = loop {
+        match crate::registry::apply_schemas(&cfg, &reg).await {
+            Err(e) if e.is_retriable() && std::time::Instant::now() < give_up => {
+                let pause = backoff.next_pause();
+                tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "applying schemas: the registry is unavailable; retrying");
+                tokio::time::sleep(pause).await;
+            }
+            r => break r.context("applying schemas")?,
+        }
+    };
+    for o in outcomes {
         tracing::info!(outcome = %o, "schemas");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
