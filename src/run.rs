@@ -21,28 +21,26 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let kafka = crate::kafka::Kafka::new(&cfg.kafka)?;
-    for c in crate::topics::ensure(&cfg, &kafka)
-        .await
-        .context("applying topics")?
-    {
+    // Applying topics and registering schemas are idempotent, so a cluster or registry that
+    // blinks (a busy machine, a restart, a leader moving) is waited out for a while instead of
+    // ending `intake run`; a refusal (invalid declarations, incompatible schema, bad
+    // credentials) ends it at once.
+    let changes = retrying(
+        "applying topics",
+        crate::topics::TopicsError::is_retriable,
+        || crate::topics::ensure(&cfg, &kafka),
+    )
+    .await?;
+    for c in changes {
         tracing::info!(change = %c, "topics");
     }
     let reg = crate::registry::Registry::new(&cfg.registry)?;
-    // Registering is idempotent, so a registry that blinks (a busy machine, a restart) is
-    // waited out for a while instead of ending `intake run`; a refusal (incompatible, invalid,
-    // misconfigured) ends it at once.
-    let mut backoff = crate::kafka::txn::Backoff::default();
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let outcomes = loop {
-        match crate::registry::apply_schemas(&cfg, &reg).await {
-            Err(e) if e.is_retriable() && std::time::Instant::now() < give_up => {
-                let pause = backoff.next_pause();
-                tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "applying schemas: the registry is unavailable; retrying");
-                tokio::time::sleep(pause).await;
-            }
-            r => break r.context("applying schemas")?,
-        }
-    };
+    let outcomes = retrying(
+        "applying schemas",
+        crate::registry::RegistryError::is_retriable,
+        || crate::registry::apply_schemas(&cfg, &reg),
+    )
+    .await?;
     for o in outcomes {
         tracing::info!(outcome = %o, "schemas");
     }
@@ -122,4 +120,30 @@ pub async fn run(
     }
     tracing::info!("all stages stopped");
     first_error.map_or(Ok(()), Err)
+}
+
+/// Runs the idempotent start-up step `step` until it succeeds, fails in a way `retriable` says
+/// will not pass, or two minutes have gone by; the pauses double (the crate's one `Backoff`)
+/// and each retry is logged.
+async fn retrying<T, E, F>(
+    what: &'static str,
+    retriable: impl Fn(&E) -> bool,
+    mut step: impl FnMut() -> F,
+) -> anyhow::Result<T>
+where
+    F: Future<Output = Result<T, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut backoff = crate::kafka::txn::Backoff::default();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match step().await {
+            Err(e) if retriable(&e) && std::time::Instant::now() < give_up => {
+                let pause = backoff.next_pause();
+                tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "{what}: unavailable; retrying");
+                tokio::time::sleep(pause).await;
+            }
+            r => return r.context(what),
+        }
+    }
 }

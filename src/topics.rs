@@ -199,8 +199,33 @@ pub enum TopicsError {
         /// Topic.
         topic: String,
         /// Broker error.
-        code: String,
+        code: rdkafka::types::RDKafkaErrorCode,
     },
+    /// Created topics did not show up with leaders in the cluster's metadata in time.
+    #[error("topics {topics} were created but not visible with leaders after {after:?}")]
+    NotVisible {
+        /// The topics, comma-separated.
+        topics: String,
+        /// How long was waited.
+        after: Duration,
+    },
+}
+
+impl TopicsError {
+    /// Whether repeating the same step later may succeed (the cluster is unreachable, a leader
+    /// or the controller is moving, a request timed out). Applying topics is idempotent, so a
+    /// retry is always safe.
+    pub fn is_retriable(&self) -> bool {
+        use crate::kafka::error::{ErrorClass, classify};
+        match self {
+            TopicsError::Declarations { .. } => false,
+            TopicsError::NotVisible { .. } => true,
+            TopicsError::Kafka(e) => classify(e) == ErrorClass::Retry,
+            TopicsError::Operation { code, .. } => {
+                classify(&KafkaError::AdminOp(*code)) == ErrorClass::Retry
+            }
+        }
+    }
 }
 
 /// The topics the config declares: core topics plus per-stream ones for every stream.
@@ -296,7 +321,7 @@ pub async fn plan(kafka: &Kafka, specs: &[TopicSpec]) -> Result<Vec<Change>, Top
         let res = res.map_err(|code| TopicsError::Operation {
             op: "describe",
             topic: spec.name.clone(),
-            code: code.to_string(),
+            code,
         })?;
         let entries = res.entry_map();
         for (k, v) in &spec.config {
@@ -361,7 +386,7 @@ pub async fn apply(
                 return Err(TopicsError::Operation {
                     op: "create",
                     topic,
-                    code: code.to_string(),
+                    code,
                 });
             }
         }
@@ -392,7 +417,7 @@ pub async fn apply(
                 return Err(TopicsError::Operation {
                     op: "alter",
                     topic: format!("{spec:?}"),
-                    code: code.to_string(),
+                    code,
                 });
             }
         }
@@ -412,7 +437,7 @@ pub async fn apply(
                 return Err(TopicsError::Operation {
                     op: "add partitions",
                     topic,
-                    code: code.to_string(),
+                    code,
                 });
             }
         }
@@ -440,10 +465,9 @@ async fn wait_visible(kafka: &Kafka, names: Vec<String>) -> Result<(), TopicsErr
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                return Err(TopicsError::Operation {
-                    op: "wait for",
-                    topic: names.join(","),
-                    code: "not visible after 30 s".into(),
+                return Err(TopicsError::NotVisible {
+                    topics: names.join(","),
+                    after: TIMEOUT,
                 });
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -474,6 +498,35 @@ pub async fn ensure(cfg: &Config, kafka: &Kafka) -> Result<Vec<Change>, TopicsEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let op = |code| TopicsError::Operation {
+            op: "create",
+            topic: "t".into(),
+            code,
+        };
+        assert!(op(C::RequestTimedOut).is_retriable());
+        assert!(op(C::NotController).is_retriable());
+        assert!(!op(C::InvalidConfig).is_retriable());
+        assert!(!op(C::TopicAuthorizationFailed).is_retriable());
+        assert!(TopicsError::Kafka(KafkaError::AdminOp(C::AllBrokersDown)).is_retriable());
+        assert!(
+            TopicsError::NotVisible {
+                topics: "t".into(),
+                after: Duration::from_secs(30)
+            }
+            .is_retriable()
+        );
+        assert!(
+            !TopicsError::Declarations {
+                path: "topics.toml".into(),
+                message: "bad".into()
+            }
+            .is_retriable()
+        );
+    }
 
     #[test]
     fn names() {

@@ -580,7 +580,7 @@ async fn webhook(
 }
 
 /// [`webhook`] signed at `signed_at` (unix seconds): concurrent senders of one body sign at
-/// distinct times, or serve would answer all but one 409 `replayed` while the first is in flight.
+/// distinct times, or serve would answer all but one 409 `in_flight` while the first is in flight.
 async fn webhook_signed_at(
     http: &reqwest::Client,
     base: &str,

@@ -37,7 +37,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use intake::topics::TopicNames;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use support::e2e::{self, Knobs};
@@ -665,16 +664,12 @@ async fn run(s: Settings) {
             ended.push((slot.instance.clone(), status.to_string(), p.tail(20)));
         }
     }
-    let events = blocking({
-        let landing = TopicNames::from_config(&cfg).landing();
-        move || {
-            read_all(&landing, "read_committed")
-                .iter()
-                .filter(|r| r.header("intake.kind") == Some("event"))
-                .count() as u64
-        }
+    let landed = blocking({
+        let cfg = cfg.clone();
+        move || e2e::landed_events(&cfg)
     })
     .await;
+    let events = landed.0;
     println!(
         "\nCHAOS RESULT: kills survived {} ({:?}), broker restarts {}, registry restarts {}; \
          records compared {}, lost {}, doubled {}, stale {}, wrong {}; \
@@ -736,11 +731,7 @@ async fn run(s: Settings) {
         stats["tokens"]["demo"]
     );
     assert!(max_per_second <= u64::from(s.quota));
-    assert_eq!(hooks["dropped"], 0, "webhooks given up: {hooks}");
-    assert!(
-        hooks["acked"].as_u64().unwrap() <= events && events <= hooks["sent"].as_u64().unwrap(),
-        "landed events {events}, webhooks {hooks}"
-    );
+    e2e::assert_webhook_ledger(&hooks, &landed);
     drop(slots);
     if !s.keep_logs
         && let Err(e) = std::fs::remove_dir_all(&dir)

@@ -159,6 +159,9 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
     let mut kills_once = 0;
     let mut kills_group = 0;
     let mut last_kill = time::OffsetDateTime::now_utc();
+    let fetch_group =
+        std::sync::Arc::new(support::group::GroupView::new(&kafka(&cfg).group("fetch")));
+    let mut members_seen = std::collections::HashSet::new();
     for i in 0..LIVES {
         let group = GROUP_LIVES.contains(&i);
         let log = dir.path().join(format!("life-{i:02}.log"));
@@ -166,12 +169,29 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
         let born = Instant::now();
         if group {
             // Count the random moment from the group's assignment: before it, the process
-            // only waits for the previous (dead) member's session to expire.
-            if !life.wait_for("quota partition assigned", 1, Duration::from_secs(40)) {
-                panic!(
-                    "life {i}: the group never assigned the quota partition\n{}",
+            // only waits for the previous (dead) member's session to expire. The broker's group
+            // coordinator says when the new life is the member owning the quota partitions.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let view = fetch_group.clone();
+                let seen = members_seen.clone();
+                let owner = tokio::task::spawn_blocking(move || {
+                    let a = view.assignments()?;
+                    let (member, parts) = a.into_iter().next()?;
+                    (!seen.contains(&member) && !parts.is_empty()).then_some(member)
+                })
+                .await
+                .unwrap();
+                if let Some(member) = owner {
+                    members_seen.insert(member);
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "life {i}: the group never assigned the quota partitions to it\n{}",
                     life.tail(30)
                 );
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
         let delay = Duration::from_millis(rng.random_range(300..=MAX_LIFE_MS));

@@ -39,7 +39,12 @@ pub fn classify(err: &KafkaError) -> ErrorClass {
     if matches!(err, KafkaError::MessageConsumptionFatal(_)) {
         return ErrorClass::Fatal;
     }
-    match err.rdkafka_error_code() {
+    // rdkafka gives no code for a failed admin request; its variant holds one.
+    let code = match err {
+        KafkaError::AdminOp(code) => Some(*code),
+        _ => err.rdkafka_error_code(),
+    };
+    match code {
         Some(code) if is_fenced(code) => ErrorClass::Fatal,
         Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidRecord) => {
             ErrorClass::BadRecord
@@ -58,7 +63,8 @@ pub fn classify(err: &KafkaError) -> ErrorClass {
             | RDKafkaErrorCode::LeaderNotAvailable
             | RDKafkaErrorCode::ConcurrentTransactions
             | RDKafkaErrorCode::UnknownTopicOrPartition
-            | RDKafkaErrorCode::BrokerNotAvailable,
+            | RDKafkaErrorCode::BrokerNotAvailable
+            | RDKafkaErrorCode::NotController,
         ) => ErrorClass::Retry,
         Some(RDKafkaErrorCode::Fatal) => ErrorClass::Fatal,
         _ => ErrorClass::Abort,

@@ -182,6 +182,14 @@ pub fn read_from(
     result
 }
 
+/// Whether a metadata or watermark answer may change by itself: besides the errors every
+/// client retries, a broker that has just restarted answers "unknown partition" until it has
+/// loaded the partition (seen in the chaos test, where it ended a restarting serve).
+fn transient_metadata(e: &KafkaError) -> bool {
+    super::classify(e) == super::ErrorClass::Retry
+        || e.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::UnknownPartition)
+}
+
 /// Low and high watermarks of a partition as `consumer` sees them (a `read_committed`
 /// consumer answers the last stable offset as "high"), retrying transient errors (a leader
 /// moving) until `timeout`.
@@ -197,9 +205,7 @@ pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
     let deadline = Instant::now() + timeout;
     loop {
         match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
-            Err(e)
-                if super::classify(&e) == super::ErrorClass::Retry && Instant::now() < deadline =>
-            {
+            Err(e) if transient_metadata(&e) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(200));
             }
             other => return other,
@@ -236,12 +242,32 @@ pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
                 Ok(t.partitions().len() as i32)
             })();
         match attempt {
-            Err(e)
-                if super::classify(&e) == super::ErrorClass::Retry && Instant::now() < deadline =>
-            {
+            Err(e) if transient_metadata(&e) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(200));
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::RDKafkaErrorCode as C;
+
+    #[test]
+    fn a_restarting_brokers_answers_are_waited_out() {
+        assert!(transient_metadata(&KafkaError::MetadataFetch(
+            C::UnknownPartition
+        )));
+        assert!(transient_metadata(&KafkaError::MetadataFetch(
+            C::LeaderNotAvailable
+        )));
+        assert!(!transient_metadata(&KafkaError::MetadataFetch(
+            C::UnknownTopic
+        )));
+        assert!(!transient_metadata(&KafkaError::MetadataFetch(
+            C::TopicAuthorizationFailed
+        )));
     }
 }

@@ -15,8 +15,8 @@
 //! A 2xx means the data is committed in Kafka ([`lander`]). Errors are JSON
 //! `{"error": code, "message": reason}` with the status a client can act on: 400 bad input,
 //! 401 bad signature or no valid API key, 403 a client without the right, 404 unknown source,
-//! 409 a job id reused with other content, a replayed webhook or a blob name taken by other
-//! content, 413 too large, 415 a body labelled other than JSON, 503 Kafka unavailable (nothing
+//! 409 a job id reused with other content, a webhook whose identical delivery is landing at
+//! this moment or a blob name taken by other content, 413 too large, 415 a body labelled other than JSON, 503 Kafka unavailable (nothing
 //! acknowledged; retry).
 
 mod auth;
@@ -348,10 +348,23 @@ async fn webhook(
         ));
     }
     let signed_at = crate::signing::timestamp(header).expect("a verified header parses");
-    let ticket = st.replays.claim(signed_at, &body, now).map_err(|e| {
-        tracing::warn!(source = %source, reason = %e, bytes = body.len(), "webhook replay refused");
-        ApiError(StatusCode::CONFLICT, "replayed", e.to_string())
-    })?;
+    let ticket = match st.replays.claim(signed_at, &body, now) {
+        Ok(ticket) => ticket,
+        // Landed already: a sender that lost our answer and delivers again gets the same
+        // success (it stops retrying), and nothing lands twice.
+        Err(e @ replay::Replay::Landed(_)) => {
+            tracing::info!(source = %source, reason = %e, bytes = body.len(), "webhook delivered again");
+            return Ok((
+                StatusCode::OK,
+                Json(serde_json::json!({ "status": "duplicate", "message": e.to_string() })),
+            )
+                .into_response());
+        }
+        Err(e @ replay::Replay::InFlight(_)) => {
+            tracing::warn!(source = %source, reason = %e, bytes = body.len(), "webhook delivered twice at once");
+            return Err(ApiError(StatusCode::CONFLICT, "in_flight", e.to_string()));
+        }
+    };
     json_content_type(&headers)?;
     let event: Value = parse_json(&body, "the body")?;
     if !event.is_object() {

@@ -4,9 +4,11 @@
 //! time it arrives: anyone who saw a delivery could send it again, unchanged, until its
 //! timestamp leaves the tolerance window (`serve.webhook_tolerance`). So serve remembers each
 //! signed message (the timestamp and the body, hashed) that it landed, until the window has
-//! passed, and answers the same message again with 409. A sender that retries signs afresh
-//! (a new timestamp, so a new message): retries are not refused. A message is remembered only
-//! once it landed: if landing failed (503), the same request may be sent again.
+//! passed, and answers the same message again with 200 `duplicate`, landing nothing: a sender
+//! that lost the first answer and delivers again unchanged learns that it arrived, and an
+//! attacker replaying it gains nothing. The same message arriving while its twin is being
+//! landed gets 409 `in_flight` (try again). A message is remembered only once it landed: if
+//! landing failed (503), the same request lands when sent again.
 //!
 //! The memory is this process's: a replay sent to another serve process, or after a restart
 //! within the window, can land a second time — harmless downstream, where dedup keeps one
@@ -25,13 +27,11 @@ pub struct ReplayGuard {
     pruned: std::sync::Mutex<Instant>,
 }
 
-/// Why a message is refused.
+/// Why a message is not landed again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Replay {
     /// It was landed before.
-    #[error(
-        "this signed request (signature time {0}) was accepted before; nothing was landed again (a new delivery must be signed afresh)"
-    )]
+    #[error("this signed request (signature time {0}) was landed before; nothing was landed again")]
     Landed(i64),
     /// The same message is being landed by a concurrent request.
     #[error(

@@ -684,3 +684,55 @@ pub fn truth_live(truth: &serde_json::Value) -> BTreeMap<String, BTreeMap<String
         })
         .collect()
 }
+
+/// Webhook events on the landing topic: how many records, and their distinct event ids.
+pub fn landed_events(cfg: &Config) -> (u64, BTreeSet<String>) {
+    let recs = read_all(&TopicNames::from_config(cfg).landing(), "read_committed");
+    let events: Vec<&Rec> = recs
+        .iter()
+        .filter(|r| r.header(headers::KIND) == Some("event"))
+        .collect();
+    let ids = events
+        .iter()
+        .map(|r| {
+            r.header(headers::EVENT_ID)
+                .expect("an event record carries its event id")
+                .to_owned()
+        })
+        .collect();
+    (events.len() as u64, ids)
+}
+
+/// The webhook ledger, judged by the simulator's delivery counters (`hooks`, from
+/// `/admin/stats` once nothing is pending): every event the simulator made landed (its id is on
+/// the landing topic), nothing else did, no delivery was given up, and no more event records
+/// landed than were sent. A delivery answered `duplicate` (its identical twin landed) counts
+/// as acknowledged without landing again.
+pub fn assert_webhook_ledger(hooks: &serde_json::Value, landed: &(u64, BTreeSet<String>)) {
+    let n = |k: &str| {
+        hooks[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("webhook stats lack {k}: {hooks}"))
+    };
+    let (records, ids) = landed;
+    assert_eq!(
+        (n("dropped"), n("pending")),
+        (0, 0),
+        "webhooks given up or still pending: {hooks}"
+    );
+    assert_eq!(
+        n("acked"),
+        n("enqueued") + n("duplicated"),
+        "every delivery acknowledged once: {hooks}"
+    );
+    assert_eq!(
+        ids.len() as u64,
+        n("enqueued"),
+        "distinct landed event ids vs events the simulator made: {hooks}"
+    );
+    assert!(
+        *records <= n("sent"),
+        "{records} event records landed from {} deliveries sent: {hooks}",
+        n("sent")
+    );
+}

@@ -218,11 +218,16 @@ dir = "{root}/topics"
 {extra}
 "#,
         root = root.display(),
-        blobs = std::env::temp_dir()
-            .join(format!("intake-blobs-{p}"))
-            .display(),
+        blobs = test_tmp().join(format!("intake-blobs-{p}")).display(),
     );
     text
+}
+
+/// Where tests keep files (blob stores, state directories): cargo's per-target scratch
+/// directory, so they stay under `target/` instead of piling up in /tmp; `scripts/test` empties
+/// it before each run.
+pub fn test_tmp() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
 }
 
 /// Kafka factory for a config.
