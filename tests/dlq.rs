@@ -57,6 +57,13 @@ fn dlq_ids(
 
 /// Runs the `intake` binary; returns its stdout (fails the test on a non-zero exit).
 async fn intake_cli(args: &[&str], config: &Path) -> String {
+    let (ok, out) = intake_cli_status(args, config).await;
+    assert!(ok, "intake {args:?} failed: {out}");
+    out
+}
+
+/// Runs `intake ARGS --config CONFIG`: whether it succeeded, and its stdout (then stderr).
+async fn intake_cli_status(args: &[&str], config: &Path) -> (bool, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_intake"));
     cmd.args(args)
         .arg("--config")
@@ -65,13 +72,12 @@ async fn intake_cli(args: &[&str], config: &Path) -> String {
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "intake {args:?} failed: {stdout}\n{}",
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    stdout
+    (out.status.success(), text)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -883,4 +889,164 @@ version = "/version"
     );
     let again = run().await.unwrap();
     assert_eq!((again.already_replayed, again.chosen), (n as u64, 0));
+}
+
+/// One record of a stream with 40 fields of every kind `schema propose` infers.
+fn wide(i: usize) -> Json {
+    let mut v = serde_json::json!({
+        "id": format!("w-{i:03}"),
+        "updated_at": format!("2024-05-{:02}T10:{:02}:00Z", 1 + i % 28, i % 60),
+    });
+    for f in 0..38 {
+        let name = format!("f{f:02}");
+        v[&name] = match f % 8 {
+            0 => serde_json::json!(i as i64 * 7 + f),
+            1 => serde_json::json!(i as f64 / 4.0 + 0.5),
+            2 => serde_json::json!(i.is_multiple_of(2)),
+            3 => serde_json::json!(format!("text {i} {f}")),
+            4 => serde_json::json!(format!("2023-{:02}-{:02}", 1 + i % 12, 1 + i % 28)),
+            5 => serde_json::json!({"city": "Oslo", "zip": format!("{:04}", i)}),
+            6 => serde_json::json!([i, f]),
+            // Sometimes null, sometimes absent, sometimes a string: optional.
+            _ => match i % 3 {
+                0 => Json::Null,
+                1 => continue,
+                _ => serde_json::json!("maybe"),
+            },
+        };
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_schema_from_landed_data_is_registered_written_and_validates_every_record() {
+    let schemas = tempfile::tempdir().unwrap();
+    let text = config_text(
+        r#"
+[[sources]]
+name = "wide"
+base_url = "http://127.0.0.1:9"
+
+[[sources.streams]]
+name = "items"
+records = "/results"
+primary_key = "/id"
+version = "/updated_at"
+"#,
+    );
+    // The stream has no schema file: schemas live in a directory of this test's own.
+    let repo_schemas = format!("{}/topics/schemas", root().display());
+    assert!(text.contains(&repo_schemas));
+    let text = text.replace(&repo_schemas, &schemas.path().display().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = write_config(dir.path(), &text);
+    let cfg = Arc::new(Config::from_toml(&text).unwrap());
+    let names = TopicNames::from_config(&cfg);
+    apply_topics(&cfg).await;
+    let subject = names.subject("wide", "items");
+    assert!(subject_versions(&subject).await.is_empty());
+
+    // Without landed data there is nothing to learn from: a clear refusal.
+    let (ok, out) = intake_cli_status(
+        &[
+            "schema",
+            "propose",
+            "--from-landing",
+            "--stream",
+            "wide/items",
+        ],
+        &config_file,
+    )
+    .await;
+    assert!(!ok && out.contains("no landed record"), "{out}");
+
+    // 300 records in 10 pages, as fetch lands them.
+    const N: usize = 300;
+    let pages: Vec<(String, Vec<u8>, headers::Headers)> = (0..10)
+        .map(|p| {
+            let records: Vec<Json> = (p * 30..(p + 1) * 30).map(wide).collect();
+            let h = headers::Headers::new()
+                .with(headers::SOURCE, "wide")
+                .with(headers::STREAM, "items")
+                .with(headers::KIND, "page")
+                .with(headers::SYNC_ID, "sync-1")
+                .with(headers::SEQ, p.to_string())
+                .with(headers::FETCHED_AT, "2024-05-01T00:00:00Z");
+            (
+                format!("page-{p}"),
+                serde_json::to_vec(&serde_json::json!({ "results": records })).unwrap(),
+                h,
+            )
+        })
+        .collect();
+    land(&cfg, pages).await;
+
+    let out = intake_cli(
+        &[
+            "schema",
+            "propose",
+            "--from-landing",
+            "--stream",
+            "wide/items",
+            "--apply",
+        ],
+        &config_file,
+    )
+    .await;
+    println!("$ intake schema propose --from-landing --stream wide/items --apply\n{out}");
+    assert!(out.contains("nothing registered yet"), "{out}");
+    assert!(
+        out.contains(&format!("learned from {N} sample(s)")),
+        "{out}"
+    );
+
+    // The registry holds it (asked over its HTTP API), under validate's subject and the
+    // curated topic's: 40 fields, key and version required.
+    let versions = subject_versions(&subject).await;
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let schema: Json = serde_json::from_str(&versions[0].2).unwrap();
+    let fields = schema["fields"].as_array().unwrap();
+    assert_eq!(fields.len(), 40, "{schema}");
+    let type_of = |n: &str| {
+        fields
+            .iter()
+            .find(|f| f["name"] == n)
+            .map(|f| f["type"].clone())
+            .unwrap_or_else(|| panic!("no field {n}: {schema}"))
+    };
+    assert_eq!(type_of("id"), serde_json::json!("string"));
+    assert!(!type_of("updated_at").is_array(), "the version is required");
+    assert!(type_of("f00").is_array(), "other fields are optional");
+    let curated = subject_versions(&format!("{}-value", names.curated("wide", "items"))).await;
+    assert_eq!(curated.len(), 1, "{curated:?}");
+    assert_eq!(curated[0].1, versions[0].1, "the same schema id");
+    // ... and the schema directory keeps it for `intake schema apply`.
+    let file = schemas.path().join("wide").join("items.avsc");
+    let kept: Json = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(kept["fields"].as_array().unwrap().len(), 40);
+
+    // With it, every landed record validates: N distinct keys in the valid topic, none in the
+    // DLQ.
+    let valid = names.valid("wide", "items");
+    let outputs = vec![valid.clone(), names.dlq()];
+    let out = validate_until(&cfg, &outputs, "every record", |o| {
+        o[&valid]
+            .iter()
+            .filter(|r| r.header(headers::KIND).is_none())
+            .count()
+            >= N
+    })
+    .await;
+    let records: Vec<&Rec> = out[&valid]
+        .iter()
+        .filter(|r| r.header(headers::KIND).is_none())
+        .collect();
+    let keys: BTreeSet<String> = records.iter().map(|r| r.key_str().to_owned()).collect();
+    let want: BTreeSet<String> = (0..N).map(|i| format!("w-{i:03}")).collect();
+    assert_eq!((records.len(), keys), (N, want), "each record once");
+    let dead: Vec<_> = out[&names.dlq()]
+        .iter()
+        .filter(|r| r.header(headers::STREAM) == Some("items"))
+        .collect();
+    assert!(dead.is_empty(), "{} dead letters", dead.len());
 }

@@ -172,11 +172,22 @@ pub fn scan(
     names: &TopicNames,
     f: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<u64> {
-    let topic = names.dlq();
-    let c = kafka.reader_consumer("dlq")?;
-    let n = reader::partition_count(&c, &topic, META_TIMEOUT)?;
+    scan_topic(kafka, &names.dlq(), f)
+}
+
+/// Reads every committed record of `topic` once, oldest first per partition. Blocking.
+///
+/// # Errors
+/// Kafka failures.
+pub fn scan_topic(
+    kafka: &Kafka,
+    topic: &str,
+    f: impl FnMut(&BorrowedMessage<'_>),
+) -> anyhow::Result<u64> {
+    let c = kafka.reader_consumer("scan")?;
+    let n = reader::partition_count(&c, topic, META_TIMEOUT)?;
     let parts: Vec<i32> = (0..n).collect();
-    Ok(reader::read_to_end(&c, &topic, &parts, READ_TIMEOUT, f)?)
+    Ok(reader::read_to_end(&c, topic, &parts, READ_TIMEOUT, f)?)
 }
 
 /// Which dead letters earlier replays re-landed, from their markers in `intake.jobs`.
@@ -194,13 +205,9 @@ impl History {
     /// # Errors
     /// Kafka errors, or a time-out.
     pub fn read(kafka: &Kafka, names: &TopicNames) -> anyhow::Result<Self> {
-        let topic = names.jobs();
-        let c = kafka.reader_consumer("dlq-replays")?;
-        let n = reader::partition_count(&c, &topic, META_TIMEOUT)?;
-        let parts: Vec<i32> = (0..n).collect();
         let dlq = names.dlq();
         let mut h = History::default();
-        reader::read_to_end(&c, &topic, &parts, READ_TIMEOUT, |m| {
+        scan_topic(kafka, &names.jobs(), |m| {
             if let Some(marker) = m.payload().and_then(replay::Marker::parse)
                 && marker.dlq == dlq
             {
@@ -304,7 +311,8 @@ pub enum DlqCommand {
 #[derive(Debug, clap::Subcommand)]
 pub enum SchemaCommand {
     /// A candidate schema for a stream inferred from its dead letters (new optional fields,
-    /// new enum symbols), checked for compatibility with the registry; `--apply` registers it.
+    /// new enum symbols) or, with `--from-landing`, from its landed records (a first schema
+    /// when it has none), checked with the registry; `--apply` registers it.
     Propose {
         /// Config file.
         #[arg(long, short, env = "INTAKE_CONFIG")]
@@ -313,8 +321,14 @@ pub enum SchemaCommand {
         #[arg(long)]
         stream: String,
         /// Learn only from dead letters of this kind (default: every schema drift kind).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "from_landing")]
         kind: Option<String>,
+        /// Learn from the stream's landed records instead of its dead letters: a first schema
+        /// when none is registered (primary key and version required, every other field
+        /// optional), otherwise an evolution of the latest one. `--apply` also writes a first
+        /// schema to `registry.schema_dir` when no file is there.
+        #[arg(long)]
+        from_landing: bool,
         /// Register the candidate when the registry accepts it as compatible.
         #[arg(long)]
         apply: bool,
@@ -402,11 +416,16 @@ pub async fn run_schema(cmd: SchemaCommand) -> anyhow::Result<()> {
             config,
             stream,
             kind,
+            from_landing,
             apply,
             json,
         } => {
             let cfg = load(&config)?;
-            let report = propose::run(&cfg, &stream, kind.as_deref(), apply).await?;
+            let report = if from_landing {
+                propose::run_from_landing(&cfg, &stream, apply).await?
+            } else {
+                propose::run(&cfg, &stream, kind.as_deref(), apply).await?
+            };
             if json {
                 print_json(&report)?;
             } else {

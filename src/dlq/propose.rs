@@ -16,7 +16,7 @@ use serde_json::Value as Json;
 
 use super::{Filter, History, Meta, scan};
 use crate::config::Config;
-use crate::headers::Kind;
+use crate::headers::{self, Kind};
 use crate::kafka::Kafka;
 use crate::registry::{self, Registry, RegistryError};
 use crate::topics::TopicNames;
@@ -40,18 +40,22 @@ pub struct Report {
     pub stream: String,
     /// The registry subject.
     pub subject: String,
-    /// The latest registered version the candidate evolves.
-    pub current_version: u32,
+    /// The latest registered version the candidate evolves (None: nothing registered yet,
+    /// the candidate is a first schema).
+    pub current_version: Option<u32>,
     /// Its schema id.
-    pub current_id: u32,
-    /// Dead letters learned from, by kind.
+    pub current_id: Option<u32>,
+    /// Samples learned from, by dead-letter kind (`landed` for landed records).
     pub samples: BTreeMap<String, u64>,
-    /// Dead letters of the stream that could not be samples (not a JSON object).
+    /// Dead letters or landed pages of the stream that could not be samples (not a JSON
+    /// object, not a page that splits, a blob that cannot be read).
     pub unusable: u64,
     /// Changes the candidate makes, in order.
     pub changes: Vec<String>,
     /// Drift no compatible change can accept, and why.
     pub blockers: Vec<String>,
+    /// Where `--apply` wrote a first schema (None: not written).
+    pub written: Option<String>,
     /// Whether the registry would accept the candidate (None: no change to check).
     pub compatible: Option<bool>,
     /// The candidate schema (None: no change).
@@ -85,69 +89,290 @@ pub async fn run(
     kind: Option<&str>,
     apply: bool,
 ) -> anyhow::Result<Report> {
-    let (src, st) = cfg
-        .stream(stream)
-        .ok_or_else(|| anyhow::anyhow!("no stream `{stream}` in the configuration (or the name is not unique: use source/stream)"))?;
+    let target = Target::resolve(cfg, stream).await?;
+    let Some(latest) = &target.latest else {
+        anyhow::bail!(
+            "nothing is registered for `{}`: register a first schema (intake schema apply), or infer one from landed data (intake schema propose --from-landing)",
+            target.subject
+        );
+    };
     if let Some(k) = kind {
         k.parse::<DriftKind>()
             .map_err(|e| anyhow::anyhow!("--kind: {e}"))?;
     }
-    let names = TopicNames::from_config(cfg);
-    let subject = names.subject(&src.name, &st.name);
-    let reg = Registry::new(&cfg.registry)?;
-    let latest = match reg.latest(&subject).await {
-        Ok(l) => l,
-        Err(RegistryError::NotFound(_)) => anyhow::bail!(
-            "nothing is registered for `{subject}`: register a first schema (intake schema apply), then propose changes to it"
-        ),
-        Err(e) => return Err(e.into()),
-    };
     let filter = Filter {
-        stream: Some(format!("{}/{}", src.name, st.name)),
+        stream: Some(target.stream.clone()),
         kind: kind.map(str::to_owned),
         field: None,
     };
     let (samples, by_kind, unusable) = {
         let kafka = Kafka::new(&cfg.kafka)?;
-        let names = names.clone();
+        let names = TopicNames::from_config(cfg);
         tokio::task::spawn_blocking(move || collect(&kafka, &names, &filter)).await??
     };
     let proposal = infer::propose(&latest.schema, &samples)
-        .map_err(|e| anyhow::anyhow!("proposing a schema for `{subject}`: {e}"))?;
-    let mut report = Report {
-        stream: format!("{}/{}", src.name, st.name),
-        subject: subject.clone(),
-        current_version: latest.version,
-        current_id: latest.id,
-        samples: by_kind,
-        unusable,
-        changes: proposal.changes.clone(),
-        blockers: proposal.blockers.clone(),
-        compatible: None,
-        candidate: None,
-        diff: Vec::new(),
-        applied: None,
-    };
-    if !proposal.changes_schema() {
-        return Ok(report);
-    }
-    report.compatible = Some(reg.is_compatible(&subject, &proposal.schema_json).await?);
-    let current = serde_json::to_value(&*latest.schema).unwrap_or(Json::Null);
-    let candidate = serde_json::from_str::<Json>(&proposal.schema_json).unwrap_or(Json::Null);
-    report.diff = line_diff(&pretty(&current), &pretty(&candidate));
-    report.candidate = Some(proposal.schema_json.clone());
-    if apply && report.compatible == Some(true) {
-        let outcomes =
-            registry::apply_stream(cfg, &reg, &src.name, &st.name, &proposal.schema_json).await?;
-        report.applied = Some(
-            outcomes
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
+        .map_err(|e| anyhow::anyhow!("proposing a schema for `{}`: {e}", target.subject))?;
+    target.finish(cfg, proposal, by_kind, unusable, apply).await
+}
+
+/// Proposes (and with `apply`, registers) a schema for `stream` learned from its landed
+/// records (pages split as validate splits them, webhook events' `data`, claim-checked pages
+/// read from the blob store): a first schema when nothing is registered for it, otherwise an
+/// evolution of the latest version. `apply` also writes a first schema to the stream's file
+/// under `registry.schema_dir` when none is there, so `intake schema apply` keeps it.
+///
+/// # Errors
+/// An unknown stream, no landed records, Kafka, blob store or registry failures.
+pub async fn run_from_landing(cfg: &Config, stream: &str, apply: bool) -> anyhow::Result<Report> {
+    let target = Target::resolve(cfg, stream).await?;
+    let (src, st) = cfg.stream(stream).expect("resolved above");
+    let (samples, unusable) = landed_samples(cfg, &src.name, st).await?;
+    if samples.is_empty() {
+        anyhow::bail!(
+            "no landed record of `{}` to learn from ({unusable} unusable): fetch it first (intake fetch --once --stream {})",
+            target.stream,
+            target.stream
         );
     }
+    let by_kind = BTreeMap::from([("landed".to_owned(), samples.len() as u64)]);
+    let proposal = match &target.latest {
+        Some(latest) => infer::propose(&latest.schema, &samples),
+        None => {
+            let required = [field_of(&st.primary_key), field_of(&st.version)];
+            let required: Vec<&str> = required.iter().flatten().map(String::as_str).collect();
+            infer::first(
+                &avro_name(&st.name),
+                &format!("intake.{}", avro_name(&src.name).to_lowercase()),
+                &samples,
+                &required,
+            )
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("proposing a schema for `{}`: {e}", target.subject))?;
+    let first = target.latest.is_none();
+    let mut report = target
+        .finish(cfg, proposal, by_kind, unusable, apply)
+        .await?;
+    if first && report.applied.is_some() {
+        let path = registry::schema_path(&cfg.registry.schema_dir, &src.name, &st.name);
+        if !path.exists() {
+            let text = report.candidate.clone().unwrap_or_default();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&path, format!("{text}\n"))
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            report.written = Some(path.display().to_string());
+        }
+    }
     Ok(report)
+}
+
+/// The top-level member a one-token JSON pointer names (`/id` → `id`); None for deeper ones.
+fn field_of(pointer: &str) -> Option<String> {
+    let p = crate::validate::split::JsonPointer::parse(pointer).ok()?;
+    match p.tokens() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// An Avro name from a stream or source name: `line_items` → `LineItems`.
+fn avro_name(s: &str) -> String {
+    let mut out = String::new();
+    for part in s.split(|c: char| !c.is_ascii_alphanumeric()) {
+        let mut chars = part.chars();
+        if let Some(c) = chars.next() {
+            out.push(c.to_ascii_uppercase());
+            out.extend(chars);
+        }
+    }
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, 'S');
+    }
+    out
+}
+
+/// The stream a proposal is for, and what is registered for it.
+struct Target {
+    stream: String,
+    subject: String,
+    source: String,
+    name: String,
+    latest: Option<std::sync::Arc<registry::Latest>>,
+    reg: Registry,
+}
+
+impl Target {
+    async fn resolve(cfg: &Config, stream: &str) -> anyhow::Result<Self> {
+        let (src, st) = cfg
+            .stream(stream)
+            .ok_or_else(|| anyhow::anyhow!("no stream `{stream}` in the configuration (or the name is not unique: use source/stream)"))?;
+        let subject = TopicNames::from_config(cfg).subject(&src.name, &st.name);
+        let reg = Registry::new(&cfg.registry)?;
+        let latest = match reg.latest(&subject).await {
+            Ok(l) => Some(l),
+            Err(RegistryError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Self {
+            stream: format!("{}/{}", src.name, st.name),
+            subject,
+            source: src.name.clone(),
+            name: st.name.clone(),
+            latest,
+            reg,
+        })
+    }
+
+    /// The report for `proposal`: the registry's verdict, the diff, and with `apply` the
+    /// registration under every subject of the stream.
+    async fn finish(
+        self,
+        cfg: &Config,
+        proposal: infer::Proposal,
+        samples: BTreeMap<String, u64>,
+        unusable: u64,
+        apply: bool,
+    ) -> anyhow::Result<Report> {
+        let mut report = Report {
+            stream: self.stream,
+            subject: self.subject.clone(),
+            current_version: self.latest.as_ref().map(|l| l.version),
+            current_id: self.latest.as_ref().map(|l| l.id),
+            samples,
+            unusable,
+            changes: proposal.changes.clone(),
+            blockers: proposal.blockers.clone(),
+            written: None,
+            compatible: None,
+            candidate: None,
+            diff: Vec::new(),
+            applied: None,
+        };
+        if !proposal.changes_schema() {
+            return Ok(report);
+        }
+        report.compatible = Some(
+            self.reg
+                .is_compatible(&self.subject, &proposal.schema_json)
+                .await?,
+        );
+        let current = self
+            .latest
+            .as_ref()
+            .and_then(|l| serde_json::to_value(&*l.schema).ok());
+        let candidate = serde_json::from_str::<Json>(&proposal.schema_json).unwrap_or(Json::Null);
+        report.diff = line_diff(
+            &current.map(|c| pretty(&c)).unwrap_or_default(),
+            &pretty(&candidate),
+        );
+        report.candidate = Some(proposal.schema_json.clone());
+        if apply && report.compatible == Some(true) {
+            let outcomes = registry::apply_stream(
+                cfg,
+                &self.reg,
+                &self.source,
+                &self.name,
+                &proposal.schema_json,
+            )
+            .await?;
+            report.applied = Some(
+                outcomes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+        }
+        Ok(report)
+    }
+}
+
+/// Samples of `stream`'s landed records, at most [`MAX_SAMPLES`], and how many landed values
+/// could not give any.
+async fn landed_samples(
+    cfg: &Config,
+    source: &str,
+    st: &crate::config::StreamConfig,
+) -> anyhow::Result<(Vec<Json>, u64)> {
+    use crate::validate::split::Splitter;
+    let pages = Splitter::new(&st.records, &st.primary_key, None)
+        .map_err(|e| anyhow::anyhow!("stream {source}/{}: {e}", st.name))?;
+    let events = Splitter::new("/data", &st.primary_key, None)
+        .map_err(|e| anyhow::anyhow!("stream {source}/{}: {e}", st.name))?;
+    let kafka = Kafka::new(&cfg.kafka)?;
+    let landing = TopicNames::from_config(cfg).landing();
+    let (source, stream) = (source.to_owned(), st.name.clone());
+    // Inline values are split while reading; claim-checked pages are read afterwards.
+    let (mut samples, mut refs, mut unusable) = tokio::task::spawn_blocking(move || {
+        let mut samples = Vec::new();
+        let mut refs = Vec::new();
+        let mut unusable = 0u64;
+        super::scan_topic(&kafka, &landing, |m| {
+            let h = m.headers();
+            if samples.len() >= MAX_SAMPLES
+                || headers::get_str(h, headers::SOURCE) != Some(source.as_str())
+                || headers::get_str(h, headers::STREAM) != Some(stream.as_str())
+            {
+                return;
+            }
+            let payload = m.payload().unwrap_or_default();
+            match headers::get_str(h, headers::KIND).and_then(|k| Kind::parse(k.as_bytes())) {
+                Some(Kind::Page | Kind::Batch) => {
+                    unusable += u64::from(!take(&pages, payload, &mut samples));
+                }
+                Some(Kind::Event) => {
+                    unusable += u64::from(!take(&events, payload, &mut samples));
+                }
+                Some(Kind::BlobRef) => {
+                    let r = headers::get_str(h, headers::BLOB)
+                        .and_then(crate::blob::BlobRef::parse_header)
+                        .or_else(|| serde_json::from_slice(payload).ok());
+                    match r {
+                        Some(r) => refs.push(r),
+                        None => unusable += 1,
+                    }
+                }
+                _ => {}
+            }
+        })?;
+        anyhow::Ok((samples, refs, unusable))
+    })
+    .await??;
+    let blobs = crate::blob::BlobStore::open(&cfg.blob)?;
+    let pages = Splitter::new(&st.records, &st.primary_key, None)
+        .map_err(|e| anyhow::anyhow!("stream {}: {e}", st.name))?;
+    for r in refs.drain(..) {
+        if samples.len() >= MAX_SAMPLES {
+            break;
+        }
+        match blobs.get(&r).await {
+            Ok(page) => unusable += u64::from(!take(&pages, &page, &mut samples)),
+            Err(e) => {
+                tracing::warn!(blob = %r.uri, error = %e, "a claim-checked page could not be read; not learned from");
+                unusable += 1;
+            }
+        }
+    }
+    samples.truncate(MAX_SAMPLES);
+    Ok((samples, unusable))
+}
+
+/// Adds the JSON-object records of `page` to `samples`; false when the page gave none.
+fn take(splitter: &crate::validate::split::Splitter, page: &[u8], samples: &mut Vec<Json>) -> bool {
+    let Ok(elements) = splitter.elements(page) else {
+        return false;
+    };
+    let before = samples.len();
+    for e in elements {
+        if let Ok(v) = serde_json::from_str::<Json>(e.raw)
+            && v.is_object()
+        {
+            samples.push(v);
+        }
+    }
+    samples.len() > before
 }
 
 /// The samples of the dead letters that pass `filter` (schema drift kinds only, unless the
@@ -259,12 +484,14 @@ fn with_context(diff: &[String], context: usize) -> Vec<&str> {
 
 /// Prints the proposal for a person.
 pub fn print(r: &Report) {
+    let current = match (r.current_version, r.current_id) {
+        (Some(v), Some(id)) => format!("latest version {v} (id {id})"),
+        _ => "nothing registered yet".to_owned(),
+    };
     println!(
-        "{} ({}): latest version {} (id {}); learned from {} dead letter(s) {:?}, {} unusable",
+        "{} ({}): {current}; learned from {} sample(s) {:?}, {} unusable",
         r.subject,
         r.stream,
-        r.current_version,
-        r.current_id,
         r.sample_count(),
         r.samples,
         r.unusable
@@ -294,6 +521,9 @@ pub fn print(r: &Report) {
     println!("diff (current → candidate):");
     for l in with_context(&r.diff, 2) {
         println!("  {l}");
+    }
+    if let Some(path) = &r.written {
+        println!("written: {path} (kept by intake schema apply)");
     }
     match &r.applied {
         Some(a) => println!("applied: {a}"),

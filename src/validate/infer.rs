@@ -107,6 +107,72 @@ pub fn propose(current: &Schema, samples: &[Json]) -> Result<Proposal, SchemaErr
     })
 }
 
+/// A first schema for a stream that has none, inferred from `samples` (its landed records): a
+/// record `name` in `namespace` whose fields are every top-level member seen, typed as
+/// [`propose`] types new fields, all optional — except the `required` members (the primary key
+/// and the version), which must be present and non-null in every sample and are required, with
+/// their null branch removed.
+///
+/// # Errors
+/// As [`propose`]; [`SchemaError::Avro`] when `name` or `namespace` is not a valid Avro name.
+pub fn first(
+    name: &str,
+    namespace: &str,
+    samples: &[Json],
+    required: &[&str],
+) -> Result<Proposal, SchemaError> {
+    let empty =
+        serde_json::json!({"type": "record", "name": name, "namespace": namespace, "fields": []});
+    let empty = Schema::parse(&empty).map_err(|e| SchemaError::Avro(e.to_string()))?;
+    let mut p = propose(&empty, samples)?;
+    let mut doc: Json =
+        serde_json::from_str(&p.schema_json).map_err(|e| SchemaError::Avro(e.to_string()))?;
+    let mut blockers: BTreeSet<String> = p.blockers.iter().cloned().collect();
+    for field in required {
+        let missing = samples
+            .iter()
+            .filter(|s| s.get(*field).is_none_or(Json::is_null))
+            .count();
+        if missing > 0 {
+            blockers.insert(format!(
+                "`{field}` (primary key or version) is absent or null in {missing} of {} samples, so it cannot be required",
+                samples.len()
+            ));
+            continue;
+        }
+        let Some(f) = doc["fields"]
+            .as_array_mut()
+            .and_then(|fs| fs.iter_mut().find(|f| f["name"] == *field))
+        else {
+            continue;
+        };
+        if let Some(branches) = f["type"].as_array() {
+            let kept: Vec<Json> = branches.iter().filter(|b| *b != "null").cloned().collect();
+            f["type"] = if kept.len() == 1 {
+                kept[0].clone()
+            } else {
+                Json::Array(kept)
+            };
+        }
+        if let Some(obj) = f.as_object_mut() {
+            obj.remove("default");
+        }
+    }
+    let fields = doc["fields"].as_array().map_or(0, Vec::len);
+    let mut schema_json = String::new();
+    pretty(&doc, 0, &mut schema_json);
+    p.schema = Schema::parse_str(&schema_json)
+        .map_err(|e| SchemaError::Avro(format!("the first schema does not parse: {e}")))?;
+    p.schema_json = schema_json;
+    p.changes = vec![format!(
+        "a first schema `{namespace}.{name}` with {fields} fields, from {} samples; required: {}; every other field optional (null by default)",
+        samples.len(),
+        required.join(", ")
+    )];
+    p.blockers = blockers.into_iter().collect();
+    Ok(p)
+}
+
 /// What the samples showed about one JSON value position: every JSON type seen there.
 #[derive(Debug, Default, Clone)]
 struct Shape {
@@ -823,6 +889,65 @@ fn pretty_in(value: &Json, indent: usize, is_field: bool, out: &mut String) {
 mod tests {
     use super::*;
     use crate::validate::convert::Validator;
+
+    #[test]
+    fn a_first_schema_requires_key_and_version_and_accepts_every_sample() {
+        let samples: Vec<Json> = (0..30)
+            .map(|i| {
+                let mut v = json!({
+                    "id": format!("r{i}"),
+                    "updated_at": format!("2024-05-{:02}T10:00:00Z", 1 + i % 28),
+                    "amount": i * 100,
+                    "ratio": 0.5,
+                    "paid": i % 2 == 0,
+                    "day": "2024-03-01",
+                    "address": {"city": "Oslo", "zip": "0150"},
+                    "tags": ["a", "b"],
+                });
+                if i % 3 == 0 {
+                    v["note"] = json!(null);
+                } else {
+                    v["note"] = json!("text");
+                }
+                v
+            })
+            .collect();
+        let p = first("Wide", "intake.test", &samples, &["id", "updated_at"]).unwrap();
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        let doc: Json = serde_json::from_str(&p.schema_json).unwrap();
+        let field = |n: &str| {
+            doc["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"] == n)
+                .unwrap_or_else(|| panic!("no field {n}: {doc}"))
+                .clone()
+        };
+        assert_eq!(field("id")["type"], json!("string"));
+        assert!(field("id").get("default").is_none());
+        assert_eq!(
+            field("updated_at")["type"],
+            json!({"type": "long", "logicalType": "timestamp-micros"})
+        );
+        assert_eq!(field("amount")["type"], json!(["null", "long"]));
+        assert_eq!(field("note")["default"], json!(null));
+        assert_eq!(doc["fields"].as_array().unwrap().len(), 9);
+        let v = Validator::new(&p.schema).unwrap();
+        for s in &samples {
+            v.convert(s).unwrap();
+        }
+        // A record without its key is not accepted; nor is a key that some sample lacks.
+        assert!(
+            v.convert(&json!({"updated_at": "2024-05-01T10:00:00Z"}))
+                .is_err()
+        );
+        let mut gappy = samples.clone();
+        gappy[3].as_object_mut().unwrap().remove("updated_at");
+        let p = first("Wide", "intake.test", &gappy, &["id", "updated_at"]).unwrap();
+        assert_eq!(p.blockers.len(), 1, "{:?}", p.blockers);
+        assert!(p.blockers[0].contains("`updated_at`"), "{:?}", p.blockers);
+    }
     use apache_avro::types::Value as AvroValue;
     use apache_avro::{from_avro_datum, to_avro_datum};
 
