@@ -1050,3 +1050,100 @@ version = "/updated_at"
         .collect();
     assert!(dead.is_empty(), "{} dead letters", dead.len());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_with_drift_evolve_starts_without_a_schema() {
+    let schemas = tempfile::tempdir().unwrap();
+    let text = config_text(
+        r#"
+[[sources]]
+name = "fresh"
+base_url = "http://127.0.0.1:9"
+
+[[sources.streams]]
+name = "items"
+records = "/results"
+primary_key = "/id"
+version = "/updated_at"
+drift = "evolve"
+"#,
+    );
+    let repo_schemas = format!("{}/topics/schemas", root().display());
+    let text = text.replace(&repo_schemas, &schemas.path().display().to_string());
+    let cfg = Arc::new(Config::from_toml(&text).unwrap());
+    let names = TopicNames::from_config(&cfg);
+    apply_topics(&cfg).await;
+    let subject = names.subject("fresh", "items");
+    assert!(subject_versions(&subject).await.is_empty());
+
+    // Two pages under one key (one partition, so validate reads them in order): the second
+    // page's records carry a member the first page never had.
+    let page = |range: std::ops::Range<usize>, extra: bool| {
+        let records: Vec<Json> = range
+            .map(|i| {
+                let mut r = wide(i);
+                if extra {
+                    r["extra"] = Json::from(i as i64);
+                }
+                r
+            })
+            .collect();
+        let h = headers::Headers::new()
+            .with(headers::SOURCE, "fresh")
+            .with(headers::STREAM, "items")
+            .with(headers::KIND, "page")
+            .with(headers::SYNC_ID, "sync-1")
+            .with(headers::FETCHED_AT, "2024-05-01T00:00:00Z");
+        (
+            "pages".to_owned(),
+            serde_json::to_vec(&serde_json::json!({ "results": records })).unwrap(),
+            h,
+        )
+    };
+    land(&cfg, vec![page(0..30, false), page(30..60, true)]).await;
+
+    let valid = names.valid("fresh", "items");
+    let outputs = vec![valid.clone(), names.dlq()];
+    let out = validate_until(&cfg, &outputs, "every record", |o| {
+        o[&valid]
+            .iter()
+            .filter(|r| r.header(headers::KIND).is_none())
+            .count()
+            >= 60
+    })
+    .await;
+    let keys: BTreeSet<String> = out[&valid]
+        .iter()
+        .filter(|r| r.header(headers::KIND).is_none())
+        .map(|r| r.key_str().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 60);
+    assert!(
+        !out[&names.dlq()]
+            .iter()
+            .any(|r| r.header(headers::STREAM) == Some("items")),
+        "nothing dead-lettered"
+    );
+    // The registry (over its HTTP API): a first version inferred from the first record, then
+    // one that adds the new member as optional; the curated topic's subject has the same ids.
+    let versions = subject_versions(&subject).await;
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    let fields = |text: &str| -> Vec<Json> {
+        serde_json::from_str::<Json>(text).unwrap()["fields"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(fields(&versions[0].2).len(), 40);
+    let v2 = fields(&versions[1].2);
+    let extra = v2
+        .iter()
+        .find(|f| f["name"] == "extra")
+        .expect("extra added");
+    assert_eq!(extra["type"], serde_json::json!(["null", "long"]));
+    let curated = subject_versions(&format!("{}-value", names.curated("fresh", "items"))).await;
+    assert_eq!(
+        curated.iter().map(|v| v.1).collect::<Vec<_>>(),
+        versions.iter().map(|v| v.1).collect::<Vec<_>>()
+    );
+}

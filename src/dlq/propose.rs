@@ -137,16 +137,7 @@ pub async fn run_from_landing(cfg: &Config, stream: &str, apply: bool) -> anyhow
     let by_kind = BTreeMap::from([("landed".to_owned(), samples.len() as u64)]);
     let proposal = match &target.latest {
         Some(latest) => infer::propose(&latest.schema, &samples),
-        None => {
-            let required = [field_of(&st.primary_key), field_of(&st.version)];
-            let required: Vec<&str> = required.iter().flatten().map(String::as_str).collect();
-            infer::first(
-                &avro_name(&st.name),
-                &format!("intake.{}", avro_name(&src.name).to_lowercase()),
-                &samples,
-                &required,
-            )
-        }
+        None => infer::first_for(&src.name, st, &samples),
     }
     .map_err(|e| anyhow::anyhow!("proposing a schema for `{}`: {e}", target.subject))?;
     let first = target.latest.is_none();
@@ -166,31 +157,6 @@ pub async fn run_from_landing(cfg: &Config, stream: &str, apply: bool) -> anyhow
         }
     }
     Ok(report)
-}
-
-/// The top-level member a one-token JSON pointer names (`/id` → `id`); None for deeper ones.
-fn field_of(pointer: &str) -> Option<String> {
-    let p = crate::validate::split::JsonPointer::parse(pointer).ok()?;
-    match p.tokens() {
-        [one] => Some(one.clone()),
-        _ => None,
-    }
-}
-
-/// An Avro name from a stream or source name: `line_items` → `LineItems`.
-fn avro_name(s: &str) -> String {
-    let mut out = String::new();
-    for part in s.split(|c: char| !c.is_ascii_alphanumeric()) {
-        let mut chars = part.chars();
-        if let Some(c) = chars.next() {
-            out.push(c.to_ascii_uppercase());
-            out.extend(chars);
-        }
-    }
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, 'S');
-    }
-    out
 }
 
 /// The stream a proposal is for, and what is registered for it.

@@ -173,6 +173,52 @@ pub fn first(
     Ok(p)
 }
 
+/// [`first`] for a configured stream: the record is named after the stream (`line_items` →
+/// `LineItems`) in the namespace `intake.<source>`, and its primary key and version members are
+/// required (when their pointers name top-level members).
+///
+/// # Errors
+/// As [`first`].
+pub fn first_for(
+    source: &str,
+    stream: &crate::config::StreamConfig,
+    samples: &[Json],
+) -> Result<Proposal, SchemaError> {
+    let required = [top_level(&stream.primary_key), top_level(&stream.version)];
+    let required: Vec<&str> = required.iter().flatten().map(String::as_str).collect();
+    first(
+        &avro_name(&stream.name),
+        &format!("intake.{}", avro_name(source).to_lowercase()),
+        samples,
+        &required,
+    )
+}
+
+/// The member a one-token JSON pointer names (`/id` → `id`); None for deeper ones.
+fn top_level(pointer: &str) -> Option<String> {
+    let p = super::split::JsonPointer::parse(pointer).ok()?;
+    match p.tokens() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// An Avro name from a stream or source name: `line_items` → `LineItems`.
+fn avro_name(s: &str) -> String {
+    let mut out = String::new();
+    for part in s.split(|c: char| !c.is_ascii_alphanumeric()) {
+        let mut chars = part.chars();
+        if let Some(c) = chars.next() {
+            out.push(c.to_ascii_uppercase());
+            out.extend(chars);
+        }
+    }
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, 'S');
+    }
+    out
+}
+
 /// What the samples showed about one JSON value position: every JSON type seen there.
 #[derive(Debug, Default, Clone)]
 struct Shape {
@@ -889,6 +935,16 @@ fn pretty_in(value: &Json, indent: usize, is_field: bool, out: &mut String) {
 mod tests {
     use super::*;
     use crate::validate::convert::Validator;
+
+    #[test]
+    fn stream_names_become_avro_names() {
+        assert_eq!(avro_name("line_items"), "LineItems");
+        assert_eq!(avro_name("orders"), "Orders");
+        assert_eq!(avro_name("2fa-events"), "S2faEvents");
+        assert_eq!(avro_name("--"), "S");
+        assert_eq!(top_level("/id").as_deref(), Some("id"));
+        assert_eq!(top_level("/meta/id"), None);
+    }
 
     #[test]
     fn a_first_schema_requires_key_and_version_and_accepts_every_sample() {

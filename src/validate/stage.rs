@@ -22,7 +22,8 @@
 //!
 //! Bad data never stops the stage: it goes to the DLQ with `dlq.error.kind` and a detail naming
 //! the field. A subject that is not registered is bad data too (`no_schema`; replay after
-//! registering). A registry or blob store that cannot be reached is not: the batch is aborted,
+//! registering), unless the stream's drift policy is `evolve`: then a first schema is inferred
+//! from the record and registered. A registry or blob store that cannot be reached is not: the batch is aborted,
 //! the input rewound, and retried after a pause that grows to 5 s while the outage lasts.
 //!
 //! # Sizes
@@ -247,6 +248,8 @@ struct StreamPlan {
     /// Webhook events: the record is the event's `data`; the version is the event's `seq`.
     events: Splitter,
     drift: DriftPolicy,
+    /// The stream's configuration (a first schema is named and keyed from it).
+    config: crate::config::StreamConfig,
 }
 
 /// Where a source's webhook events keep their fields (JSON pointers).
@@ -306,6 +309,7 @@ impl Plans {
                         .map_err(err)?,
                     events: Splitter::new("/data", &st.primary_key, None).map_err(err)?,
                     drift: st.drift,
+                    config: st.clone(),
                 };
                 plans
                     .streams
@@ -424,10 +428,13 @@ async fn describe_max_bytes(kafka: &Kafka, topics: &[String]) -> HashMap<String,
 enum SchemaState {
     /// The latest registered version, compiled.
     Ready(Active),
-    /// Nothing usable is registered: every record is a `no_schema` dead letter.
+    /// Nothing usable is registered: every record is a `no_schema` dead letter (unless the
+    /// subject is `absent` and the stream's drift policy is `evolve`: then a first schema is
+    /// inferred from the record and registered).
     Missing {
         version: Option<u32>,
         why: Rejection,
+        absent: bool,
     },
 }
 
@@ -704,6 +711,17 @@ impl Validate {
         sink: &mut Sink<'_>,
     ) -> Result<(), Fail> {
         let checked = match schema.clone() {
+            SchemaState::Missing {
+                absent: true, why, ..
+            } if plan.drift == DriftPolicy::Evolve => match self.first_schema(plan, input.raw)? {
+                Some(first) => {
+                    *schema = SchemaState::Ready(first.clone());
+                    self.encode(&first, input.raw)
+                        .map(|()| first)
+                        .map_err(Rejection::from)
+                }
+                None => Err(why),
+            },
             SchemaState::Missing { why, .. } => Err(why),
             SchemaState::Ready(active) => {
                 match encoded.unwrap_or_else(|| self.encode(&active, input.raw)) {
@@ -1115,11 +1133,19 @@ impl Validate {
                     DriftKind::NoSchema,
                     format!("no schema is registered for subject `{subject}`"),
                 );
-                return Ok(SchemaState::Missing { version: None, why });
+                return Ok(SchemaState::Missing {
+                    version: None,
+                    why,
+                    absent: true,
+                });
             }
             Err(e @ RegistryError::InvalidSchema { .. }) => {
                 let why = Rejection::whole(DriftKind::NoSchema, e.to_string());
-                return Ok(SchemaState::Missing { version: None, why });
+                return Ok(SchemaState::Missing {
+                    version: None,
+                    why,
+                    absent: false,
+                });
             }
             Err(e) => return Err(Fail::System(format!("looking up `{subject}`: {e}"))),
         };
@@ -1153,8 +1179,64 @@ impl Validate {
                 Ok(SchemaState::Missing {
                     version: Some(latest.version),
                     why,
+                    absent: false,
                 })
             }
+        }
+    }
+
+    /// The `evolve` drift policy for a stream with no schema yet: a first schema inferred from
+    /// the record (key and version required, every other member optional), registered under
+    /// both subjects. `None`: the record goes to the DLQ as `no_schema`.
+    fn first_schema(&mut self, plan: &StreamPlan, raw: &[u8]) -> Result<Option<Active>, Fail> {
+        let subject = plan.subject.clone();
+        let Ok(sample) = serde_json::from_slice::<Json>(raw) else {
+            return Ok(None);
+        };
+        let proposal = match infer::first_for(
+            &plan.source,
+            &plan.config,
+            std::slice::from_ref(&sample),
+        ) {
+            Ok(p) if p.blockers.is_empty() => p,
+            Ok(p) => {
+                tracing::info!(subject, blockers = ?p.blockers, "drift policy evolve: no first schema accepts the record; dead-lettering it");
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::warn!(subject, error = %e, "drift policy evolve: cannot infer a first schema; dead-lettering the record");
+                return Ok(None);
+            }
+        };
+        match self.rt.block_on(registry::apply_one(
+            &self.registry,
+            &subject,
+            &proposal.schema_json,
+        )) {
+            Ok(outcome) => {
+                tracing::info!(subject, %outcome, changes = ?proposal.changes, "drift policy evolve: registered a first schema");
+                if let Ok(downstream) = registry::downstream_subject(
+                    plan.strategy,
+                    &plan.curated_topic,
+                    &proposal.schema_json,
+                ) {
+                    self.register_downstream(&subject, &downstream, &proposal.schema_json)?;
+                }
+            }
+            Err(e) if e.is_retriable() => {
+                return Err(Fail::System(format!(
+                    "registering a first schema for `{subject}`: {e}"
+                )));
+            }
+            Err(e) => {
+                tracing::warn!(subject, error = %e, "drift policy evolve: the first schema was refused; dead-lettering the record");
+                return Ok(None);
+            }
+        }
+        self.registry.invalidate(&subject);
+        match self.schema(plan)? {
+            SchemaState::Ready(a) => Ok(Some(a)),
+            SchemaState::Missing { .. } => Ok(None),
         }
     }
 
