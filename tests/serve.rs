@@ -722,3 +722,98 @@ auth = "none"
     let landed = read_all(&TopicNames::from_config(&cfg).landing(), "read_committed");
     assert_eq!(landed.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_over_tls_is_verified_with_the_ca_and_refuses_plain_http() {
+    let stack = secure_stack();
+    let tls = |cert: &str, key: &str| {
+        let mut cfg = (*serve_config()).clone();
+        cfg.serve.tls = Some(intake::config::ServeTls {
+            cert_file: stack.tls.join(cert),
+            key_file: stack.tls.join(key),
+        });
+        Arc::new(cfg)
+    };
+    let start = |cfg: Arc<Config>| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(intake::serve::run(cfg, listener, async move {
+            let _ = rx.await;
+        }));
+        (port, tx, task)
+    };
+
+    // A key that does not exist, or one that is not the certificate's: start-up ends at once,
+    // naming the setting.
+    let (_, _tx, task) = start(tls("broker.pem", "no-such.key")).await;
+    let err = task.await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("serve.tls.key_file"), "{err}");
+    let (_, _tx, task) = start(tls("broker.pem", "client.key")).await;
+    let err = task.await.unwrap().unwrap_err().to_string();
+    assert!(err.starts_with("serve.tls:"), "{err}");
+
+    // The stack's server certificate (for 127.0.0.1, signed by the stack's CA).
+    let cfg = tls("broker.pem", "broker.key");
+    apply_topics(&cfg).await;
+    let (port, stop, task) = start(cfg.clone()).await;
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(stack.tls.join("ca.pem")).unwrap()).unwrap();
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let base = format!("https://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match trusting.get(format!("{base}/readyz")).send().await {
+            Ok(r) if r.status() == 200 => break,
+            other => {
+                if task.is_finished() {
+                    panic!("serve stopped: {:?} ({other:?})", task.await);
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never ready: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    // A client that does not trust the CA, and one speaking plain HTTP, get nowhere.
+    let untrusting = reqwest::Client::new()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await;
+    assert!(untrusting.is_err(), "{untrusting:?}");
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
+    assert!(
+        plain.as_ref().map_or(true, |r| !r.status().is_success()),
+        "{plain:?}"
+    );
+    // A signed webhook over HTTPS lands, read back from the landing topic.
+    let body = event("e-tls", "cus_tls", 1);
+    let r = trusting
+        .post(format!("{base}/v1/webhooks/shop"))
+        .header("content-type", "application/json")
+        .header(
+            "X-Intake-Signature",
+            intake::signing::sign(SECRET.as_bytes(), now(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    let landed = read_all(&TopicNames::from_config(&cfg).landing(), "read_committed");
+    let ids: Vec<&str> = landed
+        .iter()
+        .filter_map(|r| r.header("intake.event_id"))
+        .collect();
+    assert_eq!(ids, ["e-tls"]);
+}

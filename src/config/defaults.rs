@@ -122,6 +122,7 @@ impl Default for super::ServeConfig {
             webhook_tolerance: webhook_tolerance(),
             auth: super::ServeAuth::default(),
             clients: Vec::new(),
+            tls: None,
         }
     }
 }

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 pub use secret::{SecretError, SecretRef, SecretString};
 pub use security::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism, SecurityProtocol};
-pub use serve::{ServeAuth, ServeClient, ServeConfig, ServeOperation};
+pub use serve::{ServeAuth, ServeClient, ServeConfig, ServeOperation, ServeTls};
 pub use source::{
     Auth, DriftPolicy, Incremental, Pagination, QuotaConfig, SourceConfig, StreamConfig,
 };

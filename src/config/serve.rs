@@ -35,6 +35,20 @@ pub struct ServeConfig {
     /// The API clients (`serve.auth = "api_keys"`).
     #[serde(default)]
     pub clients: Vec<ServeClient>,
+    /// HTTPS on `listen` (TLS 1.2/1.3 by rustls). Absent: plain HTTP, for a TLS-terminating
+    /// proxy or load balancer in front. `admin_listen` stays plain HTTP either way.
+    #[serde(default)]
+    pub tls: Option<ServeTls>,
+}
+
+/// `[serve.tls]`: the server's certificate and key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeTls {
+    /// PEM file: the server certificate, then any intermediates.
+    pub cert_file: std::path::PathBuf,
+    /// PEM file: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
 }
 
 /// How `intake serve` authenticates job and blob requests.

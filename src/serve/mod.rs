@@ -77,6 +77,14 @@ pub enum ServeError {
     /// The listener.
     #[error("http: {0}")]
     Io(#[from] std::io::Error),
+    /// `[serve.tls]` cannot be used.
+    #[error("{field}: {reason}")]
+    Tls {
+        /// The config field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// A listener address cannot be bound.
     #[error("binding {field} {addr}: {source}")]
     Bind {
@@ -131,6 +139,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     crate::telemetry::prometheus();
+    // A certificate or key that cannot be used ends start-up at once, naming the setting.
+    let tls = match &cfg.serve.tls {
+        Some(t) => Some(tls_config(t).await?),
+        None => None,
+    };
     let kafka = Kafka::new(&cfg.kafka)?;
     let names = TopicNames::from_config(&cfg);
     let mut secrets = HashMap::new();
@@ -188,9 +201,28 @@ pub async fn run(
     };
     let app = router(state, cfg.serve.max_body_bytes, admin.is_none());
     tracing::info!(addr = %listener.local_addr()?, "serve listening");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = match &cfg.serve.tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(_) => {
+            let tls = tls.expect("loaded above when configured");
+            let handle = axum_server::Handle::new();
+            let server = axum_server::from_tcp_rustls(listener.into_std()?, tls)
+                .handle(handle.clone())
+                .serve(app.into_make_service());
+            tokio::pin!(server);
+            tokio::select! {
+                r = &mut server => r,
+                () = shutdown => {
+                    handle.graceful_shutdown(None);
+                    server.await
+                }
+            }
+        }
+    };
     if let Some(a) = admin {
         a.abort();
         let _ = a.await;
@@ -200,6 +232,36 @@ pub async fn run(
     let _ = task.await;
     tracing::info!("serve stopped; in-flight transactions finished");
     Ok(())
+}
+
+/// The rustls server configuration of `[serve.tls]`.
+async fn tls_config(
+    t: &crate::config::ServeTls,
+) -> Result<axum_server::tls_rustls::RustlsConfig, ServeError> {
+    // Two crypto providers are linked (through different dependencies); rustls wants the
+    // process to pick one. Already picked: fine.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    for (field, path) in [
+        ("serve.tls.cert_file", &t.cert_file),
+        ("serve.tls.key_file", &t.key_file),
+    ] {
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(ServeError::Tls {
+                field,
+                reason: format!("{}: {e}", path.display()),
+            });
+        }
+    }
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert_file, &t.key_file)
+        .await
+        .map_err(|e| ServeError::Tls {
+            field: "serve.tls",
+            reason: format!(
+                "the certificate ({}) and key ({}) cannot be used: {e}",
+                t.cert_file.display(),
+                t.key_file.display()
+            ),
+        })
 }
 
 /// Liveness and readiness, on both listeners.
