@@ -918,13 +918,15 @@ fn wide(i: usize) -> Json {
     v
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_first_schema_from_landed_data_is_registered_written_and_validates_every_record() {
+/// A config with one stream `<source>/items` (records under `/results`, keyed by `/id`,
+/// versioned by `/updated_at`, plus `extra` lines) whose schema directory is a fresh one of the
+/// test's own, so the stream starts without a schema file.
+fn schemaless_stream(source: &str, extra: &str) -> (tempfile::TempDir, String) {
     let schemas = tempfile::tempdir().unwrap();
-    let text = config_text(
+    let text = config_text(&format!(
         r#"
 [[sources]]
-name = "wide"
+name = "{source}"
 base_url = "http://127.0.0.1:9"
 
 [[sources.streams]]
@@ -932,12 +934,49 @@ name = "items"
 records = "/results"
 primary_key = "/id"
 version = "/updated_at"
-"#,
-    );
-    // The stream has no schema file: schemas live in a directory of this test's own.
+{extra}
+"#
+    ));
     let repo_schemas = format!("{}/topics/schemas", root().display());
     assert!(text.contains(&repo_schemas));
     let text = text.replace(&repo_schemas, &schemas.path().display().to_string());
+    (schemas, text)
+}
+
+/// A landed page of `<source>/items` holding [`wide`] records `range` (each with an `extra`
+/// member when asked), under landing key `key`.
+fn wide_page(
+    source: &str,
+    key: &str,
+    range: std::ops::Range<usize>,
+    extra: bool,
+) -> (String, Vec<u8>, headers::Headers) {
+    let records: Vec<Json> = range
+        .map(|i| {
+            let mut r = wide(i);
+            if extra {
+                r["extra"] = Json::from(i as i64);
+            }
+            r
+        })
+        .collect();
+    let h = headers::Headers::new()
+        .with(headers::SOURCE, source)
+        .with(headers::STREAM, "items")
+        .with(headers::KIND, "page")
+        .with(headers::SYNC_ID, "sync-1")
+        .with(headers::FETCHED_AT, "2024-05-01T00:00:00Z");
+    (
+        key.to_owned(),
+        serde_json::to_vec(&serde_json::json!({ "results": records })).unwrap(),
+        h,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_schema_from_landed_data_is_registered_written_and_validates_every_record() {
+    // The stream has no schema file: schemas live in a directory of this test's own.
+    let (schemas, text) = schemaless_stream("wide", "");
     let dir = tempfile::tempdir().unwrap();
     let config_file = write_config(dir.path(), &text);
     let cfg = Arc::new(Config::from_toml(&text).unwrap());
@@ -962,22 +1001,8 @@ version = "/updated_at"
 
     // 300 records in 10 pages, as fetch lands them.
     const N: usize = 300;
-    let pages: Vec<(String, Vec<u8>, headers::Headers)> = (0..10)
-        .map(|p| {
-            let records: Vec<Json> = (p * 30..(p + 1) * 30).map(wide).collect();
-            let h = headers::Headers::new()
-                .with(headers::SOURCE, "wide")
-                .with(headers::STREAM, "items")
-                .with(headers::KIND, "page")
-                .with(headers::SYNC_ID, "sync-1")
-                .with(headers::SEQ, p.to_string())
-                .with(headers::FETCHED_AT, "2024-05-01T00:00:00Z");
-            (
-                format!("page-{p}"),
-                serde_json::to_vec(&serde_json::json!({ "results": records })).unwrap(),
-                h,
-            )
-        })
+    let pages = (0..10)
+        .map(|p| wide_page("wide", &format!("page-{p}"), p * 30..(p + 1) * 30, false))
         .collect();
     land(&cfg, pages).await;
 
@@ -1053,23 +1078,7 @@ version = "/updated_at"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_with_drift_evolve_starts_without_a_schema() {
-    let schemas = tempfile::tempdir().unwrap();
-    let text = config_text(
-        r#"
-[[sources]]
-name = "fresh"
-base_url = "http://127.0.0.1:9"
-
-[[sources.streams]]
-name = "items"
-records = "/results"
-primary_key = "/id"
-version = "/updated_at"
-drift = "evolve"
-"#,
-    );
-    let repo_schemas = format!("{}/topics/schemas", root().display());
-    let text = text.replace(&repo_schemas, &schemas.path().display().to_string());
+    let (_schemas, text) = schemaless_stream("fresh", r#"drift = "evolve""#);
     let cfg = Arc::new(Config::from_toml(&text).unwrap());
     let names = TopicNames::from_config(&cfg);
     apply_topics(&cfg).await;
@@ -1078,29 +1087,14 @@ drift = "evolve"
 
     // Two pages under one key (one partition, so validate reads them in order): the second
     // page's records carry a member the first page never had.
-    let page = |range: std::ops::Range<usize>, extra: bool| {
-        let records: Vec<Json> = range
-            .map(|i| {
-                let mut r = wide(i);
-                if extra {
-                    r["extra"] = Json::from(i as i64);
-                }
-                r
-            })
-            .collect();
-        let h = headers::Headers::new()
-            .with(headers::SOURCE, "fresh")
-            .with(headers::STREAM, "items")
-            .with(headers::KIND, "page")
-            .with(headers::SYNC_ID, "sync-1")
-            .with(headers::FETCHED_AT, "2024-05-01T00:00:00Z");
-        (
-            "pages".to_owned(),
-            serde_json::to_vec(&serde_json::json!({ "results": records })).unwrap(),
-            h,
-        )
-    };
-    land(&cfg, vec![page(0..30, false), page(30..60, true)]).await;
+    land(
+        &cfg,
+        vec![
+            wide_page("fresh", "pages", 0..30, false),
+            wide_page("fresh", "pages", 30..60, true),
+        ],
+    )
+    .await;
 
     let valid = names.valid("fresh", "items");
     let outputs = vec![valid.clone(), names.dlq()];
