@@ -88,7 +88,7 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     let text = config_text_with(
         &secure.sasl_ssl_toml("SCRAM-SHA-512"),
         &secure.registry_toml(),
-        &e2e::sources(sim.addr, &knobs),
+        &format!("{}{}", e2e::sources(sim.addr, &knobs), serve_client()),
     );
     let registry_password =
         std::fs::read_to_string(secure.tls.join("registry-client.password")).unwrap();
@@ -264,6 +264,21 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     // the simulator's truth document) succeed; the password appears in no output or log.
     let truth_url = format!("http://{}/admin/truth", sim.addr);
     let mut outputs = String::new();
+    // serve's own answers: metrics, the API description, and a job lookup with the API key
+    // (404: no such job) and without it (401).
+    let serve = format!("http://127.0.0.1:{}", knobs.serve_port);
+    for (path, client, want) in [
+        ("/metrics", reqwest::Client::new(), 200),
+        ("/openapi.json", reqwest::Client::new(), 200),
+        ("/v1/jobs/no-such-job", serve_http(), 404),
+        ("/v1/jobs/no-such-job", reqwest::Client::new(), 401),
+    ] {
+        let r = client.get(format!("{serve}{path}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), want, "GET {path}");
+        outputs.push_str(&format!("{:?}\n", r.headers()));
+        outputs.push_str(&r.text().await.unwrap());
+    }
+    assert!(outputs.contains("intake_"), "metrics were read");
     for args in [
         vec!["status", "--json"],
         vec!["verify", "--source", "sim", "--truth", truth_url.as_str()],
@@ -297,6 +312,15 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         !outputs.contains(registry_password.trim()),
         "the registry password appears in a command's output or log"
     );
+    for (what, secret) in [
+        ("the webhook secret", e2e::WEBHOOK_SECRET),
+        ("the serve API key", SERVE_KEY),
+    ] {
+        assert!(
+            !outputs.contains(secret),
+            "{what} appears in a command's output, a log or an HTTP answer"
+        );
+    }
     assert!(outputs.contains("registry: ok — https://"), "{outputs}");
     // Nor in any record the run wrote: landing, DLQ, valid and curated topics, keys, headers
     // and values (the webhook secret too).
@@ -304,11 +328,12 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         password.to_owned(),
         registry_password.trim().to_owned(),
         e2e::WEBHOOK_SECRET.to_owned(),
+        SERVE_KEY.to_owned(),
     ];
     let found = blocking({
         let names = TopicNames::from_config(&cfg);
         move || {
-            let mut topics = vec![names.landing(), names.dlq()];
+            let mut topics = vec![names.landing(), names.dlq(), names.jobs(), names.cursors()];
             for (s, ..) in e2e::STREAMS {
                 topics.push(names.valid("sim", s));
                 topics.push(names.curated("sim", s));
