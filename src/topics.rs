@@ -298,13 +298,13 @@ pub async fn declared_for(cfg: &Config, kafka: &Kafka) -> Result<Vec<TopicSpec>,
 /// Kafka errors.
 pub async fn broker_message_max_bytes(kafka: &Kafka) -> Result<Option<usize>, TopicsError> {
     let admin = kafka.admin()?;
-    let md = {
-        let admin_client = kafka.admin()?;
-        tokio::task::spawn_blocking(move || admin_client.inner().fetch_metadata(None, TIMEOUT))
-            .await
-            .map_err(|_| KafkaError::Canceled)??
-    };
-    let Some(id) = md.brokers().iter().map(rdkafka::metadata::MetadataBroker::id).min() else {
+    let md = metadata(kafka).await?;
+    let Some(id) = md
+        .brokers()
+        .iter()
+        .map(rdkafka::metadata::MetadataBroker::id)
+        .min()
+    else {
         return Ok(None);
     };
     let described = admin
@@ -323,18 +323,23 @@ pub async fn broker_message_max_bytes(kafka: &Kafka) -> Result<Option<usize>, To
     }))
 }
 
+/// The cluster's metadata (every topic), fetched off the async runtime.
+async fn metadata(kafka: &Kafka) -> Result<rdkafka::metadata::Metadata, TopicsError> {
+    let admin_client = kafka.admin()?;
+    Ok(
+        tokio::task::spawn_blocking(move || admin_client.inner().fetch_metadata(None, TIMEOUT))
+            .await
+            .map_err(|_| KafkaError::Canceled)??,
+    )
+}
+
 /// Compares the declarations with the broker.
 ///
 /// # Errors
 /// Kafka errors.
 pub async fn plan(kafka: &Kafka, specs: &[TopicSpec]) -> Result<Vec<Change>, TopicsError> {
     let admin = kafka.admin()?;
-    let md = {
-        let admin_client = kafka.admin()?;
-        tokio::task::spawn_blocking(move || admin_client.inner().fetch_metadata(None, TIMEOUT))
-            .await
-            .map_err(|_| KafkaError::Canceled)??
-    };
+    let md = metadata(kafka).await?;
     let existing: BTreeMap<String, i32> = md
         .topics()
         .iter()

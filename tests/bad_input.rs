@@ -473,7 +473,11 @@ pages_per_transaction = 1
         "not_a_page",
         &["the parent of `data` is a string"],
     );
-    check("huge_record", "too_large", &["bytes", "blob.max_record_bytes"]);
+    check(
+        "huge_record",
+        "too_large",
+        &["bytes", "blob.max_record_bytes"],
+    );
     check("no_pk", "missing_key", &["`id`"]);
     let body_of = |stream: &str| {
         cases

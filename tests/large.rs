@@ -71,7 +71,7 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
         "--write-rate",
         "3",
         "--delete-share",
-        "0.1",
+        "0.3",
         "--large-rate",
         "0.25",
         "--large-bytes",
@@ -127,7 +127,7 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
     };
     let mut by_size: BTreeMap<usize, usize> = BTreeMap::new();
     for (s, ..) in e2e::STREAMS {
-        for id in truth0["streams"][*s]["large"].as_array().unwrap() {
+        for id in truth0["streams"][s]["large"].as_array().unwrap() {
             *by_size
                 .entry(size_of(&truth0, s, id.as_str().unwrap()))
                 .or_default() += 1;
@@ -283,7 +283,8 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    // Live writes for at least 15 s and until a large record went out as a webhook.
+    // Live writes for at least 15 s, until a large record went out as a webhook and a large
+    // record that was curated by reference was deleted.
     loop {
         let stats = sim_stats(&sim).await;
         let events_by_blob = tokio::task::spawn_blocking({
@@ -292,20 +293,33 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
                 read_all(&landing, "read_committed")
                     .iter()
                     .filter(|r| {
-                        r.header("intake.kind") == Some("event") && r.header("intake.blob").is_some()
+                        r.header("intake.kind") == Some("event")
+                            && r.header("intake.blob").is_some()
                     })
                     .count()
             }
         })
         .await
         .unwrap();
-        if live_started.unwrap().elapsed() > Duration::from_secs(15) && events_by_blob > 0 {
-            println!("live: {events_by_blob} large webhook events landed by claim-check; {}", stats["writer"]);
+        let deleted_by_reference = tokio::task::spawn_blocking({
+            let cfg = cfg.clone();
+            move || deleted_references(&cfg)
+        })
+        .await
+        .unwrap();
+        if live_started.unwrap().elapsed() > Duration::from_secs(15)
+            && events_by_blob > 0
+            && !deleted_by_reference.is_empty()
+        {
+            println!(
+                "live: {events_by_blob} large webhook events landed by claim-check; {}",
+                stats["writer"]
+            );
             break;
         }
         assert!(
             live_started.unwrap().elapsed() < Duration::from_secs(300),
-            "no large webhook event landed: {stats}"
+            "no large webhook event landed ({events_by_blob}) or no referenced key deleted ({deleted_by_reference:?}): {stats}"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -330,11 +344,26 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
     }
     let claim_checked: usize = report.streams.values().map(|c| c.claim_checked).sum();
     for (stream, c) in &report.streams {
+        assert!(c.ok() && c.matched == c.expected_live, "{stream}: {c:?}");
+    }
+    // Dedup tombstones keys it curated by reference like any other: every such key the truth
+    // deleted ends in a tombstone.
+    let deleted_refs = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || deleted_references(&cfg)
+    })
+    .await
+    .unwrap();
+    for (stream, id) in &deleted_refs {
         assert!(
-            c.ok() && c.matched == c.expected_live,
-            "{stream}: {c:?}"
+            truth["streams"][stream.as_str()]["deleted"]
+                .get(id.as_str())
+                .is_some(),
+            "{stream}/{id} tombstoned but not deleted in the truth"
         );
     }
+    let tombstoned: usize = report.streams.values().map(|c| c.tombstoned).sum();
+    assert!(!deleted_refs.is_empty() && tombstoned >= deleted_refs.len());
     assert!(
         report.dlq_by_kind.get("too_large").is_none(),
         "nothing is too large: {:?}",
@@ -345,7 +374,13 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
     let truth_path = dir.path().join("truth.json");
     std::fs::write(&truth_path, serde_json::to_vec(&truth).unwrap()).unwrap();
     let (status, out) = proc::intake(
-        &["verify", "--source", "sim", "--truth", truth_path.to_str().unwrap()],
+        &[
+            "verify",
+            "--source",
+            "sim",
+            "--truth",
+            truth_path.to_str().unwrap(),
+        ],
         dir.path().join("verify.log"),
     )
     .config(&cfg_path)
@@ -381,7 +416,10 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
         }
     }
     for class in ["0.99 MB", "1.5 MB", "5 MB"] {
-        assert!(seen_sizes.get(class).is_some_and(|n| *n > 0), "{seen_sizes:?}");
+        assert!(
+            seen_sizes.get(class).is_some_and(|n| *n > 0),
+            "{seen_sizes:?}"
+        );
     }
     // `intake blob get` fetches a reference's body: the framed record, sha256 checked.
     let (stream, id) = resolved
@@ -426,7 +464,8 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
     }
     println!(
         "large records: {seen_sizes:?} live keys by size class, {claim_checked} curated by claim-check and resolved; \
-         job of {} records valid {}; SIGKILLs validate {} dedup {}; {} writes, webhooks {}; whole test {:.1} s",
+         {} keys carried by reference then tombstoned; job of {} records valid {}; SIGKILLs validate {} dedup {}; {} writes, webhooks {}; whole test {:.1} s",
+        deleted_refs.len(),
         job_records.len(),
         job["counts"]["valid"],
         validate.kills,
@@ -435,4 +474,27 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
         hooks,
         started.elapsed().as_secs_f64()
     );
+}
+
+/// (stream, key) of every curated key whose last record is a tombstone and that the curated
+/// topic carried by claim-check reference before.
+fn deleted_references(cfg: &intake::config::Config) -> Vec<(String, String)> {
+    let names = TopicNames::from_config(cfg);
+    let mut out = Vec::new();
+    for (s, ..) in e2e::STREAMS {
+        let mut by_reference = std::collections::BTreeSet::new();
+        let mut last_is_tombstone = BTreeMap::new();
+        for r in read_all(&names.curated("sim", s), "read_committed") {
+            if r.header("intake.blob").is_some() {
+                by_reference.insert(r.key_str().to_owned());
+            }
+            last_is_tombstone.insert(r.key_str().to_owned(), r.value.is_none());
+        }
+        for k in by_reference {
+            if last_is_tombstone[&k] {
+                out.push((s.to_owned(), k));
+            }
+        }
+    }
+    out
 }

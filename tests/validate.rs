@@ -642,8 +642,8 @@ version = "/version"
             }
             "c-11" => {
                 // Over the topic's 1 MiB: a claim-check reference to the framed record.
-                let b = intake::blob::BlobRef::parse_header(r.header(headers::BLOB).unwrap())
-                    .unwrap();
+                let b =
+                    intake::blob::BlobRef::parse_header(r.header(headers::BLOB).unwrap()).unwrap();
                 let (_, datum) = wire::unframe(r.value.as_deref().unwrap()).unwrap();
                 let claim = intake::blob::ClaimCheck::from_datum(datum).unwrap();
                 assert_eq!((claim.blob.clone(), claim.version), (b.clone(), Some(1)));

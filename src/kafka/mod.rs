@@ -92,8 +92,10 @@ pub fn consumer_lag<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option<i6
 /// The fetch sizes of every consumer: records of several MiB (a stream's `max_message_bytes`,
 /// whole pages in the DLQ) are read like small ones.
 fn fetch_sizes(c: &mut ClientConfig) {
-    c.set("fetch.max.bytes", FETCH_MAX_BYTES.to_string())
-        .set("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES.to_string());
+    c.set("fetch.max.bytes", FETCH_MAX_BYTES.to_string()).set(
+        "max.partition.fetch.bytes",
+        MAX_PARTITION_FETCH_BYTES.to_string(),
+    );
 }
 
 /// Builds every Kafka client from one configuration.

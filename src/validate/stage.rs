@@ -739,14 +739,7 @@ impl Validate {
         };
         match checked {
             Ok(active) => self.send_valid(msg, plan, &active, input, sink),
-            Err(why) => self.dead_letter(
-                msg,
-                sink,
-                Some(input.dlq_value),
-                &why,
-                Some(against),
-                input.index,
-            ),
+            Err(why) => self.reject(msg, sink, input, &why, against),
         }
     }
 
@@ -807,16 +800,7 @@ impl Validate {
         let sent = if size > limit {
             let reference = match self.claim_check(plan, active, input, hdrs.bytes(), limit)? {
                 Ok(r) => r,
-                Err(why) => {
-                    return self.dead_letter(
-                        msg,
-                        sink,
-                        Some(input.dlq_value),
-                        &why,
-                        Some(against),
-                        input.index,
-                    );
-                }
+                Err(why) => return self.reject(msg, sink, input, &why, against),
             };
             let (value, blob) = reference;
             // `intake.blob` marks the reference (`intake.kind` is for sync markers here).
@@ -851,14 +835,7 @@ impl Validate {
                         plan.valid_topic
                     ),
                 );
-                self.dead_letter(
-                    msg,
-                    sink,
-                    Some(input.dlq_value),
-                    &why,
-                    Some(against),
-                    input.index,
-                )
+                self.reject(msg, sink, input, &why, against)
             }
             Err(e) => Err(Fail::Kafka(e)),
         }
@@ -946,6 +923,25 @@ impl Validate {
         }
         self.claim_ids.insert(plan.valid_topic.clone(), id);
         Ok(id)
+    }
+
+    /// One record to the DLQ: its own bytes (or the whole event), with its index in the page.
+    fn reject(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        sink: &mut Sink<'_>,
+        input: &Input<'_>,
+        why: &Rejection,
+        against: Against<'_>,
+    ) -> Result<(), Fail> {
+        self.dead_letter(
+            msg,
+            sink,
+            Some(input.dlq_value),
+            why,
+            Some(against),
+            input.index,
+        )
     }
 
     /// Sends rejected bytes to the DLQ with the landing key and headers and the `dlq.*` ones.

@@ -641,13 +641,12 @@ pub async fn read_by_topic_name_resolving(
             .collect();
         let latest = &schemas[&versions.last().unwrap().1];
         let claim_subject = format!("{topic}-intake.ClaimCheck");
-        let claim_schemas: BTreeMap<u32, apache_avro::Schema> = super::subject_versions(
-            &claim_subject,
-        )
-        .await
-        .iter()
-        .map(|(_, id, text)| (*id, apache_avro::Schema::parse_str(text).unwrap()))
-        .collect();
+        let claim_schemas: BTreeMap<u32, apache_avro::Schema> =
+            super::subject_versions(&claim_subject)
+                .await
+                .iter()
+                .map(|(_, id, text)| (*id, apache_avro::Schema::parse_str(text).unwrap()))
+                .collect();
         let mut resolved: BTreeMap<String, u64> = BTreeMap::new();
         let records = {
             let topic = topic.clone();
@@ -669,7 +668,9 @@ pub async fn read_by_topic_name_resolving(
             let body;
             let (id, datum) = if let Some(claim) = claim_schemas.get(&id) {
                 // A claim-check reference: decoded with its own registered schema, then the body.
-                let v = apache_avro::from_avro_datum(claim, &mut &datum[..], None)
+                let v = apache_avro::reader::datum::GenericDatumReader::builder(claim)
+                    .build()
+                    .and_then(|r| r.read_value(&mut &datum[..]))
                     .unwrap_or_else(|e| panic!("{at}: reference does not decode: {e}"));
                 let apache_avro::types::Value::Record(fields) = v else {
                     panic!("{at}: not a record");
