@@ -81,13 +81,16 @@ impl Report {
     }
 }
 
+/// Last version per key of a curated topic (`None`: a tombstone).
+type Curated = HashMap<String, Option<i64>>;
+
 /// Last record per key of a curated topic: `key -> Some(version)` or `None` for a tombstone;
 /// and the claim-check reference of each key whose last record is one.
 fn curated(
     kafka: &Kafka,
     topic: &str,
     pb: Option<&indicatif::ProgressBar>,
-) -> anyhow::Result<(HashMap<String, Option<i64>>, HashMap<String, BlobRef>)> {
+) -> anyhow::Result<(Curated, HashMap<String, BlobRef>)> {
     let c = kafka.reader_consumer("verify")?;
     let n = reader::partition_count(&c, topic, Duration::from_secs(10))?;
     let mut out = HashMap::new();

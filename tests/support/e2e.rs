@@ -607,6 +607,9 @@ pub fn assert_exact(
 /// `<topic>-value` fetched from the registry over its HTTP API, each record's writer schema
 /// found among them by the id in its Confluent framing, and decoded by apache-avro into the
 /// subject's latest version (schema resolution, as a table created from the subject reads).
+/// Per stream, a number per key.
+pub type PerStream = BTreeMap<String, BTreeMap<String, u64>>;
+
 /// A claim-check reference (schema `intake.ClaimCheck`, fetched from `<topic>-intake.ClaimCheck`)
 /// is resolved as docs/DOWNSTREAM.md tells a reader to: the body read from the blob store,
 /// its sha256 checked, and decoded like any record.
@@ -620,12 +623,7 @@ pub async fn read_by_topic_name(cfg: &Config) -> BTreeMap<String, BTreeMap<Strin
 
 /// [`read_by_topic_name`], and per stream the live keys whose record came by claim-check with
 /// the size of its body.
-pub async fn read_by_topic_name_resolving(
-    cfg: &Config,
-) -> (
-    BTreeMap<String, BTreeMap<String, u64>>,
-    BTreeMap<String, BTreeMap<String, u64>>,
-) {
+pub async fn read_by_topic_name_resolving(cfg: &Config) -> (PerStream, PerStream) {
     let names = TopicNames::from_config(cfg);
     let blobs = intake::blob::BlobStore::open(&cfg.blob).unwrap();
     let mut out = BTreeMap::new();
