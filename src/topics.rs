@@ -262,10 +262,10 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// The topic config of the largest record a topic takes.
 const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 
-/// The declared topics ([`declared`]), each per-stream topic's `max.message.bytes` (the
-/// stream's `max_message_bytes`) bounded by the broker's `message.max.bytes`, so a broker
-/// (or a managed service) never refuses the setting and a topic never promises records the
-/// broker would not take.
+/// The declared topics ([`declared`]), each stream's valid and curated topics'
+/// `max.message.bytes` (the stream's `max_message_bytes`) bounded by the broker's
+/// `message.max.bytes`, so a managed service does not refuse the setting and downstream
+/// consumers sized for the broker's limit read every record (larger ones go by claim-check).
 ///
 /// # Errors
 /// Declaration or Kafka errors.
@@ -274,7 +274,21 @@ pub async fn declared_for(cfg: &Config, kafka: &Kafka) -> Result<Vec<TopicSpec>,
     let Some(broker_max) = broker_message_max_bytes(kafka).await? else {
         return Ok(specs);
     };
-    for spec in &mut specs {
+    // Only the streams' topics: the DLQ's declared 8 MiB is deliberate (it keeps whole pages).
+    let names = TopicNames::from_config(cfg);
+    let per_stream: std::collections::BTreeSet<String> = cfg
+        .sources
+        .iter()
+        .flat_map(|s| {
+            s.streams.iter().flat_map(|st| {
+                [
+                    names.valid(&s.name, &st.name),
+                    names.curated(&s.name, &st.name),
+                ]
+            })
+        })
+        .collect();
+    for spec in specs.iter_mut().filter(|s| per_stream.contains(&s.name)) {
         let Some(v) = spec.config.get_mut(MAX_MESSAGE_BYTES) else {
             continue;
         };
