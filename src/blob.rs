@@ -255,6 +255,126 @@ impl BlobStore {
     }
 }
 
+/// The claim-check reference a valid or curated topic carries instead of a record over the
+/// stream's `max_message_bytes`: a small Avro record (schema [`CLAIM_CHECK_SCHEMA`], registered
+/// under [`claim_check_subject`]), Confluent-framed like every value. The blob it names holds
+/// the whole record as the topic would have carried it: Confluent-framed Avro whose schema id
+/// (`schema_id`, a version of the topic's value subject) is in its first five bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimCheck {
+    /// The primary key's fields by name (the last segment of each `primary_key` pointer).
+    pub key: std::collections::BTreeMap<String, String>,
+    /// The record's version (`intake.version`), if it has one.
+    pub version: Option<i64>,
+    /// Where the body is, its sha256 and size.
+    pub blob: BlobRef,
+    /// The schema id of the body (the stream's schema).
+    pub schema_id: u32,
+}
+
+/// The Avro schema of [`ClaimCheck`].
+pub const CLAIM_CHECK_SCHEMA: &str = r#"{"type":"record","name":"ClaimCheck","namespace":"intake","doc":"A record over its topic's max.message.bytes: the body (Confluent-framed Avro of schema schema_id) is in the blob store at uri.","fields":[{"name":"key","type":{"type":"map","values":"string"},"doc":"primary key fields by name"},{"name":"version","type":["null","long"],"default":null},{"name":"uri","type":"string"},{"name":"sha256","type":"string","doc":"lower-case hex sha256 of the body"},{"name":"size","type":"long","doc":"bytes of the body"},{"name":"schema_id","type":"int","doc":"registry id of the body's schema"}]}"#;
+
+/// The full name of the claim-check record.
+pub const CLAIM_CHECK_NAME: &str = "intake.ClaimCheck";
+
+/// The registry subject of the claim-check schema for `topic`: `<topic>-intake.ClaimCheck`
+/// (TopicRecordNameStrategy, so the topic's own `<topic>-value` subject keeps one record type),
+/// or `intake.ClaimCheck` under `registry.subject_strategy = "record"`.
+pub fn claim_check_subject(strategy: crate::config::SubjectStrategy, topic: &str) -> String {
+    match strategy {
+        crate::config::SubjectStrategy::Record => CLAIM_CHECK_NAME.to_owned(),
+        _ => format!("{topic}-{CLAIM_CHECK_NAME}"),
+    }
+}
+
+fn claim_check_schema() -> &'static apache_avro::Schema {
+    static SCHEMA: std::sync::OnceLock<apache_avro::Schema> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        apache_avro::Schema::parse_str(CLAIM_CHECK_SCHEMA).expect("the claim-check schema parses")
+    })
+}
+
+impl ClaimCheck {
+    /// The Avro datum (without the Confluent frame).
+    pub fn to_datum(&self) -> Vec<u8> {
+        use apache_avro::types::Value;
+        let value = Value::Record(vec![
+            (
+                "key".into(),
+                Value::Map(
+                    self.key
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .collect(),
+                ),
+            ),
+            (
+                "version".into(),
+                match self.version {
+                    Some(v) => Value::Union(1, Box::new(Value::Long(v))),
+                    None => Value::Union(0, Box::new(Value::Null)),
+                },
+            ),
+            ("uri".into(), Value::String(self.blob.uri.clone())),
+            ("sha256".into(), Value::String(self.blob.sha256.clone())),
+            ("size".into(), Value::Long(self.blob.size as i64)),
+            ("schema_id".into(), Value::Int(self.schema_id as i32)),
+        ]);
+        apache_avro::writer::datum::GenericDatumWriter::builder(claim_check_schema())
+            .build()
+            .and_then(|w| w.write_value_to_vec(value))
+            .expect("a claim-check value matches its schema")
+    }
+
+    /// Reads a datum written with [`CLAIM_CHECK_SCHEMA`].
+    ///
+    /// # Errors
+    /// When the datum is not a claim-check record.
+    pub fn from_datum(datum: &[u8]) -> Result<Self, String> {
+        use apache_avro::types::Value;
+        let v = apache_avro::reader::datum::GenericDatumReader::builder(claim_check_schema())
+            .build()
+            .and_then(|r| r.read_value(&mut &datum[..]))
+            .map_err(|e| format!("not a claim-check record: {e}"))?;
+        let Value::Record(fields) = v else {
+            return Err("not a record".into());
+        };
+        let mut c = ClaimCheck {
+            key: std::collections::BTreeMap::new(),
+            version: None,
+            blob: BlobRef {
+                uri: String::new(),
+                sha256: String::new(),
+                size: 0,
+            },
+            schema_id: 0,
+        };
+        for (name, value) in fields {
+            match (name.as_str(), value) {
+                ("key", Value::Map(m)) => {
+                    for (k, v) in m {
+                        if let Value::String(v) = v {
+                            c.key.insert(k, v);
+                        }
+                    }
+                }
+                ("version", Value::Union(_, v)) => {
+                    if let Value::Long(n) = *v {
+                        c.version = Some(n);
+                    }
+                }
+                ("uri", Value::String(x)) => c.blob.uri = x,
+                ("sha256", Value::String(x)) => c.blob.sha256 = x,
+                ("size", Value::Long(n)) => c.blob.size = n as u64,
+                ("schema_id", Value::Int(n)) => c.schema_id = n as u32,
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +384,7 @@ mod tests {
         let cfg = BlobConfig {
             url: format!("file://{}", dir.path().display()),
             max_inline_bytes: 1024,
+            max_record_bytes: 1 << 20,
         };
         let store = BlobStore::open(&cfg).unwrap();
         (dir, store)
@@ -287,6 +408,27 @@ mod tests {
             store.get(&a).await,
             Err(BlobError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_claim_check_round_trips() {
+        let c = ClaimCheck {
+            key: [("id".to_owned(), "ord_1".to_owned())].into(),
+            version: Some(7),
+            blob: BlobRef {
+                uri: "file:///b/sha256/ab".into(),
+                sha256: "ab".into(),
+                size: 5_000_000,
+            },
+            schema_id: 42,
+        };
+        assert_eq!(ClaimCheck::from_datum(&c.to_datum()).unwrap(), c);
+        let none = ClaimCheck { version: None, ..c };
+        assert_eq!(ClaimCheck::from_datum(&none.to_datum()).unwrap(), none);
+        assert_eq!(
+            claim_check_subject(crate::config::SubjectStrategy::Topic, "t.s.o"),
+            "t.s.o-intake.ClaimCheck"
+        );
     }
 
     #[tokio::test]

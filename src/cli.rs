@@ -108,6 +108,13 @@ pub enum Command {
         #[command(subcommand)]
         action: SchemaAction,
     },
+    /// The claim-check blob store: `get` fetches the body of a record that a valid or curated
+    /// topic carries by reference (docs/DOWNSTREAM.md).
+    Blob {
+        /// Action.
+        #[command(subcommand)]
+        action: BlobAction,
+    },
     /// Check a config file and print what it resolves to (secrets redacted); with `--check`,
     /// also connect to Kafka and the registry and report what works (exit 1 if anything fails).
     Config {
@@ -151,6 +158,31 @@ pub enum TopicsAction {
     },
 }
 
+/// `intake blob ...`
+#[derive(Debug, Subcommand)]
+pub enum BlobAction {
+    /// Fetch a blob by its URI (a claim-check reference's `uri`), check its sha256 and write
+    /// it to stdout or `--out`: for a record's body, its Confluent-framed Avro.
+    Get {
+        /// Config file (`blob.url`, and the registry for `--json`).
+        #[arg(long, short, env = "INTAKE_CONFIG")]
+        config: PathBuf,
+        /// The blob's URI.
+        uri: String,
+        /// Its sha256 (hex); default: the URI's last segment, as content-addressed URIs
+        /// (`…/sha256/<hex>`) end.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Write the bytes here instead of stdout.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Decode the body (Confluent-framed Avro) with its schema from the registry and
+        /// print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `intake schema ...`
 #[derive(Debug, Subcommand)]
 pub enum SchemaAction {
@@ -177,7 +209,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load(&config)?;
             kafka_reachable(&cfg).await?;
             let kafka = Kafka::new(&cfg.kafka)?;
-            let specs = topics::declared(&cfg)?;
+            let specs = topics::declared_for(&cfg, &kafka).await?;
             let changes = topics::plan(&kafka, &specs)
                 .await
                 .context("reading topics from the broker")?;
@@ -293,6 +325,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Blob {
+            action:
+                BlobAction::Get {
+                    config,
+                    uri,
+                    sha256,
+                    out,
+                    json,
+                },
+        } => {
+            let cfg = load(&config)?;
+            blob_get(&cfg, uri, sha256, out, json).await
+        }
         Command::Verify {
             config,
             source,
@@ -345,6 +390,60 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Connects to Kafka before a command starts work: a wrong password or certificate ends
 /// start-up here with the setting to fix; an unreachable cluster is waited for (with warnings).
+/// `intake blob get`.
+async fn blob_get(
+    cfg: &Config,
+    uri: String,
+    sha256: Option<String>,
+    out: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let sha256 = match sha256 {
+        Some(s) => s,
+        None => uri
+            .rsplit('/')
+            .next()
+            .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_owned)
+            .context("the URI does not end in a sha256; pass --sha256")?,
+    };
+    let store = crate::blob::BlobStore::open(&cfg.blob)?;
+    let reference = crate::blob::BlobRef {
+        uri: uri.clone(),
+        sha256,
+        size: 0,
+    };
+    let bytes = store
+        .get(&reference)
+        .await
+        .with_context(|| format!("reading {uri}"))?;
+    let bytes = if json {
+        let (id, datum) = registry::wire::unframe(&bytes)
+            .with_context(|| format!("{uri} is not Confluent-framed Avro"))?;
+        let schema = Registry::new(&cfg.registry)?
+            .schema_by_id(id)
+            .await
+            .with_context(|| format!("schema id {id} of {uri}"))?;
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+            .build()
+            .and_then(|r| r.read_value(&mut &datum[..]))
+            .with_context(|| format!("decoding {uri} with schema id {id}"))?;
+        let mut text = serde_json::to_vec(&serde_json::Value::try_from(value)?)?;
+        text.push(b'\n');
+        text
+    } else {
+        bytes.to_vec()
+    };
+    match out {
+        Some(path) => {
+            std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::stdout().lock().write_all(&bytes)?,
+    }
+    Ok(())
+}
+
 async fn kafka_reachable(cfg: &Config) -> anyhow::Result<()> {
     let kafka = Kafka::new(&cfg.kafka)?;
     tokio::task::spawn_blocking(move || kafka.check_connection(None)).await??;

@@ -269,7 +269,13 @@ fn declared_from(path: &Path, cfg: &Config) -> Result<Vec<TopicSpec>, TopicsErro
                     .replace("{prefix}", prefix)
                     .replace("{source}", &s.name)
                     .replace("{stream}", &st.name);
-                out.push(mk(d, name));
+                let mut spec = mk(d, name);
+                // Records up to the stream's limit stay whole; larger ones go by claim-check.
+                spec.config.insert(
+                    MAX_MESSAGE_BYTES.to_owned(),
+                    st.max_message_bytes.to_string(),
+                );
+                out.push(spec);
             }
         }
     }
@@ -278,18 +284,101 @@ fn declared_from(path: &Path, cfg: &Config) -> Result<Vec<TopicSpec>, TopicsErro
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The topic config of the largest record a topic takes.
+const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
+
+/// The declared topics ([`declared`]), each stream's valid and curated topics'
+/// `max.message.bytes` (the stream's `max_message_bytes`) bounded by the broker's
+/// `message.max.bytes`, so a managed service does not refuse the setting and downstream
+/// consumers sized for the broker's limit read every record (larger ones go by claim-check).
+///
+/// # Errors
+/// Declaration or Kafka errors.
+pub async fn declared_for(cfg: &Config, kafka: &Kafka) -> Result<Vec<TopicSpec>, TopicsError> {
+    let mut specs = declared(cfg)?;
+    let Some(broker_max) = broker_message_max_bytes(kafka).await? else {
+        return Ok(specs);
+    };
+    // Only the streams' topics: the DLQ's declared 8 MiB is deliberate (it keeps whole pages).
+    let names = TopicNames::from_config(cfg);
+    let per_stream: std::collections::BTreeSet<String> = cfg
+        .sources
+        .iter()
+        .flat_map(|s| {
+            s.streams.iter().flat_map(|st| {
+                [
+                    names.valid(&s.name, &st.name),
+                    names.curated(&s.name, &st.name),
+                ]
+            })
+        })
+        .collect();
+    for spec in specs.iter_mut().filter(|s| per_stream.contains(&s.name)) {
+        let Some(v) = spec.config.get_mut(MAX_MESSAGE_BYTES) else {
+            continue;
+        };
+        if v.parse::<usize>().is_ok_and(|n| n > broker_max) {
+            tracing::info!(
+                topic = %spec.name,
+                declared = %v,
+                broker_max,
+                "max.message.bytes bounded by the broker's message.max.bytes; larger records go by claim-check"
+            );
+            *v = broker_max.to_string();
+        }
+    }
+    Ok(specs)
+}
+
+/// The broker's `message.max.bytes` (of the first broker the metadata names); `None` when the
+/// broker does not say.
+///
+/// # Errors
+/// Kafka errors.
+pub async fn broker_message_max_bytes(kafka: &Kafka) -> Result<Option<usize>, TopicsError> {
+    let admin = kafka.admin()?;
+    let md = metadata(kafka).await?;
+    let Some(id) = md
+        .brokers()
+        .iter()
+        .map(rdkafka::metadata::MetadataBroker::id)
+        .min()
+    else {
+        return Ok(None);
+    };
+    let described = admin
+        .describe_configs(
+            &[ResourceSpecifier::Broker(id)],
+            &AdminOptions::new().request_timeout(Some(TIMEOUT)),
+        )
+        .await?;
+    Ok(described.into_iter().next().and_then(|r| {
+        r.ok()?
+            .get("message.max.bytes")?
+            .value
+            .as_deref()?
+            .parse()
+            .ok()
+    }))
+}
+
+/// The cluster's metadata (every topic), fetched off the async runtime.
+async fn metadata(kafka: &Kafka) -> Result<rdkafka::metadata::Metadata, TopicsError> {
+    let admin_client = kafka.admin()?;
+    Ok(
+        tokio::task::spawn_blocking(move || admin_client.inner().fetch_metadata(None, TIMEOUT))
+            .await
+            .map_err(|_| KafkaError::Canceled)??,
+    )
+}
+
 /// Compares the declarations with the broker.
 ///
 /// # Errors
 /// Kafka errors.
 pub async fn plan(kafka: &Kafka, specs: &[TopicSpec]) -> Result<Vec<Change>, TopicsError> {
     let admin = kafka.admin()?;
-    let md = {
-        let admin_client = kafka.admin()?;
-        tokio::task::spawn_blocking(move || admin_client.inner().fetch_metadata(None, TIMEOUT))
-            .await
-            .map_err(|_| KafkaError::Canceled)??
-    };
+    let md = metadata(kafka).await?;
     let existing: BTreeMap<String, i32> = md
         .topics()
         .iter()
@@ -482,7 +571,7 @@ async fn wait_visible(kafka: &Kafka, names: Vec<String>) -> Result<(), TopicsErr
 /// # Errors
 /// Declaration or Kafka errors.
 pub async fn ensure(cfg: &Config, kafka: &Kafka) -> Result<Vec<Change>, TopicsError> {
-    let specs = declared(cfg)?;
+    let specs = declared_for(cfg, kafka).await?;
     let changes = plan(kafka, &specs).await?;
     let actionable: Vec<Change> = changes
         .iter()
@@ -577,5 +666,8 @@ version = "/v"
             ]
         );
         assert_eq!(specs[6].config["cleanup.policy"], "compact");
+        for s in &specs[5..] {
+            assert_eq!(s.config["max.message.bytes"], "1048588", "{}", s.name);
+        }
     }
 }

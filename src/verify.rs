@@ -15,6 +15,7 @@ use rdkafka::Message;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::blob::{BlobRef, BlobStore};
 use crate::config::Config;
 use crate::headers;
 use crate::kafka::{Kafka, reader};
@@ -45,6 +46,11 @@ pub struct StreamCheck {
     pub drifted: usize,
     /// Drifted ids found in the DLQ with the right kind.
     pub drifted_in_dlq: usize,
+    /// Live keys whose curated record is a claim-check reference whose body was read back
+    /// from the blob store with the right sha256.
+    pub claim_checked: usize,
+    /// Live keys whose claim-check reference cannot be resolved (blob missing or corrupt).
+    pub unresolved: Vec<String>,
 }
 
 impl StreamCheck {
@@ -55,6 +61,7 @@ impl StreamCheck {
             && self.wrong.is_empty()
             && self.not_tombstoned.is_empty()
             && self.drifted_curated.is_empty()
+            && self.unresolved.is_empty()
     }
 }
 
@@ -74,15 +81,20 @@ impl Report {
     }
 }
 
-/// Last record per key of a curated topic: `key -> Some(version)` or `None` for a tombstone.
+/// Last version per key of a curated topic (`None`: a tombstone).
+type Curated = HashMap<String, Option<i64>>;
+
+/// Last record per key of a curated topic: `key -> Some(version)` or `None` for a tombstone;
+/// and the claim-check reference of each key whose last record is one.
 fn curated(
     kafka: &Kafka,
     topic: &str,
     pb: Option<&indicatif::ProgressBar>,
-) -> anyhow::Result<HashMap<String, Option<i64>>> {
+) -> anyhow::Result<(Curated, HashMap<String, BlobRef>)> {
     let c = kafka.reader_consumer("verify")?;
     let n = reader::partition_count(&c, topic, Duration::from_secs(10))?;
     let mut out = HashMap::new();
+    let mut refs = HashMap::new();
     reader::read_to_end(
         &c,
         topic,
@@ -99,12 +111,20 @@ fn curated(
                     .or(Some(i64::MIN)),
             };
             out.insert(k.to_owned(), v);
+            match headers::get_str(m.headers(), headers::BLOB).and_then(BlobRef::parse_header) {
+                Some(r) if m.payload().is_some() => {
+                    refs.insert(k.to_owned(), r);
+                }
+                _ => {
+                    refs.remove(k);
+                }
+            }
             if let Some(pb) = pb {
                 pb.inc(1);
             }
         },
     )?;
-    Ok(out)
+    Ok((out, refs))
 }
 
 /// A drifted id's dead letter: its kind, and whether a replay re-landed it.
@@ -181,6 +201,8 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
         .ok_or_else(|| anyhow::anyhow!("no source `{source}` in the config"))?
         .clone();
     let truth = truth.clone();
+    let blobs = BlobStore::open(&cfg.blob)?;
+    let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         // A spinner on a terminal: reading large topics takes a while.
         let pb = crate::telemetry::spinner("verify: reading the DLQ");
@@ -194,7 +216,8 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
             if let Some(pb) = &pb {
                 pb.set_message(format!("verify: reading {}/{}", src.name, st.name));
             }
-            let cur = curated(&kafka, &names.curated(&src.name, &st.name), pb.as_ref())?;
+            let (cur, refs) =
+                curated(&kafka, &names.curated(&src.name, &st.name), pb.as_ref())?;
             let drifted: BTreeMap<String, String> = t["drifted"]
                 .as_object()
                 .map(|o| {
@@ -229,6 +252,19 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
                     Some(Some(cv)) if cv < v => chk.stale.push(id.clone()),
                     Some(Some(_)) => chk.wrong.push(id.clone()),
                     Some(None) | None => chk.missing.push(id.clone()),
+                }
+            }
+            // A claim-checked record counts only if its body can be fetched and is intact.
+            for (id, r) in &refs {
+                if !live.contains_key(id) || drifted.contains_key(id) {
+                    continue;
+                }
+                match rt.block_on(blobs.get(r)) {
+                    Ok(_) => chk.claim_checked += 1,
+                    Err(e) => {
+                        tracing::warn!(key = %id, uri = %r.uri, error = %e, "a claim-checked record cannot be resolved");
+                        chk.unresolved.push(id.clone());
+                    }
                 }
             }
             for id in &deleted {
@@ -306,6 +342,7 @@ pub fn print(r: &Report) {
             ("wrong", &c.wrong),
             ("not tombstoned", &c.not_tombstoned),
             ("drifted but curated", &c.drifted_curated),
+            ("claim-checked, body unreadable", &c.unresolved),
         ] {
             if !ids.is_empty() {
                 println!(
@@ -313,6 +350,12 @@ pub fn print(r: &Report) {
                     ids.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
                 );
             }
+        }
+        if c.claim_checked > 0 {
+            println!(
+                "    carried by claim-check (body fetched, sha256 checked): {}",
+                c.claim_checked
+            );
         }
         if c.replayed_curated > 0 {
             println!(

@@ -265,7 +265,9 @@ pages_per_transaction = 1
 "#
         ));
     }
-    let cfg = Arc::new(config(&extra));
+    // The 3 MiB record is over what validate stores by claim-check here (2 MiB): too_large.
+    let text = config_text(&extra).replacen("[blob]\n", "[blob]\nmax_record_bytes = 2097152\n", 1);
+    let cfg = Arc::new(Config::from_toml(&text).unwrap());
     prepare(&cfg).await;
     let names = TopicNames::from_config(&cfg);
 
@@ -471,7 +473,11 @@ pages_per_transaction = 1
         "not_a_page",
         &["the parent of `data` is a string"],
     );
-    check("huge_record", "too_large", &["bytes"]);
+    check(
+        "huge_record",
+        "too_large",
+        &["bytes", "blob.max_record_bytes"],
+    );
     check("no_pk", "missing_key", &["`id`"]);
     let body_of = |stream: &str| {
         cases
@@ -833,7 +839,8 @@ fn check_answer(what: &str, case: &BadCase, got: &(u16, Json)) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_answers_every_bad_request_with_a_reason_keeps_serving_and_validate_keeps_the_rest() {
-    let cfg = Arc::new(config(&format!(
+    // The 6 MiB job record is over what validate stores by claim-check here (4 MiB): too_large.
+    let text = config_text(&format!(
         r#"
 [[sources]]
 name = "shop"
@@ -844,7 +851,9 @@ primary_key = "/id"
 version = "/version"
 {client}"#,
         client = serve_client()
-    )));
+    ))
+    .replacen("[blob]\n", "[blob]\nmax_record_bytes = 4194304\n", 1);
+    let cfg = Arc::new(Config::from_toml(&text).unwrap());
     prepare(&cfg).await;
     let names = TopicNames::from_config(&cfg);
     let srv = Server::start(cfg.clone()).await;

@@ -530,7 +530,7 @@ async fn run(s: Settings) {
         "--large-rate",
         "0.01",
         "--large-bytes",
-        "960000",
+        "990000,1500000",
         "--error-rate",
         "0.02",
         "--webhook-url",

@@ -561,7 +561,9 @@ fn with(mut v: Json, k: &str, x: Json) -> Json {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replays_keep_events_whole_claim_check_large_pages_and_skip_references() {
-    let cfg = Arc::new(config(
+    // Records over 1 MB are not stored by claim-check here (`blob.max_record_bytes`), so the
+    // large ones are dead letters (too_large) to replay.
+    let text = config_text(
         r#"
 [[sources]]
 name = "sim"
@@ -572,7 +574,9 @@ name = "customers"
 primary_key = "/id"
 version = "/version"
 "#,
-    ));
+    )
+    .replacen("[blob]\n", "[blob]\nmax_record_bytes = 1000000\n", 1);
+    let cfg = Arc::new(intake::config::Config::from_toml(&text).unwrap());
     let names = TopicNames::from_config(&cfg);
     apply_topics(&cfg).await;
     let reg = Registry::new(&cfg.registry).unwrap();
@@ -587,8 +591,8 @@ version = "/version"
             .with(headers::SEQ, "0")
             .with(headers::FETCHED_AT, "2024-05-01T00:00:00Z")
     };
-    // A claim-checked page: c-1 valid; c-2 1.2 MB (too large for the valid topic, not for the
-    // DLQ); c-4 9 MB (too large for the DLQ too: it keeps the page's reference).
+    // A claim-checked page: c-1 valid; c-2 1.2 MB (too large to store, not for the DLQ); c-4
+    // 9 MB (too large for the DLQ too: it keeps the page's reference).
     let big = with(
         customer("c-2"),
         "notes",

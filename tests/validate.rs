@@ -231,7 +231,7 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
             .collect::<Vec<_>>()
     );
 
-    // The DLQ: exactly the drifted ids, then the large ones (too_large), each once.
+    // The DLQ: exactly the drifted ids, each once; large ones go by claim-check (below).
     let mut in_dlq: BTreeMap<(String, String), usize> = BTreeMap::new();
     for r in &out[&names.dlq()] {
         let stream = r.header(headers::STREAM).unwrap().to_owned();
@@ -260,13 +260,7 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
                     "{stream}/{id}: the detail names the field: {detail}"
                 );
             }
-            None => {
-                assert!(
-                    large.contains(&key),
-                    "{stream}/{id} went to the DLQ without drifting or being large: {kind}: {detail}"
-                );
-                assert_eq!(kind, "too_large", "{stream}/{id}: {detail}");
-            }
+            None => panic!("{stream}/{id} went to the DLQ without drifting: {kind}: {detail}"),
         }
         assert_eq!(r.header(headers::DLQ_STAGE), Some("validate"));
         assert_eq!(
@@ -289,16 +283,19 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
     }
     let expected_dlq: BTreeMap<(String, String), usize> = drifted
         .keys()
-        .chain(large.iter())
         .filter(|k| landed.contains_key(*k))
         .map(|k| (k.clone(), 1))
         .collect();
     assert_eq!(
         in_dlq, expected_dlq,
-        "the DLQ holds exactly the drifted (and oversize) records, once each"
+        "the DLQ holds exactly the drifted records, once each"
     );
 
-    // The valid topics: exactly the other ids, once each, decodable, equal to the JSON.
+    // The valid topics: exactly the other ids, once each, decodable, equal to the JSON; the
+    // large ones (over the topic's 1 MiB) as claim-check references whose blob holds the
+    // framed record, the reference's schema registered under `<topic>-intake.ClaimCheck`.
+    let blobs = intake::blob::BlobStore::open(&cfg.blob).unwrap();
+    let mut claim_checked = 0;
     for (stream, topic) in streams.iter().zip(&valid_topics) {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut by_partition: BTreeMap<i32, Vec<&Rec>> = BTreeMap::new();
@@ -309,7 +306,32 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
             }
             let id = r.key_str().to_owned();
             *seen.entry(id.clone()).or_default() += 1;
-            let (_, avro) = decode(&reg, r.value.as_deref().unwrap()).await;
+            let body = match r.header(headers::BLOB) {
+                Some(h) => {
+                    let b = intake::blob::BlobRef::parse_header(h).unwrap();
+                    let (claim_id, datum) =
+                        intake::registry::wire::unframe(r.value.as_deref().unwrap()).unwrap();
+                    let claim = intake::blob::ClaimCheck::from_datum(datum).unwrap();
+                    assert_eq!(claim.blob, b, "{stream}/{id}: header and reference agree");
+                    assert_eq!(claim.key["id"], id);
+                    let subject = format!("{topic}-intake.ClaimCheck");
+                    assert!(
+                        subject_versions(&subject)
+                            .await
+                            .iter()
+                            .any(|(_, i, _)| *i == claim_id),
+                        "{subject} holds the reference's schema"
+                    );
+                    assert!(
+                        large.contains(&(stream.to_string(), id.clone())),
+                        "{stream}/{id}: only large records go by reference"
+                    );
+                    claim_checked += 1;
+                    blobs.get(&b).await.unwrap().to_vec()
+                }
+                None => r.value.clone().unwrap(),
+            };
+            let (_, avro) = decode(&reg, &body).await;
             let record = &truth["streams"][stream]["live"][&id];
             assert_same_record(&avro, &record["record"], &format!("{stream}/{id}"));
             let raw = &landed[&(stream.to_string(), id.clone())];
@@ -336,7 +358,7 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
         }
         let expected: BTreeMap<String, usize> = landed
             .keys()
-            .filter(|k| k.0 == *stream && !drifted.contains_key(*k) && !large.contains(*k))
+            .filter(|k| k.0 == *stream && !drifted.contains_key(*k))
             .map(|k| (k.1.clone(), 1))
             .collect();
         assert!(!expected.is_empty());
@@ -374,6 +396,15 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
             );
         }
     }
+    let want = large
+        .iter()
+        .filter(|k| !drifted.contains_key(*k) && landed.contains_key(*k))
+        .count();
+    assert!(want > 0);
+    assert_eq!(
+        claim_checked, want,
+        "every large record that does not drift, and no other, went by claim-check"
+    );
 }
 
 /// Lands records straight into the landing topic, in one transaction.
@@ -428,7 +459,8 @@ fn bytes(v: &Json) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_kind_of_bad_input_is_kept_with_its_error_events_and_evolve_work() {
-    let cfg = Arc::new(config(
+    // Records over 4 MB are not stored by claim-check (`blob.max_record_bytes`): too_large.
+    let text = config_text(
         r#"
 [[sources]]
 name = "sim"
@@ -450,7 +482,9 @@ name = "ghost"
 primary_key = "/id"
 version = "/version"
 "#,
-    ));
+    )
+    .replacen("[blob]\n", "[blob]\nmax_record_bytes = 4000000\n", 1);
+    let cfg = Arc::new(Config::from_toml(&text).unwrap());
     let names = TopicNames::from_config(&cfg);
     apply_topics(&cfg).await;
     let reg = Registry::new(&cfg.registry).unwrap();
@@ -581,8 +615,9 @@ version = "/version"
     let valid_c = names.valid("sim", "customers");
     let valid_o = names.valid("sim", "orders");
     let outputs = vec![valid_c.clone(), valid_o.clone(), names.dlq()];
-    // customers: c-1, c-10, c-20, the c-22 delete, 4 marker copies; orders: 3; DLQ: 18.
-    let out = validate_count(&cfg, &outputs, 8 + 3 + 18).await;
+    // customers: c-1, c-10, c-11 (1.2 MB, by claim-check), c-20, the c-22 delete, 4 marker
+    // copies; orders: 3; DLQ: 17.
+    let out = validate_count(&cfg, &outputs, 9 + 3 + 17).await;
 
     // Valid customers.
     let data: Vec<&Rec> = out[&valid_c]
@@ -595,8 +630,8 @@ version = "/version"
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    assert_eq!(keys, ["c-1", "c-10", "c-20", "c-22"]);
-    assert_eq!(data.len(), 4);
+    assert_eq!(keys, ["c-1", "c-10", "c-11", "c-20", "c-22"]);
+    assert_eq!(data.len(), 5);
     for r in &data {
         match r.key_str() {
             "c-22" => {
@@ -605,7 +640,24 @@ version = "/version"
                 assert_eq!(r.header(headers::VERSION), Some("9"));
                 assert_eq!(r.header(headers::HASH), Some("0000000000000000"));
             }
+            "c-11" => {
+                // Over the topic's 1 MiB: a claim-check reference to the framed record.
+                let b =
+                    intake::blob::BlobRef::parse_header(r.header(headers::BLOB).unwrap()).unwrap();
+                let (_, datum) = wire::unframe(r.value.as_deref().unwrap()).unwrap();
+                let claim = intake::blob::ClaimCheck::from_datum(datum).unwrap();
+                assert_eq!((claim.blob.clone(), claim.version), (b.clone(), Some(1)));
+                let body = blobs.get(&b).await.unwrap();
+                let (id, avro) = decode(&reg, &body).await;
+                assert_eq!(id, claim.schema_id);
+                assert_same_record(
+                    &avro,
+                    &with(customer("c-11", 1), "notes", json!("x".repeat(1_200_000))),
+                    "c-11",
+                );
+            }
             id => {
+                assert_eq!(r.header(headers::BLOB), None, "{id} is whole");
                 let (_, avro) = decode(&reg, r.value.as_deref().unwrap()).await;
                 let version = match id {
                     "c-1" => 7,
@@ -713,7 +765,7 @@ version = "/version"
                             .contains("landing value")
                     );
                 } else {
-                    assert_eq!(v["id"], "c-11");
+                    panic!("only c-12 is too large: {v}");
                 }
             }
             ("blob_unreadable", _) => assert_eq!(
@@ -752,7 +804,6 @@ version = "/version"
         (s("not_a_page"), None, s("sim/customers"), None),
         (s("no_schema"), None, s("sim/unknown"), None),
         (s("blob_unreadable"), None, s("sim/customers"), None),
-        (s("too_large"), None, s("sim/customers"), Some(1)),
         (s("too_large"), None, s("sim/customers"), Some(2)),
         (s("unknown_enum"), f("status"), s("c-21"), None),
         (s("not_a_page"), f("type"), s("c-23"), None),

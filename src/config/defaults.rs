@@ -28,6 +28,14 @@ pub(crate) fn blob_url() -> String {
 pub(crate) const fn max_inline_bytes() -> usize {
     900 * 1024
 }
+/// The broker's default `message.max.bytes` (1 MiB and 12 bytes of record batch overhead).
+pub(crate) const fn max_message_bytes() -> usize {
+    1_048_588
+}
+/// 256 MiB: the largest record validate takes into memory to store by claim-check.
+pub(crate) const fn max_record_bytes() -> usize {
+    256 * 1024 * 1024
+}
 pub(crate) fn topic_prefix() -> String {
     "intake".into()
 }
@@ -101,6 +109,7 @@ impl Default for super::BlobConfig {
         Self {
             url: blob_url(),
             max_inline_bytes: max_inline_bytes(),
+            max_record_bytes: max_record_bytes(),
         }
     }
 }

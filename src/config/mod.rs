@@ -191,7 +191,17 @@ pub struct BlobConfig {
     /// Keep it below the broker's `message.max.bytes` (1 MiB by default) less headers.
     #[serde(default = "defaults::max_inline_bytes")]
     pub max_inline_bytes: usize,
+    /// The largest record validate stores by claim-check (its JSON bytes): a record over its
+    /// stream's `max_message_bytes` goes to the blob store up to this size; above it, it is
+    /// dead-lettered as `too_large`.
+    #[serde(default = "defaults::max_record_bytes")]
+    pub max_record_bytes: usize,
 }
+
+/// Smallest `max_message_bytes` of a stream.
+pub const MIN_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest `max_message_bytes` of a stream: 8 MiB, what managed Kafka services allow.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Topic naming and sizing; the topic set itself is declared in `topics/`.
 #[derive(Debug, Clone, Deserialize)]

@@ -190,6 +190,13 @@ pub struct StreamConfig {
     /// Pages per transaction (one cursor record each transaction).
     #[serde(default = "defaults::pages_per_transaction")]
     pub pages_per_transaction: u32,
+    /// Largest record (Avro value, key and headers) kept whole in the stream's valid and
+    /// curated topics: `intake topics apply` sets it as their `max.message.bytes`, bounded by
+    /// the broker's `message.max.bytes`. Larger records travel by claim-check: the body goes
+    /// to the blob store and the topics carry a small registered reference
+    /// (docs/DOWNSTREAM.md).
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: usize,
 }
 
 /// Pagination styles.
@@ -349,6 +356,17 @@ impl SourceConfig {
             }
             check_pointer(&format!("{sat}.records"), &s.records)?;
             check_pointer(&format!("{sat}.primary_key"), &s.primary_key)?;
+            if !(super::MIN_MESSAGE_BYTES..=super::MAX_MESSAGE_BYTES).contains(&s.max_message_bytes)
+            {
+                return Err(invalid(
+                    format!("{sat}.max_message_bytes"),
+                    format!(
+                        "must be between {} and {} (8 MiB, what managed Kafka services allow)",
+                        super::MIN_MESSAGE_BYTES,
+                        super::MAX_MESSAGE_BYTES
+                    ),
+                ));
+            }
             check_pointer(&format!("{sat}.version"), &s.version)?;
             if s.primary_key.is_empty() {
                 return Err(invalid(

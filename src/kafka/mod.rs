@@ -35,6 +35,19 @@ pub use error::{ErrorClass, classify};
 pub use reader::Reader;
 pub use txn::{DeliveryContext, Outgoing, TxnProducer};
 
+/// The producers' `message.max.bytes`: over the largest `max.message.bytes` intake sets on a
+/// topic (a stream's limit and the DLQ's, 8 MiB at most) with room for batch framing, so the
+/// topic's limit is what decides. A record over its topic's limit goes by claim-check before
+/// it reaches a producer (validate); `kafka.properties` may lower it.
+pub const PRODUCER_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// The consumers' `fetch.max.bytes` (librdkafka's default, said here): over
+/// [`PRODUCER_MAX_MESSAGE_BYTES`], as librdkafka requires when a client sets both.
+const FETCH_MAX_BYTES: usize = 50 * 1024 * 1024;
+/// The consumers' `max.partition.fetch.bytes`: a partition's first record batch is returned
+/// whatever its size, but a larger per-partition budget fetches a partition holding records
+/// of several MiB in one round trip instead of one batch per fetch.
+const MAX_PARTITION_FETCH_BYTES: usize = 16 * 1024 * 1024;
+
 /// `fetch.queue.backoff.ms` of consumers that read as fast as they can (see `group_consumer`).
 const FETCH_QUEUE_BACKOFF_MS: &str = "20";
 
@@ -74,6 +87,15 @@ pub fn consumer_lag<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option<i6
         any = true;
     }
     any.then_some(lag)
+}
+
+/// The fetch sizes of every consumer: records of several MiB (a stream's `max_message_bytes`,
+/// whole pages in the DLQ) are read like small ones.
+fn fetch_sizes(c: &mut ClientConfig) {
+    c.set("fetch.max.bytes", FETCH_MAX_BYTES.to_string()).set(
+        "max.partition.fetch.bytes",
+        MAX_PARTITION_FETCH_BYTES.to_string(),
+    );
 }
 
 /// Builds every Kafka client from one configuration.
@@ -188,6 +210,7 @@ impl Kafka {
                 self.cfg.transaction_timeout.as_millis().to_string(),
             )
             .set("partitioner", "murmur2_random")
+            .set("message.max.bytes", PRODUCER_MAX_MESSAGE_BYTES.to_string())
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
@@ -234,12 +257,12 @@ impl Kafka {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "300000")
-            .set("fetch.max.bytes", "52428800")
             .set("queued.max.messages.kbytes", "65536")
             // When the prefetch queue is full, librdkafka postpones the next fetch by this
             // long (default 1 s): validate drains 64 MiB of pages in about that time, so it
             // sat idle in `poll` for a quarter of `scripts/bench validate`.
             .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+        fetch_sizes(&mut c);
         self.user(&mut c);
         BaseConsumer::from_config_and_context(&c, ctx)
     }
@@ -272,6 +295,7 @@ impl Kafka {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+        fetch_sizes(&mut c);
         self.user(&mut c);
         c.create_with_context(rdkafka::consumer::DefaultConsumerContext)
     }

@@ -456,20 +456,34 @@ async fn webhook(
             format!("source `{source}` has no stream `{stream}`"),
         ));
     }
-    let h = Headers::new()
+    let mut h = Headers::new()
         .with(headers::SOURCE, &source)
         .with(headers::STREAM, &stream)
         .with(headers::KIND, Kind::Event.as_str())
         .with(headers::FETCHED_AT, headers::now_rfc3339())
         .with(headers::REQUEST, format!("POST /v1/webhooks/{source}"))
         .with(headers::EVENT_ID, &event_id)
-        .with(headers::SEQ, &seq)
-        .build();
+        .with(headers::SEQ, &seq);
+    // An event over the landing topic's inline limit is stored by claim-check, like a page:
+    // the landing value is its reference (`intake.blob`), validate reads the body back.
+    let value = if body.len() > st.cfg.blob.max_inline_bytes {
+        let r = st.blobs.put(body).await.map_err(|e| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "blob_store",
+                format!("the event is over the inline limit and the blob store failed: {e}"),
+            )
+        })?;
+        h = h.with(headers::BLOB, r.header_value());
+        Bytes::from(serde_json::to_vec(&r).expect("serialisable"))
+    } else {
+        body
+    };
     let rec = Record {
         topic: st.names.landing(),
         key: Bytes::from(entity.clone().into_bytes()),
-        value: Some(body),
-        headers: h,
+        value: Some(value),
+        headers: h.build(),
     };
     lander::land(&st.queue, vec![rec], st.ack_wait).await?;
     ticket.landed();

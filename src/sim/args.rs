@@ -301,9 +301,15 @@ pub struct SimArgs {
     #[arg(long, env = "INTAKE_SIM_LARGE_RATE", default_value_t = 0.0)]
     pub large_rate: f64,
 
-    /// Size in bytes of the `notes` field of large records (over 1 MiB by default).
-    #[arg(long, env = "INTAKE_SIM_LARGE_BYTES", default_value_t = 1_200_000)]
-    pub large_bytes: u32,
+    /// Size in bytes of the `notes` field of large records (over 1 MiB by default); several
+    /// sizes separated by commas: each large id takes one of them (decided per id).
+    #[arg(
+        long,
+        env = "INTAKE_SIM_LARGE_BYTES",
+        value_delimiter = ',',
+        default_value = "1200000"
+    )]
+    pub large_bytes: Vec<u32>,
 
     /// Fraction of list responses whose body is cut short (invalid JSON, status 200).
     #[arg(long, env = "INTAKE_SIM_MALFORMED_RATE", default_value_t = 0.0)]

@@ -25,8 +25,8 @@ pub struct RenderConfig {
     pub drift_kinds: Vec<DriftKind>,
     /// `--large-rate`.
     pub large_rate: f64,
-    /// `--large-bytes`.
-    pub large_bytes: u32,
+    /// `--large-bytes`: the sizes a large record's `notes` take (one per id, seeded).
+    pub large_bytes: Vec<u32>,
 }
 
 /// An object whose keys keep the order they were pushed in, whatever serde_json's map
@@ -116,9 +116,20 @@ impl RenderConfig {
         seeded::unit(self.seed, "large", id) < self.large_rate
     }
 
-    /// The `notes` text of a large record: `large_bytes` ASCII bytes fixed by the id.
+    /// The size of a large record's `notes`: one of `large_bytes`, fixed by the id.
+    pub fn large_size(&self, id: &str) -> usize {
+        if self.large_bytes.is_empty() {
+            return 0;
+        }
+        let pick = seeded::unit(self.seed, "large-size", id);
+        let index = (pick * self.large_bytes.len() as f64) as usize;
+        self.large_bytes[index.min(self.large_bytes.len() - 1)] as usize
+    }
+
+    /// The `notes` text of a large record: [`RenderConfig::large_size`] ASCII bytes fixed by
+    /// the id.
     fn notes(&self, id: &str) -> String {
-        let target = self.large_bytes as usize;
+        let target = self.large_size(id);
         let mut rng = Rand::new(self.seed, "notes", id);
         let mut text = String::with_capacity(target + 16);
         while text.len() < target {
@@ -241,7 +252,7 @@ mod tests {
             drift_rate,
             drift_kinds: kinds.to_vec(),
             large_rate,
-            large_bytes: 2_000_000,
+            large_bytes: vec![2_000_000],
         }
     }
 
@@ -322,5 +333,14 @@ mod tests {
         let notes = parse(&text)["notes"].as_str().unwrap().len();
         assert_eq!(notes, 2_000_000);
         assert_eq!(text, cfg.render(Stream::Customers, &record));
+        // Several sizes: each id takes one of them, every one of them is taken.
+        let cfg = RenderConfig {
+            large_bytes: vec![1_000, 2_000, 3_000],
+            ..cfg
+        };
+        let sizes: std::collections::BTreeSet<usize> = (0..200)
+            .map(|n| cfg.large_size(&format!("cus_{n:06}")))
+            .collect();
+        assert_eq!(sizes, [1_000, 2_000, 3_000].into());
     }
 }

@@ -66,7 +66,7 @@ impl SimState {
             drift_rate: args.drift_rate,
             drift_kinds: args.drift_kinds.clone(),
             large_rate: args.large_rate,
-            large_bytes: args.large_bytes,
+            large_bytes: args.large_bytes.clone(),
         };
         let store = Store::new(
             StoreConfig {

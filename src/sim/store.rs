@@ -509,7 +509,7 @@ mod tests {
                     drift_rate: 0.0,
                     drift_kinds: vec![],
                     large_rate: 0.0,
-                    large_bytes: 0,
+                    large_bytes: Vec::new(),
                 },
                 create_share: 0.2,
                 delete_share: 0.2,

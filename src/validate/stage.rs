@@ -28,10 +28,15 @@
 //!
 //! # Sizes
 //!
-//! A record that would exceed its valid topic's `max.message.bytes` (read from the broker at
-//! start, bounded by the producer's `message.max.bytes`) goes to the DLQ as `too_large` instead
-//! of failing the transaction. The producer's limit is raised to the largest topic limit (the
-//! DLQ keeps whole pages, 8 MiB) unless `kafka.properties` sets it.
+//! A record that would exceed its valid or curated topic's `max.message.bytes` (read from the
+//! broker at start, bounded by the producer's `message.max.bytes`; `intake topics apply` sets
+//! both to the stream's `max_message_bytes`) goes by claim-check: the whole framed Avro record
+//! is stored in the blob store under its sha256 (so a retried batch rewrites the same object),
+//! and the valid topic gets a small [`ClaimCheck`] record instead — registered schema, same key,
+//! same `intake.version` and `intake.hash` (the full record's) and the `intake.blob` header —
+//! which dedup compares, forwards and tombstones like any other. Only a record
+//! over `blob.max_record_bytes` (or whose reference itself does not fit) goes to the DLQ as
+//! `too_large`, with the limit in its detail.
 //!
 //! # Scaling and restarts
 //!
@@ -65,7 +70,7 @@ use super::error::{DriftKind, RecordError};
 use super::infer;
 use super::split::PointerError;
 use super::split::{Splitter, parse_version};
-use crate::blob::{BlobError, BlobRef, BlobStore};
+use crate::blob::{BlobError, BlobRef, BlobStore, ClaimCheck};
 use crate::config::{Config, ConfigError, DriftPolicy, SubjectStrategy};
 use crate::dedup::merge::content_hash;
 use crate::headers::{self, Headers, Kind};
@@ -91,13 +96,8 @@ const VALID_HEADERS: usize = 8;
 /// Room for what a size estimate from key, value and header bytes leaves out (record and
 /// batch framing, varints, timestamps).
 const FRAMING: usize = 512;
-/// librdkafka's default `message.max.bytes`.
-const PRODUCER_DEFAULT_MAX: usize = 1_000_000;
 /// The broker's default `message.max.bytes`, used when a topic's limit cannot be read.
 const BROKER_DEFAULT_MAX: usize = 1_048_588;
-/// The highest `message.max.bytes` the stage sets itself: it applies to the group consumer too,
-/// whose `fetch.max.bytes` (50 MiB, `Kafka::group_consumer`) librdkafka requires to be larger.
-const PRODUCER_CEILING: usize = 50 * 1024 * 1024;
 /// The longest pause between retries after a system failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Metadata and admin calls wait this long.
@@ -186,11 +186,9 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
             instance: &cfg.instance_id(),
         },
     );
-    let mut kcfg = cfg.kafka.clone();
-    kcfg.properties
-        .entry("message.max.bytes".into())
-        .or_insert_with(|| limits.producer.to_string());
-    let kafka = Kafka::new(&kcfg)?.with_producer_setting("linger.ms", PRODUCER_LINGER_MS);
+    let kafka = base
+        .clone()
+        .with_producer_setting("linger.ms", PRODUCER_LINGER_MS);
     let registry = Registry::new(&cfg.registry)?;
     let blobs = BlobStore::open(&cfg.blob)?;
     let meta = base.metadata_consumer("validate-metadata")?;
@@ -223,6 +221,8 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
         tally: Tally::default(),
         valid_counter: metrics::counter!(crate::telemetry::metric::VALIDATE_RECORDS, "outcome" => "valid"),
         prov: Provenance::default(),
+        max_record_bytes: cfg.blob.max_record_bytes,
+        claim_ids: HashMap::new(),
     };
     tracing::info!(group = %loop_cfg.group, transactional_id = %loop_cfg.transactional_id, landing = %processor.landing, "validate starting");
     eos::run(&kafka, &loop_cfg, &mut processor, stop)?;
@@ -243,6 +243,9 @@ struct StreamPlan {
     /// every schema validate uses is registered there too.
     curated_topic: String,
     strategy: SubjectStrategy,
+    /// The primary key's field name (the last segment of its pointer), as a claim-check
+    /// reference names it.
+    key_field: String,
     /// Pages: the stream's record selector, primary key and version pointers.
     pages: Splitter,
     /// Webhook events: the record is the event's `data`; the version is the event's `seq`.
@@ -305,6 +308,7 @@ impl Plans {
                     subject: names.subject(&s.name, &st.name),
                     curated_topic: names.curated(&s.name, &st.name),
                     strategy: cfg.registry.subject_strategy,
+                    key_field: pointer_leaf(&st.primary_key),
                     pages: Splitter::new(&st.records, &st.primary_key, Some(&st.version))
                         .map_err(err)?,
                     events: Splitter::new("/data", &st.primary_key, None).map_err(err)?,
@@ -333,38 +337,39 @@ struct Limits {
     producer: usize,
     /// The DLQ's limit.
     dlq: usize,
-    /// Per valid topic.
+    /// Per valid topic: the smaller of its own limit and its curated topic's (dedup forwards
+    /// the value unchanged), bounded by the producer's.
     valid: HashMap<String, usize>,
 }
 
 impl Limits {
-    /// Reads `max.message.bytes` of the DLQ and every valid topic from the broker; a topic that
-    /// cannot be described counts with the broker default.
+    /// Reads `max.message.bytes` of the DLQ and every valid and curated topic from the broker;
+    /// a topic that cannot be described counts with the broker default.
     async fn read(kafka: &Kafka, cfg: &Config, names: &TopicNames, plans: &Plans) -> Limits {
+        let pairs: Vec<(String, String)> = plans
+            .streams
+            .values()
+            .flat_map(|m| {
+                m.values()
+                    .map(|p| (p.valid_topic.clone(), p.curated_topic.clone()))
+            })
+            .collect();
         let mut topics = vec![names.dlq()];
-        topics.extend(
-            plans
-                .streams
-                .values()
-                .flat_map(|m| m.values().map(|p| p.valid_topic.clone())),
-        );
+        for (v, c) in &pairs {
+            topics.push(v.clone());
+            topics.push(c.clone());
+        }
         let read = describe_max_bytes(kafka, &topics).await;
         let limit_of = |t: &str| read.get(t).copied().unwrap_or(BROKER_DEFAULT_MAX);
-        let configured = cfg
+        let producer = cfg
             .kafka
             .properties
             .get("message.max.bytes")
-            .and_then(|v| v.parse::<usize>().ok());
-        let largest = topics
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(crate::kafka::PRODUCER_MAX_MESSAGE_BYTES);
+        let valid = pairs
             .iter()
-            .map(|t| limit_of(t))
-            .max()
-            .unwrap_or(PRODUCER_DEFAULT_MAX);
-        let producer =
-            configured.unwrap_or_else(|| largest.clamp(PRODUCER_DEFAULT_MAX, PRODUCER_CEILING));
-        let valid = topics[1..]
-            .iter()
-            .map(|t| (t.clone(), limit_of(t).min(producer)))
+            .map(|(v, c)| (v.clone(), limit_of(v).min(limit_of(c)).min(producer)))
             .collect();
         Limits {
             producer,
@@ -512,6 +517,11 @@ struct Validate {
     valid_counter: metrics::Counter,
     /// Provenance of the landing record being processed, shared by all of its records.
     prov: Provenance,
+    /// `blob.max_record_bytes`: larger records are `too_large`, not claim-checked.
+    max_record_bytes: usize,
+    /// Per valid topic, the id of the claim-check schema registered for it and its curated
+    /// topic (registered on first use).
+    claim_ids: HashMap<String, u32>,
 }
 
 /// The headers every valid record of one landing record carries alike: found once per landing
@@ -747,14 +757,7 @@ impl Validate {
         };
         match checked {
             Ok(active) => self.send_valid(msg, plan, &active, input, sink),
-            Err(why) => self.dead_letter(
-                msg,
-                sink,
-                Some(input.dlq_value),
-                &why,
-                Some(against),
-                input.index,
-            ),
+            Err(why) => self.reject(msg, sink, input, &why, against),
         }
     }
 
@@ -807,36 +810,35 @@ impl Validate {
             .with_opt(headers::FETCHED_AT, self.prov.fetched_at.as_deref())
             .with_opt(headers::SYNC_ID, self.prov.sync_id.as_deref());
         let size = input.key.len() + self.buf.len() + hdrs.bytes() + FRAMING;
-        let hdrs = hdrs.build();
         let limit = self.limits.valid(&plan.valid_topic);
         let against = Against {
             subject: &plan.subject,
             version: Some(active.version),
         };
-        if size > limit {
-            let why = Rejection::whole(
-                DriftKind::TooLarge,
-                format!(
-                    "the Avro record is {size} bytes with its headers; `{}` takes at most {limit}",
-                    plan.valid_topic
-                ),
-            );
-            return self.dead_letter(
-                msg,
-                sink,
-                Some(input.dlq_value),
-                &why,
-                Some(against),
-                input.index,
-            );
-        }
-        let sent = sink.send(Outgoing {
-            topic: &plan.valid_topic,
-            key: Some(input.key.as_bytes()),
-            payload: Some(&self.buf),
-            headers: hdrs,
-            partition: None,
-        });
+        let sent = if size > limit {
+            let reference = match self.claim_check(plan, active, input, hdrs.bytes(), limit)? {
+                Ok(r) => r,
+                Err(why) => return self.reject(msg, sink, input, &why, against),
+            };
+            let (value, blob) = reference;
+            // `intake.blob` marks the reference (`intake.kind` is for sync markers here).
+            let hdrs = hdrs.with(headers::BLOB, blob.header_value()).build();
+            sink.send(Outgoing {
+                topic: &plan.valid_topic,
+                key: Some(input.key.as_bytes()),
+                payload: Some(&value),
+                headers: hdrs,
+                partition: None,
+            })
+        } else {
+            sink.send(Outgoing {
+                topic: &plan.valid_topic,
+                key: Some(input.key.as_bytes()),
+                payload: Some(&self.buf),
+                headers: hdrs.build(),
+                partition: None,
+            })
+        };
         match sent {
             Ok(()) => {
                 self.valid_counter.increment(1);
@@ -851,17 +853,113 @@ impl Validate {
                         plan.valid_topic
                     ),
                 );
-                self.dead_letter(
-                    msg,
-                    sink,
-                    Some(input.dlq_value),
-                    &why,
-                    Some(against),
-                    input.index,
-                )
+                self.reject(msg, sink, input, &why, against)
             }
             Err(e) => Err(Fail::Kafka(e)),
         }
+    }
+
+    /// Stores the record in `self.buf` (framed Avro over the topic's `limit`) in the blob store
+    /// and returns its framed [`ClaimCheck`] reference. `Ok(Err(_))`: the record cannot be
+    /// stored at all (`too_large`, naming the limit); `Err`: the registry or blob store is
+    /// down (the batch is retried).
+    fn claim_check(
+        &mut self,
+        plan: &StreamPlan,
+        active: &Active,
+        input: &Input<'_>,
+        header_bytes: usize,
+        limit: usize,
+    ) -> Result<Result<(Vec<u8>, BlobRef), Rejection>, Fail> {
+        if input.raw.len() > self.max_record_bytes {
+            return Ok(Err(Rejection::whole(
+                DriftKind::TooLarge,
+                format!(
+                    "the record is {} bytes; blob.max_record_bytes (the largest record stored by claim-check) is {}",
+                    input.raw.len(),
+                    self.max_record_bytes
+                ),
+            )));
+        }
+        let claim_id = self.claim_check_id(plan)?;
+        let blob = match self
+            .rt
+            .block_on(self.blobs.put(Bytes::copy_from_slice(&self.buf)))
+        {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(Fail::System(format!(
+                    "storing a {} byte record of `{}` by claim-check: {e}",
+                    self.buf.len(),
+                    plan.valid_topic
+                )));
+            }
+        };
+        let reference = ClaimCheck {
+            key: [(plan.key_field.clone(), input.key.to_owned())].into(),
+            version: input.version,
+            blob: blob.clone(),
+            schema_id: active.id,
+        };
+        let value = crate::registry::wire::frame(claim_id, &reference.to_datum());
+        // The reference carries two more headers than an inline record.
+        let size = input.key.len() + value.len() + header_bytes + blob.uri.len() + 160 + FRAMING;
+        if size > limit {
+            return Ok(Err(Rejection::whole(
+                DriftKind::TooLarge,
+                format!(
+                    "even the claim-check reference is {size} bytes; `{}` takes at most {limit} (max_message_bytes)",
+                    plan.valid_topic
+                ),
+            )));
+        }
+        metrics::counter!(crate::telemetry::metric::VALIDATE_RECORDS, "outcome" => "claim_checked")
+            .increment(1);
+        Ok(Ok((value, blob)))
+    }
+
+    /// The id of the claim-check schema for a stream, registered under the claim-check subject
+    /// of its valid and of its curated topic on first use (the same text, so the same id).
+    fn claim_check_id(&mut self, plan: &StreamPlan) -> Result<u32, Fail> {
+        if let Some(id) = self.claim_ids.get(&plan.valid_topic) {
+            return Ok(*id);
+        }
+        let mut id = 0;
+        for topic in [&plan.valid_topic, &plan.curated_topic] {
+            let subject = crate::blob::claim_check_subject(plan.strategy, topic);
+            match self.rt.block_on(
+                self.registry
+                    .register(&subject, crate::blob::CLAIM_CHECK_SCHEMA),
+            ) {
+                Ok(r) => id = r.id,
+                Err(e) => {
+                    return Err(Fail::System(format!(
+                        "registering the claim-check schema under `{subject}`: {e}"
+                    )));
+                }
+            }
+        }
+        self.claim_ids.insert(plan.valid_topic.clone(), id);
+        Ok(id)
+    }
+
+    /// One record to the DLQ: its own bytes (or the whole event), with its index in the page.
+    fn reject(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        sink: &mut Sink<'_>,
+        input: &Input<'_>,
+        why: &Rejection,
+        against: Against<'_>,
+    ) -> Result<(), Fail> {
+        self.dead_letter(
+            msg,
+            sink,
+            Some(input.dlq_value),
+            why,
+            Some(against),
+            input.index,
+        )
     }
 
     /// Sends rejected bytes to the DLQ with the landing key and headers and the `dlq.*` ones.
@@ -943,7 +1041,22 @@ impl Validate {
 
     /// A webhook event: an upsert validated like a page record, or a delete.
     fn on_event(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
-        let value = msg.payload().unwrap_or_default();
+        // An event over serve's inline limit was stored by claim-check (`intake.blob`).
+        let stored;
+        let value = if headers::get(msg.headers(), headers::BLOB).is_some() {
+            match self.read_blob(msg) {
+                Ok(bytes) => {
+                    stored = bytes;
+                    &stored[..]
+                }
+                Err(Ok(why)) => {
+                    return self.dead_letter(msg, sink, msg.payload(), &why, None, None);
+                }
+                Err(Err(fail)) => return Err(fail),
+            }
+        } else {
+            msg.payload().unwrap_or_default()
+        };
         let Some(source) = headers::get_str(msg.headers(), headers::SOURCE) else {
             let why = Rejection::whole(
                 DriftKind::NotAPage,
@@ -1355,6 +1468,16 @@ impl Validate {
         self.partitions.insert(topic.to_owned(), n);
         Ok(n)
     }
+}
+
+/// The last segment of a JSON pointer, unescaped (`/id` → `id`).
+fn pointer_leaf(pointer: &str) -> String {
+    pointer
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .replace("~1", "/")
+        .replace("~0", "~")
 }
 
 /// `intake.hash`: 16 lower-case hex digits of the XXH3-64 of the raw record bytes.

@@ -607,12 +607,27 @@ pub fn assert_exact(
 /// `<topic>-value` fetched from the registry over its HTTP API, each record's writer schema
 /// found among them by the id in its Confluent framing, and decoded by apache-avro into the
 /// subject's latest version (schema resolution, as a table created from the subject reads).
+/// Per stream, a number per key.
+pub type PerStream = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// A claim-check reference (schema `intake.ClaimCheck`, fetched from `<topic>-intake.ClaimCheck`)
+/// is resolved as docs/DOWNSTREAM.md tells a reader to: the body read from the blob store,
+/// its sha256 checked, and decoded like any record.
 /// Returns per stream the live keys with their `version` field (tombstoned keys removed), to
-/// be compared with the truth; panics, naming topic and offset, on a record whose schema is
-/// not under the subject or that does not decode.
+/// be compared with the truth, and the number of live keys read through a reference; panics,
+/// naming topic and offset, on a record whose schema is not under the subject or that does
+/// not decode.
 pub async fn read_by_topic_name(cfg: &Config) -> BTreeMap<String, BTreeMap<String, u64>> {
+    read_by_topic_name_resolving(cfg).await.0
+}
+
+/// [`read_by_topic_name`], and per stream the live keys whose record came by claim-check with
+/// the size of its body.
+pub async fn read_by_topic_name_resolving(cfg: &Config) -> (PerStream, PerStream) {
     let names = TopicNames::from_config(cfg);
+    let blobs = intake::blob::BlobStore::open(&cfg.blob).unwrap();
     let mut out = BTreeMap::new();
+    let mut resolved_out = BTreeMap::new();
     for (s, ..) in STREAMS {
         let topic = names.curated("sim", s);
         let subject = format!("{topic}-value");
@@ -623,6 +638,14 @@ pub async fn read_by_topic_name(cfg: &Config) -> BTreeMap<String, BTreeMap<Strin
             .map(|(_, id, text)| (*id, apache_avro::Schema::parse_str(text).unwrap()))
             .collect();
         let latest = &schemas[&versions.last().unwrap().1];
+        let claim_subject = format!("{topic}-intake.ClaimCheck");
+        let claim_schemas: BTreeMap<u32, apache_avro::Schema> =
+            super::subject_versions(&claim_subject)
+                .await
+                .iter()
+                .map(|(_, id, text)| (*id, apache_avro::Schema::parse_str(text).unwrap()))
+                .collect();
+        let mut resolved: BTreeMap<String, u64> = BTreeMap::new();
         let records = {
             let topic = topic.clone();
             tokio::task::spawn_blocking(move || read_all(&topic, "read_committed"))
@@ -634,11 +657,60 @@ pub async fn read_by_topic_name(cfg: &Config) -> BTreeMap<String, BTreeMap<Strin
             let key = r.key_str().to_owned();
             let Some(value) = r.value.as_deref() else {
                 live.remove(&key);
+                resolved.remove(&key);
                 continue;
             };
             let at = format!("{topic}/{}/{}", r.partition, r.offset);
             let (id, datum) =
                 intake::registry::wire::unframe(value).unwrap_or_else(|e| panic!("{at}: {e}"));
+            let body;
+            let (id, datum) = if let Some(claim) = claim_schemas.get(&id) {
+                // A claim-check reference: decoded with its own registered schema, then the body.
+                let v = apache_avro::reader::datum::GenericDatumReader::builder(claim)
+                    .build()
+                    .and_then(|r| r.read_value(&mut &datum[..]))
+                    .unwrap_or_else(|e| panic!("{at}: reference does not decode: {e}"));
+                let apache_avro::types::Value::Record(fields) = v else {
+                    panic!("{at}: not a record");
+                };
+                let get = |n: &str| fields.iter().find(|(f, _)| f == n).map(|(_, v)| v.clone());
+                let text = |n: &str| match get(n) {
+                    Some(apache_avro::types::Value::String(s)) => s,
+                    other => panic!("{at}: {n} {other:?}"),
+                };
+                let reference = intake::blob::BlobRef {
+                    uri: text("uri"),
+                    sha256: text("sha256"),
+                    size: match get("size") {
+                        Some(apache_avro::types::Value::Long(n)) => n as u64,
+                        other => panic!("{at}: size {other:?}"),
+                    },
+                };
+                let Some(apache_avro::types::Value::Int(schema_id)) = get("schema_id") else {
+                    panic!("{at}: schema_id");
+                };
+                match get("key") {
+                    Some(apache_avro::types::Value::Map(m)) => assert_eq!(
+                        m.get("id"),
+                        Some(&apache_avro::types::Value::String(key.clone())),
+                        "{at}: the reference names the key"
+                    ),
+                    other => panic!("{at}: key {other:?}"),
+                }
+                body = blobs
+                    .get(&reference)
+                    .await
+                    .unwrap_or_else(|e| panic!("{at}: the body of {}: {e}", reference.uri));
+                assert_eq!(body.len() as u64, reference.size, "{at}: size");
+                resolved.insert(key.clone(), reference.size);
+                let (body_id, body_datum) = intake::registry::wire::unframe(&body)
+                    .unwrap_or_else(|e| panic!("{at}: body: {e}"));
+                assert_eq!(body_id, schema_id as u32, "{at}: the body's schema id");
+                (body_id, body_datum)
+            } else {
+                resolved.remove(&key);
+                (id, datum)
+            };
             let writer = schemas
                 .get(&id)
                 .unwrap_or_else(|| panic!("{at}: schema id {id} is not a version of {subject}"));
@@ -665,8 +737,9 @@ pub async fn read_by_topic_name(cfg: &Config) -> BTreeMap<String, BTreeMap<Strin
             live.insert(key, version);
         }
         out.insert(s.to_owned(), live);
+        resolved_out.insert(s.to_owned(), resolved);
     }
-    out
+    (out, resolved_out)
 }
 
 /// Per stream, the truth's live records that are not drifted: id → version (what a curated
