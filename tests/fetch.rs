@@ -30,7 +30,7 @@ fn landed_versions(pages: &[Page], stream: &str) -> BTreeMap<(String, u64), usiz
 #[tokio::test(flavor = "multi_thread")]
 async fn every_pagination_style_lands_every_record_exactly_once() {
     let sim = sim(&["--records", "230", "--seed", "7"]).await;
-    let styles = ["cursor", "link", "page", "offset", "after"];
+    let styles = ["cursor", "link", "page", "offset", "after", "next_url"];
     let streams: Vec<(String, String, String)> = styles
         .iter()
         .map(|s| {
@@ -673,6 +673,8 @@ page_size = 20
     // A second deployment gets the same landing records, the later fetch first.
     let cfg_b = Arc::new(config(&source));
     apply_topics(&cfg_b).await;
+    let reg = intake::registry::Registry::new(&cfg_b.registry).unwrap();
+    intake::registry::apply_schemas(&cfg_b, &reg).await.unwrap();
     let names_b = intake::topics::TopicNames::from_config(&cfg_b);
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers())
@@ -708,11 +710,23 @@ page_size = 20
         })
         .sum();
     let valid = names_b.valid("sim", "customers");
-    let out = validate_until(&cfg_b, &[valid.clone()], "every record valid", |o| {
-        o[&valid].len() >= records
-    })
+    let dlq = names_b.dlq();
+    let out = validate_until(
+        &cfg_b,
+        &[valid.clone(), dlq.clone()],
+        "every record valid",
+        |o| o[&valid].len() + o[&dlq].len() >= records,
+    )
     .await;
-    assert_eq!(out[&valid].len(), records, "every landed record is valid");
+    let kinds: Vec<&str> = out[&dlq]
+        .iter()
+        .filter_map(|r| r.header("dlq.error.detail"))
+        .collect();
+    assert_eq!(
+        out[&valid].len(),
+        records,
+        "every landed record is valid: {kinds:?}"
+    );
 
     let curated = names_b.curated("sim", "customers");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

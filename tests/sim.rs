@@ -206,6 +206,7 @@ async fn walk(
                 .as_str()
                 .map(|c| format!("{base}?{size}={limit}&cursor={c}{filter}")),
             Style::Link => p.link.as_deref().map(next_link),
+            Style::NextUrl => p.meta["links"]["next"].as_str().map(str::to_owned),
             Style::Page => {
                 let n = p.meta["page"].as_u64().unwrap();
                 (n < p.meta["total_pages"].as_u64().unwrap())

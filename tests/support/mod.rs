@@ -483,11 +483,13 @@ page_size = 50
     s
 }
 
-/// The `pagination` table of a style: the simulator's `link` style takes its page size in
-/// `limit`, which intake sends only when `size_param` names it.
+/// The `pagination` table of a style: the simulator's `link` and `next_url` styles take their
+/// page size in `limit`, which intake sends only when `size_param` names it.
 pub fn pagination_toml(style: &str) -> String {
     if style == "link" {
         r#"{ style = "link", size_param = "limit" }"#.to_owned()
+    } else if style == "next_url" {
+        r#"{ style = "next_url", pointer = "/links/next", size_param = "limit" }"#.to_owned()
     } else {
         format!(r#"{{ style = "{style}" }}"#)
     }
