@@ -10,7 +10,8 @@
 //! | `after`  | `starting_after`, `limit`, `updated_since`   | `{"data":[…],"has_more":bool}` |
 //! | `next_url` | `cursor`, `limit`, `updated_since`    | `{"data":[…],"links":{"next":"<absolute url>"\|null}}` |
 //!
-//! Without `updated_since` records come in id order; with it, only records whose
+//! `updated_since` is RFC 3339 or whole seconds since the Unix epoch. Without it records come
+//! in id order; with it, only records whose
 //! `updated_at >= updated_since`, in `(updated_at, id)` order. The keyset styles (`cursor`,
 //! `link`, `after`, `next_url`) resume strictly after the last record served, so while nothing is written
 //! they yield every record exactly once. A cursor token carries the `updated_since` it was
@@ -169,9 +170,12 @@ impl ListRequest {
             Some(v) => number(size_param, v, 1, max)?,
             None => sizes.default as usize,
         };
+        // RFC 3339, or whole seconds since the Unix epoch (as Stripe and Zendesk filter).
         let since_ns = get("updated_since")
-            .map(|v| {
-                parse_rfc3339_ns(v).map_err(|e| ApiError::bad_param(format!("updated_since: {e}")))
+            .map(|v| match v.parse::<i64>() {
+                Ok(secs) => Ok(i128::from(secs) * 1_000_000_000),
+                Err(_) => parse_rfc3339_ns(v)
+                    .map_err(|e| ApiError::bad_param(format!("updated_since: {e}"))),
             })
             .transpose()?;
         let mut request = Self {
