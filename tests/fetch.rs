@@ -577,6 +577,27 @@ detect_deletes = true
     );
 }
 
+/// A source on the simulator with one cursor-style stream `customers` at `path`, plus `extra`
+/// stream lines.
+fn customers_source(sim: &intake::sim::SimHandle, path: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[sources]]
+name = "sim"
+base_url = "http://{addr}"
+auth = {{ kind = "bearer", token = "demo" }}
+
+[[sources.streams]]
+name = "customers"
+path = "{path}"
+primary_key = "/id"
+pagination = {{ style = "cursor" }}
+{extra}
+"#,
+        addr = sim.addr
+    )
+}
+
 /// Issue 18: a stream without `version` orders its records by the fetch that landed them. Two
 /// full syncs of a version-less stream, with updates in between, land pages whose
 /// `intake.stamp` strictly increases; those pages, copied to a second deployment's landing
@@ -589,22 +610,8 @@ async fn version_less_streams_keep_the_later_fetch_whatever_the_landing_order() 
     use rdkafka::producer::{FutureProducer, FutureRecord};
 
     let sim = sim(&["--records", "60", "--seed", "18"]).await;
-    let source = format!(
-        r#"
-[[sources]]
-name = "sim"
-base_url = "http://{addr}"
-auth = {{ kind = "bearer", token = "demo" }}
-
-[[sources.streams]]
-name = "customers"
-path = "/v1/customers"
-primary_key = "/id"
-pagination = {{ style = "cursor" }}
-page_size = 20
-"#,
-        addr = sim.addr
-    );
+    // No `version`: the later fetch wins.
+    let source = customers_source(&sim, "/v1/customers", "page_size = 20");
     let cfg = Arc::new(config(&source));
     apply_topics(&cfg).await;
     fetch::run(cfg.clone(), once(), std::future::pending())
@@ -786,23 +793,12 @@ page_size = 20
 #[tokio::test(flavor = "multi_thread")]
 async fn epoch_second_filters_sync_incrementally() {
     let sim = sim(&["--records", "120", "--seed", "19"]).await;
-    let cfg = Arc::new(config(&format!(
-        r#"
-[[sources]]
-name = "sim"
-base_url = "http://{addr}"
-auth = {{ kind = "bearer", token = "demo" }}
-
-[[sources.streams]]
-name = "customers"
-path = "/v1/styles/cursor/customers"
-primary_key = "/id"
-version = "/version"
-pagination = {{ style = "cursor" }}
+    let cfg = Arc::new(config(&customers_source(
+        &sim,
+        "/v1/styles/cursor/customers",
+        r#"version = "/version"
 page_size = 25
-incremental = {{ param = "updated_since", field = "/updated_at", format = "epoch_s", field_format = "rfc3339", lookback = "1s" }}
-"#,
-        addr = sim.addr
+incremental = { param = "updated_since", field = "/updated_at", format = "epoch_s", field_format = "rfc3339", lookback = "1s" }"#,
     )));
     apply_topics(&cfg).await;
     let first = fetch::run(cfg.clone(), once(), std::future::pending())

@@ -359,6 +359,11 @@ mod tests {
     };
 
     fn stream(pagination: &str) -> StreamConfig {
+        stream_with(pagination, "")
+    }
+
+    /// A stream of `pagination` (path `/v1/a`, page size 2) with `extra` lines.
+    fn stream_with(pagination: &str, extra: &str) -> StreamConfig {
         let cfg = Config::from_toml(&format!(
             r#"
 [kafka]
@@ -373,6 +378,7 @@ primary_key = "/id"
 version = "/v"
 page_size = 2
 pagination = {pagination}
+{extra}
 "#
         ))
         .unwrap();
@@ -646,27 +652,12 @@ pagination = {pagination}
 
     #[test]
     fn graphql_page_info() {
-        let s = Config::from_toml(
-            r#"
-[kafka]
-brokers = "x:1"
-[[sources]]
-name = "s"
-base_url = "http://h"
-[[sources.streams]]
-name = "a"
-path = "/graphql"
-primary_key = "/id"
-records = "/data/orders/nodes"
+        let s = stream_with(
+            r#"{ style = "graphql", end_cursor = "/data/orders/pageInfo/endCursor", has_next_page = "/data/orders/pageInfo/hasNextPage" }"#,
+            r#"records = "/data/orders/nodes"
 method = "POST"
-body = { graphql = { query = "q", variables = { after = "{cursor}" } } }
-pagination = { style = "graphql", end_cursor = "/data/orders/pageInfo/endCursor", has_next_page = "/data/orders/pageInfo/hasNextPage" }
-"#,
-        )
-        .unwrap()
-        .sources[0]
-            .streams[0]
-            .clone();
+body = { graphql = { query = "q", variables = { after = "{cursor}" } } }"#,
+        );
         let page = |more: bool, cursor: Value| {
             let body = serde_json::json!({"data": {"orders": {"nodes": [{"id": 1}], "pageInfo": {"endCursor": cursor, "hasNextPage": more}}}});
             next(
@@ -686,7 +677,7 @@ pagination = { style = "graphql", end_cursor = "/data/orders/pageInfo/endCursor"
         assert_eq!(page(true, Value::Null), PageCursor::Done);
         // No query parameters: the cursor goes in the body.
         let u = request_url("http://h", &s, &PageCursor::Token("c1".into()), &V, &[]).unwrap();
-        assert_eq!(u.as_str(), "http://h/graphql");
+        assert_eq!(u.as_str(), "http://h/v1/a");
     }
 
     #[test]
