@@ -29,6 +29,10 @@ pub const SYNC_ID: &str = "intake.sync_id";
 pub const SEQ: &str = "intake.seq";
 /// Landing: claim-check reference `uri=<uri>;sha256=<hex>;size=<n>`.
 pub const BLOB: &str = "intake.blob";
+/// Landing: the stamp fetch gives a page (decimal i64, microseconds since the Unix epoch at
+/// landing, strictly increasing per stream across restarts and owners): the version of the
+/// page's records when the stream has no `version` pointer, so the later fetch wins.
+pub const STAMP: &str = "intake.stamp";
 /// Landing: sync mode of a `sync-begin` marker (`full` or `incremental`).
 pub const MODE: &str = "intake.mode";
 /// Events and batches: the id of the event, job or replay that produced the record.

@@ -192,6 +192,9 @@ pub mod metric {
     /// fetch: look-back pages not landed because every record was landed unchanged before
     /// (labels `source`, `stream`).
     pub const FETCH_UNCHANGED_PAGES: &str = "intake_fetch_unchanged_pages_total";
+    /// fetch: responses an `on_status` rule with `action = "skip"` passed over (labels
+    /// `source`, `stream`, `status`).
+    pub const FETCH_SKIPPED_PAGES: &str = "intake_fetch_skipped_pages_total";
     /// validate: records by outcome (labels `outcome` = `valid` | `dlq` | `marker` | `delete`,
     /// `kind` for the DLQ).
     pub const VALIDATE_RECORDS: &str = "intake_validate_records_total";
@@ -241,6 +244,10 @@ pub mod metric {
             FETCH_LAST_SYNC,
             Unit::Seconds,
             "Unix time of the stream's last completed sync"
+        );
+        describe_counter!(
+            FETCH_SKIPPED_PAGES,
+            "Upstream responses skipped by an on_status rule (nothing landed)"
         );
         describe_counter!(
             FETCH_UNCHANGED_PAGES,

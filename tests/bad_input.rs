@@ -259,10 +259,11 @@ name = "{name}"
 path = "/v1/{name}"
 primary_key = "/id"
 version = "/version"
-pagination = {{ style = "{style}" }}
+pagination = {pagination}
 page_size = 10
 pages_per_transaction = 1
-"#
+"#,
+            pagination = support::pagination_toml(style)
         ));
     }
     // The 3 MiB record is over what validate stores by claim-check here (2 MiB): too_large.

@@ -30,7 +30,7 @@ fn landed_versions(pages: &[Page], stream: &str) -> BTreeMap<(String, u64), usiz
 #[tokio::test(flavor = "multi_thread")]
 async fn every_pagination_style_lands_every_record_exactly_once() {
     let sim = sim(&["--records", "230", "--seed", "7"]).await;
-    let styles = ["cursor", "link", "page", "offset", "after"];
+    let styles = ["cursor", "link", "page", "offset", "after", "next_url"];
     let streams: Vec<(String, String, String)> = styles
         .iter()
         .map(|s| {
@@ -505,7 +505,7 @@ name = "orders"
 path = "/v1/orders"
 primary_key = "/id"
 version = "/version"
-pagination = { style = "link" }
+pagination = { style = "link", size_param = "limit" }
 page_size = 50
 poll_interval = "300ms"
 detect_deletes = true
@@ -575,4 +575,277 @@ detect_deletes = true
         complete.values().all(|&c| c == n || c == n + 1),
         "{complete:?}"
     );
+}
+
+/// A source on the simulator with one cursor-style stream `customers` at `path`, plus `extra`
+/// stream lines.
+fn customers_source(sim: &intake::sim::SimHandle, path: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[sources]]
+name = "sim"
+base_url = "http://{addr}"
+auth = {{ kind = "bearer", token = "demo" }}
+
+[[sources.streams]]
+name = "customers"
+path = "{path}"
+primary_key = "/id"
+pagination = {{ style = "cursor" }}
+{extra}
+"#,
+        addr = sim.addr
+    )
+}
+
+/// Issue 18: a stream without `version` orders its records by the fetch that landed them. Two
+/// full syncs of a version-less stream, with updates in between, land pages whose
+/// `intake.stamp` strictly increases; those pages, copied to a second deployment's landing
+/// topic in reverse order (the later fetch first), still leave the later fetch's content of
+/// every record in the curated topic — judged by the simulator's truth (the record version
+/// the truth holds, which intake does not read).
+#[tokio::test(flavor = "multi_thread")]
+async fn version_less_streams_keep_the_later_fetch_whatever_the_landing_order() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let sim = sim(&["--records", "60", "--seed", "18"]).await;
+    // No `version`: the later fetch wins.
+    let source = customers_source(&sim, "/v1/customers", "page_size = 20");
+    let cfg = Arc::new(config(&source));
+    apply_topics(&cfg).await;
+    fetch::run(cfg.clone(), once(), std::future::pending())
+        .await
+        .unwrap();
+    sim_admin(&sim, "/admin/writes?n=45&stream=customers").await;
+    fetch::run(cfg.clone(), once(), std::future::pending())
+        .await
+        .unwrap();
+    let truth_json = truth(&sim).await;
+    let truth = truth_versions(&truth_json, "customers");
+    let deleted: BTreeSet<String> = truth_json["streams"]["customers"]["deleted"]
+        .as_object()
+        .map(|d| d.keys().cloned().collect())
+        .unwrap_or_default();
+
+    // Landed pages, in landing order: stamps strictly increase; every record's raw bytes by
+    // (id, version) — what validate hashes.
+    let names = intake::topics::TopicNames::from_config(&cfg);
+    let landing: Vec<Rec> = read_all(&names.landing(), "read_committed")
+        .into_iter()
+        .filter(|r| r.header("intake.kind") == Some("page"))
+        .collect();
+    let stamps: Vec<i64> = landing
+        .iter()
+        .map(|r| {
+            r.header("intake.stamp")
+                .expect("every page is stamped")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        stamps.len() >= 6,
+        "two syncs of 60+ records: {}",
+        stamps.len()
+    );
+    assert!(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "stamps strictly increase in landing order: {stamps:?}"
+    );
+    let mut raw_by_version: BTreeMap<(String, u64), Vec<u8>> = BTreeMap::new();
+    let mut updated = 0;
+    for r in &landing {
+        #[derive(serde::Deserialize)]
+        struct P<'a> {
+            #[serde(borrow)]
+            data: Vec<&'a serde_json::value::RawValue>,
+        }
+        let page: P<'_> = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        for rec in page.data {
+            let v: serde_json::Value = serde_json::from_str(rec.get()).unwrap();
+            let id = v["id"].as_str().unwrap().to_owned();
+            let version = v["version"].as_u64().unwrap();
+            if version > 1 && !raw_by_version.contains_key(&(id.clone(), version)) {
+                updated += 1;
+            }
+            raw_by_version.insert((id, version), rec.get().as_bytes().to_vec());
+        }
+    }
+    assert!(
+        updated >= 10,
+        "the writes updated records between the syncs: {updated}"
+    );
+
+    // A second deployment gets the same landing records, the later fetch first.
+    let cfg_b = Arc::new(config(&source));
+    apply_topics(&cfg_b).await;
+    let reg = intake::registry::Registry::new(&cfg_b.registry).unwrap();
+    intake::registry::apply_schemas(&cfg_b, &reg).await.unwrap();
+    let names_b = intake::topics::TopicNames::from_config(&cfg_b);
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    for r in landing.iter().rev() {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        producer
+            .send(
+                FutureRecord::to(&names_b.landing())
+                    .key(r.key.as_deref().unwrap())
+                    .payload(r.value.as_deref().unwrap())
+                    .headers(h),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let records: usize = landing
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(r.value.as_deref().unwrap()).unwrap()
+                ["data"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .sum();
+    let valid = names_b.valid("sim", "customers");
+    let dlq = names_b.dlq();
+    let out = validate_until(
+        &cfg_b,
+        &[valid.clone(), dlq.clone()],
+        "every record valid",
+        |o| o[&valid].len() + o[&dlq].len() >= records,
+    )
+    .await;
+    let kinds: Vec<&str> = out[&dlq]
+        .iter()
+        .filter_map(|r| r.header("dlq.error.detail"))
+        .collect();
+    assert_eq!(
+        out[&valid].len(),
+        records,
+        "every landed record is valid: {kinds:?}"
+    );
+
+    let curated = names_b.curated("sim", "customers");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let dedup = tokio::spawn(intake::dedup::stage::run(cfg_b.clone(), async {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let latest = loop {
+        let recs = read_topics(std::slice::from_ref(&curated)).await;
+        let mut latest: BTreeMap<String, Rec> = BTreeMap::new();
+        for r in &recs[&curated] {
+            latest.insert(r.key_str().to_owned(), r.clone());
+        }
+        let done = truth.keys().all(|id| {
+            latest.get(id).and_then(|r| r.header("intake.hash"))
+                == raw_by_version
+                    .get(&(id.clone(), truth[id]))
+                    .map(|raw| format!("{:016x}", intake::dedup::content_hash(raw)))
+                    .as_deref()
+        });
+        if done {
+            break latest;
+        }
+        assert!(!dedup.is_finished(), "dedup stopped: {:?}", dedup.await);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the curated topic does not hold the later fetch of every record: {} of {} keys",
+            latest.len(),
+            truth.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    stop.send(()).unwrap();
+    dedup.await.unwrap().unwrap();
+    // Exactly the truth: every live key with the content of the version the truth holds,
+    // its version the stamp of the later fetch's page; other keys only those deleted since
+    // the first sync (no full sync detects deletes here).
+    for id in latest.keys().filter(|k| !truth.contains_key(*k)) {
+        assert!(
+            deleted.contains(id),
+            "{id} is neither live nor deleted in the truth"
+        );
+    }
+    for id in truth.keys() {
+        let v: i64 = latest[id]
+            .header("intake.version")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(stamps.contains(&v), "{id}: version {v} is a page stamp");
+    }
+}
+
+/// Issue 18: an incremental filter in epoch seconds (`format = "epoch_s"`) read from RFC 3339
+/// fields (`field_format`): the incremental sync sends whole seconds, asks only for what
+/// changed (less the look-back), and every version the truth holds lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn epoch_second_filters_sync_incrementally() {
+    let sim = sim(&["--records", "120", "--seed", "19"]).await;
+    let cfg = Arc::new(config(&customers_source(
+        &sim,
+        "/v1/styles/cursor/customers",
+        r#"version = "/version"
+page_size = 25
+incremental = { param = "updated_since", field = "/updated_at", format = "epoch_s", field_format = "rfc3339", lookback = "1s" }"#,
+    )));
+    apply_topics(&cfg).await;
+    let first = fetch::run(cfg.clone(), once(), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(first["sim/customers"].records, 120);
+    sim_admin(&sim, "/admin/writes?n=15&stream=customers").await;
+    let second = fetch::run(cfg.clone(), once(), std::future::pending())
+        .await
+        .unwrap();
+    let truth = truth_versions(&truth(&sim).await, "customers");
+    let changed = second["sim/customers"].records;
+    assert!(
+        (1..60).contains(&changed),
+        "the incremental sync reads what changed, not all {}: {changed}",
+        truth.len()
+    );
+    let landing = read_all(
+        &intake::topics::TopicNames::from_config(&cfg).landing(),
+        "read_committed",
+    );
+    let incremental: Vec<&str> = landing
+        .iter()
+        .filter(|r| r.header("intake.kind") == Some("page"))
+        .filter_map(|r| r.header("intake.request"))
+        .filter(|u| u.contains("updated_since="))
+        .collect();
+    assert!(!incremental.is_empty());
+    for u in &incremental {
+        let v = url::Url::parse(u).unwrap();
+        let since = v
+            .query_pairs()
+            .find(|(k, _)| k == "updated_since")
+            .unwrap()
+            .1
+            .into_owned();
+        assert!(
+            since.parse::<i64>().is_ok_and(|s| s > 1_700_000_000),
+            "{u}: the filter is whole epoch seconds"
+        );
+    }
+    let pages = landed_pages(&cfg).await;
+    let landed: BTreeSet<(String, u64)> = pages
+        .iter()
+        .flat_map(|p| p.records.iter().cloned())
+        .collect();
+    for (id, v) in &truth {
+        assert!(landed.contains(&(id.clone(), *v)), "{id} v{v} landed");
+    }
 }

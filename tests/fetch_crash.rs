@@ -87,11 +87,12 @@ name = "{name}"
 path = "{path}"
 primary_key = "/id"
 version = "/version"
-pagination = {{ style = "{style}" }}
+pagination = {pagination}
 page_size = 20
 pages_per_transaction = {ppt}
 poll_interval = "1s"
-"#
+"#,
+            pagination = support::pagination_toml(style)
         ));
         if incremental {
             // The default look-back (none): the cursor alone must be right.

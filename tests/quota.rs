@@ -72,10 +72,11 @@ name = "s{i}"
 path = "/v1/styles/{style}/{stream}"
 primary_key = "/id"
 version = "/version"
-pagination = {{ style = "{style}" }}
+pagination = {pagination}
 page_size = 10
 poll_interval = "1s"
-"#
+"#,
+            pagination = support::pagination_toml(style)
         ));
     }
     s

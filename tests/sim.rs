@@ -206,6 +206,7 @@ async fn walk(
                 .as_str()
                 .map(|c| format!("{base}?{size}={limit}&cursor={c}{filter}")),
             Style::Link => p.link.as_deref().map(next_link),
+            Style::NextUrl => p.meta["links"]["next"].as_str().map(str::to_owned),
             Style::Page => {
                 let n = p.meta["page"].as_u64().unwrap();
                 (n < p.meta["total_pages"].as_u64().unwrap())
@@ -465,10 +466,13 @@ async fn all_bodies(client: &reqwest::Client, sim: &SimHandle) -> Vec<Vec<u8>> {
         for style in Style::ALL {
             let path = format!("/v1/styles/{}/{stream}", style.as_str());
             for p in walk(client, sim, &path, style, 16, Some("2024-01-05T00:00:00Z")).await {
-                bodies.push(p.body);
+                let body = String::from_utf8(p.body).unwrap();
+                bodies.push(body.replace(&sim.addr.to_string(), "HOST").into_bytes());
             }
             for p in walk(client, sim, &path, style, 16, None).await {
-                bodies.push(p.body);
+                // A `next_url` body names this simulator's port too.
+                let body = String::from_utf8(p.body).unwrap();
+                bodies.push(body.replace(&sim.addr.to_string(), "HOST").into_bytes());
                 if let Some(link) = p.link {
                     // The Link URL names this simulator's port; the rest is the same.
                     bodies.push(link.replace(&sim.addr.to_string(), "HOST").into_bytes());

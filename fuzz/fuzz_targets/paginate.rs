@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use intake::config::{Config, StreamConfig};
 use intake::fetch::http::{announced_quota, retry_after};
 use intake::fetch::paginate::{PageCursor, PageFacts, next, next_link, request_url};
+use intake::fetch::request::Values;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -20,8 +21,15 @@ const BASE: &str = "http://api.example:8080/base/";
 fn streams() -> &'static [StreamConfig] {
     static STREAMS: OnceLock<Vec<StreamConfig>> = OnceLock::new();
     STREAMS.get_or_init(|| {
-        ["cursor", "link", "page", "offset", "after"]
-            .iter()
+        [
+            r#"{ style = "cursor" }"#,
+            r#"{ style = "link", size_param = "per_page" }"#,
+            r#"{ style = "next_url", pointer = "/links/next" }"#,
+            r#"{ style = "page", has_more = "/has_more", total = "/total" }"#,
+            r#"{ style = "offset", total = "/total" }"#,
+            r#"{ style = "after" }"#,
+        ]
+        .iter()
             .map(|style| {
                 let cfg = Config::from_toml(&format!(
                     r#"
@@ -36,7 +44,7 @@ path = "/v1/a"
 primary_key = "/id"
 version = "/v"
 page_size = 3
-pagination = {{ style = "{style}" }}
+pagination = {style}
 "#
                 ))
                 .unwrap();
@@ -62,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
         if let Some(d) = retry_after(&h) {
             assert!(d.as_secs() <= 3600);
         }
-        if let Some(q) = announced_quota(&h) {
+        if let Some(q) = announced_quota(&h, None) {
             assert!(q.reset_in.as_secs() <= 3600);
         }
     }
@@ -105,7 +113,14 @@ fuzz_target!(|data: &[u8]| {
                     "{at:?} -> {after:?}: pagination would loop"
                 );
             }
-            if let Ok(url) = request_url(BASE, stream, at, Some(("updated_since", header))) {
+            let values = Values {
+                cursor: at.token().map(str::to_owned),
+                since: Some(header.to_owned()),
+                until: None,
+                page_size: stream.page_size,
+                page: at.page_number(stream.page_size),
+            };
+            if let Ok(url) = request_url(BASE, stream, at, &values, &[("updated_since", header)]) {
                 assert_eq!(url.origin(), base.origin(), "{at:?} -> {url}");
             }
             // The cursor survives its round trip through the cursor record.

@@ -11,6 +11,7 @@ pub mod secret;
 pub mod security;
 mod serve;
 mod source;
+pub mod timefmt;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,8 +23,10 @@ pub use secret::{SecretError, SecretRef, SecretString};
 pub use security::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism, SecurityProtocol};
 pub use serve::{ServeAuth, ServeClient, ServeConfig, ServeOperation, ServeTls};
 pub use source::{
-    Auth, DriftPolicy, Incremental, Pagination, QuotaConfig, SourceConfig, StreamConfig,
+    Auth, Body, DriftPolicy, Incremental, Method, PLACEHOLDERS, Pagination, QuotaConfig,
+    QuotaHeaders, SourceConfig, StatusAction, StatusRange, StatusRule, StreamConfig,
 };
+pub use timefmt::TimeFormat;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]

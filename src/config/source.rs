@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::timefmt::TimeFormat;
 use super::{ConfigError, SecretRef, check_name, defaults, invalid};
 
 /// One upstream API (or push source) and its streams.
@@ -32,6 +33,19 @@ pub struct SourceConfig {
     /// Webhook settings for `POST /v1/webhooks/<source>`. Absent: webhooks refused (404).
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// Headers sent with every request of every stream (`Stripe-Version`,
+    /// `X-GitHub-Api-Version`); a stream's own `headers` override them by name. Values may hold
+    /// placeholders (see [`StreamConfig::body`]).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// What a response status means, over the defaults (see [`StatusRule`]); a stream's own
+    /// `on_status` rules are tried first.
+    #[serde(default)]
+    pub on_status: Vec<StatusRule>,
+    /// Names of the quota headers to learn from, over the defaults (`X-RateLimit-*`, IETF
+    /// `RateLimit`).
+    #[serde(default)]
+    pub quota_headers: Option<QuotaHeaders>,
     /// The streams of this source.
     #[serde(default)]
     pub streams: Vec<StreamConfig>,
@@ -59,6 +73,15 @@ pub enum Auth {
         username: String,
         /// Password.
         password: SecretRef,
+    },
+    /// An API key in a query parameter of your choice (`?api_key=...`). The parameter is
+    /// added when the request is sent, so request URLs in logs, headers and the DLQ never
+    /// hold it.
+    ApiKeyQuery {
+        /// Query parameter name, e.g. `api_key`.
+        param: String,
+        /// The key.
+        key: SecretRef,
     },
 }
 
@@ -157,9 +180,35 @@ pub struct StreamConfig {
     pub records: String,
     /// JSON pointer of the primary key inside a record (`/id`).
     pub primary_key: String,
-    /// JSON pointer of the version inside a record: an integer sequence, or an RFC 3339
-    /// timestamp. Dedup keeps the highest; equal versions are broken by content hash.
-    pub version: String,
+    /// JSON pointer of the version inside a record: an integer sequence, or a timestamp (RFC
+    /// 3339 unless `version_format` says otherwise). Dedup keeps the highest; equal versions
+    /// are broken by content hash. Absent: the stream's records carry no version, and the
+    /// later fetch wins — each landed page carries a stamp fetch assigns (`intake.stamp`,
+    /// increasing per stream across restarts and owners) that dedup orders by instead.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// How `version` is read: absent, an integer or an RFC 3339 string; `rfc3339`,
+    /// `epoch_s`, `epoch_ms` (a number or a numeric string) or a pattern: a timestamp.
+    #[serde(default)]
+    pub version_format: Option<TimeFormat>,
+    /// `GET` (default) or `POST`.
+    #[serde(default)]
+    pub method: Method,
+    /// Status rules tried before the source's (see [`StatusRule`]).
+    #[serde(default)]
+    pub on_status: Vec<StatusRule>,
+    /// Headers of this stream's requests, over the source's `headers`. Values may hold
+    /// placeholders.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The request body (with `method = "POST"`): `{ json = {...} }`, `{ form = {...} }` or
+    /// `{ graphql = { query = "...", variables = {...} } }`. Strings in it may hold the
+    /// placeholders `{cursor}`, `{since}`, `{until}`, `{page_size}` and `{page}`, as may the
+    /// path, `query` values and header values. A JSON string that is exactly one placeholder
+    /// becomes a number for `{page_size}` and `{page}`, and is left out (its member or array
+    /// element removed) when the placeholder has no value (`{cursor}` on the first page).
+    #[serde(default)]
+    pub body: Option<Body>,
     /// How pages follow each other.
     #[serde(default)]
     pub pagination: Pagination,
@@ -199,8 +248,128 @@ pub struct StreamConfig {
     pub max_message_bytes: usize,
 }
 
+/// One status rule: responses whose status is in `status` (and whose body contains `body`,
+/// when given) are handled by `action`. The first matching rule wins, a stream's before its
+/// source's; without a match the defaults apply: 2xx lands, 429 (and a 403 that carries
+/// rate-limit headers) waits, 5xx retries, any other status fails.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRule {
+    /// A status (`403`) or an inclusive range as text (`"400-499"`).
+    pub status: StatusRange,
+    /// Text the body must contain for the rule to apply.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// What to do.
+    pub action: StatusAction,
+}
+
+impl StatusRule {
+    /// Whether the rule applies to a response.
+    pub fn matches(&self, status: u16, body: &[u8]) -> bool {
+        self.status.0 <= status
+            && status <= self.status.1
+            && self
+                .body
+                .as_deref()
+                .is_none_or(|b| memchr::memmem::find(body, b.as_bytes()).is_some())
+    }
+}
+
+/// An inclusive range of HTTP statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange(pub u16, pub u16);
+
+impl<'de> Deserialize<'de> for StatusRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(u16),
+            Text(String),
+        }
+        let bad = |s: &str| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a status (100-599) or a range such as \"400-499\""
+            ))
+        };
+        let (lo, hi) = match Raw::deserialize(d)? {
+            Raw::One(n) => (n, n),
+            Raw::Text(t) => {
+                let (a, b) = t.split_once('-').unwrap_or((&t, &t));
+                match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    _ => return Err(bad(&t)),
+                }
+            }
+        };
+        if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+            return Err(bad(&format!("{lo}-{hi}")));
+        }
+        Ok(Self(lo, hi))
+    }
+}
+
+/// What a status rule does with a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusAction {
+    /// Retry with backoff, as a 5xx (bounded by `max_retries`).
+    Retry,
+    /// A rate limit: pause every stream of the token until `Retry-After` (seconds or an HTTP
+    /// date; 1 s without one) or the announced reset, then retry, as a 429.
+    Wait,
+    /// Land nothing and go on as after an empty page (counted in
+    /// `intake_fetch_skipped_pages_total`).
+    Skip,
+    /// Pause the stream with the status and body as the reason.
+    Fail,
+}
+
+/// Quota header names (GitHub `X-RateLimit-*`, Shopify `X-Shopify-Shop-Api-Call-Limit` aside).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaHeaders {
+    /// Header of the requests left in the window.
+    pub remaining: String,
+    /// Header of the window's reset: seconds until it, or an epoch time in seconds.
+    pub reset: String,
+    /// Header of the window's size in requests.
+    #[serde(default)]
+    pub limit: Option<String>,
+}
+
+/// The HTTP method of a stream's requests.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// `GET`.
+    #[default]
+    Get,
+    /// `POST`, usually with a `body`.
+    Post,
+}
+
+/// A request body.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Body {
+    /// A JSON document (`Content-Type: application/json`).
+    Json(serde_json::Value),
+    /// Form fields (`application/x-www-form-urlencoded`).
+    Form(BTreeMap<String, String>),
+    /// A GraphQL request: `{"query": ..., "variables": ...}` as JSON.
+    Graphql {
+        /// The query document.
+        query: String,
+        /// Its variables (placeholders are filled in here).
+        #[serde(default)]
+        variables: serde_json::Map<String, serde_json::Value>,
+    },
+}
+
 /// Pagination styles.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(tag = "style", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Pagination {
     /// An opaque token in the body (`next_pointer`), sent back in `param`.
@@ -216,9 +385,33 @@ pub enum Pagination {
         size_param: String,
     },
     /// `Link: <url>; rel="next"` response header.
-    #[default]
-    Link,
-    /// `page=N&per_page=M`, last page when fewer than M records come back.
+    Link {
+        /// Query parameter of the page size on the first request (GitHub: `per_page`); absent:
+        /// none is sent and the API's default page size applies. Later requests follow the
+        /// link as given.
+        #[serde(default)]
+        size_param: Option<String>,
+    },
+    /// The next page's URL in the body (Zendesk `/links/next`, Salesforce
+    /// `/nextRecordsUrl`, Microsoft Graph `/@odata.nextLink`): absolute or relative to the
+    /// base URL, followed only on the source's origin. Absent, null or empty: last page.
+    NextUrl {
+        /// JSON pointer of the URL.
+        pointer: String,
+        /// Query parameter of the page size on the first request; absent: none is sent.
+        #[serde(default)]
+        size_param: Option<String>,
+    },
+    /// GraphQL connections: the body's `{cursor}` placeholder gets `pageInfo.endCursor` while
+    /// `pageInfo.hasNextPage` is true.
+    Graphql {
+        /// JSON pointer of `endCursor` (`/data/orders/pageInfo/endCursor`).
+        end_cursor: String,
+        /// JSON pointer of `hasNextPage` (`/data/orders/pageInfo/hasNextPage`).
+        has_next_page: String,
+    },
+    /// `page=N&per_page=M`, last page when fewer than M records come back, or when a stop
+    /// pointer says so.
     Page {
         /// Query parameter of the page number (1-based).
         #[serde(default = "p_page")]
@@ -226,8 +419,14 @@ pub enum Pagination {
         /// Query parameter of the page size.
         #[serde(default = "p_per_page")]
         size_param: String,
+        /// JSON pointer of a has-more flag: false ends the sync.
+        #[serde(default)]
+        has_more: Option<String>,
+        /// JSON pointer of the total record count: the sync ends once that many were read.
+        #[serde(default)]
+        total: Option<String>,
     },
-    /// `offset=N&limit=M`.
+    /// `offset=N&limit=M`, last page as for `page`.
     Offset {
         /// Query parameter of the offset.
         #[serde(default = "p_offset")]
@@ -235,6 +434,12 @@ pub enum Pagination {
         /// Query parameter of the page size.
         #[serde(default = "p_limit")]
         size_param: String,
+        /// JSON pointer of a has-more flag: false ends the sync.
+        #[serde(default)]
+        has_more: Option<String>,
+        /// JSON pointer of the total record count: the sync ends once that many were read.
+        #[serde(default)]
+        total: Option<String>,
     },
     /// `starting_after=<last id>` with a `has_more` flag in the body.
     After {
@@ -248,6 +453,12 @@ pub enum Pagination {
         #[serde(default = "p_limit")]
         size_param: String,
     },
+}
+
+impl Default for Pagination {
+    fn default() -> Self {
+        Self::Link { size_param: None }
+    }
 }
 
 fn p_cursor() -> String {
@@ -279,10 +490,24 @@ fn p_has_more() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Incremental {
-    /// Query parameter of the filter (`updated_since`).
+    /// Query parameter of the filter (`updated_since`); empty: not sent as a query parameter
+    /// (use `{since}` in the body, path or headers instead).
     pub param: String,
     /// JSON pointer of the record's timestamp field the filter applies to (`/updated_at`).
     pub field: String,
+    /// How the filter (`param`, `{since}`, `{until}`, `end_param`) is written: `rfc3339`
+    /// (default), `epoch_s`, `epoch_ms` or a pattern.
+    #[serde(default)]
+    pub format: TimeFormat,
+    /// How `field` is read; defaults to `format`. (HubSpot filters in epoch milliseconds and
+    /// returns RFC 3339.)
+    #[serde(default)]
+    pub field_format: Option<TimeFormat>,
+    /// Query parameter of the window's end, sent with the time the sync started (Stripe
+    /// `created[lte]`): a bounded window, so records written during the sync wait for the
+    /// next one. Absent: open-ended.
+    #[serde(default)]
+    pub end_param: Option<String>,
     /// Re-read this much before the high-water mark, to catch late and backdated writes.
     #[serde(default = "defaults::lookback", with = "humantime_serde")]
     pub lookback: Duration,
@@ -298,6 +523,164 @@ pub enum DriftPolicy {
     /// Add new fields as optional, register the new version if the registry accepts it as
     /// compatible, and go on; otherwise DLQ.
     Evolve,
+}
+
+impl Incremental {
+    /// How the record's field is read.
+    pub fn field_format(&self) -> &TimeFormat {
+        self.field_format.as_ref().unwrap_or(&self.format)
+    }
+}
+
+/// The placeholders of paths, query values, header values and bodies.
+pub const PLACEHOLDERS: [&str; 5] = ["cursor", "since", "until", "page_size", "page"];
+
+/// Checks that every `{...}` in `text` is a known placeholder.
+fn check_placeholders(field: &str, text: &str) -> Result<(), ConfigError> {
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else { break };
+        let name = &after[..close];
+        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.is_empty()
+            && !PLACEHOLDERS.contains(&name)
+        {
+            return Err(invalid(
+                field,
+                format!(
+                    "unknown placeholder `{{{name}}}`; known: {}",
+                    PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+                ),
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+    Ok(())
+}
+
+fn check_json_placeholders(field: &str, v: &serde_json::Value) -> Result<(), ConfigError> {
+    match v {
+        serde_json::Value::String(s) => check_placeholders(field, s),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, x)| check_json_placeholders(&format!("{field}[{i}]"), x)),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .try_for_each(|(k, x)| check_json_placeholders(&format!("{field}.{k}"), x)),
+        _ => Ok(()),
+    }
+}
+
+fn check_headers(field: &str, h: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for (k, v) in h {
+        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(invalid(format!("{field}.{k}"), "not a valid header name"));
+        }
+        check_placeholders(&format!("{field}.{k}"), v)?;
+    }
+    Ok(())
+}
+
+impl StreamConfig {
+    /// Checks request shaping: method, body, headers, placeholders, pagination pointers.
+    fn validate_request(&self, sat: &str) -> Result<(), ConfigError> {
+        check_headers(&format!("{sat}.headers"), &self.headers)?;
+        if let Some(p) = &self.path {
+            check_placeholders(&format!("{sat}.path"), p)?;
+        }
+        for (k, v) in &self.query {
+            check_placeholders(&format!("{sat}.query.{k}"), v)?;
+        }
+        match (&self.body, self.method) {
+            (Some(_), Method::Get) => {
+                return Err(invalid(
+                    format!("{sat}.body"),
+                    "a body needs method = \"POST\"",
+                ));
+            }
+            (Some(Body::Json(v)), _) => check_json_placeholders(&format!("{sat}.body.json"), v)?,
+            (Some(Body::Form(f)), _) => {
+                for (k, v) in f {
+                    check_placeholders(&format!("{sat}.body.form.{k}"), v)?;
+                }
+            }
+            (Some(Body::Graphql { variables, .. }), _) => {
+                for (k, v) in variables {
+                    check_json_placeholders(&format!("{sat}.body.graphql.variables.{k}"), v)?;
+                }
+            }
+            (None, _) => {}
+        }
+        let pointers: Vec<(&str, &String)> = match &self.pagination {
+            Pagination::Cursor { next_pointer, .. } => vec![("next_pointer", next_pointer)],
+            Pagination::After {
+                has_more_pointer, ..
+            } => vec![("has_more_pointer", has_more_pointer)],
+            Pagination::NextUrl { pointer, .. } => vec![("pointer", pointer)],
+            Pagination::Graphql {
+                end_cursor,
+                has_next_page,
+            } => vec![("end_cursor", end_cursor), ("has_next_page", has_next_page)],
+            Pagination::Page {
+                has_more, total, ..
+            }
+            | Pagination::Offset {
+                has_more, total, ..
+            } => [("has_more", has_more), ("total", total)]
+                .into_iter()
+                .filter_map(|(n, p)| p.as_ref().map(|p| (n, p)))
+                .collect(),
+            Pagination::Link { .. } => vec![],
+        };
+        for (name, p) in pointers {
+            check_pointer(&format!("{sat}.pagination.{name}"), p)?;
+        }
+        if matches!(self.pagination, Pagination::Graphql { .. }) && !self.mentions("{cursor}") {
+            return Err(invalid(
+                format!("{sat}.pagination"),
+                "graphql pagination sends endCursor through `{cursor}`: put it in the body (e.g. a variable `after = \"{cursor}\"`)",
+            ));
+        }
+        if let Some(inc) = &self.incremental
+            && inc.param.is_empty()
+            && !self.mentions("{since}")
+        {
+            return Err(invalid(
+                format!("{sat}.incremental.param"),
+                "empty, and `{since}` appears nowhere in the request: the filter would not be sent",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `placeholder` appears anywhere in the stream's request (its source's headers
+    /// aside).
+    fn mentions(&self, placeholder: &str) -> bool {
+        fn json(v: &serde_json::Value, p: &str) -> bool {
+            match v {
+                serde_json::Value::String(s) => s.contains(p),
+                serde_json::Value::Array(a) => a.iter().any(|x| json(x, p)),
+                serde_json::Value::Object(o) => o.values().any(|x| json(x, p)),
+                _ => false,
+            }
+        }
+        let body = match &self.body {
+            Some(Body::Json(v)) => json(v, placeholder),
+            Some(Body::Form(f)) => f.values().any(|v| v.contains(placeholder)),
+            Some(Body::Graphql { variables, .. }) => {
+                variables.values().any(|x| json(x, placeholder))
+            }
+            None => false,
+        };
+        body || self.query.values().any(|v| v.contains(placeholder))
+            || self.headers.values().any(|v| v.contains(placeholder))
+            || self
+                .path
+                .as_deref()
+                .is_some_and(|p| p.contains(placeholder))
+    }
 }
 
 impl SourceConfig {
@@ -344,6 +727,12 @@ impl SourceConfig {
                 check_pointer(&format!("{at}.webhook.{f}"), p)?;
             }
         }
+        check_headers(&format!("{at}.headers"), &self.headers)?;
+        if let Some(Auth::ApiKeyQuery { param, .. }) = &self.auth
+            && param.is_empty()
+        {
+            return Err(invalid(format!("{at}.auth.param"), "must not be empty"));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, s) in self.streams.iter().enumerate() {
             let sat = format!("{at}.streams[{i}]");
@@ -367,7 +756,21 @@ impl SourceConfig {
                     ),
                 ));
             }
-            check_pointer(&format!("{sat}.version"), &s.version)?;
+            if let Some(v) = &s.version {
+                check_pointer(&format!("{sat}.version"), v)?;
+                if v.is_empty() {
+                    return Err(invalid(
+                        format!("{sat}.version"),
+                        "must point inside the record (or be left out: the later fetch wins)",
+                    ));
+                }
+            } else if s.version_format.is_some() {
+                return Err(invalid(
+                    format!("{sat}.version_format"),
+                    "needs a `version` pointer",
+                ));
+            }
+            s.validate_request(&sat)?;
             if s.primary_key.is_empty() {
                 return Err(invalid(
                     format!("{sat}.primary_key"),

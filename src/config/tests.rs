@@ -221,12 +221,42 @@ fn kafka_security_examples_are_valid() {
 
 #[test]
 fn public_api_examples_are_valid() {
-    for name in ["github", "stripe"] {
+    for name in ["github", "stripe", "hubspot", "zendesk", "salesforce"] {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/sources/{name}.toml"));
         let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!cfg.sources[0].streams.is_empty());
     }
+    // What each example relies on.
+    let load = |name: &str| {
+        Config::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/sources/{name}.toml")),
+        )
+        .unwrap()
+        .sources
+        .remove(0)
+    };
+    let github = load("github");
+    assert_eq!(
+        github.streams[0].pagination,
+        crate::config::Pagination::Link {
+            size_param: Some("per_page".into())
+        }
+    );
+    let stripe = load("stripe");
+    assert_eq!(stripe.streams[0].version, None);
+    assert_eq!(
+        stripe.streams[1].incremental.as_ref().unwrap().format,
+        crate::config::TimeFormat::EpochS
+    );
+    let hubspot = load("hubspot");
+    assert_eq!(hubspot.streams[0].method, crate::config::Method::Post);
+    let salesforce = load("salesforce");
+    let vf = salesforce.streams[0].version_format.as_ref().unwrap();
+    assert_eq!(
+        crate::validate::parse_version_as("\"2026-01-02T03:04:05.678+0000\"", vf),
+        Ok(1_767_323_045_678_000)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -530,11 +560,13 @@ fn the_walk_finds_fields_of_every_kind() {
     }
     assert_eq!(
         a.tags["sources[].streams[].pagination.style"],
-        ["cursor", "link", "page", "offset", "after"]
+        [
+            "cursor", "link", "next_url", "graphql", "page", "offset", "after"
+        ]
     );
     assert_eq!(
         a.tags["sources[].auth.kind"],
-        ["bearer", "api_key", "basic"]
+        ["bearer", "api_key", "basic", "api_key_query"]
     );
     assert_eq!(a.values["sources[].streams[].drift"], ["dlq", "evolve"]);
     assert_eq!(a.values["sources[].quota.mode"], ["central", "naive"]);

@@ -512,8 +512,7 @@ impl<'a> Replay<'a> {
                     .ok_or_else(|| {
                         format!("stream `{source}/{stream}` is not in this configuration")
                     })?;
-                Splitter::new(&st.records, &st.primary_key, Some(&st.version))
-                    .map_err(|e| format!("stream `{source}/{stream}`: {e}"))
+                Splitter::for_stream(st).map_err(|e| format!("stream `{source}/{stream}`: {e}"))
             })
             .clone()
     }

@@ -73,8 +73,20 @@ pub struct CursorState {
     /// Records landed by this stream since its cursor was created.
     #[serde(default)]
     pub total_records: u64,
+    /// The last `intake.stamp` given to a landed page of this stream (0: none yet). The next
+    /// is above it even if the clock of the process that owns the stream now is behind.
+    #[serde(default)]
+    pub stamp: i64,
     /// When this record was written.
     pub updated_at: String,
+}
+
+/// The stamp of the next landed page: the clock in microseconds since the Unix epoch, but
+/// above `last` (the stream's last stamp, committed with its cursor), so stamps increase per
+/// stream even when a new owner's clock is behind the old one's.
+pub fn next_stamp(last: i64, now: time::OffsetDateTime) -> i64 {
+    let micros = i64::try_from(now.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX);
+    micros.max(last.saturating_add(1))
 }
 
 /// The key of a stream's cursor (and of its landing pages).
@@ -85,6 +97,19 @@ pub fn stream_key(source: &str, stream: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stamps_increase_even_when_the_clock_goes_back() {
+        let t = time::OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap();
+        assert_eq!(next_stamp(0, t), 1_767_225_600_000_000);
+        // A successor whose clock is a minute behind still stamps above the committed stamp.
+        let behind = t - time::Duration::minutes(1);
+        assert_eq!(
+            next_stamp(1_767_225_600_000_000, behind),
+            1_767_225_600_000_001
+        );
+        assert_eq!(next_stamp(i64::MAX, t), i64::MAX);
+    }
 
     #[test]
     fn round_trips_as_json() {
@@ -104,6 +129,7 @@ mod tests {
             pages: 3,
             records: 300,
             total_records: 300,
+            stamp: 1_767_225_600_000_000,
             updated_at: "2026-01-01T00:00:00Z".into(),
         };
         let j = serde_json::to_string(&c).unwrap();

@@ -22,7 +22,10 @@ use rand::Rng;
 use reqwest::header::{AUTHORIZATION, HeaderMap, LOCATION, RETRY_AFTER};
 use url::Url;
 
-use crate::config::{Auth, ConfigError, SecretString, SourceConfig};
+use super::request::Shape;
+use crate::config::{
+    Auth, ConfigError, QuotaHeaders, SecretString, SourceConfig, StatusAction, StatusRule,
+};
 use crate::quota::{Observed, Pacer};
 
 /// A successful response.
@@ -38,6 +41,66 @@ pub struct Response {
     pub url: String,
     /// Attempts it took.
     pub attempts: u32,
+    /// An `on_status` rule said `skip`: land nothing, go on as after an empty page.
+    pub skipped: bool,
+}
+
+/// What a response status means (see [`crate::config::StatusRule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// A page: land it.
+    Land,
+    /// Retry with backoff.
+    Retry,
+    /// A rate limit: pause the token, then retry.
+    Wait,
+    /// Land nothing, go on.
+    Skip,
+    /// Pause the stream with the reason.
+    Fail,
+}
+
+impl From<StatusAction> for Decision {
+    fn from(a: StatusAction) -> Self {
+        match a {
+            StatusAction::Retry => Self::Retry,
+            StatusAction::Wait => Self::Wait,
+            StatusAction::Skip => Self::Skip,
+            StatusAction::Fail => Self::Fail,
+        }
+    }
+}
+
+/// What to do with a response: the first rule whose status range holds `status` and whose
+/// body text (if any) is in `body`, else the defaults — 2xx lands; 429, and a 403 that
+/// carries rate-limit headers (`Retry-After`, or a remaining quota of 0), wait; 5xx retries;
+/// anything else fails. `None` when a rule's body text decides and the body is not read yet.
+pub fn decide(
+    rules: &[StatusRule],
+    status: u16,
+    headers: &HeaderMap,
+    names: Option<&QuotaHeaders>,
+    body: Option<&[u8]>,
+) -> Option<Decision> {
+    for r in rules {
+        if r.matches(status, body.unwrap_or_default()) {
+            return Some(r.action.into());
+        }
+        if r.body.is_some() && body.is_none() && r.status.0 <= status && status <= r.status.1 {
+            return None;
+        }
+    }
+    Some(match status {
+        200..=299 => Decision::Land,
+        429 => Decision::Wait,
+        403 if headers.contains_key(RETRY_AFTER)
+            || announced_quota(headers, names).is_some_and(|q| q.remaining == 0) =>
+        {
+            Decision::Wait
+        }
+        500..=599 => Decision::Retry,
+        _ => Decision::Fail,
+    })
 }
 
 /// A request that failed for good (after retries, or not retriable).
@@ -77,6 +140,8 @@ pub enum ResolvedAuth {
     ApiKey(reqwest::header::HeaderName, SecretString),
     /// HTTP basic auth.
     Basic(String, SecretString),
+    /// The key in a query parameter, added as the request is sent (never in a logged URL).
+    Query(String, SecretString),
 }
 
 impl ResolvedAuth {
@@ -102,6 +167,7 @@ impl ResolvedAuth {
             Auth::Basic { username, password } => {
                 Self::Basic(username.clone(), secret("password", password)?)
             }
+            Auth::ApiKeyQuery { param, key } => Self::Query(param.clone(), secret("key", key)?),
         })
     }
 
@@ -111,6 +177,7 @@ impl ResolvedAuth {
             Self::Bearer(t) => req.header(AUTHORIZATION, format!("Bearer {}", t.expose())),
             Self::ApiKey(h, k) => req.header(h.clone(), k.expose()),
             Self::Basic(u, p) => req.basic_auth(u, Some(p.expose())),
+            Self::Query(k, v) => req.query(&[(k.as_str(), v.expose())]),
         }
     }
 }
@@ -122,6 +189,8 @@ pub struct SourceClient {
     max_retries: u32,
     /// `quota.mode = "naive"`: ignore quota headers, retry a 429 at once.
     naive: bool,
+    /// Quota header names beyond the defaults.
+    quota_headers: Option<QuotaHeaders>,
     /// Base of the exponential backoff.
     pub backoff_base: Duration,
     /// Cap of the exponential backoff.
@@ -201,6 +270,7 @@ impl SourceClient {
                 .quota
                 .as_ref()
                 .is_some_and(crate::config::QuotaConfig::naive),
+            quota_headers: src.quota_headers.clone(),
             backoff_base: Duration::from_millis(200),
             backoff_cap: Duration::from_secs(30),
         })
@@ -211,83 +281,113 @@ impl SourceClient {
     /// # Errors
     /// [`HttpError`] when the request cannot succeed.
     pub async fn get(&self, url: &Url, pacer: &Pacer) -> Result<Response, HttpError> {
+        self.request(url, &Shape::default(), pacer).await
+    }
+
+    /// Sends a shaped request (method, headers, body) through the token's pacer, retrying as
+    /// described in the module docs.
+    ///
+    /// # Errors
+    /// [`HttpError`] when the request cannot succeed.
+    pub async fn request(
+        &self,
+        url: &Url,
+        shape: &Shape,
+        pacer: &Pacer,
+    ) -> Result<Response, HttpError> {
         let shown = redact(url);
+        let names = self.quota_headers.as_ref();
         let mut failures = 0u32;
         let mut attempts = 0u32;
         loop {
             let permit = pacer.acquire().await;
             attempts += 1;
-            let sent = self.send(url).await;
+            let sent = self.send(url, shape).await;
             // The headers (a pause, a lower limit) are known to the pacer before the permit
             // ends, so the request the end lets through already follows them.
+            let mut paused = false;
             if let Ok(resp) = &sent
                 && !self.naive
             {
-                learn_quota(resp.headers(), pacer);
-                if resp.status().as_u16() == 429 {
-                    let wait = retry_after(resp.headers()).unwrap_or(Duration::from_secs(1));
-                    pacer.pause_until(tokio::time::Instant::now() + wait);
+                learn_quota(resp.headers(), names, pacer);
+                let early = decide(
+                    &shape.on_status,
+                    resp.status().as_u16(),
+                    resp.headers(),
+                    names,
+                    None,
+                );
+                if early == Some(Decision::Wait) {
+                    pacer
+                        .pause_until(tokio::time::Instant::now() + wait_for(resp.headers(), names));
+                    paused = true;
                 }
             }
             drop(permit);
-            let outcome: Result<(), (String, Option<Duration>)> = match sent {
+            let failed: (String, Option<Duration>) = match sent {
+                Err(why) => (why, None),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
-                    if status == 429 && self.naive {
-                        metrics::counter!(crate::telemetry::metric::FETCH_HTTP_429).increment(1);
-                        if attempts > 50 + self.max_retries {
-                            return Err(HttpError::Exhausted {
-                                url: shown,
-                                attempts,
-                                last: "429 Too Many Requests".into(),
-                            });
-                        }
-                        continue;
-                    }
-                    if status == 429 {
-                        let wait = retry_after(&headers).unwrap_or(Duration::from_secs(1));
-                        tracing::warn!(url = %shown, wait_ms = wait.as_millis() as u64, "429 Too Many Requests: pausing every stream of this token");
-                        metrics::counter!(crate::telemetry::metric::FETCH_HTTP_429).increment(1);
-                        // Counted separately: a 429 is the upstream asking us to wait, not a failure,
-                        // but a source that never stops answering 429 still ends the page.
-                        if attempts > 50 + self.max_retries {
-                            return Err(HttpError::Exhausted {
-                                url: shown,
-                                attempts,
-                                last: "429 Too Many Requests".into(),
-                            });
-                        }
-                        continue;
-                    }
                     match resp.bytes().await {
-                        Ok(body) if status < 300 => {
-                            return Ok(Response {
-                                status,
-                                headers,
-                                body,
-                                url: shown,
-                                attempts,
-                            });
+                        Err(e) => (format!("reading body: {e}"), None),
+                        Ok(body) => {
+                            let decision =
+                                decide(&shape.on_status, status, &headers, names, Some(&body))
+                                    .unwrap_or(Decision::Fail);
+                            let snippet = || {
+                                String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
+                            };
+                            match decision {
+                                Decision::Land | Decision::Skip => {
+                                    return Ok(Response {
+                                        status,
+                                        headers,
+                                        body,
+                                        url: shown,
+                                        attempts,
+                                        skipped: decision == Decision::Skip,
+                                    });
+                                }
+                                Decision::Fail => {
+                                    return Err(HttpError::Client {
+                                        url: shown,
+                                        status,
+                                        body: snippet(),
+                                    });
+                                }
+                                Decision::Wait => {
+                                    metrics::counter!(crate::telemetry::metric::FETCH_HTTP_429)
+                                        .increment(1);
+                                    // Counted apart from failures: a rate limit is the upstream
+                                    // asking us to wait, but one that never ends still ends the
+                                    // page.
+                                    if attempts > 50 + self.max_retries {
+                                        return Err(HttpError::Exhausted {
+                                            url: shown,
+                                            attempts,
+                                            last: format!("{status} rate limited: {}", snippet()),
+                                        });
+                                    }
+                                    if self.naive {
+                                        continue;
+                                    }
+                                    let wait = wait_for(&headers, names);
+                                    if !paused {
+                                        pacer.pause_until(tokio::time::Instant::now() + wait);
+                                    }
+                                    tracing::warn!(url = %shown, status, wait_ms = wait.as_millis() as u64, "rate limited: pausing every stream of this token");
+                                    continue;
+                                }
+                                Decision::Retry => {
+                                    (format!("HTTP {status}"), retry_after(&headers))
+                                }
+                            }
                         }
-                        Ok(body) if (400..500).contains(&status) => {
-                            let snippet =
-                                String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-                            return Err(HttpError::Client {
-                                url: shown,
-                                status,
-                                body: snippet,
-                            });
-                        }
-                        Ok(_) => Err((format!("HTTP {status}"), retry_after(&headers))),
-                        Err(e) => Err((format!("reading body: {e}"), None)),
                     }
                 }
-                Err(why) => Err((why, None)),
             };
-            let Err((why, after)) = outcome else {
-                unreachable!("successes returned above")
-            };
+            let (why, after) = failed;
             failures += 1;
             metrics::counter!(crate::telemetry::metric::FETCH_HTTP_RETRIES).increment(1);
             if failures > self.max_retries {
@@ -308,14 +408,31 @@ impl SourceClient {
     /// origin — a CDN, a storage bucket, or wherever a compromised or misconfigured upstream
     /// points — is sent without them, whatever header they are in (reqwest's own policy drops
     /// only `Authorization` and cookies). At most [`MAX_REDIRECTS`] hops; each is logged.
-    async fn send(&self, url: &Url) -> Result<reqwest::Response, String> {
+    ///
+    /// A POST keeps its method and body through a 307 or 308 and becomes a GET without a body
+    /// through any other redirect (as browsers and RFC 9110 do). The shape's headers go only
+    /// to the origin asked for, as credentials do.
+    async fn send(&self, url: &Url, shape: &Shape) -> Result<reqwest::Response, String> {
         let origin = url.origin();
         let mut at = url.clone();
+        let mut post = shape.post;
         for _ in 0..=MAX_REDIRECTS {
             let same_origin = at.origin() == origin;
-            let mut req = self.http.get(at.clone());
+            let mut req = if post {
+                self.http.post(at.clone())
+            } else {
+                self.http.get(at.clone())
+            };
             if same_origin {
+                for (k, v) in &shape.headers {
+                    req = req.header(k, v);
+                }
                 req = self.authorize(req);
+            }
+            if let (true, Some((content_type, body))) = (post, &shape.body) {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, *content_type)
+                    .body(body.clone());
             }
             let resp = req.send().await.map_err(|e| describe(&e))?;
             let location = resp
@@ -330,6 +447,9 @@ impl SourceClient {
                 .join(&location)
                 .map_err(|e| format!("HTTP {} to an invalid Location: {e}", resp.status()))?;
             let credentials = next.origin() == origin;
+            if !matches!(resp.status().as_u16(), 307 | 308) {
+                post = false;
+            }
             tracing::info!(
                 from = %redact(&at),
                 to = %redact(&next),
@@ -384,26 +504,59 @@ pub fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is treated as 1 s).
+/// `Retry-After` as seconds or as an HTTP date (the wait until then; zero for a date in the
+/// past), at most an hour; 1 s when it is neither.
 pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    Some(match v.parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s.min(3600.0)),
-        _ => Duration::from_secs(1),
-    })
+    retry_after_at(h, time::OffsetDateTime::now_utc())
 }
 
-/// The quota a response announces: `X-RateLimit-Limit` / `-Remaining` / `-Reset` (seconds
-/// until reset, or an epoch time), or the IETF `RateLimit: limit=..., remaining=...,
-/// reset=...` form.
-pub fn announced_quota(h: &HeaderMap) -> Option<Observed> {
+fn retry_after_at(h: &HeaderMap, now: time::OffsetDateTime) -> Option<Duration> {
+    let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let secs = match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => s,
+        _ => match time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822) {
+            Ok(at) => (at - now).as_seconds_f64().max(0.0),
+            Err(_) => 1.0,
+        },
+    };
+    Some(Duration::from_secs_f64(secs.min(3600.0)))
+}
+
+/// How long a rate-limited token waits: `Retry-After`, else the announced reset when no
+/// requests remain, else 1 s.
+fn wait_for(h: &HeaderMap, names: Option<&QuotaHeaders>) -> Duration {
+    retry_after(h)
+        .or_else(|| {
+            announced_quota(h, names)
+                .filter(|q| q.remaining == 0)
+                .map(|q| q.reset_in)
+        })
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// The quota a response announces: the configured `quota_headers`, else
+/// `X-RateLimit-Limit` / `-Remaining` / `-Reset` (seconds until reset, or an epoch time), else
+/// the IETF `RateLimit: limit=..., remaining=..., reset=...` form.
+pub fn announced_quota(h: &HeaderMap, names: Option<&QuotaHeaders>) -> Option<Observed> {
     let num = |name: &str| {
         h.get(name)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
     };
-    let (limit, remaining, reset) = match (num("x-ratelimit-remaining"), num("x-ratelimit-reset")) {
-        (Some(r), Some(s)) => (num("x-ratelimit-limit"), r, s),
+    let configured = names.and_then(|n| {
+        Some((
+            n.limit.as_deref().and_then(num),
+            num(&n.remaining)?,
+            num(&n.reset)?,
+        ))
+    });
+    let (limit, remaining, reset) = match (
+        configured,
+        num("x-ratelimit-remaining"),
+        num("x-ratelimit-reset"),
+    ) {
+        (Some(c), _, _) => c,
+        (None, Some(r), Some(s)) => (num("x-ratelimit-limit"), r, s),
         _ => {
             let v = h.get("ratelimit").and_then(|v| v.to_str().ok())?;
             let field = |k: &str| {
@@ -429,8 +582,8 @@ pub fn announced_quota(h: &HeaderMap) -> Option<Observed> {
 }
 
 /// Feeds what a response announces to the token's pacer.
-fn learn_quota(h: &HeaderMap, pacer: &Pacer) {
-    if let Some(o) = announced_quota(h) {
+fn learn_quota(h: &HeaderMap, names: Option<&QuotaHeaders>, pacer: &Pacer) {
+    if let Some(o) = announced_quota(h, names) {
         pacer.observe(o);
     }
 }
@@ -461,18 +614,117 @@ mod tests {
             RETRY_AFTER,
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
+        // An HTTP date: the wait until then (none for a date in the past).
+        let now = time::OffsetDateTime::parse(
+            "2015-10-21T07:26:30Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(retry_after_at(&h, now), Some(Duration::from_secs(90)));
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
+    }
+
+    fn try_rules(toml_text: &str) -> Result<Vec<StatusRule>, toml::de::Error> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            on_status: Vec<StatusRule>,
+        }
+        toml::from_str::<R>(toml_text).map(|r| r.on_status)
+    }
+
+    fn rules(toml_text: &str) -> Vec<StatusRule> {
+        try_rules(toml_text).unwrap()
+    }
+
+    #[test]
+    fn status_decisions_rules_first_then_defaults() {
+        let none = HeaderMap::new();
+        let d = |r: &[StatusRule], status, h: &HeaderMap, body: Option<&[u8]>| {
+            decide(r, status, h, None, body)
+        };
+        // Defaults.
+        assert_eq!(d(&[], 200, &none, None), Some(Decision::Land));
+        assert_eq!(d(&[], 429, &none, None), Some(Decision::Wait));
+        assert_eq!(d(&[], 503, &none, None), Some(Decision::Retry));
+        assert_eq!(d(&[], 404, &none, None), Some(Decision::Fail));
+        assert_eq!(d(&[], 403, &none, None), Some(Decision::Fail));
+        // GitHub: a 403 with Retry-After (secondary) or with no requests left (primary).
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "60".parse().unwrap());
+        assert_eq!(d(&[], 403, &h, None), Some(Decision::Wait));
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        h.insert("x-ratelimit-reset", "30".parse().unwrap());
+        assert_eq!(d(&[], 403, &h, None), Some(Decision::Wait));
+        assert_eq!(wait_for(&h, None), Duration::from_secs(30));
+        // Rules: the first match wins; a body condition waits for the body.
+        let r = rules(
+            r#"on_status = [
+                { status = 403, body = "secondary rate limit", action = "wait" },
+                { status = "404", action = "skip" },
+                { status = "400-499", action = "retry" },
+                { status = 200, body = '"error"', action = "fail" },
+            ]"#,
+        );
+        assert_eq!(d(&r, 403, &none, None), None);
+        assert_eq!(
+            d(
+                &r,
+                403,
+                &none,
+                Some(b"You have exceeded a secondary rate limit")
+            ),
+            Some(Decision::Wait)
+        );
+        assert_eq!(d(&r, 403, &none, Some(b"forbidden")), Some(Decision::Retry));
+        assert_eq!(d(&r, 404, &none, None), Some(Decision::Skip));
+        assert_eq!(d(&r, 418, &none, None), Some(Decision::Retry));
+        assert_eq!(
+            d(&r, 200, &none, Some(br#"{"error": 1}"#)),
+            Some(Decision::Fail)
+        );
+        assert_eq!(d(&r, 200, &none, Some(b"[]")), Some(Decision::Land));
+        assert_eq!(d(&r, 500, &none, None), Some(Decision::Retry));
+        // Ranges are checked.
+        for bad in ["status = 99", "status = \"500-400\"", "status = \"4xx\""] {
+            let text = format!("on_status = [{{ {bad}, action = \"fail\" }}]");
+            let err = try_rules(&text).unwrap_err().to_string();
+            assert!(err.contains("is not a status"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn configured_quota_header_names() {
+        let mut h = HeaderMap::new();
+        h.insert("x-shop-calls-left", "3".parse().unwrap());
+        h.insert("x-shop-reset-in", "12".parse().unwrap());
+        let names = QuotaHeaders {
+            remaining: "X-Shop-Calls-Left".into(),
+            reset: "X-Shop-Reset-In".into(),
+            limit: None,
+        };
+        assert_eq!(announced_quota(&h, None), None);
+        assert_eq!(
+            announced_quota(&h, Some(&names)),
+            Some(Observed {
+                limit: None,
+                remaining: 3,
+                reset_in: Duration::from_secs(12)
+            })
+        );
     }
 
     #[test]
     fn announced_quota_forms() {
         let mut h = HeaderMap::new();
-        assert_eq!(announced_quota(&h), None);
+        assert_eq!(announced_quota(&h, None), None);
         h.insert("x-ratelimit-limit", "20".parse().unwrap());
         h.insert("x-ratelimit-remaining", "7".parse().unwrap());
         h.insert("x-ratelimit-reset", "1".parse().unwrap());
         assert_eq!(
-            announced_quota(&h),
+            announced_quota(&h, None),
             Some(Observed {
                 limit: Some(20),
                 remaining: 7,
@@ -485,7 +737,7 @@ mod tests {
             "limit=100, remaining=50, reset=30".parse().unwrap(),
         );
         assert_eq!(
-            announced_quota(&h),
+            announced_quota(&h, None),
             Some(Observed {
                 limit: Some(100),
                 remaining: 50,

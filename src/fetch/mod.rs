@@ -17,6 +17,7 @@ pub mod cursor;
 pub mod http;
 pub mod ownership;
 pub mod paginate;
+pub mod request;
 pub mod stream;
 pub mod unchanged;
 

@@ -1,4 +1,4 @@
-//! Pagination: where the next page is, for each of the five styles.
+//! Pagination: where the next page is, for each of the seven styles.
 //!
 //! A [`PageCursor`] is the position inside one sync. It is stored in the cursor record after
 //! every transaction, so a restarted fetch resumes at the first page not yet committed.
@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+use super::request::Values;
 use crate::config::{Pagination, StreamConfig};
 
 /// The position of the next request within a sync.
@@ -62,19 +63,41 @@ pub enum PaginateError {
     NoProgress(String),
     /// A `Link` next URL on another origin than the source's base URL: following it would
     /// send the source's credentials to another host.
-    #[error("Link header next url `{0}` leaves the source's origin `{1}`; not followed")]
+    #[error("next page url `{0}` leaves the source's origin `{1}`; not followed")]
     ForeignLink(String, String),
 }
 
-/// Builds the URL of a request.
+impl PageCursor {
+    /// The value of the `{cursor}` placeholder at this position.
+    pub fn token(&self) -> Option<&str> {
+        match self {
+            PageCursor::Token(t) | PageCursor::After(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The 1-based page number of the `{page}` placeholder at this position.
+    pub fn page_number(&self, page_size: u32) -> u64 {
+        match self {
+            PageCursor::Page(n) => *n,
+            PageCursor::Offset(o) => o / u64::from(page_size.max(1)) + 1,
+            _ => 1,
+        }
+    }
+}
+
+/// Builds the URL of a request: the path and `query` values with their placeholders filled
+/// in, the pagination parameters, and `filters` (the incremental parameters, already
+/// formatted).
 ///
 /// # Errors
-/// When the base URL and path do not make a URL.
+/// When the base URL and path do not make a URL, or a next-page URL leaves the origin.
 pub fn request_url(
     base_url: &str,
     stream: &StreamConfig,
     at: &PageCursor,
-    since: Option<(&str, &str)>,
+    values: &Values,
+    filters: &[(&str, &str)],
 ) -> Result<Url, PaginateError> {
     if let PageCursor::Url(u) = at {
         let base = Url::parse(base_url).map_err(|e| PaginateError::Url(e.to_string()))?;
@@ -90,56 +113,75 @@ pub fn request_url(
         }
         return Ok(url);
     }
-    let mut url = Url::parse(&format!(
-        "{}{}",
-        base_url.trim_end_matches('/'),
-        stream.path.as_deref().unwrap_or("")
-    ))
-    .map_err(|e| PaginateError::Url(e.to_string()))?;
+    let path = stream
+        .path
+        .as_deref()
+        .map(|p| values.fill(p).unwrap_or_default())
+        .unwrap_or_default();
+    let mut url = Url::parse(&format!("{}{path}", base_url.trim_end_matches('/')))
+        .map_err(|e| PaginateError::Url(e.to_string()))?;
     {
         let mut q = url.query_pairs_mut();
         for (k, v) in &stream.query {
-            q.append_pair(k, v);
+            if let Some(v) = values.fill(v) {
+                q.append_pair(k, &v);
+            }
         }
         let size = stream.page_size.to_string();
+        let mut pair = |k: &str, v: &str| {
+            // An empty parameter name: the value travels through a placeholder instead.
+            if !k.is_empty() {
+                q.append_pair(k, v);
+            }
+        };
         match &stream.pagination {
             Pagination::Cursor {
                 param, size_param, ..
             } => {
-                q.append_pair(size_param, &size);
+                pair(size_param, &size);
                 if let PageCursor::Token(t) = at {
-                    q.append_pair(param, t);
+                    pair(param, t);
                 }
             }
-            Pagination::Link => {
-                q.append_pair("limit", &size);
+            Pagination::Link { size_param } | Pagination::NextUrl { size_param, .. } => {
+                if let Some(p) = size_param {
+                    pair(p, &size);
+                }
             }
-            Pagination::Page { param, size_param } => {
-                q.append_pair(size_param, &size);
+            Pagination::Graphql { .. } => {}
+            Pagination::Page {
+                param, size_param, ..
+            } => {
+                pair(size_param, &size);
                 let n = if let PageCursor::Page(n) = at { *n } else { 1 };
-                q.append_pair(param, &n.to_string());
+                pair(param, &n.to_string());
             }
-            Pagination::Offset { param, size_param } => {
-                q.append_pair(size_param, &size);
+            Pagination::Offset {
+                param, size_param, ..
+            } => {
+                pair(size_param, &size);
                 let n = if let PageCursor::Offset(n) = at {
                     *n
                 } else {
                     0
                 };
-                q.append_pair(param, &n.to_string());
+                pair(param, &n.to_string());
             }
             Pagination::After {
                 param, size_param, ..
             } => {
-                q.append_pair(size_param, &size);
+                pair(size_param, &size);
                 if let PageCursor::After(id) = at {
-                    q.append_pair(param, id);
+                    pair(param, id);
                 }
             }
         }
-        if let Some((param, value)) = since {
-            q.append_pair(param, value);
+        for (param, value) in filters {
+            pair(param, value);
         }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
     }
     Ok(url)
 }
@@ -174,26 +216,50 @@ pub fn next(
                 _ => PageCursor::Done,
             }
         }
-        Pagination::Link => match facts.link.and_then(next_link) {
+        Pagination::Link { .. } => match facts.link.and_then(next_link) {
             Some(u) => PageCursor::Url(u),
             None => PageCursor::Done,
         },
-        Pagination::Page { .. } => {
+        Pagination::NextUrl { pointer, .. } => match facts.body.and_then(|b| b.pointer(pointer)) {
+            Some(Value::String(u)) if !u.is_empty() => PageCursor::Url(u.clone()),
+            _ => PageCursor::Done,
+        },
+        Pagination::Graphql {
+            end_cursor,
+            has_next_page,
+        } => {
+            let more = facts
+                .body
+                .and_then(|b| b.pointer(has_next_page))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            match facts.body.and_then(|b| b.pointer(end_cursor)) {
+                Some(Value::String(c)) if more && !c.is_empty() => PageCursor::Token(c.clone()),
+                _ => PageCursor::Done,
+            }
+        }
+        Pagination::Page {
+            has_more, total, ..
+        } => {
             let n = if let PageCursor::Page(n) = at { *n } else { 1 };
-            if full {
+            let read = n.saturating_sub(1) * u64::from(stream.page_size) + facts.records as u64;
+            if more_pages(facts, full, has_more.as_deref(), total.as_deref(), read) {
                 PageCursor::Page(n + 1)
             } else {
                 PageCursor::Done
             }
         }
-        Pagination::Offset { .. } => {
+        Pagination::Offset {
+            has_more, total, ..
+        } => {
             let n = if let PageCursor::Offset(n) = at {
                 *n
             } else {
                 0
             };
-            if full {
-                PageCursor::Offset(n + facts.records as u64)
+            let read = n + facts.records as u64;
+            if more_pages(facts, full, has_more.as_deref(), total.as_deref(), read) {
+                PageCursor::Offset(read)
             } else {
                 PageCursor::Done
             }
@@ -229,6 +295,33 @@ pub fn next(
     Ok(after)
 }
 
+/// Whether a page or offset style sync goes on after a page: an empty page ends it; a
+/// has-more flag that is false, or a total reached, ends it; otherwise a short page ends it,
+/// unless a stop pointer says more follow.
+fn more_pages(
+    facts: &PageFacts<'_>,
+    full: bool,
+    has_more: Option<&str>,
+    total: Option<&str>,
+    read: u64,
+) -> bool {
+    if facts.records == 0 {
+        return false;
+    }
+    let flag = has_more
+        .and_then(|p| facts.body?.pointer(p))
+        .and_then(Value::as_bool);
+    let total = total
+        .and_then(|p| facts.body?.pointer(p))
+        .and_then(Value::as_u64);
+    match (flag, total) {
+        (Some(false), _) => false,
+        (_, Some(t)) if read >= t => false,
+        (Some(true), _) | (_, Some(_)) => true,
+        (None, None) => full,
+    }
+}
+
 /// The `rel="next"` target of a `Link` header (RFC 8288), if any.
 pub fn next_link(header: &str) -> Option<String> {
     for link in header.split(',') {
@@ -257,7 +350,20 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
+    const V: Values = Values {
+        cursor: None,
+        since: None,
+        until: None,
+        page_size: 2,
+        page: 1,
+    };
+
     fn stream(pagination: &str) -> StreamConfig {
+        stream_with(pagination, "")
+    }
+
+    /// A stream of `pagination` (path `/v1/a`, page size 2) with `extra` lines.
+    fn stream_with(pagination: &str, extra: &str) -> StreamConfig {
         let cfg = Config::from_toml(&format!(
             r#"
 [kafka]
@@ -272,6 +378,7 @@ primary_key = "/id"
 version = "/v"
 page_size = 2
 pagination = {pagination}
+{extra}
 "#
         ))
         .unwrap();
@@ -300,7 +407,8 @@ pagination = {pagination}
             "http://h",
             &s,
             &PageCursor::Page(3),
-            Some(("updated_since", "2026-01-01T00:00:00Z")),
+            &Values::default(),
+            &[("updated_since", "2026-01-01T00:00:00Z")],
         )
         .unwrap();
         assert_eq!(
@@ -309,7 +417,7 @@ pagination = {pagination}
         );
         let s = stream(r#"{ style = "cursor" }"#);
         assert_eq!(
-            request_url("http://h/", &s, &PageCursor::Token("x y".into()), None)
+            request_url("http://h/", &s, &PageCursor::Token("x y".into()), &V, &[])
                 .unwrap()
                 .as_str(),
             "http://h/v1/a?limit=2&cursor=x+y"
@@ -320,7 +428,8 @@ pagination = {pagination}
                 "http://h",
                 &s,
                 &PageCursor::Url("/v1/a?after=5".into()),
-                None
+                &V,
+                &[]
             )
             .unwrap()
             .as_str(),
@@ -330,7 +439,7 @@ pagination = {pagination}
 
     #[test]
     fn a_cursor_that_does_not_move_ends_or_fails_instead_of_looping() {
-        let body = serde_json::json!({"data": [1, 2], "next_cursor": "same", "has_more": true});
+        let body = serde_json::json!({"data": [1, 2], "next_cursor": "same", "has_more": true, "next": "/v1/a?p=2"});
         let full = PageFacts {
             body: Some(&body),
             link: Some(r#"</v1/a?p=2>; rel="next""#),
@@ -341,6 +450,10 @@ pagination = {pagination}
             (r#"{ style = "cursor" }"#, PageCursor::Token("same".into())),
             (r#"{ style = "after" }"#, PageCursor::After("same".into())),
             (r#"{ style = "link" }"#, PageCursor::Url("/v1/a?p=2".into())),
+            (
+                r#"{ style = "next_url", pointer = "/next" }"#,
+                PageCursor::Url("/v1/a?p=2".into()),
+            ),
         ];
         for (style, at) in cases {
             let s = stream(style);
@@ -383,7 +496,7 @@ pagination = {pagination}
             "https://h/v1/a",
         ] {
             assert_eq!(
-                request_url("http://h", &s, &PageCursor::Url(foreign.into()), None),
+                request_url("http://h", &s, &PageCursor::Url(foreign.into()), &V, &[]),
                 Err(PaginateError::ForeignLink(
                     foreign.into(),
                     "http://h".into()
@@ -396,7 +509,8 @@ pagination = {pagination}
                 "http://h/api",
                 &s,
                 &PageCursor::Url("http://h/v1/a?p=2".into()),
-                None
+                &V,
+                &[]
             )
             .unwrap()
             .as_str(),
@@ -467,5 +581,197 @@ pagination = {pagination}
                 "{style}"
             );
         }
+    }
+
+    #[test]
+    fn link_and_next_url_send_a_size_parameter_only_when_configured() {
+        for style in [
+            r#"{ style = "link" }"#,
+            r#"{ style = "next_url", pointer = "/links/next" }"#,
+        ] {
+            let u = request_url("http://h", &stream(style), &PageCursor::Start, &V, &[]).unwrap();
+            assert_eq!(u.as_str(), "http://h/v1/a", "{style}");
+        }
+        let s = stream(r#"{ style = "link", size_param = "per_page" }"#);
+        let u = request_url("http://h", &s, &PageCursor::Start, &V, &[("since", "x")]).unwrap();
+        assert_eq!(u.as_str(), "http://h/v1/a?per_page=2&since=x");
+        // The next link is followed as given.
+        let u = request_url(
+            "http://h",
+            &s,
+            &PageCursor::Url("/v1/a?page=2".into()),
+            &V,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(u.as_str(), "http://h/v1/a?page=2");
+    }
+
+    #[test]
+    fn next_url_in_the_body_absolute_or_relative_same_origin_only() {
+        let s = stream(r#"{ style = "next_url", pointer = "/links/next" }"#);
+        let facts = |b: &'static str| -> PageCursor {
+            let body: Value = serde_json::from_str(b).unwrap();
+            next(
+                &s,
+                &PageCursor::Start,
+                &PageFacts {
+                    body: Some(&body),
+                    link: None,
+                    records: 2,
+                    last_id: None,
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            facts(r#"{"links": {"next": "http://h/v1/a?page[after]=x"}}"#),
+            PageCursor::Url("http://h/v1/a?page[after]=x".into())
+        );
+        assert_eq!(
+            facts(r#"{"links": {"next": "/v1/a?p=2"}}"#),
+            PageCursor::Url("/v1/a?p=2".into())
+        );
+        assert_eq!(facts(r#"{"links": {"next": null}}"#), PageCursor::Done);
+        assert_eq!(facts(r#"{"links": {"next": ""}}"#), PageCursor::Done);
+        assert_eq!(facts(r#"{}"#), PageCursor::Done);
+        assert_eq!(
+            request_url(
+                "http://h",
+                &s,
+                &PageCursor::Url("https://evil.example/v1/a".into()),
+                &V,
+                &[]
+            ),
+            Err(PaginateError::ForeignLink(
+                "https://evil.example/v1/a".into(),
+                "http://h".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn graphql_page_info() {
+        let s = stream_with(
+            r#"{ style = "graphql", end_cursor = "/data/orders/pageInfo/endCursor", has_next_page = "/data/orders/pageInfo/hasNextPage" }"#,
+            r#"records = "/data/orders/nodes"
+method = "POST"
+body = { graphql = { query = "q", variables = { after = "{cursor}" } } }"#,
+        );
+        let page = |more: bool, cursor: Value| {
+            let body = serde_json::json!({"data": {"orders": {"nodes": [{"id": 1}], "pageInfo": {"endCursor": cursor, "hasNextPage": more}}}});
+            next(
+                &s,
+                &PageCursor::Start,
+                &PageFacts {
+                    body: Some(&body),
+                    link: None,
+                    records: 1,
+                    last_id: None,
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(page(true, "c1".into()), PageCursor::Token("c1".into()));
+        assert_eq!(page(false, "c1".into()), PageCursor::Done);
+        assert_eq!(page(true, Value::Null), PageCursor::Done);
+        // No query parameters: the cursor goes in the body.
+        let u = request_url("http://h", &s, &PageCursor::Token("c1".into()), &V, &[]).unwrap();
+        assert_eq!(u.as_str(), "http://h/v1/a");
+    }
+
+    #[test]
+    fn page_and_offset_stop_pointers() {
+        let run = |style: &str, at: PageCursor, body: Value, records: usize| {
+            next(
+                &stream(style),
+                &at,
+                &PageFacts {
+                    body: Some(&body),
+                    link: None,
+                    records,
+                    last_id: None,
+                },
+            )
+            .unwrap()
+        };
+        let page = r#"{ style = "page", has_more = "/has_more" }"#;
+        // A short page with has_more = true goes on; a full one with false ends.
+        assert_eq!(
+            run(
+                page,
+                PageCursor::Page(1),
+                serde_json::json!({"has_more": true}),
+                1
+            ),
+            PageCursor::Page(2)
+        );
+        assert_eq!(
+            run(
+                page,
+                PageCursor::Page(1),
+                serde_json::json!({"has_more": false}),
+                2
+            ),
+            PageCursor::Done
+        );
+        let page = r#"{ style = "page", total = "/total" }"#;
+        // page_size 2: page 2 full, 4 of 4 read: done without asking for an empty page 3.
+        assert_eq!(
+            run(
+                page,
+                PageCursor::Page(2),
+                serde_json::json!({"total": 4}),
+                2
+            ),
+            PageCursor::Done
+        );
+        assert_eq!(
+            run(
+                page,
+                PageCursor::Page(2),
+                serde_json::json!({"total": 5}),
+                2
+            ),
+            PageCursor::Page(3)
+        );
+        let offset = r#"{ style = "offset", total = "/meta/total" }"#;
+        assert_eq!(
+            run(
+                offset,
+                PageCursor::Offset(2),
+                serde_json::json!({"meta": {"total": 4}}),
+                2
+            ),
+            PageCursor::Done
+        );
+        assert_eq!(
+            run(
+                offset,
+                PageCursor::Offset(2),
+                serde_json::json!({"meta": {"total": 9}}),
+                1
+            ),
+            PageCursor::Offset(3)
+        );
+        // Without stop pointers a short page ends, as before; an empty page always ends.
+        assert_eq!(
+            run(
+                r#"{ style = "offset" }"#,
+                PageCursor::Offset(2),
+                serde_json::json!({}),
+                1
+            ),
+            PageCursor::Done
+        );
+        assert_eq!(
+            run(
+                page,
+                PageCursor::Page(2),
+                serde_json::json!({"total": 50}),
+                0
+            ),
+            PageCursor::Done
+        );
     }
 }

@@ -14,9 +14,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::FetchError;
-use super::cursor::{CursorState, Mode, stream_key};
+use super::cursor::{CursorState, Mode, next_stamp, stream_key};
 use super::http::{HttpError, Response, SourceClient};
 use super::paginate::{self, PageCursor, PageFacts};
+use super::request::{self, Shape, Values};
 use super::unchanged::{Print, Unchanged};
 use crate::blob::BlobStore;
 use crate::config::{Config, SourceConfig, StreamConfig};
@@ -243,6 +244,7 @@ impl StreamWorker {
             pages: 0,
             records: 0,
             total_records: prev.map_or(0, |p| p.total_records),
+            stamp: prev.map_or(0, |p| p.stamp),
             updated_at: headers::now_rfc3339(),
         }
     }
@@ -261,22 +263,48 @@ impl StreamWorker {
         let mut next = cur.clone();
         let mut pages = Vec::new();
         let base = self.source.base_url.as_deref().unwrap_or_default();
-        let since = match (&self.stream.incremental, &cur.since) {
-            (Some(inc), Some(s)) => Some((inc.param.as_str(), s.as_str())),
-            _ => None,
-        };
+        let inc = self.stream.incremental.as_ref();
+        let format = inc.map(|i| &i.format);
+        let fmt = |t: Option<time::OffsetDateTime>| t.zip(format).map(|(t, f)| f.format(t));
+        // In a full sync `{since}` is the Unix epoch; the query parameter is sent only in an
+        // incremental sync, as before.
+        let since_t = cur.since.as_deref().and_then(parse_time);
+        let since = fmt(since_t);
+        let until = fmt(cur.started_at.as_deref().and_then(parse_time));
+        let mut filters: Vec<(&str, &str)> = Vec::new();
+        if let (Some(inc), Some(s)) = (inc, since.as_deref())
+            && cur.mode == Mode::Incremental
+        {
+            filters.push((inc.param.as_str(), s));
+            if let (Some(end), Some(u)) = (&inc.end_param, until.as_deref()) {
+                filters.push((end.as_str(), u));
+            }
+        }
+        let since_value = since
+            .clone()
+            .or_else(|| fmt(Some(time::OffsetDateTime::UNIX_EPOCH)));
         while pages.len() < self.stream.pages_per_transaction as usize
             && next.page != PageCursor::Done
         {
-            let url =
-                paginate::request_url(base, &self.stream, &next.page, since).map_err(|e| {
-                    BatchError::Http(HttpError::Client {
-                        url: base.to_owned(),
-                        status: 0,
-                        body: e.to_string(),
-                    })
-                })?;
-            let (resp, body) = self.get_parsed(&url, producer).await?;
+            let values = Values {
+                cursor: next.page.token().map(str::to_owned),
+                since: since_value.clone(),
+                until: until.clone(),
+                page_size: self.stream.page_size,
+                page: next.page.page_number(self.stream.page_size),
+            };
+            let refused = |why: String| {
+                BatchError::Http(HttpError::Client {
+                    url: base.to_owned(),
+                    status: 0,
+                    body: why,
+                })
+            };
+            let url = paginate::request_url(base, &self.stream, &next.page, &values, &filters)
+                .map_err(|e| refused(e.to_string()))?;
+            let shape = request::shape(&self.source, &self.stream, &values)
+                .map_err(|e| refused(e.to_string()))?;
+            let (resp, body) = self.get_parsed(&url, &shape, producer).await?;
             let recs = body.pointer(&self.stream.records).and_then(Value::as_array);
             let count = recs.map_or(0, Vec::len);
             let last_id = recs
@@ -285,8 +313,11 @@ impl StreamWorker {
                 .map(key_string);
             if let (Some(inc), Some(recs)) = (&self.stream.incremental, recs) {
                 for r in recs {
-                    if let Some(v) = r.pointer(&inc.field).and_then(Value::as_str) {
-                        next.high_water = max_time(next.high_water.take(), v);
+                    if let Some(t) = r
+                        .pointer(&inc.field)
+                        .and_then(|v| inc.field_format().parse_json(v))
+                    {
+                        next.high_water = max_time(next.high_water.take(), &format_time(t));
                     }
                 }
             }
@@ -332,20 +363,29 @@ impl StreamWorker {
                 Some(recs) if self.stream.skip_unchanged => Unchanged::prints(
                     recs,
                     &self.stream.primary_key,
-                    self.stream.incremental.as_ref().map(|i| i.field.as_str()),
+                    self.stream
+                        .incremental
+                        .as_ref()
+                        .map(|i| (i.field.as_str(), i.field_format())),
                     time::OffsetDateTime::now_utc().unix_timestamp(),
                 ),
                 _ => None,
             };
             // A full sync that detects deletes must land every key it sees.
             let may_skip = !(cur.mode == Mode::Full && self.stream.detect_deletes);
-            let skip = may_skip && prints.as_deref().is_some_and(|p| unchanged.all_seen(p));
-            if skip {
+            let skip = resp.skipped
+                || (may_skip && prints.as_deref().is_some_and(|p| unchanged.all_seen(p)));
+            if resp.skipped {
+                tracing::warn!(source = %self.source.name, stream = %self.stream.name, url = %resp.url, status = resp.status, "an on_status rule skips this response: nothing landed, going on as after an empty page");
+                metrics::counter!(metric::FETCH_SKIPPED_PAGES, "source" => self.source.name.clone(), "stream" => self.stream.name.clone(), "status" => resp.status.to_string())
+                    .increment(1);
+            } else if skip {
                 tracing::debug!(source = %self.source.name, stream = %self.stream.name, url = %resp.url, records = count, "page unchanged since this process landed it: not landed again");
                 metrics::counter!(metric::FETCH_UNCHANGED_PAGES, "source" => self.source.name.clone(), "stream" => self.stream.name.clone())
                     .increment(1);
             } else {
                 let seq = next.pages;
+                next.stamp = next_stamp(next.stamp, time::OffsetDateTime::now_utc());
                 let mut landed = self.land(&resp, &next, &after, seq, count as u64).await?;
                 landed.prints = prints.unwrap_or_default();
                 pages.push(landed);
@@ -390,15 +430,19 @@ impl StreamWorker {
     async fn get_parsed(
         &self,
         url: &url::Url,
+        shape: &Shape,
         producer: &TxnProducer,
     ) -> Result<(Response, Value), BatchError> {
         let mut bad = 0;
         loop {
             let resp = self
                 .http
-                .get(url, &self.pacer)
+                .request(url, shape, &self.pacer)
                 .await
                 .map_err(BatchError::Http)?;
+            if resp.skipped {
+                return Ok((resp, Value::Null));
+            }
             match serde_json::from_slice::<Value>(&resp.body) {
                 Ok(v) => return Ok((resp, v)),
                 Err(e) => {
@@ -513,7 +557,8 @@ impl StreamWorker {
             .with(headers::NEXT_CURSOR, after.header_value())
             .with(headers::SYNC_ID, &cur.sync_id)
             .with(headers::MODE, cur.mode.as_str())
-            .with(headers::SEQ, seq.to_string());
+            .with(headers::SEQ, seq.to_string())
+            .with(headers::STAMP, cur.stamp.to_string());
         let value = if resp.body.len() > self.cfg.blob.max_inline_bytes {
             let r = self
                 .blobs

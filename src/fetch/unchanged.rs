@@ -54,7 +54,7 @@ impl Unchanged {
     pub fn prints(
         records: &[Value],
         primary_key: &str,
-        field: Option<&str>,
+        field: Option<(&str, &crate::config::TimeFormat)>,
         now: i64,
     ) -> Option<Vec<Print>> {
         records
@@ -62,15 +62,7 @@ impl Unchanged {
             .map(|r| {
                 let key = r.pointer(primary_key).filter(|k| !k.is_null())?;
                 let at = field
-                    .and_then(|f| r.pointer(f))
-                    .and_then(Value::as_str)
-                    .and_then(|s| {
-                        time::OffsetDateTime::parse(
-                            s,
-                            &time::format_description::well_known::Rfc3339,
-                        )
-                        .ok()
-                    })
+                    .and_then(|(f, format)| format.parse_json(r.pointer(f)?))
                     .map_or(now, time::OffsetDateTime::unix_timestamp);
                 Some(Print {
                     key: hash_json(key),
@@ -142,7 +134,13 @@ mod tests {
     }
 
     fn prints(v: Value) -> Vec<Print> {
-        Unchanged::prints(&page(v), "/id", Some("/updated_at"), 0).unwrap()
+        Unchanged::prints(
+            &page(v),
+            "/id",
+            Some(("/updated_at", &crate::config::TimeFormat::Rfc3339)),
+            0,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -206,7 +204,7 @@ mod tests {
         let untimed = Unchanged::prints(
             &page(json!([{"id": "z", "updated_at": 5}])),
             "/id",
-            Some("/updated_at"),
+            Some(("/updated_at", &crate::config::TimeFormat::Rfc3339)),
             77,
         )
         .unwrap();

@@ -268,6 +268,12 @@ impl Registry {
             Some(ResolvedAuth::ApiKey(h, k)) => {
                 settings.add_header(h.as_str(), k.expose());
             }
+            Some(ResolvedAuth::Query(..)) => {
+                return Err(misconfigured(
+                    "registry.auth.kind",
+                    "api_key_query is for sources only: the registry client sends credentials in headers".to_owned(),
+                ));
+            }
         }
         let settings = settings
             .build_with(builder()?)
@@ -449,7 +455,7 @@ impl Registry {
                     None => "registry.auth",
                     Some(ResolvedAuth::Basic(..)) => "registry.auth.password",
                     Some(ResolvedAuth::Bearer(_)) => "registry.auth.token",
-                    Some(ResolvedAuth::ApiKey(..)) => "registry.auth.key",
+                    Some(ResolvedAuth::ApiKey(..) | ResolvedAuth::Query(..)) => "registry.auth.key",
                 },
                 format!("GET {url} answered {status}: the registry refused the credentials"),
             )),

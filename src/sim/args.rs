@@ -25,16 +25,20 @@ pub enum Style {
     Offset,
     /// `?starting_after=<last id>`; the body reports `has_more`.
     After,
+    /// The next page's absolute URL in the body (`links.next`, `null` at the end), as
+    /// Zendesk's cursor pagination; the URL carries a cursor.
+    NextUrl,
 }
 
 impl Style {
     /// Every style, in documentation order.
-    pub const ALL: [Style; 5] = [
+    pub const ALL: [Style; 6] = [
         Style::Cursor,
         Style::Link,
         Style::Page,
         Style::Offset,
         Style::After,
+        Style::NextUrl,
     ];
 
     /// The name used in flags and in `/v1/styles/{style}/…`.
@@ -45,6 +49,7 @@ impl Style {
             Style::Page => "page",
             Style::Offset => "offset",
             Style::After => "after",
+            Style::NextUrl => "next_url",
         }
     }
 }
@@ -57,7 +62,7 @@ impl FromStr for Style {
             .into_iter()
             .find(|style| style.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown pagination style '{s}'; styles: cursor, link, page, offset, after")
+                format!("unknown pagination style '{s}'; styles: cursor, link, page, offset, after, next_url")
             })
     }
 }

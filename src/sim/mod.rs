@@ -24,7 +24,7 @@
 //! | `render.rs`     | records to JSON, with drift and large `notes` per id |
 //! | `store.rs`      | live records, tombstones, indexes, the writes themselves |
 //! | `writer.rs`     | the background writer task |
-//! | `pagination.rs` | the five pagination styles |
+//! | `pagination.rs` | the six pagination styles |
 //! | `quota.rs`      | fixed-window and token-bucket quota with exact counters |
 //! | `faults.rs`     | 5xx bursts, slow answers, resets, malformed pages |
 //! | `conn.rs`       | connections a handler can reset without answering |

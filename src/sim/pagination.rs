@@ -1,4 +1,4 @@
-//! The five pagination styles: parsing a list request, reading its page from the store, and
+//! The six pagination styles: parsing a list request, reading its page from the store, and
 //! writing the answer.
 //!
 //! | style    | request parameters                      | answer |
@@ -8,10 +8,12 @@
 //! | `page`   | `page` (from 1), `per_page`, `updated_since` | `{"data":[…],"page":p,"per_page":n,"total":t,"total_pages":k}` |
 //! | `offset` | `offset` (from 0), `limit`, `updated_since`  | `{"data":[…],"offset":o,"limit":n,"total":t}` |
 //! | `after`  | `starting_after`, `limit`, `updated_since`   | `{"data":[…],"has_more":bool}` |
+//! | `next_url` | `cursor`, `limit`, `updated_since`    | `{"data":[…],"links":{"next":"<absolute url>"\|null}}` |
 //!
-//! Without `updated_since` records come in id order; with it, only records whose
+//! `updated_since` is RFC 3339 or whole seconds since the Unix epoch. Without it records come
+//! in id order; with it, only records whose
 //! `updated_at >= updated_since`, in `(updated_at, id)` order. The keyset styles (`cursor`,
-//! `link`, `after`) resume strictly after the last record served, so while nothing is written
+//! `link`, `after`, `next_url`) resume strictly after the last record served, so while nothing is written
 //! they yield every record exactly once. A cursor token carries the `updated_since` it was
 //! made under. Parameters of another style, unknown or repeated parameters, and bad values
 //! are a 400 `invalid_parameter`: a client bug should fail loudly, not sync the wrong data.
@@ -77,7 +79,7 @@ pub struct PageAnswer {
 
 fn accepted_params(style: Style) -> &'static [&'static str] {
     match style {
-        Style::Cursor | Style::Link => &["cursor", "limit", "updated_since"],
+        Style::Cursor | Style::Link | Style::NextUrl => &["cursor", "limit", "updated_since"],
         Style::Page => &["page", "per_page", "updated_since"],
         Style::Offset => &["offset", "limit", "updated_since"],
         Style::After => &["starting_after", "limit", "updated_since"],
@@ -168,9 +170,12 @@ impl ListRequest {
             Some(v) => number(size_param, v, 1, max)?,
             None => sizes.default as usize,
         };
+        // RFC 3339, or whole seconds since the Unix epoch (as Stripe and Zendesk filter).
         let since_ns = get("updated_since")
-            .map(|v| {
-                parse_rfc3339_ns(v).map_err(|e| ApiError::bad_param(format!("updated_since: {e}")))
+            .map(|v| match v.parse::<i64>() {
+                Ok(secs) => Ok(i128::from(secs) * 1_000_000_000),
+                Err(_) => parse_rfc3339_ns(v)
+                    .map_err(|e| ApiError::bad_param(format!("updated_since: {e}"))),
             })
             .transpose()?;
         let mut request = Self {
@@ -256,21 +261,25 @@ impl Fetched {
                 .map(|last| encode_cursor(request.filter, &last.position))
         };
         let mut link = None;
+        let next_url = || {
+            next_cursor().map(|token| {
+                let query = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("limit", &request.limit.to_string())
+                    .append_pair("cursor", &token)
+                    .finish();
+                format!("{self_url}?{query}")
+            })
+        };
         let extra: Vec<(&str, Value)> = match request.style {
             Style::Cursor => vec![(
                 "next_cursor",
                 next_cursor().map_or(Value::Null, Value::from),
             )],
             Style::Link => {
-                link = next_cursor().map(|token| {
-                    let query = url::form_urlencoded::Serializer::new(String::new())
-                        .append_pair("limit", &request.limit.to_string())
-                        .append_pair("cursor", &token)
-                        .finish();
-                    format!("<{self_url}?{query}>; rel=\"next\"")
-                });
+                link = next_url().map(|url| format!("<{url}>; rel=\"next\""));
                 vec![]
             }
+            Style::NextUrl => vec![("links", serde_json::json!({ "next": next_url() }))],
             Style::Page => vec![
                 ("page", Value::from(request.page)),
                 ("per_page", Value::from(request.limit)),

@@ -184,7 +184,10 @@ pub fn first_for(
     stream: &crate::config::StreamConfig,
     samples: &[Json],
 ) -> Result<Proposal, SchemaError> {
-    let required = [top_level(&stream.primary_key), top_level(&stream.version)];
+    let required = [
+        top_level(&stream.primary_key),
+        stream.version.as_deref().and_then(top_level),
+    ];
     let required: Vec<&str> = required.iter().flatten().map(String::as_str).collect();
     first(
         &avro_name(&stream.name),

@@ -31,5 +31,5 @@ pub use error::{DriftKind, RecordError, SchemaError, UnknownDriftKind};
 pub use infer::{Proposal, propose};
 pub use split::{
     BadRecord, Element, JsonPointer, MAX_DEPTH, PointerError, Record, Split, Splitter,
-    parse_version,
+    parse_version, parse_version_as,
 };

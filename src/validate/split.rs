@@ -49,6 +49,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::error::{DriftKind, RecordError};
+use crate::config::{StreamConfig, TimeFormat};
 
 /// The deepest nesting of arrays and objects accepted, the same as serde_json's recursion
 /// limit (128 frames, of which it allows 127 levels of nesting).
@@ -172,6 +173,8 @@ pub struct Splitter {
     key: JsonPointer,
     /// Where the version is in a record, if the stream has one.
     version: Option<JsonPointer>,
+    /// How the version is read (`version_format`); absent: an integer or RFC 3339.
+    version_format: Option<TimeFormat>,
 }
 
 /// One good record of a page.
@@ -252,7 +255,25 @@ impl Splitter {
             selector,
             key,
             version,
+            version_format: None,
         })
+    }
+
+    /// The splitter of a stream's pages: its record selector, primary key, and version
+    /// pointer and format (none for a version-less stream).
+    ///
+    /// # Errors
+    ///
+    /// As [`Splitter::new`].
+    pub fn for_stream(st: &StreamConfig) -> Result<Self, PointerError> {
+        let mut s = Self::new(&st.records, &st.primary_key, st.version.as_deref())?;
+        s.version_format = st.version_format.clone();
+        Ok(s)
+    }
+
+    /// Whether records carry a version (otherwise the landing stamp is theirs).
+    pub fn has_version(&self) -> bool {
+        self.version.is_some()
     }
 
     /// The record selector.
@@ -482,9 +503,13 @@ impl Splitter {
             None => None,
             Some(pointer) => {
                 let found = resolve(top[1], &pointer.tokens[1..]).map_err(malformed)?;
-                let version = found
-                    .ok_or_else(|| "is absent".to_owned())
-                    .and_then(parse_version);
+                let version =
+                    found.ok_or_else(|| "is absent".to_owned()).and_then(|raw| {
+                        match &self.version_format {
+                            None => parse_version(raw),
+                            Some(f) => parse_version_as(raw, f),
+                        }
+                    });
                 Some(version.map_err(|why| {
                     RecordError::at(DriftKind::BadVersion, pointer.field_path(), why)
                 })?)
@@ -880,6 +905,23 @@ pub fn parse_version(raw: &str) -> Result<i64, String> {
             "is {kind}; expected an integer or an RFC 3339 timestamp"
         )),
     }
+}
+
+/// A version in a configured time format (`version_format`), as microseconds since the Unix
+/// epoch (floored), so versions of one stream compare as instants whatever the format.
+///
+/// # Errors
+///
+/// The reason, for a `bad_version` error.
+pub fn parse_version_as(raw: &str, format: &TimeFormat) -> Result<i64, String> {
+    let v: serde_json::Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    if v.is_null() {
+        return Err("is null".to_owned());
+    }
+    format
+        .parse_json(&v)
+        .and_then(|t| i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000)).ok())
+        .ok_or_else(|| format!("{raw} is not a timestamp in the format `{}`", format.name()))
 }
 
 /// Microseconds since the Unix epoch of an RFC 3339 timestamp (floored).

@@ -309,8 +309,7 @@ impl Plans {
                     curated_topic: names.curated(&s.name, &st.name),
                     strategy: cfg.registry.subject_strategy,
                     key_field: pointer_leaf(&st.primary_key),
-                    pages: Splitter::new(&st.records, &st.primary_key, Some(&st.version))
-                        .map_err(err)?,
+                    pages: Splitter::for_stream(st).map_err(err)?,
                     events: Splitter::new("/data", &st.primary_key, None).map_err(err)?,
                     drift: st.drift,
                     config: st.clone(),
@@ -532,6 +531,9 @@ struct Provenance {
     origin: String,
     fetched_at: Option<Vec<u8>>,
     sync_id: Option<Vec<u8>>,
+    /// The version of the records of a version-less stream: the page's `intake.stamp`, or
+    /// else its `intake.fetched_at` in microseconds (pushed batches, older landings).
+    stamp: Option<i64>,
 }
 
 impl Provenance {
@@ -541,8 +543,19 @@ impl Provenance {
             origin: dlq::origin(msg.topic(), msg.partition(), msg.offset(), None),
             fetched_at: headers::get(h, headers::FETCHED_AT).map(<[u8]>::to_vec),
             sync_id: headers::get(h, headers::SYNC_ID).map(<[u8]>::to_vec),
+            stamp: landing_stamp(h),
         }
     }
+}
+
+/// The stamp of a landing record (see [`Provenance::stamp`]).
+fn landing_stamp<H: rdkafka::message::Headers>(h: Option<&H>) -> Option<i64> {
+    headers::get_str(h, headers::STAMP)
+        .and_then(|s| s.parse::<i64>().ok())
+        .or_else(|| {
+            let at = headers::get_str(h, headers::FETCHED_AT)?;
+            i64::try_from(crate::validate::split::rfc3339_nanos(at)?.div_euclid(1_000)).ok()
+        })
 }
 
 impl Processor for Validate {
@@ -680,11 +693,35 @@ impl Validate {
             };
             let top = encoded.as_ref().and_then(|_| capture.spans(element.raw));
             match plan.pages.record(element, top) {
+                Ok(r) if r.version.is_none() && self.prov.stamp.is_none() => {
+                    // A version-less stream's record takes its page's stamp; without one there
+                    // is nothing to order it by.
+                    let why = Rejection::whole(
+                        DriftKind::BadVersion,
+                        format!(
+                            "the stream has no version pointer and the landing record has no `{}` or `{}` to order it by",
+                            headers::STAMP,
+                            headers::FETCHED_AT
+                        ),
+                    );
+                    let against = Against {
+                        subject: &plan.subject,
+                        version: schema.version(),
+                    };
+                    self.dead_letter(
+                        msg,
+                        sink,
+                        Some(r.bytes()),
+                        &why,
+                        Some(against),
+                        Some(r.index),
+                    )?;
+                }
                 Ok(r) => {
                     let input = Input {
                         raw: r.bytes(),
                         key: &r.key,
-                        version: r.version,
+                        version: r.version.or(self.prov.stamp),
                         index: Some(r.index),
                         dlq_value: r.bytes(),
                     };

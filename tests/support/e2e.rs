@@ -94,12 +94,13 @@ name = "{name}"
 path = "{path}"
 primary_key = "/id"
 version = "/version"
-pagination = {{ style = "{style}" }}
+pagination = {pagination}
 page_size = {page_size}
 poll_interval = "{poll}"
 "#,
             page_size = k.page_size,
             poll = k.poll,
+            pagination = super::pagination_toml(style),
         ));
         if incremental {
             s.push_str(&format!(

@@ -478,13 +478,26 @@ name = "{name}"
 path = "{path}"
 primary_key = "/id"
 version = "/version"
-pagination = {{ style = "{pagination}" }}
+pagination = {pagination}
 page_size = 50
 {extra}
-"#
+"#,
+            pagination = pagination_toml(pagination)
         ));
     }
     s
+}
+
+/// The `pagination` table of a style: the simulator's `link` and `next_url` styles take their
+/// page size in `limit`, which intake sends only when `size_param` names it.
+pub fn pagination_toml(style: &str) -> String {
+    if style == "link" {
+        r#"{ style = "link", size_param = "limit" }"#.to_owned()
+    } else if style == "next_url" {
+        r#"{ style = "next_url", pointer = "/links/next", size_param = "limit" }"#.to_owned()
+    } else {
+        format!(r#"{{ style = "{style}" }}"#)
+    }
 }
 
 /// A landed page, parsed.
