@@ -398,7 +398,17 @@ impl StreamWorker {
                 .http
                 .get(url, &self.pacer)
                 .await
-                .map_err(BatchError::Http)?;
+                .map_err(|e| match e {
+                    // A newer owner took the token: stop, as when a stream's writer is fenced.
+                    HttpError::Auth {
+                        source: super::oauth::AuthError::Fenced(detail),
+                        ..
+                    } => BatchError::Fatal(FetchError::Fenced {
+                        stream: super::cursor::stream_key(&self.source.name, &self.stream.name),
+                        detail: format!("oauth2 token `{detail}` taken over"),
+                    }),
+                    e => BatchError::Http(e),
+                })?;
             match serde_json::from_slice::<Value>(&resp.body) {
                 Ok(v) => return Ok((resp, v)),
                 Err(e) => {
