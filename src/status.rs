@@ -223,7 +223,15 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<Status> {
             pb.set_message("reading the DLQ");
         }
         let (dlq_total, dlq_by_kind, dlq_by_stream) = read_dlq(&r, &names.dlq(), pb.as_ref())?;
-        Ok((quotas, oauth, groups, lag, dlq_total, dlq_by_kind, dlq_by_stream))
+        Ok((
+            quotas,
+            oauth,
+            groups,
+            lag,
+            dlq_total,
+            dlq_by_kind,
+            dlq_by_stream,
+        ))
     });
     let (quotas, oauth, groups, lag, dlq_total, dlq_by_kind, dlq_by_stream) = blocking.await??;
     if let Some(pb) = progress {

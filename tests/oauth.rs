@@ -47,8 +47,7 @@ static KEYCLOAK: tokio::sync::OnceCell<Keycloak> = tokio::sync::OnceCell::const_
 async fn keycloak() -> &'static Keycloak {
     KEYCLOAK
         .get_or_init(|| async {
-            let port =
-                std::env::var("INTAKE_TEST_KEYCLOAK_PORT").unwrap_or_else(|_| "8180".into());
+            let port = std::env::var("INTAKE_TEST_KEYCLOAK_PORT").unwrap_or_else(|_| "8180".into());
             let stack = std::env::var("INTAKE_TEST_STACK_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| root().join(".stack"));
@@ -94,51 +93,52 @@ impl Keycloak {
             .to_owned()
     }
 
+    /// A grant at the token endpoint as the client `intake-refresh`: Keycloak's JSON answer.
+    async fn grant(&self, pairs: &[(&str, &str)]) -> serde_json::Value {
+        post_form(
+            reqwest::Client::new()
+                .post(self.token_url())
+                .basic_auth("intake-refresh", Some(self.secret("intake-refresh.secret"))),
+            pairs,
+        )
+        .await
+    }
+
     /// A user's first refresh token (password grant of `intake-refresh`) and its session id.
     async fn login(&self) -> (String, String) {
-        let v: serde_json::Value = reqwest::Client::new()
-            .post(self.token_url())
-            .basic_auth("intake-refresh", Some(self.secret("intake-refresh.secret")))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[
+        let v = self
+            .grant(&[
                 ("grant_type", "password"),
                 ("username", "intake-user"),
                 ("password", &self.secret("intake-user.password")),
-            ]))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            ])
+            .await;
         let rt = v["refresh_token"]
             .as_str()
             .unwrap_or_else(|| panic!("no refresh token: {v}"))
             .to_owned();
-        (rt, v["session_state"].as_str().unwrap_or_default().to_owned())
+        (
+            rt,
+            v["session_state"].as_str().unwrap_or_default().to_owned(),
+        )
     }
 
     /// The realm's events of `types` (newest first), through the admin REST API.
     async fn events(&self, types: &[&str]) -> Vec<serde_json::Value> {
         let http = reqwest::Client::new();
-        let admin: serde_json::Value = http
-            .post(format!(
+        let admin = post_form(
+            http.post(format!(
                 "{}/realms/master/protocol/openid-connect/token",
                 self.url
-            ))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[
+            )),
+            &[
                 ("grant_type", "password"),
                 ("client_id", "admin-cli"),
                 ("username", "admin"),
                 ("password", &self.secret("admin.password")),
-            ]))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            ],
+        )
+        .await;
         let mut q: Vec<(&str, &str)> = types.iter().map(|t| ("type", *t)).collect();
         q.push(("max", "100000"));
         http.get(format!("{}/admin/realms/intake/events", self.url))
@@ -152,28 +152,32 @@ impl Keycloak {
             .unwrap()
     }
 
-    /// Whether Keycloak considers `token` active (introspection does not spend it).
-    async fn active(&self, token: &str) -> bool {
-        let v: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/introspect", self.token_url()))
-            .basic_auth("intake-refresh", Some(self.secret("intake-refresh.secret")))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[("token", token)]))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["active"] == true
+    /// Redeems a refresh token (a refresh_token grant of `intake-refresh`): Ok, or Keycloak's
+    /// error.
+    async fn redeem(&self, token: &str) -> Result<(), String> {
+        let v = self
+            .grant(&[("grant_type", "refresh_token"), ("refresh_token", token)])
+            .await;
+        match v["access_token"].as_str() {
+            Some(_) => Ok(()),
+            None => Err(v["error"].as_str().unwrap_or("no error code").to_owned()),
+        }
     }
 }
 
-/// A form body (`application/x-www-form-urlencoded`).
-fn form(pairs: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
+/// Sends `pairs` as a form (`application/x-www-form-urlencoded`); the JSON answer.
+async fn post_form(req: reqwest::RequestBuilder, pairs: &[(&str, &str)]) -> serde_json::Value {
+    let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
-        .finish()
+        .finish();
+    req.header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Events of one login session.
@@ -338,10 +342,9 @@ async fn a_fenced_owner_neither_refreshes_nor_writes() {
         let (k, prefix, topic) = (k.clone(), cfg.kafka.group_prefix.clone(), names.quota());
         let tokens = names.tokens();
         async move {
-            let store = blocking(move || {
-                intake::quota::QuotaStore::open(&k, &prefix, &topic, p).unwrap()
-            })
-            .await;
+            let store =
+                blocking(move || intake::quota::QuotaStore::open(&k, &prefix, &topic, p).unwrap())
+                    .await;
             intake::fetch::oauth::TokenSink {
                 store,
                 topic: tokens,
@@ -406,10 +409,38 @@ async fn a_fenced_owner_neither_refreshes_nor_writes() {
     })
     .await;
     for r in raw.iter().filter(|r| r.key_str() == "api") {
-        let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
-        assert!(!v.contains(&rt) && !v.contains("eyJ"), "a token in clear: {v}");
+        assert_no_token_in_clear(r.value.as_deref().unwrap_or_default(), &rt);
     }
     println!("fencing: history {owners:?}");
+}
+
+/// Asserts a token-topic value holds no token in clear: not `first` (the configured refresh
+/// token), no JWT (Keycloak's tokens are JWTs, `eyJhbGciOi…`) in any field but the sealed
+/// ciphertext, and none in the ciphertext's bytes either. Returns the record.
+fn assert_no_token_in_clear(value: &[u8], first: &str) -> TokenRecord {
+    let text = String::from_utf8_lossy(value);
+    assert!(
+        !text.contains(first),
+        "the first refresh token in clear: {text}"
+    );
+    let rec: TokenRecord = serde_json::from_slice(value).expect("a token record");
+    let mut clear = rec.clone();
+    let sealed = clear.sealed.take();
+    let clear = serde_json::to_string(&clear).unwrap();
+    assert!(!clear.contains("eyJ"), "a JWT in clear: {clear}");
+    if let Some(s) = sealed {
+        use base64::Engine as _;
+        for part in [&s.nonce, &s.ciphertext] {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(part)
+                .expect("base64");
+            assert!(
+                !bytes.windows(10).any(|w| w == b"eyJhbGciOi"),
+                "a JWT inside the sealed value's bytes"
+            );
+        }
+    }
+    rec
 }
 
 /// A long-running `intake fetch` with its own instance id.
@@ -562,7 +593,10 @@ async fn rotated_refresh_tokens_survive_sigkill_and_scaling() {
     let keep = fetch.keys().next().unwrap().clone();
     let others: Vec<String> = fetch.keys().filter(|k| **k != keep).cloned().collect();
     for id in others {
-        fetch.remove(&id).unwrap().terminate(Duration::from_secs(60));
+        fetch
+            .remove(&id)
+            .unwrap()
+            .terminate(Duration::from_secs(60));
     }
     last = next_rotation(&cfg, last.rotations, wait, &tail_all).await;
     assert_eq!(last.owner, keep, "the last process owns the token");
@@ -613,13 +647,11 @@ async fn rotated_refresh_tokens_survive_sigkill_and_scaling() {
     let ours: Vec<_> = raw.iter().filter(|r| r.key_str() == "sim").collect();
     assert!(ours.len() as u64 > last.rotations);
     for r in &ours {
-        let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
-        assert!(
-            !v.contains(&rt) && !v.contains("eyJ"),
-            "a token in clear in the token topic: {v}"
+        let rec = assert_no_token_in_clear(r.value.as_deref().unwrap_or_default(), &rt);
+        assert_eq!(
+            rec.sealed.as_ref().map(|s| s.alg.as_str()),
+            Some("xchacha20poly1305")
         );
-        let rec: TokenRecord = serde_json::from_str(&v).unwrap();
-        assert_eq!(rec.sealed.as_ref().map(|s| s.alg.as_str()), Some("xchacha20poly1305"));
     }
     for (_, mut p) in std::mem::take(&mut fetch) {
         p.terminate(Duration::from_secs(60));
@@ -637,11 +669,16 @@ async fn rotated_refresh_tokens_survive_sigkill_and_scaling() {
     .pop()
     .unwrap();
     let current = key.open_refresh_token(&newest).expect("the key opens it");
-    assert!(
-        kc.active(current.expose()).await,
-        "the stored refresh token is the live one"
+    // Every fetch process has stopped: the stored refresh token is the live one (Keycloak
+    // accepts it), and the first one was spent long ago (Keycloak refuses it).
+    kc.redeem(current.expose())
+        .await
+        .expect("the stored refresh token is the live one");
+    assert_eq!(
+        kc.redeem(&rt).await,
+        Err("invalid_grant".to_owned()),
+        "the first refresh token was spent"
     );
-    assert!(!kc.active(&rt).await, "the first refresh token was spent");
     let stats = sim_stats(&sim).await;
     validate.terminate(Duration::from_secs(60));
     dedup.terminate(Duration::from_secs(60));
@@ -654,7 +691,11 @@ async fn rotated_refresh_tokens_survive_sigkill_and_scaling() {
         if e.path().extension().is_some_and(|x| x == "log") {
             let l = std::fs::read_to_string(e.path()).unwrap();
             for s in &secret_values {
-                assert!(!l.contains(s.as_str()), "a secret in {}", e.path().display());
+                assert!(
+                    !l.contains(s.as_str()),
+                    "a secret in {}",
+                    e.path().display()
+                );
             }
         }
     }

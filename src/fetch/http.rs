@@ -271,10 +271,7 @@ impl SourceClient {
                 Some(SourceAuth::OAuth2(o)) => match o.bearer().await {
                     Ok(t) => Some(t),
                     Err(source) => {
-                        return Err(HttpError::Auth {
-                            url: shown,
-                            source,
-                        });
+                        return Err(HttpError::Auth { url: shown, source });
                     }
                 },
                 _ => None,

@@ -115,11 +115,8 @@ impl Shared {
                 Some(crate::config::Auth::Oauth2(o)) => Some(match oauths.get(s.token_id()) {
                     Some(x) => x.clone(),
                     None => {
-                        let x = Arc::new(oauth::OAuth2::new(
-                            o,
-                            s.token_id(),
-                            &format!("{at}.auth"),
-                        )?);
+                        let x =
+                            Arc::new(oauth::OAuth2::new(o, s.token_id(), &format!("{at}.auth"))?);
                         oauths.insert(s.token_id().to_owned(), x.clone());
                         x
                     }
@@ -174,15 +171,8 @@ impl Shared {
             topic: self.names.tokens(),
             owner: self.cfg.instance_id(),
         };
-        let read = stream::retry_kafka("read the stored oauth2 tokens", || {
-            let s = sink.clone();
-            async move {
-                tokio::task::spawn_blocking(move || s.read())
-                    .await
-                    .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
-            }
-        })
-        .await;
+        let s = sink.clone();
+        let read = stream::retry_blocking("read the stored oauth2 tokens", move || s.read()).await;
         match read {
             Ok(records) => {
                 for o in oauths {
@@ -552,15 +542,8 @@ async fn restore_quota(
     pacers: &HashMap<String, Arc<Pacer>>,
 ) -> Option<QuotaStore> {
     let store = open_store(shared, partition).await?;
-    let read = stream::retry_kafka("read the quota state", || {
-        let s = store.clone();
-        async move {
-            tokio::task::spawn_blocking(move || s.read())
-                .await
-                .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
-        }
-    })
-    .await;
+    let s = store.clone();
+    let read = stream::retry_blocking("read the quota state", move || s.read()).await;
     match read {
         Ok(records) => {
             for (token, pacer) in pacers {
@@ -585,15 +568,8 @@ async fn open_store(shared: &Shared, partition: i32) -> Option<QuotaStore> {
         shared.cfg.kafka.group_prefix.clone(),
         shared.names.quota(),
     );
-    let opened = stream::retry_kafka("open the quota state writer", || {
-        let (kafka, prefix, topic) = (kafka.clone(), prefix.clone(), topic.clone());
-        async move {
-            tokio::task::spawn_blocking(move || {
-                QuotaStore::open(&kafka, &prefix, &topic, partition)
-            })
-            .await
-            .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
-        }
+    let opened = stream::retry_blocking("open the quota state writer", move || {
+        QuotaStore::open(&kafka, &prefix, &topic, partition)
     })
     .await;
     match opened {

@@ -134,7 +134,9 @@ impl TokenKey {
     /// # Errors
     /// When the value is not 64 hex characters, naming `field`.
     pub fn parse(value: &SecretString, field: &str) -> Result<Self, ConfigError> {
-        let bytes = hex::decode(value.expose().trim()).ok().filter(|b| b.len() == 32);
+        let bytes = hex::decode(value.expose().trim())
+            .ok()
+            .filter(|b| b.len() == 32);
         let Some(bytes) = bytes else {
             return Err(invalid(
                 field,
@@ -711,7 +713,10 @@ mod tests {
         tampered.ciphertext = B64.encode(ct);
         assert!(k.open("tok-a", &tampered).is_none(), "altered");
         // Two seals of one value differ (random nonces).
-        assert_ne!(k.seal("tok-a", b"x").ciphertext, k.seal("tok-a", b"x").ciphertext);
+        assert_ne!(
+            k.seal("tok-a", b"x").ciphertext,
+            k.seal("tok-a", b"x").ciphertext
+        );
     }
 
     #[test]

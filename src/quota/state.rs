@@ -243,7 +243,12 @@ impl QuotaStore {
         }
         let values: Vec<(&str, Vec<u8>)> = records
             .iter()
-            .map(|r| (r.token.as_str(), serde_json::to_vec(r).expect("serialisable")))
+            .map(|r| {
+                (
+                    r.token.as_str(),
+                    serde_json::to_vec(r).expect("serialisable"),
+                )
+            })
             .collect();
         self.write_to(&self.topic, &values)
     }
