@@ -196,6 +196,13 @@ fn oauth_client_credentials(kc: &Keycloak) -> String {
     )
 }
 
+/// The refresh-token file (written by the caller) and the key file (written here) in `dir`.
+fn secret_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = dir.join("key");
+    std::fs::write(&key, TOKEN_KEY).unwrap();
+    (dir.join("rt"), key)
+}
+
 fn oauth_refresh(kc: &Keycloak, rt_file: &Path, key_file: &Path) -> String {
     format!(
         r#"auth = {{ kind = "oauth2", grant = "refresh_token", token_url = "{}", client_id = "intake-refresh", client_secret = {{ file = "{}" }}, refresh_token = {{ file = "{}" }}, token_key = {{ file = "{}" }}, refresh_margin = "4s" }}"#,
@@ -206,9 +213,18 @@ fn oauth_refresh(kc: &Keycloak, rt_file: &Path, key_file: &Path) -> String {
     )
 }
 
-/// The simulator's three streams with `auth` instead of the bearer token.
-fn sources_with(sim: &intake::sim::SimHandle, knobs: &Knobs, auth: &str) -> String {
-    let s = e2e::sources(sim.addr, knobs);
+/// The simulator's three streams (1 s polls, full syncs every 10 s, 20 records a page) with
+/// `auth` instead of the bearer token.
+fn sources_with(sim: &intake::sim::SimHandle, auth: &str) -> String {
+    let knobs = Knobs {
+        serve_port: e2e::free_port(),
+        quota: 50,
+        poll: "1s",
+        full_sync_every: "10s",
+        lookback: "1m",
+        page_size: 20,
+    };
+    let s = e2e::sources(sim.addr, &knobs);
     let bearer = r#"auth = { kind = "bearer", token = "demo" }"#;
     assert!(s.contains(bearer));
     s.replace(bearer, auth)
@@ -244,15 +260,7 @@ async fn client_credentials_end_to_end() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 401, "a non-JWT token is refused");
-    let knobs = Knobs {
-        serve_port: e2e::free_port(),
-        quota: 50,
-        poll: "1s",
-        full_sync_every: "10s",
-        lookback: "1m",
-        page_size: 20,
-    };
-    let text = config_text(&sources_with(&sim, &knobs, &oauth_client_credentials(kc)));
+    let text = config_text(&sources_with(&sim, &oauth_client_credentials(kc)));
     let cfg = intake::config::Config::from_toml(&text).unwrap();
     apply_topics(&cfg).await;
     let dir = tempfile::tempdir().unwrap();
@@ -320,10 +328,8 @@ async fn a_fenced_owner_neither_refreshes_nor_writes() {
     let kc = keycloak().await;
     let (rt, session) = kc.login().await;
     let dir = tempfile::tempdir().unwrap();
-    let rt_file = dir.path().join("rt");
-    let key_file = dir.path().join("key");
+    let (rt_file, key_file) = secret_files(dir.path());
     std::fs::write(&rt_file, &rt).unwrap();
-    std::fs::write(&key_file, TOKEN_KEY).unwrap();
     let text = config_text(&format!(
         "[[sources]]\nname = \"api\"\nbase_url = \"http://127.0.0.1:1\"\n{}\n",
         oauth_refresh(kc, &rt_file, &key_file)
@@ -500,23 +506,9 @@ async fn rotated_refresh_tokens_survive_sigkill_and_scaling() {
     .await;
     let (rt, session) = kc.login().await;
     let dir = tempfile::tempdir().unwrap();
-    let rt_file = dir.path().join("rt");
-    let key_file = dir.path().join("key");
+    let (rt_file, key_file) = secret_files(dir.path());
     std::fs::write(&rt_file, &rt).unwrap();
-    std::fs::write(&key_file, TOKEN_KEY).unwrap();
-    let knobs = Knobs {
-        serve_port: e2e::free_port(),
-        quota: 50,
-        poll: "1s",
-        full_sync_every: "10s",
-        lookback: "1m",
-        page_size: 20,
-    };
-    let mut text = config_text(&sources_with(
-        &sim,
-        &knobs,
-        &oauth_refresh(kc, &rt_file, &key_file),
-    ));
+    let mut text = config_text(&sources_with(&sim, &oauth_refresh(kc, &rt_file, &key_file)));
     // No webhooks in this test (serve does not run).
     text = text.replace(
         &format!("webhook = {{ secrets = [\"{}\"] }}\n", e2e::WEBHOOK_SECRET),
@@ -713,11 +705,9 @@ async fn a_refused_refresh_token_pauses_the_stream_with_the_reason_status_shows(
     let kc = keycloak().await;
     let sim = oidc_sim(kc, &["--records", "10"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let rt_file = dir.path().join("rt");
-    let key_file = dir.path().join("key");
+    let (rt_file, key_file) = secret_files(dir.path());
     // Not a refresh token Keycloak ever issued.
     std::fs::write(&rt_file, "not-a-refresh-token-4f1c").unwrap();
-    std::fs::write(&key_file, TOKEN_KEY).unwrap();
     let text = config_text(&format!(
         r#"
 [[sources]]

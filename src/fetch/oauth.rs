@@ -246,7 +246,7 @@ enum Ownership {
     /// Not (or no longer) the owner: no refresh.
     NotOwner,
     /// The owner, committing through the sink (None: `client_credentials` without storage).
-    Owner(Option<TokenSink>),
+    Owner(Option<std::sync::Arc<TokenSink>>),
     /// Fenced by a newer owner: nothing is handed out until the next assignment.
     Fenced,
 }
@@ -428,7 +428,7 @@ impl OAuth2 {
             }
             st.seed = seed_print;
         }
-        st.ownership = Ownership::Owner(Some(sink));
+        st.ownership = Ownership::Owner(Some(std::sync::Arc::new(sink)));
     }
 
     /// Gives the token up (its partition was revoked): drops every token held.
