@@ -5,6 +5,9 @@
 //! - **quota per token, live**: the configured quota beside the state its owner last saved in
 //!   `intake.quota` (owner, limit and pace in force, remaining count and reset the upstream
 //!   announced, pause after a 429, age of the record);
+//! - **oauth2 tokens**: per token id of an `oauth2` source, what its owner last recorded in
+//!   `intake.tokens` (owner, rotations of the refresh token, access token expiry, and why its
+//!   streams are paused, if they are) — never the tokens themselves;
 //! - **groups**: members and state of every stage's consumer group; **lag** of the consuming
 //!   stages (validate, dedup): the committed records between the group's committed offsets and
 //!   the high watermarks, counted by reading them (exact) up to [`EXACT_LAG_SPAN`] offsets, and
@@ -47,6 +50,8 @@ pub struct Status {
     pub cursors: BTreeMap<String, Option<CursorState>>,
     /// Quota per token id: configured, and live from `intake.quota`.
     pub quotas: BTreeMap<String, TokenQuota>,
+    /// OAuth 2.0 token state per token id of the `oauth2` sources (from `intake.tokens`).
+    pub oauth: BTreeMap<String, OAuthStatus>,
     /// Every stage's consumer group: members and state.
     pub groups: Vec<GroupInfo>,
     /// Lag of the consuming stages' groups.
@@ -74,6 +79,23 @@ pub struct TokenQuota {
     pub mode: Option<String>,
     /// The state its owner last saved, None when none was ever saved.
     pub live: Option<LiveQuota>,
+}
+
+/// An OAuth 2.0 token's recorded state (no secret in it).
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct OAuthStatus {
+    /// `client_credentials` or `refresh_token`.
+    pub grant: String,
+    /// The process that owns (or last owned) the token; None when nothing was recorded yet.
+    pub owner: Option<String>,
+    /// Refresh tokens rotated and committed so far.
+    pub rotations: u64,
+    /// When the owner last recorded the token (RFC 3339).
+    pub updated_at: Option<String>,
+    /// When the last access token expires (RFC 3339).
+    pub access_expires_at: Option<String>,
+    /// Why the token's streams are paused (a refused grant, a 401 with a fresh token).
+    pub paused: Option<String>,
 }
 
 /// A token's saved state.
@@ -178,8 +200,9 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<Status> {
         if let Some(pb) = &pb {
             pb.set_message("reading the quota state");
         }
-        let saved = read_quota(&r, &names.quota())?;
+        let saved = read_latest::<QuotaRecord>(&r, &names.quota())?;
         let quotas = quotas(&cfg2, saved);
+        let oauth = oauth(&cfg2, &r, &names.tokens())?;
         if let Some(pb) = &pb {
             pb.set_message("measuring lag");
         }
@@ -200,9 +223,17 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<Status> {
             pb.set_message("reading the DLQ");
         }
         let (dlq_total, dlq_by_kind, dlq_by_stream) = read_dlq(&r, &names.dlq(), pb.as_ref())?;
-        Ok((quotas, groups, lag, dlq_total, dlq_by_kind, dlq_by_stream))
+        Ok((
+            quotas,
+            oauth,
+            groups,
+            lag,
+            dlq_total,
+            dlq_by_kind,
+            dlq_by_stream,
+        ))
     });
-    let (quotas, groups, lag, dlq_total, dlq_by_kind, dlq_by_stream) = blocking.await??;
+    let (quotas, oauth, groups, lag, dlq_total, dlq_by_kind, dlq_by_stream) = blocking.await??;
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
@@ -210,6 +241,7 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<Status> {
         taken_at: headers::now_rfc3339(),
         cursors,
         quotas,
+        oauth,
         groups,
         lag,
         dlq_total,
@@ -223,24 +255,70 @@ fn all_partitions(r: &Reader, topic: &str) -> anyhow::Result<Vec<i32>> {
     Ok((0..reader::partition_count(r, topic, QUERY)?).collect())
 }
 
-/// The latest saved state of every token in `intake.quota`.
-fn read_quota(r: &Reader, topic: &str) -> anyhow::Result<BTreeMap<String, QuotaRecord>> {
+/// The latest JSON record per key of a compacted topic (`intake.quota`, `intake.tokens`).
+fn read_latest<T: serde::de::DeserializeOwned>(
+    r: &Reader,
+    topic: &str,
+) -> anyhow::Result<BTreeMap<String, T>> {
     let mut out = BTreeMap::new();
     reader::read_to_end(r, topic, &all_partitions(r, topic)?, READ_TIMEOUT, |m| {
         let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             return;
         };
-        match m.payload().map(serde_json::from_slice::<QuotaRecord>) {
+        match m.payload().map(serde_json::from_slice::<T>) {
             Some(Ok(rec)) => {
                 out.insert(key.to_owned(), rec);
             }
             None => {
                 out.remove(key);
             }
-            Some(Err(e)) => tracing::warn!(token = key, error = %e, "unreadable quota record"),
+            Some(Err(e)) => tracing::warn!(topic, key, error = %e, "unreadable record"),
         }
     })?;
     Ok(out)
+}
+
+/// The recorded state of every `oauth2` token id of the config (the topic is read only when
+/// there is one).
+fn oauth(cfg: &Config, r: &Reader, topic: &str) -> anyhow::Result<BTreeMap<String, OAuthStatus>> {
+    let grants: BTreeMap<&str, &'static str> = cfg
+        .sources
+        .iter()
+        .filter_map(|s| match &s.auth {
+            Some(crate::config::Auth::Oauth2(o)) => Some((
+                s.token_id(),
+                match o.grant {
+                    crate::config::OAuth2Grant::ClientCredentials => "client_credentials",
+                    crate::config::OAuth2Grant::RefreshToken => "refresh_token",
+                },
+            )),
+            _ => None,
+        })
+        .collect();
+    if grants.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut saved = read_latest::<crate::fetch::oauth::TokenRecord>(r, topic)?;
+    Ok(grants
+        .into_iter()
+        .map(|(token, grant)| {
+            let rec = saved.remove(token);
+            (
+                token.to_owned(),
+                OAuthStatus {
+                    grant: grant.to_owned(),
+                    owner: rec.as_ref().map(|r| r.owner.clone()),
+                    rotations: rec.as_ref().map_or(0, |r| r.rotations),
+                    updated_at: rec.as_ref().map(|r| rfc3339_ms(r.updated_at)),
+                    access_expires_at: rec
+                        .as_ref()
+                        .and_then(|r| r.access_expires_at)
+                        .map(rfc3339_ms),
+                    paused: rec.and_then(|r| r.paused),
+                },
+            )
+        })
+        .collect())
 }
 
 /// Configured quotas beside the saved state, per token id (tokens only seen in the topic, from
@@ -485,6 +563,22 @@ pub fn print(s: &Status) {
             ),
         };
         println!("  {t:<28} {configured} | {live}");
+    }
+    if !s.oauth.is_empty() {
+        println!("oauth2 tokens (from intake.tokens)");
+    }
+    for (t, o) in &s.oauth {
+        println!(
+            "  {t:<28} {}, owner {}, {} rotation(s), access token until {}, recorded {}{}",
+            o.grant,
+            o.owner.as_deref().unwrap_or("-"),
+            o.rotations,
+            o.access_expires_at.as_deref().unwrap_or("-"),
+            o.updated_at.as_deref().unwrap_or("never"),
+            o.paused
+                .as_deref()
+                .map_or(String::new(), |p| format!(", PAUSED: {p}"))
+        );
     }
     println!("stage groups");
     for g in &s.groups {

@@ -187,6 +187,8 @@ pub mod metric {
     pub const FETCH_HTTP_429: &str = "intake_fetch_http_429_total";
     /// fetch: retried requests (5xx, time-outs, resets).
     pub const FETCH_HTTP_RETRIES: &str = "intake_fetch_http_retries_total";
+    /// fetch: OAuth 2.0 access tokens fetched from a token endpoint (label `grant`).
+    pub const FETCH_OAUTH_REFRESHES: &str = "intake_fetch_oauth_refreshes_total";
     /// fetch: unix time of the last completed sync (labels `source`, `stream`).
     pub const FETCH_LAST_SYNC: &str = "intake_fetch_last_sync_timestamp_seconds";
     /// fetch: look-back pages not landed because every record was landed unchanged before
@@ -240,6 +242,10 @@ pub mod metric {
         );
         describe_counter!(FETCH_HTTP_429, "Upstream responses with status 429");
         describe_counter!(FETCH_HTTP_RETRIES, "Retried upstream requests");
+        describe_counter!(
+            FETCH_OAUTH_REFRESHES,
+            "OAuth 2.0 access tokens fetched from a token endpoint"
+        );
         describe_gauge!(
             FETCH_LAST_SYNC,
             Unit::Seconds,

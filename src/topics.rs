@@ -55,6 +55,11 @@ impl TopicNames {
     pub fn quota(&self) -> String {
         format!("{}.quota", self.prefix)
     }
+    /// OAuth 2.0 token state per token id (compacted), partitioned like [`Self::quota`]: the
+    /// owner of quota partition p writes partition p. Refresh tokens in it are sealed.
+    pub fn tokens(&self) -> String {
+        format!("{}.tokens", self.prefix)
+    }
     /// Validated Avro records of a stream.
     pub fn valid(&self, source: &str, stream: &str) -> String {
         format!("{}.{source}.{stream}.valid", self.prefix)
@@ -661,12 +666,16 @@ version = "/v"
                 "t1.dlq",
                 "t1.jobs",
                 "t1.quota",
+                "t1.tokens",
                 "t1.sim.orders.valid",
                 "t1.sim.orders"
             ]
         );
-        assert_eq!(specs[6].config["cleanup.policy"], "compact");
-        for s in &specs[5..] {
+        assert_eq!(specs[7].config["cleanup.policy"], "compact");
+        // The owner of quota partition p writes tokens partition p.
+        assert_eq!(specs[4].partitions, specs[5].partitions);
+        assert_eq!(specs[5].config["cleanup.policy"], "compact");
+        for s in &specs[6..] {
             assert_eq!(s.config["max.message.bytes"], "1048588", "{}", s.name);
         }
     }

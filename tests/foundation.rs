@@ -221,7 +221,7 @@ version = "/version"
             .iter()
             .filter(|c| matches!(c, Change::Create(_)))
             .count(),
-        7,
+        8,
         "{first:?}"
     );
     let second = topics::ensure(&cfg, &k).await.unwrap();

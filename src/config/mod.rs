@@ -23,8 +23,9 @@ pub use secret::{SecretError, SecretRef, SecretString};
 pub use security::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism, SecurityProtocol};
 pub use serve::{ServeAuth, ServeClient, ServeConfig, ServeOperation, ServeTls};
 pub use source::{
-    Auth, Body, DriftPolicy, Incremental, Method, PLACEHOLDERS, Pagination, QuotaConfig,
-    QuotaHeaders, SourceConfig, StatusAction, StatusRange, StatusRule, StreamConfig,
+    Auth, Body, DriftPolicy, Incremental, Method, OAuth2ClientAuth, OAuth2Config, OAuth2Grant,
+    PLACEHOLDERS, Pagination, QuotaConfig, QuotaHeaders, SourceConfig, StatusAction, StatusRange,
+    StatusRule, StreamConfig,
 };
 pub use timefmt::TimeFormat;
 
@@ -333,6 +334,12 @@ impl Config {
                 ));
             }
         }
+        if let Some(Auth::Oauth2(_)) = &self.registry.auth {
+            return Err(invalid(
+                "registry.auth.kind",
+                "oauth2 is for sources; the registry takes basic, bearer or api_key",
+            ));
+        }
         if self.registry.url.ends_with('/') {
             return Err(invalid("registry.url", "must not end with '/'"));
         }
@@ -356,6 +363,26 @@ impl Config {
                 return Err(invalid(
                     format!("sources[{i}].name"),
                     format!("duplicate source `{}`", s.name),
+                ));
+            }
+            // One token id is one token: its OAuth 2.0 settings (one refresh token, one owner)
+            // cannot differ between the sources that share it.
+            if let Some((j, other)) = self.sources[..i]
+                .iter()
+                .enumerate()
+                .find(|(_, o)| o.token_id() == s.token_id())
+                && matches!(
+                    (&s.auth, &other.auth),
+                    (Some(Auth::Oauth2(_)), _) | (_, Some(Auth::Oauth2(_)))
+                )
+                && s.auth != other.auth
+            {
+                return Err(invalid(
+                    format!("sources[{i}].auth"),
+                    format!(
+                        "shares token id `{}` with sources[{j}], whose oauth2 settings differ",
+                        s.token_id()
+                    ),
                 ));
             }
         }

@@ -566,7 +566,7 @@ fn the_walk_finds_fields_of_every_kind() {
     );
     assert_eq!(
         a.tags["sources[].auth.kind"],
-        ["bearer", "api_key", "basic", "api_key_query"]
+        ["bearer", "api_key", "basic", "api_key_query", "oauth2"]
     );
     assert_eq!(a.values["sources[].streams[].drift"], ["dlq", "evolve"]);
     assert_eq!(a.values["sources[].quota.mode"], ["central", "naive"]);
@@ -606,4 +606,58 @@ fn the_reference_names_every_field_the_code_accepts() {
             );
         }
     }
+}
+
+#[test]
+fn oauth2_settings_are_checked_naming_the_field() {
+    let bearer = r#"auth = { kind = "bearer", token = { env = "INTAKE_TEST_CFG_TOKEN" } }"#;
+    let with = |auth: &str| MIN.replace(bearer, auth);
+    let ok = with(
+        r#"auth = { kind = "oauth2", grant = "refresh_token", token_url = "https://idp/t", client_id = "c", refresh_token = { env = "RT" }, token_key = { env = "K" } }"#,
+    );
+    let c = Config::from_toml(&ok).unwrap();
+    let Some(Auth::Oauth2(o)) = &c.sources[0].auth else {
+        panic!("oauth2")
+    };
+    assert_eq!(o.grant, OAuth2Grant::RefreshToken);
+    assert_eq!(o.client_auth, OAuth2ClientAuth::Basic);
+    assert_eq!(o.refresh_margin, Duration::from_secs(60));
+    for (auth, field) in [
+        (
+            r#"auth = { kind = "oauth2", grant = "client_credentials", token_url = "https://idp/t", client_id = "c" }"#,
+            "sources[0].auth.client_secret",
+        ),
+        (
+            r#"auth = { kind = "oauth2", grant = "refresh_token", token_url = "https://idp/t", client_id = "c", token_key = { env = "K" } }"#,
+            "sources[0].auth.refresh_token",
+        ),
+        (
+            r#"auth = { kind = "oauth2", grant = "refresh_token", token_url = "https://idp/t", client_id = "c", refresh_token = { env = "RT" } }"#,
+            "sources[0].auth.token_key",
+        ),
+        (
+            r#"auth = { kind = "oauth2", grant = "client_credentials", token_url = "ftp://idp/t", client_id = "c", client_secret = "s" }"#,
+            "sources[0].auth.token_url",
+        ),
+        (
+            r#"auth = { kind = "oauth2", grant = "client_credentials", token_url = "https://idp/t", client_id = "c", client_secret = "s", refresh_token = "r" }"#,
+            "sources[0].auth.refresh_token",
+        ),
+    ] {
+        let err = Config::from_toml(&with(auth)).unwrap_err().to_string();
+        assert!(err.contains(field), "{field}: {err}");
+        assert!(!err.contains("\"s\""), "{err}");
+    }
+    // One token id is one token.
+    let two = format!(
+        "{ok}\n[[sources]]\nname = \"other\"\nquota = {{ requests = 1, per = \"1s\", token_id = \"sim\" }}\nauth = {{ kind = \"bearer\", token = \"t\" }}\n"
+    );
+    let err = Config::from_toml(&two).unwrap_err().to_string();
+    assert!(err.contains("sources[1].auth"), "{err}");
+    // The registry takes no oauth2.
+    let reg = format!(
+        "{MIN}\n[registry]\nauth = {{ kind = \"oauth2\", grant = \"client_credentials\", token_url = \"https://idp/t\", client_id = \"c\", client_secret = \"s\" }}\n"
+    );
+    let err = Config::from_toml(&reg).unwrap_err().to_string();
+    assert!(err.contains("registry.auth"), "{err}");
 }

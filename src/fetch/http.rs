@@ -12,6 +12,11 @@
 //! Redirects are followed by hand, at most [`MAX_REDIRECTS`] per request, and credentials are
 //! sent only to the origin of the URL asked for (see `SourceClient::send`).
 //!
+//! With OAuth 2.0 (`super::oauth`) a 401 drops the access token it was sent with and the
+//! request is repeated once with a fresh one; a second 401 is returned as
+//! [`HttpError::Client`], and a token that cannot be had as [`HttpError::Auth`] (the stream
+//! pauses) or [`HttpError::Fenced`] (a newer owner took the token: the stream stops).
+//!
 //! A source in the benchmark-only `naive` quota mode neither learns from headers nor pauses on
 //! a 429: it retries at once, as a per-worker limiter does (the rate-limit death spiral).
 
@@ -116,6 +121,14 @@ pub enum HttpError {
         /// The start of the body.
         body: String,
     },
+    /// No OAuth 2.0 access token could be had (refused grant, provider away, not the owner).
+    #[error("{url}: {source}")]
+    Auth {
+        /// URL (redacted).
+        url: String,
+        /// Why.
+        source: super::oauth::AuthError,
+    },
     /// 5xx, time-outs or connection errors persisted through every retry.
     #[error("{url}: gave up after {attempts} attempts: {last}")]
     Exhausted {
@@ -133,6 +146,7 @@ pub const MAX_REDIRECTS: usize = 5;
 
 /// HTTP authentication with its secrets resolved: a source's (`sources[].auth`) or the
 /// registry's (`registry.auth`); the one place that turns [`Auth`] into request headers.
+/// OAuth 2.0 is not among them: its token changes, see [`SourceAuth`].
 pub enum ResolvedAuth {
     /// `Authorization: Bearer <token>`.
     Bearer(SecretString),
@@ -168,6 +182,12 @@ impl ResolvedAuth {
                 Self::Basic(username.clone(), secret("password", password)?)
             }
             Auth::ApiKeyQuery { param, key } => Self::Query(param.clone(), secret("key", key)?),
+            Auth::Oauth2(_) => {
+                return Err(crate::config::invalid(
+                    format!("{at}.kind"),
+                    "oauth2 is for sources (sources[].auth)",
+                ));
+            }
         })
     }
 
@@ -182,10 +202,18 @@ impl ResolvedAuth {
     }
 }
 
+/// How a source's requests authenticate.
+pub enum SourceAuth {
+    /// Fixed credentials.
+    Fixed(ResolvedAuth),
+    /// An OAuth 2.0 access token, shared by every source of the token id.
+    OAuth2(std::sync::Arc<super::oauth::OAuth2>),
+}
+
 /// The HTTP client of one source.
 pub struct SourceClient {
     http: reqwest::Client,
-    auth: Option<ResolvedAuth>,
+    auth: Option<SourceAuth>,
     max_retries: u32,
     /// `quota.mode = "naive"`: ignore quota headers, retry a 429 at once.
     naive: bool,
@@ -243,16 +271,39 @@ pub fn redact(url: &Url) -> String {
 }
 
 impl SourceClient {
-    /// Builds the client of a source, resolving its secrets.
+    /// Builds the client of a source, resolving its secrets; an `oauth2` source uses `oauth`
+    /// (its token id's, shared), or a token of its own when None.
     ///
     /// # Errors
     /// When a secret cannot be resolved or the client cannot be built.
     pub fn new(src: &SourceConfig, at: &str) -> Result<Self, ConfigError> {
-        let auth = src
-            .auth
-            .as_ref()
-            .map(|a| ResolvedAuth::resolve(a, &format!("{at}.auth")))
-            .transpose()?;
+        Self::with_oauth(src, at, None)
+    }
+
+    /// [`SourceClient::new`] with the token id's shared OAuth 2.0 token.
+    ///
+    /// # Errors
+    /// When a secret cannot be resolved or the client cannot be built.
+    pub fn with_oauth(
+        src: &SourceConfig,
+        at: &str,
+        oauth: Option<std::sync::Arc<super::oauth::OAuth2>>,
+    ) -> Result<Self, ConfigError> {
+        let auth = match (&src.auth, oauth) {
+            (None, _) => None,
+            (Some(Auth::Oauth2(o)), shared) => Some(SourceAuth::OAuth2(match shared {
+                Some(s) => s,
+                None => std::sync::Arc::new(super::oauth::OAuth2::new(
+                    o,
+                    src.token_id(),
+                    &format!("{at}.auth"),
+                )?),
+            })),
+            (Some(a), _) => Some(SourceAuth::Fixed(ResolvedAuth::resolve(
+                a,
+                &format!("{at}.auth"),
+            )?)),
+        };
         let http = reqwest::Client::builder()
             .timeout(src.request_timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -299,10 +350,20 @@ impl SourceClient {
         let names = self.quota_headers.as_ref();
         let mut failures = 0u32;
         let mut attempts = 0u32;
+        let mut fresh_token_after_401 = false;
         loop {
+            let bearer = match &self.auth {
+                Some(SourceAuth::OAuth2(o)) => match o.bearer().await {
+                    Ok(t) => Some(t),
+                    Err(source) => {
+                        return Err(HttpError::Auth { url: shown, source });
+                    }
+                },
+                _ => None,
+            };
             let permit = pacer.acquire().await;
             attempts += 1;
-            let sent = self.send(url, shape).await;
+            let sent = self.send(url, shape, bearer.as_ref()).await;
             // The headers (a pause, a lower limit) are known to the pacer before the permit
             // ends, so the request the end lets through already follows them.
             let mut paused = false;
@@ -329,6 +390,28 @@ impl SourceClient {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
+                    if status == 401
+                        && let (Some(SourceAuth::OAuth2(o)), Some(sent)) = (&self.auth, &bearer)
+                    {
+                        if !fresh_token_after_401 {
+                            // The token may have been revoked or expired early: once more
+                            // with a fresh one.
+                            tracing::warn!(url = %shown, "401 Unauthorized: retrying once with a fresh oauth2 access token");
+                            o.rejected(sent).await;
+                            fresh_token_after_401 = true;
+                            continue;
+                        }
+                        let body = resp.bytes().await.unwrap_or_default();
+                        let snippet =
+                            String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                        let e = HttpError::Client {
+                            url: shown,
+                            status,
+                            body: format!("{snippet} (again with a fresh oauth2 access token)"),
+                        };
+                        o.paused(&e.to_string()).await;
+                        return Err(e);
+                    }
                     match resp.bytes().await {
                         Err(e) => (format!("reading body: {e}"), None),
                         Ok(body) => {
@@ -412,7 +495,12 @@ impl SourceClient {
     /// A POST keeps its method and body through a 307 or 308 and becomes a GET without a body
     /// through any other redirect (as browsers and RFC 9110 do). The shape's headers go only
     /// to the origin asked for, as credentials do.
-    async fn send(&self, url: &Url, shape: &Shape) -> Result<reqwest::Response, String> {
+    async fn send(
+        &self,
+        url: &Url,
+        shape: &Shape,
+        bearer: Option<&SecretString>,
+    ) -> Result<reqwest::Response, String> {
         let origin = url.origin();
         let mut at = url.clone();
         let mut post = shape.post;
@@ -427,7 +515,7 @@ impl SourceClient {
                 for (k, v) in &shape.headers {
                     req = req.header(k, v);
                 }
-                req = self.authorize(req);
+                req = self.authorize(req, bearer);
             }
             if let (true, Some((content_type, body))) = (post, &shape.body) {
                 req = req
@@ -463,10 +551,25 @@ impl SourceClient {
         Err(format!("more than {MAX_REDIRECTS} redirects"))
     }
 
-    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn authorize(
+        &self,
+        req: reqwest::RequestBuilder,
+        bearer: Option<&SecretString>,
+    ) -> reqwest::RequestBuilder {
+        match (&self.auth, bearer) {
+            (Some(SourceAuth::Fixed(a)), _) => a.apply(req),
+            (Some(SourceAuth::OAuth2(_)), Some(t)) => {
+                req.header(AUTHORIZATION, format!("Bearer {}", t.expose()))
+            }
+            _ => req,
+        }
+    }
+
+    /// The source's shared OAuth 2.0 token, if it uses one.
+    pub fn oauth(&self) -> Option<&std::sync::Arc<super::oauth::OAuth2>> {
         match &self.auth {
-            None => req,
-            Some(a) => a.apply(req),
+            Some(SourceAuth::OAuth2(o)) => Some(o),
+            _ => None,
         }
     }
 

@@ -9,12 +9,17 @@
 //!   task ([`own_partition`]) that restores its tokens' quota state, gives each token one
 //!   fresh pacer for all its streams, runs the streams, and stores the state about every
 //!   second and once more when the partition is revoked.
+//! - OAuth 2.0 tokens ([`oauth`]) belong to the same owner as the quota: `own_partition` arms
+//!   the refresh-token grants of its tokens with the partition's fenced writer and the stored
+//!   refresh tokens (read after fencing), and disarms them when the partition goes; a fenced
+//!   state write drops them at once. `once` mode owns every token it runs.
 //! - Sources in the benchmark-only `naive` quota mode are spread by stream instead of by
 //!   token, each process pacing them with its own limiter at the full quota.
 
 pub mod admin;
 pub mod cursor;
 pub mod http;
+pub mod oauth;
 pub mod ownership;
 pub mod paginate;
 pub mod request;
@@ -89,6 +94,8 @@ struct Shared {
     names: TopicNames,
     blobs: BlobStore,
     clients: HashMap<String, Arc<http::SourceClient>>,
+    /// One OAuth 2.0 token per token id (shared by the sources that use it).
+    oauths: HashMap<String, Arc<oauth::OAuth2>>,
     /// One pacer per token for the whole process: what `once` mode and naive tokens use. In
     /// the long-running mode a central token gets a fresh pacer per ownership instead
     /// ([`Shared::fresh_pacer`]), seeded from the stored state.
@@ -102,10 +109,24 @@ impl Shared {
         let blobs = BlobStore::open(&cfg.blob)?;
         let mut clients = HashMap::new();
         let mut pacers: HashMap<String, Arc<Pacer>> = HashMap::new();
+        let mut oauths: HashMap<String, Arc<oauth::OAuth2>> = HashMap::new();
         for (i, s) in cfg.sources.iter().enumerate() {
+            let at = format!("sources[{i}]");
+            let shared = match &s.auth {
+                Some(crate::config::Auth::Oauth2(o)) => Some(match oauths.get(s.token_id()) {
+                    Some(x) => x.clone(),
+                    None => {
+                        let x =
+                            Arc::new(oauth::OAuth2::new(o, s.token_id(), &format!("{at}.auth"))?);
+                        oauths.insert(s.token_id().to_owned(), x.clone());
+                        x
+                    }
+                }),
+                _ => None,
+            };
             clients.insert(
                 s.name.clone(),
-                Arc::new(http::SourceClient::new(s, &format!("sources[{i}]"))?),
+                Arc::new(http::SourceClient::with_oauth(s, &at, shared)?),
             );
             pacers
                 .entry(s.token_id().to_owned())
@@ -117,8 +138,52 @@ impl Shared {
             names,
             blobs,
             clients,
+            oauths,
             pacers,
         })
+    }
+
+    /// The OAuth 2.0 tokens among `streams` that only their owner may refresh.
+    fn owned_oauths<'a>(
+        &self,
+        streams: impl IntoIterator<Item = &'a SourceConfig>,
+    ) -> Vec<Arc<oauth::OAuth2>> {
+        let mut out: Vec<Arc<oauth::OAuth2>> = Vec::new();
+        for src in streams {
+            if let Some(o) = self.oauths.get(src.token_id())
+                && o.needs_owner()
+                && !out.iter().any(|x| x.token_id() == o.token_id())
+            {
+                out.push(o.clone());
+            }
+        }
+        out
+    }
+
+    /// Arms `oauths` with `store`'s partition: reads the stored tokens (the store's writer has
+    /// fenced the previous owner's, so what is read is final) and makes this process their
+    /// owner. A failed read leaves them unarmed (their streams pause, logged).
+    async fn arm_oauths(&self, store: &QuotaStore, oauths: &[Arc<oauth::OAuth2>]) {
+        if oauths.is_empty() {
+            return;
+        }
+        let sink = oauth::TokenSink {
+            store: store.clone(),
+            topic: self.names.tokens(),
+            owner: self.cfg.instance_id(),
+        };
+        let s = sink.clone();
+        let read = stream::retry_blocking("read the stored oauth2 tokens", move || s.read()).await;
+        match read {
+            Ok(records) => {
+                for o in oauths {
+                    o.arm(sink.clone(), records.get(o.token_id())).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(partition = store.partition(), error = %e, "stored oauth2 tokens unreadable; their streams pause until the partition is assigned again");
+            }
+        }
     }
 
     /// A new pacer for a source's token: the quota with the safety margin; naive mode: the
@@ -217,6 +282,18 @@ pub async fn run(
     let mp = (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .then(indicatif::MultiProgress::new);
     if opts.once {
+        // `once` owns every token it runs: the refresh-token grants are armed with their
+        // partition's writer (which fences a running owner, as the streams' writers do).
+        let oauths = shared.owned_oauths(streams.iter().map(|(s, _)| *s));
+        if !oauths.is_empty() {
+            let partitions = quota_partitions(&shared).await?;
+            for o in &oauths {
+                let p = partition_for(o.token_id().as_bytes(), partitions);
+                if let Some(store) = open_store(&shared, p).await {
+                    shared.arm_oauths(&store, std::slice::from_ref(o)).await;
+                }
+            }
+        }
         let mut tasks: Vec<(String, JoinHandle<Result<StreamReport, FetchError>>)> = Vec::new();
         for (src, st) in streams {
             let w = shared.worker(src, st, &opts, mp.as_ref());
@@ -285,6 +362,19 @@ fn partition_of(src: &SourceConfig, st: &crate::config::StreamConfig, partitions
     }
 }
 
+/// The partition count of `intake.quota` (the unit of token ownership).
+async fn quota_partitions(shared: &Shared) -> Result<i32, FetchError> {
+    let k = shared.kafka.clone();
+    let t = shared.names.quota();
+    tokio::task::spawn_blocking(move || {
+        let c = k.reader_consumer("meta")?;
+        crate::kafka::reader::partition_count(&c, &t, std::time::Duration::from_secs(10))
+    })
+    .await
+    .map_err(|_| FetchError::Kafka(rdkafka::error::KafkaError::Canceled))?
+    .map_err(FetchError::Kafka)
+}
+
 /// Reports of the streams a partition task ran.
 type PartitionReport = Vec<(String, StreamReport)>;
 
@@ -298,16 +388,7 @@ async fn supervise(
 ) -> Result<FetchReport, FetchError> {
     let shared = Arc::new(shared);
     let quota_topic = shared.names.quota();
-    let partitions = {
-        let k = shared.kafka.clone();
-        let t = quota_topic.clone();
-        tokio::task::spawn_blocking(move || {
-            let c = k.reader_consumer("meta")?;
-            crate::kafka::reader::partition_count(&c, &t, std::time::Duration::from_secs(10))
-        })
-        .await
-        .map_err(|_| FetchError::Kafka(rdkafka::error::KafkaError::Canceled))??
-    };
+    let partitions = quota_partitions(&shared).await?;
     let stop_flag = Arc::new(AtomicBool::new(false));
     let (mut events, thread) = ownership::spawn(
         &shared.kafka,
@@ -388,12 +469,19 @@ async fn own_partition(
             .or_insert_with(|| Arc::new(Shared::fresh_pacer(src)));
     }
     let owner = shared.cfg.instance_id();
-    let store = if pacers.is_empty() {
+    let oauths = shared.owned_oauths(mine.iter().map(|(s, _)| s));
+    let store = if pacers.is_empty() && oauths.is_empty() {
         None
     } else {
         restore_quota(&shared, partition, &pacers).await
     };
+    if let Some(s) = &store {
+        shared.arm_oauths(s, &oauths).await;
+    }
     if *stop.borrow() {
+        for o in &oauths {
+            o.disarm().await;
+        }
         return Vec::new();
     }
     let (tx, rx) = watch::channel(false);
@@ -417,7 +505,14 @@ async fn own_partition(
             r = stop.changed() => if r.is_err() || *stop.borrow() { break },
             _ = tick.tick() => {
                 let active: Vec<QuotaRecord> = pacers.iter().filter(|(_, p)| p.take_activity() > 0).map(|(t, p)| QuotaRecord::of(t, &owner, p)).collect();
+                let had = store.is_some();
                 store = write_quota(store, active).await;
+                if had && store.is_none() {
+                    // Fenced: a newer owner has the partition; its tokens are not ours to use.
+                    for o in &oauths {
+                        o.fenced().await;
+                    }
+                }
             }
         }
     }
@@ -433,6 +528,9 @@ async fn own_partition(
         .map(|(t, p)| QuotaRecord::of(t, &owner, p))
         .collect();
     write_quota(store, all).await;
+    for o in &oauths {
+        o.disarm().await;
+    }
     out
 }
 
@@ -444,38 +542,9 @@ async fn restore_quota(
     partition: i32,
     pacers: &HashMap<String, Arc<Pacer>>,
 ) -> Option<QuotaStore> {
-    let (kafka, prefix, topic) = (
-        shared.kafka.clone(),
-        shared.cfg.kafka.group_prefix.clone(),
-        shared.names.quota(),
-    );
-    let opened = stream::retry_kafka("open the quota state writer", || {
-        let (kafka, prefix, topic) = (kafka.clone(), prefix.clone(), topic.clone());
-        async move {
-            tokio::task::spawn_blocking(move || {
-                QuotaStore::open(&kafka, &prefix, &topic, partition)
-            })
-            .await
-            .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
-        }
-    })
-    .await;
-    let store = match opened {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(partition, error = %e, "quota state unavailable; tokens start from a fresh pacer");
-            return None;
-        }
-    };
-    let read = stream::retry_kafka("read the quota state", || {
-        let s = store.clone();
-        async move {
-            tokio::task::spawn_blocking(move || s.read())
-                .await
-                .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
-        }
-    })
-    .await;
+    let store = open_store(shared, partition).await?;
+    let s = store.clone();
+    let read = stream::retry_blocking("read the quota state", move || s.read()).await;
     match read {
         Ok(records) => {
             for (token, pacer) in pacers {
@@ -490,6 +559,27 @@ async fn restore_quota(
         }
     }
     Some(store)
+}
+
+/// Opens a quota partition's state writer, fencing the previous owner's (its open transaction
+/// is aborted), so what is read from the partition next is final. None (logged) on failure.
+async fn open_store(shared: &Shared, partition: i32) -> Option<QuotaStore> {
+    let (kafka, prefix, topic) = (
+        shared.kafka.clone(),
+        shared.cfg.kafka.group_prefix.clone(),
+        shared.names.quota(),
+    );
+    let opened = stream::retry_blocking("open the quota state writer", move || {
+        QuotaStore::open(&kafka, &prefix, &topic, partition)
+    })
+    .await;
+    match opened {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(partition, error = %e, "quota state unavailable; tokens start from a fresh pacer");
+            None
+        }
+    }
 }
 
 /// Writes records; a fenced writer (a newer owner exists) stops writing.

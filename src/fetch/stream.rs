@@ -439,7 +439,17 @@ impl StreamWorker {
                 .http
                 .request(url, shape, &self.pacer)
                 .await
-                .map_err(BatchError::Http)?;
+                .map_err(|e| match e {
+                    // A newer owner took the token: stop, as when a stream's writer is fenced.
+                    HttpError::Auth {
+                        source: super::oauth::AuthError::Fenced(detail),
+                        ..
+                    } => BatchError::Fatal(FetchError::Fenced {
+                        stream: super::cursor::stream_key(&self.source.name, &self.stream.name),
+                        detail: format!("oauth2 token `{detail}` taken over"),
+                    }),
+                    e => BatchError::Http(e),
+                })?;
             if resp.skipped {
                 return Ok((resp, Value::Null));
             }
@@ -776,6 +786,23 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
         _ = stop.wait_for(|s| *s) => true,
     };
     stopped || *stop.borrow()
+}
+
+/// [`retry_kafka`] of a blocking Kafka call, each attempt on the blocking pool.
+pub(crate) async fn retry_blocking<F, T>(what: &str, f: F) -> Result<T, FetchError>
+where
+    F: Fn() -> rdkafka::error::KafkaResult<T> + Clone + Send + 'static,
+    T: Send + 'static,
+{
+    retry_kafka(what, || {
+        let f = f.clone();
+        async move {
+            tokio::task::spawn_blocking(f)
+                .await
+                .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
+        }
+    })
+    .await
 }
 
 /// Retries a Kafka call while it fails retriably (broker restarting, coordinator moving).

@@ -187,18 +187,32 @@ impl QuotaStore {
     /// # Errors
     /// The Kafka error, or a time-out.
     pub fn read(&self) -> rdkafka::error::KafkaResult<HashMap<String, QuotaRecord>> {
-        let consumer = self.kafka.reader_consumer("quota")?;
+        self.read_latest(&self.topic, "quota")
+    }
+
+    /// The latest committed JSON record per key of this store's partition of `topic` (the
+    /// quota topic, or a topic partitioned like it such as `intake.tokens`); a tombstone
+    /// removes its key, an unreadable record is logged and skipped. Blocking.
+    ///
+    /// # Errors
+    /// The Kafka error, or a time-out.
+    pub fn read_latest<T: serde::de::DeserializeOwned>(
+        &self,
+        topic: &str,
+        what: &str,
+    ) -> rdkafka::error::KafkaResult<HashMap<String, T>> {
+        let consumer = self.kafka.reader_consumer(what)?;
         let mut out = HashMap::new();
         reader::read_to_end(
             &consumer,
-            &self.topic,
+            topic,
             &[self.partition],
             Duration::from_secs(30),
             |m| {
                 let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
                     return;
                 };
-                match m.payload().map(serde_json::from_slice::<QuotaRecord>) {
+                match m.payload().map(serde_json::from_slice::<T>) {
                     Some(Ok(r)) => {
                         out.insert(key.to_owned(), r);
                     }
@@ -206,7 +220,7 @@ impl QuotaStore {
                         out.remove(key);
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(token = key, error = %e, "unreadable quota record ignored")
+                        tracing::warn!(topic, key, error = %e, "unreadable record ignored")
                     }
                 }
             },
@@ -214,10 +228,12 @@ impl QuotaStore {
         Ok(out)
     }
 
+    /// The partition this store owns.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
     /// Writes records in one transaction. Blocking.
-    ///
-    /// A commit or abort that timed out (the broker is away) is repeated first, at the next
-    /// write: until it ends, librdkafka refuses any other transaction call.
     ///
     /// # Errors
     /// The Kafka error; fatal when a newer owner fenced this writer.
@@ -225,6 +241,32 @@ impl QuotaStore {
         if records.is_empty() {
             return Ok(());
         }
+        let values: Vec<(&str, Vec<u8>)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.token.as_str(),
+                    serde_json::to_vec(r).expect("serialisable"),
+                )
+            })
+            .collect();
+        self.write_to(&self.topic, &values)
+    }
+
+    /// Writes `(key, value)` records to this store's partition of `topic` in one transaction
+    /// of the partition's writer, so a newer owner of the partition fences them too. Blocking.
+    ///
+    /// A commit or abort that timed out (the broker is away) is repeated first, at the next
+    /// write: until it ends, librdkafka refuses any other transaction call. Writes of one
+    /// store are serialised.
+    ///
+    /// # Errors
+    /// The Kafka error; fatal when a newer owner fenced this writer.
+    pub fn write_to(
+        &self,
+        topic: &str,
+        records: &[(&str, Vec<u8>)],
+    ) -> rdkafka::error::KafkaResult<()> {
         // One try of each call; a call whose outcome is not known is repeated at the next write.
         let policy = Policy::once().when_unknown(WhenUnknown::Pending);
         let p = &self.producer;
@@ -233,12 +275,11 @@ impl QuotaStore {
             settle(&mut unresolved, txn::resume(p, &policy, call))?;
         }
         let outcome = txn::run(p, &policy, |p| {
-            records.iter().try_for_each(|r| {
-                let v = serde_json::to_vec(r).expect("serialisable");
+            records.iter().try_for_each(|(key, value)| {
                 p.send(Outgoing {
-                    topic: &self.topic,
-                    key: Some(r.token.as_bytes()),
-                    payload: Some(&v),
+                    topic,
+                    key: Some(key.as_bytes()),
+                    payload: Some(value),
                     headers: rdkafka::message::OwnedHeaders::new(),
                     partition: Some(self.partition),
                 })

@@ -1,7 +1,8 @@
 //! The upstream API under test: `GET /v1/{stream}` in the stream's configured style and
 //! `GET /v1/styles/{style}/{stream}` in any style, behind bearer auth, the quota and faults.
 //!
-//! Every request passes a guard in this order: auth (401 without a known token, not
+//! Every request passes a guard in this order: auth (401 without a known token — or, with
+//! `--oidc-issuer`, without an access token the issuer signed (see `oidc`) —, not
 //! counted against any quota) → quota (counted; 429 over it) → faults (delay, reset, 5xx) →
 //! the handler. Every answer past auth carries `X-RateLimit-Limit`, `X-RateLimit-Remaining`
 //! and `X-RateLimit-Reset`.
@@ -102,6 +103,16 @@ async fn guard(
             &state,
             "missing bearer token: send Authorization: Bearer <token>",
         );
+    };
+    let token = match &state.oidc {
+        None => token,
+        Some(oidc) => match oidc.verify(token).await {
+            Ok(_) => {
+                state.counters.oidc_accepted.fetch_add(1, Ordering::SeqCst);
+                oidc.quota_token.as_str()
+            }
+            Err(why) => return unauthorized(&state, &why),
+        },
     };
     let decision = state.quotas().check(token, clock::now());
     let Some(decision) = decision else {

@@ -270,6 +270,17 @@ pub struct SimArgs {
     )]
     pub tokens: Vec<TokenSpec>,
 
+    /// Accept only access tokens signed by this OpenID Connect issuer (a JWT checked against
+    /// the issuer's JWKS: signature, `iss`, `exp`) instead of the `--token` names, e.g.
+    /// `http://127.0.0.1:8180/realms/intake`.
+    #[arg(long, env = "INTAKE_SIM_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// With `--oidc-issuer`: the `--token` whose quota accepted tokens count against
+    /// (default: the first `--token`).
+    #[arg(long, env = "INTAKE_SIM_OIDC_QUOTA_TOKEN")]
+    pub oidc_quota_token: Option<String>,
+
     /// Length of a quota window (the refill period of the bucket in bucket mode).
     #[arg(long, env = "INTAKE_SIM_QUOTA_WINDOW", default_value = "1s", value_parser = parse_duration)]
     pub quota_window: Duration,
@@ -467,6 +478,19 @@ impl SimArgs {
         }
         if self.tokens.is_empty() {
             return Err(SimError::config("--token", "give at least one NAME=LIMIT"));
+        }
+        if let Some(i) = &self.oidc_issuer
+            && !(i.starts_with("http://") || i.starts_with("https://"))
+        {
+            return Err(SimError::config("--oidc-issuer", "must be an http(s) URL"));
+        }
+        if let Some(t) = &self.oidc_quota_token
+            && !self.tokens.iter().any(|x| &x.token == t)
+        {
+            return Err(SimError::config(
+                "--oidc-quota-token",
+                "must name one of the --token names",
+            ));
         }
         if self.drift_rate > 0.0 && self.drift_kinds.is_empty() {
             return Err(SimError::config(

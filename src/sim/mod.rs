@@ -30,6 +30,7 @@
 //! | `conn.rs`       | connections a handler can reset without answering |
 //! | `webhooks.rs`   | signed, shuffled, duplicated, retried webhook delivery |
 //! | `api.rs`        | `/v1` routes and the auth → quota → faults guard |
+//! | `oidc.rs`       | `--oidc-issuer`: only the issuer's signed access tokens are accepted |
 //! | `admin.rs`      | `/admin` routes |
 //! | `state.rs`      | the shared state and why its locks are what they are |
 //! | `seeded.rs`, `clock.rs` | version-stable randomness; time formats |
@@ -55,6 +56,7 @@ pub mod conn;
 pub mod data;
 mod error;
 pub mod faults;
+pub mod oidc;
 pub mod pagination;
 pub mod quota;
 pub mod render;

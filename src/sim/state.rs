@@ -26,6 +26,8 @@ use super::webhooks::WebhookQueue;
 pub struct ApiCounters {
     /// Requests refused 401 (missing or unknown token): they never reach the quota check.
     pub unauthorized: AtomicU64,
+    /// Requests whose token the `--oidc-issuer` check accepted.
+    pub oidc_accepted: AtomicU64,
     /// List pages answered 200 (malformed ones included).
     pub pages: AtomicU64,
 }
@@ -53,6 +55,8 @@ pub struct SimState {
     pub counters: ApiCounters,
     /// Start time, for uptime.
     pub started: std::time::Instant,
+    /// `--oidc-issuer`: the issuer's token check.
+    pub oidc: Option<super::oidc::Oidc>,
 }
 
 const POISONED: &str =
@@ -118,6 +122,14 @@ impl SimState {
             local_addr,
             counters: ApiCounters::default(),
             started: std::time::Instant::now(),
+            oidc: args.oidc_issuer.as_deref().map(|issuer| {
+                super::oidc::Oidc::new(
+                    issuer,
+                    args.oidc_quota_token
+                        .as_deref()
+                        .unwrap_or(args.tokens.first().map_or("demo", |t| t.token.as_str())),
+                )
+            }),
         }
     }
 
