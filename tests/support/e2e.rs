@@ -317,9 +317,17 @@ pub async fn converge(cfg: &Config, truth: &serde_json::Value, quiet: Duration) 
     let mut last = String::new();
     let mut said = Instant::now();
     loop {
-        let r = intake::verify::compare(cfg, "sim", truth)
-            .await
-            .expect("compare");
+        // A comparison that could not read the topics (a broker moving, a transport failure)
+        // is tried again; one that keeps failing ends the wait like one that stopped moving.
+        let r = match intake::verify::compare(cfg, "sim", truth).await {
+            Ok(r) => r,
+            Err(e) if started.elapsed() < quiet * 10 => {
+                eprintln!("converge: comparing failed ({e}); trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => panic!("compare: {e}"),
+        };
         if equal(&r) {
             return r;
         }
