@@ -33,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod dedup;
 pub mod dlq;
+pub mod faults;
 pub mod fetch;
 pub mod headers;
 pub mod kafka;

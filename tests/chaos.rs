@@ -569,6 +569,20 @@ async fn run(s: Settings) {
         .await
         .expect("schemas apply");
 
+    // The concurrent judge reads the valid, curated and DLQ topics for the whole run.
+    let judge = {
+        let names = intake::topics::TopicNames::from_config(&cfg);
+        let valid: Vec<String> = e2e::STREAMS
+            .iter()
+            .map(|(st, ..)| names.valid("sim", st))
+            .collect();
+        let curated: Vec<String> = e2e::STREAMS
+            .iter()
+            .map(|(st, ..)| names.curated("sim", st))
+            .collect();
+        support::judge::Judge::start(&valid, &curated, &names.dlq())
+    };
+
     let mut slots: Vec<Slot> = STAGES
         .into_iter()
         .flat_map(|stage| (0..2).map(move |i| (stage, i)))
@@ -637,6 +651,34 @@ async fn run(s: Settings) {
         }
     };
     let hooks = e2e::webhooks_delivered(&sim, Duration::from_secs(180)).await;
+
+    // --- the ledger, before anything can repair it: fetch stops (a full sync would re-land
+    // every page of a stream with delete detection), validate and dedup drain, and the
+    // committed topics alone must account for every landed record and every valid version.
+    stop_fetch(&mut slots);
+    let seen = judge.faults();
+    assert!(
+        seen.is_empty(),
+        "the concurrent judge, during the fault phase:\n{}",
+        seen.join("\n")
+    );
+    let ledger = support::ledger::settle(&cfg, Duration::from_secs(90)).await;
+    println!("{}", ledger.summary(40));
+    assert!(
+        ledger.exact(),
+        "the ledger after the fault phase, before any repair:\n{}\n{}",
+        ledger.summary(40),
+        logs_tail()
+    );
+    e2e::assert_webhook_ledger(&hooks, &{
+        let cfg = cfg.clone();
+        blocking(move || e2e::landed_events(&cfg)).await
+    });
+
+    // --- then the repair: fetch again, a full sync after the pause, compared with the truth.
+    for slot in slots.iter_mut().filter(|s| s.stage == "fetch") {
+        slot.start();
+    }
     e2e::wait_for_syncs_after(&cfg, paused_at, Duration::from_secs(180), &logs_tail).await;
     let truth = truth(&sim).await;
     assert_eq!(
@@ -654,6 +696,14 @@ async fn run(s: Settings) {
     })
     .await;
     let (f, table) = e2e::figures(&report, &doubles);
+    // The judge must have read at least what the reading of whole topics above found.
+    let at_least = [
+        doubles.valid_records as u64,
+        doubles.curated_records as u64,
+        doubles.dlq_records as u64,
+    ];
+    let (verdict, judged_to_end) =
+        blocking(move || judge.finish(Duration::from_secs(120), Some(at_least))).await;
     let (requests, throttled, max_per_second, stats) = token_counts(&sim).await;
     let mut ended = chaos.ended.clone();
     upkeep(&mut slots, &mut Chaos::default());
@@ -672,6 +722,8 @@ async fn run(s: Settings) {
     let events = landed.0;
     println!(
         "\nCHAOS RESULT: kills survived {} ({:?}), broker restarts {}, registry restarts {}; \
+         ledger before repair: {} landed records and {} curated keys exact; \
+         concurrent judge: {} valid, {} curated, {} DLQ records read, {} faults; \
          records compared {}, lost {}, doubled {}, stale {}, wrong {}; \
          matched {}, tombstoned {}, drifted in DLQ {}; \
          token demo: {requests} requests, {throttled} throttled (429), at most {max_per_second} in a second (quota {}/s); \
@@ -680,6 +732,12 @@ async fn run(s: Settings) {
         chaos.kills_by_stage,
         chaos.broker_restarts.len(),
         chaos.registry_restarts.len(),
+        ledger.landed,
+        ledger.keys,
+        verdict.valid,
+        verdict.curated,
+        verdict.dlq,
+        verdict.faults.len(),
         f.compared,
         f.lost,
         f.doubled,
@@ -724,6 +782,16 @@ async fn run(s: Settings) {
     }
     assert!(chaos.broker_restarts.len() == s.broker_restarts);
     assert!(chaos.registry_restarts.len() == s.registry_restarts);
+    assert!(
+        verdict.faults.is_empty(),
+        "the concurrent judge:\n{}",
+        verdict.faults.join("\n")
+    );
+    assert!(
+        judged_to_end,
+        "the concurrent judge read {} valid, {} curated and {} DLQ records in 120 s, fewer than {at_least:?}; not at the end of {:?}; client errors {:?}",
+        verdict.valid, verdict.curated, verdict.dlq, verdict.behind, verdict.errors
+    );
     e2e::assert_exact(&report, &doubles, &truth, true);
     assert_eq!(
         throttled, 0,
@@ -737,6 +805,24 @@ async fn run(s: Settings) {
         && let Err(e) = std::fs::remove_dir_all(&dir)
     {
         eprintln!("removing {}: {e}", dir.display());
+    }
+}
+
+/// Stops the fetch processes with SIGTERM (each must end cleanly) and keeps them stopped.
+fn stop_fetch(slots: &mut [Slot]) {
+    for slot in slots.iter_mut().filter(|s| s.stage == "fetch") {
+        if let Some(mut p) = slot.proc.take() {
+            let status = p.terminate(Duration::from_secs(120));
+            // A process restarted a moment ago may meet SIGTERM before it handles it.
+            use std::os::unix::process::ExitStatusExt;
+            assert!(
+                status.success() || status.signal() == Some(15),
+                "{} did not stop cleanly ({status}):\n{}",
+                slot.instance,
+                p.tail(20)
+            );
+        }
+        slot.back_at = None;
     }
 }
 

@@ -560,12 +560,27 @@ impl Processor for DedupProcessor {
         let info = &topic.info;
         let metrics = &topic.metrics;
         match parse(msg) {
-            Ok(Input::Record { key, stamp }) => match match headers::fetched_at_secs(msg.headers())
-            {
-                Some(at) => state.apply_observed(key, stamp, at),
-                None => state.apply(key, stamp),
-            } {
-                Decision::Emit => {
+            Ok(Input::Record { key, stamp }) => {
+                let decision = match headers::fetched_at_secs(msg.headers()) {
+                    Some(at) => state.apply_observed(key, stamp, at),
+                    None => state.apply(key, stamp),
+                };
+                match decision {
+                    Decision::Emit => {}
+                    Decision::Stale => metrics.stale.increment(1),
+                    Decision::Identical => metrics.identical.increment(1),
+                }
+                let emit = decision == Decision::Emit
+                    || (crate::faults::hit(crate::faults::Fault::DedupStale) && {
+                        tracing::warn!(
+                            fault = crate::faults::Fault::DedupStale.name(),
+                            key = %String::from_utf8_lossy(key),
+                            ?stamp,
+                            "deliberate fault: a record that lost the merge emitted"
+                        );
+                        true
+                    });
+                if emit {
                     sink.send(Outgoing {
                         topic: &info.curated,
                         key: Some(key),
@@ -582,9 +597,7 @@ impl Processor for DedupProcessor {
                         metrics.tombstones.increment(1);
                     }
                 }
-                Decision::Stale => metrics.stale.increment(1),
-                Decision::Identical => metrics.identical.increment(1),
-            },
+            }
             Ok(Input::Marker(m)) => {
                 let sync_id = m.sync_id;
                 let started = headers::fetched_at_secs(msg.headers());

@@ -240,7 +240,25 @@ pub fn run(
             }
         }
         let _done = Done(&done);
-        run_loop(kafka, cfg, processor, stop)
+        let mut backoff = Backoff::default();
+        loop {
+            match run_loop(kafka, cfg, processor, stop) {
+                // The consumer failed for good (e.g. a static member fenced after its
+                // coordinator moved: librdkafka's FENCED_INSTANCE_ID): its partitions were
+                // given up and the open transaction is left to the next producer with the same
+                // transactional id, which aborts it. Start over with a new consumer and
+                // producer rather than idle as a member that consumes nothing.
+                Err(e @ KafkaError::MessageConsumptionFatal(_))
+                    if !stop.load(Ordering::Relaxed) =>
+                {
+                    tracing::error!(stage, error = %e, "the consumer failed fatally; starting over with a new consumer and producer");
+                    metrics::counter!(metric::ERRORS, "stage" => stage, "class" => "consumer_restart")
+                        .increment(1);
+                    std::thread::sleep(backoff.next_pause());
+                }
+                other => return other,
+            }
+        }
     })
 }
 
@@ -329,6 +347,20 @@ fn run_loop(
         let idle = polled.is_none();
         match polled {
             None => {}
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                let tps: Vec<Tp> = consumer
+                    .assignment()
+                    .map(|tpl| {
+                        tpl.elements()
+                            .iter()
+                            .map(|e| (e.topic().to_owned(), e.partition()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                // Whatever the open batch changed in the processor's state goes with it.
+                processor.revoked(&tps);
+                return Err(e);
+            }
             Some(Err(e)) => {
                 tracing::warn!(stage, error = %e, "consumer error");
                 metrics::counter!(metric::ERRORS, "stage" => stage, "class" => "consume")

@@ -485,7 +485,15 @@ async fn webhook(
         value: Some(value),
         headers: h.build(),
     };
-    lander::land(&st.queue, vec![rec], st.ack_wait).await?;
+    if crate::faults::hit(crate::faults::Fault::ServeEarlyAck) {
+        tracing::warn!(
+            fault = crate::faults::Fault::ServeEarlyAck.name(),
+            event_id = %event_id,
+            "deliberate fault: answered as landed, not landed"
+        );
+    } else {
+        lander::land(&st.queue, vec![rec], st.ack_wait).await?;
+    }
     ticket.landed();
     Ok((
         StatusCode::ACCEPTED,

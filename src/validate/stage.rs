@@ -717,6 +717,14 @@ impl Validate {
                         Some(r.index),
                     )?;
                 }
+                Ok(r) if crate::faults::hit(crate::faults::Fault::ValidateSkip) => {
+                    tracing::warn!(
+                        fault = crate::faults::Fault::ValidateSkip.name(),
+                        origin = %self.prov.origin,
+                        key = %r.key,
+                        "deliberate fault: a record dropped"
+                    );
+                }
                 Ok(r) => {
                     let input = Input {
                         raw: r.bytes(),

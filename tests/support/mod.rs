@@ -6,6 +6,8 @@
 
 pub mod e2e;
 pub mod group;
+pub mod judge;
+pub mod ledger;
 pub mod proc;
 
 use std::time::Duration;
