@@ -120,6 +120,38 @@ impl KeyFields {
         out
     }
 
+    /// The key object's JSON text of a webhook **delete** event (`event`, parsed): the key
+    /// fields from its `data` when that holds them all, else — for a one-field key — the value
+    /// at `entity_id` (the event's entity id pointer).
+    ///
+    /// # Errors
+    /// `missing_key` when neither gives the key: a composite key needs every field in `data`.
+    pub fn delete_json(&self, event: &Json, entity_id: &str) -> Result<String, RecordError> {
+        let data = event
+            .get("data")
+            .filter(|d| d.is_object())
+            .map(Json::to_string);
+        if let Some(values) = data.as_deref().and_then(|d| self.raw_values(d).ok()) {
+            return Ok(self.json(&values));
+        }
+        match event.pointer(entity_id).filter(|v| !v.is_null()) {
+            Some(id) if self.fields.len() == 1 => Ok(self.json(&[id.to_string().as_str()])),
+            _ => Err(RecordError::at(
+                DriftKind::MissingKey,
+                "data",
+                format!(
+                    "a delete event of a stream whose primary key has the fields {} needs them in its `data`{}",
+                    self.names().collect::<Vec<_>>().join(", "),
+                    if self.fields.len() == 1 {
+                        " or an entity id"
+                    } else {
+                        ""
+                    }
+                ),
+            )),
+        }
+    }
+
     /// The key fields by name as text (a string as is, anything else as its JSON text).
     pub fn texts(&self, raw_values: &[&str]) -> Vec<(String, String)> {
         self.fields
@@ -424,6 +456,67 @@ mod tests {
             let e = key_schema(&value, &pk(&[p])).unwrap_err();
             assert!(e.contains(want), "{p}: {e}");
         }
+    }
+
+    #[test]
+    fn a_delete_event_is_keyed_by_its_data_or_for_one_field_by_its_entity_id() {
+        let composite = KeyFields::new(&pk(&["/customer_id", "/id"])).unwrap();
+        let single = KeyFields::new(&pk(&["/id"])).unwrap();
+        let event = |data: &str| -> Json {
+            serde_json::from_str(&format!(
+                r#"{{"type":"deleted","entity_id":"ord_1","seq":3,"data":{data}}}"#
+            ))
+            .unwrap()
+        };
+        let with_data = event(r#"{"id":"ord_1","customer_id":"cus_9","version":3}"#);
+        assert_eq!(
+            composite.delete_json(&with_data, "/entity_id").unwrap(),
+            r#"{"customer_id":"cus_9","id":"ord_1"}"#
+        );
+        assert_eq!(
+            single.delete_json(&with_data, "/entity_id").unwrap(),
+            r#"{"id":"ord_1"}"#
+        );
+        // Without data: the entity id keys a one-field key; a composite key cannot be made.
+        let bare = event("null");
+        assert_eq!(
+            single.delete_json(&bare, "/entity_id").unwrap(),
+            r#"{"id":"ord_1"}"#
+        );
+        let err = composite.delete_json(&bare, "/entity_id").unwrap_err();
+        assert_eq!(
+            (err.kind, err.field.as_deref()),
+            (DriftKind::MissingKey, Some("data"))
+        );
+        assert!(err.detail.contains("customer_id, id"), "{}", err.detail);
+        let partial = event(r#"{"id":"ord_1"}"#);
+        assert!(composite.delete_json(&partial, "/entity_id").is_err());
+        // An integer entity id stays a number (for an int or long key field).
+        let numeric: Json = serde_json::from_str(r#"{"entity_id":42,"data":null}"#).unwrap();
+        assert_eq!(
+            single.delete_json(&numeric, "/entity_id").unwrap(),
+            r#"{"id":42}"#
+        );
+        // Encoded with the key schema, a delete's key has the bytes of the record's key.
+        let value = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"customer_id","type":"string"}]}"#;
+        let k = pk(&["/customer_id", "/id"]);
+        let key = Schema::parse_str(&key_schema(&Schema::parse_str(value).unwrap(), &k).unwrap())
+            .unwrap();
+        let v = Validator::new(&key).unwrap();
+        let from_delete = v
+            .encode(
+                &serde_json::from_str(&composite.delete_json(&with_data, "/entity_id").unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+        let record = r#"{"id":"ord_1","customer_id":"cus_9"}"#;
+        let from_record = v
+            .encode(
+                &serde_json::from_str(&composite.json(&composite.raw_values(record).unwrap()))
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(from_delete, from_record);
     }
 
     #[test]

@@ -1384,27 +1384,11 @@ impl Validate {
                 )));
             }
         };
+        // The envelope parsed before (`parse_event`), so it is JSON.
         let json: Json = serde_json::from_slice(event).unwrap_or(Json::Null);
-        let data = json
-            .get("data")
-            .filter(|d| d.is_object())
-            .map(Json::to_string);
-        if let Some(values) = data.as_deref().and_then(|d| fields.raw_values(d).ok()) {
-            return Ok(encode_key(&codec, &fields.json(&values)));
-        }
-        let id = json.pointer(&shape.entity_id).map(Json::to_string);
-        match id {
-            Some(id) if !plan.config.primary_key.is_composite() => {
-                Ok(encode_key(&codec, &fields.json(&[id.as_str()])))
-            }
-            _ => Ok(Err(Rejection::at(
-                DriftKind::MissingKey,
-                "data",
-                format!(
-                    "a delete event of a stream with the composite primary key {} needs every key field in its `data`",
-                    plan.config.primary_key
-                ),
-            ))),
+        match fields.delete_json(&json, &shape.entity_id) {
+            Ok(key) => Ok(encode_key(&codec, &key)),
+            Err(e) => Ok(Err(e.into())),
         }
     }
 
