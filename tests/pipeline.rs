@@ -287,19 +287,9 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         vec!["config", "--check"],
         vec!["config"],
     ] {
-        let clog = dir.path().join(format!("{}.log", args[0]));
-        let (status, out) = proc::intake(&args, &clog)
-            .config(&cfg_path)
-            .capture_stdout()
-            .spawn()
-            .wait_output(Duration::from_secs(120));
-        assert!(
-            status.success(),
-            "intake {args:?} over SASL_SSL: {status}\n{out}\n{}",
-            proc::tail(&clog, 30)
-        );
+        let (out, log) = command(dir.path(), &cfg_path, &args, "over SASL_SSL");
         outputs.push_str(&out);
-        outputs.push_str(&std::fs::read_to_string(&clog).unwrap_or_default());
+        outputs.push_str(&log);
     }
     assert!(
         outputs.contains("kafka: ok") && outputs.contains("sasl_ssl SCRAM-SHA-512 as intake"),
@@ -398,6 +388,29 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     );
 }
 
+/// Runs `intake <args> --config <cfg_path>` to its end (two minutes at most, logging to
+/// `<dir>/<command>.log`) and asserts it succeeded (`how` says how it ran); its standard
+/// output and its log.
+fn command(
+    dir: &std::path::Path,
+    cfg_path: &std::path::Path,
+    args: &[&str],
+    how: &str,
+) -> (String, String) {
+    let clog = dir.join(format!("{}.log", args[0]));
+    let (status, out) = proc::intake(args, &clog)
+        .config(cfg_path)
+        .capture_stdout()
+        .spawn()
+        .wait_output(Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "intake {args:?} {how}: {status}\n{out}\n{}",
+        proc::tail(&clog, 30)
+    );
+    (out, std::fs::read_to_string(&clog).unwrap_or_default())
+}
+
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
@@ -475,12 +488,12 @@ async fn avro_keys_composite_and_single_equal_the_truth_through_dedup_restarts()
     let cfg_path = write_config(dir.path(), &text);
 
     // `schemas apply` registers each avro-keyed stream's key schema under both key subjects.
-    let (code, out) = proc::intake(&["schemas", "apply"], dir.path().join("schemas.log"))
-        .config(&cfg_path)
-        .capture_stdout()
-        .spawn()
-        .wait_output(Duration::from_secs(120));
-    assert!(code.success(), "schemas apply: {out}");
+    let (out, _) = command(
+        dir.path(),
+        &cfg_path,
+        &["schemas", "apply"],
+        "with Avro keys",
+    );
     for s in ["customers", "orders"] {
         for subject in [
             format!("{}-key", names.curated("sim", s)),
@@ -531,16 +544,7 @@ async fn avro_keys_composite_and_single_equal_the_truth_through_dedup_restarts()
     // --- 1. backfill --------------------------------------------------------------------------
     e2e::wait_for_syncs_after(&cfg, begun, Duration::from_secs(90), tail).await;
     let truth0 = truth(&sim).await;
-    let report = e2e::converge(&cfg, &truth0, Duration::from_secs(60)).await;
-    if !e2e::equal(&report) {
-        println!("{}", e2e::diagnose(&cfg, &logs).await);
-    }
-    let doubles = blocking({
-        let cfg = cfg.clone();
-        move || e2e::doubles(&cfg)
-    })
-    .await;
-    let backfill = e2e::assert_exact(&report, &doubles, &truth0, false);
+    let (backfill, _) = e2e::assert_converged(&cfg, &truth0, &logs, false).await;
     println!(
         "backfill ({:.1} s): {} keys compared, {} matched, {} drifted in the DLQ",
         started.elapsed().as_secs_f64(),
@@ -588,16 +592,7 @@ async fn avro_keys_composite_and_single_equal_the_truth_through_dedup_restarts()
         truth["writes"], paused["writes"],
         "no write after the pause"
     );
-    let report = e2e::converge(&cfg, &truth, Duration::from_secs(60)).await;
-    if !e2e::equal(&report) {
-        println!("{}", e2e::diagnose(&cfg, &logs).await);
-    }
-    let doubles = blocking({
-        let cfg = cfg.clone();
-        move || e2e::doubles(&cfg)
-    })
-    .await;
-    let f = e2e::assert_exact(&report, &doubles, &truth, false);
+    let (f, doubles) = e2e::assert_converged(&cfg, &truth, &logs, false).await;
     assert!(f.tombstoned > 0, "deleted keys were tombstoned");
 
     // Read by topic name, keys included.
@@ -716,17 +711,7 @@ async fn avro_keys_composite_and_single_equal_the_truth_through_dedup_restarts()
         vec!["verify", "--source", "sim", "--truth", truth_url.as_str()],
         vec!["status", "--json"],
     ] {
-        let clog = dir.path().join(format!("{}.log", args[0]));
-        let (status, out) = proc::intake(&args, &clog)
-            .config(&cfg_path)
-            .capture_stdout()
-            .spawn()
-            .wait_output(Duration::from_secs(120));
-        assert!(
-            status.success(),
-            "intake {args:?}: {status}\n{out}\n{}",
-            proc::tail(&clog, 30)
-        );
+        command(dir.path(), &cfg_path, &args, "with Avro keys");
     }
     for p in [&mut fetch, &mut validate, &mut dedup] {
         let status = p.terminate(Duration::from_secs(60));

@@ -612,6 +612,27 @@ pub fn assert_exact(
     f
 }
 
+/// [`converge`] to `truth`, then [`assert_exact`] with the [`doubles`] (the logs' diagnosis
+/// printed first when the topics did not converge). Returns the figures and the doubles.
+pub async fn assert_converged(
+    cfg: &Config,
+    truth: &serde_json::Value,
+    logs: &[std::path::PathBuf],
+    all_deletes_curated: bool,
+) -> (Figures, Doubles) {
+    let report = converge(cfg, truth, Duration::from_secs(60)).await;
+    if !equal(&report) {
+        println!("{}", diagnose(cfg, logs).await);
+    }
+    let d = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || doubles(&cfg))
+            .await
+            .unwrap()
+    };
+    (assert_exact(&report, &d, truth, all_deletes_curated), d)
+}
+
 /// Reads every curated topic as a tool that knows only the topic name would (Kafka Connect's
 /// AvroConverter, Flink's `avro-confluent` format, a console): every version of the subject
 /// `<topic>-value` fetched from the registry over its HTTP API, each record's writer schema
