@@ -84,25 +84,105 @@ impl Report {
 /// Last version per key of a curated topic (`None`: a tombstone).
 type Curated = HashMap<String, Option<i64>>;
 
+/// The keys of a stream with `key_format = "avro"`, decoded with their writer schemas from the
+/// registry (by the id in each key), as text.
+struct AvroKeys<'a> {
+    registry: &'a crate::registry::Registry,
+    rt: &'a tokio::runtime::Handle,
+    schemas: HashMap<u32, std::sync::Arc<apache_avro::Schema>>,
+}
+
+impl AvroKeys<'_> {
+    /// A key's fields by name as text, or why it does not decode.
+    fn fields(&mut self, key: &[u8]) -> Result<Vec<(String, String)>, String> {
+        let (id, datum) = crate::registry::wire::unframe(key).map_err(|e| e.to_string())?;
+        let schema = match self.schemas.get(&id) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self
+                    .rt
+                    .block_on(self.registry.schema_by_id(id))
+                    .map_err(|e| format!("key schema id {id}: {e}"))?;
+                self.schemas.insert(id, s.clone());
+                s
+            }
+        };
+        let v = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+            .build()
+            .and_then(|r| r.read_value(&mut &datum[..]))
+            .map_err(|e| format!("the key does not decode with schema id {id}: {e}"))?;
+        crate::validate::key::decoded_texts(&v)
+            .ok_or_else(|| format!("the key is not a record of key fields: {v:?}"))
+    }
+}
+
+/// The id a simulator's truth knows a record by, from its key fields: a one-field key's value,
+/// else the field `id`, else every value joined by `/`.
+fn truth_id(fields: &[(String, String)]) -> String {
+    match fields {
+        [(_, one)] => one.clone(),
+        _ => fields
+            .iter()
+            .find(|(n, _)| n == "id")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| {
+                fields
+                    .iter()
+                    .map(|(_, v)| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            }),
+    }
+}
+
 /// Last record per key of a curated topic: `key -> Some(version)` or `None` for a tombstone;
 /// and the claim-check reference of each key whose last record is one.
+#[allow(clippy::type_complexity)]
 fn curated(
     kafka: &Kafka,
     topic: &str,
     pb: Option<&indicatif::ProgressBar>,
-) -> anyhow::Result<(Curated, HashMap<String, BlobRef>)> {
+    mut avro: Option<AvroKeys<'_>>,
+) -> anyhow::Result<(
+    Curated,
+    HashMap<String, BlobRef>,
+    HashMap<String, Vec<(String, String)>>,
+)> {
     let c = kafka.reader_consumer("verify")?;
     let n = reader::partition_count(&c, topic, Duration::from_secs(10))?;
     let mut out = HashMap::new();
     let mut refs = HashMap::new();
+    let mut fields_of = HashMap::new();
     reader::read_to_end(
         &c,
         topic,
         &(0..n).collect::<Vec<_>>(),
         Duration::from_secs(300),
         |m| {
-            let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                return;
+            let decoded;
+            let k = match (&mut avro, m.key()) {
+                (None, Some(k)) => match std::str::from_utf8(k) {
+                    Ok(k) => k,
+                    Err(_) => return,
+                },
+                (Some(avro), Some(k)) => {
+                    decoded = match avro.fields(k) {
+                        Ok(fields) => {
+                            let id = truth_id(&fields);
+                            fields_of.insert(id.clone(), fields);
+                            id
+                        }
+                        // Not a key the truth can know: reported as wrong.
+                        Err(e) => format!(
+                            "undecodable key at {}/{}/{}: {e}",
+                            m.topic(),
+                            m.partition(),
+                            m.offset()
+                        ),
+                    };
+                    decoded.as_str()
+                }
+                (_, None) => return,
             };
             let v = match m.payload() {
                 None => None,
@@ -124,7 +204,7 @@ fn curated(
             }
         },
     )?;
-    Ok((out, refs))
+    Ok((out, refs, fields_of))
 }
 
 /// A drifted id's dead letter: its kind, and whether a replay re-landed it.
@@ -202,6 +282,7 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
         .clone();
     let truth = truth.clone();
     let blobs = BlobStore::open(&cfg.blob)?;
+    let registry = crate::registry::Registry::new(&cfg.registry)?;
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         // A spinner on a terminal: reading large topics takes a while.
@@ -216,8 +297,17 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
             if let Some(pb) = &pb {
                 pb.set_message(format!("verify: reading {}/{}", src.name, st.name));
             }
-            let (cur, refs) =
-                curated(&kafka, &names.curated(&src.name, &st.name), pb.as_ref())?;
+            let avro = (st.key_format == crate::config::KeyFormat::Avro).then(|| AvroKeys {
+                registry: &registry,
+                rt: &rt,
+                schemas: HashMap::new(),
+            });
+            let (cur, refs, key_fields) = curated(
+                &kafka,
+                &names.curated(&src.name, &st.name),
+                pb.as_ref(),
+                avro,
+            )?;
             let drifted: BTreeMap<String, String> = t["drifted"]
                 .as_object()
                 .map(|o| {
@@ -247,6 +337,22 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
                     continue;
                 }
                 chk.expected_live += 1;
+                // An Avro key's fields must be the record's values at the key's pointers.
+                let key_differs = key_fields.get(id).and_then(|fields| {
+                    let record = &t["live"][id]["record"];
+                    st.primary_key.pointers().iter().zip(fields).find_map(|(p, (name, got))| {
+                        let want = match record.pointer(p) {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(other) => other.to_string(),
+                            None => "(absent)".into(),
+                        };
+                        (want != *got).then(|| format!("{id} (key field {name} is {got}, the truth's {want})"))
+                    })
+                });
+                if let Some(why) = key_differs {
+                    chk.wrong.push(why);
+                    continue;
+                }
                 match cur.get(id) {
                     Some(Some(cv)) if cv == v => chk.matched += 1,
                     Some(Some(cv)) if cv < v => chk.stale.push(id.clone()),

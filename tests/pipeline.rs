@@ -287,19 +287,9 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         vec!["config", "--check"],
         vec!["config"],
     ] {
-        let clog = dir.path().join(format!("{}.log", args[0]));
-        let (status, out) = proc::intake(&args, &clog)
-            .config(&cfg_path)
-            .capture_stdout()
-            .spawn()
-            .wait_output(Duration::from_secs(120));
-        assert!(
-            status.success(),
-            "intake {args:?} over SASL_SSL: {status}\n{out}\n{}",
-            proc::tail(&clog, 30)
-        );
+        let (out, log) = command(dir.path(), &cfg_path, &args, "over SASL_SSL");
         outputs.push_str(&out);
-        outputs.push_str(&std::fs::read_to_string(&clog).unwrap_or_default());
+        outputs.push_str(&log);
     }
     assert!(
         outputs.contains("kafka: ok") && outputs.contains("sasl_ssl SCRAM-SHA-512 as intake"),
@@ -398,6 +388,353 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     );
 }
 
+/// Runs `intake <args> --config <cfg_path>` to its end (two minutes at most, logging to
+/// `<dir>/<command>.log`) and asserts it succeeded (`how` says how it ran); its standard
+/// output and its log.
+fn command(
+    dir: &std::path::Path,
+    cfg_path: &std::path::Path,
+    args: &[&str],
+    how: &str,
+) -> (String, String) {
+    let clog = dir.join(format!("{}.log", args[0]));
+    let (status, out) = proc::intake(args, &clog)
+        .config(cfg_path)
+        .capture_stdout()
+        .spawn()
+        .wait_output(Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "intake {args:?} {how}: {status}\n{out}\n{}",
+        proc::tail(&clog, 30)
+    );
+    (out, std::fs::read_to_string(&clog).unwrap_or_default())
+}
+
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// The simulator's sources (no webhooks) with keys with a schema: customers keyed by `/id` and
+/// orders by the composite `["/customer_id", "/id"]` (an order's customer never changes), both
+/// `key_format = "avro"`; events keep the default string keys.
+fn avro_key_sources(sources: &str) -> String {
+    let blocks: Vec<String> = sources
+        .split("\n[[sources.streams]]\n")
+        .map(|b| {
+            if b.starts_with("name = \"customers\"") {
+                format!("{b}key_format = \"avro\"\n")
+            } else if b.starts_with("name = \"orders\"") {
+                let b = b.replace(
+                    "primary_key = \"/id\"",
+                    "primary_key = [\"/customer_id\", \"/id\"]",
+                );
+                format!("{b}key_format = \"avro\"\n")
+            } else {
+                b.to_owned()
+            }
+        })
+        .collect();
+    assert_eq!(blocks.len(), 4, "a source and three streams");
+    blocks.join("\n[[sources.streams]]\n")
+}
+
+/// Issue 22, keys with a schema: with `key_format = "avro"` (customers by `id`, orders by the
+/// composite key `customer_id`, `id`) fetch, validate and dedup run as separate processes; a
+/// backfill, then live creates, updates and deletes (caught by full syncs with delete
+/// detection) while dedup is SIGKILLed twice and restarted (its state restored from the
+/// curated topics' Avro keys). Then, read as a TopicNameStrategy tool does — key schemas from
+/// `<topic>-key`, value schemas from `<topic>-value`, both over the registry's HTTP API, decoded
+/// with apache-avro — every curated key's fields equal the truth record's primary key values,
+/// the deleted keys end in tombstones under that same key, the live records equal the truth
+/// exactly, and nothing was committed twice (a restore that did not recognise the keys would
+/// emit the full syncs' records again). The valid topics' keys are the same Avro records
+/// (`<valid topic>-key`), events keep their UTF-8 keys, and a changed key schema is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_keys_composite_and_single_equal_the_truth_through_dedup_restarts() {
+    let started = Instant::now();
+    let sim = sim(&[
+        "--records",
+        "150",
+        "--token",
+        "demo=100",
+        "--start-paused",
+        "--write-rate",
+        "20",
+        "--delete-share",
+        "0.2",
+        "--drift-rate",
+        "0.03",
+        "--large-rate",
+        "0.02",
+        // Over the topics' 1 MiB: these travel as claim-check references keyed like any record.
+        "--large-bytes",
+        "1500000",
+    ])
+    .await;
+    let knobs = Knobs {
+        serve_port: e2e::free_port(),
+        quota: 60,
+        poll: "1s",
+        full_sync_every: "5s",
+        lookback: "1m",
+        page_size: 50,
+    };
+    let text = config_text(&avro_key_sources(&e2e::sources(sim.addr, &knobs)));
+    let cfg = intake::config::Config::from_toml(&text).unwrap();
+    let names = TopicNames::from_config(&cfg);
+    apply_topics(&cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = write_config(dir.path(), &text);
+
+    // `schemas apply` registers each avro-keyed stream's key schema under both key subjects.
+    let (out, _) = command(
+        dir.path(),
+        &cfg_path,
+        &["schemas", "apply"],
+        "with Avro keys",
+    );
+    for s in ["customers", "orders"] {
+        for subject in [
+            format!("{}-key", names.curated("sim", s)),
+            format!("{}-key", names.valid("sim", s)),
+        ] {
+            assert!(
+                out.contains(&subject),
+                "schemas apply names {subject}: {out}"
+            );
+        }
+    }
+    let order_key = subject_versions(&format!("{}-key", names.curated("sim", "orders"))).await;
+    assert_eq!(order_key.len(), 1, "{order_key:?}");
+    let key_schema: serde_json::Value = serde_json::from_str(&order_key[0].2).unwrap();
+    assert_eq!(
+        key_schema["fields"],
+        serde_json::json!([{"name": "customer_id", "type": "string"}, {"name": "id", "type": "string"}]),
+        "the composite key's fields, typed as in the value schema"
+    );
+    assert!(
+        subject_versions(&format!("{}-key", names.curated("sim", "events")))
+            .await
+            .is_empty(),
+        "string keys have no key subject"
+    );
+
+    let spawn = |stage: &str| {
+        proc::intake(&[stage], dir.path().join(format!("{stage}.log")))
+            .config(&cfg_path)
+            .env("INTAKE_INSTANCE_ID", format!("keys-{stage}"))
+            .spawn()
+    };
+    let begun = time::OffsetDateTime::now_utc();
+    let mut fetch = spawn("fetch");
+    let mut validate = spawn("validate");
+    let mut dedup = spawn("dedup");
+    let logs: Vec<std::path::PathBuf> = ["fetch", "validate", "dedup"]
+        .iter()
+        .map(|s| dir.path().join(format!("{s}.log")))
+        .collect();
+    let tail = || {
+        logs.iter()
+            .map(|l| proc::tail(l, 15))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // --- 1. backfill --------------------------------------------------------------------------
+    e2e::wait_for_syncs_after(&cfg, begun, Duration::from_secs(90), tail).await;
+    let truth0 = truth(&sim).await;
+    let (backfill, _) = e2e::assert_converged(&cfg, &truth0, &logs, false).await;
+    println!(
+        "backfill ({:.1} s): {} keys compared, {} matched, {} drifted in the DLQ",
+        started.elapsed().as_secs_f64(),
+        backfill.compared,
+        backfill.matched,
+        backfill.drifted_in_dlq
+    );
+
+    // --- 2. live changes; dedup SIGKILLed, restarted (restored from the curated topics) twice --
+    dedup.kill();
+    sim_admin(&sim, "/admin/resume").await;
+    let writes_at_least = |n: u64| {
+        let sim = &sim;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(180);
+            loop {
+                let w = sim_stats(sim).await["writer"].clone();
+                if w["writes"].as_u64().unwrap_or(0) >= n && w["deletes"].as_u64().unwrap_or(0) > 0
+                {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the writer made no {n} writes: {w}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    writes_at_least(60).await;
+    let mut dedup = spawn("dedup");
+    // The restored dedup takes over: new versions and full syncs flow through it.
+    writes_at_least(120).await;
+    assert!(dedup.running(), "dedup stopped\n{}", tail());
+    dedup.kill();
+    let mut dedup = spawn("dedup");
+    writes_at_least(160).await;
+    let paused = sim_admin(&sim, "/admin/pause").await;
+    let paused_at = time::OffsetDateTime::now_utc();
+
+    // --- 3. after a full sync that began after the pause: the truth, exactly -------------------
+    e2e::wait_for_syncs_after(&cfg, paused_at, Duration::from_secs(90), tail).await;
+    let truth = truth(&sim).await;
+    assert_eq!(
+        truth["writes"], paused["writes"],
+        "no write after the pause"
+    );
+    let (f, doubles) = e2e::assert_converged(&cfg, &truth, &logs, false).await;
+    assert!(f.tombstoned > 0, "deleted keys were tombstoned");
+
+    // Read by topic name, keys included.
+    let (by_name, resolved, keys) = e2e::read_by_topic_name_with_keys(&cfg).await;
+    let want = e2e::truth_live(&truth);
+    for (stream, live) in &want {
+        assert_eq!(&by_name[stream], live, "{stream} read by topic name");
+    }
+    assert_eq!(
+        keys.keys().collect::<Vec<_>>(),
+        ["customers", "orders"],
+        "the avro-keyed streams"
+    );
+    let mut tombstones = 0;
+    for (stream, pointers) in [
+        ("customers", vec!["id"]),
+        ("orders", vec!["customer_id", "id"]),
+    ] {
+        let t = &truth["streams"][stream];
+        for (id, k) in &keys[stream] {
+            if k.live {
+                let record = &t["live"][id]["record"];
+                let expected: Vec<(String, String)> = pointers
+                    .iter()
+                    .map(|f| ((*f).to_owned(), record[*f].as_str().unwrap().to_owned()))
+                    .collect();
+                assert_eq!(k.fields, expected, "{stream}/{id}: the key's fields");
+            } else {
+                // A tombstone under the key the record had: its fields name the deleted id
+                // (a tombstone under other key bytes would leave the record live above).
+                assert!(
+                    t["deleted"].get(id).is_some() || t["drifted"].get(id).is_some(),
+                    "{stream}/{id} tombstoned but not deleted in the truth"
+                );
+                assert_eq!(
+                    k.fields.len(),
+                    pointers.len(),
+                    "{stream}/{id}: {:?}",
+                    k.fields
+                );
+                tombstones += 1;
+            }
+        }
+        let live_keys = keys[stream].values().filter(|k| k.live).count();
+        assert_eq!(live_keys, want[stream].len(), "{stream}: live keys");
+    }
+    assert!(tombstones > 0, "tombstones carry Avro keys");
+    let claim_checked: usize = ["customers", "orders"]
+        .iter()
+        .map(|s| resolved[*s].len())
+        .sum();
+
+    // The valid topics carry the same Avro keys, under `<valid topic>-key` (same schema, same id).
+    let valid_keys = blocking({
+        let names = names.clone();
+        move || {
+            let mut ids = std::collections::BTreeMap::new();
+            for s in ["customers", "orders"] {
+                for r in read_all(&names.valid("sim", s), "read_committed") {
+                    if r.header("intake.kind").is_some() {
+                        continue; // sync markers keep their landing key
+                    }
+                    let key = r.key.as_deref().unwrap();
+                    let (id, _) = intake::registry::wire::unframe(key).unwrap();
+                    *ids.entry((s, id)).or_insert(0usize) += 1;
+                }
+            }
+            ids
+        }
+    })
+    .await;
+    for s in ["customers", "orders"] {
+        let curated = subject_versions(&format!("{}-key", names.curated("sim", s))).await;
+        let valid = subject_versions(&format!("{}-key", names.valid("sim", s))).await;
+        assert_eq!(curated.len(), 1, "{s}: {curated:?}");
+        assert_eq!(valid.len(), 1, "{s}: {valid:?}");
+        assert_eq!(curated[0].1, valid[0].1, "{s}: one key schema id");
+        let used: Vec<u32> = valid_keys
+            .keys()
+            .filter(|(st, _)| *st == s)
+            .map(|(_, id)| *id)
+            .collect();
+        assert_eq!(
+            used,
+            [valid[0].1],
+            "{s}: every valid key is framed with the key schema id"
+        );
+    }
+
+    // A key field's type cannot change: the key subjects refuse another key schema.
+    let registry = intake::registry::Registry::new(&cfg.registry).unwrap();
+    let changed = order_key[0].2.replace(
+        r#"{"name":"id","type":"string"}"#,
+        r#"{"name":"id","type":"long"}"#,
+    );
+    assert_ne!(changed, order_key[0].2);
+    let refused = intake::registry::apply_key(
+        &registry,
+        cfg.registry.subject_strategy,
+        &names.valid("sim", "orders"),
+        &names.curated("sim", "orders"),
+        &changed,
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(intake::registry::RegistryError::Incompatible { .. })
+        ),
+        "{refused:?}"
+    );
+
+    // The operator's commands read Avro keys.
+    let truth_url = format!("http://{}/admin/truth", sim.addr);
+    for args in [
+        vec!["verify", "--source", "sim", "--truth", truth_url.as_str()],
+        vec!["status", "--json"],
+    ] {
+        command(dir.path(), &cfg_path, &args, "with Avro keys");
+    }
+    for p in [&mut fetch, &mut validate, &mut dedup] {
+        let status = p.terminate(Duration::from_secs(60));
+        assert!(
+            status.success(),
+            "a stage stops cleanly: {status}\n{}",
+            tail()
+        );
+    }
+    println!(
+        "avro keys: {} keys compared, {} matched, {} tombstoned (Avro-keyed tombstones read: {tombstones}), \
+         {} drifted in the DLQ, {claim_checked} live records by claim-check; {} valid / {} curated records; \
+         lost {} doubled {} stale {} wrong {}; dedup SIGKILLed twice; whole test {:.1} s",
+        f.compared,
+        f.matched,
+        f.tombstoned,
+        f.drifted_in_dlq,
+        doubles.valid_records,
+        doubles.curated_records,
+        f.lost,
+        f.doubled,
+        f.stale,
+        f.wrong,
+        started.elapsed().as_secs_f64()
+    );
 }

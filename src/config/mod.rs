@@ -23,9 +23,9 @@ pub use secret::{SecretError, SecretRef, SecretString};
 pub use security::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism, SecurityProtocol};
 pub use serve::{ServeAuth, ServeClient, ServeConfig, ServeOperation, ServeTls};
 pub use source::{
-    Auth, Body, DriftPolicy, Incremental, Method, OAuth2ClientAuth, OAuth2Config, OAuth2Grant,
-    PLACEHOLDERS, Pagination, QuotaConfig, QuotaHeaders, SourceConfig, StatusAction, StatusRange,
-    StatusRule, StreamConfig,
+    Auth, Body, DriftPolicy, Incremental, KeyFormat, Method, OAuth2ClientAuth, OAuth2Config,
+    OAuth2Grant, PLACEHOLDERS, Pagination, PrimaryKey, QuotaConfig, QuotaHeaders, SourceConfig,
+    StatusAction, StatusRange, StatusRule, StreamConfig,
 };
 pub use timefmt::TimeFormat;
 

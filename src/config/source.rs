@@ -296,8 +296,14 @@ pub struct StreamConfig {
     /// JSON pointer of the record array in a page (`/data`; empty: the page is the array).
     #[serde(default = "defaults::records_pointer")]
     pub records: String,
-    /// JSON pointer of the primary key inside a record (`/id`).
-    pub primary_key: String,
+    /// The primary key: a JSON pointer inside a record (`"/id"`), or several for a composite
+    /// key (`["/customer_id", "/id"]`, which needs `key_format = "avro"`).
+    pub primary_key: PrimaryKey,
+    /// How the valid and curated topics' keys are written: `string` (default: the primary key's
+    /// UTF-8 text, no schema) or `avro` (a Confluent-framed Avro record of the key field(s),
+    /// registered under the topic's key subject; docs/DOWNSTREAM.md).
+    #[serde(default)]
+    pub key_format: KeyFormat,
     /// JSON pointer of the version inside a record: an integer sequence, or a timestamp (RFC
     /// 3339 unless `version_format` says otherwise). Dedup keeps the highest; equal versions
     /// are broken by content hash. Absent: the stream's records carry no version, and the
@@ -631,6 +637,111 @@ pub struct Incremental {
     pub lookback: Duration,
 }
 
+/// A stream's primary key: one JSON pointer, or several (a composite key), in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimaryKey(Vec<String>);
+
+impl PrimaryKey {
+    /// A key of these pointers (at least one).
+    ///
+    /// # Panics
+    /// When `pointers` is empty.
+    pub fn new(pointers: Vec<String>) -> Self {
+        assert!(!pointers.is_empty(), "a primary key has a pointer");
+        Self(pointers)
+    }
+
+    /// The first (for a single key: the only) pointer: what fetch pages by (`after` style) and
+    /// recognises unchanged records by.
+    pub fn first(&self) -> &str {
+        &self.0[0]
+    }
+
+    /// Every pointer, in order.
+    pub fn pointers(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Whether the key has several fields.
+    pub fn is_composite(&self) -> bool {
+        self.0.len() > 1
+    }
+
+    fn check(&self, field: &str, format: KeyFormat) -> Result<(), ConfigError> {
+        if self.0.is_empty() {
+            return Err(invalid(field, "needs at least one JSON pointer"));
+        }
+        let mut leaves = std::collections::BTreeSet::new();
+        for (i, p) in self.0.iter().enumerate() {
+            let at = if self.is_composite() {
+                format!("{field}[{i}]")
+            } else {
+                field.to_owned()
+            };
+            check_pointer(&at, p)?;
+            if p.is_empty() {
+                return Err(invalid(at, "must point inside the record"));
+            }
+            let leaf = p.rsplit('/').next().unwrap_or_default();
+            if !leaves.insert(leaf) {
+                return Err(invalid(
+                    at,
+                    format!(
+                        "`{p}` ends in the same member name as another key field (`{leaf}`): key fields are named by it"
+                    ),
+                ));
+            }
+        }
+        if self.is_composite() && format != KeyFormat::Avro {
+            return Err(invalid(
+                field,
+                "a composite primary key needs key_format = \"avro\" (a string key holds one field)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for PrimaryKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_composite() {
+            write!(f, "[{}]", self.0.join(", "))
+        } else {
+            f.write_str(self.first())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PrimaryKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::One(p)) => Ok(Self(vec![p])),
+            Ok(Raw::Many(ps)) => Ok(Self(ps)),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a JSON pointer (\"/id\") or a list of them ([\"/customer_id\", \"/id\"])",
+            )),
+        }
+    }
+}
+
+/// How a stream's valid and curated topics' keys are written.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFormat {
+    /// The primary key's text as UTF-8 bytes, no schema (default).
+    #[default]
+    String,
+    /// A Confluent-framed Avro record holding the key field(s), registered under the topic's
+    /// key subject.
+    Avro,
+}
+
 /// What to do with records that do not match the registered schema.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -865,7 +976,8 @@ impl SourceConfig {
                 ));
             }
             check_pointer(&format!("{sat}.records"), &s.records)?;
-            check_pointer(&format!("{sat}.primary_key"), &s.primary_key)?;
+            s.primary_key
+                .check(&format!("{sat}.primary_key"), s.key_format)?;
             if !(super::MIN_MESSAGE_BYTES..=super::MAX_MESSAGE_BYTES).contains(&s.max_message_bytes)
             {
                 return Err(invalid(
@@ -892,12 +1004,6 @@ impl SourceConfig {
                 ));
             }
             s.validate_request(&sat)?;
-            if s.primary_key.is_empty() {
-                return Err(invalid(
-                    format!("{sat}.primary_key"),
-                    "must point inside the record",
-                ));
-            }
             if let Some(inc) = &s.incremental {
                 check_pointer(&format!("{sat}.incremental.field"), &inc.field)?;
             }

@@ -49,6 +49,85 @@ fn parses_with_defaults() {
 }
 
 #[test]
+fn keys_are_strings_by_default_and_composite_keys_need_avro() {
+    let c = Config::from_toml(MIN).unwrap();
+    let s = &c.sources[0].streams[0];
+    assert_eq!(s.key_format, KeyFormat::String);
+    assert_eq!(s.primary_key.pointers(), ["/id"]);
+    assert!(!s.primary_key.is_composite());
+    let composite = |format: &str| {
+        MIN.replace(
+            "primary_key = \"/id\"",
+            &format!("primary_key = [\"/customer_id\", \"/id\"]\n{format}"),
+        )
+    };
+    let c = Config::from_toml(&composite("key_format = \"avro\"")).unwrap();
+    let s = &c.sources[0].streams[0];
+    assert_eq!(s.key_format, KeyFormat::Avro);
+    assert_eq!(s.primary_key.pointers(), ["/customer_id", "/id"]);
+    assert_eq!(s.primary_key.first(), "/customer_id");
+    assert_eq!(s.primary_key.to_string(), "[/customer_id, /id]");
+    for (text, field, why) in [
+        (
+            composite(""),
+            "sources[0].streams[0].primary_key",
+            "needs key_format = \"avro\"",
+        ),
+        (
+            composite("key_format = \"string\""),
+            "sources[0].streams[0].primary_key",
+            "needs key_format",
+        ),
+        (
+            MIN.replace(
+                "primary_key = \"/id\"",
+                "primary_key = [\"/id\", \"x\"]\nkey_format = \"avro\"",
+            ),
+            "sources[0].streams[0].primary_key[1]",
+            "not a JSON pointer",
+        ),
+        (
+            MIN.replace(
+                "primary_key = \"/id\"",
+                "primary_key = [\"/a/id\", \"/id\"]\nkey_format = \"avro\"",
+            ),
+            "sources[0].streams[0].primary_key[1]",
+            "same member name",
+        ),
+        (
+            MIN.replace(
+                "primary_key = \"/id\"",
+                "primary_key = []\nkey_format = \"avro\"",
+            ),
+            "sources[0].streams[0].primary_key",
+            "at least one",
+        ),
+        (
+            MIN.replace("primary_key = \"/id\"", "primary_key = \"\""),
+            "sources[0].streams[0].primary_key",
+            "must point inside",
+        ),
+    ] {
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains(field) && err.contains(why), "{err}");
+    }
+    let err = Config::from_toml(&MIN.replace("primary_key = \"/id\"", "primary_key = 7"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected a JSON pointer"), "{err}");
+    let err = Config::from_toml(&MIN.replace(
+        "primary_key = \"/id\"",
+        "primary_key = \"/id\"\nkey_format = \"json\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("key_format") || err.contains("unknown variant"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_field_is_named() {
     let bad = MIN.replace(
         "detect_deletes = true",

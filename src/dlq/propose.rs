@@ -263,9 +263,9 @@ async fn landed_samples(
     st: &crate::config::StreamConfig,
 ) -> anyhow::Result<(Vec<Json>, u64)> {
     use crate::validate::split::Splitter;
-    let pages = Splitter::new(&st.records, &st.primary_key, None)
+    let pages = Splitter::new(&st.records, st.primary_key.first(), None)
         .map_err(|e| anyhow::anyhow!("stream {source}/{}: {e}", st.name))?;
-    let events = Splitter::new("/data", &st.primary_key, None)
+    let events = Splitter::new("/data", st.primary_key.first(), None)
         .map_err(|e| anyhow::anyhow!("stream {source}/{}: {e}", st.name))?;
     let kafka = Kafka::new(&cfg.kafka)?;
     let landing = TopicNames::from_config(cfg).landing();
@@ -307,7 +307,7 @@ async fn landed_samples(
     })
     .await??;
     let blobs = crate::blob::BlobStore::open(&cfg.blob)?;
-    let pages = Splitter::new(&st.records, &st.primary_key, None)
+    let pages = Splitter::new(&st.records, st.primary_key.first(), None)
         .map_err(|e| anyhow::anyhow!("stream {}: {e}", st.name))?;
     for r in refs.drain(..) {
         if samples.len() >= MAX_SAMPLES {

@@ -277,7 +277,7 @@ pub fn next(
                     facts
                         .last_id
                         .clone()
-                        .ok_or_else(|| PaginateError::NoLastId(stream.primary_key.clone()))?,
+                        .ok_or_else(|| PaginateError::NoLastId(stream.primary_key.to_string()))?,
                 )
             } else {
                 PageCursor::Done

@@ -309,7 +309,7 @@ impl StreamWorker {
             let count = recs.map_or(0, Vec::len);
             let last_id = recs
                 .and_then(|r| r.last())
-                .and_then(|r| r.pointer(&self.stream.primary_key))
+                .and_then(|r| r.pointer(self.stream.primary_key.first()))
                 .map(key_string);
             if let (Some(inc), Some(recs)) = (&self.stream.incremental, recs) {
                 for r in recs {
@@ -362,7 +362,7 @@ impl StreamWorker {
             let prints = match recs {
                 Some(recs) if self.stream.skip_unchanged => Unchanged::prints(
                     recs,
-                    &self.stream.primary_key,
+                    self.stream.primary_key.first(),
                     self.stream
                         .incremental
                         .as_ref()

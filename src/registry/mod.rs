@@ -21,7 +21,7 @@ use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
-use crate::config::{Config, RegistryConfig, SubjectStrategy};
+use crate::config::{Config, KeyFormat, RegistryConfig, SubjectStrategy};
 use crate::fetch::http::ResolvedAuth;
 use crate::topics::TopicNames;
 
@@ -162,6 +162,28 @@ mod classify_tests {
             "intake.sim.orders-value"
         );
         assert!(downstream_subject(SubjectStrategy::Record, topic, r#""string""#).is_err());
+    }
+
+    #[test]
+    fn key_subjects_follow_the_strategy_for_the_curated_topic() {
+        let key = r#"{"type":"record","name":"OrderKey","namespace":"intake.sim","fields":[{"name":"id","type":"string"}]}"#;
+        let (valid, topic) = ("intake.sim.orders.valid", "intake.sim.orders");
+        let names = |s| key_subjects(s, valid, topic, key).unwrap();
+        assert_eq!(
+            names(SubjectStrategy::Topic),
+            ["intake.sim.orders.valid-key", "intake.sim.orders-key"]
+        );
+        assert_eq!(
+            names(SubjectStrategy::Record),
+            ["intake.sim.orders.valid-key", "intake.sim.OrderKey"]
+        );
+        assert_eq!(
+            names(SubjectStrategy::TopicRecord),
+            [
+                "intake.sim.orders.valid-key",
+                "intake.sim.orders-intake.sim.OrderKey"
+            ]
+        );
     }
 
     #[test]
@@ -568,6 +590,39 @@ pub async fn apply_stream(
 ) -> Result<Vec<SchemaOutcome>, RegistryError> {
     let names = TopicNames::from_config(cfg);
     let subject = names.subject(source, stream);
+    // With Avro keys, the key schema this value schema implies is checked first: a value
+    // schema that would change the key is refused before anything is registered.
+    let key = match cfg
+        .source(source)
+        .and_then(|s| s.streams.iter().find(|st| st.name == stream))
+        .filter(|st| st.key_format == KeyFormat::Avro)
+    {
+        Some(st) => {
+            let parsed = Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema {
+                subject: subject.clone(),
+                detail: e.to_string(),
+            })?;
+            let key_text =
+                crate::validate::key::key_schema(&parsed, &st.primary_key).map_err(|detail| {
+                    RegistryError::InvalidSchema {
+                        subject: subject.clone(),
+                        detail: format!("key_format = \"avro\": {detail}"),
+                    }
+                })?;
+            let valid = names.valid(source, stream);
+            let curated = names.curated(source, stream);
+            key_unchanged(
+                reg,
+                cfg.registry.subject_strategy,
+                &valid,
+                &curated,
+                &key_text,
+            )
+            .await?;
+            Some((valid, curated, key_text))
+        }
+        None => None,
+    };
     let first = apply_one(reg, &subject, text).await?;
     let downstream = downstream_subject(
         cfg.registry.subject_strategy,
@@ -579,7 +634,133 @@ pub async fn apply_stream(
         detail,
     })?;
     let second = apply_one(reg, &downstream, text).await?;
-    Ok(vec![first, second])
+    let mut out = vec![first, second];
+    if let Some((valid, curated, key_text)) = key {
+        let (_, outcomes) = apply_key(
+            reg,
+            cfg.registry.subject_strategy,
+            &valid,
+            &curated,
+            &key_text,
+        )
+        .await?;
+        out.extend(outcomes);
+    }
+    Ok(out)
+}
+
+/// The key subjects of a stream with `key_format = "avro"`: the valid topic's
+/// (`<valid topic>-key`, which validate's consumers use, as its value subject is
+/// `<valid topic>-value`) and the curated topic's for downstream tools, named by `strategy`
+/// as Confluent's key serializers do (`<topic>-key`, the key record's full name, or
+/// `<topic>-<full name>`).
+///
+/// # Errors
+/// The key schema does not parse, or is not a named record where the strategy needs a name.
+pub fn key_subjects(
+    strategy: SubjectStrategy,
+    valid_topic: &str,
+    curated_topic: &str,
+    key_schema: &str,
+) -> Result<[String; 2], String> {
+    Ok([
+        format!("{valid_topic}-key"),
+        named_subject(strategy, curated_topic, key_schema, "key")?,
+    ])
+}
+
+/// Checks that neither key subject of a stream holds a key schema other than `text` (see
+/// [`apply_key`]); subjects that do not exist yet are fine.
+///
+/// # Errors
+/// `Incompatible` naming the subject and both schemas; invalid or unavailable.
+pub async fn key_unchanged(
+    reg: &Registry,
+    strategy: SubjectStrategy,
+    valid_topic: &str,
+    curated_topic: &str,
+    text: &str,
+) -> Result<(), RegistryError> {
+    let subjects = key_subjects(strategy, valid_topic, curated_topic, text).map_err(|detail| {
+        RegistryError::InvalidSchema {
+            subject: format!("{valid_topic}-key"),
+            detail,
+        }
+    })?;
+    let parsed = Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema {
+        subject: subjects[0].clone(),
+        detail: e.to_string(),
+    })?;
+    for subject in subjects {
+        match reg.latest(&subject).await {
+            Ok(l) => {
+                let same = Schema::parse_str(&l.text)
+                    .map(|s| s.canonical_form() == parsed.canonical_form())
+                    .unwrap_or(false);
+                if !same {
+                    return Err(RegistryError::Incompatible {
+                        subject,
+                        detail: format!(
+                            "the key schema would change (registered: {}; now: {text}): a key's bytes carry its schema id, so every key would change bytes, partition and compaction identity; a key field's name or type cannot change on existing topics",
+                            l.text
+                        ),
+                    });
+                }
+            }
+            Err(RegistryError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Registers a stream's key schema under its two key subjects ([`key_subjects`]) and returns
+/// its id (the same text under both, so the same id). A key subject's schema never changes:
+/// the key's bytes carry its id, and partitioning, compaction and dedup all go by those bytes,
+/// so a different key schema under an existing key subject (a key field whose type changed)
+/// is refused with an error naming the subject; such a stream needs new topics.
+///
+/// # Errors
+/// A changed key schema (`Incompatible`), an invalid one, or the registry unavailable.
+pub async fn apply_key(
+    reg: &Registry,
+    strategy: SubjectStrategy,
+    valid_topic: &str,
+    curated_topic: &str,
+    text: &str,
+) -> Result<(u32, Vec<SchemaOutcome>), RegistryError> {
+    let subjects = key_subjects(strategy, valid_topic, curated_topic, text).map_err(|detail| {
+        RegistryError::InvalidSchema {
+            subject: format!("{valid_topic}-key"),
+            detail,
+        }
+    })?;
+    key_unchanged(reg, strategy, valid_topic, curated_topic, text).await?;
+    let mut id = 0;
+    let mut out = Vec::new();
+    for subject in subjects {
+        match reg.latest(&subject).await {
+            Ok(l) => {
+                id = l.id;
+                out.push(SchemaOutcome::Unchanged {
+                    subject,
+                    version: l.version,
+                });
+            }
+            Err(RegistryError::NotFound(_)) => {
+                reg.set_compatibility(&subject, "BACKWARD").await?;
+                let r = reg.register(&subject, text).await?;
+                id = r.id;
+                out.push(SchemaOutcome::Registered {
+                    subject,
+                    version: r.version,
+                    id: r.id,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((id, out))
 }
 
 /// The subject under which downstream tools look up `curated_topic`'s value schema, named by
@@ -593,6 +774,16 @@ pub fn downstream_subject(
     curated_topic: &str,
     schema: &str,
 ) -> Result<String, String> {
+    named_subject(strategy, curated_topic, schema, "value")
+}
+
+/// A subject named by `strategy` for the topic's `value` or `key` schema.
+fn named_subject(
+    strategy: SubjectStrategy,
+    curated_topic: &str,
+    schema: &str,
+    part: &str,
+) -> Result<String, String> {
     let full_name = || -> Result<String, String> {
         match Schema::parse_str(schema).map_err(|e| e.to_string())? {
             Schema::Record(r) => Ok(r.name.fullname(None)),
@@ -602,7 +793,7 @@ pub fn downstream_subject(
         }
     };
     Ok(match strategy {
-        SubjectStrategy::Topic => format!("{curated_topic}-value"),
+        SubjectStrategy::Topic => format!("{curated_topic}-{part}"),
         SubjectStrategy::Record => full_name()?,
         SubjectStrategy::TopicRecord => format!("{curated_topic}-{}", full_name()?),
     })

@@ -9,7 +9,8 @@
 //!
 //! Every record carries an integer `version` that increments on each update (events are
 //! append-only and stay at version 1). Ids are zero-padded to six digits and compared as
-//! strings.
+//! strings. An order's `customer_id` never changes, so `["/customer_id", "/id"]` is a composite
+//! primary key of orders (`tests/pipeline.rs` keys orders by it with `key_format = "avro"`).
 
 use std::str::FromStr;
 

@@ -184,11 +184,15 @@ pub fn first_for(
     stream: &crate::config::StreamConfig,
     samples: &[Json],
 ) -> Result<Proposal, SchemaError> {
-    let required = [
-        top_level(&stream.primary_key),
-        stream.version.as_deref().and_then(top_level),
-    ];
-    let required: Vec<&str> = required.iter().flatten().map(String::as_str).collect();
+    let required: Vec<String> = stream
+        .primary_key
+        .pointers()
+        .iter()
+        .map(|p| top_level(p))
+        .chain([stream.version.as_deref().and_then(top_level)])
+        .flatten()
+        .collect();
+    let required: Vec<&str> = required.iter().map(String::as_str).collect();
     first(
         &avro_name(&stream.name),
         &format!("intake.{}", avro_name(source).to_lowercase()),

@@ -7,10 +7,11 @@
 //! |-------------|------------------|
 //! | [`split`]   | a raw page → records (raw bytes kept), primary key and version per record |
 //! | [`convert`] | one JSON record → Avro value and datum bytes, with strict drift detection |
+//! | [`key`]     | keys with a schema (`key_format = "avro"`): the key record's schema from the value schema, a record's key fields |
 //! | [`infer`]   | a backward-compatible candidate schema from drifted samples (`evolve`, `schema propose`) |
 //! | [`error`]   | [`DriftKind`] (the `dlq.error.kind` values) and [`RecordError`] |
 //!
-//! These four are pure logic: no Kafka, no HTTP, no registry.
+//! These five are pure logic: no Kafka, no HTTP, no registry.
 //!
 //! | module      | the stage on Kafka |
 //! |-------------|--------------------|
@@ -23,6 +24,7 @@ mod counts;
 pub mod dlq;
 pub mod error;
 pub mod infer;
+pub mod key;
 pub mod split;
 pub mod stage;
 

@@ -266,7 +266,7 @@ impl Splitter {
     ///
     /// As [`Splitter::new`].
     pub fn for_stream(st: &StreamConfig) -> Result<Self, PointerError> {
-        let mut s = Self::new(&st.records, &st.primary_key, st.version.as_deref())?;
+        let mut s = Self::new(&st.records, st.primary_key.first(), st.version.as_deref())?;
         s.version_format = st.version_format.clone();
         Ok(s)
     }
@@ -651,7 +651,7 @@ fn child<'a>(raw: &'a str, token: &str) -> Result<Step<'a>, serde_json::Error> {
 }
 
 /// Follows `rest` from `start`; `None` as soon as a step is absent or a parent is a scalar.
-fn resolve<'a>(
+pub(super) fn resolve<'a>(
     start: Option<&'a str>,
     rest: &[String],
 ) -> Result<Option<&'a str>, serde_json::Error> {
@@ -669,7 +669,7 @@ fn resolve<'a>(
 
 /// The raw values of the members named in `wanted` (one scan of the object; if a name occurs
 /// twice, the last occurrence wins, as in `serde_json::Value`).
-fn members<'a>(
+pub(super) fn members<'a>(
     raw: &'a str,
     wanted: &[&str],
 ) -> Result<Vec<Option<&'a RawValue>>, serde_json::Error> {

@@ -49,6 +49,7 @@
 //! restarted between the two rounds of a cooperative rebalance would strand the partitions it
 //! was giving up; the loop's group watch ([`crate::kafka::group`]) makes the group rebalance.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -68,10 +69,11 @@ use super::counts::Tally;
 use super::dlq::{self, Against, Rejection};
 use super::error::{DriftKind, RecordError};
 use super::infer;
+use super::key::{self, KeyFields};
 use super::split::PointerError;
 use super::split::{Splitter, parse_version};
 use crate::blob::{BlobError, BlobRef, BlobStore, ClaimCheck};
-use crate::config::{Config, ConfigError, DriftPolicy, SubjectStrategy};
+use crate::config::{Config, ConfigError, DriftPolicy, KeyFormat, SubjectStrategy};
 use crate::dedup::merge::content_hash;
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
@@ -223,6 +225,7 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
         prov: Provenance::default(),
         max_record_bytes: cfg.blob.max_record_bytes,
         claim_ids: HashMap::new(),
+        key_codecs: HashMap::new(),
     };
     tracing::info!(group = %loop_cfg.group, transactional_id = %loop_cfg.transactional_id, landing = %processor.landing, "validate starting");
     eos::run(&kafka, &loop_cfg, &mut processor, stop)?;
@@ -246,6 +249,9 @@ struct StreamPlan {
     /// The primary key's field name (the last segment of its pointer), as a claim-check
     /// reference names it.
     key_field: String,
+    /// With `key_format = "avro"`: the key fields, written as an Avro record (`None`: the key
+    /// is the primary key's UTF-8 text).
+    key: Option<KeyFields>,
     /// Pages: the stream's record selector, primary key and version pointers.
     pages: Splitter,
     /// Webhook events: the record is the event's `data`; the version is the event's `seq`.
@@ -308,9 +314,13 @@ impl Plans {
                     subject: names.subject(&s.name, &st.name),
                     curated_topic: names.curated(&s.name, &st.name),
                     strategy: cfg.registry.subject_strategy,
-                    key_field: pointer_leaf(&st.primary_key),
+                    key_field: pointer_leaf(st.primary_key.first()),
+                    key: match st.key_format {
+                        KeyFormat::String => None,
+                        KeyFormat::Avro => Some(KeyFields::new(&st.primary_key).map_err(err)?),
+                    },
                     pages: Splitter::for_stream(st).map_err(err)?,
-                    events: Splitter::new("/data", &st.primary_key, None).map_err(err)?,
+                    events: Splitter::new("/data", st.primary_key.first(), None).map_err(err)?,
                     drift: st.drift,
                     config: st.clone(),
                 };
@@ -521,6 +531,16 @@ struct Validate {
     /// Per valid topic, the id of the claim-check schema registered for it and its curated
     /// topic (registered on first use).
     claim_ids: HashMap<String, u32>,
+    /// Streams with `key_format = "avro"`: per valid topic and value schema id, the key
+    /// schema derived from it, compiled, with its id (registered under both key subjects on
+    /// first use), or why there is none.
+    key_codecs: HashMap<String, HashMap<u32, Result<Arc<KeyCodec>, String>>>,
+}
+
+/// A stream's key schema, compiled, and its registry id.
+struct KeyCodec {
+    id: u32,
+    validator: Validator,
 }
 
 /// The headers every valid record of one landing record carries alike: found once per landing
@@ -801,9 +821,107 @@ impl Validate {
             version: schema.version(),
         };
         match checked {
-            Ok(active) => self.send_valid(msg, plan, &active, input, sink),
+            Ok(active) => {
+                let key: Cow<'_, [u8]> = if plan.key.is_some() {
+                    match self.avro_key(plan, &active, input.raw)? {
+                        Ok(k) => Cow::Owned(k),
+                        Err(why) => return self.reject(msg, sink, input, &why, against),
+                    }
+                } else {
+                    Cow::Borrowed(input.key.as_bytes())
+                };
+                self.send_valid(msg, plan, &active, input, &key, sink)
+            }
             Err(why) => self.reject(msg, sink, input, &why, against),
         }
+    }
+
+    /// The key schema of a stream with `key_format = "avro"` for the value schema `active`:
+    /// derived, compiled and registered under both key subjects once per value schema id.
+    /// `Ok(Err(_))`: no key schema can be made (the reason, for the DLQ); `Err`: the registry
+    /// is down (the batch is retried).
+    fn key_codec(
+        &mut self,
+        plan: &StreamPlan,
+        active: &Active,
+    ) -> Result<Result<Arc<KeyCodec>, String>, Fail> {
+        if let Some(c) = self
+            .key_codecs
+            .get(plan.valid_topic.as_str())
+            .and_then(|m| m.get(&active.id))
+        {
+            return Ok(c.clone());
+        }
+        let codec = match compile_key_schema(&active.schema, &plan.config.primary_key) {
+            Err(e) => Err(e),
+            Ok((text, validator)) => match self.rt.block_on(registry::apply_key(
+                &self.registry,
+                plan.strategy,
+                &plan.valid_topic,
+                &plan.curated_topic,
+                &text,
+            )) {
+                Ok((id, _)) => Ok(Arc::new(KeyCodec { id, validator })),
+                Err(
+                    e @ (RegistryError::Incompatible { .. } | RegistryError::InvalidSchema { .. }),
+                ) => Err(e.to_string()),
+                Err(e) => {
+                    return Err(Fail::System(format!(
+                        "registering the key schema of `{}`: {e}",
+                        plan.valid_topic
+                    )));
+                }
+            },
+        };
+        if let Err(e) = &codec {
+            tracing::warn!(source = %plan.source, stream = %plan.stream, value_schema_id = active.id, error = %e,
+                "no Avro key schema for this value schema: its records go to the DLQ");
+        }
+        self.key_codecs
+            .entry(plan.valid_topic.clone())
+            .or_default()
+            .insert(active.id, codec.clone());
+        Ok(codec)
+    }
+
+    /// The Confluent-framed Avro key of a record (`key_format = "avro"`) from its raw JSON.
+    /// `Ok(Err(_))`: a key field is absent, null or of the wrong type, or no key schema can
+    /// be made (for the DLQ, naming the field); `Err`: the registry is down.
+    fn avro_key(
+        &mut self,
+        plan: &StreamPlan,
+        active: &Active,
+        raw: &[u8],
+    ) -> Result<Result<Vec<u8>, Rejection>, Fail> {
+        let Some(fields) = &plan.key else {
+            return Ok(Err(Rejection::whole(
+                DriftKind::MissingKey,
+                "the stream has no Avro key fields",
+            )));
+        };
+        let codec = match self.key_codec(plan, active)? {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(Err(Rejection::whole(
+                    DriftKind::NoSchema,
+                    format!("key_format = \"avro\": {e}"),
+                )));
+            }
+        };
+        let text = match std::str::from_utf8(raw) {
+            Ok(t) => t,
+            Err(e) => {
+                return Ok(Err(Rejection::whole(
+                    DriftKind::NotUtf8,
+                    format!("invalid UTF-8 at byte offset {}", e.valid_up_to()),
+                )));
+            }
+        };
+        let values = match fields.raw_values(text) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        Ok(encode_key(&codec, &fields.json(&values)))
     }
 
     /// `self.buf` = the record in the Confluent wire format.
@@ -842,6 +960,7 @@ impl Validate {
         plan: &StreamPlan,
         active: &Active,
         input: &Input<'_>,
+        key: &[u8],
         sink: &mut Sink<'_>,
     ) -> Result<(), Fail> {
         let mut version = itoa::Buffer::new();
@@ -854,23 +973,24 @@ impl Validate {
             .with(headers::ORIGIN, &self.prov.origin)
             .with_opt(headers::FETCHED_AT, self.prov.fetched_at.as_deref())
             .with_opt(headers::SYNC_ID, self.prov.sync_id.as_deref());
-        let size = input.key.len() + self.buf.len() + hdrs.bytes() + FRAMING;
+        let size = key.len() + self.buf.len() + hdrs.bytes() + FRAMING;
         let limit = self.limits.valid(&plan.valid_topic);
         let against = Against {
             subject: &plan.subject,
             version: Some(active.version),
         };
         let sent = if size > limit {
-            let reference = match self.claim_check(plan, active, input, hdrs.bytes(), limit)? {
-                Ok(r) => r,
-                Err(why) => return self.reject(msg, sink, input, &why, against),
-            };
+            let reference =
+                match self.claim_check(plan, active, input, key.len() + hdrs.bytes(), limit)? {
+                    Ok(r) => r,
+                    Err(why) => return self.reject(msg, sink, input, &why, against),
+                };
             let (value, blob) = reference;
             // `intake.blob` marks the reference (`intake.kind` is for sync markers here).
             let hdrs = hdrs.with(headers::BLOB, blob.header_value()).build();
             sink.send(Outgoing {
                 topic: &plan.valid_topic,
-                key: Some(input.key.as_bytes()),
+                key: Some(key),
                 payload: Some(&value),
                 headers: hdrs,
                 partition: None,
@@ -878,7 +998,7 @@ impl Validate {
         } else {
             sink.send(Outgoing {
                 topic: &plan.valid_topic,
-                key: Some(input.key.as_bytes()),
+                key: Some(key),
                 payload: Some(&self.buf),
                 headers: hdrs.build(),
                 partition: None,
@@ -905,7 +1025,8 @@ impl Validate {
     }
 
     /// Stores the record in `self.buf` (framed Avro over the topic's `limit`) in the blob store
-    /// and returns its framed [`ClaimCheck`] reference. `Ok(Err(_))`: the record cannot be
+    /// and returns its framed [`ClaimCheck`] reference (`key_and_header_bytes`: what the key
+    /// and headers add to the message). `Ok(Err(_))`: the record cannot be
     /// stored at all (`too_large`, naming the limit); `Err`: the registry or blob store is
     /// down (the batch is retried).
     fn claim_check(
@@ -913,7 +1034,7 @@ impl Validate {
         plan: &StreamPlan,
         active: &Active,
         input: &Input<'_>,
-        header_bytes: usize,
+        key_and_header_bytes: usize,
         limit: usize,
     ) -> Result<Result<(Vec<u8>, BlobRef), Rejection>, Fail> {
         if input.raw.len() > self.max_record_bytes {
@@ -941,14 +1062,22 @@ impl Validate {
             }
         };
         let reference = ClaimCheck {
-            key: [(plan.key_field.clone(), input.key.to_owned())].into(),
+            key: match &plan.key {
+                // Every key field by name (the record's key was made from them just before).
+                Some(fields) => std::str::from_utf8(input.raw)
+                    .ok()
+                    .and_then(|t| fields.raw_values(t).ok())
+                    .map(|v| fields.texts(&v).into_iter().collect())
+                    .unwrap_or_default(),
+                None => [(plan.key_field.clone(), input.key.to_owned())].into(),
+            },
             version: input.version,
             blob: blob.clone(),
             schema_id: active.id,
         };
         let value = crate::registry::wire::frame(claim_id, &reference.to_datum());
         // The reference carries two more headers than an inline record.
-        let size = input.key.len() + value.len() + header_bytes + blob.uri.len() + 160 + FRAMING;
+        let size = value.len() + key_and_header_bytes + blob.uri.len() + 160 + FRAMING;
         if size > limit {
             return Ok(Err(Rejection::whole(
                 DriftKind::TooLarge,
@@ -1146,10 +1275,29 @@ impl Validate {
                     .with_opt(headers::FETCHED_AT, headers::get(h, headers::FETCHED_AT))
                     .with_opt(headers::SYNC_ID, headers::get(h, headers::SYNC_ID))
                     .build();
-                let key = event.entity_id.unwrap_or_default();
+                let key = match &plan.key {
+                    None => event.entity_id.unwrap_or_default().into_bytes(),
+                    Some(_) => match self.delete_key(&plan, value, &shape)? {
+                        Ok(k) => k,
+                        Err(why) => {
+                            let against = Against {
+                                subject: &plan.subject,
+                                version: None,
+                            };
+                            return self.dead_letter(
+                                msg,
+                                sink,
+                                Some(value),
+                                &why,
+                                Some(against),
+                                None,
+                            );
+                        }
+                    },
+                };
                 sink.send(Outgoing {
                     topic: &plan.valid_topic,
-                    key: Some(key.as_bytes()),
+                    key: Some(&key),
                     payload: None,
                     headers: hdrs,
                     partition: None,
@@ -1213,6 +1361,42 @@ impl Validate {
                     }
                 }
             }
+        }
+    }
+
+    /// The Avro key of a delete event (`key_format = "avro"`): the key fields from the event's
+    /// `data` when it holds them all, else — for a one-field key — the event's entity id. A
+    /// composite key whose fields the event does not carry cannot be made (`missing_key`).
+    fn delete_key(
+        &mut self,
+        plan: &StreamPlan,
+        event: &[u8],
+        shape: &EventShape,
+    ) -> Result<Result<Vec<u8>, Rejection>, Fail> {
+        let Some(fields) = &plan.key else {
+            return Ok(Err(Rejection::whole(
+                DriftKind::MissingKey,
+                "the stream has no Avro key fields",
+            )));
+        };
+        let active = match self.schema(plan)? {
+            SchemaState::Ready(a) => a,
+            SchemaState::Missing { why, .. } => return Ok(Err(why)),
+        };
+        let codec = match self.key_codec(plan, &active)? {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(Err(Rejection::whole(
+                    DriftKind::NoSchema,
+                    format!("key_format = \"avro\": {e}"),
+                )));
+            }
+        };
+        // The envelope parsed before (`parse_event`), so it is JSON.
+        let json: Json = serde_json::from_slice(event).unwrap_or(Json::Null);
+        match fields.delete_json(&json, &shape.entity_id) {
+            Ok(key) => Ok(encode_key(&codec, &key)),
+            Err(e) => Ok(Err(e.into())),
         }
     }
 
@@ -1525,6 +1709,30 @@ fn pointer_leaf(pointer: &str) -> String {
         .replace("~0", "~")
 }
 
+/// The key schema a value schema implies for a primary key ([`key::key_schema`]), with its
+/// compiled validator.
+fn compile_key_schema(
+    value: &Schema,
+    pk: &crate::config::PrimaryKey,
+) -> Result<(String, Validator), String> {
+    let text = key::key_schema(value, pk)?;
+    let schema = Schema::parse_str(&text).map_err(|e| e.to_string())?;
+    let validator = Validator::new(&schema).map_err(|e| e.to_string())?;
+    Ok((text, validator))
+}
+
+/// A key object's JSON text encoded with the key schema and framed (magic 0, key schema id).
+fn encode_key(codec: &KeyCodec, json: &str) -> Result<Vec<u8>, Rejection> {
+    let mut out = Vec::with_capacity(5 + json.len());
+    out.push(0);
+    out.extend_from_slice(&codec.id.to_be_bytes());
+    codec
+        .validator
+        .encode_raw_into(json.as_bytes(), &mut out)
+        .map(|()| out)
+        .map_err(Rejection::from)
+}
+
 /// `intake.hash`: 16 lower-case hex digits of the XXH3-64 of the raw record bytes.
 fn hash_hex(raw: &[u8]) -> [u8; 16] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -1793,5 +2001,37 @@ mod tests {
             format!("{:016x}", xxhash_rust::xxh3::xxh3_64(br#"{"id":"a"}"#))
         );
         assert_eq!(NO_HASH.len(), 16);
+    }
+
+    #[test]
+    fn string_keys_stay_the_default_and_avro_keys_are_planned_per_stream() {
+        let text = |extra: &str| {
+            format!(
+                "[kafka]\nbrokers = \"x:1\"\n[[sources]]\nname = \"s\"\nbase_url = \"http://h\"\n\
+                 [[sources.streams]]\nname = \"plain\"\npath = \"/a\"\nprimary_key = \"/id\"\n\
+                 [[sources.streams]]\nname = \"keyed\"\npath = \"/b\"\n{extra}\n"
+            )
+        };
+        let cfg = Config::from_toml(&text(
+            "primary_key = [\"/customer_id\", \"/id\"]\nkey_format = \"avro\"",
+        ))
+        .unwrap();
+        let plans = Plans::from_config(&cfg, &TopicNames::from_config(&cfg)).unwrap();
+        let plain = plans.get("s", "plain").unwrap();
+        // The default: no key record; the key sent is the splitter's key text, as before.
+        assert!(plain.key.is_none());
+        let page = br#"{"data":[{"id":"c\u00e9-1"},{"id":42}]}"#;
+        let keys: Vec<Vec<u8>> = plain
+            .pages
+            .split(page)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap().key.into_bytes())
+            .collect();
+        assert_eq!(keys, [b"c\xc3\xa9-1".to_vec(), b"42".to_vec()]);
+        let keyed = plans.get("s", "keyed").unwrap();
+        let fields = keyed.key.as_ref().unwrap();
+        assert_eq!(fields.names().collect::<Vec<_>>(), ["customer_id", "id"]);
+        assert_eq!(keyed.key_field, "customer_id");
     }
 }

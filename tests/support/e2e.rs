@@ -440,7 +440,8 @@ pub fn doubles(cfg: &Config) -> Doubles {
         }
     }
     d.landing_pages = extra(pages);
-    let mut valid: BTreeMap<(String, String), usize> = BTreeMap::new();
+    // Keys as bytes: an Avro key (`key_format = "avro"`) need not be UTF-8.
+    let mut valid: BTreeMap<(String, Vec<u8>), usize> = BTreeMap::new();
     let mut curated_extra = 0;
     for (s, ..) in STREAMS {
         for r in read_all(&names.valid("sim", s), "read_committed") {
@@ -448,18 +449,18 @@ pub fn doubles(cfg: &Config) -> Doubles {
             if r.header(headers::KIND).is_none() {
                 let k = (
                     r.header(headers::ORIGIN).unwrap_or("?").to_owned(),
-                    r.key_str().to_owned(),
+                    r.key.clone().unwrap_or_default(),
                 );
                 *valid.entry(k).or_default() += 1;
             }
         }
         let mut recs = read_all(&names.curated("sim", s), "read_committed");
         recs.sort_by_key(|r| (r.partition, r.offset));
-        let mut last: HashMap<String, Stamp> = HashMap::new();
+        let mut last: HashMap<Vec<u8>, Stamp> = HashMap::new();
         for r in recs {
             d.curated_records += 1;
             let st = stamp(&r);
-            match last.insert(r.key_str().to_owned(), st) {
+            match last.insert(r.key.clone().unwrap_or_default(), st) {
                 Some(prev) if prev >= st => curated_extra += 1,
                 _ => {}
             }
@@ -611,6 +612,27 @@ pub fn assert_exact(
     f
 }
 
+/// [`converge`] to `truth`, then [`assert_exact`] with the [`doubles`] (the logs' diagnosis
+/// printed first when the topics did not converge). Returns the figures and the doubles.
+pub async fn assert_converged(
+    cfg: &Config,
+    truth: &serde_json::Value,
+    logs: &[std::path::PathBuf],
+    all_deletes_curated: bool,
+) -> (Figures, Doubles) {
+    let report = converge(cfg, truth, Duration::from_secs(60)).await;
+    if !equal(&report) {
+        println!("{}", diagnose(cfg, logs).await);
+    }
+    let d = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || doubles(&cfg))
+            .await
+            .unwrap()
+    };
+    (assert_exact(&report, &d, truth, all_deletes_curated), d)
+}
+
 /// Reads every curated topic as a tool that knows only the topic name would (Kafka Connect's
 /// AvroConverter, Flink's `avro-confluent` format, a console): every version of the subject
 /// `<topic>-value` fetched from the registry over its HTTP API, each record's writer schema
@@ -633,10 +655,33 @@ pub async fn read_by_topic_name(cfg: &Config) -> BTreeMap<String, BTreeMap<Strin
 /// [`read_by_topic_name`], and per stream the live keys whose record came by claim-check with
 /// the size of its body.
 pub async fn read_by_topic_name_resolving(cfg: &Config) -> (PerStream, PerStream) {
+    let (live, resolved, _) = read_by_topic_name_with_keys(cfg).await;
+    (live, resolved)
+}
+
+/// A curated key as a TopicNameStrategy tool reads it: with a schema under `<topic>-key`, its
+/// Avro record's fields by name (strings as is, integers in decimal); `live` is false when
+/// the key's last record is a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRead {
+    pub fields: Vec<(String, String)>,
+    pub live: bool,
+}
+
+/// Per stream whose curated topic has a `<topic>-key` subject: every key by its `id` field.
+pub type KeysPerStream = BTreeMap<String, BTreeMap<String, KeyRead>>;
+
+/// [`read_by_topic_name_resolving`], and the keys of every stream whose curated topic has a
+/// `<topic>-key` subject (`key_format = "avro"`), each decoded with its writer schema: a
+/// version of that subject, looked up by the id in the key's frame (a key whose id is not
+/// one panics, naming topic and offset). Such a stream's records are identified by the key's
+/// `id` field; the others' by the key's UTF-8 text.
+pub async fn read_by_topic_name_with_keys(cfg: &Config) -> (PerStream, PerStream, KeysPerStream) {
     let names = TopicNames::from_config(cfg);
     let blobs = intake::blob::BlobStore::open(&cfg.blob).unwrap();
     let mut out = BTreeMap::new();
     let mut resolved_out = BTreeMap::new();
+    let mut keys_out = BTreeMap::new();
     for (s, ..) in STREAMS {
         let topic = names.curated("sim", s);
         let subject = format!("{topic}-value");
@@ -654,6 +699,13 @@ pub async fn read_by_topic_name_resolving(cfg: &Config) -> (PerStream, PerStream
                 .iter()
                 .map(|(_, id, text)| (*id, apache_avro::Schema::parse_str(text).unwrap()))
                 .collect();
+        let key_subject = format!("{topic}-key");
+        let key_schemas: BTreeMap<u32, apache_avro::Schema> = super::subject_versions(&key_subject)
+            .await
+            .iter()
+            .map(|(_, id, text)| (*id, apache_avro::Schema::parse_str(text).unwrap()))
+            .collect();
+        let mut keys: BTreeMap<String, KeyRead> = BTreeMap::new();
         let mut resolved: BTreeMap<String, u64> = BTreeMap::new();
         let records = {
             let topic = topic.clone();
@@ -663,13 +715,58 @@ pub async fn read_by_topic_name_resolving(cfg: &Config) -> (PerStream, PerStream
         };
         let mut live: BTreeMap<String, u64> = BTreeMap::new();
         for r in records {
-            let key = r.key_str().to_owned();
+            let at = format!("{topic}/{}/{}", r.partition, r.offset);
+            let (key, fields) = if key_schemas.is_empty() {
+                (r.key_str().to_owned(), None)
+            } else {
+                let raw = r.key.as_deref().unwrap_or_else(|| panic!("{at}: no key"));
+                let (id, datum) = intake::registry::wire::unframe(raw)
+                    .unwrap_or_else(|e| panic!("{at}: key: {e}"));
+                let writer = key_schemas.get(&id).unwrap_or_else(|| {
+                    panic!("{at}: key schema id {id} is not a version of {key_subject}")
+                });
+                let v = apache_avro::reader::datum::GenericDatumReader::builder(writer)
+                    .build()
+                    .and_then(|r| r.read_value(&mut &datum[..]))
+                    .unwrap_or_else(|e| {
+                        panic!("{at}: key does not decode with {key_subject}: {e}")
+                    });
+                let apache_avro::types::Value::Record(fields) = v else {
+                    panic!("{at}: the key is not a record");
+                };
+                let fields: Vec<(String, String)> = fields
+                    .into_iter()
+                    .map(|(n, v)| {
+                        let text = match v {
+                            apache_avro::types::Value::String(s) => s,
+                            apache_avro::types::Value::Long(x) => x.to_string(),
+                            apache_avro::types::Value::Int(x) => x.to_string(),
+                            other => panic!("{at}: key field {n} {other:?}"),
+                        };
+                        (n, text)
+                    })
+                    .collect();
+                let id = fields
+                    .iter()
+                    .find(|(n, _)| n == "id")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| panic!("{at}: no id among the key's fields {fields:?}"));
+                (id, Some(fields))
+            };
+            if let Some(fields) = &fields {
+                keys.insert(
+                    key.clone(),
+                    KeyRead {
+                        fields: fields.clone(),
+                        live: r.value.is_some(),
+                    },
+                );
+            }
             let Some(value) = r.value.as_deref() else {
                 live.remove(&key);
                 resolved.remove(&key);
                 continue;
             };
-            let at = format!("{topic}/{}/{}", r.partition, r.offset);
             let (id, datum) =
                 intake::registry::wire::unframe(value).unwrap_or_else(|e| panic!("{at}: {e}"));
             let body;
@@ -747,8 +844,11 @@ pub async fn read_by_topic_name_resolving(cfg: &Config) -> (PerStream, PerStream
         }
         out.insert(s.to_owned(), live);
         resolved_out.insert(s.to_owned(), resolved);
+        if !key_schemas.is_empty() {
+            keys_out.insert(s.to_owned(), keys);
+        }
     }
-    (out, resolved_out)
+    (out, resolved_out, keys_out)
 }
 
 /// Per stream, the truth's live records that are not drifted: id → version (what a curated

@@ -121,7 +121,8 @@ pub async fn judge(cfg: &Config) -> Ledger {
                 (src.name.clone(), st.name.clone()),
                 Pointers {
                     records: st.records.clone(),
-                    primary_key: st.primary_key.clone(),
+                    // String keys (the only form the ledger judges) have one pointer.
+                    primary_key: st.primary_key.first().to_owned(),
                 },
             );
             streams.push((src.name.clone(), st.name.clone()));
