@@ -57,7 +57,7 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// The MAC's length in bytes.
-    pub const fn len(self) -> usize {
+    pub const fn mac_len(self) -> usize {
         match self {
             Self::Sha256 => 32,
             Self::Sha512 => 64,
@@ -430,7 +430,7 @@ impl Scheme {
         value: &str,
         header: &impl Fn(&str) -> Option<&'h str>,
     ) -> Result<(Option<i64>, Vec<Vec<u8>>), SignatureError> {
-        let len = self.algorithm.len();
+        let len = self.algorithm.mac_len();
         let decode = |text: &str, what: &str| {
             let text = text.strip_prefix(self.prefix.as_str()).ok_or_else(|| {
                 malformed(format!("{what} does not start with `{}`", self.prefix))

@@ -27,6 +27,14 @@ fn landed_versions(pages: &[Page], stream: &str) -> BTreeMap<(String, u64), usiz
     m
 }
 
+/// The truth's (id, version) of a stream, each once: what landing it exactly once gives.
+fn each_once(truth: &serde_json::Value, stream: &str) -> BTreeMap<(String, u64), usize> {
+    truth_versions(truth, stream)
+        .into_iter()
+        .map(|(id, v)| ((id, v), 1))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_pagination_style_lands_every_record_exactly_once() {
     let sim = sim(&["--records", "230", "--seed", "7"]).await;
@@ -56,10 +64,7 @@ async fn every_pagination_style_lands_every_record_exactly_once() {
         .await
         .unwrap();
     let truth = truth(&sim).await;
-    let expected: BTreeMap<(String, u64), usize> = truth_versions(&truth, "customers")
-        .into_iter()
-        .map(|(id, v)| ((id, v), 1))
-        .collect();
+    let expected: BTreeMap<(String, u64), usize> = each_once(&truth, "customers");
     assert_eq!(expected.len(), 230);
 
     let pages = landed_pages(&cfg).await;
@@ -169,10 +174,7 @@ async fn a_page_over_the_limit_lands_as_a_blob_ref_matching_its_sha256() {
     }
     // And nothing was lost: every record is there once, inline or by reference.
     let pages = landed_pages(&cfg).await;
-    let expected: BTreeMap<(String, u64), usize> = truth_versions(&truth, "customers")
-        .into_iter()
-        .map(|(id, v)| ((id, v), 1))
-        .collect();
+    let expected: BTreeMap<(String, u64), usize> = each_once(&truth, "customers");
     assert_eq!(landed_versions(&pages, "customers"), expected);
 }
 
@@ -885,10 +887,7 @@ async fn session_auth_logs_in_again_once_per_401_and_lands_everything_once() {
         .await
         .unwrap();
     let truth = truth(&sim).await;
-    let expected: BTreeMap<(String, u64), usize> = truth_versions(&truth, "customers")
-        .into_iter()
-        .map(|(id, v)| ((id, v), 1))
-        .collect();
+    let expected: BTreeMap<(String, u64), usize> = each_once(&truth, "customers");
     assert_eq!(expected.len(), 230);
     let pages = landed_pages(&cfg).await;
     assert_pages_unique_and_contiguous(&pages);

@@ -169,41 +169,16 @@ fn slack_headers(secret: &str, t: i64, body: &[u8]) -> Vec<(String, String)> {
     ]
 }
 
-struct Server {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), intake::serve::ServeError>>,
-}
+/// serve, posting deliveries.
+struct Server(Serve);
 
 impl Server {
     async fn start(cfg: Arc<Config>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(intake::serve::run(cfg, listener, async move {
-            let _ = rx.await;
-        }));
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while std::time::Instant::now() < deadline {
-            if reqwest::get(format!("{base}/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return Self {
-                    base,
-                    stop: Some(tx),
-                    task,
-                };
-            }
-            assert!(!task.is_finished(), "serve stopped: {:?}", task.await);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("serve never became ready");
+        Self(Serve::start(cfg).await)
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
+    async fn stop(self) {
+        self.0.stop().await;
     }
 
     async fn post(
@@ -213,7 +188,7 @@ impl Server {
         headers: &[(String, String)],
     ) -> (u16, serde_json::Value) {
         let mut req = reqwest::Client::new()
-            .post(format!("{}/v1/webhooks/{source}", self.base))
+            .post(format!("{}/v1/webhooks/{source}", self.0.base))
             .header("content-type", "application/json")
             .body(body.to_vec());
         for (k, v) in headers {
@@ -233,6 +208,9 @@ fn rfc3339_micros(s: &str) -> i64 {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
     i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap()
 }
+
+/// A landed event: key, op, version.
+type Landed = (String, String, i64);
 
 /// What a source's deliveries must come to: key → (op, version).
 type Expect = BTreeMap<String, (&'static str, i64)>;
@@ -606,7 +584,8 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     let names = TopicNames::from_config(&cfg);
     let landed = read_all(&names.landing(), "read_committed");
     assert_eq!(landed.len(), accepted, "exactly the accepted deliveries");
-    let mut seen: BTreeMap<(String, String), Vec<(String, String, i64)>> = BTreeMap::new();
+    // (source, stream) → every landed (key, op, version).
+    let mut seen: BTreeMap<(String, String), Vec<Landed>> = BTreeMap::new();
     for r in &landed {
         assert_eq!(r.header("intake.kind"), Some("event"));
         let src = r.header("intake.source").unwrap().to_owned();

@@ -212,7 +212,7 @@ pub enum SourceAuth {
     /// An OAuth 2.0 access token, shared by every source of the token id.
     OAuth2(std::sync::Arc<super::oauth::OAuth2>),
     /// A session token from a login request (`super::session`).
-    Session(super::session::Session),
+    Session(Box<super::session::Session>),
 }
 
 /// The HTTP client of one source.
@@ -303,25 +303,24 @@ impl SourceClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| crate::config::invalid(format!("{at}.base_url"), e.to_string()))?;
-        let auth =
-            match (&src.auth, oauth) {
-                (None, _) => None,
-                (Some(Auth::Oauth2(o)), shared) => Some(SourceAuth::OAuth2(match shared {
-                    Some(s) => s,
-                    None => std::sync::Arc::new(super::oauth::OAuth2::new(
-                        o,
-                        src.token_id(),
-                        &format!("{at}.auth"),
-                    )?),
-                })),
-                (Some(Auth::Session(c)), _) => Some(SourceAuth::Session(
-                    super::session::Session::new(c, src, &format!("{at}.auth"), http.clone())?,
-                )),
-                (Some(a), _) => Some(SourceAuth::Fixed(ResolvedAuth::resolve(
-                    a,
+        let auth = match (&src.auth, oauth) {
+            (None, _) => None,
+            (Some(Auth::Oauth2(o)), shared) => Some(SourceAuth::OAuth2(match shared {
+                Some(s) => s,
+                None => std::sync::Arc::new(super::oauth::OAuth2::new(
+                    o,
+                    src.token_id(),
                     &format!("{at}.auth"),
-                )?)),
-            };
+                )?),
+            })),
+            (Some(Auth::Session(c)), _) => Some(SourceAuth::Session(Box::new(
+                super::session::Session::new(c, src, &format!("{at}.auth"), http.clone())?,
+            ))),
+            (Some(a), _) => Some(SourceAuth::Fixed(ResolvedAuth::resolve(
+                a,
+                &format!("{at}.auth"),
+            )?)),
+        };
         Ok(Self {
             http,
             auth,
