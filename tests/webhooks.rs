@@ -169,35 +169,23 @@ fn slack_headers(secret: &str, t: i64, body: &[u8]) -> Vec<(String, String)> {
     ]
 }
 
-/// serve, posting deliveries.
-struct Server(Serve);
-
-impl Server {
-    async fn start(cfg: Arc<Config>) -> Self {
-        Self(Serve::start(cfg).await)
+/// POSTs a delivery to serve's webhook endpoint of `source`.
+async fn post(
+    srv: &Serve,
+    source: &str,
+    body: &[u8],
+    headers: &[(String, String)],
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/v1/webhooks/{source}", srv.base))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(k, v);
     }
-
-    async fn stop(self) {
-        self.0.stop().await;
-    }
-
-    async fn post(
-        &self,
-        source: &str,
-        body: &[u8],
-        headers: &[(String, String)],
-    ) -> (u16, serde_json::Value) {
-        let mut req = reqwest::Client::new()
-            .post(format!("{}/v1/webhooks/{source}", self.0.base))
-            .header("content-type", "application/json")
-            .body(body.to_vec());
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
-    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
 
 fn bytes(v: &serde_json::Value) -> Vec<u8> {
@@ -219,7 +207,7 @@ type Expect = BTreeMap<String, (&'static str, i64)>;
 async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_land_nothing() {
     let cfg = webhook_config();
     apply_topics(&cfg).await;
-    let srv = Server::start(cfg.clone()).await;
+    let srv = Serve::start(cfg.clone()).await;
     let t0 = now();
     let mut accepted = 0usize;
     let mut expect: BTreeMap<(&str, &str), Expect> = BTreeMap::new();
@@ -272,9 +260,13 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     ];
     for (id, ty, cus, created, name, secret) in stripe_ok {
         let body = stripe_event(id, ty, cus, created, name);
-        let (s, v) = srv
-            .post("stripe", &body, &stripe_headers(&[secret], now(), &body))
-            .await;
+        let (s, v) = post(
+            &srv,
+            "stripe",
+            &body,
+            &stripe_headers(&[secret], now(), &body),
+        )
+        .await;
         assert_eq!(s, 202, "{id}: {v}");
         assert_eq!(v["status"], "landed", "{v}");
         accepted += 1;
@@ -291,25 +283,25 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     let invoice = bytes(
         &json!({"id": "evt_9", "type": "invoice.paid", "created": 1, "data": {"object": {"id": "in_1"}}}),
     );
-    let (s, v) = srv
-        .post(
-            "stripe",
-            &invoice,
-            &stripe_headers(&[STRIPE], now(), &invoice),
-        )
-        .await;
+    let (s, v) = post(
+        &srv,
+        "stripe",
+        &invoice,
+        &stripe_headers(&[STRIPE], now(), &invoice),
+    )
+    .await;
     assert_eq!((s, v["status"].as_str()), (200, Some("ignored")), "{v}");
     // A type no list names.
     let charge = bytes(
         &json!({"id": "evt_8", "type": "charge.succeeded", "created": 1, "data": {"object": {"id": "ch_1"}}}),
     );
-    let (s, v) = srv
-        .post(
-            "stripe",
-            &charge,
-            &stripe_headers(&[STRIPE], now(), &charge),
-        )
-        .await;
+    let (s, v) = post(
+        &srv,
+        "stripe",
+        &charge,
+        &stripe_headers(&[STRIPE], now(), &charge),
+    )
+    .await;
     assert_eq!(
         (s, v["error"].as_str()),
         (422, Some("unknown_event_type")),
@@ -323,13 +315,13 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
         1_800_000_000,
         "Mallory",
     );
-    let (s, v) = srv
-        .post(
-            "stripe",
-            &body,
-            &stripe_headers(&["whsec_attacker"], now(), &body),
-        )
-        .await;
+    let (s, v) = post(
+        &srv,
+        "stripe",
+        &body,
+        &stripe_headers(&["whsec_attacker"], now(), &body),
+    )
+    .await;
     assert_eq!(
         (s, v["error"].as_str()),
         (401, Some("bad_signature")),
@@ -339,13 +331,13 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
         v["message"].as_str().unwrap().contains("bad signature"),
         "{v}"
     );
-    let (s, v) = srv
-        .post(
-            "stripe",
-            &body,
-            &stripe_headers(&[STRIPE], now() - 3600, &body),
-        )
-        .await;
+    let (s, v) = post(
+        &srv,
+        "stripe",
+        &body,
+        &stripe_headers(&[STRIPE], now() - 3600, &body),
+    )
+    .await;
     assert_eq!(
         (s, v["error"].as_str()),
         (401, Some("bad_signature")),
@@ -358,9 +350,13 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     let mut altered = body.clone();
     let at = altered.iter().position(|&b| b == b'M').unwrap();
     altered[at] = b'm';
-    let (s, _) = srv
-        .post("stripe", &altered, &stripe_headers(&[STRIPE], now(), &body))
-        .await;
+    let (s, _) = post(
+        &srv,
+        "stripe",
+        &altered,
+        &stripe_headers(&[STRIPE], now(), &body),
+    )
+    .await;
     assert_eq!(s, 401);
 
     // --- GitHub: issues events; type from X-GitHub-Event and /action.
@@ -384,13 +380,13 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     ];
     for (delivery, action, id, title, updated) in github_ok {
         let body = issue(action, id, title, updated);
-        let (s, v) = srv
-            .post(
-                "github",
-                &body,
-                &github_headers(GITHUB, "issues", delivery, &body),
-            )
-            .await;
+        let (s, v) = post(
+            &srv,
+            "github",
+            &body,
+            &github_headers(GITHUB, "issues", delivery, &body),
+        )
+        .await;
         assert_eq!(s, 202, "{delivery}: {v}");
         accepted += 1;
     }
@@ -409,34 +405,34 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
         .into(),
     );
     let ping = bytes(&json!({"zen": "Keep it logically awesome.", "hook_id": 1}));
-    let (s, v) = srv
-        .post(
-            "github",
-            &ping,
-            &github_headers(GITHUB, "ping", "d-0", &ping),
-        )
-        .await;
+    let (s, v) = post(
+        &srv,
+        "github",
+        &ping,
+        &github_headers(GITHUB, "ping", "d-0", &ping),
+    )
+    .await;
     assert_eq!((s, v["status"].as_str()), (200, Some("ignored")), "{v}");
     let forged = issue("edited", 101, "Pwned", "2027-01-01T00:00:00Z");
-    let (s, v) = srv
-        .post(
-            "github",
-            &forged,
-            &github_headers("guess", "issues", "d-x", &forged),
-        )
-        .await;
+    let (s, v) = post(
+        &srv,
+        "github",
+        &forged,
+        &github_headers("guess", "issues", "d-x", &forged),
+    )
+    .await;
     assert_eq!(
         (s, v["error"].as_str()),
         (401, Some("bad_signature")),
         "{v}"
     );
-    let (s, v) = srv
-        .post(
-            "github",
-            &forged,
-            &github_headers(GITHUB, "issues", "d-x", &forged)[1..],
-        )
-        .await;
+    let (s, v) = post(
+        &srv,
+        "github",
+        &forged,
+        &github_headers(GITHUB, "issues", "d-x", &forged)[1..],
+    )
+    .await;
     assert_eq!(s, 401, "{v}");
     assert!(
         v["message"]
@@ -474,31 +470,31 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     ];
     for (topic, id, pid, title, at) in shopify_ok {
         let body = product(pid, title);
-        let (s, v) = srv
-            .post(
-                "shopify",
-                &body,
-                &shopify_headers(SHOPIFY, topic, id, at, &body),
-            )
-            .await;
+        let (s, v) = post(
+            &srv,
+            "shopify",
+            &body,
+            &shopify_headers(SHOPIFY, topic, id, at, &body),
+        )
+        .await;
         assert_eq!(s, 202, "{id}: {v}");
         accepted += 1;
     }
     // Shopify's products/delete carries only the id.
     let gone = bytes(&json!({"id": 1002}));
-    let (s, v) = srv
-        .post(
-            "shopify",
+    let (s, v) = post(
+        &srv,
+        "shopify",
+        &gone,
+        &shopify_headers(
+            SHOPIFY,
+            "products/delete",
+            "w-4",
+            "2026-02-01T00:09:00Z",
             &gone,
-            &shopify_headers(
-                SHOPIFY,
-                "products/delete",
-                "w-4",
-                "2026-02-01T00:09:00Z",
-                &gone,
-            ),
-        )
-        .await;
+        ),
+    )
+    .await;
     assert_eq!(s, 202, "{v}");
     accepted += 1;
     expect.insert(
@@ -523,7 +519,7 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
         "2027-01-01T00:00:00Z",
         &body,
     );
-    let (s, v) = srv.post("shopify", &body, &h).await;
+    let (s, v) = post(&srv, "shopify", &body, &h).await;
     assert_eq!(
         (s, v["error"].as_str()),
         (401, Some("bad_signature")),
@@ -531,7 +527,7 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     );
     // Hex where base64 is expected.
     h[0].1 = hex::encode(hmac(SHOPIFY, &body));
-    let (s, v) = srv.post("shopify", &body, &h).await;
+    let (s, v) = post(&srv, "shopify", &body, &h).await;
     assert_eq!(s, 401, "{v}");
     assert!(v["message"].as_str().unwrap().contains("malformed"), "{v}");
 
@@ -547,9 +543,7 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
         ("Ev2", "user_change", "U1", "ada.l", 1_700_000_060),
     ] {
         let body = slack_event(id, ty, user, name, time);
-        let (s, v) = srv
-            .post("slack", &body, &slack_headers(SLACK, now(), &body))
-            .await;
+        let (s, v) = post(&srv, "slack", &body, &slack_headers(SLACK, now(), &body)).await;
         assert_eq!(s, 202, "{id}: {v}");
         accepted += 1;
     }
@@ -558,17 +552,25 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
         [("U1".to_owned(), ("upsert", 1_700_000_060_000_000))].into(),
     );
     let body = slack_event("Ev9", "user_change", "U1", "mallory", 1_800_000_000);
-    let (s, v) = srv
-        .post("slack", &body, &slack_headers(SLACK, now() - 301, &body))
-        .await;
+    let (s, v) = post(
+        &srv,
+        "slack",
+        &body,
+        &slack_headers(SLACK, now() - 301, &body),
+    )
+    .await;
     assert_eq!(s, 401, "{v}");
     assert!(
         v["message"].as_str().unwrap().contains("stale signature"),
         "{v}"
     );
-    let (s, v) = srv
-        .post("slack", &body, &slack_headers(SLACK, now(), &body)[..1])
-        .await;
+    let (s, v) = post(
+        &srv,
+        "slack",
+        &body,
+        &slack_headers(SLACK, now(), &body)[..1],
+    )
+    .await;
     assert_eq!(s, 401, "{v}");
     assert!(
         v["message"]
