@@ -45,7 +45,8 @@ pub const VERSION: &str = "intake.version";
 pub const HASH: &str = "intake.hash";
 /// Valid topic: provenance `topic/partition/offset` of the landing record.
 pub const ORIGIN: &str = "intake.origin";
-/// Valid topic: `upsert` or `delete` (a delete event's record has no value).
+/// Valid topic: `upsert` or `delete` (a delete event's record has no value). Landing: what
+/// serve mapped a webhook event to (with its version in `intake.seq` and the entity as key).
 pub const OP: &str = "intake.op";
 /// Replays: the replay id that re-landed the record.
 pub const REPLAY_ID: &str = "intake.replay_id";

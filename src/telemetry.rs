@@ -218,6 +218,8 @@ pub mod metric {
     pub const DEDUP_STATE_BYTES: &str = "intake_dedup_state_bytes";
     /// serve: refused requests (label `code`).
     pub const SERVE_REJECTED: &str = "intake_serve_rejected_total";
+    /// serve: verified webhooks of a type the source ignores (label `source`).
+    pub const SERVE_WEBHOOKS_IGNORED: &str = "intake_serve_webhooks_ignored_total";
 
     /// Registers the help text of every metric.
     pub(crate) fn describe() {
@@ -285,6 +287,10 @@ pub mod metric {
             "Approximate bytes of dedup state"
         );
         describe_counter!(SERVE_REJECTED, "Refused HTTP requests by code");
+        describe_counter!(
+            SERVE_WEBHOOKS_IGNORED,
+            "Verified webhooks of a type configured as ignored: acknowledged, not landed"
+        );
     }
 }
 

@@ -27,6 +27,14 @@ fn landed_versions(pages: &[Page], stream: &str) -> BTreeMap<(String, u64), usiz
     m
 }
 
+/// The truth's (id, version) of a stream, each once: what landing it exactly once gives.
+fn each_once(truth: &serde_json::Value, stream: &str) -> BTreeMap<(String, u64), usize> {
+    truth_versions(truth, stream)
+        .into_iter()
+        .map(|(id, v)| ((id, v), 1))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_pagination_style_lands_every_record_exactly_once() {
     let sim = sim(&["--records", "230", "--seed", "7"]).await;
@@ -56,10 +64,7 @@ async fn every_pagination_style_lands_every_record_exactly_once() {
         .await
         .unwrap();
     let truth = truth(&sim).await;
-    let expected: BTreeMap<(String, u64), usize> = truth_versions(&truth, "customers")
-        .into_iter()
-        .map(|(id, v)| ((id, v), 1))
-        .collect();
+    let expected: BTreeMap<(String, u64), usize> = each_once(&truth, "customers");
     assert_eq!(expected.len(), 230);
 
     let pages = landed_pages(&cfg).await;
@@ -169,10 +174,7 @@ async fn a_page_over_the_limit_lands_as_a_blob_ref_matching_its_sha256() {
     }
     // And nothing was lost: every record is there once, inline or by reference.
     let pages = landed_pages(&cfg).await;
-    let expected: BTreeMap<(String, u64), usize> = truth_versions(&truth, "customers")
-        .into_iter()
-        .map(|(id, v)| ((id, v), 1))
-        .collect();
+    let expected: BTreeMap<(String, u64), usize> = each_once(&truth, "customers");
     assert_eq!(landed_versions(&pages, "customers"), expected);
 }
 
@@ -848,4 +850,75 @@ incremental = { param = "updated_since", field = "/updated_at", format = "epoch_
     for (id, v) in &truth {
         assert!(landed.contains(&(id.clone(), *v)), "{id} v{v} landed");
     }
+}
+
+/// Issue 18: session auth. The simulator takes only session tokens from its login endpoint and
+/// ends each session after 4 requests; fetch logs in with the configured credentials (a
+/// placeholder in the login body), and every 401 of an ended session triggers exactly one
+/// login again: the simulator counts logins = 1 + sessions ended, and every record lands
+/// exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_auth_logs_in_again_once_per_401_and_lands_everything_once() {
+    let sim = sim(&[
+        "--records",
+        "230",
+        "--seed",
+        "11",
+        "--session-login",
+        "intake:s3ss10n-pw",
+        "--session-max-requests",
+        "4",
+    ])
+    .await;
+    // SAFETY: this test is the only user of this variable name.
+    unsafe { std::env::set_var("INTAKE_TEST_SESSION_PW", "s3ss10n-pw") };
+    let source = sim_source(&sim, &[("customers", "/v1/customers", "cursor")], "").replace(
+        r#"auth = { kind = "bearer", token = "demo" }"#,
+        r#"auth = { kind = "session", login_url = "/v1/login", body = { json = { username = "{user}", password = "{password}" } }, credentials = { user = "intake", password = { env = "INTAKE_TEST_SESSION_PW" } }, token = "/session/token" }"#,
+    );
+    assert!(source.contains("kind = \"session\""));
+    let cfg = Arc::new(config(&source));
+    assert!(
+        !format!("{cfg:?}").contains("s3ss10n-pw"),
+        "the password stays out of Debug"
+    );
+    apply_topics(&cfg).await;
+    let report = fetch::run(cfg.clone(), once(), std::future::pending())
+        .await
+        .unwrap();
+    let truth = truth(&sim).await;
+    let expected: BTreeMap<(String, u64), usize> = each_once(&truth, "customers");
+    assert_eq!(expected.len(), 230);
+    let pages = landed_pages(&cfg).await;
+    assert_pages_unique_and_contiguous(&pages);
+    assert_eq!(
+        landed_versions(&pages, "customers"),
+        expected,
+        "every record exactly once"
+    );
+    assert_eq!(report["sim/customers"].records, 230);
+    let stats = sim_stats(&sim).await;
+    let s = &stats["sessions"];
+    let (logins, ended) = (
+        s["logins"].as_u64().unwrap(),
+        s["sessions_expired"].as_u64().unwrap(),
+    );
+    let pages_served = stats["pages"].as_u64().unwrap();
+    eprintln!(
+        "session stats: {s}, pages served {pages_served}, unauthorized {}",
+        stats["unauthorized"]
+    );
+    assert_eq!(s["failed_logins"], 0, "{s}");
+    // 230 records in pages of 50: 5 pages, so at 4 requests a session the run outlives one.
+    assert!(ended >= 1, "no session ended mid-run: {s}");
+    assert_eq!(
+        logins,
+        ended + 1,
+        "one login at the start and one per ended session: {s}"
+    );
+    assert_eq!(
+        stats["unauthorized"].as_u64().unwrap(),
+        ended,
+        "each ended session was refused exactly once"
+    );
 }

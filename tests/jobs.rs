@@ -14,44 +14,21 @@ use intake::topics::TopicNames;
 use serde_json::{Value as Json, json};
 use support::*;
 
-struct Server {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), intake::serve::ServeError>>,
-}
+/// serve, with the job look-ups of these tests.
+struct Server(Serve);
 
 impl Server {
     async fn start(cfg: Arc<Config>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(intake::serve::run(cfg, listener, async move {
-            let _ = rx.await;
-        }));
-        for _ in 0..300 {
-            if reqwest::get(format!("{base}/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return Self {
-                    base,
-                    stop: Some(tx),
-                    task,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("serve never became ready");
+        Self(Serve::start(cfg).await)
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
+    async fn stop(self) {
+        self.0.stop().await;
     }
 
     async fn job(&self, id: &str) -> Json {
         let r = serve_http()
-            .get(format!("{}/v1/jobs/{id}", self.base))
+            .get(format!("{}/v1/jobs/{id}", self.0.base))
             .send()
             .await
             .unwrap();
@@ -149,7 +126,7 @@ version = "/version"
     records.push(with(customer("a-6"), "status", json!("enabled")));
     records.push(with(customer("a-7"), "status", json!("disabled")));
     records.push(with(customer("a-8"), "email", json!(42)));
-    let (s, j1) = submit(&srv.base, "job-1", "", batch(&records)).await;
+    let (s, j1) = submit(&srv.0.base, "job-1", "", batch(&records)).await;
     assert_eq!(s, 201, "{j1}");
     assert_eq!(
         j1["counts"],
@@ -160,7 +137,7 @@ version = "/version"
         .await;
     // job-2: two valid ones.
     let (s, _) = submit(
-        &srv.base,
+        &srv.0.base,
         "job-2",
         "",
         batch(&[customer("b-1"), customer("b-2")]),
@@ -172,7 +149,7 @@ version = "/version"
     // dead-letters the batch whole.
     let put = |body: Vec<u8>| {
         serve_http()
-            .put(format!("{}/v1/blobs/job-3.json", srv.base))
+            .put(format!("{}/v1/blobs/job-3.json", srv.0.base))
             .body(body)
             .send()
     };
@@ -184,7 +161,7 @@ version = "/version"
             .as_u16(),
         201
     );
-    let (s, j3) = submit(&srv.base, "job-3", "&blob=job-3.json", Vec::new()).await;
+    let (s, j3) = submit(&srv.0.base, "job-3", "&blob=job-3.json", Vec::new()).await;
     assert_eq!(s, 201, "{j3}");
     assert_eq!(j3["records"], 3);
     assert_eq!(
@@ -280,7 +257,7 @@ version = "/version"
     assert_eq!(srv.job("job-3").await["state"], "validated");
     // Resubmitting returns the job with its counts, landing nothing new.
     let (s, again) = submit(
-        &srv.base,
+        &srv.0.base,
         "job-2",
         "",
         batch(&[customer("b-1"), customer("b-2")]),

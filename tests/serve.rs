@@ -32,46 +32,7 @@ version = "/version"
     )))
 }
 
-struct Server {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), intake::serve::ServeError>>,
-}
-
-impl Server {
-    async fn start(cfg: Arc<Config>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(intake::serve::run(cfg, listener, async move {
-            let _ = rx.await;
-        }));
-        let s = Self {
-            base,
-            stop: Some(tx),
-            task,
-        };
-        // Ready once Kafka transactions work.
-        for _ in 0..300 {
-            if reqwest::get(format!("{}/readyz", s.base))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if s.task.is_finished() {
-            panic!("serve stopped: {:?}", s.task.await);
-        }
-        panic!("serve never became ready");
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
+use support::Serve as Server;
 
 fn event(id: &str, entity: &str, seq: u64) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({

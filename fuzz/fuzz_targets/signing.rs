@@ -13,11 +13,15 @@
 //! - what `sign` makes is exactly `t=<t>,v1=<that HMAC in hex>`;
 //! - a signed header verifies within the tolerance and is refused one second outside it,
 //!   under another secret, with another body or another timestamp; nothing verifies without a
-//!   secret.
+//!   secret;
+//! - the providers' presets (GitHub `sha256=<hex>` of the body, Slack `v0=<hex>` of
+//!   `v0:{t}:{body}` with the timestamp in its own header): what `Scheme::sign` makes is the
+//!   HMAC computed here, an arbitrary signature header verifies only if it is that HMAC, and a
+//!   signature is refused for another body, another secret or (Slack) another timestamp.
 #![no_main]
 
 use hmac::{Hmac, Mac};
-use intake::signing::{SignatureError, sign, sign_all, verify};
+use intake::signing::{Scheme, SignatureError, sign, sign_all, verify};
 use libfuzzer_sys::arbitrary::{Result as GenResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use sha2::Sha256;
@@ -42,6 +46,8 @@ fuzz_target!(|data: &[u8]| {
 
     // Forgeries from a genuine header.
     let _ = forge(&mut u, body, t);
+
+    presets(header, body, t, flip);
 
     // The signer's output, against HMAC-SHA256 computed here.
     let signed = sign(SECRETS[1], t, body);
@@ -97,6 +103,67 @@ fuzz_target!(|data: &[u8]| {
         ));
     }
 });
+
+/// The GitHub and Slack presets against HMAC-SHA256 computed here.
+fn presets(arbitrary: &str, body: &[u8], t: i64, flip: u8) {
+    for (name, prefix, payload) in [
+        ("github", "sha256=", body.to_vec()),
+        ("slack", "v0=", [format!("v0:{t}:").as_bytes(), body].concat()),
+    ] {
+        let scheme = Scheme::preset(name).unwrap();
+        let signed = scheme.sign(&SECRETS[..1], t, body);
+        let expected = format!("{prefix}{}", mac_hex(SECRETS[0], &payload));
+        assert_eq!(signed[0].1, expected, "{name}");
+        let ok = |list: &[(String, String)], b: &[u8], secrets: &[&[u8]]| {
+            scheme
+                .verify(
+                    |n| {
+                        list.iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                            .map(|(_, v)| v.as_str())
+                    },
+                    b,
+                    secrets,
+                    t,
+                    i64::MAX,
+                )
+                .is_ok()
+        };
+        assert!(ok(&signed, body, &SECRETS), "{name}: a genuine signature");
+        assert!(!ok(&signed, body, &SECRETS[1..]), "{name}: another secret");
+        let mut altered = body.to_vec();
+        match altered.get_mut(usize::from(flip) % body.len().max(1)) {
+            Some(b) => *b ^= flip | 1,
+            None => altered.push(flip),
+        }
+        assert!(!ok(&signed, &altered, &SECRETS), "{name}: another body");
+        // An arbitrary signature header: accepted only if it is the HMAC (any hex case).
+        let mut forged = signed.clone();
+        forged[0].1 = arbitrary.to_owned();
+        if ok(&forged, body, &SECRETS) {
+            let genuine = SECRETS.iter().any(|s| {
+                arbitrary
+                    .trim()
+                    .eq_ignore_ascii_case(&format!("{prefix}{}", mac_hex(s, &payload)))
+            });
+            assert!(genuine, "{name}: accepted {arbitrary:?}");
+        }
+        if name == "slack"
+            && let Some(t2) = t.checked_add(1)
+        {
+            let mut moved = signed.clone();
+            moved[1].1 = t2.to_string();
+            assert!(!ok(&moved, body, &SECRETS), "slack: another timestamp");
+        }
+    }
+}
+
+/// HMAC-SHA256 of `payload` under `secret`, in lower-case hex.
+fn mac_hex(secret: &[u8], payload: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+    mac.update(payload);
+    hex::encode(mac.finalize().into_bytes())
+}
 
 /// Signs `body` at `t` with some of the receiver's secrets and the wrong one, edits the header
 /// as the input says, and verifies it at a time near `t` after each edit.

@@ -10,8 +10,10 @@ pub mod defaults;
 pub mod secret;
 pub mod security;
 mod serve;
+pub mod session;
 mod source;
 pub mod timefmt;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,12 +24,14 @@ use serde::Deserialize;
 pub use secret::{SecretError, SecretRef, SecretString};
 pub use security::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism, SecurityProtocol};
 pub use serve::{ServeAuth, ServeClient, ServeConfig, ServeOperation, ServeTls};
+pub use session::{LoginBody, SessionConfig, TokenPlace};
 pub use source::{
     Auth, Body, DriftPolicy, Incremental, KeyFormat, Method, OAuth2ClientAuth, OAuth2Config,
     OAuth2Grant, PLACEHOLDERS, Pagination, PrimaryKey, QuotaConfig, QuotaHeaders, SourceConfig,
     StatusAction, StatusRange, StatusRule, StreamConfig,
 };
 pub use timefmt::TimeFormat;
+pub use webhook::{FieldSpec, WebhookConfig, WebhookPreset, WebhookSignature};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::timefmt::TimeFormat;
+use super::webhook::WebhookConfig;
 use super::{ConfigError, SecretRef, check_name, defaults, invalid};
 
 /// One upstream API (or push source) and its streams.
@@ -86,6 +87,9 @@ pub enum Auth {
     /// OAuth 2.0: an access token from the provider's token endpoint, sent as
     /// `Authorization: Bearer`, refreshed before it expires (see `fetch::oauth`).
     Oauth2(OAuth2Config),
+    /// A session token from a login request, renewed by logging in again after a 401 (see
+    /// `fetch::session`).
+    Session(super::session::SessionConfig),
 }
 
 /// `auth = { kind = "oauth2", ... }`.
@@ -240,45 +244,6 @@ pub enum QuotaMode {
     Central,
     /// A limiter per process and immediate retries: for the benchmark only.
     Naive,
-}
-
-/// Webhook verification and keying for a push source.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Signing secrets: one, or two during a rotation (both accepted).
-    pub secrets: Vec<SecretRef>,
-    /// Header that carries `t=<unix>,v1=<hex>`.
-    #[serde(default = "default_signature_header")]
-    pub signature_header: String,
-    /// JSON pointer of the event id.
-    #[serde(default = "default_event_id")]
-    pub event_id: String,
-    /// JSON pointer of the entity id (landing key).
-    #[serde(default = "default_entity_id")]
-    pub entity_id: String,
-    /// JSON pointer of the per-entity sequence number (the version dedup orders by).
-    #[serde(default = "default_seq")]
-    pub sequence: String,
-    /// JSON pointer of the stream name inside the event; absent: `stream` below.
-    #[serde(default = "default_stream_pointer")]
-    pub stream_pointer: String,
-}
-
-fn default_signature_header() -> String {
-    "X-Intake-Signature".into()
-}
-fn default_event_id() -> String {
-    "/event_id".into()
-}
-fn default_entity_id() -> String {
-    "/entity_id".into()
-}
-fn default_seq() -> String {
-    "/seq".into()
-}
-fn default_stream_pointer() -> String {
-    "/stream".into()
 }
 
 /// One stream of a source: an endpoint listing records of one entity type.
@@ -927,6 +892,9 @@ impl SourceConfig {
                 "required when a stream has a path",
             ));
         }
+        if let Some(Auth::Session(s)) = &self.auth {
+            s.validate(&format!("{at}.auth"), self.base_url.as_deref())?;
+        }
         if let Some(Auth::Oauth2(o)) = &self.auth {
             o.validate(&format!("{at}.auth"))?;
         }
@@ -945,19 +913,7 @@ impl SourceConfig {
             }
         }
         if let Some(w) = &self.webhook {
-            if w.secrets.is_empty() || w.secrets.len() > 2 {
-                return Err(invalid(
-                    format!("{at}.webhook.secrets"),
-                    "one secret, or two during a rotation",
-                ));
-            }
-            for (f, p) in [
-                ("event_id", &w.event_id),
-                ("entity_id", &w.entity_id),
-                ("sequence", &w.sequence),
-            ] {
-                check_pointer(&format!("{at}.webhook.{f}"), p)?;
-            }
+            w.check(&format!("{at}.webhook"))?;
         }
         check_headers(&format!("{at}.headers"), &self.headers)?;
         if let Some(Auth::ApiKeyQuery { param, .. }) = &self.auth
@@ -1043,7 +999,7 @@ impl SourceConfig {
     }
 }
 
-fn check_pointer(field: &str, p: &str) -> Result<(), ConfigError> {
+pub(super) fn check_pointer(field: &str, p: &str) -> Result<(), ConfigError> {
     if p.is_empty() || p.starts_with('/') {
         Ok(())
     } else {

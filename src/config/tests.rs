@@ -322,8 +322,19 @@ fn public_api_examples_are_valid() {
             size_param: Some("per_page".into())
         }
     );
+    let gh_hook = github.webhook.as_ref().unwrap();
+    assert_eq!(
+        gh_hook.scheme("sources[0].webhook").unwrap(),
+        crate::signing::Scheme::preset("github").unwrap()
+    );
     let stripe = load("stripe");
     assert_eq!(stripe.streams[0].version, None);
+    let hook = stripe.webhook.as_ref().unwrap();
+    assert_eq!(
+        hook.scheme("sources[0].webhook").unwrap().header,
+        "Stripe-Signature"
+    );
+    assert_eq!(hook.stream.as_deref(), Some("customers"));
     assert_eq!(
         stripe.streams[1].incremental.as_ref().unwrap().format,
         crate::config::TimeFormat::EpochS
@@ -645,7 +656,14 @@ fn the_walk_finds_fields_of_every_kind() {
     );
     assert_eq!(
         a.tags["sources[].auth.kind"],
-        ["bearer", "api_key", "basic", "api_key_query", "oauth2"]
+        [
+            "bearer",
+            "api_key",
+            "basic",
+            "api_key_query",
+            "oauth2",
+            "session"
+        ]
     );
     assert_eq!(a.values["sources[].streams[].drift"], ["dlq", "evolve"]);
     assert_eq!(a.values["sources[].quota.mode"], ["central", "naive"]);

@@ -12,6 +12,9 @@
 //! Redirects are followed by hand, at most [`MAX_REDIRECTS`] per request, and credentials are
 //! sent only to the origin of the URL asked for (see `SourceClient::send`).
 //!
+//! With session auth (`super::session`) a 401 drops the session token and the request logs in
+//! again and is repeated once; a second 401 is returned as [`HttpError::Client`].
+//!
 //! With OAuth 2.0 (`super::oauth`) a 401 drops the access token it was sent with and the
 //! request is repeated once with a fresh one; a second 401 is returned as
 //! [`HttpError::Client`], and a token that cannot be had as [`HttpError::Auth`] (the stream
@@ -182,10 +185,10 @@ impl ResolvedAuth {
                 Self::Basic(username.clone(), secret("password", password)?)
             }
             Auth::ApiKeyQuery { param, key } => Self::Query(param.clone(), secret("key", key)?),
-            Auth::Oauth2(_) => {
+            Auth::Oauth2(_) | Auth::Session(_) => {
                 return Err(crate::config::invalid(
                     format!("{at}.kind"),
-                    "oauth2 is for sources (sources[].auth)",
+                    "oauth2 and session are for sources (sources[].auth)",
                 ));
             }
         })
@@ -208,6 +211,8 @@ pub enum SourceAuth {
     Fixed(ResolvedAuth),
     /// An OAuth 2.0 access token, shared by every source of the token id.
     OAuth2(std::sync::Arc<super::oauth::OAuth2>),
+    /// A session token from a login request (`super::session`).
+    Session(Box<super::session::Session>),
 }
 
 /// The HTTP client of one source.
@@ -289,6 +294,15 @@ impl SourceClient {
         at: &str,
         oauth: Option<std::sync::Arc<super::oauth::OAuth2>>,
     ) -> Result<Self, ConfigError> {
+        let http = reqwest::Client::builder()
+            .timeout(src.request_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("intake/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            // Redirects are followed by `send`, which decides where credentials may go.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| crate::config::invalid(format!("{at}.base_url"), e.to_string()))?;
         let auth = match (&src.auth, oauth) {
             (None, _) => None,
             (Some(Auth::Oauth2(o)), shared) => Some(SourceAuth::OAuth2(match shared {
@@ -299,20 +313,14 @@ impl SourceClient {
                     &format!("{at}.auth"),
                 )?),
             })),
+            (Some(Auth::Session(c)), _) => Some(SourceAuth::Session(Box::new(
+                super::session::Session::new(c, src, &format!("{at}.auth"), http.clone())?,
+            ))),
             (Some(a), _) => Some(SourceAuth::Fixed(ResolvedAuth::resolve(
                 a,
                 &format!("{at}.auth"),
             )?)),
         };
-        let http = reqwest::Client::builder()
-            .timeout(src.request_timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("intake/", env!("CARGO_PKG_VERSION")))
-            .no_proxy()
-            // Redirects are followed by `send`, which decides where credentials may go.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| crate::config::invalid(format!("{at}.base_url"), e.to_string()))?;
         Ok(Self {
             http,
             auth,
@@ -359,6 +367,12 @@ impl SourceClient {
                         return Err(HttpError::Auth { url: shown, source });
                     }
                 },
+                Some(SourceAuth::Session(s)) => match s.token().await {
+                    Ok(t) => Some(t),
+                    Err(source) => {
+                        return Err(HttpError::Auth { url: shown, source });
+                    }
+                },
                 _ => None,
             };
             let permit = pacer.acquire().await;
@@ -390,6 +404,26 @@ impl SourceClient {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
+                    if status == 401
+                        && let (Some(SourceAuth::Session(session)), Some(sent)) =
+                            (&self.auth, &bearer)
+                    {
+                        session.rejected(sent).await;
+                        if !fresh_token_after_401 {
+                            // The session expired or was revoked: log in again, once.
+                            tracing::warn!(url = %shown, "401 Unauthorized: logging in again and retrying once");
+                            fresh_token_after_401 = true;
+                            continue;
+                        }
+                        let body = resp.bytes().await.unwrap_or_default();
+                        let snippet =
+                            String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                        return Err(HttpError::Client {
+                            url: shown,
+                            status,
+                            body: format!("{snippet} (again after a fresh session login)"),
+                        });
+                    }
                     if status == 401
                         && let (Some(SourceAuth::OAuth2(o)), Some(sent)) = (&self.auth, &bearer)
                     {
@@ -561,6 +595,7 @@ impl SourceClient {
             (Some(SourceAuth::OAuth2(_)), Some(t)) => {
                 req.header(AUTHORIZATION, format!("Bearer {}", t.expose()))
             }
+            (Some(SourceAuth::Session(s)), Some(t)) => s.apply(req, t),
             _ => req,
         }
     }

@@ -23,6 +23,7 @@ pub mod oauth;
 pub mod ownership;
 pub mod paginate;
 pub mod request;
+pub mod session;
 pub mod stream;
 pub mod unchanged;
 

@@ -20,6 +20,7 @@
 //! acknowledged; retry).
 
 mod auth;
+mod events;
 pub mod jobs;
 pub mod lander;
 mod openapi;
@@ -56,7 +57,7 @@ struct ServeState {
     ready: watch::Receiver<bool>,
     jobs: jobs::Registry,
     blobs: BlobStore,
-    secrets: HashMap<String, Vec<SecretString>>,
+    hooks: HashMap<String, Hook>,
     ack_wait: Duration,
     replays: replay::ReplayGuard,
     clients: auth::Clients,
@@ -95,6 +96,14 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// A webhook source, resolved at start.
+struct Hook {
+    scheme: crate::signing::Scheme,
+    secrets: Vec<SecretString>,
+    tolerance_secs: i64,
+    map: events::EventMap,
 }
 
 /// An error answer.
@@ -146,15 +155,25 @@ pub async fn run(
     };
     let kafka = Kafka::new(&cfg.kafka)?;
     let names = TopicNames::from_config(&cfg);
-    let mut secrets = HashMap::new();
+    let mut hooks = HashMap::new();
     for (i, s) in cfg.sources.iter().enumerate() {
         if let Some(w) = &s.webhook {
-            let resolved = w
+            let at = format!("sources[{i}].webhook");
+            let secrets = w
                 .secrets
                 .iter()
-                .map(|r| r.resolve_field(format!("sources[{i}].webhook.secrets")))
+                .map(|r| r.resolve_field(format!("{at}.secrets")))
                 .collect::<Result<Vec<_>, _>>()?;
-            secrets.insert(s.name.clone(), resolved);
+            let tolerance = w.signature.tolerance.unwrap_or(cfg.serve.webhook_tolerance);
+            hooks.insert(
+                s.name.clone(),
+                Hook {
+                    scheme: w.scheme(&at)?,
+                    secrets,
+                    tolerance_secs: i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX),
+                    map: events::EventMap::new(s, w, &at)?,
+                },
+            );
         }
     }
     let clients = auth::Clients::resolve(&cfg.serve)?;
@@ -187,7 +206,7 @@ pub async fn run(
         queue,
         ready,
         jobs,
-        secrets,
+        hooks,
         replays: replay::ReplayGuard::new(cfg.serve.webhook_tolerance),
         clients,
     });
@@ -365,14 +384,6 @@ fn parse_json(body: &[u8], what: &str) -> Result<Value, ApiError> {
     })
 }
 
-fn pointer_string(v: &Value, p: &str) -> Option<String> {
-    match v.pointer(p)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 async fn webhook(
     State(st): State<Arc<ServeState>>,
     Path(source): Path<String>,
@@ -386,31 +397,30 @@ async fn webhook(
             format!("no webhook source `{source}`"),
         )
     };
-    let src = st.cfg.source(&source).ok_or_else(not_found)?;
-    let hook = src.webhook.as_ref().ok_or_else(not_found)?;
-    let secrets = &st.secrets[&source];
-    let header = headers
-        .get(hook.signature_header.as_str())
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let keys: Vec<&[u8]> = secrets.iter().map(|s| s.expose().as_bytes()).collect();
+    let hook = st.hooks.get(&source).ok_or_else(not_found)?;
+    let keys: Vec<&[u8]> = hook.secrets.iter().map(|s| s.expose().as_bytes()).collect();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    if let Err(e) = crate::signing::verify(
-        header,
+    let verified = match hook.scheme.verify(
+        |name| headers.get(name).and_then(|v| v.to_str().ok()),
         &body,
         &keys,
         now,
-        st.cfg.serve.webhook_tolerance.as_secs() as i64,
+        hook.tolerance_secs,
     ) {
-        tracing::warn!(source = %source, reason = %e, bytes = body.len(), "webhook refused");
-        return Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            e.to_string(),
-        ));
-    }
-    let signed_at = crate::signing::timestamp(header).expect("a verified header parses");
-    let ticket = match st.replays.claim(signed_at, &body, now) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(source = %source, reason = %e, bytes = body.len(), "webhook refused");
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+                e.to_string(),
+            ));
+        }
+    };
+    let ticket = match st
+        .replays
+        .claim(verified.timestamp, &body, now, hook.tolerance_secs)
+    {
         Ok(ticket) => ticket,
         // Landed already: a sender that lost our answer and delivers again gets the same
         // success (it stops retrying), and nothing lands twice.
@@ -436,26 +446,25 @@ async fn webhook(
             "the event must be a JSON object".into(),
         ));
     }
-    let field = |name: &str, p: &str| {
-        pointer_string(&event, p).ok_or_else(|| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                "missing_field",
-                format!("the event has no {name} at {p}"),
+    let ev = match hook.map.map(&event, &headers) {
+        Ok(events::Mapped::Land(ev)) => ev,
+        Ok(events::Mapped::Ignored { event_type }) => {
+            tracing::info!(source = %source, event_type = %event_type, "webhook of an ignored type acknowledged; nothing landed");
+            metrics::counter!(crate::telemetry::metric::SERVE_WEBHOOKS_IGNORED, "source" => source.clone())
+                .increment(1);
+            ticket.landed();
+            return Ok((
+                StatusCode::OK,
+                Json(serde_json::json!({ "status": "ignored", "event_type": event_type })),
             )
-        })
+                .into_response());
+        }
+        Err(e) => {
+            tracing::warn!(source = %source, code = e.1, reason = %e.2, "webhook refused");
+            return Err(e);
+        }
     };
-    let entity = field("entity id", &hook.entity_id)?;
-    let event_id = field("event id", &hook.event_id)?;
-    let seq = field("sequence number", &hook.sequence)?;
-    let stream = field("stream", &hook.stream_pointer)?;
-    if !src.streams.iter().any(|s| s.name == stream) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "unknown_stream",
-            format!("source `{source}` has no stream `{stream}`"),
-        ));
-    }
+    let (entity, event_id, stream) = (ev.entity_id, ev.event_id, ev.stream);
     let mut h = Headers::new()
         .with(headers::SOURCE, &source)
         .with(headers::STREAM, &stream)
@@ -463,7 +472,8 @@ async fn webhook(
         .with(headers::FETCHED_AT, headers::now_rfc3339())
         .with(headers::REQUEST, format!("POST /v1/webhooks/{source}"))
         .with(headers::EVENT_ID, &event_id)
-        .with(headers::SEQ, &seq);
+        .with(headers::SEQ, ev.version.to_string())
+        .with(headers::OP, ev.op.as_str());
     // An event over the landing topic's inline limit is stored by claim-check, like a page:
     // the landing value is its reference (`intake.blob`), validate reads the body back.
     let value = if body.len() > st.cfg.blob.max_inline_bytes {

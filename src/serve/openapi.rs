@@ -38,10 +38,10 @@ pub fn document() -> Value {
             "/v1/webhooks/{source}": {"post": {
                 "summary": "Land a signed webhook event",
                 "parameters": [{"name": "source", "in": "path", "required": true, "schema": {"type": "string"}},
-                               {"name": "X-Intake-Signature", "in": "header", "required": true, "schema": {"type": "string"},
-                                "description": "t=<unix>,v1=<hex HMAC-SHA256 of \"{t}.{body}\">"}],
+                               {"name": "X-Intake-Signature", "in": "header", "required": false, "schema": {"type": "string"},
+                                "description": "with the default scheme: t=<unix>,v1=<hex HMAC-SHA256 of \"{t}.{body}\">; a source with a preset takes its provider's header instead (Stripe-Signature, X-Hub-Signature-256, X-Shopify-Hmac-Sha256, X-Slack-Signature)"}],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
-                "responses": responses(&[("202", "landed (committed)")])}},
+                "responses": responses(&[("202", "landed (committed)"), ("200", "a duplicate of a landed delivery, or an ignored event type: nothing landed"), ("422", "an event type the source does not map: nothing landed")])}},
             "/v1/jobs": {"post": protected(json!({
                 "summary": "Submit a batch under a job id (idempotent)",
                 "parameters": [{"name": "Idempotency-Key", "in": "header", "description": "the client's job id: 1 to 200 characters, not starting with `~` (reserved)", "schema": {"type": "string", "minLength": 1, "maxLength": 200}},

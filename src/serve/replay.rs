@@ -78,22 +78,35 @@ impl ReplayGuard {
         }
     }
 
-    /// Claims the message signed at `t` with `body` (call after the signature verified).
+    /// Claims the message signed at `t` with `body` (call after the signature verified),
+    /// remembered for `window_secs` (the source's tolerance) past its signing time. A scheme
+    /// that signs no timestamp (GitHub, Shopify) gives `None`: the body alone is the message,
+    /// remembered for the window from now.
     ///
     /// # Errors
     /// [`Replay`] when the message landed before or is being landed now.
-    pub fn claim(&self, t: i64, body: &[u8], now: i64) -> Result<Ticket<'_>, Replay> {
+    pub fn claim(
+        &self,
+        t: Option<i64>,
+        body: &[u8],
+        now: i64,
+        window_secs: i64,
+    ) -> Result<Ticket<'_>, Replay> {
         self.prune(now);
         let mut h = Sha256::new();
-        h.update(t.to_string().as_bytes());
+        match t {
+            Some(t) => h.update(t.to_string().as_bytes()),
+            None => h.update(b"-"),
+        }
         h.update(b".");
         h.update(body);
         let key: [u8; 32] = h.finalize().into();
-        // Past this, the signature is stale and `signing::verify` refuses it anyway.
-        let forget_at = t.saturating_add(self.tolerance_secs);
+        let shown = t.unwrap_or(now);
+        // Past this, a signature is stale and `Scheme::verify` refuses it anyway.
+        let forget_at = shown.saturating_add(window_secs.max(self.tolerance_secs));
         match self.seen.entry(key) {
-            Entry::Occupied(e) if e.get().1 => Err(Replay::Landed(t)),
-            Entry::Occupied(_) => Err(Replay::InFlight(t)),
+            Entry::Occupied(e) if e.get().1 => Err(Replay::Landed(shown)),
+            Entry::Occupied(_) => Err(Replay::InFlight(shown)),
             Entry::Vacant(v) => {
                 v.insert((forget_at, false));
                 Ok(Ticket {
@@ -134,32 +147,47 @@ mod tests {
     #[test]
     fn a_landed_message_is_refused_until_its_window_passed() {
         let g = ReplayGuard::new(Duration::from_secs(300));
-        g.claim(1000, b"{}", 1000).unwrap().landed();
-        assert_eq!(g.claim(1000, b"{}", 1100).err(), Some(Replay::Landed(1000)));
+        g.claim(Some(1000), b"{}", 1000, 300).unwrap().landed();
+        assert_eq!(
+            g.claim(Some(1000), b"{}", 1100, 300).err(),
+            Some(Replay::Landed(1000))
+        );
         // Signed afresh (a retry) or another body: a new message.
-        g.claim(1001, b"{}", 1100).unwrap().landed();
-        g.claim(1000, b"{ }", 1100).unwrap().landed();
+        g.claim(Some(1001), b"{}", 1100, 300).unwrap().landed();
+        g.claim(Some(1000), b"{ }", 1100, 300).unwrap().landed();
         assert_eq!(g.len(), 3);
     }
 
     #[test]
     fn a_message_that_did_not_land_may_come_again_and_one_in_flight_may_not() {
         let g = ReplayGuard::new(Duration::from_secs(300));
-        let t = g.claim(1000, b"{}", 1000).unwrap();
+        let t = g.claim(Some(1000), b"{}", 1000, 300).unwrap();
         assert_eq!(
-            g.claim(1000, b"{}", 1000).err(),
+            g.claim(Some(1000), b"{}", 1000, 300).err(),
             Some(Replay::InFlight(1000))
         );
         drop(t); // landing failed
-        g.claim(1000, b"{}", 1000).unwrap().landed();
+        g.claim(Some(1000), b"{}", 1000, 300).unwrap().landed();
+    }
+
+    #[test]
+    fn unstamped_messages_are_the_body_alone() {
+        let g = ReplayGuard::new(Duration::from_secs(300));
+        g.claim(None, b"{}", 1000, 300).unwrap().landed();
+        assert_eq!(
+            g.claim(None, b"{}", 1200, 300).err(),
+            Some(Replay::Landed(1200))
+        );
+        g.claim(None, b"{ }", 1200, 300).unwrap().landed();
+        g.claim(Some(1000), b"{}", 1200, 300).unwrap().landed();
     }
 
     #[test]
     fn forgotten_after_the_window() {
         let g = ReplayGuard::new(Duration::from_secs(300));
-        g.claim(1000, b"{}", 1000).unwrap().landed();
+        g.claim(Some(1000), b"{}", 1000, 300).unwrap().landed();
         *g.pruned.lock().unwrap() = Instant::now() - PRUNE_EVERY * 2;
-        g.claim(2000, b"x", 1301).unwrap().landed();
+        g.claim(Some(2000), b"x", 1301, 300).unwrap().landed();
         assert_eq!(g.len(), 1, "the first message's window ended at 1300");
     }
 }

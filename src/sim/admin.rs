@@ -165,6 +165,7 @@ struct StatsOut {
     tokens: BTreeMap<String, TokenStats>,
     unauthorized: u64,
     oidc_accepted: u64,
+    sessions: Option<super::session::SessionCounts>,
     pages: u64,
     faults: FaultCounts,
     writer: WriterOut,
@@ -190,6 +191,10 @@ async fn stats(State(state): State<Arc<SimState>>) -> Json<impl Serialize> {
         tokens: state.quotas().stats(),
         unauthorized: state.counters.unauthorized.load(Ordering::SeqCst),
         oidc_accepted: state.counters.oidc_accepted.load(Ordering::SeqCst),
+        sessions: state
+            .sessions
+            .as_ref()
+            .map(super::session::Sessions::counts),
         pages: state.counters.pages.load(Ordering::SeqCst),
         faults: state.faults().counts(),
         writer,

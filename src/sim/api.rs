@@ -104,9 +104,18 @@ async fn guard(
             "missing bearer token: send Authorization: Bearer <token>",
         );
     };
-    let token = match &state.oidc {
-        None => token,
-        Some(oidc) => match oidc.verify(token).await {
+    let token = match (&state.sessions, &state.oidc) {
+        (Some(sessions), _) => {
+            if !sessions.accepts(token) {
+                return unauthorized(
+                    &state,
+                    "no live session with this token; log in at /v1/login",
+                );
+            }
+            sessions.quota_token.as_str()
+        }
+        (None, None) => token,
+        (None, Some(oidc)) => match oidc.verify(token).await {
             Ok(_) => {
                 state.counters.oidc_accepted.fetch_add(1, Ordering::SeqCst);
                 oidc.quota_token.as_str()

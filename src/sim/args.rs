@@ -276,6 +276,16 @@ pub struct SimArgs {
     #[arg(long, env = "INTAKE_SIM_OIDC_ISSUER")]
     pub oidc_issuer: Option<String>,
 
+    /// Take session tokens from `POST /v1/login` (`{"username", "password"}`, these
+    /// credentials) instead of the `--token` names; they count against the first `--token`'s
+    /// quota, and `POST /admin/sessions/expire` ends them all (see `sim::session`).
+    #[arg(long, env = "INTAKE_SIM_SESSION_LOGIN", hide_env_values = true)]
+    pub session_login: Option<String>,
+
+    /// With `--session-login`: a session ends after this many requests (0: never).
+    #[arg(long, env = "INTAKE_SIM_SESSION_MAX_REQUESTS", default_value_t = 0)]
+    pub session_max_requests: u64,
+
     /// With `--oidc-issuer`: the `--token` whose quota accepted tokens count against
     /// (default: the first `--token`).
     #[arg(long, env = "INTAKE_SIM_OIDC_QUOTA_TOKEN")]

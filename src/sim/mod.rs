@@ -31,6 +31,7 @@
 //! | `webhooks.rs`   | signed, shuffled, duplicated, retried webhook delivery |
 //! | `api.rs`        | `/v1` routes and the auth → quota → faults guard |
 //! | `oidc.rs`       | `--oidc-issuer`: only the issuer's signed access tokens are accepted |
+//! | `session.rs`    | `--session-login`: session tokens from `POST /v1/login`, expired on demand |
 //! | `admin.rs`      | `/admin` routes |
 //! | `state.rs`      | the shared state and why its locks are what they are |
 //! | `seeded.rs`, `clock.rs` | version-stable randomness; time formats |
@@ -61,6 +62,7 @@ pub mod pagination;
 pub mod quota;
 pub mod render;
 pub mod seeded;
+pub mod session;
 pub mod state;
 pub mod store;
 pub mod webhooks;
@@ -146,6 +148,7 @@ pub async fn run(
     );
     let app: Router = api::router(Arc::clone(&state))
         .merge(admin::router())
+        .merge(session::router())
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -57,6 +57,8 @@ pub struct SimState {
     pub started: std::time::Instant,
     /// `--oidc-issuer`: the issuer's token check.
     pub oidc: Option<super::oidc::Oidc>,
+    /// `--session-login`: the live sessions.
+    pub sessions: Option<super::session::Sessions>,
 }
 
 const POISONED: &str =
@@ -122,6 +124,14 @@ impl SimState {
             local_addr,
             counters: ApiCounters::default(),
             started: std::time::Instant::now(),
+            sessions: args.session_login.as_deref().map(|login| {
+                super::session::Sessions::new(
+                    login,
+                    args.session_max_requests,
+                    args.tokens.first().map_or("demo", |t| t.token.as_str()),
+                    args.seed,
+                )
+            }),
             oidc: args.oidc_issuer.as_deref().map(|issuer| {
                 super::oidc::Oidc::new(
                     issuer,

@@ -254,7 +254,8 @@ struct StreamPlan {
     key: Option<KeyFields>,
     /// Pages: the stream's record selector, primary key and version pointers.
     pages: Splitter,
-    /// Webhook events: the record is the event's `data`; the version is the event's `seq`.
+    /// Webhook events: the record is at the source's `webhook.record` (`/data`); the version
+    /// is the event's `seq`.
     events: Splitter,
     drift: DriftPolicy,
     /// The stream's configuration (a first schema is named and keyed from it).
@@ -320,7 +321,12 @@ impl Plans {
                         KeyFormat::Avro => Some(KeyFields::new(&st.primary_key).map_err(err)?),
                     },
                     pages: Splitter::for_stream(st).map_err(err)?,
-                    events: Splitter::new("/data", st.primary_key.first(), None).map_err(err)?,
+                    events: Splitter::new(
+                        s.webhook.as_ref().map_or("/data", |w| w.record.as_str()),
+                        st.primary_key.first(),
+                        None,
+                    )
+                    .map_err(err)?,
                     drift: st.drift,
                     config: st.clone(),
                 };
@@ -1245,7 +1251,8 @@ impl Validate {
             );
             return self.dead_letter(msg, sink, Some(value), &why, None, None);
         };
-        let event = match parse_event(value, &shape) {
+        let mapped = event_from_headers(msg);
+        let event = match mapped.unwrap_or_else(|| parse_event(value, &shape)) {
             Ok(e) => e,
             Err(why) => return self.dead_letter(msg, sink, Some(value), &why, None, None),
         };
@@ -1315,10 +1322,9 @@ impl Validate {
                 let record = match plan.events.split(value) {
                     Ok(mut split) if split.len() == 1 => split.swap_remove(0),
                     Ok(_) => {
-                        let why = Rejection::at(
+                        let why = Rejection::whole(
                             DriftKind::NotAPage,
-                            "data",
-                            "an event's `data` is one record object",
+                            "an event's record (at the source's webhook.record) is one object",
                         );
                         return self.dead_letter(msg, sink, Some(value), &why, Some(against), None);
                     }
@@ -1760,6 +1766,54 @@ pub struct Event {
     pub entity_id: Option<String>,
     /// The sequence number: the version of the record.
     pub seq: i64,
+}
+
+/// The event as serve mapped it at landing (`intake.op`, `intake.stream`, `intake.seq` and the
+/// key: see `serve::events`), or `None` for an event landed without a mapping (before serve
+/// mapped events), whose envelope [`parse_event`] reads.
+fn event_from_headers(msg: &BorrowedMessage<'_>) -> Option<Result<Event, Rejection>> {
+    let h = msg.headers();
+    let op = headers::get_str(h, headers::OP)?;
+    let bad = |why: String| Rejection::whole(DriftKind::NotAPage, why);
+    let op = match op {
+        "upsert" => EventOp::Upsert,
+        "delete" => EventOp::Delete,
+        other => {
+            return Some(Err(bad(format!(
+                "the event's `{}` is `{other}`",
+                headers::OP
+            ))));
+        }
+    };
+    let Some(stream) = headers::get_str(h, headers::STREAM).filter(|s| !s.is_empty()) else {
+        return Some(Err(bad(format!(
+            "a mapped event without `{}`",
+            headers::STREAM
+        ))));
+    };
+    let Some(seq) = headers::get_str(h, headers::SEQ).and_then(|s| s.parse::<i64>().ok()) else {
+        return Some(Err(Rejection::whole(
+            DriftKind::BadVersion,
+            format!("a mapped event without an integer `{}`", headers::SEQ),
+        )));
+    };
+    let entity_id = msg
+        .key()
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned);
+    if op == EventOp::Delete && entity_id.is_none() {
+        return Some(Err(Rejection::whole(
+            DriftKind::MissingKey,
+            "a mapped delete event without a key",
+        )));
+    }
+    Some(Ok(Event {
+        op,
+        stream: stream.to_owned(),
+        entity_id,
+        seq,
+    }))
 }
 
 /// Parses a webhook event's envelope:

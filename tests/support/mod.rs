@@ -621,3 +621,46 @@ pub async fn subject_versions(subject: &str) -> Vec<(u32, u32, String)> {
     }
     out
 }
+
+/// `intake serve` running in this process on a free port, ready (Kafka transactions work).
+pub struct Serve {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), intake::serve::ServeError>>,
+}
+
+impl Serve {
+    /// Starts serve and waits until `/readyz` answers 200 (failing the test, with serve's
+    /// error if it stopped, after two minutes).
+    pub async fn start(cfg: std::sync::Arc<Config>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(intake::serve::run(cfg, listener, async move {
+            let _ = rx.await;
+        }));
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            if reqwest::get(format!("{base}/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return Self {
+                    base,
+                    stop: Some(tx),
+                    task,
+                };
+            }
+            assert!(!task.is_finished(), "serve stopped: {:?}", task.await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("serve never became ready");
+    }
+
+    /// Stops serve (it finishes in-flight transactions) and waits for it.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
