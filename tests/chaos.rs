@@ -570,18 +570,7 @@ async fn run(s: Settings) {
         .expect("schemas apply");
 
     // The concurrent judge reads the valid, curated and DLQ topics for the whole run.
-    let judge = {
-        let names = intake::topics::TopicNames::from_config(&cfg);
-        let valid: Vec<String> = e2e::STREAMS
-            .iter()
-            .map(|(st, ..)| names.valid("sim", st))
-            .collect();
-        let curated: Vec<String> = e2e::STREAMS
-            .iter()
-            .map(|(st, ..)| names.curated("sim", st))
-            .collect();
-        support::judge::Judge::start(&valid, &curated, &names.dlq())
-    };
+    let judge = support::judge::Judge::for_sim(&cfg);
 
     let mut slots: Vec<Slot> = STAGES
         .into_iter()

@@ -23,7 +23,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use intake::topics::TopicNames;
 use support::e2e::{self, Knobs};
 use support::proc::{self, Proc};
 use support::*;
@@ -89,16 +88,7 @@ async fn each_judge_names_exactly_what_its_deliberate_defect_broke() {
         .await
         .expect("schemas apply");
 
-    let names = TopicNames::from_config(&cfg);
-    let valid: Vec<String> = e2e::STREAMS
-        .iter()
-        .map(|(st, ..)| names.valid("sim", st))
-        .collect();
-    let curated: Vec<String> = e2e::STREAMS
-        .iter()
-        .map(|(st, ..)| names.curated("sim", st))
-        .collect();
-    let judge = support::judge::Judge::start(&valid, &curated, &names.dlq());
+    let judge = support::judge::Judge::for_sim(&cfg);
 
     let log = |stage: &str| dir.join(format!("{stage}.log"));
     let start = |stage: &str, faults: &str| -> Proc {

@@ -64,6 +64,16 @@ fn header<'a>(m: &'a rdkafka::message::BorrowedMessage<'_>, name: &str) -> Optio
 }
 
 impl Judge {
+    /// A judge of the simulator source's streams (`e2e::STREAMS`) in `cfg`'s topics.
+    pub fn for_sim(cfg: &intake::config::Config) -> Self {
+        let names = intake::topics::TopicNames::from_config(cfg);
+        let (valid, curated): (Vec<String>, Vec<String>) = super::e2e::STREAMS
+            .iter()
+            .map(|(st, ..)| (names.valid("sim", st), names.curated("sim", st)))
+            .unzip();
+        Self::start(&valid, &curated, &names.dlq())
+    }
+
     /// Starts tailing `valid` and `curated` topics and `dlq` from their beginnings. The
     /// topics must exist.
     pub fn start(valid: &[String], curated: &[String], dlq: &str) -> Self {
