@@ -255,15 +255,9 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         "sasl_ssl SCRAM-SHA-512 as intake",
         &secrets,
         1000,
+        run,
     )
     .await;
-
-    let status = run.terminate(Duration::from_secs(60));
-    assert!(
-        status.success(),
-        "intake run stops cleanly: {status}\n{}",
-        tail()
-    );
     println!(
         "after {} writes ({} backdated, {} deletes) and {} webhooks ({} duplicated, {} retried, {events} events landed): \
          {} keys compared, {} matched, {} tombstoned, {} drifted in the DLQ; lost {} doubled {} stale {} wrong {}; \
@@ -360,14 +354,9 @@ async fn a_backfill_over_oauthbearer_equals_the_truth() {
         "sasl_ssl OAUTHBEARER as OAuth client intake-kafka",
         &secrets,
         300,
+        run,
     )
     .await;
-    let status = run.terminate(Duration::from_secs(60));
-    assert!(
-        status.success(),
-        "intake run stops cleanly: {status}\n{}",
-        proc::tail(&log, 40)
-    );
     println!(
         "OAUTHBEARER: {} keys compared, {} matched, {} drifted in the DLQ; lost {} doubled {} stale {} wrong {}; \
          {} landing / {} valid / {} curated records; whole test {:.1} s",
@@ -452,7 +441,7 @@ async fn exactly_the_truth(
 /// key) appear in no command's output or log, in the run's log, in serve's `/metrics`,
 /// `/openapi.json` and answers (headers and bodies, with and without the key), nor in any
 /// record (keys, headers, values) of the landing, DLQ, jobs, cursors, valid and curated topics,
-/// of which at least `min_records` are scanned.
+/// of which at least `min_records` are scanned. Then `run` must stop cleanly.
 #[allow(clippy::too_many_arguments)]
 async fn commands_and_secret_scan(
     cfg: &intake::config::Config,
@@ -464,6 +453,7 @@ async fn commands_and_secret_scan(
     how: &str,
     secrets: &[(&str, String)],
     min_records: usize,
+    mut run: proc::Proc,
 ) {
     let truth_url = format!("http://{}/admin/truth", sim.addr);
     let mut outputs = String::new();
@@ -551,6 +541,12 @@ async fn commands_and_secret_scan(
     })
     .await;
     assert!(found.is_empty(), "a secret in records: {found:?}");
+    let status = run.terminate(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "intake run stops cleanly: {status}\n{}",
+        proc::tail(log, 40)
+    );
 }
 
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {

@@ -92,6 +92,21 @@ fn refused_start(
     format!("{name}: {:.1} s: {}", took.as_secs_f64(), lines[0])
 }
 
+/// `intake validate` with `kafka` as its `[kafka]` lines (a config in `dir` named `name`) must
+/// not start — nor retry forever: [`refused_start`] with Kafka's connection error.
+fn kafka_refused(dir: &Path, name: &str, kafka: &str, field: &str, secret: &str) -> String {
+    let cfg_path = write(dir, name, kafka);
+    let log = dir.join(format!("{name}.log"));
+    refused_start(
+        name,
+        &cfg_path,
+        &log,
+        "cannot connect to Kafka",
+        field,
+        secret,
+    )
+}
+
 fn password(s: &SecureStack) -> String {
     std::fs::read_to_string(s.tls.join("intake.password"))
         .unwrap()
@@ -196,20 +211,10 @@ fn each_misconfiguration_ends_start_up_within_30_s_naming_the_setting() {
         ),
     ];
     let secret = password(&s);
-    let mut report = Vec::new();
-    for (name, kafka, field) in cases {
-        let cfg_path = write(dir.path(), name, &kafka);
-        let log = dir.path().join(format!("{name}.log"));
-        // A long-running stage: it must not start, and must not retry forever either.
-        report.push(refused_start(
-            name,
-            &cfg_path,
-            &log,
-            "cannot connect to Kafka",
-            field,
-            &secret,
-        ));
-    }
+    let report: Vec<String> = cases
+        .into_iter()
+        .map(|(name, kafka, field)| kafka_refused(dir.path(), name, &kafka, field, &secret))
+        .collect();
     println!("{}", report.join("\n"));
 }
 
@@ -252,16 +257,7 @@ fn oauthbearer_with_keycloak_tokens_reaches_the_cluster_and_misconfigurations_ar
             kc.secret("intake-fetch.secret"),
         ),
     ] {
-        let cfg_path = write(dir.path(), name, &kafka);
-        let log = dir.path().join(format!("{name}.log"));
-        report.push(refused_start(
-            name,
-            &cfg_path,
-            &log,
-            "cannot connect to Kafka",
-            field,
-            &secret,
-        ));
+        report.push(kafka_refused(dir.path(), name, &kafka, field, &secret));
     }
     println!("{}", report.join("\n"));
 }

@@ -119,8 +119,22 @@ struct OAuth {
     client: OAuth2,
     /// The token the current converter settings carry.
     current: std::sync::Mutex<Option<SecretString>>,
-    /// The registry's URL, timeout and roots, for new settings.
-    settings: Box<dyn Fn(&SecretString) -> Result<SrSettings, RegistryError> + Send + Sync>,
+    /// The registry's URL and TLS settings, for new converter settings.
+    url: String,
+    tls: Option<crate::config::RegistryTls>,
+}
+
+impl OAuth {
+    /// Converter settings that send `token`. The CA file is read again for each new token
+    /// (minutes apart), so a renewed one is picked up too.
+    fn settings(&self, token: &SecretString) -> Result<SrSettings, RegistryError> {
+        let mut b = SrSettings::new_builder(self.url.clone());
+        b.set_timeout(Duration::from_secs(10))
+            .no_proxy()
+            .set_token_authorization(token.expose());
+        b.build_with(client_builder(&self.url, self.tls.as_ref())?)
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))
+    }
 }
 
 /// An HTTP client for the registry at `url`: its timeout, no proxy, and `registry.tls`'s CA
@@ -321,23 +335,11 @@ impl Registry {
         let http = builder()?
             .build()
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-        let oauth = oauth.map(|client| {
-            let (url, tls) = (cfg.url.clone(), cfg.tls.clone());
-            // The CA file is read again for each new token (minutes apart), so a renewed one
-            // is picked up too.
-            let with_token = move |token: &SecretString| {
-                let mut b = SrSettings::new_builder(url.clone());
-                b.set_timeout(Duration::from_secs(10))
-                    .no_proxy()
-                    .set_token_authorization(token.expose());
-                b.build_with(client_builder(&url, tls.as_ref())?)
-                    .map_err(|e| RegistryError::Unavailable(e.to_string()))
-            };
-            OAuth {
-                client,
-                current: std::sync::Mutex::new(None),
-                settings: Box::new(with_token),
-            }
+        let oauth = oauth.map(|client| OAuth {
+            client,
+            current: std::sync::Mutex::new(None),
+            url: cfg.url.clone(),
+            tls: cfg.tls.clone(),
         });
         Ok(Self {
             settings: std::sync::Mutex::new(settings),
@@ -580,7 +582,7 @@ impl Registry {
         let token = self.bearer(o).await?;
         let mut current = o.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.as_ref() != Some(&token) {
-            *self.lock_settings() = (o.settings)(&token)?;
+            *self.lock_settings() = o.settings(&token)?;
             *current = Some(token);
         }
         Ok(self.lock_settings().clone())
