@@ -77,14 +77,7 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         "0.1",
     ])
     .await;
-    let knobs = Knobs {
-        serve_port,
-        quota: 40,
-        poll: "1s",
-        full_sync_every: "8s",
-        lookback: "1m",
-        page_size: 50,
-    };
+    let knobs = knobs(serve_port);
     // intake connects as a managed Kafka would have it: SASL_SSL, SCRAM-SHA-512, the broker's
     // certificate verified against the stack's CA. The test reads over the plaintext listener.
     let secure = secure_stack();
@@ -311,14 +304,7 @@ async fn a_backfill_over_oauthbearer_equals_the_truth() {
         "0.02",
     ])
     .await;
-    let knobs = Knobs {
-        serve_port,
-        quota: 40,
-        poll: "1s",
-        full_sync_every: "8s",
-        lookback: "1m",
-        page_size: 50,
-    };
+    let knobs = knobs(serve_port);
     let secure = secure_stack();
     let text = config_text_with(
         &secure.oauth_toml(kc, &kc.secret_file("intake-kafka.secret")),
@@ -372,6 +358,19 @@ async fn a_backfill_over_oauthbearer_equals_the_truth() {
         doubles.curated_records,
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The sources' settings of both runs: a quota of 40 requests/s, polls every second, a full
+/// sync every 8 s with a 1 min look-back, pages of 50.
+fn knobs(serve_port: u16) -> Knobs {
+    Knobs {
+        serve_port,
+        quota: 40,
+        poll: "1s",
+        full_sync_every: "8s",
+        lookback: "1m",
+        page_size: 50,
+    }
 }
 
 /// A running `intake run`.
