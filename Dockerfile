@@ -5,7 +5,8 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-# rdkafka builds its bundled librdkafka with gcc and make, both in this image.
+# rdkafka builds its bundled librdkafka with gcc and make, against OpenSSL and libcurl (OIDC for
+# OAUTHBEARER): their headers are all in this image.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -15,7 +16,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libcurl4 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/intake --create-home intake
 COPY --from=build /out/intake /usr/local/bin/intake

@@ -473,7 +473,11 @@ async fn check_connections(cfg: &Config) -> bool {
             "{} {} as {}",
             sec.protocol.as_str(),
             s.mechanism.as_str(),
-            s.username
+            match (&s.username, &s.client_id) {
+                (Some(u), _) => u.clone(),
+                (None, Some(c)) => format!("OAuth client {c}"),
+                (None, None) => "?".to_owned(),
+            }
         ),
         None => sec.protocol.as_str().to_owned(),
     };

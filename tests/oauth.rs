@@ -36,63 +36,14 @@ use support::*;
 /// The key that seals refresh tokens in these tests (a test's own value).
 const TOKEN_KEY: &str = "5d6f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7";
 
-/// The local stack's Keycloak (started on first use by `scripts/stack start keycloak`).
-struct Keycloak {
-    url: String,
-    secrets: PathBuf,
-}
-
-static KEYCLOAK: tokio::sync::OnceCell<Keycloak> = tokio::sync::OnceCell::const_new();
-
+/// The local stack's Keycloak ([`support::keycloak`]), from an async test.
 async fn keycloak() -> &'static Keycloak {
-    KEYCLOAK
-        .get_or_init(|| async {
-            let port = std::env::var("INTAKE_TEST_KEYCLOAK_PORT").unwrap_or_else(|_| "8180".into());
-            let stack = std::env::var("INTAKE_TEST_STACK_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| root().join(".stack"));
-            let (port2, stack2) = (port.clone(), stack.clone());
-            // Idempotent: a no-op when this stack's Keycloak already runs.
-            let out = tokio::task::spawn_blocking(move || {
-                std::process::Command::new(root().join("scripts/stack"))
-                    .args(["start", "keycloak"])
-                    .env("INTAKE_STACK_DIR", &stack2)
-                    .env("KEYCLOAK_PORT", &port2)
-                    .output()
-                    .expect("run scripts/stack")
-            })
-            .await
-            .unwrap();
-            assert!(
-                out.status.success(),
-                "scripts/stack start keycloak failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Keycloak {
-                url: format!("http://127.0.0.1:{port}"),
-                secrets: stack.join("keycloak/secrets"),
-            }
-        })
+    tokio::task::spawn_blocking(support::keycloak)
         .await
+        .unwrap()
 }
 
 impl Keycloak {
-    fn issuer(&self) -> String {
-        format!("{}/realms/intake", self.url)
-    }
-    fn token_url(&self) -> String {
-        format!("{}/protocol/openid-connect/token", self.issuer())
-    }
-    fn secret_file(&self, name: &str) -> PathBuf {
-        self.secrets.join(name)
-    }
-    fn secret(&self, name: &str) -> String {
-        std::fs::read_to_string(self.secret_file(name))
-            .unwrap()
-            .trim()
-            .to_owned()
-    }
-
     /// A grant at the token endpoint as the client `intake-refresh`: Keycloak's JSON answer.
     async fn grant(&self, pairs: &[(&str, &str)]) -> serde_json::Value {
         post_form(

@@ -18,7 +18,16 @@
 //!   token) only to the origin it asked: a second local server that records every header it
 //!   receives gets none, the page it serves lands, and a redirect loop ends in a clear error.
 //!
-//! The whole pipeline over SASL_SSL with SCRAM-SHA-512 is `tests/pipeline.rs`.
+//! - OAUTHBEARER with tokens from the stack's Keycloak (client credentials), checked by the
+//!   broker's own OIDC validation: it reaches the cluster; a wrong client secret and a token
+//!   of a client the broker's audience check refuses each end start-up naming the setting.
+//!
+//! - The registry that takes only Keycloak tokens (a second Apicurio with its own OIDC
+//!   support): OAuth 2.0 client credentials register the schemas; a wrong client secret and a
+//!   token without the registry's audience each end start-up naming the setting.
+//!
+//! The whole pipeline over SASL_SSL with SCRAM-SHA-512, and with OAUTHBEARER, is
+//! `tests/pipeline.rs`.
 
 mod support;
 
@@ -83,11 +92,66 @@ fn refused_start(
     format!("{name}: {:.1} s: {}", took.as_secs_f64(), lines[0])
 }
 
+/// `intake validate` with `kafka` as its `[kafka]` lines (a config in `dir` named `name`) must
+/// not start — nor retry forever: [`refused_start`] with Kafka's connection error.
+fn kafka_refused(dir: &Path, name: &str, kafka: &str, field: &str, secret: &str) -> String {
+    let cfg_path = write(dir, name, kafka);
+    let log = dir.join(format!("{name}.log"));
+    refused_start(
+        name,
+        &cfg_path,
+        &log,
+        "cannot connect to Kafka",
+        field,
+        secret,
+    )
+}
+
 fn password(s: &SecureStack) -> String {
     std::fs::read_to_string(s.tls.join("intake.password"))
         .unwrap()
         .trim()
         .to_owned()
+}
+
+/// `config` (in `dir`, named `name`) reaches the cluster: `intake config --check` says `kafka:
+/// ok` with `how`, and `intake topics apply` creates the landing topic, which Kafka then lists
+/// over the plaintext listener. Returns a line for the report.
+fn reaches_the_cluster(dir: &Path, name: &str, kafka: &str, how: &str) -> String {
+    let cfg_path = write(dir, &name.replace('-', "_"), kafka);
+    let log = dir.join(format!("{name}.log"));
+    let (status, out) = proc::intake(&["config", "--check"], &log)
+        .config(&cfg_path)
+        .capture_stdout()
+        .spawn()
+        .wait_output(Duration::from_secs(60));
+    assert!(
+        status.success() && out.contains("kafka: ok") && out.contains(how),
+        "{name}: {status}\n{out}\n{}",
+        proc::tail(&log, 20)
+    );
+    // Topics created over the secured connection, seen by Kafka over the plaintext one.
+    let cfg = intake::config::Config::load(&cfg_path).unwrap();
+    let (status, out) = proc::intake(&["topics", "apply"], &log)
+        .config(&cfg_path)
+        .capture_stdout()
+        .spawn()
+        .wait_output(Duration::from_secs(120));
+    assert!(status.success(), "{name}: topics apply {status}\n{out}");
+    let landing = intake::topics::TopicNames::from_config(&cfg).landing();
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    use rdkafka::consumer::Consumer;
+    let md = consumer
+        .fetch_metadata(Some(&landing), Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        md.topics()[0].error().is_none() && !md.topics()[0].partitions().is_empty(),
+        "{name}: {landing} was not created over the secured connection"
+    );
+    format!("{name}: connected, {landing} created")
 }
 
 #[test]
@@ -100,40 +164,7 @@ fn every_way_to_connect_reaches_the_cluster() {
         .collect();
     cases.push(("mTLS", mtls_toml(&s, Some("client"))));
     for (name, kafka) in cases {
-        let cfg_path = write(dir.path(), &name.replace('-', "_"), &kafka);
-        let log = dir.path().join(format!("{name}.log"));
-        let (status, out) = proc::intake(&["config", "--check"], &log)
-            .config(&cfg_path)
-            .capture_stdout()
-            .spawn()
-            .wait_output(Duration::from_secs(60));
-        assert!(
-            status.success() && out.contains("kafka: ok"),
-            "{name}: {status}\n{out}\n{}",
-            proc::tail(&log, 20)
-        );
-        // Topics created over the secured connection, seen by Kafka over the plaintext one.
-        let cfg = intake::config::Config::load(&cfg_path).unwrap();
-        let (status, out) = proc::intake(&["topics", "apply"], &log)
-            .config(&cfg_path)
-            .capture_stdout()
-            .spawn()
-            .wait_output(Duration::from_secs(120));
-        assert!(status.success(), "{name}: topics apply {status}\n{out}");
-        let landing = intake::topics::TopicNames::from_config(&cfg).landing();
-        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .create()
-            .unwrap();
-        use rdkafka::consumer::Consumer;
-        let md = consumer
-            .fetch_metadata(Some(&landing), Duration::from_secs(10))
-            .unwrap();
-        assert!(
-            md.topics()[0].error().is_none() && !md.topics()[0].partitions().is_empty(),
-            "{name}: {landing} was not created over the secured connection"
-        );
-        println!("{name}: connected, {landing} created");
+        println!("{}", reaches_the_cluster(dir.path(), name, &kafka, ""));
     }
 }
 
@@ -180,19 +211,53 @@ fn each_misconfiguration_ends_start_up_within_30_s_naming_the_setting() {
         ),
     ];
     let secret = password(&s);
-    let mut report = Vec::new();
-    for (name, kafka, field) in cases {
-        let cfg_path = write(dir.path(), name, &kafka);
-        let log = dir.path().join(format!("{name}.log"));
-        // A long-running stage: it must not start, and must not retry forever either.
-        report.push(refused_start(
-            name,
-            &cfg_path,
-            &log,
-            "cannot connect to Kafka",
-            field,
-            &secret,
-        ));
+    let report: Vec<String> = cases
+        .into_iter()
+        .map(|(name, kafka, field)| kafka_refused(dir.path(), name, &kafka, field, &secret))
+        .collect();
+    println!("{}", report.join("\n"));
+}
+
+/// OAUTHBEARER: intake's clients take tokens from Keycloak (client credentials of
+/// `intake-kafka`) and the broker checks them with Kafka's own OIDC support (signature against
+/// Keycloak's JWKS, issuer, audience `kafka`). Works: `config --check` and `topics apply`, the
+/// topic then listed by Kafka over the plaintext listener. Refused, each within 30 s naming the
+/// setting, the secret nowhere: a wrong client secret (Keycloak refuses the grant), and a valid
+/// Keycloak token of another client (`intake-fetch`, no `kafka` audience), which only the
+/// broker's validation can refuse.
+#[test]
+fn oauthbearer_with_keycloak_tokens_reaches_the_cluster_and_misconfigurations_are_named() {
+    let kc = keycloak();
+    let s = secure_stack();
+    let dir = tempfile::tempdir().unwrap();
+    let reached = reaches_the_cluster(
+        dir.path(),
+        "OAUTHBEARER",
+        &s.oauth_toml(kc, &kc.secret_file("intake-kafka.secret")),
+        "OAUTHBEARER as OAuth client intake-kafka",
+    );
+    let wrong = dir.path().join("wrong-secret");
+    std::fs::write(&wrong, "not-the-client-secret").unwrap();
+    let secret = kc.secret("intake-kafka.secret");
+    let other_client = s
+        .oauth_toml(kc, &kc.secret_file("intake-fetch.secret"))
+        .replace("\"intake-kafka\"", "\"intake-fetch\"");
+    let mut report = vec![reached];
+    for (name, kafka, field, secret) in [
+        (
+            "oauth-wrong-client-secret",
+            s.oauth_toml(kc, &wrong),
+            "kafka.sasl.client_secret",
+            secret.clone(),
+        ),
+        (
+            "oauth-token-for-another-audience",
+            other_client,
+            "kafka.sasl.client_id",
+            kc.secret("intake-fetch.secret"),
+        ),
+    ] {
+        report.push(kafka_refused(dir.path(), name, &kafka, field, &secret));
     }
     println!("{}", report.join("\n"));
 }
@@ -253,6 +318,126 @@ fn the_registry_over_https_with_basic_auth_works_and_each_misconfiguration_is_na
             "schema registry at",
             field,
             secret,
+        ));
+    }
+    println!("{}", report.join("\n"));
+}
+
+/// The registry that takes only Keycloak tokens (Apicurio's own OIDC support, audience
+/// `registry`, over HTTPS): `registry.auth` with OAuth 2.0 client credentials reaches it
+/// (`config --check`), and `intake schema apply` registers every stream's schema under both of
+/// its subjects — listed afterwards by the registry itself, asked with a token the test got
+/// from Keycloak. A wrong client secret (Keycloak refuses the grant) and a token of another
+/// client (no `registry` audience: Apicurio answers 401) each end `intake validate`'s start-up
+/// within 30 s naming the setting, the secret nowhere.
+#[test]
+fn the_registry_with_keycloak_tokens_takes_schemas_and_misconfigurations_are_named() {
+    let kc = keycloak();
+    let s = secure_stack();
+    let dir = tempfile::tempdir().unwrap();
+    let plain_kafka = format!("brokers = \"{}\"", brokers());
+    let knobs = support::e2e::Knobs {
+        serve_port: 9,
+        quota: 10,
+        poll: "1s",
+        full_sync_every: "8s",
+        lookback: "1m",
+        page_size: 50,
+    };
+    let sources = support::e2e::sources("127.0.0.1:9".parse().unwrap(), &knobs);
+    let good = s.oidc_registry_toml(kc, &kc.secret_file("intake-registry.secret"));
+    let path = dir.path().join("good.toml");
+    let text = config_text_with(&plain_kafka, &good, &sources);
+    std::fs::write(&path, &text).unwrap();
+    let log = dir.path().join("good.log");
+    for (args, want) in [
+        (&["config", "--check"][..], "registry: ok — https://"),
+        (&["schema", "apply"][..], "registered"),
+    ] {
+        let (status, out) = proc::intake(args, &log)
+            .config(&path)
+            .capture_stdout()
+            .spawn()
+            .wait_output(Duration::from_secs(60));
+        assert!(
+            status.success() && out.contains(want),
+            "{args:?}: {status}\n{out}\n{}",
+            proc::tail(&log, 20)
+        );
+    }
+    // The registry's own view, asked with the test's own token.
+    let cfg = intake::config::Config::from_toml(&text).unwrap();
+    let names = intake::topics::TopicNames::from_config(&cfg);
+    let token = kc.token("intake-registry");
+    let ca = std::fs::read(s.tls.join("ca.pem")).unwrap();
+    let url = format!("{}/subjects", kc.registry_url());
+    let subjects: Vec<String> = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                reqwest::Client::builder()
+                    .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+                    .build()
+                    .unwrap()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .error_for_status()
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap()
+            })
+    })
+    .join()
+    .unwrap();
+    for (stream, ..) in support::e2e::STREAMS {
+        for subject in [
+            names.subject("sim", stream),
+            format!("{}-value", names.curated("sim", stream)),
+        ] {
+            assert!(
+                subjects.contains(&subject),
+                "{subject} not in the registry: {subjects:?}"
+            );
+        }
+    }
+    let wrong = dir.path().join("wrong-secret");
+    std::fs::write(&wrong, "not-the-client-secret").unwrap();
+    let secret = kc.secret("intake-registry.secret");
+    let mut report = vec![format!(
+        "OIDC registry: {} subjects registered with Keycloak tokens",
+        2 * support::e2e::STREAMS.len()
+    )];
+    for (name, registry, field, secret) in [
+        (
+            "registry-oauth-wrong-client-secret",
+            s.oidc_registry_toml(kc, &wrong),
+            "registry.auth.client_secret",
+            secret.clone(),
+        ),
+        (
+            "registry-oauth-token-for-another-audience",
+            s.oidc_registry_toml(kc, &kc.secret_file("intake-kafka.secret"))
+                .replace("\"intake-registry\"", "\"intake-kafka\""),
+            "registry.auth.client_id",
+            kc.secret("intake-kafka.secret"),
+        ),
+    ] {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config_text_with(&plain_kafka, &registry, "")).unwrap();
+        let log = dir.path().join(format!("{name}.log"));
+        report.push(refused_start(
+            name,
+            &path,
+            &log,
+            "schema registry at",
+            field,
+            &secret,
         ));
     }
     println!("{}", report.join("\n"));

@@ -338,11 +338,16 @@ impl Config {
                 ));
             }
         }
-        if let Some(Auth::Oauth2(_)) = &self.registry.auth {
-            return Err(invalid(
-                "registry.auth.kind",
-                "oauth2 is for sources; the registry takes basic, bearer or api_key",
-            ));
+        if let Some(Auth::Oauth2(o)) = &self.registry.auth {
+            // A client's own token: any process may fetch one. A user's refresh token would
+            // need an owner and storage, which only fetch has.
+            if o.grant != OAuth2Grant::ClientCredentials {
+                return Err(invalid(
+                    "registry.auth.grant",
+                    "the registry takes oauth2 with grant = \"client_credentials\" only",
+                ));
+            }
+            o.validate("registry.auth")?;
         }
         if self.registry.url.ends_with('/') {
             return Err(invalid("registry.url", "must not end with '/'"));

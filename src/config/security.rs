@@ -1,6 +1,8 @@
 //! How intake's Kafka clients connect: `security.protocol`, TLS (server verification on by
 //! default, a custom CA, client certificates for mTLS) and SASL (PLAIN, SCRAM-SHA-256,
-//! SCRAM-SHA-512) as typed settings under `[kafka]`, with secrets as references.
+//! SCRAM-SHA-512, and OAUTHBEARER with OIDC client credentials: librdkafka's built-in
+//! `sasl.oauthbearer.method=oidc`) as typed settings under `[kafka]`, with secrets as
+//! references.
 //!
 //! [`KafkaSecurity::check`] refuses contradictions at load (SASL settings on a protocol without
 //! SASL, a client certificate without its key), [`KafkaSecurity::resolve`] secrets and
@@ -102,6 +104,11 @@ pub enum SaslMechanism {
     /// Salted challenge-response.
     #[serde(rename = "SCRAM-SHA-512")]
     ScramSha512,
+    /// OAuth 2.0 bearer tokens, fetched by librdkafka from an OIDC token endpoint with the
+    /// client credentials grant and refreshed before they expire (Confluent Cloud OAuth,
+    /// Keycloak, Okta, Entra ID ...).
+    #[serde(rename = "OAUTHBEARER")]
+    OAuthBearer,
 }
 
 impl SaslMechanism {
@@ -111,20 +118,120 @@ impl SaslMechanism {
             Self::Plain => "PLAIN",
             Self::ScramSha256 => "SCRAM-SHA-256",
             Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::OAuthBearer => "OAUTHBEARER",
         }
     }
 }
 
 /// `[kafka.sasl]`: used when `security_protocol` is `sasl_ssl` or `sasl_plaintext`.
+/// PLAIN and SCRAM take `username` and `password`; OAUTHBEARER takes `token_endpoint_url`,
+/// `client_id`, `client_secret` and optionally `scope` and `extensions`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSasl {
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
     pub mechanism: SaslMechanism,
-    /// User name (Confluent Cloud: the API key).
-    pub username: String,
-    /// Password (Confluent Cloud: the API secret), from env or a file. Never logged.
-    pub password: SecretRef,
+    /// User name (Confluent Cloud: the API key). PLAIN and SCRAM.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password (Confluent Cloud: the API secret), from env or a file. Never logged. PLAIN and
+    /// SCRAM.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// OAUTHBEARER: the identity provider's token endpoint (`https://.../token`), asked for
+    /// tokens with the client credentials grant.
+    #[serde(default)]
+    pub token_endpoint_url: Option<String>,
+    /// OAUTHBEARER: the OAuth client id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// OAUTHBEARER: the OAuth client secret, from env or a file. Never logged.
+    #[serde(default)]
+    pub client_secret: Option<SecretRef>,
+    /// OAUTHBEARER: the scope to ask for (space-separated), if the provider wants one.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// OAUTHBEARER: SASL extensions sent with the token (Confluent Cloud:
+    /// `logicalCluster` and `identityPoolId`).
+    #[serde(default)]
+    pub extensions: std::collections::BTreeMap<String, String>,
+}
+
+impl KafkaSasl {
+    /// The fields of each kind of mechanism, for the checks.
+    const PASSWORD_FIELDS: [&'static str; 2] = ["username", "password"];
+    const OAUTH_FIELDS: [&'static str; 5] = [
+        "token_endpoint_url",
+        "client_id",
+        "client_secret",
+        "scope",
+        "extensions",
+    ];
+
+    fn is_set(&self, field: &str) -> bool {
+        match field {
+            "username" => self.username.is_some(),
+            "password" => self.password.is_some(),
+            "token_endpoint_url" => self.token_endpoint_url.is_some(),
+            "client_id" => self.client_id.is_some(),
+            "client_secret" => self.client_secret.is_some(),
+            "scope" => self.scope.is_some(),
+            "extensions" => !self.extensions.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Refuses a field of the other kind of mechanism, a missing one, and malformed values.
+    fn check(&self) -> Result<(), ConfigError> {
+        let m = self.mechanism.as_str();
+        let (needed, foreign): (&[&str], &[&str]) = if self.mechanism == SaslMechanism::OAuthBearer
+        {
+            (&Self::OAUTH_FIELDS[..3], &Self::PASSWORD_FIELDS)
+        } else {
+            (&Self::PASSWORD_FIELDS, &Self::OAUTH_FIELDS)
+        };
+        if let Some(f) = foreign.iter().find(|f| self.is_set(f)) {
+            return Err(invalid(
+                format!("kafka.sasl.{f}"),
+                format!("does not apply to mechanism = \"{m}\""),
+            ));
+        }
+        if let Some(f) = needed.iter().find(|f| !self.is_set(f)) {
+            return Err(invalid(
+                format!("kafka.sasl.{f}"),
+                format!("is needed with mechanism = \"{m}\""),
+            ));
+        }
+        for (field, v) in [
+            ("kafka.sasl.username", &self.username),
+            ("kafka.sasl.client_id", &self.client_id),
+        ] {
+            if v.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(invalid(field, "must not be empty"));
+            }
+        }
+        if let Some(url) = &self.token_endpoint_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {}
+                _ => {
+                    return Err(invalid(
+                        "kafka.sasl.token_endpoint_url",
+                        format!("`{url}` is not an http(s) URL"),
+                    ));
+                }
+            }
+        }
+        for (k, v) in &self.extensions {
+            // librdkafka takes them as one `k=v,k=v` string.
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric()) || v.contains(',') {
+                return Err(invalid(
+                    format!("kafka.sasl.extensions.{k}"),
+                    "names are letters and digits, values hold no ','",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The connection settings of `[kafka]`, as one value.
@@ -171,10 +278,8 @@ impl KafkaSecurity<'_> {
             }
             _ => {}
         }
-        if let Some(s) = self.sasl
-            && s.username.trim().is_empty()
-        {
-            return Err(invalid("kafka.sasl.username", "must not be empty"));
+        if let Some(s) = self.sasl {
+            s.check()?;
         }
         let Some(tls) = self.tls else {
             return Ok(());
@@ -250,9 +355,50 @@ impl KafkaSecurity<'_> {
         if let Some(s) = self.sasl.filter(|_| self.protocol.sasl()) {
             r.properties
                 .push(("sasl.mechanism", s.mechanism.as_str().to_owned()));
-            r.properties.push(("sasl.username", s.username.clone()));
-            r.secrets
-                .push(("sasl.password", secret("kafka.sasl.password", &s.password)?));
+            if let Some(u) = &s.username {
+                r.properties.push(("sasl.username", u.clone()));
+            }
+            if let Some(p) = &s.password {
+                r.secrets
+                    .push(("sasl.password", secret("kafka.sasl.password", p)?));
+            }
+            if s.mechanism == SaslMechanism::OAuthBearer {
+                if !librdkafka_has("oidc") {
+                    return Err(invalid(
+                        "kafka.sasl.mechanism",
+                        "OAUTHBEARER needs librdkafka's OIDC support, which this build of intake lacks (librdkafka was built without libcurl: install libcurl's headers, Debian: libcurl4-openssl-dev, and rebuild)",
+                    ));
+                }
+                // librdkafka's built-in OIDC client: it asks the token endpoint with the client
+                // credentials grant (HTTP basic client authentication) and refreshes the token
+                // before it expires, on its own threads.
+                r.properties
+                    .push(("sasl.oauthbearer.method", "oidc".into()));
+                for (k, v) in [
+                    ("sasl.oauthbearer.token.endpoint.url", &s.token_endpoint_url),
+                    ("sasl.oauthbearer.client.id", &s.client_id),
+                    ("sasl.oauthbearer.scope", &s.scope),
+                ] {
+                    if let Some(v) = v {
+                        r.properties.push((k, v.clone()));
+                    }
+                }
+                if !s.extensions.is_empty() {
+                    let ext: Vec<String> = s
+                        .extensions
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    r.properties
+                        .push(("sasl.oauthbearer.extensions", ext.join(",")));
+                }
+                if let Some(cs) = &s.client_secret {
+                    r.secrets.push((
+                        "sasl.oauthbearer.client.secret",
+                        secret("kafka.sasl.client_secret", cs)?,
+                    ));
+                }
+            }
         }
         Ok(r)
     }
@@ -267,6 +413,14 @@ impl ResolvedSecurity {
             .map(|(k, v)| (*k, v.as_str()))
             .chain(self.secrets.iter().map(|(k, v)| (*k, v.expose())))
     }
+}
+
+/// Whether the linked librdkafka was built with `feature` (its `builtin.features`).
+pub fn librdkafka_has(feature: &str) -> bool {
+    rdkafka::ClientConfig::new()
+        .create_native_config()
+        .and_then(|c| c.get("builtin.features"))
+        .is_ok_and(|f| f.split(',').any(|x| x.trim() == feature))
 }
 
 fn secret(field: &str, r: &SecretRef) -> Result<SecretString, ConfigError> {
@@ -290,7 +444,7 @@ fn readable_pem(field: &str, path: &Path) -> Result<(), ConfigError> {
 }
 
 /// librdkafka properties that the typed settings own; `kafka.properties` may not set them.
-pub const OWNED_PROPERTIES: [(&str, &str); 11] = [
+pub const OWNED_PROPERTIES: [(&str, &str); 19] = [
     ("security.protocol", "set `kafka.security_protocol`"),
     ("sasl.mechanism", "set `kafka.sasl.mechanism`"),
     ("sasl.mechanisms", "set `kafka.sasl.mechanism`"),
@@ -314,6 +468,29 @@ pub const OWNED_PROPERTIES: [(&str, &str); 11] = [
         "enable.ssl.certificate.verification",
         "certificates are always verified: trust a private CA with `kafka.tls.ca_file`",
     ),
+    (
+        "sasl.oauthbearer.method",
+        "set `kafka.sasl.mechanism = \"OAUTHBEARER\"`",
+    ),
+    (
+        "sasl.oauthbearer.token.endpoint.url",
+        "set `kafka.sasl.token_endpoint_url`",
+    ),
+    ("sasl.oauthbearer.client.id", "set `kafka.sasl.client_id`"),
+    (
+        "sasl.oauthbearer.client.credentials.client.id",
+        "set `kafka.sasl.client_id`",
+    ),
+    (
+        "sasl.oauthbearer.client.secret",
+        "set `kafka.sasl.client_secret` (from env or a file, never literal)",
+    ),
+    (
+        "sasl.oauthbearer.client.credentials.client.secret",
+        "set `kafka.sasl.client_secret` (from env or a file, never literal)",
+    ),
+    ("sasl.oauthbearer.scope", "set `kafka.sasl.scope`"),
+    ("sasl.oauthbearer.extensions", "set `kafka.sasl.extensions`"),
 ];
 
 #[cfg(test)]
@@ -363,6 +540,98 @@ mod tests {
             field("[kafka.properties]\n\"enable.ssl.certificate.verification\" = \"false\""),
             "kafka.properties.\"enable.ssl.certificate.verification\""
         );
+    }
+
+    #[test]
+    fn oauthbearer_takes_its_own_fields_and_becomes_librdkafka_oidc() {
+        let oauth = |extra: &str| {
+            format!(
+                "security_protocol = \"sasl_ssl\"\n[kafka.sasl]\nmechanism = \"OAUTHBEARER\"\n{extra}"
+            )
+        };
+        let full = "token_endpoint_url = \"https://idp.example/token\"\nclient_id = \"c\"\nclient_secret = { env = \"INTAKE_TEST_OAUTH_SECRET_UNSET\" }";
+        assert_eq!(
+            field(&oauth(&format!("{full}\nusername = \"u\""))),
+            "kafka.sasl.username",
+            "a password mechanism's field"
+        );
+        assert_eq!(
+            field(&oauth(
+                "token_endpoint_url = \"https://idp.example/token\"\nclient_id = \"c\""
+            )),
+            "kafka.sasl.client_secret"
+        );
+        assert_eq!(
+            field(&oauth(
+                &full.replace("https://idp.example/token", "idp/token")
+            )),
+            "kafka.sasl.token_endpoint_url"
+        );
+        assert_eq!(
+            field(&oauth(&format!(
+                "{full}\nextensions = {{ \"a,b\" = \"x\" }}"
+            ))),
+            "kafka.sasl.extensions.a,b"
+        );
+        assert_eq!(
+            field(
+                "security_protocol = \"sasl_ssl\"\n[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"u\"\npassword = \"p\"\nclient_id = \"c\""
+            ),
+            "kafka.sasl.client_id",
+            "an OAUTHBEARER field with SCRAM"
+        );
+        assert_eq!(
+            field(
+                "security_protocol = \"sasl_ssl\"\n[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\""
+            ),
+            "kafka.sasl.password"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "oauth-s3cret\n").unwrap();
+        let cfg = kafka(&oauth(&format!(
+            "token_endpoint_url = \"http://127.0.0.1:8180/realms/intake/protocol/openid-connect/token\"\n\
+             client_id = \"intake-kafka\"\nclient_secret = {{ file = \"{}\" }}\nscope = \"kafka\"\n\
+             extensions = {{ logicalCluster = \"lkc-1\", identityPoolId = \"pool-2\" }}",
+            secret.display()
+        )))
+        .unwrap();
+        let r = cfg.kafka.security().resolve().unwrap();
+        let props: std::collections::BTreeMap<_, _> = r.properties().collect();
+        assert_eq!(props["sasl.mechanism"], "OAUTHBEARER");
+        assert_eq!(props["sasl.oauthbearer.method"], "oidc");
+        assert_eq!(
+            props["sasl.oauthbearer.token.endpoint.url"],
+            "http://127.0.0.1:8180/realms/intake/protocol/openid-connect/token"
+        );
+        assert_eq!(props["sasl.oauthbearer.client.id"], "intake-kafka");
+        assert_eq!(props["sasl.oauthbearer.client.secret"], "oauth-s3cret");
+        assert_eq!(props["sasl.oauthbearer.scope"], "kafka");
+        assert_eq!(
+            props["sasl.oauthbearer.extensions"],
+            "identityPoolId=pool-2,logicalCluster=lkc-1"
+        );
+        assert!(!props.contains_key("sasl.username") && !props.contains_key("sasl.password"));
+        assert!(!format!("{cfg:?}{r:?}").contains("oauth-s3cret"));
+        // librdkafka (built with libcurl) accepts them all.
+        assert!(
+            super::librdkafka_has("oidc"),
+            "librdkafka was built without OIDC (libcurl missing at build time)"
+        );
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", "127.0.0.1:1");
+        for (k, v) in r.properties() {
+            c.set(k, v);
+        }
+        let p: Result<rdkafka::producer::BaseProducer, _> = c.create();
+        assert!(p.is_ok(), "{:?}", p.err());
+        // An unset secret is refused when the clients are built, naming the field.
+        match kafka(&oauth(full)).unwrap().kafka.security().resolve() {
+            Err(crate::config::ConfigError::Secret { field, .. }) => {
+                assert_eq!(field, "kafka.sasl.client_secret")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -290,7 +290,12 @@ fn the_reference_in_docs_parses_with_the_real_config_code() {
 
 #[test]
 fn kafka_security_examples_are_valid() {
-    for name in ["confluent-cloud", "msk-scram", "self-hosted-mtls"] {
+    for name in [
+        "confluent-cloud",
+        "confluent-cloud-oauth",
+        "msk-scram",
+        "self-hosted-mtls",
+    ] {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/kafka/{name}.toml"));
         let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -751,10 +756,27 @@ fn oauth2_settings_are_checked_naming_the_field() {
     );
     let err = Config::from_toml(&two).unwrap_err().to_string();
     assert!(err.contains("sources[1].auth"), "{err}");
-    // The registry takes no oauth2.
-    let reg = format!(
-        "{MIN}\n[registry]\nauth = {{ kind = \"oauth2\", grant = \"client_credentials\", token_url = \"https://idp/t\", client_id = \"c\", client_secret = \"s\" }}\n"
-    );
-    let err = Config::from_toml(&reg).unwrap_err().to_string();
-    assert!(err.contains("registry.auth"), "{err}");
+    // The registry takes oauth2 with client credentials only, checked like a source's.
+    let reg = |auth: &str| format!("{MIN}\n[registry]\nauth = {{ kind = \"oauth2\", {auth} }}\n");
+    Config::from_toml(&reg(
+        "grant = \"client_credentials\", token_url = \"https://idp/t\", client_id = \"c\", client_secret = \"s\"",
+    ))
+    .unwrap();
+    for (auth, field) in [
+        (
+            "grant = \"refresh_token\", token_url = \"https://idp/t\", client_id = \"c\", refresh_token = \"r\", token_key = \"k\"",
+            "registry.auth.grant",
+        ),
+        (
+            "grant = \"client_credentials\", token_url = \"https://idp/t\", client_id = \"c\"",
+            "registry.auth.client_secret",
+        ),
+        (
+            "grant = \"client_credentials\", token_url = \"idp\", client_id = \"c\", client_secret = \"s\"",
+            "registry.auth.token_url",
+        ),
+    ] {
+        let err = Config::from_toml(&reg(auth)).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{field}`")), "{auth}: {err}");
+    }
 }

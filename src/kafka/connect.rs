@@ -17,6 +17,7 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 
 use super::Kafka;
+use crate::config::SaslMechanism;
 
 /// What the check found.
 #[derive(Debug, Clone)]
@@ -81,36 +82,64 @@ impl ConsumerContext for Recorder {}
 /// if it says so clearly; `None` when the reasons name nothing certain (a broker that is down
 /// or still starting: the caller keeps trying).
 pub fn diagnose(reasons: &[(String, usize)]) -> Option<(&'static str, String)> {
-    // Most specific first; each pattern is a phrase of librdkafka's (or OpenSSL's) messages.
-    // Only what cannot come from a broker that is merely down or restarting: a disconnect
-    // during the first request ("might be caused by incorrect security.protocol") also
-    // happens when a broker shuts down, so it is not a rule.
-    const RULES: [(&str, &str); 12] = [
-        ("Authentication failed", "kafka.sasl.password"),
-        ("invalid credentials", "kafka.sasl.password"),
-        ("Unsupported SASL mechanism", "kafka.sasl.mechanism"),
-        ("SASL mechanism", "kafka.sasl.mechanism"),
-        ("certificate expired", "kafka.tls.cert_file"),
-        ("certificate required", "kafka.tls.cert_file"),
-        ("bad certificate", "kafka.tls.cert_file"),
-        ("unknown ca", "kafka.tls.cert_file"),
+    // Most specific first; each rule is phrases of librdkafka's (or OpenSSL's, or an identity
+    // provider's) messages that must all be in one reason. Only what cannot come from a broker
+    // that is merely down or restarting: a disconnect during the first request ("might be
+    // caused by incorrect security.protocol") also happens when a broker shuts down, so it is
+    // not a rule.
+    const RULES: [(&[&str], &str); 16] = [
+        // librdkafka's OIDC client could not get a token ("Failed to acquire SASL OAUTHBEARER
+        // token: <the token endpoint's answer>"): refused client credentials (`invalid_client`,
+        // `unauthorized_client`: Keycloak, Okta, Entra ID), a refused scope, or no answer.
+        (&["oauthbearer token", "client"], "kafka.sasl.client_secret"),
+        (&["oauthbearer token", "scope"], "kafka.sasl.scope"),
+        (&["oauthbearer token"], "kafka.sasl.token_endpoint_url"),
+        // The broker refused the token (RFC 7628's error answer: Kafka's validation found its
+        // audience, issuer, signature or lifetime wrong): the OAuth client's.
+        (
+            &["sasl authentication error", "invalid_token"],
+            "kafka.sasl.client_id",
+        ),
+        (&["Authentication failed"], "kafka.sasl.password"),
+        (&["invalid credentials"], "kafka.sasl.password"),
+        (&["Unsupported SASL mechanism"], "kafka.sasl.mechanism"),
+        (&["SASL mechanism"], "kafka.sasl.mechanism"),
+        (&["certificate expired"], "kafka.tls.cert_file"),
+        (&["certificate required"], "kafka.tls.cert_file"),
+        (&["bad certificate"], "kafka.tls.cert_file"),
+        (&["unknown ca"], "kafka.tls.cert_file"),
         // What Kafka's broker answers to a client certificate it refuses (expired, or from a
         // CA it does not trust).
-        ("alert certificate unknown", "kafka.tls.cert_file"),
-        ("Hostname mismatch", "kafka.tls.verify_hostname"),
-        ("certificate verify failed", "kafka.tls.ca_file"),
-        ("ssl.key", "kafka.tls.key_file"),
+        (&["alert certificate unknown"], "kafka.tls.cert_file"),
+        (&["Hostname mismatch"], "kafka.tls.verify_hostname"),
+        (&["certificate verify failed"], "kafka.tls.ca_file"),
+        (&["ssl.key"], "kafka.tls.key_file"),
     ];
-    for (phrase, field) in RULES {
-        let phrase = phrase.to_ascii_lowercase();
-        if let Some((r, _)) = reasons
-            .iter()
-            .find(|(r, _)| r.to_ascii_lowercase().contains(&phrase))
-        {
+    for (phrases, field) in RULES {
+        let phrases: Vec<String> = phrases.iter().map(|p| p.to_ascii_lowercase()).collect();
+        if let Some((r, _)) = reasons.iter().find(|(r, _)| {
+            let r = r.to_ascii_lowercase();
+            phrases.iter().all(|p| r.contains(p.as_str()))
+        }) {
             return Some((field, r.clone()));
         }
     }
     None
+}
+
+/// [`diagnose`] for a client of `mechanism`: with OAUTHBEARER there is no password, and a
+/// token the broker refuses (its audience, issuer or scope) is the OAuth client's.
+fn diagnose_for(
+    mechanism: Option<SaslMechanism>,
+    reasons: &[(String, usize)],
+) -> Option<(&'static str, String)> {
+    let (field, reason) = diagnose(reasons)?;
+    match (mechanism, field) {
+        (Some(SaslMechanism::OAuthBearer), "kafka.sasl.password") => {
+            Some(("kafka.sasl.client_id", reason))
+        }
+        _ => Some((field, reason)),
+    }
 }
 
 impl Kafka {
@@ -129,6 +158,12 @@ impl Kafka {
             field: field.to_owned(),
             reason,
         };
+        let mechanism = self
+            .cfg
+            .sasl
+            .as_ref()
+            .filter(|_| self.cfg.security_protocol.sasl())
+            .map(|s| s.mechanism);
         let mut c = self.base("check");
         c.set(
             "group.id",
@@ -139,7 +174,8 @@ impl Kafka {
         let consumer: BaseConsumer<Recorder> =
             c.create_with_context(Recorder::default()).map_err(|e| {
                 let reason = e.to_string();
-                let field = diagnose(&[(reason.clone(), 1)]).map_or("kafka.tls", |(f, _)| f);
+                let field =
+                    diagnose_for(mechanism, &[(reason.clone(), 1)]).map_or("kafka.tls", |(f, _)| f);
                 fail(field, reason)
             })?;
         let started = Instant::now();
@@ -161,7 +197,7 @@ impl Kafka {
                         }
                     }
                     let reasons = consumer.context().reasons();
-                    if let Some((field, reason)) = diagnose(&reasons) {
+                    if let Some((field, reason)) = diagnose_for(mechanism, &reasons) {
                         return Err(fail(field, reason));
                     }
                     // The last three distinct reasons, newest last.
@@ -220,6 +256,22 @@ mod tests {
                 "ssl://127.0.0.1:9095/bootstrap: Receive failed: error:0A000416:SSL routines::sslv3 alert certificate unknown: SSL alert number 46",
                 "kafka.tls.cert_file",
             ),
+            (
+                r#"Local: Authentication failure: Failed to acquire SASL OAUTHBEARER token: {"error":"unauthorized_client","error_description":"Invalid client or Invalid client credentials"}"#,
+                "kafka.sasl.client_secret",
+            ),
+            (
+                r#"Local: Authentication failure: Failed to acquire SASL OAUTHBEARER token: {"error":"invalid_scope","error_description":"Invalid scopes: nope"}"#,
+                "kafka.sasl.scope",
+            ),
+            (
+                "Local: Authentication failure: Failed to acquire SASL OAUTHBEARER token: Couldn't connect to server",
+                "kafka.sasl.token_endpoint_url",
+            ),
+            (
+                r#"Authentication (Local: Authentication failure): sasl_ssl://127.0.0.1:9094/bootstrap: SASL authentication error: {"status":"invalid_token"} (after 326ms in state AUTH_REQ)"#,
+                "kafka.sasl.client_id",
+            ),
         ];
         for (reason, field) in cases {
             assert_eq!(
@@ -232,5 +284,15 @@ mod tests {
         // A broker that shuts down can cut the first request: that is waited out, not an error.
         let cut = "Disconnected while requesting ApiVersion: might be caused by incorrect security.protocol configuration";
         assert_eq!(diagnose(&[(cut.to_owned(), 9)]), None);
+        // A token the broker refuses is the OAuth client's, not a password.
+        let refused = "SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism OAUTHBEARER";
+        assert_eq!(
+            super::diagnose_for(
+                Some(crate::config::SaslMechanism::OAuthBearer),
+                &[(refused.to_owned(), 1)]
+            )
+            .map(|(f, _)| f),
+            Some("kafka.sasl.client_id")
+        );
     }
 }

@@ -4,6 +4,11 @@
 //! are immutable), the latest version of a subject for `registry.cache_ttl`, so a newly
 //! registered version is picked up without a restart. [`apply_schemas`] registers the schemas
 //! kept as code in `topics/schemas/<source>/<stream>.avsc` (`intake schema apply`).
+//!
+//! `registry.auth` is applied to every request: basic, bearer, a header key, or OAuth 2.0
+//! client credentials — bearer tokens from the same token client sources use
+//! ([`crate::fetch::oauth::OAuth2`]: fetched on first use, refreshed `refresh_margin` before
+//! they expire, dropped when the registry answers 401 so the next request fetches a new one).
 
 pub mod wire;
 
@@ -21,8 +26,9 @@ use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
-use crate::config::{Config, KeyFormat, RegistryConfig, SubjectStrategy};
+use crate::config::{Auth, Config, KeyFormat, RegistryConfig, SecretString, SubjectStrategy};
 use crate::fetch::http::ResolvedAuth;
+use crate::fetch::oauth::{AuthError, OAuth2};
 use crate::topics::TopicNames;
 
 /// A registry failure, classified.
@@ -94,14 +100,77 @@ pub struct Registered {
 
 /// Cached access to the registry.
 pub struct Registry {
-    settings: SrSettings,
+    /// The converter's settings (static credentials, or the current OAuth 2.0 token).
+    settings: std::sync::Mutex<SrSettings>,
     base: String,
     http: reqwest::Client,
     /// `registry.auth`, secrets resolved; applied to the requests made without the converter.
     auth: Option<ResolvedAuth>,
+    /// `registry.auth` with `kind = "oauth2"`: the token client and what the converter's
+    /// settings are rebuilt from when its token changes.
+    oauth: Option<OAuth>,
     ttl: Duration,
     by_id: DashMap<u32, Arc<Schema>>,
     latest: DashMap<String, (Instant, Arc<Latest>)>,
+}
+
+/// OAuth 2.0 client credentials for the registry.
+struct OAuth {
+    client: OAuth2,
+    /// The token the current converter settings carry.
+    current: std::sync::Mutex<Option<SecretString>>,
+    /// The registry's URL and TLS settings, for new converter settings.
+    url: String,
+    tls: Option<crate::config::RegistryTls>,
+}
+
+impl OAuth {
+    /// Converter settings that send `token`. The CA file is read again for each new token
+    /// (minutes apart), so a renewed one is picked up too.
+    fn settings(&self, token: &SecretString) -> Result<SrSettings, RegistryError> {
+        let mut b = SrSettings::new_builder(self.url.clone());
+        b.set_timeout(Duration::from_secs(10))
+            .no_proxy()
+            .set_token_authorization(token.expose());
+        b.build_with(client_builder(&self.url, self.tls.as_ref())?)
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))
+    }
+}
+
+/// An HTTP client for the registry at `url`: its timeout, no proxy, and `registry.tls`'s CA
+/// added to the roots.
+fn client_builder(
+    url: &str,
+    tls: Option<&crate::config::RegistryTls>,
+) -> Result<reqwest::ClientBuilder, RegistryError> {
+    let misconfigured = |reason: String| RegistryError::Misconfigured {
+        url: url.to_owned(),
+        field: "registry.tls.ca_file".to_owned(),
+        reason,
+    };
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy();
+    if let Some(tls) = tls {
+        let pem = std::fs::read(&tls.ca_file)
+            .map_err(|e| misconfigured(format!("cannot read {}: {e}", tls.ca_file.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            misconfigured(format!(
+                "{} holds no PEM certificate: {e}",
+                tls.ca_file.display()
+            ))
+        })?;
+        if certs.is_empty() {
+            return Err(misconfigured(format!(
+                "{} holds no PEM certificate",
+                tls.ca_file.display()
+            )));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    Ok(b)
 }
 
 impl std::fmt::Debug for Registry {
@@ -242,41 +311,26 @@ impl Registry {
             field: field.to_owned(),
             reason,
         };
-        let builder = || -> Result<reqwest::ClientBuilder, RegistryError> {
-            let mut b = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .no_proxy();
-            if let Some(tls) = &cfg.tls {
-                let pem = std::fs::read(&tls.ca_file).map_err(|e| {
-                    misconfigured(
-                        "registry.tls.ca_file",
-                        format!("cannot read {}: {e}", tls.ca_file.display()),
-                    )
-                })?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    misconfigured(
-                        "registry.tls.ca_file",
-                        format!("{} holds no PEM certificate: {e}", tls.ca_file.display()),
-                    )
-                })?;
-                if certs.is_empty() {
-                    return Err(misconfigured(
-                        "registry.tls.ca_file",
-                        format!("{} holds no PEM certificate", tls.ca_file.display()),
-                    ));
-                }
-                for c in certs {
-                    b = b.add_root_certificate(c);
-                }
-            }
-            Ok(b)
+        let builder = || client_builder(&cfg.url, cfg.tls.as_ref());
+        let secret_err = |e: crate::config::ConfigError| {
+            let field = match &e {
+                crate::config::ConfigError::Invalid { field, .. }
+                | crate::config::ConfigError::Secret { field, .. } => field.clone(),
+                _ => "registry.auth".to_owned(),
+            };
+            misconfigured(&field, e.to_string())
         };
-        let auth = cfg
-            .auth
-            .as_ref()
-            .map(|a| ResolvedAuth::resolve(a, "registry.auth"))
-            .transpose()
-            .map_err(|e| misconfigured("registry.auth", e.to_string()))?;
+        let (auth, oauth) = match &cfg.auth {
+            Some(Auth::Oauth2(o)) => (
+                None,
+                Some(OAuth2::new(o, "registry", "registry.auth").map_err(secret_err)?),
+            ),
+            Some(a) => (
+                Some(ResolvedAuth::resolve(a, "registry.auth").map_err(secret_err)?),
+                None,
+            ),
+            None => (None, None),
+        };
         let mut settings = SrSettings::new_builder(cfg.url.clone());
         settings.set_timeout(Duration::from_secs(10)).no_proxy();
         match &auth {
@@ -303,11 +357,18 @@ impl Registry {
         let http = builder()?
             .build()
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        let oauth = oauth.map(|client| OAuth {
+            client,
+            current: std::sync::Mutex::new(None),
+            url: cfg.url.clone(),
+            tls: cfg.tls.clone(),
+        });
         Ok(Self {
-            settings,
+            settings: std::sync::Mutex::new(settings),
             base: cfg.url.clone(),
             http,
             auth,
+            oauth,
             ttl: cfg.cache_ttl,
             by_id: DashMap::new(),
             latest: DashMap::new(),
@@ -323,9 +384,11 @@ impl Registry {
             return Ok(s.clone());
         }
         let subject = format!("id {id}");
-        let reg = get_schema_by_id(id, &self.settings)
-            .await
-            .map_err(|e| sr_err(&subject, e))?;
+        let settings = self.settings().await?;
+        let reg = match get_schema_by_id(id, &settings).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.sr_err(&subject, e).await),
+        };
         let schema =
             Arc::new(
                 Schema::parse_str(&reg.schema).map_err(|e| RegistryError::InvalidSchema {
@@ -351,9 +414,11 @@ impl Registry {
             subject.strip_suffix("-value").unwrap_or(subject).to_owned(),
             false,
         );
-        let reg = get_schema_by_subject(&self.settings, &strategy)
-            .await
-            .map_err(|e| sr_err(subject, e))?;
+        let settings = self.settings().await?;
+        let reg = match get_schema_by_subject(&settings, &strategy).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.sr_err(subject, e).await),
+        };
         let schema = match self.by_id.get(&reg.id) {
             Some(s) => s.clone(),
             None => {
@@ -393,9 +458,11 @@ impl Registry {
             detail: e.to_string(),
         })?;
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, text.to_owned());
-        let reg = post_schema(&self.settings, subject.to_owned(), supplied)
-            .await
-            .map_err(|e| sr_err(subject, e))?;
+        let settings = self.settings().await?;
+        let reg = match post_schema(&settings, subject.to_owned(), supplied).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.sr_err(subject, e).await),
+        };
         self.invalidate(subject);
         let version = match reg.version {
             Some(v) => v,
@@ -414,9 +481,10 @@ impl Registry {
     /// Unavailable or invalid.
     pub async fn is_compatible(&self, subject: &str, text: &str) -> Result<bool, RegistryError> {
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, text.to_owned());
-        match is_compatible_schema(&self.settings, subject.to_owned(), supplied).await {
+        let settings = self.settings().await?;
+        match is_compatible_schema(&settings, subject.to_owned(), supplied).await {
             Ok(b) => Ok(b),
-            Err(e) => match sr_err(subject, e) {
+            Err(e) => match self.sr_err(subject, e).await {
                 RegistryError::NotFound(_) => Ok(true),
                 RegistryError::Incompatible { .. } => Ok(false),
                 other => Err(other),
@@ -432,6 +500,7 @@ impl Registry {
         let url = format!("{}/config/{subject}", self.base);
         let resp = self
             .authorize(self.http.put(&url))
+            .await?
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
             .json(&serde_json::json!({ "compatibility": level }))
             .send()
@@ -458,7 +527,9 @@ impl Registry {
             field: field.to_owned(),
             reason,
         };
-        let resp = match self.authorize(self.http.get(&url)).send().await {
+        // A token endpoint that refuses the client names its setting already.
+        let req = self.authorize(self.http.get(&url)).await?;
+        let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
                 let chain = crate::fetch::http::describe(&e);
@@ -474,6 +545,9 @@ impl Registry {
             s if (200..300).contains(&s) => Ok(()),
             401 => Err(misconfigured(
                 match &self.auth {
+                    // A token Keycloak (or any provider) issued that the registry refuses:
+                    // the client's (its audience, its roles).
+                    None if self.oauth.is_some() => "registry.auth.client_id",
                     None => "registry.auth",
                     Some(ResolvedAuth::Basic(..)) => "registry.auth.password",
                     Some(ResolvedAuth::Bearer(_)) => "registry.auth.token",
@@ -489,11 +563,69 @@ impl Registry {
         }
     }
 
-    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.auth {
+    /// `req` with `registry.auth`'s credentials.
+    async fn authorize(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, RegistryError> {
+        if let Some(o) = &self.oauth {
+            let token = self.bearer(o).await?;
+            return Ok(req.bearer_auth(token.expose()));
+        }
+        Ok(match &self.auth {
             None => req,
             Some(a) => a.apply(req),
+        })
+    }
+
+    /// A valid OAuth 2.0 token (the cached one until `refresh_margin` before it expires).
+    async fn bearer(&self, o: &OAuth) -> Result<SecretString, RegistryError> {
+        o.client.bearer().await.map_err(|e| match e {
+            AuthError::Rejected { ref error, .. } => RegistryError::Misconfigured {
+                url: self.base.clone(),
+                field: match error.as_str() {
+                    "invalid_client" | "unauthorized_client" => "registry.auth.client_secret",
+                    "invalid_scope" => "registry.auth.scope",
+                    _ => "registry.auth",
+                }
+                .to_owned(),
+                reason: e.to_string(),
+            },
+            other => RegistryError::Unavailable(other.to_string()),
+        })
+    }
+
+    /// The converter's settings, with the current OAuth 2.0 token when there is one (new
+    /// settings when the token changed).
+    async fn settings(&self) -> Result<SrSettings, RegistryError> {
+        let Some(o) = &self.oauth else {
+            return Ok(self.lock_settings().clone());
+        };
+        let token = self.bearer(o).await?;
+        let mut current = o.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref() != Some(&token) {
+            *self.lock_settings() = o.settings(&token)?;
+            *current = Some(token);
         }
+        Ok(self.lock_settings().clone())
+    }
+
+    fn lock_settings(&self) -> std::sync::MutexGuard<'_, SrSettings> {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`sr_err`]; a 401 with an OAuth 2.0 token drops the token, so the next request (the
+    /// error is retriable) fetches a new one.
+    async fn sr_err(&self, subject: &str, e: SRCError) -> RegistryError {
+        if let Some(o) = &self.oauth
+            && e.error.contains("with status 401")
+        {
+            let sent = o.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(sent) = sent {
+                o.client.rejected(&sent).await;
+            }
+        }
+        sr_err(subject, e)
     }
 }
 

@@ -166,6 +166,39 @@ impl SecureStack {
         )
     }
 
+    /// `[kafka]` lines for SASL_SSL with OAUTHBEARER: tokens of Keycloak's client
+    /// `intake-kafka` (client credentials, its secret from `secret_file`), the broker verified
+    /// with the stack's CA.
+    pub fn oauth_toml(&self, kc: &Keycloak, secret_file: &std::path::Path) -> String {
+        format!(
+            "brokers = \"{}\"\nsecurity_protocol = \"sasl_ssl\"\n\
+             [kafka.tls]\nca_file = \"{}\"\n\
+             [kafka.sasl]\nmechanism = \"OAUTHBEARER\"\ntoken_endpoint_url = \"{}\"\n\
+             client_id = \"intake-kafka\"\nclient_secret = {{ file = \"{}\" }}",
+            self.sasl_ssl,
+            self.tls.join("ca.pem").display(),
+            kc.token_url(),
+            secret_file.display()
+        )
+    }
+
+    /// `[registry]` lines for the registry that takes Keycloak tokens ([`Keycloak::registry_url`]):
+    /// OAuth 2.0 client credentials of `intake-registry` (its secret from `secret_file`), the
+    /// stack's CA.
+    pub fn oidc_registry_toml(&self, kc: &Keycloak, secret_file: &std::path::Path) -> String {
+        format!(
+            "url = \"{}\"\n\
+             [registry.auth]\nkind = \"oauth2\"\ngrant = \"client_credentials\"\n\
+             token_url = \"{}\"\nclient_id = \"intake-registry\"\n\
+             client_secret = {{ file = \"{}\" }}\n\
+             [registry.tls]\nca_file = \"{}\"",
+            kc.registry_url(),
+            kc.token_url(),
+            secret_file.display(),
+            self.tls.join("ca.pem").display()
+        )
+    }
+
     /// `[kafka]` lines for SASL_SSL with `mechanism`, verifying the broker with the stack's CA.
     pub fn sasl_ssl_toml(&self, mechanism: &str) -> String {
         format!(
@@ -177,6 +210,92 @@ impl SecureStack {
             self.tls.join("ca.pem").display(),
             self.tls.join("intake.password").display()
         )
+    }
+}
+
+/// The local stack's Keycloak (realm `intake`), started on first use by the idempotent
+/// `scripts/stack start keycloak` on `INTAKE_TEST_KEYCLOAK_PORT` (default 8180). That also
+/// gives the stack's broker OAUTHBEARER on its SASL_SSL listener (restarting it once if it ran
+/// without), so call this before a test's Kafka work. Blocking.
+pub struct Keycloak {
+    pub url: String,
+    pub secrets: std::path::PathBuf,
+}
+
+pub fn keycloak() -> &'static Keycloak {
+    static KEYCLOAK: std::sync::OnceLock<Keycloak> = std::sync::OnceLock::new();
+    KEYCLOAK.get_or_init(|| {
+        let port = std::env::var("INTAKE_TEST_KEYCLOAK_PORT").unwrap_or_else(|_| "8180".into());
+        let stack = std::env::var("INTAKE_TEST_STACK_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| root().join(".stack"));
+        let out = std::process::Command::new(root().join("scripts/stack"))
+            .args(["start", "keycloak"])
+            .env("INTAKE_STACK_DIR", &stack)
+            .env("KEYCLOAK_PORT", &port)
+            .output()
+            .expect("run scripts/stack");
+        assert!(
+            out.status.success(),
+            "scripts/stack start keycloak failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Keycloak {
+            url: format!("http://127.0.0.1:{port}"),
+            secrets: stack.join("keycloak/secrets"),
+        }
+    })
+}
+
+impl Keycloak {
+    pub fn issuer(&self) -> String {
+        format!("{}/realms/intake", self.url)
+    }
+    pub fn token_url(&self) -> String {
+        format!("{}/protocol/openid-connect/token", self.issuer())
+    }
+    pub fn secret_file(&self, name: &str) -> std::path::PathBuf {
+        self.secrets.join(name)
+    }
+    pub fn secret(&self, name: &str) -> String {
+        std::fs::read_to_string(self.secret_file(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+    /// The second registry `scripts/stack start keycloak` runs: HTTPS (the stack's CA), only
+    /// Keycloak tokens for the audience `registry` (Keycloak's port + 4).
+    pub fn registry_url(&self) -> String {
+        let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        format!("https://127.0.0.1:{}/apis/ccompat/v7", port + 4)
+    }
+    /// An access token of `client` (client credentials, its secret from `<client>.secret`).
+    pub fn token(&self, client: &str) -> String {
+        let url = self.token_url();
+        let secret = self.secret(&format!("{client}.secret"));
+        let client = client.to_owned();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let r: serde_json::Value = reqwest::Client::new()
+                    .post(url)
+                    .basic_auth(client, Some(secret))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body("grant_type=client_credentials")
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                r["access_token"].as_str().expect("a token").to_owned()
+            })
+        })
+        .join()
+        .unwrap()
     }
 }
 
