@@ -436,7 +436,7 @@ async fn exactly_the_truth(
 
 /// The operator's commands over the run's secured connection — `status`, `verify` (against
 /// the simulator's truth document), `config --check` (whose Kafka line must contain `how`) and
-/// `config` — succeed; then `secrets` (the run's own, plus the webhook secret and the serve API
+/// `config` — and a `dlq replay` of every dead letter succeed; then `secrets` (the run's own, plus the webhook secret and the serve API
 /// key) appear in no command's output or log, in the run's log, in serve's `/metrics`,
 /// `/openapi.json` and answers (headers and bodies, with and without the key), nor in any
 /// record (keys, headers, values) of the landing, DLQ, jobs, cursors, valid and curated topics,
@@ -481,6 +481,17 @@ async fn commands_and_secret_scan(
         outputs.push_str(&out);
         outputs.push_str(&log);
     }
+    // A DLQ replay over the same connection: every dead letter re-landed in one transaction.
+    let (out, replay_log) = command(dir, cfg_path, &["dlq", "replay", "--json"], "over SASL_SSL");
+    let replay: serde_json::Value = serde_json::from_str(&out).expect("replay --json");
+    let (chosen, landed) = (replay["chosen"].as_u64(), replay["landed"].as_u64());
+    let skipped = replay["skipped"].as_array().map_or(0, Vec::len) as u64;
+    assert!(
+        landed.is_some_and(|l| l > 0 && Some(l + skipped) == chosen),
+        "dlq replay over SASL_SSL: {out}"
+    );
+    outputs.push_str(&out);
+    outputs.push_str(&replay_log);
     assert!(
         outputs.contains("kafka: ok") && outputs.contains(how),
         "config --check: {outputs}"
