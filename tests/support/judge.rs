@@ -25,6 +25,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::{brokers, unique};
 
+/// Records taken from one reader's queue before the judge moves on to the next reader.
+const DRAIN: usize = 5000;
+
 /// What the judge saw.
 #[derive(Debug, Default, Clone)]
 pub struct Verdict {
@@ -117,103 +120,117 @@ impl Judge {
                 // an end once per reaching it).
                 let mut at_end: std::collections::HashSet<(usize, i32)> = Default::default();
                 let all: usize = readers.iter().map(|r| r.3).sum();
-                while !stop.load(Ordering::Relaxed) {
-                    if finishing.load(Ordering::Relaxed) && at_end.len() == all {
-                        break;
-                    }
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let mut v = verdict.lock().unwrap();
-                    v.behind = readers
+                let behind = |at_end: &std::collections::HashSet<(usize, i32)>| -> Vec<String> {
+                    readers
                         .iter()
                         .enumerate()
                         .flat_map(|(i, r)| (0..r.3 as i32).map(move |p| (i, p, &r.0)))
                         .filter(|(i, p, _)| !at_end.contains(&(*i, *p)))
                         .map(|(_, p, t)| format!("{t}/{p}"))
-                        .collect();
-                    drop(v);
+                        .collect()
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    if finishing.load(Ordering::Relaxed) && at_end.len() == all {
+                        break;
+                    }
+                    // Each reader's queue is drained (what librdkafka has fetched is handed
+                    // over without waiting); only a round that found nothing anywhere waits.
+                    // Waiting on each reader in turn would cost every idle reader's timeout per
+                    // record and leave the judge far behind a busy pipeline.
+                    let mut got = 0usize;
                     for (i, (topic, role, c, _)) in readers.iter().enumerate() {
-                        let m = match c.poll(Duration::from_millis(20)) {
-                            None => continue,
-                            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                                at_end.insert((i, p));
-                                continue;
-                            }
-                            // Transient client notices (a restarted broker): it reconnects.
-                            Some(Err(e)) => {
-                                *verdict
-                                    .lock()
-                                    .unwrap()
-                                    .errors
-                                    .entry(format!("{topic}: {e}"))
-                                    .or_default() += 1;
-                                continue;
-                            }
-                            Some(Ok(m)) => m,
-                        };
-                        let (p, o) = (m.partition(), m.offset());
-                        at_end.remove(&(i, p));
-                        let mut v = verdict.lock().unwrap();
-                        match role {
-                            Role::Valid => {
-                                v.valid += 1;
-                                if header(&m, headers::KIND).is_some() {
-                                    continue; // a sync marker: one copy per partition
+                        for _ in 0..DRAIN {
+                            let m = match c.poll(Duration::ZERO) {
+                                None => break,
+                                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                                    at_end.insert((i, p));
+                                    continue;
                                 }
-                                let origin = header(&m, headers::ORIGIN).unwrap_or("?").to_owned();
-                                let key = String::from_utf8_lossy(m.key().unwrap_or_default())
-                                    .into_owned();
-                                if let Some((p0, o0)) = valid_seen
-                                    .insert((topic.clone(), origin.clone(), key.clone()), (p, o))
-                                {
-                                    v.faults.push(format!(
+                                // Transient client notices (a restarted broker): it reconnects.
+                                Some(Err(e)) => {
+                                    *verdict
+                                        .lock()
+                                        .unwrap()
+                                        .errors
+                                        .entry(format!("{topic}: {e}"))
+                                        .or_default() += 1;
+                                    continue;
+                                }
+                                Some(Ok(m)) => m,
+                            };
+                            got += 1;
+                            let (p, o) = (m.partition(), m.offset());
+                            at_end.remove(&(i, p));
+                            let mut v = verdict.lock().unwrap();
+                            match role {
+                                Role::Valid => {
+                                    v.valid += 1;
+                                    if header(&m, headers::KIND).is_some() {
+                                        continue; // a sync marker: one copy per partition
+                                    }
+                                    let origin =
+                                        header(&m, headers::ORIGIN).unwrap_or("?").to_owned();
+                                    let key = String::from_utf8_lossy(m.key().unwrap_or_default())
+                                        .into_owned();
+                                    if let Some((p0, o0)) = valid_seen.insert(
+                                        (topic.clone(), origin.clone(), key.clone()),
+                                        (p, o),
+                                    ) {
+                                        v.faults.push(format!(
                                         "{topic}: key {key} from {origin} committed twice, at {p0}/{o0} and {p}/{o}"
                                     ));
+                                    }
                                 }
-                            }
-                            Role::Dlq => {
-                                v.dlq += 1;
-                                let origin =
-                                    header(&m, headers::DLQ_ORIGIN).unwrap_or("?").to_owned();
-                                if let Some((p0, o0)) = dlq_seen.insert(origin.clone(), (p, o)) {
-                                    v.faults.push(format!(
+                                Role::Dlq => {
+                                    v.dlq += 1;
+                                    let origin =
+                                        header(&m, headers::DLQ_ORIGIN).unwrap_or("?").to_owned();
+                                    if let Some((p0, o0)) = dlq_seen.insert(origin.clone(), (p, o))
+                                    {
+                                        v.faults.push(format!(
                                         "{topic}: the dead letter of {origin} committed twice, at {p0}/{o0} and {p}/{o}"
                                     ));
+                                    }
                                 }
-                            }
-                            Role::Curated => {
-                                v.curated += 1;
-                                let stamp = (|| {
-                                    let version = header(&m, headers::VERSION)?.parse().ok()?;
-                                    let hash =
-                                        u64::from_str_radix(header(&m, headers::HASH)?, 16).ok()?;
-                                    Some(Stamp::from_parts(
-                                        version,
-                                        hash,
-                                        header(&m, headers::OP) == Some("delete"),
-                                    ))
-                                })();
-                                let Some(stamp) = stamp else {
-                                    v.faults.push(format!(
+                                Role::Curated => {
+                                    v.curated += 1;
+                                    let stamp = (|| {
+                                        let version = header(&m, headers::VERSION)?.parse().ok()?;
+                                        let hash =
+                                            u64::from_str_radix(header(&m, headers::HASH)?, 16)
+                                                .ok()?;
+                                        Some(Stamp::from_parts(
+                                            version,
+                                            hash,
+                                            header(&m, headers::OP) == Some("delete"),
+                                        ))
+                                    })();
+                                    let Some(stamp) = stamp else {
+                                        v.faults.push(format!(
                                         "{topic}/{p}/{o}: a curated record without a readable version and hash"
                                     ));
-                                    continue;
-                                };
-                                let key = m.key().unwrap_or_default().to_vec();
-                                if let Some((before, p0, o0)) =
-                                    curated_last.insert((topic.clone(), key.clone()), (stamp, p, o))
-                                    && before >= stamp
-                                {
-                                    v.faults.push(format!(
+                                        continue;
+                                    };
+                                    let key = m.key().unwrap_or_default().to_vec();
+                                    if let Some((before, p0, o0)) = curated_last
+                                        .insert((topic.clone(), key.clone()), (stamp, p, o))
+                                        && before >= stamp
+                                    {
+                                        v.faults.push(format!(
                                         "{topic}: key {} went from {before:?} at {p0}/{o0} to {stamp:?} at {p}/{o}: not forward",
                                         String::from_utf8_lossy(&key)
                                     ));
+                                    }
                                 }
                             }
                         }
                     }
+                    if got == 0 {
+                        verdict.lock().unwrap().behind = behind(&at_end);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                 }
+                verdict.lock().unwrap().behind = behind(&at_end);
             }
         });
         Judge {
