@@ -284,8 +284,23 @@ fn declared_from(path: &Path, cfg: &Config) -> Result<Vec<TopicSpec>, TopicsErro
             }
         }
     }
+    if let Some(n) = cfg.topics.min_insync_replicas {
+        if n < 1 || n > cfg.topics.replication_factor {
+            return Err(err(format!(
+                "topics.min_insync_replicas = {n} must be between 1 and replication_factor ({})",
+                cfg.topics.replication_factor
+            )));
+        }
+        for spec in &mut out {
+            spec.config
+                .insert(MIN_INSYNC_REPLICAS.to_owned(), n.to_string());
+        }
+    }
     Ok(out)
 }
+
+/// The topic config of how many in-sync copies a write needs (`topics.min_insync_replicas`).
+const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -677,6 +692,33 @@ version = "/v"
         assert_eq!(specs[5].config["cleanup.policy"], "compact");
         for s in &specs[6..] {
             assert_eq!(s.config["max.message.bytes"], "1048588", "{}", s.name);
+        }
+        assert!(
+            specs
+                .iter()
+                .all(|s| !s.config.contains_key(MIN_INSYNC_REPLICAS))
+        );
+    }
+
+    #[test]
+    fn min_insync_replicas_goes_on_every_topic_and_fits_the_replication() {
+        let cfg = |rf: i32, isr: i32| {
+            Config::from_toml(&format!(
+                "[kafka]\nbrokers = \"x:1\"\n[topics]\nreplication_factor = {rf}\nmin_insync_replicas = {isr}\n\
+                 [[sources]]\nname = \"sim\"\nbase_url = \"http://x\"\n\
+                 [[sources.streams]]\nname = \"orders\"\npath = \"/o\"\nprimary_key = \"/id\"\n"
+            ))
+            .unwrap()
+        };
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("topics/topics.toml");
+        let specs = declared_from(&path, &cfg(3, 2)).unwrap();
+        assert_eq!(specs.len(), 8);
+        for s in &specs {
+            assert_eq!(s.config[MIN_INSYNC_REPLICAS], "2", "{}", s.name);
+        }
+        for (rf, isr) in [(1, 2), (3, 0)] {
+            let err = declared_from(&path, &cfg(rf, isr)).unwrap_err().to_string();
+            assert!(err.contains("topics.min_insync_replicas"), "{err}");
         }
     }
 }

@@ -1,34 +1,45 @@
 //! Issue 10, chaos: the whole pipeline as separate processes — two per group: `intake fetch`,
 //! `intake validate`, `intake dedup`, `intake serve` — against the simulator with drift,
 //! backdated updates, deletes, signed webhooks (shuffled, duplicated, retried), large records
-//! and 5xx faults on. While the simulator writes, random stage processes are SIGKILLed (and
-//! restarted after a random pause with the same instance id), the broker is restarted
-//! (`CHAOS_BROKER_RESTARTS`, at least 2) and the registry once.
+//! and 5xx faults on, on a cluster of three KRaft brokers (replication factor 3,
+//! `min.insync.replicas` 2; `scripts/stack cluster`). While the simulator writes, random stage
+//! processes are SIGKILLed (the four stages in turn, restarted after a random pause with the
+//! same instance id), a broker is SIGKILLed and restarted (`CHAOS_BROKER_KILLS`, in turn the
+//! leader of landing's partition 0 and the transaction coordinator of a fetch stream's
+//! transactional id, each found with Kafka's own tools at that moment), the cluster gets a
+//! rolling restart and the registry is restarted once.
 //!
 //! The simulator's writer starts once the backfill completed (the truth counts a drifted id
-//! deleted before intake ever read it, which no DLQ can hold). Then the writer pauses and,
-//! once every stream completed a sync (a full one with delete
-//! detection for customers and orders) that started after the pause and every webhook was
-//! delivered, the run is compared exactly: the curated topics against the simulator's truth
-//! (same keys, same versions, deleted keys tombstoned), the DLQ against the drifted ids (each
-//! with its kind, no other kind), nothing committed twice anywhere (landing pages, valid and
-//! DLQ records per landing origin, curated emissions per key), no stage process that ended by
-//! itself, and the simulator's per-token counters against the quota (not one 429: the
-//! simulator's limit is the configured quota, so any request over it would be refused). It
-//! prints kills survived, records compared, lost, doubled, stale and wrong.
+//! deleted before intake ever read it, which no DLQ can hold). A `read_committed` judge reads
+//! the valid, curated and DLQ topics for the whole run and names any record committed twice or
+//! curated version going backwards. Then the writer pauses, every webhook is delivered, fetch
+//! is stopped and the ledger is judged before anything can repair it: every landed record in
+//! exactly one valid topic or the DLQ, curated = the latest valid version per key, every
+//! acknowledged webhook landed by event id. Then fetch restarts and, once every stream
+//! completed a sync (a full one with delete detection for customers and orders) that started
+//! after the pause, the run is compared exactly: the curated topics against the simulator's
+//! truth (same keys, same versions, deleted keys tombstoned), the DLQ against the drifted ids
+//! (each with its kind, no other kind), nothing committed twice anywhere, no stage process that
+//! ended by itself, and the simulator's per-token counters against the quota (not one 429). It
+//! prints kills survived, broker kills and whom they hit, records compared, lost, doubled,
+//! stale and wrong.
 //!
-//! The broker is restarted, so the test runs on a PRIVATE stack (`scripts/stack` with its own
-//! `INTAKE_STACK_DIR` under `target/`, Kafka on 19092/19093, the registry on 18081/18091),
-//! which it starts (idempotent) and stops at the end (`CHAOS_KEEP_STACK=1` keeps it).
+//! Brokers are killed, so the test runs on a PRIVATE stack (`scripts/stack` with its own
+//! `INTAKE_STACK_DIR` under `target/`, the cluster's nodes on 19092, 19094 and 19096 with their
+//! controllers one above, the registry on 18081/18091), which it starts (idempotent) and stops
+//! at the end (`CHAOS_KEEP_STACK=1` keeps it). `CHAOS_CLUSTER=0` runs the older single-broker
+//! form instead (the broker restarted with SIGTERM: a full outage each time).
 //!
 //! The short form (the default, run by `scripts/test`) makes 12 kills; `scripts/chaos` runs the
-//! long form. Settings (environment): `CHAOS_KILLS` (12), `CHAOS_BROKER_RESTARTS` (2),
-//! `CHAOS_REGISTRY_RESTARTS` (1), `CHAOS_GAP_MS` (`1000-3000`, pause between actions),
-//! `CHAOS_DOWN_MS` (`200-3000`, how long a killed process stays down), `CHAOS_RECORDS` (400 per
-//! stream), `CHAOS_WRITE_RATE` (5 writes/s), `CHAOS_QUOTA` (20 requests/s), `CHAOS_SEED`
-//! (replays one schedule), `CHAOS_KAFKA_PORT` (19092; the controller listens on the next
-//! port), `CHAOS_REGISTRY_PORT` (18081; management on +10), `CHAOS_STACK_DIR`
-//! (`target/stack-chaos`), `CHAOS_KEEP_LOGS=1` (keep the process logs after a pass).
+//! long form. Settings (environment): `CHAOS_KILLS` (12), `CHAOS_CLUSTER` (1),
+//! `CHAOS_BROKER_KILLS` (2), `CHAOS_BROKER_DOWN_MS` (`3000-10000`), `CHAOS_BROKER_RESTARTS` (1
+//! rolling restart; 2 restarts of the single broker), `CHAOS_REGISTRY_RESTARTS` (1),
+//! `CHAOS_GAP_MS` (`1000-3000`, pause between actions), `CHAOS_DOWN_MS` (`200-3000`, how long
+//! a killed process stays down), `CHAOS_RECORDS` (400 per stream), `CHAOS_WRITE_RATE` (5
+//! writes/s), `CHAOS_QUOTA` (20 requests/s), `CHAOS_SEED` (replays one schedule),
+//! `CHAOS_KAFKA_PORT` (19092: the first node's port), `CHAOS_REGISTRY_PORT` (18081; management
+//! on +10), `CHAOS_STACK_DIR` (`target/stack-chaos`), `CHAOS_KEEP_LOGS=1` (keep the process
+//! logs after a pass).
 
 mod support;
 
@@ -70,8 +81,20 @@ fn env_range(name: &str, default: (u64, u64)) -> (u64, u64) {
 #[derive(Debug, Clone)]
 struct Settings {
     kills: usize,
+    /// Three KRaft brokers (`scripts/stack cluster`) instead of one.
+    cluster: bool,
+    /// SIGKILLs of a broker (cluster only): the leader of a landing partition and the
+    /// transaction coordinator of a fetch stream's transactional id, in turn.
+    broker_kills: usize,
+    /// How long a killed broker stays down.
+    broker_down_ms: (u64, u64),
+    /// Clean restarts of the broker (the single broker: a full outage) or rolling restarts
+    /// of the cluster.
     broker_restarts: usize,
     registry_restarts: usize,
+    /// Zombies: a validate or dedup process (in turn) SIGSTOPped until its group has moved on
+    /// without it, then SIGCONTed.
+    zombies: usize,
     gap_ms: (u64, u64),
     down_ms: (u64, u64),
     records: u32,
@@ -87,10 +110,15 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Self {
+        let cluster = env_or("CHAOS_CLUSTER", 1u8) == 1;
         Self {
             kills: env_or("CHAOS_KILLS", 12),
-            broker_restarts: env_or("CHAOS_BROKER_RESTARTS", 2),
+            cluster,
+            broker_kills: env_or("CHAOS_BROKER_KILLS", 2),
+            broker_down_ms: env_range("CHAOS_BROKER_DOWN_MS", (3000, 10000)),
+            broker_restarts: env_or("CHAOS_BROKER_RESTARTS", if cluster { 1 } else { 2 }),
             registry_restarts: env_or("CHAOS_REGISTRY_RESTARTS", 1),
+            zombies: env_or("CHAOS_ZOMBIES", 1),
             gap_ms: env_range("CHAOS_GAP_MS", (1000, 3000)),
             down_ms: env_range("CHAOS_DOWN_MS", (200, 3000)),
             records: env_or("CHAOS_RECORDS", 400),
@@ -122,6 +150,7 @@ impl Stack {
                 ("INTAKE_STACK_DIR", s.stack_dir.display().to_string()),
                 ("KAFKA_PORT", s.kafka_port.to_string()),
                 ("KAFKA_CONTROLLER_PORT", (s.kafka_port + 1).to_string()),
+                ("CLUSTER_PORT", s.kafka_port.to_string()),
                 ("REGISTRY_PORT", s.registry_port.to_string()),
                 ("REGISTRY_MGMT_PORT", (s.registry_port + 10).to_string()),
             ],
@@ -129,34 +158,67 @@ impl Stack {
         }
     }
 
-    fn command(&self, cmd: &str) -> Command {
+    fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(root().join("scripts/stack"));
-        c.arg(cmd)
+        c.args(args)
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(std::process::Stdio::null());
         c
     }
 
-    /// Runs `scripts/stack <cmd>`; its output goes to the stack log.
-    fn run(&self, cmd: &str) -> Duration {
-        let started = Instant::now();
-        let out = std::fs::OpenOptions::new()
+    fn log(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
-            .unwrap();
-        let status = self
-            .command(cmd)
+            .unwrap()
+    }
+
+    /// Runs `scripts/stack ARGS...`; its output goes to the stack log.
+    fn run(&self, args: &[&str]) -> Duration {
+        self.run_while(args, || {})
+    }
+
+    /// [`Stack::run`], calling `meanwhile` every 50 ms until it ends (the stage processes'
+    /// upkeep: a killed process comes back on time while a broker restarts).
+    fn run_while(&self, args: &[&str], mut meanwhile: impl FnMut()) -> Duration {
+        let started = Instant::now();
+        let out = self.log();
+        let mut child = self
+            .command(args)
             .stdout(out.try_clone().unwrap())
             .stderr(out)
-            .status()
+            .spawn()
             .expect("scripts/stack runs");
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            meanwhile();
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(
             status.success(),
-            "scripts/stack {cmd} failed ({status})\n{}",
+            "scripts/stack {args:?} failed ({status})\n{}",
             proc::tail(&self.log, 30)
         );
         started.elapsed()
+    }
+
+    /// The standard output of `scripts/stack ARGS...`, trimmed (its log lines go to the log).
+    fn output(&self, args: &[&str]) -> String {
+        let out = self
+            .command(args)
+            .stderr(self.log())
+            .output()
+            .expect("scripts/stack runs");
+        assert!(
+            out.status.success(),
+            "scripts/stack {args:?} failed ({})\n{}",
+            out.status,
+            proc::tail(&self.log, 30)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 }
 
@@ -168,7 +230,7 @@ impl Drop for StopOnDrop {
         if !self.1 {
             let _ = self
                 .0
-                .command("stop")
+                .command(&["stop"])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status();
@@ -207,8 +269,14 @@ impl Slot {
 struct Chaos {
     kills: usize,
     kills_by_stage: std::collections::BTreeMap<&'static str, usize>,
+    /// Kills after which Kafka (`TransactionsCommand list`) showed the victim's transaction
+    /// still open (`Ongoing`): it died mid-transaction. Cluster runs only.
+    kills_in_txn: std::collections::BTreeMap<&'static str, usize>,
     broker_restarts: Vec<Duration>,
+    broker_kills: Vec<BrokerKill>,
     registry_restarts: Vec<Duration>,
+    /// Zombies: (instance, how long its group took to move on without it).
+    zombies: Vec<(String, Duration)>,
     /// Processes that ended by themselves: (instance, status, log tail).
     ended: Vec<(String, String, String)>,
 }
@@ -242,19 +310,41 @@ fn sleep_with_upkeep(d: Duration, slots: &mut [Slot], chaos: &mut Chaos) {
     upkeep(slots, chaos);
 }
 
+/// One broker SIGKILL: whom it hit, and how long the cluster took to be whole again.
+#[derive(Debug)]
+struct BrokerKill {
+    /// `leader of <topic>-<partition>` or `coordinator of <transactional id>`.
+    target: String,
+    node: String,
+    down: Duration,
+    /// From the restart to every partition fully replicated again.
+    back: Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     Kill,
+    KillBroker,
     RestartBroker,
     RestartRegistry,
+    Zombie,
 }
 
-/// The kills, with the broker and registry restarts (alternating, broker first) spread
-/// evenly between them.
+/// The kills, with the broker kills, broker restarts and registry restarts (in turn, broker
+/// first) spread evenly between them.
 fn plan(s: &Settings) -> Vec<Action> {
     let mut special = Vec::new();
-    let (mut b, mut r) = (s.broker_restarts, s.registry_restarts);
-    while b + r > 0 {
+    let mut k = if s.cluster { s.broker_kills } else { 0 };
+    let (mut b, mut r, mut z) = (s.broker_restarts, s.registry_restarts, s.zombies);
+    while k + b + r + z > 0 {
+        if z > 0 {
+            special.push(Action::Zombie);
+            z -= 1;
+        }
+        if k > 0 {
+            special.push(Action::KillBroker);
+            k -= 1;
+        }
         if b > 0 {
             special.push(Action::RestartBroker);
             b -= 1;
@@ -275,10 +365,32 @@ fn plan(s: &Settings) -> Vec<Action> {
 /// The stages whose processes are killed, two processes each.
 const STAGES: [&str; 4] = ["fetch", "validate", "dedup", "serve"];
 
+/// What a broker kill aims at: a landing partition's leader, and the transaction coordinator
+/// of a fetch stream (its transactional id).
+struct Targets {
+    landing: String,
+    fetch_txn: String,
+    /// The group prefix: the stages' transactional ids start with it.
+    group_prefix: String,
+}
+
+impl Targets {
+    /// Whether `txid` is one of the victim's transactional ids: its own (validate, dedup,
+    /// serve), or any fetch stream's for a fetch process (the token's owner holds them all).
+    fn owned_by(&self, slot: &Slot, txid: &str) -> bool {
+        let gp = &self.group_prefix;
+        match slot.stage {
+            "fetch" => txid.starts_with(&format!("{gp}-fetch-")),
+            stage => txid == format!("{gp}-{stage}-{}", slot.instance),
+        }
+    }
+}
+
 /// The chaos phase (blocking): every action after a random pause.
 fn chaos(
     s: &Settings,
     stack: &Stack,
+    targets: &Targets,
     slots: &mut [Slot],
     rng: &mut rand_chacha::ChaCha8Rng,
 ) -> Chaos {
@@ -321,6 +433,27 @@ fn chaos(
                     c.kills += 1;
                     slot.kills += 1;
                     *c.kills_by_stage.entry(slot.stage).or_default() += 1;
+                    if s.cluster {
+                        // Asked before the victim comes back (its successor fences and
+                        // aborts what it left open).
+                        let open = stack
+                            .output(&["cluster", "transactions"])
+                            .lines()
+                            .filter_map(|l| l.split_once(' '))
+                            .any(|(id, state)| state == "Ongoing" && targets.owned_by(slot, id));
+                        if open {
+                            *c.kills_in_txn.entry(slot.stage).or_default() += 1;
+                        }
+                        eprintln!(
+                            "chaos: {} died {}",
+                            slot.instance,
+                            if open {
+                                "with its transaction open"
+                            } else {
+                                "between transactions"
+                            }
+                        );
+                    }
                 }
                 let down = rng.random_range(s.down_ms.0..=s.down_ms.1);
                 slot.back_at = Some(Instant::now() + Duration::from_millis(down));
@@ -329,15 +462,60 @@ fn chaos(
                     slot.instance, slot.lives
                 );
             }
+            Action::KillBroker => {
+                let (target, node) = if c.broker_kills.len() % 2 == 0 {
+                    let node = stack.output(&["cluster", "leader", &targets.landing, "0"]);
+                    (format!("leader of {}-0", targets.landing), node)
+                } else {
+                    let node = stack.output(&["cluster", "coordinator", &targets.fetch_txn]);
+                    (format!("coordinator of {}", targets.fetch_txn), node)
+                };
+                stack.run(&["cluster", "kill", &node]);
+                let down = Duration::from_millis(
+                    rng.random_range(s.broker_down_ms.0..=s.broker_down_ms.1),
+                );
+                eprintln!(
+                    "chaos: SIGKILL broker {node}, the {target}; back in {} ms",
+                    down.as_millis()
+                );
+                sleep_with_upkeep(down, slots, &mut c);
+                let back = stack.run_while(&["cluster", "restart", &node], || {
+                    upkeep(slots, &mut c);
+                });
+                eprintln!(
+                    "chaos: broker {node} back, every partition in sync after {:.1} s",
+                    back.as_secs_f64()
+                );
+                c.broker_kills.push(BrokerKill {
+                    target,
+                    node,
+                    down,
+                    back,
+                });
+            }
             Action::RestartBroker => {
-                eprintln!("chaos: restarting the broker");
-                let took = stack.run("restart-kafka");
+                let what: &[&str] = if s.cluster {
+                    &["cluster", "roll"]
+                } else {
+                    &["restart-kafka"]
+                };
+                eprintln!("chaos: {what:?}");
+                let took = stack.run_while(what, || upkeep(slots, &mut c));
                 eprintln!("chaos: broker back after {:.1} s", took.as_secs_f64());
                 c.broker_restarts.push(took);
             }
+            Action::Zombie => {
+                let stage = if c.zombies.len() % 2 == 0 {
+                    "validate"
+                } else {
+                    "dedup"
+                };
+                let zombie = zombie(stage, targets, slots, &mut c);
+                c.zombies.push(zombie);
+            }
             Action::RestartRegistry => {
                 eprintln!("chaos: restarting the registry");
-                let took = stack.run("restart-registry");
+                let took = stack.run(&["restart-registry"]);
                 eprintln!("chaos: registry back after {:.1} s", took.as_secs_f64());
                 c.registry_restarts.push(took);
             }
@@ -351,6 +529,69 @@ fn chaos(
     }
     upkeep(slots, &mut c);
     c
+}
+
+/// A zombie: a running process of `stage` is SIGSTOPped (it keeps its connections, its open
+/// transaction and its belief that it owns its partitions), stays stopped until the
+/// group coordinator has expelled it and the group is stable without it (its session timed
+/// out; the other process owns its partitions), and is then SIGCONTed. Whatever it goes on
+/// to do with its stale generation and producer must commit nothing: the concurrent judge
+/// and the ledger say whether it did.
+fn zombie(
+    stage: &'static str,
+    targets: &Targets,
+    slots: &mut [Slot],
+    c: &mut Chaos,
+) -> (String, Duration) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let i = loop {
+        if let Some(i) =
+            (0..slots.len()).find(|i| slots[*i].stage == stage && slots[*i].proc.is_some())
+        {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {stage} process ran for 120 s"
+        );
+        sleep_with_upkeep(Duration::from_millis(200), slots, c);
+    };
+    let instance = slots[i].instance.clone();
+    let pid = slots[i].proc.as_ref().unwrap().pid().to_string();
+    let member = format!("{}-{stage}-{instance}-", targets.group_prefix);
+    let view = support::group::GroupView::new(&format!("{}-{stage}", targets.group_prefix));
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid} ({instance})");
+    };
+    signal("-STOP");
+    let stopped = Instant::now();
+    eprintln!("chaos: SIGSTOP {instance} (pid {pid}), a zombie until its group moves on");
+    loop {
+        // Stable, with members, none of them the zombie.
+        if view
+            .assignments()
+            .is_some_and(|a| !a.is_empty() && !a.keys().any(|m| m.starts_with(&member)))
+        {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(120),
+            "the {stage} group did not move on without {instance} in 120 s: {:?}",
+            view.assignments()
+        );
+        sleep_with_upkeep(Duration::from_millis(250), slots, c);
+    }
+    let moved = stopped.elapsed();
+    signal("-CONT");
+    eprintln!(
+        "chaos: SIGCONT {instance}: its group moved on {:.1} s after it stopped",
+        moved.as_secs_f64()
+    );
+    (instance, moved)
 }
 
 /// A load balancer in front of the serve processes: each request goes to the next backend in
@@ -462,8 +703,16 @@ async fn token_counts(sim: &intake::sim::SimHandle) -> (u64, u64, u64, serde_jso
 #[test]
 fn chaos_kills_and_restarts_lose_double_and_breach_nothing() {
     let s = Settings::from_env();
+    let brokers = if s.cluster {
+        (0..3)
+            .map(|n| format!("127.0.0.1:{}", s.kafka_port + 2 * n))
+            .collect::<Vec<_>>()
+            .join(",")
+    } else {
+        format!("127.0.0.1:{}", s.kafka_port)
+    };
     use_stack(
-        &format!("127.0.0.1:{}", s.kafka_port),
+        &brokers,
         &format!("http://127.0.0.1:{}/apis/ccompat/v7", s.registry_port),
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -484,8 +733,14 @@ async fn run(s: Settings) {
     let stack = Stack::new(&s, dir.join("stack.log"));
     let _stop = StopOnDrop(stack.clone(), s.keep_stack);
     let took = blocking({
-        let stack = stack.clone();
-        move || stack.run("start")
+        let (stack, cluster) = (stack.clone(), s.cluster);
+        move || {
+            if cluster {
+                stack.run(&["start", "registry"]) + stack.run(&["cluster", "start"])
+            } else {
+                stack.run(&["start"])
+            }
+        }
     })
     .await;
     println!("private stack up in {:.1} s", took.as_secs_f64());
@@ -553,7 +808,15 @@ async fn run(s: Settings) {
         lookback: "1m",
         page_size: 50,
     };
-    let text = config_text(&e2e::sources(sim.addr, &knobs));
+    let mut text = config_text(&e2e::sources(sim.addr, &knobs));
+    if s.cluster {
+        // Topics as code, per environment: three copies, two needed for a write.
+        text = text.replacen(
+            "[topics]\n",
+            "[topics]\nreplication_factor = 3\nmin_insync_replicas = 2\n",
+            1,
+        );
+    }
     let text1 = text.replace(
         &format!("listen = \"127.0.0.1:{}\"", serve_ports[0]),
         &format!("listen = \"127.0.0.1:{}\"", serve_ports[1]),
@@ -607,10 +870,21 @@ async fn run(s: Settings) {
     .await;
     sim_admin(&sim, "/admin/resume").await;
     let chaos_started = Instant::now();
+    let targets = Targets {
+        group_prefix: cfg.kafka.group_prefix.clone(),
+        landing: intake::topics::TopicNames::from_config(&cfg).landing(),
+        fetch_txn: intake::kafka::txn::transactional_id(
+            &cfg.kafka.group_prefix,
+            intake::kafka::txn::Writer::Fetch {
+                source: "sim",
+                stream: "customers",
+            },
+        ),
+    };
     let (mut slots, chaos) = blocking({
         let (s, stack) = (s.clone(), stack.clone());
         move || {
-            let c = chaos(&s, &stack, &mut slots, &mut rng);
+            let c = chaos(&s, &stack, &targets, &mut slots, &mut rng);
             (slots, c)
         }
     })
@@ -619,12 +893,14 @@ async fn run(s: Settings) {
     let paused = sim_admin(&sim, "/admin/pause").await;
     let paused_at = time::OffsetDateTime::now_utc();
     println!(
-        "chaos phase {:.1} s: {} SIGKILLs {:?}, broker restarts {:?}, registry restarts {:?}; {} writes; {} processes ended by themselves",
+        "chaos phase {:.1} s: {} SIGKILLs {:?}, broker kills {:?}, broker restarts {:?}, registry restarts {:?}, zombies {:?}; {} writes; {} processes ended by themselves",
         chaos_took.as_secs_f64(),
         chaos.kills,
         chaos.kills_by_stage,
+        chaos.broker_kills,
         chaos.broker_restarts,
         chaos.registry_restarts,
+        chaos.zombies,
         paused["writes"],
         chaos.ended.len()
     );
@@ -710,17 +986,37 @@ async fn run(s: Settings) {
     .await;
     let events = landed.0;
     println!(
-        "\nCHAOS RESULT: kills survived {} ({:?}), broker restarts {}, registry restarts {}; \
+        "\nCHAOS RESULT: {}; kills survived {} ({:?}; with a transaction open {:?}), broker SIGKILLs {} ({}), broker restarts {}, registry restarts {}, zombies {}; \
          ledger before repair: {} landed records and {} curated keys exact; \
          concurrent judge: {} valid, {} curated, {} DLQ records read, {} faults; \
          records compared {}, lost {}, doubled {}, stale {}, wrong {}; \
          matched {}, tombstoned {}, drifted in DLQ {}; \
          token demo: {requests} requests, {throttled} throttled (429), at most {max_per_second} in a second (quota {}/s); \
          webhooks {} (landed {events}); processes that ended by themselves {}; {:.1} s in all\n{table}",
+        if s.cluster {
+            "three brokers, replication factor 3, min.insync.replicas 2"
+        } else {
+            "one broker"
+        },
         chaos.kills,
         chaos.kills_by_stage,
+        chaos.kills_in_txn,
+        chaos.broker_kills.len(),
+        chaos
+            .broker_kills
+            .iter()
+            .map(|k| format!(
+                "node {}, the {}: down {:.1} s, whole again {:.1} s after its restart",
+                k.node,
+                k.target,
+                k.down.as_secs_f64(),
+                k.back.as_secs_f64()
+            ))
+            .collect::<Vec<_>>()
+            .join("; "),
         chaos.broker_restarts.len(),
         chaos.registry_restarts.len(),
+        chaos.zombies.len(),
         ledger.landed,
         ledger.keys,
         verdict.valid,
@@ -770,7 +1066,12 @@ async fn run(s: Settings) {
         );
     }
     assert!(chaos.broker_restarts.len() == s.broker_restarts);
+    assert_eq!(
+        chaos.broker_kills.len(),
+        if s.cluster { s.broker_kills } else { 0 }
+    );
     assert!(chaos.registry_restarts.len() == s.registry_restarts);
+    assert_eq!(chaos.zombies.len(), s.zombies);
     assert!(
         verdict.faults.is_empty(),
         "the concurrent judge:\n{}",

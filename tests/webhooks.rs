@@ -551,6 +551,24 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
         ("slack", "users"),
         [("U1".to_owned(), ("upsert", 1_700_000_060_000_000))].into(),
     );
+    // Slack's URL verification (signed like an event): answered with its challenge, never
+    // landed; unsigned, refused.
+    let body = bytes(&json!({"token": "x", "type": "url_verification",
+        "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}));
+    let (s, v) = post(&srv, "slack", &body, &slack_headers(SLACK, now(), &body)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v,
+        json!({"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"})
+    );
+    let (s, v) = post(
+        &srv,
+        "slack",
+        &body,
+        &slack_headers(SLACK, now(), &body)[..1],
+    )
+    .await;
+    assert_eq!(s, 401, "{v}");
     let body = slack_event("Ev9", "user_change", "U1", "mallory", 1_800_000_000);
     let (s, v) = post(
         &srv,

@@ -119,6 +119,7 @@ impl Default for super::TopicsConfig {
             prefix: topic_prefix(),
             dir: topics_dir(),
             replication_factor: replication_factor(),
+            min_insync_replicas: None,
         }
     }
 }

@@ -31,7 +31,7 @@ pub use source::{
     StatusAction, StatusRange, StatusRule, StreamConfig,
 };
 pub use timefmt::TimeFormat;
-pub use webhook::{FieldSpec, WebhookConfig, WebhookPreset, WebhookSignature};
+pub use webhook::{ChallengeConfig, FieldSpec, WebhookConfig, WebhookPreset, WebhookSignature};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -224,6 +224,11 @@ pub struct TopicsConfig {
     /// Replication factor for created topics (1 on a single local broker).
     #[serde(default = "defaults::replication_factor")]
     pub replication_factor: i32,
+    /// `min.insync.replicas` of every declared topic (for example 2 with replication factor
+    /// 3: a write needs two copies, one broker may be down); absent: the broker's default.
+    /// Set on created topics and corrected on existing ones by `intake topics apply`.
+    #[serde(default)]
+    pub min_insync_replicas: Option<i32>,
 }
 
 /// Metrics settings.

@@ -67,6 +67,48 @@ pub struct WebhookConfig {
     /// JSON pointer of the record inside an upsert event (`""`: the whole body).
     #[serde(default = "default_record")]
     pub record: String,
+    /// A URL-verification handshake: a signed event whose `type_pointer` holds `event_type`
+    /// is answered 200 `{"challenge": <the value at challenge>}` and lands nothing. Slack's
+    /// Events API sends `{"type": "url_verification", "challenge": "..."}` when an app's
+    /// request URL is set. Default: on with the `slack` preset (`challenge = {}`), off
+    /// otherwise.
+    #[serde(default)]
+    pub challenge: Option<ChallengeConfig>,
+}
+
+/// `sources[].webhook.challenge`: a provider's URL-verification handshake.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeConfig {
+    /// Where the body says what kind of request it is.
+    #[serde(default = "default_challenge_type_pointer")]
+    pub type_pointer: String,
+    /// The value there that makes it a handshake.
+    #[serde(default = "default_challenge_type")]
+    pub event_type: String,
+    /// Where the challenge to echo is (a string).
+    #[serde(default = "default_challenge")]
+    pub challenge: String,
+}
+
+impl Default for ChallengeConfig {
+    fn default() -> Self {
+        Self {
+            type_pointer: default_challenge_type_pointer(),
+            event_type: default_challenge_type(),
+            challenge: default_challenge(),
+        }
+    }
+}
+
+fn default_challenge_type_pointer() -> String {
+    "/type".into()
+}
+fn default_challenge_type() -> String {
+    "url_verification".into()
+}
+fn default_challenge() -> String {
+    "/challenge".into()
 }
 
 /// One field source, or several.
@@ -226,6 +268,14 @@ fn default_record() -> String {
 }
 
 impl WebhookConfig {
+    /// The URL-verification handshake in force: the configured one, else Slack's with the
+    /// `slack` preset.
+    pub fn handshake(&self) -> Option<ChallengeConfig> {
+        self.challenge.clone().or_else(|| {
+            (self.signature.preset == WebhookPreset::Slack).then(ChallengeConfig::default)
+        })
+    }
+
     /// The signature scheme: the preset with the overrides applied.
     ///
     /// # Errors
@@ -343,6 +393,16 @@ impl WebhookConfig {
         }
         check_pointer(&format!("{at}.stream_pointer"), &self.stream_pointer)?;
         check_pointer(&format!("{at}.record"), &self.record)?;
+        if let Some(c) = &self.challenge {
+            check_pointer(&format!("{at}.challenge.type_pointer"), &c.type_pointer)?;
+            check_pointer(&format!("{at}.challenge.challenge"), &c.challenge)?;
+            if c.event_type.is_empty() {
+                return Err(invalid(
+                    format!("{at}.challenge.event_type"),
+                    "must not be empty",
+                ));
+            }
+        }
         if let Some(s) = &self.stream {
             super::check_name(&format!("{at}.stream"), s)?;
         }

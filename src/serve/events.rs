@@ -84,6 +84,7 @@ pub struct EventMap {
     ignore: Vec<String>,
     record: String,
     streams: Vec<String>,
+    challenge: Option<crate::config::ChallengeConfig>,
 }
 
 fn bad(code: &'static str, message: String) -> ApiError {
@@ -127,7 +128,22 @@ impl EventMap {
             ignore: w.ignore.clone(),
             record: w.record.clone(),
             streams: src.streams.iter().map(|s| s.name.clone()).collect(),
+            challenge: w.handshake(),
         })
+    }
+
+    /// Whether this source answers a URL-verification handshake.
+    pub const fn handshakes(&self) -> bool {
+        self.challenge.is_some()
+    }
+
+    /// The challenge to echo when `event` is a URL-verification handshake (Slack's
+    /// `url_verification`); `None` for any other event.
+    pub fn challenge<'e>(&self, event: &'e Value) -> Option<&'e str> {
+        let c = self.challenge.as_ref()?;
+        (event.pointer(&c.type_pointer)?.as_str()? == c.event_type)
+            .then(|| event.pointer(&c.challenge)?.as_str())
+            .flatten()
     }
 
     /// The text of a field: a non-empty string or an integer in the body, or a header.

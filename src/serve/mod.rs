@@ -417,6 +417,19 @@ async fn webhook(
             ));
         }
     };
+    // A signed URL-verification handshake (Slack's, when an app's request URL is set) is
+    // answered with its challenge; nothing lands, so it needs no replay ticket.
+    if hook.map.handshakes()
+        && let Ok(event) = serde_json::from_slice::<Value>(&body)
+        && let Some(challenge) = hook.map.challenge(&event)
+    {
+        tracing::info!(source = %source, "webhook URL verification answered; nothing landed");
+        return Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({ "challenge": challenge })),
+        )
+            .into_response());
+    }
     let ticket = match st
         .replays
         .claim(verified.timestamp, &body, now, hook.tolerance_secs)
