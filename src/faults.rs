@@ -21,6 +21,10 @@ pub enum Fault {
     DedupStale,
     /// serve answers a webhook as landed without landing it.
     ServeEarlyAck,
+    /// validate's or dedup's consumer stops fetching a partition without a word (it pauses
+    /// the partition of the record it just read), as librdkafka once did after a rewind: the
+    /// loop's stall watch must notice and start over.
+    ConsumeStall,
 }
 
 impl Fault {
@@ -30,10 +34,16 @@ impl Fault {
             Fault::ValidateSkip => "validate_skip",
             Fault::DedupStale => "dedup_stale",
             Fault::ServeEarlyAck => "serve_early_ack",
+            Fault::ConsumeStall => "consume_stall",
         }
     }
 
-    const ALL: [Fault; 3] = [Fault::ValidateSkip, Fault::DedupStale, Fault::ServeEarlyAck];
+    const ALL: [Fault; 4] = [
+        Fault::ValidateSkip,
+        Fault::DedupStale,
+        Fault::ServeEarlyAck,
+        Fault::ConsumeStall,
+    ];
 }
 
 /// The environment variable that switches defects on (debug builds only).
@@ -70,8 +80,8 @@ mod active {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     struct Armed {
-        every: [u64; 3],
-        seen: [AtomicU64; 3],
+        every: [u64; Fault::ALL.len()],
+        seen: [AtomicU64; Fault::ALL.len()],
     }
 
     fn armed() -> &'static Option<Armed> {
@@ -82,7 +92,7 @@ mod active {
                 Ok(f) => f,
                 Err(e) => panic!("{ENV}={spec}: {e}"),
             };
-            let mut every = [0; 3];
+            let mut every = [0; Fault::ALL.len()];
             for (f, n) in faults {
                 every[f as usize] = n;
             }

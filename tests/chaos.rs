@@ -7,7 +7,12 @@
 //! same instance id), a broker is SIGKILLed and restarted (`CHAOS_BROKER_KILLS`, in turn the
 //! leader of landing's partition 0 and the transaction coordinator of a fetch stream's
 //! transactional id, each found with Kafka's own tools at that moment), the cluster gets a
-//! rolling restart and the registry is restarted once.
+//! rolling restart, the registry is restarted once, a validate process is made a zombie
+//! (SIGSTOPped until its group is stable without it, then SIGCONTed), and the network between
+//! intake and the brokers and registry fails through Toxiproxy (`scripts/stack proxy`): a black
+//! hole to every broker longer than the transaction timeout, slow brokers, a trickle, and a
+//! black hole to the registry; and the registry answers 503 for a while (nginx in front of it,
+//! `scripts/stack registry-fault`).
 //!
 //! The simulator's writer starts once the backfill completed (the truth counts a drifted id
 //! deleted before intake ever read it, which no DLQ can hold). A `read_committed` judge reads
@@ -26,12 +31,14 @@
 //!
 //! Brokers are killed, so the test runs on a PRIVATE stack (`scripts/stack` with its own
 //! `INTAKE_STACK_DIR` under `target/`, the cluster's nodes on 19092, 19094 and 19096 with their
-//! controllers one above, the registry on 18081/18091), which it starts (idempotent) and stops
+//! controllers one above and their own listeners behind Toxiproxy (API on 19112), the registry
+//! on 18081/18091 and through Toxiproxy on 18084), which it starts (idempotent) and stops
 //! at the end (`CHAOS_KEEP_STACK=1` keeps it). `CHAOS_CLUSTER=0` runs the older single-broker
 //! form instead (the broker restarted with SIGTERM: a full outage each time).
 //!
 //! The short form (the default, run by `scripts/test`) makes 12 kills; `scripts/chaos` runs the
 //! long form. Settings (environment): `CHAOS_KILLS` (12), `CHAOS_CLUSTER` (1),
+//! `CHAOS_ZOMBIES` (1), `CHAOS_NET_FAULTS` (5, the kinds in turn; cluster only),
 //! `CHAOS_BROKER_KILLS` (2), `CHAOS_BROKER_DOWN_MS` (`3000-10000`), `CHAOS_BROKER_RESTARTS` (1
 //! rolling restart; 2 restarts of the single broker), `CHAOS_REGISTRY_RESTARTS` (1),
 //! `CHAOS_GAP_MS` (`1000-3000`, pause between actions), `CHAOS_DOWN_MS` (`200-3000`, how long
@@ -95,6 +102,10 @@ struct Settings {
     /// Zombies: a validate or dedup process (in turn) SIGSTOPped until its group has moved on
     /// without it, then SIGCONTed.
     zombies: usize,
+    /// Network faults (cluster only), in turn: a black hole between intake and every broker
+    /// longer than the transaction timeout, the registry answering 503, slow brokers, a black
+    /// hole between intake and the registry, and a trickle to the brokers.
+    net_faults: usize,
     gap_ms: (u64, u64),
     down_ms: (u64, u64),
     records: u32,
@@ -119,6 +130,11 @@ impl Settings {
             broker_restarts: env_or("CHAOS_BROKER_RESTARTS", if cluster { 1 } else { 2 }),
             registry_restarts: env_or("CHAOS_REGISTRY_RESTARTS", 1),
             zombies: env_or("CHAOS_ZOMBIES", 1),
+            net_faults: if cluster {
+                env_or("CHAOS_NET_FAULTS", 5)
+            } else {
+                0
+            },
             gap_ms: env_range("CHAOS_GAP_MS", (1000, 3000)),
             down_ms: env_range("CHAOS_DOWN_MS", (200, 3000)),
             records: env_or("CHAOS_RECORDS", 400),
@@ -151,6 +167,12 @@ impl Stack {
                 ("KAFKA_PORT", s.kafka_port.to_string()),
                 ("KAFKA_CONTROLLER_PORT", (s.kafka_port + 1).to_string()),
                 ("CLUSTER_PORT", s.kafka_port.to_string()),
+                (
+                    "CLUSTER_PROXY",
+                    if s.cluster { "1" } else { "0" }.to_owned(),
+                ),
+                ("TOXIPROXY_PORT", (s.kafka_port + 20).to_string()),
+                ("REGISTRY_PROXY_PORT", (s.registry_port + 3).to_string()),
                 ("REGISTRY_PORT", s.registry_port.to_string()),
                 ("REGISTRY_MGMT_PORT", (s.registry_port + 10).to_string()),
             ],
@@ -277,6 +299,8 @@ struct Chaos {
     registry_restarts: Vec<Duration>,
     /// Zombies: (instance, how long its group took to move on without it).
     zombies: Vec<(String, Duration)>,
+    /// Network faults, as logged: what, and for how long.
+    net_faults: Vec<String>,
     /// Processes that ended by themselves: (instance, status, log tail).
     ended: Vec<(String, String, String)>,
 }
@@ -328,6 +352,7 @@ enum Action {
     RestartBroker,
     RestartRegistry,
     Zombie,
+    NetFault,
 }
 
 /// The kills, with the broker kills, broker restarts and registry restarts (in turn, broker
@@ -335,8 +360,17 @@ enum Action {
 fn plan(s: &Settings) -> Vec<Action> {
     let mut special = Vec::new();
     let mut k = if s.cluster { s.broker_kills } else { 0 };
-    let (mut b, mut r, mut z) = (s.broker_restarts, s.registry_restarts, s.zombies);
-    while k + b + r + z > 0 {
+    let (mut b, mut r, mut z, mut n) = (
+        s.broker_restarts,
+        s.registry_restarts,
+        s.zombies,
+        s.net_faults,
+    );
+    while k + b + r + z + n > 0 {
+        if n > 0 {
+            special.push(Action::NetFault);
+            n -= 1;
+        }
         if z > 0 {
             special.push(Action::Zombie);
             z -= 1;
@@ -368,6 +402,8 @@ const STAGES: [&str; 4] = ["fetch", "validate", "dedup", "serve"];
 /// What a broker kill aims at: a landing partition's leader, and the transaction coordinator
 /// of a fetch stream (its transactional id).
 struct Targets {
+    /// Toxiproxy's API.
+    toxiproxy: String,
     landing: String,
     fetch_txn: String,
     /// The group prefix: the stages' transactional ids start with it.
@@ -396,6 +432,16 @@ fn chaos(
 ) -> Chaos {
     let mut c = Chaos::default();
     let mut turns: Vec<&'static str> = Vec::new();
+    // The consuming stages' groups, asked before a kill whether the victim has work in flight.
+    let views: std::collections::BTreeMap<&str, support::group::GroupView> = ["validate", "dedup"]
+        .into_iter()
+        .map(|stage| {
+            (
+                stage,
+                support::group::GroupView::new(&format!("{}-{stage}", targets.group_prefix)),
+            )
+        })
+        .collect();
     for action in plan(s) {
         let gap = Duration::from_millis(rng.random_range(s.gap_ms.0..=s.gap_ms.1));
         sleep_with_upkeep(gap, slots, &mut c);
@@ -423,6 +469,10 @@ fn chaos(
                     &of_stage
                 };
                 let i = pool[rng.random_range(0..pool.len())];
+                let victim = (slots[i].stage, slots[i].instance.clone());
+                if let Some(view) = views.get(victim.0) {
+                    await_work_in_flight(view, targets, &victim, slots, &mut c);
+                }
                 let slot = &mut slots[i];
                 let mut p = slot.proc.take().unwrap();
                 if let Some(status) = p.try_wait() {
@@ -504,6 +554,12 @@ fn chaos(
                 eprintln!("chaos: broker back after {:.1} s", took.as_secs_f64());
                 c.broker_restarts.push(took);
             }
+            Action::NetFault => {
+                let fault = NET_FAULTS[c.net_faults.len() % NET_FAULTS.len()];
+                let took = fault.apply(&targets.toxiproxy, stack, || upkeep(slots, &mut c));
+                c.net_faults
+                    .push(format!("{} for {:.1} s", fault.what, took.as_secs_f64()));
+            }
             Action::Zombie => {
                 let stage = if c.zombies.len() % 2 == 0 {
                     "validate"
@@ -529,6 +585,169 @@ fn chaos(
     }
     upkeep(slots, &mut c);
     c
+}
+
+/// A network fault, held for a while, then removed: toxics on Toxiproxy's proxies (both
+/// directions; removing a black hole closes the connections it held, as a healed network
+/// whose peers gave up would), or the registry answering 503 (`scripts/stack registry-fault`).
+#[derive(Clone, Copy)]
+struct NetFault {
+    what: &'static str,
+    how: How,
+    held: Duration,
+}
+
+#[derive(Clone, Copy)]
+enum How {
+    /// A toxic's type and attributes (JSON) on these proxies.
+    Toxic {
+        proxies: &'static [&'static str],
+        toxic: &'static str,
+        attributes: &'static str,
+    },
+    /// The registry's server errors.
+    Registry5xx,
+}
+
+const BROKERS: &[&str] = &["kafka-1", "kafka-2", "kafka-3"];
+
+/// The network faults, in turn. The black hole outlasts the pipeline's transaction timeout
+/// (10 s): every open transaction is aborted by its coordinator while its producer cannot
+/// even learn it.
+const NET_FAULTS: [NetFault; 5] = [
+    NetFault {
+        what: "black hole between intake and every broker",
+        how: How::Toxic {
+            proxies: BROKERS,
+            toxic: "timeout",
+            attributes: r#"{"timeout":0}"#,
+        },
+        held: Duration::from_secs(14),
+    },
+    NetFault {
+        what: "registry answering 503",
+        how: How::Registry5xx,
+        held: Duration::from_secs(15),
+    },
+    NetFault {
+        what: "slow brokers (1.5 s ± 0.5 s each way)",
+        how: How::Toxic {
+            proxies: BROKERS,
+            toxic: "latency",
+            attributes: r#"{"latency":1500,"jitter":500}"#,
+        },
+        held: Duration::from_secs(15),
+    },
+    NetFault {
+        what: "black hole between intake and the registry",
+        how: How::Toxic {
+            proxies: &["registry"],
+            toxic: "timeout",
+            attributes: r#"{"timeout":0}"#,
+        },
+        held: Duration::from_secs(15),
+    },
+    NetFault {
+        what: "a trickle to and from the brokers (32 KB/s)",
+        how: How::Toxic {
+            proxies: BROKERS,
+            toxic: "bandwidth",
+            attributes: r#"{"rate":32}"#,
+        },
+        held: Duration::from_secs(15),
+    },
+];
+
+impl NetFault {
+    /// Applies the fault, holds it (calling `meanwhile`), removes it; returns how long it held.
+    fn apply(&self, api: &str, stack: &Stack, mut meanwhile: impl FnMut()) -> Duration {
+        let curl = |args: &[&str]| {
+            let out = Command::new("curl")
+                .args(["-sS", "-f", "-m", "10"])
+                .args(args)
+                .output()
+                .expect("curl runs");
+            assert!(
+                out.status.success(),
+                "toxiproxy {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let toxic = |on: bool| {
+            let How::Toxic {
+                proxies,
+                toxic,
+                attributes,
+            } = self.how
+            else {
+                stack.run(&["registry-fault", if on { "on" } else { "off" }]);
+                return;
+            };
+            for proxy in proxies {
+                for stream in ["downstream", "upstream"] {
+                    if !on {
+                        curl(&[
+                            "-X",
+                            "DELETE",
+                            &format!("{api}/proxies/{proxy}/toxics/chaos-{stream}"),
+                        ]);
+                        continue;
+                    }
+                    curl(&[
+                        "-X",
+                        "POST",
+                        &format!("{api}/proxies/{proxy}/toxics"),
+                        "-H",
+                        "Content-Type: application/json",
+                        "-d",
+                        &format!(
+                            r#"{{"name":"chaos-{stream}","type":"{toxic}","stream":"{stream}","toxicity":1.0,"attributes":{attributes}}}"#
+                        ),
+                    ]);
+                }
+            }
+        };
+        eprintln!("chaos: network fault on: {}", self.what);
+        let started = Instant::now();
+        toxic(true);
+        while started.elapsed() < self.held {
+            meanwhile();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        toxic(false);
+        let held = started.elapsed();
+        eprintln!(
+            "chaos: network fault off after {:.1} s: {}",
+            held.as_secs_f64(),
+            self.what
+        );
+        held
+    }
+}
+
+/// Waits (at most 5 s, keeping the other processes up) until the victim — a validate or dedup
+/// process — has work in flight: committed input on its partitions that its group has not
+/// committed past (each partition's last transaction marker aside). A kill then most likely
+/// finds its transaction open, which the kill's report confirms from Kafka's own view.
+fn await_work_in_flight(
+    view: &support::group::GroupView,
+    targets: &Targets,
+    (stage, instance): &(&'static str, String),
+    slots: &mut [Slot],
+    c: &mut Chaos,
+) {
+    let member = format!("{}-{stage}-{instance}-", targets.group_prefix);
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        if let Some(a) = view.assignments()
+            && let Some((_, tps)) = a.iter().find(|(m, _)| m.starts_with(&member))
+            && view.backlog(tps).is_some_and(|b| b > tps.len() as i64)
+        {
+            return;
+        }
+        upkeep(slots, c);
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A zombie: a running process of `stage` is SIGSTOPped (it keeps its connections, its open
@@ -711,9 +930,15 @@ fn chaos_kills_and_restarts_lose_double_and_breach_nothing() {
     } else {
         format!("127.0.0.1:{}", s.kafka_port)
     };
+    // On the cluster, intake reaches the brokers and the registry through Toxiproxy.
+    let registry_port = if s.cluster {
+        s.registry_port + 3
+    } else {
+        s.registry_port
+    };
     use_stack(
         &brokers,
-        &format!("http://127.0.0.1:{}/apis/ccompat/v7", s.registry_port),
+        &format!("http://127.0.0.1:{registry_port}/apis/ccompat/v7"),
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -871,6 +1096,7 @@ async fn run(s: Settings) {
     sim_admin(&sim, "/admin/resume").await;
     let chaos_started = Instant::now();
     let targets = Targets {
+        toxiproxy: format!("http://127.0.0.1:{}", s.kafka_port + 20),
         group_prefix: cfg.kafka.group_prefix.clone(),
         landing: intake::topics::TopicNames::from_config(&cfg).landing(),
         fetch_txn: intake::kafka::txn::transactional_id(
@@ -986,7 +1212,7 @@ async fn run(s: Settings) {
     .await;
     let events = landed.0;
     println!(
-        "\nCHAOS RESULT: {}; kills survived {} ({:?}; with a transaction open {:?}), broker SIGKILLs {} ({}), broker restarts {}, registry restarts {}, zombies {}; \
+        "\nCHAOS RESULT: {}; kills survived {} ({:?}; with a transaction open {:?}), broker SIGKILLs {} ({}), broker restarts {}, registry restarts {}, zombies {}, network faults {} ({}); \
          ledger before repair: {} landed records and {} curated keys exact; \
          concurrent judge: {} valid, {} curated, {} DLQ records read, {} faults; \
          records compared {}, lost {}, doubled {}, stale {}, wrong {}; \
@@ -1017,6 +1243,8 @@ async fn run(s: Settings) {
         chaos.broker_restarts.len(),
         chaos.registry_restarts.len(),
         chaos.zombies.len(),
+        chaos.net_faults.len(),
+        chaos.net_faults.join("; "),
         ledger.landed,
         ledger.keys,
         verdict.valid,
@@ -1072,6 +1300,7 @@ async fn run(s: Settings) {
     );
     assert!(chaos.registry_restarts.len() == s.registry_restarts);
     assert_eq!(chaos.zombies.len(), s.zombies);
+    assert_eq!(chaos.net_faults.len(), s.net_faults);
     assert!(
         verdict.faults.is_empty(),
         "the concurrent judge:\n{}",

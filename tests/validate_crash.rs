@@ -193,8 +193,19 @@ async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly_once() {
+/// The landed data both tests validate: six streams (the simulator's three, each paged in two
+/// styles) spread over the landing partitions, their schemas registered, one sync of each
+/// landed by a real fetch, and the drifted ids (by id: their kind).
+struct Landed {
+    _sim: intake::sim::SimHandle,
+    cfg: Arc<Config>,
+    names: TopicNames,
+    streams: Vec<String>,
+    text: String,
+    drifted: BTreeMap<String, String>,
+}
+
+async fn land_one_sync() -> Landed {
     let sim = sim(&["--records", "600", "--seed", "3", "--drift-rate", "0.05"]).await;
     // Six streams (the simulator's three, each paged in two styles) spread over the landing
     // partitions, so two validate processes share the work.
@@ -230,8 +241,6 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
             .await
             .unwrap();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = write_config(dir.path(), &text);
     let truth = truth(&sim).await;
     // Ids are unique across the simulator's streams (`cus-`, `ord-`, `evt-`).
     let drifted: BTreeMap<String, String> = sim_streams
@@ -250,8 +259,6 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
         .map(|s| intake::kafka::partition::partition_for(format!("sim/{s}").as_bytes(), 4))
         .collect();
     assert!(used.len() >= 3, "landing partitions used: {used:?}");
-
-    // One real sync of every stream, then copies of it as fast as the validators drain them.
     fetch::run(
         cfg.clone(),
         FetchOptions {
@@ -262,6 +269,29 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     )
     .await
     .unwrap();
+    Landed {
+        _sim: sim,
+        cfg,
+        names,
+        streams,
+        text,
+        drifted,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly_once() {
+    // One real sync of every stream, then copies of it as fast as the validators drain them.
+    let Landed {
+        _sim,
+        cfg,
+        names,
+        streams,
+        text,
+        drifted,
+    } = land_one_sync().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &text);
     let source = blocking({
         let landing = names.landing();
         move || read_all(&landing, "read_committed")
@@ -571,5 +601,88 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     assert!(
         written > committed,
         "kills interrupted transactions that had written outputs"
+    );
+}
+
+/// A consumer that stops fetching a partition without a word (the deliberate fault
+/// `consume_stall`: validate pauses the partition of the 60th landing record it reads, as
+/// librdkafka was once seen to stop after a rewind) is caught by the loop's stall watch, which
+/// starts over with a new consumer: every landed record still reaches a valid topic or the DLQ
+/// exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_that_stops_fetching_is_caught_and_every_record_still_validated() {
+    let Landed {
+        _sim,
+        cfg,
+        names: _,
+        streams,
+        text,
+        drifted,
+    } = land_one_sync().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &text);
+    let log = dir.path().join("validate.log");
+    let mut validate = proc::intake(&["validate"], &log)
+        .config(&config_path)
+        .env(intake::faults::ENV, "consume_stall=60")
+        .env("RUST_LOG", "warn,intake=info")
+        .spawn();
+    let want = blocking({
+        let (cfg, drifted) = (cfg.clone(), drifted.clone());
+        move || expected(&cfg, &drifted)
+    })
+    .await;
+    // The stall is noticed within two looks of the watch (30 s each here), and the new
+    // consumer then reads the rest: wait for every expected output, or for 180 s.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let got = loop {
+        let got = blocking({
+            let (cfg, streams) = (cfg.clone(), streams.clone());
+            move || actual(&cfg, &streams)
+        })
+        .await;
+        if want.keys().all(|e| got.contains_key(e)) || Instant::now() > deadline {
+            break got;
+        }
+        assert!(
+            validate.try_wait().is_none(),
+            "validate ended by itself:\n{}",
+            validate.tail(30)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let status = validate.terminate(Duration::from_secs(120));
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let paused = logs
+        .matches("deliberate fault: this partition stops fetching")
+        .count();
+    let caught = logs.matches("partitions stalled").count();
+    let restarts = logs
+        .matches("starting over with a new consumer and producer")
+        .count();
+    println!(
+        "{paused} partitions stopped on purpose, {caught} stalls caught, {restarts} restarts; expected {} outputs, got {}",
+        count(&want),
+        count(&got)
+    );
+    assert!(
+        status.success(),
+        "validate exits cleanly on SIGTERM: {status}"
+    );
+    assert!(paused >= 1, "the fault never fired:\n{}", validate.tail(30));
+    assert!(
+        caught >= paused && restarts >= paused,
+        "{paused} stalls made, {caught} caught, {restarts} restarts"
+    );
+    let missing: Vec<_> = want.keys().filter(|e| !got.contains_key(e)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} landing records without output after the stall, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(
+        got, want,
+        "every landed record once in a valid topic or the DLQ"
     );
 }

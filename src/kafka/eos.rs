@@ -14,6 +14,13 @@
 //! fenced or broken, or its abort failed, it is replaced by a new one (whose init aborts the
 //! open transaction) and the batch is rewound likewise.
 //!
+//! A fetcher that stops without saying so is caught: a partition whose position has not moved
+//! for [`STALL`] (or twice the transaction timeout, if longer) while committed records wait
+//! past it (the `read_committed` end, so another producer's open transaction does not count)
+//! makes the loop start over with a new consumer and producer, as after a fatal consumer error.
+//! The chaos test once saw a validate process keep its two partitions, poll, and receive
+//! nothing from them for minutes after rewinding them during a registry outage.
+//!
 //! Rebalances (cooperative-sticky) call back inside `poll`, on this same thread: on revoke the
 //! open transaction is committed first (or aborted if it cannot commit), so no partition
 //! changes owner with work in flight; the group metadata in the offsets makes a consumer that
@@ -40,8 +47,75 @@ const LAG_EVERY: Duration = Duration::from_secs(2);
 /// coming), so the last records of a burst are not held back.
 const IDLE: Duration = Duration::from_millis(20);
 
+/// How long an assigned partition may keep its position with committed records waiting past it
+/// before the loop starts over (at least; twice the transaction timeout when that is longer).
+const STALL: Duration = Duration::from_secs(30);
+
 /// A topic-partition.
 pub type Tp = (String, i32);
+
+/// Catches partitions that stopped fetching: at each look (one per stall period), a partition
+/// whose position is where the previous look found it, with committed records past it, is
+/// stalled. Only partitions that did not move cost a request (their `read_committed` end).
+struct StallWatch {
+    every: Duration,
+    looked_at: Instant,
+    positions: HashMap<Tp, i64>,
+}
+
+impl StallWatch {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            looked_at: Instant::now(),
+            positions: HashMap::new(),
+        }
+    }
+
+    /// Forgets the positions (after a rebalance or a rewind: they may stand still for a reason).
+    fn reset(&mut self) {
+        self.looked_at = Instant::now();
+        self.positions.clear();
+    }
+
+    /// The stalled partitions (position, end), when a look is due and finds any.
+    fn look<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Vec<(Tp, i64, i64)> {
+        if self.looked_at.elapsed() < self.every {
+            return Vec::new();
+        }
+        self.looked_at = Instant::now();
+        let Ok(positions) = consumer.position() else {
+            return Vec::new();
+        };
+        let mut now = HashMap::new();
+        let mut stalled = Vec::new();
+        for e in positions.elements() {
+            let Offset::Offset(at) = e.offset() else {
+                continue;
+            };
+            let tp: Tp = (e.topic().to_owned(), e.partition());
+            if self.positions.get(&tp) == Some(&at)
+                && let Ok((_, end)) =
+                    consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
+                // One offset past the position is the last transaction's commit marker.
+                && end - at > 1
+            {
+                stalled.push((tp.clone(), at, end));
+            }
+            now.insert(tp, at);
+        }
+        self.positions = now;
+        stalled
+    }
+}
+
+/// How a consuming loop ended.
+enum Ended {
+    /// Stopped (or failed for good: the error).
+    Done(KafkaResult<()>),
+    /// Start over with a new consumer and producer: why.
+    StartOver(String),
+}
 
 /// Where a processor sends its outputs: straight into the open transaction.
 pub struct Sink<'a> {
@@ -243,20 +317,14 @@ pub fn run(
         let mut backoff = Backoff::default();
         loop {
             match run_loop(kafka, cfg, processor, stop) {
-                // The consumer failed for good (e.g. a static member fenced after its
-                // coordinator moved: librdkafka's FENCED_INSTANCE_ID): its partitions were
-                // given up and the open transaction is left to the next producer with the same
-                // transactional id, which aborts it. Start over with a new consumer and
-                // producer rather than idle as a member that consumes nothing.
-                Err(e @ KafkaError::MessageConsumptionFatal(_))
-                    if !stop.load(Ordering::Relaxed) =>
-                {
-                    tracing::error!(stage, error = %e, "the consumer failed fatally; starting over with a new consumer and producer");
+                Ended::StartOver(why) if !stop.load(Ordering::Relaxed) => {
+                    tracing::error!(stage, reason = %why, "starting over with a new consumer and producer");
                     metrics::counter!(metric::ERRORS, "stage" => stage, "class" => "consumer_restart")
                         .increment(1);
                     std::thread::sleep(backoff.next_pause());
                 }
-                other => return other,
+                Ended::StartOver(_) => return Ok(()),
+                Ended::Done(r) => return r,
             }
         }
     })
@@ -267,7 +335,28 @@ fn run_loop(
     cfg: &LoopConfig,
     processor: &mut dyn Processor,
     stop: &AtomicBool,
-) -> KafkaResult<()> {
+) -> Ended {
+    match consume(kafka, cfg, processor, stop) {
+        Ok(Some(why)) => Ended::StartOver(why),
+        Ok(None) => Ended::Done(Ok(())),
+        // The consumer failed for good (e.g. a static member fenced after its coordinator
+        // moved: librdkafka's FENCED_INSTANCE_ID): its partitions were given up and the open
+        // transaction is left to the next producer with the same transactional id, which
+        // aborts it. Start over rather than idle as a member that consumes nothing.
+        Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+            Ended::StartOver(format!("the consumer failed fatally: {e}"))
+        }
+        Err(e) => Ended::Done(Err(e)),
+    }
+}
+
+/// The loop of one consumer and producer: `Ok(Some(why))` when it must start over.
+fn consume(
+    kafka: &Kafka,
+    cfg: &LoopConfig,
+    processor: &mut dyn Processor,
+    stop: &AtomicBool,
+) -> KafkaResult<Option<String>> {
     let stage = processor.stage();
     let shared = Arc::new(Mutex::new(Shared {
         stage,
@@ -294,11 +383,37 @@ fn run_loop(
     let mut in_batch = 0usize;
     let lag_gauge = metrics::gauge!(metric::LAG, "stage" => stage);
     let mut lag_at = Instant::now();
+    let mut stalls = StallWatch::new(STALL.max(kafka.transaction_timeout() * 2));
     while !stop.load(Ordering::Relaxed) {
         if lag_at.elapsed() >= LAG_EVERY {
             lag_at = Instant::now();
             lag_gauge.set(super::consumer_lag(&consumer).unwrap_or(0) as f64);
             processor.tick();
+        }
+        if batch_started.is_none() {
+            let stalled = stalls.look(&consumer);
+            if !stalled.is_empty() {
+                let tps: Vec<Tp> = stalled.iter().map(|(tp, ..)| tp.clone()).collect();
+                let why = stalled
+                    .iter()
+                    .map(|((t, p), at, end)| format!("{t}/{p} at {at} with records to {end}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                tracing::warn!(stage, partitions = %why, "partitions stalled: their position has not moved while committed records wait");
+                metrics::counter!(metric::ERRORS, "stage" => stage, "class" => "stalled")
+                    .increment(1);
+                let all: Vec<Tp> = consumer
+                    .assignment()
+                    .map(|tpl| {
+                        tpl.elements()
+                            .iter()
+                            .map(|e| (e.topic().to_owned(), e.partition()))
+                            .collect()
+                    })
+                    .unwrap_or(tps);
+                processor.revoked(&all);
+                return Ok(Some(format!("stalled partitions: {why}")));
+            }
         }
         let timeout = match batch_started {
             Some(t) => cfg.linger.saturating_sub(t.elapsed()).min(IDLE),
@@ -340,9 +455,12 @@ fn run_loop(
                 tracing::warn!(stage, error = %e, "restoring state failed; retrying");
                 std::thread::sleep(backoff.next_pause());
                 if stop.load(Ordering::Relaxed) {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
+        }
+        if !assigned.is_empty() || !revoked.is_empty() {
+            stalls.reset();
         }
         let idle = polled.is_none();
         match polled {
@@ -385,6 +503,7 @@ fn run_loop(
                             failed,
                             &new_producer,
                         )?;
+                        stalls.reset();
                         batch_started = None;
                         in_batch = 0;
                         continue;
@@ -406,9 +525,22 @@ fn run_loop(
                     s.batch_out += sink.sent;
                 }
                 in_batch += 1;
+                if crate::faults::hit(crate::faults::Fault::ConsumeStall) {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(m.topic(), m.partition());
+                    tracing::warn!(
+                        fault = "consume_stall",
+                        topic = m.topic(),
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        "deliberate fault: this partition stops fetching without a word"
+                    );
+                    let _ = consumer.pause(&tpl);
+                }
                 if let Err(e) = r {
                     let failed = txn::fail(&producer, &policy(), e);
                     handle_failure(kafka, &consumer, &shared, processor, failed, &new_producer)?;
+                    stalls.reset();
                     batch_started = None;
                     in_batch = 0;
                     continue;
@@ -431,6 +563,7 @@ fn run_loop(
                 s.starts.clear();
             } else {
                 handle_failure(kafka, &consumer, &shared, processor, outcome, &new_producer)?;
+                stalls.reset();
             }
             batch_started = None;
             in_batch = 0;
@@ -447,7 +580,7 @@ fn run_loop(
     for _ in 0..5 {
         let _ = consumer.poll(Duration::from_millis(100));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// After a failed batch (already aborted by the policy, or left to a new producer): replace the

@@ -142,6 +142,12 @@ impl Kafka {
     }
 
     /// Consumer-group name of a stage (`<group_prefix>-<stage>`).
+    /// `kafka.transaction_timeout`: how long a transaction may stay open before its
+    /// coordinator aborts it.
+    pub const fn transaction_timeout(&self) -> std::time::Duration {
+        self.cfg.transaction_timeout
+    }
+
     pub fn group(&self, stage: &str) -> String {
         format!("{}-{stage}", self.cfg.group_prefix)
     }
