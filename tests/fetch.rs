@@ -922,3 +922,146 @@ async fn session_auth_logs_in_again_once_per_401_and_lands_everything_once() {
         "each ended session was refused exactly once"
     );
 }
+
+/// A small tmpfs mounted for one test (the blob store's disk), unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = test_tmp().join(unique("small-disk-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "this test mounts a {size} tmpfs as the blob store's disk (to fill it), which needs root: mount -t tmpfs"
+        );
+        Self(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Issue 20: the blob store's disk is full. Fetch cannot store an oversize page, so it lands
+/// nothing of that batch, says why, pauses and fetches the page again; once there is room,
+/// every record lands exactly once (inline or by a reference whose body matches its sha256).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_blob_store_disk_pauses_fetch_and_loses_nothing() {
+    let sim = sim(&[
+        "--records",
+        "300",
+        "--seed",
+        "11",
+        "--large-rate",
+        "0.005",
+        "--large-bytes",
+        "1200000",
+    ])
+    .await;
+    let disk = SmallDisk::mount("16m");
+    // Full: the filler leaves 512 KiB, less than any oversize page.
+    let filler = disk.0.join("filler");
+    std::fs::write(&filler, vec![0u8; 16 * 1024 * 1024 - 512 * 1024]).unwrap();
+    let text = config_text(&sim_source(
+        &sim,
+        &[("customers", "/v1/customers", "cursor")],
+        // One page per transaction: the pages before the first oversize one land inline.
+        "pages_per_transaction = 1",
+    ));
+    let at = text.find("[blob]\nurl = \"file://").expect("a [blob] url") + "[blob]\n".len();
+    let end = at + text[at..].find('\n').unwrap();
+    let text = format!(
+        "{}url = \"file://{}\"\nmax_inline_bytes = 1000000{}",
+        &text[..at],
+        disk.0.display(),
+        &text[end..]
+    );
+    let cfg = Arc::new(intake::config::Config::from_toml(&text).unwrap());
+    apply_topics(&cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &text);
+    let log = dir.path().join("fetch.log");
+    let mut fetch = support::proc::intake(&["fetch"], &log)
+        .config(&path)
+        .spawn();
+    let refused = "the blob store refused an oversize page";
+    assert!(
+        fetch.wait_for(refused, 1, Duration::from_secs(90)),
+        "fetch did not report the full disk:\n{}",
+        fetch.tail(30)
+    );
+    // While the disk is full, no page that needed the blob store is committed.
+    let landing = intake::topics::TopicNames::from_config(&cfg).landing();
+    let during = {
+        let landing = landing.clone();
+        tokio::task::spawn_blocking(move || read_all(&landing, "read_committed"))
+            .await
+            .unwrap()
+    };
+    assert!(
+        during
+            .iter()
+            .all(|r| r.header("intake.kind") != Some("blob-ref")),
+        "a blob-ref was landed while the disk was full"
+    );
+    assert!(
+        fetch.try_wait().is_none(),
+        "fetch ended:\n{}",
+        fetch.tail(30)
+    );
+
+    // Room again: the paused stream fetches the page again and lands everything once.
+    std::fs::remove_file(&filler).unwrap();
+    let truth = truth(&sim).await;
+    let expected = each_once(&truth, "customers");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let pages = loop {
+        let pages = landed_pages(&cfg).await;
+        if landed_versions(&pages, "customers") == expected || std::time::Instant::now() > deadline
+        {
+            break pages;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let status = fetch.terminate(Duration::from_secs(60));
+    let refusals = fetch.count(refused);
+    println!(
+        "{refusals} refusals while the disk was full, {} landed records before there was room, {} pages after",
+        during.len(),
+        pages.len()
+    );
+    assert!(status.success(), "fetch stops cleanly: {status}");
+    assert_eq!(landed_versions(&pages, "customers"), expected);
+    let landing_after = tokio::task::spawn_blocking(move || read_all(&landing, "read_committed"))
+        .await
+        .unwrap();
+    let store = intake::blob::BlobStore::open(&cfg.blob).unwrap();
+    let mut refs = 0;
+    for r in landing_after
+        .iter()
+        .filter(|r| r.header("intake.kind") == Some("blob-ref"))
+    {
+        let b = intake::blob::BlobRef::parse_header(r.header("intake.blob").unwrap()).unwrap();
+        let body = store.get(&b).await.unwrap();
+        assert_eq!(intake::blob::sha256_hex(&body), b.sha256);
+        refs += 1;
+    }
+    assert!(refs > 0, "the oversize pages landed by reference");
+    assert!(
+        during
+            .iter()
+            .any(|r| r.header("intake.kind") == Some("page")),
+        "pages before the first oversize one landed while the disk was full"
+    );
+}

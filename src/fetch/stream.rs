@@ -81,6 +81,10 @@ struct Landed {
 
 /// Records a worker remembers to skip unchanged look-back pages (about 32 bytes each).
 const UNCHANGED_CAP: usize = 1 << 20;
+/// Pauses of a stream whose oversize page the blob store refused: 1 s doubling up to 30 s
+/// (each retry fetches the page again).
+const BLOB_PAUSE_FIRST: Duration = Duration::from_secs(1);
+const BLOB_PAUSE_MAX: Duration = Duration::from_secs(30);
 
 impl StreamWorker {
     fn key(&self) -> String {
@@ -125,6 +129,7 @@ impl StreamWorker {
             }
         };
         let mut report = StreamReport::default();
+        let mut blob_backoff = Backoff::new(BLOB_PAUSE_FIRST, BLOB_PAUSE_MAX);
         let mut started_here = false;
         let mut unchanged = Unchanged::new(UNCHANGED_CAP);
         loop {
@@ -165,6 +170,7 @@ impl StreamWorker {
             let cur = state.clone().expect("a sync is in progress");
             match self.fetch_batch(&cur, &producer, &unchanged).await {
                 Ok((pages, next)) => {
+                    blob_backoff = Backoff::new(BLOB_PAUSE_FIRST, BLOB_PAUSE_MAX);
                     let marker = next.complete.then_some(Kind::SyncEnd);
                     self.commit(&producer, &pages, Some(&next), marker).await?;
                     for p in &pages {
@@ -200,6 +206,18 @@ impl StreamWorker {
                         return Err(FetchError::Http(e));
                     }
                     if sleep_or_stop(self.stream.poll_interval, &mut stop).await {
+                        return Ok(report);
+                    }
+                }
+                Err(BatchError::Blob(e)) => {
+                    let pause = blob_backoff.next_pause();
+                    tracing::error!(source = %self.source.name, stream = %self.stream.name, error = %e, retry_in_s = pause.as_secs(), "stream paused: the blob store refused an oversize page (a full disk?); nothing of the batch was landed, and it is fetched again");
+                    metrics::counter!(metric::ERRORS, "stage" => "fetch", "class" => "blob")
+                        .increment(1);
+                    if self.once {
+                        return Err(FetchError::Blob(e));
+                    }
+                    if sleep_or_stop(pause, &mut stop).await {
                         return Ok(report);
                     }
                 }
@@ -514,7 +532,7 @@ impl StreamWorker {
                 .blobs
                 .put(resp.body.clone())
                 .await
-                .map_err(|e| BatchError::Fatal(FetchError::Blob(e)))?;
+                .map_err(BatchError::Blob)?;
             detail.push_str(&format!(
                 "; the body ({} bytes) is over the inline limit: the value is its blob reference",
                 r.size
@@ -574,7 +592,7 @@ impl StreamWorker {
                 .blobs
                 .put(resp.body.clone())
                 .await
-                .map_err(|e| BatchError::Fatal(FetchError::Blob(e)))?;
+                .map_err(BatchError::Blob)?;
             tracing::info!(source = %self.source.name, stream = %self.stream.name, size = r.size, sha256 = %r.sha256, "page over the inline limit: stored in the blob store, landing a blob-ref");
             h = h
                 .with(headers::KIND, Kind::BlobRef.as_str())
@@ -726,6 +744,9 @@ pub async fn restore_cursors(
 
 enum BatchError {
     Http(HttpError),
+    /// The blob store refused an oversize page (a full disk, a store that is away): nothing of
+    /// the batch was landed; the stream pauses and fetches it again.
+    Blob(crate::blob::BlobError),
     Fatal(FetchError),
 }
 
