@@ -12,7 +12,10 @@
 //! intake and the brokers and registry fails through Toxiproxy (`scripts/stack proxy`): a black
 //! hole to every broker longer than the transaction timeout, slow brokers, a trickle, and a
 //! black hole to the registry; and the registry answers 503 for a while (nginx in front of it,
-//! `scripts/stack registry-fault`).
+//! `scripts/stack registry-fault`). Batch jobs are submitted through the balancer all along
+//! (each retried under its idempotency key until a serve process accepts it); at the end each
+//! job's counts are exactly its records, all valid, and the jobs' records are each once in
+//! their valid topic.
 //!
 //! The simulator's writer starts once the backfill completed (the truth counts a drifted id
 //! deleted before intake ever read it, which no DLQ can hold). A `read_committed` judge reads
@@ -813,6 +816,63 @@ fn zombie(
     (instance, moved)
 }
 
+/// Records per batch job.
+const JOB_RECORDS: u64 = 20;
+
+/// Submits a batch job every two seconds until `stop`, each retried under its own idempotency key
+/// until a serve process accepts it (a killed one answers nothing, or the balancer 502); returns
+/// the ids of the accepted jobs.
+async fn submit_jobs(
+    base: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<String> {
+    let client = serve_http_builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut accepted = Vec::new();
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let id = format!("chaos-job-{n}");
+        let records: Vec<serde_json::Value> = (0..JOB_RECORDS)
+            .map(|i| {
+                serde_json::json!({"id": format!("{id}-{i}"), "name": "Ada", "email": "ada@example.com",
+                    "status": "active", "created_at": "2024-01-01T00:00:00Z",
+                    "updated_at": "2024-01-02T00:00:00Z", "version": 1})
+            })
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "data": records })).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let r = client
+                .post(format!("{base}/v1/jobs?source=sim&stream=jobs"))
+                .header("Idempotency-Key", &id)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status().is_success() => break,
+                Ok(r) if r.status().is_client_error() => {
+                    panic!(
+                        "job {id} refused: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )
+                }
+                _ => {
+                    assert!(Instant::now() < deadline, "job {id} not accepted in 180 s");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        accepted.push(id);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    accepted
+}
+
 /// A load balancer in front of the serve processes: each request goes to the next backend in
 /// turn (to the other one when a backend does not accept connections: killed), and its answer
 /// (a 503 included) goes back to the simulator, which retries failed deliveries itself.
@@ -972,7 +1032,8 @@ async fn run(s: Settings) {
 
     // The simulator, with webhooks to a balancer in front of the two serve processes.
     let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/v1/webhooks/sim", proxy.local_addr().unwrap());
+    let balancer = proxy.local_addr().unwrap();
+    let hook = format!("http://{balancer}/v1/webhooks/sim");
     let serve_ports = [e2e::free_port(), e2e::free_port()];
     tokio::spawn(webhook_balancer(
         proxy,
@@ -1033,7 +1094,13 @@ async fn run(s: Settings) {
         lookback: "1m",
         page_size: 50,
     };
-    let mut text = config_text(&e2e::sources(sim.addr, &knobs));
+    // The simulator's streams, and `jobs`, a push-only stream (customers' schema) that batch
+    // jobs are submitted to during the chaos.
+    let mut text = config_text(&format!(
+        "{}\n[[sources.streams]]\nname = \"jobs\"\nprimary_key = \"/id\"\nversion = \"/version\"\n{}",
+        e2e::sources(sim.addr, &knobs),
+        serve_client()
+    ));
     if s.cluster {
         // Topics as code, per environment: three copies, two needed for a write.
         text = text.replacen(
@@ -1056,6 +1123,11 @@ async fn run(s: Settings) {
     intake::registry::apply_schemas(&cfg, &reg)
         .await
         .expect("schemas apply");
+    let customers =
+        std::fs::read_to_string(root().join("topics/schemas/sim/customers.avsc")).unwrap();
+    intake::registry::apply_stream(&cfg, &reg, "sim", "jobs", &customers)
+        .await
+        .expect("the jobs stream's schema applies");
 
     // The concurrent judge reads the valid, curated and DLQ topics for the whole run.
     let judge = support::judge::Judge::for_sim(&cfg);
@@ -1095,6 +1167,9 @@ async fn run(s: Settings) {
     .await;
     sim_admin(&sim, "/admin/resume").await;
     let chaos_started = Instant::now();
+    // Batch jobs, through the balancer to either serve process, while the chaos lasts.
+    let jobs_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let jobs = tokio::spawn(submit_jobs(format!("http://{balancer}"), jobs_stop.clone()));
     let targets = Targets {
         toxiproxy: format!("http://127.0.0.1:{}", s.kafka_port + 20),
         group_prefix: cfg.kafka.group_prefix.clone(),
@@ -1116,6 +1191,8 @@ async fn run(s: Settings) {
     })
     .await;
     let chaos_took = chaos_started.elapsed();
+    jobs_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let jobs = jobs.await.unwrap();
     let paused = sim_admin(&sim, "/admin/pause").await;
     let paused_at = time::OffsetDateTime::now_utc();
     println!(
@@ -1319,6 +1396,58 @@ async fn run(s: Settings) {
     );
     assert!(max_per_second <= u64::from(s.quota));
     e2e::assert_webhook_ledger(&hooks, &landed);
+    // Every job accepted during the chaos: its counts exactly its records, all valid, and its
+    // records once each in the jobs stream's valid topic (read from Kafka).
+    assert!(jobs.len() >= 10, "only {} jobs were submitted", jobs.len());
+    let serve0 = format!("http://127.0.0.1:{}", serve_ports[0]);
+    for id in &jobs {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let want = serde_json::json!({"landed": JOB_RECORDS, "valid": JOB_RECORDS, "dead_lettered": 0, "replayed": 0, "pending": 0});
+        loop {
+            let j: serde_json::Value = serve_http()
+                .get(format!("{serve0}/v1/jobs/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if j["counts"] == want && j["state"] == "validated" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id}: expected validated {want}, have {} {}",
+                j["state"],
+                j["counts"]
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let job_keys = {
+        let topic = intake::topics::TopicNames::from_config(&cfg).valid("sim", "jobs");
+        blocking(move || read_all(&topic, "read_committed")).await
+    };
+    let mut per_key: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in job_keys
+        .iter()
+        .filter(|r| r.header(intake::headers::KIND).is_none())
+    {
+        *per_key.entry(r.key_str().to_owned()).or_default() += 1;
+    }
+    let want_keys: std::collections::BTreeMap<String, usize> = jobs
+        .iter()
+        .flat_map(|id| (0..JOB_RECORDS).map(move |i| (format!("{id}-{i}"), 1)))
+        .collect();
+    assert_eq!(
+        per_key, want_keys,
+        "the jobs' records, each once in the valid topic"
+    );
+    println!(
+        "jobs: {} submitted during the chaos, {} records, counts and valid topic exact",
+        jobs.len(),
+        jobs.len() * JOB_RECORDS as usize
+    );
     drop(slots);
     if !s.keep_logs
         && let Err(e) = std::fs::remove_dir_all(&dir)

@@ -189,7 +189,12 @@ pub async fn run(
         ),
         None => None,
     };
-    let jobs = jobs::Registry::restore(&kafka, &names.jobs()).await?;
+    // Started while the brokers are away (a network fault, a leader moving), it waits for them.
+    let jobs_topic = names.jobs();
+    let jobs = crate::kafka::retry_transient("restoring the job registry", || {
+        jobs::Registry::restore(&kafka, &jobs_topic)
+    })
+    .await?;
     tracing::info!(jobs = jobs.len(), "job registry restored");
     let txn_id = crate::kafka::txn::transactional_id(
         &cfg.kafka.group_prefix,
