@@ -39,6 +39,10 @@ pub const MODE: &str = "intake.mode";
 pub const EVENT_ID: &str = "intake.event_id";
 /// Batches: the job id.
 pub const JOB_ID: &str = "intake.job_id";
+/// The landing of a job this batch is (a uuid, also in the job's record): when two serve
+/// processes both land one job (a retry reached the other before the first's commit showed),
+/// the registry counts only the landing its job record names.
+pub const JOB_ATTEMPT: &str = "intake.job_attempt";
 /// Valid and curated topics: record version (decimal i64).
 pub const VERSION: &str = "intake.version";
 /// Valid and curated topics: content hash (hex u64) breaking version ties.

@@ -109,6 +109,16 @@ impl StallWatch {
     }
 }
 
+/// The consumer's assigned partitions (`None` when librdkafka cannot say).
+fn assignment_of<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option<Vec<Tp>> {
+    consumer.assignment().ok().map(|tpl| {
+        tpl.elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect()
+    })
+}
+
 /// How a consuming loop ended.
 enum Ended {
     /// Stopped (or failed for good: the error).
@@ -402,15 +412,7 @@ fn consume(
                 tracing::warn!(stage, partitions = %why, "partitions stalled: their position has not moved while committed records wait");
                 metrics::counter!(metric::ERRORS, "stage" => stage, "class" => "stalled")
                     .increment(1);
-                let all: Vec<Tp> = consumer
-                    .assignment()
-                    .map(|tpl| {
-                        tpl.elements()
-                            .iter()
-                            .map(|e| (e.topic().to_owned(), e.partition()))
-                            .collect()
-                    })
-                    .unwrap_or(tps);
+                let all = assignment_of(&consumer).unwrap_or(tps);
                 processor.revoked(&all);
                 return Ok(Some(format!("stalled partitions: {why}")));
             }
@@ -466,15 +468,7 @@ fn consume(
         match polled {
             None => {}
             Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
-                let tps: Vec<Tp> = consumer
-                    .assignment()
-                    .map(|tpl| {
-                        tpl.elements()
-                            .iter()
-                            .map(|e| (e.topic().to_owned(), e.partition()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let tps = assignment_of(&consumer).unwrap_or_default();
                 // Whatever the open batch changed in the processor's state goes with it.
                 processor.revoked(&tps);
                 return Err(e);

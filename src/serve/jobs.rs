@@ -64,6 +64,12 @@ pub struct Job {
     pub blob: Option<String>,
     /// When it was landed (RFC 3339).
     pub landed_at: String,
+    /// Which landing of the job counts: a uuid also in its batch's `intake.job_attempt`
+    /// header. Two serve processes may both land one job (a client's retry reached the other
+    /// before the first's commit was visible to it); the registry keeps the job record read
+    /// last, and counts only validate's deltas of the landing it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
     /// What became of the records (folded from [`CountDelta`]s; the stored record has
     /// [`Counts::landed`]).
     #[serde(default)]
@@ -121,6 +127,9 @@ pub struct CountDelta {
     /// Records re-landed from the DLQ.
     #[serde(default)]
     pub replayed: i64,
+    /// The landing of the job it counts (validate's deltas: the batch's `intake.job_attempt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
 }
 
 impl CountDelta {
@@ -132,8 +141,16 @@ impl CountDelta {
     pub const REPLAY: &'static str = "replay";
 
     /// Validate's delta for one landing record (`origin` = `topic/partition/offset`).
-    pub fn validate(job_id: &str, origin: &str, valid: u64, dead: u64, whole: u64) -> Self {
+    pub fn validate(
+        job_id: &str,
+        attempt: Option<&str>,
+        origin: &str,
+        valid: u64,
+        dead: u64,
+        whole: u64,
+    ) -> Self {
         CountDelta {
+            attempt: attempt.map(str::to_owned),
             record_type: Self::TYPE.into(),
             job_id: job_id.into(),
             stage: Self::VALIDATE.into(),
@@ -157,6 +174,7 @@ impl CountDelta {
             dead_lettered: -(records as i64),
             dead_lettered_whole: -(whole as i64),
             replayed: (records + whole) as i64,
+            attempt: None,
         }
     }
 
@@ -373,6 +391,14 @@ fn fold_counts<'a>(
     let (mut valid, mut dead, mut whole, mut replayed) = (0i64, 0i64, 0i64, 0i64);
     let mut validated = false;
     for d in deltas.into_iter().flatten() {
+        // A landing of the job other than the one its record names (another serve process
+        // landed it too) is not the job's.
+        if d.stage == CountDelta::VALIDATE
+            && let (Some(counted), Some(this)) = (&job.attempt, &d.attempt)
+            && counted != this
+        {
+            continue;
+        }
         validated |= d.stage == CountDelta::VALIDATE;
         valid += d.valid;
         dead += d.dead_lettered;
@@ -413,6 +439,7 @@ mod tests {
             blob: None,
             landed_at: "2024-01-01T00:00:00Z".into(),
             counts: Counts::default(),
+            attempt: None,
         }
     }
 
@@ -427,7 +454,7 @@ mod tests {
         let mut old = serde_json::to_value(&j).unwrap();
         old.as_object_mut().unwrap().remove("counts");
         assert!(is_job(&serde_json::to_vec(&old).unwrap()));
-        let d = CountDelta::validate("j-1", "t.landing/2/40", 2, 1, 0);
+        let d = CountDelta::validate("j-1", None, "t.landing/2/40", 2, 1, 0);
         assert_eq!(parse(&d.to_json()), Entry::Counts(d.clone()));
         assert_eq!(d.key(), "~counts/validate/t.landing/2/40");
         assert_eq!(
@@ -445,7 +472,7 @@ mod tests {
         reg.insert(job(5));
         assert_eq!(reg.get("j-1").unwrap().state, "landed");
         assert_eq!(reg.get("j-1").unwrap().counts.pending, 5);
-        let v = CountDelta::validate("j-1", "t.landing/0/7", 3, 2, 0);
+        let v = CountDelta::validate("j-1", None, "t.landing/0/7", 3, 2, 0);
         reg.inner.fold(&v.to_json());
         reg.inner.fold(&v.to_json()); // read twice: no change
         let j = reg.get("j-1").unwrap();
@@ -467,7 +494,7 @@ mod tests {
         assert_eq!((j.counts.dead_lettered, j.counts.pending), (1, 1));
         assert_eq!(j.state, "validating");
         reg.inner
-            .fold(&CountDelta::validate("j-1", "t.landing/1/3", 1, 0, 0).to_json());
+            .fold(&CountDelta::validate("j-1", None, "t.landing/1/3", 1, 0, 0).to_json());
         let j = reg.get("j-1").unwrap();
         assert_eq!(
             j.counts,
@@ -488,8 +515,42 @@ mod tests {
             .unwrap(),
         );
         reg.inner
-            .fold(&CountDelta::validate("j-2", "t.landing/0/9", 0, 0, 1).to_json());
+            .fold(&CountDelta::validate("j-2", None, "t.landing/0/9", 0, 0, 1).to_json());
         assert_eq!(reg.get("j-2").unwrap().counts.dead_lettered, 4);
         assert!(reg.get("nope").is_none());
+    }
+
+    #[test]
+    fn only_the_landing_the_job_record_names_is_counted() {
+        // Two serve processes landed job j-1 (attempts a and b); the record read last names b.
+        let reg = Registry::default();
+        for attempt in ["a", "b"] {
+            reg.inner.fold(
+                &serde_json::to_vec(&Job {
+                    attempt: Some(attempt.into()),
+                    ..job(5)
+                })
+                .unwrap(),
+            );
+        }
+        for (attempt, origin) in [("a", "t.landing/0/7"), ("b", "t.landing/0/9")] {
+            reg.inner
+                .fold(&CountDelta::validate("j-1", Some(attempt), origin, 5, 0, 0).to_json());
+        }
+        let j = reg.get("j-1").unwrap();
+        assert_eq!((j.counts.valid, j.counts.pending), (5, 0));
+        assert_eq!(j.state, "validated");
+        // Only a's landing validated so far: b's records are still pending.
+        let reg = Registry::default();
+        reg.inner.fold(
+            &serde_json::to_vec(&Job {
+                attempt: Some("b".into()),
+                ..job(5)
+            })
+            .unwrap(),
+        );
+        reg.inner
+            .fold(&CountDelta::validate("j-1", Some("a"), "t.landing/0/7", 5, 0, 0).to_json());
+        assert_eq!(reg.get("j-1").unwrap().counts.pending, 5);
     }
 }

@@ -640,13 +640,18 @@ async fn submit_job(
         blob: blob_name,
         landed_at: headers::now_rfc3339(),
         counts: jobs::Counts::landed(records),
+        attempt: Some(uuid::Uuid::new_v4().to_string()),
     };
     let mut h = Headers::new()
         .with(headers::SOURCE, &src.name)
         .with(headers::STREAM, &st_cfg.name)
         .with(headers::FETCHED_AT, headers::now_rfc3339())
         .with(headers::REQUEST, "POST /v1/jobs")
-        .with(headers::JOB_ID, &job_id);
+        .with(headers::JOB_ID, &job_id)
+        .with(
+            headers::JOB_ATTEMPT,
+            job.attempt.as_deref().unwrap_or_default(),
+        );
     let value = match &blob_ref {
         Some(r) => {
             h = h

@@ -35,9 +35,10 @@ impl Tally {
     /// The job's count delta for `msg`, when it carries `intake.job_id`.
     pub(crate) fn delta(&self, msg: &BorrowedMessage<'_>) -> Option<CountDelta> {
         let job = headers::get_str(msg.headers(), headers::JOB_ID)?;
+        let attempt = headers::get_str(msg.headers(), headers::JOB_ATTEMPT);
         let origin = dlq::origin(msg.topic(), msg.partition(), msg.offset(), None);
         Some(CountDelta::validate(
-            job, &origin, self.valid, self.dead, self.whole,
+            job, attempt, &origin, self.valid, self.dead, self.whole,
         ))
     }
 
