@@ -242,8 +242,9 @@ async fn the_github_example_passes_prism_and_lands_every_issue_once() {
         &prism.url,
         "--github-secondary-limit-every",
         "2",
+        // Longer than the 1 s a client that cannot read an HTTP date falls back to.
         "--github-secondary-limit-wait",
-        "1s",
+        "2s",
     ])
     .unwrap();
     let sim = intake::sim::spawn_on(args, listener).unwrap();
