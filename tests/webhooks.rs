@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -642,11 +641,6 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     }
 
     // validate and dedup: the curated topics end at exactly these keys, ops and versions.
-    let dedup_cfg = cfg.clone();
-    let (stop_dedup, stopped) = tokio::sync::oneshot::channel::<()>();
-    let dedup = tokio::spawn(intake::dedup::stage::run(dedup_cfg, async {
-        let _ = stopped.await;
-    }));
     let curated: Vec<String> = expect.keys().map(|(s, st)| names.curated(s, st)).collect();
     let final_state = |out: &BTreeMap<String, Vec<Rec>>| -> BTreeMap<String, Expect> {
         out.iter()
@@ -669,24 +663,11 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
         .iter()
         .map(|((s, st), e)| (names.curated(s, st), e.clone()))
         .collect();
-    let out = validate_until(&cfg, &curated, "every provider's final state", |out| {
+    let out = curate_until(&cfg, &curated, "every provider's final state", |out| {
         final_state(out) == want
     })
     .await;
-    stop_dedup.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(60), dedup)
-        .await
-        .expect("dedup stops")
-        .unwrap()
-        .unwrap();
     assert_eq!(final_state(&out), want);
     // Nothing went to the DLQ.
-    let dlq = read_all(&names.dlq(), "read_committed");
-    assert!(
-        dlq.is_empty(),
-        "dead letters: {:?}",
-        dlq.iter()
-            .map(|r| r.header("dlq.error.detail"))
-            .collect::<Vec<_>>()
-    );
+    assert_no_dead_letters(&cfg);
 }

@@ -91,8 +91,8 @@ fn injected_error(status: StatusCode) -> Response {
     }
 }
 
-/// Auth, quota and faults, in that order.
-async fn guard(
+/// Auth, quota and faults, in that order (also in front of the GitHub routes, `super::github`).
+pub(super) async fn guard(
     State(state): State<Arc<SimState>>,
     ConnectInfo(conn): ConnectInfo<ConnHandle>,
     request: Request,

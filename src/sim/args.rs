@@ -409,6 +409,10 @@ pub struct SimArgs {
     /// room beyond it.
     #[arg(long, env = "INTAKE_SIM_WEBHOOK_MAX_PENDING", default_value_t = 10_000)]
     pub webhook_max_pending: u32,
+
+    /// The GitHub-shaped mode (`--github-*`, see `sim::github`).
+    #[command(flatten)]
+    pub github: super::github::GithubArgs,
 }
 
 fn check_fraction(field: &'static str, value: f64) -> Result<(), SimError> {
@@ -535,7 +539,7 @@ impl SimArgs {
                 "must be at least the shuffle window (and 2)",
             ));
         }
-        Ok(())
+        self.github.validate()
     }
 }
 

@@ -12,6 +12,9 @@
 //! - `Authorization: Bearer <token>` with a token from `--token`; quota headers
 //!   `X-RateLimit-Limit/-Remaining/-Reset` on every answer past auth, 429 with `Retry-After`
 //!   over quota ([`quota`]). Errors are JSON: `{"error": "<code>", "message": "…"}`.
+//! - `GET /repos/{owner}/{repo}/issues`: GitHub's issues list, shaped as GitHub serves it
+//!   (bare array, `per_page`/`page`, `Link`, `since`, secondary rate limits), a view of the
+//!   customers ([`github`]).
 //! - `/admin/…`: truth, stats and run-time control ([`admin`]); `GET /healthz`.
 //! - Webhooks to `--webhook-url` ([`webhooks`]), signed as [`crate::signing`] documents.
 //!
@@ -32,6 +35,7 @@
 //! | `api.rs`        | `/v1` routes and the auth → quota → faults guard |
 //! | `oidc.rs`       | `--oidc-issuer`: only the issuer's signed access tokens are accepted |
 //! | `session.rs`    | `--session-login`: session tokens from `POST /v1/login`, expired on demand |
+//! | `github.rs`     | GitHub-shaped issues list and secondary rate limits (`--github-*`) |
 //! | `admin.rs`      | `/admin` routes |
 //! | `state.rs`      | the shared state and why its locks are what they are |
 //! | `seeded.rs`, `clock.rs` | version-stable randomness; time formats |
@@ -57,6 +61,7 @@ pub mod conn;
 pub mod data;
 mod error;
 pub mod faults;
+pub mod github;
 pub mod oidc;
 pub mod pagination;
 pub mod quota;
@@ -149,6 +154,7 @@ pub async fn run(
     let app: Router = api::router(Arc::clone(&state))
         .merge(admin::router())
         .merge(session::router())
+        .merge(github::router(Arc::clone(&state), &args.github))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -217,7 +223,16 @@ impl Drop for SimHandle {
 /// [`SimError::Config`] for bad flags, [`SimError::Io`] when binding fails.
 pub async fn spawn(args: SimArgs) -> Result<SimHandle, SimError> {
     args.validate()?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    spawn_on(args, TcpListener::bind("127.0.0.1:0").await?)
+}
+
+/// [`spawn`] on the caller's listener (a fixed port, e.g. the upstream a proxy forwards to).
+///
+/// # Errors
+///
+/// [`SimError::Config`] for bad flags, [`SimError::Io`] when the listener has no address.
+pub fn spawn_on(args: SimArgs, listener: TcpListener) -> Result<SimHandle, SimError> {
+    args.validate()?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(run(args, listener, async move {

@@ -213,6 +213,27 @@ impl SecureStack {
     }
 }
 
+/// Runs the idempotent `scripts/stack start <service>` for the test stack's dir
+/// (`INTAKE_TEST_STACK_DIR`, default `<repo>/.stack`) with `env` added, failing the test with
+/// the script's output if it fails; returns that dir. Blocking.
+pub fn stack_start(service: &str, env: &[(&str, String)]) -> std::path::PathBuf {
+    let stack = std::env::var("INTAKE_TEST_STACK_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root().join(".stack"));
+    let mut cmd = std::process::Command::new(root().join("scripts/stack"));
+    cmd.args(["start", service]).env("INTAKE_STACK_DIR", &stack);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run scripts/stack");
+    assert!(
+        out.status.success(),
+        "scripts/stack start {service} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stack
+}
+
 /// The local stack's Keycloak (realm `intake`), started on first use by the idempotent
 /// `scripts/stack start keycloak` on `INTAKE_TEST_KEYCLOAK_PORT` (default 8180). That also
 /// gives the stack's broker OAUTHBEARER on its SASL_SSL listener (restarting it once if it ran
@@ -226,20 +247,7 @@ pub fn keycloak() -> &'static Keycloak {
     static KEYCLOAK: std::sync::OnceLock<Keycloak> = std::sync::OnceLock::new();
     KEYCLOAK.get_or_init(|| {
         let port = std::env::var("INTAKE_TEST_KEYCLOAK_PORT").unwrap_or_else(|_| "8180".into());
-        let stack = std::env::var("INTAKE_TEST_STACK_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|_| root().join(".stack"));
-        let out = std::process::Command::new(root().join("scripts/stack"))
-            .args(["start", "keycloak"])
-            .env("INTAKE_STACK_DIR", &stack)
-            .env("KEYCLOAK_PORT", &port)
-            .output()
-            .expect("run scripts/stack");
-        assert!(
-            out.status.success(),
-            "scripts/stack start keycloak failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stack = stack_start("keycloak", &[("KEYCLOAK_PORT", port.clone())]);
         Keycloak {
             url: format!("http://127.0.0.1:{port}"),
             secrets: stack.join("keycloak/secrets"),
@@ -490,6 +498,44 @@ pub async fn validate_until(
     read_topics(outputs).await
 }
 
+/// [`validate_until`] with dedup running in this process beside validate, so `outputs` may be
+/// curated topics; dedup is stopped (and must stop cleanly within a minute) before the final
+/// contents are returned.
+pub async fn curate_until(
+    cfg: &std::sync::Arc<Config>,
+    outputs: &[String],
+    what: &str,
+    done: impl Fn(&std::collections::BTreeMap<String, Vec<Rec>>) -> bool,
+) -> std::collections::BTreeMap<String, Vec<Rec>> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let dedup = tokio::spawn(intake::dedup::stage::run(cfg.clone(), async {
+        let _ = stopped.await;
+    }));
+    let out = validate_until(cfg, outputs, what, done).await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), dedup)
+        .await
+        .expect("dedup stops")
+        .unwrap()
+        .unwrap();
+    out
+}
+
+/// Asserts that the committed DLQ of `cfg` is empty, naming what is in it otherwise.
+pub fn assert_no_dead_letters(cfg: &Config) {
+    let dlq = read_all(
+        &intake::topics::TopicNames::from_config(cfg).dlq(),
+        "read_committed",
+    );
+    assert!(
+        dlq.is_empty(),
+        "dead letters: {:?}",
+        dlq.iter()
+            .map(|r| r.header("dlq.error.detail"))
+            .collect::<Vec<_>>()
+    );
+}
+
 /// The field each drift kind of the simulator breaks, per stream.
 pub fn drift_field(stream: &str, kind: &str) -> &'static str {
     match (stream, kind) {
@@ -542,7 +588,7 @@ pub async fn sim_stats(sim: &intake::sim::SimHandle) -> serde_json::Value {
 }
 
 /// GETs a simulator admin endpoint, as JSON ([`sim_admin`] POSTs).
-async fn sim_get(sim: &intake::sim::SimHandle, path: &str) -> serde_json::Value {
+pub async fn sim_get(sim: &intake::sim::SimHandle, path: &str) -> serde_json::Value {
     reqwest::get(sim.url(path))
         .await
         .unwrap()
