@@ -12,6 +12,9 @@
 //! - `Authorization: Bearer <token>` with a token from `--token`; quota headers
 //!   `X-RateLimit-Limit/-Remaining/-Reset` on every answer past auth, 429 with `Retry-After`
 //!   over quota ([`quota`]). Errors are JSON: `{"error": "<code>", "message": "…"}`.
+//! - Provider modes ([`providers`]): Stripe, HubSpot, Zendesk, Salesforce and Shopify (GraphQL)
+//!   shapes of the same records (`/stripe/v1/…`, `/crm/v3/…`, `/api/v2/…`,
+//!   `/services/data/v60.0/…`, `/admin/api/{version}/graphql.json`).
 //! - `/admin/…`: truth, stats and run-time control ([`admin`]); `GET /healthz`.
 //! - Webhooks to `--webhook-url` ([`webhooks`]), signed as [`crate::signing`] documents.
 //!
@@ -33,6 +36,8 @@
 //! | `oidc.rs`       | `--oidc-issuer`: only the issuer's signed access tokens are accepted |
 //! | `session.rs`    | `--session-login`: session tokens from `POST /v1/login`, expired on demand |
 //! | `admin.rs`      | `/admin` routes |
+//! | `providers.rs`  | provider modes: real APIs' shapes over the same data, and their truth |
+//! | `stripe.rs`, `hubspot.rs`, `zendesk.rs`, `salesforce.rs`, `shopify.rs` | one provider each |
 //! | `state.rs`      | the shared state and why its locks are what they are |
 //! | `seeded.rs`, `clock.rs` | version-stable randomness; time formats |
 //!
@@ -58,15 +63,21 @@ pub mod data;
 mod error;
 pub mod faults;
 pub mod oidc;
+pub mod hubspot;
 pub mod pagination;
+pub mod providers;
 pub mod quota;
 pub mod render;
+pub mod salesforce;
 pub mod seeded;
 pub mod session;
+pub mod shopify;
 pub mod state;
 pub mod store;
+pub mod stripe;
 pub mod webhooks;
 pub mod writer;
+pub mod zendesk;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -148,6 +159,7 @@ pub async fn run(
     );
     let app: Router = api::router(Arc::clone(&state))
         .merge(admin::router())
+        .merge(providers::admin())
         .merge(session::router())
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
