@@ -120,7 +120,10 @@ impl Stages {
         for s in self.stops {
             let _ = s.send(());
         }
-        self.validate.await.unwrap().expect("validate stops cleanly");
+        self.validate
+            .await
+            .unwrap()
+            .expect("validate stops cleanly");
         self.dedup.await.unwrap().expect("dedup stops cleanly");
     }
 }
@@ -163,6 +166,15 @@ impl Writer {
         }
         self.last_second = now_secs();
     }
+}
+
+/// Waits out dedup's clock-skew grace after the last fetch: a full sync counts every key
+/// fetched up to `SYNC_CLOCK_GRACE_SECS` before its start as seen (it may have overtaken the
+/// sync's begin marker), so a full sync that is to tombstone a key deleted since must start
+/// more than that after the key was last fetched. Production full syncs are days apart.
+async fn past_dedup_grace(last_fetch_ended: Instant) {
+    let grace = Duration::from_secs(u64::from(intake::dedup::state::SYNC_CLOCK_GRACE_SECS) + 2);
+    tokio::time::sleep_until((last_fetch_ended + grace).into()).await;
 }
 
 /// The provider's truth (`/admin/providers/{p}/truth`).
@@ -216,7 +228,9 @@ fn differences(truth: &serde_json::Value, stream: &str, got: &Curated) -> Vec<St
             Some(None) => out.push(format!("{stream} {key}: tombstoned but live")),
             Some(Some((v, h))) => {
                 if *h != hash {
-                    out.push(format!("{stream} {key}: other content (hash {h}, want {hash})"));
+                    out.push(format!(
+                        "{stream} {key}: other content (hash {h}, want {hash})"
+                    ));
                 }
                 if let Some(want_v) = want["version_us"].as_i64()
                     && *v != want_v
@@ -362,7 +376,17 @@ fn param(url: &str, name: &str) -> Option<String> {
 /// events incremental in a bounded epoch-second window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stripe_example_lands_every_record_exactly_once() {
-    let sim = sim(&["--records", "250", "--seed", "31", "--delete-share", "0.15"]).await;
+    let sim = sim(&[
+        "--records",
+        "250",
+        "--seed",
+        "31",
+        "--delete-share",
+        "0.15",
+        "--backdate-rate",
+        "0",
+    ])
+    .await;
     let cfg = example_config("stripe", &sim.url("/stripe"));
     prepare(&cfg).await;
     let stages = Stages::start(&cfg);
@@ -374,9 +398,11 @@ async fn stripe_example_lands_every_record_exactly_once() {
         .round(&sim, &[("customers", 40), ("events", 15)])
         .await;
     let second = fetch_once(&cfg, false).await;
+    let ended = Instant::now();
     writer
         .round(&sim, &[("customers", 40), ("events", 15)])
         .await;
+    past_dedup_grace(ended).await;
     let third = fetch_once(&cfg, false).await;
     let truth = provider_truth(&sim, "stripe/truth").await;
     assert_curated_equals(&cfg, "stripe", &truth, &stages).await;
@@ -395,7 +421,10 @@ async fn stripe_example_lands_every_record_exactly_once() {
     for u in &inc {
         for p in ["created[gte]", "created[lte]"] {
             let v = param(u, p).unwrap_or_else(|| panic!("{u}: no {p}"));
-            assert!(v.parse::<i64>().is_ok_and(|s| s > 1_700_000_000), "{u}: {p}");
+            assert!(
+                v.parse::<i64>().is_ok_and(|s| s > 1_700_000_000),
+                "{u}: {p}"
+            );
         }
     }
     for r in [&second, &third] {
@@ -414,8 +443,14 @@ async fn stripe_example_lands_every_record_exactly_once() {
         first["stripe/events"].records,
         second["stripe/events"].records,
         third["stripe/events"].records,
-        truth["streams"]["customers"]["live"].as_object().unwrap().len(),
-        truth["streams"]["events"]["live"].as_object().unwrap().len(),
+        truth["streams"]["customers"]["live"]
+            .as_object()
+            .unwrap()
+            .len(),
+        truth["streams"]["events"]["live"]
+            .as_object()
+            .unwrap()
+            .len(),
     );
 }
 
@@ -448,6 +483,8 @@ async fn hubspot_example_lands_every_record_exactly_once() {
         "0",
         "--create-share",
         "0.3",
+        "--backdate-rate",
+        "0",
     ])
     .await;
     let cfg = example_config("hubspot", &sim.url(""));
@@ -470,7 +507,7 @@ async fn hubspot_example_lands_every_record_exactly_once() {
         .unwrap();
     for r in [&second, &third] {
         let n = r["hubspot/contacts"].records;
-        assert!((40..150).contains(&n), "incremental: {n}");
+        assert!((30..150).contains(&n), "incremental: {n}");
     }
     println!(
         "hubspot: writes {:?}; landed per run {}/{}/{}; {} contacts curated",
@@ -478,7 +515,10 @@ async fn hubspot_example_lands_every_record_exactly_once() {
         first["hubspot/contacts"].records,
         second["hubspot/contacts"].records,
         third["hubspot/contacts"].records,
-        truth["streams"]["contacts"]["live"].as_object().unwrap().len()
+        truth["streams"]["contacts"]["live"]
+            .as_object()
+            .unwrap()
+            .len()
     );
 }
 
@@ -501,7 +541,9 @@ async fn hubspot_result_cap_stops_the_stream_with_the_reason_and_loses_nothing_s
         )
     };
     for attempt in 1..=2 {
-        let err = run().await.expect_err("the search past 10 000 results fails");
+        let err = run()
+            .await
+            .expect_err("the search past 10 000 results fails");
         let text = err.to_string();
         assert!(
             text.contains("400") && text.contains("VALIDATION_ERROR") && text.contains("10000"),
@@ -514,7 +556,8 @@ async fn hubspot_result_cap_stops_the_stream_with_the_reason_and_loses_nothing_s
             .iter()
             .filter(|r| r.header(headers::KIND) == Some("page"))
         {
-            let page: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+            let page: serde_json::Value =
+                serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
             for c in page["results"].as_array().unwrap() {
                 *ids.entry(c["id"].as_str().unwrap().to_owned()).or_default() += 1;
             }
@@ -558,7 +601,17 @@ async fn hubspot_result_cap_stops_the_stream_with_the_reason_and_loses_nothing_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zendesk_example_lands_every_record_exactly_once() {
     // Over 1 000 tickets: the export takes two pages; 1 100 users: 11 pages.
-    let sim = sim(&["--records", "1100", "--seed", "34", "--delete-share", "0.15"]).await;
+    let sim = sim(&[
+        "--records",
+        "1100",
+        "--seed",
+        "34",
+        "--delete-share",
+        "0.15",
+        "--backdate-rate",
+        "0",
+    ])
+    .await;
     let cfg = example_config("zendesk", &sim.url(""));
     prepare(&cfg).await;
     let stages = Stages::start(&cfg);
@@ -576,9 +629,11 @@ async fn zendesk_example_lands_every_record_exactly_once() {
         .round(&sim, &[("customers", 30), ("orders", 30)])
         .await;
     let second = fetch_once(&cfg, false).await;
+    let ended = Instant::now();
     writer
         .round(&sim, &[("customers", 30), ("orders", 30)])
         .await;
+    past_dedup_grace(ended).await;
     let third = fetch_once(&cfg, false).await;
     let truth = provider_truth(&sim, "zendesk/truth").await;
     assert_curated_equals(&cfg, "zendesk", &truth, &stages).await;
@@ -597,7 +652,12 @@ async fn zendesk_example_lands_every_record_exactly_once() {
         .as_object()
         .unwrap()
         .values()
-        .filter(|t| t["raw"].as_str().unwrap().contains("\"status\":\"deleted\""))
+        .filter(|t| {
+            t["raw"]
+                .as_str()
+                .unwrap()
+                .contains("\"status\":\"deleted\"")
+        })
         .count();
     assert!(deleted_tickets >= 3, "deleted tickets in the export");
     for u in requests(&cfg, "tickets", "incremental") {
@@ -607,7 +667,7 @@ async fn zendesk_example_lands_every_record_exactly_once() {
     }
     for r in [&second, &third] {
         assert!(
-            (30..300).contains(&r["zendesk/tickets"].records),
+            (20..300).contains(&r["zendesk/tickets"].records),
             "incremental: {}",
             r["zendesk/tickets"].records
         );
@@ -631,7 +691,17 @@ async fn zendesk_example_lands_every_record_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn salesforce_example_lands_every_record_exactly_once() {
     // Over 2 000 accounts: two batches.
-    let sim = sim(&["--records", "2300", "--seed", "35", "--delete-share", "0.15"]).await;
+    let sim = sim(&[
+        "--records",
+        "2300",
+        "--seed",
+        "35",
+        "--delete-share",
+        "0.15",
+        "--backdate-rate",
+        "0",
+    ])
+    .await;
     let cfg = example_config("salesforce", &sim.url(""));
     prepare(&cfg).await;
     let stages = Stages::start(&cfg);
@@ -642,7 +712,9 @@ async fn salesforce_example_lands_every_record_exactly_once() {
     let second = fetch_once(&cfg, false).await;
     writer.round(&sim, &[("customers", 40)]).await;
     let third = fetch_once(&cfg, false).await;
+    let ended = Instant::now();
     writer.round(&sim, &[("customers", 20)]).await;
+    past_dedup_grace(ended).await;
     let full = fetch_once(&cfg, true).await;
     let truth = provider_truth(&sim, "salesforce/truth").await;
     assert_curated_equals(&cfg, "salesforce", &truth, &stages).await;
@@ -667,7 +739,10 @@ async fn salesforce_example_lands_every_record_exactly_once() {
     }
     assert_eq!(
         full["salesforce/accounts"].records as usize,
-        truth["streams"]["accounts"]["live"].as_object().unwrap().len()
+        truth["streams"]["accounts"]["live"]
+            .as_object()
+            .unwrap()
+            .len()
     );
     println!(
         "salesforce: writes {:?}; landed per run {}/{}/{}/{} (the last a full sync); {} requests",
@@ -685,7 +760,17 @@ async fn salesforce_example_lands_every_record_exactly_once() {
 /// (forced here) tombstones deleted customers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shopify_graphql_example_lands_every_record_exactly_once() {
-    let sim = sim(&["--records", "260", "--seed", "36", "--delete-share", "0.15"]).await;
+    let sim = sim(&[
+        "--records",
+        "260",
+        "--seed",
+        "36",
+        "--delete-share",
+        "0.15",
+        "--backdate-rate",
+        "0",
+    ])
+    .await;
     let cfg = example_config("shopify", &sim.url(""));
     prepare(&cfg).await;
     let stages = Stages::start(&cfg);
@@ -701,7 +786,9 @@ async fn shopify_graphql_example_lands_every_record_exactly_once() {
     let second = fetch_once(&cfg, false).await;
     writer.round(&sim, &[("customers", 40)]).await;
     let third = fetch_once(&cfg, false).await;
+    let ended = Instant::now();
     writer.round(&sim, &[("customers", 20)]).await;
+    past_dedup_grace(ended).await;
     let full = fetch_once(&cfg, true).await;
     let truth = provider_truth(&sim, "shopify/truth").await;
     assert_curated_equals(&cfg, "shopify", &truth, &stages).await;
@@ -721,7 +808,10 @@ async fn shopify_graphql_example_lands_every_record_exactly_once() {
     }
     assert_eq!(
         full["shopify/customers"].records as usize,
-        truth["streams"]["customers"]["live"].as_object().unwrap().len()
+        truth["streams"]["customers"]["live"]
+            .as_object()
+            .unwrap()
+            .len()
     );
     println!(
         "shopify: writes {:?}; landed per run {}/{}/{}/{} (the last a full sync); {} requests",

@@ -825,10 +825,14 @@ impl StreamConfig {
                 has_more,
                 done,
                 ..
-            } => [("pointer", Some(pointer)), ("has_more", has_more.as_ref()), ("done", done.as_ref())]
-                .into_iter()
-                .filter_map(|(n, p)| p.map(|p| (n, p)))
-                .collect(),
+            } => [
+                ("pointer", Some(pointer)),
+                ("has_more", has_more.as_ref()),
+                ("done", done.as_ref()),
+            ]
+            .into_iter()
+            .filter_map(|(n, p)| p.map(|p| (n, p)))
+            .collect(),
             Pagination::Graphql {
                 end_cursor,
                 has_next_page,

@@ -305,7 +305,14 @@ fn kafka_security_examples_are_valid() {
 
 #[test]
 fn public_api_examples_are_valid() {
-    for name in ["github", "stripe", "hubspot", "zendesk", "salesforce", "shopify"] {
+    for name in [
+        "github",
+        "stripe",
+        "hubspot",
+        "zendesk",
+        "salesforce",
+        "shopify",
+    ] {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/sources/{name}.toml"));
         let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -681,17 +681,28 @@ pagination = {pagination}
             )
             .unwrap()
         };
-        let users = r#"{ style = "next_url", pointer = "/links/next", has_more = "/meta/has_more" }"#;
+        let users =
+            r#"{ style = "next_url", pointer = "/links/next", has_more = "/meta/has_more" }"#;
         let page = |more: bool| serde_json::json!({"links": {"next": "/v1/a?page[after]=x"}, "meta": {"has_more": more}});
-        assert_eq!(run(users, page(true)), PageCursor::Url("/v1/a?page[after]=x".into()));
+        assert_eq!(
+            run(users, page(true)),
+            PageCursor::Url("/v1/a?page[after]=x".into())
+        );
         assert_eq!(run(users, page(false)), PageCursor::Done);
         let export = r#"{ style = "next_url", pointer = "/after_url", done = "/end_of_stream" }"#;
-        let page = |end: bool| serde_json::json!({"after_url": "/v1/a?cursor=c", "end_of_stream": end});
-        assert_eq!(run(export, page(false)), PageCursor::Url("/v1/a?cursor=c".into()));
+        let page =
+            |end: bool| serde_json::json!({"after_url": "/v1/a?cursor=c", "end_of_stream": end});
+        assert_eq!(
+            run(export, page(false)),
+            PageCursor::Url("/v1/a?cursor=c".into())
+        );
         assert_eq!(run(export, page(true)), PageCursor::Done);
         // Without the flags the URL is followed as before.
         assert_eq!(
-            run(r#"{ style = "next_url", pointer = "/after_url" }"#, page(true)),
+            run(
+                r#"{ style = "next_url", pointer = "/after_url" }"#,
+                page(true)
+            ),
             PageCursor::Url("/v1/a?cursor=c".into())
         );
     }

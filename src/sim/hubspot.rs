@@ -30,8 +30,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
 use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
 
 use super::clock::format_ms;
 use super::data::{Body, Record, Stream};
@@ -128,6 +128,7 @@ pub fn contact(r: &Record, requested: Option<&[String]>) -> String {
 }
 
 /// One filter: a property's time (or id) against a value.
+#[derive(Debug)]
 struct Filter {
     property: String,
     op: String,
@@ -192,6 +193,7 @@ impl Filter {
 }
 
 /// A parsed search request.
+#[derive(Debug)]
 struct Search {
     limit: usize,
     after: usize,
@@ -238,7 +240,12 @@ impl Search {
             Some(other) => return Err(invalid(format!("after {other} is not a paging cursor"))),
         };
         let mut sorts = Vec::new();
-        for s in o.get("sorts").and_then(Value::as_array).into_iter().flatten() {
+        for s in o
+            .get("sorts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let (name, desc) = match s {
                 Value::String(name) => (name.clone(), false),
                 Value::Object(m) => (
@@ -268,7 +275,7 @@ impl Search {
             ),
             Some(_) => return Err(invalid("properties is an array of names")),
         };
-        let mut groups = Vec::new();
+        let mut groups: Vec<Vec<Filter>> = Vec::new();
         let given = o
             .get("filterGroups")
             .and_then(Value::as_array)
@@ -285,7 +292,12 @@ impl Search {
             if filters.len() > 6 {
                 return Err(invalid("at most 6 filters in a filterGroup"));
             }
-            groups.push(filters.iter().map(Filter::parse).collect::<Result<_, _>>()?);
+            groups.push(
+                filters
+                    .iter()
+                    .map(Filter::parse)
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
         }
         Ok(Self {
             limit,

@@ -25,8 +25,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
 
 use super::data::{Body, Record, Stream};
 use super::providers::{self, Params, ProviderError, TruthStream};
@@ -171,7 +171,10 @@ impl Soql {
                     "value of filter criterion for field 'SystemModstamp' must be of type dateTime and should not be enclosed in quotes: {literal}"
                 ))
             })?;
-            filter = Some((op.to_owned(), i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX)));
+            filter = Some((
+                op.to_owned(),
+                i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX),
+            ));
             i += 4;
         }
         let mut by_modstamp = false;
@@ -313,7 +316,10 @@ fn answer(
     let next_records_url = last.map(|after| {
         let locator = Locator { soql, batch, after };
         let text = serde_json::to_string(&locator).expect("a locator serializes");
-        format!("/services/data/{VERSION}/query/01g{}-{batch}", hex::encode(text))
+        format!(
+            "/services/data/{VERSION}/query/01g{}-{batch}",
+            hex::encode(text)
+        )
     });
     providers::count(state, &state.providers.salesforce);
     Ok(providers::ok_json(&Answer {
@@ -358,9 +364,7 @@ async fn more(
 /// What the query serves now (every live account with `Id, Name, SystemModstamp`); version:
 /// `SystemModstamp` in µs (whole seconds). Deleted accounts are only in `deleted`.
 pub fn truth(store: &Store) -> Vec<(&'static str, TruthStream)> {
-    let fields: Vec<String> = ["Id", "Name", "SystemModstamp"]
-        .map(str::to_owned)
-        .to_vec();
+    let fields: Vec<String> = ["Id", "Name", "SystemModstamp"].map(str::to_owned).to_vec();
     let accounts = TruthStream {
         live: store
             .live(Stream::Customers)

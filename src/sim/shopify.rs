@@ -92,7 +92,10 @@ fn search(q: &str) -> Result<Vec<(String, i64)>, String> {
         let value = value.trim_matches(|c| c == '\'' || c == '"');
         let ns = super::clock::parse_rfc3339_ns(value)
             .map_err(|_| format!("`{value}` is not a date and time"))?;
-        out.push((op.to_owned(), i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX)));
+        out.push((
+            op.to_owned(),
+            i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX),
+        ));
     }
     Ok(out)
 }
@@ -218,7 +221,8 @@ async fn graphql(
 
 fn encode((t, n): (i64, u64)) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(format!("{{\"last_id\":{n},\"last_value\":{t}}}"))
+    base64::engine::general_purpose::STANDARD
+        .encode(format!("{{\"last_id\":{n},\"last_value\":{t}}}"))
 }
 
 fn decode(cursor: &str) -> Option<(i64, u64)> {

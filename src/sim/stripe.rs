@@ -116,7 +116,8 @@ fn check_version(headers: &HeaderMap) -> Result<(), ProviderError> {
     let Some(v) = headers.get("stripe-version") else {
         return Ok(());
     };
-    let date = time::format_description::parse("[year]-[month]-[day]").expect("a format");
+    let date =
+        time::format_description::parse_borrowed::<2>("[year]-[month]-[day]").expect("a format");
     let ok = v
         .to_str()
         .ok()
@@ -171,7 +172,11 @@ fn newest_first<'a>(
     starting_after: Option<&'a str>,
 ) -> Box<dyn Iterator<Item = &'a Entry> + 'a> {
     match starting_after {
-        Some(id) => Box::new(live.range::<str, _>(..id).rev().map(|(_, e)| e)),
+        Some(id) => Box::new(
+            live.range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(id)))
+                .rev()
+                .map(|(_, e)| e),
+        ),
         None => Box::new(live.values().rev()),
     }
 }

@@ -167,7 +167,10 @@ async fn users(
         let page: usize = match p.get("page") {
             None => 1,
             Some(v) => v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                error("InvalidPaginationParameter", format!("page `{v}` is not a page number"))
+                error(
+                    "InvalidPaginationParameter",
+                    format!("page `{v}` is not a page number"),
+                )
             })?,
         };
         let (users, count) = {
@@ -185,7 +188,8 @@ async fn users(
         return Ok(providers::ok_json(&UsersOffsetPage {
             next_page: (page * 100 < count)
                 .then(|| format!("{base}/api/v2/users.json?page={}", page + 1)),
-            previous_page: (page > 1).then(|| format!("{base}/api/v2/users.json?page={}", page - 1)),
+            previous_page: (page > 1)
+                .then(|| format!("{base}/api/v2/users.json?page={}", page - 1)),
             users: providers::raw(users),
             count,
         }));
@@ -209,7 +213,10 @@ async fn users(
     let after = match p.get("page[after]") {
         None => None,
         Some(c) => Some(decode(c).ok_or_else(|| {
-            error("InvalidPaginationParameter", format!("page[after] `{c}` is not a cursor"))
+            error(
+                "InvalidPaginationParameter",
+                format!("page[after] `{c}` is not a cursor"),
+            )
         })?),
     };
     let (page, more) = {
@@ -319,7 +326,12 @@ async fn tickets(
             .parse()
             .ok()
             .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| error("InvalidValue", format!("per_page `{v}` must lie in 1..=1000")))?,
+            .ok_or_else(|| {
+                error(
+                    "InvalidValue",
+                    format!("per_page `{v}` must lie in 1..=1000"),
+                )
+            })?,
     };
     // Strictly after this position; a start time is "at or after".
     let from: Position = match (p.get("cursor"), p.get("start_time")) {
