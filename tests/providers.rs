@@ -685,29 +685,38 @@ async fn zendesk_example_lands_every_record_exactly_once() {
     );
 }
 
-/// Salesforce: SOQL with the filter in the query text (`…Z` literals), `nextRecordsUrl`
-/// pages of `batchSize` (the page size, by header), versions `…000+0000`; the weekly full
-/// sync (forced here) tombstones deleted accounts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn salesforce_example_lands_every_record_exactly_once() {
-    // Over 2 000 accounts: two batches.
+/// One provider's single customers-backed stream, incremental with a weekly full sync that
+/// tombstones deletes: a full sync of `records`, two rounds of 40 writes each followed by an
+/// incremental sync, 20 more writes and a forced full sync; the curated topic equals the truth.
+/// `check_first` sees the simulator after the first sync. Returns the truth and the records
+/// each run landed.
+async fn incremental_then_full(
+    provider: &str,
+    stream: &str,
+    records: usize,
+    seed: &str,
+    check_first: impl AsyncFnOnce(&intake::sim::SimHandle),
+) -> (serde_json::Value, [u64; 4], Arc<Config>) {
+    let n = records.to_string();
     let sim = sim(&[
         "--records",
-        "2300",
+        &n,
         "--seed",
-        "35",
+        seed,
         "--delete-share",
         "0.15",
         "--backdate-rate",
         "0",
     ])
     .await;
-    let cfg = example_config("salesforce", &sim.url(""));
+    let key = format!("{provider}/{stream}");
+    let cfg = example_config(provider, &sim.url(""));
     prepare(&cfg).await;
     let stages = Stages::start(&cfg);
     let mut writer = Writer::new();
     let first = fetch_once(&cfg, false).await;
-    assert_eq!(first["salesforce/accounts"].records, 2300);
+    assert_eq!(first[&key].records as usize, records);
+    check_first(&sim).await;
     writer.round(&sim, &[("customers", 40)]).await;
     let second = fetch_once(&cfg, false).await;
     writer.round(&sim, &[("customers", 40)]).await;
@@ -716,11 +725,11 @@ async fn salesforce_example_lands_every_record_exactly_once() {
     writer.round(&sim, &[("customers", 20)]).await;
     past_dedup_grace(ended).await;
     let full = fetch_once(&cfg, true).await;
-    let truth = provider_truth(&sim, "salesforce/truth").await;
-    assert_curated_equals(&cfg, "salesforce", &truth, &stages).await;
+    let truth = provider_truth(&sim, &format!("{provider}/truth")).await;
+    assert_curated_equals(&cfg, provider, &truth, &stages).await;
     stages.stop().await;
-    let cfg2 = cfg.clone();
-    tokio::task::spawn_blocking(move || assert_exactly_once(&cfg2, "salesforce"))
+    let (cfg2, p) = (cfg.clone(), provider.to_owned());
+    tokio::task::spawn_blocking(move || assert_exactly_once(&cfg2, &p))
         .await
         .unwrap();
     assert!(
@@ -728,31 +737,37 @@ async fn salesforce_example_lands_every_record_exactly_once() {
         "{:?}",
         writer.counts
     );
-    for u in requests(&cfg, "accounts", "incremental") {
+    for r in [&second, &third] {
+        let n = r[&key].records;
+        assert!((20..200).contains(&n), "incremental: {n}");
+    }
+    assert_eq!(
+        full[&key].records as usize,
+        truth["streams"][stream]["live"].as_object().unwrap().len(),
+        "the full sync lands every live record"
+    );
+    let landed = [&first, &second, &third, &full].map(|r| r[&key].records);
+    println!(
+        "{provider}: writes {:?}; landed per run {landed:?} (the last a full sync); {} requests",
+        writer.counts, truth["requests"]
+    );
+    (truth, landed, cfg)
+}
+
+/// Salesforce: SOQL with the filter in the query text (`…Z` literals), `nextRecordsUrl`
+/// pages of `batchSize` (the page size, by header), versions `…000+0000`; the weekly full
+/// sync (forced here) tombstones deleted accounts. Over 2 000 accounts: two batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salesforce_example_lands_every_record_exactly_once() {
+    let (_, _, cfg) =
+        incremental_then_full("salesforce", "accounts", 2300, "35", async |_| {}).await;
+    let incremental = requests(&cfg, "accounts", "incremental");
+    assert!(!incremental.is_empty());
+    for u in incremental {
         if let Some(q) = param(&u, "q") {
             assert!(q.contains("WHERE SystemModstamp > 20"), "{q}");
         }
     }
-    for r in [&second, &third] {
-        let n = r["salesforce/accounts"].records;
-        assert!((20..200).contains(&n), "incremental: {n}");
-    }
-    assert_eq!(
-        full["salesforce/accounts"].records as usize,
-        truth["streams"]["accounts"]["live"]
-            .as_object()
-            .unwrap()
-            .len()
-    );
-    println!(
-        "salesforce: writes {:?}; landed per run {}/{}/{}/{} (the last a full sync); {} requests",
-        writer.counts,
-        first["salesforce/accounts"].records,
-        second["salesforce/accounts"].records,
-        third["salesforce/accounts"].records,
-        full["salesforce/accounts"].records,
-        truth["requests"]
-    );
 }
 
 /// Shopify (GraphQL): the `customers` connection paged by `pageInfo.endCursor` while
@@ -760,66 +775,12 @@ async fn salesforce_example_lands_every_record_exactly_once() {
 /// (forced here) tombstones deleted customers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shopify_graphql_example_lands_every_record_exactly_once() {
-    let sim = sim(&[
-        "--records",
-        "260",
-        "--seed",
-        "36",
-        "--delete-share",
-        "0.15",
-        "--backdate-rate",
-        "0",
-    ])
+    incremental_then_full("shopify", "customers", 260, "36", async |sim| {
+        // 260 customers in pages of 100: three requests, the last with hasNextPage false.
+        let requests = provider_truth(sim, "shopify/truth").await["requests"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(requests, 3, "requests of the first sync");
+    })
     .await;
-    let cfg = example_config("shopify", &sim.url(""));
-    prepare(&cfg).await;
-    let stages = Stages::start(&cfg);
-    let mut writer = Writer::new();
-    let first = fetch_once(&cfg, false).await;
-    assert_eq!(first["shopify/customers"].records, 260);
-    // 260 customers in pages of 100: three requests, the last with hasNextPage false.
-    let after_first = provider_truth(&sim, "shopify/truth").await["requests"]
-        .as_u64()
-        .unwrap();
-    assert_eq!(after_first, 3, "requests of the first sync");
-    writer.round(&sim, &[("customers", 40)]).await;
-    let second = fetch_once(&cfg, false).await;
-    writer.round(&sim, &[("customers", 40)]).await;
-    let third = fetch_once(&cfg, false).await;
-    let ended = Instant::now();
-    writer.round(&sim, &[("customers", 20)]).await;
-    past_dedup_grace(ended).await;
-    let full = fetch_once(&cfg, true).await;
-    let truth = provider_truth(&sim, "shopify/truth").await;
-    assert_curated_equals(&cfg, "shopify", &truth, &stages).await;
-    stages.stop().await;
-    let cfg2 = cfg.clone();
-    tokio::task::spawn_blocking(move || assert_exactly_once(&cfg2, "shopify"))
-        .await
-        .unwrap();
-    assert!(
-        writer.counts.get("customers deleted").copied().unwrap_or(0) >= 5,
-        "{:?}",
-        writer.counts
-    );
-    for r in [&second, &third] {
-        let n = r["shopify/customers"].records;
-        assert!((20..200).contains(&n), "incremental: {n}");
-    }
-    assert_eq!(
-        full["shopify/customers"].records as usize,
-        truth["streams"]["customers"]["live"]
-            .as_object()
-            .unwrap()
-            .len()
-    );
-    println!(
-        "shopify: writes {:?}; landed per run {}/{}/{}/{} (the last a full sync); {} requests",
-        writer.counts,
-        first["shopify/customers"].records,
-        second["shopify/customers"].records,
-        third["shopify/customers"].records,
-        full["shopify/customers"].records,
-        truth["requests"]
-    );
 }

@@ -34,7 +34,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::clock::format_ms;
-use super::data::{Body, Record, Stream};
+use super::data::{Record, Stream};
 use super::providers::{self, ProviderError, TruthStream};
 use super::state::SimState;
 use super::store::Store;
@@ -80,19 +80,10 @@ const ALWAYS: [&str; 3] = ["createdate", "hs_object_id", "lastmodifieddate"];
 const DEFAULTS: [&str; 3] = ["firstname", "lastname", "email"];
 
 fn property(r: &Record, name: &str) -> Option<String> {
-    let Body::Customer {
-        name: full,
-        email,
-        status,
-    } = &r.body
-    else {
-        return None;
-    };
-    let mut parts = full.splitn(2, ' ');
-    let first = parts.next().unwrap_or_default();
-    let last = parts.next().unwrap_or_default();
+    let (full, email, status) = providers::customer(r);
+    let (first, last) = providers::split_name(full);
     Some(match name {
-        "email" => email.clone(),
+        "email" => email.to_owned(),
         "firstname" => first.to_owned(),
         "lastname" => last.to_owned(),
         "hs_lastmodifieddate" | "lastmodifieddate" => format_ms(r.updated_ms),

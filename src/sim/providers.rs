@@ -35,6 +35,7 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::data::{Body, CustomerStatus, Record};
 use super::error::ApiError;
 use super::state::SimState;
 
@@ -178,6 +179,23 @@ pub fn rfc3339_s(ms: i64) -> String {
     let text = super::clock::format_ms(secs(ms) * 1000);
     // `…:SS.000Z` → `…:SSZ`
     format!("{}Z", &text[..text.len() - 5])
+}
+
+/// A customer record's name, email and status (each provider renders them its own way).
+pub fn customer(r: &Record) -> (&str, &str, CustomerStatus) {
+    match &r.body {
+        Body::Customer {
+            name,
+            email,
+            status,
+        } => (name, email, *status),
+        _ => unreachable!("{} is not a customer", r.id),
+    }
+}
+
+/// First and last name of a full name.
+pub fn split_name(name: &str) -> (&str, &str) {
+    name.split_once(' ').unwrap_or((name, ""))
 }
 
 /// Records' texts as raw JSON values, to be spliced into an envelope byte for byte.

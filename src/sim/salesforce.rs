@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::data::{Body, Record, Stream};
+use super::data::{Record, Stream};
 use super::providers::{self, Params, ProviderError, TruthStream};
 use super::state::SimState;
 use super::store::Store;
@@ -71,9 +71,7 @@ pub fn datetime(ms: i64) -> String {
 
 /// An account with these fields, as a query returns it.
 pub fn account(r: &Record, fields: &[String]) -> String {
-    let Body::Customer { name, .. } = &r.body else {
-        unreachable!("accounts are customers")
-    };
+    let (name, _, _) = providers::customer(r);
     let id = account_id(&r.id);
     let mut m = Map::new();
     m.insert(
@@ -83,7 +81,7 @@ pub fn account(r: &Record, fields: &[String]) -> String {
     for f in fields {
         let v = match f.as_str() {
             "Id" => Value::from(id.clone()),
-            "Name" => Value::from(name.clone()),
+            "Name" => Value::from(name),
             "CreatedDate" => Value::from(datetime(r.created_ms)),
             _ => Value::from(datetime(r.updated_ms)),
         };

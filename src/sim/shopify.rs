@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::data::{Body, CustomerStatus, Record, Stream};
+use super::data::{CustomerStatus, Record, Stream};
 use super::providers::{self, TruthStream};
 use super::state::SimState;
 use super::store::Store;
@@ -38,15 +38,8 @@ pub fn routes() -> Router<Arc<SimState>> {
 
 /// A customer node.
 pub fn node(r: &Record) -> String {
-    let Body::Customer {
-        name,
-        email,
-        status,
-    } = &r.body
-    else {
-        unreachable!("customers are customers")
-    };
-    let mut parts = name.splitn(2, ' ');
+    let (name, email, status) = providers::customer(r);
+    let (first, last) = providers::split_name(name);
     let state = match status {
         CustomerStatus::Active => "ENABLED",
         CustomerStatus::Inactive => "DISABLED",
@@ -55,8 +48,8 @@ pub fn node(r: &Record) -> String {
     json!({
         "id": gid(&r.id),
         "email": email,
-        "firstName": parts.next().unwrap_or_default(),
-        "lastName": parts.next().unwrap_or_default(),
+        "firstName": first,
+        "lastName": last,
         "state": state,
         "createdAt": providers::rfc3339_s(r.created_ms),
         "updatedAt": providers::rfc3339_s(r.updated_ms),

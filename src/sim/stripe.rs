@@ -57,19 +57,12 @@ fn invalid(message: impl Into<String>, param: Option<&str>) -> ProviderError {
 
 /// A customer as Stripe renders one.
 pub fn customer(r: &Record) -> String {
-    let Body::Customer {
-        name,
-        email,
-        status,
-    } = &r.body
-    else {
-        unreachable!("customers are customers")
-    };
+    let (name, email, status) = providers::customer(r);
     json!({
         "id": r.id,
         "object": "customer",
         "created": providers::secs(r.created_ms),
-        "delinquent": *status == CustomerStatus::Suspended,
+        "delinquent": status == CustomerStatus::Suspended,
         "email": email,
         "livemode": false,
         "metadata": { "status": status.as_str() },

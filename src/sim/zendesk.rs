@@ -55,14 +55,7 @@ fn error(code: &str, description: impl Into<String>) -> ProviderError {
 
 /// A user as Zendesk renders one.
 pub fn user(r: &Record, base: &str) -> String {
-    let Body::Customer {
-        name,
-        email,
-        status,
-    } = &r.body
-    else {
-        unreachable!("users are customers")
-    };
+    let (name, email, status) = providers::customer(r);
     let id = providers::number(&r.id);
     json!({
         "id": id,
@@ -70,8 +63,8 @@ pub fn user(r: &Record, base: &str) -> String {
         "name": name,
         "email": email,
         "role": "end-user",
-        "active": *status != CustomerStatus::Inactive,
-        "suspended": *status == CustomerStatus::Suspended,
+        "active": status != CustomerStatus::Inactive,
+        "suspended": status == CustomerStatus::Suspended,
         "created_at": providers::rfc3339_s(r.created_ms),
         "updated_at": providers::rfc3339_s(r.updated_ms),
     })
