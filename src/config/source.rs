@@ -490,6 +490,14 @@ pub enum Pagination {
         /// Query parameter of the page size on the first request; absent: none is sent.
         #[serde(default)]
         size_param: Option<String>,
+        /// JSON pointer of a has-more flag (Zendesk `/meta/has_more`): false ends the sync
+        /// even when the page still carries a next URL.
+        #[serde(default)]
+        has_more: Option<String>,
+        /// JSON pointer of an end flag (Zendesk's export `/end_of_stream`, Salesforce
+        /// `/done`): true ends the sync even when the page still carries a next URL.
+        #[serde(default)]
+        done: Option<String>,
     },
     /// GraphQL connections: the body's `{cursor}` placeholder gets `pageInfo.endCursor` while
     /// `pageInfo.hasNextPage` is true.
@@ -812,7 +820,19 @@ impl StreamConfig {
             Pagination::After {
                 has_more_pointer, ..
             } => vec![("has_more_pointer", has_more_pointer)],
-            Pagination::NextUrl { pointer, .. } => vec![("pointer", pointer)],
+            Pagination::NextUrl {
+                pointer,
+                has_more,
+                done,
+                ..
+            } => [
+                ("pointer", Some(pointer)),
+                ("has_more", has_more.as_ref()),
+                ("done", done.as_ref()),
+            ]
+            .into_iter()
+            .filter_map(|(n, p)| p.map(|p| (n, p)))
+            .collect(),
             Pagination::Graphql {
                 end_cursor,
                 has_next_page,

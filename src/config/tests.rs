@@ -305,7 +305,14 @@ fn kafka_security_examples_are_valid() {
 
 #[test]
 fn public_api_examples_are_valid() {
-    for name in ["github", "stripe", "hubspot", "zendesk", "salesforce"] {
+    for name in [
+        "github",
+        "stripe",
+        "hubspot",
+        "zendesk",
+        "salesforce",
+        "shopify",
+    ] {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/sources/{name}.toml"));
         let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -346,6 +353,15 @@ fn public_api_examples_are_valid() {
     );
     let hubspot = load("hubspot");
     assert_eq!(hubspot.streams[0].method, crate::config::Method::Post);
+    let zendesk = load("zendesk");
+    assert!(matches!(
+        &zendesk.streams[0].pagination,
+        crate::config::Pagination::NextUrl { has_more: Some(p), .. } if p == "/meta/has_more"
+    ));
+    assert!(matches!(
+        &zendesk.streams[1].pagination,
+        crate::config::Pagination::NextUrl { done: Some(p), .. } if p == "/end_of_stream"
+    ));
     let salesforce = load("salesforce");
     let vf = salesforce.streams[0].version_format.as_ref().unwrap();
     assert_eq!(

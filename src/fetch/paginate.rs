@@ -220,10 +220,26 @@ pub fn next(
             Some(u) => PageCursor::Url(u),
             None => PageCursor::Done,
         },
-        Pagination::NextUrl { pointer, .. } => match facts.body.and_then(|b| b.pointer(pointer)) {
-            Some(Value::String(u)) if !u.is_empty() => PageCursor::Url(u.clone()),
-            _ => PageCursor::Done,
-        },
+        Pagination::NextUrl {
+            pointer,
+            has_more,
+            done,
+            ..
+        } => {
+            let flag = |p: &Option<String>| {
+                p.as_deref()
+                    .and_then(|p| facts.body?.pointer(p))
+                    .and_then(Value::as_bool)
+            };
+            if flag(has_more) == Some(false) || flag(done) == Some(true) {
+                PageCursor::Done
+            } else {
+                match facts.body.and_then(|b| b.pointer(pointer)) {
+                    Some(Value::String(u)) if !u.is_empty() => PageCursor::Url(u.clone()),
+                    _ => PageCursor::Done,
+                }
+            }
+        }
         Pagination::Graphql {
             end_cursor,
             has_next_page,
@@ -647,6 +663,47 @@ pagination = {pagination}
                 "https://evil.example/v1/a".into(),
                 "http://h".into()
             ))
+        );
+    }
+
+    #[test]
+    fn next_url_stop_flags_end_a_sync_whose_last_page_still_links_on() {
+        let run = |style: &str, body: Value| {
+            next(
+                &stream(style),
+                &PageCursor::Start,
+                &PageFacts {
+                    body: Some(&body),
+                    link: None,
+                    records: 2,
+                    last_id: None,
+                },
+            )
+            .unwrap()
+        };
+        let users =
+            r#"{ style = "next_url", pointer = "/links/next", has_more = "/meta/has_more" }"#;
+        let page = |more: bool| serde_json::json!({"links": {"next": "/v1/a?page[after]=x"}, "meta": {"has_more": more}});
+        assert_eq!(
+            run(users, page(true)),
+            PageCursor::Url("/v1/a?page[after]=x".into())
+        );
+        assert_eq!(run(users, page(false)), PageCursor::Done);
+        let export = r#"{ style = "next_url", pointer = "/after_url", done = "/end_of_stream" }"#;
+        let page =
+            |end: bool| serde_json::json!({"after_url": "/v1/a?cursor=c", "end_of_stream": end});
+        assert_eq!(
+            run(export, page(false)),
+            PageCursor::Url("/v1/a?cursor=c".into())
+        );
+        assert_eq!(run(export, page(true)), PageCursor::Done);
+        // Without the flags the URL is followed as before.
+        assert_eq!(
+            run(
+                r#"{ style = "next_url", pointer = "/after_url" }"#,
+                page(true)
+            ),
+            PageCursor::Url("/v1/a?cursor=c".into())
         );
     }
 

@@ -33,6 +33,7 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
     Router::new()
         .route("/v1/styles/{style}/{stream}", get(list_in_style))
         .route("/v1/{stream}", get(list))
+        .merge(super::providers::api())
         .layer(middleware::from_fn_with_state(state, guard))
 }
 

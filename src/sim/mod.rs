@@ -15,6 +15,9 @@
 //! - `GET /repos/{owner}/{repo}/issues`: GitHub's issues list, shaped as GitHub serves it
 //!   (bare array, `per_page`/`page`, `Link`, `since`, secondary rate limits), a view of the
 //!   customers ([`github`]).
+//! - Provider modes ([`providers`]): Stripe, HubSpot, Zendesk, Salesforce and Shopify (GraphQL)
+//!   shapes of the same records (`/stripe/v1/…`, `/crm/v3/…`, `/api/v2/…`,
+//!   `/services/data/v60.0/…`, `/admin/api/{version}/graphql.json`).
 //! - `/admin/…`: truth, stats and run-time control ([`admin`]); `GET /healthz`.
 //! - Webhooks to `--webhook-url` ([`webhooks`]), signed as [`crate::signing`] documents.
 //!
@@ -37,6 +40,8 @@
 //! | `session.rs`    | `--session-login`: session tokens from `POST /v1/login`, expired on demand |
 //! | `github.rs`     | GitHub-shaped issues list and secondary rate limits (`--github-*`) |
 //! | `admin.rs`      | `/admin` routes |
+//! | `providers.rs`  | provider modes: real APIs' shapes over the same data, and their truth |
+//! | `stripe.rs`, `hubspot.rs`, `zendesk.rs`, `salesforce.rs`, `shopify.rs` | one provider each |
 //! | `state.rs`      | the shared state and why its locks are what they are |
 //! | `seeded.rs`, `clock.rs` | version-stable randomness; time formats |
 //!
@@ -62,16 +67,22 @@ pub mod data;
 mod error;
 pub mod faults;
 pub mod github;
+pub mod hubspot;
 pub mod oidc;
 pub mod pagination;
+pub mod providers;
 pub mod quota;
 pub mod render;
+pub mod salesforce;
 pub mod seeded;
 pub mod session;
+pub mod shopify;
 pub mod state;
 pub mod store;
+pub mod stripe;
 pub mod webhooks;
 pub mod writer;
+pub mod zendesk;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -153,6 +164,7 @@ pub async fn run(
     );
     let app: Router = api::router(Arc::clone(&state))
         .merge(admin::router())
+        .merge(providers::admin())
         .merge(session::router())
         .merge(github::router(Arc::clone(&state), &args.github))
         .route("/healthz", get(|| async { "ok" }))

@@ -59,6 +59,8 @@ pub struct SimState {
     pub oidc: Option<super::oidc::Oidc>,
     /// `--session-login`: the live sessions.
     pub sessions: Option<super::session::Sessions>,
+    /// Requests answered by each provider mode (`sim::providers`).
+    pub providers: super::providers::ProviderCounters,
 }
 
 const POISONED: &str =
@@ -124,6 +126,7 @@ impl SimState {
             local_addr,
             counters: ApiCounters::default(),
             started: std::time::Instant::now(),
+            providers: Default::default(),
             sessions: args.session_login.as_deref().map(|login| {
                 super::session::Sessions::new(
                     login,

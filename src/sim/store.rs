@@ -245,6 +245,23 @@ impl Store {
         self.streams[stream.index()].live.len()
     }
 
+    /// The live records of a stream by id, for provider modes that order and page them
+    /// their own way (`sim::providers`).
+    pub fn live(&self, stream: Stream) -> &BTreeMap<String, Entry> {
+        &self.streams[stream.index()].live
+    }
+
+    /// The live records of a stream in `(updated_at, id)` order.
+    pub fn by_updated(&self, stream: Stream) -> impl DoubleEndedIterator<Item = &Entry> + '_ {
+        let data = &self.streams[stream.index()];
+        data.by_updated.iter().map(move |(_, id)| &data.live[id])
+    }
+
+    /// The deleted ids of a stream with their tombstones, by id.
+    pub fn deleted(&self, stream: Stream) -> &BTreeMap<String, Tombstone> {
+        &self.streams[stream.index()].deleted
+    }
+
     /// Records in filter order strictly after `after` (from the start without it).
     fn walk<'a>(
         &'a self,
