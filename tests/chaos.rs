@@ -1404,14 +1404,7 @@ async fn run(s: Settings) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let want = serde_json::json!({"landed": JOB_RECORDS, "valid": JOB_RECORDS, "dead_lettered": 0, "replayed": 0, "pending": 0});
         loop {
-            let j: serde_json::Value = serve_http()
-                .get(format!("{serve0}/v1/jobs/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let j = get_json(&serve_http(), &format!("{serve0}/v1/jobs/{id}")).await;
             if j["counts"] == want && j["state"] == "validated" {
                 break;
             }

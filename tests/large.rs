@@ -202,14 +202,7 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
     // validate is SIGKILLed while the job is processed; its counts are still exact.
     validate.kill_and_restart(&cfg_path);
     let job = loop {
-        let j: Json = http
-            .get(format!("{base}/v1/jobs/large-job"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let j: Json = get_json(&http, &format!("{base}/v1/jobs/large-job")).await;
         if j["counts"]["pending"] == 0 && j["counts"]["landed"].as_u64() > Some(0) {
             break j;
         }

@@ -32,6 +32,11 @@ pub fn use_stack(brokers: &str, registry_url: &str) {
         .expect("use_stack is called once, before anything else");
 }
 
+/// GETs `url` with `client` and parses the answer as JSON (the test fails otherwise).
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Bootstrap servers of the local stack.
 pub fn brokers() -> String {
     if let Some((b, _)) = STACK.get() {
@@ -770,14 +775,7 @@ pub async fn subject_versions(subject: &str) -> Vec<(u32, u32, String)> {
     let versions: Vec<u32> = r.json().await.unwrap();
     let mut out = Vec::new();
     for v in versions {
-        let body: serde_json::Value = http
-            .get(format!("{base}/subjects/{subject}/versions/{v}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = get_json(&http, &format!("{base}/subjects/{subject}/versions/{v}")).await;
         out.push((
             v,
             u32::try_from(body["id"].as_u64().unwrap()).unwrap(),
