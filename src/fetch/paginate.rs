@@ -339,6 +339,30 @@ fn more_pages(
 }
 
 /// The `rel="next"` target of a `Link` header (RFC 8288), if any.
+/// A GraphQL answer's errors (its top-level `errors`, non-empty), as one line of their
+/// messages: GraphQL servers answer 200 with errors instead of data, which must pause the
+/// stream with the reason rather than land a page without records. `None` for any other
+/// answer, and for streams not paged as GraphQL.
+pub fn graphql_errors(stream: &StreamConfig, body: &Value) -> Option<String> {
+    if !matches!(stream.pagination, Pagination::Graphql { .. }) {
+        return None;
+    }
+    let errors = body.get("errors")?.as_array().filter(|e| !e.is_empty())?;
+    let messages: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            e.get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| e.to_string(), str::to_owned)
+        })
+        .collect();
+    Some(format!(
+        "GraphQL errors ({}): {}",
+        errors.len(),
+        messages.join("; ").chars().take(500).collect::<String>()
+    ))
+}
+
 pub fn next_link(header: &str) -> Option<String> {
     for link in header.split(',') {
         let mut parts = link.split(';');
@@ -705,6 +729,28 @@ pagination = {pagination}
             ),
             PageCursor::Url("/v1/a?cursor=c".into())
         );
+    }
+
+    #[test]
+    fn graphql_errors_are_named_and_only_for_graphql_streams() {
+        let gql = stream_with(
+            r#"{ style = "graphql", end_cursor = "/data/c/pageInfo/endCursor", has_next_page = "/data/c/pageInfo/hasNextPage" }"#,
+            r#"method = "POST"
+body = { graphql = { query = "q", variables = { after = "{cursor}" } } }"#,
+        );
+        let body: Value = serde_json::from_str(
+            r#"{"errors": [{"message": "Throttled"}, {"message": "Field 'x' doesn't exist"}], "data": null}"#,
+        )
+        .unwrap();
+        let why = graphql_errors(&gql, &body).unwrap();
+        assert!(
+            why.contains("GraphQL errors (2)") && why.contains("Throttled") && why.contains("'x'"),
+            "{why}"
+        );
+        let ok: Value = serde_json::from_str(r#"{"errors": [], "data": {"c": {}}}"#).unwrap();
+        assert_eq!(graphql_errors(&gql, &ok), None);
+        let rest = stream(r#"{ style = "cursor" }"#);
+        assert_eq!(graphql_errors(&rest, &body), None);
     }
 
     #[test]

@@ -472,7 +472,16 @@ impl StreamWorker {
                 return Ok((resp, Value::Null));
             }
             match serde_json::from_slice::<Value>(&resp.body) {
-                Ok(v) => return Ok((resp, v)),
+                Ok(v) => {
+                    if let Some(why) = paginate::graphql_errors(&self.stream, &v) {
+                        return Err(BatchError::Http(HttpError::Client {
+                            url: resp.url.clone(),
+                            status: resp.status,
+                            body: why,
+                        }));
+                    }
+                    return Ok((resp, v));
+                }
                 Err(e) => {
                     bad += 1;
                     let content_type = resp.headers.get(reqwest::header::CONTENT_TYPE).map_or_else(
