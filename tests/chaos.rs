@@ -248,6 +248,8 @@ impl Stack {
 }
 
 /// Stops the private stack when dropped (also when the test fails), unless kept.
+/// Stops the private stack at the end; unless it is kept, deletes it too (`scripts/stack clean`):
+/// every run starts from empty brokers, so a node restarted mid-run loads this run's logs only.
 struct StopOnDrop(Stack, bool);
 
 impl Drop for StopOnDrop {
@@ -255,7 +257,7 @@ impl Drop for StopOnDrop {
         if !self.1 {
             let _ = self
                 .0
-                .command(&["stop"])
+                .command(&["clean"])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status();
@@ -1018,8 +1020,12 @@ async fn run(s: Settings) {
     let stack = Stack::new(&s, dir.join("stack.log"));
     let _stop = StopOnDrop(stack.clone(), s.keep_stack);
     let took = blocking({
-        let (stack, cluster) = (stack.clone(), s.cluster);
+        let (stack, cluster, keep) = (stack.clone(), s.cluster, s.keep_stack);
         move || {
+            if !keep {
+                // A stack left by a run that did not end (its topics would slow every restart).
+                stack.run(&["clean"]);
+            }
             if cluster {
                 stack.run(&["start", "registry"]) + stack.run(&["cluster", "start"])
             } else {

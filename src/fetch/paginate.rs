@@ -338,7 +338,6 @@ fn more_pages(
     }
 }
 
-/// The `rel="next"` target of a `Link` header (RFC 8288), if any.
 /// A GraphQL answer's errors (its top-level `errors`, non-empty), as one line of their
 /// messages: GraphQL servers answer 200 with errors instead of data, which must pause the
 /// stream with the reason rather than land a page without records. `None` for any other
@@ -363,6 +362,7 @@ pub fn graphql_errors(stream: &StreamConfig, body: &Value) -> Option<String> {
     ))
 }
 
+/// The `rel="next"` target of a `Link` header (RFC 8288), if any.
 pub fn next_link(header: &str) -> Option<String> {
     for link in header.split(',') {
         let mut parts = link.split(';');

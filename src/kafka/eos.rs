@@ -21,13 +21,18 @@
 //! The chaos test once saw a validate process keep its two partitions, poll, and receive
 //! nothing from them for minutes after rewinding them during a registry outage.
 //!
+//! A loop that stops coming around (a call into librdkafka that does not return) is named: a
+//! watchdog thread next to it logs an error with what the loop was doing once it has not
+//! come around for [`STUCK`] (or twelve transaction timeouts, if longer), and counts it in
+//! `intake_errors_total{class="loop_stuck"}`.
+//!
 //! Rebalances (cooperative-sticky) call back inside `poll`, on this same thread: on revoke the
 //! open transaction is committed first (or aborted if it cannot commit), so no partition
 //! changes owner with work in flight; the group metadata in the offsets makes a consumer that
 //! lost its partitions unable to commit for them (KIP-447), which is what fences zombies.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,8 +56,115 @@ const IDLE: Duration = Duration::from_millis(20);
 /// before the loop starts over (at least; twice the transaction timeout when that is longer).
 const STALL: Duration = Duration::from_secs(30);
 
+/// How long the loop may go without coming around before the watchdog names what it is
+/// doing (at least; twelve transaction timeouts when that is longer: a commit may be retried
+/// five times, each with a flush and a commit bounded by the timeout).
+const STUCK: Duration = Duration::from_secs(120);
+
 /// A topic-partition.
 pub type Tp = (String, i32);
+
+/// What the loop is doing, for the watchdog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Phase {
+    Starting = 0,
+    Polling,
+    Processing,
+    Committing,
+    Rewinding,
+    Restoring,
+    LookingForStalls,
+    Stopping,
+}
+
+impl Phase {
+    const ALL: [Self; 8] = [
+        Self::Starting,
+        Self::Polling,
+        Self::Processing,
+        Self::Committing,
+        Self::Rewinding,
+        Self::Restoring,
+        Self::LookingForStalls,
+        Self::Stopping,
+    ];
+
+    const fn describe(self) -> &'static str {
+        match self {
+            Self::Starting => "creating its consumer and producer",
+            Self::Polling => "polling the consumer (rebalance callbacks run inside)",
+            Self::Processing => "processing a record",
+            Self::Committing => "committing a transaction",
+            Self::Rewinding => "aborting a batch and rewinding its partitions",
+            Self::Restoring => "restoring the state of assigned partitions",
+            Self::LookingForStalls => "asking where its partitions stand",
+            Self::Stopping => "stopping",
+        }
+    }
+}
+
+/// The loop's heartbeat: when it last came around, and what it is doing since.
+struct Pulse {
+    started: Instant,
+    at_ms: AtomicU64,
+    phase: AtomicU8,
+}
+
+impl Pulse {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            at_ms: AtomicU64::new(0),
+            phase: AtomicU8::new(Phase::Starting as u8),
+        }
+    }
+
+    /// The loop came around (or began a step that may block): `phase` is what it does now.
+    fn beat(&self, phase: Phase) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.at_ms.store(ms, Ordering::Relaxed);
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// Since when the loop is in its current phase, and that phase.
+    fn since(&self) -> (Duration, Phase) {
+        let at = Duration::from_millis(self.at_ms.load(Ordering::Relaxed));
+        let phase = self.phase.load(Ordering::Relaxed);
+        (
+            self.started.elapsed().saturating_sub(at),
+            Phase::ALL
+                .get(usize::from(phase))
+                .copied()
+                .unwrap_or(Phase::Starting),
+        )
+    }
+}
+
+/// Logs (once per episode) when the loop has not come around for `limit`, until `done`.
+fn watchdog(stage: &'static str, pulse: &Pulse, limit: Duration, done: &AtomicBool) {
+    let mut reported = false;
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(500));
+        let (since, phase) = pulse.since();
+        if since >= limit && !reported {
+            reported = true;
+            tracing::error!(
+                stage,
+                stuck_s = since.as_secs(),
+                phase = phase.describe(),
+                "the exactly-once loop has not come around for {} s; it is {}",
+                since.as_secs(),
+                phase.describe()
+            );
+            metrics::counter!(metric::ERRORS, "stage" => stage, "class" => "loop_stuck")
+                .increment(1);
+        } else if since < limit && reported {
+            reported = false;
+            tracing::warn!(stage, "the exactly-once loop came around again");
+        }
+    }
+}
 
 /// Catches partitions that stopped fetching: at each look (one per stall period), a partition
 /// whose position is where the previous look found it, with committed records past it, is
@@ -267,7 +379,7 @@ fn commit_open(s: &mut Shared, consumer: &BaseConsumer<Ctx>) -> Outcome<()> {
             tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
         }
         let meta = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
-        producer.send_offsets(&tpl, &meta)
+        producer.send_offsets(&tpl, meta)
     })();
     let outcome = match offsets {
         Ok(()) => txn::commit(&producer, &policy(), ()),
@@ -307,6 +419,7 @@ pub fn run(
 ) -> KafkaResult<()> {
     let stage = processor.stage();
     let done = AtomicBool::new(false);
+    let pulse = Pulse::new();
     std::thread::scope(|scope| {
         let watching = std::thread::Builder::new()
             .name(format!("intake-{stage}-group"))
@@ -316,6 +429,14 @@ pub fn run(
         if let Err(e) = watching {
             tracing::warn!(stage, error = %e, "cannot start the group watch; stranded partitions will wait for the next rebalance");
         }
+        let limit = STUCK.max(kafka.transaction_timeout() * 12);
+        let (pulse, done) = (&pulse, &done);
+        let watchdog = std::thread::Builder::new()
+            .name(format!("intake-{stage}-watchdog"))
+            .spawn_scoped(scope, move || watchdog(stage, pulse, limit, done));
+        if let Err(e) = watchdog {
+            tracing::warn!(stage, error = %e, "cannot start the loop's watchdog");
+        }
         // Ends the watch however the loop ends, a panic included (the scope joins it).
         struct Done<'a>(&'a AtomicBool);
         impl Drop for Done<'_> {
@@ -323,10 +444,10 @@ pub fn run(
                 self.0.store(true, Ordering::Relaxed);
             }
         }
-        let _done = Done(&done);
+        let _done = Done(done);
         let mut backoff = Backoff::default();
         loop {
-            match run_loop(kafka, cfg, processor, stop) {
+            match run_loop(kafka, cfg, processor, stop, pulse) {
                 Ended::StartOver(why) if !stop.load(Ordering::Relaxed) => {
                     tracing::error!(stage, reason = %why, "starting over with a new consumer and producer");
                     metrics::counter!(metric::ERRORS, "stage" => stage, "class" => "consumer_restart")
@@ -345,8 +466,10 @@ fn run_loop(
     cfg: &LoopConfig,
     processor: &mut dyn Processor,
     stop: &AtomicBool,
+    pulse: &Pulse,
 ) -> Ended {
-    match consume(kafka, cfg, processor, stop) {
+    pulse.beat(Phase::Starting);
+    match consume(kafka, cfg, processor, stop, pulse) {
         Ok(Some(why)) => Ended::StartOver(why),
         Ok(None) => Ended::Done(Ok(())),
         // The consumer failed for good (e.g. a static member fenced after its coordinator
@@ -366,6 +489,7 @@ fn consume(
     cfg: &LoopConfig,
     processor: &mut dyn Processor,
     stop: &AtomicBool,
+    pulse: &Pulse,
 ) -> KafkaResult<Option<String>> {
     let stage = processor.stage();
     let shared = Arc::new(Mutex::new(Shared {
@@ -395,6 +519,7 @@ fn consume(
     let mut lag_at = Instant::now();
     let mut stalls = StallWatch::new(STALL.max(kafka.transaction_timeout() * 2));
     while !stop.load(Ordering::Relaxed) {
+        pulse.beat(Phase::LookingForStalls);
         if lag_at.elapsed() >= LAG_EVERY {
             lag_at = Instant::now();
             lag_gauge.set(super::consumer_lag(&consumer).unwrap_or(0) as f64);
@@ -421,6 +546,7 @@ fn consume(
             Some(t) => cfg.linger.saturating_sub(t.elapsed()).min(IDLE),
             None => Duration::from_millis(200),
         };
+        pulse.beat(Phase::Polling);
         let polled = consumer.poll(timeout);
         // Rebalance callbacks ran inside poll.
         let (assigned, revoked) = {
@@ -446,6 +572,7 @@ fn consume(
             };
             batch_started = None;
             in_batch = 0;
+            pulse.beat(Phase::Rewinding);
             processor.revoked(&revoked);
             if let Some(failed) = failure {
                 handle_failure(kafka, &consumer, &shared, processor, failed, &new_producer)?;
@@ -453,9 +580,11 @@ fn consume(
         }
         if !assigned.is_empty() {
             let mut backoff = Backoff::default();
+            pulse.beat(Phase::Restoring);
             while let Err(e) = processor.assigned(kafka, &assigned) {
                 tracing::warn!(stage, error = %e, "restoring state failed; retrying");
                 std::thread::sleep(backoff.next_pause());
+                pulse.beat(Phase::Restoring);
                 if stop.load(Ordering::Relaxed) {
                     return Ok(None);
                 }
@@ -483,12 +612,14 @@ fn consume(
                 let mut s = shared.lock().expect("poisoned");
                 let producer = s.producer.clone().expect("producer");
                 if !s.open {
+                    pulse.beat(Phase::Committing);
                     if let Err(failed) = txn::begin(&producer, &policy()) {
                         // Rewind to this record (it is not processed); whatever state the
                         // producer was in is aborted, and `handle_failure` replaces it if that
                         // failed too.
                         s.starts.insert(tp, m.offset());
                         drop(s);
+                        pulse.beat(Phase::Rewinding);
                         handle_failure(
                             kafka,
                             &consumer,
@@ -512,6 +643,7 @@ fn consume(
                     producer: &producer,
                     sent: 0,
                 };
+                pulse.beat(Phase::Processing);
                 let r = processor.process(&m, &mut sink);
                 {
                     let mut s = shared.lock().expect("poisoned");
@@ -532,6 +664,7 @@ fn consume(
                     let _ = consumer.pause(&tpl);
                 }
                 if let Err(e) = r {
+                    pulse.beat(Phase::Rewinding);
                     let failed = txn::fail(&producer, &policy(), e);
                     handle_failure(kafka, &consumer, &shared, processor, failed, &new_producer)?;
                     stalls.reset();
@@ -544,6 +677,7 @@ fn consume(
         let due = batch_started.is_some_and(|t| idle || t.elapsed() >= cfg.linger)
             || in_batch >= cfg.max_batch;
         if due {
+            pulse.beat(Phase::Committing);
             let mut s = shared.lock().expect("poisoned");
             let outcome = if s.open {
                 commit_open(&mut s, &consumer)
@@ -556,6 +690,7 @@ fn consume(
                 s.offsets.clear();
                 s.starts.clear();
             } else {
+                pulse.beat(Phase::Rewinding);
                 handle_failure(kafka, &consumer, &shared, processor, outcome, &new_producer)?;
                 stalls.reset();
             }
@@ -564,6 +699,7 @@ fn consume(
         }
     }
     // Graceful stop: commit what is open, then leave the group.
+    pulse.beat(Phase::Stopping);
     {
         let mut s = shared.lock().expect("poisoned");
         if s.open {
@@ -618,4 +754,28 @@ fn handle_failure(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pulse_names_the_phase_it_last_beat_and_how_long_ago() {
+        let pulse = Pulse::new();
+        for phase in Phase::ALL {
+            pulse.beat(phase);
+            let (since, seen) = pulse.since();
+            assert_eq!(seen, phase);
+            assert!(since < Duration::from_secs(5), "{since:?}");
+        }
+        // A beat long ago reads as long ago.
+        pulse.at_ms.store(0, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(pulse.since().0 >= Duration::from_millis(30));
+        // Every phase round-trips through its number.
+        for (i, phase) in Phase::ALL.iter().enumerate() {
+            assert_eq!(*phase as usize, i);
+        }
+    }
 }

@@ -31,6 +31,9 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, TopicPartitionList};
 
+/// How long past its own timeout [`TxnProducer::send_offsets`] waits for librdkafka's call.
+pub const SEND_OFFSETS_GRACE: Duration = Duration::from_secs(10);
+
 /// Counts delivery failures so a commit can be refused when any record of the transaction
 /// failed (librdkafka also fails the commit then; this makes the reason visible).
 #[derive(Default)]
@@ -198,15 +201,48 @@ impl TxnProducer {
     /// The group metadata carries the consumer generation, so a consumer that lost its
     /// partitions in a rebalance cannot commit offsets for them (KIP-447).
     ///
+    /// librdkafka's call can block past its timeout, for good, when the group coordinator
+    /// went away while the request waited for it (librdkafka issues 5456 and 5511, open in
+    /// 2.12 to 2.14: the coordinator request's deadline is never checked; the chaos test
+    /// caught a stage stuck there after a rolling restart). So the call runs on a thread of
+    /// its own, and when it has not returned [`SEND_OFFSETS_GRACE`] after its timeout, this
+    /// producer is given up: the error is fatal (the caller replaces the producer, whose
+    /// `init_transactions` with the same transactional id aborts the open transaction and
+    /// fences this one) and no other call is made on it; the blocked thread keeps its handle
+    /// until librdkafka returns, if ever.
+    ///
     /// # Errors
-    /// The Kafka error.
+    /// The Kafka error; [`RDKafkaErrorCode::Fatal`] when the call did not return in time.
     pub fn send_offsets(
         &self,
         offsets: &TopicPartitionList,
-        group: &ConsumerGroupMetadata,
+        group: ConsumerGroupMetadata,
     ) -> KafkaResult<()> {
-        self.inner
-            .send_offsets_to_transaction(offsets, group, self.timeout)
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (me, offsets) = (self.clone(), offsets.clone());
+        let spawned = std::thread::Builder::new()
+            .name("intake-send-offsets".into())
+            .spawn(move || {
+                let r = me
+                    .inner
+                    .send_offsets_to_transaction(&offsets, &group, me.timeout);
+                let _ = tx.send(r);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start a thread to send the offsets");
+            return Err(KafkaError::Canceled);
+        }
+        let limit = self.timeout + SEND_OFFSETS_GRACE;
+        rx.recv_timeout(limit).unwrap_or_else(|_| {
+            tracing::error!(
+                transactional_id = %self.txn_id,
+                waited_s = limit.as_secs(),
+                "sending the consumer offsets to the transaction did not return within its timeout (a librdkafka defect when the group coordinator moves); this producer is given up and replaced"
+            );
+            metrics::counter!(crate::telemetry::metric::ERRORS, "stage" => "kafka", "class" => "send_offsets_stuck")
+                .increment(1);
+            Err(KafkaError::Global(RDKafkaErrorCode::Fatal))
+        })
     }
 
     /// Commits the open transaction (flushes first). Blocking.
