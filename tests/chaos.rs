@@ -1126,14 +1126,17 @@ async fn run(s: Settings) {
     std::fs::write(&cfg_paths[1], &text1).unwrap();
     apply_topics(&cfg).await;
     let reg = intake::registry::Registry::new(&cfg.registry).unwrap();
-    intake::registry::apply_schemas(&cfg, &reg)
-        .await
-        .expect("schemas apply");
+    // Through Toxiproxy and nginx: a connection closed between two calls is retried.
+    support::registry_retrying("schemas apply", || {
+        intake::registry::apply_schemas(&cfg, &reg)
+    })
+    .await;
     let customers =
         std::fs::read_to_string(root().join("topics/schemas/sim/customers.avsc")).unwrap();
-    intake::registry::apply_stream(&cfg, &reg, "sim", "jobs", &customers)
-        .await
-        .expect("the jobs stream's schema applies");
+    support::registry_retrying("the jobs stream's schema applies", || {
+        intake::registry::apply_stream(&cfg, &reg, "sim", "jobs", &customers)
+    })
+    .await;
 
     // The concurrent judge reads the valid, curated and DLQ topics for the whole run.
     let judge = support::judge::Judge::for_sim(&cfg);

@@ -15,9 +15,9 @@
 //! open transaction) and the batch is rewound likewise.
 //!
 //! A fetcher that stops without saying so is caught: a partition whose position has not moved
-//! for [`STALL`] (or twice the transaction timeout, if longer) while committed records wait
-//! past it (the `read_committed` end, so another producer's open transaction does not count)
-//! makes the loop start over with a new consumer and producer, as after a fatal consumer error.
+//! for a whole [`STALL`] period (or twice the transaction timeout, if longer) while committed
+//! records waited past it all along (the `read_committed` end, so another producer's open
+//! transaction does not count) makes the loop start over with a new consumer and producer, as after a fatal consumer error.
 //! The chaos test once saw a validate process keep its two partitions, poll, and receive
 //! nothing from them for minutes after rewinding them during a registry outage.
 //!
@@ -167,12 +167,35 @@ fn watchdog(stage: &'static str, pulse: &Pulse, limit: Duration, done: &AtomicBo
 }
 
 /// Catches partitions that stopped fetching: at each look (one per stall period), a partition
-/// whose position is where the previous look found it, with committed records past it, is
-/// stalled. Only partitions that did not move cost a request (their `read_committed` end).
+/// whose position is where the previous look found it has its `read_committed` end asked; it is
+/// stalled when it is still there at the next look while that end was already past it (one
+/// offset past the position is the last transaction's commit marker). Records must have waited
+/// a whole period unread: records committed a moment before a look, to a partition idle since
+/// the previous one, are not a stall (the watch once restarted an idle dedup for that, which
+/// cost the full sync it was in the middle of its deletes). Only partitions that did not move
+/// cost a request.
 struct StallWatch {
     every: Duration,
     looked_at: Instant,
-    positions: HashMap<Tp, i64>,
+    /// Position at the last look, and the end asked then (when the position had not moved).
+    positions: HashMap<Tp, (i64, Option<i64>)>,
+}
+
+/// One partition at one look: the end to remember (asked only when the position has not moved
+/// since the previous look), and whether it is stalled.
+fn stalled_at(
+    previous: Option<(i64, Option<i64>)>,
+    at: i64,
+    end: impl FnOnce() -> Option<i64>,
+) -> (Option<i64>, bool) {
+    match previous {
+        Some((was, waiting)) if was == at => {
+            let end = end();
+            let stalled = end.is_some() && waiting.is_some_and(|w| w - at > 1);
+            (end, stalled)
+        }
+        _ => (None, false),
+    }
 }
 
 impl StallWatch {
@@ -206,15 +229,16 @@ impl StallWatch {
                 continue;
             };
             let tp: Tp = (e.topic().to_owned(), e.partition());
-            if self.positions.get(&tp) == Some(&at)
-                && let Ok((_, end)) =
-                    consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
-                // One offset past the position is the last transaction's commit marker.
-                && end - at > 1
-            {
+            let (end, stuck) = stalled_at(self.positions.get(&tp).copied(), at, || {
+                consumer
+                    .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
+                    .ok()
+                    .map(|(_, end)| end)
+            });
+            if stuck && let Some(end) = end {
                 stalled.push((tp.clone(), at, end));
             }
-            now.insert(tp, at);
+            now.insert(tp, (at, end));
         }
         self.positions = now;
         stalled
@@ -759,6 +783,44 @@ fn handle_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stall_is_records_left_unread_for_a_whole_period_not_records_just_committed() {
+        // First look at a partition: nothing to compare with, no request.
+        assert_eq!(stalled_at(None, 76, || panic!("asked")), (None, false));
+        // It moved since the previous look: no request.
+        assert_eq!(
+            stalled_at(Some((70, None)), 76, || panic!("asked")),
+            (None, false)
+        );
+        // Idle since the previous look, and records committed a moment before this one: the
+        // end is remembered, but no stall (the consumer had no time to fetch them).
+        assert_eq!(
+            stalled_at(Some((76, None)), 76, || Some(84)),
+            (Some(84), false)
+        );
+        assert_eq!(
+            stalled_at(Some((76, Some(77))), 76, || Some(84)),
+            (Some(84), false)
+        );
+        // Those records still unread a period later: stalled.
+        assert_eq!(
+            stalled_at(Some((76, Some(84))), 76, || Some(84)),
+            (Some(84), true)
+        );
+        // Read meanwhile: not stalled.
+        assert_eq!(
+            stalled_at(Some((76, Some(84))), 84, || panic!("asked")),
+            (None, false)
+        );
+        // The end cannot be asked: no verdict.
+        assert_eq!(stalled_at(Some((76, Some(84))), 76, || None), (None, false));
+        // Only the last transaction's marker past the position: nothing waits.
+        assert_eq!(
+            stalled_at(Some((76, Some(77))), 76, || Some(77)),
+            (Some(77), false)
+        );
+    }
 
     #[test]
     fn the_pulse_names_the_phase_it_last_beat_and_how_long_ago() {

@@ -567,6 +567,27 @@ pub async fn apply_topics(cfg: &Config) {
 
 /// Starts an in-process simulator with token `demo` (quota 1 000 000/s unless overridden)
 /// and no background writes unless `--write-rate` is given.
+/// A registry call of a test's set-up, repeated while the registry is unavailable (a pooled
+/// connection a proxy closed a moment before, a registry still loading), for up to 30 s; any
+/// other error, or one that lasts, fails the test with `what`.
+pub async fn registry_retrying<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, intake::registry::RegistryError>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match call().await {
+            Ok(v) => return v,
+            Err(e) if e.is_retriable() && std::time::Instant::now() < deadline => {
+                eprintln!("{what}: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
 pub async fn sim(flags: &[&str]) -> intake::sim::SimHandle {
     let mut argv = vec!["sim"];
     if !flags.contains(&"--token") {
