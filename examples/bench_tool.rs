@@ -45,6 +45,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use intake::config::Config;
 use intake::headers;
 use intake::kafka::Kafka;
+use intake::stage::Stage;
 use intake::topics::TopicNames;
 
 fn unix_now() -> f64 {
@@ -346,9 +347,9 @@ fn drain(f: &Flags) -> anyhow::Result<()> {
     let cfg = Config::load(f.req("config")?.as_ref())?;
     let stage = f.req("stage")?;
     let timeout = Duration::from_secs_f64(f.num("timeout-secs", 600.0)?);
-    let topics = match stage {
-        "validate" => topics_of(&cfg, "landing")?,
-        "dedup" => topics_of(&cfg, "valid")?,
+    let (stage, topics) = match stage {
+        "validate" => (Stage::Validate, topics_of(&cfg, "landing")?),
+        "dedup" => (Stage::Dedup, topics_of(&cfg, "valid")?),
         other => bail!("--stage validate|dedup, not `{other}`"),
     };
     let kafka = Kafka::new(&cfg.kafka)?;

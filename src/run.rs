@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::fetch::FetchOptions;
+use crate::stage::Stage;
 
 /// Runs all stages until `shutdown` resolves or one of them fails.
 ///
@@ -52,51 +53,48 @@ pub async fn run(
         .await
         .with_context(|| format!("binding serve.listen {}", cfg.serve.listen))?;
     let mut tasks = tokio::task::JoinSet::new();
-    {
-        let (cfg, s) = (cfg.clone(), stopped(stop_rx.clone()));
-        tasks.spawn(async move {
-            (
-                "fetch",
-                crate::fetch::run(cfg, FetchOptions::default(), s)
-                    .await
-                    .map(|_| ())
-                    .map_err(anyhow::Error::from),
-            )
-        });
-    }
-    {
-        let (cfg, s) = (cfg.clone(), stopped(stop_rx.clone()));
-        tasks.spawn(async move {
-            (
-                "validate",
-                crate::validate::stage::run(cfg, s)
-                    .await
-                    .map_err(anyhow::Error::from),
-            )
-        });
-    }
-    {
-        let (cfg, s) = (cfg.clone(), stopped(stop_rx.clone()));
-        tasks.spawn(async move {
-            (
-                "dedup",
-                crate::dedup::stage::run(cfg, s)
-                    .await
-                    .map_err(anyhow::Error::from),
-            )
-        });
-    }
-    {
-        let (cfg, s) = (cfg.clone(), stopped(stop_rx.clone()));
-        tasks.spawn(async move {
-            (
-                "serve",
-                crate::serve::run(cfg, listener, s)
-                    .await
-                    .map_err(anyhow::Error::from),
-            )
-        });
-    }
+    // Each stage as a task, stopped by the same signal, reporting its name with its outcome.
+    let mut spawn =
+        |stage: Stage, run: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>| {
+            tasks.spawn(async move { (stage.name(), run.await) });
+        };
+    let (c, s) = (cfg.clone(), stopped(stop_rx.clone()));
+    spawn(
+        Stage::Fetch,
+        Box::pin(async move {
+            crate::fetch::run(c, FetchOptions::default(), s)
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        }),
+    );
+    let (c, s) = (cfg.clone(), stopped(stop_rx.clone()));
+    spawn(
+        Stage::Validate,
+        Box::pin(async move {
+            crate::validate::stage::run(c, s)
+                .await
+                .map_err(anyhow::Error::from)
+        }),
+    );
+    let (c, s) = (cfg.clone(), stopped(stop_rx.clone()));
+    spawn(
+        Stage::Dedup,
+        Box::pin(async move {
+            crate::dedup::stage::run(c, s)
+                .await
+                .map_err(anyhow::Error::from)
+        }),
+    );
+    let (c, s) = (cfg.clone(), stopped(stop_rx.clone()));
+    spawn(
+        Stage::Serve,
+        Box::pin(async move {
+            crate::serve::run(c, listener, s)
+                .await
+                .map_err(anyhow::Error::from)
+        }),
+    );
     tracing::info!("all stages running");
     let mut first_error = None;
     tokio::select! {

@@ -28,10 +28,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::contract::DeadLetter;
 use crate::fetch::cursor::{CursorState, stream_key};
 use crate::headers;
 use crate::kafka::{Kafka, Reader, reader};
 use crate::quota::state::QuotaRecord;
+use crate::stage::Stage;
 use crate::topics::TopicNames;
 
 /// Beyond this many offsets behind, a group's lag is estimated from offsets instead of
@@ -157,7 +159,7 @@ pub struct JobCounts {
     /// Jobs by state (`landed`, `validating`, `validated`).
     pub by_state: BTreeMap<String, u64>,
     /// Records of every job, summed.
-    pub records: crate::serve::jobs::Counts,
+    pub records: crate::jobs::Counts,
 }
 
 /// Gathers the status.
@@ -187,7 +189,7 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<Status> {
         pb.set_message("reading the job registry");
     }
     let jobs = {
-        let registry = crate::serve::jobs::Registry::restore(&kafka, &names.jobs()).await?;
+        let registry = crate::jobs::JobRegistry::restore(&kafka, &names.jobs()).await?;
         job_counts(&registry.all())
     };
 
@@ -211,13 +213,13 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<Status> {
             .iter()
             .flat_map(|s| s.streams.iter().map(|st| names.valid(&s.name, &st.name)))
             .collect();
-        let groups = ["fetch", "validate", "dedup"]
-            .iter()
+        let groups = [Stage::Fetch, Stage::Validate, Stage::Dedup]
+            .into_iter()
             .map(|stage| group_info(&k, stage))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let lag = vec![
-            group_lag(&k, &r, "validate", &[names.landing()])?,
-            group_lag(&k, &r, "dedup", &valid)?,
+            group_lag(&k, &r, Stage::Validate, &[names.landing()])?,
+            group_lag(&k, &r, Stage::Dedup, &valid)?,
         ];
         if let Some(pb) = &pb {
             pb.set_message("reading the DLQ");
@@ -375,7 +377,7 @@ fn quotas(cfg: &Config, mut saved: BTreeMap<String, QuotaRecord>) -> BTreeMap<St
     out
 }
 
-fn group_info(kafka: &Kafka, stage: &str) -> anyhow::Result<GroupInfo> {
+fn group_info(kafka: &Kafka, stage: Stage) -> anyhow::Result<GroupInfo> {
     let group = kafka.group(stage);
     let c: BaseConsumer = kafka.reader_consumer_in_group(&group)?;
     let list = c.fetch_group_list(Some(&group), QUERY)?;
@@ -387,7 +389,7 @@ fn group_info(kafka: &Kafka, stage: &str) -> anyhow::Result<GroupInfo> {
             (g.members().len(), g.state().to_owned())
         });
     Ok(GroupInfo {
-        stage: stage.to_owned(),
+        stage: stage.name().to_owned(),
         group,
         members,
         state,
@@ -397,7 +399,7 @@ fn group_info(kafka: &Kafka, stage: &str) -> anyhow::Result<GroupInfo> {
 fn group_lag(
     kafka: &Kafka,
     r: &Reader,
-    stage: &str,
+    stage: Stage,
     topics: &[String],
 ) -> anyhow::Result<GroupLag> {
     let group = kafka.group(stage);
@@ -415,7 +417,7 @@ fn group_lag(
     }
     if tpl.count() == 0 {
         return Ok(GroupLag {
-            stage: stage.to_owned(),
+            stage: stage.name().to_owned(),
             group,
             lag: None,
             by_topic: BTreeMap::new(),
@@ -449,7 +451,7 @@ fn group_lag(
         by_topic.insert(t, n);
     }
     Ok(GroupLag {
-        stage: stage.to_owned(),
+        stage: stage.name().to_owned(),
         group,
         lag: Some(by_topic.values().sum()),
         by_topic,
@@ -468,9 +470,7 @@ fn read_dlq(
     let mut by_stream = BTreeMap::new();
     let n = reader::read_to_end(r, topic, &all_partitions(r, topic)?, READ_TIMEOUT, |m| {
         let h = m.headers();
-        let kind = headers::get_str(h, headers::DLQ_KIND)
-            .unwrap_or("unknown")
-            .to_owned();
+        let kind = DeadLetter::read(h).kind.to_owned();
         let stream = format!(
             "{}/{}",
             headers::get_str(h, headers::SOURCE).unwrap_or("?"),
@@ -485,7 +485,7 @@ fn read_dlq(
     Ok((n, by_kind, by_stream))
 }
 
-fn job_counts(jobs: &[crate::serve::jobs::Job]) -> JobCounts {
+fn job_counts(jobs: &[crate::jobs::Job]) -> JobCounts {
     let mut c = JobCounts {
         total: jobs.len() as u64,
         ..JobCounts::default()

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::blob::{BlobRef, BlobStore};
 use crate::config::Config;
+
 use crate::headers;
 use crate::kafka::{Kafka, reader};
 use crate::topics::TopicNames;
@@ -67,14 +68,14 @@ impl StreamCheck {
 
 /// The whole comparison.
 #[derive(Debug, Default, Serialize)]
-pub struct Report {
+pub struct VerifyReport {
     /// Per `source/stream`.
     pub streams: BTreeMap<String, StreamCheck>,
     /// DLQ records by kind.
     pub dlq_by_kind: BTreeMap<String, u64>,
 }
 
-impl Report {
+impl VerifyReport {
     /// Whether every stream equals the truth.
     pub fn ok(&self) -> bool {
         self.streams.values().all(StreamCheck::ok)
@@ -232,9 +233,7 @@ fn dlq(
         Duration::from_secs(300),
         |m| {
             let h = m.headers();
-            let kind = headers::get_str(h, headers::DLQ_KIND)
-                .unwrap_or("unknown")
-                .to_owned();
+            let kind = crate::contract::DeadLetter::read(h).kind.to_owned();
             *by_kind.entry(kind.clone()).or_insert(0) += 1;
             if let Some(pb) = pb {
                 pb.inc(1);
@@ -273,7 +272,7 @@ fn dlq(
 ///
 /// # Errors
 /// Kafka errors.
-pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Result<Report> {
+pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Result<VerifyReport> {
     let kafka = Kafka::new(&cfg.kafka)?;
     let names = TopicNames::from_config(cfg);
     let src = cfg
@@ -287,7 +286,7 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
     tokio::task::spawn_blocking(move || {
         // A spinner on a terminal: reading large topics takes a while.
         let pb = crate::telemetry::spinner("verify: reading the DLQ");
-        let mut report = Report::default();
+        let mut report = VerifyReport::default();
         let dlq_ids = dlq(&kafka, &names, &mut report.dlq_by_kind, pb.as_ref())?;
         for st in &src.streams {
             let t = &truth["streams"][&st.name];
@@ -416,7 +415,7 @@ pub async fn compare(cfg: &Config, source: &str, truth: &Value) -> anyhow::Resul
 }
 
 /// Prints a report for a person.
-pub fn print(r: &Report) {
+pub fn print(r: &VerifyReport) {
     println!(
         "{:<22} {:>9} {:>9} {:>8} {:>6} {:>6} {:>11} {:>8} {:>12}",
         "stream",

@@ -935,7 +935,7 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
 
     let started = Instant::now();
     let config = write_config(&dir, &base);
-    let group = kafka(&cfg).group("dedup");
+    let group = kafka(&cfg).group(intake::stage::Stage::Dedup);
     let mut fleet = Fleet {
         dir: dir.clone(),
         config,
@@ -1090,7 +1090,7 @@ async fn partitions_given_up_by_a_member_killed_mid_rebalance_are_not_stranded()
     let want = expected(&recs);
 
     let k = kafka(&cfg);
-    let group = k.group("dedup");
+    let group = k.group(intake::stage::Stage::Dedup);
     let valid = TopicNames::from_config(&cfg).valid(SOURCE, STREAM);
     let dir = support::test_tmp().join(unique("intake-dedup-strand-"));
     std::fs::create_dir_all(&dir).unwrap();

@@ -160,8 +160,9 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
     let mut kills_once = 0;
     let mut kills_group = 0;
     let mut last_kill = time::OffsetDateTime::now_utc();
-    let fetch_group =
-        std::sync::Arc::new(support::group::GroupView::new(&kafka(&cfg).group("fetch")));
+    let fetch_group = std::sync::Arc::new(support::group::GroupView::new(
+        &kafka(&cfg).group(intake::stage::Stage::Fetch),
+    ));
     let mut members_seen = std::collections::HashSet::new();
     for i in 0..LIVES {
         let group = GROUP_LIVES.contains(&i);

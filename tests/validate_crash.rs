@@ -321,7 +321,7 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     let mut hits = 0;
     // Per kill: the victim's uncommitted landing records just before and just after it.
     let mut backlogs: Vec<(i64, i64)> = Vec::new();
-    let group = kafka(&cfg).group("validate");
+    let group = kafka(&cfg).group(intake::stage::Stage::Validate);
     let view = Arc::new(support::group::GroupView::new(&group));
     let landing = names.landing();
     // The validators never run dry: a lander thread lands another copy of the sync whenever

@@ -83,10 +83,12 @@ use rdkafka::message::{BorrowedMessage, Message};
 use super::merge::{Decision, Stamp};
 use super::state::PartitionState;
 use crate::config::{Config, ConfigError};
-use crate::headers::{self, Headers, Kind};
+use crate::contract::{DeadLetter, SyncMarker, ValidStamp};
+use crate::headers::{self, Headers};
 use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
 use crate::kafka::txn::Backoff;
 use crate::kafka::{Kafka, Outgoing, Reader, reader};
+use crate::stage::Stage;
 use crate::telemetry::metric;
 use crate::topics::TopicNames;
 
@@ -96,8 +98,6 @@ const MAX_BATCH: usize = 5_000;
 const LINGER: Duration = Duration::from_millis(200);
 /// Update the state-size gauges after this many records (computing them walks every partition).
 const GAUGE_EVERY: u64 = 65_536;
-/// `intake.hash` of a delete.
-const DELETE_HASH: &str = "0000000000000000";
 
 /// Why the dedup stage could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -162,11 +162,11 @@ pub async fn run(
     if streams.is_empty() {
         return Err(DedupError::NoStreams);
     }
-    let group = kafka.group("dedup");
+    let group = kafka.group(Stage::Dedup);
     let member = crate::kafka::txn::transactional_id(
         &cfg.kafka.group_prefix,
         crate::kafka::txn::Writer::Stage {
-            stage: "dedup",
+            stage: Stage::Dedup,
             instance: &cfg.instance_id(),
         },
     );
@@ -349,7 +349,7 @@ impl DedupProcessor {
             .collect();
         Ok(Self {
             topics,
-            reader: kafka.reader_consumer("dedup")?,
+            reader: kafka.reader_consumer(Stage::Dedup.name())?,
             offsets: kafka.group_consumer(group, None, DefaultConsumerContext)?,
             dlq,
             restore_timeout,
@@ -475,7 +475,7 @@ impl DedupProcessor {
         metrics: &StreamMetrics,
         state: &mut PartitionState,
         partition: i32,
-        m: Marker<'_>,
+        m: SyncMarker<'_>,
         started: Option<u32>,
     ) -> Vec<super::Tombstone> {
         if !info.detect_deletes || !m.full {
@@ -506,7 +506,7 @@ impl DedupProcessor {
 
 impl Processor for DedupProcessor {
     fn stage(&self) -> &'static str {
-        "dedup"
+        Stage::Dedup.name()
     }
 
     fn assigned(&mut self, _kafka: &Kafka, tps: &[Tp]) -> KafkaResult<()> {
@@ -602,13 +602,12 @@ impl Processor for DedupProcessor {
                 let sync_id = m.sync_id;
                 let started = headers::fetched_at_secs(msg.headers());
                 for t in Self::marker(info, metrics, state, partition, m, started) {
-                    let version = t.stamp.version().to_string();
-                    let h = Headers::new()
-                        .with(headers::SOURCE, &info.source)
-                        .with(headers::STREAM, &info.stream)
-                        .with(headers::OP, OP_DELETE)
-                        .with(headers::VERSION, &version)
-                        .with(headers::HASH, DELETE_HASH)
+                    let h = ValidStamp::delete(t.stamp.version())
+                        .write(
+                            Headers::new()
+                                .with(headers::SOURCE, &info.source)
+                                .with(headers::STREAM, &info.stream),
+                        )
                         .with(headers::SYNC_ID, sync_id);
                     sink.send(Outgoing {
                         topic: &info.curated,
@@ -623,16 +622,19 @@ impl Processor for DedupProcessor {
             }
             Err(v) => {
                 metrics.rejected.increment(1);
-                metrics::counter!("intake_errors_total", "stage" => "dedup", "class" => "bad_record").increment(1);
+                metrics::counter!(metric::ERRORS, "stage" => Stage::Dedup.name(), "class" => "bad_record").increment(1);
                 let origin = format!("{}/{}/{}", msg.topic(), partition, msg.offset());
                 tracing::warn!(source = %info.source, stream = %info.stream, %origin, error = %v.detail,
                     "record breaks the valid-topic contract; sent to the DLQ");
-                let h = headers::copy_all(msg.headers())
-                    .with(headers::DLQ_KIND, "contract_violation")
-                    .with(headers::DLQ_DETAIL, &v.detail)
-                    .with(headers::DLQ_ORIGIN, &origin)
-                    .with(headers::DLQ_STAGE, "dedup")
-                    .with(headers::DLQ_AT, headers::now_rfc3339());
+                let at = headers::now_rfc3339();
+                let h = DeadLetter::new(
+                    Stage::Dedup.name(),
+                    "contract_violation",
+                    &v.detail,
+                    &origin,
+                    &at,
+                )
+                .write(headers::copy_all(msg.headers()));
                 let dlq_key = format!("{}/{}", info.source, info.stream);
                 sink.send(Outgoing {
                     topic: &self.dlq,
@@ -675,26 +677,13 @@ impl Processor for DedupProcessor {
     }
 }
 
-/// `intake.op` of a delete.
-const OP_DELETE: &str = "delete";
-/// `intake.op` of a create or update.
-const OP_UPSERT: &str = "upsert";
-
 /// A valid-topic record, parsed.
 #[derive(Debug, PartialEq, Eq)]
 enum Input<'a> {
     /// A data record: an upsert (value passed through) or a delete.
     Record { key: &'a [u8], stamp: Stamp },
     /// A sync marker.
-    Marker(Marker<'a>),
-}
-
-/// A `sync-begin` or `sync-end` marker.
-#[derive(Debug, PartialEq, Eq)]
-struct Marker<'a> {
-    begin: bool,
-    sync_id: &'a str,
-    full: bool,
+    Marker(SyncMarker<'a>),
 }
 
 /// How a record breaks the valid-topic contract.
@@ -711,38 +700,11 @@ impl Violation {
     }
 }
 
-/// Parses a valid-topic record.
+/// Parses a valid-topic record (the contracts of [`SyncMarker`] and [`ValidStamp`]).
 fn parse<M: Message>(msg: &M) -> Result<Input<'_>, Violation> {
     let h = msg.headers();
-    if let Some(kind) = headers::get(h, headers::KIND) {
-        let begin = match Kind::parse(kind) {
-            Some(Kind::SyncBegin) => true,
-            Some(Kind::SyncEnd) => false,
-            _ => {
-                return Err(Violation::new(format!(
-                    "unexpected {} `{}`",
-                    headers::KIND,
-                    String::from_utf8_lossy(kind)
-                )));
-            }
-        };
-        let sync_id = headers::get_str(h, headers::SYNC_ID)
-            .ok_or_else(|| Violation::new(format!("sync marker without {}", headers::SYNC_ID)))?;
-        let full = match headers::get_str(h, headers::MODE) {
-            Some("full") => true,
-            Some("incremental") => false,
-            other => {
-                return Err(Violation::new(format!(
-                    "sync marker with {} {other:?}",
-                    headers::MODE
-                )));
-            }
-        };
-        return Ok(Input::Marker(Marker {
-            begin,
-            sync_id,
-            full,
-        }));
+    if let Some(marker) = SyncMarker::read(h) {
+        return marker.map(Input::Marker).map_err(Violation::new);
     }
     let key = msg
         .key()
@@ -754,45 +716,25 @@ fn parse<M: Message>(msg: &M) -> Result<Input<'_>, Violation> {
         )));
     }
     let stamp = stamp_of(msg)?;
-    if !stamp.is_delete() && msg.payload().is_none() {
-        return Err(Violation::new("upsert without a value"));
-    }
     Ok(Input::Record { key, stamp })
 }
 
 /// The stamp in a record's headers: `intake.op`, `intake.version`, `intake.hash`. A record
 /// without a value is a delete even without `intake.op` (a curated tombstone).
 fn stamp_of<M: Message>(msg: &M) -> Result<Stamp, Violation> {
-    let h = msg.headers();
-    let deleted = match headers::get_str(h, headers::OP) {
-        Some(OP_DELETE) => true,
-        Some(OP_UPSERT) => false,
-        None if msg.payload().is_none() => true,
-        other => {
-            return Err(Violation::new(format!(
-                "{} is {other:?}, not upsert or delete",
-                headers::OP
-            )));
-        }
-    };
-    let version = headers::get_str(h, headers::VERSION)
-        .and_then(|v| v.parse::<i64>().ok())
-        .ok_or_else(|| {
-            Violation::new(format!("{} missing or not a decimal i64", headers::VERSION))
-        })?;
-    if deleted {
-        return Ok(Stamp::delete(version));
-    }
-    let hash = headers::get_str(h, headers::HASH)
-        .filter(|x| x.len() == 16)
-        .and_then(|x| u64::from_str_radix(x, 16).ok())
-        .ok_or_else(|| Violation::new(format!("{} missing or not 16 hex digits", headers::HASH)))?;
-    Ok(Stamp::upsert(version, hash))
+    let s = ValidStamp::read(msg.headers(), msg.payload().is_some()).map_err(Violation::new)?;
+    let version = s.version.expect("a stamp read back has a version");
+    Ok(if s.is_delete() {
+        Stamp::delete(version)
+    } else {
+        Stamp::upsert(version, s.hash)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::DELETE_HASH;
     use rdkafka::message::{OwnedMessage, Timestamp};
 
     fn msg(key: Option<&str>, value: Option<&str>, h: &[(&str, &str)]) -> OwnedMessage {
@@ -867,7 +809,7 @@ mod tests {
         );
         assert_eq!(
             parse(&m),
-            Ok(Input::Marker(Marker {
+            Ok(Input::Marker(SyncMarker {
                 begin: true,
                 sync_id: "s1",
                 full: true
@@ -884,7 +826,7 @@ mod tests {
         );
         assert_eq!(
             parse(&m),
-            Ok(Input::Marker(Marker {
+            Ok(Input::Marker(SyncMarker {
                 begin: false,
                 sync_id: "s1",
                 full: false

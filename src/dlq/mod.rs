@@ -9,7 +9,7 @@
 //!
 //! Every command reads the DLQ with `read_committed` to its end, through [`scan`], and selects
 //! with a [`Filter`] (`--stream`, `--kind`, `--field`). The header names and the `dlq.origin`
-//! format are those of the writer ([`crate::headers`], [`crate::validate::dlq`]).
+//! format are those of the writer ([`crate::headers`], [`crate::validate::reject`]).
 //!
 //! Replays are remembered in `intake.jobs` (markers `~replay/<id>/<part>`, see
 //! [`replay::Marker`]), so every command knows which dead letters were already replayed and by
@@ -31,10 +31,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::config::Config;
+use crate::contract::DeadLetter;
 use crate::headers;
 use crate::kafka::{Kafka, reader};
 use crate::topics::TopicNames;
-use crate::validate::dlq::Origin;
+use crate::validate::reject::Origin;
 
 /// How long reading a topic to its end may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
@@ -120,7 +121,9 @@ impl<'a> Meta<'a> {
     /// Reads the headers of a DLQ message.
     pub fn of(m: &'a BorrowedMessage<'a>) -> Self {
         let h = m.headers();
-        let at = headers::get_str(h, headers::DLQ_AT)
+        let dead = DeadLetter::read(h);
+        let some = |s: &'a str| Some(s).filter(|s| !s.is_empty());
+        let at = some(dead.at)
             .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
             .or_else(|| {
                 m.timestamp().to_millis().and_then(|ms| {
@@ -132,10 +135,10 @@ impl<'a> Meta<'a> {
             offset: m.offset(),
             source: headers::get_str(h, headers::SOURCE),
             stream: headers::get_str(h, headers::STREAM),
-            kind: headers::get_str(h, headers::DLQ_KIND).unwrap_or("unknown"),
-            field: headers::get_str(h, headers::DLQ_FIELD),
-            detail: headers::get_str(h, headers::DLQ_DETAIL),
-            origin: headers::get_str(h, headers::DLQ_ORIGIN),
+            kind: dead.kind,
+            field: dead.field,
+            detail: some(dead.detail),
+            origin: some(dead.origin),
             landing_kind: headers::get_str(h, headers::KIND),
             at,
         }

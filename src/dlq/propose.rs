@@ -35,7 +35,7 @@ const SCHEMA_DRIFT: [DriftKind; 4] = [
 
 /// What `intake schema propose` found (`--json`).
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub struct ProposalReport {
     /// `source/stream`.
     pub stream: String,
     /// The registry subject.
@@ -66,7 +66,7 @@ pub struct Report {
     pub applied: Option<String>,
 }
 
-impl Report {
+impl ProposalReport {
     /// Whether the registry refused the candidate.
     pub fn refused(&self) -> bool {
         self.compatible == Some(false)
@@ -88,7 +88,7 @@ pub async fn run(
     stream: &str,
     kind: Option<&str>,
     apply: bool,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<ProposalReport> {
     let target = Target::resolve(cfg, stream).await?;
     let Some(latest) = &target.latest else {
         anyhow::bail!(
@@ -123,7 +123,11 @@ pub async fn run(
 ///
 /// # Errors
 /// An unknown stream, no landed records, Kafka, blob store or registry failures.
-pub async fn run_from_landing(cfg: &Config, stream: &str, apply: bool) -> anyhow::Result<Report> {
+pub async fn run_from_landing(
+    cfg: &Config,
+    stream: &str,
+    apply: bool,
+) -> anyhow::Result<ProposalReport> {
     let target = Target::resolve(cfg, stream).await?;
     let (src, st) = cfg.stream(stream).expect("resolved above");
     let (samples, unusable) = landed_samples(cfg, &src.name, st).await?;
@@ -200,8 +204,8 @@ impl Target {
         samples: BTreeMap<String, u64>,
         unusable: u64,
         apply: bool,
-    ) -> anyhow::Result<Report> {
-        let mut report = Report {
+    ) -> anyhow::Result<ProposalReport> {
+        let mut report = ProposalReport {
             stream: self.stream,
             subject: self.subject.clone(),
             current_version: self.latest.as_ref().map(|l| l.version),
@@ -449,7 +453,7 @@ fn with_context(diff: &[String], context: usize) -> Vec<&str> {
 }
 
 /// Prints the proposal for a person.
-pub fn print(r: &Report) {
+pub fn print(r: &ProposalReport) {
     let current = match (r.current_version, r.current_id) {
         (Some(v), Some(id)) => format!("latest version {v} (id {id})"),
         _ => "nothing registered yet".to_owned(),

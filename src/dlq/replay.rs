@@ -49,9 +49,9 @@ use super::{Filter, History, META_TIMEOUT, Meta, READ_TIMEOUT, scan};
 use crate::blob::{BlobRef, BlobStore};
 use crate::config::Config;
 use crate::headers::{self, Headers, Kind};
+use crate::jobs::CountDelta;
 use crate::kafka::txn::{self, Backoff, Policy};
 use crate::kafka::{Kafka, Outgoing, TxnProducer};
-use crate::serve::jobs::CountDelta;
 use crate::topics::TopicNames;
 use crate::validate::Splitter;
 
@@ -83,7 +83,7 @@ pub struct Options {
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
+pub struct ReplayReport {
     /// The replay id (None when nothing was chosen and none was given).
     pub replay_id: Option<String>,
     /// The filter.
@@ -164,7 +164,7 @@ impl Marker {
 /// # Errors
 /// Kafka, blob store or configuration failures; a replay fenced by another that started
 /// meanwhile (nothing of it is committed; run it again).
-pub async fn run(cfg: &Config, opts: Options) -> anyhow::Result<Report> {
+pub async fn run(cfg: &Config, opts: Options) -> anyhow::Result<ReplayReport> {
     if let Some(id) = &opts.replay_id {
         anyhow::ensure!(
             !id.is_empty() && id.len() <= MAX_ID_LEN && !id.contains('/'),
@@ -216,12 +216,12 @@ impl<'a> Replay<'a> {
         })
     }
 
-    fn run(mut self) -> anyhow::Result<Report> {
-        let mut report = Report {
+    fn run(mut self) -> anyhow::Result<ReplayReport> {
+        let mut report = ReplayReport {
             filter: self.opts.filter.clone(),
             landing: self.names.landing(),
             replay_id: self.opts.replay_id.clone(),
-            ..Report::default()
+            ..ReplayReport::default()
         };
         let txn_id = txn::transactional_id(&self.cfg.kafka.group_prefix, txn::Writer::DlqReplay);
         let producer = self.kafka.txn_producer(&txn_id)?;
@@ -294,7 +294,7 @@ impl<'a> Replay<'a> {
         producer: &TxnProducer,
         id: &str,
         chosen: &BTreeMap<i32, BTreeSet<i64>>,
-        report: &mut Report,
+        report: &mut ReplayReport,
     ) -> rdkafka::error::KafkaResult<bool> {
         let dlq = self.names.dlq();
         let landing = self.names.landing();
@@ -608,7 +608,7 @@ fn markers(id: &str, dlq: &str, filter: &Filter, landed: &BTreeMap<i32, Vec<i64>
 }
 
 /// Prints what a replay did.
-pub fn print(r: &Report) {
+pub fn print(r: &ReplayReport) {
     let id = r.replay_id.as_deref().unwrap_or("-");
     if let Some(at) = &r.already_done {
         println!("replay {id} already ran at {at}: nothing to do");
@@ -700,10 +700,7 @@ mod tests {
         assert_eq!(total, RANGES_PER_MARKER + 5 + 1);
         let json = serde_json::to_vec(&ms[1]).unwrap();
         assert_eq!(Marker::parse(&json).as_ref(), Some(&ms[1]));
-        assert_eq!(
-            crate::serve::jobs::parse(&json),
-            crate::serve::jobs::Entry::Other
-        );
+        assert_eq!(crate::jobs::parse(&json), crate::jobs::Entry::Other);
         assert_eq!(Marker::parse(br#"{"type":"counts"}"#), None);
     }
 

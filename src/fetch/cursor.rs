@@ -81,6 +81,157 @@ pub struct CursorState {
     pub updated_at: String,
 }
 
+/// What a new sync takes from its stream's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPlan {
+    /// `full_sync_every`: a full sync is due once this long has passed since the last one
+    /// (`None`: only when there is no high-water mark to go on from).
+    pub full_sync_every: Option<std::time::Duration>,
+    /// The look-back of an incremental stream (`None`: the stream is not incremental, so
+    /// every sync is full).
+    pub lookback: Option<std::time::Duration>,
+    /// `fetch --full`: this sync is full whatever is due.
+    pub force_full: bool,
+}
+
+impl CursorState {
+    /// The cursor of a new sync of `source/stream` after `prev` (the last committed cursor):
+    /// incremental from the last completed sync's high-water mark less the look-back, unless
+    /// a full sync is due, forced, or there is no mark yet. Counts of the stream, its stamp and
+    /// the marks carry over; the position starts at the first page.
+    pub fn begin(
+        source: &str,
+        stream: &str,
+        prev: Option<&CursorState>,
+        plan: SyncPlan,
+        now: time::OffsetDateTime,
+        sync_id: String,
+    ) -> CursorState {
+        let full_due = match (
+            prev.and_then(|p| p.last_full_sync_at.as_deref()),
+            plan.full_sync_every,
+        ) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(at), Some(every)) => parse_time(at).is_none_or(|t| now - t >= every),
+        };
+        let hw = prev.and_then(|p| p.committed_high_water.clone());
+        let (mode, since) = match (plan.lookback, hw) {
+            (Some(lookback), Some(hw)) if !full_due && !plan.force_full => {
+                let since = parse_time(&hw)
+                    .map(|t| format_time(t - lookback))
+                    .unwrap_or(hw);
+                (Mode::Incremental, Some(since))
+            }
+            _ => (Mode::Full, None),
+        };
+        CursorState {
+            source: source.to_owned(),
+            stream: stream.to_owned(),
+            sync_id,
+            mode,
+            complete: false,
+            page: PageCursor::Start,
+            since,
+            started_at: Some(format_time(now)),
+            high_water: None,
+            committed_high_water: prev.and_then(|p| p.committed_high_water.clone()),
+            last_full_sync_at: prev.and_then(|p| p.last_full_sync_at.clone()),
+            last_sync_at: prev.and_then(|p| p.last_sync_at.clone()),
+            pages: 0,
+            records: 0,
+            total_records: prev.map_or(0, |p| p.total_records),
+            stamp: prev.map_or(0, |p| p.stamp),
+            updated_at: format_time(now),
+        }
+    }
+
+    /// A record of this sync carries incremental-field value `t`: the sync's high-water mark
+    /// is the largest seen.
+    pub fn saw(&mut self, t: time::OffsetDateTime) {
+        self.high_water = max_time(self.high_water.take(), &format_time(t));
+    }
+
+    /// The sync moves past a page to `after`. A landed page of `records` records counts (its
+    /// `intake.seq` was `pages` before); a page not landed (skipped or unchanged) does not, so
+    /// a sync's landed pages stay numbered 0, 1, 2… and the counts match the pages behind
+    /// the cursor.
+    pub fn passed(&mut self, after: PageCursor, landed: Option<u64>) {
+        self.page = after;
+        if let Some(records) = landed {
+            self.pages += 1;
+            self.records += records;
+            self.total_records += records;
+        }
+    }
+
+    /// When the sync has read its last page: marks it complete at `now` and moves the
+    /// committed high-water mark. A full sync reads in id order, so a record it read early may
+    /// be updated again before it ends with an incremental-field value below the sync's
+    /// high-water mark: the mark it leaves is at most the sync's start. (Incremental syncs
+    /// read in that field's order and see records that move, so their high water holds.)
+    pub fn finish_if_done(&mut self, now: time::OffsetDateTime) {
+        if self.page != PageCursor::Done {
+            return;
+        }
+        let now = format_time(now);
+        self.complete = true;
+        self.last_sync_at = Some(now.clone());
+        if self.mode == Mode::Full {
+            self.last_full_sync_at = Some(now);
+        }
+        if let Some(hw) = self.high_water.clone() {
+            let hw = match (self.mode, self.started_at.as_deref()) {
+                (Mode::Full, Some(start)) => min_time(hw, start),
+                _ => hw,
+            };
+            self.committed_high_water = max_time(self.committed_high_water.take(), &hw);
+        }
+    }
+}
+
+/// An RFC 3339 time.
+pub fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// RFC 3339.
+pub fn format_time(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The earlier of two timestamps (RFC 3339 compared as instants; unparsable ones as strings).
+fn min_time(a: String, b: &str) -> String {
+    match (parse_time(&a), parse_time(b)) {
+        (Some(x), Some(y)) => {
+            if y < x {
+                b.to_owned()
+            } else {
+                a
+            }
+        }
+        _ => {
+            if b < a.as_str() {
+                b.to_owned()
+            } else {
+                a
+            }
+        }
+    }
+}
+
+/// The later of two timestamps (RFC 3339 compared as instants; unparsable ones as strings).
+fn max_time(a: Option<String>, b: &str) -> Option<String> {
+    match a {
+        None => Some(b.to_owned()),
+        Some(a) => match (parse_time(&a), parse_time(b)) {
+            (Some(x), Some(y)) => Some(if y > x { b.to_owned() } else { a }),
+            _ => Some(if b > a.as_str() { b.to_owned() } else { a }),
+        },
+    }
+}
+
 /// The stamp of the next landed page: the clock in microseconds since the Unix epoch, but
 /// above `last` (the stream's last stamp, committed with its cursor), so stamps increase per
 /// stream even when a new owner's clock is behind the old one's.
@@ -97,6 +248,191 @@ pub fn stream_key(source: &str, stream: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(s: &str) -> time::OffsetDateTime {
+        parse_time(s).unwrap()
+    }
+
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    fn incremental(every: Option<std::time::Duration>) -> SyncPlan {
+        SyncPlan {
+            full_sync_every: every,
+            lookback: Some(std::time::Duration::from_secs(60)),
+            force_full: false,
+        }
+    }
+
+    /// A sync run to its end: pages with records at these times, then done.
+    fn run_sync(
+        prev: Option<&CursorState>,
+        plan: SyncPlan,
+        start: &str,
+        times: &[&str],
+        end: &str,
+    ) -> CursorState {
+        let mut c = CursorState::begin("s", "t", prev, plan, at(start), format!("sync-{start}"));
+        for (i, t) in times.iter().enumerate() {
+            c.saw(at(t));
+            let after = if i + 1 == times.len() {
+                PageCursor::Done
+            } else {
+                PageCursor::Token(format!("p{i}"))
+            };
+            c.passed(after, Some(1));
+        }
+        c.finish_if_done(at(end));
+        c
+    }
+
+    #[test]
+    fn the_first_sync_is_full_and_the_next_goes_on_from_its_mark_less_the_lookback() {
+        let first = run_sync(
+            None,
+            incremental(None),
+            "2026-01-01T00:00:00Z",
+            &["2025-12-31T10:00:00Z", "2025-12-31T23:00:00Z"],
+            "2026-01-01T00:05:00Z",
+        );
+        assert_eq!(first.mode, Mode::Full);
+        assert!(first.complete);
+        assert_eq!((first.pages, first.records, first.total_records), (2, 2, 2));
+        assert_eq!(
+            first.committed_high_water.as_deref(),
+            Some("2025-12-31T23:00:00Z")
+        );
+        assert_eq!(
+            first.last_full_sync_at.as_deref(),
+            Some("2026-01-01T00:05:00Z")
+        );
+        let second = CursorState::begin(
+            "s",
+            "t",
+            Some(&first),
+            incremental(None),
+            at("2026-01-01T01:00:00Z"),
+            "b".into(),
+        );
+        assert_eq!(second.mode, Mode::Incremental);
+        assert_eq!(second.since.as_deref(), Some("2025-12-31T22:59:00Z"));
+        assert_eq!(
+            (second.pages, second.records, second.total_records),
+            (0, 0, 2)
+        );
+        assert_eq!(second.page, PageCursor::Start);
+        assert!(!second.complete);
+    }
+
+    #[test]
+    fn a_full_sync_leaves_a_mark_no_later_than_its_start() {
+        // A record updated during the full sync, after the sync read it, has a time above the
+        // sync's start: the mark stays at the start so the next incremental sync sees it.
+        let full = run_sync(
+            None,
+            incremental(None),
+            "2026-01-01T00:00:00Z",
+            &["2026-01-01T00:03:00Z"],
+            "2026-01-01T00:05:00Z",
+        );
+        assert_eq!(
+            full.committed_high_water.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+        // An incremental sync keeps its own mark.
+        let inc = run_sync(
+            Some(&full),
+            incremental(None),
+            "2026-01-01T01:00:00Z",
+            &["2026-01-01T00:30:00Z"],
+            "2026-01-01T01:01:00Z",
+        );
+        assert_eq!(inc.mode, Mode::Incremental);
+        assert_eq!(
+            inc.committed_high_water.as_deref(),
+            Some("2026-01-01T00:30:00Z")
+        );
+        assert_eq!(
+            inc.last_full_sync_at, full.last_full_sync_at,
+            "an incremental sync is not a full one"
+        );
+        // A mark never goes back.
+        let older = run_sync(
+            Some(&inc),
+            incremental(None),
+            "2026-01-01T02:00:00Z",
+            &["2025-06-01T00:00:00Z"],
+            "2026-01-01T02:01:00Z",
+        );
+        assert_eq!(
+            older.committed_high_water.as_deref(),
+            Some("2026-01-01T00:30:00Z")
+        );
+    }
+
+    #[test]
+    fn a_full_sync_comes_when_due_forced_or_without_lookback() {
+        let done = run_sync(
+            None,
+            incremental(Some(HOUR)),
+            "2026-01-01T00:00:00Z",
+            &["2025-12-31T00:00:00Z"],
+            "2026-01-01T00:00:10Z",
+        );
+        let next = |plan: SyncPlan, now: &str| {
+            CursorState::begin("s", "t", Some(&done), plan, at(now), "n".into()).mode
+        };
+        assert_eq!(
+            next(incremental(Some(HOUR)), "2026-01-01T00:30:00Z"),
+            Mode::Incremental
+        );
+        assert_eq!(
+            next(incremental(Some(HOUR)), "2026-01-01T01:00:10Z"),
+            Mode::Full,
+            "an hour after the last full sync"
+        );
+        assert_eq!(
+            next(
+                SyncPlan {
+                    force_full: true,
+                    ..incremental(None)
+                },
+                "2026-01-01T00:30:00Z"
+            ),
+            Mode::Full
+        );
+        assert_eq!(
+            next(
+                SyncPlan {
+                    lookback: None,
+                    ..incremental(None)
+                },
+                "2026-01-01T00:30:00Z"
+            ),
+            Mode::Full
+        );
+    }
+
+    #[test]
+    fn pages_not_landed_move_the_cursor_without_counting() {
+        let mut c = CursorState::begin(
+            "s",
+            "t",
+            None,
+            incremental(None),
+            at("2026-01-01T00:00:00Z"),
+            "x".into(),
+        );
+        c.passed(PageCursor::Token("a".into()), None);
+        c.passed(PageCursor::Token("b".into()), Some(5));
+        assert_eq!((c.pages, c.records), (1, 5));
+        assert_eq!(c.page, PageCursor::Token("b".into()));
+        c.finish_if_done(at("2026-01-01T00:01:00Z"));
+        assert!(!c.complete, "not done until the last page is passed");
+        c.passed(PageCursor::Done, None);
+        c.finish_if_done(at("2026-01-01T00:01:00Z"));
+        assert!(c.complete);
+        assert_eq!(c.committed_high_water, None, "no record carried a time");
+    }
 
     #[test]
     fn stamps_increase_even_when_the_clock_goes_back() {

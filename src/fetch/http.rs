@@ -55,7 +55,7 @@ pub struct Response {
 
 /// What a response status means (see [`crate::config::StatusRule`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub enum StatusDecision {
     /// A page: land it.
     Land,
     /// Retry with backoff.
@@ -68,7 +68,7 @@ pub enum Decision {
     Fail,
 }
 
-impl From<StatusAction> for Decision {
+impl From<StatusAction> for StatusDecision {
     fn from(a: StatusAction) -> Self {
         match a {
             StatusAction::Retry => Self::Retry,
@@ -89,7 +89,7 @@ pub fn decide(
     headers: &HeaderMap,
     names: Option<&QuotaHeaders>,
     body: Option<&[u8]>,
-) -> Option<Decision> {
+) -> Option<StatusDecision> {
     for r in rules {
         if r.matches(status, body.unwrap_or_default()) {
             return Some(r.action.into());
@@ -99,15 +99,15 @@ pub fn decide(
         }
     }
     Some(match status {
-        200..=299 => Decision::Land,
-        429 => Decision::Wait,
+        200..=299 => StatusDecision::Land,
+        429 => StatusDecision::Wait,
         403 if headers.contains_key(RETRY_AFTER)
             || announced_quota(headers, names).is_some_and(|q| q.remaining == 0) =>
         {
-            Decision::Wait
+            StatusDecision::Wait
         }
-        500..=599 => Decision::Retry,
-        _ => Decision::Fail,
+        500..=599 => StatusDecision::Retry,
+        _ => StatusDecision::Fail,
     })
 }
 
@@ -392,7 +392,7 @@ impl SourceClient {
                     names,
                     None,
                 );
-                if early == Some(Decision::Wait) {
+                if early == Some(StatusDecision::Wait) {
                     pacer
                         .pause_until(tokio::time::Instant::now() + wait_for(resp.headers(), names));
                     paused = true;
@@ -451,29 +451,29 @@ impl SourceClient {
                         Ok(body) => {
                             let decision =
                                 decide(&shape.on_status, status, &headers, names, Some(&body))
-                                    .unwrap_or(Decision::Fail);
+                                    .unwrap_or(StatusDecision::Fail);
                             let snippet = || {
                                 String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
                             };
                             match decision {
-                                Decision::Land | Decision::Skip => {
+                                StatusDecision::Land | StatusDecision::Skip => {
                                     return Ok(Response {
                                         status,
                                         headers,
                                         body,
                                         url: shown,
                                         attempts,
-                                        skipped: decision == Decision::Skip,
+                                        skipped: decision == StatusDecision::Skip,
                                     });
                                 }
-                                Decision::Fail => {
+                                StatusDecision::Fail => {
                                     return Err(HttpError::Client {
                                         url: shown,
                                         status,
                                         body: snippet(),
                                     });
                                 }
-                                Decision::Wait => {
+                                StatusDecision::Wait => {
                                     metrics::counter!(crate::telemetry::metric::FETCH_HTTP_429)
                                         .increment(1);
                                     // Counted apart from failures: a rate limit is the upstream
@@ -496,7 +496,7 @@ impl SourceClient {
                                     tracing::warn!(url = %shown, status, wait_ms = wait.as_millis() as u64, "rate limited: pausing every stream of this token");
                                     continue;
                                 }
-                                Decision::Retry => {
+                                StatusDecision::Retry => {
                                     (format!("HTTP {status}"), retry_after(&headers))
                                 }
                             }
@@ -783,19 +783,19 @@ mod tests {
             decide(r, status, h, None, body)
         };
         // Defaults.
-        assert_eq!(d(&[], 200, &none, None), Some(Decision::Land));
-        assert_eq!(d(&[], 429, &none, None), Some(Decision::Wait));
-        assert_eq!(d(&[], 503, &none, None), Some(Decision::Retry));
-        assert_eq!(d(&[], 404, &none, None), Some(Decision::Fail));
-        assert_eq!(d(&[], 403, &none, None), Some(Decision::Fail));
+        assert_eq!(d(&[], 200, &none, None), Some(StatusDecision::Land));
+        assert_eq!(d(&[], 429, &none, None), Some(StatusDecision::Wait));
+        assert_eq!(d(&[], 503, &none, None), Some(StatusDecision::Retry));
+        assert_eq!(d(&[], 404, &none, None), Some(StatusDecision::Fail));
+        assert_eq!(d(&[], 403, &none, None), Some(StatusDecision::Fail));
         // GitHub: a 403 with Retry-After (secondary) or with no requests left (primary).
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "60".parse().unwrap());
-        assert_eq!(d(&[], 403, &h, None), Some(Decision::Wait));
+        assert_eq!(d(&[], 403, &h, None), Some(StatusDecision::Wait));
         let mut h = HeaderMap::new();
         h.insert("x-ratelimit-remaining", "0".parse().unwrap());
         h.insert("x-ratelimit-reset", "30".parse().unwrap());
-        assert_eq!(d(&[], 403, &h, None), Some(Decision::Wait));
+        assert_eq!(d(&[], 403, &h, None), Some(StatusDecision::Wait));
         assert_eq!(wait_for(&h, None), Duration::from_secs(30));
         // Rules: the first match wins; a body condition waits for the body.
         let r = rules(
@@ -814,17 +814,20 @@ mod tests {
                 &none,
                 Some(b"You have exceeded a secondary rate limit")
             ),
-            Some(Decision::Wait)
+            Some(StatusDecision::Wait)
         );
-        assert_eq!(d(&r, 403, &none, Some(b"forbidden")), Some(Decision::Retry));
-        assert_eq!(d(&r, 404, &none, None), Some(Decision::Skip));
-        assert_eq!(d(&r, 418, &none, None), Some(Decision::Retry));
+        assert_eq!(
+            d(&r, 403, &none, Some(b"forbidden")),
+            Some(StatusDecision::Retry)
+        );
+        assert_eq!(d(&r, 404, &none, None), Some(StatusDecision::Skip));
+        assert_eq!(d(&r, 418, &none, None), Some(StatusDecision::Retry));
         assert_eq!(
             d(&r, 200, &none, Some(br#"{"error": 1}"#)),
-            Some(Decision::Fail)
+            Some(StatusDecision::Fail)
         );
-        assert_eq!(d(&r, 200, &none, Some(b"[]")), Some(Decision::Land));
-        assert_eq!(d(&r, 500, &none, None), Some(Decision::Retry));
+        assert_eq!(d(&r, 200, &none, Some(b"[]")), Some(StatusDecision::Land));
+        assert_eq!(d(&r, 500, &none, None), Some(StatusDecision::Retry));
         // Ranges are checked.
         for bad in ["status = 99", "status = \"500-400\"", "status = \"4xx\""] {
             let text = format!("on_status = [{{ {bad}, action = \"fail\" }}]");

@@ -40,6 +40,7 @@ use crate::config::{Config, ConfigError, SourceConfig};
 use crate::kafka::Kafka;
 use crate::kafka::partition::partition_for;
 use crate::quota::{DEFAULT_SAFETY, Pacer, QuotaRecord, QuotaStore};
+use crate::stage::Stage;
 use crate::topics::TopicNames;
 
 pub use stream::{StreamReport, StreamWorker};
@@ -393,7 +394,7 @@ async fn supervise(
     let stop_flag = Arc::new(AtomicBool::new(false));
     let (mut events, thread) = ownership::spawn(
         &shared.kafka,
-        &shared.kafka.group("fetch"),
+        &shared.kafka.group(Stage::Fetch),
         &quota_topic,
         stop_flag.clone(),
     )?;

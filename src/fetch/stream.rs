@@ -14,19 +14,21 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::FetchError;
-use super::cursor::{CursorState, Mode, next_stamp, stream_key};
+use super::cursor::{CursorState, Mode, SyncPlan, next_stamp, parse_time, stream_key};
 use super::http::{HttpError, Response, SourceClient};
 use super::paginate::{self, PageCursor, PageFacts};
 use super::request::{self, Shape, Values};
 use super::unchanged::{Print, Unchanged};
 use crate::blob::BlobStore;
 use crate::config::{Config, SourceConfig, StreamConfig};
+use crate::contract::{DeadLetter, SyncMarker};
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::txn::{self, Backoff, Outcome, Policy};
 use crate::kafka::{
     ErrorClass, Kafka, Outgoing, TxnProducer, classify, partition::partition_for, reader,
 };
 use crate::quota::Pacer;
+use crate::stage::Stage;
 use crate::telemetry::metric;
 use crate::topics::TopicNames;
 
@@ -200,7 +202,7 @@ impl StreamWorker {
                 }
                 Err(BatchError::Http(e)) => {
                     tracing::error!(source = %self.source.name, stream = %self.stream.name, error = %e, pause_s = self.stream.poll_interval.as_secs(), "stream paused: the upstream refused the request; committed pages stay committed");
-                    metrics::counter!(metric::ERRORS, "stage" => "fetch", "class" => "http")
+                    metrics::counter!(metric::ERRORS, "stage" => Stage::Fetch.name(), "class" => "http")
                         .increment(1);
                     if self.once {
                         return Err(FetchError::Http(e));
@@ -212,7 +214,7 @@ impl StreamWorker {
                 Err(BatchError::Blob(e)) => {
                     let pause = blob_backoff.next_pause();
                     tracing::error!(source = %self.source.name, stream = %self.stream.name, error = %e, retry_in_s = pause.as_secs(), "stream paused: the blob store refused an oversize page (a full disk?); nothing of the batch was landed, and it is fetched again");
-                    metrics::counter!(metric::ERRORS, "stage" => "fetch", "class" => "blob")
+                    metrics::counter!(metric::ERRORS, "stage" => Stage::Fetch.name(), "class" => "blob")
                         .increment(1);
                     if self.once {
                         return Err(FetchError::Blob(e));
@@ -227,44 +229,19 @@ impl StreamWorker {
     }
 
     fn begin_sync(&self, prev: Option<&CursorState>) -> CursorState {
-        let now = time::OffsetDateTime::now_utc();
-        let full_due = match (
-            prev.and_then(|p| p.last_full_sync_at.as_deref()),
-            self.stream.full_sync_every,
-        ) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(at), Some(every)) => parse_time(at).is_none_or(|t| now - t >= every),
+        let plan = SyncPlan {
+            full_sync_every: self.stream.full_sync_every,
+            lookback: self.stream.incremental.as_ref().map(|i| i.lookback),
+            force_full: self.force_full,
         };
-        let hw = prev.and_then(|p| p.committed_high_water.clone());
-        let (mode, since) = match (&self.stream.incremental, hw) {
-            (Some(inc), Some(hw)) if !full_due && !self.force_full => {
-                let since = parse_time(&hw)
-                    .map(|t| format_time(t - inc.lookback))
-                    .unwrap_or(hw);
-                (Mode::Incremental, Some(since))
-            }
-            _ => (Mode::Full, None),
-        };
-        CursorState {
-            source: self.source.name.clone(),
-            stream: self.stream.name.clone(),
-            sync_id: uuid::Uuid::new_v4().to_string(),
-            mode,
-            complete: false,
-            page: PageCursor::Start,
-            since,
-            started_at: Some(format_time(now)),
-            high_water: None,
-            committed_high_water: prev.and_then(|p| p.committed_high_water.clone()),
-            last_full_sync_at: prev.and_then(|p| p.last_full_sync_at.clone()),
-            last_sync_at: prev.and_then(|p| p.last_sync_at.clone()),
-            pages: 0,
-            records: 0,
-            total_records: prev.map_or(0, |p| p.total_records),
-            stamp: prev.map_or(0, |p| p.stamp),
-            updated_at: headers::now_rfc3339(),
-        }
+        CursorState::begin(
+            &self.source.name,
+            &self.stream.name,
+            prev,
+            plan,
+            time::OffsetDateTime::now_utc(),
+            uuid::Uuid::new_v4().to_string(),
+        )
     }
 
     /// Fetches up to `pages_per_transaction` pages from `cur`, returning them and the state
@@ -335,7 +312,7 @@ impl StreamWorker {
                         .pointer(&inc.field)
                         .and_then(|v| inc.field_format().parse_json(v))
                     {
-                        next.high_water = max_time(next.high_water.take(), &format_time(t));
+                        next.saw(t);
                     }
                 }
             }
@@ -408,36 +385,10 @@ impl StreamWorker {
                 landed.prints = prints.unwrap_or_default();
                 pages.push(landed);
             }
-            next.page = after;
-            // The counts are of what landed: `pages` is the next page's `intake.seq`, so a
-            // sync's landed pages stay numbered 0, 1, 2… with no gap where a page was skipped,
-            // and a cursor's counts always match the pages behind it.
-            if !skip {
-                next.pages += 1;
-                next.records += count as u64;
-                next.total_records += count as u64;
-            }
+            // The counts are of what landed: `pages` is the next page's `intake.seq`.
+            next.passed(after, (!skip).then_some(count as u64));
         }
-        if next.page == PageCursor::Done {
-            next.complete = true;
-            let now = headers::now_rfc3339();
-            next.last_sync_at = Some(now.clone());
-            if next.mode == Mode::Full {
-                next.last_full_sync_at = Some(now);
-            }
-            if let Some(hw) = next.high_water.clone() {
-                // A full sync reads in id order: a record it read early may be updated again
-                // before the sync ends, with an `updated_at` below the sync's high-water mark.
-                // The next incremental sync must not start after this sync started, or such
-                // updates wait for the next full sync. (Incremental syncs read in
-                // `updated_at` order and see records that move, so their high water holds.)
-                let hw = match (next.mode, next.started_at.as_deref()) {
-                    (Mode::Full, Some(start)) => min_time(hw, start),
-                    _ => hw,
-                };
-                next.committed_high_water = max_time(next.committed_high_water.take(), &hw);
-            }
-        }
+        next.finish_if_done(time::OffsetDateTime::now_utc());
         next.updated_at = headers::now_rfc3339();
         Ok((pages, next))
     }
@@ -553,12 +504,9 @@ impl StreamWorker {
         } else {
             resp.body.clone()
         };
-        let hdrs = hdrs
-            .with(headers::DLQ_KIND, kind)
-            .with(headers::DLQ_DETAIL, detail)
-            .with(headers::DLQ_ORIGIN, &resp.url)
-            .with(headers::DLQ_STAGE, "fetch")
-            .with(headers::DLQ_AT, headers::now_rfc3339())
+        let at = headers::now_rfc3339();
+        let hdrs = DeadLetter::new(Stage::Fetch.name(), kind, &detail, &resp.url, &at)
+            .write(hdrs)
             .build();
         producer
             .transaction(Policy::once(), move |p| {
@@ -633,7 +581,7 @@ impl StreamWorker {
         let records_in: u64 = pages.iter().map(|p| p.records).sum();
         let records_out =
             (pages.len() + usize::from(marker.is_some()) + usize::from(state.is_some())) as u64;
-        let lag = metrics::gauge!(metric::LAG, "stage" => "fetch");
+        let lag = metrics::gauge!(metric::LAG, "stage" => Stage::Fetch.name());
         lag.increment(records_in as f64);
         let pages: Vec<(Bytes, rdkafka::message::OwnedHeaders)> = pages
             .iter()
@@ -643,12 +591,17 @@ impl StreamWorker {
         let marker = marker.map(|k| {
             let s = state.expect("markers come with a cursor");
             let value = serde_json::json!({ "sync_id": s.sync_id, "mode": s.mode.as_str(), "pages": s.pages, "records": s.records });
-            let h = Headers::new()
-                .with(headers::SOURCE, &self.source.name)
-                .with(headers::STREAM, &self.stream.name)
-                .with(headers::KIND, k.as_str())
-                .with(headers::SYNC_ID, &s.sync_id)
-                .with(headers::MODE, s.mode.as_str())
+            let marker = SyncMarker {
+                begin: k == Kind::SyncBegin,
+                sync_id: &s.sync_id,
+                full: s.mode == Mode::Full,
+            };
+            let h = marker
+                .write(
+                    Headers::new()
+                        .with(headers::SOURCE, &self.source.name)
+                        .with(headers::STREAM, &self.stream.name),
+                )
                 .with(headers::SEQ, s.pages.to_string())
                 .with(headers::FETCHED_AT, headers::now_rfc3339());
             (
@@ -682,13 +635,15 @@ impl StreamWorker {
                 Ok(())
             })
             .await;
-        metrics::histogram!(metric::COMMIT_SECONDS, "stage" => "fetch")
+        metrics::histogram!(metric::COMMIT_SECONDS, "stage" => Stage::Fetch.name())
             .record(started.elapsed().as_secs_f64());
         lag.decrement(records_in as f64);
         match outcome {
             Outcome::Committed { .. } => {
-                metrics::counter!(metric::RECORDS_IN, "stage" => "fetch").increment(records_in);
-                metrics::counter!(metric::RECORDS_OUT, "stage" => "fetch").increment(records_out);
+                metrics::counter!(metric::RECORDS_IN, "stage" => Stage::Fetch.name())
+                    .increment(records_in);
+                metrics::counter!(metric::RECORDS_OUT, "stage" => Stage::Fetch.name())
+                    .increment(records_out);
                 Ok(())
             }
             // Fatal too: the producer is unusable, and the worker's restart replaces it.
@@ -767,46 +722,6 @@ fn key_string(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-}
-
-fn format_time(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-/// The earlier of two timestamps (RFC 3339 compared as instants; unparsable ones as strings).
-fn min_time(a: String, b: &str) -> String {
-    match (parse_time(&a), parse_time(b)) {
-        (Some(x), Some(y)) => {
-            if y < x {
-                b.to_owned()
-            } else {
-                a
-            }
-        }
-        _ => {
-            if b < a.as_str() {
-                b.to_owned()
-            } else {
-                a
-            }
-        }
-    }
-}
-
-/// The later of two timestamps (RFC 3339 compared as instants; unparsable ones as strings).
-fn max_time(a: Option<String>, b: &str) -> Option<String> {
-    match a {
-        None => Some(b.to_owned()),
-        Some(a) => match (parse_time(&a), parse_time(b)) {
-            (Some(x), Some(y)) => Some(if y > x { b.to_owned() } else { a }),
-            _ => Some(if b > a.as_str() { b.to_owned() } else { a }),
-        },
     }
 }
 

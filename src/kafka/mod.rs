@@ -30,6 +30,7 @@ use rdkafka::error::KafkaResult;
 
 use crate::config::security::ResolvedSecurity;
 use crate::config::{ConfigError, KafkaConfig};
+use crate::stage::Stage;
 
 pub use error::{ErrorClass, classify};
 pub use reader::Reader;
@@ -176,7 +177,7 @@ impl Kafka {
         self.cfg.transaction_timeout
     }
 
-    pub fn group(&self, stage: &str) -> String {
+    pub fn group(&self, stage: Stage) -> String {
         format!("{}-{stage}", self.cfg.group_prefix)
     }
 

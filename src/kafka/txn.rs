@@ -21,6 +21,7 @@ pub use policy::{
     fail, resume, run, run_with,
 };
 
+use crate::stage::Stage;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -92,8 +93,8 @@ pub enum Writer<'a> {
     DlqReplay,
     /// A consuming stage's member (validate, dedup); also its static group membership.
     Stage {
-        /// The stage (`validate`, `dedup`): its group is `<group_prefix>-<stage>`.
-        stage: &'a str,
+        /// The stage (validate, dedup): its group is `<group_prefix>-<stage>`.
+        stage: Stage,
         /// The instance id.
         instance: &'a str,
     },
@@ -395,7 +396,7 @@ mod tests {
         assert_eq!(id(Writer::DlqReplay), "intake-dlq-replay");
         assert_eq!(
             id(Writer::Stage {
-                stage: "validate",
+                stage: Stage::Validate,
                 instance: "a1"
             }),
             "intake-validate-a1"

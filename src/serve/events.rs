@@ -18,24 +18,8 @@ use super::ApiError;
 use crate::config::{ConfigError, FieldSpec, SourceConfig, TimeFormat, WebhookConfig};
 use crate::validate::split::{parse_version, parse_version_as};
 
-/// What an event does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// Creates or updates the record.
-    Upsert,
-    /// Deletes the entity.
-    Delete,
-}
-
-impl Op {
-    /// Its `intake.op` value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Upsert => "upsert",
-            Self::Delete => "delete",
-        }
-    }
-}
+/// What an event does (the `intake.op` it lands with).
+pub use crate::contract::Op;
 
 /// A mapped event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::kafka::txn::{Backoff, OnFence, Policy};
 use crate::kafka::{Kafka, Outgoing, TxnProducer, classify};
+use crate::stage::Stage;
 use crate::telemetry::metric;
 
 /// Most requests per transaction.
@@ -26,7 +27,7 @@ const LINGER: Duration = Duration::from_millis(5);
 pub const QUEUE: usize = 1024;
 
 /// One record to land.
-pub struct Record {
+pub struct ToLand {
     /// Topic.
     pub topic: String,
     /// Key.
@@ -40,7 +41,7 @@ pub struct Record {
 /// A request's records, landed together or not at all.
 pub struct Landing {
     /// The records.
-    pub records: Vec<Record>,
+    pub records: Vec<ToLand>,
     /// Where the outcome goes.
     pub ack: oneshot::Sender<Ack>,
 }
@@ -99,10 +100,10 @@ pub fn start(
             if batch.is_empty() {
                 continue;
             }
-            let (records, acks): (Vec<Vec<Record>>, Vec<oneshot::Sender<Ack>>) =
+            let (records, acks): (Vec<Vec<ToLand>>, Vec<oneshot::Sender<Ack>>) =
                 batch.into_iter().map(|l| (l.records, l.ack)).unzip();
             // Requests still queued behind this batch: the stage's lag.
-            metrics::gauge!(metric::LAG, "stage" => "serve").set(rx.len() as f64);
+            metrics::gauge!(metric::LAG, "stage" => Stage::Serve.name()).set(rx.len() as f64);
             let (n_in, n_out) = (
                 records.len() as u64,
                 records.iter().map(|r| r.len() as u64).sum::<u64>(),
@@ -121,13 +122,15 @@ pub fn start(
                     })
                 })
                 .await;
-            metrics::histogram!(metric::COMMIT_SECONDS, "stage" => "serve")
+            metrics::histogram!(metric::COMMIT_SECONDS, "stage" => Stage::Serve.name())
                 .record(started.elapsed().as_secs_f64());
             let replace = landed.needs_new_producer();
             let failure = landed.into_error();
             if failure.is_none() {
-                metrics::counter!(metric::RECORDS_IN, "stage" => "serve").increment(n_in);
-                metrics::counter!(metric::RECORDS_OUT, "stage" => "serve").increment(n_out);
+                metrics::counter!(metric::RECORDS_IN, "stage" => Stage::Serve.name())
+                    .increment(n_in);
+                metrics::counter!(metric::RECORDS_OUT, "stage" => Stage::Serve.name())
+                    .increment(n_out);
             }
             let outcome: Ack = match &failure {
                 None => Ok(()),
@@ -139,7 +142,7 @@ pub fn start(
                 }
                 Some(e) => {
                     tracing::error!(error = %e, requests = acks.len(), replace, "landing transaction failed; the requests were answered 503 (not acknowledged)");
-                    metrics::counter!(metric::ERRORS, "stage" => "serve", "class" => format!("{:?}", classify(&e))).increment(1);
+                    metrics::counter!(metric::ERRORS, "stage" => Stage::Serve.name(), "class" => format!("{:?}", classify(&e))).increment(1);
                     let _ = ready_tx.send(false);
                     if replace {
                         // Fenced, broken, or a transaction whose outcome could not be learned:
@@ -188,7 +191,7 @@ async fn init(p: &TxnProducer) {
 /// The queue is full (`busy`), the lander stopped, or the transaction failed.
 pub async fn land(
     queue: &mpsc::Sender<Landing>,
-    records: Vec<Record>,
+    records: Vec<ToLand>,
     wait: Duration,
 ) -> Result<(), LandError> {
     let (ack, rx) = oneshot::channel();

@@ -21,7 +21,7 @@
 
 mod auth;
 mod events;
-pub mod jobs;
+
 pub mod lander;
 mod openapi;
 pub mod replay;
@@ -43,9 +43,10 @@ use tokio::sync::{mpsc, watch};
 use crate::blob::BlobStore;
 use crate::config::{Config, ConfigError, SecretString, ServeOperation};
 use crate::headers::{self, Headers, Kind};
+use crate::jobs;
 use crate::kafka::Kafka;
 use crate::topics::TopicNames;
-use lander::{LandError, Landing, Record};
+use lander::{LandError, Landing, ToLand};
 
 /// Uploads (`PUT /v1/blobs`) may be this much larger than inline bodies.
 const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
@@ -55,7 +56,7 @@ struct ServeState {
     names: TopicNames,
     queue: mpsc::Sender<Landing>,
     ready: watch::Receiver<bool>,
-    jobs: jobs::Registry,
+    jobs: jobs::JobRegistry,
     blobs: BlobStore,
     hooks: HashMap<String, Hook>,
     ack_wait: Duration,
@@ -192,7 +193,7 @@ pub async fn run(
     // Started while the brokers are away (a network fault, a leader moving), it waits for them.
     let jobs_topic = names.jobs();
     let jobs = crate::kafka::retry_transient("restoring the job registry", || {
-        jobs::Registry::restore(&kafka, &jobs_topic)
+        jobs::JobRegistry::restore(&kafka, &jobs_topic)
     })
     .await?;
     tracing::info!(jobs = jobs.len(), "job registry restored");
@@ -507,7 +508,7 @@ async fn webhook(
     } else {
         body
     };
-    let rec = Record {
+    let rec = ToLand {
         topic: st.names.landing(),
         key: Bytes::from(entity.clone().into_bytes()),
         value: Some(value),
@@ -665,13 +666,13 @@ async fn submit_job(
         }
     };
     let key = format!("{}/{}", src.name, st_cfg.name);
-    let batch = Record {
+    let batch = ToLand {
         topic: st.names.landing(),
         key: Bytes::from(key.into_bytes()),
         value: Some(value),
         headers: h.build(),
     };
-    let registry = Record {
+    let registry = ToLand {
         topic: st.names.jobs(),
         key: Bytes::from(job_id.clone().into_bytes()),
         value: Some(Bytes::from(serde_json::to_vec(&job).expect("serialisable"))),

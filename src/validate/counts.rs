@@ -1,14 +1,14 @@
 //! Per-job counts: what validate did with the records of a job's landing record, written to
-//! `intake.jobs` in the same transaction as the outputs (see [`crate::serve::jobs`]).
+//! `intake.jobs` in the same transaction as the outputs (see [`crate::jobs`]).
 
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 
-use super::dlq;
+use super::reject;
 use crate::headers::{self, Headers};
+use crate::jobs::CountDelta;
 use crate::kafka::Outgoing;
 use crate::kafka::eos::Sink;
-use crate::serve::jobs::CountDelta;
 
 /// Outputs of the landing record being processed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl Tally {
     pub(crate) fn delta(&self, msg: &BorrowedMessage<'_>) -> Option<CountDelta> {
         let job = headers::get_str(msg.headers(), headers::JOB_ID)?;
         let attempt = headers::get_str(msg.headers(), headers::JOB_ATTEMPT);
-        let origin = dlq::origin(msg.topic(), msg.partition(), msg.offset(), None);
+        let origin = reject::origin(msg.topic(), msg.partition(), msg.offset(), None);
         Some(CountDelta::validate(
             job, attempt, &origin, self.valid, self.dead, self.whole,
         ))

@@ -15,16 +15,16 @@
 //!
 //! | module      | the stage on Kafka |
 //! |-------------|--------------------|
-//! | [`stage`]   | the exactly-once processor over `intake.landing` and [`stage::run`] |
-//! | [`dlq`]     | dead letters: [`dlq::Rejection`], the `dlq.*` headers, `dlq.origin` |
+//! | [`stage`]   | the exactly-once processor over `intake.landing` and [`stage::run`]: routing (`mod.rs`), per-stream plans (`plan.rs`), schemas (`schemas.rs`), webhook events (`events.rs`), outputs (`output.rs`) |
+//! | [`reject`]  | dead letters: [`reject::Rejection`], the `dlq.*` headers, `dlq.origin` |
 //! | `counts`    | per-job counts written to `intake.jobs` with the outputs |
 
 pub mod convert;
 mod counts;
-pub mod dlq;
 pub mod error;
 pub mod infer;
 pub mod key;
+pub mod reject;
 pub mod split;
 pub mod stage;
 

@@ -20,7 +20,7 @@ use intake::dedup::Stamp;
 use intake::fetch::cursor::{CursorState, Mode};
 use intake::headers;
 use intake::topics::TopicNames;
-use intake::verify::Report;
+use intake::verify::VerifyReport;
 
 use super::{Rec, read_all};
 
@@ -298,7 +298,7 @@ pub async fn diagnose(cfg: &Config, logs: &[std::path::PathBuf]) -> String {
 }
 
 /// Whether a report equals the truth in every stream.
-pub fn equal(r: &Report) -> bool {
+pub fn equal(r: &VerifyReport) -> bool {
     r.ok()
         && r.streams
             .values()
@@ -311,7 +311,7 @@ pub fn equal(r: &Report) -> bool {
 /// its progress instead of a fixed deadline. Committed offsets are not a sign of progress:
 /// periodic full syncs move them for ever. Returns the last report, which the caller asserts
 /// on exactly.
-pub async fn converge(cfg: &Config, truth: &serde_json::Value, quiet: Duration) -> Report {
+pub async fn converge(cfg: &Config, truth: &serde_json::Value, quiet: Duration) -> VerifyReport {
     let started = Instant::now();
     let mut moved_at = Instant::now();
     let mut last = String::new();
@@ -501,7 +501,7 @@ pub struct Figures {
 }
 
 /// The figures of a comparison and the doubles, and a printable per-stream table.
-pub fn figures(r: &Report, d: &Doubles) -> (Figures, String) {
+pub fn figures(r: &VerifyReport, d: &Doubles) -> (Figures, String) {
     let mut f = Figures {
         doubled: d.total(),
         ..Figures::default()
@@ -562,7 +562,7 @@ pub fn figures(r: &Report, d: &Doubles) -> (Figures, String) {
 /// key was curated before, as with webhooks on), every drifted key in the DLQ with its kind,
 /// nothing else; no other DLQ kind; and nothing committed twice.
 pub fn assert_exact(
-    r: &Report,
+    r: &VerifyReport,
     d: &Doubles,
     truth: &serde_json::Value,
     all_deletes_curated: bool,

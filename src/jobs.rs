@@ -252,23 +252,23 @@ impl Inner {
 
 /// The registry in memory, restored from `intake.jobs` at start and following it after.
 #[derive(Default)]
-pub struct Registry {
+pub struct JobRegistry {
     inner: Arc<Inner>,
     locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// Set on drop: the follower thread ends.
     stop: Arc<AtomicBool>,
 }
 
-impl Drop for Registry {
+impl Drop for JobRegistry {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
 
-impl Registry {
+impl JobRegistry {
     /// Reads every record of the topic (read_committed), then follows it on a thread of its
     /// own (ended when the registry is dropped), so counts written by validate and replays
-    /// show up in [`Registry::get`].
+    /// show up in [`JobRegistry::get`].
     ///
     /// # Errors
     /// Kafka errors.
@@ -468,7 +468,7 @@ mod tests {
 
     #[test]
     fn counts_fold_idempotently_and_follow_replays() {
-        let reg = Registry::default();
+        let reg = JobRegistry::default();
         reg.insert(job(5));
         assert_eq!(reg.get("j-1").unwrap().state, "landed");
         assert_eq!(reg.get("j-1").unwrap().counts.pending, 5);
@@ -523,7 +523,7 @@ mod tests {
     #[test]
     fn only_the_landing_the_job_record_names_is_counted() {
         // Two serve processes landed job j-1 (attempts a and b); the record read last names b.
-        let reg = Registry::default();
+        let reg = JobRegistry::default();
         for attempt in ["a", "b"] {
             reg.inner.fold(
                 &serde_json::to_vec(&Job {
@@ -541,7 +541,7 @@ mod tests {
         assert_eq!((j.counts.valid, j.counts.pending), (5, 0));
         assert_eq!(j.state, "validated");
         // Only a's landing validated so far: b's records are still pending.
-        let reg = Registry::default();
+        let reg = JobRegistry::default();
         reg.inner.fold(
             &serde_json::to_vec(&Job {
                 attempt: Some("b".into()),

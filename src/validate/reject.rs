@@ -11,6 +11,7 @@
 use rdkafka::message::OwnedHeaders;
 
 use super::error::{DriftKind, RecordError};
+use crate::contract::DeadLetter;
 use crate::headers;
 
 /// `dlq.error.kind` of a `blob-ref` whose blob is missing, corrupt (sha256 mismatch) or in
@@ -18,7 +19,7 @@ use crate::headers;
 pub const BLOB_UNREADABLE: &str = "blob_unreadable";
 
 /// The stage name in `dlq.stage`.
-pub const STAGE: &str = "validate";
+pub const STAGE: &str = crate::stage::Stage::Validate.name();
 
 /// Why something goes to the DLQ: the three `dlq.error.*` headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,19 +138,14 @@ pub fn headers<H: rdkafka::message::Headers>(
     origin: &str,
     at: &str,
 ) -> OwnedHeaders {
-    headers::copy_all(landing)
-        .with(headers::DLQ_KIND, why.kind)
-        .with(headers::DLQ_DETAIL, &why.detail)
-        .with_opt(headers::DLQ_FIELD, why.field.as_deref())
-        .with_opt(headers::DLQ_SUBJECT, against.map(|a| a.subject))
-        .with_opt(
-            headers::DLQ_SCHEMA_VERSION,
-            against.and_then(|a| a.version).map(|v| v.to_string()),
-        )
-        .with(headers::DLQ_ORIGIN, origin)
-        .with(headers::DLQ_STAGE, STAGE)
-        .with(headers::DLQ_AT, at)
-        .build()
+    DeadLetter {
+        field: why.field.as_deref(),
+        subject: against.map(|a| a.subject),
+        schema_version: against.and_then(|a| a.version),
+        ..DeadLetter::new(STAGE, why.kind, &why.detail, origin, at)
+    }
+    .write(headers::copy_all(landing))
+    .build()
 }
 
 /// Bytes the headers add to a record (names and values), for size checks before sending.

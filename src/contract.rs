@@ -1,0 +1,497 @@
+//! Typed contracts for what one stage writes to a topic and another reads back
+//! (`docs/INVARIANTS.md`, Topics and Headers). Each contract has one writer and one reader here,
+//! next to the header names of [`crate::headers`], and a round-trip test, so no stage builds or
+//! parses these headers by hand:
+//!
+//! - [`Op`]: what a record does to its key (`intake.op`), on landed webhook events and on
+//!   valid and curated records;
+//! - [`ValidStamp`]: the stamp of a valid or curated record (`intake.op`, `intake.version`,
+//!   `intake.hash`), which dedup's merge orders;
+//! - [`SyncMarker`]: a `sync-begin` / `sync-end` marker (`intake.kind`, `intake.sync_id`,
+//!   `intake.mode`), written by fetch to landing, copied by validate to every partition of the
+//!   valid topic, read by dedup;
+//! - [`DeadLetter`]: the `dlq.*` headers every stage puts on what it sends to the DLQ.
+
+use crate::headers::{self, Headers, Kind};
+
+/// What a record does to its key: `intake.op`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Creates or updates the record.
+    Upsert,
+    /// Deletes it (the record has no value).
+    Delete,
+}
+
+impl Op {
+    /// The header value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Upsert => "upsert",
+            Self::Delete => "delete",
+        }
+    }
+
+    /// Parses a header value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "upsert" => Some(Self::Upsert),
+            "delete" => Some(Self::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// `intake.hash` of a delete: it has no content.
+pub const DELETE_HASH: &str = "0000000000000000";
+
+/// A content hash as `intake.hash` writes it: 16 lower-case hex digits.
+pub fn hash_hex(hash: u64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    std::array::from_fn(|i| HEX[((hash >> (60 - 4 * i)) & 0xf) as usize])
+}
+
+/// Reads an `intake.hash` value: exactly 16 hex digits.
+pub fn parse_hash(s: &str) -> Option<u64> {
+    if s.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
+/// The stamp of a valid or curated record: what it does, at which upstream version, with
+/// which content hash (the merge rule orders by version, then delete over upsert, then hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidStamp {
+    /// `intake.op`.
+    pub op: Op,
+    /// `intake.version`. A record of a stream with neither a version pointer nor a page stamp
+    /// has none, and dedup refuses it as a contract violation.
+    pub version: Option<i64>,
+    /// `intake.hash` of the raw record bytes; 0 (written [`DELETE_HASH`]) for a delete.
+    pub hash: u64,
+}
+
+impl ValidStamp {
+    /// A create or update.
+    pub const fn upsert(version: Option<i64>, hash: u64) -> Self {
+        Self {
+            op: Op::Upsert,
+            version,
+            hash,
+        }
+    }
+
+    /// A delete at `version`.
+    pub const fn delete(version: i64) -> Self {
+        Self {
+            op: Op::Delete,
+            version: Some(version),
+            hash: 0,
+        }
+    }
+
+    /// Whether this is a delete.
+    pub const fn is_delete(&self) -> bool {
+        matches!(self.op, Op::Delete)
+    }
+
+    /// Adds `intake.op`, `intake.version` (when known) and `intake.hash` to `h`.
+    #[must_use]
+    pub fn write(&self, h: Headers) -> Headers {
+        let mut version = itoa::Buffer::new();
+        let hash = match self.op {
+            Op::Upsert => hash_hex(self.hash),
+            Op::Delete => hash_hex(0),
+        };
+        h.with(headers::OP, self.op.as_str())
+            .with_opt(headers::VERSION, self.version.map(|v| version.format(v)))
+            .with(headers::HASH, hash)
+    }
+
+    /// Reads the stamp of a valid or curated record. A record without a value and without
+    /// `intake.op` is a delete (a curated tombstone written before `intake.op` existed); an
+    /// upsert needs a value, a version and a hash, a delete a version.
+    pub fn read<H: rdkafka::message::Headers>(
+        h: Option<&H>,
+        has_value: bool,
+    ) -> Result<Self, String> {
+        let op = match headers::get_str(h, headers::OP) {
+            Some(s) => Op::parse(s)
+                .ok_or_else(|| format!("{} is {s:?}, not upsert or delete", headers::OP))?,
+            None if !has_value => Op::Delete,
+            None => return Err(format!("data record without {}", headers::OP)),
+        };
+        let version = headers::get_str(h, headers::VERSION)
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| format!("{} missing or not a decimal i64", headers::VERSION))?;
+        match op {
+            Op::Delete => Ok(Self::delete(version)),
+            Op::Upsert => {
+                if !has_value {
+                    return Err("upsert without a value".into());
+                }
+                let hash = headers::get_str(h, headers::HASH)
+                    .and_then(parse_hash)
+                    .ok_or_else(|| format!("{} missing or not 16 hex digits", headers::HASH))?;
+                Ok(Self::upsert(Some(version), hash))
+            }
+        }
+    }
+}
+
+/// A sync marker: where a sync begins or ends in a stream's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncMarker<'a> {
+    /// `sync-begin` (true) or `sync-end`.
+    pub begin: bool,
+    /// `intake.sync_id`.
+    pub sync_id: &'a str,
+    /// `intake.mode`: `full` (true) or `incremental`.
+    pub full: bool,
+}
+
+impl<'a> SyncMarker<'a> {
+    /// `intake.mode` of a full sync.
+    pub const FULL: &'static str = "full";
+    /// `intake.mode` of an incremental sync.
+    pub const INCREMENTAL: &'static str = "incremental";
+
+    /// Adds `intake.kind`, `intake.sync_id` and `intake.mode` to `h`.
+    #[must_use]
+    pub fn write(&self, h: Headers) -> Headers {
+        let kind = if self.begin {
+            Kind::SyncBegin
+        } else {
+            Kind::SyncEnd
+        };
+        h.with(headers::KIND, kind.as_str())
+            .with(headers::SYNC_ID, self.sync_id)
+            .with(
+                headers::MODE,
+                if self.full {
+                    Self::FULL
+                } else {
+                    Self::INCREMENTAL
+                },
+            )
+    }
+
+    /// Reads a marker: `None` when the record has no `intake.kind` (it is a data record),
+    /// an error when it has one that is not a marker's, or a marker without its sync id or
+    /// mode.
+    pub fn read<H: rdkafka::message::Headers>(h: Option<&'a H>) -> Option<Result<Self, String>> {
+        let kind = headers::get(h, headers::KIND)?;
+        Some(Self::parse(h, kind))
+    }
+
+    fn parse<H: rdkafka::message::Headers>(h: Option<&'a H>, kind: &[u8]) -> Result<Self, String> {
+        let begin = match Kind::parse(kind) {
+            Some(Kind::SyncBegin) => true,
+            Some(Kind::SyncEnd) => false,
+            _ => {
+                return Err(format!(
+                    "unexpected {} `{}`",
+                    headers::KIND,
+                    String::from_utf8_lossy(kind)
+                ));
+            }
+        };
+        let sync_id = headers::get_str(h, headers::SYNC_ID)
+            .ok_or_else(|| format!("sync marker without {}", headers::SYNC_ID))?;
+        let full = match headers::get_str(h, headers::MODE) {
+            Some(Self::FULL) => true,
+            Some(Self::INCREMENTAL) => false,
+            other => return Err(format!("sync marker with {} {other:?}", headers::MODE)),
+        };
+        Ok(Self {
+            begin,
+            sync_id,
+            full,
+        })
+    }
+
+    /// Copies a marker's own headers from `from` (a landing record) onto `h` as they are,
+    /// whatever they hold: validate passes markers on, and dedup is the one that refuses a
+    /// malformed one (to the DLQ, with the reason).
+    #[must_use]
+    pub fn copy<H: rdkafka::message::Headers>(from: Option<&H>, h: Headers) -> Headers {
+        h.with_opt(headers::KIND, headers::get(from, headers::KIND))
+            .with_opt(headers::SYNC_ID, headers::get(from, headers::SYNC_ID))
+            .with_opt(headers::MODE, headers::get(from, headers::MODE))
+    }
+}
+
+/// Why and where from a record went to the DLQ: the `dlq.*` headers, added after the
+/// headers the record had (which a dead letter keeps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetter<'a> {
+    /// `dlq.error.kind`: `malformed_json`, `missing_field`, `contract_violation`, ...
+    pub kind: &'a str,
+    /// `dlq.error.detail`: one sentence, naming the field when there is one.
+    pub detail: &'a str,
+    /// `dlq.error.field`: the field at fault, when there is one.
+    pub field: Option<&'a str>,
+    /// `dlq.schema.subject`: the subject the record was checked against.
+    pub subject: Option<&'a str>,
+    /// `dlq.schema.version`: its version, when one was registered.
+    pub schema_version: Option<u32>,
+    /// `dlq.origin`: where the input came from (`topic/partition/offset[#index]`, or the
+    /// request URL for fetch's own dead letters).
+    pub origin: &'a str,
+    /// `dlq.stage`: the stage that refused it.
+    pub stage: &'a str,
+    /// `dlq.at` (RFC 3339).
+    pub at: &'a str,
+}
+
+impl<'a> DeadLetter<'a> {
+    /// A dead letter of `stage` with only the required headers; set the others as fields.
+    pub fn new(
+        stage: &'a str,
+        kind: &'a str,
+        detail: &'a str,
+        origin: &'a str,
+        at: &'a str,
+    ) -> Self {
+        Self {
+            kind,
+            detail,
+            field: None,
+            subject: None,
+            schema_version: None,
+            origin,
+            stage,
+            at,
+        }
+    }
+
+    /// Adds the `dlq.*` headers to `h`.
+    #[must_use]
+    pub fn write(&self, h: Headers) -> Headers {
+        let mut version = itoa::Buffer::new();
+        h.with(headers::DLQ_KIND, self.kind)
+            .with(headers::DLQ_DETAIL, self.detail)
+            .with_opt(headers::DLQ_FIELD, self.field)
+            .with_opt(headers::DLQ_SUBJECT, self.subject)
+            .with_opt(
+                headers::DLQ_SCHEMA_VERSION,
+                self.schema_version.map(|v| version.format(v)),
+            )
+            .with(headers::DLQ_ORIGIN, self.origin)
+            .with(headers::DLQ_STAGE, self.stage)
+            .with(headers::DLQ_AT, self.at)
+    }
+
+    /// Reads the `dlq.*` headers back (`dlq.error.kind` `unknown` and an empty detail, origin,
+    /// stage or time when absent: a dead letter is shown whatever it lacks).
+    pub fn read<H: rdkafka::message::Headers>(h: Option<&'a H>) -> Self {
+        let s = |k: &str| -> Option<&'a str> { headers::get_str(h, k) };
+        Self {
+            kind: s(headers::DLQ_KIND).unwrap_or("unknown"),
+            detail: s(headers::DLQ_DETAIL).unwrap_or(""),
+            field: s(headers::DLQ_FIELD),
+            subject: s(headers::DLQ_SUBJECT),
+            schema_version: s(headers::DLQ_SCHEMA_VERSION).and_then(|v| v.parse().ok()),
+            origin: s(headers::DLQ_ORIGIN).unwrap_or(""),
+            stage: s(headers::DLQ_STAGE).unwrap_or(""),
+            at: s(headers::DLQ_AT).unwrap_or(""),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rdkafka::message::{Headers as _, OwnedHeaders};
+
+    fn built(h: Headers) -> OwnedHeaders {
+        h.build()
+    }
+
+    #[test]
+    fn ops_round_trip_and_nothing_else_parses() {
+        for op in [Op::Upsert, Op::Delete] {
+            assert_eq!(Op::parse(op.as_str()), Some(op));
+        }
+        for bad in ["", "Upsert", "del", "upsert "] {
+            assert_eq!(Op::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_delete_writes_the_zero_hash() {
+        let h = built(ValidStamp::delete(7).write(Headers::new()));
+        assert_eq!(headers::get_str(Some(&h), headers::HASH), Some(DELETE_HASH));
+        assert_eq!(headers::get_str(Some(&h), headers::OP), Some("delete"));
+        assert_eq!(headers::get_str(Some(&h), headers::VERSION), Some("7"));
+        assert_eq!(h.count(), 3);
+    }
+
+    #[test]
+    fn stamps_are_refused_with_a_reason() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut b = Headers::new();
+            for (k, v) in pairs {
+                b = b.with(k, v);
+            }
+            b.build()
+        };
+        let cases: &[(&[(&str, &str)], bool, &str)] = &[
+            (&[(headers::VERSION, "1")], true, "without intake.op"),
+            (
+                &[(headers::OP, "merge"), (headers::VERSION, "1")],
+                true,
+                "not upsert or delete",
+            ),
+            (
+                &[(headers::OP, "upsert"), (headers::HASH, "00000000000000ff")],
+                true,
+                "intake.version",
+            ),
+            (
+                &[
+                    (headers::OP, "upsert"),
+                    (headers::VERSION, "x"),
+                    (headers::HASH, "00000000000000ff"),
+                ],
+                true,
+                "intake.version",
+            ),
+            (
+                &[(headers::OP, "upsert"), (headers::VERSION, "1")],
+                true,
+                "intake.hash",
+            ),
+            (
+                &[
+                    (headers::OP, "upsert"),
+                    (headers::VERSION, "1"),
+                    (headers::HASH, "ff"),
+                ],
+                true,
+                "intake.hash",
+            ),
+            (
+                &[
+                    (headers::OP, "upsert"),
+                    (headers::VERSION, "1"),
+                    (headers::HASH, "00000000000000ff"),
+                ],
+                false,
+                "without a value",
+            ),
+        ];
+        for (pairs, has_value, why) in cases {
+            let e = ValidStamp::read(Some(&h(pairs)), *has_value).unwrap_err();
+            assert!(e.contains(why), "{pairs:?}: {e}");
+        }
+        // A tombstone without intake.op is a delete.
+        assert_eq!(
+            ValidStamp::read(Some(&h(&[(headers::VERSION, "4")])), false),
+            Ok(ValidStamp::delete(4))
+        );
+    }
+
+    #[test]
+    fn markers_need_their_id_and_mode() {
+        let no_kind = built(Headers::new().with(headers::SYNC_ID, "s"));
+        assert_eq!(SyncMarker::read(Some(&no_kind)), None);
+        let page = built(Headers::new().with(headers::KIND, Kind::Page.as_str()));
+        assert!(
+            SyncMarker::read(Some(&page))
+                .unwrap()
+                .unwrap_err()
+                .contains("unexpected")
+        );
+        let no_mode = built(
+            Headers::new()
+                .with(headers::KIND, Kind::SyncEnd.as_str())
+                .with(headers::SYNC_ID, "s"),
+        );
+        assert!(
+            SyncMarker::read(Some(&no_mode))
+                .unwrap()
+                .unwrap_err()
+                .contains("intake.mode")
+        );
+        let no_id = built(
+            Headers::new()
+                .with(headers::KIND, Kind::SyncBegin.as_str())
+                .with(headers::MODE, "full"),
+        );
+        assert!(
+            SyncMarker::read(Some(&no_id))
+                .unwrap()
+                .unwrap_err()
+                .contains("intake.sync_id")
+        );
+    }
+
+    #[test]
+    fn fetch_writes_the_modes_markers_are_read_with() {
+        use crate::fetch::cursor::Mode;
+        assert_eq!(Mode::Full.as_str(), SyncMarker::FULL);
+        assert_eq!(Mode::Incremental.as_str(), SyncMarker::INCREMENTAL);
+    }
+
+    #[test]
+    fn a_copied_marker_reads_as_the_original() {
+        let m = SyncMarker {
+            begin: false,
+            sync_id: "s-1",
+            full: true,
+        };
+        let landing = built(m.write(Headers::new().with(headers::SOURCE, "sim")));
+        let copied = built(SyncMarker::copy(Some(&landing), Headers::new()));
+        assert_eq!(SyncMarker::read(Some(&copied)), Some(Ok(m)));
+        assert_eq!(copied.count(), 3);
+    }
+
+    proptest! {
+        #[test]
+        fn hashes_round_trip(hash: u64) {
+            let hex = hash_hex(hash);
+            let s = std::str::from_utf8(&hex).unwrap();
+            prop_assert_eq!(parse_hash(s), Some(hash));
+            prop_assert_eq!(s.to_ascii_lowercase(), s);
+        }
+
+        #[test]
+        fn stamps_round_trip(version: i64, hash: u64, delete: bool) {
+            let stamp = if delete {
+                ValidStamp::delete(version)
+            } else {
+                ValidStamp::upsert(Some(version), hash)
+            };
+            let h = built(stamp.write(Headers::new().with(headers::SOURCE, "sim")));
+            prop_assert_eq!(ValidStamp::read(Some(&h), !delete), Ok(stamp));
+        }
+
+        #[test]
+        fn markers_round_trip(begin: bool, full: bool, sync_id in "[a-z0-9-]{1,40}") {
+            let m = SyncMarker { begin, sync_id: &sync_id, full };
+            let h = built(m.write(Headers::new()));
+            prop_assert_eq!(SyncMarker::read(Some(&h)), Some(Ok(m)));
+        }
+
+        #[test]
+        fn dead_letters_round_trip(
+            kind in "[a-z_]{1,20}",
+            detail in ".{0,80}",
+            field in proptest::option::of("[a-z.]{1,20}"),
+            subject in proptest::option::of("[a-z.-]{1,30}"),
+            schema_version in proptest::option::of(any::<u32>()),
+            origin in "[a-z.]{1,20}/[0-9]{1,3}/[0-9]{1,9}",
+        ) {
+            let mut d = DeadLetter::new("validate", &kind, &detail, &origin, "2026-01-01T00:00:00Z");
+            d.field = field.as_deref();
+            d.subject = subject.as_deref();
+            d.schema_version = schema_version;
+            let h = built(d.write(Headers::new().with(headers::SOURCE, "sim")));
+            prop_assert_eq!(DeadLetter::read(Some(&h)), d);
+            prop_assert_eq!(headers::get_str(Some(&h), headers::SOURCE), Some("sim"));
+        }
+    }
+}

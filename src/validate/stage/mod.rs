@@ -1,0 +1,713 @@
+//! The validate stage on Kafka: `intake.landing` → `intake.<source>.<stream>.valid` and
+//! `intake.dlq`, exactly once.
+//!
+//! [`run`] starts one dedicated thread that drives the shared exactly-once loop
+//! ([`crate::kafka::eos`]) with this module's [`Processor`]: every landing record's outputs
+//! go into the loop's open transaction, which also carries the landing offsets, so a crash at
+//! any point leaves either all of a batch's outputs committed with its offsets, or none.
+//!
+//! # What each landing record becomes
+//!
+//! | `intake.kind`        | output |
+//! |----------------------|--------|
+//! | `page`, `batch`      | split into records ([`Splitter`], raw bytes kept); each valid one → the valid topic, Avro in the Confluent wire format, keyed by primary key; each bad one → the DLQ with its raw bytes. A page that cannot be split → the DLQ whole. |
+//! | `blob-ref`           | the claim-checked page is read from the blob store, then as `page`; a blob that cannot be read (missing, sha256 mismatch, foreign) → the DLQ as `blob_unreadable`, value = the reference |
+//! | `sync-begin`, `sync-end` | one copy to **every** partition of the stream's valid topic (landing key and value), so dedup sees the marker on each partition it owns |
+//! | `event`              | one webhook event: `created`/`updated` validate `data` as a record (version = `seq`); `deleted` → a null value keyed by `entity_id`, `intake.op = delete` |
+//!
+//! A `batch` is taken as a page of its stream (same record selector); serve, which lands them,
+//! is not written yet.
+//!
+//! # Bad data versus a broken system
+//!
+//! Bad data never stops the stage: it goes to the DLQ with `dlq.error.kind` and a detail naming
+//! the field. A subject that is not registered is bad data too (`no_schema`; replay after
+//! registering), unless the stream's drift policy is `evolve`: then a first schema is inferred
+//! from the record and registered. A registry or blob store that cannot be reached is not: the batch is aborted,
+//! the input rewound, and retried after a pause that grows to 5 s while the outage lasts.
+//!
+//! # Sizes
+//!
+//! A record that would exceed its valid or curated topic's `max.message.bytes` (read from the
+//! broker at start, bounded by the producer's `message.max.bytes`; `intake topics apply` sets
+//! both to the stream's `max_message_bytes`) goes by claim-check: the whole framed Avro record
+//! is stored in the blob store under its sha256 (so a retried batch rewrites the same object),
+//! and the valid topic gets a small [`ClaimCheck`] record instead — registered schema, same key,
+//! same `intake.version` and `intake.hash` (the full record's) and the `intake.blob` header —
+//! which dedup compares, forwards and tombstones like any other. Only a record
+//! over `blob.max_record_bytes` (or whose reference itself does not fit) goes to the DLQ as
+//! `too_large`, with the limit in its detail.
+//!
+//! # Scaling and restarts
+//!
+//! Every process of the group `<group_prefix>-validate` is named by its instance id
+//! (`INTAKE_INSTANCE_ID`): `<group>-<instance>` is both its transactional id and its static
+//! group membership (`group.instance.id`). A restarted process thus fences its predecessor's
+//! producer (aborting the open transaction at once) and takes its partitions back without a
+//! rebalance; a process that does not come back loses its partitions to the others after the
+//! session timeout. Processes running at the same time need distinct instance ids. A process
+//! restarted between the two rounds of a cooperative rebalance would strand the partitions it
+//! was giving up; the loop's group watch ([`crate::kafka::group`]) makes the group rebalance.
+
+mod events;
+mod output;
+mod plan;
+mod schemas;
+
+pub use events::{EventEnvelope, EventOp, parse_event};
+pub use plan::EventShape;
+use plan::{Limits, Plans, StreamPlan};
+use schemas::{encode_key, pointer_leaf};
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use apache_avro::Schema;
+use bytes::Bytes;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Message};
+use serde_json::Value as Json;
+
+use super::Validator;
+use super::convert::Capture;
+use super::counts::Tally;
+use super::error::{DriftKind, RecordError};
+use super::infer;
+use super::key::{self, KeyFields};
+use super::reject::{self, Against, Rejection};
+use super::split::PointerError;
+use super::split::{Splitter, parse_version};
+use crate::blob::{BlobError, BlobRef, BlobStore, ClaimCheck};
+use crate::config::{Config, ConfigError, DriftPolicy, KeyFormat, SubjectStrategy};
+use crate::contract::{SyncMarker, ValidStamp};
+use crate::dedup::merge::content_hash;
+use crate::headers::{self, Headers, Kind};
+use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
+use crate::kafka::{ErrorClass, Kafka, Outgoing, classify, reader};
+use crate::registry::{self, Latest, Registry, RegistryError};
+use crate::stage::Stage;
+use crate::topics::TopicNames;
+
+/// Most landing records per transaction (a page is one record; it may hold hundreds).
+const MAX_BATCH: usize = 100;
+/// Longest a transaction stays open collecting landing records. Each commit flushes the
+/// producer and writes a marker to every output partition it touched (12 for three streams),
+/// and processing stops meanwhile; 500 ms (as `scripts/bench`'s ProducerPerformance baseline
+/// uses) keeps that cost a small share of the time.
+const LINGER: Duration = Duration::from_millis(500);
+/// The producer's `linger.ms` (the default of `Kafka::txn_producer` is 5): one landing page
+/// becomes hundreds of ~1 KiB records spread over every partition of a valid topic, so 5 ms
+/// sends batches of a few records each and the broker's per-request work dominates. A commit
+/// flushes whatever lingers, so this adds no latency to a transaction.
+const PRODUCER_LINGER_MS: &str = "50";
+/// The most headers of a valid record.
+const VALID_HEADERS: usize = 8;
+/// Room for what a size estimate from key, value and header bytes leaves out (record and
+/// batch framing, varints, timestamps).
+const FRAMING: usize = 512;
+/// The broker's default `message.max.bytes`, used when a topic's limit cannot be read.
+const BROKER_DEFAULT_MAX: usize = 1_048_588;
+/// The longest pause between retries after a system failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Metadata and admin calls wait this long.
+const META_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the stage could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    /// The configuration or a secret.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A stream's JSON pointers cannot split its pages.
+    #[error("config of stream `{stream}`: {source}")]
+    Pointer {
+        /// `source/stream`.
+        stream: String,
+        /// What is wrong.
+        source: PointerError,
+    },
+    /// The registry client cannot be built.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The blob store cannot be opened.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// Kafka clients cannot be built, or the producer cannot be (re)initialised.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The stage thread could not start or died.
+    #[error("validate thread: {0}")]
+    Thread(String),
+}
+
+/// Runs the validate stage until `shutdown` resolves, then commits the open transaction and
+/// leaves the group.
+///
+/// # Errors
+/// Configuration errors, and Kafka failures the loop cannot recover from (a producer that
+/// cannot be initialised). Bad data and registry outages are never errors here.
+pub async fn run(
+    cfg: Arc<Config>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ValidateError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name(Stage::Validate.name().into())
+            .spawn(move || {
+                let _ = tx.send(run_blocking(&cfg, &stop));
+            })
+            .map_err(|e| ValidateError::Thread(e.to_string()))?
+    };
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        r = &mut rx => r,
+        () = &mut shutdown => {
+            stop.store(true, Ordering::Relaxed);
+            rx.await
+        }
+    };
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    result.unwrap_or_else(|_| Err(ValidateError::Thread("the validate thread panicked".into())))
+}
+
+/// The stage on the calling thread, until `stop` is set.
+fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
+    // Registry and blob lookups are async; this thread owns a small runtime to block on them,
+    // so the stage works under any caller (current-thread runtime, or none).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ValidateError::Thread(e.to_string()))?;
+    let names = TopicNames::from_config(cfg);
+    let plans = Plans::from_config(cfg, &names)?;
+    let base = Kafka::new(&cfg.kafka)?;
+    let limits = rt.block_on(Limits::read(&base, cfg, &names, &plans));
+    let group = base.group(Stage::Validate);
+    let member = crate::kafka::txn::transactional_id(
+        &cfg.kafka.group_prefix,
+        crate::kafka::txn::Writer::Stage {
+            stage: Stage::Validate,
+            instance: &cfg.instance_id(),
+        },
+    );
+    let kafka = base
+        .clone()
+        .with_producer_setting("linger.ms", PRODUCER_LINGER_MS);
+    let registry = Registry::new(&cfg.registry)?;
+    let blobs = BlobStore::open(&cfg.blob)?;
+    let meta = base.metadata_consumer("validate-metadata")?;
+    let loop_cfg = LoopConfig {
+        group,
+        topics: vec![names.landing()],
+        // Static group membership, named like the transactional id: a restarted process takes
+        // its partitions back at once instead of stalling the group until the session of its
+        // killed predecessor times out.
+        group_instance: Some(member.clone()),
+        transactional_id: member,
+        max_batch: MAX_BATCH,
+        linger: LINGER,
+    };
+    let mut processor = Validate {
+        landing: names.landing(),
+        dlq: names.dlq(),
+        plans,
+        registry,
+        blobs,
+        rt,
+        validators: HashMap::new(),
+        mirrored: HashMap::new(),
+        partitions: HashMap::new(),
+        limits,
+        meta,
+        buf: Vec::with_capacity(64 * 1024),
+        backoff: Duration::ZERO,
+        jobs: names.jobs(),
+        tally: Tally::default(),
+        valid_counter: metrics::counter!(crate::telemetry::metric::VALIDATE_RECORDS, "outcome" => "valid"),
+        prov: Provenance::default(),
+        max_record_bytes: cfg.blob.max_record_bytes,
+        claim_ids: HashMap::new(),
+        key_codecs: HashMap::new(),
+    };
+    tracing::info!(group = %loop_cfg.group, transactional_id = %loop_cfg.transactional_id, landing = %processor.landing, "validate starting");
+    eos::run(&kafka, &loop_cfg, &mut processor, stop)?;
+    tracing::info!("validate stopped");
+    Ok(())
+}
+
+/// The schema records of a stream are checked against, resolved once per page.
+#[derive(Clone)]
+enum SchemaState {
+    /// The latest registered version, compiled.
+    Ready(Active),
+    /// Nothing usable is registered: every record is a `no_schema` dead letter (unless the
+    /// subject is `absent` and the stream's drift policy is `evolve`: then a first schema is
+    /// inferred from the record and registered).
+    Missing {
+        version: Option<u32>,
+        why: Rejection,
+        absent: bool,
+    },
+}
+
+impl SchemaState {
+    fn version(&self) -> Option<u32> {
+        match self {
+            SchemaState::Ready(a) => Some(a.version),
+            SchemaState::Missing { version, .. } => *version,
+        }
+    }
+}
+
+/// A compiled registered schema.
+#[derive(Clone)]
+struct Active {
+    id: u32,
+    version: u32,
+    schema: Arc<Schema>,
+    validator: Arc<Validator>,
+}
+
+/// A failure that is not the data's fault.
+#[derive(Debug)]
+enum Fail {
+    /// From the transaction's sink: the loop classifies it.
+    Kafka(KafkaError),
+    /// Registry, blob store or broker metadata unavailable: abort, pause, retry.
+    System(String),
+}
+
+/// One record to validate.
+struct Input<'a> {
+    /// Its bytes as received.
+    raw: &'a [u8],
+    /// Primary key.
+    key: &'a str,
+    /// `intake.version`.
+    version: Option<i64>,
+    /// Position in the page (`None` for an event: the whole value is the record's envelope).
+    index: Option<usize>,
+    /// What the DLQ keeps if it is rejected: the record's bytes, or the whole event.
+    dlq_value: &'a [u8],
+}
+
+/// The validate [`Processor`]. Stateless between landing records but for caches: compiled
+/// validators per schema id (ids are immutable), partition counts per valid topic.
+struct Validate {
+    landing: String,
+    dlq: String,
+    plans: Plans,
+    /// Latest versions cached for `registry.cache_ttl`, so new versions are picked up.
+    registry: Registry,
+    blobs: BlobStore,
+    /// Blocks on registry and blob lookups from the loop's thread.
+    rt: tokio::runtime::Runtime,
+    validators: HashMap<u32, Result<Arc<Validator>, String>>,
+    /// Per validate subject, the schema id last registered under its curated topic's subject
+    /// too (see `mirror`).
+    mirrored: HashMap<String, u32>,
+    /// Partition counts, fetched once per topic (markers go to every partition).
+    partitions: HashMap<String, i32>,
+    limits: Limits,
+    /// For metadata (partition counts) only; never subscribes.
+    meta: BaseConsumer,
+    /// The framed value being built (reused: one allocation for the process).
+    buf: Vec<u8>,
+    /// Pause before the retry of a batch that failed for a system reason; zero after success.
+    backoff: Duration,
+    /// `intake.jobs`: a job's landing record adds its counts there, in the same transaction.
+    jobs: String,
+    /// Outputs of the landing record being processed.
+    tally: Tally,
+    /// `intake_validate_records{outcome="valid"}`, resolved once: a counter looked up by name
+    /// and labels for every record costs more than the rest of its bookkeeping.
+    valid_counter: metrics::Counter,
+    /// Provenance of the landing record being processed, shared by all of its records.
+    prov: Provenance,
+    /// `blob.max_record_bytes`: larger records are `too_large`, not claim-checked.
+    max_record_bytes: usize,
+    /// Per valid topic, the id of the claim-check schema registered for it and its curated
+    /// topic (registered on first use).
+    claim_ids: HashMap<String, u32>,
+    /// Streams with `key_format = "avro"`: per valid topic and value schema id, the key
+    /// schema derived from it, compiled, with its id (registered under both key subjects on
+    /// first use), or why there is none.
+    key_codecs: HashMap<String, HashMap<u32, Result<Arc<KeyCodec>, String>>>,
+}
+
+/// A stream's key schema, compiled, and its registry id.
+struct KeyCodec {
+    id: u32,
+    validator: Validator,
+}
+
+/// The headers every valid record of one landing record carries alike: found once per landing
+/// record instead of once per record (a page holds hundreds).
+#[derive(Default)]
+struct Provenance {
+    /// `intake.origin`: landing topic/partition/offset.
+    origin: String,
+    fetched_at: Option<Vec<u8>>,
+    sync_id: Option<Vec<u8>>,
+    /// The version of the records of a version-less stream: the page's `intake.stamp`, or
+    /// else its `intake.fetched_at` in microseconds (pushed batches, older landings).
+    stamp: Option<i64>,
+}
+
+impl Provenance {
+    fn of(msg: &BorrowedMessage<'_>) -> Self {
+        let h = msg.headers();
+        Self {
+            origin: reject::origin(msg.topic(), msg.partition(), msg.offset(), None),
+            fetched_at: headers::get(h, headers::FETCHED_AT).map(<[u8]>::to_vec),
+            sync_id: headers::get(h, headers::SYNC_ID).map(<[u8]>::to_vec),
+            stamp: landing_stamp(h),
+        }
+    }
+}
+
+/// The schema a record of `plan` was checked against, for its dead letter.
+fn dlq_against<'p>(plan: &'p StreamPlan, schema: &SchemaState) -> Against<'p> {
+    Against {
+        subject: &plan.subject,
+        version: schema.version(),
+    }
+}
+
+/// The stamp of a landing record (see [`Provenance::stamp`]).
+fn landing_stamp<H: rdkafka::message::Headers>(h: Option<&H>) -> Option<i64> {
+    headers::get_str(h, headers::STAMP)
+        .and_then(|s| s.parse::<i64>().ok())
+        .or_else(|| {
+            let at = headers::get_str(h, headers::FETCHED_AT)?;
+            i64::try_from(crate::validate::split::rfc3339_nanos(at)?.div_euclid(1_000)).ok()
+        })
+}
+
+impl Processor for Validate {
+    fn stage(&self) -> &'static str {
+        Stage::Validate.name()
+    }
+
+    fn assigned(&mut self, _kafka: &Kafka, tps: &[Tp]) -> KafkaResult<()> {
+        tracing::info!(partitions = ?tps, "landing partitions assigned");
+        Ok(())
+    }
+
+    fn revoked(&mut self, tps: &[Tp]) {
+        tracing::info!(partitions = ?tps, "landing partitions revoked");
+    }
+
+    fn process(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> KafkaResult<()> {
+        self.tally = Tally::default();
+        self.prov = Provenance::of(msg);
+        let routed = self
+            .route(msg, sink)
+            .and_then(|()| self.tally.send(msg, &self.jobs, sink).map_err(Fail::Kafka));
+        match routed {
+            Ok(()) => {
+                self.backoff = Duration::ZERO;
+                Ok(())
+            }
+            Err(Fail::Kafka(e)) => Err(e),
+            Err(Fail::System(why)) => {
+                self.backoff = (self.backoff * 2).clamp(Duration::from_millis(200), MAX_BACKOFF);
+                tracing::warn!(error = %why, partition = msg.partition(), offset = msg.offset(), retry_in_ms = self.backoff.as_millis() as u64, "system unavailable; aborting the batch to retry it");
+                metrics::counter!(crate::telemetry::metric::ERRORS, "stage" => Stage::Validate.name(), "class" => "system").increment(1);
+                // Any non-fatal error makes the loop abort and rewind; the reason is logged above.
+                Err(KafkaError::Canceled)
+            }
+        }
+    }
+
+    fn aborted(&mut self, _kafka: &Kafka, _tps: &[Tp]) {
+        // Stateless: nothing to rebuild. Pause before the retry when a system is down, so an
+        // outage is not hammered (the transaction is closed, so no timeout runs meanwhile).
+        if !self.backoff.is_zero() {
+            std::thread::sleep(self.backoff);
+        }
+    }
+}
+
+impl Validate {
+    fn route(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
+        let h = msg.headers();
+        let Some(kind) = headers::get(h, headers::KIND).and_then(Kind::parse) else {
+            let why = Rejection::whole(
+                DriftKind::NotAPage,
+                format!("landing record without a known `{}` header", headers::KIND),
+            );
+            return self.dead_letter(msg, sink, msg.payload(), &why, None, None);
+        };
+        if kind == Kind::Event {
+            return self.on_event(msg, sink);
+        }
+        let (Some(source), Some(stream)) = (
+            headers::get_str(h, headers::SOURCE),
+            headers::get_str(h, headers::STREAM),
+        ) else {
+            let why = Rejection::whole(
+                DriftKind::NotAPage,
+                format!(
+                    "landing record without `{}` and `{}` headers",
+                    headers::SOURCE,
+                    headers::STREAM
+                ),
+            );
+            return self.dead_letter(msg, sink, msg.payload(), &why, None, None);
+        };
+        let Some(plan) = self.plans.get(source, stream) else {
+            let why = Rejection::whole(
+                DriftKind::NoSchema,
+                format!("stream `{source}/{stream}` is not in this process's configuration"),
+            );
+            return self.dead_letter(msg, sink, msg.payload(), &why, None, None);
+        };
+        match kind {
+            Kind::Page | Kind::Batch => {
+                self.on_page(msg, &plan, msg.payload().unwrap_or_default(), sink)
+            }
+            Kind::BlobRef => match self.read_blob(msg) {
+                Ok(page) => self.on_page(msg, &plan, &page, sink),
+                Err(Ok(why)) => {
+                    let against = Against {
+                        subject: &plan.subject,
+                        version: None,
+                    };
+                    self.dead_letter(msg, sink, msg.payload(), &why, Some(against), None)
+                }
+                Err(Err(fail)) => Err(fail),
+            },
+            Kind::SyncBegin | Kind::SyncEnd => self.on_marker(msg, &plan, sink),
+            Kind::Event => unreachable!("handled above"),
+        }
+    }
+
+    /// A page (inline or read from the blob store): every record to the valid topic or the DLQ.
+    fn on_page(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        plan: &StreamPlan,
+        page: &[u8],
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Fail> {
+        let elements = match plan.pages.elements(page) {
+            Ok(elements) => elements,
+            Err(e) => {
+                // The page as a whole: the DLQ keeps the landing value (for a blob-ref, the reference).
+                let against = Against {
+                    subject: &plan.subject,
+                    version: None,
+                };
+                return self.dead_letter(msg, sink, msg.payload(), &e.into(), Some(against), None);
+            }
+        };
+        if elements.is_empty() {
+            return Ok(());
+        }
+        let mut schema = self.schema(plan)?;
+        let names = plan.pages.top_members();
+        let mut capture = Capture::new(&names);
+        for element in elements {
+            // Encoded first: the one pass also notes where the key and version are, so the
+            // record is not scanned again for them (a record it cannot encode is, below).
+            let encoded = match &schema {
+                SchemaState::Ready(active) => {
+                    Some(self.encode_str(active, element.raw, &mut capture))
+                }
+                SchemaState::Missing { .. } => None,
+            };
+            let top = encoded.as_ref().and_then(|_| capture.spans(element.raw));
+            match plan.pages.record(element, top) {
+                Ok(r) if r.version.is_none() && self.prov.stamp.is_none() => {
+                    // A version-less stream's record takes its page's stamp; without one there
+                    // is nothing to order it by.
+                    let why = Rejection::whole(
+                        DriftKind::BadVersion,
+                        format!(
+                            "the stream has no version pointer and the landing record has no `{}` or `{}` to order it by",
+                            headers::STAMP,
+                            headers::FETCHED_AT
+                        ),
+                    );
+                    let against = dlq_against(&plan, &schema);
+                    self.dead_letter(
+                        msg,
+                        sink,
+                        Some(r.bytes()),
+                        &why,
+                        Some(against),
+                        Some(r.index),
+                    )?;
+                }
+                Ok(r) if crate::faults::hit(crate::faults::Fault::ValidateSkip) => {
+                    tracing::warn!(
+                        fault = crate::faults::Fault::ValidateSkip.name(),
+                        origin = %self.prov.origin,
+                        key = %r.key,
+                        "deliberate fault: a record dropped"
+                    );
+                }
+                Ok(r) => {
+                    let input = Input {
+                        raw: r.bytes(),
+                        key: &r.key,
+                        version: r.version.or(self.prov.stamp),
+                        index: Some(r.index),
+                        dlq_value: r.bytes(),
+                    };
+                    self.on_record(msg, plan, &mut schema, &input, encoded, sink)?;
+                }
+                Err(bad) => {
+                    let against = dlq_against(&plan, &schema);
+                    self.dead_letter(
+                        msg,
+                        sink,
+                        Some(bad.bytes()),
+                        &(&bad.error).into(),
+                        Some(against),
+                        Some(bad.index),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One record: validate (evolving the schema if the stream allows it) and route. `encoded`
+    /// is the outcome of [`Validate::encode`] with the current schema, if the caller did that.
+    fn on_record(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        plan: &StreamPlan,
+        schema: &mut SchemaState,
+        input: &Input<'_>,
+        encoded: Option<Result<(), RecordError>>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Fail> {
+        let checked = match schema.clone() {
+            SchemaState::Missing {
+                absent: true, why, ..
+            } if plan.drift == DriftPolicy::Evolve => match self.first_schema(plan, input.raw)? {
+                Some(first) => {
+                    *schema = SchemaState::Ready(first.clone());
+                    self.encode(&first, input.raw)
+                        .map(|()| first)
+                        .map_err(Rejection::from)
+                }
+                None => Err(why),
+            },
+            SchemaState::Missing { why, .. } => Err(why),
+            SchemaState::Ready(active) => {
+                match encoded.unwrap_or_else(|| self.encode(&active, input.raw)) {
+                    Ok(()) => Ok(active),
+                    Err(e) if e.kind.is_evolvable() && plan.drift == DriftPolicy::Evolve => {
+                        match self.evolve(plan, &active, input.raw, &e)? {
+                            Some(evolved) => {
+                                *schema = SchemaState::Ready(evolved.clone());
+                                self.encode(&evolved, input.raw)
+                                    .map(|()| evolved)
+                                    .map_err(Rejection::from)
+                            }
+                            None => Err(e.into()),
+                        }
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        };
+        let against = dlq_against(&plan, &schema);
+        match checked {
+            Ok(active) => {
+                let key: Cow<'_, [u8]> = if plan.key.is_some() {
+                    match self.avro_key(plan, &active, input.raw)? {
+                        Ok(k) => Cow::Owned(k),
+                        Err(why) => return self.reject(msg, sink, input, &why, against),
+                    }
+                } else {
+                    Cow::Borrowed(input.key.as_bytes())
+                };
+                self.send_valid(msg, plan, &active, input, &key, sink)
+            }
+            Err(why) => self.reject(msg, sink, input, &why, against),
+        }
+    }
+
+    fn partition_count(&mut self, topic: &str) -> Result<i32, Fail> {
+        if let Some(n) = self.partitions.get(topic) {
+            return Ok(*n);
+        }
+        let n = reader::partition_count(&self.meta, topic, META_TIMEOUT)
+            .map_err(|e| Fail::System(format!("partition count of `{topic}`: {e}")))?;
+        self.partitions.insert(topic.to_owned(), n);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::hash_hex;
+    #[test]
+    fn hash_is_sixteen_lower_hex_digits() {
+        let h = String::from_utf8(hash_hex(content_hash(br#"{"id":"a"}"#)).to_vec()).unwrap();
+        assert_eq!(h.len(), 16);
+        assert!(
+            h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        let zero_led = (0u32..)
+            .map(|i| i.to_string())
+            .find(|s| content_hash(s.as_bytes()) >> 60 == 0)
+            .unwrap();
+        assert_eq!(
+            hash_hex(content_hash(zero_led.as_bytes())),
+            format!("{:016x}", content_hash(zero_led.as_bytes())).as_bytes(),
+            "leading zeros are kept"
+        );
+        assert_eq!(
+            h,
+            format!("{:016x}", xxhash_rust::xxh3::xxh3_64(br#"{"id":"a"}"#))
+        );
+    }
+
+    #[test]
+    fn string_keys_stay_the_default_and_avro_keys_are_planned_per_stream() {
+        let text = |extra: &str| {
+            format!(
+                "[kafka]\nbrokers = \"x:1\"\n[[sources]]\nname = \"s\"\nbase_url = \"http://h\"\n\
+                 [[sources.streams]]\nname = \"plain\"\npath = \"/a\"\nprimary_key = \"/id\"\n\
+                 [[sources.streams]]\nname = \"keyed\"\npath = \"/b\"\n{extra}\n"
+            )
+        };
+        let cfg = Config::from_toml(&text(
+            "primary_key = [\"/customer_id\", \"/id\"]\nkey_format = \"avro\"",
+        ))
+        .unwrap();
+        let plans = Plans::from_config(&cfg, &TopicNames::from_config(&cfg)).unwrap();
+        let plain = plans.get("s", "plain").unwrap();
+        // The default: no key record; the key sent is the splitter's key text, as before.
+        assert!(plain.key.is_none());
+        let page = br#"{"data":[{"id":"c\u00e9-1"},{"id":42}]}"#;
+        let keys: Vec<Vec<u8>> = plain
+            .pages
+            .split(page)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap().key.into_bytes())
+            .collect();
+        assert_eq!(keys, [b"c\xc3\xa9-1".to_vec(), b"42".to_vec()]);
+        let keyed = plans.get("s", "keyed").unwrap();
+        let fields = keyed.key.as_ref().unwrap();
+        assert_eq!(fields.names().collect::<Vec<_>>(), ["customer_id", "id"]);
+        assert_eq!(keyed.key_field, "customer_id");
+    }
+}
