@@ -111,6 +111,8 @@ pub struct Meta<'a> {
     pub detail: Option<&'a str>,
     /// `dlq.origin`.
     pub origin: Option<&'a str>,
+    /// `dlq.stage`: the stage that refused it.
+    pub stage: Option<&'a str>,
     /// `intake.kind` of the landing record.
     pub landing_kind: Option<&'a str>,
     /// When it was dead-lettered: `dlq.at`, else the record's timestamp.
@@ -139,6 +141,7 @@ impl<'a> Meta<'a> {
             field: dead.field,
             detail: some(dead.detail),
             origin: some(dead.origin),
+            stage: some(dead.stage),
             landing_kind: headers::get_str(h, headers::KIND),
             at,
         }
@@ -464,6 +467,7 @@ mod tests {
             field,
             detail: None,
             origin: None,
+            stage: None,
             landing_kind: None,
             at: None,
         }

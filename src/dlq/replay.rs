@@ -411,7 +411,7 @@ impl<'a> Replay<'a> {
             return Err(format!(
                 "not rejected from {landing} (dlq.origin {}, dlq.stage {}): only what validate rejected is re-landed",
                 meta.origin.unwrap_or("absent"),
-                headers::get_str(m.headers(), headers::DLQ_STAGE).unwrap_or("absent")
+                meta.stage.unwrap_or("absent")
             ));
         }
         let value = m.payload().ok_or("the dead letter has no value")?;
