@@ -1175,6 +1175,23 @@ fn schema_and(loose: bool) -> impl Strategy<Value = (Json, Json)> {
     })
 }
 
+/// The tests parse JSON text they generated and compare what two paths report about its
+/// numbers, so the parse must give back the number written: serde_json's default float parser
+/// may not (`-102151.37235071849` came back as `…848`, and the raw path and the tree walk then
+/// named different numbers in the same error); the tests build serde_json with
+/// `float_roundtrip` (Cargo.toml).
+#[test]
+fn the_tests_parse_floats_exactly() {
+    for text in [
+        "-102151.37235071849",
+        "0.30000000000000004",
+        "1.7976931348623157e+308",
+    ] {
+        let x: Json = serde_json::from_str(text).unwrap();
+        assert_eq!(x.to_string(), text);
+    }
+}
+
 proptest! {
     // No regression files: they would land outside `src/validate`; a failure prints its input.
     // 256 cases unless PROPTEST_CASES says otherwise.
