@@ -10,7 +10,11 @@
 //! - [`SyncMarker`]: a `sync-begin` / `sync-end` marker (`intake.kind`, `intake.sync_id`,
 //!   `intake.mode`), written by fetch to landing, copied by validate to every partition of the
 //!   valid topic, read by dedup;
-//! - [`DeadLetter`]: the `dlq.*` headers every stage puts on what it sends to the DLQ.
+//! - [`DeadLetter`]: the `dlq.*` headers every stage puts on what it sends to the DLQ;
+//! - [`LandedBody`]: a landed (or dead-lettered) body inline, or by claim-check a reference to
+//!   it in the blob store (`intake.kind` = `blob-ref`, `intake.blob`);
+//! - [`stream_key`]: `source/stream`, the key of a stream's cursor, of its landed pages and
+//!   of its sync markers.
 
 use crate::headers::{self, Headers, Kind};
 
@@ -300,6 +304,96 @@ impl<'a> DeadLetter<'a> {
     }
 }
 
+/// The value of a landed page, batch or event, and of fetch's dead letter of a page: the body
+/// itself, or, over `blob.max_inline_bytes`, a reference to it in the blob store (claim-check:
+/// the body is stored under its sha256, so a retried transaction stores the same object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LandedBody {
+    /// The body is the record's value.
+    Inline(bytes::Bytes),
+    /// The body is in the blob store; the record's value is this reference as JSON and
+    /// `intake.blob` names it again.
+    Stored(crate::blob::BlobRef),
+}
+
+impl LandedBody {
+    /// `body` inline when it is at most `max_inline` bytes, else stored in `blobs` first.
+    ///
+    /// # Errors
+    /// The blob store's.
+    pub async fn land(
+        blobs: &crate::blob::BlobStore,
+        body: bytes::Bytes,
+        max_inline: usize,
+    ) -> Result<Self, crate::blob::BlobError> {
+        if body.len() > max_inline {
+            Ok(Self::Stored(blobs.put(body).await?))
+        } else {
+            Ok(Self::Inline(body))
+        }
+    }
+
+    /// The record's value: the body, or the reference as JSON.
+    pub fn value(&self) -> bytes::Bytes {
+        match self {
+            Self::Inline(b) => b.clone(),
+            Self::Stored(r) => {
+                bytes::Bytes::from(serde_json::to_vec(r).expect("a reference serialises"))
+            }
+        }
+    }
+
+    /// The stored body's reference.
+    pub fn blob(&self) -> Option<&crate::blob::BlobRef> {
+        match self {
+            Self::Inline(_) => None,
+            Self::Stored(r) => Some(r),
+        }
+    }
+
+    /// Writes `intake.kind` and, when stored, `intake.blob`. A page or batch that is stored
+    /// becomes `blob-ref` (validate reads the body back, then splits it as a page); an event
+    /// stays `event` with `intake.blob` (validate routes it as an event, reading its body
+    /// back first).
+    pub fn write(&self, h: Headers, kind: Kind) -> Headers {
+        match self {
+            Self::Inline(_) => h.with(headers::KIND, kind.as_str()),
+            Self::Stored(r) => {
+                let kind = if kind == Kind::Event {
+                    kind
+                } else {
+                    Kind::BlobRef
+                };
+                h.with(headers::KIND, kind.as_str())
+                    .with(headers::BLOB, r.header_value())
+            }
+        }
+    }
+
+    /// The reference a record's `intake.blob` names, if any.
+    pub fn read_blob<H: rdkafka::message::Headers>(h: Option<&H>) -> Option<crate::blob::BlobRef> {
+        headers::get_str(h, headers::BLOB).and_then(crate::blob::BlobRef::parse_header)
+    }
+}
+
+/// The key of a stream's cursor in `intake.cursors`, of its landed pages and of its sync
+/// markers: `source/stream`.
+pub fn stream_key(source: &str, stream: &str) -> String {
+    format!("{source}/{stream}")
+}
+
+/// The [`stream_key`] of every stream of the config, in config order.
+pub fn stream_keys(cfg: &crate::config::Config) -> Vec<String> {
+    cfg.sources
+        .iter()
+        .flat_map(|s| {
+            s.streams
+                .iter()
+                .map(move |st| stream_key(&s.name, &st.name))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +402,53 @@ mod tests {
 
     fn built(h: Headers) -> OwnedHeaders {
         h.build()
+    }
+
+    #[test]
+    fn a_landed_body_round_trips_inline_and_stored() {
+        let kind = |h: &OwnedHeaders| headers::get_str(Some(h), headers::KIND).map(str::to_owned);
+        let inline = LandedBody::Inline(bytes::Bytes::from_static(b"[1]"));
+        let h = built(inline.write(Headers::new(), Kind::Page));
+        assert_eq!(kind(&h).as_deref(), Some("page"));
+        assert_eq!(LandedBody::read_blob(Some(&h)), None);
+        assert_eq!(inline.value(), bytes::Bytes::from_static(b"[1]"));
+
+        let r = crate::blob::BlobRef {
+            uri: "file:///b/sha256/ab".into(),
+            sha256: "ab".into(),
+            size: 9_000_000,
+        };
+        let stored = LandedBody::Stored(r.clone());
+        for (landed_as, written) in [
+            (Kind::Page, "blob-ref"),
+            (Kind::Batch, "blob-ref"),
+            (Kind::Event, "event"),
+        ] {
+            let h = built(stored.write(Headers::new(), landed_as));
+            assert_eq!(kind(&h).as_deref(), Some(written), "{landed_as:?}");
+            assert_eq!(LandedBody::read_blob(Some(&h)), Some(r.clone()));
+            assert_eq!(h.count(), 2);
+        }
+        let value: crate::blob::BlobRef = serde_json::from_slice(&stored.value()).unwrap();
+        assert_eq!(value, r);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_inline_limit_is_stored_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = crate::blob::BlobStore::open(&crate::config::BlobConfig {
+            url: format!("file://{}", dir.path().display()),
+            max_inline_bytes: 10,
+            max_record_bytes: 1 << 20,
+        })
+        .unwrap();
+        let body = bytes::Bytes::from(vec![b'x'; 11]);
+        let small = LandedBody::land(&blobs, body.clone(), 11).await.unwrap();
+        assert_eq!(small, LandedBody::Inline(body.clone()));
+        let big = LandedBody::land(&blobs, body.clone(), 10).await.unwrap();
+        let r = big.blob().expect("stored").clone();
+        assert_eq!(r.size, 11);
+        assert_eq!(blobs.get(&r).await.unwrap(), body);
     }
 
     #[test]

@@ -280,10 +280,8 @@ impl JobRegistry {
         let next = tokio::task::spawn_blocking(
             move || -> rdkafka::error::KafkaResult<(i32, HashMap<i32, i64>)> {
                 let c = k.reader_consumer("jobs")?;
-                let n = reader::partition_count(&c, &t, Duration::from_secs(10))?;
-                let parts: Vec<i32> = (0..n).collect();
                 let mut next = HashMap::new();
-                reader::read_to_end(&c, &t, &parts, Duration::from_secs(120), |m| {
+                let (n, _) = reader::read_topic(&c, &t, Duration::from_secs(120), |m| {
                     next.insert(m.partition(), m.offset() + 1);
                     if let Some(v) = m.payload() {
                         inner.fold(v);

@@ -55,6 +55,18 @@ pub mod topics;
 pub mod validate;
 pub mod verify;
 
+/// The deliberate bugs of `scripts/fuzz --mutants` (fuzz/README.md), compiled only with the
+/// `fuzz-mutants` feature and switched on one at a time at run time by `INTAKE_FUZZ_MUTANT`
+/// (`split`, `convert` or `signing`), so one fuzz build serves both the fuzzing and the proof
+/// that each oracle catches its mutant.
+#[cfg(feature = "fuzz-mutants")]
+pub(crate) fn fuzz_mutant(name: &str) -> bool {
+    static ON: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ON.get_or_init(|| std::env::var("INTAKE_FUZZ_MUTANT").ok())
+        .as_deref()
+        == Some(name)
+}
+
 /// The direction of dependencies between the simulator and the stages, checked on the source
 /// files: no stage reaches into `sim` (only the command line starts it), and `sim` uses only
 /// what a third-party API would share with intake — webhook signing and the secret type — so

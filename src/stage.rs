@@ -37,6 +37,48 @@ impl fmt::Display for Stage {
     }
 }
 
+/// Why a stage's processor failed a record. Bad data is never an error: it goes to the DLQ
+/// with its reason and the record counts as processed. Either error aborts the open
+/// transaction and rewinds its partitions to the last commit, so the batch is retried whole.
+#[derive(Debug)]
+pub enum StageError {
+    /// A dependency the stage cannot work without is unavailable (the schema registry, the
+    /// blob store, broker metadata, a state restore that gave up): the loop aborts, waits
+    /// `retry_in` (the processor's backoff hint), and retries the batch.
+    Unavailable {
+        /// What is unavailable and why, for the log.
+        what: String,
+        /// How long to wait before the retry.
+        retry_in: std::time::Duration,
+    },
+    /// A Kafka error (from the transaction's sink): the loop classifies it (retriable,
+    /// fenced, fatal) as for its own calls.
+    Kafka(rdkafka::error::KafkaError),
+}
+
+impl From<rdkafka::error::KafkaError> for StageError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        Self::Kafka(e)
+    }
+}
+
+impl fmt::Display for StageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable { what, retry_in } => {
+                write!(
+                    f,
+                    "unavailable: {what} (retry in {} ms)",
+                    retry_in.as_millis()
+                )
+            }
+            Self::Kafka(e) => write!(f, "kafka: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StageError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::contract::DeadLetter;
-use crate::fetch::cursor::{CursorState, stream_key};
+use crate::fetch::cursor::CursorState;
 use crate::headers;
 use crate::kafka::{Kafka, Reader, reader};
 use crate::quota::state::QuotaRecord;
@@ -169,15 +169,7 @@ pub struct JobCounts {
 pub async fn gather(cfg: &Config) -> anyhow::Result<Status> {
     let kafka = Kafka::new(&cfg.kafka)?;
     let names = TopicNames::from_config(cfg);
-    let keys: Vec<String> = cfg
-        .sources
-        .iter()
-        .flat_map(|s| {
-            s.streams
-                .iter()
-                .map(move |st| stream_key(&s.name, &st.name))
-        })
-        .collect();
+    let keys: Vec<String> = crate::contract::stream_keys(cfg);
     let progress = crate::telemetry::spinner("reading cursors");
     let found = crate::fetch::stream::restore_cursors(&kafka, &names, &keys).await?;
     let cursors = keys
@@ -225,7 +217,9 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<Status> {
             pb.set_message("reading the DLQ");
         }
         let (dlq_total, dlq_by_kind, dlq_by_stream) = read_dlq(&r, &names.dlq(), pb.as_ref())?;
-        Ok((
+        Ok(Status {
+            taken_at: headers::now_rfc3339(),
+            cursors,
             quotas,
             oauth,
             groups,
@@ -233,24 +227,14 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<Status> {
             dlq_total,
             dlq_by_kind,
             dlq_by_stream,
-        ))
+            jobs,
+        })
     });
-    let (quotas, oauth, groups, lag, dlq_total, dlq_by_kind, dlq_by_stream) = blocking.await??;
+    let status = blocking.await??;
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
-    Ok(Status {
-        taken_at: headers::now_rfc3339(),
-        cursors,
-        quotas,
-        oauth,
-        groups,
-        lag,
-        dlq_total,
-        dlq_by_kind,
-        dlq_by_stream,
-        jobs,
-    })
+    Ok(status)
 }
 
 fn all_partitions(r: &Reader, topic: &str) -> anyhow::Result<Vec<i32>> {

@@ -150,61 +150,54 @@ fn curated(
     HashMap<String, Vec<(String, String)>>,
 )> {
     let c = kafka.reader_consumer("verify")?;
-    let n = reader::partition_count(&c, topic, Duration::from_secs(10))?;
     let mut out = HashMap::new();
     let mut refs = HashMap::new();
     let mut fields_of = HashMap::new();
-    reader::read_to_end(
-        &c,
-        topic,
-        &(0..n).collect::<Vec<_>>(),
-        Duration::from_secs(300),
-        |m| {
-            let decoded;
-            let k = match (&mut avro, m.key()) {
-                (None, Some(k)) => match std::str::from_utf8(k) {
-                    Ok(k) => k,
-                    Err(_) => return,
-                },
-                (Some(avro), Some(k)) => {
-                    decoded = match avro.fields(k) {
-                        Ok(fields) => {
-                            let id = truth_id(&fields);
-                            fields_of.insert(id.clone(), fields);
-                            id
-                        }
-                        // Not a key the truth can know: reported as wrong.
-                        Err(e) => format!(
-                            "undecodable key at {}/{}/{}: {e}",
-                            m.topic(),
-                            m.partition(),
-                            m.offset()
-                        ),
-                    };
-                    decoded.as_str()
-                }
-                (_, None) => return,
-            };
-            let v = match m.payload() {
-                None => None,
-                Some(_) => headers::get_str(m.headers(), headers::VERSION)
-                    .and_then(|v| v.parse().ok())
-                    .or(Some(i64::MIN)),
-            };
-            out.insert(k.to_owned(), v);
-            match headers::get_str(m.headers(), headers::BLOB).and_then(BlobRef::parse_header) {
-                Some(r) if m.payload().is_some() => {
-                    refs.insert(k.to_owned(), r);
-                }
-                _ => {
-                    refs.remove(k);
-                }
+    reader::read_topic(&c, topic, Duration::from_secs(300), |m| {
+        let decoded;
+        let k = match (&mut avro, m.key()) {
+            (None, Some(k)) => match std::str::from_utf8(k) {
+                Ok(k) => k,
+                Err(_) => return,
+            },
+            (Some(avro), Some(k)) => {
+                decoded = match avro.fields(k) {
+                    Ok(fields) => {
+                        let id = truth_id(&fields);
+                        fields_of.insert(id.clone(), fields);
+                        id
+                    }
+                    // Not a key the truth can know: reported as wrong.
+                    Err(e) => format!(
+                        "undecodable key at {}/{}/{}: {e}",
+                        m.topic(),
+                        m.partition(),
+                        m.offset()
+                    ),
+                };
+                decoded.as_str()
             }
-            if let Some(pb) = pb {
-                pb.inc(1);
+            (_, None) => return,
+        };
+        let v = match m.payload() {
+            None => None,
+            Some(_) => headers::get_str(m.headers(), headers::VERSION)
+                .and_then(|v| v.parse().ok())
+                .or(Some(i64::MIN)),
+        };
+        out.insert(k.to_owned(), v);
+        match crate::contract::LandedBody::read_blob(m.headers()) {
+            Some(r) if m.payload().is_some() => {
+                refs.insert(k.to_owned(), r);
             }
-        },
-    )?;
+            _ => {
+                refs.remove(k);
+            }
+        }
+        if let Some(pb) = pb {
+            pb.inc(1);
+        }
+    })?;
     Ok((out, refs, fields_of))
 }
 
@@ -224,47 +217,40 @@ fn dlq(
     let topic = &names.dlq();
     let history = crate::dlq::History::read(kafka, names)?;
     let c = kafka.reader_consumer("verify-dlq")?;
-    let n = reader::partition_count(&c, topic, Duration::from_secs(10))?;
     let mut out: HashMap<String, HashMap<String, DeadLetter>> = HashMap::new();
-    reader::read_to_end(
-        &c,
-        topic,
-        &(0..n).collect::<Vec<_>>(),
-        Duration::from_secs(300),
-        |m| {
-            let h = m.headers();
-            let kind = crate::contract::DeadLetter::read(h).kind.to_owned();
-            *by_kind.entry(kind.clone()).or_insert(0) += 1;
-            if let Some(pb) = pb {
-                pb.inc(1);
-            }
-            let stream = headers::get_str(h, headers::STREAM)
-                .unwrap_or("?")
-                .to_owned();
-            let id = m
-                .payload()
-                .and_then(|p| serde_json::from_slice::<Value>(p).ok())
-                .and_then(|v| {
-                    v.get("id")
-                        .or_else(|| v.pointer("/data/id"))
-                        .and_then(|x| x.as_str().map(str::to_owned))
+    reader::read_topic(&c, topic, Duration::from_secs(300), |m| {
+        let h = m.headers();
+        let kind = crate::contract::DeadLetter::read(h).kind.to_owned();
+        *by_kind.entry(kind.clone()).or_insert(0) += 1;
+        if let Some(pb) = pb {
+            pb.inc(1);
+        }
+        let stream = headers::get_str(h, headers::STREAM)
+            .unwrap_or("?")
+            .to_owned();
+        let id = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+            .and_then(|v| {
+                v.get("id")
+                    .or_else(|| v.pointer("/data/id"))
+                    .and_then(|x| x.as_str().map(str::to_owned))
+            });
+        if let Some(id) = id {
+            let replayed = history.replayed_by(m.partition(), m.offset()).is_some();
+            let e = out
+                .entry(stream)
+                .or_default()
+                .entry(id)
+                .or_insert(DeadLetter {
+                    kind: kind.clone(),
+                    replayed,
                 });
-            if let Some(id) = id {
-                let replayed = history.replayed_by(m.partition(), m.offset()).is_some();
-                let e = out
-                    .entry(stream)
-                    .or_default()
-                    .entry(id)
-                    .or_insert(DeadLetter {
-                        kind: kind.clone(),
-                        replayed,
-                    });
-                // A record that fails again after a replay is a new dead letter of the same id.
-                e.kind = kind;
-                e.replayed |= replayed;
-            }
-        },
-    )?;
+            // A record that fails again after a replay is a new dead letter of the same id.
+            e.kind = kind;
+            e.replayed |= replayed;
+        }
+    })?;
     Ok(out)
 }
 

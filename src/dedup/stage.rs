@@ -75,10 +75,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::kafka::consumed::Consumed;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 
 use super::merge::{Decision, Stamp};
 use super::state::PartitionState;
@@ -88,7 +89,7 @@ use crate::headers::{self, Headers};
 use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
 use crate::kafka::txn::Backoff;
 use crate::kafka::{Kafka, Outgoing, Reader, reader};
-use crate::stage::Stage;
+use crate::stage::{Stage, StageError};
 use crate::telemetry::metric;
 use crate::topics::TopicNames;
 
@@ -414,7 +415,7 @@ impl DedupProcessor {
                     let restored = m
                         .key()
                         .ok_or(Violation::new("no key"))
-                        .and_then(|key| Ok((key, stamp_of(m)?)));
+                        .and_then(|key| Ok((key, stamp_of(&Consumed::of(m))?)));
                     match (restored, states.get_mut(&m.partition())) {
                         (Ok((key, stamp)), Some(state)) => state.restore(key, stamp),
                         (Err(v), _) => {
@@ -531,7 +532,7 @@ impl Processor for DedupProcessor {
         }
     }
 
-    fn process(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> KafkaResult<()> {
+    fn process(&mut self, msg: &Consumed<'_>, sink: &mut Sink<'_>) -> Result<(), StageError> {
         let partition = msg.partition();
         let Some(topic) = self.topics.get_mut(msg.topic()) else {
             tracing::warn!(
@@ -547,7 +548,12 @@ impl Processor for DedupProcessor {
         let state = match topic.parts.get_mut(&partition) {
             Some(Some(state)) => state,
             // Its restore after an abort gave up (shutdown): fail the batch rather than guess.
-            Some(None) => return Err(KafkaError::Canceled),
+            Some(None) => {
+                return Err(StageError::Unavailable {
+                    what: format!("the state of {}/{partition} is not restored", msg.topic()),
+                    retry_in: Duration::ZERO,
+                });
+            }
             None => {
                 tracing::warn!(
                     topic = msg.topic(),
@@ -701,7 +707,7 @@ impl Violation {
 }
 
 /// Parses a valid-topic record (the contracts of [`SyncMarker`] and [`ValidStamp`]).
-fn parse<M: Message>(msg: &M) -> Result<Input<'_>, Violation> {
+fn parse<'a>(msg: &Consumed<'a>) -> Result<Input<'a>, Violation> {
     let h = msg.headers();
     if let Some(marker) = SyncMarker::read(h) {
         return marker.map(Input::Marker).map_err(Violation::new);
@@ -721,7 +727,7 @@ fn parse<M: Message>(msg: &M) -> Result<Input<'_>, Violation> {
 
 /// The stamp in a record's headers: `intake.op`, `intake.version`, `intake.hash`. A record
 /// without a value is a delete even without `intake.op` (a curated tombstone).
-fn stamp_of<M: Message>(msg: &M) -> Result<Stamp, Violation> {
+fn stamp_of(msg: &Consumed<'_>) -> Result<Stamp, Violation> {
     let s = ValidStamp::read(msg.headers(), msg.payload().is_some()).map_err(Violation::new)?;
     let version = s.version.expect("a stamp read back has a version");
     Ok(if s.is_delete() {
@@ -753,8 +759,20 @@ mod tests {
         )
     }
 
+    /// What the loop would hand the processor for `m`.
+    fn view(m: &OwnedMessage) -> Consumed<'_> {
+        Consumed::new(
+            m.topic(),
+            m.partition(),
+            m.offset(),
+            m.key(),
+            m.payload(),
+            m.headers(),
+        )
+    }
+
     fn violation(m: &OwnedMessage) -> String {
-        parse(m).expect_err("a violation").detail
+        parse(&view(m)).expect_err("a violation").detail
     }
 
     #[test]
@@ -769,7 +787,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            parse(&m),
+            parse(&view(&m)),
             Ok(Input::Record {
                 key: b"k1",
                 stamp: Stamp::upsert(-7, 255)
@@ -785,7 +803,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            parse(&m),
+            parse(&view(&m)),
             Ok(Input::Record {
                 key: b"k1",
                 stamp: Stamp::delete(9)
@@ -793,7 +811,7 @@ mod tests {
         );
         // A delete needs no hash; a curated tombstone without `intake.op` is a delete.
         let m = msg(Some("k1"), None, &[("intake.version", "9")]);
-        assert_eq!(stamp_of(&m), Ok(Stamp::delete(9)));
+        assert_eq!(stamp_of(&view(&m)), Ok(Stamp::delete(9)));
     }
 
     #[test]
@@ -808,7 +826,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            parse(&m),
+            parse(&view(&m)),
             Ok(Input::Marker(SyncMarker {
                 begin: true,
                 sync_id: "s1",
@@ -825,7 +843,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            parse(&m),
+            parse(&view(&m)),
             Ok(Input::Marker(SyncMarker {
                 begin: false,
                 sync_id: "s1",

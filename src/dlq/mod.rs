@@ -149,11 +149,7 @@ impl<'a> Meta<'a> {
 
     /// `source/stream` (a `?` for what is unknown).
     pub fn stream_key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.source.unwrap_or("?"),
-            self.stream.unwrap_or("?")
-        )
+        crate::contract::stream_key(self.source.unwrap_or("?"), self.stream.unwrap_or("?"))
     }
 
     /// The parsed `dlq.origin`.
@@ -191,9 +187,7 @@ pub fn scan_topic(
     f: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<u64> {
     let c = kafka.reader_consumer("scan")?;
-    let n = reader::partition_count(&c, topic, META_TIMEOUT)?;
-    let parts: Vec<i32> = (0..n).collect();
-    Ok(reader::read_to_end(&c, topic, &parts, READ_TIMEOUT, f)?)
+    Ok(reader::read_topic(&c, topic, READ_TIMEOUT, f)?.1)
 }
 
 /// Which dead letters earlier replays re-landed, from their markers in `intake.jobs`.

@@ -296,8 +296,7 @@ async fn landed_samples(
                     unusable += u64::from(!take(&events, payload, &mut samples));
                 }
                 Some(Kind::BlobRef) => {
-                    let r = headers::get_str(h, headers::BLOB)
-                        .and_then(crate::blob::BlobRef::parse_header)
+                    let r = crate::contract::LandedBody::read_blob(h)
                         .or_else(|| serde_json::from_slice(payload).ok());
                     match r {
                         Some(r) => refs.push(r),

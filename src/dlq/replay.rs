@@ -424,8 +424,7 @@ impl<'a> Replay<'a> {
             None => (value.to_vec(), landing_kind),
             Some(_) => {
                 if landing_kind == Some(Kind::BlobRef) {
-                    let reference =
-                        headers::get_str(h, headers::BLOB).and_then(BlobRef::parse_header);
+                    let reference = crate::contract::LandedBody::read_blob(h);
                     if reference.is_some()
                         && serde_json::from_slice::<BlobRef>(value).ok() == reference
                     {

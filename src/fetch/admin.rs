@@ -49,15 +49,7 @@ pub async fn cursors(cfg: &Config, reset: Option<&str>) -> anyhow::Result<()> {
         tracing::warn!(stream = %key, "cursor reset by operator: the next sync of this stream is a full sync");
         println!("reset cursor of {key}");
     }
-    let keys: Vec<String> = cfg
-        .sources
-        .iter()
-        .flat_map(|s| {
-            s.streams
-                .iter()
-                .map(move |st| stream_key(&s.name, &st.name))
-        })
-        .collect();
+    let keys: Vec<String> = crate::contract::stream_keys(cfg);
     let found = restore_cursors(&kafka, &names, &keys).await?;
     println!(
         "{:<28} {:<12} {:<9} {:<8} {:>7} {:>9} {:<26} {:<26}",

@@ -240,10 +240,7 @@ pub fn next_stamp(last: i64, now: time::OffsetDateTime) -> i64 {
     micros.max(last.saturating_add(1))
 }
 
-/// The key of a stream's cursor (and of its landing pages).
-pub fn stream_key(source: &str, stream: &str) -> String {
-    format!("{source}/{stream}")
-}
+pub use crate::contract::stream_key;
 
 #[cfg(test)]
 mod tests {

@@ -567,42 +567,17 @@ pagination = {pagination}
             records: 2,
             last_id: Some("id2".into()),
         };
-        assert_eq!(
-            next(
-                &stream(r#"{ style = "cursor" }"#),
-                &PageCursor::Start,
-                &facts
-            ),
-            Ok(PageCursor::Token("abc".into()))
-        );
-        assert_eq!(
-            next(
-                &stream(r#"{ style = "page" }"#),
-                &PageCursor::Page(4),
-                &facts
-            ),
-            Ok(PageCursor::Page(5))
-        );
-        assert_eq!(
-            next(
-                &stream(r#"{ style = "offset" }"#),
-                &PageCursor::Offset(10),
-                &facts
-            ),
-            Ok(PageCursor::Offset(12))
-        );
-        assert_eq!(
-            next(
-                &stream(r#"{ style = "after" }"#),
-                &PageCursor::Start,
-                &facts
-            ),
-            Ok(PageCursor::After("id2".into()))
-        );
-        assert_eq!(
-            next(&stream(r#"{ style = "link" }"#), &PageCursor::Start, &facts),
-            Ok(PageCursor::Done)
-        );
+        let cases = [
+            ("cursor", PageCursor::Start, PageCursor::Token("abc".into())),
+            ("page", PageCursor::Page(4), PageCursor::Page(5)),
+            ("offset", PageCursor::Offset(10), PageCursor::Offset(12)),
+            ("after", PageCursor::Start, PageCursor::After("id2".into())),
+            ("link", PageCursor::Start, PageCursor::Done),
+        ];
+        for (style, at, then) in cases {
+            let s = stream(&format!(r#"{{ style = "{style}" }}"#));
+            assert_eq!(next(&s, &at, &facts), Ok(then), "{style}");
+        }
         let last = serde_json::json!({"data": [1], "next_cursor": null, "has_more": false});
         let facts = PageFacts {
             body: Some(&last),

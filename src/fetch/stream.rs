@@ -21,7 +21,7 @@ use super::request::{self, Shape, Values};
 use super::unchanged::{Print, Unchanged};
 use crate::blob::BlobStore;
 use crate::config::{Config, SourceConfig, StreamConfig};
-use crate::contract::{DeadLetter, SyncMarker};
+use crate::contract::{DeadLetter, LandedBody, SyncMarker};
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::txn::{self, Backoff, Outcome, Policy};
 use crate::kafka::{
@@ -487,23 +487,16 @@ impl StreamWorker {
             .with(headers::STREAM, &self.stream.name)
             .with(headers::REQUEST, &resp.url)
             .with(headers::STATUS, resp.status.to_string());
-        let value = if resp.body.len() > self.cfg.blob.max_inline_bytes {
-            let r = self
-                .blobs
-                .put(resp.body.clone())
-                .await
-                .map_err(BatchError::Blob)?;
+        let body = self.claim_check(resp).await?;
+        if let Some(r) = body.blob() {
             detail.push_str(&format!(
                 "; the body ({} bytes) is over the inline limit: the value is its blob reference",
                 r.size
             ));
-            hdrs = hdrs
-                .with(headers::KIND, Kind::BlobRef.as_str())
-                .with(headers::BLOB, r.header_value());
-            Bytes::from(serde_json::to_vec(&r).expect("serialisable"))
-        } else {
-            resp.body.clone()
-        };
+            // Inline, a page's dead letter has no `intake.kind`; stored, it says `blob-ref`.
+            hdrs = body.write(hdrs, Kind::Page);
+        }
+        let value = body.value();
         let at = headers::now_rfc3339();
         let hdrs = DeadLetter::new(Stage::Fetch.name(), kind, &detail, &resp.url, &at)
             .write(hdrs)
@@ -523,6 +516,17 @@ impl StreamWorker {
             .map_err(|e| BatchError::Fatal(FetchError::Kafka(e)))
     }
 
+    /// The page's body, inline or (over the inline limit) stored in the blob store.
+    async fn claim_check(&self, resp: &Response) -> Result<LandedBody, BatchError> {
+        LandedBody::land(
+            &self.blobs,
+            resp.body.clone(),
+            self.cfg.blob.max_inline_bytes,
+        )
+        .await
+        .map_err(BatchError::Blob)
+    }
+
     /// Builds the landing record of a page; oversize bodies go to the blob store first.
     async fn land(
         &self,
@@ -532,7 +536,7 @@ impl StreamWorker {
         seq: u64,
         records: u64,
     ) -> Result<Landed, BatchError> {
-        let mut h = Headers::new()
+        let h = Headers::new()
             .with(headers::SOURCE, &self.source.name)
             .with(headers::STREAM, &self.stream.name)
             .with(headers::FETCHED_AT, headers::now_rfc3339())
@@ -544,24 +548,13 @@ impl StreamWorker {
             .with(headers::MODE, cur.mode.as_str())
             .with(headers::SEQ, seq.to_string())
             .with(headers::STAMP, cur.stamp.to_string());
-        let value = if resp.body.len() > self.cfg.blob.max_inline_bytes {
-            let r = self
-                .blobs
-                .put(resp.body.clone())
-                .await
-                .map_err(BatchError::Blob)?;
+        let body = self.claim_check(resp).await?;
+        if let Some(r) = body.blob() {
             tracing::info!(source = %self.source.name, stream = %self.stream.name, size = r.size, sha256 = %r.sha256, "page over the inline limit: stored in the blob store, landing a blob-ref");
-            h = h
-                .with(headers::KIND, Kind::BlobRef.as_str())
-                .with(headers::BLOB, r.header_value());
-            Bytes::from(serde_json::to_vec(&r).expect("serialisable"))
-        } else {
-            h = h.with(headers::KIND, Kind::Page.as_str());
-            resp.body.clone()
-        };
+        }
         Ok(Landed {
-            value,
-            headers: h,
+            value: body.value(),
+            headers: body.write(h, Kind::Page),
             records,
             prints: Vec::new(),
         })

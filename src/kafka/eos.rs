@@ -38,11 +38,13 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::consumed::Consumed;
 use super::txn::{self, Backoff, OnFence, Outcome, Policy};
 use super::{Kafka, Outgoing, TxnProducer, classify};
+use crate::stage::StageError;
 use crate::telemetry::metric;
 
 /// How often the consumer-lag gauge is refreshed.
@@ -263,19 +265,58 @@ enum Ended {
     StartOver(String),
 }
 
-/// Where a processor sends its outputs: straight into the open transaction.
+/// Where a processor sends its outputs: straight into the open transaction, or (in a unit
+/// test) into memory.
 pub struct Sink<'a> {
-    producer: &'a TxnProducer,
+    to: SinkTo<'a>,
     sent: u64,
 }
 
-impl Sink<'_> {
+enum SinkTo<'a> {
+    Txn(&'a TxnProducer),
+    Memory(&'a mut Vec<Sent>),
+}
+
+/// A record a memory [`Sink`] kept, owned.
+#[derive(Debug)]
+pub struct Sent {
+    /// Destination topic.
+    pub topic: String,
+    /// Record key.
+    pub key: Option<Vec<u8>>,
+    /// Record value (None: a tombstone).
+    pub payload: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: rdkafka::message::OwnedHeaders,
+    /// Explicit partition, if any.
+    pub partition: Option<i32>,
+}
+
+impl<'a> Sink<'a> {
+    /// A sink that keeps what it is sent in `out` instead of producing it: a processor's
+    /// outputs, checked by a unit test without a broker.
+    pub fn memory(out: &'a mut Vec<Sent>) -> Self {
+        Self {
+            to: SinkTo::Memory(out),
+            sent: 0,
+        }
+    }
+
     /// Sends one record in the open transaction.
     ///
     /// # Errors
     /// Produce errors (e.g. a record over the broker's size limit: [`super::ErrorClass::BadRecord`]).
     pub fn send(&mut self, rec: Outgoing<'_>) -> KafkaResult<()> {
-        self.producer.send(rec)?;
+        match &mut self.to {
+            SinkTo::Txn(p) => p.send(rec)?,
+            SinkTo::Memory(out) => out.push(Sent {
+                topic: rec.topic.to_owned(),
+                key: rec.key.map(<[u8]>::to_vec),
+                payload: rec.payload.map(<[u8]>::to_vec),
+                headers: rec.headers,
+                partition: rec.partition,
+            }),
+        }
         self.sent += 1;
         Ok(())
     }
@@ -292,11 +333,13 @@ pub trait Processor: Send {
     fn assigned(&mut self, kafka: &Kafka, tps: &[Tp]) -> KafkaResult<()>;
     /// Partitions were revoked (after the open transaction was committed or aborted).
     fn revoked(&mut self, tps: &[Tp]);
-    /// Transforms one record. Outputs go to `sink`. Errors abort the batch.
+    /// Transforms one record. Outputs go to `sink`. Bad data goes to the DLQ and is not an
+    /// error; an error aborts the batch and rewinds it.
     ///
     /// # Errors
-    /// Kafka errors from the sink.
-    fn process(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> KafkaResult<()>;
+    /// A dependency that is unavailable (the loop waits its hint, then retries), or a Kafka
+    /// error from the sink.
+    fn process(&mut self, msg: &Consumed<'_>, sink: &mut Sink<'_>) -> Result<(), StageError>;
     /// The open transaction was aborted: in-memory state may be ahead of committed output and
     /// must be rebuilt for `tps` (the loop then rewinds them).
     fn aborted(&mut self, kafka: &Kafka, tps: &[Tp]);
@@ -664,11 +707,11 @@ fn consume(
                 s.offsets.insert(tp, m.offset() + 1);
                 drop(s);
                 let mut sink = Sink {
-                    producer: &producer,
+                    to: SinkTo::Txn(&producer),
                     sent: 0,
                 };
                 pulse.beat(Phase::Processing);
-                let r = processor.process(&m, &mut sink);
+                let r = processor.process(&Consumed::of(&m), &mut sink);
                 {
                     let mut s = shared.lock().expect("poisoned");
                     s.batch_in += 1;
@@ -689,8 +732,21 @@ fn consume(
                 }
                 if let Err(e) = r {
                     pulse.beat(Phase::Rewinding);
+                    let (e, retry_in) = match e {
+                        StageError::Kafka(e) => (e, None),
+                        StageError::Unavailable { what, retry_in } => {
+                            tracing::warn!(stage = processor.stage(), error = %what, partition = m.partition(), offset = m.offset(), retry_in_ms = retry_in.as_millis() as u64, "a dependency is unavailable; aborting the batch to retry it");
+                            metrics::counter!(metric::ERRORS, "stage" => processor.stage(), "class" => "system").increment(1);
+                            (KafkaError::Canceled, Some(retry_in))
+                        }
+                    };
                     let failed = txn::fail(&producer, &policy(), e);
                     handle_failure(kafka, &consumer, &shared, processor, failed, &new_producer)?;
+                    // The transaction is closed (aborted): no timeout runs while the loop
+                    // waits, so an outage is not hammered.
+                    if let Some(wait) = retry_in.filter(|w| !w.is_zero()) {
+                        std::thread::sleep(wait);
+                    }
                     stalls.reset();
                     batch_started = None;
                     in_batch = 0;

@@ -13,6 +13,7 @@
 //! Errors are classified in [`error`] (retry / abort the transaction / fatal / bad record).
 
 pub mod connect;
+pub mod consumed;
 pub mod eos;
 pub mod error;
 pub mod group;

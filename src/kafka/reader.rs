@@ -91,6 +91,22 @@ pub fn read_to_end(
     read_from(reader, topic, &starts, timeout, f)
 }
 
+/// [`read_to_end`] over every partition of `topic` (their count asked of the broker first,
+/// within 10 s). Returns the number of partitions and of records read.
+///
+/// # Errors
+/// As [`read_to_end`], or the partition count's.
+pub fn read_topic(
+    reader: &Reader,
+    topic: &str,
+    timeout: Duration,
+    f: impl FnMut(&BorrowedMessage<'_>),
+) -> KafkaResult<(i32, u64)> {
+    let n = partition_count(reader, topic, Duration::from_secs(10))?;
+    let read = read_to_end(reader, topic, &(0..n).collect::<Vec<_>>(), timeout, f)?;
+    Ok((n, read))
+}
+
 /// [`read_to_end`] from the given start of each partition (`Offset::Beginning` or an offset)
 /// instead of the beginning.
 ///

@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::blob::BlobStore;
 use crate::config::{Config, ConfigError, SecretString, ServeOperation};
+use crate::contract::LandedBody;
 use crate::headers::{self, Headers, Kind};
 use crate::jobs;
 use crate::kafka::Kafka;
@@ -484,10 +485,9 @@ async fn webhook(
         }
     };
     let (entity, event_id, stream) = (ev.entity_id, ev.event_id, ev.stream);
-    let mut h = Headers::new()
+    let h = Headers::new()
         .with(headers::SOURCE, &source)
         .with(headers::STREAM, &stream)
-        .with(headers::KIND, Kind::Event.as_str())
         .with(headers::FETCHED_AT, headers::now_rfc3339())
         .with(headers::REQUEST, format!("POST /v1/webhooks/{source}"))
         .with(headers::EVENT_ID, &event_id)
@@ -495,19 +495,17 @@ async fn webhook(
         .with(headers::OP, ev.op.as_str());
     // An event over the landing topic's inline limit is stored by claim-check, like a page:
     // the landing value is its reference (`intake.blob`), validate reads the body back.
-    let value = if body.len() > st.cfg.blob.max_inline_bytes {
-        let r = st.blobs.put(body).await.map_err(|e| {
+    let landed = LandedBody::land(&st.blobs, body, st.cfg.blob.max_inline_bytes)
+        .await
+        .map_err(|e| {
             ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "blob_store",
                 format!("the event is over the inline limit and the blob store failed: {e}"),
             )
         })?;
-        h = h.with(headers::BLOB, r.header_value());
-        Bytes::from(serde_json::to_vec(&r).expect("serialisable"))
-    } else {
-        body
-    };
+    let h = landed.write(h, Kind::Event);
+    let value = landed.value();
     let rec = ToLand {
         topic: st.names.landing(),
         key: Bytes::from(entity.clone().into_bytes()),
@@ -643,7 +641,7 @@ async fn submit_job(
         counts: jobs::Counts::landed(records),
         attempt: Some(uuid::Uuid::new_v4().to_string()),
     };
-    let mut h = Headers::new()
+    let h = Headers::new()
         .with(headers::SOURCE, &src.name)
         .with(headers::STREAM, &st_cfg.name)
         .with(headers::FETCHED_AT, headers::now_rfc3339())
@@ -653,18 +651,12 @@ async fn submit_job(
             headers::JOB_ATTEMPT,
             job.attempt.as_deref().unwrap_or_default(),
         );
-    let value = match &blob_ref {
-        Some(r) => {
-            h = h
-                .with(headers::KIND, Kind::BlobRef.as_str())
-                .with(headers::BLOB, r.header_value());
-            Bytes::from(serde_json::to_vec(r).expect("serialisable"))
-        }
-        None => {
-            h = h.with(headers::KIND, Kind::Batch.as_str());
-            content
-        }
+    let landed = match &blob_ref {
+        Some(r) => LandedBody::Stored(r.clone()),
+        None => LandedBody::Inline(content),
     };
+    let h = landed.write(h, Kind::Batch);
+    let value = landed.value();
     let key = format!("{}/{}", src.name, st_cfg.name);
     let batch = ToLand {
         topic: st.names.landing(),

@@ -1,8 +1,8 @@
 //! Per-job counts: what validate did with the records of a job's landing record, written to
 //! `intake.jobs` in the same transaction as the outputs (see [`crate::jobs`]).
 
+use crate::kafka::consumed::Consumed;
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Message};
 
 use super::reject;
 use crate::headers::{self, Headers};
@@ -33,7 +33,7 @@ impl Tally {
     }
 
     /// The job's count delta for `msg`, when it carries `intake.job_id`.
-    pub(crate) fn delta(&self, msg: &BorrowedMessage<'_>) -> Option<CountDelta> {
+    pub(crate) fn delta(&self, msg: &Consumed<'_>) -> Option<CountDelta> {
         let job = headers::get_str(msg.headers(), headers::JOB_ID)?;
         let attempt = headers::get_str(msg.headers(), headers::JOB_ATTEMPT);
         let origin = reject::origin(msg.topic(), msg.partition(), msg.offset(), None);
@@ -45,7 +45,7 @@ impl Tally {
     /// Sends the delta (if any) into the open transaction.
     pub(crate) fn send(
         &self,
-        msg: &BorrowedMessage<'_>,
+        msg: &Consumed<'_>,
         jobs_topic: &str,
         sink: &mut Sink<'_>,
     ) -> KafkaResult<()> {

@@ -5,11 +5,7 @@ use super::*;
 
 impl Validate {
     /// A webhook event: an upsert validated like a page record, or a delete.
-    pub(super) fn on_event(
-        &mut self,
-        msg: &BorrowedMessage<'_>,
-        sink: &mut Sink<'_>,
-    ) -> Result<(), Fail> {
+    pub(super) fn on_event(&mut self, msg: &Consumed<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
         // An event over serve's inline limit was stored by claim-check (`intake.blob`).
         let stored;
         let value = if headers::get(msg.headers(), headers::BLOB).is_some() {
@@ -213,9 +209,7 @@ pub struct EventEnvelope {
 /// The event as serve mapped it at landing (`intake.op`, `intake.stream`, `intake.seq` and the
 /// key: see `serve::events`), or `None` for an event landed without a mapping (before serve
 /// mapped events), whose envelope [`parse_event`] reads.
-pub(super) fn event_from_headers(
-    msg: &BorrowedMessage<'_>,
-) -> Option<Result<EventEnvelope, Rejection>> {
+pub(super) fn event_from_headers(msg: &Consumed<'_>) -> Option<Result<EventEnvelope, Rejection>> {
     let h = msg.headers();
     let op = headers::get_str(h, headers::OP)?;
     let bad = |why: String| Rejection::whole(DriftKind::NotAPage, why);

@@ -66,11 +66,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::kafka::consumed::Consumed;
 use apache_avro::Schema;
 use bytes::Bytes;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Message};
 use serde_json::Value as Json;
 
 use super::Validator;
@@ -90,7 +90,7 @@ use crate::headers::{self, Headers, Kind};
 use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
 use crate::kafka::{ErrorClass, Kafka, Outgoing, classify, reader};
 use crate::registry::{self, Latest, Registry, RegistryError};
-use crate::stage::Stage;
+use crate::stage::{Stage, StageError};
 use crate::topics::TopicNames;
 
 /// Most landing records per transaction (a page is one record; it may hold hundreds).
@@ -201,9 +201,6 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
     let kafka = base
         .clone()
         .with_producer_setting("linger.ms", PRODUCER_LINGER_MS);
-    let registry = Registry::new(&cfg.registry)?;
-    let blobs = BlobStore::open(&cfg.blob)?;
-    let meta = base.metadata_consumer("validate-metadata")?;
     let loop_cfg = LoopConfig {
         group,
         topics: vec![names.landing()],
@@ -215,28 +212,7 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
         max_batch: MAX_BATCH,
         linger: LINGER,
     };
-    let mut processor = Validate {
-        landing: names.landing(),
-        dlq: names.dlq(),
-        plans,
-        registry,
-        blobs,
-        rt,
-        validators: HashMap::new(),
-        mirrored: HashMap::new(),
-        partitions: HashMap::new(),
-        limits,
-        meta,
-        buf: Vec::with_capacity(64 * 1024),
-        backoff: Duration::ZERO,
-        jobs: names.jobs(),
-        tally: Tally::default(),
-        valid_counter: metrics::counter!(crate::telemetry::metric::VALIDATE_RECORDS, "outcome" => "valid"),
-        prov: Provenance::default(),
-        max_record_bytes: cfg.blob.max_record_bytes,
-        claim_ids: HashMap::new(),
-        key_codecs: HashMap::new(),
-    };
+    let mut processor = Validate::new(cfg, &names, plans, rt, limits, &base)?;
     tracing::info!(group = %loop_cfg.group, transactional_id = %loop_cfg.transactional_id, landing = %processor.landing, "validate starting");
     eos::run(&kafka, &loop_cfg, &mut processor, stop)?;
     tracing::info!("validate stopped");
@@ -363,7 +339,7 @@ struct Provenance {
 }
 
 impl Provenance {
-    fn of(msg: &BorrowedMessage<'_>) -> Self {
+    fn of(msg: &Consumed<'_>) -> Self {
         let h = msg.headers();
         Self {
             origin: reject::origin(msg.topic(), msg.partition(), msg.offset(), None),
@@ -406,7 +382,7 @@ impl Processor for Validate {
         tracing::info!(partitions = ?tps, "landing partitions revoked");
     }
 
-    fn process(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> KafkaResult<()> {
+    fn process(&mut self, msg: &Consumed<'_>, sink: &mut Sink<'_>) -> Result<(), StageError> {
         self.tally = Tally::default();
         self.prov = Provenance::of(msg);
         let routed = self
@@ -417,28 +393,60 @@ impl Processor for Validate {
                 self.backoff = Duration::ZERO;
                 Ok(())
             }
-            Err(Fail::Kafka(e)) => Err(e),
+            Err(Fail::Kafka(e)) => Err(StageError::Kafka(e)),
             Err(Fail::System(why)) => {
+                // The loop aborts, waits this long (the transaction is closed, so no timeout
+                // runs meanwhile), and retries the batch.
                 self.backoff = (self.backoff * 2).clamp(Duration::from_millis(200), MAX_BACKOFF);
-                tracing::warn!(error = %why, partition = msg.partition(), offset = msg.offset(), retry_in_ms = self.backoff.as_millis() as u64, "system unavailable; aborting the batch to retry it");
-                metrics::counter!(crate::telemetry::metric::ERRORS, "stage" => Stage::Validate.name(), "class" => "system").increment(1);
-                // Any non-fatal error makes the loop abort and rewind; the reason is logged above.
-                Err(KafkaError::Canceled)
+                Err(StageError::Unavailable {
+                    what: why,
+                    retry_in: self.backoff,
+                })
             }
         }
     }
 
     fn aborted(&mut self, _kafka: &Kafka, _tps: &[Tp]) {
-        // Stateless: nothing to rebuild. Pause before the retry when a system is down, so an
-        // outage is not hammered (the transaction is closed, so no timeout runs meanwhile).
-        if !self.backoff.is_zero() {
-            std::thread::sleep(self.backoff);
-        }
+        // Stateless: nothing to rebuild.
     }
 }
 
 impl Validate {
-    fn route(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
+    /// The processor of `cfg`'s streams. Needs no broker until it processes a record that
+    /// asks broker metadata (a page's partition count), so its routing is unit-tested.
+    fn new(
+        cfg: &Config,
+        names: &TopicNames,
+        plans: Plans,
+        rt: tokio::runtime::Runtime,
+        limits: Limits,
+        base: &Kafka,
+    ) -> Result<Self, ValidateError> {
+        Ok(Validate {
+            landing: names.landing(),
+            dlq: names.dlq(),
+            plans,
+            registry: Registry::new(&cfg.registry)?,
+            blobs: BlobStore::open(&cfg.blob)?,
+            rt,
+            validators: HashMap::new(),
+            mirrored: HashMap::new(),
+            partitions: HashMap::new(),
+            limits,
+            meta: base.metadata_consumer("validate-metadata")?,
+            buf: Vec::with_capacity(64 * 1024),
+            backoff: Duration::ZERO,
+            jobs: names.jobs(),
+            tally: Tally::default(),
+            valid_counter: metrics::counter!(crate::telemetry::metric::VALIDATE_RECORDS, "outcome" => "valid"),
+            prov: Provenance::default(),
+            max_record_bytes: cfg.blob.max_record_bytes,
+            claim_ids: HashMap::new(),
+            key_codecs: HashMap::new(),
+        })
+    }
+
+    fn route(&mut self, msg: &Consumed<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
         let h = msg.headers();
         let Some(kind) = headers::get(h, headers::KIND).and_then(Kind::parse) else {
             let why = Rejection::whole(
@@ -494,7 +502,7 @@ impl Validate {
     /// A page (inline or read from the blob store): every record to the valid topic or the DLQ.
     fn on_page(
         &mut self,
-        msg: &BorrowedMessage<'_>,
+        msg: &Consumed<'_>,
         plan: &StreamPlan,
         page: &[u8],
         sink: &mut Sink<'_>,
@@ -586,7 +594,7 @@ impl Validate {
     /// is the outcome of [`Validate::encode`] with the current schema, if the caller did that.
     fn on_record(
         &mut self,
-        msg: &BorrowedMessage<'_>,
+        msg: &Consumed<'_>,
         plan: &StreamPlan,
         schema: &mut SchemaState,
         input: &Input<'_>,
@@ -709,5 +717,139 @@ mod tests {
         let fields = keyed.key.as_ref().unwrap();
         assert_eq!(fields.names().collect::<Vec<_>>(), ["customer_id", "id"]);
         assert_eq!(keyed.key_field, "customer_id");
+    }
+
+    /// A processor of one stream `s/a` (`/data` records keyed by `/id`) with nothing behind
+    /// it: no broker (127.0.0.1:1) and no registry (127.0.0.1:1, refused at once).
+    fn offline() -> (tempfile::TempDir, Validate, TopicNames) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::from_toml(&format!(
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\n[registry]\nurl = \"http://127.0.0.1:1\"\n\
+             [blob]\nurl = \"file://{}\"\n\
+             [[sources]]\nname = \"s\"\nbase_url = \"http://h\"\n\
+             [[sources.streams]]\nname = \"a\"\npath = \"/a\"\nrecords = \"/data\"\n\
+             primary_key = \"/id\"\nversion = \"/v\"\n",
+            dir.path().display()
+        ))
+        .unwrap();
+        let names = TopicNames::from_config(&cfg);
+        let plans = Plans::from_config(&cfg, &names).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let limits = Limits {
+            producer: 1 << 20,
+            dlq: 1 << 20,
+            valid: HashMap::new(),
+        };
+        let base = Kafka::new(&cfg.kafka).unwrap();
+        let v = Validate::new(&cfg, &names, plans, rt, limits, &base).unwrap();
+        (dir, v, names)
+    }
+
+    fn landing(pairs: &[(&str, &str)]) -> rdkafka::message::OwnedHeaders {
+        pairs
+            .iter()
+            .fold(Headers::new(), |h, (k, v)| h.with(k, v))
+            .build()
+    }
+
+    /// Processes one landing record (offset 7 of partition 2) into memory.
+    fn process(
+        v: &mut Validate,
+        h: &rdkafka::message::OwnedHeaders,
+        value: &[u8],
+    ) -> (Result<(), StageError>, Vec<crate::kafka::eos::Sent>) {
+        let landing = v.landing.clone();
+        let msg = Consumed::new(&landing, 2, 7, Some(b"s/a"), Some(value), Some(h));
+        let mut out = Vec::new();
+        let r = v.process(&msg, &mut Sink::memory(&mut out));
+        (r, out)
+    }
+
+    /// The one record sent, a dead letter: its kind, stage and origin, and its value.
+    fn the_dead_letter(names: &TopicNames, out: &[crate::kafka::eos::Sent]) -> (String, Vec<u8>) {
+        assert_eq!(out.len(), 1, "{out:?}");
+        let d = &out[0];
+        assert_eq!(d.topic, names.dlq());
+        let letter = crate::contract::DeadLetter::read(Some(&d.headers));
+        assert_eq!(letter.stage, "validate");
+        assert_eq!(letter.origin, format!("{}/2/7", names.landing()).as_str());
+        (
+            letter.kind.to_owned(),
+            d.payload.clone().unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn a_landing_record_without_a_kind_is_kept_in_the_dlq_as_it_came() {
+        let (_dir, mut v, names) = offline();
+        let h = landing(&[(headers::SOURCE, "s"), (headers::STREAM, "a")]);
+        let (r, out) = process(&mut v, &h, br#"{"data":[{"id":"1","v":1}]}"#);
+        r.unwrap();
+        let (kind, value) = the_dead_letter(&names, &out);
+        assert_eq!(kind, "not_a_page");
+        assert_eq!(value, br#"{"data":[{"id":"1","v":1}]}"#);
+    }
+
+    #[test]
+    fn a_page_of_a_stream_this_process_does_not_know_is_kept_in_the_dlq() {
+        let (_dir, mut v, names) = offline();
+        let h = landing(&[
+            (headers::KIND, "page"),
+            (headers::SOURCE, "s"),
+            (headers::STREAM, "elsewhere"),
+        ]);
+        let (r, out) = process(&mut v, &h, b"{}");
+        r.unwrap();
+        let (kind, _) = the_dead_letter(&names, &out);
+        assert_eq!(kind, "no_schema");
+        let detail = crate::contract::DeadLetter::read(Some(&out[0].headers))
+            .detail
+            .to_owned();
+        assert!(detail.contains("s/elsewhere"), "{detail}");
+    }
+
+    #[test]
+    fn a_page_that_is_not_json_is_kept_whole_without_asking_the_registry() {
+        let (_dir, mut v, names) = offline();
+        let h = landing(&[
+            (headers::KIND, "page"),
+            (headers::SOURCE, "s"),
+            (headers::STREAM, "a"),
+        ]);
+        let (r, out) = process(&mut v, &h, br#"{"data":[{"id":"1""#);
+        r.unwrap();
+        let (kind, value) = the_dead_letter(&names, &out);
+        assert_eq!(kind, "malformed_json");
+        assert_eq!(value, br#"{"data":[{"id":"1""#);
+    }
+
+    #[test]
+    fn a_registry_outage_is_unavailable_with_a_growing_hint_and_sends_nothing() {
+        let (_dir, mut v, _names) = offline();
+        let h = landing(&[
+            (headers::KIND, "page"),
+            (headers::SOURCE, "s"),
+            (headers::STREAM, "a"),
+        ]);
+        let mut hints = Vec::new();
+        for _ in 0..2 {
+            let (r, out) = process(&mut v, &h, br#"{"data":[{"id":"1","v":1}]}"#);
+            assert!(out.is_empty(), "{out:?}");
+            match r {
+                Err(StageError::Unavailable { retry_in, .. }) => hints.push(retry_in),
+                other => panic!("not unavailable: {other:?}"),
+            }
+        }
+        assert_eq!(
+            hints,
+            [Duration::from_millis(200), Duration::from_millis(400)]
+        );
+        // A record that needs no registry succeeds and resets the hint.
+        let (r, _) = process(&mut v, &landing(&[]), b"{}");
+        r.unwrap();
+        assert_eq!(v.backoff, Duration::ZERO);
     }
 }

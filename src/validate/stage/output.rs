@@ -9,7 +9,7 @@ impl Validate {
     /// as `too_large` if the topic cannot take it.
     pub(super) fn send_valid(
         &mut self,
-        msg: &BorrowedMessage<'_>,
+        msg: &Consumed<'_>,
         plan: &StreamPlan,
         active: &Active,
         input: &Input<'_>,
@@ -172,7 +172,7 @@ impl Validate {
     /// One record to the DLQ: its own bytes (or the whole event), with its index in the page.
     pub(super) fn reject(
         &mut self,
-        msg: &BorrowedMessage<'_>,
+        msg: &Consumed<'_>,
         sink: &mut Sink<'_>,
         input: &Input<'_>,
         why: &Rejection,
@@ -191,7 +191,7 @@ impl Validate {
     /// Sends rejected bytes to the DLQ with the landing key and headers and the `dlq.*` ones.
     pub(super) fn dead_letter(
         &mut self,
-        msg: &BorrowedMessage<'_>,
+        msg: &Consumed<'_>,
         sink: &mut Sink<'_>,
         value: Option<&[u8]>,
         why: &Rejection,
@@ -235,7 +235,7 @@ impl Validate {
     /// One copy of a sync marker to every partition of the stream's valid topic.
     pub(super) fn on_marker(
         &mut self,
-        msg: &BorrowedMessage<'_>,
+        msg: &Consumed<'_>,
         plan: &StreamPlan,
         sink: &mut Sink<'_>,
     ) -> Result<(), Fail> {
@@ -264,12 +264,8 @@ impl Validate {
 
     /// The claim-checked page of a `blob-ref`. `Err(Ok)`: unreadable for good (bad data);
     /// `Err(Err)`: the store is unavailable (retry).
-    pub(super) fn read_blob(
-        &self,
-        msg: &BorrowedMessage<'_>,
-    ) -> Result<Bytes, Result<Rejection, Fail>> {
-        let from_header =
-            headers::get_str(msg.headers(), headers::BLOB).and_then(BlobRef::parse_header);
+    pub(super) fn read_blob(&self, msg: &Consumed<'_>) -> Result<Bytes, Result<Rejection, Fail>> {
+        let from_header = crate::contract::LandedBody::read_blob(msg.headers());
         let reference = from_header
             .or_else(|| serde_json::from_slice::<BlobRef>(msg.payload().unwrap_or_default()).ok());
         let Some(reference) = reference else {
