@@ -2,6 +2,9 @@
 //! groups (`<group_prefix>-<stage>`), transactional ids, `dlq.stage` and log fields.
 
 use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A stage of the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +82,58 @@ impl fmt::Display for StageError {
 
 impl std::error::Error for StageError {}
 
+/// A stage whose loop blocks (validate's and dedup's exactly-once loops) could not run on its
+/// thread.
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadError {
+    /// The thread could not be started.
+    #[error("starting the {0} thread: {1}")]
+    Start(Stage, std::io::Error),
+    /// The thread panicked (its panic message is in the log).
+    #[error("the {0} thread panicked")]
+    Panicked(Stage),
+}
+
+/// Runs a blocking stage: `body` on a thread named after `stage`, until it returns. When
+/// `shutdown` resolves first, the stop flag `body` was given is set and `body` is waited for
+/// (its loop commits the open transaction and leaves the group). The one way validate and
+/// dedup start, stop and report their thread, alone (`intake validate`, `intake dedup`) or
+/// together (`intake run`).
+///
+/// # Errors
+/// `body`'s error, or a [`ThreadError`] (converted into `E`).
+pub async fn on_thread<E>(
+    stage: Stage,
+    shutdown: impl Future<Output = ()>,
+    body: impl FnOnce(Arc<AtomicBool>) -> Result<(), E> + Send + 'static,
+) -> Result<(), E>
+where
+    E: From<ThreadError> + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name(format!("intake-{stage}"))
+            .spawn(move || {
+                let _ = tx.send(body(stop));
+            })
+            .map_err(|e| ThreadError::Start(stage, e))?
+    };
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        r = &mut rx => r,
+        () = &mut shutdown => {
+            stop.store(true, Ordering::Relaxed);
+            rx.await
+        }
+    };
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    // The sender is dropped without a result only when `body` panicked.
+    result.unwrap_or_else(|_| Err(ThreadError::Panicked(stage).into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +148,40 @@ mod tests {
                 .all(|n| n.bytes().all(|b| b.is_ascii_lowercase()))
         );
         assert_eq!(Stage::Dedup.to_string(), "dedup");
+    }
+
+    #[tokio::test]
+    async fn a_thread_runs_until_shutdown_and_a_panic_is_named() {
+        use std::sync::atomic::AtomicU32;
+        // Shutdown sets the flag the body watches; the body's own result comes back.
+        let turns = Arc::new(AtomicU32::new(0));
+        let t = turns.clone();
+        let r: Result<(), ThreadError> = on_thread(
+            Stage::Dedup,
+            tokio::time::sleep(std::time::Duration::from_millis(50)),
+            move |stop| {
+                while !stop.load(Ordering::Relaxed) {
+                    t.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                assert_eq!(
+                    std::thread::current().name(),
+                    Some("intake-dedup"),
+                    "named after its stage"
+                );
+                Ok(())
+            },
+        )
+        .await;
+        r.unwrap();
+        assert!(turns.load(Ordering::Relaxed) > 0);
+        // A body that ends by itself ends the call without a shutdown.
+        let r: Result<(), ThreadError> =
+            on_thread(Stage::Validate, std::future::pending(), |_| Ok(())).await;
+        r.unwrap();
+        // A panic is an error naming the stage.
+        let r: Result<(), ThreadError> =
+            on_thread(Stage::Validate, std::future::pending(), |_| panic!("boom")).await;
+        assert_eq!(r.unwrap_err().to_string(), "the validate thread panicked");
     }
 }

@@ -135,12 +135,9 @@ pub enum DedupError {
         /// Its partition count.
         curated_partitions: i32,
     },
-    /// The stage's thread could not be started.
-    #[error("starting the dedup thread: {0}")]
-    Thread(std::io::Error),
-    /// The stage's thread panicked.
-    #[error("the dedup thread panicked")]
-    Panicked,
+    /// The stage's thread could not start or died.
+    #[error(transparent)]
+    Thread(#[from] crate::stage::ThreadError),
 }
 
 /// Runs the dedup stage until `shutdown` resolves: consumes every configured stream's valid
@@ -183,37 +180,17 @@ pub async fn run(
         max_batch: MAX_BATCH,
         linger: LINGER,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
-    let thread_stop = stop.clone();
     let dlq = names.dlq();
     let restore_timeout = restore_timeout(&cfg);
-    std::thread::Builder::new()
-        .name("intake-dedup".into())
-        .spawn(move || {
-            let result = (|| {
-                let mut processor = DedupProcessor::new(
-                    &kafka,
-                    &group,
-                    streams,
-                    dlq,
-                    restore_timeout,
-                    thread_stop.clone(),
-                )?;
-                processor.check_partitions()?;
-                eos::run(&kafka, &loop_cfg, &mut processor, &thread_stop)?;
-                Ok(())
-            })();
-            let _ = done_tx.send(result);
-        })
-        .map_err(DedupError::Thread)?;
-    tokio::pin!(shutdown);
-    tokio::select! {
-        result = &mut done_rx => return result.unwrap_or(Err(DedupError::Panicked)),
-        () = &mut shutdown => {}
-    }
-    stop.store(true, Ordering::Relaxed);
-    done_rx.await.unwrap_or(Err(DedupError::Panicked))
+    crate::stage::on_thread(Stage::Dedup, shutdown, move |stop| {
+        // The processor's restores watch the same flag (a shutdown ends a long restore).
+        let mut processor =
+            DedupProcessor::new(&kafka, &group, streams, dlq, restore_timeout, stop.clone())?;
+        processor.check_partitions()?;
+        eos::run(&kafka, &loop_cfg, &mut processor, &stop)?;
+        Ok(())
+    })
+    .await
 }
 
 /// How long one restore may take: long enough to wait out a vanished owner's open transaction

@@ -6,9 +6,9 @@
 //! - [`run`] supervises: in `once` mode it owns every configured stream and returns when each
 //!   has completed a sync; otherwise it joins the fetch group and runs the streams of the
 //!   tokens assigned to it until shutdown. Each assigned partition of `intake.quota` gets a
-//!   task ([`own_partition`]) that restores its tokens' quota state, gives each token one
-//!   fresh pacer for all its streams, runs the streams, and stores the state about every
-//!   second and once more when the partition is revoked.
+//!   task ([`own_partition`]) that gives each token one fresh pacer for all its streams,
+//!   restores their quota state ([`crate::quota::OwnedPartition`]), runs the streams, and
+//!   stores the state about every second and once more when the partition is revoked.
 //! - OAuth 2.0 tokens ([`oauth`]) belong to the same owner as the quota: `own_partition` arms
 //!   the refresh-token grants of its tokens with the partition's fenced writer and the stored
 //!   refresh tokens (read after fencing), and disarms them when the partition goes; a fenced
@@ -39,7 +39,7 @@ use crate::blob::{BlobError, BlobStore};
 use crate::config::{Config, ConfigError, SourceConfig};
 use crate::kafka::Kafka;
 use crate::kafka::partition::partition_for;
-use crate::quota::{DEFAULT_SAFETY, Pacer, QuotaRecord, QuotaStore};
+use crate::quota::{DEFAULT_SAFETY, OwnedPartition, Pacer, QuotaStore};
 use crate::stage::Stage;
 use crate::topics::TopicNames;
 
@@ -291,8 +291,18 @@ pub async fn run(
             let partitions = quota_partitions(&shared).await?;
             for o in &oauths {
                 let p = partition_for(o.token_id().as_bytes(), partitions);
-                if let Some(store) = open_store(&shared, p).await {
-                    shared.arm_oauths(&store, std::slice::from_ref(o)).await;
+                let owned = OwnedPartition::open(
+                    &shared.kafka,
+                    &shared.cfg.kafka.group_prefix,
+                    &shared.names.quota(),
+                    p,
+                    shared.cfg.instance_id(),
+                    HashMap::new(),
+                    true,
+                )
+                .await;
+                if let Some(store) = owned.store() {
+                    shared.arm_oauths(store, std::slice::from_ref(o)).await;
                 }
             }
         }
@@ -470,14 +480,19 @@ async fn own_partition(
             .entry(src.token_id().to_owned())
             .or_insert_with(|| Arc::new(Shared::fresh_pacer(src)));
     }
-    let owner = shared.cfg.instance_id();
     let oauths = shared.owned_oauths(mine.iter().map(|(s, _)| s));
-    let store = if pacers.is_empty() && oauths.is_empty() {
-        None
-    } else {
-        restore_quota(&shared, partition, &pacers).await
-    };
-    if let Some(s) = &store {
+    let open_writer = !(pacers.is_empty() && oauths.is_empty());
+    let mut quota = OwnedPartition::open(
+        &shared.kafka,
+        &shared.cfg.kafka.group_prefix,
+        &shared.names.quota(),
+        partition,
+        shared.cfg.instance_id(),
+        pacers,
+        open_writer,
+    )
+    .await;
+    if let Some(s) = quota.store() {
         shared.arm_oauths(s, &oauths).await;
     }
     if *stop.borrow() {
@@ -489,9 +504,8 @@ async fn own_partition(
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for (src, st) in &mine {
-        let pacer = pacers
-            .get(src.token_id())
-            .cloned()
+        let pacer = quota
+            .pacer(src.token_id())
             .unwrap_or_else(|| shared.pacers[src.token_id()].clone());
         let w = shared.worker_with(src, st, &opts, mp.as_ref(), pacer);
         tasks.push((
@@ -499,17 +513,13 @@ async fn own_partition(
             tokio::spawn(restarting(w, rx.clone())),
         ));
     }
-    let mut store = store;
     let mut tick = tokio::time::interval(STATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             r = stop.changed() => if r.is_err() || *stop.borrow() { break },
             _ = tick.tick() => {
-                let active: Vec<QuotaRecord> = pacers.iter().filter(|(_, p)| p.take_activity() > 0).map(|(t, p)| QuotaRecord::of(t, &owner, p)).collect();
-                let had = store.is_some();
-                store = write_quota(store, active).await;
-                if had && store.is_none() {
+                if quota.store_active().await {
                     // Fenced: a newer owner has the partition; its tokens are not ours to use.
                     for o in &oauths {
                         o.fenced().await;
@@ -525,86 +535,11 @@ async fn own_partition(
             out.push((key, r));
         }
     }
-    let all: Vec<QuotaRecord> = pacers
-        .iter()
-        .map(|(t, p)| QuotaRecord::of(t, &owner, p))
-        .collect();
-    write_quota(store, all).await;
+    quota.close().await;
     for o in &oauths {
         o.disarm().await;
     }
     out
-}
-
-/// Opens the partition's state writer (fencing the previous owner's) and seeds the pacers from
-/// the stored state. Failures are logged and the tokens start from a fresh pacer (which has no
-/// burst either): stored state makes a hand-over smoother, it is not needed for correctness.
-async fn restore_quota(
-    shared: &Shared,
-    partition: i32,
-    pacers: &HashMap<String, Arc<Pacer>>,
-) -> Option<QuotaStore> {
-    let store = open_store(shared, partition).await?;
-    let s = store.clone();
-    let read = stream::retry_blocking("read the quota state", move || s.read()).await;
-    match read {
-        Ok(records) => {
-            for (token, pacer) in pacers {
-                if let Some(r) = records.get(token) {
-                    r.seed(pacer);
-                    tracing::info!(partition, token, from = %r.owner, interval_ms = r.interval_ms, limit = r.limit, paused_until = ?r.paused_until, "quota state restored");
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(partition, error = %e, "quota state unreadable; tokens start from a fresh pacer")
-        }
-    }
-    Some(store)
-}
-
-/// Opens a quota partition's state writer, fencing the previous owner's (its open transaction
-/// is aborted), so what is read from the partition next is final. None (logged) on failure.
-async fn open_store(shared: &Shared, partition: i32) -> Option<QuotaStore> {
-    let (kafka, prefix, topic) = (
-        shared.kafka.clone(),
-        shared.cfg.kafka.group_prefix.clone(),
-        shared.names.quota(),
-    );
-    let opened = stream::retry_blocking("open the quota state writer", move || {
-        QuotaStore::open(&kafka, &prefix, &topic, partition)
-    })
-    .await;
-    match opened {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(partition, error = %e, "quota state unavailable; tokens start from a fresh pacer");
-            None
-        }
-    }
-}
-
-/// Writes records; a fenced writer (a newer owner exists) stops writing.
-async fn write_quota(store: Option<QuotaStore>, records: Vec<QuotaRecord>) -> Option<QuotaStore> {
-    let s = store?;
-    if records.is_empty() {
-        return Some(s);
-    }
-    let w = s.clone();
-    match tokio::task::spawn_blocking(move || w.write(&records))
-        .await
-        .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
-    {
-        Ok(()) => Some(s),
-        Err(e) if crate::kafka::classify(&e) == crate::kafka::ErrorClass::Fatal => {
-            tracing::warn!(error = %e, "quota state writer fenced: another process owns these tokens now");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "storing quota state failed; the next round retries");
-            Some(s)
-        }
-    }
 }
 
 /// Runs a worker and restarts it after unexpected errors (not after fencing, which means a

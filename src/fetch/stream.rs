@@ -110,11 +110,12 @@ impl StreamWorker {
     /// Fencing (another owner took the stream) and unrecoverable Kafka errors.
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<StreamReport, FetchError> {
         let producer = self.kafka.txn_producer(&self.transactional_id())?;
-        retry_kafka("init transactions", || {
+        crate::kafka::retry::retrying("init transactions", || {
             let p = producer.clone();
             async move { p.blocking(|p| p.init()).await }
         })
-        .await?;
+        .await
+        .map_err(|e| fetch_error("init transactions", e))?;
         // Restoring retries what a restarting broker or a moving leader throws at it.
         let mut wait = Duration::from_millis(200);
         let mut state = loop {
@@ -726,48 +727,26 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     stopped || *stop.borrow()
 }
 
-/// [`retry_kafka`] of a blocking Kafka call, each attempt on the blocking pool.
+/// [`kafka::retry::retrying_blocking`](crate::kafka::retry::retrying_blocking), its error as
+/// fetch's: a fatal one (fenced) is [`FetchError::Fenced`].
 pub(crate) async fn retry_blocking<F, T>(what: &str, f: F) -> Result<T, FetchError>
 where
     F: Fn() -> rdkafka::error::KafkaResult<T> + Clone + Send + 'static,
     T: Send + 'static,
 {
-    retry_kafka(what, || {
-        let f = f.clone();
-        async move {
-            tokio::task::spawn_blocking(f)
-                .await
-                .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
-        }
-    })
-    .await
+    crate::kafka::retry::retrying_blocking(what, f)
+        .await
+        .map_err(|e| fetch_error(what, e))
 }
 
-/// Retries a Kafka call while it fails retriably (broker restarting, coordinator moving).
-pub(crate) async fn retry_kafka<F, Fut, T>(what: &str, mut f: F) -> Result<T, FetchError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = rdkafka::error::KafkaResult<T>>,
-{
-    let mut backoff = Backoff::default();
-    for attempt in 1.. {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e)
-                if classify(&e) == ErrorClass::Retry
-                    || (attempt < 10 && classify(&e) == ErrorClass::Abort) =>
-            {
-                tracing::warn!(what, attempt, error = %e, "kafka call failed; retrying");
-                tokio::time::sleep(backoff.next_pause()).await;
-            }
-            Err(e) if classify(&e) == ErrorClass::Fatal => {
-                return Err(FetchError::Fenced {
-                    stream: what.to_owned(),
-                    detail: e.to_string(),
-                });
-            }
-            Err(e) => return Err(FetchError::Kafka(e)),
+/// A Kafka error that retrying could not get past, as fetch's error.
+fn fetch_error(what: &str, e: rdkafka::error::KafkaError) -> FetchError {
+    if classify(&e) == ErrorClass::Fatal {
+        FetchError::Fenced {
+            stream: what.to_owned(),
+            detail: e.to_string(),
         }
+    } else {
+        FetchError::Kafka(e)
     }
-    unreachable!("the loop only ends by returning")
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod group;
 pub mod partition;
 pub mod reader;
+pub mod retry;
 pub mod txn;
 
 use rdkafka::admin::AdminClient;

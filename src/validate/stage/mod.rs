@@ -63,7 +63,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::kafka::consumed::Consumed;
@@ -140,9 +140,12 @@ pub enum ValidateError {
     /// Kafka clients cannot be built, or the producer cannot be (re)initialised.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-    /// The stage thread could not start or died.
-    #[error("validate thread: {0}")]
-    Thread(String),
+    /// The stage's thread could not start or died.
+    #[error(transparent)]
+    Thread(#[from] crate::stage::ThreadError),
+    /// The stage thread's runtime (for registry and blob calls) could not be built.
+    #[error("building the validate thread's runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Runs the validate stage until `shutdown` resolves, then commits the open transaction and
@@ -155,27 +158,10 @@ pub async fn run(
     cfg: Arc<Config>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ValidateError> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, mut rx) = tokio::sync::oneshot::channel();
-    let thread = {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name(Stage::Validate.name().into())
-            .spawn(move || {
-                let _ = tx.send(run_blocking(&cfg, &stop));
-            })
-            .map_err(|e| ValidateError::Thread(e.to_string()))?
-    };
-    tokio::pin!(shutdown);
-    let result = tokio::select! {
-        r = &mut rx => r,
-        () = &mut shutdown => {
-            stop.store(true, Ordering::Relaxed);
-            rx.await
-        }
-    };
-    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-    result.unwrap_or_else(|_| Err(ValidateError::Thread("the validate thread panicked".into())))
+    crate::stage::on_thread(Stage::Validate, shutdown, move |stop| {
+        run_blocking(&cfg, &stop)
+    })
+    .await
 }
 
 /// The stage on the calling thread, until `stop` is set.
@@ -185,7 +171,7 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ValidateError::Thread(e.to_string()))?;
+        .map_err(ValidateError::Runtime)?;
     let names = TopicNames::from_config(cfg);
     let plans = Plans::from_config(cfg, &names)?;
     let base = Kafka::new(&cfg.kafka)?;
