@@ -11,6 +11,9 @@
 //!   `intake.mode`), written by fetch to landing, copied by validate to every partition of the
 //!   valid topic, read by dedup;
 //! - [`DeadLetter`]: the `dlq.*` headers every stage puts on what it sends to the DLQ;
+//! - [`LandingHeaders`]: the provenance every landed record carries (`intake.kind`, `intake.source`,
+//!   `intake.stream`, `intake.fetched_at`, `intake.request`, and a page's `intake.sync_id` and
+//!   `intake.stamp`), written by fetch and serve, read by validate;
 //! - [`LandedBody`]: a landed (or dead-lettered) body inline, or by claim-check a reference to
 //!   it in the blob store (`intake.kind` = `blob-ref`, `intake.blob`);
 //! - [`stream_key`]: `source/stream`, the key of a stream's cursor, of its landed pages and
@@ -304,6 +307,58 @@ impl<'a> DeadLetter<'a> {
     }
 }
 
+/// The provenance headers of a landed record, as validate reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LandingHeaders<'a> {
+    /// `intake.kind`, when it names a known kind.
+    pub kind: Option<Kind>,
+    /// `intake.source`.
+    pub source: Option<&'a str>,
+    /// `intake.stream`.
+    pub stream: Option<&'a str>,
+    /// `intake.fetched_at` (RFC 3339), as written.
+    pub fetched_at: Option<&'a [u8]>,
+    /// `intake.sync_id` of a page.
+    pub sync_id: Option<&'a [u8]>,
+    /// The order of the records of a version-less stream: the page's `intake.stamp`, else
+    /// its `intake.fetched_at` in microseconds (pushed batches, older landings).
+    pub stamp: Option<i64>,
+}
+
+impl<'a> LandingHeaders<'a> {
+    /// The headers every landed record starts with: `intake.source`, `intake.stream`,
+    /// `intake.fetched_at` (now) and `intake.request` (what brought it: the URL of a page, the
+    /// HTTP route of a webhook or batch). `intake.kind` is written with the body
+    /// ([`LandedBody::write`]).
+    pub fn provenance(source: &str, stream: &str, request: &str) -> Headers {
+        Headers::new()
+            .with(headers::SOURCE, source)
+            .with(headers::STREAM, stream)
+            .with(headers::FETCHED_AT, headers::now_rfc3339())
+            .with(headers::REQUEST, request)
+    }
+
+    /// Reads a landed record's provenance; what is missing or unparsable is `None` (validate
+    /// names what it needed in the dead letter).
+    pub fn read<H: rdkafka::message::Headers>(h: Option<&'a H>) -> Self {
+        let fetched_at = headers::get(h, headers::FETCHED_AT);
+        let stamp = headers::get_str(h, headers::STAMP)
+            .and_then(|s| s.parse::<i64>().ok())
+            .or_else(|| {
+                let at = std::str::from_utf8(fetched_at?).ok()?;
+                i64::try_from(crate::validate::split::rfc3339_nanos(at)?.div_euclid(1_000)).ok()
+            });
+        Self {
+            kind: headers::get(h, headers::KIND).and_then(Kind::parse),
+            source: headers::get_str(h, headers::SOURCE),
+            stream: headers::get_str(h, headers::STREAM),
+            fetched_at,
+            sync_id: headers::get(h, headers::SYNC_ID),
+            stamp,
+        }
+    }
+}
+
 /// The value of a landed page, batch or event, and of fetch's dead letter of a page: the body
 /// itself, or, over `blob.max_inline_bytes`, a reference to it in the blob store (claim-check:
 /// the body is stored under its sha256, so a retried transaction stores the same object).
@@ -402,6 +457,42 @@ mod tests {
 
     fn built(h: Headers) -> OwnedHeaders {
         h.build()
+    }
+
+    #[test]
+    fn a_landing_provenance_round_trips_and_orders_by_stamp_or_fetch_time() {
+        let h = built(
+            LandedBody::Inline(bytes::Bytes::new()).write(
+                LandingHeaders::provenance("s", "a", "https://api/x?page=2")
+                    .with(headers::SYNC_ID, "sync-1")
+                    .with(headers::STAMP, "1700000000000001"),
+                Kind::Page,
+            ),
+        );
+        let l = LandingHeaders::read(Some(&h));
+        assert_eq!(l.kind, Some(Kind::Page));
+        assert_eq!((l.source, l.stream), (Some("s"), Some("a")));
+        assert_eq!(l.sync_id, Some(&b"sync-1"[..]));
+        assert_eq!(l.stamp, Some(1_700_000_000_000_001));
+        assert_eq!(
+            headers::get_str(Some(&h), headers::REQUEST),
+            Some("https://api/x?page=2")
+        );
+        let at = headers::get_str(Some(&h), headers::FETCHED_AT).unwrap();
+        assert_eq!(l.fetched_at, Some(at.as_bytes()));
+        // Without a stamp, the fetch time in microseconds.
+        let h = built(
+            Headers::new()
+                .with(headers::FETCHED_AT, "2024-01-02T03:04:05.000006Z")
+                .with(headers::KIND, "mystery"),
+        );
+        let l = LandingHeaders::read(Some(&h));
+        assert_eq!(l.kind, None, "an unknown kind is not a kind");
+        assert_eq!(l.stamp, Some(1_704_164_645_000_006));
+        assert_eq!(
+            LandingHeaders::read::<OwnedHeaders>(None),
+            LandingHeaders::default()
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::request::{self, Shape, Values};
 use super::unchanged::{Print, Unchanged};
 use crate::blob::BlobStore;
 use crate::config::{Config, SourceConfig, StreamConfig};
-use crate::contract::{DeadLetter, LandedBody, SyncMarker};
+use crate::contract::{DeadLetter, LandedBody, LandingHeaders, SyncMarker};
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::txn::{self, Backoff, Outcome, Policy};
 use crate::kafka::{
@@ -537,11 +537,7 @@ impl StreamWorker {
         seq: u64,
         records: u64,
     ) -> Result<Landed, BatchError> {
-        let h = Headers::new()
-            .with(headers::SOURCE, &self.source.name)
-            .with(headers::STREAM, &self.stream.name)
-            .with(headers::FETCHED_AT, headers::now_rfc3339())
-            .with(headers::REQUEST, &resp.url)
+        let h = LandingHeaders::provenance(&self.source.name, &self.stream.name, &resp.url)
             .with(headers::STATUS, resp.status.to_string())
             .with(headers::CURSOR, cur.page.header_value())
             .with(headers::NEXT_CURSOR, after.header_value())

@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::blob::BlobStore;
 use crate::config::{Config, ConfigError, SecretString, ServeOperation};
-use crate::contract::LandedBody;
+use crate::contract::{LandedBody, LandingHeaders};
 use crate::headers::{self, Headers, Kind};
 use crate::jobs;
 use crate::kafka::Kafka;
@@ -485,11 +485,7 @@ async fn webhook(
         }
     };
     let (entity, event_id, stream) = (ev.entity_id, ev.event_id, ev.stream);
-    let h = Headers::new()
-        .with(headers::SOURCE, &source)
-        .with(headers::STREAM, &stream)
-        .with(headers::FETCHED_AT, headers::now_rfc3339())
-        .with(headers::REQUEST, format!("POST /v1/webhooks/{source}"))
+    let h = LandingHeaders::provenance(&source, &stream, &format!("POST /v1/webhooks/{source}"))
         .with(headers::EVENT_ID, &event_id)
         .with(headers::SEQ, ev.version.to_string())
         .with(headers::OP, ev.op.as_str());
@@ -641,11 +637,7 @@ async fn submit_job(
         counts: jobs::Counts::landed(records),
         attempt: Some(uuid::Uuid::new_v4().to_string()),
     };
-    let h = Headers::new()
-        .with(headers::SOURCE, &src.name)
-        .with(headers::STREAM, &st_cfg.name)
-        .with(headers::FETCHED_AT, headers::now_rfc3339())
-        .with(headers::REQUEST, "POST /v1/jobs")
+    let h = LandingHeaders::provenance(&src.name, &st_cfg.name, "POST /v1/jobs")
         .with(headers::JOB_ID, &job_id)
         .with(
             headers::JOB_ATTEMPT,

@@ -84,7 +84,7 @@ use super::split::PointerError;
 use super::split::{Splitter, parse_version};
 use crate::blob::{BlobError, BlobRef, BlobStore, ClaimCheck};
 use crate::config::{Config, ConfigError, DriftPolicy, KeyFormat, SubjectStrategy};
-use crate::contract::{SyncMarker, ValidStamp};
+use crate::contract::{LandingHeaders, SyncMarker, ValidStamp};
 use crate::dedup::merge::content_hash;
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
@@ -326,12 +326,12 @@ struct Provenance {
 
 impl Provenance {
     fn of(msg: &Consumed<'_>) -> Self {
-        let h = msg.headers();
+        let l = LandingHeaders::read(msg.headers());
         Self {
             origin: reject::origin(msg.topic(), msg.partition(), msg.offset(), None),
-            fetched_at: headers::get(h, headers::FETCHED_AT).map(<[u8]>::to_vec),
-            sync_id: headers::get(h, headers::SYNC_ID).map(<[u8]>::to_vec),
-            stamp: landing_stamp(h),
+            fetched_at: l.fetched_at.map(<[u8]>::to_vec),
+            sync_id: l.sync_id.map(<[u8]>::to_vec),
+            stamp: l.stamp,
         }
     }
 }
@@ -342,16 +342,6 @@ fn dlq_against<'p>(plan: &'p StreamPlan, schema: &SchemaState) -> Against<'p> {
         subject: &plan.subject,
         version: schema.version(),
     }
-}
-
-/// The stamp of a landing record (see [`Provenance::stamp`]).
-fn landing_stamp<H: rdkafka::message::Headers>(h: Option<&H>) -> Option<i64> {
-    headers::get_str(h, headers::STAMP)
-        .and_then(|s| s.parse::<i64>().ok())
-        .or_else(|| {
-            let at = headers::get_str(h, headers::FETCHED_AT)?;
-            i64::try_from(crate::validate::split::rfc3339_nanos(at)?.div_euclid(1_000)).ok()
-        })
 }
 
 impl Processor for Validate {
@@ -433,8 +423,8 @@ impl Validate {
     }
 
     fn route(&mut self, msg: &Consumed<'_>, sink: &mut Sink<'_>) -> Result<(), Fail> {
-        let h = msg.headers();
-        let Some(kind) = headers::get(h, headers::KIND).and_then(Kind::parse) else {
+        let landing = LandingHeaders::read(msg.headers());
+        let Some(kind) = landing.kind else {
             let why = Rejection::whole(
                 DriftKind::NotAPage,
                 format!("landing record without a known `{}` header", headers::KIND),
@@ -444,10 +434,7 @@ impl Validate {
         if kind == Kind::Event {
             return self.on_event(msg, sink);
         }
-        let (Some(source), Some(stream)) = (
-            headers::get_str(h, headers::SOURCE),
-            headers::get_str(h, headers::STREAM),
-        ) else {
+        let (Some(source), Some(stream)) = (landing.source, landing.stream) else {
             let why = Rejection::whole(
                 DriftKind::NotAPage,
                 format!(
