@@ -17,7 +17,6 @@ use axum::http::header::CONTENT_TYPE;
 use intake::config::Config;
 use intake::fetch::{self, FetchOptions};
 use intake::headers::{self, Headers};
-use intake::kafka::Outgoing;
 use intake::registry::Registry;
 use intake::topics::TopicNames;
 use serde_json::{Value as Json, json};
@@ -33,6 +32,21 @@ const SCHEMA: &str = r#"{"type": "record", "name": "Thing", "namespace": "bad_in
 
 /// A stage may take this long for one bad input before it counts as a hang.
 const NO_HANG: Duration = Duration::from_secs(120);
+
+/// The values of the headers `names` of each record `keep` selects, sorted.
+fn header_pairs<'a>(
+    recs: &'a [Rec],
+    keep: impl Fn(&Rec) -> bool,
+    names: (&str, &str),
+) -> Vec<(&'a str, &'a str)> {
+    let mut pairs: Vec<(&str, &str)> = recs
+        .iter()
+        .filter(|r| keep(r))
+        .map(|r| (r.header(names.0).unwrap(), r.header(names.1).unwrap()))
+        .collect();
+    pairs.sort_unstable();
+    pairs
+}
 
 /// 100 000 levels of arrays.
 fn deep_array() -> Vec<u8> {
@@ -252,18 +266,12 @@ max_retries = 1
         up.addr
     );
     for (name, style, _, _) in &cases {
-        extra.push_str(&format!(
-            r#"
-[[sources.streams]]
-name = "{name}"
-path = "/v1/{name}"
-primary_key = "/id"
-version = "/version"
-pagination = {pagination}
-page_size = 10
-pages_per_transaction = 1
-"#,
-            pagination = support::pagination_toml(style)
+        extra.push_str(&sim_stream(
+            name,
+            &format!("/v1/{name}"),
+            style,
+            10,
+            "pages_per_transaction = 1",
         ));
     }
     // The 3 MiB record is over what validate stores by claim-check here (2 MiB): too_large.
@@ -319,21 +327,12 @@ pages_per_transaction = 1
             err(name)
         );
     }
-    assert!(
-        err("latin1").contains("kept in the DLQ"),
-        "{}",
-        err("latin1")
+    assert_contains(&err("latin1"), "kept in the DLQ");
+    assert_contains(
+        &err("no_pk_after"),
+        "no primary key at /id for starting_after",
     );
-    assert!(
-        err("no_pk_after").contains("no primary key at /id for starting_after"),
-        "{}",
-        err("no_pk_after")
-    );
-    assert!(
-        err("loop").contains("pagination would loop"),
-        "{}",
-        err("loop")
-    );
+    assert_contains(&err("loop"), "pagination would loop");
 
     // Requests: a body that is not JSON is asked for three times, the rest once (the loop twice).
     let hits = up.hits.lock().unwrap().clone();
@@ -356,17 +355,11 @@ pages_per_transaction = 1
         .await
         .remove(&names.landing())
         .unwrap();
-    let mut pages: Vec<(&str, &str)> = landing
-        .iter()
-        .filter(|r| matches!(r.header(headers::KIND), Some("page" | "blob-ref")))
-        .map(|r| {
-            (
-                r.header(headers::STREAM).unwrap(),
-                r.header(headers::KIND).unwrap(),
-            )
-        })
-        .collect();
-    pages.sort_unstable();
+    let pages = header_pairs(
+        &landing,
+        |r| matches!(r.header(headers::KIND), Some("page" | "blob-ref")),
+        (headers::STREAM, headers::KIND),
+    );
     assert_eq!(
         pages,
         [
@@ -560,19 +553,14 @@ async fn webhook_signed_at(
     content_type: Option<&str>,
     signed_at: i64,
 ) -> (u16, Json) {
-    let mut req = http
+    let req = http
         .post(format!("{base}/v1/webhooks/shop"))
         .header(
             "X-Intake-Signature",
             intake::signing::sign(SECRET.as_bytes(), signed_at, &body),
         )
         .body(body);
-    if let Some(ct) = content_type {
-        req = req.header(CONTENT_TYPE, ct);
-    }
-    let r = req.send().await.unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Json::Null))
+    send_as(req, content_type).await
 }
 
 async fn job(
@@ -583,10 +571,16 @@ async fn job(
     body: Vec<u8>,
     content_type: Option<&str>,
 ) -> (u16, Json) {
-    let mut req = http
+    let req = http
         .post(format!("{base}/v1/jobs?source=shop&stream=things{query}"))
         .header("Idempotency-Key", key)
         .body(body);
+    send_as(req, content_type).await
+}
+
+/// Sends `req` with the `Content-Type` `content_type` (none if `None`); returns the status and
+/// the JSON answer (null if none).
+async fn send_as(mut req: reqwest::RequestBuilder, content_type: Option<&str>) -> (u16, Json) {
     if let Some(ct) = content_type {
         req = req.header(CONTENT_TYPE, ct);
     }
@@ -604,6 +598,25 @@ type BadCase = (
     &'static str,
     &'static [&'static str],
 );
+
+/// A JSON body `prefix` padded past `max_body` by 1 KiB: refused as too large (413).
+fn too_big(what: &'static str, prefix: &[u8], max_body: usize) -> BadCase {
+    let mut b = prefix.to_vec();
+    b.resize(max_body + 1024, b'x');
+    (what, b, Some("application/json"), 413, "", &[])
+}
+
+/// A body nested deeper than the parser's recursion limit: refused as malformed JSON (400).
+fn too_deep(what: &'static str, body: Vec<u8>, content_type: Option<&'static str>) -> BadCase {
+    (
+        what,
+        body,
+        content_type,
+        400,
+        "malformed_json",
+        &["recursion limit exceeded"],
+    )
+}
 
 fn bad_webhooks(max_body: usize) -> Vec<BadCase> {
     let json = Some("application/json");
@@ -631,22 +644,8 @@ fn bad_webhooks(max_body: usize) -> Vec<BadCase> {
             "malformed_json",
             &["EOF while parsing a value"],
         ),
-        (
-            "100 000 levels",
-            deep_array(),
-            json,
-            400,
-            "malformed_json",
-            &["recursion limit exceeded"],
-        ),
-        (
-            "a record 100 000 levels deep",
-            deep_record_page(),
-            json,
-            400,
-            "malformed_json",
-            &["recursion limit exceeded"],
-        ),
+        too_deep("100 000 levels", deep_array(), json),
+        too_deep("a record 100 000 levels deep", deep_record_page(), json),
         (
             "not UTF-8",
             b"{\"event_id\":\"caf\xe9\",\"type\":\"updated\"}".to_vec(),
@@ -655,18 +654,7 @@ fn bad_webhooks(max_body: usize) -> Vec<BadCase> {
             "not_utf8",
             &["not UTF-8", "offset 16"],
         ),
-        (
-            "huge",
-            {
-                let mut b = b"{\"event_id\":\"huge\",\"pad\":\"".to_vec();
-                b.resize(max_body + 1024, b'x');
-                b
-            },
-            json,
-            413,
-            "",
-            &[],
-        ),
+        too_big("huge", b"{\"event_id\":\"huge\",\"pad\":\"", max_body),
         (
             "text/plain",
             good.clone(),
@@ -746,14 +734,7 @@ fn bad_jobs(max_body: usize) -> Vec<BadCase> {
             "malformed_json",
             &["EOF while parsing"],
         ),
-        (
-            "100 000 levels",
-            deep_array(),
-            None,
-            400,
-            "malformed_json",
-            &["recursion limit exceeded"],
-        ),
+        too_deep("100 000 levels", deep_array(), None),
         (
             "not UTF-8",
             b"{\"data\":[{\"id\":\"caf\xe9\"}]}".to_vec(),
@@ -762,17 +743,10 @@ fn bad_jobs(max_body: usize) -> Vec<BadCase> {
             "not_utf8",
             &["not UTF-8", "offset 19"],
         ),
-        (
+        too_big(
             "huge inline",
-            {
-                let mut b = b"{\"data\":[{\"id\":\"h\",\"pad\":\"".to_vec();
-                b.resize(max_body + 1024, b'x');
-                b
-            },
-            json,
-            413,
-            "",
-            &[],
+            b"{\"data\":[{\"id\":\"h\",\"pad\":\"",
+            max_body,
         ),
         (
             "text/csv",
@@ -820,19 +794,11 @@ fn check_answer(what: &str, case: &BadCase, got: &(u16, Json)) {
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_answers_every_bad_request_with_a_reason_keeps_serving_and_validate_keeps_the_rest() {
     // The 6 MiB job record is over what validate stores by claim-check here (4 MiB): too_large.
-    let text = config_text(&format!(
-        r#"
-[[sources]]
-name = "shop"
-webhook = {{ secrets = ["{SECRET}"] }}
-[[sources.streams]]
-name = "things"
-primary_key = "/id"
-version = "/version"
-{client}"#,
-        client = serve_client()
-    ))
-    .replacen("[blob]\n", "[blob]\nmax_record_bytes = 4194304\n", 1);
+    let text = config_text(&shop_source(&[SECRET], &["things"])).replacen(
+        "[blob]\n",
+        "[blob]\nmax_record_bytes = 4194304\n",
+        1,
+    );
     let cfg = Arc::new(Config::from_toml(&text).unwrap());
     prepare(&cfg).await;
     let names = TopicNames::from_config(&cfg);
@@ -1054,17 +1020,11 @@ version = "/version"
         (events.len(), unique.len()),
         (GOOD as usize + 4, GOOD as usize + 4)
     );
-    let mut jobs_landed: Vec<(&str, &str)> = landing
-        .iter()
-        .filter(|r| r.header(headers::JOB_ID).is_some())
-        .map(|r| {
-            (
-                r.header(headers::JOB_ID).unwrap(),
-                r.header(headers::KIND).unwrap(),
-            )
-        })
-        .collect();
-    jobs_landed.sort_unstable();
+    let jobs_landed = header_pairs(
+        &landing,
+        |r| r.header(headers::JOB_ID).is_some(),
+        (headers::JOB_ID, headers::KIND),
+    );
     assert_eq!(
         jobs_landed,
         [("job-huge", "blob-ref"), ("job-nopk", "batch")]
@@ -1127,29 +1087,6 @@ version = "/version"
 
 // ---------------------------------------------------------------------------------------------
 // validate
-
-/// Lands records straight into the landing topic, in one transaction.
-async fn land(cfg: &Config, records: Vec<(String, Option<Vec<u8>>, Headers)>) {
-    let topic = TopicNames::from_config(cfg).landing();
-    let producer = kafka(cfg).txn_producer(&unique("test-lander-")).unwrap();
-    producer
-        .blocking(move |p| {
-            p.init()?;
-            p.begin()?;
-            for (key, value, h) in records {
-                p.send(Outgoing {
-                    topic: &topic,
-                    key: Some(key.as_bytes()),
-                    payload: value.as_deref(),
-                    headers: h.build(),
-                    partition: None,
-                })?;
-            }
-            p.commit()
-        })
-        .await
-        .unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn validate_keeps_landing_records_no_other_stage_would_write() {
@@ -1294,19 +1231,7 @@ version = "/version"
             .and_then(|r| r.header(headers::DLQ_DETAIL))
             .unwrap_or_default()
     };
-    assert!(
-        detail("malformed_json").contains("hex escape"),
-        "{}",
-        detail("malformed_json")
-    );
-    assert!(
-        detail("bad_version").contains("number out of range"),
-        "{}",
-        detail("bad_version")
-    );
-    assert!(
-        detail("missing_key").contains("hex escape"),
-        "{}",
-        detail("missing_key")
-    );
+    assert_contains(&detail("malformed_json"), "hex escape");
+    assert_contains(&detail("bad_version"), "number out of range");
+    assert_contains(&detail("missing_key"), "hex escape");
 }

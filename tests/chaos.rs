@@ -364,33 +364,23 @@ enum Action {
 /// first) spread evenly between them.
 fn plan(s: &Settings) -> Vec<Action> {
     let mut special = Vec::new();
-    let mut k = if s.cluster { s.broker_kills } else { 0 };
-    let (mut b, mut r, mut z, mut n) = (
-        s.broker_restarts,
-        s.registry_restarts,
-        s.zombies,
-        s.net_faults,
-    );
-    while k + b + r + z + n > 0 {
-        if n > 0 {
-            special.push(Action::NetFault);
-            n -= 1;
-        }
-        if z > 0 {
-            special.push(Action::Zombie);
-            z -= 1;
-        }
-        if k > 0 {
-            special.push(Action::KillBroker);
-            k -= 1;
-        }
-        if b > 0 {
-            special.push(Action::RestartBroker);
-            b -= 1;
-        }
-        if r > 0 {
-            special.push(Action::RestartRegistry);
-            r -= 1;
+    // How many of each are left, taken in turn in this order.
+    let mut left = [
+        (s.net_faults, Action::NetFault),
+        (s.zombies, Action::Zombie),
+        (
+            if s.cluster { s.broker_kills } else { 0 },
+            Action::KillBroker,
+        ),
+        (s.broker_restarts, Action::RestartBroker),
+        (s.registry_restarts, Action::RestartRegistry),
+    ];
+    while left.iter().any(|(count, _)| *count > 0) {
+        for (count, action) in &mut left {
+            if *count > 0 {
+                special.push(*action);
+                *count -= 1;
+            }
         }
     }
     let mut out = vec![Action::Kill; s.kills];
@@ -1055,40 +1045,30 @@ async fn run(s: Settings) {
     );
     let seed = (s.seed % 1_000_000).to_string();
     let sim = sim(&[
-        "--seed",
-        &seed,
-        "--records",
-        &records,
-        "--token",
-        &token,
-        "--start-paused",
-        "--write-rate",
-        &write_rate,
-        "--delete-share",
-        "0.15",
-        "--backdate-rate",
-        "0.3",
-        "--backdate-min",
-        "2m",
-        "--backdate-max",
-        "30m",
-        "--drift-rate",
-        "0.05",
-        "--large-rate",
-        "0.01",
-        "--large-bytes",
-        "990000,1500000",
-        "--error-rate",
-        "0.02",
-        "--webhook-url",
-        &hook,
-        "--webhook-secret",
-        e2e::WEBHOOK_SECRET,
-        "--webhook-dup-rate",
-        "0.1",
-        "--webhook-max-attempts",
-        "60",
-    ])
+        &[
+            "--seed",
+            &seed,
+            "--records",
+            &records,
+            "--token",
+            &token,
+            "--start-paused",
+            "--write-rate",
+            &write_rate,
+        ][..],
+        &e2e::MESSY_SIM,
+        &[
+            "--webhook-url",
+            &hook,
+            "--webhook-secret",
+            e2e::WEBHOOK_SECRET,
+            "--webhook-dup-rate",
+            "0.1",
+            "--webhook-max-attempts",
+            "60",
+        ],
+    ]
+    .concat())
     .await;
 
     // One config (one topic prefix) per serve port; the other stages read the first.

@@ -208,10 +208,7 @@ struct InProcess {
 
 impl InProcess {
     fn start(cfg: &Arc<Config>) -> Self {
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = async move {
-            let _ = rx.await;
-        };
+        let (stop, shutdown) = stop_signal();
         Self {
             stop,
             task: tokio::spawn(intake::dedup::stage::run(cfg.clone(), shutdown)),

@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use intake::config::Config;
 use intake::dlq::{Filter, propose, replay, show, summary};
-use intake::fetch::{self, FetchOptions};
 use intake::headers;
-use intake::registry::Registry;
 use intake::topics::TopicNames;
 use serde_json::Value as Json;
 use support::*;
@@ -62,6 +60,15 @@ async fn intake_cli(args: &[&str], config: &Path) -> String {
     out
 }
 
+/// Runs `intake schema propose ARGS --apply` (failing the test on a non-zero exit), shows the
+/// command and what it printed, and returns its stdout.
+async fn propose_and_apply(args: &[&str], config: &Path) -> String {
+    let argv = [&["schema", "propose"][..], args, &["--apply"]].concat();
+    let out = intake_cli(&argv, config).await;
+    println!("$ intake schema propose {} --apply\n{out}", args.join(" "));
+    out
+}
+
 /// Runs `intake ARGS --config CONFIG`: whether it succeeded, and its stdout (then stderr).
 async fn intake_cli_status(args: &[&str], config: &Path) -> (bool, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_intake"));
@@ -83,45 +90,17 @@ async fn intake_cli_status(args: &[&str], config: &Path) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are_compatible() {
     let sim = sim(&["--records", "400", "--seed", "11", "--drift-rate", "0.05"]).await;
-    let paths: Vec<(String, String)> = STREAMS
-        .iter()
-        .map(|s| (s.to_string(), format!("/v1/styles/cursor/{s}")))
-        .collect();
-    let refs: Vec<(&str, &str, &str)> = paths
-        .iter()
-        .map(|(n, p)| (n.as_str(), p.as_str(), "cursor"))
-        .collect();
-    let text = config_text(&sim_source(&sim, &refs, ""));
+    let text = config_text(&cursor_sim_source(&sim, &STREAMS));
     let dir = tempfile::tempdir().unwrap();
     let config_file = write_config(dir.path(), &text);
     let cfg = Arc::new(Config::from_toml(&text).unwrap());
     let names = TopicNames::from_config(&cfg);
-    apply_topics(&cfg).await;
-    let reg = Registry::new(&cfg.registry).unwrap();
-    intake::registry::apply_schemas(&cfg, &reg).await.unwrap();
-    fetch::run(
-        cfg.clone(),
-        FetchOptions {
-            once: true,
-            ..FetchOptions::default()
-        },
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    let reg = apply_topics_and_schemas(&cfg).await;
+    fetch_once(&cfg).await.unwrap();
 
     // The simulator's truth: which ids drifted, how.
     let truth = truth(&sim).await;
-    let drifted: BTreeMap<(String, String), String> = STREAMS
-        .iter()
-        .flat_map(|s| {
-            truth["streams"][s]["drifted"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(move |(id, k)| ((s.to_string(), id.clone()), k.as_str().unwrap().to_owned()))
-        })
-        .collect();
+    let drifted = truth_drifted(&truth, &STREAMS);
     let live: BTreeSet<(String, String)> = STREAMS
         .iter()
         .flat_map(|s| {
@@ -292,15 +271,7 @@ async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are
     }
 
     // Replay the unknown_enum dead letters: every one re-landed, in one transaction.
-    let r1 = replay::run(
-        &cfg,
-        replay::Options {
-            filter: enum_filter.clone(),
-            ..replay::Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    let r1 = replay_filtered(&cfg, enum_filter.clone()).await.unwrap();
     let n_enum = enum_ids.len() as u64;
     assert_eq!(
         (
@@ -316,15 +287,7 @@ async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are
     assert!(r1.skipped.is_empty() && r1.already_done.is_none(), "{r1:?}");
     let id1 = r1.replay_id.clone().unwrap();
     // A second replay, same filter or another id: nothing left to choose.
-    let r2 = replay::run(
-        &cfg,
-        replay::Options {
-            filter: enum_filter.clone(),
-            ..replay::Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    let r2 = replay_filtered(&cfg, enum_filter.clone()).await.unwrap();
     assert_eq!(
         (r2.matched, r2.already_replayed, r2.chosen, r2.landed),
         (n_enum, n_enum, 0, 0),
@@ -458,20 +421,11 @@ async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are
             .await
             .unwrap()
     );
-    let applied = intake_cli(
-        &[
-            "schema",
-            "propose",
-            "--stream",
-            "customers",
-            "--kind",
-            "unknown_field",
-            "--apply",
-        ],
+    let applied = propose_and_apply(
+        &["--stream", "customers", "--kind", "unknown_field"],
         &config_file,
     )
     .await;
-    println!("$ intake schema propose --stream customers --kind unknown_field --apply\n{applied}");
     assert!(applied.contains("applied: registered"), "{applied}");
     let latest = reg.latest(&customers_subject).await.unwrap();
     assert_eq!(latest.version, 3);
@@ -527,29 +481,6 @@ async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are
     );
 }
 
-/// Lands records straight into the landing topic, in one transaction.
-async fn land(cfg: &Config, records: Vec<(String, Vec<u8>, headers::Headers)>) {
-    let topic = TopicNames::from_config(cfg).landing();
-    let producer = kafka(cfg).txn_producer(&unique("test-lander-")).unwrap();
-    producer
-        .blocking(move |p| {
-            p.init()?;
-            p.begin()?;
-            for (key, value, h) in records {
-                p.send(intake::kafka::Outgoing {
-                    topic: &topic,
-                    key: Some(key.as_bytes()),
-                    payload: Some(&value),
-                    headers: h.build(),
-                    partition: None,
-                })?;
-            }
-            p.commit()
-        })
-        .await
-        .unwrap();
-}
-
 fn customer(id: &str) -> Json {
     serde_json::json!({"id": id, "name": "Ada", "email": "ada@example.com", "status": "active", "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-02T00:00:00Z", "version": 1})
 }
@@ -563,24 +494,14 @@ fn with(mut v: Json, k: &str, x: Json) -> Json {
 async fn replays_keep_events_whole_claim_check_large_pages_and_skip_references() {
     // Records over 1 MB are not stored by claim-check here (`blob.max_record_bytes`), so the
     // large ones are dead letters (too_large) to replay.
-    let text = config_text(
-        r#"
-[[sources]]
-name = "sim"
-base_url = "http://127.0.0.1:9"
-
-[[sources.streams]]
-name = "customers"
-primary_key = "/id"
-version = "/version"
-"#,
-    )
-    .replacen("[blob]\n", "[blob]\nmax_record_bytes = 1000000\n", 1);
+    let text = config_text(&unfetched_source(&[("customers", "")])).replacen(
+        "[blob]\n",
+        "[blob]\nmax_record_bytes = 1000000\n",
+        1,
+    );
     let cfg = Arc::new(intake::config::Config::from_toml(&text).unwrap());
     let names = TopicNames::from_config(&cfg);
-    apply_topics(&cfg).await;
-    let reg = Registry::new(&cfg.registry).unwrap();
-    intake::registry::apply_schemas(&cfg, &reg).await.unwrap();
+    apply_topics_and_schemas(&cfg).await;
     let blobs = intake::blob::BlobStore::open(&cfg.blob).unwrap();
     let page_headers = |kind: &str| {
         headers::Headers::new()
@@ -779,18 +700,7 @@ version = "/version"
     .await
     .unwrap();
     assert!(r.already_done.is_some() && r.landed == 0, "{r:?}");
-    let r = replay::run(
-        &cfg,
-        replay::Options {
-            filter: Filter {
-                kind: Some("unknown_enum".into()),
-                ..Filter::default()
-            },
-            ..replay::Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    let r = replay_kind(&cfg, "unknown_enum").await.unwrap();
     assert_eq!(
         (r.matched, r.already_replayed, r.chosen, r.landed),
         (1, 1, 0, 0)
@@ -799,22 +709,9 @@ version = "/version"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_replays_re_land_each_dead_letter_once() {
-    let cfg = Arc::new(config(
-        r#"
-[[sources]]
-name = "sim"
-base_url = "http://127.0.0.1:9"
-
-[[sources.streams]]
-name = "customers"
-primary_key = "/id"
-version = "/version"
-"#,
-    ));
+    let cfg = Arc::new(config(&unfetched_source(&[("customers", "")])));
     let names = TopicNames::from_config(&cfg);
-    apply_topics(&cfg).await;
-    let reg = Registry::new(&cfg.registry).unwrap();
-    intake::registry::apply_schemas(&cfg, &reg).await.unwrap();
+    apply_topics_and_schemas(&cfg).await;
     let n = 20;
     let records: Vec<Json> = (0..n)
         .map(|i| {
@@ -847,19 +744,7 @@ version = "/version"
     // commits, every dead letter is re-landed exactly once.
     let run = || {
         let cfg = cfg.clone();
-        async move {
-            replay::run(
-                &cfg,
-                replay::Options {
-                    filter: Filter {
-                        kind: Some("unknown_enum".into()),
-                        ..Filter::default()
-                    },
-                    ..replay::Options::default()
-                },
-            )
-            .await
-        }
+        async move { replay_kind(&cfg, "unknown_enum").await }
     };
     let (a, b, c) = tokio::join!(run(), run(), run());
     let results = [a, b, c];
@@ -920,6 +805,28 @@ fn wide(i: usize) -> Json {
         };
     }
     v
+}
+
+/// The data records (not sync markers) of `recs`.
+fn data_records(recs: &[Rec]) -> impl Iterator<Item = &Rec> {
+    recs.iter().filter(|r| r.header(headers::KIND).is_none())
+}
+
+/// Runs validate until the valid topic of `<source>/items` holds `n` data records; returns that
+/// topic's name and the committed outputs (it and the DLQ).
+async fn validate_items(
+    cfg: &Arc<Config>,
+    names: &TopicNames,
+    source: &str,
+    n: usize,
+) -> (String, BTreeMap<String, Vec<Rec>>) {
+    let valid = names.valid(source, "items");
+    let outputs = vec![valid.clone(), names.dlq()];
+    let out = validate_until(cfg, &outputs, "every record", |o| {
+        data_records(&o[&valid]).count() >= n
+    })
+    .await;
+    (valid, out)
 }
 
 /// A config with one stream `<source>/items` (records under `/results`, keyed by `/id`,
@@ -1010,19 +917,7 @@ async fn a_first_schema_from_landed_data_is_registered_written_and_validates_eve
         .collect();
     land(&cfg, pages).await;
 
-    let out = intake_cli(
-        &[
-            "schema",
-            "propose",
-            "--from-landing",
-            "--stream",
-            "wide/items",
-            "--apply",
-        ],
-        &config_file,
-    )
-    .await;
-    println!("$ intake schema propose --from-landing --stream wide/items --apply\n{out}");
+    let out = propose_and_apply(&["--from-landing", "--stream", "wide/items"], &config_file).await;
     assert!(out.contains("nothing registered yet"), "{out}");
     assert!(
         out.contains(&format!("learned from {N} sample(s)")),
@@ -1056,20 +951,8 @@ async fn a_first_schema_from_landed_data_is_registered_written_and_validates_eve
 
     // With it, every landed record validates: N distinct keys in the valid topic, none in the
     // DLQ.
-    let valid = names.valid("wide", "items");
-    let outputs = vec![valid.clone(), names.dlq()];
-    let out = validate_until(&cfg, &outputs, "every record", |o| {
-        o[&valid]
-            .iter()
-            .filter(|r| r.header(headers::KIND).is_none())
-            .count()
-            >= N
-    })
-    .await;
-    let records: Vec<&Rec> = out[&valid]
-        .iter()
-        .filter(|r| r.header(headers::KIND).is_none())
-        .collect();
+    let (valid, out) = validate_items(&cfg, &names, "wide", N).await;
+    let records: Vec<&Rec> = data_records(&out[&valid]).collect();
     let keys: BTreeSet<String> = records.iter().map(|r| r.key_str().to_owned()).collect();
     let want: BTreeSet<String> = (0..N).map(|i| format!("w-{i:03}")).collect();
     assert_eq!((records.len(), keys), (N, want), "each record once");
@@ -1100,19 +983,8 @@ async fn a_stream_with_drift_evolve_starts_without_a_schema() {
     )
     .await;
 
-    let valid = names.valid("fresh", "items");
-    let outputs = vec![valid.clone(), names.dlq()];
-    let out = validate_until(&cfg, &outputs, "every record", |o| {
-        o[&valid]
-            .iter()
-            .filter(|r| r.header(headers::KIND).is_none())
-            .count()
-            >= 60
-    })
-    .await;
-    let keys: BTreeSet<String> = out[&valid]
-        .iter()
-        .filter(|r| r.header(headers::KIND).is_none())
+    let (valid, out) = validate_items(&cfg, &names, "fresh", 60).await;
+    let keys: BTreeSet<String> = data_records(&out[&valid])
         .map(|r| r.key_str().to_owned())
         .collect();
     assert_eq!(keys.len(), 60);

@@ -35,6 +35,27 @@ fn each_once(truth: &serde_json::Value, stream: &str) -> BTreeMap<(String, u64),
         .collect()
 }
 
+/// Applies the topics and fetches once; returns the report, the landed pages (asserted unique
+/// and contiguous), and what a stream of the simulator's customers must land: each of its 230
+/// live customers once.
+async fn fetch_230_customers(
+    sim: &intake::sim::SimHandle,
+    cfg: &Arc<intake::config::Config>,
+) -> (
+    fetch::FetchReport,
+    Vec<Page>,
+    BTreeMap<(String, u64), usize>,
+) {
+    apply_topics(cfg).await;
+    let report = fetch_once(cfg).await.unwrap();
+    let truth = truth(sim).await;
+    let expected: BTreeMap<(String, u64), usize> = each_once(&truth, "customers");
+    assert_eq!(expected.len(), 230);
+    let pages = landed_pages(cfg).await;
+    assert_pages_unique_and_contiguous(&pages);
+    (report, pages, expected)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_pagination_style_lands_every_record_exactly_once() {
     let sim = sim(&["--records", "230", "--seed", "7"]).await;
@@ -58,17 +79,7 @@ async fn every_pagination_style_lands_every_record_exactly_once() {
         &refs,
         "pages_per_transaction = 2",
     )));
-    apply_topics(&cfg).await;
-
-    let report = fetch::run(cfg.clone(), once(), std::future::pending())
-        .await
-        .unwrap();
-    let truth = truth(&sim).await;
-    let expected: BTreeMap<(String, u64), usize> = each_once(&truth, "customers");
-    assert_eq!(expected.len(), 230);
-
-    let pages = landed_pages(&cfg).await;
-    assert_pages_unique_and_contiguous(&pages);
+    let (report, pages, expected) = fetch_230_customers(&sim, &cfg).await;
     for s in styles {
         assert_eq!(
             landed_versions(&pages, s),
@@ -79,10 +90,7 @@ async fn every_pagination_style_lands_every_record_exactly_once() {
         assert_eq!(report[&format!("sim/{s}")].syncs, 1);
     }
     // Each stream: one sync-begin and one sync-end around its pages, and a complete cursor.
-    let landing = read_all(
-        &intake::topics::TopicNames::from_config(&cfg).landing(),
-        "read_committed",
-    );
+    let landing = read_landing(&cfg);
     for s in styles {
         let kinds: Vec<&str> = landing
             .iter()
@@ -136,9 +144,7 @@ async fn a_page_over_the_limit_lands_as_a_blob_ref_matching_its_sha256() {
         .replace("[blob]\n", "[blob]\nmax_inline_bytes = 1000000\n");
     let cfg = Arc::new(intake::config::Config::from_toml(&text).unwrap());
     apply_topics(&cfg).await;
-    fetch::run(cfg.clone(), once(), std::future::pending())
-        .await
-        .unwrap();
+    fetch_once(&cfg).await.unwrap();
 
     let truth = truth(&sim).await;
     let large: BTreeSet<String> = truth["streams"]["customers"]["large"]
@@ -148,10 +154,7 @@ async fn a_page_over_the_limit_lands_as_a_blob_ref_matching_its_sha256() {
         .map(|v| v.as_str().unwrap().to_owned())
         .collect();
     assert!(!large.is_empty(), "the simulator made large records");
-    let landing = read_all(
-        &intake::topics::TopicNames::from_config(&cfg).landing(),
-        "read_committed",
-    );
+    let landing = read_landing(&cfg);
     let refs: Vec<&Rec> = landing
         .iter()
         .filter(|r| r.header("intake.kind") == Some("blob-ref"))
@@ -198,13 +201,9 @@ async fn backdated_scenario(
         &inc,
     )));
     apply_topics(&cfg).await;
-    fetch::run(cfg.clone(), once(), std::future::pending())
-        .await
-        .unwrap();
+    fetch_once(&cfg).await.unwrap();
     sim_admin(sim, "/admin/writes?n=30&stream=customers").await;
-    fetch::run(cfg.clone(), once(), std::future::pending())
-        .await
-        .unwrap();
+    fetch_once(&cfg).await.unwrap();
     let before = truth_versions(&truth(sim).await, "customers");
     sim_admin(sim, "/admin/writes?n=40&stream=customers").await;
     let t = truth(sim).await;
@@ -224,26 +223,35 @@ async fn backdated_scenario(
     (cfg, backdated, live)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn backdated_updates_inside_the_lookback_window_are_caught_by_the_next_incremental_sync() {
-    let sim = sim(&[
+/// The landed versions of `customers`, counted, once every landed page was found unique and
+/// contiguous.
+async fn checked_customer_versions(cfg: &intake::config::Config) -> BTreeMap<(String, u64), usize> {
+    let pages = landed_pages(cfg).await;
+    assert_pages_unique_and_contiguous(&pages);
+    landed_versions(&pages, "customers")
+}
+
+/// A simulator of 120 records per stream that backdates half its updates by `min` to `max`.
+async fn backdating_sim(min: &str, max: &str) -> intake::sim::SimHandle {
+    sim(&[
         "--records",
         "120",
         "--backdate-rate",
         "0.5",
         "--backdate-min",
-        "2m",
+        min,
         "--backdate-max",
-        "10m",
+        max,
     ])
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backdated_updates_inside_the_lookback_window_are_caught_by_the_next_incremental_sync() {
+    let sim = backdating_sim("2m", "10m").await;
     let (cfg, backdated, live) = backdated_scenario(&sim, "1h").await;
-    fetch::run(cfg.clone(), once(), std::future::pending())
-        .await
-        .unwrap();
-    let pages = landed_pages(&cfg).await;
-    assert_pages_unique_and_contiguous(&pages);
-    let versions = landed_versions(&pages, "customers");
+    fetch_once(&cfg).await.unwrap();
+    let versions = checked_customer_versions(&cfg).await;
     for id in &backdated {
         assert!(
             versions.contains_key(&(id.clone(), live[id])),
@@ -274,17 +282,7 @@ async fn backdated_updates_inside_the_lookback_window_are_caught_by_the_next_inc
 #[tokio::test(flavor = "multi_thread")]
 async fn backdated_updates_beyond_the_lookback_are_missed_incrementally_and_caught_by_a_full_sync()
 {
-    let sim = sim(&[
-        "--records",
-        "120",
-        "--backdate-rate",
-        "0.5",
-        "--backdate-min",
-        "2d",
-        "--backdate-max",
-        "3d",
-    ])
-    .await;
+    let sim = backdating_sim("2d", "3d").await;
     let (cfg, backdated, live) = backdated_scenario(&sim, "10m").await;
     // A record created minutes ago cannot be backdated before its creation (the simulator
     // clamps it): keep the ids whose updated_at really lies beyond the window.
@@ -303,9 +301,7 @@ async fn backdated_updates_beyond_the_lookback_are_missed_incrementally_and_caug
     assert!(backdated.len() >= 5, "{backdated:?}");
 
     // Incremental: the backdated versions are older than the look-back window, so missed.
-    fetch::run(cfg.clone(), once(), std::future::pending())
-        .await
-        .unwrap();
+    fetch_once(&cfg).await.unwrap();
     let versions = landed_versions(&landed_pages(&cfg).await, "customers");
     let missed = backdated
         .iter()
@@ -329,9 +325,7 @@ async fn backdated_updates_beyond_the_lookback_are_missed_incrementally_and_caug
     )
     .await
     .unwrap();
-    let pages = landed_pages(&cfg).await;
-    assert_pages_unique_and_contiguous(&pages);
-    let versions = landed_versions(&pages, "customers");
+    let versions = checked_customer_versions(&cfg).await;
     for id in &backdated {
         assert!(
             versions.contains_key(&(id.clone(), live[id])),
@@ -364,9 +358,7 @@ async fn a_fenced_owner_never_commits_and_the_new_owner_continues_its_sync() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let second = fetch::run(cfg.clone(), once(), std::future::pending())
-        .await
-        .unwrap();
+    let second = fetch_once(&cfg).await.unwrap();
     let first = first.await.unwrap();
     let err = first.expect_err("the first owner must be fenced");
     assert!(matches!(err, fetch::FetchError::Fenced { .. }), "{err}");
@@ -417,10 +409,8 @@ poll_interval = "300ms""#;
     )));
     apply_topics(&cfg).await;
     let before = truth_versions(&truth(&sim).await, "customers");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(fetch::run(cfg.clone(), FetchOptions::default(), async {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, stop_rx) = stop_signal();
+    let run = tokio::spawn(fetch::run(cfg.clone(), FetchOptions::default(), stop_rx));
     let served = || async {
         let s = sim_stats(&sim).await;
         s["pages"].as_u64().unwrap()
@@ -515,10 +505,8 @@ detect_deletes = true
     );
     let cfg = Arc::new(config(&text));
     apply_topics(&cfg).await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(fetch::run(cfg.clone(), FetchOptions::default(), async {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, stop_rx) = stop_signal();
+    let run = tokio::spawn(fetch::run(cfg.clone(), FetchOptions::default(), stop_rx));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut syncs = BTreeMap::new();
     while syncs.len() < 2 || syncs.values().any(|&n| n < 6) {
@@ -616,13 +604,9 @@ async fn version_less_streams_keep_the_later_fetch_whatever_the_landing_order() 
     let source = customers_source(&sim, "/v1/customers", "page_size = 20");
     let cfg = Arc::new(config(&source));
     apply_topics(&cfg).await;
-    fetch::run(cfg.clone(), once(), std::future::pending())
-        .await
-        .unwrap();
+    fetch_once(&cfg).await.unwrap();
     sim_admin(&sim, "/admin/writes?n=45&stream=customers").await;
-    fetch::run(cfg.clone(), once(), std::future::pending())
-        .await
-        .unwrap();
+    fetch_once(&cfg).await.unwrap();
     let truth_json = truth(&sim).await;
     let truth = truth_versions(&truth_json, "customers");
     let deleted: BTreeSet<String> = truth_json["streams"]["customers"]["deleted"]
@@ -738,10 +722,8 @@ async fn version_less_streams_keep_the_later_fetch_whatever_the_landing_order() 
     );
 
     let curated = names_b.curated("sim", "customers");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let dedup = tokio::spawn(intake::dedup::stage::run(cfg_b.clone(), async {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = stop_signal();
+    let dedup = tokio::spawn(intake::dedup::stage::run(cfg_b.clone(), stopped));
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let latest = loop {
         let recs = read_topics(std::slice::from_ref(&curated)).await;
@@ -803,14 +785,10 @@ page_size = 25
 incremental = { param = "updated_since", field = "/updated_at", format = "epoch_s", field_format = "rfc3339", lookback = "1s" }"#,
     )));
     apply_topics(&cfg).await;
-    let first = fetch::run(cfg.clone(), once(), std::future::pending())
-        .await
-        .unwrap();
+    let first = fetch_once(&cfg).await.unwrap();
     assert_eq!(first["sim/customers"].records, 120);
     sim_admin(&sim, "/admin/writes?n=15&stream=customers").await;
-    let second = fetch::run(cfg.clone(), once(), std::future::pending())
-        .await
-        .unwrap();
+    let second = fetch_once(&cfg).await.unwrap();
     let truth = truth_versions(&truth(&sim).await, "customers");
     let changed = second["sim/customers"].records;
     assert!(
@@ -818,10 +796,7 @@ incremental = { param = "updated_since", field = "/updated_at", format = "epoch_
         "the incremental sync reads what changed, not all {}: {changed}",
         truth.len()
     );
-    let landing = read_all(
-        &intake::topics::TopicNames::from_config(&cfg).landing(),
-        "read_committed",
-    );
+    let landing = read_landing(&cfg);
     let incremental: Vec<&str> = landing
         .iter()
         .filter(|r| r.header("intake.kind") == Some("page"))
@@ -882,15 +857,7 @@ async fn session_auth_logs_in_again_once_per_401_and_lands_everything_once() {
         !format!("{cfg:?}").contains("s3ss10n-pw"),
         "the password stays out of Debug"
     );
-    apply_topics(&cfg).await;
-    let report = fetch::run(cfg.clone(), once(), std::future::pending())
-        .await
-        .unwrap();
-    let truth = truth(&sim).await;
-    let expected: BTreeMap<(String, u64), usize> = each_once(&truth, "customers");
-    assert_eq!(expected.len(), 230);
-    let pages = landed_pages(&cfg).await;
-    assert_pages_unique_and_contiguous(&pages);
+    let (report, pages, expected) = fetch_230_customers(&sim, &cfg).await;
     assert_eq!(
         landed_versions(&pages, "customers"),
         expected,

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use intake::fetch::cursor::CursorState;
 use rand::{Rng, SeedableRng};
+use support::e2e::{cursor_history, parse_time};
 use support::proc::{self, Proc};
 use support::*;
 
@@ -64,35 +65,19 @@ const SLOW_MS: &str = "200";
 const STREAMS: [&str; 3] = ["customers", "orders", "events"];
 
 fn sources(sim: &intake::sim::SimHandle) -> String {
-    let mut s = format!(
-        r#"
-[[sources]]
-name = "sim"
-base_url = "http://{addr}"
-auth = {{ kind = "bearer", token = "demo" }}
-max_retries = 20
-"#,
-        addr = sim.addr
-    );
+    let mut s = sim_source_head(sim);
     // (name, path, pagination, pages per transaction, incremental)
     for (name, path, style, ppt, incremental) in [
         ("customers", "/v1/customers", "cursor", 1, true),
         ("orders", "/v1/orders", "link", 2, true),
         ("events", "/v1/events", "after", 3, false),
     ] {
-        s.push_str(&format!(
-            r#"
-[[sources.streams]]
-name = "{name}"
-path = "{path}"
-primary_key = "/id"
-version = "/version"
-pagination = {pagination}
-page_size = 20
-pages_per_transaction = {ppt}
-poll_interval = "1s"
-"#,
-            pagination = support::pagination_toml(style)
+        s.push_str(&sim_stream(
+            name,
+            path,
+            style,
+            20,
+            &format!("pages_per_transaction = {ppt}\npoll_interval = \"1s\""),
         ));
         if incremental {
             // The default look-back (none): the cursor alone must be right.
@@ -109,22 +94,6 @@ fn spawn_fetch(cfg: &Path, once: bool, log: PathBuf) -> Proc {
         p = p.arg("--once");
     }
     p.spawn()
-}
-
-/// Every committed record of the cursors topic, oldest first per key (the topic is compacted,
-/// but never its active segment, so a test sees the whole history).
-fn cursor_history(cfg: &intake::config::Config) -> Vec<CursorState> {
-    let topic = intake::topics::TopicNames::from_config(cfg).cursors();
-    let mut recs = read_all(&topic, "read_committed");
-    recs.sort_by_key(|r| (r.partition, r.offset));
-    recs.iter()
-        .filter_map(|r| r.value.as_deref())
-        .map(|v| serde_json::from_slice::<CursorState>(v).expect("cursor record is JSON"))
-        .collect()
-}
-
-fn parse_rfc3339(s: &str) -> time::OffsetDateTime {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -295,10 +264,7 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
         "no write after the pause"
     );
     let pages = landed_pages(&cfg).await;
-    let landing = read_all(
-        &intake::topics::TopicNames::from_config(&cfg).landing(),
-        "read_committed",
-    );
+    let landing = read_landing(&cfg);
     let history = cursor_history(&cfg);
 
     // (b) no page twice, and every sync's pages contiguous from 0.
@@ -446,7 +412,7 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
             .expect("the backfill completed");
         assert_eq!(backfill.mode, intake::fetch::cursor::Mode::Full);
         assert!(
-            parse_rfc3339(&backfill.updated_at) > last_kill,
+            parse_time(&backfill.updated_at) > last_kill,
             "{s}: the backfill completed before the last kill"
         );
         let backfill_pages = landed[&(s, backfill.sync_id.as_str())].0;
@@ -457,7 +423,7 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
             .filter(|h| {
                 h.stream == s
                     && h.sync_id == backfill.sync_id
-                    && parse_rfc3339(&h.updated_at) <= last_kill
+                    && parse_time(&h.updated_at) <= last_kill
             })
             .collect();
         let pages_during = during.iter().map(|h| h.pages).max().unwrap_or(0);

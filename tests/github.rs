@@ -149,7 +149,7 @@ fn github_config(prism: &Prism) -> Arc<Config> {
 /// Every issue page of the landing topic, by sync id: (id, `updated_at`) of each record.
 fn landed_by_sync(cfg: &Config) -> BTreeMap<String, Vec<(String, String)>> {
     let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for r in read_all(&TopicNames::from_config(cfg).landing(), "read_committed") {
+    for r in read_landing(cfg) {
         match r.header("intake.kind") {
             Some("page") => {}
             Some("sync-begin" | "sync-end") => continue,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use intake::config::Config;
-use intake::dlq::{Filter, propose, replay};
+use intake::dlq::propose;
 use intake::headers;
 use intake::topics::TopicNames;
 use serde_json::{Value as Json, json};
@@ -116,9 +116,7 @@ version = "/version"
         client = serve_client()
     )));
     let names = TopicNames::from_config(&cfg);
-    apply_topics(&cfg).await;
-    let reg = intake::registry::Registry::new(&cfg.registry).unwrap();
-    intake::registry::apply_schemas(&cfg, &reg).await.unwrap();
+    apply_topics_and_schemas(&cfg).await;
     let srv = Server::start(cfg.clone()).await;
 
     // job-1: 5 valid customers, 2 with a renamed enum value, 1 with a number for an email.
@@ -218,18 +216,7 @@ version = "/version"
         .await
         .unwrap();
     assert!(p.applied.is_some(), "{p:?}");
-    let r = replay::run(
-        &cfg,
-        replay::Options {
-            filter: Filter {
-                kind: Some("unknown_enum".into()),
-                ..Filter::default()
-            },
-            ..replay::Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    let r = replay_kind(&cfg, "unknown_enum").await.unwrap();
     assert_eq!((r.landed, r.jobs), (2, 1), "{r:?}");
     srv.wait_counts("job-1", counts(8, 5, 1, 2, 2), "validating")
         .await;

@@ -158,6 +158,18 @@ async fn scrape(port: u16) -> Option<Scrape> {
     Some(Scrape::parse(&r.text().await.ok()?))
 }
 
+/// Scrapes until the data stages are done with the backfill of `total` records (within 180 s).
+async fn wait_for_backfill(port: u16, run: &mut Proc, total: u64) {
+    scrape_until(
+        port,
+        &mut [run],
+        Duration::from_secs(180),
+        "the backfill",
+        |s| data_stages_done(s, total),
+    )
+    .await;
+}
+
 /// Scrapes `port` until `done` holds for `settle` in a row (values unchanged), or panics after
 /// `timeout`; every `procs` must stay alive meanwhile.
 async fn scrape_until(
@@ -443,14 +455,7 @@ async fn intake_run_serves_one_metrics_endpoint_whose_counters_equal_what_each_s
         .map(|s| truth["streams"][s]["live"].as_object().unwrap().len() as u64)
         .sum();
     assert_eq!(total, 2 * RECORDS);
-    scrape_until(
-        metrics_port,
-        &mut [&mut run],
-        Duration::from_secs(180),
-        "the backfill",
-        |s| data_stages_done(s, total),
-    )
-    .await;
+    wait_for_backfill(metrics_port, &mut run, total).await;
     post_webhooks(serve_port, WEBHOOKS).await;
     let m = scrape_until(
         metrics_port,
@@ -644,14 +649,7 @@ async fn intake_status_json_shows_every_figure_of_a_live_pipeline_exactly() {
         dir.path(),
     );
     let total = 2 * RECORDS;
-    scrape_until(
-        metrics_port,
-        &mut [&mut run],
-        Duration::from_secs(180),
-        "the backfill",
-        |s| data_stages_done(s, total),
-    )
-    .await;
+    wait_for_backfill(metrics_port, &mut run, total).await;
     // Two jobs: 3 valid customers and one with a number for an email; 2 valid ones.
     let mut a: Vec<_> = (1..=3).map(|i| customer(&format!("job-a-{i}"))).collect();
     let mut bad = customer("job-a-4");

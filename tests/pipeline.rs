@@ -42,40 +42,28 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     let started = Instant::now();
     let serve_port = e2e::free_port();
     let hook = format!("http://127.0.0.1:{serve_port}/v1/webhooks/sim");
+    // Large records are resolved by `read_by_topic_name` below.
     let sim = sim(&[
-        "--records",
-        RECORDS,
-        "--token",
-        "demo=100",
-        "--start-paused",
-        "--write-rate",
-        "10",
-        "--delete-share",
-        "0.15",
-        "--backdate-rate",
-        "0.3",
-        "--backdate-min",
-        "2m",
-        "--backdate-max",
-        "30m",
-        "--drift-rate",
-        "0.05",
-        "--large-rate",
-        "0.01",
-        // Over serve's and fetch's inline limit (900 KiB: pages holding one are claim-checked);
-        // 0.99 MB records stay whole in the 1 MiB valid and curated topics, 1.5 MB ones travel
-        // there by claim-check reference (resolved by `read_by_topic_name` below).
-        "--large-bytes",
-        "990000,1500000",
-        "--error-rate",
-        "0.02",
-        "--webhook-url",
-        &hook,
-        "--webhook-secret",
-        e2e::WEBHOOK_SECRET,
-        "--webhook-dup-rate",
-        "0.1",
-    ])
+        &[
+            "--records",
+            RECORDS,
+            "--token",
+            "demo=100",
+            "--start-paused",
+            "--write-rate",
+            "10",
+        ][..],
+        &e2e::MESSY_SIM,
+        &[
+            "--webhook-url",
+            &hook,
+            "--webhook-secret",
+            e2e::WEBHOOK_SECRET,
+            "--webhook-dup-rate",
+            "0.1",
+        ],
+    ]
+    .concat())
     .await;
     let knobs = knobs(serve_port);
     // intake connects as a managed Kafka would have it: SASL_SSL, SCRAM-SHA-512, the broker's

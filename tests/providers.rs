@@ -96,14 +96,10 @@ struct Stages {
 
 impl Stages {
     fn start(cfg: &Arc<Config>) -> Self {
-        let (v_tx, v_rx) = tokio::sync::oneshot::channel::<()>();
-        let (d_tx, d_rx) = tokio::sync::oneshot::channel::<()>();
-        let validate = tokio::spawn(intake::validate::stage::run(cfg.clone(), async {
-            let _ = v_rx.await;
-        }));
-        let dedup = tokio::spawn(intake::dedup::stage::run(cfg.clone(), async {
-            let _ = d_rx.await;
-        }));
+        let (v_tx, v_rx) = stop_signal();
+        let (d_tx, d_rx) = stop_signal();
+        let validate = tokio::spawn(intake::validate::stage::run(cfg.clone(), v_rx));
+        let dedup = tokio::spawn(intake::dedup::stage::run(cfg.clone(), d_rx));
         Self {
             stops: vec![v_tx, d_tx],
             validate,
@@ -420,7 +416,7 @@ fn assert_exactly_once(cfg: &Config, source: &str) {
 
 /// Request URLs of the landed pages of a stream, per sync mode.
 fn requests(cfg: &Config, stream: &str, mode: &str) -> Vec<String> {
-    read_all(&TopicNames::from_config(cfg).landing(), "read_committed")
+    read_landing(cfg)
         .iter()
         .filter(|r| r.header(headers::KIND) == Some("page"))
         .filter(|r| r.header(headers::STREAM) == Some(stream))
@@ -600,16 +596,7 @@ async fn hubspot_result_cap_stops_the_stream_with_the_reason_and_loses_nothing_s
     let sim = sim(&["--records", "10050", "--seed", "33"]).await;
     let cfg = example_config("hubspot", &sim.url(""));
     prepare(&cfg).await;
-    let run = || {
-        fetch::run(
-            cfg.clone(),
-            FetchOptions {
-                once: true,
-                ..FetchOptions::default()
-            },
-            std::future::pending(),
-        )
-    };
+    let run = || support::fetch_once(&cfg);
     for attempt in 1..=2 {
         let err = run()
             .await
@@ -619,7 +606,7 @@ async fn hubspot_result_cap_stops_the_stream_with_the_reason_and_loses_nothing_s
             text.contains("400") && text.contains("VALIDATION_ERROR") && text.contains("10000"),
             "run {attempt}: {text}"
         );
-        let landing = read_all(&TopicNames::from_config(&cfg).landing(), "read_committed");
+        let landing = read_landing(&cfg);
         let mut ids: BTreeMap<String, usize> = BTreeMap::new();
         let mut afters = Vec::new();
         for r in landing

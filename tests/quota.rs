@@ -65,18 +65,12 @@ max_retries = 20
     );
     for i in 0..n {
         let (style, stream) = STYLES[i % STYLES.len()];
-        s.push_str(&format!(
-            r#"
-[[sources.streams]]
-name = "s{i}"
-path = "/v1/styles/{style}/{stream}"
-primary_key = "/id"
-version = "/version"
-pagination = {pagination}
-page_size = 10
-poll_interval = "1s"
-"#,
-            pagination = support::pagination_toml(style)
+        s.push_str(&sim_stream(
+            &format!("s{i}"),
+            &format!("/v1/styles/{style}/{stream}"),
+            style,
+            10,
+            "poll_interval = \"1s\"",
         ));
     }
     s
@@ -119,15 +113,52 @@ impl std::ops::Deref for Fetch {
     }
 }
 
+/// The last lines of every process's log, each under its id.
+fn logs(procs: &[Fetch]) -> String {
+    let logs: Vec<String> = procs
+        .iter()
+        .map(|p| format!("--- {}:\n{}", p.id, p.tail(20)))
+        .collect();
+    logs.join("\n")
+}
+
+/// Spawns `n` fetch processes `p0`, `p1`, … and waits (up to 60 s, failing the test with
+/// `what`) until each has been assigned a quota partition.
+async fn spawn_assigned(cfg: &Path, dir: &Path, n: usize, what: &str) -> Vec<Fetch> {
+    let procs: Vec<Fetch> = (0..n)
+        .map(|i| Fetch::spawn(cfg, &format!("p{i}"), dir))
+        .collect();
+    wait_for(
+        what,
+        Duration::from_secs(60),
+        || procs.iter().all(|p| p.saw("quota partition assigned")),
+        &procs,
+    )
+    .await;
+    procs
+}
+
+/// Sets the simulator's quota of `token` to `limit` requests a second, through `client`.
+async fn set_quota(
+    client: &reqwest::Client,
+    sim: &intake::sim::SimHandle,
+    token: &str,
+    limit: u32,
+) {
+    let r = client
+        .put(sim.url(&format!("/admin/quota/{token}")))
+        .json(&serde_json::json!({ "limit": limit }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
 async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool, procs: &[Fetch]) {
     let deadline = Instant::now() + timeout;
     while !ok() {
         if Instant::now() > deadline {
-            let logs: Vec<String> = procs
-                .iter()
-                .map(|p| format!("--- {}:\n{}", p.id, p.tail(20)))
-                .collect();
-            panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+            panic!("timed out waiting for {what}\n{}", logs(procs));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -245,30 +276,22 @@ async fn wait_accepted(
             return c;
         }
         if Instant::now() > deadline {
-            let logs: Vec<String> = procs
-                .iter()
-                .map(|p| format!("--- {}:\n{}", p.id, p.tail(20)))
-                .collect();
             panic!(
                 "{what}: {token} had {} accepted requests since {from}, {n} wanted within {timeout:?}; per second {:?}\n{}",
                 c.accepted_since(from),
                 c.seconds(from, unix_now()),
-                logs.join("\n")
+                logs(procs)
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Waits until a whole second of `token` had at least `n` accepted requests (the token is
-/// busy), within `timeout`.
-async fn wait_busy(
-    sim: &intake::sim::SimHandle,
-    token: &str,
-    n: u64,
-    timeout: Duration,
-    procs: &[Fetch],
-) -> u64 {
+/// Waits until a whole second of `token` had at least half its `quota` accepted (the token is
+/// busy), within 30 s.
+async fn wait_busy(sim: &intake::sim::SimHandle, token: &str, quota: u32, procs: &[Fetch]) -> u64 {
+    let n = u64::from(quota) / 2;
+    let timeout = Duration::from_secs(30);
     let deadline = Instant::now() + timeout;
     loop {
         let last = unix_now() - 1;
@@ -277,14 +300,10 @@ async fn wait_busy(
             return last;
         }
         if Instant::now() > deadline {
-            let logs: Vec<String> = procs
-                .iter()
-                .map(|p| format!("--- {}:\n{}", p.id, p.tail(20)))
-                .collect();
             panic!(
                 "precondition: {token} never had {n} accepted requests in a second within {timeout:?}; per second {:?}\n{}",
                 c.all(),
-                logs.join("\n")
+                logs(procs)
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -345,16 +364,7 @@ async fn one_token_many_processes() {
     let _serial = SERIAL.lock().await;
     for n in [1usize, 2, 4] {
         let (sim, dir, cfg) = setup(&[("demo", Q)], |sim| source(sim, "sim", "demo", Q, 4)).await;
-        let procs: Vec<Fetch> = (0..n)
-            .map(|i| Fetch::spawn(&cfg, &format!("p{i}"), dir.path()))
-            .collect();
-        wait_for(
-            "every process assigned",
-            Duration::from_secs(60),
-            || procs.iter().all(|p| p.saw("quota partition assigned")),
-            &procs,
-        )
-        .await;
+        let procs = spawn_assigned(&cfg, dir.path(), n, "every process assigned").await;
         // Progress: 6 s worth of half the quota within 6 s plus 6 s of slack.
         let from = unix_now() + 1;
         until_second(from).await;
@@ -392,30 +402,14 @@ async fn one_token_many_processes() {
 async fn killed_owner_successor_resumes() {
     let _serial = SERIAL.lock().await;
     let (sim, dir, cfg) = setup(&[("demo", Q)], |sim| source(sim, "sim", "demo", Q, 4)).await;
-    let mut procs: Vec<Fetch> = (0..2)
-        .map(|i| Fetch::spawn(&cfg, &format!("p{i}"), dir.path()))
-        .collect();
-    wait_for(
-        "both processes assigned",
-        Duration::from_secs(60),
-        || procs.iter().all(|p| p.saw("quota partition assigned")),
-        &procs,
-    )
-    .await;
+    let mut procs = spawn_assigned(&cfg, dir.path(), 2, "both processes assigned").await;
     // Preconditions, made sure of: the token is busy, and the process we kill owns it (the
     // latest committed state in intake.quota is its own and fresh: only the owner of the
     // partition can commit there, the writer being fenced by each new owner).
     let (victim, busy_at) = {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let busy = wait_busy(
-                &sim,
-                "demo",
-                u64::from(Q) / 2,
-                Duration::from_secs(30),
-                &procs,
-            )
-            .await;
+            let busy = wait_busy(&sim, "demo", Q, &procs).await;
             let stored = tokio::task::spawn_blocking({
                 let cfg = cfg.clone();
                 move || stored_quota(&cfg, "sim")
@@ -508,40 +502,13 @@ async fn exhausted_token_waits_others_go_on() {
         source(sim, "a", "ta", qa, 4) + &source(sim, "b", "tb", qb, 4)
     })
     .await;
-    let procs = vec![Fetch::spawn(&cfg, "p0", dir.path())];
-    wait_for(
-        "assignment",
-        Duration::from_secs(60),
-        || procs[0].saw("quota partition assigned"),
-        &procs,
-    )
-    .await;
+    let procs = spawn_assigned(&cfg, dir.path(), 1, "assignment").await;
     // Precondition: both tokens busy.
-    wait_busy(
-        &sim,
-        "ta",
-        u64::from(qa) / 2,
-        Duration::from_secs(30),
-        &procs,
-    )
-    .await;
-    wait_busy(
-        &sim,
-        "tb",
-        u64::from(qb) / 2,
-        Duration::from_secs(30),
-        &procs,
-    )
-    .await;
+    wait_busy(&sim, "ta", qa, &procs).await;
+    wait_busy(&sim, "tb", qb, &procs).await;
     let client = reqwest::Client::new();
     let cut_from = unix_now();
-    let r = client
-        .put(sim.url("/admin/quota/tb"))
-        .json(&serde_json::json!({ "limit": 0 }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    set_quota(&client, &sim, "tb", 0).await;
     // The cut happened in a second of cut_from..=cut_to.
     let cut_to = unix_now();
     // tb stays at 0 until ta made progress meanwhile (half its quota over 5 s, within 10 s)
@@ -559,13 +526,7 @@ async fn exhausted_token_waits_others_go_on() {
     .await;
     until_second(a_from + 5).await;
     let back_from = unix_now();
-    let r = client
-        .put(sim.url("/admin/quota/tb"))
-        .json(&serde_json::json!({ "limit": qb }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    set_quota(&client, &sim, "tb", qb).await;
     let back_to = unix_now();
     // After tb's quota returns, its streams go on.
     wait_accepted(
@@ -627,31 +588,11 @@ async fn lowered_quota_is_followed_from_headers() {
     // before the new limit was known, that reaches the upstream after the cut.
     let low = 5u32;
     let (sim, dir, cfg) = setup(&[("demo", Q)], |sim| source(sim, "sim", "demo", Q, 4)).await;
-    let procs = vec![Fetch::spawn(&cfg, "p0", dir.path())];
-    wait_for(
-        "assignment",
-        Duration::from_secs(60),
-        || procs[0].saw("quota partition assigned"),
-        &procs,
-    )
-    .await;
+    let procs = spawn_assigned(&cfg, dir.path(), 1, "assignment").await;
     // Precondition: the token is busy at the old limit.
-    wait_busy(
-        &sim,
-        "demo",
-        u64::from(Q) / 2,
-        Duration::from_secs(30),
-        &procs,
-    )
-    .await;
+    wait_busy(&sim, "demo", Q, &procs).await;
     let cut_from = unix_now();
-    let r = reqwest::Client::new()
-        .put(sim.url("/admin/quota/demo"))
-        .json(&serde_json::json!({ "limit": low }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    set_quota(&reqwest::Client::new(), &sim, "demo", low).await;
     let cut_to = unix_now();
     // Progress at the new limit: half of it over 6 s, within 12 s, and 6 whole seconds.
     let from = cut_to + 1;

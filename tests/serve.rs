@@ -14,21 +14,9 @@ const SECRET: &str = "whsec-test";
 const OLD_SECRET: &str = "whsec-old";
 
 fn serve_config() -> Arc<Config> {
-    Arc::new(config(&format!(
-        r#"
-[[sources]]
-name = "shop"
-webhook = {{ secrets = ["{SECRET}", "{OLD_SECRET}"] }}
-[[sources.streams]]
-name = "customers"
-primary_key = "/id"
-version = "/version"
-[[sources.streams]]
-name = "orders"
-primary_key = "/id"
-version = "/version"
-{client}"#,
-        client = serve_client()
+    Arc::new(config(&shop_source(
+        &[SECRET, OLD_SECRET],
+        &["customers", "orders"],
     )))
 }
 
@@ -184,7 +172,7 @@ async fn signed_webhooks_land_once_and_bad_ones_get_a_reason_and_land_nothing() 
     }
     srv.stop().await;
 
-    let landed = read_all(&TopicNames::from_config(&cfg).landing(), "read_committed");
+    let landed = read_landing(&cfg);
     assert_eq!(landed.len(), 20, "exactly the accepted events, once each");
     let mut ids: Vec<&str> = landed
         .iter()
@@ -283,18 +271,11 @@ async fn jobs_are_idempotent_survive_a_restart_and_accept_large_batches_by_refer
     assert_eq!((s, &again), (200, &first));
     let (s, _) = post_job(&srv.base, "job-1", q, other).await;
     assert_eq!(s, 409);
-    let r: serde_json::Value = serve_http()
-        .get(format!("{}/v1/jobs/job-big", srv.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = get_json(&serve_http(), &format!("{}/v1/jobs/job-big", srv.base)).await;
     assert_eq!(r["records"], 60_000);
     srv.stop().await;
 
-    let landed = read_all(&TopicNames::from_config(&cfg).landing(), "read_committed");
+    let landed = read_landing(&cfg);
     let per_job = |id: &str| {
         landed
             .iter()
@@ -680,7 +661,7 @@ auth = "none"
     .await;
     assert_eq!(s, 201, "{v}");
     srv.stop().await;
-    let landed = read_all(&TopicNames::from_config(&cfg).landing(), "read_committed");
+    let landed = read_landing(&cfg);
     assert_eq!(landed.len(), 1);
 }
 
@@ -698,10 +679,8 @@ async fn serve_over_tls_is_verified_with_the_ca_and_refuses_plain_http() {
     let start = |cfg: Arc<Config>| async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(intake::serve::run(cfg, listener, async move {
-            let _ = rx.await;
-        }));
+        let (tx, rx) = stop_signal();
+        let task = tokio::spawn(intake::serve::run(cfg, listener, rx));
         (port, tx, task)
     };
 
@@ -757,21 +736,14 @@ async fn serve_over_tls_is_verified_with_the_ca_and_refuses_plain_http() {
     );
     // A signed webhook over HTTPS lands, read back from the landing topic.
     let body = event("e-tls", "cus_tls", 1);
-    let r = trusting
-        .post(format!("{base}/v1/webhooks/shop"))
-        .header("content-type", "application/json")
-        .header(
-            "X-Intake-Signature",
-            intake::signing::sign(SECRET.as_bytes(), now(), &body),
-        )
-        .body(body)
+    let r = signed_webhook(&trusting, &base, "shop", SECRET, body)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
     let _ = stop.send(());
     task.await.unwrap().unwrap();
-    let landed = read_all(&TopicNames::from_config(&cfg).landing(), "read_committed");
+    let landed = read_landing(&cfg);
     let ids: Vec<&str> = landed
         .iter()
         .filter_map(|r| r.header("intake.event_id"))

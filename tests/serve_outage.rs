@@ -15,11 +15,6 @@ use std::time::{Duration, Instant};
 
 use intake::config::Config;
 use intake::topics::TopicNames;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers as _, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use support::*;
 
 const SECRET: &str = "whsec-outage";
@@ -90,58 +85,24 @@ impl Drop for PrivateKafka {
 
 /// A committed topic of the private broker, whole: `(key, headers)` per record.
 fn read_committed(bootstrap: &str, topic: &str) -> Vec<(String, BTreeMap<String, String>)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .unwrap();
-    let parts = md.topics()[0].partitions().len() as i32;
-    assert!(parts > 0, "topic {topic} has no partitions");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut pending: HashSet<i32> = (0..parts).collect();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !pending.is_empty() {
-        assert!(Instant::now() < deadline, "reading {topic} timed out");
-        match c.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Ok(m)) => {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_owned(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                out.push((key, headers));
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
-            }
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-        }
-    }
-    out
+    read_all_from(
+        bootstrap,
+        topic,
+        "read_committed",
+        Duration::from_secs(30),
+        Duration::from_secs(90),
+    )
+    .into_iter()
+    .map(|r| {
+        let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+        let headers = r
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        (key, headers)
+    })
+    .collect()
 }
 
 /// One request and what came of it.
@@ -156,8 +117,17 @@ struct Sent {
     status: u16,
 }
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+impl Sent {
+    /// Adds a request started at `started` and answered (now) with `status` to `log`.
+    fn log(log: &Mutex<Vec<Sent>>, id: String, job: bool, started: Instant, status: u16) {
+        log.lock().unwrap().push(Sent {
+            id,
+            job,
+            started,
+            ended: Instant::now(),
+            status,
+        });
+    }
 }
 
 /// Clients sending signed webhooks (and one sending jobs) without pause until `stop`.
@@ -184,24 +154,11 @@ fn drive(
                 }))
                 .unwrap();
                 let started = Instant::now();
-                let status = http
-                    .post(format!("{base}/v1/webhooks/shop"))
-                    .header("content-type", "application/json")
-                    .header(
-                        "X-Intake-Signature",
-                        intake::signing::sign(SECRET.as_bytes(), now(), &body),
-                    )
-                    .body(body)
+                let status = signed_webhook(&http, &base, "shop", SECRET, body)
                     .send()
                     .await
                     .map_or(0, |r| r.status().as_u16());
-                log.lock().unwrap().push(Sent {
-                    id,
-                    job: false,
-                    started,
-                    ended: Instant::now(),
-                    status,
-                });
+                Sent::log(&log, id, false, started, status);
                 if status != 202 {
                     // What a client does after a 503: wait a little (it would then retry).
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -227,13 +184,7 @@ fn drive(
                 .send()
                 .await
                 .map_or(0, |r| r.status().as_u16());
-            log.lock().unwrap().push(Sent {
-                id,
-                job: true,
-                started,
-                ended: Instant::now(),
-                status,
-            });
+            Sent::log(&log, id, true, started, status);
             tokio::time::sleep(Duration::from_millis(50)).await;
             i += 1;
         }
@@ -279,23 +230,7 @@ async fn with_the_broker_stopped_serve_answers_503_and_every_acknowledged_event_
     let kafka = tokio::task::spawn_blocking(PrivateKafka::start)
         .await
         .unwrap();
-    let text = config_text(&format!(
-        r#"
-[[sources]]
-name = "shop"
-webhook = {{ secrets = ["{SECRET}"] }}
-[[sources.streams]]
-name = "customers"
-primary_key = "/id"
-version = "/version"
-[[sources.streams]]
-name = "orders"
-primary_key = "/id"
-version = "/version"
-{client}"#,
-        client = serve_client()
-    ))
-    .replace(
+    let text = config_text(&shop_source(&[SECRET], &["customers", "orders"])).replace(
         &format!("brokers = \"{}\"", brokers()),
         &format!("brokers = \"{}\"", kafka.bootstrap()),
     );
@@ -305,10 +240,8 @@ version = "/version"
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop_serve, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serve = tokio::spawn(intake::serve::run(cfg.clone(), listener, async move {
-        let _ = stopped.await;
-    }));
+    let (stop_serve, stopped) = stop_signal();
+    let serve = tokio::spawn(intake::serve::run(cfg.clone(), listener, stopped));
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while ready(&http, &base).await != Some(200) {

@@ -103,15 +103,20 @@ struct Truth {
     streams: BTreeMap<String, StreamTruth>,
 }
 
-async fn truth(client: &reqwest::Client, sim: &SimHandle) -> Truth {
-    let bytes = client
+/// The simulator's truth, as it answered it.
+async fn truth_bytes(client: &reqwest::Client, sim: &SimHandle) -> bytes::Bytes {
+    client
         .get(sim.url("/admin/truth"))
         .send()
         .await
         .unwrap()
         .bytes()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn truth(client: &reqwest::Client, sim: &SimHandle) -> Truth {
+    let bytes = truth_bytes(client, sim).await;
     serde_json::from_slice(&bytes).expect("truth parses")
 }
 
@@ -709,14 +714,7 @@ async fn quota_under_concurrent_load_matches_the_counters_exactly() {
 async fn faults_change_answers_but_never_the_truth() {
     let sim = start("--records 30").await;
     let client = client();
-    let before = client
-        .get(sim.url("/admin/truth"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let before = truth_bytes(&client, &sim).await;
     let url = sim.url("/v1/customers?limit=5");
     let faults = sim.url("/admin/faults");
     let set = |body: Value| put(&client, &faults, body);
@@ -786,14 +784,7 @@ async fn faults_change_answers_but_never_the_truth() {
     // Every request reached the quota check, the reset one included.
     assert_eq!(s["tokens"]["test"]["requests"], 6);
     assert_eq!(s["pages"], 2);
-    let after = client
-        .get(sim.url("/admin/truth"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let after = truth_bytes(&client, &sim).await;
     assert_eq!(before, after, "faults never change the truth");
     sim.stop().await.unwrap();
 }

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use intake::config::Config;
-use intake::fetch::{self, FetchOptions};
 use intake::headers::{self, Headers};
-use intake::kafka::Outgoing;
 use intake::registry::{Registry, wire};
 use intake::topics::TopicNames;
 use intake::validate::Splitter;
@@ -134,42 +132,14 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
     ])
     .await;
     let streams = ["customers", "orders", "events"];
-    let paths: Vec<(String, String)> = streams
-        .iter()
-        .map(|s| (s.to_string(), format!("/v1/styles/cursor/{s}")))
-        .collect();
-    let refs: Vec<(&str, &str, &str)> = paths
-        .iter()
-        .map(|(n, p)| (n.as_str(), p.as_str(), "cursor"))
-        .collect();
-    let cfg = Arc::new(config(&sim_source(&sim, &refs, "")));
+    let cfg = Arc::new(config(&cursor_sim_source(&sim, &streams)));
     let names = TopicNames::from_config(&cfg);
-    apply_topics(&cfg).await;
-    let reg = Registry::new(&cfg.registry).unwrap();
-    intake::registry::apply_schemas(&cfg, &reg).await.unwrap();
-    fetch::run(
-        cfg.clone(),
-        FetchOptions {
-            once: true,
-            ..FetchOptions::default()
-        },
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    let reg = apply_topics_and_schemas(&cfg).await;
+    fetch_once(&cfg).await.unwrap();
 
     let truth = truth(&sim).await;
     let (landed, markers) = landed_records(&cfg).await;
-    let drifted: BTreeMap<(String, String), String> = streams
-        .iter()
-        .flat_map(|s| {
-            truth["streams"][s]["drifted"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(move |(id, k)| ((s.to_string(), id.clone()), k.as_str().unwrap().to_owned()))
-        })
-        .collect();
+    let drifted = truth_drifted(&truth, &streams);
     let large: BTreeSet<(String, String)> = streams
         .iter()
         .flat_map(|s| {
@@ -407,29 +377,6 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
     );
 }
 
-/// Lands records straight into the landing topic, in one transaction.
-async fn land(cfg: &Config, records: Vec<(String, Vec<u8>, Headers)>) {
-    let topic = TopicNames::from_config(cfg).landing();
-    let producer = kafka(cfg).txn_producer(&unique("test-lander-")).unwrap();
-    producer
-        .blocking(move |p| {
-            p.init()?;
-            p.begin()?;
-            for (key, value, h) in records {
-                p.send(Outgoing {
-                    topic: &topic,
-                    key: Some(key.as_bytes()),
-                    payload: Some(&value),
-                    headers: h.build(),
-                    partition: None,
-                })?;
-            }
-            p.commit()
-        })
-        .await
-        .unwrap();
-}
-
 fn page_headers(stream: &str, kind: &str) -> Headers {
     Headers::new()
         .with(headers::SOURCE, "sim")
@@ -460,35 +407,15 @@ fn bytes(v: &Json) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_kind_of_bad_input_is_kept_with_its_error_events_and_evolve_work() {
     // Records over 4 MB are not stored by claim-check (`blob.max_record_bytes`): too_large.
-    let text = config_text(
-        r#"
-[[sources]]
-name = "sim"
-base_url = "http://127.0.0.1:9"
-
-[[sources.streams]]
-name = "customers"
-primary_key = "/id"
-version = "/version"
-
-[[sources.streams]]
-name = "orders"
-primary_key = "/id"
-version = "/version"
-drift = "evolve"
-
-[[sources.streams]]
-name = "ghost"
-primary_key = "/id"
-version = "/version"
-"#,
-    )
+    let text = config_text(&unfetched_source(&[
+        ("customers", ""),
+        ("orders", "drift = \"evolve\"\n"),
+        ("ghost", ""),
+    ]))
     .replacen("[blob]\n", "[blob]\nmax_record_bytes = 4000000\n", 1);
     let cfg = Arc::new(Config::from_toml(&text).unwrap());
     let names = TopicNames::from_config(&cfg);
-    apply_topics(&cfg).await;
-    let reg = Registry::new(&cfg.registry).unwrap();
-    intake::registry::apply_schemas(&cfg, &reg).await.unwrap();
+    let reg = apply_topics_and_schemas(&cfg).await;
     let blobs = intake::blob::BlobStore::open(&cfg.blob).unwrap();
 
     let no_id = json!({"name": "nobody", "version": 1});
@@ -820,27 +747,14 @@ version = "/version"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_outage_is_retried_not_dead_lettered() {
-    let streams = r#"
-[[sources]]
-name = "sim"
-base_url = "http://127.0.0.1:9"
-
-[[sources.streams]]
-name = "customers"
-primary_key = "/id"
-version = "/version"
-"#;
-    let text = config_text(streams);
+    let text = config_text(&unfetched_source(&[("customers", "")]));
     let cfg = Arc::new(Config::from_toml(&text).unwrap());
     let down = Arc::new(
         Config::from_toml(&text.replace(&registry_url(), "http://127.0.0.1:1/apis/ccompat/v7"))
             .unwrap(),
     );
     let names = TopicNames::from_config(&cfg);
-    apply_topics(&cfg).await;
-    intake::registry::apply_schemas(&cfg, &Registry::new(&cfg.registry).unwrap())
-        .await
-        .unwrap();
+    apply_topics_and_schemas(&cfg).await;
     let page = bytes(
         &json!({"data": [customer("c-1", 1), customer("c-2", 2), with(customer("c-3", 1), "status", json!("enabled"))]}),
     );
@@ -869,10 +783,8 @@ version = "/version"
             .sum::<f64>() as u64
     };
     let before = system_errors();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(intake::validate::stage::run(down, async {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = stop_signal();
+    let task = tokio::spawn(intake::validate::stage::run(down, stopped));
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let retries = loop {
         let n = system_errors() - before;

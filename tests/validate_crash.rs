@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use intake::config::Config;
-use intake::fetch::{self, FetchOptions};
 use intake::headers;
 use intake::topics::TopicNames;
 use intake::validate::Splitter;
@@ -243,15 +242,9 @@ async fn land_one_sync() -> Landed {
     }
     let truth = truth(&sim).await;
     // Ids are unique across the simulator's streams (`cus-`, `ord-`, `evt-`).
-    let drifted: BTreeMap<String, String> = sim_streams
-        .iter()
-        .flat_map(|s| {
-            truth["streams"][s]["drifted"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(id, k)| (id.clone(), k.as_str().unwrap().to_owned()))
-        })
+    let drifted: BTreeMap<String, String> = truth_drifted(&truth, &sim_streams)
+        .into_iter()
+        .map(|((_, id), kind)| (id, kind))
         .collect();
     assert!(drifted.len() > 30);
     let used: std::collections::BTreeSet<i32> = streams
@@ -259,16 +252,7 @@ async fn land_one_sync() -> Landed {
         .map(|s| intake::kafka::partition::partition_for(format!("sim/{s}").as_bytes(), 4))
         .collect();
     assert!(used.len() >= 3, "landing partitions used: {used:?}");
-    fetch::run(
-        cfg.clone(),
-        FetchOptions {
-            once: true,
-            ..FetchOptions::default()
-        },
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    fetch_once(&cfg).await.unwrap();
     Landed {
         _sim: sim,
         cfg,

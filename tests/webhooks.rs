@@ -23,84 +23,91 @@ const GITHUB: &str = "It's a Secret to Everybody";
 const SHOPIFY: &str = "shpss_test_secret";
 const SLACK: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
-fn webhook_config() -> Arc<Config> {
-    Arc::new(config(&format!(
+/// A `[[sources]]` block: webhook source `name`, deliveries signed with any of `secrets` by the
+/// provider scheme of the same name, its events all of the one stream `stream` (keyed by `/id`,
+/// drift evolving); `pointers` are its `event_id`, `entity_id`, `sequence` and `record`, and
+/// `webhook` holds the rest of its `[sources.webhook]` table.
+fn webhook_source(
+    name: &str,
+    secrets: &[&str],
+    stream: &str,
+    pointers: [&str; 4],
+    webhook: &str,
+) -> String {
+    let secrets: Vec<String> = secrets.iter().map(|s| format!("\"{s}\"")).collect();
+    let [event_id, entity_id, sequence, record] = pointers;
+    format!(
         r#"
 [[sources]]
-name = "stripe"
+name = "{name}"
 [sources.webhook]
-secrets = ["{STRIPE}", "{STRIPE_OLD}"]
-signature = {{ preset = "stripe" }}
-event_id = "/id"
-entity_id = "/data/object/id"
-sequence = "/created"
-version_format = "epoch_s"
-stream = "customers"
+secrets = [{secrets}]
+signature = {{ preset = "{name}" }}
+event_id = "{event_id}"
+entity_id = "{entity_id}"
+sequence = "{sequence}"
+record = "{record}"
+stream = "{stream}"
+{webhook}
+[[sources.streams]]
+name = "{stream}"
+primary_key = "/id"
+drift = "evolve"
+"#,
+        secrets = secrets.join(", ")
+    )
+}
+
+fn webhook_config() -> Arc<Config> {
+    let stripe = webhook_source(
+        "stripe",
+        &[STRIPE, STRIPE_OLD],
+        "customers",
+        ["/id", "/data/object/id", "/created", "/data/object"],
+        r#"version_format = "epoch_s"
 upsert = ["customer.created", "customer.updated"]
 delete = ["customer.deleted"]
-ignore = ["invoice.*"]
-record = "/data/object"
-[[sources.streams]]
-name = "customers"
-primary_key = "/id"
-drift = "evolve"
-
-[[sources]]
-name = "github"
-[sources.webhook]
-secrets = ["{GITHUB}"]
-signature = {{ preset = "github" }}
-event_id = "header:X-GitHub-Delivery"
-entity_id = "/issue/id"
-sequence = "/issue/updated_at"
-stream = "issues"
-event_type = ["header:X-GitHub-Event", "/action"]
+ignore = ["invoice.*"]"#,
+    );
+    let github = webhook_source(
+        "github",
+        &[GITHUB],
+        "issues",
+        [
+            "header:X-GitHub-Delivery",
+            "/issue/id",
+            "/issue/updated_at",
+            "/issue",
+        ],
+        r#"event_type = ["header:X-GitHub-Event", "/action"]
 upsert = ["issues.opened", "issues.edited"]
 delete = ["issues.deleted"]
-ignore = ["ping"]
-record = "/issue"
-[[sources.streams]]
-name = "issues"
-primary_key = "/id"
-drift = "evolve"
-
-[[sources]]
-name = "shopify"
-[sources.webhook]
-secrets = ["{SHOPIFY}"]
-signature = {{ preset = "shopify" }}
-event_id = "header:X-Shopify-Webhook-Id"
-entity_id = "/id"
-sequence = "header:X-Shopify-Triggered-At"
-stream = "products"
-event_type = "header:X-Shopify-Topic"
+ignore = ["ping"]"#,
+    );
+    let shopify = webhook_source(
+        "shopify",
+        &[SHOPIFY],
+        "products",
+        [
+            "header:X-Shopify-Webhook-Id",
+            "/id",
+            "header:X-Shopify-Triggered-At",
+            "",
+        ],
+        r#"event_type = "header:X-Shopify-Topic"
 upsert = ["products/create", "products/update"]
-delete = ["products/delete"]
-record = ""
-[[sources.streams]]
-name = "products"
-primary_key = "/id"
-drift = "evolve"
-
-[[sources]]
-name = "slack"
-[sources.webhook]
-secrets = ["{SLACK}"]
-signature = {{ preset = "slack" }}
-event_id = "/event_id"
-entity_id = "/event/user/id"
-sequence = "/event_time"
-version_format = "epoch_s"
-stream = "users"
+delete = ["products/delete"]"#,
+    );
+    let slack = webhook_source(
+        "slack",
+        &[SLACK],
+        "users",
+        ["/event_id", "/event/user/id", "/event_time", "/event/user"],
+        r#"version_format = "epoch_s"
 event_type = "/event/type"
-upsert = ["team_join", "user_change"]
-record = "/event/user"
-[[sources.streams]]
-name = "users"
-primary_key = "/id"
-drift = "evolve"
-"#
-    )))
+upsert = ["team_join", "user_change"]"#,
+    );
+    Arc::new(config(&format!("{stripe}{github}{shopify}{slack}")))
 }
 
 fn hmac(secret: &str, payload: &[u8]) -> Vec<u8> {
@@ -196,6 +203,40 @@ fn rfc3339_micros(s: &str) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap()
 }
 
+/// Asserts that a delivery was refused (401) as `bad_signature`.
+fn assert_bad_signature(status: u16, v: &serde_json::Value) {
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (401, Some("bad_signature")),
+        "{v}"
+    );
+}
+
+/// What a source's deliveries come to when they leave one key upserted and another deleted,
+/// each `(key, version)`.
+fn upserted_and_deleted(upserted: (&str, i64), deleted: (&str, i64)) -> Expect {
+    [
+        (upserted.0.to_owned(), ("upsert", upserted.1)),
+        (deleted.0.to_owned(), ("delete", deleted.1)),
+    ]
+    .into()
+}
+
+/// POSTs a delivery to the `stripe` source, signed at `t` with each of `secrets`.
+async fn post_stripe(
+    srv: &Serve,
+    secrets: &[&str],
+    t: i64,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    post(srv, "stripe", body, &stripe_headers(secrets, t, body)).await
+}
+
+/// Asserts that an answer's `message` contains `needle`.
+fn assert_message(v: &serde_json::Value, needle: &str) {
+    assert!(v["message"].as_str().unwrap().contains(needle), "{v}");
+}
+
 /// A landed event: key, op, version.
 type Landed = (String, String, i64);
 
@@ -259,48 +300,29 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     ];
     for (id, ty, cus, created, name, secret) in stripe_ok {
         let body = stripe_event(id, ty, cus, created, name);
-        let (s, v) = post(
-            &srv,
-            "stripe",
-            &body,
-            &stripe_headers(&[secret], now(), &body),
-        )
-        .await;
+        let (s, v) = post_stripe(&srv, &[secret], now(), &body).await;
         assert_eq!(s, 202, "{id}: {v}");
         assert_eq!(v["status"], "landed", "{v}");
         accepted += 1;
     }
     expect.insert(
         ("stripe", "customers"),
-        [
-            ("cus_A".to_owned(), ("upsert", 1_700_000_100_000_000)),
-            ("cus_B".to_owned(), ("delete", 1_700_000_200_000_000)),
-        ]
-        .into(),
+        upserted_and_deleted(
+            ("cus_A", 1_700_000_100_000_000),
+            ("cus_B", 1_700_000_200_000_000),
+        ),
     );
     // An event type the source ignores: acknowledged, nothing landed.
     let invoice = bytes(
         &json!({"id": "evt_9", "type": "invoice.paid", "created": 1, "data": {"object": {"id": "in_1"}}}),
     );
-    let (s, v) = post(
-        &srv,
-        "stripe",
-        &invoice,
-        &stripe_headers(&[STRIPE], now(), &invoice),
-    )
-    .await;
+    let (s, v) = post_stripe(&srv, &[STRIPE], now(), &invoice).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("ignored")), "{v}");
     // A type no list names.
     let charge = bytes(
         &json!({"id": "evt_8", "type": "charge.succeeded", "created": 1, "data": {"object": {"id": "ch_1"}}}),
     );
-    let (s, v) = post(
-        &srv,
-        "stripe",
-        &charge,
-        &stripe_headers(&[STRIPE], now(), &charge),
-    )
-    .await;
+    let (s, v) = post_stripe(&srv, &[STRIPE], now(), &charge).await;
     assert_eq!(
         (s, v["error"].as_str()),
         (422, Some("unknown_event_type")),
@@ -314,38 +336,12 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
         1_800_000_000,
         "Mallory",
     );
-    let (s, v) = post(
-        &srv,
-        "stripe",
-        &body,
-        &stripe_headers(&["whsec_attacker"], now(), &body),
-    )
-    .await;
-    assert_eq!(
-        (s, v["error"].as_str()),
-        (401, Some("bad_signature")),
-        "{v}"
-    );
-    assert!(
-        v["message"].as_str().unwrap().contains("bad signature"),
-        "{v}"
-    );
-    let (s, v) = post(
-        &srv,
-        "stripe",
-        &body,
-        &stripe_headers(&[STRIPE], now() - 3600, &body),
-    )
-    .await;
-    assert_eq!(
-        (s, v["error"].as_str()),
-        (401, Some("bad_signature")),
-        "{v}"
-    );
-    assert!(
-        v["message"].as_str().unwrap().contains("stale signature"),
-        "{v}"
-    );
+    let (s, v) = post_stripe(&srv, &["whsec_attacker"], now(), &body).await;
+    assert_bad_signature(s, &v);
+    assert_message(&v, "bad signature");
+    let (s, v) = post_stripe(&srv, &[STRIPE], now() - 3600, &body).await;
+    assert_bad_signature(s, &v);
+    assert_message(&v, "stale signature");
     let mut altered = body.clone();
     let at = altered.iter().position(|&b| b == b'M').unwrap();
     altered[at] = b'm';
@@ -391,17 +387,10 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     }
     expect.insert(
         ("github", "issues"),
-        [
-            (
-                "101".to_owned(),
-                ("upsert", rfc3339_micros("2026-01-01T01:00:00Z")),
-            ),
-            (
-                "102".to_owned(),
-                ("delete", rfc3339_micros("2026-01-01T02:00:00Z")),
-            ),
-        ]
-        .into(),
+        upserted_and_deleted(
+            ("101", rfc3339_micros("2026-01-01T01:00:00Z")),
+            ("102", rfc3339_micros("2026-01-01T02:00:00Z")),
+        ),
     );
     let ping = bytes(&json!({"zen": "Keep it logically awesome.", "hook_id": 1}));
     let (s, v) = post(
@@ -420,11 +409,7 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
         &github_headers("guess", "issues", "d-x", &forged),
     )
     .await;
-    assert_eq!(
-        (s, v["error"].as_str()),
-        (401, Some("bad_signature")),
-        "{v}"
-    );
+    assert_bad_signature(s, &v);
     let (s, v) = post(
         &srv,
         "github",
@@ -433,13 +418,7 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     )
     .await;
     assert_eq!(s, 401, "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("missing signature header X-Hub-Signature-256"),
-        "{v}"
-    );
+    assert_message(&v, "missing signature header X-Hub-Signature-256");
 
     // --- Shopify: product topics; base64 MAC; version from X-Shopify-Triggered-At.
     let product =
@@ -498,17 +477,10 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     accepted += 1;
     expect.insert(
         ("shopify", "products"),
-        [
-            (
-                "1001".to_owned(),
-                ("upsert", rfc3339_micros("2026-02-01T00:05:00Z")),
-            ),
-            (
-                "1002".to_owned(),
-                ("delete", rfc3339_micros("2026-02-01T00:09:00Z")),
-            ),
-        ]
-        .into(),
+        upserted_and_deleted(
+            ("1001", rfc3339_micros("2026-02-01T00:05:00Z")),
+            ("1002", rfc3339_micros("2026-02-01T00:09:00Z")),
+        ),
     );
     let body = product(1001, "Forged mug");
     let mut h = shopify_headers(
@@ -519,16 +491,12 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
         &body,
     );
     let (s, v) = post(&srv, "shopify", &body, &h).await;
-    assert_eq!(
-        (s, v["error"].as_str()),
-        (401, Some("bad_signature")),
-        "{v}"
-    );
+    assert_bad_signature(s, &v);
     // Hex where base64 is expected.
     h[0].1 = hex::encode(hmac(SHOPIFY, &body));
     let (s, v) = post(&srv, "shopify", &body, &h).await;
     assert_eq!(s, 401, "{v}");
-    assert!(v["message"].as_str().unwrap().contains("malformed"), "{v}");
+    assert_message(&v, "malformed");
 
     // --- Slack: Events API callbacks; v0:{timestamp}:{body}.
     let slack_event = |id: &str, ty: &str, user: &str, name: &str, time: i64| {
@@ -577,10 +545,7 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     )
     .await;
     assert_eq!(s, 401, "{v}");
-    assert!(
-        v["message"].as_str().unwrap().contains("stale signature"),
-        "{v}"
-    );
+    assert_message(&v, "stale signature");
     let (s, v) = post(
         &srv,
         "slack",
@@ -589,13 +554,7 @@ async fn providers_signed_webhooks_land_as_upserts_and_deletes_and_forgeries_lan
     )
     .await;
     assert_eq!(s, 401, "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("missing signature header X-Slack-Request-Timestamp"),
-        "{v}"
-    );
+    assert_message(&v, "missing signature header X-Slack-Request-Timestamp");
     srv.stop().await;
     eprintln!("{accepted} deliveries accepted in {} s", now() - t0);
 

@@ -34,6 +34,30 @@ pub const STREAMS: [(&str, &str, &str, bool); 3] = [
 /// Webhook signing secret shared by the simulator and serve.
 pub const WEBHOOK_SECRET: &str = "whsec-e2e";
 
+/// The simulator's faults in an end-to-end run (its flags, between its writer's and its
+/// webhooks'): deletes, updates backdated by 2 to 30 minutes, drift, errors, and large records.
+/// Those are over serve's and fetch's inline limit (900 KiB: pages holding one are
+/// claim-checked); 0.99 MB records stay whole in the 1 MiB valid and curated topics, 1.5 MB
+/// ones travel there by claim-check reference (resolved by `read_by_topic_name`).
+pub const MESSY_SIM: [&str; 16] = [
+    "--delete-share",
+    "0.15",
+    "--backdate-rate",
+    "0.3",
+    "--backdate-min",
+    "2m",
+    "--backdate-max",
+    "30m",
+    "--drift-rate",
+    "0.05",
+    "--large-rate",
+    "0.01",
+    "--large-bytes",
+    "990000,1500000",
+    "--error-rate",
+    "0.02",
+];
+
 /// Drift kinds the simulator injects (the only DLQ kinds an end-to-end run may produce).
 pub const DRIFT_KINDS: [&str; 4] = [
     "unknown_enum",
@@ -87,20 +111,12 @@ webhook = {{ secrets = ["{WEBHOOK_SECRET}"] }}
         quota = k.quota,
     );
     for (name, path, style, incremental) in STREAMS {
-        s.push_str(&format!(
-            r#"
-[[sources.streams]]
-name = "{name}"
-path = "{path}"
-primary_key = "/id"
-version = "/version"
-pagination = {pagination}
-page_size = {page_size}
-poll_interval = "{poll}"
-"#,
-            page_size = k.page_size,
-            poll = k.poll,
-            pagination = super::pagination_toml(style),
+        s.push_str(&super::sim_stream(
+            name,
+            path,
+            style,
+            k.page_size,
+            &format!("poll_interval = \"{}\"", k.poll),
         ));
         if incremental {
             s.push_str(&format!(
@@ -113,7 +129,8 @@ poll_interval = "{poll}"
     s
 }
 
-/// Every committed cursor record (the history of the cursors topic).
+/// Every committed cursor record, oldest first per key: the history of the cursors topic (it
+/// is compacted, but never its active segment, so a test sees the whole history).
 pub fn cursor_history(cfg: &Config) -> Vec<CursorState> {
     let mut recs = read_all(&TopicNames::from_config(cfg).cursors(), "read_committed");
     recs.sort_by_key(|r| (r.partition, r.offset));
@@ -123,7 +140,8 @@ pub fn cursor_history(cfg: &Config) -> Vec<CursorState> {
         .collect()
 }
 
-fn parse_time(s: &str) -> time::OffsetDateTime {
+/// An RFC 3339 timestamp, parsed.
+pub fn parse_time(s: &str) -> time::OffsetDateTime {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
 }
 

@@ -18,12 +18,11 @@ use std::time::Duration;
 
 use intake::dedup::Stamp;
 use intake::headers;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers as _, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{brokers, unique};
+use super::{brokers, eof_consumer};
 
 /// Records taken from one reader's queue before the judge moves on to the next reader.
 const DRAIN: usize = 5000;
@@ -88,15 +87,7 @@ impl Judge {
             .chain(curated.iter().map(|t| (t.clone(), Role::Curated)))
             .chain(std::iter::once((dlq.to_owned(), Role::Dlq)));
         for (t, role) in topics {
-            let c: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", brokers())
-                .set("group.id", unique("judge"))
-                .set("isolation.level", "read_committed")
-                .set("enable.auto.commit", "false")
-                .set("enable.partition.eof", "true")
-                .set("auto.offset.reset", "earliest")
-                .create()
-                .unwrap();
+            let c = eof_consumer(&brokers(), "judge", "read_committed");
             let parts = intake::kafka::reader::partition_count(&c, &t, Duration::from_secs(30))
                 .unwrap_or_else(|e| panic!("judge: partitions of {t}: {e}"));
             let mut tpl = TopicPartitionList::new();

@@ -37,6 +37,23 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// A stop signal for a stage run in this process: the sender that stops it, and the shutdown
+/// future to give the stage (done once the sender sends, or is dropped).
+pub fn stop_signal() -> (
+    tokio::sync::oneshot::Sender<()>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    (stop, async move {
+        let _ = stopped.await;
+    })
+}
+
+/// Asserts that `text` contains `needle`, showing `text` if not.
+pub fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "{text}");
+}
+
 /// Bootstrap servers of the local stack.
 pub fn brokers() -> String {
     if let Some((b, _)) = STACK.get() {
@@ -100,6 +117,23 @@ operations = ["jobs", "blobs"]
 sources = ["*"]
 "#
     )
+}
+
+/// A POST through `http` of the JSON `body` to serve's webhook endpoint of `source` at `base`,
+/// signed now with `secret` (`X-Intake-Signature`), ready to send.
+pub fn signed_webhook(
+    http: &reqwest::Client,
+    base: &str,
+    source: &str,
+    secret: &str,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let signature = intake::signing::sign(secret.as_bytes(), now, &body);
+    http.post(format!("{base}/v1/webhooks/{source}"))
+        .header("content-type", "application/json")
+        .header("X-Intake-Signature", signature)
+        .body(body)
 }
 
 /// An HTTP client builder whose requests carry `Authorization: Bearer` [`SERVE_KEY`].
@@ -392,21 +426,43 @@ impl Rec {
     }
 }
 
-/// Reads a whole topic to its end with the given isolation level (`read_committed` or
-/// `read_uncommitted`).
-pub fn read_all(topic: &str, isolation: &str) -> Vec<Rec> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("reader"))
+/// A consumer of the cluster at `bootstrap` in a fresh group named from `group`, reading from
+/// the beginning at the given isolation level, nothing committed, partition ends reported.
+pub fn eof_consumer(bootstrap: &str, group: &str, isolation: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique(group))
         .set("isolation.level", isolation)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
+        .unwrap()
+}
+
+/// Reads a whole topic to its end with the given isolation level (`read_committed` or
+/// `read_uncommitted`).
+pub fn read_all(topic: &str, isolation: &str) -> Vec<Rec> {
+    read_all_from(
+        &brokers(),
+        topic,
+        isolation,
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    )
+}
+
+/// [`read_all`] from the cluster at `bootstrap`, waiting up to `metadata_wait` for the topic's
+/// metadata and up to `read_wait` to reach its end.
+pub fn read_all_from(
+    bootstrap: &str,
+    topic: &str,
+    isolation: &str,
+    metadata_wait: Duration,
+    read_wait: Duration,
+) -> Vec<Rec> {
+    let c = eof_consumer(bootstrap, "reader", isolation);
+    let md = c.fetch_metadata(Some(topic), metadata_wait).unwrap();
     let parts = md.topics()[0].partitions().len() as i32;
     assert!(parts > 0, "topic {topic} has no partitions");
     let mut tpl = TopicPartitionList::new();
@@ -417,7 +473,7 @@ pub fn read_all(topic: &str, isolation: &str) -> Vec<Rec> {
     c.assign(&tpl).unwrap();
     let mut pending: std::collections::HashSet<i32> = (0..parts).collect();
     let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + read_wait;
     while !pending.is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -454,6 +510,14 @@ pub fn read_all(topic: &str, isolation: &str) -> Vec<Rec> {
     out
 }
 
+/// Every committed record of the landing topic of `cfg`.
+pub fn read_landing(cfg: &Config) -> Vec<Rec> {
+    read_all(
+        &intake::topics::TopicNames::from_config(cfg).landing(),
+        "read_committed",
+    )
+}
+
 /// Reads every committed record of `topics`, by topic.
 pub async fn read_topics(topics: &[String]) -> std::collections::BTreeMap<String, Vec<Rec>> {
     let topics = topics.to_vec();
@@ -480,10 +544,8 @@ pub async fn validate_until(
     what: &str,
     done: impl Fn(&std::collections::BTreeMap<String, Vec<Rec>>) -> bool,
 ) -> std::collections::BTreeMap<String, Vec<Rec>> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(intake::validate::stage::run(cfg.clone(), async {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = stop_signal();
+    let task = tokio::spawn(intake::validate::stage::run(cfg.clone(), stopped));
     let deadline = std::time::Instant::now() + VALIDATE_WAIT;
     loop {
         let out = read_topics(outputs).await;
@@ -512,10 +574,8 @@ pub async fn curate_until(
     what: &str,
     done: impl Fn(&std::collections::BTreeMap<String, Vec<Rec>>) -> bool,
 ) -> std::collections::BTreeMap<String, Vec<Rec>> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let dedup = tokio::spawn(intake::dedup::stage::run(cfg.clone(), async {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = stop_signal();
+    let dedup = tokio::spawn(intake::dedup::stage::run(cfg.clone(), stopped));
     let out = validate_until(cfg, outputs, what, done).await;
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(60), dedup)
@@ -563,6 +623,90 @@ pub async fn apply_topics(cfg: &Config) {
     intake::topics::ensure(cfg, &kafka(cfg))
         .await
         .expect("topics apply");
+}
+
+/// [`apply_topics`], then registers the schemas of every configured stream (fails the test on
+/// error); returns the registry client that registered them.
+pub async fn apply_topics_and_schemas(cfg: &Config) -> intake::registry::Registry {
+    apply_topics(cfg).await;
+    let reg = intake::registry::Registry::new(&cfg.registry).unwrap();
+    intake::registry::apply_schemas(cfg, &reg).await.unwrap();
+    reg
+}
+
+/// `fetch --once` in this process: every stream of `cfg` synced to its current end.
+pub async fn fetch_once(
+    cfg: &std::sync::Arc<Config>,
+) -> Result<intake::fetch::FetchReport, intake::fetch::FetchError> {
+    intake::fetch::run(
+        cfg.clone(),
+        intake::fetch::FetchOptions {
+            once: true,
+            ..intake::fetch::FetchOptions::default()
+        },
+        std::future::pending(),
+    )
+    .await
+}
+
+/// Lands records `(key, value, headers)` straight into the landing topic, in one transaction.
+pub async fn land<V: Into<Option<Vec<u8>>>>(
+    cfg: &Config,
+    records: Vec<(String, V, intake::headers::Headers)>,
+) {
+    let records: Vec<(String, Option<Vec<u8>>, intake::headers::Headers)> = records
+        .into_iter()
+        .map(|(key, value, h)| (key, value.into(), h))
+        .collect();
+    let topic = intake::topics::TopicNames::from_config(cfg).landing();
+    let producer = kafka(cfg).txn_producer(&unique("test-lander-")).unwrap();
+    producer
+        .blocking(move |p| {
+            p.init()?;
+            p.begin()?;
+            for (key, value, h) in records {
+                p.send(intake::kafka::Outgoing {
+                    topic: &topic,
+                    key: Some(key.as_bytes()),
+                    payload: value.as_deref(),
+                    headers: h.build(),
+                    partition: None,
+                })?;
+            }
+            p.commit()
+        })
+        .await
+        .unwrap();
+}
+
+/// `dlq replay` of the dead letters `filter` matches, under a replay id of its own.
+pub async fn replay_filtered(
+    cfg: &Config,
+    filter: intake::dlq::Filter,
+) -> anyhow::Result<intake::dlq::replay::ReplayReport> {
+    intake::dlq::replay::run(
+        cfg,
+        intake::dlq::replay::Options {
+            filter,
+            ..intake::dlq::replay::Options::default()
+        },
+    )
+    .await
+}
+
+/// [`replay_filtered`] of the dead letters of one drift `kind`.
+pub async fn replay_kind(
+    cfg: &Config,
+    kind: &str,
+) -> anyhow::Result<intake::dlq::replay::ReplayReport> {
+    replay_filtered(
+        cfg,
+        intake::dlq::Filter {
+            kind: Some(kind.into()),
+            ..intake::dlq::Filter::default()
+        },
+    )
+    .await
 }
 
 /// Starts an in-process simulator with token `demo` (quota 1 000 000/s unless overridden)
@@ -623,6 +767,23 @@ pub async fn sim_get(sim: &intake::sim::SimHandle, path: &str) -> serde_json::Va
         .unwrap()
 }
 
+/// `(stream, id) -> drift kind` of the drifted records of `streams` in the truth.
+pub fn truth_drifted(
+    truth: &serde_json::Value,
+    streams: &[&str],
+) -> std::collections::BTreeMap<(String, String), String> {
+    streams
+        .iter()
+        .flat_map(|s| {
+            truth["streams"][s]["drifted"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(move |(id, k)| ((s.to_string(), id.clone()), k.as_str().unwrap().to_owned()))
+        })
+        .collect()
+}
+
 /// `id -> version` of the live records of a stream in the truth.
 pub fn truth_versions(
     truth: &serde_json::Value,
@@ -647,13 +808,10 @@ pub async fn sim_admin(sim: &intake::sim::SimHandle, path: &str) -> serde_json::
     r.json().await.unwrap()
 }
 
-/// A source block for the simulator with the given streams `(name, path, pagination)`.
-pub fn sim_source(
-    sim: &intake::sim::SimHandle,
-    streams: &[(&str, &str, &str)],
-    extra: &str,
-) -> String {
-    let mut s = format!(
+/// The `[[sources]]` lines of [`sim_source`] (its streams to follow): source `sim` on the
+/// simulator, token `demo`, up to 20 retries.
+pub fn sim_source_head(sim: &intake::sim::SimHandle) -> String {
+    format!(
         r#"
 [[sources]]
 name = "sim"
@@ -662,23 +820,90 @@ auth = {{ kind = "bearer", token = "demo" }}
 max_retries = 20
 "#,
         addr = sim.addr
-    );
+    )
+}
+
+/// A source block for the simulator with the given streams `(name, path, pagination)`.
+pub fn sim_source(
+    sim: &intake::sim::SimHandle,
+    streams: &[(&str, &str, &str)],
+    extra: &str,
+) -> String {
+    let mut s = sim_source_head(sim);
     for (name, path, pagination) in streams {
-        s.push_str(&format!(
-            r#"
+        s.push_str(&sim_stream(name, path, pagination, 50, extra));
+    }
+    s
+}
+
+/// A `[[sources.streams]]` table: stream `name` at `path` (of the simulator or another test
+/// upstream), paginated in `style` (see [`pagination_toml`]), `page_size` records a page, keyed
+/// by `/id`, versioned by `/version`, with any `extra` lines.
+pub fn sim_stream(name: &str, path: &str, style: &str, page_size: u32, extra: &str) -> String {
+    format!(
+        r#"
 [[sources.streams]]
 name = "{name}"
 path = "{path}"
 primary_key = "/id"
 version = "/version"
 pagination = {pagination}
-page_size = 50
+page_size = {page_size}
 {extra}
 "#,
-            pagination = pagination_toml(pagination)
-        ));
+        pagination = pagination_toml(style)
+    )
+}
+
+/// [`sim_source`] with each of `streams` on the simulator's cursor-paginated path
+/// (`/v1/styles/cursor/<stream>`).
+pub fn cursor_sim_source(sim: &intake::sim::SimHandle, streams: &[&str]) -> String {
+    let paths: Vec<(String, String)> = streams
+        .iter()
+        .map(|s| (s.to_string(), format!("/v1/styles/cursor/{s}")))
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = paths
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_str(), "cursor"))
+        .collect();
+    sim_source(sim, &refs, "")
+}
+
+/// A `[[sources.streams]]` table: stream `name`, keyed by `/id`, versioned by `/version`, with
+/// any `extra` lines.
+pub fn keyed_stream(name: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[sources.streams]]
+name = "{name}"
+primary_key = "/id"
+version = "/version"
+{extra}"#
+    )
+}
+
+/// A source `sim` nobody fetches (its base URL refuses connections: the test lands its records
+/// itself), with a [`keyed_stream`] per `(name, extra lines)`.
+pub fn unfetched_source(streams: &[(&str, &str)]) -> String {
+    let mut s = "\n[[sources]]\nname = \"sim\"\nbase_url = \"http://127.0.0.1:9\"\n".to_owned();
+    for (name, extra) in streams {
+        s.push_str(&keyed_stream(name, extra));
     }
     s
+}
+
+/// A webhook source `shop` (deliveries signed with any of `secrets`) with a [`keyed_stream`] per
+/// name in `streams`, and the serve client of [`serve_client`].
+pub fn shop_source(secrets: &[&str], streams: &[&str]) -> String {
+    let secrets: Vec<String> = secrets.iter().map(|s| format!("\"{s}\"")).collect();
+    let mut s = format!(
+        "\n[[sources]]\nname = \"shop\"\nwebhook = {{ secrets = [{}] }}\n",
+        secrets.join(", ")
+    );
+    for name in streams {
+        s.push_str(&keyed_stream(name, ""));
+    }
+    s + &serve_client()
 }
 
 /// The `pagination` table of a style: the simulator's `link` and `next_url` styles take their
@@ -820,10 +1045,8 @@ impl Serve {
     pub async fn start(cfg: std::sync::Arc<Config>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(intake::serve::run(cfg, listener, async move {
-            let _ = rx.await;
-        }));
+        let (tx, rx) = stop_signal();
+        let task = tokio::spawn(intake::serve::run(cfg, listener, rx));
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while std::time::Instant::now() < deadline {
             if reqwest::get(format!("{base}/readyz"))
