@@ -570,7 +570,9 @@ mod tests {
             }
             b.build()
         };
-        let cases: &[(&[(&str, &str)], bool, &str)] = &[
+        // (headers, whether the record has a value, what the refusal says)
+        type Case<'a> = (&'a [(&'a str, &'a str)], bool, &'a str);
+        let cases: &[Case] = &[
             (&[(headers::VERSION, "1")], true, "without intake.op"),
             (
                 &[(headers::OP, "merge"), (headers::VERSION, "1")],

@@ -25,6 +25,10 @@ pub enum Fault {
     /// the partition of the record it just read), as librdkafka once did after a rewind: the
     /// loop's stall watch must notice and start over.
     ConsumeStall,
+    /// A stage skips its start-up wait for Kafka (`kafka_reachable`), as if the brokers went
+    /// away the moment after it passed: every start-up step after it then meets the outage,
+    /// which is what the chaos test's restarts into a black hole need to be sure of.
+    SkipStartGate,
 }
 
 impl Fault {
@@ -35,14 +39,16 @@ impl Fault {
             Fault::DedupStale => "dedup_stale",
             Fault::ServeEarlyAck => "serve_early_ack",
             Fault::ConsumeStall => "consume_stall",
+            Fault::SkipStartGate => "skip_start_gate",
         }
     }
 
-    const ALL: [Fault; 4] = [
+    const ALL: [Fault; 5] = [
         Fault::ValidateSkip,
         Fault::DedupStale,
         Fault::ServeEarlyAck,
         Fault::ConsumeStall,
+        Fault::SkipStartGate,
     ];
 }
 

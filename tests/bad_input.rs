@@ -1231,7 +1231,7 @@ version = "/version"
             .and_then(|r| r.header(headers::DLQ_DETAIL))
             .unwrap_or_default()
     };
-    assert_contains(&detail("malformed_json"), "hex escape");
-    assert_contains(&detail("bad_version"), "number out of range");
-    assert_contains(&detail("missing_key"), "hex escape");
+    assert_contains(detail("malformed_json"), "hex escape");
+    assert_contains(detail("bad_version"), "number out of range");
+    assert_contains(detail("missing_key"), "hex escape");
 }

@@ -12,7 +12,9 @@
 //! intake and the brokers and registry fails through Toxiproxy (`scripts/stack proxy`): a black
 //! hole to every broker longer than the transaction timeout, slow brokers, a trickle, and a
 //! black hole to the registry; and the registry answers 503 for a while (nginx in front of it,
-//! `scripts/stack registry-fault`). Batch jobs are submitted through the balancer all along
+//! `scripts/stack registry-fault`). As the black hole to every broker starts, one process of
+//! each stage is restarted into it: it must wait for the brokers, not end (the fault outlasts
+//! every start-up deadline of its own). Batch jobs are submitted through the balancer all along
 //! (each retried under its idempotency key until a serve process accepts it); at the end each
 //! job's counts are exactly its records, all valid, and the jobs' records are each once in
 //! their valid topic.
@@ -280,15 +282,27 @@ struct Slot {
 
 impl Slot {
     fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Starts the process with extra environment variables.
+    fn start_with(&mut self, env: &[(&str, &str)]) {
         self.lives += 1;
         self.back_at = None;
-        self.proc = Some(
-            proc::intake(&[self.stage], &self.log)
-                .config(&self.config)
-                .env("INTAKE_INSTANCE_ID", &self.instance)
-                .spawn(),
-        );
+        let mut cmd = proc::intake(&[self.stage], &self.log)
+            .config(&self.config)
+            .env("INTAKE_INSTANCE_ID", &self.instance);
+        for (k, v) in env {
+            cmd = cmd.env(k, *v);
+        }
+        self.proc = Some(cmd.spawn());
     }
+}
+
+/// What a process that ended by itself is reported with: instance, status and the last lines
+/// of its log.
+fn ended(instance: &str, p: &Proc, status: std::process::ExitStatus) -> (String, String, String) {
+    (instance.to_owned(), status.to_string(), p.tail(ENDED_TAIL))
 }
 
 /// What happened during the chaos phase.
@@ -306,9 +320,15 @@ struct Chaos {
     zombies: Vec<(String, Duration)>,
     /// Network faults, as logged: what, and for how long.
     net_faults: Vec<String>,
+    /// Processes restarted inside the black hole to every broker (see [`cold_starts`]).
+    cold_starts: Vec<String>,
     /// Processes that ended by themselves: (instance, status, log tail).
     ended: Vec<(String, String, String)>,
 }
+
+/// How many of its last log lines a process that ended by itself is reported with: its error
+/// and what led to it, short enough to be read whole in a CI log.
+const ENDED_TAIL: usize = 8;
 
 /// Restarts killed processes whose pause is over, and notes (and restarts) processes that
 /// ended by themselves.
@@ -318,9 +338,7 @@ fn upkeep(slots: &mut [Slot], chaos: &mut Chaos) {
             && let Some(status) = p.try_wait()
         {
             eprintln!("chaos: {} ended by itself: {status}", s.instance);
-            chaos
-                .ended
-                .push((s.instance.clone(), status.to_string(), p.tail(20)));
+            chaos.ended.push(ended(&s.instance, p, status));
             s.proc = None;
             s.back_at = Some(Instant::now());
         }
@@ -471,8 +489,7 @@ fn chaos(
                 let slot = &mut slots[i];
                 let mut p = slot.proc.take().unwrap();
                 if let Some(status) = p.try_wait() {
-                    c.ended
-                        .push((slot.instance.clone(), status.to_string(), p.tail(20)));
+                    c.ended.push(ended(&slot.instance, &p, status));
                 } else {
                     p.kill();
                     c.kills += 1;
@@ -551,7 +568,20 @@ fn chaos(
             }
             Action::NetFault => {
                 let fault = NET_FAULTS[c.net_faults.len() % NET_FAULTS.len()];
-                let took = fault.apply(&targets.toxiproxy, stack, || upkeep(slots, &mut c));
+                eprintln!("chaos: network fault on: {}", fault.what);
+                let started = Instant::now();
+                fault.set(&targets.toxiproxy, stack, true);
+                if fault.cold_starts {
+                    cold_starts(slots, &mut c);
+                }
+                sleep_with_upkeep(fault.held, slots, &mut c);
+                fault.set(&targets.toxiproxy, stack, false);
+                let took = started.elapsed();
+                eprintln!(
+                    "chaos: network fault off after {:.1} s: {}",
+                    took.as_secs_f64(),
+                    fault.what
+                );
                 c.net_faults
                     .push(format!("{} for {:.1} s", fault.what, took.as_secs_f64()));
             }
@@ -590,6 +620,8 @@ struct NetFault {
     what: &'static str,
     how: How,
     held: Duration,
+    /// Whether one process of each stage is restarted as the fault starts.
+    cold_starts: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -608,7 +640,7 @@ const BROKERS: &[&str] = &["kafka-1", "kafka-2", "kafka-3"];
 
 /// The network faults, in turn. The black hole outlasts the pipeline's transaction timeout
 /// (10 s): every open transaction is aborted by its coordinator while its producer cannot
-/// even learn it.
+/// even learn it; and one process of each stage starts inside it (see [`cold_starts`]).
 const NET_FAULTS: [NetFault; 5] = [
     NetFault {
         what: "black hole between intake and every broker",
@@ -618,11 +650,13 @@ const NET_FAULTS: [NetFault; 5] = [
             attributes: r#"{"timeout":0}"#,
         },
         held: Duration::from_secs(14),
+        cold_starts: true,
     },
     NetFault {
         what: "registry answering 503",
         how: How::Registry5xx,
         held: Duration::from_secs(15),
+        cold_starts: false,
     },
     NetFault {
         what: "slow brokers (1.5 s ± 0.5 s each way)",
@@ -632,6 +666,7 @@ const NET_FAULTS: [NetFault; 5] = [
             attributes: r#"{"latency":1500,"jitter":500}"#,
         },
         held: Duration::from_secs(15),
+        cold_starts: false,
     },
     NetFault {
         what: "black hole between intake and the registry",
@@ -641,6 +676,7 @@ const NET_FAULTS: [NetFault; 5] = [
             attributes: r#"{"timeout":0}"#,
         },
         held: Duration::from_secs(15),
+        cold_starts: false,
     },
     NetFault {
         what: "a trickle to and from the brokers (32 KB/s)",
@@ -650,12 +686,13 @@ const NET_FAULTS: [NetFault; 5] = [
             attributes: r#"{"rate":32}"#,
         },
         held: Duration::from_secs(15),
+        cold_starts: false,
     },
 ];
 
 impl NetFault {
-    /// Applies the fault, holds it (calling `meanwhile`), removes it; returns how long it held.
-    fn apply(&self, api: &str, stack: &Stack, mut meanwhile: impl FnMut()) -> Duration {
+    /// Puts the fault on (or takes it off).
+    fn set(&self, api: &str, stack: &Stack, on: bool) {
         let curl = |args: &[&str]| {
             let out = Command::new("curl")
                 .args(["-sS", "-f", "-m", "10"])
@@ -668,55 +705,68 @@ impl NetFault {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        let toxic = |on: bool| {
-            let How::Toxic {
-                proxies,
-                toxic,
-                attributes,
-            } = self.how
-            else {
-                stack.run(&["registry-fault", if on { "on" } else { "off" }]);
-                return;
-            };
-            for proxy in proxies {
-                for stream in ["downstream", "upstream"] {
-                    if !on {
-                        curl(&[
-                            "-X",
-                            "DELETE",
-                            &format!("{api}/proxies/{proxy}/toxics/chaos-{stream}"),
-                        ]);
-                        continue;
-                    }
+        let How::Toxic {
+            proxies,
+            toxic,
+            attributes,
+        } = self.how
+        else {
+            stack.run(&["registry-fault", if on { "on" } else { "off" }]);
+            return;
+        };
+        for proxy in proxies {
+            for stream in ["downstream", "upstream"] {
+                if !on {
                     curl(&[
                         "-X",
-                        "POST",
-                        &format!("{api}/proxies/{proxy}/toxics"),
-                        "-H",
-                        "Content-Type: application/json",
-                        "-d",
-                        &format!(
-                            r#"{{"name":"chaos-{stream}","type":"{toxic}","stream":"{stream}","toxicity":1.0,"attributes":{attributes}}}"#
-                        ),
+                        "DELETE",
+                        &format!("{api}/proxies/{proxy}/toxics/chaos-{stream}"),
                     ]);
+                    continue;
                 }
+                curl(&[
+                    "-X",
+                    "POST",
+                    &format!("{api}/proxies/{proxy}/toxics"),
+                    "-H",
+                    "Content-Type: application/json",
+                    "-d",
+                    &format!(
+                        r#"{{"name":"chaos-{stream}","type":"{toxic}","stream":"{stream}","toxicity":1.0,"attributes":{attributes}}}"#
+                    ),
+                ]);
             }
-        };
-        eprintln!("chaos: network fault on: {}", self.what);
-        let started = Instant::now();
-        toxic(true);
-        while started.elapsed() < self.held {
-            meanwhile();
-            std::thread::sleep(Duration::from_millis(50));
         }
-        toxic(false);
-        let held = started.elapsed();
+    }
+}
+
+/// Restarts one running process of each stage at once, inside a fault that keeps every broker
+/// away, past its start-up wait for Kafka (`skip_start_gate`): each start-up step meets no
+/// broker for longer than any deadline of its own, and must wait for them rather than end (an
+/// ended process fails the run).
+fn cold_starts(slots: &mut [Slot], c: &mut Chaos) {
+    for stage in STAGES {
+        // A running process of the stage, or (both down after kills) one brought back now.
+        let i = (0..slots.len())
+            .filter(|i| slots[*i].stage == stage)
+            .max_by_key(|i| slots[*i].proc.is_some())
+            .expect("every stage has processes");
+        let slot = &mut slots[i];
+        if let Some(mut p) = slot.proc.take() {
+            if let Some(status) = p.try_wait() {
+                c.ended.push(ended(&slot.instance, &p, status));
+            } else {
+                p.kill();
+            }
+        }
+        // Past its wait for Kafka at once, as if the brokers went away the moment after it
+        // got an answer (the window in which a start-up step used to give up and end).
+        slot.start_with(&[(intake::faults::ENV, "skip_start_gate=1")]);
+        c.cold_starts.push(slot.instance.clone());
         eprintln!(
-            "chaos: network fault off after {:.1} s: {}",
-            held.as_secs_f64(),
-            self.what
+            "chaos: {} restarted with every broker away (life {})",
+            slot.instance, slot.lives
         );
-        held
     }
 }
 
@@ -1268,7 +1318,7 @@ async fn run(s: Settings) {
         if let Some(p) = slot.proc.as_mut()
             && let Some(status) = p.try_wait()
         {
-            ended.push((slot.instance.clone(), status.to_string(), p.tail(20)));
+            ended.push(self::ended(&slot.instance, p, status));
         }
     }
     let landed = blocking({
@@ -1278,7 +1328,7 @@ async fn run(s: Settings) {
     .await;
     let events = landed.0;
     println!(
-        "\nCHAOS RESULT: {}; kills survived {} ({:?}; with a transaction open {:?}), broker SIGKILLs {} ({}), broker restarts {}, registry restarts {}, zombies {}, network faults {} ({}); \
+        "\nCHAOS RESULT: {}; kills survived {} ({:?}; with a transaction open {:?}), broker SIGKILLs {} ({}), broker restarts {}, registry restarts {}, zombies {}, network faults {} ({}), processes started with every broker away {:?}; \
          ledger before repair: {} landed records and {} curated keys exact; \
          concurrent judge: {} valid, {} curated, {} DLQ records read, {} faults; \
          records compared {}, lost {}, doubled {}, stale {}, wrong {}; \
@@ -1311,6 +1361,7 @@ async fn run(s: Settings) {
         chaos.zombies.len(),
         chaos.net_faults.len(),
         chaos.net_faults.join("; "),
+        chaos.cold_starts,
         ledger.landed,
         ledger.keys,
         verdict.valid,
@@ -1350,6 +1401,14 @@ async fn run(s: Settings) {
         chaos.kills, s.kills,
         "every planned kill hit a running process"
     );
+    if s.cluster && s.net_faults > 0 {
+        assert_eq!(
+            chaos.cold_starts.len(),
+            STAGES.len(),
+            "one process of each stage started with every broker away: {:?}",
+            chaos.cold_starts
+        );
+    }
     for stage in STAGES {
         let k = chaos.kills_by_stage.get(stage).copied().unwrap_or(0);
         assert!(
@@ -1474,7 +1533,7 @@ fn stop_fetch(slots: &mut [Slot]) {
                 status.success() || status.signal() == Some(15),
                 "{} did not stop cleanly ({status}):\n{}",
                 slot.instance,
-                p.tail(20)
+                p.tail(ENDED_TAIL)
             );
         }
         slot.back_at = None;

@@ -186,7 +186,7 @@ pub async fn run(
         // The processor's restores watch the same flag (a shutdown ends a long restore).
         let mut processor =
             DedupProcessor::new(&kafka, &group, streams, dlq, restore_timeout, stop.clone())?;
-        processor.check_partitions()?;
+        processor.check_partitions(&stop)?;
         eos::run(&kafka, &loop_cfg, &mut processor, &stop)?;
         Ok(())
     })
@@ -337,17 +337,20 @@ impl DedupProcessor {
     }
 
     /// Checks that every stream's valid and curated topics exist with one partition count.
+    /// Started while the brokers are away, dedup waits for them here (logged, until `stop`)
+    /// instead of ending.
     ///
     /// # Errors
     /// [`DedupError::MissingTopic`] or [`DedupError::PartitionMismatch`].
-    pub fn check_partitions(&self) -> Result<(), DedupError> {
+    pub fn check_partitions(&self, stop: &AtomicBool) -> Result<(), DedupError> {
         let count = |topic: &str| {
-            reader::partition_count(&self.reader, topic, Duration::from_secs(30)).map_err(
-                |source| DedupError::MissingTopic {
-                    topic: topic.to_owned(),
-                    source,
-                },
-            )
+            crate::kafka::retry::retrying_here("count a topic's partitions", stop, || {
+                reader::partition_count(&self.reader, topic, Duration::from_secs(30))
+            })
+            .map_err(|source| DedupError::MissingTopic {
+                topic: topic.to_owned(),
+                source,
+            })
         };
         for t in self.topics.values() {
             let (valid, curated) = (count(&t.info.valid)?, count(&t.info.curated)?);

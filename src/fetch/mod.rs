@@ -374,17 +374,16 @@ fn partition_of(src: &SourceConfig, st: &crate::config::StreamConfig, partitions
     }
 }
 
-/// The partition count of `intake.quota` (the unit of token ownership).
+/// The partition count of `intake.quota` (the unit of token ownership). Started while the
+/// brokers are away, fetch waits for them here (logged) instead of ending.
 async fn quota_partitions(shared: &Shared) -> Result<i32, FetchError> {
     let k = shared.kafka.clone();
     let t = shared.names.quota();
-    tokio::task::spawn_blocking(move || {
+    stream::retry_blocking("count the quota partitions", move || {
         let c = k.reader_consumer("meta")?;
         crate::kafka::reader::partition_count(&c, &t, std::time::Duration::from_secs(10))
     })
     .await
-    .map_err(|_| FetchError::Kafka(rdkafka::error::KafkaError::Canceled))?
-    .map_err(FetchError::Kafka)
 }
 
 /// Reports of the streams a partition task ran.

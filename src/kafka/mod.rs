@@ -38,34 +38,6 @@ pub use error::{ErrorClass, classify};
 pub use reader::Reader;
 pub use txn::{DeliveryContext, Outgoing, TxnProducer};
 
-/// How long a process keeps retrying a Kafka call it cannot start without (a broker moving, a
-/// network fault) before it gives up.
-const START_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// Runs a Kafka call a process needs to start, repeating it while it fails transiently
-/// ([`ErrorClass::Retry`]: a time-out, a broker away) with the crate's backoff, for up to five
-/// minutes; any other error, or the last transient one, is returned.
-///
-/// # Errors
-/// The call's error.
-pub async fn retry_transient<F, Fut, T>(what: &str, mut f: F) -> KafkaResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = KafkaResult<T>>,
-{
-    let started = std::time::Instant::now();
-    let mut backoff = txn::Backoff::default();
-    loop {
-        match f().await {
-            Err(e) if classify(&e) == ErrorClass::Retry && started.elapsed() < START_RETRY_FOR => {
-                tracing::warn!(what, error = %e, "kafka call failed; retrying");
-                tokio::time::sleep(backoff.next_pause()).await;
-            }
-            other => return other,
-        }
-    }
-}
-
 /// The producers' `message.max.bytes`: over the largest `max.message.bytes` intake sets on a
 /// topic (a stream's limit and the DLQ's, 8 MiB at most) with room for batch framing, so the
 /// topic's limit is what decides. A record over its topic's limit goes by claim-check before

@@ -2,9 +2,15 @@
 //! moving. One rule for every caller outside the transaction API (`kafka::txn` has its own
 //! policies): a retriable error is retried for as long as it lasts, an error that would abort
 //! a transaction up to ten times, and anything else (fatal: fenced; a refusal) is returned at
-//! once.
+//! once. A topic the brokers answer does not exist (after the reader's own wait for a topic
+//! just created) is a refusal: waiting longer would not create it.
+//!
+//! This is how a process started while the brokers are away (a network fault, a cluster
+//! restarting) waits for them instead of ending: every Kafka call it needs to start goes
+//! through here.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::error::{KafkaError, KafkaResult};
 
@@ -16,6 +22,12 @@ const ABORT_ATTEMPTS: u32 = 10;
 
 /// Whether the `attempt`-th failure with `e` is retried.
 fn retried(e: &KafkaError, attempt: u32) -> bool {
+    if matches!(
+        e,
+        KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)
+    ) {
+        return false;
+    }
     match classify(e) {
         ErrorClass::Retry => true,
         ErrorClass::Abort => attempt < ABORT_ATTEMPTS,
@@ -68,6 +80,31 @@ where
     .await
 }
 
+/// [`retrying`] on the calling thread (a stage's own thread), pausing with
+/// [`std::thread::sleep`]; gives up with the last error once `stop` is set.
+///
+/// # Errors
+/// As [`retrying`], or the last error when `stop` is set.
+pub fn retrying_here<T>(
+    what: &str,
+    stop: &AtomicBool,
+    mut f: impl FnMut() -> KafkaResult<T>,
+) -> KafkaResult<T> {
+    let mut backoff = Backoff::default();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if retried(&e, attempt) && !stop.load(Ordering::Relaxed) => {
+                tracing::warn!(what, attempt, error = %e, "kafka call failed; retrying");
+                std::thread::sleep(backoff.next_pause());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +119,13 @@ mod tests {
         assert!(retried(&timed_out, 1) && retried(&timed_out, 1_000));
         assert!(retried(&refused, 9) && !retried(&refused, 10));
         assert!(!retried(&fenced, 1), "fenced is never retried");
+        let missing = KafkaError::MetadataFetch(Code::UnknownTopicOrPartition);
+        assert!(
+            !retried(&missing, 1),
+            "a topic that does not exist is not waited for"
+        );
+        let unreachable = KafkaError::MetadataFetch(Code::OperationTimedOut);
+        assert!(retried(&unreachable, 1_000), "brokers away are waited for");
     }
 
     #[tokio::test(start_paused = true)]
@@ -107,5 +151,28 @@ mod tests {
         .await;
         assert!(r.is_err());
         assert_eq!(calls.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn on_a_thread_a_call_is_repeated_until_it_succeeds_or_stop_is_set() {
+        let stop = AtomicBool::new(false);
+        let mut calls = 0;
+        let r = retrying_here("t", &stop, || {
+            calls += 1;
+            if calls < 3 {
+                Err(KafkaError::MetadataFetch(Code::AllBrokersDown))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r.unwrap(), 3);
+        stop.store(true, Ordering::Relaxed);
+        let mut calls = 0;
+        let r: KafkaResult<()> = retrying_here("t", &stop, || {
+            calls += 1;
+            Err(KafkaError::MetadataFetch(Code::AllBrokersDown))
+        });
+        assert!(r.is_err());
+        assert_eq!(calls, 1, "a stopping stage does not wait");
     }
 }

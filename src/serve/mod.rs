@@ -193,7 +193,7 @@ pub async fn run(
     };
     // Started while the brokers are away (a network fault, a leader moving), it waits for them.
     let jobs_topic = names.jobs();
-    let jobs = crate::kafka::retry_transient("restoring the job registry", || {
+    let jobs = crate::kafka::retry::retrying("restore the job registry", || {
         jobs::JobRegistry::restore(&kafka, &jobs_topic)
     })
     .await?;

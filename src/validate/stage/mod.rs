@@ -519,7 +519,7 @@ impl Validate {
                             headers::FETCHED_AT
                         ),
                     );
-                    let against = dlq_against(&plan, &schema);
+                    let against = dlq_against(plan, &schema);
                     self.dead_letter(
                         msg,
                         sink,
@@ -548,7 +548,7 @@ impl Validate {
                     self.on_record(msg, plan, &mut schema, &input, encoded, sink)?;
                 }
                 Err(bad) => {
-                    let against = dlq_against(&plan, &schema);
+                    let against = dlq_against(plan, &schema);
                     self.dead_letter(
                         msg,
                         sink,
@@ -605,7 +605,7 @@ impl Validate {
                 }
             }
         };
-        let against = dlq_against(&plan, &schema);
+        let against = dlq_against(plan, schema);
         match checked {
             Ok(active) => {
                 let key: Cow<'_, [u8]> = if plan.key.is_some() {
