@@ -22,10 +22,14 @@
 //! - `drain`: waits until the stage's consumer group (`<group_prefix>-validate` over the
 //!   landing topic, `-dedup` over the valid topics) has committed every partition to its end
 //!   (the offset of the commit marker after the last record), then prints the unix time.
-//! - `latency`: reads the curated topics of the config (read_committed, from the beginning)
-//!   and, for every record, the time from its `intake.fetched_at` header (when fetch received
-//!   the simulator's response) to the moment this consumer receives it; stops after
-//!   `--expect` records or `--idle-secs` without one.
+//! - `latency`: reads the landing, valid and curated topics of the config (read_committed,
+//!   from the beginning, sync markers skipped) and, for every page or record, the time from its
+//!   `intake.fetched_at` header (when fetch received the simulator's response, or serve
+//!   accepted the webhook) to the moment this consumer receives it: each hop's figures
+//!   (`landing_`, `valid_`, `curated_` p50/p90/p99/p99.9/max) are cumulative from the
+//!   response, so the differences are what each stage adds; the unprefixed figures are the
+//!   curated ones (end to end). Stops after `--expect` curated records or `--idle-secs`
+//!   without one.
 //! - `count`: counts the committed messages (read_committed) of the config's topics of the given
 //!   kinds (`landing`, `dlq`, `valid`, `curated`), to the end each partition had when it started:
 //!   in all, per topic, and how many are sync markers (`intake.kind` `sync-begin`/`sync-end`,
@@ -487,11 +491,21 @@ fn fetched_at_unix(v: &str) -> Option<f64> {
     Some(t.unix_timestamp_nanos() as f64 / 1e9)
 }
 
+/// The hops of the latency probe, in the order a record passes them.
+const HOPS: [&str; 3] = ["landing", "valid", "curated"];
+
 fn latency(f: &Flags) -> anyhow::Result<()> {
     let cfg = Config::load(f.req("config")?.as_ref())?;
     let expect: u64 = f.num("expect", u64::MAX)?;
     let idle = Duration::from_secs_f64(f.num("idle-secs", 60.0)?);
-    let topics = topics_of(&cfg, "curated")?;
+    // Topic -> hop (index into HOPS).
+    let mut hop_of: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, kind) in HOPS.iter().enumerate() {
+        for t in topics_of(&cfg, kind)? {
+            hop_of.insert(t, i);
+        }
+    }
+    let topics: Vec<String> = hop_of.keys().cloned().collect();
     let kafka = Kafka::new(&cfg.kafka)?;
     // A group id is only needed by librdkafka for assign(); nothing is committed.
     let c = kafka.reader_consumer_in_group(&format!("{}-bench-latency", cfg.kafka.group_prefix))?;
@@ -506,7 +520,8 @@ fn latency(f: &Flags) -> anyhow::Result<()> {
     }
     c.assign(&tpl)?;
     eprintln!("latency: reading {} partitions of {topics:?}", tpl.count());
-    let mut lat_us = Vec::new();
+    // Per hop: microseconds from `intake.fetched_at` to this consumer's receipt.
+    let mut lat_us: [Vec<u64>; 3] = Default::default();
     let (mut count, mut without) = (0u64, 0u64);
     let (mut first_at, mut last_at) = (0f64, 0f64);
     let mut last_msg = Instant::now();
@@ -515,14 +530,29 @@ fn latency(f: &Flags) -> anyhow::Result<()> {
             Some(Ok(m)) => {
                 let now = unix_now();
                 last_msg = Instant::now();
-                count += 1;
-                if first_at == 0.0 {
-                    first_at = now;
+                let hop = hop_of.get(m.topic()).copied().unwrap_or(HOPS.len() - 1);
+                let marker = headers::get(m.headers(), headers::KIND)
+                    .and_then(headers::Kind::parse)
+                    .is_some_and(|k| {
+                        matches!(k, headers::Kind::SyncBegin | headers::Kind::SyncEnd)
+                    });
+                if marker {
+                    continue;
                 }
-                last_at = now;
-                match headers::get_str(m.headers(), headers::FETCHED_AT).and_then(fetched_at_unix) {
-                    Some(t) => lat_us.push(((now - t).max(0.0) * 1e6) as u64),
-                    None => without += 1,
+                let at =
+                    headers::get_str(m.headers(), headers::FETCHED_AT).and_then(fetched_at_unix);
+                if hop == HOPS.len() - 1 {
+                    count += 1;
+                    if first_at == 0.0 {
+                        first_at = now;
+                    }
+                    last_at = now;
+                    if at.is_none() {
+                        without += 1;
+                    }
+                }
+                if let Some(t) = at {
+                    lat_us[hop].push(((now - t).max(0.0) * 1e6) as u64);
                 }
             }
             Some(Err(e)) => eprintln!("latency: {e}"),
@@ -537,15 +567,27 @@ fn latency(f: &Flags) -> anyhow::Result<()> {
             }
         }
     }
-    lat_us.sort_unstable();
-    println!(
-        "latency count={count} without_fetched_at={without} first_at={first_at:.3} last_at={last_at:.3} \
-         p50_ms={:.1} p90_ms={:.1} p99_ms={:.1} max_ms={:.1}",
-        pct_ms(&lat_us, 50.0),
-        pct_ms(&lat_us, 90.0),
-        pct_ms(&lat_us, 99.0),
-        pct_ms(&lat_us, 100.0),
+    let mut line = format!(
+        "latency count={count} without_fetched_at={without} first_at={first_at:.3} last_at={last_at:.3}"
     );
+    let figures = |prefix: &str, v: &[u64]| {
+        format!(
+            " {prefix}n={} {prefix}p50_ms={:.1} {prefix}p90_ms={:.1} {prefix}p99_ms={:.1} {prefix}p999_ms={:.1} {prefix}max_ms={:.1}",
+            v.len(),
+            pct_ms(v, 50.0),
+            pct_ms(v, 90.0),
+            pct_ms(v, 99.0),
+            pct_ms(v, 99.9),
+            pct_ms(v, 100.0),
+        )
+    };
+    for (hop, v) in HOPS.iter().zip(lat_us.iter_mut()) {
+        v.sort_unstable();
+        line.push_str(&figures(&format!("{hop}_"), v));
+    }
+    // The curated hop is the end-to-end figure, also printed without a prefix.
+    line.push_str(&figures("", &lat_us[HOPS.len() - 1]));
+    println!("{line}");
     Ok(())
 }
 

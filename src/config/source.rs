@@ -325,7 +325,9 @@ pub struct StreamConfig {
     /// What validate does with a record that does not match the schema.
     #[serde(default)]
     pub drift: DriftPolicy,
-    /// Pages per transaction (one cursor record each transaction).
+    /// Most pages per transaction (one cursor record each transaction): a backlog fetched at
+    /// full speed fills it; once the quota would make the next request wait, the pages in hand
+    /// commit at once instead of waiting with it.
     #[serde(default = "defaults::pages_per_transaction")]
     pub pages_per_transaction: u32,
     /// Largest record (Avro value, key and headers) kept whole in the stream's valid and

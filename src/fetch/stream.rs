@@ -282,6 +282,12 @@ impl StreamWorker {
         while pages.len() < self.stream.pages_per_transaction as usize
             && next.page != PageCursor::Done
         {
+            // A transaction carries pages while the next one can be asked for at once (a
+            // backlog fetched at full speed); once the quota would make it wait, the pages in
+            // hand are committed now instead of being held through the wait.
+            if !pages.is_empty() && self.pacer.wait_for_slot() > HOLD_PAGES_FOR {
+                break;
+            }
             let values = Values {
                 cursor: next.page.token().map(str::to_owned),
                 since: since_value.clone(),
@@ -722,6 +728,10 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     };
     stopped || *stop.borrow()
 }
+
+/// The longest wait for the quota's next slot a transaction holds its pages through; a
+/// longer one commits them first (their latency is the wait, a commit is a few ms).
+const HOLD_PAGES_FOR: Duration = Duration::from_millis(5);
 
 /// [`kafka::retry::retrying_blocking`](crate::kafka::retry::retrying_blocking), its error as
 /// fetch's: a fatal one (fenced) is [`FetchError::Fenced`].

@@ -283,6 +283,19 @@ impl Pacer {
         }
     }
 
+    /// How long a request asked for now would wait for its slot of the schedule (or for a
+    /// pause to end); zero when a slot is free. Nothing is taken. fetch closes its transaction
+    /// rather than hold the pages it has through that wait.
+    pub fn wait_for_slot(&self) -> Duration {
+        if !self.bounded {
+            return Duration::ZERO;
+        }
+        let s = self.lock();
+        let now = Instant::now();
+        let at = s.tat.max(s.paused_until.unwrap_or(now)).max(now);
+        at - now
+    }
+
     /// Stops every stream of the token until `until` (after a 429 with Retry-After).
     pub fn pause_until(&self, until: Instant) {
         self.lock().pause(until);
@@ -385,6 +398,26 @@ fn interval(requests: u32, per: Duration, safety: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_for_a_slot_is_told_without_taking_it() {
+        let p = Pacer::new(10, Duration::from_secs(1), 1.0);
+        assert_eq!(
+            p.wait_for_slot(),
+            Duration::ZERO,
+            "a fresh token has a free slot"
+        );
+        drop(p.acquire().await);
+        let w = p.wait_for_slot();
+        assert!(
+            w > Duration::from_millis(90) && w <= Duration::from_millis(100),
+            "the next slot is one interval away: {w:?}"
+        );
+        assert_eq!(p.wait_for_slot(), w, "asking takes nothing");
+        p.pause_until(Instant::now() + Duration::from_secs(5));
+        assert!(p.wait_for_slot() >= Duration::from_secs(5) - Duration::from_millis(1));
+        assert_eq!(Pacer::unlimited().wait_for_slot(), Duration::ZERO);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn never_exceeds_the_quota_in_any_window() {
