@@ -29,6 +29,11 @@ pub enum Fault {
     /// away the moment after it passed: every start-up step after it then meets the outage,
     /// which is what the chaos test's restarts into a black hole need to be sure of.
     SkipStartGate,
+    /// A transaction's commit waits 300 ms once its records are on the brokers (its
+    /// coordinator holds it open), as a broker under load makes it wait: the chaos test kills
+    /// a process while `intake_transaction_open` shows its transaction open, and this makes
+    /// the kill meet it there rather than a moment after it committed.
+    TxnHold,
 }
 
 impl Fault {
@@ -40,15 +45,17 @@ impl Fault {
             Fault::ServeEarlyAck => "serve_early_ack",
             Fault::ConsumeStall => "consume_stall",
             Fault::SkipStartGate => "skip_start_gate",
+            Fault::TxnHold => "txn_hold",
         }
     }
 
-    const ALL: [Fault; 5] = [
+    const ALL: [Fault; 6] = [
         Fault::ValidateSkip,
         Fault::DedupStale,
         Fault::ServeEarlyAck,
         Fault::ConsumeStall,
         Fault::SkipStartGate,
+        Fault::TxnHold,
     ];
 }
 

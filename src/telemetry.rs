@@ -15,6 +15,7 @@
 //! | `intake_records_out_total` | counter | records written in committed transactions |
 //! | `intake_errors_total` | counter | errors, label `class` |
 //! | `intake_commit_seconds` | histogram | transaction commit latency |
+//! | `intake_transaction_open` | gauge | 1 while the process has a transaction open (begun, not yet committed or aborted), label `transactional_id`: one stuck at 1 is a transaction that holds back every `read_committed` reader of its partitions |
 //! | `intake_lag_records` | gauge | work waiting for the stage: records of the assigned input partitions not yet consumed (validate, dedup), requests queued for a landing transaction (serve), records fetched but not yet committed (fetch) |
 //!
 //! Counts are taken when a transaction commits, so after an abort and a rewind nothing is
@@ -218,6 +219,8 @@ pub mod metric {
     pub const DEDUP_STATE_BYTES: &str = "intake_dedup_state_bytes";
     /// serve: refused requests (label `code`).
     pub const SERVE_REJECTED: &str = "intake_serve_rejected_total";
+    /// Whether a transaction is open (label `transactional_id`).
+    pub const TXN_OPEN: &str = "intake_transaction_open";
     /// serve: verified webhooks of a type the source ignores (label `source`).
     pub const SERVE_WEBHOOKS_IGNORED: &str = "intake_serve_webhooks_ignored_total";
 
@@ -234,6 +237,10 @@ pub mod metric {
         );
         describe_counter!(ERRORS, "Errors by stage and class");
         describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Transaction commit latency");
+        describe_gauge!(
+            TXN_OPEN,
+            "1 while a transaction of this transactional id is open (begun, not yet committed or aborted)"
+        );
         describe_gauge!(
             LAG,
             "Records waiting for the stage (consumer lag of validate and dedup)"

@@ -4,7 +4,10 @@
 //! and 5xx faults on, on a cluster of three KRaft brokers (replication factor 3,
 //! `min.insync.replicas` 2; `scripts/stack cluster`). While the simulator writes, random stage
 //! processes are SIGKILLed (the four stages in turn, restarted after a random pause with the
-//! same instance id), a broker is SIGKILLed and restarted (`CHAOS_BROKER_KILLS`, in turn the
+//! same instance id; the victim is a process of that stage seen with a transaction of its own
+//! open on its `/metrics` gauge `intake_transaction_open`, every commit held 300 ms by the
+//! debug-only fault `txn_hold`, and Kafka's own `kafka-transactions.sh list` says after each
+//! kill whether that transaction was still open: at least half must have been), a broker is SIGKILLed and restarted (`CHAOS_BROKER_KILLS`, in turn the
 //! leader of landing's partition 0 and the transaction coordinator of a fetch stream's
 //! transactional id, each found with Kafka's own tools at that moment), the cluster gets a
 //! rolling restart, the registry is restarted once, a validate process is made a zombie
@@ -271,7 +274,9 @@ impl Drop for StopOnDrop {
 struct Slot {
     stage: &'static str,
     instance: String,
+    /// Its own config: the stage's, with its own `telemetry.metrics_addr` on `metrics_port`.
     config: PathBuf,
+    metrics_port: u16,
     log: PathBuf,
     proc: Option<Proc>,
     /// When a killed process comes back.
@@ -285,19 +290,65 @@ impl Slot {
         self.start_with(&[]);
     }
 
-    /// Starts the process with extra environment variables.
-    fn start_with(&mut self, env: &[(&str, &str)]) {
+    /// Starts the process with the deliberate faults every chaos process runs with
+    /// ([`FAULTS`]) and `extra` ones.
+    fn start_with(&mut self, extra: &[&str]) {
         self.lives += 1;
         self.back_at = None;
-        let mut cmd = proc::intake(&[self.stage], &self.log)
-            .config(&self.config)
-            .env("INTAKE_INSTANCE_ID", &self.instance);
-        for (k, v) in env {
-            cmd = cmd.env(k, *v);
-        }
-        self.proc = Some(cmd.spawn());
+        let faults = std::iter::once(FAULTS)
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>()
+            .join(",");
+        self.proc = Some(
+            proc::intake(&[self.stage], &self.log)
+                .config(&self.config)
+                .env("INTAKE_INSTANCE_ID", &self.instance)
+                .env(intake::faults::ENV, faults)
+                .spawn(),
+        );
+    }
+
+    /// The transactional ids this process has open now that are its own (a fetch process:
+    /// any fetch stream's), from its `intake_transaction_open` gauge; None when its
+    /// `/metrics` does not answer.
+    fn open_transactions(&self, targets: &Targets) -> Option<Vec<String>> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let text = tokio::runtime::Handle::current().block_on(async {
+            reqwest::Client::builder()
+                .timeout(Duration::from_millis(500))
+                .build()
+                .ok()?
+                .get(url)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        })?;
+        Some(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("intake_transaction_open{"))
+                .filter_map(|l| {
+                    let (labels, value) = l.rsplit_once(' ')?;
+                    let id = labels
+                        .split_once("transactional_id=\"")?
+                        .1
+                        .split_once('"')?
+                        .0;
+                    (value.parse::<f64>().ok()? > 0.0 && targets.owned_by(self, id))
+                        .then(|| id.to_owned())
+                })
+                .collect(),
+        )
     }
 }
+
+/// The deliberate faults every chaos process runs with (debug builds): each commit waits
+/// 300 ms with its records on the brokers, as under a loaded broker, so a kill made while a
+/// process's `intake_transaction_open` shows its transaction open meets that transaction still
+/// open at its coordinator (which Kafka's own tool then confirms, kill by kill).
+const FAULTS: &str = "txn_hold=1";
 
 /// What a process that ended by itself is reported with: instance, status and the last lines
 /// of its log.
@@ -445,16 +496,6 @@ fn chaos(
 ) -> Chaos {
     let mut c = Chaos::default();
     let mut turns: Vec<&'static str> = Vec::new();
-    // The consuming stages' groups, asked before a kill whether the victim has work in flight.
-    let views: std::collections::BTreeMap<&str, support::group::GroupView> = ["validate", "dedup"]
-        .into_iter()
-        .map(|stage| {
-            (
-                stage,
-                support::group::GroupView::new(&format!("{}-{stage}", targets.group_prefix)),
-            )
-        })
-        .collect();
     for action in plan(s) {
         let gap = Duration::from_millis(rng.random_range(s.gap_ms.0..=s.gap_ms.1));
         sleep_with_upkeep(gap, slots, &mut c);
@@ -468,24 +509,25 @@ fn chaos(
                     turns.shuffle(rng);
                 }
                 let stage = turns.remove(0);
-                let running: Vec<usize> = (0..slots.len())
-                    .filter(|i| slots[*i].proc.is_some())
-                    .collect();
-                let of_stage: Vec<usize> = running
-                    .iter()
-                    .copied()
-                    .filter(|i| slots[*i].stage == stage)
-                    .collect();
-                let pool = if of_stage.is_empty() {
-                    &running
-                } else {
-                    &of_stage
+                let i = match await_open_transaction(stage, targets, slots, &mut c) {
+                    Some(i) => i,
+                    None => {
+                        let running: Vec<usize> = (0..slots.len())
+                            .filter(|i| slots[*i].proc.is_some())
+                            .collect();
+                        let of_stage: Vec<usize> = running
+                            .iter()
+                            .copied()
+                            .filter(|i| slots[*i].stage == stage)
+                            .collect();
+                        let pool = if of_stage.is_empty() {
+                            &running
+                        } else {
+                            &of_stage
+                        };
+                        pool[rng.random_range(0..pool.len())]
+                    }
                 };
-                let i = pool[rng.random_range(0..pool.len())];
-                let victim = (slots[i].stage, slots[i].instance.clone());
-                if let Some(view) = views.get(victim.0) {
-                    await_work_in_flight(view, targets, &victim, slots, &mut c);
-                }
                 let slot = &mut slots[i];
                 let mut p = slot.proc.take().unwrap();
                 if let Some(status) = p.try_wait() {
@@ -761,7 +803,7 @@ fn cold_starts(slots: &mut [Slot], c: &mut Chaos) {
         }
         // Past its wait for Kafka at once, as if the brokers went away the moment after it
         // got an answer (the window in which a start-up step used to give up and end).
-        slot.start_with(&[(intake::faults::ENV, "skip_start_gate=1")]);
+        slot.start_with(&["skip_start_gate=1"]);
         c.cold_starts.push(slot.instance.clone());
         eprintln!(
             "chaos: {} restarted with every broker away (life {})",
@@ -770,30 +812,47 @@ fn cold_starts(slots: &mut [Slot], c: &mut Chaos) {
     }
 }
 
-/// Waits (at most 5 s, keeping the other processes up) until the victim — a validate or dedup
-/// process — has work in flight: committed input on its partitions that its group has not
-/// committed past (each partition's last transaction marker aside). A kill then most likely
-/// finds its transaction open, which the kill's report confirms from Kafka's own view.
-fn await_work_in_flight(
-    view: &support::group::GroupView,
+/// Waits (at most [`OPEN_WAIT`], keeping the other processes up) until a running process of
+/// `stage` has a transaction of its own open, by its `intake_transaction_open` gauge, seen open
+/// on two looks at least 20 ms apart (past its first records, in the commit's hold of
+/// [`FAULTS`]), and returns that process: the victim. None when no process of the stage held
+/// one open in that time (the kill then takes any, and counts as between transactions unless
+/// Kafka says otherwise).
+fn await_open_transaction(
+    stage: &'static str,
     targets: &Targets,
-    (stage, instance): &(&'static str, String),
     slots: &mut [Slot],
     c: &mut Chaos,
-) {
-    let member = format!("{}-{stage}-{instance}-", targets.group_prefix);
-    let until = Instant::now() + Duration::from_secs(5);
+) -> Option<usize> {
+    let until = Instant::now() + OPEN_WAIT;
+    // Per slot: since when its open transactions have been seen open on every look.
+    let mut open_since: Vec<Option<(Instant, Vec<String>)>> = vec![None; slots.len()];
     while Instant::now() < until {
-        if let Some(a) = view.assignments()
-            && let Some((_, tps)) = a.iter().find(|(m, _)| m.starts_with(&member))
-            && view.backlog(tps).is_some_and(|b| b > tps.len() as i64)
-        {
-            return;
+        for i in 0..slots.len() {
+            if slots[i].stage != stage || slots[i].proc.is_none() {
+                continue;
+            }
+            let open = slots[i].open_transactions(targets).unwrap_or_default();
+            let now = Instant::now();
+            open_since[i] = match open_since[i].take() {
+                _ if open.is_empty() => None,
+                Some((since, seen)) if open.iter().any(|id| seen.contains(id)) => {
+                    if now - since >= Duration::from_millis(20) {
+                        return Some(i);
+                    }
+                    Some((since, open))
+                }
+                _ => Some((now, open)),
+            };
         }
         upkeep(slots, c);
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
+    None
 }
+
+/// How long a kill waits for a victim with its transaction open.
+const OPEN_WAIT: Duration = Duration::from_secs(10);
 
 /// A zombie: a running process of `stage` is SIGSTOPped (it keeps its connections, its open
 /// transaction and its belief that it owns its partitions), stays stopped until the
@@ -1151,9 +1210,11 @@ async fn run(s: Settings) {
     );
     assert_ne!(text, text1);
     let cfg = intake::config::Config::from_toml(&text).unwrap();
-    let cfg_paths = [dir.join("intake.toml"), dir.join("intake-serve1.toml")];
-    std::fs::write(&cfg_paths[0], &text).unwrap();
-    std::fs::write(&cfg_paths[1], &text1).unwrap();
+    assert!(
+        !text.contains("[telemetry]"),
+        "each process gets its own metrics_addr"
+    );
+    let texts = [text.clone(), text1.clone()];
     apply_topics(&cfg).await;
     let reg = intake::registry::Registry::new(&cfg.registry).unwrap();
     // Through Toxiproxy and nginx: a connection closed between two calls is retried.
@@ -1174,15 +1235,28 @@ async fn run(s: Settings) {
     let mut slots: Vec<Slot> = STAGES
         .into_iter()
         .flat_map(|stage| (0..2).map(move |i| (stage, i)))
-        .map(|(stage, i)| Slot {
-            stage,
-            instance: format!("{stage}{i}"),
-            config: if stage == "serve" {
-                cfg_paths[i].clone()
+        .map(|(stage, i)| {
+            let instance = format!("{stage}{i}");
+            let base = if stage == "serve" {
+                &texts[i]
             } else {
-                cfg_paths[0].clone()
-            },
-            log: dir.join(format!("{stage}{i}.log")),
+                &texts[0]
+            };
+            let metrics_port = e2e::free_port();
+            let config = dir.join(format!("intake-{instance}.toml"));
+            std::fs::write(
+                &config,
+                format!("{base}\n[telemetry]\nmetrics_addr = \"127.0.0.1:{metrics_port}\"\n"),
+            )
+            .unwrap();
+            (stage, instance, config, metrics_port)
+        })
+        .map(|(stage, instance, config, metrics_port)| Slot {
+            stage,
+            log: dir.join(format!("{instance}.log")),
+            instance,
+            config,
+            metrics_port,
             proc: None,
             back_at: None,
             lives: 0,
@@ -1419,6 +1493,16 @@ async fn run(s: Settings) {
             "{stage} was killed {k} times of {}: {:?}",
             s.kills,
             chaos.kills_by_stage
+        );
+    }
+    if s.cluster {
+        // Kafka's own view (kafka-transactions.sh list, asked before the victim came back).
+        let in_txn: usize = chaos.kills_in_txn.values().sum();
+        assert!(
+            2 * in_txn >= chaos.kills,
+            "at least half of the kills meet the victim's transaction open: {in_txn} of {} ({:?})",
+            chaos.kills,
+            chaos.kills_in_txn
         );
     }
     assert!(chaos.broker_restarts.len() == s.broker_restarts);

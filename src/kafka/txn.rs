@@ -32,6 +32,9 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, TopicPartitionList};
 
+/// How long the deliberate fault `txn_hold` keeps a transaction open before its commit.
+const TXN_HOLD: Duration = Duration::from_millis(300);
+
 /// How long past its own timeout [`TxnProducer::send_offsets`] waits for librdkafka's call.
 pub const SEND_OFFSETS_GRACE: Duration = Duration::from_secs(10);
 
@@ -154,7 +157,10 @@ impl TxnProducer {
     /// # Errors
     /// The Kafka error; classify it with [`super::classify`].
     pub fn init(&self) -> KafkaResult<()> {
-        self.inner.init_transactions(self.timeout)
+        let r = self.inner.init_transactions(self.timeout);
+        // Whatever an older producer with this id had open is aborted now.
+        self.mark_open(false);
+        r
     }
 
     /// Starts a transaction. Blocking (briefly).
@@ -167,7 +173,9 @@ impl TxnProducer {
     /// The Kafka error.
     pub fn begin(&self) -> KafkaResult<()> {
         self.failures_reset();
-        self.inner.begin_transaction()
+        self.inner.begin_transaction()?;
+        self.mark_open(true);
+        Ok(())
     }
 
     /// Enqueues a record in the open transaction. Waits while librdkafka's queue is full.
@@ -255,7 +263,14 @@ impl TxnProducer {
         // a queue that the threaded producer's own thread serves: every commit took 100 or
         // 200 ms however little it carried. Flushed here first, its flush finds nothing left.
         self.flush()?;
+        if crate::faults::hit(crate::faults::Fault::TxnHold) {
+            // Its records are on the brokers and its coordinator holds it open: a commit slowed
+            // as by a broker under load, so that a kill meets an open transaction (chaos tests).
+            tracing::warn!(fault = crate::faults::Fault::TxnHold.name(), transactional_id = %self.txn_id, hold_ms = TXN_HOLD.as_millis() as u64, "deliberate fault: holding the transaction open before its commit");
+            std::thread::sleep(TXN_HOLD);
+        }
         self.inner.commit_transaction(self.timeout)?;
+        self.mark_open(false);
         if self.inner_failures() > 0 {
             // librdkafka already refuses to commit after a failed delivery; this is defence in depth.
             return Err(self
@@ -288,7 +303,18 @@ impl TxnProducer {
     /// # Errors
     /// The Kafka error.
     pub fn abort(&self) -> KafkaResult<()> {
-        self.inner.abort_transaction(self.timeout)
+        let r = self.inner.abort_transaction(self.timeout);
+        if r.is_ok() {
+            self.mark_open(false);
+        }
+        r
+    }
+
+    /// `intake_transaction_open{transactional_id}`: 1 from a begin until its commit or abort
+    /// succeeded (a failed commit leaves it open until the abort that must follow).
+    fn mark_open(&self, open: bool) {
+        metrics::gauge!(crate::telemetry::metric::TXN_OPEN, "transactional_id" => self.txn_id.to_string())
+            .set(if open { 1.0 } else { 0.0 });
     }
 
     /// Initialises transactions ([`TxnProducer::init`]), repeating failures that are not fatal
