@@ -95,6 +95,8 @@ use crate::topics::TopicNames;
 
 /// Most input records per transaction.
 const MAX_BATCH: usize = 5_000;
+/// About the size of a batch in KiB (records of ~1 KiB): librdkafka's queues are sized from it.
+const BATCH_KIB: usize = 5 * 1024;
 /// Longest a transaction stays open collecting a batch: the added latency of a record.
 const LINGER: Duration = Duration::from_millis(200);
 /// Update the state-size gauges after this many records (computing them walks every partition).
@@ -154,7 +156,7 @@ pub async fn run(
     cfg: Arc<Config>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), DedupError> {
-    let kafka = Kafka::new(&cfg.kafka)?;
+    let kafka = Kafka::new(&cfg.kafka)?.with_queues_for_batch(BATCH_KIB);
     let names = TopicNames::from_config(&cfg);
     let streams = streams(&cfg, &names);
     if streams.is_empty() {

@@ -51,6 +51,9 @@ const FETCH_MAX_BYTES: usize = 50 * 1024 * 1024;
 /// of several MiB in one round trip instead of one batch per fetch.
 const MAX_PARTITION_FETCH_BYTES: usize = 16 * 1024 * 1024;
 
+/// The smallest queue [`Kafka::with_queues_for_batch`] sets, in KiB.
+const MIN_QUEUE_KIB: usize = 4 * 1024;
+
 /// `fetch.queue.backoff.ms` of consumers that read as fast as they can (see `group_consumer`).
 const FETCH_QUEUE_BACKOFF_MS: &str = "20";
 
@@ -111,9 +114,18 @@ pub struct Kafka {
     /// The `read_uncommitted` client every [`Reader`] of this `Kafka` (and its clones) asks
     /// for high watermarks; built on first use.
     watermarks: Arc<Mutex<Option<Arc<BaseConsumer>>>>,
-    /// A stage's own producer settings over [`Kafka::txn_producer`]'s defaults
-    /// ([`Kafka::with_producer_setting`]).
-    producer: Vec<(String, String)>,
+    /// A stage's own settings over intake's defaults for its producers and its group
+    /// consumers ([`Kafka::with_setting`]).
+    own: Vec<(Role, String, String)>,
+}
+
+/// Which of a stage's clients a setting of its own ([`Kafka::with_setting`]) applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Its transactional producers ([`Kafka::txn_producer`]).
+    Producer,
+    /// Its group consumers ([`Kafka::group_consumer`]).
+    GroupConsumer,
 }
 
 impl std::fmt::Debug for Kafka {
@@ -135,7 +147,7 @@ impl Kafka {
             cfg: cfg.clone(),
             security,
             watermarks: Arc::default(),
-            producer: Vec::new(),
+            own: Vec::new(),
         })
     }
 
@@ -182,13 +194,45 @@ impl Kafka {
         }
     }
 
-    /// This client with a producer setting of a stage's own, applied by
-    /// [`Kafka::txn_producer`] over its defaults (and under `kafka.properties`): validate
-    /// batches its many small output records with a longer `linger.ms`.
+    /// This client with a setting of a stage's own for its producers or its group consumers,
+    /// applied over intake's defaults (and under `kafka.properties`): validate batches its many
+    /// small output records with a longer `linger.ms`; validate and dedup size librdkafka's
+    /// queues from their batch.
     #[must_use]
-    pub fn with_producer_setting(mut self, key: &str, value: &str) -> Self {
-        self.producer.push((key.to_owned(), value.to_owned()));
+    pub fn with_setting(mut self, role: Role, key: &str, value: &str) -> Self {
+        self.own.push((role, key.to_owned(), value.to_owned()));
         self
+    }
+
+    /// This client with librdkafka's queues sized from a consuming stage's batch of about
+    /// `batch_kib` KiB, instead of librdkafka's defaults (a 64 MiB prefetch per consumer, a
+    /// 1 GiB producer queue) that set the process's peak memory at full speed: the consumer
+    /// prefetches up to two batches, the producer queues up to two batches of output (a full
+    /// queue makes `send` wait for deliveries). A fetched record larger than the prefetch
+    /// queue is still fetched (librdkafka checks the queue before a fetch, not against it);
+    /// the producer's queue always holds one record of [`PRODUCER_MAX_MESSAGE_BYTES`] with room
+    /// to spare (librdkafka refuses, for good, a record that would not fit an empty queue).
+    #[must_use]
+    pub fn with_queues_for_batch(self, batch_kib: usize) -> Self {
+        let consumer = (2 * batch_kib).max(MIN_QUEUE_KIB);
+        let producer = (2 * batch_kib).max(PRODUCER_MAX_MESSAGE_BYTES / 1024 + MIN_QUEUE_KIB);
+        self.with_setting(
+            Role::GroupConsumer,
+            "queued.max.messages.kbytes",
+            &consumer.to_string(),
+        )
+        .with_setting(
+            Role::Producer,
+            "queue.buffering.max.kbytes",
+            &producer.to_string(),
+        )
+    }
+
+    /// Applies the stage's own settings for `role`.
+    fn own(&self, role: Role, c: &mut ClientConfig) {
+        for (_, k, v) in self.own.iter().filter(|(r, _, _)| *r == role) {
+            c.set(k, v);
+        }
     }
 
     /// A transactional producer with the given `transactional.id`. Call
@@ -210,7 +254,7 @@ impl Kafka {
     }
 
     /// The settings of [`Kafka::txn_producer`]: intake's defaults, the stage's own
-    /// ([`Kafka::with_producer_setting`]), then `kafka.properties`.
+    /// ([`Kafka::with_setting`]), then `kafka.properties`.
     fn txn_producer_config(&self, transactional_id: &str) -> ClientConfig {
         let mut c = self.base(&format!("producer-{transactional_id}"));
         c.set("transactional.id", transactional_id)
@@ -229,9 +273,7 @@ impl Kafka {
                 "message.timeout.ms",
                 self.cfg.transaction_timeout.as_millis().to_string(),
             );
-        for (k, v) in &self.producer {
-            c.set(k, v);
-        }
+        self.own(Role::Producer, &mut c);
         self.user(&mut c);
         c
     }
@@ -272,6 +314,7 @@ impl Kafka {
             // sat idle in `poll` for a quarter of `scripts/bench validate`.
             .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
         fetch_sizes(&mut c);
+        self.own(Role::GroupConsumer, &mut c);
         self.user(&mut c);
         BaseConsumer::from_config_and_context(&c, ctx)
     }
@@ -370,19 +413,45 @@ properties = { "linger.ms" = "20", "compression.type" = "zstd" }
         .unwrap();
         let kafka = Kafka::new(&cfg)
             .unwrap()
-            .with_producer_setting("linger.ms", "50")
-            .with_producer_setting("queue.buffering.max.kbytes", "1024");
+            .with_setting(Role::Producer, "linger.ms", "50")
+            .with_setting(Role::Producer, "queue.buffering.max.kbytes", "1024")
+            .with_setting(Role::GroupConsumer, "queued.max.messages.kbytes", "2048");
         let c = kafka.txn_producer_config("t-1");
         assert_eq!(c.get("linger.ms"), Some("20"));
         assert_eq!(c.get("compression.type"), Some("zstd"));
         assert_eq!(c.get("queue.buffering.max.kbytes"), Some("1024"));
         assert_eq!(c.get("transactional.id"), Some("t-1"));
+        // A consumer's setting stays off the producer.
+        assert_eq!(c.get("queued.max.messages.kbytes"), None);
         cfg.properties.clear();
         let c = Kafka::new(&cfg)
             .unwrap()
-            .with_producer_setting("linger.ms", "50")
+            .with_setting(Role::Producer, "linger.ms", "50")
             .txn_producer_config("t-1");
         assert_eq!(c.get("linger.ms"), Some("50"));
         assert_eq!(c.get("compression.type"), Some("lz4"));
+    }
+
+    /// Queues follow the batch, but the producer's always takes the largest record whole
+    /// (librdkafka would refuse it forever otherwise: `send` would wait for good).
+    #[test]
+    fn queues_are_sized_from_the_batch_and_hold_the_largest_record() {
+        let cfg: KafkaConfig = toml::from_str("brokers = \"127.0.0.1:9092\"").unwrap();
+        let kafka = Kafka::new(&cfg).unwrap();
+        let big = kafka.clone().with_queues_for_batch(40 * 1024);
+        let p = big.txn_producer_config("t-1");
+        assert_eq!(p.get("queue.buffering.max.kbytes"), Some("81920"));
+        assert_eq!(p.get("queued.max.messages.kbytes"), None);
+        let small = kafka.with_queues_for_batch(1024);
+        let p = small.txn_producer_config("t-1");
+        let kib: usize = p.get("queue.buffering.max.kbytes").unwrap().parse().unwrap();
+        assert!(kib * 1024 > PRODUCER_MAX_MESSAGE_BYTES, "{kib} KiB");
+        let own: Vec<_> = small
+            .own
+            .iter()
+            .filter(|(r, _, _)| *r == Role::GroupConsumer)
+            .map(|(_, k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(own, [("queued.max.messages.kbytes", "4096")]);
     }
 }

@@ -88,13 +88,16 @@ use crate::contract::{LandingHeaders, SyncMarker, ValidStamp};
 use crate::dedup::merge::content_hash;
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
-use crate::kafka::{ErrorClass, Kafka, Outgoing, classify, reader};
+use crate::kafka::{ErrorClass, Kafka, Outgoing, Role, classify, reader};
 use crate::registry::{self, Latest, Registry, RegistryError};
 use crate::stage::{Stage, StageError};
 use crate::topics::TopicNames;
 
 /// Most landing records per transaction (a page is one record; it may hold hundreds).
 const MAX_BATCH: usize = 100;
+/// About the size of a batch in KiB (pages of 100 records of ~1 KiB are ~80 KiB; larger
+/// pages make fuller queues, not a larger batch count): librdkafka's queues are sized from it.
+const BATCH_KIB: usize = 8 * 1024;
 /// Longest a transaction stays open collecting landing records. Each commit flushes the
 /// producer and writes a marker to every output partition it touched (12 for three streams),
 /// and processing stops meanwhile; 500 ms (as `scripts/bench`'s ProducerPerformance baseline
@@ -186,7 +189,8 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
     );
     let kafka = base
         .clone()
-        .with_producer_setting("linger.ms", PRODUCER_LINGER_MS);
+        .with_setting(Role::Producer, "linger.ms", PRODUCER_LINGER_MS)
+        .with_queues_for_batch(BATCH_KIB);
     let loop_cfg = LoopConfig {
         group,
         topics: vec![names.landing()],
