@@ -221,6 +221,13 @@ impl Kafka {
             "queued.max.messages.kbytes",
             &consumer.to_string(),
         )
+        // One fetch response is buffered whole besides the queue: librdkafka's 50 MiB default
+        // would outweigh it.
+        .with_setting(
+            Role::GroupConsumer,
+            "fetch.max.bytes",
+            &(consumer * 1024).max(MAX_PARTITION_FETCH_BYTES).to_string(),
+        )
         .with_setting(
             Role::Producer,
             "queue.buffering.max.kbytes",
@@ -444,7 +451,11 @@ properties = { "linger.ms" = "20", "compression.type" = "zstd" }
         assert_eq!(p.get("queued.max.messages.kbytes"), None);
         let small = kafka.with_queues_for_batch(1024);
         let p = small.txn_producer_config("t-1");
-        let kib: usize = p.get("queue.buffering.max.kbytes").unwrap().parse().unwrap();
+        let kib: usize = p
+            .get("queue.buffering.max.kbytes")
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(kib * 1024 > PRODUCER_MAX_MESSAGE_BYTES, "{kib} KiB");
         let own: Vec<_> = small
             .own
@@ -452,6 +463,12 @@ properties = { "linger.ms" = "20", "compression.type" = "zstd" }
             .filter(|(r, _, _)| *r == Role::GroupConsumer)
             .map(|(_, k, v)| (k.as_str(), v.as_str()))
             .collect();
-        assert_eq!(own, [("queued.max.messages.kbytes", "4096")]);
+        assert_eq!(
+            own,
+            [
+                ("queued.max.messages.kbytes", "4096"),
+                ("fetch.max.bytes", "16777216")
+            ]
+        );
     }
 }
