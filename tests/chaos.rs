@@ -13,8 +13,8 @@
 //! rolling restart, the registry is restarted once, a validate process is made a zombie
 //! (SIGSTOPped until its group is stable without it, then SIGCONTed), and the network between
 //! intake and the brokers and registry fails through Toxiproxy (`scripts/stack proxy`): a black
-//! hole to every broker longer than the transaction timeout, slow brokers, a trickle, and a
-//! black hole to the registry; and the registry answers 503 for a while (nginx in front of it,
+//! hole to every broker longer than the transaction timeout, slow brokers, a trickle, a
+//! black hole to the registry and a slow registry; and the registry answers 503 for a while (nginx in front of it,
 //! `scripts/stack registry-fault`). As the black hole to every broker starts, one process of
 //! each stage is restarted into it: it must wait for the brokers, not end (the fault outlasts
 //! every start-up deadline of its own). Batch jobs are submitted through the balancer all along
@@ -46,7 +46,7 @@
 //!
 //! The short form (the default, run by `scripts/test`) makes 12 kills; `scripts/chaos` runs the
 //! long form. Settings (environment): `CHAOS_KILLS` (12), `CHAOS_CLUSTER` (1),
-//! `CHAOS_ZOMBIES` (1), `CHAOS_NET_FAULTS` (5, the kinds in turn; cluster only),
+//! `CHAOS_ZOMBIES` (1), `CHAOS_NET_FAULTS` (6, the kinds in turn; cluster only),
 //! `CHAOS_BROKER_KILLS` (2), `CHAOS_BROKER_DOWN_MS` (`3000-10000`), `CHAOS_BROKER_RESTARTS` (1
 //! rolling restart; 2 restarts of the single broker), `CHAOS_REGISTRY_RESTARTS` (1),
 //! `CHAOS_GAP_MS` (`1000-3000`, pause between actions), `CHAOS_DOWN_MS` (`200-3000`, how long
@@ -112,7 +112,7 @@ struct Settings {
     zombies: usize,
     /// Network faults (cluster only), in turn: a black hole between intake and every broker
     /// longer than the transaction timeout, the registry answering 503, slow brokers, a black
-    /// hole between intake and the registry, and a trickle to the brokers.
+    /// hole between intake and the registry, a trickle to the brokers, and a slow registry.
     net_faults: usize,
     gap_ms: (u64, u64),
     down_ms: (u64, u64),
@@ -139,7 +139,7 @@ impl Settings {
             registry_restarts: env_or("CHAOS_REGISTRY_RESTARTS", 1),
             zombies: env_or("CHAOS_ZOMBIES", 1),
             net_faults: if cluster {
-                env_or("CHAOS_NET_FAULTS", 5)
+                env_or("CHAOS_NET_FAULTS", NET_FAULTS.len())
             } else {
                 0
             },
@@ -683,7 +683,7 @@ const BROKERS: &[&str] = &["kafka-1", "kafka-2", "kafka-3"];
 /// The network faults, in turn. The black hole outlasts the pipeline's transaction timeout
 /// (10 s): every open transaction is aborted by its coordinator while its producer cannot
 /// even learn it; and one process of each stage starts inside it (see [`cold_starts`]).
-const NET_FAULTS: [NetFault; 5] = [
+const NET_FAULTS: [NetFault; 6] = [
     NetFault {
         what: "black hole between intake and every broker",
         how: How::Toxic {
@@ -726,6 +726,16 @@ const NET_FAULTS: [NetFault; 5] = [
             proxies: BROKERS,
             toxic: "bandwidth",
             attributes: r#"{"rate":32}"#,
+        },
+        held: Duration::from_secs(15),
+        cold_starts: false,
+    },
+    NetFault {
+        what: "a slow registry (2 s ± 0.5 s each way)",
+        how: How::Toxic {
+            proxies: &["registry"],
+            toxic: "latency",
+            attributes: r#"{"latency":2000,"jitter":500}"#,
         },
         held: Duration::from_secs(15),
         cold_starts: false,

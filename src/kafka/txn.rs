@@ -44,6 +44,9 @@ pub const SEND_OFFSETS_GRACE: Duration = Duration::from_secs(10);
 pub struct DeliveryContext {
     failures: AtomicU64,
     last_error: Mutex<Option<KafkaError>>,
+    /// Whether the open transaction has records or offsets in it (shown by
+    /// `intake_transaction_open`).
+    filled: std::sync::atomic::AtomicBool,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -159,7 +162,7 @@ impl TxnProducer {
     pub fn init(&self) -> KafkaResult<()> {
         let r = self.inner.init_transactions(self.timeout);
         // Whatever an older producer with this id had open is aborted now.
-        self.mark_open(false);
+        self.mark_closed();
         r
     }
 
@@ -173,9 +176,7 @@ impl TxnProducer {
     /// The Kafka error.
     pub fn begin(&self) -> KafkaResult<()> {
         self.failures_reset();
-        self.inner.begin_transaction()?;
-        self.mark_open(true);
-        Ok(())
+        self.inner.begin_transaction()
     }
 
     /// Enqueues a record in the open transaction. Waits while librdkafka's queue is full.
@@ -195,7 +196,10 @@ impl TxnProducer {
         }
         loop {
             match self.inner.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.mark_filled();
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     // The threaded producer polls in the background; give deliveries a moment.
@@ -241,6 +245,7 @@ impl TxnProducer {
             tracing::warn!(error = %e, "cannot start a thread to send the offsets");
             return Err(KafkaError::Canceled);
         }
+        self.mark_filled();
         let limit = self.timeout + SEND_OFFSETS_GRACE;
         rx.recv_timeout(limit).unwrap_or_else(|_| {
             tracing::error!(
@@ -270,7 +275,7 @@ impl TxnProducer {
             std::thread::sleep(TXN_HOLD);
         }
         self.inner.commit_transaction(self.timeout)?;
-        self.mark_open(false);
+        self.mark_closed();
         if self.inner_failures() > 0 {
             // librdkafka already refuses to commit after a failed delivery; this is defence in depth.
             return Err(self
@@ -305,16 +310,32 @@ impl TxnProducer {
     pub fn abort(&self) -> KafkaResult<()> {
         let r = self.inner.abort_transaction(self.timeout);
         if r.is_ok() {
-            self.mark_open(false);
+            self.mark_closed();
         }
         r
     }
 
-    /// `intake_transaction_open{transactional_id}`: 1 from a begin until its commit or abort
-    /// succeeded (a failed commit leaves it open until the abort that must follow).
-    fn mark_open(&self, open: bool) {
+    /// `intake_transaction_open{transactional_id}` goes to 1 with the first record or offsets
+    /// of a transaction (from then on its coordinator holds it open: `read_committed` readers
+    /// of its partitions wait for it) until its commit or abort succeeded (a failed commit
+    /// leaves it open until the abort that must follow). A transaction with nothing in it yet
+    /// is not shown.
+    fn mark_filled(&self) {
+        let filled = &self.inner.context().filled;
+        if !filled.load(Ordering::Relaxed) {
+            filled.store(true, Ordering::Relaxed);
+            self.gauge_open(1.0);
+        }
+    }
+
+    fn mark_closed(&self) {
+        self.inner.context().filled.store(false, Ordering::Relaxed);
+        self.gauge_open(0.0);
+    }
+
+    fn gauge_open(&self, v: f64) {
         metrics::gauge!(crate::telemetry::metric::TXN_OPEN, "transactional_id" => self.txn_id.to_string())
-            .set(if open { 1.0 } else { 0.0 });
+            .set(v);
     }
 
     /// Initialises transactions ([`TxnProducer::init`]), repeating failures that are not fatal
