@@ -15,7 +15,7 @@
 //! | `intake_records_out_total` | counter | records written in committed transactions |
 //! | `intake_errors_total` | counter | errors, label `class` |
 //! | `intake_commit_seconds` | histogram | transaction commit latency |
-//! | `intake_transaction_open` | gauge | 1 while the process has a transaction open with records or offsets in it (from its first record to its commit or abort), label `transactional_id`: one stuck at 1 is a transaction that holds back every `read_committed` reader of its partitions |
+//! | `intake_transaction_open` | gauge | 1 while the process has a transaction open with records or offsets in it (from its first record until it asks for its commit or abort), label `transactional_id`: one stuck at 1 is a transaction that holds back every `read_committed` reader of its partitions |
 //! | `intake_lag_records` | gauge | work waiting for the stage: records of the assigned input partitions not yet consumed (validate, dedup), requests queued for a landing transaction (serve), records fetched but not yet committed (fetch) |
 //!
 //! Counts are taken when a transaction commits, so after an abort and a rewind nothing is

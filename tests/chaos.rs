@@ -540,16 +540,18 @@ fn chaos(
                     if s.cluster {
                         // Asked before the victim comes back (its successor fences and
                         // aborts what it left open).
-                        let open = stack
-                            .output(&["cluster", "transactions"])
+                        let listed = stack.output(&["cluster", "transactions"]);
+                        let states: Vec<(&str, &str)> = listed
                             .lines()
                             .filter_map(|l| l.split_once(' '))
-                            .any(|(id, state)| state == "Ongoing" && targets.owned_by(slot, id));
+                            .filter(|(id, _)| targets.owned_by(slot, id))
+                            .collect();
+                        let open = states.iter().any(|(_, state)| *state == "Ongoing");
                         if open {
                             *c.kills_in_txn.entry(slot.stage).or_default() += 1;
                         }
                         eprintln!(
-                            "chaos: {} died {}",
+                            "chaos: {} died {} (Kafka: {states:?})",
                             slot.instance,
                             if open {
                                 "with its transaction open"
@@ -858,6 +860,10 @@ fn await_open_transaction(
         upkeep(slots, c);
         std::thread::sleep(Duration::from_millis(5));
     }
+    eprintln!(
+        "chaos: no {stage} process showed a transaction open in {} s",
+        OPEN_WAIT.as_secs()
+    );
     None
 }
 
@@ -1252,13 +1258,8 @@ async fn run(s: Settings) {
             } else {
                 &texts[0]
             };
-            let metrics_port = e2e::free_port();
-            let config = dir.join(format!("intake-{instance}.toml"));
-            std::fs::write(
-                &config,
-                format!("{base}\n[telemetry]\nmetrics_addr = \"127.0.0.1:{metrics_port}\"\n"),
-            )
-            .unwrap();
+            let (config, metrics_port) =
+                e2e::config_with_metrics(&dir, &format!("intake-{instance}"), base);
             (stage, instance, config, metrics_port)
         })
         .map(|(stage, instance, config, metrics_port)| Slot {

@@ -147,13 +147,7 @@ async fn a_steady_load_keeps_memory_and_lag_flat_and_the_result_exact() {
     let mut procs: Vec<(&str, u16, Proc)> = Vec::new();
     let begun = time::OffsetDateTime::now_utc();
     for stage in STAGES {
-        let port = e2e::free_port();
-        let path = dir.join(format!("{stage}.toml"));
-        std::fs::write(
-            &path,
-            format!("{base}\n[telemetry]\nmetrics_addr = \"127.0.0.1:{port}\"\n"),
-        )
-        .unwrap();
+        let (path, port) = e2e::config_with_metrics(&dir, stage, &base);
         let p = proc::intake(&[stage], dir.join(format!("{stage}.log")))
             .config(&path)
             .spawn();

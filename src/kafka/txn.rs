@@ -274,8 +274,8 @@ impl TxnProducer {
             tracing::warn!(fault = crate::faults::Fault::TxnHold.name(), transactional_id = %self.txn_id, hold_ms = TXN_HOLD.as_millis() as u64, "deliberate fault: holding the transaction open before its commit");
             std::thread::sleep(TXN_HOLD);
         }
-        self.inner.commit_transaction(self.timeout)?;
         self.mark_closed();
+        self.inner.commit_transaction(self.timeout)?;
         if self.inner_failures() > 0 {
             // librdkafka already refuses to commit after a failed delivery; this is defence in depth.
             return Err(self
@@ -308,18 +308,15 @@ impl TxnProducer {
     /// # Errors
     /// The Kafka error.
     pub fn abort(&self) -> KafkaResult<()> {
-        let r = self.inner.abort_transaction(self.timeout);
-        if r.is_ok() {
-            self.mark_closed();
-        }
-        r
+        self.mark_closed();
+        self.inner.abort_transaction(self.timeout)
     }
 
     /// `intake_transaction_open{transactional_id}` goes to 1 with the first record or offsets
     /// of a transaction (from then on its coordinator holds it open: `read_committed` readers
-    /// of its partitions wait for it) until its commit or abort succeeded (a failed commit
-    /// leaves it open until the abort that must follow). A transaction with nothing in it yet
-    /// is not shown.
+    /// of its partitions wait for it) and back to 0 as its commit or abort is asked for (how
+    /// long that takes is `intake_commit_seconds`). A transaction with nothing in it yet is
+    /// not shown.
     fn mark_filled(&self) {
         let filled = &self.inner.context().filled;
         if !filled.load(Ordering::Relaxed) {

@@ -75,6 +75,27 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Writes `base` with a `telemetry.metrics_addr` on a free port of its own to
+/// `dir/<name>.toml`, for one stage process; returns the file and the port.
+pub fn config_with_metrics(
+    dir: &std::path::Path,
+    name: &str,
+    base: &str,
+) -> (std::path::PathBuf, u16) {
+    assert!(
+        !base.contains("[telemetry]"),
+        "{name}: telemetry is set here"
+    );
+    let port = free_port();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!("{base}\n[telemetry]\nmetrics_addr = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    (path, port)
+}
+
 /// Knobs of [`sources`].
 #[derive(Debug, Clone)]
 pub struct Knobs {
