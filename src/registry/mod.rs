@@ -148,13 +148,8 @@ fn client_builder(
         field: "registry.tls.ca_file".to_owned(),
         reason,
     };
-    // Uncompressed answers: they are small, and Apicurio's gzip answers over HTTPS (HTTP/2)
-    // failed to decode here ("could not parse to RawRegisteredSchema"), which validate took for
-    // an unavailable registry and retried for good (tests/pipeline.rs, the OAuth registry).
     let mut b = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
-        .no_gzip()
-        .no_deflate()
         .no_proxy();
     if let Some(tls) = tls {
         let pem = std::fs::read(&tls.ca_file)
