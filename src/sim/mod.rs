@@ -162,7 +162,7 @@ pub async fn run(
         webhooks = args.webhook_url.is_some(),
         "intake sim listening"
     );
-    let app: Router = api::router(Arc::clone(&state), args.compress)
+    let app: Router = api::router(Arc::clone(&state))
         .merge(admin::router())
         .merge(providers::admin())
         .merge(session::router())
