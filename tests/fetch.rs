@@ -123,6 +123,36 @@ async fn every_pagination_style_lands_every_record_exactly_once() {
     }
 }
 
+/// fetch asks for compressed answers (`Accept-Encoding: gzip, deflate`) and lands the decoded
+/// page: against a simulator answering every list request gzip-, then deflate-encoded, every
+/// record lands exactly once and the simulator counts every page it served as compressed.
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_and_deflate_answers_land_every_record_exactly_once() {
+    for encoding in ["gzip", "deflate"] {
+        let sim = sim(&["--records", "230", "--seed", "7", "--compress", encoding]).await;
+        let cfg = Arc::new(config(&sim_source(
+            &sim,
+            &[("customers", "/v1/styles/cursor/customers", "cursor")],
+            "",
+        )));
+        let (report, pages, expected) = fetch_230_customers(&sim, &cfg).await;
+        assert_eq!(
+            landed_versions(&pages, "customers"),
+            expected,
+            "{encoding}: every record exactly once"
+        );
+        assert_eq!(report["sim/customers"].records, 230, "{encoding}");
+        let stats = sim_stats(&sim).await;
+        let served = stats["pages"].as_u64().unwrap();
+        assert!(served > 0, "{encoding}: {stats}");
+        assert_eq!(
+            stats["compressed"].as_u64(),
+            Some(served),
+            "{encoding}: every page was sent compressed: {stats}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_page_over_the_limit_lands_as_a_blob_ref_matching_its_sha256() {
     let sim = sim(&[

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use reqwest::header::{AUTHORIZATION, HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, LOCATION, RETRY_AFTER};
 use url::Url;
 
 use super::request::Shape;
@@ -43,7 +43,8 @@ pub struct Response {
     pub status: u16,
     /// Headers.
     pub headers: HeaderMap,
-    /// Body bytes, exactly as received.
+    /// Body bytes exactly as received, decoded if they came compressed (see
+    /// [`super::encoding`]; `headers` then lack `Content-Encoding` and `Content-Length`).
     pub body: Bytes,
     /// The request URL with secrets redacted (for headers and logs).
     pub url: String,
@@ -403,7 +404,7 @@ impl SourceClient {
                 Err(why) => (why, None),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let headers = resp.headers().clone();
+                    let mut headers = resp.headers().clone();
                     if status == 401
                         && let (Some(SourceAuth::Session(session)), Some(sent)) =
                             (&self.auth, &bearer)
@@ -415,9 +416,7 @@ impl SourceClient {
                             fresh_token_after_401 = true;
                             continue;
                         }
-                        let body = resp.bytes().await.unwrap_or_default();
-                        let snippet =
-                            String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                        let snippet = snippet(resp).await;
                         return Err(HttpError::Client {
                             url: shown,
                             status,
@@ -435,9 +434,7 @@ impl SourceClient {
                             fresh_token_after_401 = true;
                             continue;
                         }
-                        let body = resp.bytes().await.unwrap_or_default();
-                        let snippet =
-                            String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                        let snippet = snippet(resp).await;
                         let e = HttpError::Client {
                             url: shown,
                             status,
@@ -446,8 +443,22 @@ impl SourceClient {
                         o.paused(&e.to_string()).await;
                         return Err(e);
                     }
-                    match resp.bytes().await {
-                        Err(e) => (format!("reading body: {e}"), None),
+                    let body = match resp.bytes().await {
+                        Err(e) => Err(format!("reading body: {e}")),
+                        Ok(raw) => match super::encoding::decode(&mut headers, raw).await {
+                            Ok(body) => Ok(body),
+                            Err(e) if e.retryable() => Err(e.to_string()),
+                            Err(e) => {
+                                return Err(HttpError::Client {
+                                    url: shown,
+                                    status,
+                                    body: e.to_string(),
+                                });
+                            }
+                        },
+                    };
+                    match body {
+                        Err(why) => (why, None),
                         Ok(body) => {
                             let decision =
                                 decide(&shape.on_status, status, &headers, names, Some(&body))
@@ -544,7 +555,8 @@ impl SourceClient {
                 self.http.post(at.clone())
             } else {
                 self.http.get(at.clone())
-            };
+            }
+            .header(ACCEPT_ENCODING, super::encoding::ACCEPT_ENCODING);
             if same_origin {
                 for (k, v) in &shape.headers {
                     req = req.header(k, v);
@@ -614,6 +626,16 @@ impl SourceClient {
         let ceiling = exp.min(self.backoff_cap);
         ceiling.mul_f64(rand::rng().random::<f64>())
     }
+}
+
+/// The start of an error answer's body (decoded if it came compressed), for the error.
+async fn snippet(resp: reqwest::Response) -> String {
+    let mut headers = resp.headers().clone();
+    let raw = resp.bytes().await.unwrap_or_default();
+    let body = super::encoding::decode(&mut headers, raw.clone())
+        .await
+        .unwrap_or(raw);
+    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
 }
 
 /// A reqwest error as one line: what kind of failure and its innermost cause (never the URL).

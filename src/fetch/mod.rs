@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod cursor;
+pub mod encoding;
 pub mod http;
 pub mod oauth;
 pub mod ownership;

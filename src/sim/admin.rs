@@ -167,6 +167,7 @@ struct StatsOut {
     oidc_accepted: u64,
     sessions: Option<super::session::SessionCounts>,
     pages: u64,
+    compressed: u64,
     faults: FaultCounts,
     writer: WriterOut,
     webhooks: Option<WebhookCounts>,
@@ -196,6 +197,7 @@ async fn stats(State(state): State<Arc<SimState>>) -> Json<impl Serialize> {
             .as_ref()
             .map(super::session::Sessions::counts),
         pages: state.counters.pages.load(Ordering::SeqCst),
+        compressed: state.counters.compressed.load(Ordering::SeqCst),
         faults: state.faults().counts(),
         writer,
         webhooks: state.webhooks.as_ref().map(|q| q.counters().snapshot()),

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tracing::debug;
 
-use super::args::Style;
+use super::args::{Compression, Style};
 use super::clock;
 use super::conn::ConnHandle;
 use super::data::Stream;
@@ -28,13 +28,35 @@ use super::pagination::ListRequest;
 use super::quota::Decision;
 use super::state::SimState;
 
-/// The `/v1` routes with their guard.
-pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
-    Router::new()
+/// The `/v1` routes with their guard, compressed with `compress` when the request accepts it.
+pub fn router(state: Arc<SimState>, compress: Option<Compression>) -> Router<Arc<SimState>> {
+    let routes = Router::new()
         .route("/v1/styles/{style}/{stream}", get(list_in_style))
         .route("/v1/{stream}", get(list))
         .merge(super::providers::api())
-        .layer(middleware::from_fn_with_state(state, guard))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), guard));
+    let Some(c) = compress else { return routes };
+    routes
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .gzip(c == Compression::Gzip)
+                .deflate(c == Compression::Deflate)
+                .compress_when(tower_http::compression::predicate::SizeAbove::new(0)),
+        )
+        .layer(middleware::from_fn_with_state(state, count_compressed))
+}
+
+/// Counts the answers that leave compressed.
+async fn count_compressed(
+    State(state): State<Arc<SimState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(req).await;
+    if response.headers().contains_key(header::CONTENT_ENCODING) {
+        state.counters.compressed.fetch_add(1, Ordering::SeqCst);
+    }
+    response
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -178,6 +178,15 @@ fn parse_secret(s: &str) -> Result<SecretString, &'static str> {
     Ok(SecretString::new(s))
 }
 
+/// A `Content-Encoding` the simulator can answer with (`--compress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    /// `gzip`.
+    Gzip,
+    /// `deflate` (zlib).
+    Deflate,
+}
+
 /// Flags of `intake sim`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
@@ -336,6 +345,12 @@ pub struct SimArgs {
         default_value = "1200000"
     )]
     pub large_bytes: Vec<u32>,
+
+    /// Answer the list APIs compressed with this encoding when the request accepts it
+    /// (`Accept-Encoding`), as most SaaS APIs do; `GET /admin/stats` counts the compressed
+    /// answers (`compressed`).
+    #[arg(long, value_enum, env = "INTAKE_SIM_COMPRESS")]
+    pub compress: Option<Compression>,
 
     /// Fraction of list responses whose body is cut short (invalid JSON, status 200).
     #[arg(long, env = "INTAKE_SIM_MALFORMED_RATE", default_value_t = 0.0)]

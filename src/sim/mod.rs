@@ -162,7 +162,7 @@ pub async fn run(
         webhooks = args.webhook_url.is_some(),
         "intake sim listening"
     );
-    let app: Router = api::router(Arc::clone(&state))
+    let app: Router = api::router(Arc::clone(&state), args.compress)
         .merge(admin::router())
         .merge(providers::admin())
         .merge(session::router())

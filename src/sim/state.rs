@@ -30,6 +30,8 @@ pub struct ApiCounters {
     pub oidc_accepted: AtomicU64,
     /// List pages answered 200 (malformed ones included).
     pub pages: AtomicU64,
+    /// Answers of the list APIs sent with a `Content-Encoding` (`--compress`).
+    pub compressed: AtomicU64,
 }
 
 /// Shared state of one simulator.
