@@ -323,6 +323,8 @@ pub struct LandingHeaders<'a> {
     /// The order of the records of a version-less stream: the page's `intake.stamp`, else
     /// its `intake.fetched_at` in microseconds (pushed batches, older landings).
     pub stamp: Option<i64>,
+    /// `intake.format`: absent is JSON; `None` is a value this version does not know.
+    pub format: Option<crate::config::Format>,
 }
 
 impl<'a> LandingHeaders<'a> {
@@ -355,6 +357,10 @@ impl<'a> LandingHeaders<'a> {
             fetched_at,
             sync_id: headers::get(h, headers::SYNC_ID),
             stamp,
+            format: headers::get(h, headers::FORMAT).map_or(
+                Some(crate::config::Format::Json),
+                crate::config::Format::parse,
+            ),
         }
     }
 }
@@ -490,9 +496,25 @@ mod tests {
         assert_eq!(l.kind, None, "an unknown kind is not a kind");
         assert_eq!(l.stamp, Some(1_704_164_645_000_006));
         assert_eq!(
-            LandingHeaders::read::<OwnedHeaders>(None),
-            LandingHeaders::default()
+            l.format,
+            Some(crate::config::Format::Json),
+            "no format: JSON"
         );
+        assert_eq!(
+            LandingHeaders::read::<OwnedHeaders>(None),
+            LandingHeaders {
+                format: Some(crate::config::Format::Json),
+                ..LandingHeaders::default()
+            }
+        );
+        for (value, format) in [
+            ("csv", Some(crate::config::Format::Csv)),
+            ("jsonl", Some(crate::config::Format::Jsonl)),
+            ("xml", None),
+        ] {
+            let h = built(Headers::new().with(headers::FORMAT, value));
+            assert_eq!(LandingHeaders::read(Some(&h)).format, format, "{value}");
+        }
     }
 
     #[test]

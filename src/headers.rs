@@ -37,6 +37,9 @@ pub const STAMP: &str = "intake.stamp";
 pub const MODE: &str = "intake.mode";
 /// Events and batches: the id of the event, job or replay that produced the record.
 pub const EVENT_ID: &str = "intake.event_id";
+/// Landing: the format of a fetched page (`jsonl` or `csv`; absent: `json`), as its stream
+/// was configured when fetched.
+pub const FORMAT: &str = "intake.format";
 /// Batches: the job id.
 pub const JOB_ID: &str = "intake.job_id";
 /// The landing of a job this batch is (a uuid, also in the job's record): when two serve

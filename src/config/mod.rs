@@ -26,9 +26,9 @@ pub use security::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism, SecurityPr
 pub use serve::{ServeAuth, ServeClient, ServeConfig, ServeOperation, ServeTls};
 pub use session::{LoginBody, SessionConfig, TokenPlace};
 pub use source::{
-    Auth, Body, DriftPolicy, Incremental, KeyFormat, Method, OAuth2ClientAuth, OAuth2Config,
-    OAuth2Grant, PLACEHOLDERS, Pagination, PrimaryKey, QuotaConfig, QuotaHeaders, SourceConfig,
-    StatusAction, StatusRange, StatusRule, StreamConfig,
+    Auth, Body, DriftPolicy, Format, Incremental, KeyFormat, Method, OAuth2ClientAuth,
+    OAuth2Config, OAuth2Grant, PLACEHOLDERS, Pagination, PrimaryKey, QuotaConfig, QuotaHeaders,
+    SourceConfig, StatusAction, StatusRange, StatusRule, StreamConfig,
 };
 pub use timefmt::TimeFormat;
 pub use webhook::{ChallengeConfig, FieldSpec, WebhookConfig, WebhookPreset, WebhookSignature};

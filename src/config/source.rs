@@ -259,8 +259,14 @@ pub struct StreamConfig {
     #[serde(default)]
     pub query: BTreeMap<String, String>,
     /// JSON pointer of the record array in a page (`/data`; empty: the page is the array).
+    /// Not used with `format = "jsonl"` or `"csv"`, whose every line or row is a record.
     #[serde(default = "defaults::records_pointer")]
     pub records: String,
+    /// What the API answers: `json` (default: a page with the records at `records`), `jsonl`
+    /// (one JSON record per line) or `csv` (a header row, then one record per row; cells are
+    /// typed by the schema). The page lands as received and validate splits it.
+    #[serde(default)]
+    pub format: Format,
     /// The primary key: a JSON pointer inside a record (`"/id"`), or several for a composite
     /// key (`["/customer_id", "/id"]`, which needs `key_format = "avro"`).
     pub primary_key: PrimaryKey,
@@ -428,6 +434,52 @@ pub struct QuotaHeaders {
     /// Header of the window's size in requests.
     #[serde(default)]
     pub limit: Option<String>,
+}
+
+/// The format of a stream's answers (`format`). Landed pages carry it in `intake.format`, so a
+/// page is split as it was fetched even after the stream's configuration changes.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A JSON document; the records at the stream's `records` pointer.
+    #[default]
+    Json,
+    /// JSON Lines: one JSON value per line (blank lines skipped).
+    Jsonl,
+    /// RFC 4180 CSV with a header row naming the fields.
+    Csv,
+}
+
+impl StreamConfig {
+    /// Where a page's records are once it is JSON: `records`, or the page itself for JSON
+    /// Lines and CSV (normalised to an array of records).
+    pub fn records_pointer(&self) -> &str {
+        match self.format {
+            Format::Json => &self.records,
+            Format::Jsonl | Format::Csv => "",
+        }
+    }
+}
+
+impl Format {
+    /// The name used in configuration and in `intake.format`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+        }
+    }
+
+    /// Reads an `intake.format` value.
+    pub fn parse(s: &[u8]) -> Option<Self> {
+        match s {
+            b"json" => Some(Format::Json),
+            b"jsonl" => Some(Format::Jsonl),
+            b"csv" => Some(Format::Csv),
+            _ => None,
+        }
+    }
 }
 
 /// The HTTP method of a stream's requests.
@@ -850,8 +902,24 @@ impl StreamConfig {
                 .collect(),
             Pagination::Link { .. } => vec![],
         };
-        for (name, p) in pointers {
+        for (name, p) in &pointers {
             check_pointer(&format!("{sat}.pagination.{name}"), p)?;
+        }
+        if self.format != Format::Json {
+            let reads_body = pointers.first().map(|(n, _)| *n).or(match self.pagination {
+                Pagination::Cursor { .. } | Pagination::After { .. } => Some("style"),
+                Pagination::Graphql { .. } | Pagination::NextUrl { .. } => Some("style"),
+                _ => None,
+            });
+            if let Some(name) = reads_body {
+                return Err(invalid(
+                    format!("{sat}.pagination.{name}"),
+                    format!(
+                        "reads the page's JSON body, which a `{}` answer does not have: use `link` (the default), `page` or `offset` (without `has_more` and `total`)",
+                        self.format.as_str()
+                    ),
+                ));
+            }
         }
         if matches!(self.pagination, Pagination::Graphql { .. }) && !self.mentions("{cursor}") {
             return Err(invalid(

@@ -174,7 +174,32 @@ fn invalid_values_name_the_field() {
             ),
             "kafka.properties.\"sasl.password\"",
         ),
+        (
+            MIN.replace("pagination = { style = \"cursor\" }", "pagination = { style = \"cursor\" }\nformat = \"csv\""),
+            "sources[0].streams[0].pagination.next_pointer",
+        ),
+        (
+            MIN.replace("pagination = { style = \"cursor\" }", "pagination = { style = \"page\", total = \"/total\" }\nformat = \"jsonl\""),
+            "sources[0].streams[0].pagination.total",
+        ),
+        (
+            MIN.replace("pagination = { style = \"cursor\" }", "pagination = { style = \"graphql\", end_cursor = \"/e\", has_next_page = \"/h\" }\nformat = \"jsonl\"\nbody = { graphql = { query = \"q\", variables = { after = \"{cursor}\" } } }\nmethod = \"POST\""),
+            "sources[0].streams[0].pagination.end_cursor",
+        ),
     ];
+    for format in ["json", "jsonl", "csv"] {
+        let ok = MIN.replace(
+            "pagination = { style = \"cursor\" }",
+            &format!("pagination = {{ style = \"offset\" }}\nformat = \"{format}\""),
+        );
+        let c = Config::from_toml(&ok).unwrap_or_else(|e| panic!("{format}: {e}"));
+        let st = &c.sources[0].streams[0];
+        assert_eq!(st.format.as_str(), format);
+        assert_eq!(
+            st.records_pointer(),
+            if format == "json" { "/data" } else { "" }
+        );
+    }
     for (text, field) in cases {
         let err = Config::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains(&format!("`{field}`")), "{field}: {err}");

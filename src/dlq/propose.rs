@@ -288,18 +288,19 @@ async fn landed_samples(
                 return;
             }
             let payload = m.payload().unwrap_or_default();
+            let format = crate::contract::LandingHeaders::read(h).format;
             match headers::get_str(h, headers::KIND).and_then(|k| Kind::parse(k.as_bytes())) {
                 Some(Kind::Page | Kind::Batch) => {
-                    unusable += u64::from(!take(&pages, payload, &mut samples));
+                    unusable += u64::from(!take(&pages, payload, format, &mut samples));
                 }
                 Some(Kind::Event) => {
-                    unusable += u64::from(!take(&events, payload, &mut samples));
+                    unusable += u64::from(!take(&events, payload, format, &mut samples));
                 }
                 Some(Kind::BlobRef) => {
                     let r = crate::contract::LandedBody::read_blob(h)
                         .or_else(|| serde_json::from_slice(payload).ok());
                     match r {
-                        Some(r) => refs.push(r),
+                        Some(r) => refs.push((r, format)),
                         None => unusable += 1,
                     }
                 }
@@ -312,12 +313,12 @@ async fn landed_samples(
     let blobs = crate::blob::BlobStore::open(&cfg.blob)?;
     let pages = Splitter::new(&st.records, st.primary_key.first(), None)
         .map_err(|e| anyhow::anyhow!("stream {}: {e}", st.name))?;
-    for r in refs.drain(..) {
+    for (r, format) in refs.drain(..) {
         if samples.len() >= MAX_SAMPLES {
             break;
         }
         match blobs.get(&r).await {
-            Ok(page) => unusable += u64::from(!take(&pages, &page, &mut samples)),
+            Ok(page) => unusable += u64::from(!take(&pages, &page, format, &mut samples)),
             Err(e) => {
                 tracing::warn!(blob = %r.uri, error = %e, "a claim-checked page could not be read; not learned from");
                 unusable += 1;
@@ -328,9 +329,28 @@ async fn landed_samples(
     Ok((samples, unusable))
 }
 
-/// Adds the JSON-object records of `page` to `samples`; false when the page gave none.
-fn take(splitter: &crate::validate::split::Splitter, page: &[u8], samples: &mut Vec<Json>) -> bool {
-    let Ok(elements) = splitter.elements(page) else {
+/// Adds the JSON-object records of `page` to `samples`; false when the page gave none. A page
+/// of JSON Lines or CSV (`format`; `None`: one this version cannot read) is normalised first,
+/// CSV cells typed by their look.
+fn take(
+    splitter: &crate::validate::split::Splitter,
+    page: &[u8],
+    format: Option<crate::config::Format>,
+    samples: &mut Vec<Json>,
+) -> bool {
+    use crate::config::Format;
+    use crate::validate::split::{ByLook, normalize};
+    let Some(Ok(rows)) = format.map(|f| normalize(f, page, &ByLook)) else {
+        return false;
+    };
+    let flat;
+    let splitter = if format == Some(Format::Json) {
+        splitter
+    } else {
+        flat = splitter.rows();
+        &flat
+    };
+    let Ok(elements) = splitter.elements(&rows.page) else {
         return false;
     };
     let before = samples.len();

@@ -447,7 +447,9 @@ impl<'a> Replay<'a> {
                         "the record does not split back out of a page of `{source}/{stream}`"
                     ));
                 }
-                drop.extend([headers::KIND, headers::BLOB]);
+                // A record of a JSON Lines or CSV page is dead-lettered as JSON (a CSV row as the
+                // object validate made of it), so its page is JSON.
+                drop.extend([headers::KIND, headers::BLOB, headers::FORMAT]);
                 drop.extend(PAGE_POSITION);
                 let kind = if landing_kind == Some(Kind::Batch) {
                     Kind::Batch

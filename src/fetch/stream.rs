@@ -307,7 +307,9 @@ impl StreamWorker {
             let shape = request::shape(&self.source, &self.stream, &values)
                 .map_err(|e| refused(e.to_string()))?;
             let (resp, body) = self.get_parsed(&url, &shape, producer).await?;
-            let recs = body.pointer(&self.stream.records).and_then(Value::as_array);
+            let recs = body
+                .pointer(self.stream.records_pointer())
+                .and_then(Value::as_array);
             let count = recs.map_or(0, Vec::len);
             let last_id = recs
                 .and_then(|r| r.last())
@@ -429,7 +431,7 @@ impl StreamWorker {
             if resp.skipped {
                 return Ok((resp, Value::Null));
             }
-            match serde_json::from_slice::<Value>(&resp.body) {
+            match parse_page(self.stream.format, &resp.body) {
                 Ok(v) => {
                     if let Some(why) = paginate::graphql_errors(&self.stream, &v) {
                         return Err(BatchError::Http(HttpError::Client {
@@ -447,6 +449,14 @@ impl StreamWorker {
                         |v| String::from_utf8_lossy(v.as_bytes()).into_owned(),
                     );
                     let (kind, detail) = match std::str::from_utf8(&resp.body) {
+                        _ if self.stream.format != crate::config::Format::Json => (
+                            "not_a_page",
+                            format!(
+                                "page from {} (content-type {content_type}, format {}): {e}",
+                                resp.url,
+                                self.stream.format.as_str()
+                            ),
+                        ),
                         Err(u) => (
                             "not_utf8",
                             format!(
@@ -463,13 +473,16 @@ impl StreamWorker {
                             ),
                         ),
                     };
-                    tracing::warn!(source = %self.source.name, stream = %self.stream.name, url = %resp.url, error = %e, bytes = resp.body.len(), content_type, "page is not valid JSON: kept in the DLQ, request repeated");
+                    tracing::warn!(source = %self.source.name, stream = %self.stream.name, url = %resp.url, error = %e, bytes = resp.body.len(), content_type, format = self.stream.format.as_str(), "page cannot be read: kept in the DLQ, request repeated");
                     self.dead_letter(producer, &resp, kind, detail).await?;
                     if bad >= 3 {
                         return Err(BatchError::Http(HttpError::Client {
                             url: resp.url,
                             status: resp.status,
-                            body: format!("the page is not valid JSON ({e}); kept in the DLQ"),
+                            body: format!(
+                                "the page cannot be read as {} ({e}); kept in the DLQ",
+                                self.stream.format.as_str()
+                            ),
                         }));
                     }
                 }
@@ -551,6 +564,10 @@ impl StreamWorker {
             .with(headers::MODE, cur.mode.as_str())
             .with(headers::SEQ, seq.to_string())
             .with(headers::STAMP, cur.stamp.to_string());
+        let h = match self.stream.format {
+            crate::config::Format::Json => h,
+            other => h.with(headers::FORMAT, other.as_str()),
+        };
         let body = self.claim_check(resp).await?;
         if let Some(r) = body.blob() {
             tracing::info!(source = %self.source.name, stream = %self.stream.name, size = r.size, sha256 = %r.sha256, "page over the inline limit: stored in the blob store, landing a blob-ref");
@@ -712,6 +729,21 @@ enum BatchError {
 
 fn clone_headers(h: &Headers) -> rdkafka::message::OwnedHeaders {
     h.clone_owned()
+}
+
+/// A page as JSON, for pagination, cursors and skipping: the body itself, or for JSON Lines and
+/// CSV the array of its readable records (cells by their look; validate types them by the
+/// schema and dead-letters the unreadable lines, which land with the page).
+fn parse_page(format: crate::config::Format, body: &[u8]) -> Result<Value, String> {
+    match format {
+        crate::config::Format::Json => serde_json::from_slice(body).map_err(|e| e.to_string()),
+        other => {
+            let rows =
+                crate::validate::split::normalize(other, body, &crate::validate::split::ByLook)
+                    .map_err(|e| e.to_string())?;
+            serde_json::from_slice(&rows.page).map_err(|e| e.to_string())
+        }
+    }
 }
 
 fn key_string(v: &Value) -> String {

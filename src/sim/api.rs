@@ -236,7 +236,7 @@ fn serve(
     };
     let mut response = (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
+        [(header::CONTENT_TYPE, answer.format.content_type())],
         body,
     )
         .into_response();

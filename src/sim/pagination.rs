@@ -57,6 +57,8 @@ pub struct ListRequest {
     offset: usize,
     /// The 1-based page (page style).
     page: usize,
+    /// How the answer is written.
+    format: BodyFormat,
 }
 
 /// A page read from the store, not yet written out.
@@ -68,20 +70,47 @@ pub struct Fetched {
     total: usize,
 }
 
+/// How a list answer is written (`?format=`, in the link, page and offset styles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyFormat {
+    /// `{"data": [...], ...}` (the default).
+    #[default]
+    Json,
+    /// One record per line, nothing else (`application/x-ndjson`).
+    Jsonl,
+    /// A header row with every member name on the page, then one row per record
+    /// (`text/csv`): null and absent members as empty cells, nested values as their JSON.
+    Csv,
+}
+
+impl BodyFormat {
+    /// The `Content-Type` of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            BodyFormat::Json => "application/json",
+            BodyFormat::Jsonl => "application/x-ndjson",
+            BodyFormat::Csv => "text/csv; charset=utf-8",
+        }
+    }
+}
+
 /// The answer to a list request.
 #[derive(Debug)]
 pub struct PageAnswer {
-    /// The JSON body.
+    /// The body, in the request's format.
     pub body: Vec<u8>,
+    /// Its format.
+    pub format: BodyFormat,
     /// A `Link` header value (link style, while more follow).
     pub link: Option<String>,
 }
 
 fn accepted_params(style: Style) -> &'static [&'static str] {
     match style {
-        Style::Cursor | Style::Link | Style::NextUrl => &["cursor", "limit", "updated_since"],
-        Style::Page => &["page", "per_page", "updated_since"],
-        Style::Offset => &["offset", "limit", "updated_since"],
+        Style::Cursor | Style::NextUrl => &["cursor", "limit", "updated_since"],
+        Style::Link => &["cursor", "limit", "updated_since", "format"],
+        Style::Page => &["page", "per_page", "updated_since", "format"],
+        Style::Offset => &["offset", "limit", "updated_since", "format"],
         Style::After => &["starting_after", "limit", "updated_since"],
     }
 }
@@ -185,6 +214,16 @@ impl ListRequest {
             start: Start::Beginning,
             offset: 0,
             page: 1,
+            format: match get("format") {
+                None | Some("json") => BodyFormat::Json,
+                Some("jsonl") => BodyFormat::Jsonl,
+                Some("csv") => BodyFormat::Csv,
+                Some(other) => {
+                    return Err(ApiError::bad_param(format!(
+                        "format must be json, jsonl or csv, got '{other}'"
+                    )));
+                }
+            },
         };
         if let Some(token) = get("cursor") {
             let (filter, position) = decode_cursor(token)?;
@@ -263,10 +302,20 @@ impl Fetched {
         let mut link = None;
         let next_url = || {
             next_cursor().map(|token| {
-                let query = url::form_urlencoded::Serializer::new(String::new())
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                query
                     .append_pair("limit", &request.limit.to_string())
-                    .append_pair("cursor", &token)
-                    .finish();
+                    .append_pair("cursor", &token);
+                match request.format {
+                    BodyFormat::Json => {}
+                    BodyFormat::Jsonl => {
+                        query.append_pair("format", "jsonl");
+                    }
+                    BodyFormat::Csv => {
+                        query.append_pair("format", "csv");
+                    }
+                }
+                let query = query.finish();
                 format!("{self_url}?{query}")
             })
         };
@@ -296,8 +345,14 @@ impl Fetched {
             ],
             Style::After => vec![("has_more", Value::from(self.more))],
         };
+        let body = match request.format {
+            BodyFormat::Json => body(&self.records, &extra),
+            BodyFormat::Jsonl => jsonl(&self.records),
+            BodyFormat::Csv => csv_body(&self.records),
+        };
         PageAnswer {
-            body: body(&self.records, &extra),
+            body,
+            format: request.format,
             link,
         }
     }
@@ -323,6 +378,44 @@ fn body(records: &[Listed], extra: &[(&str, Value)]) -> Vec<u8> {
     }
     out.push(b'}');
     out
+}
+
+fn jsonl(records: &[Listed]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.iter().map(|r| r.json.len() + 1).sum());
+    for record in records {
+        out.extend_from_slice(record.json.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+fn csv_body(records: &[Listed]) -> Vec<u8> {
+    if records.is_empty() {
+        return Vec::new(); // no records, no columns to name
+    }
+    let rows: Vec<serde_json::Map<String, Value>> = records
+        .iter()
+        .filter_map(|r| serde_json::from_str(&r.json).ok())
+        .collect();
+    let mut names: Vec<&str> = Vec::new();
+    for row in &rows {
+        for name in row.keys() {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&names).expect("writing to memory");
+    for row in &rows {
+        let cells = names.iter().map(|n| match row.get(*n) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        });
+        w.write_record(cells).expect("writing to memory");
+    }
+    w.into_inner().expect("writing to memory")
 }
 
 #[cfg(test)]

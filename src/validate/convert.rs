@@ -191,6 +191,41 @@ enum Node {
     Pending,
 }
 
+impl crate::validate::split::CellTypes for Validator {
+    /// How a CSV cell of the top-level field `name` is written as JSON: by the field's type
+    /// (a union by its branches: text first, then number, boolean, nested JSON); a field the
+    /// schema lacks by the cell's look.
+    fn cell(&self, name: &str) -> Option<crate::validate::split::Cell> {
+        use crate::validate::split::Cell;
+        let Node::Record { fields, .. } = &self.nodes[self.root] else {
+            return None;
+        };
+        let field = fields.iter().find(|f| f.name == name)?;
+        let kind = |node: NodeId| match &self.nodes[node] {
+            Node::String
+            | Node::Bytes
+            | Node::Fixed { .. }
+            | Node::Enum { .. }
+            | Node::Uuid(_)
+            | Node::Decimal { .. } => Some(Cell::Text),
+            Node::Int(_) | Node::Long(_) | Node::Float | Node::Double => Some(Cell::Number),
+            Node::Boolean => Some(Cell::Boolean),
+            Node::Array(_) | Node::Map(_) | Node::Record { .. } => Some(Cell::Json),
+            Node::Null | Node::Union(_) | Node::Pending => None,
+        };
+        let kinds: Vec<Cell> = match &self.nodes[field.node] {
+            Node::Union(branches) => branches.iter().filter_map(|&b| kind(b)).collect(),
+            _ => kind(field.node).into_iter().collect(),
+        };
+        Some(
+            [Cell::Text, Cell::Number, Cell::Boolean, Cell::Json]
+                .into_iter()
+                .find(|c| kinds.contains(c))
+                .unwrap_or(Cell::Any),
+        )
+    }
+}
+
 /// One compiled record field.
 #[derive(Debug)]
 struct Field {

@@ -40,11 +40,14 @@ pub enum DriftKind {
     /// The converted value was refused by the Avro encoder. Conversion guarantees conformance,
     /// so this signals a bug in `intake`, not in the data; the record is kept all the same.
     EncodeFailed,
+    /// A CSV row that cannot be read: another number of cells than the header, not UTF-8, or
+    /// a quote left open (`format = "csv"`).
+    MalformedCsv,
 }
 
 impl DriftKind {
     /// Every kind, in declaration order.
-    pub const ALL: [DriftKind; 12] = [
+    pub const ALL: [DriftKind; 13] = [
         DriftKind::MalformedJson,
         DriftKind::NotUtf8,
         DriftKind::NotAPage,
@@ -57,6 +60,7 @@ impl DriftKind {
         DriftKind::NoSchema,
         DriftKind::TooLarge,
         DriftKind::EncodeFailed,
+        DriftKind::MalformedCsv,
     ];
 
     /// The `dlq.error.kind` header value.
@@ -74,6 +78,7 @@ impl DriftKind {
             DriftKind::NoSchema => "no_schema",
             DriftKind::TooLarge => "too_large",
             DriftKind::EncodeFailed => "encode_failed",
+            DriftKind::MalformedCsv => "malformed_csv",
         }
     }
 
@@ -92,6 +97,7 @@ impl DriftKind {
             DriftKind::NoSchema => "no schema registered",
             DriftKind::TooLarge => "payload too large",
             DriftKind::EncodeFailed => "Avro encoding failed",
+            DriftKind::MalformedCsv => "malformed CSV row",
         }
     }
 
@@ -258,6 +264,7 @@ mod tests {
                 "no_schema",
                 "too_large",
                 "encode_failed",
+                "malformed_csv",
             ]
         );
         for kind in DriftKind::ALL {

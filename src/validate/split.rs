@@ -51,10 +51,12 @@ use time::format_description::well_known::Rfc3339;
 use super::error::{DriftKind, RecordError};
 use crate::config::{StreamConfig, TimeFormat};
 
+mod format;
 mod pointer;
 mod scan;
 mod values;
 
+pub use format::{BadLine, ByLook, Cell, CellTypes, Normalized, normalize};
 pub use pointer::{JsonPointer, PointerError};
 pub(crate) use scan::MemberName;
 use scan::*;
@@ -172,6 +174,15 @@ impl Splitter {
         let mut s = Self::new(&st.records, st.primary_key.first(), st.version.as_deref())?;
         s.version_format = st.version_format.clone();
         Ok(s)
+    }
+
+    /// The same splitter for a [`Normalized`] page (JSON Lines, CSV): the page is the array of
+    /// records, whatever the stream's record selector.
+    pub fn rows(&self) -> Self {
+        Splitter {
+            selector: JsonPointer::parse("").expect("the empty pointer parses"),
+            ..self.clone()
+        }
     }
 
     /// Whether records carry a version (otherwise the landing stamp is theirs).

@@ -81,7 +81,7 @@ use super::infer;
 use super::key::{self, KeyFields};
 use super::reject::{self, Against, Rejection};
 use super::split::PointerError;
-use super::split::{Splitter, parse_version};
+use super::split::{self, Splitter, parse_version};
 use crate::blob::{BlobError, BlobRef, BlobStore, ClaimCheck};
 use crate::config::{Config, ConfigError, DriftPolicy, KeyFormat, SubjectStrategy};
 use crate::contract::{LandingHeaders, SyncMarker, ValidStamp};
@@ -456,12 +456,25 @@ impl Validate {
             );
             return self.dead_letter(msg, sink, msg.payload(), &why, None, None);
         };
+        let Some(format) = landing.format else {
+            let why = Rejection::whole(
+                DriftKind::NotAPage,
+                format!(
+                    "landing record with an `{}` this version does not know: {}",
+                    headers::FORMAT,
+                    String::from_utf8_lossy(
+                        headers::get(msg.headers(), headers::FORMAT).unwrap_or_default()
+                    )
+                ),
+            );
+            return self.dead_letter(msg, sink, msg.payload(), &why, None, None);
+        };
         match kind {
             Kind::Page | Kind::Batch => {
-                self.on_page(msg, &plan, msg.payload().unwrap_or_default(), sink)
+                self.on_page(msg, &plan, msg.payload().unwrap_or_default(), format, sink)
             }
             Kind::BlobRef => match self.read_blob(msg) {
-                Ok(page) => self.on_page(msg, &plan, &page, sink),
+                Ok(page) => self.on_page(msg, &plan, &page, format, sink),
                 Err(Ok(why)) => {
                     let against = Against {
                         subject: &plan.subject,
@@ -477,14 +490,60 @@ impl Validate {
     }
 
     /// A page (inline or read from the blob store): every record to the valid topic or the DLQ.
+    /// A page of JSON Lines or CSV is normalised first (its cells typed by the current schema);
+    /// its unreadable lines go to the DLQ one by one.
     fn on_page(
         &mut self,
         msg: &Consumed<'_>,
         plan: &StreamPlan,
         page: &[u8],
+        format: crate::config::Format,
         sink: &mut Sink<'_>,
     ) -> Result<(), Fail> {
-        let elements = match plan.pages.elements(page) {
+        let rows;
+        let mut positions: &[usize] = &[];
+        let (page, splitter) = if format == crate::config::Format::Json {
+            (page, &plan.pages)
+        } else {
+            let schema = self.schema(plan)?;
+            let typed = match &schema {
+                SchemaState::Ready(active) => split::normalize(format, page, &*active.validator),
+                SchemaState::Missing { .. } => split::normalize(format, page, &split::ByLook),
+            };
+            rows = match typed {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let against = Against {
+                        subject: &plan.subject,
+                        version: None,
+                    };
+                    return self.dead_letter(
+                        msg,
+                        sink,
+                        msg.payload(),
+                        &e.into(),
+                        Some(against),
+                        None,
+                    );
+                }
+            };
+            let against = dlq_against(plan, &schema);
+            for bad in &rows.bad {
+                self.dead_letter(
+                    msg,
+                    sink,
+                    Some(bad.raw),
+                    &(&bad.error).into(),
+                    Some(against),
+                    Some(bad.index),
+                )?;
+            }
+            positions = &rows.positions;
+            (&rows.page[..], &plan.rows)
+        };
+        // A record's position in the page as landed (a normalised page leaves bad lines out).
+        let position = |i: usize| positions.get(i).copied().unwrap_or(i);
+        let elements = match splitter.elements(page) {
             Ok(elements) => elements,
             Err(e) => {
                 // The page as a whole: the DLQ keeps the landing value (for a blob-ref, the reference).
@@ -499,7 +558,7 @@ impl Validate {
             return Ok(());
         }
         let mut schema = self.schema(plan)?;
-        let names = plan.pages.top_members();
+        let names = splitter.top_members();
         let mut capture = Capture::new(&names);
         for element in elements {
             // Encoded first: the one pass also notes where the key and version are, so the
@@ -511,7 +570,7 @@ impl Validate {
                 SchemaState::Missing { .. } => None,
             };
             let top = encoded.as_ref().and_then(|_| capture.spans(element.raw));
-            match plan.pages.record(element, top) {
+            match splitter.record(element, top) {
                 Ok(r) if r.version.is_none() && self.prov.stamp.is_none() => {
                     // A version-less stream's record takes its page's stamp; without one there
                     // is nothing to order it by.
@@ -530,7 +589,7 @@ impl Validate {
                         Some(r.bytes()),
                         &why,
                         Some(against),
-                        Some(r.index),
+                        Some(position(r.index)),
                     )?;
                 }
                 Ok(r) if crate::faults::hit(crate::faults::Fault::ValidateSkip) => {
@@ -546,7 +605,7 @@ impl Validate {
                         raw: r.bytes(),
                         key: &r.key,
                         version: r.version.or(self.prov.stamp),
-                        index: Some(r.index),
+                        index: Some(position(r.index)),
                         dlq_value: r.bytes(),
                     };
                     self.on_record(msg, plan, &mut schema, &input, encoded, sink)?;
@@ -559,7 +618,7 @@ impl Validate {
                         Some(bad.bytes()),
                         &(&bad.error).into(),
                         Some(against),
-                        Some(bad.index),
+                        Some(position(bad.index)),
                     )?;
                 }
             }

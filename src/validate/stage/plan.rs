@@ -25,6 +25,9 @@ pub(super) struct StreamPlan {
     pub(super) key: Option<KeyFields>,
     /// Pages: the stream's record selector, primary key and version pointers.
     pub(super) pages: Splitter,
+    /// Pages of JSON Lines or CSV, once normalised (`split::normalize`): `pages` without its
+    /// record selector.
+    pub(super) rows: Splitter,
     /// Webhook events: the record is at the source's `webhook.record` (`/data`); the version
     /// is the event's `seq`.
     pub(super) events: Splitter,
@@ -92,6 +95,7 @@ impl Plans {
                         KeyFormat::Avro => Some(KeyFields::new(&st.primary_key).map_err(err)?),
                     },
                     pages: Splitter::for_stream(st).map_err(err)?,
+                    rows: Splitter::for_stream(st).map_err(err)?.rows(),
                     events: Splitter::new(
                         s.webhook.as_ref().map_or("/data", |w| w.record.as_str()),
                         st.primary_key.first(),
