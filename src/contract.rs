@@ -16,6 +16,9 @@
 //!   `intake.stamp`), written by fetch and serve, read by validate;
 //! - [`LandedBody`]: a landed (or dead-lettered) body inline, or by claim-check a reference to
 //!   it in the blob store (`intake.kind` = `blob-ref`, `intake.blob`);
+//! - [`DlqRepeat`]: an entry of `<prefix>.dlq-index` (compacted), written by validate with
+//!   each dead letter and each repeat of one it counts instead of writing again, read back by
+//!   validate (to restore what it has seen) and by `intake dlq summary`;
 //! - [`stream_key`]: `source/stream`, the key of a stream's cursor, of its landed pages and
 //!   of its sync markers.
 
@@ -226,6 +229,72 @@ impl<'a> SyncMarker<'a> {
         h.with_opt(headers::KIND, headers::get(from, headers::KIND))
             .with_opt(headers::SYNC_ID, headers::get(from, headers::SYNC_ID))
             .with_opt(headers::MODE, headers::get(from, headers::MODE))
+    }
+}
+
+/// One dead letter that input arriving again unchanged and failing the same way is counted
+/// on (a *quiet DLQ*): the value of `<prefix>.dlq-index`, keyed by [`DlqRepeat::key`], written
+/// by validate in the transaction of the dead letter and of every repeat.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DlqRepeat {
+    /// `source`.
+    pub source: String,
+    /// `stream`.
+    pub stream: String,
+    /// The landing partition the input came from (its owner keeps this entry).
+    pub landing_partition: i32,
+    /// The dead letter's value hash (16 hex digits): with kind and field, what makes a repeat.
+    pub hash: String,
+    /// `dlq.error.kind` of the dead letter.
+    pub kind: String,
+    /// `dlq.error.field` of the dead letter.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// `dlq.at` of the dead letter (RFC 3339): repeats are counted on it for `dlq.quiet_for`
+    /// from then, after which the next one is written again.
+    pub dead_letter_at: String,
+    /// `dlq.origin` of the dead letter.
+    pub origin: String,
+    /// Times the input failed this way since the dead letter: 1 for the dead letter itself.
+    pub occurrences: u64,
+    /// The last time (RFC 3339).
+    pub last_seen: String,
+}
+
+impl DlqRepeat {
+    /// The compaction key: `source/stream/kind/field/hash` (field empty when none).
+    pub fn key(&self) -> String {
+        Self::key_of(
+            &self.source,
+            &self.stream,
+            &self.kind,
+            self.field.as_deref(),
+            &self.hash,
+        )
+    }
+
+    /// [`DlqRepeat::key`] of an entry not built yet.
+    pub fn key_of(
+        source: &str,
+        stream: &str,
+        kind: &str,
+        field: Option<&str>,
+        hash: &str,
+    ) -> String {
+        format!("{source}/{stream}/{kind}/{}/{hash}", field.unwrap_or(""))
+    }
+
+    /// The JSON value.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an entry serialises")
+    }
+
+    /// Reads a value.
+    ///
+    /// # Errors
+    /// A value that is not an entry.
+    pub fn parse(value: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(value).map_err(|e| format!("not a dlq-index entry: {e}"))
     }
 }
 
@@ -515,6 +584,27 @@ mod tests {
             let h = built(Headers::new().with(headers::FORMAT, value));
             assert_eq!(LandingHeaders::read(Some(&h)).format, format, "{value}");
         }
+    }
+
+    #[test]
+    fn a_dlq_repeat_round_trips_and_keys_by_what_makes_a_repeat() {
+        let e = DlqRepeat {
+            source: "s".into(),
+            stream: "a".into(),
+            landing_partition: 3,
+            hash: "00000000000000ff".into(),
+            kind: "unknown_enum".into(),
+            field: Some("status".into()),
+            dead_letter_at: "2026-01-01T00:00:00Z".into(),
+            origin: "intake.landing/3/42#7".into(),
+            occurrences: 5,
+            last_seen: "2026-01-02T00:00:00Z".into(),
+        };
+        assert_eq!(DlqRepeat::parse(&e.to_json()), Ok(e.clone()));
+        assert_eq!(e.key(), "s/a/unknown_enum/status/00000000000000ff");
+        let whole = DlqRepeat { field: None, ..e };
+        assert_eq!(whole.key(), "s/a/unknown_enum//00000000000000ff");
+        assert!(DlqRepeat::parse(b"{}").is_err());
     }
 
     #[test]

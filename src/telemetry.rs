@@ -201,6 +201,9 @@ pub mod metric {
     /// validate: records by outcome (labels `outcome` = `valid` | `dlq` | `marker` | `delete`,
     /// `kind` for the DLQ).
     pub const VALIDATE_RECORDS: &str = "intake_validate_records_total";
+    /// validate: failures counted on an earlier dead letter instead of written again (the
+    /// quiet DLQ, `dlq.quiet_for`; label `kind`). Also counted in `VALIDATE_RECORDS` as `dlq`.
+    pub const DLQ_REPEATS: &str = "intake_validate_dlq_repeats_total";
     /// dedup: records emitted to the curated topic (labels `source`, `stream`).
     pub const DEDUP_EMITTED: &str = "intake_dedup_emitted_total";
     /// dedup: records dropped as older than the stored version.

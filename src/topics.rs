@@ -47,6 +47,11 @@ impl TopicNames {
     pub fn dlq(&self) -> String {
         format!("{}.dlq", self.prefix)
     }
+    /// What each dead letter was counted for since it was written (compacted; the quiet DLQ,
+    /// see [`crate::contract::DlqRepeat`]). Partition p holds the entries of landing partition p.
+    pub fn dlq_index(&self) -> String {
+        format!("{}.dlq-index", self.prefix)
+    }
     /// Job registry (compacted).
     pub fn jobs(&self) -> String {
         format!("{}.jobs", self.prefix)
@@ -679,6 +684,7 @@ version = "/v"
                 "t1.landing",
                 "t1.cursors",
                 "t1.dlq",
+                "t1.dlq-index",
                 "t1.jobs",
                 "t1.quota",
                 "t1.tokens",
@@ -686,11 +692,14 @@ version = "/v"
                 "t1.sim.orders"
             ]
         );
-        assert_eq!(specs[7].config["cleanup.policy"], "compact");
+        assert_eq!(specs[8].config["cleanup.policy"], "compact");
+        // The owner of landing partition p writes dlq-index partition p.
+        assert_eq!(specs[0].partitions, specs[3].partitions);
+        assert_eq!(specs[3].config["cleanup.policy"], "compact");
         // The owner of quota partition p writes tokens partition p.
-        assert_eq!(specs[4].partitions, specs[5].partitions);
-        assert_eq!(specs[5].config["cleanup.policy"], "compact");
-        for s in &specs[6..] {
+        assert_eq!(specs[5].partitions, specs[6].partitions);
+        assert_eq!(specs[6].config["cleanup.policy"], "compact");
+        for s in &specs[7..] {
             assert_eq!(s.config["max.message.bytes"], "1048588", "{}", s.name);
         }
         assert!(
@@ -712,7 +721,7 @@ version = "/v"
         };
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("topics/topics.toml");
         let specs = declared_from(&path, &cfg(3, 2)).unwrap();
-        assert_eq!(specs.len(), 8);
+        assert_eq!(specs.len(), 9);
         for s in &specs {
             assert_eq!(s.config[MIN_INSYNC_REPLICAS], "2", "{}", s.name);
         }

@@ -73,12 +73,21 @@ enum Expect {
     Marker(String, i32, String, String),
 }
 
-/// Every output the committed landing topic calls for, with its multiplicity (always 1).
-fn expected(cfg: &Config, drifted: &BTreeMap<String, String>) -> BTreeMap<Expect, usize> {
+/// Every output the committed landing topic calls for, with its multiplicity (always 1). A
+/// drifted record landed several times (copies of its page) is one dead letter, at its first
+/// landing (the quiet DLQ); the second map has, per such dead letter's `dlq.origin`, how often
+/// its record was landed.
+fn expected(
+    cfg: &Config,
+    drifted: &BTreeMap<String, String>,
+) -> (BTreeMap<Expect, usize>, BTreeMap<String, u64>) {
     let names = TopicNames::from_config(cfg);
     let landing = names.landing();
     let splitter = Splitter::new("/data", "/id", Some("/version")).unwrap();
     let mut out = BTreeMap::new();
+    // (stream, id) → earliest (partition, offset, origin) and times landed.
+    type Landing = (i32, i64, String);
+    let mut dead: BTreeMap<(String, String), (Landing, u64)> = BTreeMap::new();
     for r in read_all(&landing, "read_committed") {
         let stream = r.header(headers::STREAM).unwrap().to_owned();
         let valid = names.valid("sim", &stream);
@@ -87,10 +96,16 @@ fn expected(cfg: &Config, drifted: &BTreeMap<String, String>) -> BTreeMap<Expect
             "page" => {
                 for rec in splitter.split(r.value.as_deref().unwrap()).unwrap() {
                     let rec = rec.unwrap();
-                    let e = match drifted.get(&rec.key) {
-                        Some(kind) => Expect::Dead(format!("{at}#{}", rec.index), kind.clone()),
-                        None => Expect::Valid(valid.clone(), at.clone(), rec.key.clone()),
-                    };
+                    if drifted.contains_key(&rec.key) {
+                        let here = (r.partition, r.offset, format!("{at}#{}", rec.index));
+                        let d = dead
+                            .entry((stream.clone(), rec.key.clone()))
+                            .or_insert((here.clone(), 0));
+                        d.0 = d.0.clone().min(here);
+                        d.1 += 1;
+                        continue;
+                    }
+                    let e = Expect::Valid(valid.clone(), at.clone(), rec.key.clone());
                     *out.entry(e).or_default() += 1;
                 }
             }
@@ -108,7 +123,38 @@ fn expected(cfg: &Config, drifted: &BTreeMap<String, String>) -> BTreeMap<Expect
             }
         }
     }
-    out
+    let mut repeats = BTreeMap::new();
+    for ((_, id), ((_, _, origin), landed)) in dead {
+        out.insert(Expect::Dead(origin.clone(), drifted[&id].clone()), 1);
+        repeats.insert(origin, landed);
+    }
+    (out, repeats)
+}
+
+/// What the committed dlq-index says (its latest entry per key, read as JSON): per dead
+/// letter's `dlq.origin`, the failures counted on it.
+fn actual_repeats(cfg: &Config) -> BTreeMap<String, u64> {
+    let topic = format!("{}.dlq-index", cfg.topics.prefix);
+    let mut latest: BTreeMap<String, (i32, i64, serde_json::Value)> = BTreeMap::new();
+    for r in read_all(&topic, "read_committed") {
+        let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        let e = latest
+            .entry(r.key_str().to_owned())
+            .or_insert((r.partition, r.offset, v.clone()));
+        assert_eq!(e.0, r.partition, "a key stays in one partition");
+        if r.offset >= e.1 {
+            *e = (r.partition, r.offset, v);
+        }
+    }
+    latest
+        .into_values()
+        .map(|(_, _, v)| {
+            (
+                v["origin"].as_str().unwrap().to_owned(),
+                v["occurrences"].as_u64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// What the committed valid topics and DLQ hold, in the same terms.
@@ -506,7 +552,7 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     let copies = copies.load(Ordering::Relaxed);
 
     // Drain with every process up, then stop them gracefully.
-    let want = blocking({
+    let (want, want_repeats) = blocking({
         let (cfg, drifted) = (cfg.clone(), drifted.clone());
         move || expected(&cfg, &drifted)
     })
@@ -580,6 +626,27 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
         "outputs without a landing record: {extra:?}"
     );
     assert_eq!(got, want);
+    // The quiet DLQ: each drifted record, landed once per copy of its page, is one dead letter
+    // (above) whose dlq-index entry counts every landing exactly: a repeat of an aborted
+    // transaction is not counted, one of a committed one is not lost across kills and moves.
+    let repeats = blocking({
+        let cfg = cfg.clone();
+        move || actual_repeats(&cfg)
+    })
+    .await;
+    let landed_max = want_repeats.values().max().copied().unwrap_or(0);
+    println!(
+        "quiet DLQ: {} dead letters, each landed up to {landed_max} times",
+        want_repeats.len()
+    );
+    assert!(
+        landed_max > 1,
+        "copies landed drifted records more than once"
+    );
+    assert_eq!(
+        repeats, want_repeats,
+        "each dead letter counts every landing of its record, exactly"
+    );
     // The kills interrupted real work (checked after the invariants, so a run that proves them
     // reports its outcome first).
     assert!(
@@ -611,7 +678,7 @@ async fn a_partition_that_stops_fetching_is_caught_and_every_record_still_valida
         .env(intake::faults::ENV, "consume_stall=60")
         .env("RUST_LOG", "warn,intake=info")
         .spawn();
-    let want = blocking({
+    let (want, want_repeats) = blocking({
         let (cfg, drifted) = (cfg.clone(), drifted.clone());
         move || expected(&cfg, &drifted)
     })
@@ -668,5 +735,14 @@ async fn a_partition_that_stops_fetching_is_caught_and_every_record_still_valida
     assert_eq!(
         got, want,
         "every landed record once in a valid topic or the DLQ"
+    );
+    let repeats = blocking({
+        let cfg = cfg.clone();
+        move || actual_repeats(&cfg)
+    })
+    .await;
+    assert_eq!(
+        repeats, want_repeats,
+        "each dead letter counts every landing of its record"
     );
 }

@@ -49,6 +49,10 @@ pub(crate) fn serve_listen() -> String {
     "127.0.0.1:8080".into()
 }
 /// 4 MiB: webhooks are small; batches above this go by reference (`PUT /v1/blobs/{name}`).
+pub(crate) const fn dlq_quiet_for() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
 pub(crate) const fn max_body_bytes() -> usize {
     4 * 1024 * 1024
 }

@@ -54,6 +54,9 @@ pub struct Config {
     /// Metrics of every long-running command.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// How validate writes dead letters.
+    #[serde(default)]
+    pub dlq: DlqConfig,
     /// Upstream HTTP APIs and their streams.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
@@ -229,6 +232,27 @@ pub struct TopicsConfig {
     /// Set on created topics and corrected on existing ones by `intake topics apply`.
     #[serde(default)]
     pub min_insync_replicas: Option<i32>,
+}
+
+/// Dead-letter settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqConfig {
+    /// The quiet DLQ: input that arrives again unchanged and fails the same way (same stream,
+    /// kind, field and value) within this long of its dead letter is counted on that dead
+    /// letter (`intake dlq summary`: occurrences, last seen) instead of being written again;
+    /// after it, the next failure is written again as a reminder. `0s`: every failure is
+    /// written. Keep it shorter than the DLQ topic's retention (30 days).
+    #[serde(default = "defaults::dlq_quiet_for", with = "humantime_serde")]
+    pub quiet_for: Duration,
+}
+
+impl Default for DlqConfig {
+    fn default() -> Self {
+        Self {
+            quiet_for: defaults::dlq_quiet_for(),
+        }
+    }
 }
 
 /// Metrics settings.

@@ -23,6 +23,9 @@ pub struct Summary {
     pub total: u64,
     /// Of those, how many an earlier `intake dlq replay` re-landed.
     pub replayed: u64,
+    /// Failures the dead letters stand for: each once, plus the repeats counted on it instead
+    /// of being written again (the quiet DLQ, `dlq.quiet_for`).
+    pub occurrences: u64,
     /// By `source/stream`.
     pub by_stream: BTreeMap<String, u64>,
     /// By `dlq.error.kind`.
@@ -44,9 +47,11 @@ pub struct Group {
     pub count: u64,
     /// Of those, replayed.
     pub replayed: u64,
+    /// Failures they stand for, repeats included.
+    pub occurrences: u64,
     /// The earliest `dlq.at` (RFC 3339).
     pub first_seen: String,
-    /// The latest `dlq.at`.
+    /// The latest `dlq.at`, or the latest repeat when later.
     pub last_seen: String,
     /// The first dead letter of the group.
     pub sample: Sample,
@@ -65,10 +70,14 @@ pub struct Sample {
     pub value: String,
 }
 
+/// `source/stream`, kind, field.
+type GroupKey = (String, String, Option<String>);
+
 #[derive(Default)]
 struct Acc {
     count: u64,
     replayed: u64,
+    repeats: u64,
     first: Option<OffsetDateTime>,
     last: Option<OffsetDateTime>,
     sample: Option<Sample>,
@@ -91,7 +100,7 @@ fn summarise(kafka: &Kafka, names: &TopicNames, filter: &Filter) -> anyhow::Resu
         topic: names.dlq(),
         ..Summary::default()
     };
-    let mut groups: BTreeMap<(String, String, Option<String>), Acc> = BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Acc> = BTreeMap::new();
     scan(kafka, names, |m| {
         let meta = Meta::of(m);
         if !filter.matches(&meta) {
@@ -121,6 +130,38 @@ fn summarise(kafka: &Kafka, names: &TopicNames, filter: &Filter) -> anyhow::Resu
             });
         }
     })?;
+    // The repeats counted on the groups' dead letters (an index that cannot be read, as before
+    // `intake topics apply` created it, counts none).
+    let mut repeats: BTreeMap<GroupKey, (u64, Option<OffsetDateTime>)> = BTreeMap::new();
+    let read = super::scan_topic(kafka, &names.dlq_index(), |m| {
+        let Some(Ok(e)) = m.payload().map(crate::contract::DlqRepeat::parse) else {
+            return;
+        };
+        let key = (
+            crate::contract::stream_key(&e.source, &e.stream),
+            e.kind,
+            e.field,
+        );
+        let r = repeats.entry(key).or_default();
+        r.0 += e.occurrences.saturating_sub(1);
+        if let Ok(t) =
+            OffsetDateTime::parse(&e.last_seen, &time::format_description::well_known::Rfc3339)
+        {
+            r.1 = Some(r.1.map_or(t, |l| l.max(t)));
+        }
+    });
+    if let Err(e) = read {
+        tracing::warn!(topic = %names.dlq_index(), error = %e, "the repeats of dead letters cannot be read; occurrences count dead letters only");
+    }
+    for (key, acc) in &mut groups {
+        if let Some((n, last)) = repeats.get(key) {
+            acc.repeats = *n;
+            if let Some(t) = last {
+                acc.last = Some(acc.last.map_or(*t, |l| l.max(*t)));
+            }
+        }
+    }
+    s.occurrences = s.total + groups.values().map(|a| a.repeats).sum::<u64>();
     s.groups = groups
         .into_iter()
         .map(|((stream, kind, field), a)| Group {
@@ -129,6 +170,7 @@ fn summarise(kafka: &Kafka, names: &TopicNames, filter: &Filter) -> anyhow::Resu
             field,
             count: a.count,
             replayed: a.replayed,
+            occurrences: a.count + a.repeats,
             first_seen: rfc3339(a.first),
             last_seen: rfc3339(a.last),
             sample: a.sample.expect("a group has at least one dead letter"),
@@ -151,11 +193,12 @@ pub(crate) fn preview(value: &[u8], chars: usize) -> String {
 /// Prints the summary for a person.
 pub fn print(s: &Summary, filter: &Filter) {
     println!(
-        "{}: {} dead letter(s) ({}), {} of them replayed",
+        "{}: {} dead letter(s) ({}), {} of them replayed; {} failure(s) in all, repeats of a dead letter counted on it",
         s.topic,
         s.total,
         filter.describe(),
-        s.replayed
+        s.replayed,
+        s.occurrences
     );
     if s.total == 0 {
         return;
@@ -170,17 +213,18 @@ pub fn print(s: &Summary, filter: &Filter) {
     }
     println!("by stream, kind and field");
     println!(
-        "  {:<24} {:<16} {:<20} {:>7} {:>8}  {:<30}  {:<30}",
-        "stream", "kind", "field", "count", "replayed", "first seen", "last seen"
+        "  {:<24} {:<16} {:<20} {:>7} {:>8} {:>11}  {:<30}  {:<30}",
+        "stream", "kind", "field", "count", "replayed", "occurrences", "first seen", "last seen"
     );
     for g in &s.groups {
         println!(
-            "  {:<24} {:<16} {:<20} {:>7} {:>8}  {:<30}  {:<30}",
+            "  {:<24} {:<16} {:<20} {:>7} {:>8} {:>11}  {:<30}  {:<30}",
             g.stream,
             g.kind,
             g.field.as_deref().unwrap_or("-"),
             g.count,
             g.replayed,
+            g.occurrences,
             g.first_seen,
             g.last_seen
         );

@@ -479,10 +479,15 @@ impl StreamWorker {
                         return Err(BatchError::Http(HttpError::Client {
                             url: resp.url,
                             status: resp.status,
-                            body: format!(
-                                "the page cannot be read as {} ({e}); kept in the DLQ",
-                                self.stream.format.as_str()
-                            ),
+                            body: match self.stream.format {
+                                crate::config::Format::Json => {
+                                    format!("the page is not valid JSON ({e}); kept in the DLQ")
+                                }
+                                other => format!(
+                                    "the page cannot be read as {} ({e}); kept in the DLQ",
+                                    other.as_str()
+                                ),
+                            },
                         }));
                     }
                 }

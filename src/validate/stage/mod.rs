@@ -52,6 +52,7 @@
 mod events;
 mod output;
 mod plan;
+mod quiet;
 mod schemas;
 
 pub use events::{EventEnvelope, EventOp, parse_event};
@@ -298,6 +299,8 @@ struct Validate {
     valid_counter: metrics::Counter,
     /// Provenance of the landing record being processed, shared by all of its records.
     prov: Provenance,
+    /// The quiet DLQ: dead letters seen, so a repeat is counted instead of written again.
+    quiet: quiet::Quiet,
     /// `blob.max_record_bytes`: larger records are `too_large`, not claim-checked.
     max_record_bytes: usize,
     /// Per valid topic, the id of the claim-check schema registered for it and its curated
@@ -355,11 +358,12 @@ impl Processor for Validate {
 
     fn assigned(&mut self, _kafka: &Kafka, tps: &[Tp]) -> KafkaResult<()> {
         tracing::info!(partitions = ?tps, "landing partitions assigned");
-        Ok(())
+        self.quiet.restore(&landing_partitions(tps))
     }
 
     fn revoked(&mut self, tps: &[Tp]) {
         tracing::info!(partitions = ?tps, "landing partitions revoked");
+        self.quiet.forget(&landing_partitions(tps));
     }
 
     fn process(&mut self, msg: &Consumed<'_>, sink: &mut Sink<'_>) -> Result<(), StageError> {
@@ -386,9 +390,33 @@ impl Processor for Validate {
         }
     }
 
-    fn aborted(&mut self, _kafka: &Kafka, _tps: &[Tp]) {
-        // Stateless: nothing to rebuild.
+    fn aborted(&mut self, _kafka: &Kafka, tps: &[Tp]) {
+        // The dead letters seen are the only state: the aborted batch's never happened. Until
+        // restored, none are known (a repeat is then written again: never one too few).
+        let partitions = landing_partitions(tps);
+        self.quiet.forget(&partitions);
+        let mut wait = Duration::from_millis(200);
+        for attempt in 1.. {
+            match self.quiet.restore(&partitions) {
+                Ok(()) => break,
+                Err(e) if attempt < 8 => {
+                    tracing::warn!(error = %e, ?partitions, "restoring the dead letters seen failed; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ?partitions, "restoring the dead letters seen failed; their repeats are written as new dead letters until the partitions are assigned again");
+                    self.quiet.forget(&partitions);
+                    break;
+                }
+            }
+        }
     }
+}
+
+/// The partition numbers of `tps` (all of the landing topic).
+fn landing_partitions(tps: &[Tp]) -> Vec<i32> {
+    tps.iter().map(|(_, p)| *p).collect()
 }
 
 impl Validate {
@@ -420,6 +448,11 @@ impl Validate {
             tally: Tally::default(),
             valid_counter: metrics::counter!(crate::telemetry::metric::VALIDATE_RECORDS, "outcome" => "valid"),
             prov: Provenance::default(),
+            quiet: quiet::Quiet::new(
+                names.dlq_index(),
+                cfg.dlq.quiet_for,
+                Some(base.reader_consumer("validate-dlq-index")?),
+            ),
             max_record_bytes: cfg.blob.max_record_bytes,
             claim_ids: HashMap::new(),
             key_codecs: HashMap::new(),
@@ -780,7 +813,10 @@ mod tests {
             valid: HashMap::new(),
         };
         let base = Kafka::new(&cfg.kafka).unwrap();
-        let v = Validate::new(&cfg, &names, plans, rt, limits, &base).unwrap();
+        let mut v = Validate::new(&cfg, &names, plans, rt, limits, &base).unwrap();
+        // No broker to ask: the dlq-index has 4 partitions, and restoring it finds nothing.
+        v.partitions.insert(names.dlq_index(), 4);
+        v.quiet = quiet::Quiet::new(names.dlq_index(), cfg.dlq.quiet_for, None);
         (dir, v, names)
     }
 
@@ -806,8 +842,13 @@ mod tests {
 
     /// The one record sent, a dead letter: its kind, stage and origin, and its value.
     fn the_dead_letter(names: &TopicNames, out: &[crate::kafka::eos::Sent]) -> (String, Vec<u8>) {
-        assert_eq!(out.len(), 1, "{out:?}");
-        let d = &out[0];
+        let (dead, index): (Vec<_>, Vec<_>) = out.iter().partition(|s| s.topic == names.dlq());
+        assert_eq!(dead.len(), 1, "{out:?}");
+        assert!(
+            index.len() <= 1 && index.iter().all(|s| s.topic == names.dlq_index()),
+            "besides the dead letter, at most its dlq-index entry: {out:?}"
+        );
+        let d = dead[0];
         assert_eq!(d.topic, names.dlq());
         let letter = crate::contract::DeadLetter::read(Some(&d.headers));
         assert_eq!(letter.stage, "validate");
@@ -845,6 +886,69 @@ mod tests {
             .detail
             .to_owned();
         assert!(detail.contains("s/elsewhere"), "{detail}");
+    }
+
+    /// The quiet DLQ: the same failure again is counted on the dead letter's entry (same key,
+    /// one more occurrence, in the dlq-index partition of the landing partition) and not
+    /// written again; a replayed one is always written; an aborted batch's repeats are undone.
+    #[test]
+    fn a_repeated_failure_is_counted_not_written_again() {
+        let (_dir, mut v, names) = offline();
+        let h = landing(&[
+            (headers::KIND, "page"),
+            (headers::SOURCE, "s"),
+            (headers::STREAM, "a"),
+        ]);
+        let page = br#"{"data":[{"id":"1""#;
+        let entry = |out: &[crate::kafka::eos::Sent]| {
+            let e: Vec<_> = out
+                .iter()
+                .filter(|s| s.topic == names.dlq_index())
+                .collect();
+            assert_eq!(e.len(), 1, "{out:?}");
+            assert_eq!(e[0].partition, Some(2), "the landing partition's");
+            let entry =
+                crate::contract::DlqRepeat::parse(e[0].payload.as_deref().unwrap()).unwrap();
+            assert_eq!(e[0].key.as_deref(), Some(entry.key().as_bytes()));
+            entry
+        };
+        let (r, first) = process(&mut v, &h, page);
+        r.unwrap();
+        assert_eq!(the_dead_letter(&names, &first).0, "malformed_json");
+        let e1 = entry(&first);
+        assert_eq!((e1.occurrences, e1.landing_partition), (1, 2));
+        for n in 2..=3 {
+            let (r, again) = process(&mut v, &h, page);
+            r.unwrap();
+            assert!(again.iter().all(|s| s.topic != names.dlq()), "{again:?}");
+            let e = entry(&again);
+            assert_eq!((e.occurrences, e.key()), (n, e1.key()));
+        }
+        // Another page: another dead letter.
+        let (_, other) = process(&mut v, &h, br#"{"data":["#);
+        assert_eq!(the_dead_letter(&names, &other).0, "malformed_json");
+        // A replay of it is written again.
+        let replayed = landing(&[
+            (headers::KIND, "page"),
+            (headers::SOURCE, "s"),
+            (headers::STREAM, "a"),
+            (headers::REPLAY_ID, "r1"),
+        ]);
+        let (_, out) = process(&mut v, &replayed, page);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].topic, names.dlq());
+        // After an abort (and a restore that finds nothing committed), the dead letters and
+        // repeats of the aborted batch never happened: the next failure is written again.
+        let base = Kafka::new(
+            &Config::from_toml("[kafka]\nbrokers = \"127.0.0.1:1\"")
+                .unwrap()
+                .kafka,
+        )
+        .unwrap();
+        v.aborted(&base, &[(names.landing(), 2)]);
+        let (_, out) = process(&mut v, &h, page);
+        assert_eq!(the_dead_letter(&names, &out).0, "malformed_json");
+        assert_eq!(entry(&out).occurrences, 1);
     }
 
     #[test]

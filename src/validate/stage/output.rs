@@ -215,10 +215,40 @@ impl Validate {
             hdrs = reject::headers(msg.headers(), &noted, against, &origin, &at);
             value = msg.payload();
         }
-        tracing::debug!(kind = why.kind, field = why.field.as_deref(), origin = %origin, "dead letter");
         self.tally.dead_letter(index);
         metrics::counter!(crate::telemetry::metric::VALIDATE_RECORDS, "outcome" => "dlq", "kind" => why.kind)
             .increment(1);
+        let landing = LandingHeaders::read(msg.headers());
+        let quiet = match (landing.source, landing.stream) {
+            (Some(source), Some(stream))
+                if self.quiet.on()
+                    && headers::get(msg.headers(), headers::REPLAY_ID).is_none()
+                    && self.plans.get(source, stream).is_some() =>
+            {
+                let failure = quiet::Failure {
+                    source,
+                    stream,
+                    landing_partition: msg.partition(),
+                    kind: why.kind,
+                    field: why.field.as_deref(),
+                    value: value.unwrap_or_default(),
+                    origin: &origin,
+                };
+                Some(self.quiet.judge(&failure, time::OffsetDateTime::now_utc()))
+            }
+            _ => None,
+        };
+        let entry = match quiet {
+            Some(quiet::Verdict::Repeat(entry)) => {
+                tracing::debug!(kind = why.kind, field = why.field.as_deref(), origin = %origin, occurrences = entry.occurrences, "dead letter repeated: counted, not written again");
+                metrics::counter!(crate::telemetry::metric::DLQ_REPEATS, "kind" => why.kind)
+                    .increment(1);
+                return self.send_dlq_entry(msg, sink, &entry);
+            }
+            Some(quiet::Verdict::Write(entry)) => Some(entry),
+            None => None,
+        };
+        tracing::debug!(kind = why.kind, field = why.field.as_deref(), origin = %origin, "dead letter");
         let sent = sink.send(Outgoing {
             topic: &self.dlq,
             key: msg.key(),
@@ -229,7 +259,32 @@ impl Validate {
         sent.map_err(|e| {
             tracing::error!(error = %e, origin = %origin, kind = why.kind, "cannot write a dead letter; the batch is retried (operator needed if this persists)");
             Fail::Kafka(e)
+        })?;
+        match entry {
+            Some(entry) => self.send_dlq_entry(msg, sink, &entry),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a dead letter's entry to the dlq-index partition of its landing partition.
+    fn send_dlq_entry(
+        &mut self,
+        msg: &Consumed<'_>,
+        sink: &mut Sink<'_>,
+        entry: &crate::contract::DlqRepeat,
+    ) -> Result<(), Fail> {
+        let topic = self.quiet.topic().to_owned();
+        let n = self.partition_count(&topic)?.max(1);
+        let key = entry.key();
+        let value = entry.to_json();
+        sink.send(Outgoing {
+            topic: &topic,
+            key: Some(key.as_bytes()),
+            payload: Some(&value),
+            headers: Headers::new().build(),
+            partition: Some(msg.partition() % n),
         })
+        .map_err(Fail::Kafka)
     }
 
     /// One copy of a sync marker to every partition of the stream's valid topic.
