@@ -321,6 +321,8 @@ struct Committed {
     /// DLQ records by stage.
     dlq_validate: u64,
     dlq_dedup: u64,
+    /// Entries validate wrote to the dlq-index (one per dead letter and per repeat).
+    dlq_index: u64,
     /// Curated records (emissions and tombstones).
     curated: u64,
     /// Curated tombstones.
@@ -354,6 +356,7 @@ async fn committed(cfg: &Config, streams: &[&str]) -> Committed {
             .iter()
             .filter(|r| r.header("dlq.stage") == Some("dedup"))
             .count() as u64,
+        dlq_index: read_all(&names.dlq_index(), "read_committed").len() as u64,
         curated: 0,
         tombstones: 0,
     };
@@ -378,7 +381,10 @@ fn assert_core_counts(m: &Scrape, c: &Committed, stages: &[&str]) {
         ("fetch", (c.fetched_records, c.landing_fetch + c.cursors)),
         (
             "validate",
-            (c.landing_fetch + c.landing_serve, c.valid + c.dlq_validate),
+            (
+                c.landing_fetch + c.landing_serve,
+                c.valid + c.dlq_validate + c.dlq_index,
+            ),
         ),
         ("dedup", (c.valid, c.curated + c.dlq_dedup)),
         ("serve", (c.landing_serve, c.landing_serve)),

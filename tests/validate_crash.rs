@@ -134,7 +134,7 @@ fn expected(
 /// What the committed dlq-index says (its latest entry per key, read as JSON): per dead
 /// letter's `dlq.origin`, the failures counted on it.
 fn actual_repeats(cfg: &Config) -> BTreeMap<String, u64> {
-    let topic = format!("{}.dlq-index", cfg.topics.prefix);
+    let topic = TopicNames::from_config(cfg).dlq_index();
     let mut latest: BTreeMap<String, (i32, i64, serde_json::Value)> = BTreeMap::new();
     for r in read_all(&topic, "read_committed") {
         let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
