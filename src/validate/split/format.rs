@@ -114,7 +114,14 @@ fn jsonl(page: &[u8]) -> Normalized<'_> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<IgnoredAny>(line) {
+        // serde_json does not check the UTF-8 of strings it skips: a line is text first.
+        let parsed = std::str::from_utf8(line)
+            .map_err(|e| (DriftKind::NotUtf8, e.to_string()))
+            .and_then(|text| {
+                serde_json::from_str::<IgnoredAny>(text)
+                    .map_err(|e| (DriftKind::MalformedJson, e.to_string()))
+            });
+        match parsed {
             Ok(_) => {
                 if !positions.is_empty() {
                     out.extend_from_slice(b",\n");
@@ -122,12 +129,7 @@ fn jsonl(page: &[u8]) -> Normalized<'_> {
                 out.extend_from_slice(line);
                 positions.push(index);
             }
-            Err(e) => {
-                let kind = if std::str::from_utf8(line).is_err() {
-                    DriftKind::NotUtf8
-                } else {
-                    DriftKind::MalformedJson
-                };
+            Err((kind, e)) => {
                 bad.push(BadLine {
                     index,
                     raw: line,
@@ -365,7 +367,7 @@ mod tests {
 
     #[test]
     fn jsonl_keeps_line_bytes_and_reports_bad_lines_by_number() {
-        let page = b"{\"id\": 1 , \"a\":\"x\"}\r\n\n  \n{bad\n{\"id\":2}\n\xff\n{\"id\":3}";
+        let page = b"{\"id\": 1 , \"a\":\"x\"}\r\n\n  \n{bad\n{\"id\":2}\n\"a\xffb\"\n{\"id\":3}";
         let n = normalize(Format::Jsonl, page, &ByLook).unwrap();
         assert_eq!(
             text(&n),
