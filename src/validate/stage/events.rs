@@ -72,10 +72,7 @@ impl Validate {
                     Some(_) => match self.delete_key(&plan, value, &shape)? {
                         Ok(k) => k,
                         Err(why) => {
-                            let against = Against {
-                                subject: &plan.subject,
-                                version: None,
-                            };
+                            let against = plan.unversioned();
                             return self.dead_letter(
                                 msg,
                                 sink,
@@ -100,10 +97,7 @@ impl Validate {
                 Ok(())
             }
             EventOp::Upsert => {
-                let against = Against {
-                    subject: &plan.subject,
-                    version: None,
-                };
+                let against = plan.unversioned();
                 let record = match plan.events.split(value) {
                     Ok(mut split) if split.len() == 1 => split.swap_remove(0),
                     Ok(_) => {

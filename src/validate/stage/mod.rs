@@ -509,10 +509,7 @@ impl Validate {
             Kind::BlobRef => match self.read_blob(msg) {
                 Ok(page) => self.on_page(msg, &plan, &page, format, sink),
                 Err(Ok(why)) => {
-                    let against = Against {
-                        subject: &plan.subject,
-                        version: None,
-                    };
+                    let against = plan.unversioned();
                     self.dead_letter(msg, sink, msg.payload(), &why, Some(against), None)
                 }
                 Err(Err(fail)) => Err(fail),
@@ -546,10 +543,7 @@ impl Validate {
             rows = match typed {
                 Ok(rows) => rows,
                 Err(e) => {
-                    let against = Against {
-                        subject: &plan.subject,
-                        version: None,
-                    };
+                    let against = plan.unversioned();
                     return self.dead_letter(
                         msg,
                         sink,
@@ -580,10 +574,7 @@ impl Validate {
             Ok(elements) => elements,
             Err(e) => {
                 // The page as a whole: the DLQ keeps the landing value (for a blob-ref, the reference).
-                let against = Against {
-                    subject: &plan.subject,
-                    version: None,
-                };
+                let against = plan.unversioned();
                 return self.dead_letter(msg, sink, msg.payload(), &e.into(), Some(against), None);
             }
         };

@@ -36,6 +36,17 @@ pub(super) struct StreamPlan {
     pub(super) config: crate::config::StreamConfig,
 }
 
+impl StreamPlan {
+    /// What a dead letter of the stream as a whole was checked against: its subject, no
+    /// version (the record never reached a schema).
+    pub(super) fn unversioned(&self) -> super::reject::Against<'_> {
+        super::reject::Against {
+            subject: &self.subject,
+            version: None,
+        }
+    }
+}
+
 /// Where a source's webhook events keep their fields (JSON pointers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventShape {
