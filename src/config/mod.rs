@@ -6,7 +6,9 @@
 //! Cross-field checks run in [`Config::validate`] and report the dotted path of the field
 //! (`sources[0].streams[1].primary_key`).
 
+mod auth;
 pub mod defaults;
+mod request;
 pub mod secret;
 pub mod security;
 mod serve;
@@ -21,14 +23,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use auth::{Auth, OAuth2ClientAuth, OAuth2Config, OAuth2Grant};
+pub use request::{
+    Body, Format, Method, Pagination, QuotaHeaders, StatusAction, StatusRange, StatusRule,
+};
 pub use secret::{SecretError, SecretRef, SecretString};
 pub use security::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism, SecurityProtocol};
 pub use serve::{ServeAuth, ServeClient, ServeConfig, ServeOperation, ServeTls};
 pub use session::{LoginBody, SessionConfig, TokenPlace};
 pub use source::{
-    Auth, Body, DriftPolicy, Format, Incremental, KeyFormat, Method, OAuth2ClientAuth,
-    OAuth2Config, OAuth2Grant, PLACEHOLDERS, Pagination, PrimaryKey, QuotaConfig, QuotaHeaders,
-    SourceConfig, StatusAction, StatusRange, StatusRule, StreamConfig,
+    DriftPolicy, Incremental, KeyFormat, PLACEHOLDERS, PrimaryKey, QuotaConfig, SourceConfig,
+    StreamConfig,
 };
 pub use timefmt::TimeFormat;
 pub use webhook::{ChallengeConfig, FieldSpec, WebhookConfig, WebhookPreset, WebhookSignature};
