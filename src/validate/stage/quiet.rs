@@ -94,7 +94,21 @@ impl Quiet {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let n = reader::partition_count(reader, &self.topic, Duration::from_secs(10))?.max(1);
+        let n = match reader::partition_count(reader, &self.topic, Duration::from_secs(10)) {
+            Ok(n) => n.max(1),
+            Err(rdkafka::error::KafkaError::MetadataFetch(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopic
+                | rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            )) => {
+                // An older deployment: every failure is written, as before, until the topic
+                // exists and this process restarts.
+                tracing::error!(topic = %self.topic, "the dlq-index topic does not exist: run `intake topics apply`; until then repeated failures are written to the DLQ again (the quiet DLQ is off)");
+                self.quiet_for = Duration::ZERO;
+                self.seen.clear();
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let mut index_partitions: Vec<i32> = partitions.iter().map(|p| p % n).collect();
         index_partitions.sort_unstable();
         index_partitions.dedup();
