@@ -2,6 +2,7 @@
 //! status rules and quota headers.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -284,4 +285,64 @@ fn p_starting_after() -> String {
 }
 fn p_has_more() -> String {
     "/has_more".into()
+}
+
+/// An asynchronous export (`export = { ... }` on a stream), modelled on Shopify's bulk
+/// operations and Salesforce Bulk 2.0: the stream's own request (path, method, body, with
+/// `{since}` for an incremental export) asks for it and answers its id; `status_path` is polled
+/// under the token's quota until the state is one of `done` (its `files` are then downloaded,
+/// each landed with the cursor in one transaction, in `format`) or of `failed` (the stream
+/// pauses and the next attempt asks for a new export).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Where the export's state is read: a path below the base URL or a URL, with `{id}`.
+    pub status_path: String,
+    /// JSON pointer of the export's id in the answer that created it.
+    #[serde(default = "e_id")]
+    pub id: String,
+    /// JSON pointer of the state in the status answer.
+    #[serde(default = "e_state")]
+    pub state: String,
+    /// States meaning the files are ready.
+    #[serde(default = "e_done")]
+    pub done: Vec<String>,
+    /// States meaning the export will never be ready.
+    #[serde(default = "e_failed")]
+    pub failed: Vec<String>,
+    /// JSON pointer of the files in the status answer: an array of URLs (absolute, or below
+    /// the base URL), or of objects with a `url` member; a single URL string is one file.
+    #[serde(default = "e_files")]
+    pub files: String,
+    /// Time between two looks at the state.
+    #[serde(default = "e_poll_every", with = "humantime_serde")]
+    pub poll_every: Duration,
+    /// Longest wait for the files; longer counts as failed.
+    #[serde(default = "e_max_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// `DELETE` the export (`status_path`) once every file has landed.
+    #[serde(default = "super::defaults::yes")]
+    pub cleanup: bool,
+}
+
+fn e_id() -> String {
+    "/id".into()
+}
+fn e_state() -> String {
+    "/status".into()
+}
+fn e_done() -> Vec<String> {
+    vec!["completed".into()]
+}
+fn e_failed() -> Vec<String> {
+    vec!["failed".into(), "canceled".into(), "expired".into()]
+}
+fn e_files() -> String {
+    "/files".into()
+}
+fn e_poll_every() -> Duration {
+    Duration::from_secs(2)
+}
+fn e_max_wait() -> Duration {
+    Duration::from_secs(6 * 3600)
 }

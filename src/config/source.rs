@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::auth::Auth;
-use super::request::{Body, Format, Method, Pagination, QuotaHeaders, StatusRule};
+use super::request::{Body, ExportConfig, Format, Method, Pagination, QuotaHeaders, StatusRule};
 use super::timefmt::TimeFormat;
 use super::webhook::WebhookConfig;
 use super::{ConfigError, check_name, defaults, invalid};
@@ -190,6 +190,10 @@ pub struct StreamConfig {
     /// (docs/DOWNSTREAM.md).
     #[serde(default = "defaults::max_message_bytes")]
     pub max_message_bytes: usize,
+    /// An asynchronous export (bulk API): the stream's request asks for one, its state is
+    /// polled until its files are ready, and each file lands, with the cursor, exactly once.
+    #[serde(default)]
+    pub export: Option<ExportConfig>,
 }
 
 impl StreamConfig {
@@ -588,6 +592,23 @@ impl SourceConfig {
                 ));
             }
             check_pointer(&format!("{sat}.records"), &s.records)?;
+            if let Some(ex) = &s.export {
+                for (name, p) in [("id", &ex.id), ("state", &ex.state), ("files", &ex.files)] {
+                    check_pointer(&format!("{sat}.export.{name}"), p)?;
+                }
+                if !ex.status_path.contains("{id}") {
+                    return Err(invalid(
+                        format!("{sat}.export.status_path"),
+                        "must hold `{id}`, where the export's id goes",
+                    ));
+                }
+                if ex.done.is_empty() || ex.poll_every.is_zero() {
+                    return Err(invalid(
+                        format!("{sat}.export"),
+                        "needs at least one `done` state and a `poll_every` above zero",
+                    ));
+                }
+            }
             s.primary_key
                 .check(&format!("{sat}.primary_key"), s.key_format)?;
             if !(super::MIN_MESSAGE_BYTES..=super::MAX_MESSAGE_BYTES).contains(&s.max_message_bytes)

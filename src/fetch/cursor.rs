@@ -77,8 +77,25 @@ pub struct CursorState {
     /// is above it even if the clock of the process that owns the stream now is behind.
     #[serde(default)]
     pub stamp: i64,
+    /// The asynchronous export this sync reads (an `export` stream), once asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportCursor>,
     /// When this record was written.
     pub updated_at: String,
+}
+
+/// Where a sync of an `export` stream is: its export's id, its files once ready, and how many
+/// of them have landed (each with this cursor, in one transaction).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportCursor {
+    /// The export's id, as the API answered it.
+    pub id: String,
+    /// The files to download, once the export is ready.
+    #[serde(default)]
+    pub files: Option<Vec<String>>,
+    /// Files landed.
+    #[serde(default)]
+    pub landed: usize,
 }
 
 /// What a new sync takes from its stream's settings.
@@ -142,6 +159,7 @@ impl CursorState {
             records: 0,
             total_records: prev.map_or(0, |p| p.total_records),
             stamp: prev.map_or(0, |p| p.stamp),
+            export: None,
             updated_at: format_time(now),
         }
     }
@@ -463,10 +481,22 @@ mod tests {
             records: 300,
             total_records: 300,
             stamp: 1_767_225_600_000_000,
+            export: None,
             updated_at: "2026-01-01T00:00:00Z".into(),
         };
         let j = serde_json::to_string(&c).unwrap();
         assert!(j.contains(r#""page":{"at":"token","value":"abc"}"#), "{j}");
+        assert!(!j.contains("export"), "absent unless an export runs: {j}");
         assert_eq!(serde_json::from_str::<CursorState>(&j).unwrap(), c);
+        let e = CursorState {
+            export: Some(ExportCursor {
+                id: "exp_1".into(),
+                files: Some(vec!["/f/0".into(), "https://cdn/f/1".into()]),
+                landed: 1,
+            }),
+            ..c
+        };
+        let j = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<CursorState>(&j).unwrap(), e);
     }
 }

@@ -551,7 +551,9 @@ impl SourceClient {
         let mut post = shape.post;
         for _ in 0..=MAX_REDIRECTS {
             let same_origin = at.origin() == origin;
-            let mut req = if post {
+            let mut req = if shape.delete {
+                self.http.delete(at.clone())
+            } else if post {
                 self.http.post(at.clone())
             } else {
                 self.http.get(at.clone())

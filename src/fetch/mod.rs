@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod cursor;
 pub mod encoding;
+mod export;
 pub mod http;
 pub mod oauth;
 pub mod ownership;

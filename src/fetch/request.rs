@@ -101,6 +101,8 @@ fn whole_placeholder(text: &str) -> Option<&str> {
 pub struct Shape {
     /// POST instead of GET.
     pub post: bool,
+    /// DELETE instead of GET (an export's cleanup); no body.
+    pub delete: bool,
     /// Headers beyond authentication, in order (the source's, then the stream's).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Content type and bytes of the body.
@@ -164,6 +166,7 @@ pub fn shape(
     };
     Ok(Shape {
         post: stream.method == Method::Post,
+        delete: false,
         headers,
         body,
         on_status: stream

@@ -73,7 +73,7 @@ pub struct StreamReport {
 }
 
 /// A page ready to land.
-struct Landed {
+pub(super) struct Landed {
     value: Bytes,
     headers: Headers,
     records: u64,
@@ -306,6 +306,10 @@ impl StreamWorker {
                 .map_err(|e| refused(e.to_string()))?;
             let shape = request::shape(&self.source, &self.stream, &values)
                 .map_err(|e| refused(e.to_string()))?;
+            if let Some(export) = &self.stream.export {
+                // The request asks for an export; its files are the pages (`super::export`).
+                return self.export_step(next, export, &url, &shape, producer).await;
+            }
             let (resp, body) = self.get_parsed(&url, &shape, producer).await?;
             let recs = body
                 .pointer(self.stream.records_pointer())
@@ -315,16 +319,7 @@ impl StreamWorker {
                 .and_then(|r| r.last())
                 .and_then(|r| r.pointer(self.stream.primary_key.first()))
                 .map(key_string);
-            if let (Some(inc), Some(recs)) = (&self.stream.incremental, recs) {
-                for r in recs {
-                    if let Some(t) = r
-                        .pointer(&inc.field)
-                        .and_then(|v| inc.field_format().parse_json(v))
-                    {
-                        next.saw(t);
-                    }
-                }
-            }
+            self.saw_records(recs, &mut next);
             let link = resp
                 .headers
                 .get(reqwest::header::LINK)
@@ -402,10 +397,24 @@ impl StreamWorker {
         Ok((pages, next))
     }
 
+    /// Notes the incremental-field values of a page's records in the sync's high-water mark.
+    pub(super) fn saw_records(&self, recs: Option<&Vec<Value>>, next: &mut CursorState) {
+        if let (Some(inc), Some(recs)) = (&self.stream.incremental, recs) {
+            for r in recs {
+                if let Some(t) = r
+                    .pointer(&inc.field)
+                    .and_then(|v| inc.field_format().parse_json(v))
+                {
+                    next.saw(t);
+                }
+            }
+        }
+    }
+
     /// GETs a page and parses it. A body that is not JSON is kept in the DLQ (stage `fetch`,
     /// kind `malformed_json`, or `not_utf8`) and the request is repeated a few times before
     /// the stream pauses.
-    async fn get_parsed(
+    pub(super) async fn get_parsed(
         &self,
         url: &url::Url,
         shape: &Shape,
@@ -553,7 +562,7 @@ impl StreamWorker {
     }
 
     /// Builds the landing record of a page; oversize bodies go to the blob store first.
-    async fn land(
+    pub(super) async fn land(
         &self,
         resp: &Response,
         cur: &CursorState,
@@ -586,7 +595,7 @@ impl StreamWorker {
     }
 
     /// One transaction: the pages, an optional sync marker, and the cursor record.
-    async fn commit(
+    pub(super) async fn commit(
         &self,
         producer: &TxnProducer,
         pages: &[Landed],
@@ -724,7 +733,7 @@ pub async fn restore_cursors(
     .map_err(|_| FetchError::Kafka(rdkafka::error::KafkaError::Canceled))?
 }
 
-enum BatchError {
+pub(super) enum BatchError {
     Http(HttpError),
     /// The blob store refused an oversize page (a full disk, a store that is away): nothing of
     /// the batch was landed; the stream pauses and fetches it again.

@@ -34,6 +34,7 @@ pub fn router(state: Arc<SimState>, compress: Option<Compression>) -> Router<Arc
         .route("/v1/styles/{style}/{stream}", get(list_in_style))
         .route("/v1/{stream}", get(list))
         .merge(super::providers::api())
+        .merge(super::export::api())
         .layer(middleware::from_fn_with_state(Arc::clone(&state), guard));
     let Some(c) = compress else { return routes };
     routes

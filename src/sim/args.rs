@@ -352,6 +352,14 @@ pub struct SimArgs {
     #[arg(long, value_enum, env = "INTAKE_SIM_COMPRESS")]
     pub compress: Option<Compression>,
 
+    /// Looks at a new export's state (`GET /v1/exports/{id}`) that still find it running.
+    #[arg(long, env = "INTAKE_SIM_EXPORT_POLLS", default_value_t = 2)]
+    pub export_polls: u32,
+
+    /// Records per file of an export.
+    #[arg(long, env = "INTAKE_SIM_EXPORT_FILE_RECORDS", default_value_t = 50_000)]
+    pub export_file_records: usize,
+
     /// Fraction of list responses whose body is cut short (invalid JSON, status 200).
     #[arg(long, env = "INTAKE_SIM_MALFORMED_RATE", default_value_t = 0.0)]
     pub malformed_rate: f64,

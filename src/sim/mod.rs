@@ -65,6 +65,7 @@ pub mod clock;
 pub mod conn;
 pub mod data;
 mod error;
+pub mod export;
 pub mod faults;
 pub mod github;
 pub mod hubspot;

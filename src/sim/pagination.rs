@@ -380,6 +380,15 @@ fn body(records: &[Listed], extra: &[(&str, Value)]) -> Vec<u8> {
     out
 }
 
+/// Records written in `format` alone (no pagination members): an export's file.
+pub(super) fn write_records(records: &[Listed], format: BodyFormat) -> Vec<u8> {
+    match format {
+        BodyFormat::Json => body(records, &[]),
+        BodyFormat::Jsonl => jsonl(records),
+        BodyFormat::Csv => csv_body(records),
+    }
+}
+
 fn jsonl(records: &[Listed]) -> Vec<u8> {
     let mut out = Vec::with_capacity(records.iter().map(|r| r.json.len() + 1).sum());
     for record in records {

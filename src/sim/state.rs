@@ -63,6 +63,8 @@ pub struct SimState {
     pub sessions: Option<super::session::Sessions>,
     /// Requests answered by each provider mode (`sim::providers`).
     pub providers: super::providers::ProviderCounters,
+    /// Asynchronous exports (`sim::export`).
+    pub exports: super::export::Exports,
 }
 
 const POISONED: &str =
@@ -129,6 +131,7 @@ impl SimState {
             counters: ApiCounters::default(),
             started: std::time::Instant::now(),
             providers: Default::default(),
+            exports: super::export::Exports::new(args.export_polls, args.export_file_records),
             sessions: args.session_login.as_deref().map(|login| {
                 super::session::Sessions::new(
                     login,
