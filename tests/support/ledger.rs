@@ -61,12 +61,37 @@ impl Ledger {
 
 /// What one committed landing record calls for.
 enum Expected {
-    /// A page or batch: the key of each record, by index.
-    Records(Vec<String>),
-    /// A webhook event: one record, its key not checked here.
-    Event,
-    /// A landing record that cannot be split: one dead letter for the whole of it.
-    Whole,
+    /// A page or batch: the key and the value hash (16 hex digits) of each record, by index.
+    Records(Vec<(String, String)>),
+    /// A webhook event: one record, its key not checked here; the hash of its value.
+    Event(String),
+    /// A landing record that cannot be split: one dead letter for the whole of it; the hash
+    /// of its value.
+    Whole(String),
+}
+
+/// The value hash the quiet DLQ keys a dead letter by (`intake.dlq-index`'s `hash`).
+fn hash_of(bytes: &[u8]) -> String {
+    format!("{:016x}", intake::dedup::content_hash(bytes))
+}
+
+/// The raw bytes of the records at `pointer` in `page` (each element's text, surrounding
+/// whitespace excluded, as the splitter cuts it), found with serde_json's `RawValue`.
+fn raw_records<'a>(page: &'a [u8], pointer: &str) -> Option<Vec<&'a str>> {
+    use serde_json::value::RawValue;
+    let mut at: &RawValue = serde_json::from_slice(page).ok()?;
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        at = match serde_json::from_str::<BTreeMap<String, &RawValue>>(at.get()) {
+            Ok(mut members) => members.remove(&token)?,
+            Err(_) => {
+                let items: Vec<&RawValue> = serde_json::from_str(at.get()).ok()?;
+                *items.get(token.parse::<usize>().ok()?)?
+            }
+        };
+    }
+    let items: Vec<&RawValue> = serde_json::from_str(at.get()).ok()?;
+    Some(items.into_iter().map(RawValue::get).collect())
 }
 
 /// Where one stream's records are in its pages.
@@ -82,17 +107,27 @@ fn key_text(v: &serde_json::Value) -> String {
     }
 }
 
-fn split(page: &[u8], p: &Pointers) -> Expected {
+fn split(page: &[u8], value: &[u8], p: &Pointers) -> Expected {
+    let whole = || Expected::Whole(hash_of(value));
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(page) else {
-        return Expected::Whole;
+        return whole();
     };
     let Some(serde_json::Value::Array(items)) = v.pointer(&p.records) else {
-        return Expected::Whole;
+        return whole();
     };
+    let raw = raw_records(page, &p.records).unwrap_or_default();
     Expected::Records(
         items
             .iter()
-            .map(|r| r.pointer(&p.primary_key).map(key_text).unwrap_or_default())
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    r.pointer(&p.primary_key).map(key_text).unwrap_or_default(),
+                    raw.get(i)
+                        .map(|t| hash_of(t.as_bytes()))
+                        .unwrap_or_default(),
+                )
+            })
             .collect(),
     )
 }
@@ -158,7 +193,9 @@ pub async fn judge(cfg: &Config) -> Ledger {
 
     let blobs = intake::blob::BlobStore::open(&cfg.blob).expect("the blob store opens");
     let mut out = Ledger::default();
-    let mut expected: BTreeMap<String, Expected> = BTreeMap::new();
+    let mut expected: BTreeMap<String, (String, Expected)> = BTreeMap::new();
+    // Landing records re-landed by `intake dlq replay`: their failures are never quieted.
+    let mut replayed = std::collections::BTreeSet::new();
     for r in &landing {
         let at = format!("{landing_topic}/{}/{}", r.partition, r.offset);
         let kind = r.header(headers::KIND).unwrap_or("?");
@@ -169,11 +206,15 @@ pub async fn judge(cfg: &Config) -> Ledger {
             );
             pointers.get(&key)
         };
+        let value = r.value.as_deref().unwrap_or_default();
+        if r.header(headers::REPLAY_ID).is_some() {
+            replayed.insert(at.clone());
+        }
         let e = match kind {
-            "event" => Expected::Event,
+            "event" => Expected::Event(hash_of(value)),
             "page" | "batch" => match p() {
-                Some(p) => split(r.value.as_deref().unwrap_or_default(), p),
-                None => Expected::Whole,
+                Some(p) => split(value, value, p),
+                None => Expected::Whole(hash_of(value)),
             },
             "blob-ref" => {
                 let reference = r
@@ -184,23 +225,28 @@ pub async fn judge(cfg: &Config) -> Ledger {
                     });
                 match (reference, p()) {
                     (Some(reference), Some(p)) => match blobs.get(&reference).await {
-                        Ok(page) => split(&page, p),
+                        Ok(page) => split(&page, value, p),
                         Err(e) => {
                             out.faults
                                 .push(format!("{at}: its claim-checked page cannot be read: {e}"));
                             continue;
                         }
                     },
-                    _ => Expected::Whole,
+                    _ => Expected::Whole(hash_of(value)),
                 }
             }
             _ => continue, // sync markers: copied, not judged here
         };
         out.landed += match &e {
             Expected::Records(keys) => keys.len(),
-            Expected::Event | Expected::Whole => 1,
+            Expected::Event(_) | Expected::Whole(_) => 1,
         };
-        expected.insert(at, e);
+        let stream = format!(
+            "{}/{}",
+            r.header(headers::SOURCE).unwrap_or("?"),
+            r.header(headers::STREAM).unwrap_or("?")
+        );
+        expected.insert(at, (stream, e));
     }
 
     // What the valid topics and the DLQ hold, by landing origin.
@@ -234,6 +280,10 @@ pub async fn judge(cfg: &Config) -> Ledger {
         }
     }
     let mut dead_at: BTreeMap<String, Vec<Option<usize>>> = BTreeMap::new();
+    // The quiet DLQ: dead letters by (stream, value hash), and the landed failures with no dead
+    // letter of their own (repeats), which its index must count.
+    let mut dead_by_value: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut repeats: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
     let dlq_prefix = format!("{landing_topic}/");
     for r in &dlq {
         let Some(origin) = r.header(headers::DLQ_ORIGIN) else {
@@ -253,14 +303,38 @@ pub async fn judge(cfg: &Config) -> Ledger {
             None => (origin, None),
         };
         dead_at.entry(at.to_owned()).or_default().push(index);
+        if !replayed.contains(at) {
+            let stream = format!(
+                "{}/{}",
+                r.header(headers::SOURCE).unwrap_or("?"),
+                r.header(headers::STREAM).unwrap_or("?")
+            );
+            *dead_by_value
+                .entry((stream, hash_of(r.value.as_deref().unwrap_or_default())))
+                .or_default() += 1;
+        }
     }
 
-    for (at, e) in &expected {
+    for (at, (stream, e)) in &expected {
         let valid = valid_at.remove(at).unwrap_or_default();
         let dead = dead_at.remove(at).unwrap_or_default();
         let whole = dead.iter().filter(|i| i.is_none()).count();
+        // With the quiet DLQ on, a failure may have no dead letter of its own (a repeat).
+        let quiet = !cfg.dlq.quiet_for.is_zero() && !replayed.contains(at);
+        let mut repeat = |hash: &str, key: &str| {
+            repeats
+                .entry((stream.clone(), hash.to_owned()))
+                .or_default()
+                .push((at.clone(), key.to_owned()));
+        };
         match e {
-            Expected::Whole => {
+            Expected::Whole(hash) if quiet && (whole, valid.len(), dead.len()) == (0, 0, 0) => {
+                repeat(hash, "(whole)");
+            }
+            Expected::Event(hash) if quiet && valid.len() + dead.len() == 0 => {
+                repeat(hash, "(event)");
+            }
+            Expected::Whole(_) => {
                 if (whole, valid.len(), dead.len()) != (1, 0, 1) {
                     out.faults.push(format!(
                         "{at}: cannot be split, so one dead letter for it is due; found {} valid and {} dead letters",
@@ -269,7 +343,7 @@ pub async fn judge(cfg: &Config) -> Ledger {
                     ));
                 }
             }
-            Expected::Event => {
+            Expected::Event(_) => {
                 if valid.len() + dead.len() != 1 {
                     out.faults.push(format!(
                         "{at}: a webhook event is due once in a valid topic or the DLQ; found {} valid and {} dead letters",
@@ -290,13 +364,13 @@ pub async fn judge(cfg: &Config) -> Ledger {
                     continue;
                 }
                 let mut due: BTreeMap<&str, i64> = BTreeMap::new();
-                for k in keys {
+                for (k, _) in keys {
                     *due.entry(k.as_str()).or_default() += 1;
                 }
                 let mut seen_index = std::collections::BTreeSet::new();
                 for i in dead.iter().flatten() {
                     match keys.get(*i) {
-                        Some(k) if seen_index.insert(*i) => *due.entry(k.as_str()).or_default() -= 1,
+                        Some(k) if seen_index.insert(*i) => *due.entry(k.0.as_str()).or_default() -= 1,
                         Some(_) => out.faults.push(format!("{at}#{i}: dead-lettered twice")),
                         None => out.faults.push(format!("{at}#{i}: a dead letter for a record the page does not have ({} records)", keys.len())),
                     }
@@ -307,6 +381,17 @@ pub async fn judge(cfg: &Config) -> Ledger {
                 for (k, n) in due {
                     match n {
                         0 => {}
+                        n if n > 0 && quiet => {
+                            // Failures with no dead letter here: repeats, if the quiet DLQ
+                            // counted them (checked below, by value).
+                            let open = keys
+                                .iter()
+                                .enumerate()
+                                .filter(|(i, (key, _))| key == k && !seen_index.contains(i));
+                            for (_, (_, hash)) in open.take(n as usize) {
+                                repeat(hash, k);
+                            }
+                        }
                         n if n > 0 => {
                             out.lost.insert((at.clone(), k.to_owned()));
                             out.faults.push(format!(
@@ -326,6 +411,79 @@ pub async fn judge(cfg: &Config) -> Ledger {
             "{at}: {} valid records from no committed landing record (keys {keys:?})",
             keys.len()
         ));
+    }
+    // The quiet DLQ's index, read back as JSON (its latest entry per key): per (stream, value
+    // hash) the failures counted must be the dead letters of that value plus its repeats.
+    let index = {
+        let topic = names.dlq_index();
+        tokio::task::spawn_blocking(move || read_all(&topic, "read_committed"))
+            .await
+            .unwrap()
+    };
+    let mut entries: BTreeMap<String, (i64, serde_json::Value)> = BTreeMap::new();
+    for r in &index {
+        let Some(Ok(v)) = r
+            .value
+            .as_deref()
+            .map(serde_json::from_slice::<serde_json::Value>)
+        else {
+            out.faults.push(format!(
+                "dlq-index/{}/{}: not a JSON entry",
+                r.partition, r.offset
+            ));
+            continue;
+        };
+        let e = entries
+            .entry(String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned())
+            .or_insert((r.offset, v.clone()));
+        if r.offset >= e.0 {
+            *e = (r.offset, v);
+        }
+    }
+    let mut counted: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (_, v) in entries.values() {
+        let stream = format!(
+            "{}/{}",
+            v["source"].as_str().unwrap_or("?"),
+            v["stream"].as_str().unwrap_or("?")
+        );
+        let hash = v["hash"].as_str().unwrap_or("?").to_owned();
+        *counted.entry((stream, hash)).or_default() += v["occurrences"].as_u64().unwrap_or(0);
+    }
+    let mut groups: std::collections::BTreeSet<(String, String)> =
+        repeats.keys().cloned().collect();
+    groups.extend(counted.keys().cloned());
+    for g in groups {
+        let dead = dead_by_value.get(&g).copied().unwrap_or(0);
+        let again = repeats.get(&g).map_or(&[][..], Vec::as_slice);
+        let due = dead + again.len() as u64;
+        let got = counted.get(&g).copied().unwrap_or(0);
+        let (stream, hash) = &g;
+        if got < due {
+            // Which of a value's identical occurrences went uncounted no topic can tell; the
+            // earliest landed are named (a value's first occurrence is always written, so
+            // these are exact unless a repeat, not a first occurrence, was lost).
+            let mut named: Vec<&(String, String)> = again.iter().collect();
+            named.sort_by_key(|(at, _)| {
+                let mut parts = at.rsplitn(3, '/');
+                let offset: i64 = parts.next().and_then(|o| o.parse().ok()).unwrap_or(0);
+                let partition: i32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                (partition, offset)
+            });
+            for (at, key) in named.into_iter().take((due - got) as usize) {
+                out.lost.insert((at.clone(), key.clone()));
+                out.faults.push(format!(
+                    "{at}: key {key} ({stream}, value {hash}) is in neither a valid topic nor the DLQ, nor counted by the dlq-index ({dead} dead letters, {} repeats, {got} counted): lost",
+                    again.len()
+                ));
+            }
+        } else if got > due {
+            out.faults.push(format!(
+                "{stream} value {hash}: the dlq-index counts {got} failures, {} more than landed ({dead} dead letters, {} repeats)",
+                got - due,
+                again.len()
+            ));
+        }
     }
     for (at, idx) in dead_at {
         out.faults.push(format!(
