@@ -221,7 +221,7 @@ version = "/version"
             .iter()
             .filter(|c| matches!(c, Change::Create(_)))
             .count(),
-        8,
+        9, // landing, cursors, dlq, dlq-index, jobs, quota, tokens, and the stream's two
         "{first:?}"
     );
     let second = topics::ensure(&cfg, &k).await.unwrap();
