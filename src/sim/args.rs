@@ -436,6 +436,10 @@ pub struct SimArgs {
     /// The GitHub-shaped mode (`--github-*`, see `sim::github`).
     #[command(flatten)]
     pub github: super::github::GithubArgs,
+
+    /// The parent–child mode: repositories → issues → comments (`--tree-*`, see `sim::tree`).
+    #[command(flatten)]
+    pub tree: super::tree::TreeArgs,
 }
 
 fn check_fraction(field: &'static str, value: f64) -> Result<(), SimError> {
@@ -562,7 +566,8 @@ impl SimArgs {
                 "must be at least the shuffle window (and 2)",
             ));
         }
-        self.github.validate()
+        self.github.validate()?;
+        self.tree.validate()
     }
 }
 
@@ -583,6 +588,10 @@ mod tests {
         assert_eq!(args.quota_window, Duration::from_secs(1));
         assert_eq!(args.backdate_max, Duration::from_secs(3 * 86_400));
         assert_eq!(args.drift_kinds, DriftKind::ALL.to_vec());
+        assert_eq!(
+            (args.tree.repos, args.tree.issues, args.tree.comments),
+            (0, 10, 3)
+        );
         assert_eq!(
             args.tokens,
             vec![TokenSpec {
@@ -640,6 +649,15 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("--webhook-secret")
+        );
+        let args =
+            SimArgs::try_parse_from(["sim", "--tree-repos", "1000000", "--tree-issues", "100"])
+                .unwrap();
+        assert!(
+            args.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--tree-repos")
         );
         assert!(SimArgs::try_parse_from(["sim", "--token", "nolimit"]).is_err());
         assert!(SimArgs::try_parse_from(["sim", "--customers-pagination", "pages"]).is_err());

@@ -15,6 +15,10 @@
 //! - `GET /repos/{owner}/{repo}/issues`: GitHub's issues list, shaped as GitHub serves it
 //!   (bare array, `per_page`/`page`, `Link`, `since`, secondary rate limits), a view of the
 //!   customers ([`github`]).
+//! - `GET /v1/tree/repos`, `GET /v1/tree/repos/{repo}/issues`,
+//!   `GET /v1/tree/issues/{issue}/comments`: a parent–child tree (repositories → issues →
+//!   comments, `--tree-*`) with cursor pagination, mutated by `POST /admin/tree/mutate`
+//!   ([`tree`]).
 //! - Provider modes ([`providers`]): Stripe, HubSpot, Zendesk, Salesforce and Shopify (GraphQL)
 //!   shapes of the same records (`/stripe/v1/…`, `/crm/v3/…`, `/api/v2/…`,
 //!   `/services/data/v60.0/…`, `/admin/api/{version}/graphql.json`).
@@ -39,6 +43,7 @@
 //! | `oidc.rs`       | `--oidc-issuer`: only the issuer's signed access tokens are accepted |
 //! | `session.rs`    | `--session-login`: session tokens from `POST /v1/login`, expired on demand |
 //! | `github.rs`     | GitHub-shaped issues list and secondary rate limits (`--github-*`) |
+//! | `tree.rs`       | parent–child mode: repositories → issues → comments (`--tree-*`) |
 //! | `admin.rs`      | `/admin` routes |
 //! | `providers.rs`  | provider modes: real APIs' shapes over the same data, and their truth |
 //! | `stripe.rs`, `hubspot.rs`, `zendesk.rs`, `salesforce.rs`, `shopify.rs` | one provider each |
@@ -81,6 +86,7 @@ pub mod shopify;
 pub mod state;
 pub mod store;
 pub mod stripe;
+pub mod tree;
 pub mod webhooks;
 pub mod writer;
 pub mod zendesk;
@@ -168,6 +174,7 @@ pub async fn run(
         .merge(providers::admin())
         .merge(session::router())
         .merge(github::router(Arc::clone(&state), &args.github))
+        .merge(tree::router(Arc::clone(&state), &args.tree))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
