@@ -409,6 +409,23 @@ impl<'a> LandingHeaders<'a> {
             .with(headers::REQUEST, request)
     }
 
+    /// The headers of a mapped event (one whose stream, version and operation travel in
+    /// headers, keyed by the entity): a webhook mapped by serve, or a delete fetch derives
+    /// (a child whose parent is gone). `intake.kind` is written with the body.
+    pub fn mapped_event(
+        source: &str,
+        stream: &str,
+        request: &str,
+        event_id: &str,
+        seq: i64,
+        op: &str,
+    ) -> Headers {
+        Self::provenance(source, stream, request)
+            .with(headers::EVENT_ID, event_id)
+            .with(headers::SEQ, seq.to_string())
+            .with(headers::OP, op)
+    }
+
     /// Reads a landed record's provenance; what is missing or unparsable is `None` (validate
     /// names what it needed in the dead letter).
     pub fn read<H: rdkafka::message::Headers>(h: Option<&'a H>) -> Self {

@@ -198,6 +198,15 @@ pub mod metric {
     /// fetch: responses an `on_status` rule with `action = "skip"` passed over (labels
     /// `source`, `stream`, `status`).
     pub const FETCH_SKIPPED_PAGES: &str = "intake_fetch_skipped_pages_total";
+    /// fetch: reads of one parent's children (a new or changed parent; labels `source`,
+    /// `stream` = the child stream).
+    pub const FETCH_CHILD_READS: &str = "intake_fetch_child_reads_total";
+    /// fetch: parents whose children answered 404 (labels `source`, `stream` = the child
+    /// stream): their children are deleted, the request is not retried.
+    pub const FETCH_VANISHED_PARENTS: &str = "intake_fetch_vanished_parents_total";
+    /// fetch: children deleted because they were no longer listed or their parent is gone
+    /// (label `source`).
+    pub const FETCH_CHILD_DELETES: &str = "intake_fetch_child_deletes_total";
     /// validate: records by outcome (labels `outcome` = `valid` | `dlq` | `marker` | `delete`,
     /// `kind` for the DLQ).
     pub const VALIDATE_RECORDS: &str = "intake_validate_records_total";
@@ -270,6 +279,18 @@ pub mod metric {
         describe_counter!(
             FETCH_UNCHANGED_PAGES,
             "Look-back pages not landed: every record already landed unchanged"
+        );
+        describe_counter!(
+            FETCH_CHILD_READS,
+            "Reads of a new or changed parent's children"
+        );
+        describe_counter!(
+            FETCH_VANISHED_PARENTS,
+            "Parents whose children answered 404 (their children deleted)"
+        );
+        describe_counter!(
+            FETCH_CHILD_DELETES,
+            "Children deleted: no longer listed, or their parent is gone"
         );
         describe_counter!(VALIDATE_RECORDS, "Validated records by outcome");
         describe_counter!(DEDUP_EMITTED, "Records emitted to the curated topic");

@@ -33,8 +33,8 @@ pub use security::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism, SecurityPr
 pub use serve::{ServeAuth, ServeClient, ServeConfig, ServeOperation, ServeTls};
 pub use session::{LoginBody, SessionConfig, TokenPlace};
 pub use source::{
-    DriftPolicy, Incremental, KeyFormat, PLACEHOLDERS, PrimaryKey, QuotaConfig, SourceConfig,
-    StreamConfig,
+    DriftPolicy, Incremental, KeyFormat, PLACEHOLDERS, ParentConfig, PrimaryKey, QuotaConfig,
+    SourceConfig, StreamConfig,
 };
 pub use timefmt::TimeFormat;
 pub use webhook::{ChallengeConfig, FieldSpec, WebhookConfig, WebhookPreset, WebhookSignature};

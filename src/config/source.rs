@@ -194,6 +194,33 @@ pub struct StreamConfig {
     /// polled until its files are ready, and each file lands, with the cursor, exactly once.
     #[serde(default)]
     pub export: Option<ExportConfig>,
+    /// A child stream: its requests are made once per record of another stream of the source
+    /// (the parent), whose key fills the placeholder `as` in the path, query, headers or body.
+    /// The parent's worker fetches a parent's children when the parent is new or changed, with
+    /// one cursor per parent key (see docs/CONFIG.md, "Parent–child streams").
+    #[serde(default)]
+    pub parent: Option<ParentConfig>,
+}
+
+/// `parent = { stream, key, as }`: whose records a child stream's requests are made for.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ParentConfig {
+    /// The parent stream (of the same source).
+    pub stream: String,
+    /// JSON pointer of the parent record's key (default: the parent's first primary-key field).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The placeholder the key fills: `as = "repo"` fills `{repo}`.
+    #[serde(rename = "as")]
+    pub placeholder: String,
+}
+
+impl ParentConfig {
+    /// The pointer of the parent's key in a parent record.
+    pub fn key_in<'a>(&'a self, parent: &'a StreamConfig) -> &'a str {
+        self.key.as_deref().unwrap_or(parent.primary_key.first())
+    }
 }
 
 impl StreamConfig {
@@ -361,8 +388,13 @@ impl Incremental {
 /// The placeholders of paths, query values, header values and bodies.
 pub const PLACEHOLDERS: [&str; 5] = ["cursor", "since", "until", "page_size", "page"];
 
-/// Checks that every `{...}` in `text` is a known placeholder.
-fn check_placeholders(field: &str, text: &str) -> Result<(), ConfigError> {
+/// Checks that every `{...}` in `text` is a known placeholder or `extra` (a child stream's
+/// parent key).
+fn check_placeholders_with(
+    field: &str,
+    text: &str,
+    extra: Option<&str>,
+) -> Result<(), ConfigError> {
     let mut rest = text;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
@@ -371,6 +403,7 @@ fn check_placeholders(field: &str, text: &str) -> Result<(), ConfigError> {
         if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.is_empty()
             && !PLACEHOLDERS.contains(&name)
+            && extra != Some(name)
         {
             return Err(invalid(
                 field,
@@ -385,26 +418,38 @@ fn check_placeholders(field: &str, text: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_json_placeholders(field: &str, v: &serde_json::Value) -> Result<(), ConfigError> {
+fn check_json_placeholders(
+    field: &str,
+    v: &serde_json::Value,
+    extra: Option<&str>,
+) -> Result<(), ConfigError> {
     match v {
-        serde_json::Value::String(s) => check_placeholders(field, s),
+        serde_json::Value::String(s) => check_placeholders_with(field, s, extra),
         serde_json::Value::Array(a) => a
             .iter()
             .enumerate()
-            .try_for_each(|(i, x)| check_json_placeholders(&format!("{field}[{i}]"), x)),
+            .try_for_each(|(i, x)| check_json_placeholders(&format!("{field}[{i}]"), x, extra)),
         serde_json::Value::Object(o) => o
             .iter()
-            .try_for_each(|(k, x)| check_json_placeholders(&format!("{field}.{k}"), x)),
+            .try_for_each(|(k, x)| check_json_placeholders(&format!("{field}.{k}"), x, extra)),
         _ => Ok(()),
     }
 }
 
 fn check_headers(field: &str, h: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    check_headers_with(field, h, None)
+}
+
+fn check_headers_with(
+    field: &str,
+    h: &BTreeMap<String, String>,
+    extra: Option<&str>,
+) -> Result<(), ConfigError> {
     for (k, v) in h {
         if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
             return Err(invalid(format!("{field}.{k}"), "not a valid header name"));
         }
-        check_placeholders(&format!("{field}.{k}"), v)?;
+        check_placeholders_with(&format!("{field}.{k}"), v, extra)?;
     }
     Ok(())
 }
@@ -412,12 +457,13 @@ fn check_headers(field: &str, h: &BTreeMap<String, String>) -> Result<(), Config
 impl StreamConfig {
     /// Checks request shaping: method, body, headers, placeholders, pagination pointers.
     fn validate_request(&self, sat: &str) -> Result<(), ConfigError> {
-        check_headers(&format!("{sat}.headers"), &self.headers)?;
+        let extra = self.parent.as_ref().map(|p| p.placeholder.as_str());
+        check_headers_with(&format!("{sat}.headers"), &self.headers, extra)?;
         if let Some(p) = &self.path {
-            check_placeholders(&format!("{sat}.path"), p)?;
+            check_placeholders_with(&format!("{sat}.path"), p, extra)?;
         }
         for (k, v) in &self.query {
-            check_placeholders(&format!("{sat}.query.{k}"), v)?;
+            check_placeholders_with(&format!("{sat}.query.{k}"), v, extra)?;
         }
         match (&self.body, self.method) {
             (Some(_), Method::Get) => {
@@ -426,15 +472,21 @@ impl StreamConfig {
                     "a body needs method = \"POST\"",
                 ));
             }
-            (Some(Body::Json(v)), _) => check_json_placeholders(&format!("{sat}.body.json"), v)?,
+            (Some(Body::Json(v)), _) => {
+                check_json_placeholders(&format!("{sat}.body.json"), v, extra)?;
+            }
             (Some(Body::Form(f)), _) => {
                 for (k, v) in f {
-                    check_placeholders(&format!("{sat}.body.form.{k}"), v)?;
+                    check_placeholders_with(&format!("{sat}.body.form.{k}"), v, extra)?;
                 }
             }
             (Some(Body::Graphql { variables, .. }), _) => {
                 for (k, v) in variables {
-                    check_json_placeholders(&format!("{sat}.body.graphql.variables.{k}"), v)?;
+                    check_json_placeholders(
+                        &format!("{sat}.body.graphql.variables.{k}"),
+                        v,
+                        extra,
+                    )?;
                 }
             }
             (None, _) => {}
@@ -581,6 +633,7 @@ impl SourceConfig {
         {
             return Err(invalid(format!("{at}.auth.param"), "must not be empty"));
         }
+        self.check_parents(at)?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, s) in self.streams.iter().enumerate() {
             let sat = format!("{at}.streams[{i}]");
@@ -665,6 +718,108 @@ impl SourceConfig {
             }
         }
         Ok(())
+    }
+
+    /// Parent–child streams: the parent is another stream of this source, chains end in a
+    /// stream without a parent (no cycles), the key fills a placeholder the child's request
+    /// uses, and a child has none of the settings that only a stream's own syncs have.
+    fn check_parents(&self, at: &str) -> Result<(), ConfigError> {
+        for (i, s) in self.streams.iter().enumerate() {
+            let Some(p) = &s.parent else { continue };
+            let sat = format!("{at}.streams[{i}].parent");
+            let Some(parent) = self.stream(&p.stream) else {
+                return Err(invalid(
+                    format!("{sat}.stream"),
+                    format!("no stream `{}` in this source", p.stream),
+                ));
+            };
+            if let Some(k) = &p.key {
+                check_pointer(&format!("{sat}.key"), k)?;
+            }
+            if parent.export.is_some() {
+                return Err(invalid(
+                    format!("{sat}.stream"),
+                    "an export stream cannot be a parent (its files are read whole)",
+                ));
+            }
+            if p.key
+                .as_deref()
+                .unwrap_or(parent.primary_key.first())
+                .is_empty()
+            {
+                return Err(invalid(
+                    format!("{sat}.key"),
+                    "must point inside the parent record",
+                ));
+            }
+            if p.placeholder.is_empty()
+                || !p
+                    .placeholder
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                || ["cursor", "since", "until", "page_size", "page", "id"]
+                    .contains(&p.placeholder.as_str())
+            {
+                return Err(invalid(
+                    format!("{sat}.as"),
+                    "must be a placeholder name of letters, digits and `_`, not one intake fills itself (cursor, since, until, page_size, page, id)",
+                ));
+            }
+            if !s.mentions(&format!("{{{}}}", p.placeholder)) {
+                return Err(invalid(
+                    format!("{sat}.as"),
+                    format!(
+                        "`{{{}}}` appears nowhere in the stream's request: every parent would get the same children",
+                        p.placeholder
+                    ),
+                ));
+            }
+            let own = [
+                ("incremental", s.incremental.is_some()),
+                ("export", s.export.is_some()),
+                ("full_sync_every", s.full_sync_every.is_some()),
+                ("detect_deletes", s.detect_deletes),
+            ];
+            if let Some((name, _)) = own.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    format!("{at}.streams[{i}].{name}"),
+                    "a child stream reads all children of a new or changed parent and follows its parent's syncs; deletes are found by comparing a parent's children with the last time (leave this out)",
+                ));
+            }
+            // A chain of parents ends within the number of streams, or it is a cycle.
+            let mut up = p.stream.as_str();
+            for _ in 0..=self.streams.len() {
+                match self.stream(up).and_then(|x| x.parent.as_ref()) {
+                    Some(pp) if pp.stream == s.name => {
+                        return Err(invalid(
+                            format!("{sat}.stream"),
+                            format!("`{}` is its own ancestor", s.name),
+                        ));
+                    }
+                    Some(pp) => up = &pp.stream,
+                    None => break,
+                }
+            }
+            if p.stream == s.name {
+                return Err(invalid(
+                    format!("{sat}.stream"),
+                    "a stream cannot be its own parent",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A stream of this source by name.
+    pub fn stream(&self, name: &str) -> Option<&StreamConfig> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+
+    /// The streams whose parent is `name`.
+    pub fn children_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a StreamConfig> + 'a {
+        self.streams
+            .iter()
+            .filter(move |s| s.parent.as_ref().is_some_and(|p| p.stream == name))
     }
 
     /// The token id quota is owned by.

@@ -337,6 +337,7 @@ fn public_api_examples_are_valid() {
         "zendesk",
         "salesforce",
         "shopify",
+        "tracker",
     ] {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/sources/{name}.toml"));
@@ -820,4 +821,44 @@ fn oauth2_settings_are_checked_naming_the_field() {
         let err = Config::from_toml(&reg(auth)).unwrap_err().to_string();
         assert!(err.contains(&format!("`{field}`")), "{auth}: {err}");
     }
+}
+
+#[test]
+fn child_streams_are_checked() {
+    let child = |extra: &str| {
+        format!(
+            "{MIN}\n[[sources.streams]]\nname = \"orders\"\npath = \"/v1/customers/{{customer}}/orders\"\nprimary_key = \"/id\"\n{extra}\n"
+        )
+    };
+    let ok = Config::from_toml(&child(
+        r#"parent = { stream = "customers", as = "customer" }"#,
+    ))
+    .unwrap();
+    let src = &ok.sources[0];
+    let orders = src.stream("orders").unwrap();
+    let p = orders.parent.as_ref().unwrap();
+    assert_eq!(p.key_in(src.stream("customers").unwrap()), "/id");
+    assert_eq!(
+        src.children_of("customers")
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["orders"]
+    );
+    let err = |extra: &str| Config::from_toml(&child(extra)).unwrap_err().to_string();
+    assert!(err(r#"parent = { stream = "nope", as = "customer" }"#).contains("no stream `nope`"));
+    assert!(
+        err(r#"parent = { stream = "customers", as = "other" }"#)
+            .contains("`{other}` appears nowhere in the stream's request"),
+        "the path's placeholder must be the parent's"
+    );
+    assert!(
+        err(r#"parent = { stream = "customers", as = "cursor" }"#).contains("not one intake fills")
+    );
+    assert!(
+        err("parent = { stream = \"customers\", as = \"customer\" }\ndetect_deletes = true")
+            .contains("detect_deletes")
+    );
+    assert!(err(r#"parent = { stream = "orders", as = "customer" }"#).contains("own ancestor"));
+    // Without a parent, `{customer}` is no placeholder intake knows.
+    assert!(err("").contains("unknown placeholder `{customer}`"));
 }

@@ -55,8 +55,22 @@ pub async fn cursors(cfg: &Config, reset: Option<&str>) -> anyhow::Result<()> {
         "{:<28} {:<12} {:<9} {:<8} {:>7} {:>9} {:<26} {:<26}",
         "stream", "mode", "state", "sync", "pages", "records", "last sync", "high water"
     );
+    let children: std::collections::HashMap<String, &str> = cfg
+        .sources
+        .iter()
+        .flat_map(|src| {
+            src.streams.iter().filter_map(move |st| {
+                let p = st.parent.as_ref()?;
+                Some((stream_key(&src.name, &st.name), p.stream.as_str()))
+            })
+        })
+        .collect();
     for k in &keys {
         match found.get(k) {
+            None if children.contains_key(k) => println!(
+                "{k:<28} (a child of {}: one cursor per parent, read with it)",
+                children[k]
+            ),
             None => println!("{k:<28} (no cursor: the next sync is full)"),
             Some(c) => println!(
                 "{:<28} {:<12} {:<9} {:<8} {:>7} {:>9} {:<26} {:<26}",

@@ -102,7 +102,7 @@ impl StreamWorker {
         next.stamp = next_stamp(next.stamp, time::OffsetDateTime::now_utc());
         let seq = next.pages;
         let landed = self
-            .land(&resp, &next, &next.page.clone(), seq, count)
+            .land(&resp, next.place(), &next.page, seq, count)
             .await?;
         tracing::info!(source = %self.source.name, stream = %self.stream.name, export = %job.id, file = job.landed + 1, files = files.len(), records = count, "export file landed");
         let page = next.page.clone();

@@ -17,6 +17,7 @@
 //!   token, each process pacing them with its own limiter at the full quota.
 
 pub mod admin;
+pub mod children;
 pub mod cursor;
 pub mod encoding;
 mod export;
@@ -73,6 +74,16 @@ pub enum FetchError {
     /// The config names a stream that does not exist.
     #[error("no stream `{0}` in the config")]
     UnknownStream(String),
+    /// A child stream was selected: its root's worker reads it.
+    #[error(
+        "`{stream}` is a child stream: the worker of `{root}` reads it with its parents; select `{root}`"
+    )]
+    ChildStream {
+        /// The child.
+        stream: String,
+        /// Its root.
+        root: String,
+    },
 }
 
 /// How [`run`] runs.
@@ -257,7 +268,7 @@ fn selected<'a>(
             .flat_map(|s| {
                 s.streams
                     .iter()
-                    .filter(|st| st.path.is_some())
+                    .filter(|st| st.path.is_some() && st.parent.is_none())
                     .map(move |st| (s, st))
             })
             .collect());
@@ -265,8 +276,20 @@ fn selected<'a>(
     opts.streams
         .iter()
         .map(|spec| {
-            cfg.stream(spec)
-                .ok_or_else(|| FetchError::UnknownStream(spec.clone()))
+            let (src, st) = cfg
+                .stream(spec)
+                .ok_or_else(|| FetchError::UnknownStream(spec.clone()))?;
+            if st.parent.is_some() {
+                let mut root = st;
+                while let Some(p) = root.parent.as_ref().and_then(|p| src.stream(&p.stream)) {
+                    root = p;
+                }
+                return Err(FetchError::ChildStream {
+                    stream: st.name.clone(),
+                    root: root.name.clone(),
+                });
+            }
+            Ok((src, st))
         })
         .collect()
 }

@@ -116,7 +116,7 @@ pub fn request_url(
     let path = stream
         .path
         .as_deref()
-        .map(|p| values.fill(p).unwrap_or_default())
+        .map(|p| values.fill_path(p))
         .unwrap_or_default();
     let mut url = Url::parse(&format!("{}{path}", base_url.trim_end_matches('/')))
         .map_err(|e| PaginateError::Url(e.to_string()))?;
@@ -396,6 +396,7 @@ mod tests {
         until: None,
         page_size: 2,
         page: 1,
+        parent: None,
     };
 
     fn stream(pagination: &str) -> StreamConfig {

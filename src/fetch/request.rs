@@ -27,6 +27,9 @@ pub struct Values {
     pub page_size: u32,
     /// The 1-based page number.
     pub page: u64,
+    /// A child stream's placeholder and its parent's key (`("repo", "intake")` fills
+    /// `{repo}`).
+    pub parent: Option<(String, String)>,
 }
 
 impl Values {
@@ -37,7 +40,41 @@ impl Values {
             "until" => self.until.clone(),
             "page_size" => Some(self.page_size.to_string()),
             "page" => Some(self.page.to_string()),
-            _ => None,
+            _ => self
+                .parent
+                .as_ref()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.clone()),
+        }
+    }
+
+    fn known(&self, name: &str) -> bool {
+        crate::config::PLACEHOLDERS.contains(&name)
+            || self.parent.as_ref().is_some_and(|(n, _)| n == name)
+    }
+
+    /// A path with its placeholders filled in; the parent's key is percent-encoded as one
+    /// path segment, so a key holding `/`, `?` or `#` cannot change which resource is asked for.
+    pub fn fill_path(&self, path: &str) -> String {
+        match &self.parent {
+            None => self.fill(path).unwrap_or_default(),
+            Some((n, v)) => {
+                let encoded: String = v
+                    .bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                            (b as char).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        }
+                    })
+                    .collect();
+                let safe = Values {
+                    parent: Some((n.clone(), encoded)),
+                    ..self.clone()
+                };
+                safe.fill(path).unwrap_or_default()
+            }
         }
     }
 
@@ -45,7 +82,7 @@ impl Values {
     /// without a value (the caller leaves it out). A placeholder without a value inside
     /// longer text becomes empty.
     pub fn fill(&self, text: &str) -> Option<String> {
-        if let Some(name) = whole_placeholder(text) {
+        if let Some(name) = whole_placeholder(text).filter(|n| self.known(n)) {
             return self.get(name);
         }
         let mut out = String::with_capacity(text.len());
@@ -54,7 +91,7 @@ impl Values {
             out.push_str(&rest[..open]);
             let after = &rest[open + 1..];
             match after.find('}') {
-                Some(close) if crate::config::PLACEHOLDERS.contains(&&after[..close]) => {
+                Some(close) if self.known(&after[..close]) => {
                     out.push_str(&self.get(&after[..close]).unwrap_or_default());
                     rest = &after[close + 1..];
                 }
@@ -90,10 +127,9 @@ impl Values {
     }
 }
 
-/// The placeholder name when `text` is exactly one placeholder.
+/// The placeholder name when `text` is exactly one placeholder (known or not).
 fn whole_placeholder(text: &str) -> Option<&str> {
-    let name = text.strip_prefix('{')?.strip_suffix('}')?;
-    crate::config::PLACEHOLDERS.contains(&name).then_some(name)
+    text.strip_prefix('{')?.strip_suffix('}')
 }
 
 /// A request's method, extra headers and body (the URL is built by `paginate`).
@@ -211,7 +247,24 @@ primary_key = "/id"
             until: Some("1700003600".into()),
             page_size: 100,
             page: 3,
+            parent: None,
         }
+    }
+
+    #[test]
+    fn a_parent_key_fills_its_placeholder_and_is_one_path_segment() {
+        let v = Values {
+            parent: Some(("repo".into(), "a/b?c#d é".into())),
+            ..values(None)
+        };
+        assert_eq!(v.fill("q={repo}").as_deref(), Some("q=a/b?c#d é"));
+        assert_eq!(v.fill("{repo}").as_deref(), Some("a/b?c#d é"));
+        assert_eq!(
+            v.fill_path("/v1/repos/{repo}/issues"),
+            "/v1/repos/a%2Fb%3Fc%23d%20%C3%A9/issues"
+        );
+        // Not a child: `{repo}` is no placeholder and stays as written.
+        assert_eq!(values(None).fill("{repo}").as_deref(), Some("{repo}"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::FetchError;
+use super::children::Tree;
 use super::cursor::{CursorState, Mode, SyncPlan, next_stamp, parse_time, stream_key};
 use super::http::{HttpError, Response, SourceClient};
 use super::paginate::{self, PageCursor, PageFacts};
@@ -72,6 +73,50 @@ pub struct StreamReport {
     pub blobs: u64,
 }
 
+/// Where a landed page was read: its position, its sync and its stamp (`intake.cursor`,
+/// `intake.sync_id`, `intake.mode`, `intake.stamp`).
+#[derive(Clone, Copy)]
+pub(super) struct Place<'a> {
+    pub page: &'a PageCursor,
+    pub sync_id: &'a str,
+    pub mode: Mode,
+    pub stamp: i64,
+}
+
+impl CursorState {
+    pub(super) fn place(&self) -> Place<'_> {
+        Place {
+            page: &self.page,
+            sync_id: &self.sync_id,
+            mode: self.mode,
+            stamp: self.stamp,
+        }
+    }
+}
+
+impl Landed {
+    /// The landing record of this page, keyed by its stream.
+    pub(super) fn into_out(self, landing: &str, key: &str) -> Out {
+        Out {
+            topic: landing.to_owned(),
+            key: key.as_bytes().to_vec(),
+            payload: Some(self.value),
+            headers: self.headers.build(),
+            partition: None,
+        }
+    }
+}
+
+/// One record of a fetch transaction.
+pub(super) struct Out {
+    pub topic: String,
+    pub key: Vec<u8>,
+    /// `None`: a tombstone.
+    pub payload: Option<Bytes>,
+    pub headers: rdkafka::message::OwnedHeaders,
+    pub partition: Option<i32>,
+}
+
 /// A page ready to land.
 pub(super) struct Landed {
     value: Bytes,
@@ -118,7 +163,7 @@ impl StreamWorker {
         .map_err(|e| fetch_error("init transactions", e))?;
         // Restoring retries what a restarting broker or a moving leader throws at it.
         let mut wait = Duration::from_millis(200);
-        let mut state = loop {
+        let (mut state, mut tree) = loop {
             match self.restore().await {
                 Ok(s) => break s,
                 Err(FetchError::Kafka(e))
@@ -166,16 +211,32 @@ impl StreamWorker {
                 if let Some(since) = next.since.as_deref().and_then(parse_time) {
                     unchanged.forget_before(since.unix_timestamp());
                 }
+                if let Some(t) = tree.as_mut() {
+                    // A full sync read from its start here knows every parent there is.
+                    t.seen_roots = (next.mode == Mode::Full).then(Default::default);
+                }
                 tracing::info!(source = %self.source.name, stream = %self.stream.name, sync_id = %next.sync_id, mode = next.mode.as_str(), since = ?next.since, "sync started");
                 state = Some(next);
                 started_here = true;
             }
             let cur = state.clone().expect("a sync is in progress");
-            match self.fetch_batch(&cur, &producer, &unchanged).await {
+            match self
+                .fetch_batch(&cur, &producer, &unchanged, &mut tree)
+                .await
+            {
                 Ok((pages, next)) => {
                     blob_backoff = Backoff::new(BLOB_PAUSE_FIRST, BLOB_PAUSE_MAX);
                     let marker = next.complete.then_some(Kind::SyncEnd);
                     self.commit(&producer, &pages, Some(&next), marker).await?;
+                    if let Some(t) = tree.as_mut().filter(|_| next.complete) {
+                        match self.vanish_unseen_roots(t, &producer).await {
+                            Ok(()) => {}
+                            Err(BatchError::Fatal(e)) => return Err(e),
+                            // Later: the cursors of the vanished parents stay, and the next
+                            // full sync finds them gone again.
+                            Err(BatchError::Http(_) | BatchError::Blob(_)) => {}
+                        }
+                    }
                     for p in &pages {
                         unchanged.remember(&p.prints);
                     }
@@ -255,6 +316,7 @@ impl StreamWorker {
         cur: &CursorState,
         producer: &TxnProducer,
         unchanged: &Unchanged,
+        tree: &mut Option<Tree>,
     ) -> Result<(Vec<Landed>, CursorState), BatchError> {
         let mut next = cur.clone();
         let mut pages = Vec::new();
@@ -288,12 +350,17 @@ impl StreamWorker {
             if !pages.is_empty() && self.pacer.wait_for_slot() > HOLD_PAGES_FOR {
                 break;
             }
+            // A parent page is committed right after its children, one at a time.
+            if !pages.is_empty() && tree.is_some() {
+                break;
+            }
             let values = Values {
                 cursor: next.page.token().map(str::to_owned),
                 since: since_value.clone(),
                 until: until.clone(),
                 page_size: self.stream.page_size,
                 page: next.page.page_number(self.stream.page_size),
+                parent: None,
             };
             let refused = |why: String| {
                 BatchError::Http(HttpError::Client {
@@ -320,6 +387,12 @@ impl StreamWorker {
                 .and_then(|r| r.pointer(self.stream.primary_key.first()))
                 .map(key_string);
             self.saw_records(recs, &mut next);
+            if let (Some(t), Some(recs)) = (tree.as_mut(), recs)
+                && !resp.skipped
+            {
+                self.descend(t, &self.stream, recs, producer).await?;
+                next.stamp = next.stamp.max(t.stamp);
+            }
             let link = resp
                 .headers
                 .get(reqwest::header::LINK)
@@ -385,7 +458,12 @@ impl StreamWorker {
             } else {
                 let seq = next.pages;
                 next.stamp = next_stamp(next.stamp, time::OffsetDateTime::now_utc());
-                let mut landed = self.land(&resp, &next, &after, seq, count as u64).await?;
+                if let Some(t) = tree.as_mut() {
+                    t.stamp = next.stamp;
+                }
+                let mut landed = self
+                    .land(&resp, next.place(), &after, seq, count as u64)
+                    .await?;
                 landed.prints = prints.unwrap_or_default();
                 pages.push(landed);
             }
@@ -565,7 +643,7 @@ impl StreamWorker {
     pub(super) async fn land(
         &self,
         resp: &Response,
-        cur: &CursorState,
+        cur: Place<'_>,
         after: &PageCursor,
         seq: u64,
         records: u64,
@@ -574,7 +652,7 @@ impl StreamWorker {
             .with(headers::STATUS, resp.status.to_string())
             .with(headers::CURSOR, cur.page.header_value())
             .with(headers::NEXT_CURSOR, after.header_value())
-            .with(headers::SYNC_ID, &cur.sync_id)
+            .with(headers::SYNC_ID, cur.sync_id)
             .with(headers::MODE, cur.mode.as_str())
             .with(headers::SEQ, seq.to_string())
             .with(headers::STAMP, cur.stamp.to_string());
@@ -636,27 +714,52 @@ impl StreamWorker {
                 h.build(),
             )
         });
+        let mut outs: Vec<Out> = pages
+            .into_iter()
+            .chain(marker)
+            .map(|(v, h)| Out {
+                topic: landing.clone(),
+                key: key.clone().into_bytes(),
+                payload: Some(v),
+                headers: h,
+                partition: None,
+            })
+            .collect();
+        if let Some(c) = cursor {
+            outs.push(Out {
+                topic: cursors,
+                key: key.clone().into_bytes(),
+                payload: Some(Bytes::from(c)),
+                headers: Headers::new().build(),
+                partition: None,
+            });
+        }
+        let outcome = self.send(producer, outs).await;
+        lag.decrement(records_in as f64);
+        outcome?;
+        metrics::counter!(metric::RECORDS_IN, "stage" => Stage::Fetch.name()).increment(records_in);
+        metrics::counter!(metric::RECORDS_OUT, "stage" => Stage::Fetch.name())
+            .increment(records_out);
+        Ok(())
+    }
+
+    /// One transaction of `outs`, tried once: a failed commit is aborted and the worker
+    /// restarts from the committed cursor.
+    pub(super) async fn send(
+        &self,
+        producer: &TxnProducer,
+        outs: Vec<Out>,
+    ) -> Result<(), FetchError> {
         let started = std::time::Instant::now();
-        // One try: a failed commit is aborted and the worker restarts from the committed cursor.
         let outcome = producer
             .transaction(Policy::once(), move |p| {
-                let page_records = pages.into_iter().chain(marker);
-                for (v, h) in page_records {
+                for o in &outs {
                     p.send(Outgoing {
-                        topic: &landing,
-                        key: Some(key.as_bytes()),
-                        payload: Some(&v),
-                        headers: h,
-                        partition: None,
-                    })?;
-                }
-                if let Some(c) = cursor {
-                    p.send(Outgoing {
-                        topic: &cursors,
-                        key: Some(key.as_bytes()),
-                        payload: Some(&c),
-                        headers: Headers::new().build(),
-                        partition: None,
+                        topic: &o.topic,
+                        key: Some(&o.key),
+                        payload: o.payload.as_deref(),
+                        headers: o.headers.clone(),
+                        partition: o.partition,
                     })?;
                 }
                 Ok(())
@@ -664,15 +767,8 @@ impl StreamWorker {
             .await;
         metrics::histogram!(metric::COMMIT_SECONDS, "stage" => Stage::Fetch.name())
             .record(started.elapsed().as_secs_f64());
-        lag.decrement(records_in as f64);
         match outcome {
-            Outcome::Committed { .. } => {
-                metrics::counter!(metric::RECORDS_IN, "stage" => Stage::Fetch.name())
-                    .increment(records_in);
-                metrics::counter!(metric::RECORDS_OUT, "stage" => Stage::Fetch.name())
-                    .increment(records_out);
-                Ok(())
-            }
+            Outcome::Committed { .. } => Ok(()),
             // Fatal too: the producer is unusable, and the worker's restart replaces it.
             Outcome::Fenced(e) | Outcome::Fatal(e) => Err(FetchError::Fenced {
                 stream: self.key(),
@@ -683,10 +779,26 @@ impl StreamWorker {
     }
 
     /// Reads this stream's last committed cursor.
-    async fn restore(&self) -> Result<Option<CursorState>, FetchError> {
-        restore_cursors(&self.kafka, &self.names, std::slice::from_ref(&self.key()))
-            .await
-            .map(|mut m| m.remove(&self.key()))
+    async fn restore(&self) -> Result<(Option<CursorState>, Option<Tree>), FetchError> {
+        let key = self.key();
+        let prefixes = Tree::prefixes(self);
+        let (mut roots, children, partition) = restore_cursors_with(
+            &self.kafka,
+            &self.names,
+            std::slice::from_ref(&key),
+            &prefixes,
+        )
+        .await?;
+        let state = roots.remove(&key);
+        let tree = (!prefixes.is_empty()).then(|| {
+            Tree::new(
+                self,
+                partition,
+                children,
+                state.as_ref().map_or(0, |s| s.stamp),
+            )
+        });
+        Ok((state, tree))
     }
 }
 
@@ -699,9 +811,34 @@ pub async fn restore_cursors(
     names: &TopicNames,
     keys: &[String],
 ) -> Result<std::collections::HashMap<String, CursorState>, FetchError> {
+    restore_cursors_with(kafka, names, keys, &[])
+        .await
+        .map(|(m, _, _)| m)
+}
+
+/// The child cursors read back with a root's cursor, by key.
+type ChildCursors = std::collections::HashMap<String, super::children::ChildCursor>;
+
+/// Reads the last committed cursor of each key, and every child cursor whose key starts with
+/// one of `prefixes` in the partition of the first key (where a tree's child cursors are
+/// written), with that partition.
+async fn restore_cursors_with(
+    kafka: &Kafka,
+    names: &TopicNames,
+    keys: &[String],
+    prefixes: &[String],
+) -> Result<
+    (
+        std::collections::HashMap<String, CursorState>,
+        ChildCursors,
+        i32,
+    ),
+    FetchError,
+> {
     let kafka = kafka.clone();
     let topic = names.cursors();
     let keys = keys.to_vec();
+    let prefixes = prefixes.to_vec();
     tokio::task::spawn_blocking(move || {
         use rdkafka::Message;
         let consumer = kafka.reader_consumer("cursors")?;
@@ -709,9 +846,23 @@ pub async fn restore_cursors(
         let mut parts: Vec<i32> = keys.iter().map(|k| partition_for(k.as_bytes(), n)).collect();
         parts.sort_unstable();
         parts.dedup();
+        let first = keys.first().map_or(0, |k| partition_for(k.as_bytes(), n));
         let mut out = std::collections::HashMap::new();
+        let mut children = ChildCursors::new();
         reader::read_to_end(&consumer, &topic, &parts, Duration::from_secs(60), |m| {
             let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { return };
+            if prefixes.iter().any(|p| k.starts_with(p.as_str())) {
+                match m.payload().map(serde_json::from_slice::<super::children::ChildCursor>) {
+                    None => {
+                        children.remove(k);
+                    }
+                    Some(Ok(c)) => {
+                        children.insert(k.to_owned(), c);
+                    }
+                    Some(Err(e)) => tracing::error!(key = k, offset = m.offset(), error = %e, "unreadable child cursor ignored (its parent's children are read again)"),
+                }
+                return;
+            }
             if !keys.iter().any(|x| x == k) {
                 return;
             }
@@ -727,7 +878,7 @@ pub async fn restore_cursors(
                 },
             }
         })?;
-        Ok(out)
+        Ok((out, children, first))
     })
     .await
     .map_err(|_| FetchError::Kafka(rdkafka::error::KafkaError::Canceled))?
@@ -760,7 +911,7 @@ fn parse_page(format: crate::config::Format, body: &[u8]) -> Result<Value, Strin
     }
 }
 
-fn key_string(v: &Value) -> String {
+pub(super) fn key_string(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),

@@ -485,10 +485,14 @@ async fn webhook(
         }
     };
     let (entity, event_id, stream) = (ev.entity_id, ev.event_id, ev.stream);
-    let h = LandingHeaders::provenance(&source, &stream, &format!("POST /v1/webhooks/{source}"))
-        .with(headers::EVENT_ID, &event_id)
-        .with(headers::SEQ, ev.version.to_string())
-        .with(headers::OP, ev.op.as_str());
+    let h = LandingHeaders::mapped_event(
+        &source,
+        &stream,
+        &format!("POST /v1/webhooks/{source}"),
+        &event_id,
+        ev.version,
+        ev.op.as_str(),
+    );
     // An event over the landing topic's inline limit is stored by claim-check, like a page:
     // the landing value is its reference (`intake.blob`), validate reads the body back.
     let landed = LandedBody::land(&st.blobs, body, st.cfg.blob.max_inline_bytes)

@@ -41,8 +41,13 @@
 //! `--tree-issues` issues, a new issue (added alone or with a repository) with
 //! `--tree-comments` comments. The answer names the ids written:
 //! `{"updated": {"repos": [...], "issues": [...], "comments": [...]}, "added": {...},
-//! "deleted": {...}}` (`added` includes the issues and comments created with a new parent,
-//! `deleted` the descendants deleted with one).
+//! "deleted": {...}, "ghosted": {...}}` (`added` includes the issues and comments created with
+//! a new parent, `deleted` the descendants deleted with one).
+//!
+//! **Ghosts.** `"ghost_repos": n` (after the deletes) models a repository deleted between the
+//! list a client read and its request for the issues: the repository stays in the list (moved
+//! on to a new tick, so a client sees it changed) while its issues and their comments are
+//! deleted and `GET …/issues` answers 404. The truth lists the ghost, not its issues.
 //!
 //! `GET /admin/tree/truth` lists every live record as the list endpoints serve it
 //! (`{"repos", "issues", "comments"}`, by id). `GET /admin/tree/stats` counts the requests
@@ -268,6 +273,9 @@ pub struct Summary {
     pub added: Ids,
     /// Records deleted, with the descendants deleted with them.
     pub deleted: Ids,
+    /// Repositories left listed whose issues answer 404 (their issues and comments are in
+    /// `deleted`).
+    pub ghosted: Ids,
 }
 
 /// The body of `POST /admin/tree/mutate`: how many of each write, and the seed choosing targets.
@@ -294,6 +302,9 @@ pub struct Mutation {
     pub delete_repos: u64,
     /// Repositories to add, each with `--tree-issues` issues.
     pub add_repos: u64,
+    /// Repositories left in the list whose issues are deleted and answer 404 (see the module
+    /// docs: a parent gone between the list and the request for its children).
+    pub ghost_repos: u64,
 }
 
 /// One page of a list: the body's records and the last id when more follow.
@@ -316,6 +327,8 @@ pub struct Forest {
     repo_issues: BTreeMap<u64, BTreeSet<u64>>,
     /// Live comment ids of each live issue.
     issue_comments: BTreeMap<u64, BTreeSet<u64>>,
+    /// Listed repositories whose issues answer 404.
+    ghosts: BTreeSet<u64>,
     next_repo: u64,
     next_issue: u64,
     next_comment: u64,
@@ -362,6 +375,7 @@ impl Forest {
             comments: BTreeMap::new(),
             repo_issues: BTreeMap::new(),
             issue_comments: BTreeMap::new(),
+            ghosts: BTreeSet::new(),
             next_repo: 1,
             next_issue: 1,
             next_comment: 1,
@@ -540,6 +554,7 @@ impl Forest {
         if self.repos.remove(&num).is_none() {
             return;
         }
+        self.ghosts.remove(&num);
         for i in self.repo_issues.remove(&num).unwrap_or_default() {
             self.delete_issue(i, deleted);
         }
@@ -578,6 +593,24 @@ impl Forest {
             if let Some(issue) = self.delete_comment(id, &mut s.deleted) {
                 self.touch_issue(issue);
             }
+        }
+
+        let targets = choose(
+            &mut rng,
+            self.repos
+                .keys()
+                .filter(|n| !self.ghosts.contains(n))
+                .copied()
+                .collect(),
+            m.ghost_repos,
+        );
+        for num in targets {
+            for i in self.repo_issues.remove(&num).unwrap_or_default() {
+                self.delete_issue(i, &mut s.deleted);
+            }
+            self.ghosts.insert(num);
+            self.touch_repo(num);
+            s.ghosted.repos.push(repo_id(num));
         }
 
         let targets = choose(
@@ -651,7 +684,12 @@ impl Forest {
             self.create_repo(&mut s.added);
         }
         for _ in 0..m.add_issues {
-            let repos: Vec<u64> = self.repos.keys().copied().collect();
+            let repos: Vec<u64> = self
+                .repos
+                .keys()
+                .filter(|n| !self.ghosts.contains(n))
+                .copied()
+                .collect();
             if repos.is_empty() {
                 break;
             }
@@ -674,6 +712,7 @@ impl Forest {
         s.updated.sort();
         s.added.sort();
         s.deleted.sort();
+        s.ghosted.sort();
         s
     }
 
@@ -1239,6 +1278,7 @@ mod tests {
             delete_comments: 1,
             delete_repos: 1,
             add_repos: 1,
+            ghost_repos: 1,
         };
         let (mut a, mut b) = (a, b);
         let sa = a.mutate(&m);
@@ -1418,6 +1458,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_ghost_is_listed_while_its_issues_are_gone() {
+        let mut f = Forest::new(&args(3, 2, 2), 5);
+        let s = f.mutate(&Mutation {
+            ghost_repos: 1,
+            add_issues: 5,
+            ..Mutation::default()
+        });
+        assert_eq!(s.ghosted.repos.len(), 1);
+        let ghost = repo_num(&s.ghosted.repos[0]).unwrap();
+        assert_eq!(s.deleted.issues.len(), 2);
+        assert_eq!(s.deleted.comments.len(), 4);
+        assert!(f.repo_json(ghost).is_some(), "still listed");
+        assert!(
+            f.issues_page(ghost, None, 100).is_none(),
+            "its issues answer 404"
+        );
+        let truth = f.truth();
+        assert!(
+            truth["issues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["repo"] != s.ghosted.repos[0].as_str()),
+            "no issue was added to the ghost"
+        );
     }
 
     #[test]
