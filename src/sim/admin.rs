@@ -4,7 +4,7 @@
 //! | method and path                 | what |
 //! |---------------------------------|------|
 //! | `GET /admin/truth`              | per stream: live records with versions, deleted ids, drifted, large, backdated ids |
-//! | `GET /admin/stats`              | per-token request counts and per-second histogram; faults; writer; webhooks |
+//! | `GET /admin/stats`              | per-token request counts and per-second histogram; pages, `result_cap_refusals`; faults; writer; webhooks |
 //! | `PUT /admin/quota/{token}`      | `{"limit": n}`: set (or create) a token's limit |
 //! | `GET`/`PUT /admin/faults`       | read, or partly change, the fault rates |
 //! | `POST /admin/pause`, `/resume`  | stop or restart the background writer |
@@ -168,6 +168,7 @@ struct StatsOut {
     sessions: Option<super::session::SessionCounts>,
     pages: u64,
     compressed: u64,
+    result_cap_refusals: u64,
     exports: serde_json::Value,
     faults: FaultCounts,
     writer: WriterOut,
@@ -199,6 +200,7 @@ async fn stats(State(state): State<Arc<SimState>>) -> Json<impl Serialize> {
             .map(super::session::Sessions::counts),
         pages: state.counters.pages.load(Ordering::SeqCst),
         compressed: state.counters.compressed.load(Ordering::SeqCst),
+        result_cap_refusals: state.counters.result_cap_refusals.load(Ordering::SeqCst),
         exports: serde_json::to_value(state.exports.counters()).unwrap_or_default(),
         faults: state.faults().counts(),
         writer,

@@ -24,7 +24,7 @@ use super::conn::ConnHandle;
 use super::data::Stream;
 use super::error::ApiError;
 use super::faults::cut_short;
-use super::pagination::ListRequest;
+use super::pagination::{ListRequest, RESULT_CAP_CODE};
 use super::quota::Decision;
 use super::state::SimState;
 
@@ -222,7 +222,15 @@ fn serve(
     uri: &Uri,
 ) -> Result<Response, ApiError> {
     let request = ListRequest::parse(style, query.as_deref().unwrap_or(""), state.sizes)?;
-    let fetched = request.fetch(&state.store(), stream)?;
+    let fetched = request.fetch(&state.store(), stream, state.result_cap);
+    let fetched = fetched.inspect_err(|e| {
+        if e.code == RESULT_CAP_CODE {
+            state
+                .counters
+                .result_cap_refusals
+                .fetch_add(1, Ordering::SeqCst);
+        }
+    })?;
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

@@ -203,6 +203,22 @@ pub struct SimArgs {
     #[arg(long, env = "INTAKE_SIM_RECORDS", default_value_t = 1000)]
     pub records: u32,
 
+    /// Days (1..=3650) the initial records' creation times spread over from 2024-01-01:
+    /// record n is created about n × (span / records) in, with that spacing at most 10
+    /// minutes (so a small data set covers less than the span: records × 10 minutes). The
+    /// default, 180, gives the same data set as before the flag existed. 1 000 000 records
+    /// over 1095 days lie ~94.6 s apart. Updated versions lie up to 30 days after creation.
+    #[arg(long, env = "INTAKE_SIM_SPAN_DAYS", default_value_t = 180)]
+    pub span_days: u32,
+
+    /// Like HubSpot's search (10 000), a list query (one `updated_since`/`updated_before`
+    /// pair) can be read only up to its first N records on `/v1/{stream}` and
+    /// `/v1/styles/…`: a page starting at or past N is a 400 `result_cap` (counted as
+    /// `result_cap_refusals` in `/admin/stats`), a page running past N is cut at N and still
+    /// says more follow. 0: no cap.
+    #[arg(long, env = "INTAKE_SIM_RESULT_CAP", default_value_t = 0)]
+    pub result_cap: usize,
+
     /// Page size when the request gives none.
     #[arg(long, env = "INTAKE_SIM_PAGE_SIZE", default_value_t = 100)]
     pub page_size: u32,
@@ -502,6 +518,12 @@ impl SimArgs {
         if !(self.write_rate.is_finite() && self.write_rate >= 0.0) {
             return Err(SimError::config("--write-rate", "must be a number >= 0"));
         }
+        if !(1..=3650).contains(&self.span_days) {
+            return Err(SimError::config(
+                "--span-days",
+                format!("must lie in 1..=3650, got {}", self.span_days),
+            ));
+        }
         if self.page_size == 0 || self.page_size > self.max_page_size {
             return Err(SimError::config(
                 "--page-size",
@@ -581,6 +603,7 @@ mod tests {
         args.validate().unwrap();
         assert_eq!(args.seed, 42);
         assert_eq!(args.records, 1000);
+        assert_eq!((args.span_days, args.result_cap), (180, 0));
         assert_eq!(args.customers_pagination, Style::Cursor);
         assert_eq!(args.orders_pagination, Style::Link);
         assert_eq!(args.events_pagination, Style::After);
@@ -659,6 +682,19 @@ mod tests {
                 .to_string()
                 .contains("--tree-repos")
         );
+        for days in ["0", "3651"] {
+            let args = SimArgs::try_parse_from(["sim", "--span-days", days]).unwrap();
+            assert!(
+                args.validate()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("--span-days")
+            );
+        }
+        let args = SimArgs::try_parse_from(["sim", "--span-days", "1095", "--result-cap", "10000"])
+            .unwrap();
+        args.validate().unwrap();
+        assert_eq!((args.span_days, args.result_cap), (1095, 10_000));
         assert!(SimArgs::try_parse_from(["sim", "--token", "nolimit"]).is_err());
         assert!(SimArgs::try_parse_from(["sim", "--customers-pagination", "pages"]).is_err());
     }

@@ -309,13 +309,31 @@ fn body(rng: &mut Rand, stream: Stream, n: u64, population: Population) -> Body 
     }
 }
 
-/// The `n`th (from 1) record of the initial data set of `records` per stream: a pure function
-/// of the seed. Creation times advance with `n` from [`BASE_MS`] over at most 180 days; mutable
-/// records start with a short history (version 1 to 4).
+/// The `n`th (from 1) record of the initial data set of `records` per stream over the default
+/// span ([`DEFAULT_SPAN_DAYS`]): a pure function of the seed. Creation times advance with `n`
+/// from [`BASE_MS`] over at most 180 days; mutable records start with a short history
+/// (version 1 to 4). See [`initial_over`].
 pub fn initial(seed: u64, stream: Stream, n: u64, records: u64) -> Record {
+    initial_over(seed, stream, n, records, DEFAULT_SPAN_DAYS)
+}
+
+/// `--span-days` by default: the span of the data set before the flag existed.
+pub const DEFAULT_SPAN_DAYS: u64 = 180;
+
+/// Longest spacing of two initial records' creation times: 10 minutes.
+const MAX_SPACING_MS: u64 = 600_000;
+
+/// The `n`th (from 1) record of the initial data set of `records` per stream spread over
+/// `span_days` (`--span-days`): a pure function of the seed. Creation times advance with `n`
+/// from [`BASE_MS`], `span_days × 86 400 000 / records` ms apart but at most 10 minutes
+/// (so the set covers at most `span_days`, less when `records` is small: `records` × 10
+/// minutes), each jittered within its spacing; mutable records start with a short history
+/// (version 1 to 4), the last version up to 30 days after creation. With
+/// [`DEFAULT_SPAN_DAYS`] this is [`initial`], byte for byte.
+pub fn initial_over(seed: u64, stream: Stream, n: u64, records: u64, span_days: u64) -> Record {
     let id = stream.id(n);
     let mut rng = Rand::new(seed, stream.as_str(), &id);
-    let spacing = (180 * 86_400_000 / records.max(1)).clamp(1, 600_000);
+    let spacing = (span_days * 86_400_000 / records.max(1)).clamp(1, MAX_SPACING_MS);
     let created_ms = BASE_MS + i64::try_from(n * spacing + rng.below(spacing)).expect("small");
     let population = Population {
         customers: records,
@@ -450,6 +468,95 @@ mod tests {
             let e = initial(1, Stream::Events, n, 200);
             assert_eq!(e.version, 1);
         }
+    }
+
+    /// The default data set (seed 42, 1000 records) as it was before `--span-days`: the 1st
+    /// and the 1000th record of each stream, and the ends of a million customers.
+    #[test]
+    fn the_default_span_keeps_the_data_set() {
+        let pinned = [
+            (
+                Stream::Customers,
+                1,
+                1000,
+                r#"Record { id: "cus_000001", version: 4, created_ms: 1704067958442, updated_ms: 1704826145488, body: Customer { name: "Hedy Torvalds", email: "hedy.torvalds1@example.org", status: Inactive } }"#,
+            ),
+            (
+                Stream::Customers,
+                1000,
+                1000,
+                r#"Record { id: "cus_001000", version: 3, created_ms: 1704667215429, updated_ms: 1707201050076, body: Customer { name: "John Lovelace", email: "john.lovelace1000@example.com", status: Suspended } }"#,
+            ),
+            (
+                Stream::Orders,
+                1,
+                1000,
+                r#"Record { id: "ord_000001", version: 4, created_ms: 1704067984292, updated_ms: 1706374191440, body: Order { customer_id: "cus_000576", amount_cents: 62155, currency: "USD", status: Pending } }"#,
+            ),
+            (
+                Stream::Orders,
+                1000,
+                1000,
+                r#"Record { id: "ord_001000", version: 4, created_ms: 1704667444335, updated_ms: 1706293610656, body: Order { customer_id: "cus_000849", amount_cents: 235545, currency: "JPY", status: Pending } }"#,
+            ),
+            (
+                Stream::Events,
+                1,
+                1000,
+                r#"Record { id: "evt_000001", version: 1, created_ms: 1704067837245, updated_ms: 1704067837245, body: Event { kind: Purchase, entity_id: "ord_000940", ip: "10.86.28.156", user_agent: "okhttp/4.12.0" } }"#,
+            ),
+            (
+                Stream::Events,
+                1000,
+                1000,
+                r#"Record { id: "evt_001000", version: 1, created_ms: 1704667648010, updated_ms: 1704667648010, body: Event { kind: Logout, entity_id: "cus_000187", ip: "10.238.82.108", user_agent: "Mozilla/5.0" } }"#,
+            ),
+            (
+                Stream::Customers,
+                1,
+                1_000_000,
+                r#"Record { id: "cus_000001", version: 4, created_ms: 1704067219658, updated_ms: 1704825406704, body: Customer { name: "Hedy Torvalds", email: "hedy.torvalds1@example.org", status: Inactive } }"#,
+            ),
+            (
+                Stream::Customers,
+                1_000_000,
+                1_000_000,
+                r#"Record { id: "cus_1000000", version: 4, created_ms: 1719619203212, updated_ms: 1720672674178, body: Customer { name: "Donald Turing", email: "donald.turing1000000@mail.example", status: Inactive } }"#,
+            ),
+        ];
+        for (stream, n, records, before) in pinned {
+            let record = initial(42, stream, n, records);
+            assert_eq!(format!("{record:?}"), before);
+            assert_eq!(
+                initial_over(42, stream, n, records, DEFAULT_SPAN_DAYS),
+                record
+            );
+        }
+    }
+
+    #[test]
+    fn the_span_spreads_creation_times() {
+        // 1 000 000 records over 1095 days: 94 608 ms apart, each jittered within its slot.
+        let spacing = 1095 * 86_400_000 / 1_000_000;
+        assert_eq!(spacing, 94_608);
+        for n in [1, 2, 500_000, 999_999, 1_000_000] {
+            let r = initial_over(42, Stream::Orders, n, 1_000_000, 1095);
+            let offset = r.created_ms - BASE_MS;
+            assert!(
+                (n as i64 * spacing..(n as i64 + 1) * spacing).contains(&offset),
+                "{n}: {offset}"
+            );
+            assert!(r.updated_ms >= r.created_ms);
+            assert!(r.updated_ms - r.created_ms <= 30 * 86_400_000);
+        }
+        let last = initial_over(42, Stream::Events, 1_000_000, 1_000_000, 1095);
+        assert!(last.created_ms - BASE_MS > 1094 * 86_400_000);
+        // Spacing is at most 10 minutes: a small set covers records × 10 minutes.
+        let small = initial_over(42, Stream::Events, 100, 100, 1095);
+        assert!(small.created_ms - BASE_MS <= 101 * 600_000);
+        // One day, many records: 1 ms apart at least.
+        let dense = initial_over(42, Stream::Events, 200_000_000, 200_000_000, 1);
+        assert!(dense.created_ms - BASE_MS <= 200_000_001);
     }
 
     #[test]

@@ -119,7 +119,7 @@ async fn create(
     };
     let (records, _) = state
         .store()
-        .page_at(stream, Filter { since_ns: None }, 0, usize::MAX);
+        .page_at(stream, Filter::default(), 0, usize::MAX);
     let exports = &state.exports;
     let n = exports.counters.created.fetch_add(1, Ordering::SeqCst) + 1;
     let id = format!("exp_{n}");

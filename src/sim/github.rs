@@ -607,7 +607,10 @@ impl Github {
     fn issues(&self, state: &SimState, base: &str, since_ns: Option<i128>) -> Vec<Issue> {
         let listed = {
             let store = state.store();
-            let filter = Filter { since_ns };
+            let filter = Filter {
+                since_ns,
+                before_ns: None,
+            };
             store.page_at(ISSUES_OF, filter, 0, usize::MAX).0
         };
         listed

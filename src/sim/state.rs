@@ -32,6 +32,8 @@ pub struct ApiCounters {
     pub pages: AtomicU64,
     /// Answers of the list APIs sent with a `Content-Encoding` (`--compress`).
     pub compressed: AtomicU64,
+    /// List pages refused 400 `result_cap` (`--result-cap`).
+    pub result_cap_refusals: AtomicU64,
 }
 
 /// Shared state of one simulator.
@@ -45,6 +47,8 @@ pub struct SimState {
     pub styles: [Style; 3],
     /// Page sizes.
     pub sizes: PageSizes,
+    /// `--result-cap` (0: none).
+    pub result_cap: usize,
     /// `--seed`.
     pub seed: u64,
     /// `--quota-mode`, for stats.
@@ -83,6 +87,7 @@ impl SimState {
         let store = Store::new(
             StoreConfig {
                 records: u64::from(args.records),
+                span_days: u64::from(args.span_days),
                 render,
                 create_share: args.create_share,
                 delete_share: args.delete_share,
@@ -124,6 +129,7 @@ impl SimState {
                 default: args.page_size,
                 max: args.max_page_size,
             },
+            result_cap: args.result_cap,
             seed: args.seed,
             quota_mode: args.quota_mode,
             quota_window_ms: args.quota_window.as_millis() as u64,
