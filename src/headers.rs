@@ -27,6 +27,9 @@ pub const NEXT_CURSOR: &str = "intake.next_cursor";
 pub const SYNC_ID: &str = "intake.sync_id";
 /// Landing: page sequence number within the sync (events: the entity's sequence number).
 pub const SEQ: &str = "intake.seq";
+/// Landing: the window of a windowed backfill a page was read in (its start, RFC 3339); such
+/// a page is identified by `(intake.sync_id, intake.window, intake.seq)`.
+pub const WINDOW: &str = "intake.window";
 /// Landing: claim-check reference `uri=<uri>;sha256=<hex>;size=<n>`.
 pub const BLOB: &str = "intake.blob";
 /// Landing: the stamp fetch gives a page (decimal i64, microseconds since the Unix epoch at

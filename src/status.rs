@@ -1,7 +1,8 @@
 //! `intake status`: one screen with what an operator asks first.
 //!
 //! - **streams**: the committed cursor of every configured stream (mode, whether its sync is
-//!   complete, last sync and last full sync, records landed);
+//!   complete, last sync and last full sync, records landed; a windowed backfill in progress:
+//!   its windows done, running and left);
 //! - **quota per token, live**: the configured quota beside the state its owner last saved in
 //!   `intake.quota` (owner, limit and pace in force, remaining count and reset the upstream
 //!   announced, pause after a 429, age of the record);
@@ -171,7 +172,10 @@ pub async fn gather(cfg: &Config) -> anyhow::Result<Status> {
     let names = TopicNames::from_config(cfg);
     let keys: Vec<String> = crate::contract::stream_keys(cfg);
     let progress = crate::telemetry::spinner("reading cursors");
-    let found = crate::fetch::stream::restore_cursors(&kafka, &names, &keys).await?;
+    let mut found = crate::fetch::stream::restore_cursors(&kafka, &names, &keys).await?;
+    for c in found.values_mut() {
+        crate::fetch::windows::progress(&kafka, &names, c).await?;
+    }
     let cursors = keys
         .iter()
         .map(|k| (k.clone(), found.get(k).cloned()))
@@ -515,6 +519,19 @@ pub fn print(s: &Status) {
                 c.last_full_sync_at.as_deref().unwrap_or("-"),
                 c.total_records
             ),
+        }
+        if let Some(b) = c
+            .as_ref()
+            .and_then(|c| c.backfill.as_ref().filter(|_| !c.complete))
+        {
+            println!(
+                "  {:<28} backfill: {} of {} windows done, {} running, {} left",
+                "",
+                b.done,
+                b.windows,
+                b.running,
+                b.windows - b.done - b.running
+            );
         }
     }
     println!("quota per token (configured | live, from intake.quota)");

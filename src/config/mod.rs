@@ -25,8 +25,8 @@ use serde::Deserialize;
 
 pub use auth::{Auth, OAuth2ClientAuth, OAuth2Config, OAuth2Grant};
 pub use request::{
-    Body, ExportConfig, Format, Method, Pagination, QuotaHeaders, StatusAction, StatusRange,
-    StatusRule,
+    BackfillConfig, Body, ExportConfig, Format, Method, Pagination, QuotaHeaders, StatusAction,
+    StatusRange, StatusRule,
 };
 pub use secret::{SecretError, SecretRef, SecretString};
 pub use security::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism, SecurityProtocol};

@@ -325,6 +325,37 @@ pub struct ExportConfig {
     pub cleanup: bool,
 }
 
+/// `backfill = { start, step, concurrency, max_records_per_window }`: a stream's first sync
+/// reads its history in time windows, several at once.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillConfig {
+    /// Where history starts (RFC 3339): no record's incremental field is older.
+    pub start: String,
+    /// The width of a window.
+    #[serde(with = "humantime_serde")]
+    pub step: Duration,
+    /// Windows read at once, each with its own transactional id.
+    #[serde(default = "b_concurrency")]
+    pub concurrency: u32,
+    /// A window that has read this many records goes on as a new window from the last
+    /// incremental-field value it read (search APIs that stop at 10 000 results). 0: no cap.
+    #[serde(default)]
+    pub max_records_per_window: u64,
+}
+
+fn b_concurrency() -> u32 {
+    4
+}
+
+impl BackfillConfig {
+    /// `start` as a time (checked when the config is loaded).
+    pub fn start_time(&self) -> Option<time::OffsetDateTime> {
+        time::OffsetDateTime::parse(&self.start, &time::format_description::well_known::Rfc3339)
+            .ok()
+    }
+}
+
 fn e_id() -> String {
     "/id".into()
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::auth::Auth;
-use super::request::{Body, ExportConfig, Format, Method, Pagination, QuotaHeaders, StatusRule};
+use super::request::{
+    BackfillConfig, Body, ExportConfig, Format, Method, Pagination, QuotaHeaders, StatusRule,
+};
 use super::timefmt::TimeFormat;
 use super::webhook::WebhookConfig;
 use super::{ConfigError, check_name, defaults, invalid};
@@ -200,6 +202,10 @@ pub struct StreamConfig {
     /// one cursor per parent key (see docs/CONFIG.md, "Parent–child streams").
     #[serde(default)]
     pub parent: Option<ParentConfig>,
+    /// The first sync reads history in time windows, several at once (see docs/CONFIG.md,
+    /// "Windowed backfill").
+    #[serde(default)]
+    pub backfill: Option<BackfillConfig>,
 }
 
 /// `parent = { stream, key, as }`: whose records a child stream's requests are made for.
@@ -692,6 +698,36 @@ impl SourceConfig {
             s.validate_request(&sat)?;
             if let Some(inc) = &s.incremental {
                 check_pointer(&format!("{sat}.incremental.field"), &inc.field)?;
+            }
+            if let Some(b) = &s.backfill {
+                let at = format!("{sat}.backfill");
+                let Some(inc) = &s.incremental else {
+                    return Err(invalid(
+                        at,
+                        "needs `incremental`: each window is an incremental query",
+                    ));
+                };
+                if inc.end_param.is_none() && !s.mentions("{until}") {
+                    return Err(invalid(
+                        at,
+                        "needs an upper bound on each window: `incremental.end_param`, or `{until}` in the request",
+                    ));
+                }
+                if b.start_time().is_none() {
+                    return Err(invalid(
+                        format!("{at}.start"),
+                        format!("`{}` is not an RFC 3339 time", b.start),
+                    ));
+                }
+                if b.step.is_zero() || !(1..=64).contains(&b.concurrency) {
+                    return Err(invalid(
+                        at,
+                        "needs a step above zero and a concurrency between 1 and 64",
+                    ));
+                }
+                if s.export.is_some() || s.parent.is_some() {
+                    return Err(invalid(at, "not with `export` or `parent`"));
+                }
             }
             if s.page_size == 0 || s.page_size > 10_000 {
                 return Err(invalid(

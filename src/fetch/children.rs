@@ -185,7 +185,7 @@ impl Tree {
     pub fn new(
         worker: &StreamWorker,
         partition: i32,
-        restored: HashMap<String, ChildCursor>,
+        restored: super::stream::Prefixed,
         root_stamp: i64,
     ) -> Tree {
         let mut streams = HashMap::new();
@@ -197,7 +197,14 @@ impl Tree {
             }
         }
         let cursors: HashMap<(String, String), ChildCursor> = restored
-            .into_values()
+            .into_iter()
+            .filter_map(|(k, v)| match serde_json::from_slice::<ChildCursor>(&v) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(key = %k, error = %e, "unreadable child cursor ignored (its parent's children are read again)");
+                    None
+                }
+            })
             .filter(|c| streams.contains_key(&c.stream))
             .map(|c| ((c.stream.clone(), c.parent_key.clone()), c))
             .collect();

@@ -80,6 +80,10 @@ pub struct CursorState {
     /// The asynchronous export this sync reads (an `export` stream), once asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<ExportCursor>,
+    /// A windowed backfill: this sync reads `[start, started_at)` in windows, each with its
+    /// own cursor (`super::windows`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillPlan>,
     /// When this record was written.
     pub updated_at: String,
 }
@@ -96,6 +100,27 @@ pub struct ExportCursor {
     /// Files landed.
     #[serde(default)]
     pub landed: usize,
+}
+
+/// The windows of a backfill sync: `[start, until)` cut every `step_s` seconds (windows that
+/// split add theirs, recorded in their window cursors).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillPlan {
+    /// Where history starts (RFC 3339).
+    pub start: String,
+    /// The sync's start: the last window ends there (RFC 3339).
+    pub until: String,
+    /// The width of a window, in seconds.
+    pub step_s: u64,
+    /// Windows complete / known, as of this record (progress for `intake status`).
+    #[serde(default)]
+    pub done: u64,
+    /// Windows known (the plan's and those split off).
+    #[serde(default)]
+    pub windows: u64,
+    /// Windows begun and not complete (read by `intake status`).
+    #[serde(default)]
+    pub running: u64,
 }
 
 /// What a new sync takes from its stream's settings.
@@ -160,6 +185,7 @@ impl CursorState {
             total_records: prev.map_or(0, |p| p.total_records),
             stamp: prev.map_or(0, |p| p.stamp),
             export: None,
+            backfill: None,
             updated_at: format_time(now),
         }
     }
@@ -482,6 +508,7 @@ mod tests {
             total_records: 300,
             stamp: 1_767_225_600_000_000,
             export: None,
+            backfill: None,
             updated_at: "2026-01-01T00:00:00Z".into(),
         };
         let j = serde_json::to_string(&c).unwrap();

@@ -29,6 +29,7 @@ pub mod request;
 pub mod session;
 pub mod stream;
 pub mod unchanged;
+pub mod windows;
 
 use std::collections::HashMap;
 use std::future::Future;

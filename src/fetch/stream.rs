@@ -95,6 +95,12 @@ impl CursorState {
 }
 
 impl Landed {
+    /// This page with one more header.
+    pub(super) fn with_header(mut self, key: &str, value: &str) -> Self {
+        self.headers = std::mem::replace(&mut self.headers, Headers::new()).with(key, value);
+        self
+    }
+
     /// The landing record of this page, keyed by its stream.
     pub(super) fn into_out(self, landing: &str, key: &str) -> Out {
         Out {
@@ -134,7 +140,7 @@ const BLOB_PAUSE_FIRST: Duration = Duration::from_secs(1);
 const BLOB_PAUSE_MAX: Duration = Duration::from_secs(30);
 
 impl StreamWorker {
-    fn key(&self) -> String {
+    pub(super) fn key(&self) -> String {
         stream_key(&self.source.name, &self.stream.name)
     }
 
@@ -220,10 +226,25 @@ impl StreamWorker {
                 started_here = true;
             }
             let cur = state.clone().expect("a sync is in progress");
-            match self
-                .fetch_batch(&cur, &producer, &unchanged, &mut tree)
-                .await
-            {
+            let batch = if cur.backfill.is_some() {
+                // A windowed backfill: its windows land with their own cursors; the stream's
+                // completes the sync once they are all read.
+                match self.backfill(&cur, &stop).await {
+                    Ok(done) => {
+                        report.pages += done.pages;
+                        report.records += done.records;
+                        match done.complete {
+                            Some(next) => Ok((Vec::new(), next)),
+                            None => return Ok(report),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.fetch_batch(&cur, &producer, &unchanged, &mut tree)
+                    .await
+            };
+            match batch {
                 Ok((pages, next)) => {
                     blob_backoff = Backoff::new(BLOB_PAUSE_FIRST, BLOB_PAUSE_MAX);
                     let marker = next.complete.then_some(Kind::SyncEnd);
@@ -296,14 +317,29 @@ impl StreamWorker {
             lookback: self.stream.incremental.as_ref().map(|i| i.lookback),
             force_full: self.force_full,
         };
-        CursorState::begin(
+        let mut next = CursorState::begin(
             &self.source.name,
             &self.stream.name,
             prev,
             plan,
             time::OffsetDateTime::now_utc(),
             uuid::Uuid::new_v4().to_string(),
-        )
+        );
+        // The first sync of a stream with a backfill reads its history in windows.
+        if let Some(b) = &self.stream.backfill
+            && next.committed_high_water.is_none()
+            && let (Some(start), Some(until)) = (b.start_time(), next.started_at.clone())
+        {
+            next.backfill = Some(super::cursor::BackfillPlan {
+                start: super::cursor::format_time(start),
+                until,
+                step_s: b.step.as_secs().max(1),
+                done: 0,
+                windows: 0,
+                running: 0,
+            });
+        }
+        next
     }
 
     /// Fetches up to `pages_per_transaction` pages from `cur`, returning them and the state
@@ -699,7 +735,9 @@ impl StreamWorker {
             let marker = SyncMarker {
                 begin: k == Kind::SyncBegin,
                 sync_id: &s.sync_id,
-                full: s.mode == Mode::Full,
+                // A windowed backfill saw no record twice over but not every record that
+                // moved between windows while it ran: it concludes no delete.
+                full: s.mode == Mode::Full && s.backfill.is_none(),
             };
             let h = marker
                 .write(
@@ -816,13 +854,14 @@ pub async fn restore_cursors(
         .map(|(m, _, _)| m)
 }
 
-/// The child cursors read back with a root's cursor, by key.
-type ChildCursors = std::collections::HashMap<String, super::children::ChildCursor>;
+/// The records read back with a stream's cursor whose keys start with a prefix (child
+/// cursors, window cursors), by key: the value of the last one.
+pub(super) type Prefixed = std::collections::HashMap<String, Vec<u8>>;
 
-/// Reads the last committed cursor of each key, and every child cursor whose key starts with
-/// one of `prefixes` in the partition of the first key (where a tree's child cursors are
-/// written), with that partition.
-async fn restore_cursors_with(
+/// Reads the last committed cursor of each key, and every record whose key starts with one of
+/// `prefixes` in the partition of the first key (where a tree's child cursors and a backfill's
+/// window cursors are written), with that partition.
+pub(super) async fn restore_cursors_with(
     kafka: &Kafka,
     names: &TopicNames,
     keys: &[String],
@@ -830,7 +869,7 @@ async fn restore_cursors_with(
 ) -> Result<
     (
         std::collections::HashMap<String, CursorState>,
-        ChildCursors,
+        Prefixed,
         i32,
     ),
     FetchError,
@@ -848,19 +887,14 @@ async fn restore_cursors_with(
         parts.dedup();
         let first = keys.first().map_or(0, |k| partition_for(k.as_bytes(), n));
         let mut out = std::collections::HashMap::new();
-        let mut children = ChildCursors::new();
+        let mut children = Prefixed::new();
         reader::read_to_end(&consumer, &topic, &parts, Duration::from_secs(60), |m| {
             let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { return };
             if prefixes.iter().any(|p| k.starts_with(p.as_str())) {
-                match m.payload().map(serde_json::from_slice::<super::children::ChildCursor>) {
-                    None => {
-                        children.remove(k);
-                    }
-                    Some(Ok(c)) => {
-                        children.insert(k.to_owned(), c);
-                    }
-                    Some(Err(e)) => tracing::error!(key = k, offset = m.offset(), error = %e, "unreadable child cursor ignored (its parent's children are read again)"),
-                }
+                match m.payload() {
+                    None => children.remove(k),
+                    Some(v) => children.insert(k.to_owned(), v.to_vec()),
+                };
                 return;
             }
             if !keys.iter().any(|x| x == k) {

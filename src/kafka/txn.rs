@@ -85,6 +85,15 @@ pub enum Writer<'a> {
         /// Stream name.
         stream: &'a str,
     },
+    /// One of the window slots of a stream's windowed backfill (`#` is in no stream name).
+    FetchWindow {
+        /// Source name.
+        source: &'a str,
+        /// Stream name.
+        stream: &'a str,
+        /// The slot, `0..concurrency`.
+        slot: u32,
+    },
     /// The state writer of one partition of the quota topic.
     Quota {
         /// The partition.
@@ -108,11 +117,17 @@ pub enum Writer<'a> {
 
 /// The transactional id of a writer. Ids are what fences an older owner, so each unit of
 /// ownership has exactly one, stable across restarts:
-/// `<prefix>-fetch-<source>-<stream>`, `<prefix>-quota-<partition>`, `<prefix>-serve-<instance>`,
+/// `<prefix>-fetch-<source>-<stream>` (`…#w<slot>` for a backfill's window slots),
+/// `<prefix>-quota-<partition>`, `<prefix>-serve-<instance>`,
 /// `<prefix>-dlq-replay`, `<prefix>-<stage>-<instance>`.
 pub fn transactional_id(group_prefix: &str, writer: Writer<'_>) -> String {
     match writer {
         Writer::Fetch { source, stream } => format!("{group_prefix}-fetch-{source}-{stream}"),
+        Writer::FetchWindow {
+            source,
+            stream,
+            slot,
+        } => format!("{group_prefix}-fetch-{source}-{stream}#w{slot}"),
         Writer::Quota { partition } => format!("{group_prefix}-quota-{partition}"),
         Writer::Serve { instance } => format!("{group_prefix}-serve-{instance}"),
         Writer::DlqReplay => format!("{group_prefix}-dlq-replay"),
