@@ -30,6 +30,7 @@
 //! | [`jobs`]      | the job registry in `intake.jobs` and the count deltas validate and replay write |
 //! | [`verify`]    | `intake verify`: curated topics and DLQ against a ground truth, exactly |
 //! | [`dlq`]       | DLQ triage: summary, show, replay, schema proposals |
+//! | [`fixtures`]  | `intake fixtures export`: one landed sync of a stream as simulator fixtures (`intake sim --fixtures`) |
 
 pub mod blob;
 pub mod cli;
@@ -39,6 +40,7 @@ pub mod dedup;
 pub mod dlq;
 pub mod faults;
 pub mod fetch;
+pub mod fixtures;
 pub mod headers;
 pub mod jobs;
 pub mod kafka;
