@@ -100,6 +100,13 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::dlq::DlqCommand,
     },
+    /// Regression fixtures from what landed: `export` writes one sync of a stream's pages, raw,
+    /// with a manifest, for `intake sim --fixtures DIR` to serve back.
+    Fixtures {
+        /// Action.
+        #[command(subcommand)]
+        action: FixturesAction,
+    },
     /// Avro schemas: `apply` registers those kept in `topics/schemas/`; `propose` infers a
     /// candidate from a stream's dead letters. (`intake schemas apply` is the older spelling.)
     #[command(alias = "schemas")]
@@ -155,6 +162,33 @@ pub enum TopicsAction {
         /// Only print what would change.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+/// `intake fixtures ...`
+#[derive(Debug, Subcommand)]
+pub enum FixturesAction {
+    /// Writes the landed pages of one sync of a stream (the last complete one by default) to
+    /// DIR: `page-0001.body`, … exactly as landed (claim-checked pages read back from the blob
+    /// store) and `manifest.json` (request path and query without secrets, status, sha256,
+    /// bytes, records).
+    Export {
+        /// Config file.
+        #[arg(long, short, env = "INTAKE_CONFIG")]
+        config: PathBuf,
+        /// The stream: `source/stream`, or its name alone when unique.
+        #[arg(long)]
+        stream: String,
+        /// The sync to export (`intake.sync_id`); default: the last sync with a `sync-end`
+        /// marker.
+        #[arg(long = "sync", value_name = "SYNC_ID")]
+        sync: Option<String>,
+        /// The directory; default `fixtures/<source>/<stream>`.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Replace the fixtures of a directory that is not empty.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -370,6 +404,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Dlq { action } => crate::dlq::run(action).await,
+        Command::Fixtures {
+            action:
+                FixturesAction::Export {
+                    config,
+                    stream,
+                    sync,
+                    out,
+                    force,
+                },
+        } => {
+            let cfg = load(&config)?;
+            kafka_reachable(&cfg).await?;
+            println!("exporting the landed pages of {stream}");
+            let report = crate::fixtures::export(
+                &cfg,
+                &crate::fixtures::ExportOptions {
+                    stream,
+                    sync,
+                    out,
+                    force,
+                    progress: true,
+                },
+            )
+            .await?;
+            crate::fixtures::print(&report);
+            Ok(())
+        }
         Command::Schema {
             action: SchemaAction::FromDeadLetters(action),
         } => crate::dlq::run_schema(action).await,

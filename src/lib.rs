@@ -30,6 +30,7 @@
 //! | [`jobs`]      | the job registry in `intake.jobs` and the count deltas validate and replay write |
 //! | [`verify`]    | `intake verify`: curated topics and DLQ against a ground truth, exactly |
 //! | [`dlq`]       | DLQ triage: summary, show, replay, schema proposals |
+//! | [`fixtures`]  | `intake fixtures export`: one landed sync of a stream as simulator fixtures (`intake sim --fixtures`) |
 
 pub mod blob;
 pub mod cli;
@@ -39,6 +40,7 @@ pub mod dedup;
 pub mod dlq;
 pub mod faults;
 pub mod fetch;
+pub mod fixtures;
 pub mod headers;
 pub mod jobs;
 pub mod kafka;
@@ -69,7 +71,8 @@ pub(crate) fn fuzz_mutant(name: &str) -> bool {
 
 /// The direction of dependencies between the simulator and the stages, checked on the source
 /// files: no stage reaches into `sim` (only the command line starts it), and `sim` uses only
-/// what a third-party API would share with intake — webhook signing and the secret type — so
+/// what a third-party API would share with intake — webhook signing, the secret type and the
+/// fixture format `intake fixtures export` writes — so
 /// the simulator can never lean on a stage's internals to agree with it.
 #[cfg(test)]
 mod layout {
@@ -124,6 +127,10 @@ mod layout {
                         || path == "signing"
                         || path.starts_with("signing::")
                         || path == "config::SecretString"
+                        // The fixture format `intake fixtures export` writes and the
+                        // simulator serves.
+                        || path == "fixtures"
+                        || path.starts_with("fixtures::")
                 } else {
                     !(path == "sim" || path.starts_with("sim::"))
                         || rel == "cli.rs"

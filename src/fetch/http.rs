@@ -239,8 +239,10 @@ impl std::fmt::Debug for SourceClient {
     }
 }
 
-/// Query parameters whose values are secrets and never leave the process.
-const SECRET_PARAMS: [&str; 8] = [
+/// Query parameters whose values are secrets and never leave the process (compared without
+/// regard to case): redacted in `intake.request` and logs, dropped from fixtures
+/// (`crate::fixtures`).
+pub const SECRET_PARAMS: [&str; 8] = [
     "token",
     "access_token",
     "api_key",

@@ -122,19 +122,38 @@ pub(super) async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = bearer(request.headers()) else {
-        return unauthorized(
-            &state,
+    match admit(&state, &conn, request.headers()).await {
+        Ok(decision) => {
+            let mut response = next.run(request).await;
+            rate_headers(response.headers_mut(), &decision);
+            response
+        }
+        Err(response) => response,
+    }
+}
+
+/// The guard's checks on one request: auth, quota, then faults (a delay is slept here). `Ok`
+/// with the quota decision whose headers the handler's answer gets ([`with_rate_headers`]);
+/// `Err` with the answer to send instead (401, 429, an injected 5xx, or a reset connection).
+/// `super::fixtures` guards its answers with it too.
+pub(super) async fn admit(
+    state: &SimState,
+    conn: &ConnHandle,
+    headers: &HeaderMap,
+) -> Result<Decision, Response> {
+    let Some(token) = bearer(headers) else {
+        return Err(unauthorized(
+            state,
             "missing bearer token: send Authorization: Bearer <token>",
-        );
+        ));
     };
     let token = match (&state.sessions, &state.oidc) {
         (Some(sessions), _) => {
             if !sessions.accepts(token) {
-                return unauthorized(
-                    &state,
+                return Err(unauthorized(
+                    state,
                     "no live session with this token; log in at /v1/login",
-                );
+                ));
             }
             sessions.quota_token.as_str()
         }
@@ -144,12 +163,12 @@ pub(super) async fn guard(
                 state.counters.oidc_accepted.fetch_add(1, Ordering::SeqCst);
                 oidc.quota_token.as_str()
             }
-            Err(why) => return unauthorized(&state, &why),
+            Err(why) => return Err(unauthorized(state, &why)),
         },
     };
     let decision = state.quotas().check(token, clock::now());
     let Some(decision) = decision else {
-        return unauthorized(&state, "unknown API token");
+        return Err(unauthorized(state, "unknown API token"));
     };
     if !decision.accepted {
         let mut response = ApiError {
@@ -165,7 +184,7 @@ pub(super) async fn guard(
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, decision.retry_after_secs.into());
-        return response;
+        return Err(response);
     }
     let plan = state.faults().plan();
     if let Some(delay) = plan.delay {
@@ -176,16 +195,20 @@ pub(super) async fn guard(
         debug!(remote = %conn.remote, "fault: connection reset");
         conn.reset();
         // Never written: the connection fails before hyper can send it.
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
     }
-    let mut response = match plan.error {
-        Some(status) => {
-            debug!(remote = %conn.remote, status = status.as_u16(), "fault: 5xx");
-            injected_error(status)
-        }
-        None => next.run(request).await,
-    };
-    rate_headers(response.headers_mut(), &decision);
+    if let Some(status) = plan.error {
+        debug!(remote = %conn.remote, status = status.as_u16(), "fault: 5xx");
+        let mut response = injected_error(status);
+        rate_headers(response.headers_mut(), &decision);
+        return Err(response);
+    }
+    Ok(decision)
+}
+
+/// Adds the quota headers of an admitted request ([`admit`]) to its answer.
+pub(super) fn with_rate_headers(mut response: Response, decision: &Decision) -> Response {
+    rate_headers(response.headers_mut(), decision);
     response
 }
 

@@ -456,6 +456,18 @@ pub struct SimArgs {
     /// The parent–child mode: repositories → issues → comments (`--tree-*`, see `sim::tree`).
     #[command(flatten)]
     pub tree: super::tree::TreeArgs,
+
+    /// Also serve the pages of a fixture directory written by `intake fixtures export`
+    /// (repeat the flag for several): a request whose path and query match a page's request
+    /// gets its body, behind the same auth, quota and faults as `/v1` (see `sim::fixtures`);
+    /// `GET /admin/fixtures/stats` counts what each served.
+    #[arg(
+        long = "fixtures",
+        value_name = "DIR",
+        env = "INTAKE_SIM_FIXTURES",
+        value_delimiter = ','
+    )]
+    pub fixtures: Vec<std::path::PathBuf>,
 }
 
 fn check_fraction(field: &'static str, value: f64) -> Result<(), SimError> {
@@ -560,6 +572,11 @@ impl SimArgs {
                 "--drift-kinds",
                 "a drift rate above 0 needs at least one kind",
             ));
+        }
+        for dir in &self.fixtures {
+            if let Err(e) = crate::fixtures::Manifest::read(dir) {
+                return Err(SimError::config("--fixtures", format!("{e:#}")));
+            }
         }
         if self.error_burst == 0 {
             return Err(SimError::config("--error-burst", "must be at least 1"));

@@ -22,6 +22,8 @@
 //! - Provider modes ([`providers`]): Stripe, HubSpot, Zendesk, Salesforce and Shopify (GraphQL)
 //!   shapes of the same records (`/stripe/v1/…`, `/crm/v3/…`, `/api/v2/…`,
 //!   `/services/data/v60.0/…`, `/admin/api/{version}/graphql.json`).
+//! - `--fixtures DIR`: the pages `intake fixtures export` wrote, served at their recorded
+//!   path and query behind the same guard ([`fixtures`]), `GET /admin/fixtures/stats`.
 //! - `/admin/…`: truth, stats and run-time control ([`admin`]); `GET /healthz`.
 //! - Webhooks to `--webhook-url` ([`webhooks`]), signed as [`crate::signing`] documents.
 //!
@@ -44,6 +46,7 @@
 //! | `session.rs`    | `--session-login`: session tokens from `POST /v1/login`, expired on demand |
 //! | `github.rs`     | GitHub-shaped issues list and secondary rate limits (`--github-*`) |
 //! | `tree.rs`       | parent–child mode: repositories → issues → comments (`--tree-*`) |
+//! | `fixtures.rs`   | `--fixtures DIR`: pages exported by `intake fixtures export`, served back |
 //! | `admin.rs`      | `/admin` routes |
 //! | `providers.rs`  | provider modes: real APIs' shapes over the same data, and their truth |
 //! | `stripe.rs`, `hubspot.rs`, `zendesk.rs`, `salesforce.rs`, `shopify.rs` | one provider each |
@@ -72,6 +75,7 @@ pub mod data;
 mod error;
 pub mod export;
 pub mod faults;
+pub mod fixtures;
 pub mod github;
 pub mod hubspot;
 pub mod oidc;
@@ -149,6 +153,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SimError> {
     args.validate()?;
+    let fixtures = Arc::new(
+        fixtures::Fixtures::load(&args.fixtures).map_err(|e| SimError::config("--fixtures", e))?,
+    );
     let local_addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (webhooks, deliverer) = match webhook_config(&args) {
@@ -178,7 +185,19 @@ pub async fn run(
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
+        .with_state(Arc::clone(&state));
+    // Fixture requests are answered before any route sees them.
+    let app = if fixtures.is_empty() {
+        app
+    } else {
+        app.layer(axum::middleware::from_fn_with_state(
+            fixtures::Intercept {
+                sim: state,
+                fixtures,
+            },
+            fixtures::intercept,
+        ))
+    };
     let served = axum::serve(
         ResettableListener(listener),
         app.into_make_service_with_connect_info::<ConnHandle>(),
