@@ -28,9 +28,9 @@ use serde_json::Value;
 
 use super::cursor::{Mode, next_stamp, stream_key};
 use super::http::HttpError;
-use super::paginate::{self, PageCursor, PageFacts};
-use super::request::{self, Values};
-use super::stream::{BatchError, Out, Place, StreamWorker, key_string};
+use super::paginate::PageCursor;
+use super::request::Values;
+use super::stream::{BatchError, Out, Place, StreamWorker, key_string, page_of};
 use crate::config::StreamConfig;
 use crate::contract::LandingHeaders;
 use crate::headers::{self, Headers, Kind};
@@ -320,7 +320,6 @@ impl StreamWorker {
             prev => ChildCursor::begin(&child.name, parent_key, parent_hash, prev),
         };
         let w = self.for_stream(Arc::clone(child));
-        let base = self.source.base_url.as_deref().unwrap_or_default();
         let link = child.parent.as_ref().expect("a child has a parent");
         metrics::counter!(metric::FETCH_CHILD_READS, "source" => self.source.name.clone(), "stream" => child.name.clone())
             .increment(1);
@@ -333,17 +332,7 @@ impl StreamWorker {
                 page: cur.page.page_number(child.page_size),
                 parent: Some((link.placeholder.clone(), parent_key.to_owned())),
             };
-            let refused = |why: String| {
-                BatchError::Http(HttpError::Client {
-                    url: base.to_owned(),
-                    status: 0,
-                    body: why,
-                })
-            };
-            let url = paginate::request_url(base, child, &cur.page, &values, &[])
-                .map_err(|e| refused(e.to_string()))?;
-            let shape =
-                request::shape(&self.source, child, &values).map_err(|e| refused(e.to_string()))?;
+            let (url, shape) = self.shaped(child, &cur.page, &values, &[])?;
             let (resp, body) = match w.get_parsed(&url, &shape, producer).await {
                 Err(BatchError::Http(HttpError::Client {
                     status: 404, url, ..
@@ -361,31 +350,11 @@ impl StreamWorker {
                 }
                 other => other?,
             };
-            let recs: &[Value] = body
-                .pointer(child.records_pointer())
-                .and_then(Value::as_array)
-                .map_or(&[], Vec::as_slice);
+            let (recs, after) = page_of(child, &cur.page, &resp, &body);
+            let recs: &[Value] = recs.map_or(&[], Vec::as_slice);
             let count = recs.len();
             let key_pointer = child.primary_key.first();
-            let last_id = recs
-                .last()
-                .and_then(|r| r.pointer(key_pointer))
-                .map(key_string);
-            let linkh = resp
-                .headers
-                .get(reqwest::header::LINK)
-                .and_then(|v| v.to_str().ok());
-            let after = paginate::next(
-                child,
-                &cur.page,
-                &PageFacts {
-                    body: Some(&body),
-                    link: linkh,
-                    records: count,
-                    last_id,
-                },
-            )
-            .map_err(|e| {
+            let after = after.map_err(|e| {
                 BatchError::Http(HttpError::Client {
                     url: resp.url.clone(),
                     status: resp.status,

@@ -356,7 +356,6 @@ impl StreamWorker {
     ) -> Result<(Vec<Landed>, CursorState), BatchError> {
         let mut next = cur.clone();
         let mut pages = Vec::new();
-        let base = self.source.base_url.as_deref().unwrap_or_default();
         let inc = self.stream.incremental.as_ref();
         let format = inc.map(|i| &i.format);
         let fmt = |t: Option<time::OffsetDateTime>| t.zip(format).map(|(t, f)| f.format(t));
@@ -398,30 +397,14 @@ impl StreamWorker {
                 page: next.page.page_number(self.stream.page_size),
                 parent: None,
             };
-            let refused = |why: String| {
-                BatchError::Http(HttpError::Client {
-                    url: base.to_owned(),
-                    status: 0,
-                    body: why,
-                })
-            };
-            let url = paginate::request_url(base, &self.stream, &next.page, &values, &filters)
-                .map_err(|e| refused(e.to_string()))?;
-            let shape = request::shape(&self.source, &self.stream, &values)
-                .map_err(|e| refused(e.to_string()))?;
+            let (url, shape) = self.shaped(&self.stream, &next.page, &values, &filters)?;
             if let Some(export) = &self.stream.export {
                 // The request asks for an export; its files are the pages (`super::export`).
                 return self.export_step(next, export, &url, &shape, producer).await;
             }
             let (resp, body) = self.get_parsed(&url, &shape, producer).await?;
-            let recs = body
-                .pointer(self.stream.records_pointer())
-                .and_then(Value::as_array);
+            let (recs, after) = page_of(&self.stream, &next.page, &resp, &body);
             let count = recs.map_or(0, Vec::len);
-            let last_id = recs
-                .and_then(|r| r.last())
-                .and_then(|r| r.pointer(self.stream.primary_key.first()))
-                .map(key_string);
             self.saw_records(recs, &mut next);
             if let (Some(t), Some(recs)) = (tree.as_mut(), recs)
                 && !resp.skipped
@@ -429,20 +412,6 @@ impl StreamWorker {
                 self.descend(t, &self.stream, recs, producer).await?;
                 next.stamp = next.stamp.max(t.stamp);
             }
-            let link = resp
-                .headers
-                .get(reqwest::header::LINK)
-                .and_then(|v| v.to_str().ok());
-            let after = paginate::next(
-                &self.stream,
-                &next.page,
-                &PageFacts {
-                    body: Some(&body),
-                    link,
-                    records: count,
-                    last_id,
-                },
-            );
             let after = match after {
                 Ok(a) => a,
                 Err(e) => {
@@ -509,6 +478,30 @@ impl StreamWorker {
         next.finish_if_done(time::OffsetDateTime::now_utc());
         next.updated_at = headers::now_rfc3339();
         Ok((pages, next))
+    }
+
+    /// The URL and shape of a request of `stream` (this worker's, or a child's) at `at`; a
+    /// request that cannot be built is refused like a client error.
+    pub(super) fn shaped(
+        &self,
+        stream: &StreamConfig,
+        at: &PageCursor,
+        values: &Values,
+        filters: &[(&str, &str)],
+    ) -> Result<(url::Url, Shape), BatchError> {
+        let base = self.source.base_url.as_deref().unwrap_or_default();
+        let refused = |why: String| {
+            BatchError::Http(HttpError::Client {
+                url: base.to_owned(),
+                status: 0,
+                body: why,
+            })
+        };
+        let url = paginate::request_url(base, stream, at, values, filters)
+            .map_err(|e| refused(e.to_string()))?;
+        let shape =
+            request::shape(&self.source, stream, values).map_err(|e| refused(e.to_string()))?;
+        Ok((url, shape))
     }
 
     /// Notes the incremental-field values of a page's records in the sync's high-water mark.
@@ -943,6 +936,40 @@ fn parse_page(format: crate::config::Format, body: &[u8]) -> Result<Value, Strin
             serde_json::from_slice(&rows.page).map_err(|e| e.to_string())
         }
     }
+}
+
+/// A page's records (at the stream's `records`) and where the next page is.
+pub(super) fn page_of<'a>(
+    stream: &StreamConfig,
+    at: &PageCursor,
+    resp: &Response,
+    body: &'a Value,
+) -> (
+    Option<&'a Vec<Value>>,
+    Result<PageCursor, paginate::PaginateError>,
+) {
+    let recs = body
+        .pointer(stream.records_pointer())
+        .and_then(Value::as_array);
+    let last_id = recs
+        .and_then(|r| r.last())
+        .and_then(|r| r.pointer(stream.primary_key.first()))
+        .map(key_string);
+    let link = resp
+        .headers
+        .get(reqwest::header::LINK)
+        .and_then(|v| v.to_str().ok());
+    let after = paginate::next(
+        stream,
+        at,
+        &PageFacts {
+            body: Some(body),
+            link,
+            records: recs.map_or(0, Vec::len),
+            last_id,
+        },
+    );
+    (recs, after)
 }
 
 pub(super) fn key_string(v: &Value) -> String {

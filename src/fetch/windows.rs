@@ -35,9 +35,9 @@ use tokio::sync::watch;
 use super::FetchError;
 use super::cursor::{BackfillPlan, CursorState, Mode, format_time, next_stamp, parse_time};
 use super::http::HttpError;
-use super::paginate::{self, PageCursor, PageFacts};
-use super::request::{self, Values};
-use super::stream::{BatchError, Out, Place, StreamWorker, key_string, restore_cursors_with};
+use super::paginate::PageCursor;
+use super::request::Values;
+use super::stream::{BatchError, Out, Place, StreamWorker, page_of, restore_cursors_with};
 use crate::headers::{self, Headers};
 use crate::kafka::TxnProducer;
 use crate::kafka::txn;
@@ -437,35 +437,12 @@ impl StreamWorker {
                     body: why,
                 })
             };
-            let url = paginate::request_url(base, &self.stream, &w.page, &values, &filters)
-                .map_err(|e| refused(e.to_string()))?;
-            let shape = request::shape(&self.source, &self.stream, &values)
-                .map_err(|e| refused(e.to_string()))?;
+            let (url, shape) = self.shaped(&self.stream, &w.page, &values, &filters)?;
             let (resp, body) = self.get_parsed(&url, &shape, producer).await?;
-            let recs: &[Value] = body
-                .pointer(self.stream.records_pointer())
-                .and_then(Value::as_array)
-                .map_or(&[], Vec::as_slice);
+            let (recs, after) = page_of(&self.stream, &w.page, &resp, &body);
+            let recs: &[Value] = recs.map_or(&[], Vec::as_slice);
             let count = recs.len();
-            let last_id = recs
-                .last()
-                .and_then(|r| r.pointer(self.stream.primary_key.first()))
-                .map(key_string);
-            let link = resp
-                .headers
-                .get(reqwest::header::LINK)
-                .and_then(|v| v.to_str().ok());
-            let after = paginate::next(
-                &self.stream,
-                &w.page,
-                &PageFacts {
-                    body: Some(&body),
-                    link,
-                    records: count,
-                    last_id,
-                },
-            )
-            .map_err(|e| {
+            let after = after.map_err(|e| {
                 refused(format!(
                     "cannot paginate past a page of window {}: {e}",
                     w.since
