@@ -510,6 +510,27 @@ pub fn read_all_from(
     out
 }
 
+/// `(intake.kind, intake.stream)` of every committed record of the landing topic of `cfg`, read
+/// with intake's own reader: to the last stable offset as it stood when the read began, so it
+/// returns while producers keep appending (which [`read_all`], waiting for the end of each
+/// partition, may not until they stop).
+pub fn landed_kinds(cfg: &Config) -> Vec<(Option<String>, Option<String>)> {
+    use rdkafka::Message;
+    let kafka = intake::kafka::Kafka::new(&cfg.kafka).unwrap();
+    let reader = kafka.reader_consumer("test").unwrap();
+    let landing = intake::topics::TopicNames::from_config(cfg).landing();
+    let mut out = Vec::new();
+    intake::kafka::reader::read_topic(&reader, &landing, std::time::Duration::from_secs(60), |m| {
+        let h = m.headers();
+        out.push((
+            intake::headers::get_str(h, intake::headers::KIND).map(str::to_owned),
+            intake::headers::get_str(h, intake::headers::STREAM).map(str::to_owned),
+        ));
+    })
+    .unwrap();
+    out
+}
+
 /// Every committed record of the landing topic of `cfg`.
 pub fn read_landing(cfg: &Config) -> Vec<Rec> {
     read_all(
