@@ -119,6 +119,7 @@ fuzz_target!(|data: &[u8]| {
                 until: None,
                 page_size: stream.page_size,
                 page: at.page_number(stream.page_size),
+                parent: None,
             };
             if let Ok(url) = request_url(BASE, stream, at, &values, &[("updated_since", header)]) {
                 assert_eq!(url.origin(), base.origin(), "{at:?} -> {url}");
