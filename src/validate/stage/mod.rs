@@ -179,7 +179,7 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
     let names = TopicNames::from_config(cfg);
     let plans = Plans::from_config(cfg, &names)?;
     let base = Kafka::new(&cfg.kafka)?;
-    let limits = rt.block_on(Limits::read(&base, cfg, &names, &plans));
+    let limits = rt.block_on(Limits::read(&base, cfg, &names, &plans, stop));
     let group = base.group(Stage::Validate);
     let member = crate::kafka::txn::transactional_id(
         &cfg.kafka.group_prefix,
@@ -940,6 +940,64 @@ mod tests {
         let (_, out) = process(&mut v, &h, page);
         assert_eq!(the_dead_letter(&names, &out).0, "malformed_json");
         assert_eq!(entry(&out).occurrences, 1);
+    }
+
+    /// A record too large for the DLQ is kept by reference to its landing record (the claim
+    /// check of its page); its failure is still the record's: a later page (another
+    /// reference) with the same record failing the same way is a repeat of it, and a page
+    /// with the same reference but another record is not.
+    #[test]
+    fn a_record_kept_by_reference_is_judged_by_its_own_bytes() {
+        let (_dir, mut v, names) = offline();
+        v.limits.dlq = 600;
+        let h = landing(&[
+            (headers::KIND, "blob-ref"),
+            (headers::SOURCE, "s"),
+            (headers::STREAM, "a"),
+        ]);
+        let big = format!(r#"{{"id":"1","v":1,"pad":"{}"}}"#, "x".repeat(700));
+        let other = format!(r#"{{"id":"2","v":1,"pad":"{}"}}"#, "y".repeat(700));
+        let why = Rejection::whole(DriftKind::BadVersion, "no version");
+        let mut judge = |offset: i64, reference: &[u8], record: &str| {
+            let landing_topic = v.landing.clone();
+            let msg = Consumed::new(
+                &landing_topic,
+                2,
+                offset,
+                Some(b"s/a"),
+                Some(reference),
+                Some(&h),
+            );
+            let mut out = Vec::new();
+            v.dead_letter(
+                &msg,
+                &mut Sink::memory(&mut out),
+                Some(record.as_bytes()),
+                &why,
+                None,
+                Some(0),
+            )
+            .unwrap();
+            out
+        };
+        let first = judge(7, br#"{"blob":"page-1"}"#, &big);
+        let dead: Vec<_> = first.iter().filter(|s| s.topic == names.dlq()).collect();
+        assert_eq!(dead.len(), 1, "{first:?}");
+        assert_eq!(
+            dead[0].payload.as_deref(),
+            Some(&br#"{"blob":"page-1"}"#[..]),
+            "kept by reference"
+        );
+        let again = judge(8, br#"{"blob":"page-2"}"#, &big);
+        assert!(
+            again.iter().all(|s| s.topic != names.dlq()),
+            "the same record from another page is a repeat: {again:?}"
+        );
+        let changed = judge(9, br#"{"blob":"page-1"}"#, &other);
+        assert!(
+            changed.iter().any(|s| s.topic == names.dlq()),
+            "another record behind the same reference is a new dead letter: {changed:?}"
+        );
     }
 
     #[test]

@@ -201,6 +201,9 @@ impl Validate {
         let origin = reject::origin(msg.topic(), msg.partition(), msg.offset(), index);
         let at = headers::now_rfc3339();
         let mut hdrs = reject::headers(msg.headers(), why, against, &origin, &at);
+        // The failure's identity (for the quiet DLQ) is the record's own bytes, however the
+        // dead letter stores them.
+        let received = value;
         let mut value = value;
         let key_len = msg.key().map_or(0, <[u8]>::len);
         let size = key_len + value.map_or(0, <[u8]>::len) + reject::header_bytes(&hdrs) + FRAMING;
@@ -231,7 +234,7 @@ impl Validate {
                     landing_partition: msg.partition(),
                     kind: why.kind,
                     field: why.field.as_deref(),
-                    value: value.unwrap_or_default(),
+                    value: received.unwrap_or_default(),
                     origin: &origin,
                 };
                 Some(self.quiet.judge(&failure, time::OffsetDateTime::now_utc()))

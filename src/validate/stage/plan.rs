@@ -144,13 +144,15 @@ pub(super) struct Limits {
 }
 
 impl Limits {
-    /// Reads `max.message.bytes` of the DLQ and every valid and curated topic from the broker;
-    /// a topic that cannot be described counts with the broker default.
+    /// Reads `max.message.bytes` of the DLQ and every valid and curated topic from the
+    /// brokers, waiting for them while they cannot answer (until `stop`); a topic that does
+    /// not exist counts with the broker default.
     pub(super) async fn read(
         kafka: &Kafka,
         cfg: &Config,
         names: &TopicNames,
         plans: &Plans,
+        stop: &AtomicBool,
     ) -> Limits {
         let pairs: Vec<(String, String)> = plans
             .streams
@@ -165,7 +167,7 @@ impl Limits {
             topics.push(v.clone());
             topics.push(c.clone());
         }
-        let read = describe_max_bytes(kafka, &topics).await;
+        let read = describe_max_bytes(kafka, &topics, stop).await;
         let limit_of = |t: &str| read.get(t).copied().unwrap_or(BROKER_DEFAULT_MAX);
         let producer = cfg
             .kafka
@@ -192,8 +194,18 @@ impl Limits {
     }
 }
 
-async fn describe_max_bytes(kafka: &Kafka, topics: &[String]) -> HashMap<String, usize> {
+/// `max.message.bytes` of each of `topics`, as the brokers say. While they cannot be asked
+/// (a broker outage at start-up), this waits for them, until `stop`: a limit assumed in an
+/// outage would differ from the one every other process uses, and a record kept whole by one
+/// process would go by reference from another. A topic that does not exist, or whose setting
+/// does not parse, counts with the broker default (it is named in a warning).
+async fn describe_max_bytes(
+    kafka: &Kafka,
+    topics: &[String],
+    stop: &AtomicBool,
+) -> HashMap<String, usize> {
     use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+    use rdkafka::types::RDKafkaErrorCode;
     let mut out = HashMap::new();
     let admin = match kafka.admin() {
         Ok(a) => a,
@@ -204,32 +216,54 @@ async fn describe_max_bytes(kafka: &Kafka, topics: &[String]) -> HashMap<String,
     };
     let specs: Vec<ResourceSpecifier<'_>> =
         topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
-    match admin
-        .describe_configs(
-            &specs,
-            &AdminOptions::new().request_timeout(Some(META_TIMEOUT)),
-        )
-        .await
-    {
-        Ok(results) => {
-            for (topic, r) in topics.iter().zip(results) {
-                let value = r
-                    .ok()
-                    .and_then(|r| r.get("max.message.bytes").and_then(|e| e.value.clone()));
-                match value.and_then(|v| v.parse::<usize>().ok()) {
-                    Some(v) => {
-                        out.insert(topic.clone(), v);
+    let mut backoff = crate::kafka::txn::Backoff::default();
+    loop {
+        let why = match admin
+            .describe_configs(
+                &specs,
+                &AdminOptions::new().request_timeout(Some(META_TIMEOUT)),
+            )
+            .await
+        {
+            Ok(results) => {
+                let mut transient = None;
+                for (topic, r) in topics.iter().zip(results) {
+                    match r {
+                        Ok(r) => match r
+                            .get("max.message.bytes")
+                            .and_then(|e| e.value.as_deref())
+                            .and_then(|v| v.parse::<usize>().ok())
+                        {
+                            Some(v) => {
+                                out.insert(topic.clone(), v);
+                            }
+                            None => tracing::warn!(
+                                topic,
+                                "cannot read max.message.bytes; assuming the broker default"
+                            ),
+                        },
+                        Err(
+                            RDKafkaErrorCode::UnknownTopicOrPartition
+                            | RDKafkaErrorCode::UnknownTopic,
+                        ) => tracing::warn!(
+                            topic,
+                            "the topic does not exist (run `intake topics apply`); assuming the broker's default message size limit"
+                        ),
+                        Err(code) => transient = Some(format!("{topic}: {code}")),
                     }
-                    None => tracing::warn!(
-                        topic,
-                        "cannot read max.message.bytes; assuming the broker default"
-                    ),
+                }
+                match transient {
+                    None => return out,
+                    Some(why) => why,
                 }
             }
+            Err(e) => e.to_string(),
+        };
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return out;
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot describe topics; assuming the broker's default message size limit")
-        }
+        let pause = backoff.next_pause();
+        tracing::warn!(error = %why, retry_in_ms = pause.as_millis() as u64, "cannot read the topics' message size limits; waiting for the brokers");
+        tokio::time::sleep(pause).await;
     }
-    out
 }
