@@ -100,6 +100,30 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::dlq::DlqCommand,
     },
+    /// Validate a stream's landed pages again with today's configuration and schemas, without
+    /// a request to the API: copies its landing records (from `--from` on) to the landing
+    /// topic, exactly once; validate and dedup take them from there. A killed run resumes when
+    /// started again with the same id.
+    Reprocess {
+        /// Config file.
+        #[arg(long, short, env = "INTAKE_CONFIG")]
+        config: PathBuf,
+        /// The stream: `source/stream`, or its name alone when unique.
+        #[arg(long)]
+        stream: String,
+        /// Only landing records from this time on: RFC 3339 or a date (midnight UTC).
+        #[arg(long, value_parser = crate::reprocess::parse_from)]
+        from: Option<time::OffsetDateTime>,
+        /// The run's id; default `<source>.<stream>@<from or all>`. A finished id is a no-op.
+        #[arg(long)]
+        id: Option<String>,
+        /// Landing records per transaction (default 200).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Regression fixtures from what landed: `export` writes one sync of a stream's pages, raw,
     /// with a manifest, for `intake sim --fixtures DIR` to serve back.
     Fixtures {
@@ -404,6 +428,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Dlq { action } => crate::dlq::run(action).await,
+        Command::Reprocess {
+            config,
+            stream,
+            from,
+            id,
+            batch,
+            json,
+        } => {
+            let cfg = load(&config)?;
+            kafka_reachable(&cfg).await?;
+            let report = crate::reprocess::run(
+                &cfg,
+                crate::reprocess::Options {
+                    stream,
+                    from,
+                    id,
+                    batch,
+                    progress: !json,
+                },
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                crate::reprocess::print(&report);
+            }
+            Ok(())
+        }
         Command::Fixtures {
             action:
                 FixturesAction::Export {

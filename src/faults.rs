@@ -34,6 +34,9 @@ pub enum Fault {
     /// a process while `intake_transaction_open` shows its transaction open, and this makes
     /// the kill meet it there rather than a moment after it committed.
     TxnHold,
+    /// `intake reprocess` ends (abort) right after committing a batch, as a SIGKILL would:
+    /// running it again must resume after that batch.
+    ReprocessCrash,
 }
 
 impl Fault {
@@ -46,16 +49,18 @@ impl Fault {
             Fault::ConsumeStall => "consume_stall",
             Fault::SkipStartGate => "skip_start_gate",
             Fault::TxnHold => "txn_hold",
+            Fault::ReprocessCrash => "reprocess_crash",
         }
     }
 
-    const ALL: [Fault; 6] = [
+    const ALL: [Fault; 7] = [
         Fault::ValidateSkip,
         Fault::DedupStale,
         Fault::ServeEarlyAck,
         Fault::ConsumeStall,
         Fault::SkipStartGate,
         Fault::TxnHold,
+        Fault::ReprocessCrash,
     ];
 }
 

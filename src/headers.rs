@@ -62,6 +62,10 @@ pub const OP: &str = "intake.op";
 pub const REPLAY_ID: &str = "intake.replay_id";
 /// Replays: `topic/partition/offset` of the dead letter a replayed record was re-landed from.
 pub const REPLAY_OF: &str = "intake.replay_of";
+/// `intake reprocess`: the run id that copied the landing record.
+pub const REPROCESS_ID: &str = "intake.reprocess_id";
+/// `intake reprocess`: `topic/partition/offset` of the landing record a copy was made of.
+pub const REPROCESS_OF: &str = "intake.reprocess_of";
 
 /// DLQ: error kind (`malformed_json`, `missing_field`, ...).
 pub const DLQ_KIND: &str = "dlq.error.kind";

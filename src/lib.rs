@@ -46,6 +46,7 @@ pub mod jobs;
 pub mod kafka;
 pub mod quota;
 pub mod registry;
+pub mod reprocess;
 pub mod run;
 pub mod serve;
 pub mod signing;

@@ -106,6 +106,8 @@ pub enum Writer<'a> {
     },
     /// DLQ replays: one id per deployment, so a replay fences any other.
     DlqReplay,
+    /// `intake reprocess`: one id per deployment, so a run fences any other.
+    Reprocess,
     /// A consuming stage's member (validate, dedup); also its static group membership.
     Stage {
         /// The stage (validate, dedup): its group is `<group_prefix>-<stage>`.
@@ -119,7 +121,7 @@ pub enum Writer<'a> {
 /// ownership has exactly one, stable across restarts:
 /// `<prefix>-fetch-<source>-<stream>` (`…#w<slot>` for a backfill's window slots),
 /// `<prefix>-quota-<partition>`, `<prefix>-serve-<instance>`,
-/// `<prefix>-dlq-replay`, `<prefix>-<stage>-<instance>`.
+/// `<prefix>-dlq-replay`, `<prefix>-reprocess`, `<prefix>-<stage>-<instance>`.
 pub fn transactional_id(group_prefix: &str, writer: Writer<'_>) -> String {
     match writer {
         Writer::Fetch { source, stream } => format!("{group_prefix}-fetch-{source}-{stream}"),
@@ -131,6 +133,7 @@ pub fn transactional_id(group_prefix: &str, writer: Writer<'_>) -> String {
         Writer::Quota { partition } => format!("{group_prefix}-quota-{partition}"),
         Writer::Serve { instance } => format!("{group_prefix}-serve-{instance}"),
         Writer::DlqReplay => format!("{group_prefix}-dlq-replay"),
+        Writer::Reprocess => format!("{group_prefix}-reprocess"),
         Writer::Stage { stage, instance } => format!("{group_prefix}-{stage}-{instance}"),
     }
 }

@@ -315,12 +315,11 @@ pub async fn judge(cfg: &Config) -> Ledger {
             );
             // The quiet DLQ knows a failure by the record's own bytes, however it is kept.
             let mut hash = hash_of(r.value.as_deref().unwrap_or_default());
-            if let (Some(i), Some((_, Expected::Records(keys)))) = (index, expected.get(at)) {
-                if landing_hash.get(at) == Some(&hash) {
-                    if let Some((_, record)) = keys.get(i) {
-                        hash = record.clone();
-                    }
-                }
+            if let (Some(i), Some((_, Expected::Records(keys)))) = (index, expected.get(at))
+                && landing_hash.get(at) == Some(&hash)
+                && let Some((_, record)) = keys.get(i)
+            {
+                hash = record.clone();
             }
             *dead_by_value.entry((stream, hash)).or_default() += 1;
         }
