@@ -273,7 +273,12 @@ impl<'a> Run<'a> {
             }
             None => self.plan(&id)?,
         };
-        let pb = progress_bar(self.opts.progress, progress.left());
+        let pb = crate::telemetry::bar(
+            self.opts.progress,
+            progress.left(),
+            "reprocess",
+            "landing offsets",
+        );
         let batch_max = self.opts.batch.unwrap_or(BATCH_RECORDS);
         let reader = self.kafka.reader_consumer("reprocess")?;
         let mut tpl = TopicPartitionList::new();
@@ -531,19 +536,6 @@ struct Copy {
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
     headers: Headers,
-}
-
-fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
-    if !enabled || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "reprocess {bar:40} {pos}/{len} landing offsets  {per_sec}  eta {eta}",
-    ) {
-        pb.set_style(style);
-    }
-    pb
 }
 
 /// Prints a report for a person.

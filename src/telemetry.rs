@@ -161,6 +161,21 @@ pub fn spinner(
     Some(pb)
 }
 
+/// A progress bar of `len` steps on stderr for long CLI work, `{what}` naming the work and
+/// `{unit}` its steps, when `enabled` and stderr is a terminal (hidden otherwise).
+pub fn bar(enabled: bool, len: u64, what: &str, unit: &str) -> indicatif::ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{what} {{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  eta {{eta}}"
+    )) {
+        pb.set_style(style);
+    }
+    pb
+}
+
 fn spinner_style() -> indicatif::ProgressStyle {
     indicatif::ProgressStyle::with_template(
         "{spinner} {msg}: {human_pos} records ({per_sec}), {elapsed}",

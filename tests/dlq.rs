@@ -18,24 +18,6 @@ const STREAMS: [&str; 3] = ["customers", "orders", "events"];
 /// Partitions of every valid topic (topics/topics.toml): sync markers go to each.
 const PARTITIONS: usize = 4;
 
-/// `(stream, id)` of the data records (not sync markers) in the valid topics, with how often
-/// each is there.
-fn valid_ids(
-    out: &BTreeMap<String, Vec<Rec>>,
-    names: &TopicNames,
-) -> BTreeMap<(String, String), usize> {
-    let mut ids = BTreeMap::new();
-    for s in STREAMS {
-        for r in &out[&names.valid("sim", s)] {
-            if r.header(headers::KIND).is_none() {
-                *ids.entry((s.to_owned(), r.key_str().to_owned()))
-                    .or_default() += 1;
-            }
-        }
-    }
-    ids
-}
-
 /// `(stream, id)` of every dead letter (the record's own id), with how often each is there.
 fn dlq_ids(
     out: &BTreeMap<String, Vec<Rec>>,
@@ -55,7 +37,7 @@ fn dlq_ids(
 
 /// Runs the `intake` binary; returns its stdout (fails the test on a non-zero exit).
 async fn intake_cli(args: &[&str], config: &Path) -> String {
-    let (ok, out) = intake_cli_status(args, config).await;
+    let (ok, out) = intake_cli_status(args, config, &[]).await;
     assert!(ok, "intake {args:?} failed: {out}");
     out
 }
@@ -67,24 +49,6 @@ async fn propose_and_apply(args: &[&str], config: &Path) -> String {
     let out = intake_cli(&argv, config).await;
     println!("$ intake schema propose {} --apply\n{out}", args.join(" "));
     out
-}
-
-/// Runs `intake ARGS --config CONFIG`: whether it succeeded, and its stdout (then stderr).
-async fn intake_cli_status(args: &[&str], config: &Path) -> (bool, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_intake"));
-    cmd.args(args)
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn");
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -337,17 +301,17 @@ async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are
 
     // Validate again: exactly the renamed-enum records reach the valid topics, once each, and
     // nothing new is dead-lettered.
-    let before = valid_ids(&out, &names);
+    let before = valid_ids(&out, &names, &STREAMS);
     let expected_valid: BTreeMap<(String, String), usize> = live
         .iter()
         .filter(|k| !dead.contains(*k) || enum_ids.contains(*k))
         .map(|k| (k.clone(), 1))
         .collect();
     let out2 = validate_until(&cfg, &outputs, "the replayed records", |o| {
-        valid_ids(o, &names).len() >= expected_valid.len()
+        valid_ids(o, &names, &STREAMS).len() >= expected_valid.len()
     })
     .await;
-    let after = valid_ids(&out2, &names);
+    let after = valid_ids(&out2, &names, &STREAMS);
     assert_eq!(
         after, expected_valid,
         "valid = non-drifted + replayed, once each"
@@ -906,6 +870,7 @@ async fn a_first_schema_from_landed_data_is_registered_written_and_validates_eve
             "wide/items",
         ],
         &config_file,
+        &[],
     )
     .await;
     assert!(!ok && out.contains("no landed record"), "{out}");

@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 
 use intake::config::Config;
@@ -15,27 +14,6 @@ use support::*;
 
 const STREAMS: [&str; 2] = ["customers", "orders"];
 
-/// Runs `intake ARGS --config CONFIG` with `env`: whether it succeeded, and its output.
-async fn intake_cli(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (bool, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_intake"));
-    cmd.args(args)
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 /// The run's record in `intake.jobs` as Kafka holds it (its latest value).
 fn progress(names: &TopicNames, id: &str) -> Option<Json> {
     let key = format!("~reprocess/{id}");
@@ -44,23 +22,6 @@ fn progress(names: &TopicNames, id: &str) -> Option<Json> {
         .filter(|r| r.key.as_deref() == Some(key.as_bytes()))
         .max_by_key(|r| r.offset)
         .and_then(|r| serde_json::from_slice(r.value.as_deref()?).ok())
-}
-
-/// `(stream, id)` → how many records of it a valid topic holds.
-fn valid_ids(
-    out: &BTreeMap<String, Vec<Rec>>,
-    names: &TopicNames,
-) -> BTreeMap<(String, String), usize> {
-    let mut ids = BTreeMap::new();
-    for s in STREAMS {
-        for r in &out[&names.valid("sim", s)] {
-            if r.header(headers::KIND).is_none() {
-                *ids.entry((s.to_owned(), r.key_str().to_owned()))
-                    .or_default() += 1;
-            }
-        }
-    }
-    ids
 }
 
 /// `(stream, id)` → its latest curated record's version, for keys whose latest is not a
@@ -184,7 +145,7 @@ async fn reprocessing_revalidates_landed_pages_once_across_a_crash_without_api_c
 
     // Reprocess customers, one landing record per transaction, killed right after its second
     // committed transaction (a debug-only fault: the process aborts as a SIGKILL would end it).
-    let (ok, crashed) = intake_cli(
+    let (ok, crashed) = intake_cli_status(
         &["reprocess", "--stream", "sim/customers", "--batch", "1"],
         &config_file,
         &[("INTAKE_FAULTS", "reprocess_crash=2")],
@@ -199,7 +160,7 @@ async fn reprocessing_revalidates_landed_pages_once_across_a_crash_without_api_c
         "two batches of one committed before the crash: {p}"
     );
     // Started again: it resumes after those two and finishes.
-    let (ok, resumed) = intake_cli(
+    let (ok, resumed) = intake_cli_status(
         &["reprocess", "--stream", "sim/customers", "--json"],
         &config_file,
         &[],
@@ -213,7 +174,7 @@ async fn reprocessing_revalidates_landed_pages_once_across_a_crash_without_api_c
     assert_eq!(report["copied"].as_u64(), Some(n_pages - 2), "{report}");
     assert_eq!(report["copied_total"].as_u64(), Some(n_pages), "{report}");
     // A third run of the same id is a no-op.
-    let (ok, again) = intake_cli(
+    let (ok, again) = intake_cli_status(
         &["reprocess", "--stream", "sim/customers"],
         &config_file,
         &[],
@@ -221,7 +182,8 @@ async fn reprocessing_revalidates_landed_pages_once_across_a_crash_without_api_c
     .await;
     assert!(ok && again.contains("nothing to do"), "{again}");
     // And orders, in one go.
-    let (ok, orders) = intake_cli(&["reprocess", "--stream", "orders"], &config_file, &[]).await;
+    let (ok, orders) =
+        intake_cli_status(&["reprocess", "--stream", "orders"], &config_file, &[]).await;
     assert!(ok, "{orders}");
 
     // The landing topic holds each original page copied exactly once, and nothing else new.
@@ -269,7 +231,7 @@ async fn reprocessing_revalidates_landed_pages_once_across_a_crash_without_api_c
         curated_versions(o, &names) == fixed
     })
     .await;
-    let valid = valid_ids(&out2, &names);
+    let valid = valid_ids(&out2, &names, &STREAMS);
     let expected_valid: BTreeMap<(String, String), usize> = live
         .iter()
         .filter(|k| !dead.contains(*k) || enum_ids.contains(*k))

@@ -298,7 +298,7 @@ impl<'a> Replay<'a> {
     ) -> rdkafka::error::KafkaResult<bool> {
         let dlq = self.names.dlq();
         let landing = self.names.landing();
-        let pb = progress_bar(self.opts.progress, report.chosen);
+        let pb = crate::telemetry::bar(self.opts.progress, report.chosen, "replay", "dead letters");
         let mut landed: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
         let mut jobs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut pending: BTreeMap<i32, BTreeSet<i64>> = chosen.clone();
@@ -517,19 +517,6 @@ impl<'a> Replay<'a> {
             })
             .clone()
     }
-}
-
-fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
-    if !enabled || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "replay {bar:40} {pos}/{len} dead letters  {per_sec}  eta {eta}",
-    ) {
-        pb.set_style(style);
-    }
-    pb
 }
 
 /// `r-` and 16 hex digits of sha256 over the filter, the DLQ topic and the chosen offsets.

@@ -1092,3 +1092,48 @@ impl Serve {
         self.task.await.unwrap().unwrap();
     }
 }
+
+/// `(stream, id)` → how many data records (not sync markers) of it the valid topics of
+/// `streams` (source `sim`) hold in `out`.
+pub fn valid_ids(
+    out: &std::collections::BTreeMap<String, Vec<Rec>>,
+    names: &intake::topics::TopicNames,
+    streams: &[&str],
+) -> std::collections::BTreeMap<(String, String), usize> {
+    let mut ids = std::collections::BTreeMap::new();
+    for s in streams {
+        for r in &out[&names.valid("sim", s)] {
+            if r.header(intake::headers::KIND).is_none() {
+                *ids.entry((s.to_string(), r.key_str().to_owned()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    ids
+}
+
+/// Runs the `intake` binary with `ARGS --config CONFIG` and `env` (logs at `warn`): whether it
+/// succeeded, and its stdout, then its stderr.
+pub async fn intake_cli_status(
+    args: &[&str],
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_intake"));
+    cmd.args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
