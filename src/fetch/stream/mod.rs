@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -19,19 +18,23 @@ use super::cursor::{CursorState, Mode, SyncPlan, next_stamp, parse_time, stream_
 use super::http::{HttpError, Response, SourceClient};
 use super::paginate::{self, PageCursor, PageFacts};
 use super::request::{self, Shape, Values};
-use super::unchanged::{Print, Unchanged};
+use super::unchanged::Unchanged;
 use crate::blob::BlobStore;
 use crate::config::{Config, SourceConfig, StreamConfig};
-use crate::contract::{DeadLetter, LandedBody, LandingHeaders, SyncMarker};
-use crate::headers::{self, Headers, Kind};
-use crate::kafka::txn::{self, Backoff, Outcome, Policy};
-use crate::kafka::{
-    ErrorClass, Kafka, Outgoing, TxnProducer, classify, partition::partition_for, reader,
-};
+use crate::headers::{self, Kind};
+use crate::kafka::txn::{self, Backoff};
+use crate::kafka::{ErrorClass, Kafka, TxnProducer, classify};
 use crate::quota::Pacer;
 use crate::stage::Stage;
 use crate::telemetry::metric;
 use crate::topics::TopicNames;
+
+mod land;
+mod restore;
+
+pub(in crate::fetch) use land::{Landed, Out, Place};
+pub use restore::restore_cursors;
+pub(in crate::fetch) use restore::{Prefixed, restore_cursors_with};
 
 /// Everything a stream worker needs.
 #[derive(Clone)]
@@ -71,65 +74,6 @@ pub struct StreamReport {
     pub records: u64,
     /// Pages landed as blob references.
     pub blobs: u64,
-}
-
-/// Where a landed page was read: its position, its sync and its stamp (`intake.cursor`,
-/// `intake.sync_id`, `intake.mode`, `intake.stamp`).
-#[derive(Clone, Copy)]
-pub(super) struct Place<'a> {
-    pub page: &'a PageCursor,
-    pub sync_id: &'a str,
-    pub mode: Mode,
-    pub stamp: i64,
-}
-
-impl CursorState {
-    pub(super) fn place(&self) -> Place<'_> {
-        Place {
-            page: &self.page,
-            sync_id: &self.sync_id,
-            mode: self.mode,
-            stamp: self.stamp,
-        }
-    }
-}
-
-impl Landed {
-    /// This page with one more header.
-    pub(super) fn with_header(mut self, key: &str, value: &str) -> Self {
-        self.headers = std::mem::replace(&mut self.headers, Headers::new()).with(key, value);
-        self
-    }
-
-    /// The landing record of this page, keyed by its stream.
-    pub(super) fn into_out(self, landing: &str, key: &str) -> Out {
-        Out {
-            topic: landing.to_owned(),
-            key: key.as_bytes().to_vec(),
-            payload: Some(self.value),
-            headers: self.headers.build(),
-            partition: None,
-        }
-    }
-}
-
-/// One record of a fetch transaction.
-pub(super) struct Out {
-    pub topic: String,
-    pub key: Vec<u8>,
-    /// `None`: a tombstone.
-    pub payload: Option<Bytes>,
-    pub headers: rdkafka::message::OwnedHeaders,
-    pub partition: Option<i32>,
-}
-
-/// A page ready to land.
-pub(super) struct Landed {
-    value: Bytes,
-    headers: Headers,
-    records: u64,
-    /// Its records, remembered once the page is committed (empty unless `skip_unchanged`).
-    prints: Vec<Print>,
 }
 
 /// Records a worker remembers to skip unchanged look-back pages (about 32 bytes each).
@@ -610,305 +554,6 @@ impl StreamWorker {
             }
         }
     }
-
-    /// Keeps a page that cannot be landed in the DLQ (stage `fetch`), in its own transaction.
-    /// A body over the inline limit goes to the blob store first and the DLQ holds its
-    /// reference (`intake.blob`), as landing does.
-    async fn dead_letter(
-        &self,
-        producer: &TxnProducer,
-        resp: &Response,
-        kind: &str,
-        mut detail: String,
-    ) -> Result<(), BatchError> {
-        let dlq = self.names.dlq();
-        let key = self.key();
-        let mut hdrs = Headers::new()
-            .with(headers::SOURCE, &self.source.name)
-            .with(headers::STREAM, &self.stream.name)
-            .with(headers::REQUEST, &resp.url)
-            .with(headers::STATUS, resp.status.to_string());
-        let body = self.claim_check(resp).await?;
-        if let Some(r) = body.blob() {
-            detail.push_str(&format!(
-                "; the body ({} bytes) is over the inline limit: the value is its blob reference",
-                r.size
-            ));
-            // Inline, a page's dead letter has no `intake.kind`; stored, it says `blob-ref`.
-            hdrs = body.write(hdrs, Kind::Page);
-        }
-        let value = body.value();
-        let at = headers::now_rfc3339();
-        let hdrs = DeadLetter::new(Stage::Fetch.name(), kind, &detail, &resp.url, &at)
-            .write(hdrs)
-            .build();
-        producer
-            .transaction(Policy::once(), move |p| {
-                p.send(Outgoing {
-                    topic: &dlq,
-                    key: Some(key.as_bytes()),
-                    payload: Some(&value),
-                    headers: hdrs,
-                    partition: None,
-                })
-            })
-            .await
-            .into_result()
-            .map_err(|e| BatchError::Fatal(FetchError::Kafka(e)))
-    }
-
-    /// The page's body, inline or (over the inline limit) stored in the blob store.
-    async fn claim_check(&self, resp: &Response) -> Result<LandedBody, BatchError> {
-        LandedBody::land(
-            &self.blobs,
-            resp.body.clone(),
-            self.cfg.blob.max_inline_bytes,
-        )
-        .await
-        .map_err(BatchError::Blob)
-    }
-
-    /// Builds the landing record of a page; oversize bodies go to the blob store first.
-    pub(super) async fn land(
-        &self,
-        resp: &Response,
-        cur: Place<'_>,
-        after: &PageCursor,
-        seq: u64,
-        records: u64,
-    ) -> Result<Landed, BatchError> {
-        let h = LandingHeaders::provenance(&self.source.name, &self.stream.name, &resp.url)
-            .with(headers::STATUS, resp.status.to_string())
-            .with(headers::CURSOR, cur.page.header_value())
-            .with(headers::NEXT_CURSOR, after.header_value())
-            .with(headers::SYNC_ID, cur.sync_id)
-            .with(headers::MODE, cur.mode.as_str())
-            .with(headers::SEQ, seq.to_string())
-            .with(headers::STAMP, cur.stamp.to_string());
-        let h = match self.stream.format {
-            crate::config::Format::Json => h,
-            other => h.with(headers::FORMAT, other.as_str()),
-        };
-        let body = self.claim_check(resp).await?;
-        if let Some(r) = body.blob() {
-            tracing::info!(source = %self.source.name, stream = %self.stream.name, size = r.size, sha256 = %r.sha256, "page over the inline limit: stored in the blob store, landing a blob-ref");
-        }
-        Ok(Landed {
-            value: body.value(),
-            headers: body.write(h, Kind::Page),
-            records,
-            prints: Vec::new(),
-        })
-    }
-
-    /// One transaction: the pages, an optional sync marker, and the cursor record.
-    pub(super) async fn commit(
-        &self,
-        producer: &TxnProducer,
-        pages: &[Landed],
-        state: Option<&CursorState>,
-        marker: Option<Kind>,
-    ) -> Result<(), FetchError> {
-        let landing = self.names.landing();
-        let cursors = self.names.cursors();
-        let key = self.key();
-        let records_in: u64 = pages.iter().map(|p| p.records).sum();
-        let records_out =
-            (pages.len() + usize::from(marker.is_some()) + usize::from(state.is_some())) as u64;
-        let lag = metrics::gauge!(metric::LAG, "stage" => Stage::Fetch.name());
-        lag.increment(records_in as f64);
-        let pages: Vec<(Bytes, rdkafka::message::OwnedHeaders)> = pages
-            .iter()
-            .map(|p| (p.value.clone(), clone_headers(&p.headers)))
-            .collect();
-        let cursor = state.map(|s| serde_json::to_vec(s).expect("serialisable"));
-        let marker = marker.map(|k| {
-            let s = state.expect("markers come with a cursor");
-            let value = serde_json::json!({ "sync_id": s.sync_id, "mode": s.mode.as_str(), "pages": s.pages, "records": s.records });
-            let marker = SyncMarker {
-                begin: k == Kind::SyncBegin,
-                sync_id: &s.sync_id,
-                // A windowed backfill saw no record twice over but not every record that
-                // moved between windows while it ran: it concludes no delete.
-                full: s.mode == Mode::Full && s.backfill.is_none(),
-            };
-            let h = marker
-                .write(
-                    Headers::new()
-                        .with(headers::SOURCE, &self.source.name)
-                        .with(headers::STREAM, &self.stream.name),
-                )
-                .with(headers::SEQ, s.pages.to_string())
-                .with(headers::FETCHED_AT, headers::now_rfc3339());
-            (
-                Bytes::from(serde_json::to_vec(&value).expect("serialisable")),
-                h.build(),
-            )
-        });
-        let mut outs: Vec<Out> = pages
-            .into_iter()
-            .chain(marker)
-            .map(|(v, h)| Out {
-                topic: landing.clone(),
-                key: key.clone().into_bytes(),
-                payload: Some(v),
-                headers: h,
-                partition: None,
-            })
-            .collect();
-        if let Some(c) = cursor {
-            outs.push(Out {
-                topic: cursors,
-                key: key.clone().into_bytes(),
-                payload: Some(Bytes::from(c)),
-                headers: Headers::new().build(),
-                partition: None,
-            });
-        }
-        let outcome = self.send(producer, outs).await;
-        lag.decrement(records_in as f64);
-        outcome?;
-        metrics::counter!(metric::RECORDS_IN, "stage" => Stage::Fetch.name()).increment(records_in);
-        metrics::counter!(metric::RECORDS_OUT, "stage" => Stage::Fetch.name())
-            .increment(records_out);
-        Ok(())
-    }
-
-    /// One transaction of `outs`, tried once: a failed commit is aborted and the worker
-    /// restarts from the committed cursor.
-    pub(super) async fn send(
-        &self,
-        producer: &TxnProducer,
-        outs: Vec<Out>,
-    ) -> Result<(), FetchError> {
-        let started = std::time::Instant::now();
-        let outcome = producer
-            .transaction(Policy::once(), move |p| {
-                for o in &outs {
-                    p.send(Outgoing {
-                        topic: &o.topic,
-                        key: Some(&o.key),
-                        payload: o.payload.as_deref(),
-                        headers: o.headers.clone(),
-                        partition: o.partition,
-                    })?;
-                }
-                Ok(())
-            })
-            .await;
-        metrics::histogram!(metric::COMMIT_SECONDS, "stage" => Stage::Fetch.name())
-            .record(started.elapsed().as_secs_f64());
-        match outcome {
-            Outcome::Committed { .. } => Ok(()),
-            // Fatal too: the producer is unusable, and the worker's restart replaces it.
-            Outcome::Fenced(e) | Outcome::Fatal(e) => Err(FetchError::Fenced {
-                stream: self.key(),
-                detail: e.to_string(),
-            }),
-            other => other.into_result().map_err(FetchError::Kafka),
-        }
-    }
-
-    /// Reads this stream's last committed cursor.
-    async fn restore(&self) -> Result<(Option<CursorState>, Option<Tree>), FetchError> {
-        let key = self.key();
-        let prefixes = Tree::prefixes(self);
-        let (mut roots, children, partition) = restore_cursors_with(
-            &self.kafka,
-            &self.names,
-            std::slice::from_ref(&key),
-            &prefixes,
-        )
-        .await?;
-        let state = roots.remove(&key);
-        let tree = (!prefixes.is_empty()).then(|| {
-            Tree::new(
-                self,
-                partition,
-                children,
-                state.as_ref().map_or(0, |s| s.stamp),
-            )
-        });
-        Ok((state, tree))
-    }
-}
-
-/// Reads the last committed cursor of each key (read_committed, only the partitions that hold them).
-///
-/// # Errors
-/// Kafka errors.
-pub async fn restore_cursors(
-    kafka: &Kafka,
-    names: &TopicNames,
-    keys: &[String],
-) -> Result<std::collections::HashMap<String, CursorState>, FetchError> {
-    restore_cursors_with(kafka, names, keys, &[])
-        .await
-        .map(|(m, _, _)| m)
-}
-
-/// The records read back with a stream's cursor whose keys start with a prefix (child
-/// cursors, window cursors), by key: the value of the last one.
-pub(super) type Prefixed = std::collections::HashMap<String, Vec<u8>>;
-
-/// Reads the last committed cursor of each key, and every record whose key starts with one of
-/// `prefixes` in the partition of the first key (where a tree's child cursors and a backfill's
-/// window cursors are written), with that partition.
-pub(super) async fn restore_cursors_with(
-    kafka: &Kafka,
-    names: &TopicNames,
-    keys: &[String],
-    prefixes: &[String],
-) -> Result<
-    (
-        std::collections::HashMap<String, CursorState>,
-        Prefixed,
-        i32,
-    ),
-    FetchError,
-> {
-    let kafka = kafka.clone();
-    let topic = names.cursors();
-    let keys = keys.to_vec();
-    let prefixes = prefixes.to_vec();
-    tokio::task::spawn_blocking(move || {
-        use rdkafka::Message;
-        let consumer = kafka.reader_consumer("cursors")?;
-        let n = reader::partition_count(&consumer, &topic, Duration::from_secs(10))?;
-        let mut parts: Vec<i32> = keys.iter().map(|k| partition_for(k.as_bytes(), n)).collect();
-        parts.sort_unstable();
-        parts.dedup();
-        let first = keys.first().map_or(0, |k| partition_for(k.as_bytes(), n));
-        let mut out = std::collections::HashMap::new();
-        let mut children = Prefixed::new();
-        reader::read_to_end(&consumer, &topic, &parts, Duration::from_secs(60), |m| {
-            let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else { return };
-            if prefixes.iter().any(|p| k.starts_with(p.as_str())) {
-                match m.payload() {
-                    None => children.remove(k),
-                    Some(v) => children.insert(k.to_owned(), v.to_vec()),
-                };
-                return;
-            }
-            if !keys.iter().any(|x| x == k) {
-                return;
-            }
-            match m.payload() {
-                None => {
-                    out.remove(k);
-                }
-                Some(v) => match serde_json::from_slice::<CursorState>(v) {
-                    Ok(c) => {
-                        out.insert(k.to_owned(), c);
-                    }
-                    Err(e) => tracing::error!(key = k, offset = m.offset(), error = %e, "unreadable cursor record ignored"),
-                },
-            }
-        })?;
-        Ok((out, children, first))
-    })
-    .await
-    .map_err(|_| FetchError::Kafka(rdkafka::error::KafkaError::Canceled))?
 }
 
 pub(super) enum BatchError {
@@ -917,10 +562,6 @@ pub(super) enum BatchError {
     /// the batch was landed; the stream pauses and fetches it again.
     Blob(crate::blob::BlobError),
     Fatal(FetchError),
-}
-
-fn clone_headers(h: &Headers) -> rdkafka::message::OwnedHeaders {
-    h.clone_owned()
 }
 
 /// A page as JSON, for pagination, cursors and skipping: the body itself, or for JSON Lines and
