@@ -1064,28 +1064,7 @@ async fn list_issues(
     Path(repo): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let body = {
-        let mut inner = tree.inner();
-        inner.counters.requests.issues += 1;
-        let num = repo_num(&repo);
-        if let Some(num) = num {
-            inner.counters.issue_parents.insert(num);
-        }
-        let q = parse_query(query.as_deref().unwrap_or(""), false);
-        let page = num.and_then(|n| {
-            let q = q.as_ref().ok()?;
-            inner.forest.issues_page(n, q.after, q.limit)
-        });
-        match (q, page) {
-            (Err(e), _) => return Err(e),
-            (Ok(_), Some(page)) => page_body(page, None),
-            (Ok(_), None) => {
-                inner.counters.not_found.issues += 1;
-                return Err(ApiError::not_found(format!("no repository '{repo}'")));
-            }
-        }
-    };
-    Ok(answer(&state, body))
+    list_children(&state, &tree, Level::Issues, &repo, query.as_deref())
 }
 
 /// `GET /v1/tree/issues/{issue}/comments`.
@@ -1095,31 +1074,71 @@ async fn list_comments(
     Path(issue): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    list_children(&state, &tree, Level::Comments, &issue, query.as_deref())
+}
+
+/// A level of children, listed per parent.
+#[derive(Clone, Copy)]
+enum Level {
+    /// A repository's issues.
+    Issues,
+    /// An issue's comments.
+    Comments,
+}
+
+/// One page of `parent`'s children at `level`, counted per level and per distinct parent; an
+/// unknown parent is a counted 404.
+fn list_children(
+    state: &SimState,
+    tree: &Tree,
+    level: Level,
+    parent: &str,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
     let body = {
         let mut inner = tree.inner();
-        inner.counters.requests.comments += 1;
-        let id = issue
-            .parse::<u64>()
-            .ok()
-            .filter(|id| id.to_string() == issue);
+        let counters = &mut inner.counters;
+        let (id, parents, requests) = match level {
+            Level::Issues => (
+                repo_num(parent),
+                &mut counters.issue_parents,
+                &mut counters.requests.issues,
+            ),
+            Level::Comments => (
+                parent
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|id| id.to_string() == parent),
+                &mut counters.comment_parents,
+                &mut counters.requests.comments,
+            ),
+        };
+        *requests += 1;
         if let Some(id) = id {
-            inner.counters.comment_parents.insert(id);
+            parents.insert(id);
         }
-        let q = parse_query(query.as_deref().unwrap_or(""), false);
+        let q = parse_query(query.unwrap_or(""), false);
         let page = id.and_then(|id| {
             let q = q.as_ref().ok()?;
-            inner.forest.comments_page(id, q.after, q.limit)
+            match level {
+                Level::Issues => inner.forest.issues_page(id, q.after, q.limit),
+                Level::Comments => inner.forest.comments_page(id, q.after, q.limit),
+            }
         });
         match (q, page) {
             (Err(e), _) => return Err(e),
             (Ok(_), Some(page)) => page_body(page, None),
             (Ok(_), None) => {
-                inner.counters.not_found.comments += 1;
-                return Err(ApiError::not_found(format!("no issue '{issue}'")));
+                let (missing, what) = match level {
+                    Level::Issues => (&mut inner.counters.not_found.issues, "repository"),
+                    Level::Comments => (&mut inner.counters.not_found.comments, "issue"),
+                };
+                *missing += 1;
+                return Err(ApiError::not_found(format!("no {what} '{parent}'")));
             }
         }
     };
-    Ok(answer(&state, body))
+    Ok(answer(state, body))
 }
 
 /// `POST /admin/tree/mutate` with a [`Mutation`] (an empty body is all zeros).
