@@ -343,53 +343,56 @@ impl<'a> Run<'a> {
                     break;
                 }
             }
-            // Markers and aborted records are never delivered: the position moves past them.
-            let m = match reader.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "reading the landing topic; retrying");
-                    continue;
-                }
-                None => {
-                    for e in reader.position()?.elements_for_topic(&landing) {
-                        if let (Offset::Offset(o), Some(end)) =
-                            (e.offset(), progress.ends.get(&e.partition()))
-                        {
-                            let o = o.min(*end);
-                            let at = read_to
-                                .get(&e.partition())
-                                .or(progress.next.get(&e.partition()))
-                                .copied()
-                                .unwrap_or(o);
-                            if o > at {
-                                read_to.insert(e.partition(), o);
-                                last_record = Instant::now();
-                            }
+            match reader.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    last_record = Instant::now();
+                    let (p, o) = (m.partition(), m.offset());
+                    let Some(end) = progress.ends.get(&p).copied() else {
+                        continue;
+                    };
+                    if o < end {
+                        report.read += 1;
+                        if let Some(c) = self.copy_of(&m, &id, &landing) {
+                            bytes += c.value.as_ref().map_or(0, Vec::len);
+                            batch.push(c);
                         }
                     }
-                    anyhow::ensure!(
-                        last_record.elapsed() < READ_TIMEOUT,
-                        "reprocess {id}: the landing topic gave nothing for {} s before its planned end (partitions {open:?}); run the same command again to resume",
-                        READ_TIMEOUT.as_secs()
-                    );
+                    read_to.insert(p, (o + 1).min(end));
+                    if o + 1 >= end {
+                        // Done with it: the copies landing after its end are not read back.
+                        pause(&reader, &landing, p);
+                    }
                     continue;
                 }
-            };
-            last_record = Instant::now();
-            let (p, o) = (m.partition(), m.offset());
-            let Some(end) = progress.ends.get(&p).copied() else {
-                continue;
-            };
-            if o >= end {
-                read_to.insert(p, end);
-                continue;
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "reading the landing topic");
+                }
+                None => {}
             }
-            report.read += 1;
-            read_to.insert(p, o + 1);
-            if let Some(c) = self.copy_of(&m, &id, &landing) {
-                bytes += c.value.as_ref().map_or(0, Vec::len);
-                batch.push(c);
+            // Markers and aborted records are never delivered: the position moves past them.
+            for e in reader.position()?.elements_for_topic(&landing) {
+                let p = e.partition();
+                if let (Offset::Offset(o), Some(end)) = (e.offset(), progress.ends.get(&p)) {
+                    let o = o.min(*end);
+                    let at = read_to
+                        .get(&p)
+                        .or(progress.next.get(&p))
+                        .copied()
+                        .unwrap_or(o);
+                    if o > at {
+                        read_to.insert(p, o);
+                        last_record = Instant::now();
+                        if o >= *end {
+                            pause(&reader, &landing, p);
+                        }
+                    }
+                }
             }
+            anyhow::ensure!(
+                last_record.elapsed() < READ_TIMEOUT,
+                "reprocess {id}: the landing topic gave nothing for {} s before its planned end (partitions {open:?}); run the same command again to resume",
+                READ_TIMEOUT.as_secs()
+            );
         }
         pb.finish_and_clear();
         let _ = reader.unassign();
@@ -527,6 +530,15 @@ impl<'a> Run<'a> {
         })
         .into_error()
         .map_or(Ok(()), Err)
+    }
+}
+
+/// Stops fetching `partition` (read to its planned end).
+fn pause(reader: &reader::Reader, topic: &str, partition: i32) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    if let Err(e) = reader.pause(&tpl) {
+        tracing::debug!(error = %e, partition, "pausing a partition read to its end");
     }
 }
 
