@@ -196,6 +196,30 @@ impl CursorState {
         self.high_water = max_time(self.high_water.take(), &format_time(t));
     }
 
+    /// How far an incremental sync has read through time, for a progress bar: (seconds read,
+    /// seconds in all) from its filter's start to when it began, by the largest
+    /// incremental-field value seen (pages come in that field's order). None for a full sync
+    /// (it reads in id order), a complete one, or one without a start.
+    pub fn time_progress(&self) -> Option<(u64, u64)> {
+        if self.mode != Mode::Incremental || self.complete {
+            return None;
+        }
+        let from = parse_time(self.since.as_deref()?)?;
+        let to = parse_time(self.started_at.as_deref()?)?;
+        let at = self
+            .high_water
+            .as_deref()
+            .and_then(parse_time)
+            .unwrap_or(from);
+        let total = (to - from).whole_seconds();
+        (total > 0).then(|| {
+            (
+                (at - from).whole_seconds().clamp(0, total) as u64,
+                total as u64,
+            )
+        })
+    }
+
     /// The sync moves past a page to `after`. A landed page of `records` records counts (its
     /// `intake.seq` was `pages` before); a page not landed (skipped or unchanged) does not, so
     /// a sync's landed pages stay numbered 0, 1, 2… and the counts match the pages behind
@@ -324,6 +348,36 @@ mod tests {
         }
         c.finish_if_done(at(end));
         c
+    }
+
+    #[test]
+    fn an_incremental_sync_shows_how_far_through_its_time_span_it_read() {
+        let first = run_sync(
+            None,
+            incremental(None),
+            "2026-01-01T00:00:00Z",
+            &["2025-12-31T10:00:00Z"],
+            "2026-01-01T00:05:00Z",
+        );
+        assert_eq!(first.time_progress(), None, "a full sync reads in id order");
+        let mut c = CursorState::begin(
+            "s",
+            "t",
+            Some(&first),
+            incremental(None),
+            at("2026-01-01T10:00:00Z"),
+            "sync-2".into(),
+        );
+        assert_eq!(c.mode, Mode::Incremental);
+        let from = at(c.since.as_deref().unwrap());
+        let total = (at("2026-01-01T10:00:00Z") - from).whole_seconds() as u64;
+        assert_eq!(c.time_progress(), Some((0, total)));
+        c.saw(from + time::Duration::seconds(600));
+        c.passed(PageCursor::Token("p1".into()), Some(1));
+        assert_eq!(c.time_progress(), Some((600, total)));
+        c.passed(PageCursor::Done, Some(0));
+        c.finish_if_done(at("2026-01-01T10:01:00Z"));
+        assert_eq!(c.time_progress(), None, "complete");
     }
 
     #[test]

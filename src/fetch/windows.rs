@@ -160,6 +160,33 @@ pub async fn progress(
     Ok(())
 }
 
+/// How much of a backfill's time span its windows have read: (seconds read, seconds in all).
+/// A complete window counts whole (up to where it split: the rest is a window of its own), one
+/// in progress up to the last value it read.
+pub fn covered<'a>(windows: impl IntoIterator<Item = &'a WindowCursor>) -> (u64, u64) {
+    let (mut done, mut total) = (0i64, 0i64);
+    for w in windows {
+        let (Some(since), Some(until)) = (parse_time(&w.since), parse_time(&w.until)) else {
+            continue;
+        };
+        let end = match (w.complete, w.split_at.as_deref().and_then(parse_time)) {
+            (true, Some(split)) => split.min(until),
+            _ => until,
+        };
+        let span = (end - since).whole_seconds().max(0);
+        total += span;
+        done += if w.complete {
+            span
+        } else {
+            w.last_value
+                .as_deref()
+                .and_then(parse_time)
+                .map_or(0, |t| (t - since).whole_seconds().clamp(0, span))
+        };
+    }
+    (done as u64, total as u64)
+}
+
 /// What a window's page did to it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
@@ -275,6 +302,14 @@ impl StreamWorker {
             pages: 0,
             records: 0,
         }));
+        if let (Some(pb), Some(start), Some(until)) = (
+            &self.progress,
+            parse_time(&plan.start),
+            parse_time(&plan.until),
+        ) {
+            super::stream::time_bar(pb, (until - start).whole_seconds().max(1) as u64);
+            pb.set_position(covered(all.values()).0);
+        }
         let done = Arc::new(Mutex::new(all));
         let mut slots = tokio::task::JoinSet::new();
         for p in producers {
@@ -375,9 +410,20 @@ impl StreamWorker {
             let read = self
                 .read_window(producer, sync_id, partition, &mut w, &stamp, &stop, &queue)
                 .await;
-            done.lock()
-                .expect("windows")
-                .insert(w.since.clone(), w.clone());
+            {
+                let mut all = done.lock().expect("windows");
+                all.insert(w.since.clone(), w.clone());
+                if let Some(pb) = &self.progress {
+                    pb.set_message(format!(
+                        "{}/{}: backfill, {} of {} windows read",
+                        self.source.name,
+                        self.stream.name,
+                        all.values().filter(|w| w.complete).count(),
+                        all.len()
+                    ));
+                    pb.set_position(covered(all.values()).0);
+                }
+            }
             queue.lock().expect("queue").busy -= 1;
             read?;
             if *stop.borrow() {
@@ -509,9 +555,6 @@ impl StreamWorker {
             next.updated_at = headers::now_rfc3339();
             outs.push(self.window_out(&next, partition));
             self.send(producer, outs).await.map_err(BatchError::Fatal)?;
-            if let Some(pb) = &self.progress {
-                pb.inc(count as u64);
-            }
             let landed = u64::from(!resp.skipped);
             *w = next;
             let mut q = queue.lock().expect("queue");
@@ -584,6 +627,28 @@ mod tests {
         );
         assert!(all["2024-01-01T00:00:00Z"].complete);
         assert!(!all["2024-01-03T00:00:00Z"].complete);
+    }
+
+    #[test]
+    fn coverage_counts_read_windows_whole_split_ones_to_the_split_and_open_ones_to_their_last_value()
+     {
+        let mut w = cut("s", &plan());
+        let day = 86_400;
+        // 30.5 days in all, nothing read.
+        assert_eq!(covered(&w), (0, 30 * day + day / 2));
+        // The first week read; the second split after 2 days (its rest a window of its own,
+        // read a day in); the third 3 days in.
+        w[0].complete = true;
+        w[1].complete = true;
+        w[1].split_at = Some("2024-01-10T00:00:00Z".into());
+        let mut rest = w[1].clone();
+        rest.since = "2024-01-10T00:00:00Z".into();
+        rest.complete = false;
+        rest.split_at = None;
+        rest.last_value = Some("2024-01-11T00:00:00Z".into());
+        w[2].last_value = Some("2024-01-18T00:00:00Z".into());
+        w.push(rest);
+        assert_eq!(covered(&w), ((7 + 2 + 1 + 3) * day, 30 * day + day / 2));
     }
 
     #[test]

@@ -217,7 +217,14 @@ impl StreamWorker {
                             next.pages,
                             next.records
                         ));
-                        pb.inc(n);
+                        match next.time_progress() {
+                            Some((read, span)) => {
+                                time_bar(pb, span);
+                                pb.set_position(read);
+                            }
+                            None if pb.length().is_none() => pb.inc(n),
+                            None => {}
+                        }
                     }
                     if next.complete {
                         report.syncs += 1;
@@ -562,6 +569,22 @@ pub(super) enum BatchError {
     /// the batch was landed; the stream pauses and fetches it again.
     Blob(crate::blob::BlobError),
     Fatal(FetchError),
+}
+
+/// Turns a stream's progress spinner (records read) into a bar over `span` seconds of the
+/// stream's history, with an ETA, once the sync knows how far through time it is.
+pub(in crate::fetch) fn time_bar(pb: &indicatif::ProgressBar, span: u64) {
+    if pb.length().is_none() {
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{elapsed}] {bar:24} {percent:>3}% of its time span, eta {eta}",
+            )
+            .expect("valid template"),
+        );
+    }
+    if pb.length() != Some(span) {
+        pb.set_length(span);
+    }
 }
 
 /// A page as JSON, for pagination, cursors and skipping: the body itself, or for JSON Lines and
