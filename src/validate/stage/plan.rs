@@ -197,7 +197,8 @@ impl Limits {
 /// `max.message.bytes` of each of `topics`, as the brokers say. While they cannot be asked
 /// (a broker outage at start-up), this waits for them, until `stop`: a limit assumed in an
 /// outage would differ from the one every other process uses, and a record kept whole by one
-/// process would go by reference from another. A topic that does not exist, or whose setting
+/// process would go by reference from another. A topic that does not exist, cannot be
+/// described for another reason than the brokers' absence (no right to, say), or whose setting
 /// does not parse, counts with the broker default (it is named in a warning).
 async fn describe_max_bytes(
     kafka: &Kafka,
@@ -249,7 +250,19 @@ async fn describe_max_bytes(
                             topic,
                             "the topic does not exist (run `intake topics apply`); assuming the broker's default message size limit"
                         ),
-                        Err(code) => transient = Some(format!("{topic}: {code}")),
+                        Err(code)
+                            if crate::kafka::classify(&rdkafka::error::KafkaError::AdminOp(
+                                code,
+                            )) == crate::kafka::ErrorClass::Retry =>
+                        {
+                            transient = Some(format!("{topic}: {code}"));
+                        }
+                        // Not allowed to describe it, say: asking again will not help.
+                        Err(code) => tracing::warn!(
+                            topic,
+                            error = %code,
+                            "cannot read max.message.bytes; assuming the broker default"
+                        ),
                     }
                 }
                 match transient {
@@ -257,7 +270,13 @@ async fn describe_max_bytes(
                     Some(why) => why,
                 }
             }
-            Err(e) => e.to_string(),
+            Err(e) if crate::kafka::classify(&e) == crate::kafka::ErrorClass::Retry => {
+                e.to_string()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot describe the topics; assuming the broker's default message size limit");
+                return out;
+            }
         };
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return out;
