@@ -982,3 +982,107 @@ async fn a_stream_with_drift_evolve_starts_without_a_schema() {
         versions.iter().map(|v| v.1).collect::<Vec<_>>()
     );
 }
+
+/// Issue 19, the quiet DLQ: ten full syncs of a stream with drifted records land each drifted
+/// record ten times, unchanged; the DLQ holds one dead letter per record (key, content,
+/// failure), its `intake.dlq-index` entry counts ten occurrences, `dlq summary` says so, and a
+/// replay re-lands each dead letter once.
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_full_syncs_make_one_dead_letter_per_drifted_record_counted_ten_times() {
+    const SYNCS: u64 = 10;
+    let sim = sim(&["--records", "200", "--seed", "11", "--drift-rate", "0.05"]).await;
+    let text = config_text(&cursor_sim_source(&sim, &["customers"]));
+    let cfg = Arc::new(Config::from_toml(&text).unwrap());
+    let names = TopicNames::from_config(&cfg);
+    apply_topics_and_schemas(&cfg).await;
+    for _ in 0..SYNCS {
+        intake::fetch::run(
+            cfg.clone(),
+            intake::fetch::FetchOptions {
+                once: true,
+                full: true,
+                ..intake::fetch::FetchOptions::default()
+            },
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+    }
+    let landing = read_all(&names.landing(), "read_committed");
+    let syncs: BTreeSet<&str> = landing
+        .iter()
+        .filter(|r| r.header(headers::KIND) == Some("page"))
+        .filter_map(|r| r.header(headers::SYNC_ID))
+        .collect();
+    assert_eq!(syncs.len() as u64, SYNCS, "ten syncs landed");
+
+    let truth = truth(&sim).await;
+    let live: BTreeSet<String> = truth_versions(&truth, "customers").into_keys().collect();
+    let dead: BTreeSet<String> = truth_drifted(&truth, &["customers"])
+        .into_keys()
+        .map(|(_, id)| id)
+        .filter(|id| live.contains(id))
+        .collect();
+    assert!(!dead.is_empty(), "the seed drifts some customers");
+    let clean: BTreeMap<(String, String), usize> = live
+        .iter()
+        .filter(|id| !dead.contains(*id))
+        .map(|id| (("customers".to_owned(), id.clone()), SYNCS as usize))
+        .collect();
+    let counts = |o: &BTreeMap<String, Vec<Rec>>| -> BTreeMap<String, u64> {
+        let mut latest = BTreeMap::new();
+        for r in &o[&names.dlq_index()] {
+            let v: Json = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+            latest.insert(r.key_str().to_owned(), v["occurrences"].as_u64().unwrap());
+        }
+        latest
+    };
+    let outputs = vec![
+        names.valid("sim", "customers"),
+        names.dlq(),
+        names.dlq_index(),
+    ];
+    // Both only grow as validate works through the ten syncs.
+    let out = validate_until(
+        &cfg,
+        &outputs,
+        "every clean record ten times and every failure counted ten times",
+        |o| {
+            valid_ids(o, &names, &["customers"]) == clean
+                && counts(o).len() == dead.len()
+                && counts(o).values().all(|n| *n == SYNCS)
+        },
+    )
+    .await;
+    let dlq = &out[&names.dlq()];
+    let ids: BTreeSet<String> = dlq
+        .iter()
+        .map(|r| {
+            let v: Json = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+            v["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(dlq.len(), dead.len(), "one dead letter per drifted record");
+    assert_eq!(ids, dead);
+    assert!(counts(&out).values().all(|n| *n == SYNCS));
+
+    let s = intake::dlq::summary::gather(&cfg, &Filter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.total, s.occurrences),
+        (dead.len() as u64, SYNCS * dead.len() as u64),
+        "{s:?}"
+    );
+    let r = replay_filtered(&cfg, Filter::default()).await.unwrap();
+    assert_eq!(
+        (r.chosen, r.landed),
+        (dead.len() as u64, dead.len() as u64),
+        "{r:?}"
+    );
+    let relanded = read_all(&names.landing(), "read_committed")
+        .into_iter()
+        .filter(|r| r.header(headers::REPLAY_ID).is_some())
+        .count();
+    assert_eq!(relanded, dead.len(), "each dead letter re-landed once");
+}

@@ -132,11 +132,26 @@ fn summarise(kafka: &Kafka, names: &TopicNames, filter: &Filter) -> anyhow::Resu
     })?;
     // The repeats counted on the groups' dead letters (an index that cannot be read, as before
     // `intake topics apply` created it, counts none).
-    let mut repeats: BTreeMap<GroupKey, (u64, Option<OffsetDateTime>)> = BTreeMap::new();
+    // The index is compacted: until the cleaner runs it holds every count an entry went
+    // through, and only the latest of each key counts (a key stays in one partition).
+    let mut latest: BTreeMap<Vec<u8>, crate::contract::DlqRepeat> = BTreeMap::new();
     let read = super::scan_topic(kafka, &names.dlq_index(), |m| {
-        let Some(Ok(e)) = m.payload().map(crate::contract::DlqRepeat::parse) else {
-            return;
-        };
+        let Some(key) = m.key() else { return };
+        match m.payload().map(crate::contract::DlqRepeat::parse) {
+            Some(Ok(e)) => {
+                latest.insert(key.to_vec(), e);
+            }
+            None => {
+                latest.remove(key);
+            }
+            Some(Err(_)) => {}
+        }
+    });
+    if let Err(e) = read {
+        tracing::warn!(topic = %names.dlq_index(), error = %e, "the repeats of dead letters cannot be read; occurrences count dead letters only");
+    }
+    let mut repeats: BTreeMap<GroupKey, (u64, Option<OffsetDateTime>)> = BTreeMap::new();
+    for e in latest.into_values() {
         let key = (
             crate::contract::stream_key(&e.source, &e.stream),
             e.kind,
@@ -149,9 +164,6 @@ fn summarise(kafka: &Kafka, names: &TopicNames, filter: &Filter) -> anyhow::Resu
         {
             r.1 = Some(r.1.map_or(t, |l| l.max(t)));
         }
-    });
-    if let Err(e) = read {
-        tracing::warn!(topic = %names.dlq_index(), error = %e, "the repeats of dead letters cannot be read; occurrences count dead letters only");
     }
     for (key, acc) in &mut groups {
         if let Some((n, last)) = repeats.get(key) {
