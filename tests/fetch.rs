@@ -1063,9 +1063,9 @@ async fn a_full_blob_store_disk_pauses_fetch_and_loses_nothing() {
     );
 }
 
-/// Issue 19 (async exports): a stream of kind export asks the simulator for an export, polls
-/// it until its files are ready and lands each file with the cursor, exactly once, across a
-/// SIGKILL. Every response is 1.5 s slow, so the kill, sent as soon as the first file is
+/// Issue 19 (async exports): a stream of kind export asks the simulator for an export of
+/// 200 000 customers, polls it until its files are ready and lands each file (60 000 records,
+/// claim-checked) with the cursor, exactly once, across a SIGKILL. Every response is 1.5 s slow, so the kill, sent as soon as the first file is
 /// committed, lands before the second's commit (asserted, not assumed). The restarted
 /// `fetch --once` resumes the same export from its committed cursor and completes that sync,
 /// then runs one sync of its own (a second export): each sync holds each of its export's files
@@ -1073,8 +1073,8 @@ async fn a_full_blob_store_disk_pauses_fetch_and_loses_nothing() {
 /// served no file more than once but the one in flight at the kill, and deleted both.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_async_export_lands_each_file_once_across_a_sigkill() {
-    const RECORDS: usize = 20_000;
-    const PER_FILE: usize = 6_000;
+    const RECORDS: usize = 200_000;
+    const PER_FILE: usize = 60_000;
     let files = RECORDS.div_ceil(PER_FILE);
     let sim = sim(&[
         "--records",
