@@ -29,7 +29,8 @@
 //!   (`landing_`, `valid_`, `curated_` p50/p90/p99/p99.9/max) are cumulative from the
 //!   response, so the differences are what each stage adds; the unprefixed figures are the
 //!   curated ones (end to end). Stops after `--expect` curated records or `--idle-secs`
-//!   without one.
+//!   without one. `--kill-file F`: F holds the unix time at which the script SIGKILLed a
+//!   stage process (and restarted it); the line then adds the recovery (see [`Recovery`]).
 //! - `count`: counts the committed messages (read_committed) of the config's topics of the given
 //!   kinds (`landing`, `dlq`, `valid`, `curated`), to the end each partition had when it started:
 //!   in all, per topic, and how many are sync markers (`intake.kind` `sync-begin`/`sync-end`,
@@ -524,6 +525,8 @@ fn latency(f: &Flags) -> anyhow::Result<()> {
     let mut lat_us: [Vec<u64>; 3] = Default::default();
     let (mut count, mut without) = (0u64, 0u64);
     let (mut first_at, mut last_at) = (0f64, 0f64);
+    // Curated arrivals (unix seconds, latency µs), for the recovery after a kill.
+    let mut arrivals: Vec<(f64, u64)> = Vec::new();
     let mut last_msg = Instant::now();
     while count < expect {
         match c.poll(Duration::from_millis(100)) {
@@ -552,7 +555,11 @@ fn latency(f: &Flags) -> anyhow::Result<()> {
                     }
                 }
                 if let Some(t) = at {
-                    lat_us[hop].push(((now - t).max(0.0) * 1e6) as u64);
+                    let us = ((now - t).max(0.0) * 1e6) as u64;
+                    lat_us[hop].push(us);
+                    if hop == HOPS.len() - 1 {
+                        arrivals.push((now, us));
+                    }
                 }
             }
             Some(Err(e)) => eprintln!("latency: {e}"),
@@ -587,8 +594,92 @@ fn latency(f: &Flags) -> anyhow::Result<()> {
     }
     // The curated hop is the end-to-end figure, also printed without a prefix.
     line.push_str(&figures("", &lat_us[HOPS.len() - 1]));
+    if let Some(path) = f.opt("kill-file") {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        let kill: f64 = text
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| anyhow!("{path}: no kill time (unix seconds)"))?;
+        line.push_str(&recovery(&arrivals, kill).to_string());
+    }
     println!("{line}");
     Ok(())
+}
+
+/// How the curated latency recovered from a stage process SIGKILLed (and restarted) at `kill`
+/// (unix seconds). The baseline is the p99 of the records that arrived before the kill;
+/// arrivals from the kill on fall into buckets of [`RECOVERY_BUCKET_S`], and a bucket is good
+/// when its p99 is within [`RECOVERED_WITHIN`] of the baseline (or 50 ms over it, whichever is
+/// more). Records already past the killed stage still arrive on time after the kill; the spike
+/// begins at the first bad bucket (a gap of no arrivals is not a bucket: the next arrivals are
+/// late), and the stage has recovered at the start of the first good bucket (of at least 10
+/// records) after it. No bad bucket at all: recovered at once.
+struct Recovery {
+    baseline_p99_ms: f64,
+    recovered_ms: Option<f64>,
+    spike_max_ms: f64,
+    during: usize,
+}
+
+const RECOVERY_BUCKET_S: f64 = 0.25;
+const RECOVERED_WITHIN: f64 = 1.25;
+
+fn recovery(arrivals: &[(f64, u64)], kill: f64) -> Recovery {
+    let mut before: Vec<u64> = arrivals
+        .iter()
+        .filter(|(at, _)| *at < kill)
+        .map(|(_, us)| *us)
+        .collect();
+    before.sort_unstable();
+    let baseline = pct_ms(&before, 99.0);
+    let limit = (baseline * RECOVERED_WITHIN).max(baseline + 50.0);
+    let mut buckets: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (at, us) in arrivals.iter().filter(|(at, _)| *at >= kill) {
+        buckets
+            .entry(((at - kill) / RECOVERY_BUCKET_S) as u64)
+            .or_default()
+            .push(*us);
+    }
+    let mut out = Recovery {
+        baseline_p99_ms: baseline,
+        recovered_ms: None,
+        spike_max_ms: 0.0,
+        during: 0,
+    };
+    let mut spiking = false;
+    for (k, mut v) in buckets {
+        v.sort_unstable();
+        let good = v.len() >= 10 && pct_ms(&v, 99.0) <= limit;
+        if good && !spiking {
+            continue;
+        }
+        if good {
+            out.recovered_ms = Some(k as f64 * RECOVERY_BUCKET_S * 1000.0);
+            return out;
+        }
+        spiking = true;
+        out.during += v.len();
+        out.spike_max_ms = out.spike_max_ms.max(pct_ms(&v, 100.0));
+    }
+    if !spiking {
+        out.recovered_ms = Some(0.0);
+    }
+    out
+}
+
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            " baseline_p99_ms={:.1} recovered_ms={} spike_max_ms={:.1} during_recovery={}",
+            self.baseline_p99_ms,
+            self.recovered_ms
+                .map_or_else(|| "never".to_owned(), |ms| format!("{ms:.0}")),
+            self.spike_max_ms,
+            self.during
+        )
+    }
 }
 
 fn main() -> ExitCode {

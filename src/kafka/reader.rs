@@ -107,6 +107,9 @@ pub fn read_topic(
     Ok((n, read))
 }
 
+/// How many delivered messages [`read_from`] lets pass between asking for the positions.
+const POSITION_EVERY: u32 = 1024;
+
 /// [`read_to_end`] from the given start of each partition (`Offset::Beginning` or an offset)
 /// instead of the beginning.
 ///
@@ -145,6 +148,7 @@ pub fn read_from(
     let result = (|| {
         let mut pending: HashSet<i32> = ends.keys().copied().collect();
         let mut n = 0u64;
+        let mut since_check = 0u32;
         let mut last_wait_log = Instant::now();
         while !pending.is_empty() {
             if Instant::now() > deadline {
@@ -157,8 +161,9 @@ pub fn read_from(
                     rdkafka::error::RDKafkaErrorCode::OperationTimedOut,
                 ));
             }
+            let mut idle = false;
             match consumer.poll(Duration::from_millis(50)) {
-                None => {}
+                None => idle = true,
                 Some(Ok(m)) => {
                     let end = ends[&m.partition()];
                     if m.offset() < end {
@@ -173,8 +178,13 @@ pub fn read_from(
                     tracing::warn!(%e, topic, "error while reading to the end; retrying");
                 }
             }
-            if !pending.is_empty() {
-                // Markers and aborted records are never delivered; the position moves past them.
+            since_check += 1;
+            // Markers and aborted records are never delivered; the position moves past them.
+            // Asking for the positions is a round trip to librdkafka's main thread (two context
+            // switches): done once the queue runs dry or every POSITION_EVERY messages, not per
+            // message (that capped a restore at ~17 000 records/s).
+            if !pending.is_empty() && (idle || since_check >= POSITION_EVERY) {
+                since_check = 0;
                 for e in consumer.position()?.elements_for_topic(topic) {
                     if let Offset::Offset(o) = e.offset()
                         && ends.get(&e.partition()).is_some_and(|end| o >= *end)
