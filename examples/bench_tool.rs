@@ -19,9 +19,10 @@
 //!   second on schedule whatever the answers; latency counts from the scheduled time, so a
 //!   server falling behind shows in the latency rather than slowing the sender down. Counts
 //!   only answers to requests sent within `--secs`; anything but 2xx is an error.
-//! - `drain`: waits until the stage's consumer group (`<group_prefix>-validate` over the
-//!   landing topic, `-dedup` over the valid topics) has committed every partition to its end
-//!   (the offset of the commit marker after the last record), then prints the unix time.
+//! - `drain`: reads where each input partition's last record ends, says `drain: ready` on
+//!   stderr, then waits until the stage's consumer group (`<group_prefix>-validate` over the
+//!   landing topic, `-dedup` over the valid topics) has committed every partition to that end
+//!   (the offset after the last record), and prints the unix time.
 //! - `latency`: reads the landing, valid and curated topics of the config (read_committed,
 //!   from the beginning, sync markers skipped) and, for every page or record, the time from its
 //!   `intake.fetched_at` header (when fetch received the simulator's response, or serve
@@ -368,6 +369,9 @@ fn drain(f: &Flags) -> anyhow::Result<()> {
         let end = last_record_end(&reader, e.topic(), e.partition())?;
         ends.insert((e.topic().to_owned(), e.partition()), end);
     }
+    // Reading the ends takes seconds for a dozen partitions: the script starts the stage
+    // (and its clock) only once this line is out, so the time is the stage's alone.
+    eprintln!("drain: ready");
     let started = Instant::now();
     let mut last_report = Instant::now();
     loop {

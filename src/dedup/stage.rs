@@ -94,9 +94,9 @@ use crate::telemetry::metric;
 use crate::topics::TopicNames;
 
 /// Most input records per transaction.
-const MAX_BATCH: usize = 5_000;
+const MAX_BATCH: usize = 10_000;
 /// About the size of a batch in KiB (records of ~1 KiB): librdkafka's queues are sized from it.
-const BATCH_KIB: usize = 5 * 1024;
+const BATCH_KIB: usize = 10 * 1024;
 /// Longest a transaction stays open collecting a batch: the added latency of a record.
 const LINGER: Duration = Duration::from_millis(200);
 /// Update the state-size gauges after this many records (computing them walks every partition).
