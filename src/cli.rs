@@ -304,9 +304,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Fetch(a) => {
-            let cfg = std::sync::Arc::new(load(&a.config)?);
-            kafka_reachable(&cfg).await?;
-            let _metrics = metrics_unless(a.once, &cfg).await?;
+            let (cfg, _metrics) = start_stage(&a.config, false, a.once).await?;
             let opts = crate::fetch::FetchOptions {
                 once: a.once,
                 full: a.full,
@@ -330,31 +328,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::fetch::admin::cursors(&cfg, reset.as_deref()).await
         }
         Command::Dedup { config } => {
-            let cfg = std::sync::Arc::new(load(&config)?);
-            kafka_reachable(&cfg).await?;
-            let _metrics = metrics_unless(false, &cfg).await?;
+            let (cfg, _metrics) = start_stage(&config, false, false).await?;
             crate::dedup::stage::run(cfg, shutdown_signal()).await?;
             Ok(())
         }
         Command::Validate { config } => {
-            let cfg = std::sync::Arc::new(load(&config)?);
-            kafka_reachable(&cfg).await?;
-            registry_usable(&cfg).await?;
-            let _metrics = metrics_unless(false, &cfg).await?;
+            let (cfg, _metrics) = start_stage(&config, true, false).await?;
             crate::validate::stage::run(cfg, shutdown_signal()).await?;
             Ok(())
         }
         Command::Run { config } => {
-            let cfg = std::sync::Arc::new(load(&config)?);
-            kafka_reachable(&cfg).await?;
-            registry_usable(&cfg).await?;
-            let _metrics = metrics_unless(false, &cfg).await?;
+            let (cfg, _metrics) = start_stage(&config, true, false).await?;
             crate::run::run(cfg, shutdown_signal()).await
         }
         Command::Serve { config } => {
-            let cfg = std::sync::Arc::new(load(&config)?);
-            kafka_reachable(&cfg).await?;
-            let _metrics = metrics_unless(false, &cfg).await?;
+            let (cfg, _metrics) = start_stage(&config, false, false).await?;
             let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
                 .await
                 .with_context(|| format!("binding serve.listen {}", cfg.serve.listen))?;
@@ -376,11 +364,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { config, json } => {
             let cfg = load(&config)?;
             let s = crate::status::gather(&cfg).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                crate::status::print(&s);
-            }
+            show(&s, json, crate::status::print)?;
             Ok(())
         }
         Command::Blob {
@@ -416,11 +400,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     )?
                 };
             let report = crate::verify::compare(&cfg, &source, &doc).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                crate::verify::print(&report);
-            }
+            show(&report, json, crate::verify::print)?;
             if report.ok() {
                 Ok(())
             } else {
@@ -449,11 +429,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )
             .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                crate::reprocess::print(&report);
-            }
+            show(&report, json, crate::reprocess::print)?;
             Ok(())
         }
         Command::Fixtures {
@@ -658,6 +634,36 @@ async fn metrics_unless(
         return Ok(None);
     }
     crate::telemetry::start_metrics(&cfg.telemetry).await
+}
+
+/// Prints a command's `report`: as pretty JSON with `--json`, otherwise as `print` writes it.
+fn show<T: serde::Serialize>(report: &T, json: bool, print: fn(&T)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print(report);
+    }
+    Ok(())
+}
+
+/// The start of a long-running stage: loads the config at `path`, checks that Kafka answers
+/// (and that the registry is usable when the stage `needs_registry`) and starts the metrics
+/// endpoint unless the run is `one_shot`. The endpoint serves while the returned server lives.
+async fn start_stage(
+    path: &std::path::Path,
+    needs_registry: bool,
+    one_shot: bool,
+) -> anyhow::Result<(
+    std::sync::Arc<Config>,
+    Option<crate::telemetry::MetricsServer>,
+)> {
+    let cfg = std::sync::Arc::new(load(path)?);
+    kafka_reachable(&cfg).await?;
+    if needs_registry {
+        registry_usable(&cfg).await?;
+    }
+    let metrics = metrics_unless(one_shot, &cfg).await?;
+    Ok((cfg, metrics))
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {

@@ -21,6 +21,7 @@
 //! | [`signing`]   | HMAC-SHA256 webhook signatures shared by `serve` and `sim` |
 //! | [`status`]    | `intake status`: cursors, lag, DLQ counts, jobs on one screen |
 //! | [`telemetry`] | tracing setup and metric names |
+//! | [`testing`]   | test support for the unit tests and fuzz targets: configs from a few lines, shared fixtures |
 //! | [`sim`]       | `intake sim`: a realistic upstream SaaS API with faults and a ground truth |
 //! | [`fetch`]     | pulls HTTP sources and lands raw pages with their cursor in one transaction |
 //! | [`quota`]     | per-token pacing owned centrally through Kafka group assignment |
@@ -54,6 +55,8 @@ pub mod sim;
 pub mod stage;
 pub mod status;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;
 pub mod topics;
 pub mod validate;
 pub mod verify;

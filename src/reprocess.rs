@@ -47,7 +47,9 @@ use crate::kafka::txn::{self, Backoff, Policy};
 use crate::kafka::{Kafka, Outgoing, TxnProducer, reader};
 use crate::topics::TopicNames;
 
-/// A run's transaction may stay open while a batch is read: at least this long a timeout.
+/// A one-off run's transaction stays open while it reads (a reprocess run a batch, a replay the
+/// chosen dead letters): at least this long a timeout (the broker's
+/// `transaction.max.timeout.ms` is 15 minutes by default).
 const TXN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Metadata and watermark queries.
 const META_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,14 +59,17 @@ const READ_TIMEOUT: Duration = Duration::from_secs(120);
 const BATCH_RECORDS: usize = 200;
 /// ...or this many bytes of values.
 const BATCH_BYTES: usize = 16 << 20;
-/// The longest id accepted.
+/// The longest run id accepted (a reprocess run's, a replay's).
 const MAX_ID_LEN: usize = 200;
-/// Headers a copy does not carry: a page's place in a sync, and a job's.
-const NOT_COPIED: [&str; 8] = [
+/// Headers of a page's position in a sync: neither a copy nor a replayed record carries them.
+pub(crate) const PAGE_POSITION: [&str; 4] = [
     headers::CURSOR,
     headers::NEXT_CURSOR,
     headers::SEQ,
     headers::MODE,
+];
+/// Headers of a record's place in a sync and in a job, which a copy does not carry either.
+const SYNC_AND_JOB: [&str; 4] = [
     headers::SYNC_ID,
     headers::WINDOW,
     headers::JOB_ID,
@@ -116,17 +121,34 @@ pub struct Progress {
     pub done: bool,
 }
 
-impl Progress {
-    /// The `"type"` of a reprocess record in `intake.jobs`.
-    pub const TYPE: &'static str = "reprocess";
+/// A record of `intake.jobs` told apart from the others by its `"type"` member (a reprocess
+/// run's [`Progress`], a replay's [`crate::dlq::replay::Marker`]).
+pub trait TypedJobRecord: serde::de::DeserializeOwned {
+    /// The `"type"` of this kind of record.
+    const TYPE: &'static str;
 
-    /// Parses a value of `intake.jobs`; None when it is not a reprocess record.
-    pub fn parse(value: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Progress>(value)
-            .ok()
-            .filter(|p| p.record_type == Self::TYPE)
+    /// Parses a value of `intake.jobs`; None when it is not a record of this kind (its
+    /// `"type"` is checked first, so other records are not parsed in full).
+    fn parse(value: &[u8]) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct Type {
+            #[serde(rename = "type")]
+            record_type: String,
+        }
+        let t: Type = serde_json::from_slice(value).ok()?;
+        if t.record_type != Self::TYPE {
+            return None;
+        }
+        serde_json::from_slice(value).ok()
     }
+}
 
+impl TypedJobRecord for Progress {
+    /// The `"type"` of a reprocess record in `intake.jobs`.
+    const TYPE: &'static str = "reprocess";
+}
+
+impl Progress {
     /// Its key in `intake.jobs`.
     pub fn key(&self) -> String {
         key_of(&self.id)
@@ -139,6 +161,50 @@ impl Progress {
             .map(|(p, end)| (end - self.next.get(p).copied().unwrap_or(*end)).max(0) as u64)
             .sum()
     }
+}
+
+/// Checks a run id given on the command line (`what`: `reprocess`, `replay`): 1 to
+/// [`MAX_ID_LEN`] characters without '/', as it becomes part of keys in `intake.jobs`.
+///
+/// # Errors
+/// The id does not fit.
+pub(crate) fn check_run_id(what: &str, id: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !id.is_empty() && id.len() <= MAX_ID_LEN && !id.contains('/'),
+        "a {what} id is 1-{MAX_ID_LEN} characters without '/'"
+    );
+    Ok(())
+}
+
+/// The Kafka client of a one-off run (a reprocess run, a DLQ replay): the configured one with
+/// its transaction timeout raised to at least [`TXN_TIMEOUT`].
+///
+/// # Errors
+/// A secret of the Kafka config that cannot be resolved.
+pub(crate) fn long_transaction_kafka(cfg: &Config) -> Result<Kafka, crate::config::ConfigError> {
+    let mut kcfg = cfg.kafka.clone();
+    kcfg.transaction_timeout = kcfg.transaction_timeout.max(TXN_TIMEOUT);
+    Kafka::new(&kcfg)
+}
+
+/// Opens the transactional producer of a one-off run (`writer`: a reprocess run, a DLQ replay)
+/// and initialises it, which fences every other run of the same writer; transient failures are
+/// retried, 200 ms to 2 s apart, for up to `patience`. Blocking.
+///
+/// # Errors
+/// The Kafka error: a fatal one, or the last one when `patience` ran out.
+pub(crate) fn fencing_producer(
+    kafka: &Kafka,
+    group_prefix: &str,
+    writer: txn::Writer,
+    patience: Duration,
+) -> rdkafka::error::KafkaResult<TxnProducer> {
+    let producer = kafka.txn_producer(&txn::transactional_id(group_prefix, writer))?;
+    producer.init_retrying(
+        Backoff::new(Duration::from_millis(200), Duration::from_secs(2)),
+        Some(Instant::now() + patience),
+    )?;
+    Ok(producer)
 }
 
 fn key_of(id: &str) -> String {
@@ -175,10 +241,7 @@ pub struct Report {
 /// (what it committed stays; run it again to resume).
 pub async fn run(cfg: &Config, opts: Options) -> anyhow::Result<Report> {
     if let Some(id) = &opts.id {
-        anyhow::ensure!(
-            !id.is_empty() && id.len() <= MAX_ID_LEN && !id.contains('/'),
-            "a reprocess id is 1-{MAX_ID_LEN} characters without '/'"
-        );
+        check_run_id("reprocess", id)?;
     }
     anyhow::ensure!(opts.batch != Some(0), "--batch is at least 1");
     let (src, st) = cfg.stream(&opts.stream).ok_or_else(|| {
@@ -208,15 +271,13 @@ impl<'a> Run<'a> {
         source: String,
         stream: String,
     ) -> anyhow::Result<Self> {
-        let mut kcfg = cfg.kafka.clone();
-        kcfg.transaction_timeout = kcfg.transaction_timeout.max(TXN_TIMEOUT);
         Ok(Run {
             cfg,
             opts,
             source,
             stream,
             names: TopicNames::from_config(cfg),
-            kafka: Kafka::new(&kcfg)?,
+            kafka: long_transaction_kafka(cfg)?,
         })
     }
 
@@ -240,12 +301,11 @@ impl<'a> Run<'a> {
             landing: landing.clone(),
             ..Report::default()
         };
-        let txn_id = txn::transactional_id(&self.cfg.kafka.group_prefix, txn::Writer::Reprocess);
-        let producer = self.kafka.txn_producer(&txn_id)?;
-        // Fences every other run; transient failures are retried for a while.
-        producer.init_retrying(
-            Backoff::new(Duration::from_millis(200), Duration::from_secs(2)),
-            Some(Instant::now() + META_TIMEOUT * 3),
+        let producer = fencing_producer(
+            &self.kafka,
+            &self.cfg.kafka.group_prefix,
+            txn::Writer::Reprocess,
+            META_TIMEOUT * 3,
         )?;
         // Fenced every other run: what is committed now is this id's whole progress.
         let mut progress = match self.committed(&id)? {
@@ -479,7 +539,8 @@ impl<'a> Run<'a> {
         let mut out = Headers::new();
         if let Some(h) = h {
             for x in h.iter() {
-                if NOT_COPIED.contains(&x.key) && !(event && x.key == headers::SEQ) {
+                let not_copied = PAGE_POSITION.contains(&x.key) || SYNC_AND_JOB.contains(&x.key);
+                if not_copied && !(event && x.key == headers::SEQ) {
                     continue;
                 }
                 if let Some(v) = x.value {

@@ -53,47 +53,30 @@ pub async fn run(
         .await
         .with_context(|| format!("binding serve.listen {}", cfg.serve.listen))?;
     let mut tasks = tokio::task::JoinSet::new();
-    // Each stage as a task, stopped by the same signal, reporting its name with its outcome.
-    let mut spawn =
-        |stage: Stage, run: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>| {
-            tasks.spawn(async move { (stage.name(), run.await) });
-        };
-    let (c, s) = (cfg.clone(), stopped(stop_rx.clone()));
-    spawn(
+    // Each stage as a task, stopped by the same signal.
+    spawn_stage(
+        &mut tasks,
         Stage::Fetch,
-        Box::pin(async move {
-            crate::fetch::run(c, FetchOptions::default(), s)
-                .await
-                .map(|_| ())
-                .map_err(anyhow::Error::from)
-        }),
+        crate::fetch::run(
+            cfg.clone(),
+            FetchOptions::default(),
+            stopped(stop_rx.clone()),
+        ),
     );
-    let (c, s) = (cfg.clone(), stopped(stop_rx.clone()));
-    spawn(
+    spawn_stage(
+        &mut tasks,
         Stage::Validate,
-        Box::pin(async move {
-            crate::validate::stage::run(c, s)
-                .await
-                .map_err(anyhow::Error::from)
-        }),
+        crate::validate::stage::run(cfg.clone(), stopped(stop_rx.clone())),
     );
-    let (c, s) = (cfg.clone(), stopped(stop_rx.clone()));
-    spawn(
+    spawn_stage(
+        &mut tasks,
         Stage::Dedup,
-        Box::pin(async move {
-            crate::dedup::stage::run(c, s)
-                .await
-                .map_err(anyhow::Error::from)
-        }),
+        crate::dedup::stage::run(cfg.clone(), stopped(stop_rx.clone())),
     );
-    let (c, s) = (cfg.clone(), stopped(stop_rx.clone()));
-    spawn(
+    spawn_stage(
+        &mut tasks,
         Stage::Serve,
-        Box::pin(async move {
-            crate::serve::run(c, listener, s)
-                .await
-                .map_err(anyhow::Error::from)
-        }),
+        crate::serve::run(cfg.clone(), listener, stopped(stop_rx.clone())),
     );
     tracing::info!("all stages running");
     let mut first_error = None;
@@ -118,6 +101,18 @@ pub async fn run(
     }
     tracing::info!("all stages stopped");
     first_error.map_or(Ok(()), Err)
+}
+
+/// Spawns `stage` as a task on `tasks` that runs `run` and reports the stage's name with its
+/// outcome (the value of a stage that ends well is dropped).
+fn spawn_stage<T, E>(
+    tasks: &mut tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
+    stage: Stage,
+    run: impl Future<Output = Result<T, E>> + Send + 'static,
+) where
+    E: Into<anyhow::Error>,
+{
+    tasks.spawn(async move { (stage.name(), run.await.map(drop).map_err(Into::into)) });
 }
 
 /// Runs the idempotent start-up step `step` until it succeeds, fails in a way `retriable` says

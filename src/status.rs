@@ -245,27 +245,19 @@ fn all_partitions(r: &Reader, topic: &str) -> anyhow::Result<Vec<i32>> {
     Ok((0..reader::partition_count(r, topic, QUERY)?).collect())
 }
 
-/// The latest JSON record per key of a compacted topic (`intake.quota`, `intake.tokens`).
+/// The latest JSON record per key of a compacted topic (`intake.quota`, `intake.tokens`), every
+/// partition.
 fn read_latest<T: serde::de::DeserializeOwned>(
     r: &Reader,
     topic: &str,
 ) -> anyhow::Result<BTreeMap<String, T>> {
-    let mut out = BTreeMap::new();
-    reader::read_to_end(r, topic, &all_partitions(r, topic)?, READ_TIMEOUT, |m| {
-        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            return;
-        };
-        match m.payload().map(serde_json::from_slice::<T>) {
-            Some(Ok(rec)) => {
-                out.insert(key.to_owned(), rec);
-            }
-            None => {
-                out.remove(key);
-            }
-            Some(Err(e)) => tracing::warn!(topic, key, error = %e, "unreadable record"),
-        }
-    })?;
-    Ok(out)
+    let partitions = all_partitions(r, topic)?;
+    Ok(crate::quota::state::read_latest(
+        r,
+        topic,
+        &partitions,
+        READ_TIMEOUT,
+    )?)
 }
 
 /// The recorded state of every `oauth2` token id of the config (the topic is read only when

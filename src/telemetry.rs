@@ -251,92 +251,182 @@ pub mod metric {
     /// serve: verified webhooks of a type the source ignores (label `source`).
     pub const SERVE_WEBHOOKS_IGNORED: &str = "intake_serve_webhooks_ignored_total";
 
+    /// What kind of metric a name is.
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Counter,
+        Gauge,
+        Histogram,
+    }
+
+    /// Every metric's name, kind, unit and help text.
+    const HELP: &[(&str, Kind, Option<metrics::Unit>, &str)] = {
+        use Kind::{Counter, Gauge, Histogram};
+        use metrics::Unit;
+        &[
+            (
+                RECORDS_IN,
+                Counter,
+                None,
+                "Records taken in by the stage, counted when their transaction commits",
+            ),
+            (
+                RECORDS_OUT,
+                Counter,
+                None,
+                "Records written by the stage in committed transactions",
+            ),
+            (ERRORS, Counter, None, "Errors by stage and class"),
+            (
+                COMMIT_SECONDS,
+                Histogram,
+                Some(Unit::Seconds),
+                "Transaction commit latency",
+            ),
+            (
+                TXN_OPEN,
+                Gauge,
+                None,
+                "1 while a transaction of this transactional id holds records or offsets not yet committed or aborted",
+            ),
+            (
+                LAG,
+                Gauge,
+                None,
+                "Records waiting for the stage (consumer lag of validate and dedup)",
+            ),
+            (
+                GROUP_NUDGES,
+                Counter,
+                None,
+                "Rebalances the stage caused because partitions of its group had no member",
+            ),
+            (
+                FETCH_HTTP_429,
+                Counter,
+                None,
+                "Upstream responses with status 429",
+            ),
+            (
+                FETCH_HTTP_RETRIES,
+                Counter,
+                None,
+                "Retried upstream requests",
+            ),
+            (
+                FETCH_OAUTH_REFRESHES,
+                Counter,
+                None,
+                "OAuth 2.0 access tokens fetched from a token endpoint",
+            ),
+            (
+                FETCH_LAST_SYNC,
+                Gauge,
+                Some(Unit::Seconds),
+                "Unix time of the stream's last completed sync",
+            ),
+            (
+                FETCH_SKIPPED_PAGES,
+                Counter,
+                None,
+                "Upstream responses skipped by an on_status rule (nothing landed)",
+            ),
+            (
+                FETCH_UNCHANGED_PAGES,
+                Counter,
+                None,
+                "Look-back pages not landed: every record already landed unchanged",
+            ),
+            (
+                FETCH_CHILD_READS,
+                Counter,
+                None,
+                "Reads of a new or changed parent's children",
+            ),
+            (
+                FETCH_VANISHED_PARENTS,
+                Counter,
+                None,
+                "Parents whose children answered 404 (their children deleted)",
+            ),
+            (
+                FETCH_CHILD_DELETES,
+                Counter,
+                None,
+                "Children deleted: no longer listed, or their parent is gone",
+            ),
+            (
+                VALIDATE_RECORDS,
+                Counter,
+                None,
+                "Validated records by outcome",
+            ),
+            (
+                DEDUP_EMITTED,
+                Counter,
+                None,
+                "Records emitted to the curated topic",
+            ),
+            (
+                DEDUP_STALE,
+                Counter,
+                None,
+                "Records older than the stored version, dropped",
+            ),
+            (
+                DEDUP_IDENTICAL,
+                Counter,
+                None,
+                "Records identical to the stored version, dropped",
+            ),
+            (DEDUP_TOMBSTONES, Counter, None, "Tombstones emitted"),
+            (
+                DEDUP_SYNCS_SKIPPED,
+                Counter,
+                None,
+                "Full-sync ends skipped because their begin was not seen",
+            ),
+            (
+                DEDUP_REJECTED,
+                Counter,
+                None,
+                "Input records that broke the valid-topic contract",
+            ),
+            (DEDUP_STATE_KEYS, Gauge, None, "Keys held in dedup state"),
+            (
+                DEDUP_STATE_BYTES,
+                Gauge,
+                Some(Unit::Bytes),
+                "Approximate bytes of dedup state",
+            ),
+            (
+                SERVE_REJECTED,
+                Counter,
+                None,
+                "Refused HTTP requests by code",
+            ),
+            (
+                SERVE_WEBHOOKS_IGNORED,
+                Counter,
+                None,
+                "Verified webhooks of a type configured as ignored: acknowledged, not landed",
+            ),
+        ]
+    };
+
     /// Registers the help text of every metric.
     pub(crate) fn describe() {
-        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-        describe_counter!(
-            RECORDS_IN,
-            "Records taken in by the stage, counted when their transaction commits"
-        );
-        describe_counter!(
-            RECORDS_OUT,
-            "Records written by the stage in committed transactions"
-        );
-        describe_counter!(ERRORS, "Errors by stage and class");
-        describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Transaction commit latency");
-        describe_gauge!(
-            TXN_OPEN,
-            "1 while a transaction of this transactional id holds records or offsets not yet committed or aborted"
-        );
-        describe_gauge!(
-            LAG,
-            "Records waiting for the stage (consumer lag of validate and dedup)"
-        );
-        describe_counter!(
-            GROUP_NUDGES,
-            "Rebalances the stage caused because partitions of its group had no member"
-        );
-        describe_counter!(FETCH_HTTP_429, "Upstream responses with status 429");
-        describe_counter!(FETCH_HTTP_RETRIES, "Retried upstream requests");
-        describe_counter!(
-            FETCH_OAUTH_REFRESHES,
-            "OAuth 2.0 access tokens fetched from a token endpoint"
-        );
-        describe_gauge!(
-            FETCH_LAST_SYNC,
-            Unit::Seconds,
-            "Unix time of the stream's last completed sync"
-        );
-        describe_counter!(
-            FETCH_SKIPPED_PAGES,
-            "Upstream responses skipped by an on_status rule (nothing landed)"
-        );
-        describe_counter!(
-            FETCH_UNCHANGED_PAGES,
-            "Look-back pages not landed: every record already landed unchanged"
-        );
-        describe_counter!(
-            FETCH_CHILD_READS,
-            "Reads of a new or changed parent's children"
-        );
-        describe_counter!(
-            FETCH_VANISHED_PARENTS,
-            "Parents whose children answered 404 (their children deleted)"
-        );
-        describe_counter!(
-            FETCH_CHILD_DELETES,
-            "Children deleted: no longer listed, or their parent is gone"
-        );
-        describe_counter!(VALIDATE_RECORDS, "Validated records by outcome");
-        describe_counter!(DEDUP_EMITTED, "Records emitted to the curated topic");
-        describe_counter!(
-            DEDUP_STALE,
-            "Records older than the stored version, dropped"
-        );
-        describe_counter!(
-            DEDUP_IDENTICAL,
-            "Records identical to the stored version, dropped"
-        );
-        describe_counter!(DEDUP_TOMBSTONES, "Tombstones emitted");
-        describe_counter!(
-            DEDUP_SYNCS_SKIPPED,
-            "Full-sync ends skipped because their begin was not seen"
-        );
-        describe_counter!(
-            DEDUP_REJECTED,
-            "Input records that broke the valid-topic contract"
-        );
-        describe_gauge!(DEDUP_STATE_KEYS, "Keys held in dedup state");
-        describe_gauge!(
-            DEDUP_STATE_BYTES,
-            Unit::Bytes,
-            "Approximate bytes of dedup state"
-        );
-        describe_counter!(SERVE_REJECTED, "Refused HTTP requests by code");
-        describe_counter!(
-            SERVE_WEBHOOKS_IGNORED,
-            "Verified webhooks of a type configured as ignored: acknowledged, not landed"
-        );
+        use metrics::{describe_counter, describe_gauge, describe_histogram};
+        for &(name, kind, unit, help) in HELP {
+            match (kind, unit) {
+                (Kind::Counter, Some(unit)) => describe_counter!(name, unit, help),
+                (Kind::Counter, None) => describe_counter!(name, help),
+                (Kind::Gauge, Some(unit)) => describe_gauge!(name, unit, help),
+                (Kind::Gauge, None) => describe_gauge!(name, help),
+                (Kind::Histogram, Some(unit)) => describe_histogram!(name, unit, help),
+                (Kind::Histogram, None) => describe_histogram!(name, help),
+            }
+        }
     }
 }
 

@@ -655,26 +655,19 @@ mod tests {
         assert_eq!(n.parse_valid("intake.sim.orders"), None);
     }
 
+    /// A config with `topics` lines in its `[topics]` table and one source, `sim`, of one
+    /// stream, `orders`.
+    fn sim_orders(topics: &str) -> Config {
+        crate::testing::config(&format!(
+            "[topics]\n{topics}\n{}{}",
+            crate::testing::source_toml("sim", "http://x", ""),
+            crate::testing::stream_toml("orders", "/o", "")
+        ))
+    }
+
     #[test]
     fn declarations_expand_per_stream() {
-        let cfg = Config::from_toml(
-            r#"
-[kafka]
-brokers = "x:1"
-[topics]
-prefix = "t1"
-dir = "topics"
-[[sources]]
-name = "sim"
-base_url = "http://x"
-[[sources.streams]]
-name = "orders"
-path = "/o"
-primary_key = "/id"
-version = "/v"
-"#,
-        )
-        .unwrap();
+        let cfg = sim_orders("prefix = \"t1\"\ndir = \"topics\"");
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("topics/topics.toml");
         let specs = declared_from(&path, &cfg).unwrap();
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
@@ -712,12 +705,9 @@ version = "/v"
     #[test]
     fn min_insync_replicas_goes_on_every_topic_and_fits_the_replication() {
         let cfg = |rf: i32, isr: i32| {
-            Config::from_toml(&format!(
-                "[kafka]\nbrokers = \"x:1\"\n[topics]\nreplication_factor = {rf}\nmin_insync_replicas = {isr}\n\
-                 [[sources]]\nname = \"sim\"\nbase_url = \"http://x\"\n\
-                 [[sources.streams]]\nname = \"orders\"\npath = \"/o\"\nprimary_key = \"/id\"\n"
+            sim_orders(&format!(
+                "replication_factor = {rf}\nmin_insync_replicas = {isr}"
             ))
-            .unwrap()
         };
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("topics/topics.toml");
         let specs = declared_from(&path, &cfg(3, 2)).unwrap();

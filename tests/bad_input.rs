@@ -1090,16 +1090,7 @@ async fn serve_answers_every_bad_request_with_a_reason_keeps_serving_and_validat
 
 #[tokio::test(flavor = "multi_thread")]
 async fn validate_keeps_landing_records_no_other_stage_would_write() {
-    let cfg = Arc::new(config(
-        r#"
-[[sources]]
-name = "up"
-[[sources.streams]]
-name = "things"
-primary_key = "/id"
-version = "/version"
-"#,
-    ));
+    let cfg = Arc::new(config(&keyed_source("up", "", &[("things", "")])));
     prepare(&cfg).await;
     let names = TopicNames::from_config(&cfg);
     let page = |kind: &str| {

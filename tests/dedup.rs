@@ -187,16 +187,10 @@ impl ValidWriter {
 
 /// A stream block for the test config.
 fn stream_config(detect_deletes: bool) -> String {
-    format!(
-        r#"
-[[sources]]
-name = "{SOURCE}"
-[[sources.streams]]
-name = "{STREAM}"
-primary_key = "/id"
-version = "/version"
-detect_deletes = {detect_deletes}
-"#
+    keyed_source(
+        SOURCE,
+        "",
+        &[(STREAM, &format!("detect_deletes = {detect_deletes}"))],
     )
 }
 
@@ -396,6 +390,15 @@ async fn with_deadline<F: Future>(what: &str, f: F) -> F::Output {
         .unwrap_or_else(|_| panic!("{what} timed out"))
 }
 
+/// [`converge`] on `want` within 60 s, under [`with_deadline`] (its failure naming `what`).
+async fn converged(
+    what: &str,
+    cfg: &Config,
+    want: &BTreeMap<String, (Stamp, Option<Vec<u8>>)>,
+) -> Curated {
+    with_deadline(what, converge(cfg, want, Duration::from_secs(60))).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_and_duplicated_versions_keep_the_largest_per_key() {
     let cfg = Arc::new(config(&stream_config(false)));
@@ -460,11 +463,7 @@ async fn out_of_order_and_duplicated_versions_keep_the_largest_per_key() {
         }
     })
     .await;
-    with_deadline(
-        "first half",
-        converge(&cfg, &expected(first), Duration::from_secs(60)),
-    )
-    .await;
+    converged("first half", &cfg, &expected(first)).await;
 
     // Restart: the second half is decided against the state restored from the curated topic.
     dedup.stop().await;
@@ -473,11 +472,7 @@ async fn out_of_order_and_duplicated_versions_keep_the_largest_per_key() {
         blocking(move || w.commit(&chunk)).await;
     }
     let dedup = InProcess::start(&cfg);
-    let curated = with_deadline(
-        "second half",
-        converge(&cfg, &want, Duration::from_secs(60)),
-    )
-    .await;
+    let curated = converged("second half", &cfg, &want).await;
     dedup.stop().await;
 
     assert_eq!(want.len(), 400);
@@ -548,11 +543,7 @@ async fn a_full_sync_tombstones_unseen_keys_and_incremental_syncs_never_do() {
     let backfill: Vec<Valid> = (0..100).map(|k| Valid::upsert(&key(k), 1, 0)).collect();
     all.extend(backfill.clone());
     commit(backfill).await;
-    with_deadline(
-        "backfill",
-        converge(&cfg, &expected(&all), Duration::from_secs(60)),
-    )
-    .await;
+    converged("backfill", &cfg, &expected(&all)).await;
 
     // An incremental sync that sees 10 keys: it deletes nothing.
     let mut inc = vec![begin("inc-1", false)];
@@ -560,11 +551,7 @@ async fn a_full_sync_tombstones_unseen_keys_and_incremental_syncs_never_do() {
     inc.push(end("inc-1", false));
     all.extend(inc.clone());
     commit(inc).await;
-    with_deadline(
-        "incremental",
-        converge(&cfg, &expected(&all), Duration::from_secs(60)),
-    )
-    .await;
+    converged("incremental", &cfg, &expected(&all)).await;
 
     // A full sync over two transactions that sees keys 0..60 (new, identical and stale
     // versions all count as seen) and an explicit delete of key 5: keys 60..100 are deleted.
@@ -583,7 +570,7 @@ async fn a_full_sync_tombstones_unseen_keys_and_incremental_syncs_never_do() {
     for k in 60..100 {
         want.insert(key(k), (Stamp::delete(1), None));
     }
-    let c = with_deadline("full sync", converge(&cfg, &want, Duration::from_secs(60))).await;
+    let c = converged("full sync", &cfg, &want).await;
     for k in 60..100 {
         let r = &c.last[&key(k)];
         assert_eq!(
@@ -629,7 +616,7 @@ async fn a_full_sync_tombstones_unseen_keys_and_incremental_syncs_never_do() {
             Some(b"\0\0\0\0\x01cus_00061@2#0".to_vec()),
         ),
     );
-    let c = with_deadline("resurrect", converge(&cfg, &want, Duration::from_secs(60))).await;
+    let c = converged("resurrect", &cfg, &want).await;
     assert_eq!(
         c.emitted[&key(60)].len(),
         2,
@@ -646,7 +633,7 @@ async fn a_full_sync_tombstones_unseen_keys_and_incremental_syncs_never_do() {
             Some(b"\0\0\0\0\x01cus_00000@3#0".to_vec()),
         ),
     );
-    with_deadline("mid-sync", converge(&cfg, &want, Duration::from_secs(60))).await;
+    converged("mid-sync", &cfg, &want).await;
     dedup.stop().await;
     let dedup = InProcess::start(&cfg);
     commit(vec![end("full-2", true)]).await;
@@ -665,11 +652,7 @@ async fn a_full_sync_tombstones_unseen_keys_and_incremental_syncs_never_do() {
             *value = None;
         }
     }
-    let c = with_deadline(
-        "after restart",
-        converge(&cfg, &want, Duration::from_secs(60)),
-    )
-    .await;
+    let c = converged("after restart", &cfg, &want).await;
     dedup.stop().await;
     assert_strictly_increasing(&c);
     let live = c.last.values().filter(|r| r.value.is_some()).count();
@@ -755,7 +738,7 @@ async fn a_restore_waits_for_a_pending_transaction_of_the_previous_owner() {
             )
         })
         .collect();
-    let c = with_deadline("restore", converge(&cfg, &want, Duration::from_secs(60))).await;
+    let c = converged("restore", &cfg, &want).await;
     dedup.stop().await;
     assert_eq!(
         c.emitted["k"].len(),

@@ -55,9 +55,7 @@ async fn propose_and_apply(args: &[&str], config: &Path) -> String {
 async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are_compatible() {
     let sim = sim(&["--records", "400", "--seed", "11", "--drift-rate", "0.05"]).await;
     let text = config_text(&cursor_sim_source(&sim, &STREAMS));
-    let dir = tempfile::tempdir().unwrap();
-    let config_file = write_config(dir.path(), &text);
-    let cfg = Arc::new(Config::from_toml(&text).unwrap());
+    let (cfg, _dir, config_file) = config_with_file(&text);
     let names = TopicNames::from_config(&cfg);
     let reg = apply_topics_and_schemas(&cfg).await;
     fetch_once(&cfg).await.unwrap();
@@ -65,16 +63,7 @@ async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are
     // The simulator's truth: which ids drifted, how.
     let truth = truth(&sim).await;
     let drifted = truth_drifted(&truth, &STREAMS);
-    let live: BTreeSet<(String, String)> = STREAMS
-        .iter()
-        .flat_map(|s| {
-            truth["streams"][s]["live"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .map(move |id| (s.to_string(), id.clone()))
-        })
-        .collect();
+    let live = truth_ids(&truth, &STREAMS, "live");
     let of_kind = |kind: &str| -> BTreeSet<(String, String)> {
         drifted
             .iter()
@@ -84,17 +73,8 @@ async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are
     };
     let enum_ids = of_kind("unknown_enum");
     let field_ids = of_kind("unknown_field");
-    let dead: BTreeSet<(String, String)> = drifted
-        .keys()
-        .filter(|k| live.contains(*k))
-        .cloned()
-        .collect();
-    assert!(
-        STREAMS
-            .iter()
-            .all(|s| enum_ids.iter().any(|(st, _)| st == s)),
-        "the seed renames an enum value in every stream: {enum_ids:?}"
-    );
+    let dead = live_drifted(&drifted, &live);
+    assert_enum_drift_in_every_stream(&STREAMS, &enum_ids);
     assert!(
         field_ids.iter().any(|(s, _)| s == "customers"),
         "the seed adds a field to a customer"
@@ -798,20 +778,12 @@ async fn validate_items(
 /// test's own, so the stream starts without a schema file.
 fn schemaless_stream(source: &str, extra: &str) -> (tempfile::TempDir, String) {
     let schemas = tempfile::tempdir().unwrap();
-    let text = config_text(&format!(
-        r#"
-[[sources]]
-name = "{source}"
-base_url = "http://127.0.0.1:9"
-
-[[sources.streams]]
-name = "items"
-records = "/results"
-primary_key = "/id"
-version = "/updated_at"
-{extra}
-"#
-    ));
+    let stream = versioned_stream(
+        "items",
+        "/updated_at",
+        &format!("records = \"/results\"\n{extra}"),
+    );
+    let text = config_text(&(source_head(source, UNFETCHED_BASE_URL) + &stream));
     let repo_schemas = format!("{}/topics/schemas", root().display());
     assert!(text.contains(&repo_schemas));
     let text = text.replace(&repo_schemas, &schemas.path().display().to_string());
@@ -852,9 +824,7 @@ fn wide_page(
 async fn a_first_schema_from_landed_data_is_registered_written_and_validates_every_record() {
     // The stream has no schema file: schemas live in a directory of this test's own.
     let (schemas, text) = schemaless_stream("wide", "");
-    let dir = tempfile::tempdir().unwrap();
-    let config_file = write_config(dir.path(), &text);
-    let cfg = Arc::new(Config::from_toml(&text).unwrap());
+    let (cfg, _dir, config_file) = config_with_file(&text);
     let names = TopicNames::from_config(&cfg);
     apply_topics(&cfg).await;
     let subject = names.subject("wide", "items");

@@ -600,22 +600,17 @@ detect_deletes = true
 /// A source on the simulator with one cursor-style stream `customers` at `path`, plus `extra`
 /// stream lines.
 fn customers_source(sim: &intake::sim::SimHandle, path: &str, extra: &str) -> String {
-    format!(
+    let stream = format!(
         r#"
-[[sources]]
-name = "sim"
-base_url = "http://{addr}"
-auth = {{ kind = "bearer", token = "demo" }}
-
 [[sources.streams]]
 name = "customers"
 path = "{path}"
 primary_key = "/id"
 pagination = {{ style = "cursor" }}
 {extra}
-"#,
-        addr = sim.addr
-    )
+"#
+    );
+    sim_bearer_source_head(sim, "") + &stream
 }
 
 /// Issue 18: a stream without `version` orders its records by the fetch that landed them. Two
@@ -984,10 +979,8 @@ async fn a_full_blob_store_disk_pauses_fetch_and_loses_nothing() {
         disk.0.display(),
         &text[end..]
     );
-    let cfg = Arc::new(intake::config::Config::from_toml(&text).unwrap());
+    let (cfg, dir, path) = config_with_file(&text);
     apply_topics(&cfg).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &text);
     let log = dir.path().join("fetch.log");
     let mut fetch = support::proc::intake(&["fetch"], &log)
         .config(&path)
@@ -1108,10 +1101,8 @@ export = { status_path = "/v1/exports/{id}", poll_every = "100ms" }
 "#,
     );
     let text = config_text(&source);
-    let cfg = Arc::new(intake::config::Config::from_toml(&text).unwrap());
+    let (cfg, dir, path) = config_with_file(&text);
     apply_topics(&cfg).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &text);
     let landing = intake::topics::TopicNames::from_config(&cfg).landing();
     let files_landed = |landing: String| async move {
         tokio::task::spawn_blocking(move || {
@@ -1238,25 +1229,15 @@ async fn a_windowed_backfill_lands_every_record_once_across_20_sigkills() {
         "400",
     ])
     .await;
-    let mut source = sim_source_head(&sim);
-    source.push_str(
-        r#"
-[[sources.streams]]
-name = "customers"
-path = "/v1/customers"
-primary_key = "/id"
-version = "/version"
-pagination = { style = "cursor" }
-page_size = 50
-incremental = { param = "updated_since", end_param = "updated_before", field = "/updated_at", lookback = "1m" }
-backfill = { start = "2024-01-01T00:00:00Z", step = "14d", concurrency = 4, max_records_per_window = 250 }
-"#,
-    );
-    let text = config_text(&source);
-    let cfg = Arc::new(intake::config::Config::from_toml(&text).unwrap());
+    let windowed = r#"incremental = { param = "updated_since", end_param = "updated_before", field = "/updated_at", lookback = "1m" }
+backfill = { start = "2024-01-01T00:00:00Z", step = "14d", concurrency = 4, max_records_per_window = 250 }"#;
+    let text = config_text(&sim_source(
+        &sim,
+        &[("customers", "/v1/customers", "cursor")],
+        windowed,
+    ));
+    let (cfg, dir, path) = config_with_file(&text);
     apply_topics(&cfg).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &text);
     let landing = intake::topics::TopicNames::from_config(&cfg).landing();
     // Four window slots commit in turn, so a reader that waits for the end of the partition
     // rarely finds it while they run: the kills are timed by intake's own reader, which reads

@@ -24,15 +24,10 @@ fn send(p: &intake::kafka::TxnProducer, topic: &str, key: &str, value: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn read_committed_sees_only_committed_transactions() {
-    let cfg = config("");
-    apply_topics(&cfg).await;
-    let topic = TopicNames::from_config(&cfg).landing();
-    let k = kafka(&cfg);
+    let (topic, k) = fresh_landing().await;
     let t = topic.clone();
     tokio::task::spawn_blocking(move || {
-        let p = k.txn_producer(&unique("txn")).unwrap();
-        p.init().unwrap();
-        p.begin().unwrap();
+        let p = begun_producer(&k, &unique("txn"));
         for i in 0..3 {
             send(&p, &t, &format!("c{i}"), "committed");
         }
@@ -62,16 +57,11 @@ async fn read_committed_sees_only_committed_transactions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
-    let cfg = config("");
-    apply_topics(&cfg).await;
-    let topic = TopicNames::from_config(&cfg).landing();
-    let k = kafka(&cfg);
+    let (topic, k) = fresh_landing().await;
     let t = topic.clone();
     let err = tokio::task::spawn_blocking(move || {
         let id = unique("shared");
-        let old = k.txn_producer(&id).unwrap();
-        old.init().unwrap();
-        old.begin().unwrap();
+        let old = begun_producer(&k, &id);
         send(&old, &t, "zombie", "from the old owner");
 
         let new = k.txn_producer(&id).unwrap();
@@ -202,18 +192,11 @@ async fn schemas_register_encode_decode_and_incompatible_changes_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn topics_apply_is_idempotent_and_aligns_drifted_configs() {
-    let cfg = config(
-        r#"
-[[sources]]
-name = "sim"
-base_url = "http://127.0.0.1:1"
-[[sources.streams]]
-name = "orders"
-path = "/v1/orders"
-primary_key = "/id"
-version = "/version"
-"#,
-    );
+    let cfg = config(&keyed_source(
+        "sim",
+        r#"base_url = "http://127.0.0.1:1""#,
+        &[("orders", r#"path = "/v1/orders""#)],
+    ));
     let k = kafka(&cfg);
     let first = topics::ensure(&cfg, &k).await.unwrap();
     assert_eq!(

@@ -104,16 +104,9 @@ async fn validate_until_counts(cfg: &Arc<Config>, valid: usize, dead: usize) {
 #[tokio::test(flavor = "multi_thread")]
 async fn job_counts_match_what_validate_and_replays_did_exactly() {
     let cfg = Arc::new(config(&format!(
-        r#"
-[[sources]]
-name = "sim"
-
-[[sources.streams]]
-name = "customers"
-primary_key = "/id"
-version = "/version"
-{client}"#,
-        client = serve_client()
+        "{}\n{}",
+        keyed_source("sim", "", &[("customers", "")]),
+        serve_client()
     )));
     let names = TopicNames::from_config(&cfg);
     apply_topics_and_schemas(&cfg).await;
@@ -134,13 +127,8 @@ version = "/version"
     srv.wait_counts("job-1", counts(8, 0, 0, 0, 8), "landed")
         .await;
     // job-2: two valid ones.
-    let (s, _) = submit(
-        &srv.0.base,
-        "job-2",
-        "",
-        batch(&[customer("b-1"), customer("b-2")]),
-    )
-    .await;
+    let job_2 = batch(&[customer("b-1"), customer("b-2")]);
+    let (s, _) = submit(&srv.0.base, "job-2", "", job_2.clone()).await;
     assert_eq!(s, 201);
     // job-3, by reference: its upload is altered in the store after submission (the API
     // refuses to replace it), so validate finds a blob whose sha256 does not match and
@@ -243,13 +231,7 @@ version = "/version"
     assert_eq!(srv.job("job-3").await["counts"], counts(3, 0, 3, 0, 0));
     assert_eq!(srv.job("job-3").await["state"], "validated");
     // Resubmitting returns the job with its counts, landing nothing new.
-    let (s, again) = submit(
-        &srv.0.base,
-        "job-2",
-        "",
-        batch(&[customer("b-1"), customer("b-2")]),
-    )
-    .await;
+    let (s, again) = submit(&srv.0.base, "job-2", "", job_2).await;
     assert_eq!(s, 200);
     assert_eq!(again["counts"], counts(2, 2, 0, 0, 0));
     srv.stop().await;

@@ -46,6 +46,24 @@ fn hits(log: &Path, fault: &str, fields: &[&str]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The field `field` of each hit of `fault` in `log` (see [`hits`]).
+fn hit_field<C: FromIterator<String>>(log: &Path, fault: &str, field: &str) -> C {
+    hits(log, fault, &[field])
+        .into_iter()
+        .map(|mut h| h.remove(0))
+        .collect()
+}
+
+/// Fails the test, with the logs' `tails`, unless a deliberate defect fired a few (5) times:
+/// `n` times the stage `did` to `what`.
+fn assert_a_few(n: usize, did: &str, what: &str, tails: impl Fn() -> String) {
+    assert!(
+        n >= 5,
+        "{did} only {n} {what}; the test needs a few\n{}",
+        tails()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_judge_names_exactly_what_its_deliberate_defect_broke() {
     let started = Instant::now();
@@ -149,12 +167,7 @@ async fn each_judge_names_exactly_what_its_deliberate_defect_broke() {
             .into_iter()
             .map(|h| (h[0].clone(), h[1].clone()))
             .collect();
-    assert!(
-        dropped.len() >= 5,
-        "validate dropped only {} records; the test needs a few\n{}",
-        dropped.len(),
-        tails()
-    );
+    assert_a_few(dropped.len(), "validate dropped", "records", tails);
     assert_eq!(
         ledger.lost,
         dropped,
@@ -169,16 +182,8 @@ async fn each_judge_names_exactly_what_its_deliberate_defect_broke() {
     assert!(other.is_empty(), "faults no defect explains: {other:?}");
 
     // dedup: every stale emission is a curated version that did not move forward.
-    let emitted: Vec<String> = hits(&log("dedup"), "dedup_stale", &["key"])
-        .into_iter()
-        .map(|h| h[0].clone())
-        .collect();
-    assert!(
-        emitted.len() >= 5,
-        "dedup emitted only {} stale records; the test needs a few\n{}",
-        emitted.len(),
-        tails()
-    );
+    let emitted: Vec<String> = hit_field(&log("dedup"), "dedup_stale", "key");
+    assert_a_few(emitted.len(), "dedup emitted", "stale records", tails);
     let (verdict, reached) =
         tokio::task::spawn_blocking(move || judge.finish(Duration::from_secs(60), None))
             .await
@@ -223,16 +228,8 @@ async fn each_judge_names_exactly_what_its_deliberate_defect_broke() {
     );
 
     // serve: every early-acknowledged event is missing from landing, and only those.
-    let acked_only: BTreeSet<String> = hits(&log("serve"), "serve_early_ack", &["event_id"])
-        .into_iter()
-        .map(|h| h[0].clone())
-        .collect();
-    assert!(
-        acked_only.len() >= 5,
-        "serve skipped only {} webhooks; the test needs a few\n{}",
-        acked_only.len(),
-        tails()
-    );
+    let acked_only: BTreeSet<String> = hit_field(&log("serve"), "serve_early_ack", "event_id");
+    assert_a_few(acked_only.len(), "serve skipped", "webhooks", tails);
     let landed = tokio::task::spawn_blocking({
         let cfg = cfg.clone();
         move || e2e::landed_events(&cfg)

@@ -114,9 +114,7 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
     let cfg_path = write_config(dir.path(), &text);
     let (code, out) = proc::intake(&["schema", "apply"], dir.path().join("schemas.log"))
         .config(&cfg_path)
-        .capture_stdout()
-        .spawn()
-        .wait_output(Duration::from_secs(120));
+        .run_output(Duration::from_secs(120));
     assert!(code.success(), "schema apply: {out}");
 
     let truth0 = truth(&sim).await;
@@ -158,15 +156,7 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
     dedup.start(&cfg_path);
     let http = serve_http();
     let base = format!("http://127.0.0.1:{serve_port}");
-    for _ in 0..600 {
-        if reqwest::get(format!("{base}/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_ready(&base, 600, Duration::from_millis(200)).await;
 
     // --- 1. a job by blob reference: every large customer of the truth, as the API has it ---
     let job_records: Vec<Json> = truth0["streams"]["customers"]["large"]
@@ -377,9 +367,7 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
         dir.path().join("verify.log"),
     )
     .config(&cfg_path)
-    .capture_stdout()
-    .spawn()
-    .wait_output(Duration::from_secs(300));
+    .run_output(Duration::from_secs(300));
     assert!(status.success(), "intake verify: {out}");
     assert!(out.contains("curated topics EQUAL"), "{out}");
 
@@ -435,9 +423,7 @@ async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
         dir.path().join("blob.log"),
     )
     .config(&cfg_path)
-    .capture_stdout()
-    .spawn()
-    .wait_output(Duration::from_secs(120));
+    .run_output(Duration::from_secs(120));
     assert!(status.success(), "intake blob get: {out}");
     let body: Json = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(body["id"].as_str(), Some(last.key_str()), "blob get --json");

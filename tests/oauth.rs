@@ -659,23 +659,14 @@ async fn a_refused_refresh_token_pauses_the_stream_with_the_reason_status_shows(
     let (rt_file, key_file) = secret_files(dir.path());
     // Not a refresh token Keycloak ever issued.
     std::fs::write(&rt_file, "not-a-refresh-token-4f1c").unwrap();
-    let text = config_text(&format!(
-        r#"
-[[sources]]
-name = "sim"
-base_url = "http://{}"
-{}
-
-[[sources.streams]]
-name = "customers"
-path = "/v1/customers"
-primary_key = "/id"
-version = "/version"
-pagination = {{ style = "cursor" }}
-"#,
+    let source = format!(
+        "base_url = \"http://{}\"\n{}",
         sim.addr,
         oauth_refresh(kc, &rt_file, &key_file)
-    ));
+    );
+    let customers = r#"path = "/v1/customers"
+pagination = { style = "cursor" }"#;
+    let text = config_text(&keyed_source("sim", &source, &[("customers", customers)]));
     let cfg = std::sync::Arc::new(intake::config::Config::from_toml(&text).unwrap());
     apply_topics(&cfg).await;
     let err = intake::fetch::run(

@@ -24,6 +24,20 @@ struct Proc {
 }
 
 impl Proc {
+    /// `intake run` with the config `text`, written (with the process's log) to a fresh
+    /// directory: the directory (keep it while the process runs), the config's path and the
+    /// process.
+    fn run(text: &str) -> (tempfile::TempDir, PathBuf, Self) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), text);
+        let run = Self::start(
+            "run",
+            &["run", "--config", path.to_str().unwrap()],
+            dir.path(),
+        );
+        (dir, path, run)
+    }
+
     fn start(name: &str, args: &[&str], dir: &Path) -> Self {
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_intake"))
@@ -447,13 +461,7 @@ async fn intake_run_serves_one_metrics_endpoint_whose_counters_equal_what_each_s
     let (serve_port, metrics_port) = (free_port(), free_port());
     let text = pipeline_config(&sim, serve_port, metrics_port);
     let cfg = Config::from_toml(&text).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &text);
-    let mut run = Proc::start(
-        "run",
-        &["run", "--config", path.to_str().unwrap()],
-        dir.path(),
-    );
+    let (_dir, _, mut run) = Proc::run(&text);
     // Both streams backfilled, validated and deduplicated.
     let truth = truth(&sim).await;
     let total: u64 = ["customers", "orders"]
@@ -480,12 +488,7 @@ async fn intake_run_serves_one_metrics_endpoint_whose_counters_equal_what_each_s
     assert!(c.dlq_validate > 0, "drift reached the DLQ");
     assert_core_counts(&m, &c, &["fetch", "validate", "dedup", "serve"]);
     // serve's own /metrics shows the same registry.
-    let on_serve = reqwest::get(format!("http://127.0.0.1:{serve_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let on_serve = get_text(&format!("http://127.0.0.1:{serve_port}/metrics")).await;
     let on_serve = Scrape::parse(&on_serve);
     for stage in ["fetch", "validate", "dedup", "serve"] {
         assert_eq!(
@@ -547,15 +550,12 @@ async fn each_stage_command_serves_its_own_metrics() {
         |_| true,
     )
     .await;
-    for _ in 0..300 {
-        if reqwest::get(format!("http://127.0.0.1:{serve_port}/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(
+        &format!("http://127.0.0.1:{serve_port}"),
+        300,
+        Duration::from_millis(100),
+    )
+    .await;
     post_webhooks(serve_port, 3).await;
     let mut scrapes = BTreeMap::new();
     for (stage, p) in [("validate", &mut *validate), ("dedup", &mut *dedup)] {
@@ -647,13 +647,7 @@ async fn intake_status_json_shows_every_figure_of_a_live_pipeline_exactly() {
     .await;
     let (serve_port, metrics_port) = (free_port(), free_port());
     let text = pipeline_config(&sim, serve_port, metrics_port);
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &text);
-    let mut run = Proc::start(
-        "run",
-        &["run", "--config", path.to_str().unwrap()],
-        dir.path(),
-    );
+    let (_dir, path, mut run) = Proc::run(&text);
     let total = 2 * RECORDS;
     wait_for_backfill(metrics_port, &mut run, total).await;
     // Two jobs: 3 valid customers and one with a number for an email; 2 valid ones.

@@ -112,6 +112,30 @@ impl Stages {
         assert!(!self.dedup.is_finished(), "dedup stopped");
     }
 
+    /// Asks `differences` once a second until it finds none, failing the test if a stage
+    /// stopped or `within` has passed (`what` and the number of differences, the first ones).
+    async fn until_no_differences<F, Fut>(&self, within: Duration, what: &str, mut differences: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Vec<String>>,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            let diffs = differences().await;
+            if diffs.is_empty() {
+                return;
+            }
+            self.check_running();
+            assert!(
+                Instant::now() < deadline,
+                "{what} ({} differences): {:?}",
+                diffs.len(),
+                diffs.iter().take(12).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     async fn stop(self) {
         for s in self.stops {
             let _ = s.send(());
@@ -121,6 +145,16 @@ impl Stages {
             .unwrap()
             .expect("validate stops cleanly");
         self.dedup.await.unwrap().expect("dedup stops cleanly");
+    }
+
+    /// Stops both stages, then checks (on a blocking thread) that every page of `source`
+    /// landed exactly once ([`assert_exactly_once`]).
+    async fn stop_and_assert_exactly_once(self, cfg: &Arc<Config>, source: &str) {
+        self.stop().await;
+        let (cfg, source) = (cfg.clone(), source.to_owned());
+        tokio::task::spawn_blocking(move || assert_exactly_once(&cfg, &source))
+            .await
+            .unwrap();
     }
 }
 
@@ -162,6 +196,22 @@ impl Writer {
         }
         self.last_second = now_secs();
     }
+
+    /// Two rounds of `writes`, each followed by an incremental sync; the second sync waits until
+    /// dedup's sync clock grace has passed since the first one ended. The two syncs' reports.
+    async fn two_rounds_with_syncs(
+        &mut self,
+        sim: &intake::sim::SimHandle,
+        cfg: &Arc<Config>,
+        writes: &[(&str, usize)],
+    ) -> (FetchReport, FetchReport) {
+        self.round(sim, writes).await;
+        let second = fetch_once(cfg, false).await;
+        let ended = Instant::now();
+        self.round(sim, writes).await;
+        past_dedup_grace(ended).await;
+        (second, fetch_once(cfg, false).await)
+    }
 }
 
 /// Waits out dedup's clock-skew grace after the last fetch: a full sync counts every key
@@ -171,6 +221,22 @@ impl Writer {
 async fn past_dedup_grace(last_fetch_ended: Instant) {
     let grace = Duration::from_secs(u64::from(intake::dedup::state::SYNC_CLOCK_GRACE_SECS) + 2);
     tokio::time::sleep_until((last_fetch_ended + grace).into()).await;
+}
+
+/// `provider`'s example config against the simulator's `path`, its topics and schemas
+/// prepared, validate and dedup started, then a first sync: the config, the running stages, a
+/// writer of simulator changes and the first sync's report.
+async fn first_sync_of_example(
+    sim: &intake::sim::SimHandle,
+    provider: &str,
+    path: &str,
+) -> (Arc<Config>, Stages, Writer, FetchReport) {
+    let cfg = example_config(provider, &sim.url(path));
+    prepare(&cfg).await;
+    let stages = Stages::start(&cfg);
+    let writer = Writer::new();
+    let first = fetch_once(&cfg, false).await;
+    (cfg, stages, writer, first)
 }
 
 /// The provider's truth (`/admin/providers/{p}/truth`).
@@ -336,21 +402,13 @@ async fn assert_curated_equals(
     truth: &serde_json::Value,
     stages: &Stages,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let diffs = curated_differences(cfg, source, truth).await;
-        if diffs.is_empty() {
-            return;
-        }
-        stages.check_running();
-        assert!(
-            Instant::now() < deadline,
-            "{source}: the curated topics do not equal the truth after 240 s ({} differences): {:?}",
-            diffs.len(),
-            diffs.iter().take(12).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    stages
+        .until_no_differences(
+            Duration::from_secs(240),
+            &format!("{source}: the curated topics do not equal the truth after 240 s"),
+            || curated_differences(cfg, source, truth),
+        )
+        .await;
 }
 
 /// Nothing committed twice and nothing dead-lettered: no landing page twice (stream, sync,
@@ -453,30 +511,15 @@ async fn stripe_example_lands_every_record_exactly_once() {
         "0",
     ])
     .await;
-    let cfg = example_config("stripe", &sim.url("/stripe"));
-    prepare(&cfg).await;
-    let stages = Stages::start(&cfg);
-    let mut writer = Writer::new();
-    let first = fetch_once(&cfg, false).await;
+    let (cfg, stages, mut writer, first) = first_sync_of_example(&sim, "stripe", "/stripe").await;
     assert_eq!(first["stripe/customers"].records, 250);
     assert_eq!(first["stripe/events"].records, 250);
-    writer
-        .round(&sim, &[("customers", 40), ("events", 15)])
+    let (second, third) = writer
+        .two_rounds_with_syncs(&sim, &cfg, &[("customers", 40), ("events", 15)])
         .await;
-    let second = fetch_once(&cfg, false).await;
-    let ended = Instant::now();
-    writer
-        .round(&sim, &[("customers", 40), ("events", 15)])
-        .await;
-    past_dedup_grace(ended).await;
-    let third = fetch_once(&cfg, false).await;
     let truth = provider_truth(&sim, "stripe/truth").await;
     assert_curated_equals_after_syncs(&cfg, "stripe", &truth, &stages, false).await;
-    stages.stop().await;
-    let cfg2 = cfg.clone();
-    tokio::task::spawn_blocking(move || assert_exactly_once(&cfg2, "stripe"))
-        .await
-        .unwrap();
+    stages.stop_and_assert_exactly_once(&cfg, "stripe").await;
     let updated = writer.counts.get("customers updated").copied().unwrap_or(0);
     let deleted = writer.counts.get("customers deleted").copied().unwrap_or(0);
     assert!(updated >= 20 && deleted >= 3, "{:?}", writer.counts);
@@ -553,11 +596,7 @@ async fn hubspot_example_lands_every_record_exactly_once() {
         "0",
     ])
     .await;
-    let cfg = example_config("hubspot", &sim.url(""));
-    prepare(&cfg).await;
-    let stages = Stages::start(&cfg);
-    let mut writer = Writer::new();
-    let first = fetch_once(&cfg, false).await;
+    let (cfg, stages, mut writer, first) = first_sync_of_example(&sim, "hubspot", "").await;
     assert_eq!(first["hubspot/contacts"].records, 320);
     writer.round(&sim, &[("customers", 40)]).await;
     let second = fetch_once(&cfg, false).await;
@@ -566,11 +605,7 @@ async fn hubspot_example_lands_every_record_exactly_once() {
     let props = hubspot_properties(&cfg);
     let truth = provider_truth(&sim, &format!("hubspot/truth?properties={props}")).await;
     assert_curated_equals(&cfg, "hubspot", &truth, &stages).await;
-    stages.stop().await;
-    let cfg2 = cfg.clone();
-    tokio::task::spawn_blocking(move || assert_exactly_once(&cfg2, "hubspot"))
-        .await
-        .unwrap();
+    stages.stop_and_assert_exactly_once(&cfg, "hubspot").await;
     for r in [&second, &third] {
         let n = r["hubspot/contacts"].records;
         assert!((30..150).contains(&n), "incremental: {n}");
@@ -669,11 +704,7 @@ async fn zendesk_example_lands_every_record_exactly_once() {
         "0",
     ])
     .await;
-    let cfg = example_config("zendesk", &sim.url(""));
-    prepare(&cfg).await;
-    let stages = Stages::start(&cfg);
-    let mut writer = Writer::new();
-    let first = fetch_once(&cfg, false).await;
+    let (cfg, stages, mut writer, first) = first_sync_of_example(&sim, "zendesk", "").await;
     assert_eq!(first["zendesk/users"].records, 1100);
     assert_eq!(first["zendesk/tickets"].records, 1100);
     let after_first = provider_truth(&sim, "zendesk/truth").await["requests"]
@@ -682,23 +713,12 @@ async fn zendesk_example_lands_every_record_exactly_once() {
     // 11 pages of users (the last says has_more: false) and 2 export pages (the second says
     // end_of_stream): no request beyond the last page.
     assert_eq!(after_first, 13, "requests of the first sync");
-    writer
-        .round(&sim, &[("customers", 30), ("orders", 30)])
+    let (second, third) = writer
+        .two_rounds_with_syncs(&sim, &cfg, &[("customers", 30), ("orders", 30)])
         .await;
-    let second = fetch_once(&cfg, false).await;
-    let ended = Instant::now();
-    writer
-        .round(&sim, &[("customers", 30), ("orders", 30)])
-        .await;
-    past_dedup_grace(ended).await;
-    let third = fetch_once(&cfg, false).await;
     let truth = provider_truth(&sim, "zendesk/truth").await;
     assert_curated_equals_after_syncs(&cfg, "zendesk", &truth, &stages, false).await;
-    stages.stop().await;
-    let cfg2 = cfg.clone();
-    tokio::task::spawn_blocking(move || assert_exactly_once(&cfg2, "zendesk"))
-        .await
-        .unwrap();
+    stages.stop_and_assert_exactly_once(&cfg, "zendesk").await;
     assert!(
         writer.counts.get("orders deleted").copied().unwrap_or(0) >= 3
             && writer.counts.get("customers deleted").copied().unwrap_or(0) >= 3,
@@ -767,11 +787,7 @@ async fn incremental_then_full(
     ])
     .await;
     let key = format!("{provider}/{stream}");
-    let cfg = example_config(provider, &sim.url(""));
-    prepare(&cfg).await;
-    let stages = Stages::start(&cfg);
-    let mut writer = Writer::new();
-    let first = fetch_once(&cfg, false).await;
+    let (cfg, stages, mut writer, first) = first_sync_of_example(&sim, provider, "").await;
     assert_eq!(first[&key].records as usize, records);
     check_first(&sim).await;
     writer.round(&sim, &[("customers", 40)]).await;
@@ -784,11 +800,7 @@ async fn incremental_then_full(
     let full = fetch_once(&cfg, true).await;
     let truth = provider_truth(&sim, &format!("{provider}/truth")).await;
     assert_curated_equals_after_syncs(&cfg, provider, &truth, &stages, true).await;
-    stages.stop().await;
-    let (cfg2, p) = (cfg.clone(), provider.to_owned());
-    tokio::task::spawn_blocking(move || assert_exactly_once(&cfg2, &p))
-        .await
-        .unwrap();
+    stages.stop_and_assert_exactly_once(&cfg, provider).await;
     assert!(
         writer.counts.get("customers deleted").copied().unwrap_or(0) >= 5,
         "{:?}",
@@ -916,22 +928,14 @@ fn tracker_differences(
 
 async fn assert_tracker_equals(cfg: &Config, truth: &serde_json::Value, stages: &Stages) {
     drained(cfg, stages).await;
-    let want = tracker_truth(truth);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let diffs = tracker_differences(&want, &tracker_curated(cfg).await);
-        if diffs.is_empty() {
-            return;
-        }
-        stages.check_running();
-        assert!(
-            Instant::now() < deadline,
-            "the curated tree does not equal the truth ({} differences): {:?}",
-            diffs.len(),
-            diffs.iter().take(12).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let want = &tracker_truth(truth);
+    stages
+        .until_no_differences(
+            Duration::from_secs(120),
+            "the curated tree does not equal the truth",
+            || async move { tracker_differences(want, &tracker_curated(cfg).await) },
+        )
+        .await;
 }
 
 /// Keys of a stream in the truth whose record is new or has another version than before.

@@ -52,16 +52,11 @@ const STYLES: [(&str, &str); 4] = [
 
 /// A source of `n` streams (over the simulator's styles) with the given token and quota.
 fn source(sim: &intake::sim::SimHandle, name: &str, token: &str, quota: u32, n: usize) -> String {
-    let mut s = format!(
-        r#"
-[[sources]]
-name = "{name}"
-base_url = "http://{addr}"
-auth = {{ kind = "bearer", token = "{token}" }}
-quota = {{ requests = {quota}, per = "1s" }}
-max_retries = 20
-"#,
-        addr = sim.addr
+    let mut s = bearer_source_head(
+        name,
+        sim.addr,
+        token,
+        &format!("quota = {{ requests = {quota}, per = \"1s\" }}\nmax_retries = 20"),
     );
     for i in 0..n {
         let (style, stream) = STYLES[i % STYLES.len()];

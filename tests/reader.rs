@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use intake::headers::Headers;
 use intake::kafka::{Outgoing, TxnProducer, reader};
-use intake::topics::TopicNames;
 use rdkafka::message::Message;
 use support::*;
 
@@ -26,9 +25,7 @@ fn send(p: &TxnProducer, topic: &str, key: &str) {
 }
 
 fn committed(k: &intake::kafka::Kafka, topic: &str, keys: &[&str]) {
-    let p = k.txn_producer(&unique("w")).unwrap();
-    p.init().unwrap();
-    p.begin().unwrap();
+    let p = begun_producer(k, &unique("w"));
     for key in keys {
         send(&p, topic, key);
     }
@@ -50,18 +47,21 @@ fn read(
     (res.map(|_| keys), started.elapsed())
 }
 
+/// Runs `body` on a blocking thread with the name of a fresh landing topic and a Kafka client
+/// for it.
+async fn on_fresh_landing(body: impl FnOnce(String, intake::kafka::Kafka) + Send + 'static) {
+    let (topic, k) = fresh_landing().await;
+    tokio::task::spawn_blocking(move || body(topic, k))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_transaction_of_another_producer_does_not_hide_later_records() {
-    let cfg = config("");
-    apply_topics(&cfg).await;
-    let topic = TopicNames::from_config(&cfg).landing();
-    let k = kafka(&cfg);
-    tokio::task::spawn_blocking(move || {
+    on_fresh_landing(|topic, k| {
         committed(&k, &topic, &["a1", "a2"]);
         // Another producer opens a transaction and keeps it open.
-        let open = k.txn_producer(&unique("open")).unwrap();
-        open.init().unwrap();
-        open.begin().unwrap();
+        let open = begun_producer(&k, &unique("open"));
         send(&open, &topic, "pending");
         open.flush().unwrap();
         // A third one commits after it: these records lie above the last stable offset.
@@ -88,9 +88,7 @@ async fn an_open_transaction_of_another_producer_does_not_hide_later_records() {
         );
 
         // Same with an abort: the aborted record is skipped, the later ones are read.
-        let open = k.txn_producer(&unique("open")).unwrap();
-        open.init().unwrap();
-        open.begin().unwrap();
+        let open = begun_producer(&k, &unique("open"));
         send(&open, &topic, "aborted");
         open.flush().unwrap();
         committed(&k, &topic, &["c1"]);
@@ -103,21 +101,14 @@ async fn an_open_transaction_of_another_producer_does_not_hide_later_records() {
         assert_eq!(keys.unwrap(), ["a1", "a2", "pending", "b1", "b2", "c1"]);
         assert!(took >= Duration::from_millis(900), "took {took:?}");
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transaction_open_past_the_timeout_fails_the_read() {
-    let cfg = config("");
-    apply_topics(&cfg).await;
-    let topic = TopicNames::from_config(&cfg).landing();
-    let k = kafka(&cfg);
-    tokio::task::spawn_blocking(move || {
+    on_fresh_landing(|topic, k| {
         committed(&k, &topic, &["a1"]);
-        let open = k.txn_producer(&unique("open")).unwrap();
-        open.init().unwrap();
-        open.begin().unwrap();
+        let open = begun_producer(&k, &unique("open"));
         send(&open, &topic, "pending");
         open.flush().unwrap();
         let (res, took) = read(&k, &topic, Duration::from_secs(2));
@@ -134,17 +125,12 @@ async fn a_transaction_open_past_the_timeout_fails_the_read() {
         assert!(took >= Duration::from_secs(2), "took {took:?}");
         open.abort().unwrap();
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn partitions_ending_in_markers_or_empty_finish_at_once() {
-    let cfg = config("");
-    apply_topics(&cfg).await;
-    let topic = TopicNames::from_config(&cfg).landing();
-    let k = kafka(&cfg);
-    tokio::task::spawn_blocking(move || {
+    on_fresh_landing(|topic, k| {
         // Empty partition.
         let (keys, took) = read(&k, &topic, Duration::from_secs(30));
         assert_eq!(keys.unwrap(), Vec::<String>::new());
@@ -155,9 +141,7 @@ async fn partitions_ending_in_markers_or_empty_finish_at_once() {
         assert_eq!(keys.unwrap(), ["a1", "a2", "a3"]);
         assert!(took < Duration::from_secs(5), "took {took:?}");
         // Then an aborted transaction: the partition ends in aborted records and a marker.
-        let p = k.txn_producer(&unique("abort")).unwrap();
-        p.init().unwrap();
-        p.begin().unwrap();
+        let p = begun_producer(&k, &unique("abort"));
         send(&p, &topic, "x1");
         send(&p, &topic, "x2");
         p.flush().unwrap();
@@ -166,6 +150,5 @@ async fn partitions_ending_in_markers_or_empty_finish_at_once() {
         assert_eq!(keys.unwrap(), ["a1", "a2", "a3"]);
         assert!(took < Duration::from_secs(5), "took {took:?}");
     })
-    .await
-    .unwrap();
+    .await;
 }

@@ -48,6 +48,12 @@ async fn post_webhook(
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// [`post_webhook`] of `body`, signed now with the current secret [`SECRET`].
+async fn post_signed(base: &str, source: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let signature = intake::signing::sign(SECRET.as_bytes(), now(), body);
+    post_webhook(base, source, body.to_vec(), Some(signature)).await
+}
+
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -111,42 +117,18 @@ async fn signed_webhooks_land_once_and_bad_ones_get_a_reason_and_land_nothing() 
     .await;
     assert_eq!(s, 401);
     let junk = b"{not json".to_vec();
-    let (s, v) = post_webhook(
-        b,
-        "shop",
-        junk.clone(),
-        Some(intake::signing::sign(SECRET.as_bytes(), now(), &junk)),
-    )
-    .await;
+    let (s, v) = post_signed(b, "shop", &junk).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("malformed_json")));
     assert!(v["message"].as_str().unwrap().contains("line 1"), "{v}");
-    let (s, v) = post_webhook(
-        b,
-        "nope",
-        body.clone(),
-        Some(intake::signing::sign(SECRET.as_bytes(), now(), &body)),
-    )
-    .await;
+    let (s, v) = post_signed(b, "nope", &body).await;
     assert_eq!((s, v["error"].as_str()), (404, Some("unknown_source")));
     let huge = vec![b' '; cfg.serve.max_body_bytes + 1];
-    let (s, _) = post_webhook(
-        b,
-        "shop",
-        huge.clone(),
-        Some(intake::signing::sign(SECRET.as_bytes(), now(), &huge)),
-    )
-    .await;
+    let (s, _) = post_signed(b, "shop", &huge).await;
     assert_eq!(s, 413);
     let no_entity =
         serde_json::to_vec(&serde_json::json!({"event_id": "x", "stream": "customers", "seq": 1}))
             .unwrap();
-    let (s, v) = post_webhook(
-        b,
-        "shop",
-        no_entity.clone(),
-        Some(intake::signing::sign(SECRET.as_bytes(), now(), &no_entity)),
-    )
-    .await;
+    let (s, v) = post_signed(b, "shop", &no_entity).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("missing_field")));
 
     // Good events, signed with the current secret or (during rotation) the old one.
@@ -300,15 +282,7 @@ async fn health_metrics_and_openapi_answer() {
     let cfg = serve_config();
     apply_topics(&cfg).await;
     let srv = Server::start(cfg).await;
-    assert_eq!(
-        reqwest::get(format!("{}/healthz", srv.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "ok"
-    );
+    assert_eq!(get_text(&format!("{}/healthz", srv.base)).await, "ok");
     let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", srv.base))
         .await
         .unwrap()
@@ -339,20 +313,6 @@ async fn health_metrics_and_openapi_answer() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     srv.stop().await;
-}
-
-/// `[[sources]]` with one stream of records keyed by `/id`, versioned by `/version`.
-fn source_with_stream(source: &str, stream: &str) -> String {
-    format!(
-        r#"
-[[sources]]
-name = "{source}"
-[[sources.streams]]
-name = "{stream}"
-primary_key = "/id"
-version = "/version"
-"#
-    )
 }
 
 /// A request to serve with an optional `Authorization` header; the status, the
@@ -417,8 +377,8 @@ sources = ["crm"]
         loader = dir.path().join("loader").display(),
         uploader = dir.path().join("uploader").display(),
         crm_file = dir.path().join("crm").display(),
-        shop = source_with_stream("shop", "orders"),
-        crm = source_with_stream("crm", "accounts"),
+        shop = keyed_source("shop", "", &[("orders", "")]),
+        crm = keyed_source("crm", "", &[("accounts", "")]),
     )));
     apply_topics(&cfg).await;
     let srv = Server::start(cfg.clone()).await;
@@ -566,12 +526,7 @@ sources = ["crm"]
         assert_eq!(get(refused, Some(&loader)).await.0, 404, "{refused} exists");
     }
     // No key in any answer or metric.
-    let metrics = reqwest::get(format!("{b}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{b}/metrics")).await;
     assert!(
         metrics.contains("code=\"unauthenticated\""),
         "refusals counted"
@@ -632,7 +587,7 @@ async fn an_admin_listener_takes_metrics_off_the_public_one() {
 admin_listen = "127.0.0.1:{admin_port}"
 auth = "none"
 {shop}"#,
-        shop = source_with_stream("shop", "orders"),
+        shop = keyed_source("shop", "", &[("orders", "")]),
     )));
     apply_topics(&cfg).await;
     let srv = Server::start(cfg.clone()).await;

@@ -31,6 +31,13 @@ async fn start(flags: &str) -> SimHandle {
         .expect("sim starts")
 }
 
+/// A simulator started with `flags` (see [`start`]), a [`client`], and the URL of `path` on it.
+async fn start_at(flags: &str, path: &str) -> (SimHandle, reqwest::Client, String) {
+    let sim = start(flags).await;
+    let url = sim.url(path);
+    (sim, client(), url)
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -530,12 +537,14 @@ fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn a_fixed_window_admits_exactly_its_limit_and_counts_every_request() {
-    let sim = start("--records 5 --token q=5 --quota-window 1h").await;
-    let client = client();
-    let url = sim.url("/v1/customers?limit=1");
+    let (sim, client, url) = start_at(
+        "--records 5 --token q=5 --quota-window 1h",
+        "/v1/customers?limit=1",
+    )
+    .await;
     let mut answers = Vec::new();
     for _ in 0..8 {
-        let r = client.get(&url).bearer_auth("q").send().await.unwrap();
+        let r = get_as(&client, &url, "q").await;
         answers.push((
             r.status().as_u16(),
             header(&r, "x-ratelimit-limit").unwrap().to_owned(),
@@ -572,7 +581,7 @@ async fn a_fixed_window_admits_exactly_its_limit_and_counts_every_request() {
     assert_eq!(more, [200, 200, 429]);
 
     // Unknown and missing tokens: 401, never counted against a token.
-    let r = client.get(&url).bearer_auth("nope").send().await.unwrap();
+    let r = get_as(&client, &url, "nope").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = client.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -602,37 +611,35 @@ async fn a_fixed_window_admits_exactly_its_limit_and_counts_every_request() {
     sim.stop().await.unwrap();
 }
 
+/// A GET of `url` with the bearer `token`; the response, whatever its status.
+async fn get_as(client: &reqwest::Client, url: &str, token: &str) -> reqwest::Response {
+    client.get(url).bearer_auth(token).send().await.unwrap()
+}
+
 /// Sends `n` requests one after another; their statuses.
 async fn send_n(client: &reqwest::Client, url: &str, token: &str, n: usize) -> Vec<u16> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(
-            client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16(),
-        );
+        out.push(get_as(client, url, token).await.status().as_u16());
     }
     out
 }
 
 #[tokio::test]
 async fn a_token_bucket_bursts_to_its_limit_and_says_when_to_retry() {
-    let sim = start("--records 5 --token b=4 --quota-window 1h --quota-mode bucket").await;
-    let client = client();
-    let url = sim.url("/v1/orders?limit=1");
+    let (sim, client, url) = start_at(
+        "--records 5 --token b=4 --quota-window 1h --quota-mode bucket",
+        "/v1/orders?limit=1",
+    )
+    .await;
     let mut remaining = Vec::new();
     for _ in 0..4 {
-        let r = client.get(&url).bearer_auth("b").send().await.unwrap();
+        let r = get_as(&client, &url, "b").await;
         assert_eq!(r.status(), StatusCode::OK);
         remaining.push(header(&r, "x-ratelimit-remaining").unwrap().to_owned());
     }
     assert_eq!(remaining, ["3", "2", "1", "0"]);
-    let r = client.get(&url).bearer_auth("b").send().await.unwrap();
+    let r = get_as(&client, &url, "b").await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     // One request refills in 3600 s / 4 = 900 s (less the few ms since the burst, rounded up).
     assert_eq!(header(&r, "retry-after"), Some("900"));
@@ -642,9 +649,7 @@ async fn a_token_bucket_bursts_to_its_limit_and_says_when_to_retry() {
 
 #[tokio::test]
 async fn quota_under_concurrent_load_matches_the_counters_exactly() {
-    let sim = start("--records 5 --token c=20").await;
-    let client = client();
-    let url = sim.url("/v1/events?limit=1");
+    let (sim, client, url) = start_at("--records 5 --token c=20", "/v1/events?limit=1").await;
     let deadline = Instant::now() + Duration::from_millis(2300);
     let mut tasks = Vec::new();
     for _ in 0..12 {
@@ -652,7 +657,7 @@ async fn quota_under_concurrent_load_matches_the_counters_exactly() {
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut throttled) = (0u64, 0u64);
             while Instant::now() < deadline {
-                let r = client.get(&url).bearer_auth("c").send().await.unwrap();
+                let r = get_as(&client, &url, "c").await;
                 match r.status() {
                     StatusCode::OK => ok += 1,
                     StatusCode::TOO_MANY_REQUESTS => {

@@ -140,16 +140,7 @@ async fn drifted_records_go_to_the_dlq_and_the_rest_to_the_valid_topics_exactly_
     let truth = truth(&sim).await;
     let (landed, markers) = landed_records(&cfg).await;
     let drifted = truth_drifted(&truth, &streams);
-    let large: BTreeSet<(String, String)> = streams
-        .iter()
-        .flat_map(|s| {
-            truth["streams"][s]["large"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(move |id| (s.to_string(), id.as_str().unwrap().to_owned()))
-        })
-        .collect();
+    let large = truth_ids(&truth, &streams, "large");
     let kinds: BTreeSet<&str> = drifted.values().map(String::as_str).collect();
     assert_eq!(
         kinds,

@@ -35,32 +35,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// A record with every kind of field the converter maps (the unit tests' order).
-const ORDER: &str = r#"{
-  "type": "record", "name": "Order", "namespace": "shop",
-  "fields": [
-    {"name": "id", "type": "string"},
-    {"name": "qty", "type": "int"},
-    {"name": "total", "type": "long"},
-    {"name": "price", "type": "double"},
-    {"name": "weight", "type": "float"},
-    {"name": "paid", "type": "boolean"},
-    {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["active", "inactive"]}},
-    {"name": "note", "type": ["null", "string"], "default": null},
-    {"name": "address", "type": {"type": "record", "name": "Address", "fields": [
-      {"name": "city", "type": "string"},
-      {"name": "zip", "type": ["null", "string"], "default": null}
-    ]}},
-    {"name": "items", "type": {"type": "array", "items": {"type": "record", "name": "Item", "fields": [
-      {"name": "sku", "type": "string"},
-      {"name": "n", "type": "int", "default": 1}
-    ]}}},
-    {"name": "attrs", "type": {"type": "map", "values": "string"}, "default": {}},
-    {"name": "blob", "type": "bytes", "default": ""},
-    {"name": "billing", "type": ["null", "Address"], "default": null},
-    {"name": "created", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-    {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []}
-  ]
-}"#;
+const ORDER: &str = intake::testing::ORDER_SCHEMA;
 
 /// Ambiguous unions, a recursive type, fixed, uuid and dates.
 const TRICKY: &str = r#"{
@@ -235,10 +210,7 @@ impl Generator<'_, '_> {
                 let b: bool = u.arbitrary()?;
                 (Value::Bool(b), Avro::Boolean(b))
             }
-            Schema::Int => {
-                let i: i32 = u.arbitrary()?;
-                (i.into(), Avro::Int(i))
-            }
+            Schema::Int => integer(u, Avro::Int)?,
             Schema::Date => {
                 if u.ratio(1, 2)? {
                     // Years 0001 to 9999, as the date's text.
@@ -252,28 +224,22 @@ impl Generator<'_, '_> {
                     );
                     return Ok((text.into(), Avro::Date(days)));
                 }
-                let i: i32 = u.arbitrary()?;
-                (i.into(), Avro::Date(i))
+                integer(u, Avro::Date)?
             }
             Schema::TimeMillis => {
                 if u.ratio(1, 2)? {
                     let (text, nanos) = time_of_day(u)?;
                     return Ok((text.into(), Avro::TimeMillis((nanos / 1_000_000) as i32)));
                 }
-                let i: i32 = u.arbitrary()?;
-                (i.into(), Avro::TimeMillis(i))
+                integer(u, Avro::TimeMillis)?
             }
-            Schema::Long => {
-                let i: i64 = u.arbitrary()?;
-                (i.into(), Avro::Long(i))
-            }
+            Schema::Long => integer(u, Avro::Long)?,
             Schema::TimeMicros => {
                 if u.ratio(1, 2)? {
                     let (text, nanos) = time_of_day(u)?;
                     return Ok((text.into(), Avro::TimeMicros(nanos / 1_000)));
                 }
-                let i: i64 = u.arbitrary()?;
-                (i.into(), Avro::TimeMicros(i))
+                integer(u, Avro::TimeMicros)?
             }
             Schema::Decimal(d) => {
                 // The unscaled value within the precision (at most 38 digits here), written
@@ -294,18 +260,9 @@ impl Generator<'_, '_> {
                 let avro = Avro::Decimal(apache_avro::Decimal::from(unscaled.to_be_bytes()));
                 (json, avro)
             }
-            Schema::LocalTimestampMillis => {
-                let i: i64 = u.arbitrary()?;
-                (i.into(), Avro::LocalTimestampMillis(i))
-            }
-            Schema::LocalTimestampMicros => {
-                let i: i64 = u.arbitrary()?;
-                (i.into(), Avro::LocalTimestampMicros(i))
-            }
-            Schema::LocalTimestampNanos => {
-                let i: i64 = u.arbitrary()?;
-                (i.into(), Avro::LocalTimestampNanos(i))
-            }
+            Schema::LocalTimestampMillis => integer(u, Avro::LocalTimestampMillis)?,
+            Schema::LocalTimestampMicros => integer(u, Avro::LocalTimestampMicros)?,
+            Schema::LocalTimestampNanos => integer(u, Avro::LocalTimestampNanos)?,
             Schema::TimestampMillis => {
                 let (json, i) = timestamp(u, 1_000_000)?;
                 (json, Avro::TimestampMillis(i))
@@ -522,6 +479,15 @@ fn scalar_as(schema: &Schema, json: &Value) -> Option<Avro> {
         (Schema::String, Value::String(s)) => Avro::String(s.clone()),
         _ => return None,
     })
+}
+
+/// An arbitrary integer as a JSON number, with the Avro value `avro` makes of it.
+fn integer<'u, T>(u: &mut Unstructured<'u>, avro: fn(T) -> Avro) -> GenResult<(Value, Avro)>
+where
+    T: libfuzzer_sys::arbitrary::Arbitrary<'u> + Into<Value> + Copy,
+{
+    let i: T = u.arbitrary()?;
+    Ok((i.into(), avro(i)))
 }
 
 /// A time of day as `HH:MM:SS` with 0 to 9 fraction digits, and its nanoseconds since midnight

@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use intake::config::{Config, StreamConfig};
+use intake::config::StreamConfig;
 use intake::fetch::http::{announced_quota, retry_after};
 use intake::fetch::paginate::{PageCursor, PageFacts, next, next_link, request_url};
 use intake::fetch::request::Values;
@@ -30,27 +30,8 @@ fn streams() -> &'static [StreamConfig] {
             r#"{ style = "after" }"#,
         ]
         .iter()
-            .map(|style| {
-                let cfg = Config::from_toml(&format!(
-                    r#"
-[kafka]
-brokers = "x:1"
-[[sources]]
-name = "s"
-base_url = "{BASE}"
-[[sources.streams]]
-name = "a"
-path = "/v1/a"
-primary_key = "/id"
-version = "/v"
-page_size = 3
-pagination = {style}
-"#
-                ))
-                .unwrap();
-                cfg.sources[0].streams[0].clone()
-            })
-            .collect()
+        .map(|style| intake::testing::stream(BASE, &format!("page_size = 3\npagination = {style}")))
+        .collect()
     })
 }
 
@@ -113,14 +94,7 @@ fuzz_target!(|data: &[u8]| {
                     "{at:?} -> {after:?}: pagination would loop"
                 );
             }
-            let values = Values {
-                cursor: at.token().map(str::to_owned),
-                since: Some(header.to_owned()),
-                until: None,
-                page_size: stream.page_size,
-                page: at.page_number(stream.page_size),
-                parent: None,
-            };
+            let values = Values::at_page(at, stream.page_size, Some(header.to_owned()), None);
             if let Ok(url) = request_url(BASE, stream, at, &values, &[("updated_since", header)]) {
                 assert_eq!(url.origin(), base.origin(), "{at:?} -> {url}");
             }

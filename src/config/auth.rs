@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, SecretRef, invalid};
+use super::{ConfigError, SecretRef, ensure, invalid};
 
 /// Request authentication. Secrets are references (`{ env = "X" }` or `{ file = "p" }`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -111,52 +111,49 @@ impl OAuth2Config {
     pub(crate) fn validate(&self, at: &str) -> Result<(), ConfigError> {
         let u = url::Url::parse(&self.token_url)
             .map_err(|e| invalid(format!("{at}.token_url"), format!("not a URL: {e}")))?;
-        if !matches!(u.scheme(), "http" | "https") {
-            return Err(invalid(format!("{at}.token_url"), "must be http or https"));
-        }
-        if self.client_id.trim().is_empty() {
-            return Err(invalid(format!("{at}.client_id"), "must not be empty"));
-        }
+        ensure(
+            matches!(u.scheme(), "http" | "https"),
+            format!("{at}.token_url"),
+            "must be http or https",
+        )?;
+        ensure(
+            !self.client_id.trim().is_empty(),
+            format!("{at}.client_id"),
+            "must not be empty",
+        )?;
+        let refresh_only = [
+            ("refresh_token", self.refresh_token.is_some()),
+            ("token_key", self.token_key.is_some()),
+        ];
         match self.grant {
             OAuth2Grant::ClientCredentials => {
-                if self.client_secret.is_none() {
-                    return Err(invalid(
-                        format!("{at}.client_secret"),
-                        "required for grant = \"client_credentials\"",
-                    ));
-                }
-                for (field, set) in [
-                    ("refresh_token", self.refresh_token.is_some()),
-                    ("token_key", self.token_key.is_some()),
-                ] {
-                    if set {
-                        return Err(invalid(
-                            format!("{at}.{field}"),
-                            "only for grant = \"refresh_token\"",
-                        ));
-                    }
+                ensure(
+                    self.client_secret.is_some(),
+                    format!("{at}.client_secret"),
+                    "required for grant = \"client_credentials\"",
+                )?;
+                for (field, set) in refresh_only {
+                    ensure(
+                        !set,
+                        format!("{at}.{field}"),
+                        "only for grant = \"refresh_token\"",
+                    )?;
                 }
             }
             OAuth2Grant::RefreshToken => {
-                for (field, set) in [
-                    ("refresh_token", self.refresh_token.is_some()),
-                    ("token_key", self.token_key.is_some()),
-                ] {
-                    if !set {
-                        return Err(invalid(
-                            format!("{at}.{field}"),
-                            "required for grant = \"refresh_token\"",
-                        ));
-                    }
+                for (field, set) in refresh_only {
+                    ensure(
+                        set,
+                        format!("{at}.{field}"),
+                        "required for grant = \"refresh_token\"",
+                    )?;
                 }
             }
         }
-        if self.refresh_margin.is_zero() {
-            return Err(invalid(
-                format!("{at}.refresh_margin"),
-                "must be longer than zero",
-            ));
-        }
-        Ok(())
+        ensure(
+            !self.refresh_margin.is_zero(),
+            format!("{at}.refresh_margin"),
+            "must be longer than zero",
+        )
     }
 }

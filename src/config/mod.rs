@@ -6,6 +6,20 @@
 //! Cross-field checks run in [`Config::validate`] and report the dotted path of the field
 //! (`sources[0].streams[1].primary_key`).
 
+/// Declares serde default functions that answer a fixed string:
+/// `string_defaults! { fn p_limit = "limit"; }` stands for
+/// `fn p_limit() -> String { "limit".into() }`.
+macro_rules! string_defaults {
+    ($($(#[$attr:meta])* $vis:vis fn $name:ident = $value:literal;)*) => {
+        $(
+            $(#[$attr])*
+            $vis fn $name() -> String {
+                $value.into()
+            }
+        )*
+    };
+}
+
 mod auth;
 pub mod defaults;
 mod request;
@@ -314,6 +328,19 @@ pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Co
     ConfigError::Invalid {
         field: field.into(),
         reason: reason.into(),
+    }
+}
+
+/// `Ok` when the check `ok` holds, otherwise the [`invalid`] error of `field` with `reason`.
+pub(crate) fn ensure(
+    ok: bool,
+    field: impl Into<String>,
+    reason: impl Into<String>,
+) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(field, reason))
     }
 }
 

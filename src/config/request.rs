@@ -262,29 +262,15 @@ impl Default for Pagination {
     }
 }
 
-fn p_cursor() -> String {
-    "cursor".into()
-}
-fn p_next_cursor() -> String {
-    "/next_cursor".into()
-}
-fn p_limit() -> String {
-    "limit".into()
-}
-fn p_page() -> String {
-    "page".into()
-}
-fn p_per_page() -> String {
-    "per_page".into()
-}
-fn p_offset() -> String {
-    "offset".into()
-}
-fn p_starting_after() -> String {
-    "starting_after".into()
-}
-fn p_has_more() -> String {
-    "/has_more".into()
+string_defaults! {
+    fn p_cursor = "cursor";
+    fn p_next_cursor = "/next_cursor";
+    fn p_limit = "limit";
+    fn p_page = "page";
+    fn p_per_page = "per_page";
+    fn p_offset = "offset";
+    fn p_starting_after = "starting_after";
+    fn p_has_more = "/has_more";
 }
 
 /// An asynchronous export (`export = { ... }` on a stream), modelled on Shopify's bulk
@@ -356,20 +342,16 @@ impl BackfillConfig {
     }
 }
 
-fn e_id() -> String {
-    "/id".into()
-}
-fn e_state() -> String {
-    "/status".into()
+string_defaults! {
+    fn e_id = "/id";
+    fn e_state = "/status";
+    fn e_files = "/files";
 }
 fn e_done() -> Vec<String> {
     vec!["completed".into()]
 }
 fn e_failed() -> Vec<String> {
     vec!["failed".into(), "canceled".into(), "expired".into()]
-}
-fn e_files() -> String {
-    "/files".into()
 }
 fn e_poll_every() -> Duration {
     Duration::from_secs(2)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, SecretRef, SourceConfig, check_name, defaults, invalid};
+use super::{ConfigError, SecretRef, SourceConfig, check_name, defaults, ensure};
 
 /// `intake serve` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -110,11 +110,7 @@ pub(crate) fn check_addr(field: &str, addr: &str) -> Result<(), ConfigError> {
     let ok = addr
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(field, format!("`{addr}` is not host:port")))
-    }
+    ensure(ok, field, format!("`{addr}` is not host:port"))
 }
 
 impl ServeConfig {
@@ -123,48 +119,42 @@ impl ServeConfig {
         check_addr("serve.listen", &self.listen)?;
         if let Some(addr) = &self.admin_listen {
             check_addr("serve.admin_listen", addr)?;
-            if *addr == self.listen {
-                return Err(invalid(
-                    "serve.admin_listen",
-                    "must differ from serve.listen (it exists to keep /metrics off the public listener)",
-                ));
-            }
+            ensure(
+                *addr != self.listen,
+                "serve.admin_listen",
+                "must differ from serve.listen (it exists to keep /metrics off the public listener)",
+            )?;
         }
-        if self.auth == ServeAuth::None && !self.clients.is_empty() {
-            return Err(invalid(
-                "serve.auth",
-                "is \"none\" (no authentication) while serve.clients are set; remove one",
-            ));
-        }
+        ensure(
+            self.auth != ServeAuth::None || self.clients.is_empty(),
+            "serve.auth",
+            "is \"none\" (no authentication) while serve.clients are set; remove one",
+        )?;
         let mut names = std::collections::BTreeSet::new();
         for (i, c) in self.clients.iter().enumerate() {
             let at = format!("serve.clients[{i}]");
             check_name(&format!("{at}.name"), &c.name)?;
-            if !names.insert(c.name.as_str()) {
-                return Err(invalid(
-                    format!("{at}.name"),
-                    format!("duplicate client `{}`", c.name),
-                ));
-            }
-            if c.operations.is_empty() {
-                return Err(invalid(
-                    format!("{at}.operations"),
-                    "allow at least one of \"jobs\", \"blobs\"",
-                ));
-            }
-            if c.sources.is_empty() {
-                return Err(invalid(
-                    format!("{at}.sources"),
-                    "name at least one source, or \"*\" for every source",
-                ));
-            }
+            ensure(
+                names.insert(c.name.as_str()),
+                format!("{at}.name"),
+                format!("duplicate client `{}`", c.name),
+            )?;
+            ensure(
+                !c.operations.is_empty(),
+                format!("{at}.operations"),
+                "allow at least one of \"jobs\", \"blobs\"",
+            )?;
+            ensure(
+                !c.sources.is_empty(),
+                format!("{at}.sources"),
+                "name at least one source, or \"*\" for every source",
+            )?;
             for s in &c.sources {
-                if s != "*" && !sources.iter().any(|x| x.name == *s) {
-                    return Err(invalid(
-                        format!("{at}.sources"),
-                        format!("no source `{s}` is configured"),
-                    ));
-                }
+                ensure(
+                    s == "*" || sources.iter().any(|x| x.name == *s),
+                    format!("{at}.sources"),
+                    format!("no source `{s}` is configured"),
+                )?;
             }
         }
         Ok(())

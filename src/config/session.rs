@@ -53,12 +53,9 @@ pub enum LoginBody {
     Form(BTreeMap<String, String>),
 }
 
-fn default_method() -> String {
-    "POST".into()
-}
-
-fn default_send_as() -> String {
-    "bearer".into()
+string_defaults! {
+    fn default_method = "POST";
+    fn default_send_as = "bearer";
 }
 
 /// Where the token is read from or written to.

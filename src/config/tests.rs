@@ -139,51 +139,48 @@ fn unknown_field_is_named() {
 
 #[test]
 fn invalid_values_name_the_field() {
+    // (text replaced in MIN, its replacement, the field the error names)
     let cases = [
         (
-            MIN.replace("primary_key = \"/id\"", "primary_key = \"id\""),
+            "primary_key = \"/id\"",
+            "primary_key = \"id\"",
             "sources[0].streams[0].primary_key",
         ),
+        ("requests = 50", "requests = 0", "sources[0].quota.requests"),
         (
-            MIN.replace("requests = 50", "requests = 0"),
-            "sources[0].quota.requests",
-        ),
-        (
-            MIN.replace("name = \"customers\"", "name = \"cus tomers\""),
+            "name = \"customers\"",
+            "name = \"cus tomers\"",
             "sources[0].streams[0].name",
         ),
+        ("http://127.0.0.1:8900", "ftp://x", "sources[0].base_url"),
         (
-            MIN.replace("http://127.0.0.1:8900", "ftp://x"),
-            "sources[0].base_url",
-        ),
-        (
-            MIN.replace("full_sync_every = \"1h\"", ""),
+            "full_sync_every = \"1h\"",
+            "",
             "sources[0].streams[0].detect_deletes",
         ),
         (
-            MIN.replace(
-                "brokers = \"127.0.0.1:9092\"",
-                "brokers = \"127.0.0.1:9092\"\nproperties = { \"isolation.level\" = \"read_uncommitted\" }",
-            ),
+            "brokers = \"127.0.0.1:9092\"",
+            "brokers = \"127.0.0.1:9092\"\nproperties = { \"isolation.level\" = \"read_uncommitted\" }",
             "kafka.properties.\"isolation.level\"",
         ),
         (
-            MIN.replace(
-                "brokers = \"127.0.0.1:9092\"",
-                "brokers = \"127.0.0.1:9092\"\nproperties = { \"sasl.password\" = \"hunter2\" }",
-            ),
+            "brokers = \"127.0.0.1:9092\"",
+            "brokers = \"127.0.0.1:9092\"\nproperties = { \"sasl.password\" = \"hunter2\" }",
             "kafka.properties.\"sasl.password\"",
         ),
         (
-            MIN.replace("pagination = { style = \"cursor\" }", "pagination = { style = \"cursor\" }\nformat = \"csv\""),
+            "pagination = { style = \"cursor\" }",
+            "pagination = { style = \"cursor\" }\nformat = \"csv\"",
             "sources[0].streams[0].pagination.next_pointer",
         ),
         (
-            MIN.replace("pagination = { style = \"cursor\" }", "pagination = { style = \"page\", total = \"/total\" }\nformat = \"jsonl\""),
+            "pagination = { style = \"cursor\" }",
+            "pagination = { style = \"page\", total = \"/total\" }\nformat = \"jsonl\"",
             "sources[0].streams[0].pagination.total",
         ),
         (
-            MIN.replace("pagination = { style = \"cursor\" }", "pagination = { style = \"graphql\", end_cursor = \"/e\", has_next_page = \"/h\" }\nformat = \"jsonl\"\nbody = { graphql = { query = \"q\", variables = { after = \"{cursor}\" } } }\nmethod = \"POST\""),
+            "pagination = { style = \"cursor\" }",
+            "pagination = { style = \"graphql\", end_cursor = \"/e\", has_next_page = \"/h\" }\nformat = \"jsonl\"\nbody = { graphql = { query = \"q\", variables = { after = \"{cursor}\" } } }\nmethod = \"POST\"",
             "sources[0].streams[0].pagination.end_cursor",
         ),
     ];
@@ -200,8 +197,10 @@ fn invalid_values_name_the_field() {
             if format == "json" { "/data" } else { "" }
         );
     }
-    for (text, field) in cases {
-        let err = Config::from_toml(&text).unwrap_err().to_string();
+    for (from, to, field) in cases {
+        let err = Config::from_toml(&MIN.replace(from, to))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&format!("`{field}`")), "{field}: {err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
@@ -298,8 +297,13 @@ fn debug_never_shows_literal_secrets() {
 
 #[test]
 fn demo_example_is_valid() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.toml");
-    Config::load(&path).unwrap();
+    load_example("demo");
+}
+
+/// Loads `examples/<name>.toml` of the repository; panics, naming it, when it is not valid.
+fn load_example(name: &str) -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.toml"));
+    Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 #[test]
@@ -321,9 +325,7 @@ fn kafka_security_examples_are_valid() {
         "msk-scram",
         "self-hosted-mtls",
     ] {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/kafka/{name}.toml"));
-        let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let cfg = load_example(&format!("kafka/{name}"));
         assert!(cfg.kafka.security_protocol.tls(), "{name}");
     }
 }
@@ -339,20 +341,11 @@ fn public_api_examples_are_valid() {
         "shopify",
         "tracker",
     ] {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/sources/{name}.toml"));
-        let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let cfg = load_example(&format!("sources/{name}"));
         assert!(!cfg.sources[0].streams.is_empty());
     }
     // What each example relies on.
-    let load = |name: &str| {
-        Config::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/sources/{name}.toml")),
-        )
-        .unwrap()
-        .sources
-        .remove(0)
-    };
+    let load = |name: &str| load_example(&format!("sources/{name}")).sources.remove(0);
     let github = load("github");
     assert_eq!(
         github.streams[0].pagination,

@@ -101,14 +101,10 @@ impl Default for ChallengeConfig {
     }
 }
 
-fn default_challenge_type_pointer() -> String {
-    "/type".into()
-}
-fn default_challenge_type() -> String {
-    "url_verification".into()
-}
-fn default_challenge() -> String {
-    "/challenge".into()
+string_defaults! {
+    fn default_challenge_type_pointer = "/type";
+    fn default_challenge_type = "url_verification";
+    fn default_challenge = "/challenge";
 }
 
 /// One field source, or several.
@@ -131,38 +127,31 @@ impl OneOrMany {
     }
 }
 
-/// `sources[].webhook.signature`: a preset and overrides.
+/// `sources[].webhook.signature`: a preset and overrides. Every field is optional (absent: the
+/// preset's value, or `serve.webhook_tolerance` for `tolerance`).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct WebhookSignature {
     /// The provider's documented scheme (default `intake`).
-    #[serde(default)]
     pub preset: WebhookPreset,
     /// The header that carries the signature.
-    #[serde(default)]
     pub header: Option<String>,
     /// `sha256` or `sha512`.
-    #[serde(default)]
     pub algorithm: Option<Algorithm>,
     /// `hex` or `base64`.
-    #[serde(default)]
     pub encoding: Option<Encoding>,
     /// The key of the signature entries when the header is a `key=value` list (`v1`); `""`:
     /// the whole value is the signature.
-    #[serde(default)]
     pub signature_key: Option<String>,
     /// What precedes a signature (`sha256=`).
-    #[serde(default)]
     pub prefix: Option<String>,
     /// Where the signed timestamp is: `entry:<key>` of the signature header,
     /// `header:<name>`, or `none`.
-    #[serde(default)]
     pub timestamp: Option<String>,
     /// The signed payload: `{body}` once, `{timestamp}` where the scheme puts it.
-    #[serde(default)]
     pub payload: Option<String>,
     /// How far a signed timestamp may be from now (default `serve.webhook_tolerance`).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub tolerance: Option<Duration>,
 }
 
@@ -242,17 +231,12 @@ fn check_header_name(field: &str, h: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn default_event_id() -> String {
-    "/event_id".into()
-}
-fn default_entity_id() -> String {
-    "/entity_id".into()
-}
-fn default_seq() -> String {
-    "/seq".into()
-}
-fn default_stream_pointer() -> String {
-    "/stream".into()
+string_defaults! {
+    fn default_event_id = "/event_id";
+    fn default_entity_id = "/entity_id";
+    fn default_seq = "/seq";
+    fn default_stream_pointer = "/stream";
+    fn default_record = "/data";
 }
 fn default_event_type() -> OneOrMany {
     OneOrMany::One("/type".into())
@@ -262,9 +246,6 @@ fn default_upsert() -> Vec<String> {
 }
 fn default_delete() -> Vec<String> {
     vec!["deleted".into()]
-}
-fn default_record() -> String {
-    "/data".into()
 }
 
 impl WebhookConfig {

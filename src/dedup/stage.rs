@@ -163,13 +163,7 @@ pub async fn run(
         return Err(DedupError::NoStreams);
     }
     let group = kafka.group(Stage::Dedup);
-    let member = crate::kafka::txn::transactional_id(
-        &cfg.kafka.group_prefix,
-        crate::kafka::txn::Writer::Stage {
-            stage: Stage::Dedup,
-            instance: &cfg.instance_id(),
-        },
-    );
+    let member = crate::kafka::txn::stage_member(&cfg, Stage::Dedup);
     let loop_cfg = LoopConfig {
         group: group.clone(),
         topics: streams.iter().map(|s| s.valid.clone()).collect(),
@@ -798,40 +792,41 @@ mod tests {
 
     #[test]
     fn parses_sync_markers() {
-        let m = msg(
-            None,
-            None,
-            &[
-                ("intake.kind", "sync-begin"),
-                ("intake.sync_id", "s1"),
-                ("intake.mode", "full"),
-            ],
-        );
-        assert_eq!(
-            parse(&view(&m)),
-            Ok(Input::Marker(SyncMarker {
-                begin: true,
-                sync_id: "s1",
-                full: true
-            }))
-        );
-        let m = msg(
-            Some("x"),
-            None,
-            &[
-                ("intake.kind", "sync-end"),
-                ("intake.sync_id", "s1"),
-                ("intake.mode", "incremental"),
-            ],
-        );
-        assert_eq!(
-            parse(&view(&m)),
-            Ok(Input::Marker(SyncMarker {
-                begin: false,
-                sync_id: "s1",
-                full: false
-            }))
-        );
+        // (key, kind, mode, the marker read)
+        let cases = [
+            (
+                None,
+                "sync-begin",
+                "full",
+                SyncMarker {
+                    begin: true,
+                    sync_id: "s1",
+                    full: true,
+                },
+            ),
+            (
+                Some("x"),
+                "sync-end",
+                "incremental",
+                SyncMarker {
+                    begin: false,
+                    sync_id: "s1",
+                    full: false,
+                },
+            ),
+        ];
+        for (key, kind, mode, marker) in cases {
+            let m = msg(
+                key,
+                None,
+                &[
+                    ("intake.kind", kind),
+                    ("intake.sync_id", "s1"),
+                    ("intake.mode", mode),
+                ],
+            );
+            assert_eq!(parse(&view(&m)), Ok(Input::Marker(marker)), "{kind}");
+        }
     }
 
     #[test]
@@ -901,35 +896,20 @@ mod tests {
 
     #[test]
     fn restore_timeout_outlasts_a_pending_transaction() {
-        let cfg = Config::from_toml("[kafka]\nbrokers = \"x:1\"\ntransaction_timeout = \"200s\"\n")
-            .unwrap();
+        let cfg = crate::testing::config("transaction_timeout = \"200s\"");
         assert_eq!(restore_timeout(&cfg), Duration::from_secs(600));
-        let cfg = Config::from_toml("[kafka]\nbrokers = \"x:1\"\n").unwrap();
+        let cfg = crate::testing::config("");
         assert_eq!(restore_timeout(&cfg), Duration::from_secs(300));
     }
 
     #[test]
     fn streams_cover_every_configured_stream() {
-        let cfg = Config::from_toml(
-            r#"
-[kafka]
-brokers = "x:1"
-[topics]
-prefix = "p"
-[[sources]]
-name = "a"
-[[sources.streams]]
-name = "s1"
-primary_key = "/id"
-version = "/v"
-detect_deletes = true
-[[sources.streams]]
-name = "s2"
-primary_key = "/id"
-version = "/v"
-"#,
-        )
-        .unwrap();
+        let cfg = crate::testing::config(&format!(
+            "[topics]\nprefix = \"p\"\n{}{}{}",
+            crate::testing::source_toml("a", "http://h", ""),
+            crate::testing::stream_toml("s1", "/s1", "detect_deletes = true"),
+            crate::testing::stream_toml("s2", "/s2", "")
+        ));
         let s = streams(&cfg, &TopicNames::from_config(&cfg));
         assert_eq!(s.len(), 2);
         assert_eq!(

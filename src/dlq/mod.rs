@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::contract::DeadLetter;
 use crate::headers;
 use crate::kafka::{Kafka, reader};
+use crate::reprocess::TypedJobRecord;
 use crate::topics::TopicNames;
 use crate::validate::reject::Origin;
 
@@ -342,8 +343,14 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
-fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+/// Prints a command's result: pretty JSON with `--json`, otherwise as `print` lays it out for
+/// a person.
+fn emit<T: Serialize>(v: &T, json: bool, print: impl FnOnce(&T)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        print(v);
+    }
     Ok(())
 }
 
@@ -359,12 +366,7 @@ pub async fn run(cmd: DlqCommand) -> anyhow::Result<()> {
             json,
         } => {
             let s = summary::gather(&load(&config)?, &filter).await?;
-            if json {
-                print_json(&s)
-            } else {
-                summary::print(&s, &filter);
-                Ok(())
-            }
+            emit(&s, json, |s| summary::print(s, &filter))
         }
         DlqCommand::Show {
             config,
@@ -373,12 +375,7 @@ pub async fn run(cmd: DlqCommand) -> anyhow::Result<()> {
             json,
         } => {
             let shown = show::gather(&load(&config)?, &filter, limit).await?;
-            if json {
-                print_json(&shown)
-            } else {
-                show::print(&shown, &filter);
-                Ok(())
-            }
+            emit(&shown, json, |shown| show::print(shown, &filter))
         }
         DlqCommand::Replay {
             config,
@@ -396,12 +393,7 @@ pub async fn run(cmd: DlqCommand) -> anyhow::Result<()> {
                 },
             )
             .await?;
-            if json {
-                print_json(&report)
-            } else {
-                replay::print(&report);
-                Ok(())
-            }
+            emit(&report, json, replay::print)
         }
     }
 }
@@ -426,11 +418,7 @@ pub async fn run_schema(cmd: SchemaCommand) -> anyhow::Result<()> {
             } else {
                 propose::run(&cfg, &stream, kind.as_deref(), apply).await?
             };
-            if json {
-                print_json(&report)?;
-            } else {
-                propose::print(&report);
-            }
+            emit(&report, json, propose::print)?;
             if apply && report.refused() {
                 anyhow::bail!(
                     "not applied: the registry does not accept the candidate as compatible with {}",

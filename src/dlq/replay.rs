@@ -50,25 +50,16 @@ use crate::blob::{BlobRef, BlobStore};
 use crate::config::Config;
 use crate::headers::{self, Headers, Kind};
 use crate::jobs::CountDelta;
-use crate::kafka::txn::{self, Backoff, Policy};
+use crate::kafka::txn::{self, Policy};
 use crate::kafka::{Kafka, Outgoing, TxnProducer};
+use crate::reprocess::{
+    PAGE_POSITION, TypedJobRecord, check_run_id, fencing_producer, long_transaction_kafka,
+};
 use crate::topics::TopicNames;
 use crate::validate::Splitter;
 
-/// A replay's transaction stays open while it reads the chosen dead letters: at least this
-/// long a timeout (the broker's `transaction.max.timeout.ms` is 15 minutes by default).
-const TXN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Offset ranges per marker record (keeps each well under the 1 MB message limit).
 const RANGES_PER_MARKER: usize = 10_000;
-/// The longest replay id accepted.
-const MAX_ID_LEN: usize = 200;
-/// Headers of a page's position in a sync, not carried by a replayed record.
-const PAGE_POSITION: [&str; 4] = [
-    headers::CURSOR,
-    headers::NEXT_CURSOR,
-    headers::SEQ,
-    headers::MODE,
-];
 
 /// What to replay.
 #[derive(Debug, Clone, Default)]
@@ -142,17 +133,12 @@ pub struct Marker {
     pub positions: BTreeMap<i32, Vec<[i64; 2]>>,
 }
 
-impl Marker {
+impl TypedJobRecord for Marker {
     /// The `"type"` of a replay marker.
-    pub const TYPE: &'static str = "replay";
+    const TYPE: &'static str = "replay";
+}
 
-    /// Parses a value of `intake.jobs`; None when it is not a replay marker.
-    pub fn parse(value: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Marker>(value)
-            .ok()
-            .filter(|m| m.record_type == Self::TYPE)
-    }
-
+impl Marker {
     /// Its key in `intake.jobs`.
     pub fn key(&self) -> String {
         format!("~replay/{}/{}", self.replay_id, self.part)
@@ -166,10 +152,7 @@ impl Marker {
 /// meanwhile (nothing of it is committed; run it again).
 pub async fn run(cfg: &Config, opts: Options) -> anyhow::Result<ReplayReport> {
     if let Some(id) = &opts.replay_id {
-        anyhow::ensure!(
-            !id.is_empty() && id.len() <= MAX_ID_LEN && !id.contains('/'),
-            "a replay id is 1-{MAX_ID_LEN} characters without '/'"
-        );
+        check_run_id("replay", id)?;
     }
     let cfg = cfg.clone();
     let handle = tokio::runtime::Handle::current();
@@ -203,13 +186,11 @@ impl<'a> Replay<'a> {
         opts: &'a Options,
         handle: tokio::runtime::Handle,
     ) -> anyhow::Result<Self> {
-        let mut kcfg = cfg.kafka.clone();
-        kcfg.transaction_timeout = kcfg.transaction_timeout.max(TXN_TIMEOUT);
         Ok(Replay {
             cfg,
             opts,
             names: TopicNames::from_config(cfg),
-            kafka: Kafka::new(&kcfg)?,
+            kafka: long_transaction_kafka(cfg)?,
             blobs: BlobStore::open(&cfg.blob)?,
             handle,
             splitters: HashMap::new(),
@@ -223,12 +204,11 @@ impl<'a> Replay<'a> {
             replay_id: self.opts.replay_id.clone(),
             ..ReplayReport::default()
         };
-        let txn_id = txn::transactional_id(&self.cfg.kafka.group_prefix, txn::Writer::DlqReplay);
-        let producer = self.kafka.txn_producer(&txn_id)?;
-        // Fences every other replay; transient failures are retried for a while.
-        producer.init_retrying(
-            Backoff::new(Duration::from_millis(200), Duration::from_secs(2)),
-            Some(Instant::now() + META_TIMEOUT * 3),
+        let producer = fencing_producer(
+            &self.kafka,
+            &self.cfg.kafka.group_prefix,
+            txn::Writer::DlqReplay,
+            META_TIMEOUT * 3,
         )?;
 
         // Fenced every other replay: what is committed now is the whole history.

@@ -885,32 +885,37 @@ mod tests {
 
     #[test]
     fn announced_quota_forms() {
-        let mut h = HeaderMap::new();
-        assert_eq!(announced_quota(&h, None), None);
-        h.insert("x-ratelimit-limit", "20".parse().unwrap());
-        h.insert("x-ratelimit-remaining", "7".parse().unwrap());
-        h.insert("x-ratelimit-reset", "1".parse().unwrap());
-        assert_eq!(
-            announced_quota(&h, None),
-            Some(Observed {
-                limit: Some(20),
-                remaining: 7,
-                reset_in: Duration::from_secs(1)
-            })
-        );
-        let mut h = HeaderMap::new();
-        h.insert(
-            "ratelimit",
-            "limit=100, remaining=50, reset=30".parse().unwrap(),
-        );
-        assert_eq!(
-            announced_quota(&h, None),
-            Some(Observed {
-                limit: Some(100),
-                remaining: 50,
-                reset_in: Duration::from_secs(30)
-            })
-        );
+        assert_eq!(announced_quota(&HeaderMap::new(), None), None);
+        // (the response's headers, the quota they announce: limit, remaining, seconds to reset)
+        let forms: [(&[(&'static str, &str)], _); 2] = [
+            (
+                &[
+                    ("x-ratelimit-limit", "20"),
+                    ("x-ratelimit-remaining", "7"),
+                    ("x-ratelimit-reset", "1"),
+                ],
+                (20, 7, 1),
+            ),
+            (
+                &[("ratelimit", "limit=100, remaining=50, reset=30")],
+                (100, 50, 30),
+            ),
+        ];
+        for (headers, (limit, remaining, reset)) in forms {
+            let mut h = HeaderMap::new();
+            for (name, value) in headers {
+                h.insert(*name, value.parse().unwrap());
+            }
+            assert_eq!(
+                announced_quota(&h, None),
+                Some(Observed {
+                    limit: Some(limit),
+                    remaining,
+                    reset_in: Duration::from_secs(reset)
+                }),
+                "{headers:?}"
+            );
+        }
     }
 
     #[test]

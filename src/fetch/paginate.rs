@@ -388,7 +388,6 @@ pub fn next_link(header: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     const V: Values = Values {
         cursor: None,
@@ -405,25 +404,31 @@ mod tests {
 
     /// A stream of `pagination` (path `/v1/a`, page size 2) with `extra` lines.
     fn stream_with(pagination: &str, extra: &str) -> StreamConfig {
-        let cfg = Config::from_toml(&format!(
-            r#"
-[kafka]
-brokers = "x:1"
-[[sources]]
-name = "s"
-base_url = "http://h"
-[[sources.streams]]
-name = "a"
-path = "/v1/a"
-primary_key = "/id"
-version = "/v"
-page_size = 2
-pagination = {pagination}
-{extra}
-"#
-        ))
-        .unwrap();
-        cfg.sources[0].streams[0].clone()
+        crate::testing::stream(
+            "http://h",
+            &format!("page_size = 2\npagination = {pagination}\n{extra}"),
+        )
+    }
+
+    /// The cursor after a page at `at` of `stream` with `body` and `records` records (no
+    /// `Link` header, no last id).
+    fn after_page(
+        stream: &StreamConfig,
+        at: &PageCursor,
+        body: &Value,
+        records: usize,
+    ) -> PageCursor {
+        next(
+            stream,
+            at,
+            &PageFacts {
+                body: Some(body),
+                link: None,
+                records,
+                last_id: None,
+            },
+        )
+        .unwrap()
     }
 
     #[test]
@@ -628,17 +633,7 @@ pagination = {pagination}
         let s = stream(r#"{ style = "next_url", pointer = "/links/next" }"#);
         let facts = |b: &'static str| -> PageCursor {
             let body: Value = serde_json::from_str(b).unwrap();
-            next(
-                &s,
-                &PageCursor::Start,
-                &PageFacts {
-                    body: Some(&body),
-                    link: None,
-                    records: 2,
-                    last_id: None,
-                },
-            )
-            .unwrap()
+            after_page(&s, &PageCursor::Start, &body, 2)
         };
         assert_eq!(
             facts(r#"{"links": {"next": "http://h/v1/a?page[after]=x"}}"#),
@@ -668,19 +663,8 @@ pagination = {pagination}
 
     #[test]
     fn next_url_stop_flags_end_a_sync_whose_last_page_still_links_on() {
-        let run = |style: &str, body: Value| {
-            next(
-                &stream(style),
-                &PageCursor::Start,
-                &PageFacts {
-                    body: Some(&body),
-                    link: None,
-                    records: 2,
-                    last_id: None,
-                },
-            )
-            .unwrap()
-        };
+        let run =
+            |style: &str, body: Value| after_page(&stream(style), &PageCursor::Start, &body, 2);
         let users =
             r#"{ style = "next_url", pointer = "/links/next", has_more = "/meta/has_more" }"#;
         let page = |more: bool| serde_json::json!({"links": {"next": "/v1/a?page[after]=x"}, "meta": {"has_more": more}});
@@ -739,17 +723,7 @@ body = { graphql = { query = "q", variables = { after = "{cursor}" } } }"#,
         );
         let page = |more: bool, cursor: Value| {
             let body = serde_json::json!({"data": {"orders": {"nodes": [{"id": 1}], "pageInfo": {"endCursor": cursor, "hasNextPage": more}}}});
-            next(
-                &s,
-                &PageCursor::Start,
-                &PageFacts {
-                    body: Some(&body),
-                    link: None,
-                    records: 1,
-                    last_id: None,
-                },
-            )
-            .unwrap()
+            after_page(&s, &PageCursor::Start, &body, 1)
         };
         assert_eq!(page(true, "c1".into()), PageCursor::Token("c1".into()));
         assert_eq!(page(false, "c1".into()), PageCursor::Done);
@@ -761,96 +735,38 @@ body = { graphql = { query = "q", variables = { after = "{cursor}" } } }"#,
 
     #[test]
     fn page_and_offset_stop_pointers() {
-        let run = |style: &str, at: PageCursor, body: Value, records: usize| {
-            next(
-                &stream(style),
-                &at,
-                &PageFacts {
-                    body: Some(&body),
-                    link: None,
-                    records,
-                    last_id: None,
-                },
-            )
-            .unwrap()
-        };
-        let page = r#"{ style = "page", has_more = "/has_more" }"#;
-        // A short page with has_more = true goes on; a full one with false ends.
-        assert_eq!(
-            run(
-                page,
-                PageCursor::Page(1),
-                serde_json::json!({"has_more": true}),
-                1
-            ),
-            PageCursor::Page(2)
-        );
-        assert_eq!(
-            run(
-                page,
-                PageCursor::Page(1),
-                serde_json::json!({"has_more": false}),
-                2
-            ),
-            PageCursor::Done
-        );
-        let page = r#"{ style = "page", total = "/total" }"#;
-        // page_size 2: page 2 full, 4 of 4 read: done without asking for an empty page 3.
-        assert_eq!(
-            run(
-                page,
-                PageCursor::Page(2),
-                serde_json::json!({"total": 4}),
-                2
-            ),
-            PageCursor::Done
-        );
-        assert_eq!(
-            run(
-                page,
-                PageCursor::Page(2),
-                serde_json::json!({"total": 5}),
-                2
-            ),
-            PageCursor::Page(3)
-        );
+        use PageCursor::{Done, Offset, Page};
+        use serde_json::json;
+        let has_more = r#"{ style = "page", has_more = "/has_more" }"#;
+        let total = r#"{ style = "page", total = "/total" }"#;
         let offset = r#"{ style = "offset", total = "/meta/total" }"#;
-        assert_eq!(
-            run(
+        let bare_offset = r#"{ style = "offset" }"#;
+        // (style, cursor, the page, its records, the cursor after it)
+        let cases = [
+            // A short page with has_more = true goes on; a full one with false ends.
+            (has_more, Page(1), json!({"has_more": true}), 1, Page(2)),
+            (has_more, Page(1), json!({"has_more": false}), 2, Done),
+            // page_size 2: page 2 full, 4 of 4 read: done without asking for an empty page 3.
+            (total, Page(2), json!({"total": 4}), 2, Done),
+            (total, Page(2), json!({"total": 5}), 2, Page(3)),
+            (offset, Offset(2), json!({"meta": {"total": 4}}), 2, Done),
+            (
                 offset,
-                PageCursor::Offset(2),
-                serde_json::json!({"meta": {"total": 4}}),
-                2
+                Offset(2),
+                json!({"meta": {"total": 9}}),
+                1,
+                Offset(3),
             ),
-            PageCursor::Done
-        );
-        assert_eq!(
-            run(
-                offset,
-                PageCursor::Offset(2),
-                serde_json::json!({"meta": {"total": 9}}),
-                1
-            ),
-            PageCursor::Offset(3)
-        );
-        // Without stop pointers a short page ends, as before; an empty page always ends.
-        assert_eq!(
-            run(
-                r#"{ style = "offset" }"#,
-                PageCursor::Offset(2),
-                serde_json::json!({}),
-                1
-            ),
-            PageCursor::Done
-        );
-        assert_eq!(
-            run(
-                page,
-                PageCursor::Page(2),
-                serde_json::json!({"total": 50}),
-                0
-            ),
-            PageCursor::Done
-        );
+            // Without stop pointers a short page ends, as before; an empty page always ends.
+            (bare_offset, Offset(2), json!({}), 1, Done),
+            (total, Page(2), json!({"total": 50}), 0, Done),
+        ];
+        for (style, at, body, records, after) in cases {
+            assert_eq!(
+                after_page(&stream(style), &at, &body, records),
+                after,
+                "{style} at {at:?}: {body}"
+            );
+        }
     }
 }

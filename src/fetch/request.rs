@@ -33,6 +33,24 @@ pub struct Values {
 }
 
 impl Values {
+    /// The values of a request for the page at `page` of a stream of `page_size`, with the
+    /// formatted incremental filter `since` and window end `until` (no parent).
+    pub fn at_page(
+        page: &crate::fetch::paginate::PageCursor,
+        page_size: u32,
+        since: Option<String>,
+        until: Option<String>,
+    ) -> Self {
+        Self {
+            cursor: page.token().map(str::to_owned),
+            since,
+            until,
+            page_size,
+            page: page.page_number(page_size),
+            parent: None,
+        }
+    }
+
     fn get(&self, name: &str) -> Option<String> {
         match name {
             "cursor" => self.cursor.clone(),
@@ -219,23 +237,14 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
+    /// Source `s` (at `http://h`, with `extra_source` lines) whose one stream `a` (at
+    /// `/v1/a`) has `extra_stream` lines.
     fn source(extra_stream: &str, extra_source: &str) -> SourceConfig {
-        Config::from_toml(&format!(
-            r#"
-[kafka]
-brokers = "x:1"
-[[sources]]
-name = "s"
-base_url = "http://h"
-{extra_source}
-[[sources.streams]]
-name = "a"
-path = "/v1/a"
-primary_key = "/id"
-{extra_stream}
-"#
+        crate::testing::config(&format!(
+            "{}{}",
+            crate::testing::source_toml("s", "http://h", extra_source),
+            crate::testing::stream_toml("a", "/v1/a", extra_stream)
         ))
-        .unwrap()
         .sources[0]
             .clone()
     }

@@ -97,35 +97,19 @@ mod tests {
 
     #[test]
     fn classifies_plain_codes() {
-        assert_eq!(
-            classify(&KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)),
-            ErrorClass::Retry
-        );
-        assert_eq!(
-            classify(&KafkaError::MessageProduction(
-                RDKafkaErrorCode::MessageSizeTooLarge
-            )),
-            ErrorClass::BadRecord
-        );
-        assert_eq!(
-            classify(&KafkaError::MessageProduction(
-                RDKafkaErrorCode::ProducerFenced
-            )),
-            ErrorClass::Fatal
-        );
-        assert_eq!(
-            classify(&KafkaError::Global(RDKafkaErrorCode::Fenced)),
-            ErrorClass::Fatal
-        );
-        assert_eq!(
-            classify(&KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fail)),
-            ErrorClass::Fatal
-        );
-        assert_eq!(
-            classify(&KafkaError::Global(
-                RDKafkaErrorCode::InvalidTransactionalState
-            )),
-            ErrorClass::Abort
-        );
+        use ErrorClass::{Abort, BadRecord, Fatal, Retry};
+        use KafkaError::{Global, MessageConsumptionFatal, MessageProduction};
+        use RDKafkaErrorCode as Code;
+        let cases = [
+            (MessageProduction(Code::QueueFull), Retry),
+            (MessageProduction(Code::MessageSizeTooLarge), BadRecord),
+            (MessageProduction(Code::ProducerFenced), Fatal),
+            (Global(Code::Fenced), Fatal),
+            (MessageConsumptionFatal(Code::Fail), Fatal),
+            (Global(Code::InvalidTransactionalState), Abort),
+        ];
+        for (error, class) in cases {
+            assert_eq!(classify(&error), class, "{error:?}");
+        }
     }
 }

@@ -117,6 +117,18 @@ pub enum Writer<'a> {
     },
 }
 
+/// The transactional id of this instance's member of the consuming `stage` (validate, dedup):
+/// [`Writer::Stage`] with `cfg`'s group prefix and instance id.
+pub fn stage_member(cfg: &crate::config::Config, stage: Stage) -> String {
+    transactional_id(
+        &cfg.kafka.group_prefix,
+        Writer::Stage {
+            stage,
+            instance: &cfg.instance_id(),
+        },
+    )
+}
+
 /// The transactional id of a writer. Ids are what fences an older owner, so each unit of
 /// ownership has exactly one, stable across restarts:
 /// `<prefix>-fetch-<source>-<stream>` (`…#w<slot>` for a backfill's window slots),

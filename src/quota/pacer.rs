@@ -465,11 +465,7 @@ mod tests {
         let p = Pacer::new(100, Duration::from_secs(1), 1.0);
         assert_eq!(p.interval(), Duration::from_millis(10));
         // 10 left for 3 s (at least 2 s surely) while our pace would spend 200: spread them.
-        p.observe(Observed {
-            limit: None,
-            remaining: 10,
-            reset_in: Duration::from_secs(3),
-        });
+        p.observe(announced(None, 10, Duration::from_secs(3)));
         assert_eq!(p.interval(), Duration::from_millis(300));
         tokio::time::sleep(Duration::from_millis(3001)).await;
         drop(p.acquire().await);
@@ -484,28 +480,16 @@ mod tests {
     async fn whole_second_resets_alone_do_not_slow_the_pace() {
         // A 1 s window half used at our pace: Reset says 1 (rounded up), 10 remain.
         let p = Pacer::new(20, Duration::from_secs(1), 1.0);
-        p.observe(Observed {
-            limit: Some(20),
-            remaining: 10,
-            reset_in: Duration::from_secs(1),
-        });
+        p.observe(announced(Some(20), 10, Duration::from_secs(1)));
         assert_eq!(p.interval(), Duration::from_millis(50));
     }
 
     #[tokio::test(start_paused = true)]
     async fn follows_the_announced_limit_down_and_up_to_the_configured_one() {
         let p = Pacer::new(20, Duration::from_secs(1), 1.0);
-        p.observe(Observed {
-            limit: Some(5),
-            remaining: 3,
-            reset_in: Duration::from_secs(1),
-        });
+        p.observe(announced(Some(5), 3, Duration::from_secs(1)));
         assert_eq!(p.interval(), Duration::from_millis(200));
-        p.observe(Observed {
-            limit: Some(100),
-            remaining: 90,
-            reset_in: Duration::from_secs(1),
-        });
+        p.observe(announced(Some(100), 90, Duration::from_secs(1)));
         assert_eq!(
             p.interval(),
             Duration::from_millis(50),
@@ -517,11 +501,7 @@ mod tests {
     async fn nothing_remaining_pauses_until_the_reset() {
         let p = Pacer::new(20, Duration::from_secs(1), 1.0);
         let start = Instant::now();
-        p.observe(Observed {
-            limit: Some(0),
-            remaining: 0,
-            reset_in: Duration::from_secs(1),
-        });
+        p.observe(announced(Some(0), 0, Duration::from_secs(1)));
         drop(p.acquire().await);
         assert_eq!(Instant::now() - start, Duration::from_secs(1));
     }
@@ -558,11 +538,7 @@ mod tests {
         // The predecessor saw 6 left for 5 s, 1 s ago, at 100 ms per request: it may have sent
         // 10 more since, so nothing is left: wait for the reset (4 s from now).
         let old = Pacer::new(10, Duration::from_secs(1), 1.0);
-        old.observe(Observed {
-            limit: None,
-            remaining: 6,
-            reset_in: Duration::from_secs(5),
-        });
+        old.observe(announced(None, 6, Duration::from_secs(5)));
         let mut snap = old.snapshot();
         snap.interval = Duration::from_millis(100);
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -571,6 +547,16 @@ mod tests {
         new.restore(&snap, Duration::from_secs(1), Duration::ZERO);
         drop(new.acquire().await);
         assert_eq!(Instant::now() - start, Duration::from_secs(4));
+    }
+
+    /// What a response announced: the quota per window (if it did), the requests left and
+    /// the time until the window resets.
+    fn announced(limit: Option<u64>, remaining: u64, reset_in: Duration) -> Observed {
+        Observed {
+            limit,
+            remaining,
+            reset_in,
+        }
     }
 
     /// At most `bound` of `(admitted, ended)` requests may meet any window of `window`: the
@@ -586,23 +572,26 @@ mod tests {
             .unwrap_or(0)
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_stall_does_not_let_due_slots_burst_past_the_bound() {
-        // Real time: four streams at 10/s; one of them blocks the runtime's only thread for
-        // 350 ms twice, so the slots the others hold fall due together.
+    /// Runs `streams` tasks that each make `each` requests through one pacer of 10 per second:
+    /// a request calls `stall(stream, i)` once admitted (which may block the thread), takes
+    /// `took`, and ends. Answers every request's `(admitted, ended)`.
+    async fn requests_through_pacer(
+        streams: usize,
+        each: usize,
+        took: Duration,
+        stall: fn(usize, usize),
+    ) -> Vec<(Instant, Instant)> {
         let p = std::sync::Arc::new(Pacer::new(10, Duration::from_secs(1), 1.0));
         let reqs = std::sync::Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        for t in 0..4 {
+        for t in 0..streams {
             let (p, reqs) = (p.clone(), reqs.clone());
             tasks.push(tokio::spawn(async move {
-                for i in 0..8 {
+                for i in 0..each {
                     let permit = p.acquire().await;
                     let admitted = Instant::now();
-                    if t == 0 && (i == 2 || i == 5) {
-                        std::thread::sleep(Duration::from_millis(350));
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    stall(t, i);
+                    tokio::time::sleep(took).await;
                     drop(permit);
                     reqs.lock().unwrap().push((admitted, Instant::now()));
                 }
@@ -611,7 +600,19 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        let reqs = reqs.lock().unwrap().clone();
+        reqs.lock().unwrap().clone()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stall_does_not_let_due_slots_burst_past_the_bound() {
+        // Real time: four streams at 10/s; one of them blocks the runtime's only thread for
+        // 350 ms twice, so the slots the others hold fall due together.
+        let reqs = requests_through_pacer(4, 8, Duration::from_millis(5), |t, i| {
+            if t == 0 && (i == 2 || i == 5) {
+                std::thread::sleep(Duration::from_millis(350));
+            }
+        })
+        .await;
         assert_eq!(reqs.len(), 32);
         let worst = worst_window(&reqs, Duration::from_secs(1));
         assert!(worst <= 10, "{worst} requests could meet one 1 s window");
@@ -620,25 +621,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn slow_responses_hold_the_bound() {
         // Requests that take 400 ms: the pace alone would have 12 meet a 1 s window.
-        let p = std::sync::Arc::new(Pacer::new(10, Duration::from_secs(1), 1.0));
-        let reqs = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let (p, reqs) = (p.clone(), reqs.clone());
-            tasks.push(tokio::spawn(async move {
-                for _ in 0..5 {
-                    let permit = p.acquire().await;
-                    let admitted = Instant::now();
-                    tokio::time::sleep(Duration::from_millis(400)).await;
-                    drop(permit);
-                    reqs.lock().unwrap().push((admitted, Instant::now()));
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let reqs = reqs.lock().unwrap().clone();
+        let reqs = requests_through_pacer(8, 5, Duration::from_millis(400), |_, _| {}).await;
         assert_eq!(reqs.len(), 40);
         let worst = worst_window(&reqs, Duration::from_secs(1));
         assert_eq!(worst, 10, "at most the limit, and the bound is reached");

@@ -18,7 +18,7 @@
 //! [`HANDOVER_CLOCK_SKEW`] later than stored, so hosts whose clocks agree that closely (NTP)
 //! keep the bound across a hand-over.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use rdkafka::error::KafkaResult;
@@ -202,30 +202,8 @@ impl QuotaStore {
         what: &str,
     ) -> rdkafka::error::KafkaResult<HashMap<String, T>> {
         let consumer = self.kafka.reader_consumer(what)?;
-        let mut out = HashMap::new();
-        reader::read_to_end(
-            &consumer,
-            topic,
-            &[self.partition],
-            Duration::from_secs(30),
-            |m| {
-                let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                    return;
-                };
-                match m.payload().map(serde_json::from_slice::<T>) {
-                    Some(Ok(r)) => {
-                        out.insert(key.to_owned(), r);
-                    }
-                    None => {
-                        out.remove(key);
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(topic, key, error = %e, "unreadable record ignored")
-                    }
-                }
-            },
-        )?;
-        Ok(out)
+        let latest = read_latest(&consumer, topic, &[self.partition], Duration::from_secs(30))?;
+        Ok(latest.into_iter().collect())
     }
 
     /// The partition this store owns.
@@ -298,6 +276,37 @@ fn settle(unresolved: &mut Option<Call>, outcome: Outcome<()>) -> KafkaResult<()
         _ => *unresolved = None,
     }
     outcome.into_error().map_or(Ok(()), Err)
+}
+
+/// The latest committed JSON record per key of `partitions` of a compacted `topic`
+/// (`intake.quota`, `intake.tokens`), read to their ends within `timeout`: a tombstone removes
+/// its key, a record without a UTF-8 key is passed over, and one that does not parse is logged
+/// and skipped. Blocking.
+///
+/// # Errors
+/// The Kafka error, or a time-out.
+pub(crate) fn read_latest<T: serde::de::DeserializeOwned>(
+    r: &crate::kafka::Reader,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> KafkaResult<BTreeMap<String, T>> {
+    let mut out = BTreeMap::new();
+    reader::read_to_end(r, topic, partitions, timeout, |m| {
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            return;
+        };
+        match m.payload().map(serde_json::from_slice::<T>) {
+            Some(Ok(rec)) => {
+                out.insert(key.to_owned(), rec);
+            }
+            None => {
+                out.remove(key);
+            }
+            Some(Err(e)) => tracing::warn!(topic, key, error = %e, "unreadable record ignored"),
+        }
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]

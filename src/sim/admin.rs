@@ -31,6 +31,7 @@ use super::clock::{self, format_ms};
 use super::data::Stream;
 use super::error::ApiError;
 use super::faults::{FaultConfig, FaultCounts, FaultPatch};
+use super::pagination::whole_in;
 use super::quota::TokenStats;
 use super::state::SimState;
 use super::store::{Change, StreamTruth, WriteCounts};
@@ -276,15 +277,11 @@ fn query_map(query: Option<&str>) -> BTreeMap<String, String> {
 fn count_param(params: &BTreeMap<String, String>) -> Result<usize, ApiError> {
     match params.get("n") {
         None => Ok(1),
-        Some(n) => n
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_WRITES_PER_CALL).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_param(format!(
-                    "n must be a whole number in 1..={MAX_WRITES_PER_CALL}"
-                ))
-            }),
+        Some(n) => whole_in(n, 1..=MAX_WRITES_PER_CALL).ok_or_else(|| {
+            ApiError::bad_param(format!(
+                "n must be a whole number in 1..={MAX_WRITES_PER_CALL}"
+            ))
+        }),
     }
 }
 

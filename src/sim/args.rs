@@ -58,12 +58,9 @@ impl FromStr for Style {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Style::ALL
-            .into_iter()
-            .find(|style| style.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown pagination style '{s}'; styles: cursor, link, page, offset, after, next_url")
-            })
+        super::data::named(Style::ALL, Style::as_str, s).ok_or_else(|| {
+            format!("unknown pagination style '{s}'; styles: cursor, link, page, offset, after, next_url")
+        })
     }
 }
 
@@ -667,46 +664,24 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_flag() {
-        let args = SimArgs::try_parse_from(["sim", "--drift-rate", "1.5"]).unwrap();
-        assert!(
-            args.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("--drift-rate")
-        );
-        let args =
-            SimArgs::try_parse_from(["sim", "--create-share", "0.6", "--delete-share", "0.5"])
-                .unwrap();
-        assert!(
-            args.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("--delete-share")
-        );
-        let args = SimArgs::try_parse_from(["sim", "--webhook-url", "http://x/"]).unwrap();
-        assert!(
-            args.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("--webhook-secret")
-        );
-        let args =
-            SimArgs::try_parse_from(["sim", "--tree-repos", "1000000", "--tree-issues", "100"])
-                .unwrap();
-        assert!(
-            args.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("--tree-repos")
-        );
-        for days in ["0", "3651"] {
-            let args = SimArgs::try_parse_from(["sim", "--span-days", days]).unwrap();
-            assert!(
-                args.validate()
-                    .unwrap_err()
-                    .to_string()
-                    .contains("--span-days")
-            );
+        let refused: [(&[&str], &str); 6] = [
+            (&["--drift-rate", "1.5"], "--drift-rate"),
+            (
+                &["--create-share", "0.6", "--delete-share", "0.5"],
+                "--delete-share",
+            ),
+            (&["--webhook-url", "http://x/"], "--webhook-secret"),
+            (
+                &["--tree-repos", "1000000", "--tree-issues", "100"],
+                "--tree-repos",
+            ),
+            (&["--span-days", "0"], "--span-days"),
+            (&["--span-days", "3651"], "--span-days"),
+        ];
+        for (flags, named) in refused {
+            let args = SimArgs::try_parse_from(["sim"].iter().chain(flags)).unwrap();
+            let error = args.validate().unwrap_err().to_string();
+            assert!(error.contains(named), "{flags:?}: {error}");
         }
         let args = SimArgs::try_parse_from(["sim", "--span-days", "1095", "--result-cap", "10000"])
             .unwrap();

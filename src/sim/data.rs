@@ -69,11 +69,18 @@ impl FromStr for Stream {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Stream::ALL
-            .into_iter()
-            .find(|stream| stream.as_str() == s)
+        named(Stream::ALL, Stream::as_str, s)
             .ok_or_else(|| format!("unknown stream '{s}'; streams: customers, orders, events"))
     }
+}
+
+/// The member of `all` whose name (as `name` writes it) is `s`, for a `FromStr` of an enum.
+pub fn named<T: Copy, const N: usize>(
+    all: [T; N],
+    name: fn(T) -> &'static str,
+    s: &str,
+) -> Option<T> {
+    all.into_iter().find(|member| name(*member) == s)
 }
 
 /// Status of a customer.

@@ -52,6 +52,7 @@ use serde_json::{Value, json};
 use super::clock::{self, format_ms, parse_rfc3339_ns};
 use super::data::Stream;
 use super::error::SimError;
+use super::pagination::whole_in;
 use super::state::SimState;
 use super::store::Filter;
 
@@ -385,6 +386,20 @@ fn pick<T: Copy>(name: &str, choices: &[(&str, T)]) -> Option<T> {
     choices.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
 }
 
+/// The `state` values, by filter.
+const STATES: [(&str, StateFilter); 3] = [
+    ("open", StateFilter::Open),
+    ("closed", StateFilter::Closed),
+    ("all", StateFilter::All),
+];
+
+/// The `sort` values, by order.
+const SORTS: [(&str, SortBy); 3] = [
+    ("created", SortBy::Created),
+    ("updated", SortBy::Updated),
+    ("comments", SortBy::Comments),
+];
+
 /// Parses the query string; `Err((field, value))` for a bad value.
 fn parse_query(github: &Github, query: &str) -> Result<IssuesQuery, (String, String)> {
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
@@ -404,26 +419,10 @@ fn parse_query(github: &Github, query: &str) -> Result<IssuesQuery, (String, Str
     for (k, v) in &pairs {
         match k.as_str() {
             "state" => {
-                q.state = pick(
-                    v,
-                    &[
-                        ("open", StateFilter::Open),
-                        ("closed", StateFilter::Closed),
-                        ("all", StateFilter::All),
-                    ],
-                )
-                .ok_or_else(|| bad(k, v))?;
+                q.state = pick(v, &STATES).ok_or_else(|| bad(k, v))?;
             }
             "sort" => {
-                q.sort = pick(
-                    v,
-                    &[
-                        ("created", SortBy::Created),
-                        ("updated", SortBy::Updated),
-                        ("comments", SortBy::Comments),
-                    ],
-                )
-                .ok_or_else(|| bad(k, v))?;
+                q.sort = pick(v, &SORTS).ok_or_else(|| bad(k, v))?;
             }
             "direction" => {
                 q.ascending =
@@ -438,11 +437,7 @@ fn parse_query(github: &Github, query: &str) -> Result<IssuesQuery, (String, Str
                 q.per_page = n.ok_or_else(|| bad(k, v))?.min(MAX_PER_PAGE);
             }
             "page" => {
-                q.page = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=1_000_000).contains(n))
-                    .ok_or_else(|| bad(k, v))?;
+                q.page = whole_in(v, 1..=1_000_000).ok_or_else(|| bad(k, v))?;
             }
             other => {
                 *github

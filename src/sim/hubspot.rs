@@ -34,7 +34,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::clock::format_ms;
-use super::data::{Record, Stream};
+use super::data::Record;
 use super::providers::{self, ProviderError, TruthStream};
 use super::state::SimState;
 use super::store::Store;
@@ -344,12 +344,7 @@ async fn search(
     }
     let (total, results) = {
         let store = state.store();
-        let mut matching: Vec<&Record> = store
-            .live(Stream::Customers)
-            .values()
-            .map(|e| &e.record)
-            .filter(|r| search.accepts(r))
-            .collect();
+        let mut matching = providers::customers_where(&store, |r| search.accepts(r));
         matching.sort_by(|a, b| {
             for (name, desc) in &search.sorts {
                 let o = sort_key(a, name).cmp(&sort_key(b, name));
@@ -375,12 +370,16 @@ async fn search(
             link: format!("?after={next}"),
         },
     });
-    providers::count(&state, &state.providers.hubspot);
-    Ok(providers::ok_json(&Answer {
+    let reply = Answer {
         total,
         results: providers::raw(results),
         paging,
-    }))
+    };
+    Ok(providers::answered(
+        &state,
+        &state.providers.hubspot,
+        &reply,
+    ))
 }
 
 /// What the search serves now (every live contact, with `properties` as requested, comma
@@ -388,31 +387,19 @@ async fn search(
 pub fn truth(store: &Store, properties: Option<&str>) -> Vec<(&'static str, TruthStream)> {
     let requested: Option<Vec<String>> =
         properties.map(|p| p.split(',').map(str::to_owned).collect());
-    let contacts = TruthStream {
-        live: store
-            .live(Stream::Customers)
-            .values()
-            .map(|e| {
-                (
-                    providers::number(&e.record.id).to_string(),
-                    Some(e.record.updated_ms * 1000),
-                    contact(&e.record, requested.as_deref()),
-                )
-            })
-            .collect(),
-        deleted: store
-            .deleted(Stream::Customers)
-            .keys()
-            .map(|id| providers::number(id).to_string())
-            .collect(),
-    };
+    let contacts = TruthStream::customers(
+        store,
+        |id| providers::number(id).to_string(),
+        |r| Some(r.updated_ms * 1000),
+        |r| contact(r, requested.as_deref()),
+    );
     vec![("contacts", contacts)]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::data::initial;
+    use crate::sim::data::{Stream, initial};
 
     #[test]
     fn filters_want_epoch_milliseconds() {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 /// Signature algorithms accepted (the issuer's keys are public keys).
@@ -72,28 +73,38 @@ impl Oidc {
         }
     }
 
+    /// The JSON document at `url`; an error worded `failed: …` when the request fails or
+    /// answers an error status, `unreadable: …` when the body is not the document.
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        failed: &str,
+        unreadable: &str,
+    ) -> Result<T, String> {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("{failed}: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("{unreadable}: {e}"))
+    }
+
     async fn fetch(&self, keys: &mut Keys) -> Result<(), String> {
         keys.fetched = Some(Instant::now());
+        let url = format!("{}/.well-known/openid-configuration", self.issuer);
         let disc: Discovery = self
-            .http
-            .get(format!("{}/.well-known/openid-configuration", self.issuer))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("issuer discovery failed: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("issuer discovery unreadable: {e}"))?;
+            .get_json(
+                &url,
+                "issuer discovery failed",
+                "issuer discovery unreadable",
+            )
+            .await?;
         let set: JwkSet = self
-            .http
-            .get(&disc.jwks_uri)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("JWKS fetch failed: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("JWKS unreadable: {e}"))?;
+            .get_json(&disc.jwks_uri, "JWKS fetch failed", "JWKS unreadable")
+            .await?;
         keys.by_kid.clear();
         for k in &set.keys {
             if matches!(k.common.public_key_use, Some(PublicKeyUse::Encryption)) {

@@ -35,6 +35,8 @@
 //! still says more follow (next token, `Link`, `has_more`, the full `total`), so a client
 //! learns of the cap only from the next request's 400.
 
+use std::ops::RangeInclusive;
+
 use serde_json::Value;
 
 use super::args::Style;
@@ -177,16 +179,18 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<i128>, ApiError>
         .transpose()
 }
 
-fn number(name: &str, value: &str, min: usize, max: usize) -> Result<usize, ApiError> {
-    value
-        .parse::<usize>()
-        .ok()
-        .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| {
-            ApiError::bad_param(format!(
-                "{name} must be a whole number in {min}..={max}, got '{value}'"
-            ))
-        })
+/// `value` as a whole number in `range`; `None` when it is not one.
+pub fn whole_in(value: &str, range: RangeInclusive<usize>) -> Option<usize> {
+    value.parse::<usize>().ok().filter(|n| range.contains(n))
+}
+
+/// The parameter `name`'s `value` as a whole number in `min..=max`; a 400 naming it otherwise.
+pub fn number(name: &str, value: &str, min: usize, max: usize) -> Result<usize, ApiError> {
+    whole_in(value, min..=max).ok_or_else(|| {
+        ApiError::bad_param(format!(
+            "{name} must be a whole number in {min}..={max}, got '{value}'"
+        ))
+    })
 }
 
 /// Encodes a cursor token: opaque to clients, it carries the filter, the records of the

@@ -35,9 +35,10 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::data::{Body, CustomerStatus, Record};
+use super::data::{Body, CustomerStatus, Record, Stream};
 use super::error::ApiError;
 use super::state::SimState;
+use super::store::Store;
 
 /// Requests answered by provider routes, by provider (for `/admin/providers/{p}/truth`).
 #[derive(Debug, Default)]
@@ -60,6 +61,12 @@ pub fn count(state: &SimState, provider: &AtomicU64) {
     state.counters.pages.fetch_add(1, Ordering::SeqCst);
 }
 
+/// Counts one answered page of a provider (as [`count`]) and serves `body` as its 200 JSON.
+pub fn answered<T: Serialize>(state: &SimState, provider: &AtomicU64, body: &T) -> Response {
+    count(state, provider);
+    ok_json(body)
+}
+
 /// The counters, shared by every simulator (a provider mode is stateless otherwise).
 pub fn counters(state: &SimState) -> &ProviderCounters {
     &state.providers
@@ -72,6 +79,30 @@ pub struct TruthStream {
     pub live: Vec<(String, Option<i64>, String)>,
     /// Ids of deleted records the stream no longer serves.
     pub deleted: Vec<String>,
+}
+
+impl TruthStream {
+    /// The store's customers as a provider serves them: every live customer as
+    /// `(id(record id), version(record), render(record))`, and `id` of every deleted one.
+    pub fn customers(
+        store: &Store,
+        id: impl Fn(&str) -> String,
+        version: impl Fn(&Record) -> Option<i64>,
+        render: impl Fn(&Record) -> String,
+    ) -> Self {
+        Self {
+            live: store
+                .live(Stream::Customers)
+                .values()
+                .map(|e| (id(&e.record.id), version(&e.record), render(&e.record)))
+                .collect(),
+            deleted: store
+                .deleted(Stream::Customers)
+                .keys()
+                .map(|deleted| id(deleted))
+                .collect(),
+        }
+    }
 }
 
 /// The provider routes (merged behind the `/v1` guard by [`super::api::router`]).
@@ -174,6 +205,12 @@ pub fn secs(ms: i64) -> i64 {
     ms.div_euclid(1000)
 }
 
+/// Unix milliseconds cut to whole seconds, in microseconds: the version of a provider that
+/// writes its times at whole seconds.
+pub fn secs_us(ms: i64) -> i64 {
+    secs(ms) * 1_000_000
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ`: RFC 3339 at whole seconds, as Zendesk writes times.
 pub fn rfc3339_s(ms: i64) -> String {
     let text = super::clock::format_ms(secs(ms) * 1000);
@@ -191,6 +228,16 @@ pub fn customer(r: &Record) -> (&str, &str, CustomerStatus) {
         } => (name, email, *status),
         _ => unreachable!("{} is not a customer", r.id),
     }
+}
+
+/// The live customers of `store` that `keep` accepts, in id order.
+pub fn customers_where(store: &Store, keep: impl Fn(&Record) -> bool) -> Vec<&Record> {
+    store
+        .live(Stream::Customers)
+        .values()
+        .map(|e| &e.record)
+        .filter(|r| keep(r))
+        .collect()
 }
 
 /// First and last name of a full name.

@@ -166,9 +166,7 @@ fn base_object(record: &Record) -> Object {
         } => {
             fields.push(("name", Value::from(name.as_str())));
             fields.push(("email", Value::from(email.as_str())));
-            fields.push(("status", Value::from(status.as_str())));
-            fields.push(("created_at", Value::from(format_ms(record.created_ms))));
-            fields.push(("updated_at", Value::from(format_ms(record.updated_ms))));
+            fields.extend(lifecycle(status.as_str(), record));
         }
         Body::Order {
             customer_id,
@@ -179,9 +177,7 @@ fn base_object(record: &Record) -> Object {
             fields.push(("customer_id", Value::from(customer_id.as_str())));
             fields.push(("amount_cents", Value::from(*amount_cents)));
             fields.push(("currency", Value::from(*currency)));
-            fields.push(("status", Value::from(status.as_str())));
-            fields.push(("created_at", Value::from(format_ms(record.created_ms))));
-            fields.push(("updated_at", Value::from(format_ms(record.updated_ms))));
+            fields.extend(lifecycle(status.as_str(), record));
         }
         Body::Event {
             kind,
@@ -200,6 +196,15 @@ fn base_object(record: &Record) -> Object {
     }
     fields.push(("version", Value::from(record.version)));
     Object(fields)
+}
+
+/// The fields a customer and an order both end with: `status`, `created_at`, `updated_at`.
+fn lifecycle(status: &'static str, record: &Record) -> [(&'static str, Value); 3] {
+    [
+        ("status", Value::from(status)),
+        ("created_at", Value::from(format_ms(record.created_ms))),
+        ("updated_at", Value::from(format_ms(record.updated_ms))),
+    ]
 }
 
 /// Applies one drift kind; `pick` in `[0, 1)` chooses values, fixed per id.

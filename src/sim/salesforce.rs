@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::data::{Record, Stream};
+use super::data::Record;
+use super::pagination::whole_in;
 use super::providers::{self, Params, ProviderError, TruthStream};
 use super::state::SimState;
 use super::store::Store;
@@ -262,16 +263,12 @@ fn batch_size(headers: &HeaderMap) -> Result<usize, ProviderError> {
     let text = v.to_str().unwrap_or_default();
     for part in text.split(',') {
         if let Some(n) = part.trim().strip_prefix("batchSize=") {
-            return n
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (200..=2000).contains(n))
-                .ok_or_else(|| {
-                    error(
-                        "INVALID_QUERY_LOCATOR",
-                        format!("batchSize must lie in 200..=2000, got `{n}`"),
-                    )
-                });
+            return whole_in(n, 200..=2000).ok_or_else(|| {
+                error(
+                    "INVALID_QUERY_LOCATOR",
+                    format!("batchSize must lie in 200..=2000, got `{n}`"),
+                )
+            });
         }
     }
     Ok(2000)
@@ -285,12 +282,7 @@ fn answer(
 ) -> Result<Response, ProviderError> {
     let (total, records, last) = {
         let store = state.store();
-        let mut matching: Vec<&Record> = store
-            .live(Stream::Customers)
-            .values()
-            .map(|e| &e.record)
-            .filter(|r| soql.accepts(r))
-            .collect();
+        let mut matching = providers::customers_where(&store, |r| soql.accepts(r));
         matching.sort_by_key(|r| soql.key(r));
         let total = matching.len();
         let rest: Vec<&Record> = matching
@@ -319,13 +311,17 @@ fn answer(
             hex::encode(text)
         )
     });
-    providers::count(state, &state.providers.salesforce);
-    Ok(providers::ok_json(&Answer {
+    let reply = Answer {
         total_size: total,
         done: next_records_url.is_none(),
         next_records_url,
         records: providers::raw(records),
-    }))
+    };
+    Ok(providers::answered(
+        state,
+        &state.providers.salesforce,
+        &reply,
+    ))
 }
 
 async fn query(
@@ -363,24 +359,12 @@ async fn more(
 /// `SystemModstamp` in µs (whole seconds). Deleted accounts are only in `deleted`.
 pub fn truth(store: &Store) -> Vec<(&'static str, TruthStream)> {
     let fields: Vec<String> = ["Id", "Name", "SystemModstamp"].map(str::to_owned).to_vec();
-    let accounts = TruthStream {
-        live: store
-            .live(Stream::Customers)
-            .values()
-            .map(|e| {
-                (
-                    account_id(&e.record.id),
-                    Some(providers::secs(e.record.updated_ms) * 1_000_000),
-                    account(&e.record, &fields),
-                )
-            })
-            .collect(),
-        deleted: store
-            .deleted(Stream::Customers)
-            .keys()
-            .map(|id| account_id(id))
-            .collect(),
-    };
+    let accounts = TruthStream::customers(
+        store,
+        account_id,
+        |r| Some(providers::secs_us(r.updated_ms)),
+        |r| account(r, &fields),
+    );
     vec![("accounts", accounts)]
 }
 

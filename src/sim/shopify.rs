@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::data::{CustomerStatus, Record, Stream};
+use super::data::{CustomerStatus, Record};
 use super::providers::{self, TruthStream};
 use super::state::SimState;
 use super::store::Store;
@@ -169,20 +169,15 @@ async fn graphql(
     };
     let (nodes, more, end) = {
         let store = state.store();
-        let mut matching: Vec<&Record> = store
-            .live(Stream::Customers)
-            .values()
-            .map(|e| &e.record)
-            .filter(|r| {
-                let t = providers::secs(r.updated_ms) * 1000;
-                bounds.iter().all(|(op, at)| match op.as_str() {
-                    ">=" => t >= *at,
-                    ">" => t > *at,
-                    "<=" => t <= *at,
-                    _ => t < *at,
-                })
+        let mut matching = providers::customers_where(&store, |r| {
+            let t = providers::secs(r.updated_ms) * 1000;
+            bounds.iter().all(|(op, at)| match op.as_str() {
+                ">=" => t >= *at,
+                ">" => t > *at,
+                "<=" => t <= *at,
+                _ => t < *at,
             })
-            .collect();
+        });
         matching.sort_by_key(|r| key(r));
         let mut rest = matching
             .into_iter()
@@ -192,9 +187,8 @@ async fn graphql(
         let end = page.last().map(|r| encode(key(r)));
         (page.into_iter().map(node).collect::<Vec<_>>(), more, end)
     };
-    providers::count(&state, &state.providers.shopify);
     let cost = 2 + nodes.len();
-    providers::ok_json(&Answer {
+    let reply = Answer {
         data: Data {
             customers: Connection {
                 nodes: providers::raw(nodes),
@@ -209,7 +203,8 @@ async fn graphql(
             "actualQueryCost": cost,
             "throttleStatus": { "maximumAvailable": 2000.0, "currentlyAvailable": 2000 - cost, "restoreRate": 100.0 },
         }}),
-    })
+    };
+    providers::answered(&state, &state.providers.shopify, &reply)
 }
 
 fn encode((t, n): (i64, u64)) -> String {
@@ -230,24 +225,8 @@ fn decode(cursor: &str) -> Option<(i64, u64)> {
 /// What the connection serves now; version: `updatedAt` in µs (whole seconds). Deleted
 /// customers are only in `deleted`.
 pub fn truth(store: &Store) -> Vec<(&'static str, TruthStream)> {
-    let customers = TruthStream {
-        live: store
-            .live(Stream::Customers)
-            .values()
-            .map(|e| {
-                (
-                    gid(&e.record.id),
-                    Some(providers::secs(e.record.updated_ms) * 1_000_000),
-                    node(&e.record),
-                )
-            })
-            .collect(),
-        deleted: store
-            .deleted(Stream::Customers)
-            .keys()
-            .map(|id| gid(id))
-            .collect(),
-    };
+    let customers =
+        TruthStream::customers(store, gid, |r| Some(providers::secs_us(r.updated_ms)), node);
     vec![("customers", customers)]
 }
 

@@ -465,24 +465,8 @@ impl Store {
         let data = &mut self.streams[stream.index()];
         data.created += 1;
         let record = data::created(&mut self.rng, stream, data.created, now_ms, population);
-        let json = self.config.render.render(stream, &record);
-        let change = Change {
-            seq: 0,
-            stream,
-            kind: ChangeKind::Created,
-            id: record.id.clone(),
-            version: record.version,
-            backdated: false,
-            at_ms: now_ms,
-            json: Some(Arc::clone(&json)),
-        };
-        data.insert(Entry {
-            record,
-            json,
-            backdated: false,
-        });
         self.counts.creates += 1;
-        change
+        self.put_live(stream, ChangeKind::Created, record, false, now_ms)
     }
 
     fn update(&mut self, stream: Stream, id: &str, now_ms: i64) -> Change {
@@ -499,24 +483,37 @@ impl Store {
         } else {
             now_ms
         };
+        self.counts.updates += 1;
+        self.counts.backdated += u64::from(backdated);
+        self.put_live(stream, ChangeKind::Updated, record, backdated, now_ms)
+    }
+
+    /// Renders a created or updated `record`, makes it its stream's live version and answers
+    /// the change that wrote it (`seq` 0: [`Store::write`] numbers it).
+    fn put_live(
+        &mut self,
+        stream: Stream,
+        kind: ChangeKind,
+        record: Record,
+        backdated: bool,
+        now_ms: i64,
+    ) -> Change {
         let json = self.config.render.render(stream, &record);
         let change = Change {
             seq: 0,
             stream,
-            kind: ChangeKind::Updated,
+            kind,
             id: record.id.clone(),
             version: record.version,
             backdated,
             at_ms: now_ms,
             json: Some(Arc::clone(&json)),
         };
-        data.insert(Entry {
+        self.streams[stream.index()].insert(Entry {
             record,
             json,
             backdated,
         });
-        self.counts.updates += 1;
-        self.counts.backdated += u64::from(backdated);
         change
     }
 

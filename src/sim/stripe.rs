@@ -23,8 +23,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use serde::Serialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -40,8 +39,8 @@ pub const API_VERSION: &str = "2024-06-20";
 /// The Stripe routes.
 pub fn routes() -> Router<Arc<SimState>> {
     Router::new()
-        .route("/stripe/v1/customers", get(customers))
-        .route("/stripe/v1/events", get(events))
+        .route("/stripe/v1/customers", list_route(&CUSTOMERS))
+        .route("/stripe/v1/events", list_route(&EVENTS))
 }
 
 fn invalid(message: impl Into<String>, param: Option<&str>) -> ProviderError {
@@ -174,48 +173,94 @@ fn newest_first<'a>(
     }
 }
 
-fn page<'a>(
-    entries: impl Iterator<Item = &'a Entry>,
-    limit: usize,
-    render: fn(&Record) -> String,
-) -> (Vec<String>, bool) {
+/// The first `limit` texts, and whether more follow.
+fn first(texts: impl Iterator<Item = String>, limit: usize) -> Page {
     let mut out = Vec::new();
-    for e in entries {
+    for text in texts {
         if out.len() == limit {
             return (out, true);
         }
-        out.push(render(&e.record));
+        out.push(text);
     }
     (out, false)
 }
 
-async fn customers(
-    State(state): State<Arc<SimState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ProviderError> {
-    check_version(&headers)?;
-    let p = params(
-        query.as_deref(),
-        &["limit", "starting_after", "ending_before"],
-    )?;
+/// Checks a list request: the `Stripe-Version` header, then the parameters (of `known`, each
+/// once), then `limit`; answers the parameters and the limit.
+fn list_request(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    known: &[&str],
+) -> Result<(Params, usize), ProviderError> {
+    check_version(headers)?;
+    let p = params(query, known)?;
     let limit = limit(&p)?;
-    let (data, has_more) = {
-        let store = state.store();
-        page(
-            newest_first(store.live(Stream::Customers), p.get("starting_after")),
-            limit,
-            customer,
-        )
-    };
-    providers::count(&state, &state.providers.stripe);
-    Ok(providers::ok_json(&List {
-        object: "list",
-        url: "/v1/customers",
-        has_more,
-        data: providers::raw(data),
-    }))
+    Ok((p, limit))
 }
+
+/// One page of a list: the records' texts and whether more follow.
+type Page = (Vec<String>, bool);
+
+/// A list endpoint: its `url` (as the list object names it), the parameters it knows, and
+/// its page of the store for the checked parameters and limit.
+struct Endpoint {
+    url: &'static str,
+    known: &'static [&'static str],
+    page: fn(&Store, &Params, usize) -> Result<Page, ProviderError>,
+}
+
+/// The route of a list endpoint: checks the request ([`list_request`]), reads the page, counts
+/// it and serves it as a list object.
+fn list_route(endpoint: &'static Endpoint) -> MethodRouter<Arc<SimState>> {
+    get(
+        move |State(state): State<Arc<SimState>>, RawQuery(query): RawQuery, headers: HeaderMap| async move {
+            let (p, limit) = list_request(&headers, query.as_deref(), endpoint.known)?;
+            let (data, has_more) = (endpoint.page)(&state.store(), &p, limit)?;
+            let reply = List {
+                object: "list",
+                url: endpoint.url,
+                has_more,
+                data: providers::raw(data),
+            };
+            Ok::<_, ProviderError>(providers::answered(&state, &state.providers.stripe, &reply))
+        },
+    )
+}
+
+/// `GET /v1/customers`: newest first.
+const CUSTOMERS: Endpoint = Endpoint {
+    url: "/v1/customers",
+    known: &["limit", "starting_after", "ending_before"],
+    page: |store, p, limit| {
+        let newest = newest_first(store.live(Stream::Customers), p.get("starting_after"));
+        Ok(first(newest.map(|e| customer(&e.record)), limit))
+    },
+};
+
+/// `GET /v1/events`: newest first, filtered by `created[…]` and `type`.
+const EVENTS: Endpoint = Endpoint {
+    url: "/v1/events",
+    known: &[
+        "limit",
+        "starting_after",
+        "ending_before",
+        "created[gte]",
+        "created[gt]",
+        "created[lte]",
+        "created[lt]",
+        "type",
+    ],
+    page: |store, p, limit| {
+        let (lo, hi) = created_bounds(p)?;
+        let kind = p.get("type");
+        let matching = newest_first(store.live(Stream::Events), p.get("starting_after"))
+            .filter(|e| (lo..=hi).contains(&providers::secs(e.record.created_ms)));
+        let rendered = matching
+            .map(|e| event(&e.record))
+            .filter(|text| kind.is_none_or(|k| text.contains(&format!("\"type\":\"{k}\""))));
+        Ok(first(rendered, limit))
+    },
+};
 
 /// The bounds of `created[…]` filters, in epoch seconds (inclusive).
 fn created_bounds(p: &Params) -> Result<(i64, i64), ProviderError> {
@@ -240,67 +285,10 @@ fn created_bounds(p: &Params) -> Result<(i64, i64), ProviderError> {
     Ok((lo, hi))
 }
 
-async fn events(
-    State(state): State<Arc<SimState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ProviderError> {
-    check_version(&headers)?;
-    let p = params(
-        query.as_deref(),
-        &[
-            "limit",
-            "starting_after",
-            "ending_before",
-            "created[gte]",
-            "created[gt]",
-            "created[lte]",
-            "created[lt]",
-            "type",
-        ],
-    )?;
-    let limit = limit(&p)?;
-    let (lo, hi) = created_bounds(&p)?;
-    let kind = p.get("type").map(str::to_owned);
-    let (data, has_more) = {
-        let store = state.store();
-        let matching = newest_first(store.live(Stream::Events), p.get("starting_after"))
-            .filter(|e| (lo..=hi).contains(&providers::secs(e.record.created_ms)));
-        let rendered = matching.map(|e| (e, event(&e.record))).filter(|(_, text)| {
-            kind.as_deref()
-                .is_none_or(|k| text.contains(&format!("\"type\":\"{k}\"")))
-        });
-        let mut out = Vec::new();
-        let mut more = false;
-        for (_, text) in rendered {
-            if out.len() == limit {
-                more = true;
-                break;
-            }
-            out.push(text);
-        }
-        (out, more)
-    };
-    providers::count(&state, &state.providers.stripe);
-    Ok(providers::ok_json(&List {
-        object: "list",
-        url: "/v1/events",
-        has_more,
-        data: providers::raw(data),
-    }))
-}
-
 /// What Stripe serves now: customers (no version; deleted ones unlisted) and events (version:
 /// `created` in µs).
 pub fn truth(store: &Store) -> Vec<(&'static str, TruthStream)> {
-    let customers = TruthStream {
-        live: store
-            .live(Stream::Customers)
-            .values()
-            .map(|e| (e.record.id.clone(), None, customer(&e.record)))
-            .collect(),
-        deleted: store.deleted(Stream::Customers).keys().cloned().collect(),
-    };
+    let customers = TruthStream::customers(store, str::to_owned, |_| None, customer);
     let events = TruthStream {
         live: store
             .live(Stream::Events)
@@ -308,7 +296,7 @@ pub fn truth(store: &Store) -> Vec<(&'static str, TruthStream)> {
             .map(|e| {
                 (
                     e.record.id.clone(),
-                    Some(providers::secs(e.record.created_ms) * 1_000_000),
+                    Some(providers::secs_us(e.record.created_ms)),
                     event(&e.record),
                 )
             })

@@ -64,15 +64,16 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tracing::{debug, info};
 
 use super::clock::{format_ms, parse_rfc3339_ns};
 use super::error::{ApiError, SimError};
 use super::faults::cut_short;
+use super::pagination::number;
 use super::seeded::Rand;
 use super::state::SimState;
 
@@ -218,31 +219,6 @@ struct Comment {
     rev: u64,
 }
 
-#[derive(Serialize)]
-struct RepoOut<'a> {
-    id: String,
-    name: &'a str,
-    stars: u64,
-    updated_at: String,
-}
-
-#[derive(Serialize)]
-struct IssueOut<'a> {
-    id: u64,
-    repo: String,
-    title: &'a str,
-    state: &'static str,
-    updated_at: String,
-}
-
-#[derive(Serialize)]
-struct CommentOut<'a> {
-    id: u64,
-    issue_id: u64,
-    body: &'a str,
-    updated_at: String,
-}
-
 /// Ids written by a mutation, by kind.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct Ids {
@@ -346,6 +322,11 @@ fn choose<T: Copy + Ord>(rng: &mut Rand, mut pool: Vec<T>, n: u64) -> Vec<T> {
     pool.truncate(n);
     pool.sort_unstable();
     pool
+}
+
+/// `n` distinct keys of `records` (all of them if fewer), chosen by `rng`, in key order.
+fn choose_keys<V>(rng: &mut Rand, records: &BTreeMap<u64, V>, n: u64) -> Vec<u64> {
+    choose(rng, records.keys().copied().collect(), n)
 }
 
 /// The first `limit` ids of a sorted run, and whether more follow.
@@ -471,10 +452,7 @@ impl Forest {
         for _ in 0..self.comments_per_issue {
             self.create_comment(id, added);
         }
-        let at = self.tick();
-        if let Some(issue) = self.issues.get_mut(&id) {
-            issue.updated_ms = at;
-        }
+        self.tick_issue(id);
         added.issues.push(id);
         id
     }
@@ -497,10 +475,7 @@ impl Forest {
         for _ in 0..self.issues_per_repo {
             self.create_issue(num, added);
         }
-        let at = self.tick();
-        if let Some(repo) = self.repos.get_mut(&num) {
-            repo.updated_ms = at;
-        }
+        self.touch_repo(num);
         added.repos.push(repo_id(num));
         num
     }
@@ -515,15 +490,20 @@ impl Forest {
         }
     }
 
+    /// Moves a live issue on to a new tick; answers its repository (not moved on here).
+    fn tick_issue(&mut self, id: u64) -> Option<u64> {
+        if !self.issues.contains_key(&id) {
+            return None;
+        }
+        let at = self.tick();
+        let issue = self.issues.get_mut(&id)?;
+        issue.updated_ms = at;
+        Some(issue.repo)
+    }
+
     /// Moves a live issue, then its repository, on to new ticks.
     fn touch_issue(&mut self, id: u64) {
-        if self.issues.contains_key(&id) {
-            let at = self.tick();
-            let Some(issue) = self.issues.get_mut(&id) else {
-                return;
-            };
-            issue.updated_ms = at;
-            let repo = issue.repo;
+        if let Some(repo) = self.tick_issue(id) {
             self.touch_repo(repo);
         }
     }
@@ -561,49 +541,80 @@ impl Forest {
         deleted.repos.push(repo_id(num));
     }
 
+    /// Gives a live repository new `stars` (always a different count) and a new tick.
+    fn update_repo(&mut self, num: u64) {
+        let rev = self.repos[&num].rev + 1;
+        let (_, fresh) = self.repo_content(num, rev);
+        let at = self.tick();
+        if let Some(repo) = self.repos.get_mut(&num) {
+            // Always a different count: the stars move by 1..=fresh%50+1 up or down.
+            let step = 1 + fresh % 50;
+            repo.stars = if fresh % 3 == 0 && repo.stars >= step {
+                repo.stars - step
+            } else {
+                repo.stars + step
+            };
+            repo.rev = rev;
+            repo.updated_ms = at;
+        }
+    }
+
+    /// Gives a live issue a new title, maybe a new state, and a new tick; answers its
+    /// repository (not moved on here).
+    fn update_issue(&mut self, id: u64) -> Option<u64> {
+        let rev = self.issues[&id].rev + 1;
+        let title = self.issue_title(id, rev);
+        let flip = self.rng("issue-state", id, rev).chance(0.5);
+        let at = self.tick();
+        let issue = self.issues.get_mut(&id)?;
+        issue.title = title;
+        issue.open ^= flip;
+        issue.rev = rev;
+        issue.updated_ms = at;
+        Some(issue.repo)
+    }
+
+    /// Gives a live comment a new body and a new tick; answers its issue (not moved on here).
+    fn update_comment(&mut self, id: u64) -> Option<u64> {
+        let rev = self.comments[&id].rev + 1;
+        let body = self.comment_body(id, rev);
+        let at = self.tick();
+        let comment = self.comments.get_mut(&id)?;
+        comment.body = body;
+        comment.rev = rev;
+        comment.updated_ms = at;
+        Some(comment.issue)
+    }
+
+    /// Live repositories that are not ghosts, by number.
+    fn unghosted_repos(&self) -> Vec<u64> {
+        self.repos
+            .keys()
+            .filter(|n| !self.ghosts.contains(n))
+            .copied()
+            .collect()
+    }
+
     /// Applies a mutation (see the module docs for the order and the rules).
     pub fn mutate(&mut self, m: &Mutation) -> Summary {
         let mut rng = Rand::new(self.seed, "tree-mutate", &m.seed.to_string());
         let mut s = Summary::default();
 
-        let targets = choose(
-            &mut rng,
-            self.repos.keys().copied().collect(),
-            m.delete_repos,
-        );
-        for num in targets {
+        for num in choose_keys(&mut rng, &self.repos, m.delete_repos) {
             self.delete_repo(num, &mut s.deleted);
         }
-        let targets = choose(
-            &mut rng,
-            self.issues.keys().copied().collect(),
-            m.delete_issues,
-        );
-        for id in targets {
+        for id in choose_keys(&mut rng, &self.issues, m.delete_issues) {
             if let Some(repo) = self.delete_issue(id, &mut s.deleted) {
                 self.touch_repo(repo);
             }
         }
-        let targets = choose(
-            &mut rng,
-            self.comments.keys().copied().collect(),
-            m.delete_comments,
-        );
-        for id in targets {
+        for id in choose_keys(&mut rng, &self.comments, m.delete_comments) {
             if let Some(issue) = self.delete_comment(id, &mut s.deleted) {
                 self.touch_issue(issue);
             }
         }
 
-        let targets = choose(
-            &mut rng,
-            self.repos
-                .keys()
-                .filter(|n| !self.ghosts.contains(n))
-                .copied()
-                .collect(),
-            m.ghost_repos,
-        );
+        let targets = choose(&mut rng, self.unghosted_repos(), m.ghost_repos);
         for num in targets {
             for i in self.repo_issues.remove(&num).unwrap_or_default() {
                 self.delete_issue(i, &mut s.deleted);
@@ -613,68 +624,18 @@ impl Forest {
             s.ghosted.repos.push(repo_id(num));
         }
 
-        let targets = choose(
-            &mut rng,
-            self.repos.keys().copied().collect(),
-            m.update_repos,
-        );
-        for num in targets {
-            let rev = self.repos[&num].rev + 1;
-            let (_, fresh) = self.repo_content(num, rev);
-            let at = self.tick();
-            if let Some(repo) = self.repos.get_mut(&num) {
-                // Always a different count: the stars move by 1..=fresh%50+1 up or down.
-                let step = 1 + fresh % 50;
-                repo.stars = if fresh % 3 == 0 && repo.stars >= step {
-                    repo.stars - step
-                } else {
-                    repo.stars + step
-                };
-                repo.rev = rev;
-                repo.updated_ms = at;
-            }
+        for num in choose_keys(&mut rng, &self.repos, m.update_repos) {
+            self.update_repo(num);
             s.updated.repos.push(repo_id(num));
         }
-        let targets = choose(
-            &mut rng,
-            self.issues.keys().copied().collect(),
-            m.update_issues,
-        );
-        for id in targets {
-            let rev = self.issues[&id].rev + 1;
-            let title = self.issue_title(id, rev);
-            let flip = self.rng("issue-state", id, rev).chance(0.5);
-            let at = self.tick();
-            let mut repo = None;
-            if let Some(issue) = self.issues.get_mut(&id) {
-                issue.title = title;
-                issue.open ^= flip;
-                issue.rev = rev;
-                issue.updated_ms = at;
-                repo = Some(issue.repo);
-            }
-            if let Some(repo) = repo {
+        for id in choose_keys(&mut rng, &self.issues, m.update_issues) {
+            if let Some(repo) = self.update_issue(id) {
                 self.touch_repo(repo);
             }
             s.updated.issues.push(id);
         }
-        let targets = choose(
-            &mut rng,
-            self.comments.keys().copied().collect(),
-            m.update_comments,
-        );
-        for id in targets {
-            let rev = self.comments[&id].rev + 1;
-            let body = self.comment_body(id, rev);
-            let at = self.tick();
-            let mut issue = None;
-            if let Some(comment) = self.comments.get_mut(&id) {
-                comment.body = body;
-                comment.rev = rev;
-                comment.updated_ms = at;
-                issue = Some(comment.issue);
-            }
-            if let Some(issue) = issue {
+        for id in choose_keys(&mut rng, &self.comments, m.update_comments) {
+            if let Some(issue) = self.update_comment(id) {
                 self.touch_issue(issue);
             }
             s.updated.comments.push(id);
@@ -684,12 +645,7 @@ impl Forest {
             self.create_repo(&mut s.added);
         }
         for _ in 0..m.add_issues {
-            let repos: Vec<u64> = self
-                .repos
-                .keys()
-                .filter(|n| !self.ghosts.contains(n))
-                .copied()
-                .collect();
+            let repos = self.unghosted_repos();
             if repos.is_empty() {
                 break;
             }
@@ -728,38 +684,32 @@ impl Forest {
             .checked_add(m.add_comments)
     }
 
+    /// A live repository as the list serves it.
     fn repo_json(&self, num: u64) -> Option<Value> {
         let r = self.repos.get(&num)?;
-        serde_json::to_value(RepoOut {
-            id: repo_id(num),
-            name: &r.name,
-            stars: r.stars,
-            updated_at: format_ms(r.updated_ms),
-        })
-        .ok()
+        Some(json!({
+            "id": repo_id(num), "name": r.name, "stars": r.stars,
+            "updated_at": format_ms(r.updated_ms),
+        }))
     }
 
+    /// A live issue as the list serves it.
     fn issue_json(&self, id: u64) -> Option<Value> {
         let i = self.issues.get(&id)?;
-        serde_json::to_value(IssueOut {
-            id,
-            repo: repo_id(i.repo),
-            title: &i.title,
-            state: if i.open { "open" } else { "closed" },
-            updated_at: format_ms(i.updated_ms),
-        })
-        .ok()
+        Some(json!({
+            "id": id, "repo": repo_id(i.repo), "title": i.title,
+            "state": if i.open { "open" } else { "closed" },
+            "updated_at": format_ms(i.updated_ms),
+        }))
     }
 
+    /// A live comment as the list serves it.
     fn comment_json(&self, id: u64) -> Option<Value> {
         let c = self.comments.get(&id)?;
-        serde_json::to_value(CommentOut {
-            id,
-            issue_id: c.issue,
-            body: &c.body,
-            updated_at: format_ms(c.updated_ms),
-        })
-        .ok()
+        Some(json!({
+            "id": id, "issue_id": c.issue, "body": c.body,
+            "updated_at": format_ms(c.updated_ms),
+        }))
     }
 
     /// A page of repositories updated at or after `since_ns` (unix ns), after repository
@@ -770,49 +720,47 @@ impl Forest {
             .range(after_bound(after))
             .filter(|(_, r)| since_ns.is_none_or(|s| i128::from(r.updated_ms) * 1_000_000 >= s))
             .map(|(num, _)| *num);
-        let (ids, more) = window(ids, limit);
+        self.page(window(ids, limit), Self::repo_json)
+    }
+
+    /// A page of the repository's issues after issue `after`; `None` if it does not exist.
+    fn issues_page(&self, repo: u64, after: Option<u64>, limit: usize) -> Option<Page> {
+        let set = self.repo_issues.get(&repo)?;
+        let ids = window(set.range(after_bound(after)).copied(), limit);
+        Some(self.page(ids, Self::issue_json))
+    }
+
+    /// A page of the issue's comments after comment `after`; `None` if it does not exist.
+    fn comments_page(&self, issue: u64, after: Option<u64>, limit: usize) -> Option<Page> {
+        let set = self.issue_comments.get(&issue)?;
+        let ids = window(set.range(after_bound(after)).copied(), limit);
+        Some(self.page(ids, Self::comment_json))
+    }
+
+    /// The page of a [`window`]'s ids, each served by `json`.
+    fn page(&self, (ids, more): (Vec<u64>, bool), json: fn(&Self, u64) -> Option<Value>) -> Page {
         Page {
-            data: ids.iter().filter_map(|n| self.repo_json(*n)).collect(),
+            data: self.served(ids.iter().copied(), json),
             next_after: more.then(|| ids.last().copied()).flatten(),
         }
     }
 
-    fn issues_page(&self, repo: u64, after: Option<u64>, limit: usize) -> Option<Page> {
-        let set = self.repo_issues.get(&repo)?;
-        let (ids, more) = window(set.range(after_bound(after)).copied(), limit);
-        Some(Page {
-            data: ids.iter().filter_map(|i| self.issue_json(*i)).collect(),
-            next_after: more.then(|| ids.last().copied()).flatten(),
-        })
-    }
-
-    fn comments_page(&self, issue: u64, after: Option<u64>, limit: usize) -> Option<Page> {
-        let set = self.issue_comments.get(&issue)?;
-        let (ids, more) = window(set.range(after_bound(after)).copied(), limit);
-        Some(Page {
-            data: ids.iter().filter_map(|c| self.comment_json(*c)).collect(),
-            next_after: more.then(|| ids.last().copied()).flatten(),
-        })
+    /// The records of `ids` that live, each served by `json`.
+    fn served(
+        &self,
+        ids: impl Iterator<Item = u64>,
+        json: fn(&Self, u64) -> Option<Value>,
+    ) -> Vec<Value> {
+        ids.filter_map(|id| json(self, id)).collect()
     }
 
     /// Every live record as the lists serve it, by id.
     pub fn truth(&self) -> Value {
-        let repos: Vec<Value> = self
-            .repos
-            .keys()
-            .filter_map(|n| self.repo_json(*n))
-            .collect();
-        let issues: Vec<Value> = self
-            .issues
-            .keys()
-            .filter_map(|i| self.issue_json(*i))
-            .collect();
-        let comments: Vec<Value> = self
-            .comments
-            .keys()
-            .filter_map(|c| self.comment_json(*c))
-            .collect();
-        serde_json::json!({ "repos": repos, "issues": issues, "comments": comments })
+        json!({
+            "repos": self.served(self.repos.keys().copied(), Self::repo_json),
+            "issues": self.served(self.issues.keys().copied(), Self::issue_json),
+            "comments": self.served(self.comments.keys().copied(), Self::comment_json),
+        })
     }
 }
 
@@ -904,8 +852,14 @@ pub fn router(state: Arc<SimState>, args: &TreeArgs) -> Router<Arc<SimState>> {
     let tree = Arc::new(Tree::new(args, state.seed));
     let api = Router::new()
         .route("/v1/tree/repos", get(list_repos))
-        .route("/v1/tree/repos/{repo}/issues", get(list_issues))
-        .route("/v1/tree/issues/{issue}/comments", get(list_comments))
+        .route(
+            "/v1/tree/repos/{repo}/issues",
+            children_route(Level::Issues),
+        )
+        .route(
+            "/v1/tree/issues/{issue}/comments",
+            children_route(Level::Comments),
+        )
         .layer(middleware::from_fn_with_state(state, super::api::guard));
     Router::new()
         .merge(api)
@@ -977,15 +931,7 @@ fn parse_query(query: &str, with_since: bool) -> Result<ListQuery, ApiError> {
     }
     let limit = match limit {
         None => DEFAULT_LIMIT,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_param(format!(
-                    "limit must be a whole number in 1..={MAX_LIMIT}, got '{v}'"
-                ))
-            })?,
+        Some(v) => number("limit", &v, 1, MAX_LIMIT)?,
     };
     let since_ns = since
         .map(|v| parse_rfc3339_ns(&v).map_err(|e| ApiError::bad_param(format!("since: {e}"))))
@@ -1057,24 +1003,17 @@ async fn list_repos(
     Ok(answer(&state, body))
 }
 
-/// `GET /v1/tree/repos/{repo}/issues`.
-async fn list_issues(
-    State(state): State<Arc<SimState>>,
-    Extension(tree): Extension<Arc<Tree>>,
-    Path(repo): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    list_children(&state, &tree, Level::Issues, &repo, query.as_deref())
-}
-
-/// `GET /v1/tree/issues/{issue}/comments`.
-async fn list_comments(
-    State(state): State<Arc<SimState>>,
-    Extension(tree): Extension<Arc<Tree>>,
-    Path(issue): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    list_children(&state, &tree, Level::Comments, &issue, query.as_deref())
+/// The handler of a child list (`GET /v1/tree/repos/{repo}/issues`,
+/// `GET /v1/tree/issues/{issue}/comments`): [`list_children`] at `level`.
+fn children_route(level: Level) -> MethodRouter<Arc<SimState>> {
+    get(
+        move |State(state): State<Arc<SimState>>,
+              Extension(tree): Extension<Arc<Tree>>,
+              Path(parent): Path<String>,
+              RawQuery(query): RawQuery| async move {
+            list_children(&state, &tree, level, &parent, query.as_deref())
+        },
+    )
 }
 
 /// A level of children, listed per parent.
@@ -1220,6 +1159,24 @@ mod tests {
             .find(|r| &r["id"] == id)
     }
 
+    /// The mutation a request body asks for (members as in `POST /admin/tree/mutate`).
+    fn mutation(body: Value) -> Mutation {
+        serde_json::from_value(body).unwrap()
+    }
+
+    /// The record `id` of `kind` in two truths, which both hold it.
+    fn before_after<'a>(
+        before: &'a Value,
+        after: &'a Value,
+        kind: &str,
+        id: &Value,
+    ) -> (&'a Value, &'a Value) {
+        (
+            find(before, kind, id).unwrap(),
+            find(after, kind, id).unwrap(),
+        )
+    }
+
     /// Every page of one list, following `next_cursor` through the query parser.
     fn walk(
         with_since: bool,
@@ -1316,30 +1273,17 @@ mod tests {
         let mut f = Forest::new(&args(3, 3, 2), 1);
         let before = f.truth();
         let latest = times(&before).into_iter().max().unwrap();
-        let s = f.mutate(&Mutation {
-            seed: 9,
-            update_comments: 1,
-            ..Mutation::default()
-        });
+        let s = f.mutate(&mutation(json!({"seed": 9, "update_comments": 1})));
         assert_eq!(s.updated.comments.len(), 1);
         assert!(s.added == Ids::default() && s.deleted == Ids::default());
         let after = f.truth();
         let id = Value::from(s.updated.comments[0]);
-        let (c0, c1) = (
-            find(&before, "comments", &id).unwrap(),
-            find(&after, "comments", &id).unwrap(),
-        );
+        let (c0, c1) = before_after(&before, &after, "comments", &id);
         assert_ne!(c0["body"], c1["body"]);
         let issue_id = &c1["issue_id"];
-        let (i0, i1) = (
-            find(&before, "issues", issue_id).unwrap(),
-            find(&after, "issues", issue_id).unwrap(),
-        );
+        let (i0, i1) = before_after(&before, &after, "issues", issue_id);
         let repo_id = &i1["repo"];
-        let (r0, r1) = (
-            find(&before, "repos", repo_id).unwrap(),
-            find(&after, "repos", repo_id).unwrap(),
-        );
+        let (r0, r1) = before_after(&before, &after, "repos", repo_id);
         let at = |r: &Value| r["updated_at"].as_str().unwrap().to_owned();
         for (old, new) in [(c0, c1), (i0, i1), (r0, r1)] {
             assert!(at(new) > at(old));
@@ -1356,18 +1300,12 @@ mod tests {
 
         // An issue update changes its title and moves its repository on; a repository
         // update changes its stars.
-        let s = f.mutate(&Mutation {
-            seed: 1,
-            update_issues: 1,
-            update_repos: 1,
-            ..Mutation::default()
-        });
+        let s = f.mutate(&mutation(
+            json!({"seed": 1, "update_issues": 1, "update_repos": 1}),
+        ));
         let after2 = f.truth();
         let id = Value::from(s.updated.issues[0]);
-        let (i1, i2) = (
-            find(&after, "issues", &id).unwrap(),
-            find(&after2, "issues", &id).unwrap(),
-        );
+        let (i1, i2) = before_after(&after, &after2, "issues", &id);
         assert_ne!(i1["title"], i2["title"]);
         let repo = find(&after2, "repos", &i2["repo"]).unwrap();
         assert!(at(repo) > at(i2));
@@ -1381,11 +1319,7 @@ mod tests {
     #[test]
     fn deletes_cascade_and_move_ancestors_on() {
         let mut f = Forest::new(&args(3, 2, 2), 5);
-        let s = f.mutate(&Mutation {
-            seed: 2,
-            delete_repos: 1,
-            ..Mutation::default()
-        });
+        let s = f.mutate(&mutation(json!({"seed": 2, "delete_repos": 1})));
         assert_eq!(
             (
                 s.deleted.repos.len(),
@@ -1414,12 +1348,9 @@ mod tests {
 
         // Deleting an issue takes its comments and moves its repository on.
         let before = f.truth();
-        let s = f.mutate(&Mutation {
-            seed: 2,
-            delete_issues: 1,
-            delete_comments: 5,
-            ..Mutation::default()
-        });
+        let s = f.mutate(&mutation(
+            json!({"seed": 2, "delete_issues": 1, "delete_comments": 5}),
+        ));
         assert_eq!(s.deleted.issues.len(), 1);
         // 8 comments remained; 2 went with the issue, 5 of the other 6 were asked for.
         assert_eq!(s.deleted.comments.len(), 7);
@@ -1432,12 +1363,9 @@ mod tests {
                 > find(&before, "repos", repo).unwrap()["updated_at"].as_str()
         );
         // Asking for more than live: what is possible.
-        let s = f.mutate(&Mutation {
-            delete_repos: 10,
-            update_issues: 3,
-            add_comments: 2,
-            ..Mutation::default()
-        });
+        let s = f.mutate(&mutation(
+            json!({"delete_repos": 10, "update_issues": 3, "add_comments": 2}),
+        ));
         assert_eq!(s.deleted.repos.len(), 2);
         assert!(s.updated.issues.is_empty() && s.added.comments.is_empty());
         assert_eq!(
@@ -1449,17 +1377,10 @@ mod tests {
     #[test]
     fn additions_bring_their_children_and_never_reuse_ids() {
         let mut f = Forest::new(&args(2, 2, 1), 11);
-        f.mutate(&Mutation {
-            delete_repos: 1,
-            ..Mutation::default()
-        });
-        let s = f.mutate(&Mutation {
-            seed: 1,
-            add_repos: 1,
-            add_issues: 1,
-            add_comments: 1,
-            ..Mutation::default()
-        });
+        f.mutate(&mutation(json!({"delete_repos": 1})));
+        let s = f.mutate(&mutation(
+            json!({"seed": 1, "add_repos": 1, "add_issues": 1, "add_comments": 1}),
+        ));
         assert_eq!(s.added.repos, vec!["repo-0003".to_owned()]);
         // Two issues with the repository, one alone; a comment each, and one more.
         assert_eq!(s.added.issues, vec![5, 6, 7]);
@@ -1482,11 +1403,7 @@ mod tests {
     #[test]
     fn a_ghost_is_listed_while_its_issues_are_gone() {
         let mut f = Forest::new(&args(3, 2, 2), 5);
-        let s = f.mutate(&Mutation {
-            ghost_repos: 1,
-            add_issues: 5,
-            ..Mutation::default()
-        });
+        let s = f.mutate(&mutation(json!({"ghost_repos": 1, "add_issues": 5})));
         assert_eq!(s.ghosted.repos.len(), 1);
         let ghost = repo_num(&s.ghosted.repos[0]).unwrap();
         assert_eq!(s.deleted.issues.len(), 2);
@@ -1510,12 +1427,9 @@ mod tests {
     #[test]
     fn pages_cover_every_record_once() {
         let mut f = Forest::new(&args(7, 5, 4), 3);
-        f.mutate(&Mutation {
-            seed: 1,
-            delete_issues: 3,
-            delete_comments: 4,
-            ..Mutation::default()
-        });
+        f.mutate(&mutation(
+            json!({"seed": 1, "delete_issues": 3, "delete_comments": 4}),
+        ));
         let t = f.truth();
         for limit in [1, 2, 3, 7, 1000] {
             let repos = walk(true, "", limit, |q| {
@@ -1588,6 +1502,18 @@ mod tests {
         assert_eq!(repo_num("nope"), None);
     }
 
+    /// Sends `request`, checks the answer's status and answers it.
+    async fn answered(request: reqwest::RequestBuilder, status: u16) -> reqwest::Response {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), status);
+        r
+    }
+
+    /// The JSON body of a request's answer.
+    async fn json_of(request: reqwest::RequestBuilder) -> Value {
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
     #[tokio::test]
     async fn served_behind_the_guard_with_stats() {
         let sim_args = crate::sim::SimArgs::try_parse_from([
@@ -1610,80 +1536,39 @@ mod tests {
             let r = http.get(sim.url(path));
             if auth { r.bearer_auth("demo") } else { r }
         };
-        let r = get("/v1/tree/repos", false).send().await.unwrap();
-        assert_eq!(r.status(), 401);
-        let r = get("/v1/tree/repos?limit=1", true).send().await.unwrap();
-        assert_eq!(r.status(), 200);
+        answered(get("/v1/tree/repos", false), 401).await;
+        let r = answered(get("/v1/tree/repos?limit=1", true), 200).await;
         assert!(r.headers().contains_key("x-ratelimit-remaining"));
         let page: Value = r.json().await.unwrap();
         assert_eq!(page["data"][0]["id"], "repo-0001");
         let token = page["next_cursor"].as_str().unwrap().to_owned();
-        let page: Value = get(&format!("/v1/tree/repos?limit=1&cursor={token}"), true)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = json_of(get(&format!("/v1/tree/repos?limit=1&cursor={token}"), true)).await;
         assert_eq!(page["data"][0]["id"], "repo-0002");
         assert_eq!(page["next_cursor"], Value::Null);
-        let r = get("/v1/tree/repos?cursor=nothex", true)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400);
+        let r = answered(get("/v1/tree/repos?cursor=nothex", true), 400).await;
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"], "invalid_cursor");
 
-        let page: Value = get("/v1/tree/repos/repo-0001/issues", true)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = json_of(get("/v1/tree/repos/repo-0001/issues", true)).await;
         assert_eq!(page["data"].as_array().unwrap().len(), 2);
         let issue = page["data"][0]["id"].as_u64().unwrap();
-        let r = get(&format!("/v1/tree/issues/{issue}/comments"), true)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        answered(get(&format!("/v1/tree/issues/{issue}/comments"), true), 200).await;
 
-        let truth: Value = http
-            .get(sim.url("/admin/tree/truth"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let truth = json_of(http.get(sim.url("/admin/tree/truth"))).await;
         assert_eq!(truth["comments"].as_array().unwrap().len(), 4);
-        let summary: Value = http
-            .post(sim.url("/admin/tree/mutate"))
-            .body(r#"{"seed": 1, "delete_repos": 2}"#)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let summary = json_of(
+            http.post(sim.url("/admin/tree/mutate"))
+                .body(r#"{"seed": 1, "delete_repos": 2}"#),
+        )
+        .await;
         assert_eq!(
             summary["deleted"]["repos"],
             serde_json::json!(["repo-0001", "repo-0002"])
         );
-        let r = get("/v1/tree/repos/repo-0001/issues", true)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 404);
+        let r = answered(get("/v1/tree/repos/repo-0001/issues", true), 404).await;
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"], "not_found");
-        let r = get(&format!("/v1/tree/issues/{issue}/comments"), true)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 404);
+        answered(get(&format!("/v1/tree/issues/{issue}/comments"), true), 404).await;
         let r = http
             .post(sim.url("/admin/tree/mutate"))
             .body(r#"{"add_repo": 1}"#)
@@ -1692,14 +1577,7 @@ mod tests {
             .unwrap();
         assert_eq!(r.status(), 400, "unknown members are refused");
 
-        let stats: Value = http
-            .get(sim.url("/admin/tree/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats = json_of(http.get(sim.url("/admin/tree/stats"))).await;
         assert_eq!(
             stats,
             serde_json::json!({
@@ -1715,14 +1593,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.json::<Value>().await.unwrap(), stats);
-        let stats: Value = http
-            .get(sim.url("/admin/tree/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats = json_of(http.get(sim.url("/admin/tree/stats"))).await;
         assert_eq!(stats["requests"]["repos"], 0);
         assert_eq!(stats["issue_parents"], 0);
         sim.stop().await.unwrap();

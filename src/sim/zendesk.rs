@@ -33,6 +33,7 @@ use serde_json::value::RawValue;
 
 use super::clock;
 use super::data::{Body, CustomerStatus, OrderStatus, Record, Stream};
+use super::pagination::whole_in;
 use super::providers::{self, Params, ProviderError, TruthStream};
 use super::state::SimState;
 use super::store::Store;
@@ -148,12 +149,16 @@ struct UsersOffsetPage {
     count: usize,
 }
 
+/// The query's parameters; a repeated one is an error `code`.
+fn params(query: Option<&str>, code: &str) -> Result<Params, ProviderError> {
+    Params::parse(query).map_err(|k| error(code, format!("{k} given twice")))
+}
+
 async fn users(
     State(state): State<Arc<SimState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ProviderError> {
-    let p = Params::parse(query.as_deref())
-        .map_err(|k| error("InvalidPaginationParameter", format!("{k} given twice")))?;
+    let p = params(query.as_deref(), "InvalidPaginationParameter")?;
     let base = base(&state);
     let Some(size) = p.get("page[size]") else {
         // Offset pagination.
@@ -177,26 +182,26 @@ async fn users(
                 .collect();
             (users, live.len())
         };
-        providers::count(&state, &state.providers.zendesk);
-        return Ok(providers::ok_json(&UsersOffsetPage {
+        let reply = UsersOffsetPage {
             next_page: (page * 100 < count)
                 .then(|| format!("{base}/api/v2/users.json?page={}", page + 1)),
             previous_page: (page > 1)
                 .then(|| format!("{base}/api/v2/users.json?page={}", page - 1)),
             users: providers::raw(users),
             count,
-        }));
+        };
+        return Ok(providers::answered(
+            &state,
+            &state.providers.zendesk,
+            &reply,
+        ));
     };
-    let size: usize = size
-        .parse()
-        .ok()
-        .filter(|n| (1..=100).contains(n))
-        .ok_or_else(|| {
-            error(
-                "InvalidPaginationParameter",
-                format!("page[size] must be an integer from 1 to 100, got `{size}`"),
-            )
-        })?;
+    let size = whole_in(size, 1..=100).ok_or_else(|| {
+        error(
+            "InvalidPaginationParameter",
+            format!("page[size] must be an integer from 1 to 100, got `{size}`"),
+        )
+    })?;
     if p.get("page[before]").is_some() {
         return Err(error(
             "InvalidPaginationParameter",
@@ -239,8 +244,7 @@ async fn users(
     let link = |param: &str, c: &str| {
         format!("{base}/api/v2/users.json?page%5Bsize%5D={size}&page%5B{param}%5D={c}")
     };
-    providers::count(&state, &state.providers.zendesk);
-    Ok(providers::ok_json(&UsersPage {
+    let reply = UsersPage {
         links: Links {
             next: after_cursor.as_deref().map(|c| link("after", c)),
             prev: before_cursor.as_deref().map(|c| link("before", c)),
@@ -251,7 +255,12 @@ async fn users(
             before_cursor,
         },
         users: providers::raw(page.into_iter().map(|(_, u)| u).collect()),
-    }))
+    };
+    Ok(providers::answered(
+        &state,
+        &state.providers.zendesk,
+        &reply,
+    ))
 }
 
 fn encode(text: &str) -> String {
@@ -311,20 +320,15 @@ async fn tickets(
     State(state): State<Arc<SimState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ProviderError> {
-    let p = Params::parse(query.as_deref())
-        .map_err(|k| error("InvalidValue", format!("{k} given twice")))?;
+    let p = params(query.as_deref(), "InvalidValue")?;
     let per_page: usize = match p.get("per_page") {
         None => 1000,
-        Some(v) => v
-            .parse()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| {
-                error(
-                    "InvalidValue",
-                    format!("per_page `{v}` must lie in 1..=1000"),
-                )
-            })?,
+        Some(v) => whole_in(v, 1..=1000).ok_or_else(|| {
+            error(
+                "InvalidValue",
+                format!("per_page `{v}` must lie in 1..=1000"),
+            )
+        })?,
     };
     // Strictly after this position; a start time is "at or after".
     let from: Position = match (p.get("cursor"), p.get("start_time")) {
@@ -362,45 +366,37 @@ async fn tickets(
     let after_cursor = encode_position(page.last().map_or(&from, |(pos, _)| pos));
     let before_cursor = page.first().map(|(pos, _)| encode_position(pos));
     let url = |c: &str| format!("{base}/api/v2/incremental/tickets/cursor.json?cursor={c}");
-    providers::count(&state, &state.providers.zendesk);
-    Ok(providers::ok_json(&TicketsPage {
+    let reply = TicketsPage {
         after_url: url(&after_cursor),
         before_url: before_cursor.as_deref().map(url),
         after_cursor,
         before_cursor,
         end_of_stream: !more,
         tickets: providers::raw(page.into_iter().map(|(_, t)| t).collect()),
-    }))
+    };
+    Ok(providers::answered(
+        &state,
+        &state.providers.zendesk,
+        &reply,
+    ))
 }
 
 /// What Zendesk serves now: users (version: `updated_at` in µs, whole seconds; deleted ones
 /// unlisted) and tickets (deleted ones as `status: "deleted"`, versioned by the deletion).
 pub fn truth(store: &Store, base: &str) -> Vec<(&'static str, TruthStream)> {
-    let users = TruthStream {
-        live: store
-            .live(Stream::Customers)
-            .values()
-            .map(|e| {
-                (
-                    providers::number(&e.record.id).to_string(),
-                    Some(providers::secs(e.record.updated_ms) * 1_000_000),
-                    user(&e.record, base),
-                )
-            })
-            .collect(),
-        deleted: store
-            .deleted(Stream::Customers)
-            .keys()
-            .map(|id| providers::number(id).to_string())
-            .collect(),
-    };
+    let users = TruthStream::customers(
+        store,
+        |id| providers::number(id).to_string(),
+        |r| Some(providers::secs_us(r.updated_ms)),
+        |r| user(r, base),
+    );
     let tickets = TruthStream {
         live: export(store, base)
             .into_iter()
             .map(|((ms, id), text)| {
                 (
                     providers::number(&id).to_string(),
-                    Some(providers::secs(ms) * 1_000_000),
+                    Some(providers::secs_us(ms)),
                     text,
                 )
             })

@@ -447,6 +447,14 @@ mod tests {
             .collect()
     }
 
+    /// Why a splitter of the records at `records` (keyed by `/id`) refuses `page` as a whole.
+    fn page_error(records: &str, page: &[u8]) -> RecordError {
+        Splitter::new(records, "/id", None)
+            .unwrap()
+            .split(page)
+            .unwrap_err()
+    }
+
     /// The slice is inside the page, at its offset, byte for byte.
     fn assert_slice_of(page: &[u8], offset: usize, raw: &str) {
         let start = page.as_ptr() as usize;
@@ -720,30 +728,21 @@ mod tests {
     #[test]
     fn malformed_page_reports_position() {
         let page = b"{\"data\": [\n {\"id\": 1},\n {\"id\": 2,}\n]}";
-        let err = Splitter::new("/data", "/id", None)
-            .unwrap()
-            .split(page)
-            .unwrap_err();
-        assert_eq!(err.kind, DriftKind::MalformedJson);
-        assert_eq!(err.field, None);
         assert_eq!(
-            err.detail,
-            "key must be a string at line 3 column 11 (byte offset 33)"
+            page_error("/data", page),
+            RecordError::whole(
+                DriftKind::MalformedJson,
+                "key must be a string at line 3 column 11 (byte offset 33)"
+            )
         );
         assert_eq!(page[33], b'}');
 
-        let err = Splitter::new("", "/id", None)
-            .unwrap()
-            .split(b"[{\"id\":1}] x")
-            .unwrap_err();
+        let err = page_error("", b"[{\"id\":1}] x");
         assert_eq!(
             err.detail,
             "trailing characters at line 1 column 12 (byte offset 11)"
         );
-        let err = Splitter::new("", "/id", None)
-            .unwrap()
-            .split(b"")
-            .unwrap_err();
+        let err = page_error("", b"");
         assert_eq!(
             err.detail,
             "EOF while parsing a value at line 1 column 0 (byte offset 0)"
@@ -753,10 +752,7 @@ mod tests {
     #[test]
     fn non_utf8_page() {
         let page = b"[{\"id\":\"caf\xe9\"}]";
-        let err = Splitter::new("", "/id", None)
-            .unwrap()
-            .split(page)
-            .unwrap_err();
+        let err = page_error("", page);
         assert_eq!(
             err,
             RecordError::whole(DriftKind::NotUtf8, "invalid UTF-8 at byte offset 11")
@@ -794,24 +790,15 @@ mod tests {
                 RecordError::whole(DriftKind::NotAPage, detail)
             );
         }
-        let err = Splitter::new("/data/5", "/id", None)
-            .unwrap()
-            .split(br#"{"data":[1]}"#)
-            .unwrap_err();
+        let err = page_error("/data/5", br#"{"data":[1]}"#);
         assert_eq!(
             err.detail,
             "record selector `/data/5` not found: at `/data/5`, `5` is absent"
         );
-        let err = Splitter::new("/data/01", "/id", None)
-            .unwrap()
-            .split(br#"{"data":[1,2]}"#)
-            .unwrap_err();
+        let err = page_error("/data/01", br#"{"data":[1,2]}"#);
         assert_eq!(err.kind, DriftKind::NotAPage);
         // A page that is an array where an object was expected.
-        let err = Splitter::new("/data", "/id", None)
-            .unwrap()
-            .split(br#"[{"id":1}]"#)
-            .unwrap_err();
+        let err = page_error("/data", br#"[{"id":1}]"#);
         assert_eq!(
             err,
             RecordError::whole(

@@ -115,21 +115,16 @@ pub struct Knobs {
 
 /// The `[serve]` and `[[sources]]` blocks for the simulator at `sim_addr`.
 pub fn sources(sim_addr: std::net::SocketAddr, k: &Knobs) -> String {
-    let mut s = format!(
-        r#"
-[serve]
-listen = "127.0.0.1:{port}"
-
-[[sources]]
-name = "sim"
-base_url = "http://{sim_addr}"
-auth = {{ kind = "bearer", token = "demo" }}
-quota = {{ requests = {quota}, per = "1s" }}
+    let source = format!(
+        r#"quota = {{ requests = {quota}, per = "1s" }}
 max_retries = 30
-webhook = {{ secrets = ["{WEBHOOK_SECRET}"] }}
-"#,
-        port = k.serve_port,
+webhook = {{ secrets = ["{WEBHOOK_SECRET}"] }}"#,
         quota = k.quota,
+    );
+    let mut s = format!(
+        "\n[serve]\nlisten = \"127.0.0.1:{port}\"\n{head}",
+        port = k.serve_port,
+        head = super::bearer_source_head("sim", sim_addr, "demo", &source),
     );
     for (name, path, style, incremental) in STREAMS {
         s.push_str(&super::sim_stream(
@@ -401,19 +396,19 @@ pub fn truth_counts(truth: &serde_json::Value) -> BTreeMap<String, (usize, usize
         .map(|(s, ..)| {
             let t = &truth["streams"][*s];
             let drifted: BTreeSet<&String> = t["drifted"].as_object().unwrap().keys().collect();
-            let live = t["live"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .filter(|k| !drifted.contains(k))
-                .count();
-            let deleted = t["deleted"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .filter(|k| !drifted.contains(k))
-                .count();
-            (format!("sim/{s}"), (live, deleted, drifted.len()))
+            // The ids the truth lists under `field` that did not drift.
+            let undrifted = |field: &str| {
+                t[field]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| !drifted.contains(k))
+                    .count()
+            };
+            (
+                format!("sim/{s}"),
+                (undrifted("live"), undrifted("deleted"), drifted.len()),
+            )
         })
         .collect()
 }

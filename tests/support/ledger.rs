@@ -167,24 +167,21 @@ pub async fn judge(cfg: &Config) -> Ledger {
         let names = names.clone();
         let streams = streams.clone();
         move || {
+            // Each stream's topic (named by `topic`) with its committed records.
+            let per_stream = |topic: &dyn Fn(&str, &str) -> String| -> Vec<(String, Vec<Rec>)> {
+                streams
+                    .iter()
+                    .map(|(src, st)| {
+                        let t = topic(src, st);
+                        let recs = read_all(&t, "read_committed");
+                        (t, recs)
+                    })
+                    .collect()
+            };
             let landing = read_all(&names.landing(), "read_committed");
-            let valid: Vec<(String, Vec<Rec>)> = streams
-                .iter()
-                .map(|(src, st)| {
-                    let t = names.valid(src, st);
-                    let recs = read_all(&t, "read_committed");
-                    (t, recs)
-                })
-                .collect();
+            let valid = per_stream(&|src, st| names.valid(src, st));
             let dlq = read_all(&names.dlq(), "read_committed");
-            let curated: Vec<(String, Vec<Rec>)> = streams
-                .iter()
-                .map(|(src, st)| {
-                    let t = names.curated(src, st);
-                    let recs = read_all(&t, "read_committed");
-                    (t, recs)
-                })
-                .collect();
+            let curated = per_stream(&|src, st| names.curated(src, st));
             (landing, valid, dlq, curated)
         }
     })

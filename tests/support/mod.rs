@@ -37,6 +37,29 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// GETs `url` with a default client; the body as text (the test fails if there is none).
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// Whether `<base>/readyz` answers 200 now.
+pub async fn is_ready(base: &str) -> bool {
+    reqwest::get(format!("{base}/readyz"))
+        .await
+        .is_ok_and(|r| r.status() == 200)
+}
+
+/// Asks [`is_ready`] up to `tries` times, `every` apart, until it is; whether it was.
+pub async fn wait_ready(base: &str, tries: usize, every: Duration) -> bool {
+    for _ in 0..tries {
+        if is_ready(base).await {
+            return true;
+        }
+        tokio::time::sleep(every).await;
+    }
+    false
+}
+
 /// A stop signal for a stage run in this process: the sender that stops it, and the shutdown
 /// future to give the stage (done once the sender sends, or is dropped).
 pub fn stop_signal() -> (
@@ -401,6 +424,26 @@ pub fn test_tmp() -> std::path::PathBuf {
 /// Kafka factory for a config.
 pub fn kafka(cfg: &Config) -> Kafka {
     Kafka::new(&cfg.kafka).unwrap()
+}
+
+/// A fresh test config without sources, its topics applied: the landing topic's name and a
+/// Kafka client for it.
+pub async fn fresh_landing() -> (String, Kafka) {
+    let cfg = config("");
+    apply_topics(&cfg).await;
+    (
+        intake::topics::TopicNames::from_config(&cfg).landing(),
+        kafka(&cfg),
+    )
+}
+
+/// A transactional producer with the transactional id `id`, initialised, its first
+/// transaction begun.
+pub fn begun_producer(k: &Kafka, id: &str) -> intake::kafka::TxnProducer {
+    let p = k.txn_producer(id).unwrap();
+    p.init().unwrap();
+    p.begin().unwrap();
+    p
 }
 
 /// One record as read back.
@@ -805,6 +848,57 @@ pub fn truth_drifted(
         .collect()
 }
 
+/// The `(stream, id)` pairs the truth lists under `field` for each of `streams`: the keys of an
+/// object (`live`) or the strings of an array (`large`).
+pub fn truth_ids(
+    truth: &serde_json::Value,
+    streams: &[&str],
+    field: &str,
+) -> std::collections::BTreeSet<(String, String)> {
+    let mut ids = std::collections::BTreeSet::new();
+    for s in streams {
+        let listed = &truth["streams"][s][field];
+        let of_stream: Vec<String> = match listed.as_object() {
+            Some(o) => o.keys().cloned().collect(),
+            None => listed
+                .as_array()
+                .unwrap_or_else(|| panic!("{s}: no {field} in the truth"))
+                .iter()
+                .map(|id| id.as_str().unwrap().to_owned())
+                .collect(),
+        };
+        ids.extend(of_stream.into_iter().map(|id| (s.to_string(), id)));
+    }
+    ids
+}
+
+/// The drifted `(stream, id)` pairs (of [`truth_drifted`]) that are still `live`: the records
+/// validate is to dead-letter.
+pub fn live_drifted(
+    drifted: &std::collections::BTreeMap<(String, String), String>,
+    live: &std::collections::BTreeSet<(String, String)>,
+) -> std::collections::BTreeSet<(String, String)> {
+    drifted
+        .keys()
+        .filter(|k| live.contains(*k))
+        .cloned()
+        .collect()
+}
+
+/// Asserts that the seed renamed an enum value in each of `streams`: `enum_ids` (the records
+/// drifted that way) hold an id of every one.
+pub fn assert_enum_drift_in_every_stream(
+    streams: &[&str],
+    enum_ids: &std::collections::BTreeSet<(String, String)>,
+) {
+    assert!(
+        streams
+            .iter()
+            .all(|s| enum_ids.iter().any(|(st, _)| st == s)),
+        "the seed renames an enum value in every stream: {enum_ids:?}"
+    );
+}
+
 /// `id -> version` of the live records of a stream in the truth.
 pub fn truth_versions(
     truth: &serde_json::Value,
@@ -832,15 +926,28 @@ pub async fn sim_admin(sim: &intake::sim::SimHandle, path: &str) -> serde_json::
 /// The `[[sources]]` lines of [`sim_source`] (its streams to follow): source `sim` on the
 /// simulator, token `demo`, up to 20 retries.
 pub fn sim_source_head(sim: &intake::sim::SimHandle) -> String {
-    format!(
-        r#"
-[[sources]]
-name = "sim"
-base_url = "http://{addr}"
-auth = {{ kind = "bearer", token = "demo" }}
-max_retries = 20
-"#,
-        addr = sim.addr
+    sim_bearer_source_head(sim, "max_retries = 20")
+}
+
+/// The `[[sources]]` lines of source `sim` on the simulator with the bearer token `demo`, plus
+/// any `extra` lines; its streams follow.
+pub fn sim_bearer_source_head(sim: &intake::sim::SimHandle, extra: &str) -> String {
+    bearer_source_head("sim", sim.addr, "demo", extra)
+}
+
+/// The `[[sources]]` lines of source `name` at `http://<addr>` with the bearer `token`, plus
+/// any `extra` lines; its streams follow.
+pub fn bearer_source_head(
+    name: &str,
+    addr: std::net::SocketAddr,
+    token: &str,
+    extra: &str,
+) -> String {
+    source_head(
+        name,
+        &format!(
+            "base_url = \"http://{addr}\"\nauth = {{ kind = \"bearer\", token = \"{token}\" }}\n{extra}"
+        ),
     )
 }
 
@@ -893,24 +1000,46 @@ pub fn cursor_sim_source(sim: &intake::sim::SimHandle, streams: &[&str]) -> Stri
 /// A `[[sources.streams]]` table: stream `name`, keyed by `/id`, versioned by `/version`, with
 /// any `extra` lines.
 pub fn keyed_stream(name: &str, extra: &str) -> String {
+    versioned_stream(name, "/version", extra)
+}
+
+/// A `[[sources.streams]]` table: stream `name`, keyed by `/id`, versioned by the pointer
+/// `version`, with any `extra` lines.
+pub fn versioned_stream(name: &str, version: &str, extra: &str) -> String {
     format!(
         r#"
 [[sources.streams]]
 name = "{name}"
 primary_key = "/id"
-version = "/version"
+version = "{version}"
 {extra}"#
     )
 }
 
-/// A source `sim` nobody fetches (its base URL refuses connections: the test lands its records
-/// itself), with a [`keyed_stream`] per `(name, extra lines)`.
-pub fn unfetched_source(streams: &[(&str, &str)]) -> String {
-    let mut s = "\n[[sources]]\nname = \"sim\"\nbase_url = \"http://127.0.0.1:9\"\n".to_owned();
-    for (name, extra) in streams {
-        s.push_str(&keyed_stream(name, extra));
+/// The `[[sources]]` table's own lines: source `name` with any `extra` lines (base URL, auth,
+/// ...); its `[[sources.streams]]` follow.
+pub fn source_head(name: &str, extra: &str) -> String {
+    format!("\n[[sources]]\nname = \"{name}\"\n{extra}\n")
+}
+
+/// A `[[sources]]` table ([`source_head`] of `name` and `extra`), then a [`keyed_stream`] per
+/// `(stream name, extra stream lines)`.
+pub fn keyed_source(name: &str, extra: &str, streams: &[(&str, &str)]) -> String {
+    let mut s = source_head(name, extra);
+    for (stream, stream_extra) in streams {
+        s.push_str(&keyed_stream(stream, stream_extra));
     }
     s
+}
+
+/// The `base_url` line of a source nobody fetches: nothing listens there, so connections are
+/// refused (the test lands its records itself).
+pub const UNFETCHED_BASE_URL: &str = r#"base_url = "http://127.0.0.1:9""#;
+
+/// A source `sim` nobody fetches (see [`UNFETCHED_BASE_URL`]), with a [`keyed_stream`] per
+/// `(name, extra lines)`.
+pub fn unfetched_source(streams: &[(&str, &str)]) -> String {
+    keyed_source("sim", UNFETCHED_BASE_URL, streams)
 }
 
 /// A webhook source `shop` (deliveries signed with any of `secrets`) with a [`keyed_stream`] per
@@ -1024,6 +1153,22 @@ pub fn write_config(dir: &std::path::Path, cfg_text: &str) -> std::path::PathBuf
     p
 }
 
+/// A config `text` for a test that also runs `intake` processes: parsed, and written (by
+/// [`write_config`]) to a fresh directory. The config, the directory (keep it while the test
+/// runs) and the file's path.
+pub fn config_with_file(
+    text: &str,
+) -> (
+    std::sync::Arc<Config>,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), text);
+    let cfg = Config::from_toml(text).expect("test config is valid");
+    (std::sync::Arc::new(cfg), dir, path)
+}
+
 /// Every version of a registry subject as (version, schema id, schema text), asked of the
 /// registry's Confluent API over plain HTTP (not through intake's client), as a downstream
 /// tool would; empty when the subject does not exist.
@@ -1070,10 +1215,7 @@ impl Serve {
         let task = tokio::spawn(intake::serve::run(cfg, listener, rx));
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while std::time::Instant::now() < deadline {
-            if reqwest::get(format!("{base}/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
+            if is_ready(&base).await {
                 return Self {
                     base,
                     stop: Some(tx),

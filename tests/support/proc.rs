@@ -66,6 +66,12 @@ impl Intake {
         self
     }
 
+    /// Starts the process with its stdout captured and waits up to `timeout` for it to exit by
+    /// itself ([`Proc::wait_output`]): its status and its stdout.
+    pub fn run_output(self, timeout: Duration) -> (ExitStatus, String) {
+        self.capture_stdout().spawn().wait_output(timeout)
+    }
+
     /// Starts the process.
     pub fn spawn(&self) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_intake"));

@@ -340,14 +340,12 @@ impl StreamWorker {
             if !pages.is_empty() && tree.is_some() {
                 break;
             }
-            let values = Values {
-                cursor: next.page.token().map(str::to_owned),
-                since: since_value.clone(),
-                until: until.clone(),
-                page_size: self.stream.page_size,
-                page: next.page.page_number(self.stream.page_size),
-                parent: None,
-            };
+            let values = Values::at_page(
+                &next.page,
+                self.stream.page_size,
+                since_value.clone(),
+                until.clone(),
+            );
             let (url, shape) = self.shaped(&self.stream, &next.page, &values, &filters)?;
             if let Some(export) = &self.stream.export {
                 // The request asks for an export; its files are the pages (`super::export`).

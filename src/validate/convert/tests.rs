@@ -3,32 +3,8 @@ use apache_avro::{from_avro_datum, to_avro_datum};
 use proptest::prelude::*;
 use serde_json::json;
 
-const ORDER: &str = r#"{
-  "type": "record", "name": "Order", "namespace": "shop",
-  "fields": [
-    {"name": "id", "type": "string"},
-    {"name": "qty", "type": "int"},
-    {"name": "total", "type": "long"},
-    {"name": "price", "type": "double"},
-    {"name": "weight", "type": "float"},
-    {"name": "paid", "type": "boolean"},
-    {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["active", "inactive"]}},
-    {"name": "note", "type": ["null", "string"], "default": null},
-    {"name": "address", "type": {"type": "record", "name": "Address", "fields": [
-      {"name": "city", "type": "string"},
-      {"name": "zip", "type": ["null", "string"], "default": null}
-    ]}},
-    {"name": "items", "type": {"type": "array", "items": {"type": "record", "name": "Item", "fields": [
-      {"name": "sku", "type": "string"},
-      {"name": "n", "type": "int", "default": 1}
-    ]}}},
-    {"name": "attrs", "type": {"type": "map", "values": "string"}, "default": {}},
-    {"name": "blob", "type": "bytes", "default": ""},
-    {"name": "billing", "type": ["null", "Address"], "default": null},
-    {"name": "created", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-    {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []}
-  ]
-}"#;
+/// A record with every kind of field the converter maps.
+const ORDER: &str = crate::testing::ORDER_SCHEMA;
 
 fn order_validator() -> Validator {
     Validator::new(&Schema::parse_str(ORDER).unwrap()).unwrap()

@@ -181,13 +181,7 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
     let base = Kafka::new(&cfg.kafka)?;
     let limits = rt.block_on(Limits::read(&base, cfg, &names, &plans, stop));
     let group = base.group(Stage::Validate);
-    let member = crate::kafka::txn::transactional_id(
-        &cfg.kafka.group_prefix,
-        crate::kafka::txn::Writer::Stage {
-            stage: Stage::Validate,
-            instance: &cfg.instance_id(),
-        },
-    );
+    let member = crate::kafka::txn::stage_member(cfg, Stage::Validate);
     let kafka = base
         .clone()
         .with_setting(Role::Producer, "linger.ms", PRODUCER_LINGER_MS)
@@ -818,6 +812,15 @@ mod tests {
             .build()
     }
 
+    /// The headers of a landed record of `kind` of stream `s/<stream>`.
+    fn landed(kind: &str, stream: &str) -> rdkafka::message::OwnedHeaders {
+        landing(&[
+            (headers::KIND, kind),
+            (headers::SOURCE, "s"),
+            (headers::STREAM, stream),
+        ])
+    }
+
     /// Processes one landing record (offset 7 of partition 2) into memory.
     fn process(
         v: &mut Validate,
@@ -864,11 +867,7 @@ mod tests {
     #[test]
     fn a_page_of_a_stream_this_process_does_not_know_is_kept_in_the_dlq() {
         let (_dir, mut v, names) = offline();
-        let h = landing(&[
-            (headers::KIND, "page"),
-            (headers::SOURCE, "s"),
-            (headers::STREAM, "elsewhere"),
-        ]);
+        let h = landed("page", "elsewhere");
         let (r, out) = process(&mut v, &h, b"{}");
         r.unwrap();
         let (kind, _) = the_dead_letter(&names, &out);
@@ -885,11 +884,7 @@ mod tests {
     #[test]
     fn a_repeated_failure_is_counted_not_written_again() {
         let (_dir, mut v, names) = offline();
-        let h = landing(&[
-            (headers::KIND, "page"),
-            (headers::SOURCE, "s"),
-            (headers::STREAM, "a"),
-        ]);
+        let h = landed("page", "a");
         let page = br#"{"data":[{"id":"1""#;
         let entry = |out: &[crate::kafka::eos::Sent]| {
             let e: Vec<_> = out
@@ -950,11 +945,7 @@ mod tests {
     fn a_record_kept_by_reference_is_judged_by_its_own_bytes() {
         let (_dir, mut v, names) = offline();
         v.limits.dlq = 600;
-        let h = landing(&[
-            (headers::KIND, "blob-ref"),
-            (headers::SOURCE, "s"),
-            (headers::STREAM, "a"),
-        ]);
+        let h = landed("blob-ref", "a");
         let big = format!(r#"{{"id":"1","v":1,"pad":"{}"}}"#, "x".repeat(700));
         let other = format!(r#"{{"id":"2","v":1,"pad":"{}"}}"#, "y".repeat(700));
         let why = Rejection::whole(DriftKind::BadVersion, "no version");
@@ -1003,11 +994,7 @@ mod tests {
     #[test]
     fn a_page_that_is_not_json_is_kept_whole_without_asking_the_registry() {
         let (_dir, mut v, names) = offline();
-        let h = landing(&[
-            (headers::KIND, "page"),
-            (headers::SOURCE, "s"),
-            (headers::STREAM, "a"),
-        ]);
+        let h = landed("page", "a");
         let (r, out) = process(&mut v, &h, br#"{"data":[{"id":"1""#);
         r.unwrap();
         let (kind, value) = the_dead_letter(&names, &out);
@@ -1018,11 +1005,7 @@ mod tests {
     #[test]
     fn a_registry_outage_is_unavailable_with_a_growing_hint_and_sends_nothing() {
         let (_dir, mut v, _names) = offline();
-        let h = landing(&[
-            (headers::KIND, "page"),
-            (headers::SOURCE, "s"),
-            (headers::STREAM, "a"),
-        ]);
+        let h = landed("page", "a");
         let mut hints = Vec::new();
         for _ in 0..2 {
             let (r, out) = process(&mut v, &h, br#"{"data":[{"id":"1","v":1}]}"#);

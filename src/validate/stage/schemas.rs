@@ -296,14 +296,13 @@ impl Validate {
                     self.register_downstream(&subject, &downstream, &proposal.schema_json)?;
                 }
             }
-            Err(e) if e.is_retriable() => {
-                return Err(Fail::System(format!(
-                    "registering a first schema for `{subject}`: {e}"
-                )));
-            }
             Err(e) => {
-                tracing::warn!(subject, error = %e, "drift policy evolve: the first schema was refused; dead-lettering the record");
-                return Ok(None);
+                return evolve_failed(
+                    &subject,
+                    e,
+                    "registering a first schema for",
+                    "the first schema was refused",
+                );
             }
         }
         self.registry.invalidate(&subject);
@@ -346,14 +345,13 @@ impl Validate {
                 tracing::info!(subject, changes = ?proposal.changes, "drift policy evolve: the registry refuses the proposed version; dead-lettering the record");
                 return Ok(None);
             }
-            Err(e) if e.is_retriable() => {
-                return Err(Fail::System(format!(
-                    "checking compatibility of `{subject}`: {e}"
-                )));
-            }
             Err(e) => {
-                tracing::warn!(subject, error = %e, "drift policy evolve: compatibility check failed; dead-lettering the record");
-                return Ok(None);
+                return evolve_failed(
+                    subject,
+                    e,
+                    "checking compatibility of",
+                    "compatibility check failed",
+                );
             }
         }
         match self
@@ -371,14 +369,13 @@ impl Validate {
                     self.register_downstream(subject, &downstream, &proposal.schema_json)?;
                 }
             }
-            Err(e) if e.is_retriable() => {
-                return Err(Fail::System(format!(
-                    "registering a version of `{subject}`: {e}"
-                )));
-            }
             Err(e) => {
-                tracing::warn!(subject, error = %e, "drift policy evolve: registration refused; dead-lettering the record");
-                return Ok(None);
+                return evolve_failed(
+                    subject,
+                    e,
+                    "registering a version of",
+                    "registration refused",
+                );
             }
         }
         self.registry.invalidate(subject);
@@ -387,6 +384,22 @@ impl Validate {
             _ => Ok(None),
         }
     }
+}
+
+/// A registry call of the `evolve` policy that failed: one that may pass later fails the
+/// batch (`doing` names the call, before the subject); any other failure sends the record to
+/// the DLQ, logged as `refused`.
+fn evolve_failed(
+    subject: &str,
+    e: registry::RegistryError,
+    doing: &str,
+    refused: &str,
+) -> Result<Option<Active>, Fail> {
+    if e.is_retriable() {
+        return Err(Fail::System(format!("{doing} `{subject}`: {e}")));
+    }
+    tracing::warn!(subject, error = %e, "drift policy evolve: {refused}; dead-lettering the record");
+    Ok(None)
 }
 
 /// The last segment of a JSON pointer, unescaped (`/id` → `id`).
