@@ -200,19 +200,9 @@ pub enum FixturesAction {
         /// Config file.
         #[arg(long, short, env = "INTAKE_CONFIG")]
         config: PathBuf,
-        /// The stream: `source/stream`, or its name alone when unique.
-        #[arg(long)]
-        stream: String,
-        /// The sync to export (`intake.sync_id`); default: the last sync with a `sync-end`
-        /// marker.
-        #[arg(long = "sync", value_name = "SYNC_ID")]
-        sync: Option<String>,
-        /// The directory; default `fixtures/<source>/<stream>`.
-        #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
-        /// Replace the fixtures of a directory that is not empty.
-        #[arg(long)]
-        force: bool,
+        /// The stream, the sync and where to write it.
+        #[command(flatten)]
+        opts: crate::fixtures::ExportOptions,
     },
 }
 
@@ -433,29 +423,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Fixtures {
-            action:
-                FixturesAction::Export {
-                    config,
-                    stream,
-                    sync,
-                    out,
-                    force,
-                },
+            action: FixturesAction::Export { config, opts },
         } => {
             let cfg = load(&config)?;
             kafka_reachable(&cfg).await?;
-            println!("exporting the landed pages of {stream}");
-            let report = crate::fixtures::export(
-                &cfg,
-                &crate::fixtures::ExportOptions {
-                    stream,
-                    sync,
-                    out,
-                    force,
-                    progress: true,
-                },
-            )
-            .await?;
+            println!("exporting the landed pages of {}", opts.stream);
+            let opts = crate::fixtures::ExportOptions {
+                progress: true,
+                ..opts
+            };
+            let report = crate::fixtures::export(&cfg, &opts).await?;
             crate::fixtures::print(&report);
             Ok(())
         }
@@ -477,8 +454,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Connects to Kafka before a command starts work: a wrong password or certificate ends
-/// start-up here with the setting to fix; an unreachable cluster is waited for (with warnings).
 /// `intake blob get`.
 async fn blob_get(
     cfg: &Config,
@@ -533,6 +508,8 @@ async fn blob_get(
     Ok(())
 }
 
+/// Connects to Kafka before a command starts work: a wrong password or certificate ends
+/// start-up here with the setting to fix; an unreachable cluster is waited for (with warnings).
 async fn kafka_reachable(cfg: &Config) -> anyhow::Result<()> {
     if crate::faults::hit(crate::faults::Fault::SkipStartGate) {
         tracing::warn!("deliberate fault: Kafka is not asked before the stage starts");

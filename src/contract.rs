@@ -541,6 +541,22 @@ pub fn stream_keys(cfg: &crate::config::Config) -> Vec<String> {
         .collect()
 }
 
+/// Checks that the JSON records a struct is stored as on a topic (cursors, quota and token
+/// state) keep their form: `old`, a record as an earlier version wrote it (perhaps without
+/// fields added since), parses, and writing it back gives `written` byte for byte.
+#[cfg(test)]
+pub(crate) fn assert_record_json<T>(old: &str, written: &str)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let record: T = serde_json::from_str(old).unwrap_or_else(|e| panic!("{old}: {e}"));
+    assert_eq!(
+        serde_json::to_string(&record).unwrap(),
+        written,
+        "from {old}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -223,18 +223,24 @@ pub fn query_distance(a: &[(String, String)], b: &[(String, String)]) -> usize {
     differ + (a.len() - i) + (b.len() - j)
 }
 
-/// What `intake fixtures export` is asked.
-#[derive(Debug, Clone, Default)]
+/// What `intake fixtures export` is asked; also its flags (their doc comments are its help).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ExportOptions {
     /// The stream: `source/stream`, or its name alone when unique.
+    #[arg(long)]
     pub stream: String,
-    /// The sync to export; default: the last complete one.
+    /// The sync to export (`intake.sync_id`); default: the last sync with a `sync-end`
+    /// marker.
+    #[arg(long = "sync", value_name = "SYNC_ID")]
     pub sync: Option<String>,
     /// The directory; default `fixtures/<source>/<stream>`.
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Replace the fixtures of a non-empty directory.
+    /// Replace the fixtures of a directory that is not empty.
+    #[arg(long)]
     pub force: bool,
-    /// Print a line per page written.
+    /// Print a line per page written (not a flag: the command always does).
+    #[arg(skip)]
     pub progress: bool,
 }
 

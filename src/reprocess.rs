@@ -176,35 +176,53 @@ pub(crate) fn check_run_id(what: &str, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Kafka client of a one-off run (a reprocess run, a DLQ replay): the configured one with
-/// its transaction timeout raised to at least [`TXN_TIMEOUT`].
-///
-/// # Errors
-/// A secret of the Kafka config that cannot be resolved.
-pub(crate) fn long_transaction_kafka(cfg: &Config) -> Result<Kafka, crate::config::ConfigError> {
-    let mut kcfg = cfg.kafka.clone();
-    kcfg.transaction_timeout = kcfg.transaction_timeout.max(TXN_TIMEOUT);
-    Kafka::new(&kcfg)
+/// What a one-off run (a reprocess run, a DLQ replay) reads and writes with: the topic names,
+/// the Kafka clients, and the group prefix its transactional id starts with.
+pub(crate) struct OneOffKafka {
+    /// Topic names.
+    pub names: TopicNames,
+    /// The configured Kafka clients with the transaction timeout raised to at least
+    /// [`TXN_TIMEOUT`].
+    pub kafka: Kafka,
+    /// `kafka.group_prefix`.
+    group_prefix: String,
 }
 
-/// Opens the transactional producer of a one-off run (`writer`: a reprocess run, a DLQ replay)
-/// and initialises it, which fences every other run of the same writer; transient failures are
-/// retried, 200 ms to 2 s apart, for up to `patience`. Blocking.
-///
-/// # Errors
-/// The Kafka error: a fatal one, or the last one when `patience` ran out.
-pub(crate) fn fencing_producer(
-    kafka: &Kafka,
-    group_prefix: &str,
-    writer: txn::Writer,
-    patience: Duration,
-) -> rdkafka::error::KafkaResult<TxnProducer> {
-    let producer = kafka.txn_producer(&txn::transactional_id(group_prefix, writer))?;
-    producer.init_retrying(
-        Backoff::new(Duration::from_millis(200), Duration::from_secs(2)),
-        Some(Instant::now() + patience),
-    )?;
-    Ok(producer)
+impl OneOffKafka {
+    /// The names and clients of a one-off run with `cfg`.
+    ///
+    /// # Errors
+    /// A secret of the Kafka config that cannot be resolved.
+    pub(crate) fn open(cfg: &Config) -> Result<Self, crate::config::ConfigError> {
+        let mut kcfg = cfg.kafka.clone();
+        kcfg.transaction_timeout = kcfg.transaction_timeout.max(TXN_TIMEOUT);
+        Ok(OneOffKafka {
+            names: TopicNames::from_config(cfg),
+            kafka: Kafka::new(&kcfg)?,
+            group_prefix: cfg.kafka.group_prefix.clone(),
+        })
+    }
+
+    /// Opens the transactional producer of the run's `writer` and initialises it, which
+    /// fences every other run of the same writer; transient failures are retried, 200 ms to
+    /// 2 s apart, for up to `patience`. Blocking.
+    ///
+    /// # Errors
+    /// The Kafka error: a fatal one, or the last one when `patience` ran out.
+    pub(crate) fn fencing_producer(
+        &self,
+        writer: txn::Writer,
+        patience: Duration,
+    ) -> rdkafka::error::KafkaResult<TxnProducer> {
+        let producer = self
+            .kafka
+            .txn_producer(&txn::transactional_id(&self.group_prefix, writer))?;
+        producer.init_retrying(
+            Backoff::new(Duration::from_millis(200), Duration::from_secs(2)),
+            Some(Instant::now() + patience),
+        )?;
+        Ok(producer)
+    }
 }
 
 fn key_of(id: &str) -> String {
@@ -256,28 +274,25 @@ pub async fn run(cfg: &Config, opts: Options) -> anyhow::Result<Report> {
 }
 
 struct Run<'a> {
-    cfg: &'a Config,
     opts: &'a Options,
     source: String,
     stream: String,
-    names: TopicNames,
-    kafka: Kafka,
+    /// Names and clients.
+    io: OneOffKafka,
 }
 
 impl<'a> Run<'a> {
     fn new(
-        cfg: &'a Config,
+        cfg: &Config,
         opts: &'a Options,
         source: String,
         stream: String,
     ) -> anyhow::Result<Self> {
         Ok(Run {
-            cfg,
             opts,
             source,
             stream,
-            names: TopicNames::from_config(cfg),
-            kafka: long_transaction_kafka(cfg)?,
+            io: OneOffKafka::open(cfg)?,
         })
     }
 
@@ -294,19 +309,16 @@ impl<'a> Run<'a> {
 
     fn go(self) -> anyhow::Result<Report> {
         let id = self.id();
-        let landing = self.names.landing();
+        let landing = self.io.names.landing();
         let mut report = Report {
             id: id.clone(),
             stream: crate::contract::stream_key(&self.source, &self.stream),
             landing: landing.clone(),
             ..Report::default()
         };
-        let producer = fencing_producer(
-            &self.kafka,
-            &self.cfg.kafka.group_prefix,
-            txn::Writer::Reprocess,
-            META_TIMEOUT * 3,
-        )?;
+        let producer = self
+            .io
+            .fencing_producer(txn::Writer::Reprocess, META_TIMEOUT * 3)?;
         // Fenced every other run: what is committed now is this id's whole progress.
         let mut progress = match self.committed(&id)? {
             Some(p) if p.done => {
@@ -340,7 +352,7 @@ impl<'a> Run<'a> {
             "landing offsets",
         );
         let batch_max = self.opts.batch.unwrap_or(BATCH_RECORDS);
-        let reader = self.kafka.reader_consumer("reprocess")?;
+        let reader = self.io.kafka.reader_consumer("reprocess")?;
         let mut tpl = TopicPartitionList::new();
         for (p, end) in &progress.ends {
             let next = progress.next.get(p).copied().unwrap_or(*end);
@@ -464,7 +476,7 @@ impl<'a> Run<'a> {
     fn committed(&self, id: &str) -> anyhow::Result<Option<Progress>> {
         let key = key_of(id);
         let mut last = None;
-        crate::dlq::scan_topic(&self.kafka, &self.names.jobs(), |m| {
+        crate::dlq::scan_topic(&self.io.kafka, &self.io.names.jobs(), |m| {
             if m.key() == Some(key.as_bytes()) {
                 last = m.payload().and_then(Progress::parse);
             }
@@ -474,8 +486,8 @@ impl<'a> Run<'a> {
 
     /// A new run's plan: each landing partition from `--from` (or its beginning) to its end now.
     fn plan(&self, id: &str) -> anyhow::Result<Progress> {
-        let landing = self.names.landing();
-        let reader = self.kafka.reader_consumer("reprocess-plan")?;
+        let landing = self.io.names.landing();
+        let reader = self.io.kafka.reader_consumer("reprocess-plan")?;
         let n = reader::partition_count(&reader, &landing, META_TIMEOUT)?;
         let mut ends = BTreeMap::new();
         let mut next = BTreeMap::new();
@@ -568,7 +580,7 @@ impl<'a> Run<'a> {
         batch: &[Copy],
         progress: &Progress,
     ) -> rdkafka::error::KafkaResult<()> {
-        let jobs = self.names.jobs();
+        let jobs = self.io.names.jobs();
         let record = serde_json::to_vec(progress).expect("serialisable");
         let key = progress.key();
         txn::run(producer, &Policy::retrying(5), |p| {

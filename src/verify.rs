@@ -64,6 +64,29 @@ impl StreamCheck {
             && self.drifted_curated.is_empty()
             && self.unresolved.is_empty()
     }
+
+    /// The checks that found ids, each named as the report prints it, with the first 10 of
+    /// those ids joined by `, `: missing, stale, wrong, not tombstoned, drifted but curated and
+    /// claim-checked with an unreadable body, in that order, the empty ones left out.
+    pub fn failing_ids(&self) -> Vec<(&'static str, String)> {
+        [
+            ("missing", &self.missing),
+            ("stale", &self.stale),
+            ("wrong", &self.wrong),
+            ("not tombstoned", &self.not_tombstoned),
+            ("drifted but curated", &self.drifted_curated),
+            ("claim-checked, body unreadable", &self.unresolved),
+        ]
+        .into_iter()
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(what, ids)| {
+            (
+                what,
+                ids.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+            )
+        })
+        .collect()
+    }
 }
 
 /// The whole comparison.
@@ -427,20 +450,8 @@ pub fn print(r: &VerifyReport) {
             c.drifted,
             c.drifted_in_dlq
         );
-        for (what, ids) in [
-            ("missing", &c.missing),
-            ("stale", &c.stale),
-            ("wrong", &c.wrong),
-            ("not tombstoned", &c.not_tombstoned),
-            ("drifted but curated", &c.drifted_curated),
-            ("claim-checked, body unreadable", &c.unresolved),
-        ] {
-            if !ids.is_empty() {
-                println!(
-                    "    {what}: {}",
-                    ids.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
-                );
-            }
+        for (what, ids) in c.failing_ids() {
+            println!("    {what}: {ids}");
         }
         if c.claim_checked > 0 {
             println!(
@@ -467,4 +478,31 @@ pub fn print(r: &VerifyReport) {
         "curated topics {} the simulator's truth",
         if r.ok() { "EQUAL" } else { "DO NOT EQUAL" }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_ids_names_the_non_empty_checks_with_their_first_ten_ids() {
+        let check = StreamCheck {
+            missing: (1..=12).map(|n| format!("m{n}")).collect(),
+            drifted_curated: vec!["d1".into()],
+            unresolved: vec!["u1".into(), "u2".into()],
+            ..StreamCheck::default()
+        };
+        assert_eq!(
+            check.failing_ids(),
+            vec![
+                (
+                    "missing",
+                    "m1, m2, m3, m4, m5, m6, m7, m8, m9, m10".to_owned()
+                ),
+                ("drifted but curated", "d1".to_owned()),
+                ("claim-checked, body unreadable", "u1, u2".to_owned()),
+            ]
+        );
+        assert!(StreamCheck::default().failing_ids().is_empty());
+    }
 }

@@ -1371,22 +1371,10 @@ async fn run(s: Settings) {
     for slot in slots.iter_mut().filter(|s| s.stage == "fetch") {
         slot.start();
     }
-    e2e::wait_for_syncs_after(&cfg, paused_at, Duration::from_secs(180), &logs_tail).await;
-    let truth = truth(&sim).await;
-    assert_eq!(
-        truth["writes"], paused["writes"],
-        "no write after the pause"
-    );
-    let report = e2e::converge(&cfg, &truth, Duration::from_secs(120)).await;
-    if !e2e::equal(&report) {
-        let logs: Vec<PathBuf> = slots.iter().map(|s| s.log.clone()).collect();
-        println!("{}", e2e::diagnose(&cfg, &logs).await);
-    }
-    let doubles = blocking({
-        let cfg = cfg.clone();
-        move || e2e::doubles(&cfg)
-    })
-    .await;
+    let logs: Vec<PathBuf> = slots.iter().map(|s| s.log.clone()).collect();
+    let (truth, report, doubles) =
+        support::scenario::settled_after_pause(&cfg, &sim, &paused, paused_at, &logs, &logs_tail)
+            .await;
     let (f, table) = e2e::figures(&report, &doubles);
     // The judge must have read at least what the reading of whole topics above found.
     let at_least = [
@@ -1547,21 +1535,17 @@ async fn run(s: Settings) {
     assert!(jobs.len() >= 10, "only {} jobs were submitted", jobs.len());
     let serve0 = format!("http://127.0.0.1:{}", serve_ports[0]);
     for id in &jobs {
-        let deadline = Instant::now() + Duration::from_secs(60);
         let want = serde_json::json!({"landed": JOB_RECORDS, "valid": JOB_RECORDS, "dead_lettered": 0, "replayed": 0, "pending": 0});
-        loop {
-            let j = get_json(&serve_http(), &format!("{serve0}/v1/jobs/{id}")).await;
-            if j["counts"] == want && j["state"] == "validated" {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id}: expected validated {want}, have {} {}",
-                j["state"],
-                j["counts"]
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        let url = format!("{serve0}/v1/jobs/{id}");
+        support::scenario::wait_job(
+            id,
+            &want,
+            "validated",
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            async || get_json(&serve_http(), &url).await,
+        )
+        .await;
     }
     // In Kafka: every job record in the curated topic exactly once (dedup keeps one version of
     // a key), and in the valid topic once per landing of its job. A job two serve processes

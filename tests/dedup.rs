@@ -765,11 +765,7 @@ async fn sigkill_and_scaling_keep_exactly_the_largest_version_per_key() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use support::proc::{self, Proc};
 
-    let seed: u64 = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("CRASH_SEED={seed}");
+    let seed = crash_seed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let base = config_text(&stream_config(false));
     let cfg = Arc::new(Config::from_toml(&base).unwrap());

@@ -53,12 +53,7 @@ async fn propose_and_apply(args: &[&str], config: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_are_summarised_replayed_once_after_a_fix_and_proposals_are_compatible() {
-    let sim = sim(&["--records", "400", "--seed", "11", "--drift-rate", "0.05"]).await;
-    let text = config_text(&cursor_sim_source(&sim, &STREAMS));
-    let (cfg, _dir, config_file) = config_with_file(&text);
-    let names = TopicNames::from_config(&cfg);
-    let reg = apply_topics_and_schemas(&cfg).await;
-    fetch_once(&cfg).await.unwrap();
+    let (sim, cfg, _dir, config_file, names, reg) = land_drifted_sync("400", &STREAMS).await;
 
     // The simulator's truth: which ids drifted, how.
     let truth = truth(&sim).await;

@@ -96,15 +96,29 @@ fn spawn_fetch(cfg: &Path, once: bool, log: PathBuf) -> Proc {
     p.spawn()
 }
 
+/// Asks `check` every `every` until it answers `Some`, and returns that answer; fails the test
+/// with `what` and the tail of `life`'s log if none came within `within`.
+async fn poll_until<T>(
+    within: Duration,
+    every: Duration,
+    what: &str,
+    life: &Proc,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(answer) = check().await {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "{what}\n{}", life.tail(30));
+        tokio::time::sleep(every).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing() {
     let started = Instant::now();
-    let seed: u64 = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("crash test seed: CRASH_SEED={seed}");
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(crash_seed());
 
     let sim = sim(&[
         "--records",
@@ -142,55 +156,50 @@ async fn sigkill_at_random_moments_during_a_backfill_loses_and_doubles_nothing()
             // Count the random moment from the group's assignment: before it, the process
             // only waits for the previous (dead) member's session to expire. The broker's group
             // coordinator says when the new life is the member owning the quota partitions.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let view = fetch_group.clone();
-                let seen = members_seen.clone();
-                let owner = tokio::task::spawn_blocking(move || {
-                    let a = view.assignments()?;
-                    let (member, parts) = a.into_iter().next()?;
-                    (!seen.contains(&member) && !parts.is_empty()).then_some(member)
-                })
-                .await
-                .unwrap();
-                if let Some(member) = owner {
-                    members_seen.insert(member);
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "life {i}: the group never assigned the quota partitions to it\n{}",
-                    life.tail(30)
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            let member = poll_until(
+                Duration::from_secs(60),
+                Duration::from_millis(200),
+                &format!("life {i}: the group never assigned the quota partitions to it"),
+                &life,
+                async || {
+                    let view = fetch_group.clone();
+                    let seen = members_seen.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let a = view.assignments()?;
+                        let (member, parts) = a.into_iter().next()?;
+                        (!seen.contains(&member) && !parts.is_empty()).then_some(member)
+                    })
+                    .await
+                    .unwrap()
+                },
+            )
+            .await;
+            members_seen.insert(member);
         }
         let delay = Duration::from_millis(rng.random_range(300..=MAX_LIFE_MS));
         tokio::time::sleep(delay).await;
         if i == LIVES - 1 {
             // The last life dies only once every stream's backfill has committed pages during
             // the kill phase (checked below): made sure, not left to the random delays.
-            let until = Instant::now() + PROGRESS_WAIT;
-            loop {
-                let history = tokio::task::spawn_blocking({
-                    let cfg = cfg.clone();
-                    move || cursor_history(&cfg)
-                })
-                .await
-                .unwrap();
-                let progressed = STREAMS
-                    .iter()
-                    .all(|s| history.iter().any(|h| h.stream == *s && h.pages > 0));
-                if progressed {
-                    break;
-                }
-                assert!(
-                    Instant::now() < until,
-                    "the backfill committed no page of some stream during the kill phase\n{}",
-                    life.tail(30)
-                );
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+            poll_until(
+                PROGRESS_WAIT,
+                Duration::from_millis(500),
+                "the backfill committed no page of some stream during the kill phase",
+                &life,
+                async || {
+                    let history = tokio::task::spawn_blocking({
+                        let cfg = cfg.clone();
+                        move || cursor_history(&cfg)
+                    })
+                    .await
+                    .unwrap();
+                    STREAMS
+                        .iter()
+                        .all(|s| history.iter().any(|h| h.stream == *s && h.pages > 0))
+                        .then_some(())
+                },
+            )
+            .await;
         }
         if let Some(status) = life.try_wait() {
             panic!(

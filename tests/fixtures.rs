@@ -137,12 +137,7 @@ async fn exported_fixtures_replay_the_same_sync_byte_for_byte() {
         assert_eq!(p["served"], 1, "{p}");
     }
     // A request no fixture answers is a 404 naming the closest fixture request.
-    let miss = reqwest::Client::new()
-        .get(sim2.url("/v1/customers?limit=7"))
-        .bearer_auth("demo")
-        .send()
-        .await
-        .unwrap();
+    let miss = support::scenario::sim_as(&sim2, "/v1/customers?limit=7", "demo").await;
     assert_eq!(miss.status(), 404);
     let body: serde_json::Value = miss.json().await.unwrap();
     assert_eq!(body["error"], "no_fixture");

@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use intake::config::Config;
 use intake::dlq::propose;
@@ -36,22 +36,18 @@ impl Server {
         r.json().await.unwrap()
     }
 
-    /// Polls a job until its counts (and state) are the expected ones, or fails with the last.
+    /// Polls a job until its counts (and state) are the expected ones, or fails with the last
+    /// (30 s at most, every 200 ms: [`support::scenario::wait_job`]).
     async fn wait_counts(&self, id: &str, counts: Json, state: &str) -> Json {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let j = self.job(id).await;
-            if j["counts"] == counts && j["state"] == state {
-                return j;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id}: expected {state} {counts}, have {} {}",
-                j["state"],
-                j["counts"]
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        support::scenario::wait_job(
+            id,
+            &counts,
+            state,
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            async || self.job(id).await,
+        )
+        .await
     }
 }
 

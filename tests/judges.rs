@@ -67,25 +67,10 @@ fn assert_a_few(n: usize, did: &str, what: &str, tails: impl Fn() -> String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_judge_names_exactly_what_its_deliberate_defect_broke() {
     let started = Instant::now();
-    let serve_port = e2e::free_port();
-    let hook = format!("http://127.0.0.1:{serve_port}/v1/webhooks/sim");
-    let sim = sim(&[
-        "--records",
-        "200",
-        "--token",
-        "demo=100",
-        "--start-paused",
-        "--write-rate",
-        "20",
-        "--delete-share",
-        "0.1",
-        "--webhook-url",
-        &hook,
-        "--webhook-secret",
-        e2e::WEBHOOK_SECRET,
-        "--webhook-max-attempts",
-        "60",
-    ])
+    let (sim, serve_port) = support::scenario::paused_sim_with_webhooks(
+        200,
+        "--write-rate 20 --delete-share 0.1 --webhook-max-attempts 60",
+    )
     .await;
     let knobs = Knobs {
         serve_port,

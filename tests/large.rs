@@ -58,31 +58,13 @@ impl Stage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_over_the_topic_limit_arrive_by_claim_check_under_sigkills() {
     let started = Instant::now();
-    let serve_port = e2e::free_port();
-    let hook = format!("http://127.0.0.1:{serve_port}/v1/webhooks/sim");
-    let sim = sim(&[
-        "--seed",
-        "22",
-        "--records",
-        "36",
-        "--token",
-        "demo=100",
-        "--start-paused",
-        "--write-rate",
-        "3",
-        "--delete-share",
-        "0.3",
-        "--large-rate",
-        "0.25",
-        "--large-bytes",
-        SIZES,
-        "--webhook-url",
-        &hook,
-        "--webhook-secret",
-        e2e::WEBHOOK_SECRET,
-        "--webhook-timeout",
-        "30s",
-    ])
+    let (sim, serve_port) = support::scenario::paused_sim_with_webhooks(
+        36,
+        &format!(
+            "--seed 22 --write-rate 3 --delete-share 0.3 --large-rate 0.25 --large-bytes {SIZES} \
+             --webhook-timeout 30s"
+        ),
+    )
     .await;
     let knobs = Knobs {
         serve_port,

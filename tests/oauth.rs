@@ -92,15 +92,12 @@ impl Keycloak {
         .await;
         let mut q: Vec<(&str, &str)> = types.iter().map(|t| ("type", *t)).collect();
         q.push(("max", "100000"));
-        http.get(format!("{}/admin/realms/intake/events", self.url))
-            .bearer_auth(admin["access_token"].as_str().expect("an admin token"))
-            .query(&q)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        json_answer(
+            http.get(format!("{}/admin/realms/intake/events", self.url))
+                .bearer_auth(admin["access_token"].as_str().expect("an admin token"))
+                .query(&q),
+        )
+        .await
     }
 
     /// Redeems a refresh token (a refresh_token grant of `intake-refresh`): Ok, or Keycloak's
@@ -116,19 +113,21 @@ impl Keycloak {
     }
 }
 
+/// Sends `req`; its answer, parsed as JSON (the test fails if it cannot be sent or parsed).
+async fn json_answer<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> T {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 /// Sends `pairs` as a form (`application/x-www-form-urlencoded`); the JSON answer.
 async fn post_form(req: reqwest::RequestBuilder, pairs: &[(&str, &str)]) -> serde_json::Value {
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish();
-    req.header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_answer(
+        req.header("content-type", "application/x-www-form-urlencoded")
+            .body(body),
+    )
+    .await
 }
 
 /// Events of one login session.
@@ -204,12 +203,7 @@ async fn client_credentials_end_to_end() {
     let kc = keycloak().await;
     let sim = oidc_sim(kc, &["--records", "120", "--drift-rate", "0.05"]).await;
     // The simulator refuses anything that is not a Keycloak token.
-    let refused = reqwest::Client::new()
-        .get(sim.url("/v1/customers"))
-        .bearer_auth("demo")
-        .send()
-        .await
-        .unwrap();
+    let refused = support::scenario::sim_as(&sim, "/v1/customers", "demo").await;
     assert_eq!(refused.status(), 401, "a non-JWT token is refused");
     let text = config_text(&sources_with(&sim, &oauth_client_credentials(kc)));
     let cfg = intake::config::Config::from_toml(&text).unwrap();
@@ -466,11 +460,7 @@ async fn rotated_refresh_tokens_survive_sigkill_and_scaling() {
         "",
     );
     let cfg = intake::config::Config::from_toml(&text).unwrap();
-    apply_topics(&cfg).await;
-    let reg = intake::registry::Registry::new(&cfg.registry).unwrap();
-    intake::registry::apply_schemas(&cfg, &reg)
-        .await
-        .expect("schemas apply");
+    apply_topics_and_schemas(&cfg).await;
     let cfg_path = write_config(dir.path(), &text);
     let mut validate = proc::intake(&["validate"], dir.path().join("validate.log"))
         .config(&cfg_path)

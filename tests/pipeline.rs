@@ -31,40 +31,20 @@ use std::time::{Duration, Instant};
 
 use intake::topics::TopicNames;
 use support::e2e::{self, Knobs};
-use support::proc;
 use support::*;
+use support::{proc, scenario};
 
-const RECORDS: &str = "300";
 const LIVE: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     let started = Instant::now();
-    let serve_port = e2e::free_port();
-    let hook = format!("http://127.0.0.1:{serve_port}/v1/webhooks/sim");
     // Large records are resolved by `read_by_topic_name` below.
-    let sim = sim(&[
-        &[
-            "--records",
-            RECORDS,
-            "--token",
-            "demo=100",
-            "--start-paused",
-            "--write-rate",
-            "10",
-        ][..],
-        &e2e::MESSY_SIM,
-        &[
-            "--webhook-url",
-            &hook,
-            "--webhook-secret",
-            e2e::WEBHOOK_SECRET,
-            "--webhook-dup-rate",
-            "0.1",
-        ],
-    ]
-    .concat())
-    .await;
+    let flags = format!(
+        "--write-rate 10 {} --webhook-dup-rate 0.1",
+        e2e::MESSY_SIM.join(" ")
+    );
+    let (sim, serve_port) = scenario::paused_sim_with_webhooks(300, &flags).await;
     let knobs = knobs(serve_port);
     // intake connects as a managed Kafka would have it: SASL_SSL, SCRAM-SHA-512, the broker's
     // certificate verified against the stack's CA. The test reads over the plaintext listener.
@@ -78,18 +58,11 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     );
     let registry_password =
         std::fs::read_to_string(secure.tls.join("registry-client.password")).unwrap();
-    let Run {
-        cfg,
-        dir,
-        cfg_path,
-        log,
-        mut run,
-        begun,
-    } = start_run(&text, "pipeline").await;
-    let tail = || proc::tail(&log, 40);
+    let mut run = Run::start(&text, "pipeline").await;
+    let cfg = run.cfg.clone();
 
     // --- 1. backfill ------------------------------------------------------------------------
-    let (truth0, backfill, _) = exactly_the_truth(&cfg, &sim, &log, &mut run, begun).await;
+    let (truth0, backfill, _) = run.exactly_the_truth(&sim, run.begun).await;
     assert_eq!(truth0["writes"], 0, "the writer was paused");
     let large: usize = e2e::STREAMS
         .iter()
@@ -127,7 +100,7 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
     // At least LIVE, and until the run has exercised everything it claims to (checked below):
     // made sure of, not left to the rates and the machine's speed.
     loop {
-        assert!(run.running(), "intake run stopped\n{}", tail());
+        assert!(run.proc.running(), "intake run stopped\n{}", run.tail());
         tokio::time::sleep(Duration::from_millis(500)).await;
         if live_started.elapsed() < LIVE {
             continue;
@@ -160,7 +133,7 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
 
     // --- 3. a full sync after the pause, every webhook delivered, then the truth -------------
     let hooks = e2e::webhooks_delivered(&sim, Duration::from_secs(60)).await;
-    let (truth, f, doubles) = exactly_the_truth(&cfg, &sim, &log, &mut run, paused_at).await;
+    let (truth, f, doubles) = run.exactly_the_truth(&sim, paused_at).await;
     assert_eq!(
         truth["writes"], paused["writes"],
         "no write after the pause"
@@ -226,41 +199,24 @@ async fn backfill_live_changes_full_sync_and_webhooks_equal_the_truth() {
         ("the SASL password", password.to_owned()),
         ("the registry password", registry_password.trim().to_owned()),
     ];
-    commands_and_secret_scan(
-        &cfg,
-        &cfg_path,
-        dir.path(),
-        &log,
+    run.commands_and_secret_scan(
         &sim,
         knobs.serve_port,
         "sasl_ssl SCRAM-SHA-512 as intake",
         &secrets,
         1000,
-        run,
     )
     .await;
     println!(
         "after {} writes ({} backdated, {} deletes) and {} webhooks ({} duplicated, {} retried, {events} events landed): \
-         {} keys compared, {} matched, {} tombstoned, {} drifted in the DLQ; lost {} doubled {} stale {} wrong {}; \
-         {} landing / {} valid / {} DLQ / {} curated records; {} requests, 0 throttled; whole test {:.1} s",
+         {}; {} requests, 0 throttled; whole test {:.1} s",
         w["writes"],
         w["backdated"],
         w["deletes"],
         hooks["enqueued"],
         hooks["duplicated"],
         hooks["retried"],
-        f.compared,
-        f.matched,
-        f.tombstoned,
-        f.drifted_in_dlq,
-        f.lost,
-        f.doubled,
-        f.stale,
-        f.wrong,
-        doubles.landing_records,
-        doubles.valid_records,
-        doubles.dlq_records,
-        doubles.curated_records,
+        summary(&f, &doubles),
         token["requests"],
         started.elapsed().as_secs_f64()
     );
@@ -280,18 +236,7 @@ async fn a_backfill_over_oauthbearer_equals_the_truth() {
     let started = Instant::now();
     let kc = blocking(keycloak).await;
     let serve_port = e2e::free_port();
-    let sim = sim(&[
-        "--records",
-        "100",
-        "--token",
-        "demo=100",
-        "--start-paused",
-        "--drift-rate",
-        "0.05",
-        "--error-rate",
-        "0.02",
-    ])
-    .await;
+    let sim = scenario::paused_sim(100, "--drift-rate 0.05 --error-rate 0.02").await;
     let knobs = knobs(serve_port);
     let secure = secure_stack();
     let text = config_text_with(
@@ -299,15 +244,8 @@ async fn a_backfill_over_oauthbearer_equals_the_truth() {
         &secure.oidc_registry_toml(kc, &kc.secret_file("intake-registry.secret")),
         &format!("{}{}", e2e::sources(sim.addr, &knobs), serve_client()),
     );
-    let Run {
-        cfg,
-        dir,
-        cfg_path,
-        log,
-        mut run,
-        begun,
-    } = start_run(&text, "pipeline-oauth").await;
-    let (_, f, doubles) = exactly_the_truth(&cfg, &sim, &log, &mut run, begun).await;
+    let mut run = Run::start(&text, "pipeline-oauth").await;
+    let (_, f, doubles) = run.exactly_the_truth(&sim, run.begun).await;
     let secrets = [
         (
             "the Kafka OAuth client secret",
@@ -318,32 +256,17 @@ async fn a_backfill_over_oauthbearer_equals_the_truth() {
             kc.secret("intake-registry.secret"),
         ),
     ];
-    commands_and_secret_scan(
-        &cfg,
-        &cfg_path,
-        dir.path(),
-        &log,
+    run.commands_and_secret_scan(
         &sim,
         serve_port,
         "sasl_ssl OAUTHBEARER as OAuth client intake-kafka",
         &secrets,
         300,
-        run,
     )
     .await;
     println!(
-        "OAUTHBEARER: {} keys compared, {} matched, {} drifted in the DLQ; lost {} doubled {} stale {} wrong {}; \
-         {} landing / {} valid / {} curated records; whole test {:.1} s",
-        f.compared,
-        f.matched,
-        f.drifted_in_dlq,
-        f.lost,
-        f.doubled,
-        f.stale,
-        f.wrong,
-        doubles.landing_records,
-        doubles.valid_records,
-        doubles.curated_records,
+        "OAUTHBEARER: {}; whole test {:.1} s",
+        summary(&f, &doubles),
         started.elapsed().as_secs_f64()
     );
 }
@@ -367,174 +290,202 @@ struct Run {
     dir: tempfile::TempDir,
     cfg_path: std::path::PathBuf,
     log: std::path::PathBuf,
-    run: proc::Proc,
+    proc: proc::Proc,
     /// Just before it started.
     begun: time::OffsetDateTime,
 }
 
-/// Starts `intake run` with the config `text` as instance `instance`. It applies topics and
-/// schemas itself; the topics are applied first, so the test can read them at once.
-async fn start_run(text: &str, instance: &str) -> Run {
-    let cfg = intake::config::Config::from_toml(text).unwrap();
-    apply_topics(&cfg).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg_path = write_config(dir.path(), text);
-    let log = dir.path().join("intake-run.log");
-    let begun = time::OffsetDateTime::now_utc();
-    let run = proc::intake(&["run"], &log)
-        .config(&cfg_path)
-        .env("INTAKE_INSTANCE_ID", instance)
-        .spawn();
-    Run {
-        cfg,
-        dir,
-        cfg_path,
-        log,
-        run,
-        begun,
+impl Run {
+    /// Starts `intake run` with the config `text` as instance `instance`. It applies topics and
+    /// schemas itself; the topics are applied first, so the test can read them at once.
+    async fn start(text: &str, instance: &str) -> Run {
+        let cfg = intake::config::Config::from_toml(text).unwrap();
+        apply_topics(&cfg).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = write_config(dir.path(), text);
+        let log = dir.path().join("intake-run.log");
+        let begun = time::OffsetDateTime::now_utc();
+        let proc = proc::intake(&["run"], &log)
+            .config(&cfg_path)
+            .env("INTAKE_INSTANCE_ID", instance)
+            .spawn();
+        Run {
+            cfg,
+            dir,
+            cfg_path,
+            log,
+            proc,
+            begun,
+        }
     }
-}
 
-/// Once every stream completed a sync that started after `after`, the curated topics equal
-/// the simulator's truth exactly and nothing was committed twice (a diagnosis is printed
-/// first when they differ); `run` still runs. Returns the truth, the figures and the counts.
-async fn exactly_the_truth(
-    cfg: &intake::config::Config,
-    sim: &intake::sim::SimHandle,
-    log: &std::path::Path,
-    run: &mut proc::Proc,
-    after: time::OffsetDateTime,
-) -> (serde_json::Value, e2e::Figures, e2e::Doubles) {
-    let tail = || proc::tail(log, 40);
-    e2e::wait_for_syncs_after(cfg, after, Duration::from_secs(90), tail).await;
-    let truth = truth(sim).await;
-    let report = e2e::converge(cfg, &truth, Duration::from_secs(60)).await;
-    if !e2e::equal(&report) {
-        println!("{}", e2e::diagnose(cfg, &[log.to_owned()]).await);
+    /// The last 40 lines of its log.
+    fn tail(&self) -> String {
+        proc::tail(&self.log, 40)
     }
-    let doubles = blocking({
-        let cfg = cfg.clone();
-        move || e2e::doubles(&cfg)
-    })
-    .await;
-    assert!(run.running(), "intake run stopped\n{}", tail());
-    let f = e2e::assert_exact(&report, &doubles, &truth, true);
-    (truth, f, doubles)
-}
 
-/// The operator's commands over the run's secured connection — `status`, `verify` (against
-/// the simulator's truth document), `config --check` (whose Kafka line must contain `how`) and
-/// `config` — and a `dlq replay` of every dead letter succeed; then `secrets` (the run's own, plus the webhook secret and the serve API
-/// key) appear in no command's output or log, in the run's log, in serve's `/metrics`,
-/// `/openapi.json` and answers (headers and bodies, with and without the key), nor in any
-/// record (keys, headers, values) of the landing, DLQ, jobs, cursors, valid and curated topics,
-/// of which at least `min_records` are scanned. Then `run` must stop cleanly.
-#[allow(clippy::too_many_arguments)]
-async fn commands_and_secret_scan(
-    cfg: &intake::config::Config,
-    cfg_path: &std::path::Path,
-    dir: &std::path::Path,
-    log: &std::path::Path,
-    sim: &intake::sim::SimHandle,
-    serve_port: u16,
-    how: &str,
-    secrets: &[(&str, String)],
-    min_records: usize,
-    mut run: proc::Proc,
-) {
-    let truth_url = format!("http://{}/admin/truth", sim.addr);
-    let mut outputs = String::new();
-    // serve's own answers: metrics, the API description, and a job lookup with the API key
-    // (404: no such job) and without it (401).
-    let serve = format!("http://127.0.0.1:{serve_port}");
-    for (path, client, want) in [
-        ("/metrics", reqwest::Client::new(), 200),
-        ("/openapi.json", reqwest::Client::new(), 200),
-        ("/v1/jobs/no-such-job", serve_http(), 404),
-        ("/v1/jobs/no-such-job", reqwest::Client::new(), 401),
-    ] {
-        let r = client.get(format!("{serve}{path}")).send().await.unwrap();
-        assert_eq!(r.status().as_u16(), want, "GET {path}");
-        outputs.push_str(&format!("{:?}\n", r.headers()));
-        outputs.push_str(&r.text().await.unwrap());
+    /// Once every stream completed a sync that started after `after`, the curated topics equal
+    /// the simulator's truth exactly and nothing was committed twice (a diagnosis is printed
+    /// first when they differ); the run still runs. Returns the truth, the figures and the
+    /// counts.
+    async fn exactly_the_truth(
+        &mut self,
+        sim: &intake::sim::SimHandle,
+        after: time::OffsetDateTime,
+    ) -> (serde_json::Value, e2e::Figures, e2e::Doubles) {
+        let cfg = &self.cfg;
+        e2e::wait_for_syncs_after(cfg, after, Duration::from_secs(90), || self.tail()).await;
+        let truth = truth(sim).await;
+        let report = e2e::converge(cfg, &truth, Duration::from_secs(60)).await;
+        if !e2e::equal(&report) {
+            println!(
+                "{}",
+                e2e::diagnose(cfg, std::slice::from_ref(&self.log)).await
+            );
+        }
+        let doubles = blocking({
+            let cfg = cfg.clone();
+            move || e2e::doubles(&cfg)
+        })
+        .await;
+        assert!(self.proc.running(), "intake run stopped\n{}", self.tail());
+        let f = e2e::assert_exact(&report, &doubles, &truth, true);
+        (truth, f, doubles)
     }
-    assert!(outputs.contains("intake_"), "metrics were read");
-    for args in [
-        vec!["status", "--json"],
-        vec!["verify", "--source", "sim", "--truth", truth_url.as_str()],
-        vec!["config", "--check"],
-        vec!["config"],
-    ] {
-        let (out, log) = command(dir, cfg_path, &args, "over SASL_SSL");
-        outputs.push_str(&out);
-        outputs.push_str(&log);
-    }
-    // A DLQ replay over the same connection: every dead letter re-landed in one transaction.
-    let (out, replay_log) = command(dir, cfg_path, &["dlq", "replay", "--json"], "over SASL_SSL");
-    let replay: serde_json::Value = serde_json::from_str(&out).expect("replay --json");
-    let (chosen, landed) = (replay["chosen"].as_u64(), replay["landed"].as_u64());
-    let skipped = replay["skipped"].as_array().map_or(0, Vec::len) as u64;
-    assert!(
-        landed.is_some_and(|l| l > 0 && Some(l + skipped) == chosen),
-        "dlq replay over SASL_SSL: {out}"
-    );
-    outputs.push_str(&out);
-    outputs.push_str(&replay_log);
-    assert!(
-        outputs.contains("kafka: ok") && outputs.contains(how),
-        "config --check: {outputs}"
-    );
-    assert!(outputs.contains("registry: ok — https://"), "{outputs}");
-    outputs.push_str(&std::fs::read_to_string(log).unwrap());
-    let mut secrets = secrets.to_vec();
-    secrets.push(("the webhook secret", e2e::WEBHOOK_SECRET.to_owned()));
-    secrets.push(("the serve API key", SERVE_KEY.to_owned()));
-    for (what, secret) in &secrets {
+
+    /// The operator's commands over the run's secured connection — `status`, `verify`
+    /// (against the simulator's truth document), `config --check` (whose Kafka line must
+    /// contain `how`) and `config` — and a `dlq replay` of every dead letter succeed; then
+    /// `secrets` (the run's own, plus the webhook secret and the serve API key) appear in no
+    /// command's output or log, in the run's log, in serve's `/metrics`, `/openapi.json` and
+    /// answers (headers and bodies, with and without the key), nor in any record (keys,
+    /// headers, values) of the landing, DLQ, jobs, cursors, valid and curated topics, of which
+    /// at least `min_records` are scanned. Then the run must stop cleanly.
+    async fn commands_and_secret_scan(
+        mut self,
+        sim: &intake::sim::SimHandle,
+        serve_port: u16,
+        how: &str,
+        secrets: &[(&str, String)],
+        min_records: usize,
+    ) {
+        let (cfg, cfg_path, dir, log) = (&self.cfg, &self.cfg_path, self.dir.path(), &self.log);
+        let truth_url = format!("http://{}/admin/truth", sim.addr);
+        let mut outputs = String::new();
+        // serve's own answers: metrics, the API description, and a job lookup with the API key
+        // (404: no such job) and without it (401).
+        let serve = format!("http://127.0.0.1:{serve_port}");
+        for (path, client, want) in [
+            ("/metrics", reqwest::Client::new(), 200),
+            ("/openapi.json", reqwest::Client::new(), 200),
+            ("/v1/jobs/no-such-job", serve_http(), 404),
+            ("/v1/jobs/no-such-job", reqwest::Client::new(), 401),
+        ] {
+            let r = client.get(format!("{serve}{path}")).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), want, "GET {path}");
+            outputs.push_str(&format!("{:?}\n", r.headers()));
+            outputs.push_str(&r.text().await.unwrap());
+        }
+        assert!(outputs.contains("intake_"), "metrics were read");
+        for args in [
+            vec!["status", "--json"],
+            vec!["verify", "--source", "sim", "--truth", truth_url.as_str()],
+            vec!["config", "--check"],
+            vec!["config"],
+        ] {
+            let (out, log) = command(dir, cfg_path, &args, "over SASL_SSL");
+            outputs.push_str(&out);
+            outputs.push_str(&log);
+        }
+        // A DLQ replay over the same connection: every dead letter re-landed in one transaction.
+        let (out, replay_log) =
+            command(dir, cfg_path, &["dlq", "replay", "--json"], "over SASL_SSL");
+        let replay: serde_json::Value = serde_json::from_str(&out).expect("replay --json");
+        let (chosen, landed) = (replay["chosen"].as_u64(), replay["landed"].as_u64());
+        let skipped = replay["skipped"].as_array().map_or(0, Vec::len) as u64;
         assert!(
-            secret.len() >= 8 && !outputs.contains(secret.as_str()),
-            "{what} appears in a command's output, a log or an HTTP answer"
+            landed.is_some_and(|l| l > 0 && Some(l + skipped) == chosen),
+            "dlq replay over SASL_SSL: {out}"
         );
-    }
-    // Nor in any record the run wrote.
-    let found = blocking({
-        let names = TopicNames::from_config(cfg);
-        let secrets: Vec<String> = secrets.iter().map(|(_, s)| s.clone()).collect();
-        move || {
-            let mut topics = vec![names.landing(), names.dlq(), names.jobs(), names.cursors()];
-            for (s, ..) in e2e::STREAMS {
-                topics.push(names.valid("sim", s));
-                topics.push(names.curated("sim", s));
-            }
-            let mut found = Vec::new();
-            let mut scanned = 0usize;
-            for t in topics {
-                for r in read_all(&t, "read_uncommitted") {
-                    scanned += 1;
-                    let mut bytes: Vec<&[u8]> = vec![r.key.as_deref().unwrap_or_default()];
-                    bytes.extend(r.value.as_deref());
-                    bytes.extend(r.headers.iter().map(|(_, v)| v.as_slice()));
-                    for secret in &secrets {
-                        if bytes
-                            .iter()
-                            .any(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
-                        {
-                            found.push(format!("{t} offset {}", r.offset));
+        outputs.push_str(&out);
+        outputs.push_str(&replay_log);
+        assert!(
+            outputs.contains("kafka: ok") && outputs.contains(how),
+            "config --check: {outputs}"
+        );
+        assert!(outputs.contains("registry: ok — https://"), "{outputs}");
+        outputs.push_str(&std::fs::read_to_string(log).unwrap());
+        let mut secrets = secrets.to_vec();
+        secrets.push(("the webhook secret", e2e::WEBHOOK_SECRET.to_owned()));
+        secrets.push(("the serve API key", SERVE_KEY.to_owned()));
+        for (what, secret) in &secrets {
+            assert!(
+                secret.len() >= 8 && !outputs.contains(secret.as_str()),
+                "{what} appears in a command's output, a log or an HTTP answer"
+            );
+        }
+        // Nor in any record the run wrote.
+        let found = blocking({
+            let names = TopicNames::from_config(cfg);
+            let secrets: Vec<String> = secrets.iter().map(|(_, s)| s.clone()).collect();
+            move || {
+                let mut topics = vec![names.landing(), names.dlq(), names.jobs(), names.cursors()];
+                for (s, ..) in e2e::STREAMS {
+                    topics.push(names.valid("sim", s));
+                    topics.push(names.curated("sim", s));
+                }
+                let mut found = Vec::new();
+                let mut scanned = 0usize;
+                for t in topics {
+                    for r in read_all(&t, "read_uncommitted") {
+                        scanned += 1;
+                        let mut bytes: Vec<&[u8]> = vec![r.key.as_deref().unwrap_or_default()];
+                        bytes.extend(r.value.as_deref());
+                        bytes.extend(r.headers.iter().map(|(_, v)| v.as_slice()));
+                        for secret in &secrets {
+                            if bytes
+                                .iter()
+                                .any(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
+                            {
+                                found.push(format!("{t} offset {}", r.offset));
+                            }
                         }
                     }
                 }
+                assert!(scanned > min_records, "scanned {scanned} records");
+                found
             }
-            assert!(scanned > min_records, "scanned {scanned} records");
-            found
-        }
-    })
-    .await;
-    assert!(found.is_empty(), "a secret in records: {found:?}");
-    let status = run.terminate(Duration::from_secs(60));
-    assert!(
-        status.success(),
-        "intake run stops cleanly: {status}\n{}",
-        proc::tail(log, 40)
-    );
+        })
+        .await;
+        assert!(found.is_empty(), "a secret in records: {found:?}");
+        let status = self.proc.terminate(Duration::from_secs(60));
+        assert!(
+            status.success(),
+            "intake run stops cleanly: {status}\n{}",
+            proc::tail(log, 40)
+        );
+    }
+}
+
+/// A run's verdict for its report line: keys compared, matched, tombstoned and drifted in the
+/// DLQ; lost, doubled, stale and wrong; and the records read of each topic kind.
+fn summary(f: &e2e::Figures, d: &e2e::Doubles) -> String {
+    format!(
+        "{} keys compared, {} matched, {} tombstoned, {} drifted in the DLQ; lost {} doubled {} stale {} wrong {}; \
+         {} landing / {} valid / {} DLQ / {} curated records",
+        f.compared,
+        f.matched,
+        f.tombstoned,
+        f.drifted_in_dlq,
+        f.lost,
+        f.doubled,
+        f.stale,
+        f.wrong,
+        d.landing_records,
+        d.valid_records,
+        d.dlq_records,
+        d.curated_records,
+    )
 }
 
 /// Runs `intake <args> --config <cfg_path>` to its end (two minutes at most, logging to
@@ -602,24 +553,12 @@ fn avro_key_sources(sources: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_keys_composite_and_single_equal_the_truth_through_dedup_restarts() {
     let started = Instant::now();
-    let sim = sim(&[
-        "--records",
-        "150",
-        "--token",
-        "demo=100",
-        "--start-paused",
-        "--write-rate",
-        "20",
-        "--delete-share",
-        "0.2",
-        "--drift-rate",
-        "0.03",
-        "--large-rate",
-        "0.02",
-        // Over the topics' 1 MiB: these travel as claim-check references keyed like any record.
-        "--large-bytes",
-        "1500000",
-    ])
+    // Large records over the topics' 1 MiB: these travel as claim-check references keyed like
+    // any record.
+    let sim = scenario::paused_sim(
+        150,
+        "--write-rate 20 --delete-share 0.2 --drift-rate 0.03 --large-rate 0.02 --large-bytes 1500000",
+    )
     .await;
     let knobs = Knobs {
         serve_port: e2e::free_port(),
@@ -871,19 +810,9 @@ async fn avro_keys_composite_and_single_equal_the_truth_through_dedup_restarts()
         );
     }
     println!(
-        "avro keys: {} keys compared, {} matched, {} tombstoned (Avro-keyed tombstones read: {tombstones}), \
-         {} drifted in the DLQ, {claim_checked} live records by claim-check; {} valid / {} curated records; \
-         lost {} doubled {} stale {} wrong {}; dedup SIGKILLed twice; whole test {:.1} s",
-        f.compared,
-        f.matched,
-        f.tombstoned,
-        f.drifted_in_dlq,
-        doubles.valid_records,
-        doubles.curated_records,
-        f.lost,
-        f.doubled,
-        f.stale,
-        f.wrong,
+        "avro keys: {}; Avro-keyed tombstones read: {tombstones}, {claim_checked} live records by claim-check; \
+         dedup SIGKILLed twice; whole test {:.1} s",
+        summary(&f, &doubles),
         started.elapsed().as_secs_f64()
     );
 }

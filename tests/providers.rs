@@ -223,6 +223,24 @@ async fn past_dedup_grace(last_fetch_ended: Instant) {
     tokio::time::sleep_until((last_fetch_ended + grace).into()).await;
 }
 
+/// A simulator for a provider example: `records` records of each stream from `seed`, no update
+/// back-dated, and `shares` (its `--delete-share` and `--create-share` flags).
+async fn example_sim(records: usize, seed: &str, shares: &[&str]) -> intake::sim::SimHandle {
+    let records = records.to_string();
+    let flags: [&[&str]; 2] = [
+        &[
+            "--records",
+            &records,
+            "--seed",
+            seed,
+            "--backdate-rate",
+            "0",
+        ],
+        shares,
+    ];
+    sim(&flags.concat()).await
+}
+
 /// `provider`'s example config against the simulator's `path`, its topics and schemas
 /// prepared, validate and dedup started, then a first sync: the config, the running stages, a
 /// writer of simulator changes and the first sync's report.
@@ -395,6 +413,31 @@ async fn assert_curated_equals_after_syncs(
     assert_curated_equals(cfg, source, truth, stages).await;
 }
 
+/// The end of a provider example: `provider`'s truth, once the curated topics equal it (see
+/// [`assert_curated_equals_after_syncs`], `full` as there); the stages are then stopped and
+/// every page checked to have landed exactly once.
+async fn curated_truth_then_stop(
+    sim: &intake::sim::SimHandle,
+    cfg: &Arc<Config>,
+    stages: Stages,
+    provider: &str,
+    full: bool,
+) -> serde_json::Value {
+    let truth = provider_truth(sim, &format!("{provider}/truth")).await;
+    assert_curated_equals_after_syncs(cfg, provider, &truth, &stages, full).await;
+    stages.stop_and_assert_exactly_once(cfg, provider).await;
+    truth
+}
+
+/// Asserts that each incremental sync of `runs` landed a number of `key` records in `expected`
+/// (what changed, not every record again).
+fn assert_incremental(runs: [&FetchReport; 2], key: &str, expected: std::ops::Range<u64>) {
+    for r in runs {
+        let n = r[key].records;
+        assert!(expected.contains(&n), "{key}, incremental: {n}");
+    }
+}
+
 /// Waits until every stream's curated topic equals the truth, then asserts it did.
 async fn assert_curated_equals(
     cfg: &Config,
@@ -500,26 +543,14 @@ async fn stripe_example_lands_every_record_exactly_once() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let sim = sim(&[
-        "--records",
-        "250",
-        "--seed",
-        "31",
-        "--delete-share",
-        "0.15",
-        "--backdate-rate",
-        "0",
-    ])
-    .await;
+    let sim = example_sim(250, "31", &["--delete-share", "0.15"]).await;
     let (cfg, stages, mut writer, first) = first_sync_of_example(&sim, "stripe", "/stripe").await;
     assert_eq!(first["stripe/customers"].records, 250);
     assert_eq!(first["stripe/events"].records, 250);
     let (second, third) = writer
         .two_rounds_with_syncs(&sim, &cfg, &[("customers", 40), ("events", 15)])
         .await;
-    let truth = provider_truth(&sim, "stripe/truth").await;
-    assert_curated_equals_after_syncs(&cfg, "stripe", &truth, &stages, false).await;
-    stages.stop_and_assert_exactly_once(&cfg, "stripe").await;
+    let truth = curated_truth_then_stop(&sim, &cfg, stages, "stripe", false).await;
     let updated = writer.counts.get("customers updated").copied().unwrap_or(0);
     let deleted = writer.counts.get("customers deleted").copied().unwrap_or(0);
     assert!(updated >= 20 && deleted >= 3, "{:?}", writer.counts);
@@ -536,13 +567,7 @@ async fn stripe_example_lands_every_record_exactly_once() {
             );
         }
     }
-    for r in [&second, &third] {
-        assert!(
-            (15..100).contains(&r["stripe/events"].records),
-            "incremental: {}",
-            r["stripe/events"].records
-        );
-    }
+    assert_incremental([&second, &third], "stripe/events", 15..100);
     println!(
         "stripe: writes {:?}; landed per run: customers {}/{}/{}, events {}/{}/{}; {} customers, {} events curated",
         writer.counts,
@@ -583,19 +608,8 @@ fn hubspot_properties(cfg: &Config) -> String {
 /// so this shape has no deletes to land.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hubspot_example_lands_every_record_exactly_once() {
-    let sim = sim(&[
-        "--records",
-        "320",
-        "--seed",
-        "32",
-        "--delete-share",
-        "0",
-        "--create-share",
-        "0.3",
-        "--backdate-rate",
-        "0",
-    ])
-    .await;
+    let shares = ["--delete-share", "0", "--create-share", "0.3"];
+    let sim = example_sim(320, "32", &shares).await;
     let (cfg, stages, mut writer, first) = first_sync_of_example(&sim, "hubspot", "").await;
     assert_eq!(first["hubspot/contacts"].records, 320);
     writer.round(&sim, &[("customers", 40)]).await;
@@ -606,10 +620,7 @@ async fn hubspot_example_lands_every_record_exactly_once() {
     let truth = provider_truth(&sim, &format!("hubspot/truth?properties={props}")).await;
     assert_curated_equals(&cfg, "hubspot", &truth, &stages).await;
     stages.stop_and_assert_exactly_once(&cfg, "hubspot").await;
-    for r in [&second, &third] {
-        let n = r["hubspot/contacts"].records;
-        assert!((30..150).contains(&n), "incremental: {n}");
-    }
+    assert_incremental([&second, &third], "hubspot/contacts", 30..150);
     println!(
         "hubspot: writes {:?}; landed per run {}/{}/{}; {} contacts curated",
         writer.counts,
@@ -693,17 +704,7 @@ async fn hubspot_result_cap_stops_the_stream_with_the_reason_and_loses_nothing_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zendesk_example_lands_every_record_exactly_once() {
     // Over 1 000 tickets: the export takes two pages; 1 100 users: 11 pages.
-    let sim = sim(&[
-        "--records",
-        "1100",
-        "--seed",
-        "34",
-        "--delete-share",
-        "0.15",
-        "--backdate-rate",
-        "0",
-    ])
-    .await;
+    let sim = example_sim(1100, "34", &["--delete-share", "0.15"]).await;
     let (cfg, stages, mut writer, first) = first_sync_of_example(&sim, "zendesk", "").await;
     assert_eq!(first["zendesk/users"].records, 1100);
     assert_eq!(first["zendesk/tickets"].records, 1100);
@@ -716,9 +717,7 @@ async fn zendesk_example_lands_every_record_exactly_once() {
     let (second, third) = writer
         .two_rounds_with_syncs(&sim, &cfg, &[("customers", 30), ("orders", 30)])
         .await;
-    let truth = provider_truth(&sim, "zendesk/truth").await;
-    assert_curated_equals_after_syncs(&cfg, "zendesk", &truth, &stages, false).await;
-    stages.stop_and_assert_exactly_once(&cfg, "zendesk").await;
+    let truth = curated_truth_then_stop(&sim, &cfg, stages, "zendesk", false).await;
     assert!(
         writer.counts.get("orders deleted").copied().unwrap_or(0) >= 3
             && writer.counts.get("customers deleted").copied().unwrap_or(0) >= 3,
@@ -742,13 +741,7 @@ async fn zendesk_example_lands_every_record_exactly_once() {
             assert!(s.parse::<i64>().is_ok_and(|s| s > 1_700_000_000), "{u}");
         }
     }
-    for r in [&second, &third] {
-        assert!(
-            (20..300).contains(&r["zendesk/tickets"].records),
-            "incremental: {}",
-            r["zendesk/tickets"].records
-        );
-    }
+    assert_incremental([&second, &third], "zendesk/tickets", 20..300);
     println!(
         "zendesk: writes {:?}; landed per run: users {}/{}/{}, tickets {}/{}/{}; {deleted_tickets} deleted tickets; {} requests",
         writer.counts,
@@ -774,18 +767,7 @@ async fn incremental_then_full(
     seed: &str,
     check_first: impl AsyncFnOnce(&intake::sim::SimHandle),
 ) -> (serde_json::Value, [u64; 4], Arc<Config>) {
-    let n = records.to_string();
-    let sim = sim(&[
-        "--records",
-        &n,
-        "--seed",
-        seed,
-        "--delete-share",
-        "0.15",
-        "--backdate-rate",
-        "0",
-    ])
-    .await;
+    let sim = example_sim(records, seed, &["--delete-share", "0.15"]).await;
     let key = format!("{provider}/{stream}");
     let (cfg, stages, mut writer, first) = first_sync_of_example(&sim, provider, "").await;
     assert_eq!(first[&key].records as usize, records);
@@ -798,18 +780,13 @@ async fn incremental_then_full(
     writer.round(&sim, &[("customers", 20)]).await;
     past_dedup_grace(ended).await;
     let full = fetch_once(&cfg, true).await;
-    let truth = provider_truth(&sim, &format!("{provider}/truth")).await;
-    assert_curated_equals_after_syncs(&cfg, provider, &truth, &stages, true).await;
-    stages.stop_and_assert_exactly_once(&cfg, provider).await;
+    let truth = curated_truth_then_stop(&sim, &cfg, stages, provider, true).await;
     assert!(
         writer.counts.get("customers deleted").copied().unwrap_or(0) >= 5,
         "{:?}",
         writer.counts
     );
-    for r in [&second, &third] {
-        let n = r[&key].records;
-        assert!((20..200).contains(&n), "incremental: {n}");
-    }
+    assert_incremental([&second, &third], &key, 20..200);
     assert_eq!(
         full[&key].records as usize,
         truth["streams"][stream]["live"].as_object().unwrap().len(),

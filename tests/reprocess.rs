@@ -49,12 +49,7 @@ fn curated_versions(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reprocessing_revalidates_landed_pages_once_across_a_crash_without_api_calls() {
-    let sim = sim(&["--records", "300", "--seed", "11", "--drift-rate", "0.05"]).await;
-    let text = config_text(&cursor_sim_source(&sim, &STREAMS));
-    let (cfg, _dir, config_file) = config_with_file(&text);
-    let names = TopicNames::from_config(&cfg);
-    apply_topics_and_schemas(&cfg).await;
-    fetch_once(&cfg).await.unwrap();
+    let (sim, cfg, _dir, config_file, names, _) = land_drifted_sync("300", &STREAMS).await;
 
     // The simulator's truth: the live ids, their versions, and which drifted how.
     let truth = truth(&sim).await;

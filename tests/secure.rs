@@ -107,6 +107,118 @@ fn kafka_refused(dir: &Path, name: &str, kafka: &str, field: &str, secret: &str)
     )
 }
 
+/// A config in `dir` named `name` whose Kafka is the stack's plaintext listener and whose
+/// `[registry]` is `registry`, with `extra` after them: its path and its text.
+fn write_over_plain_kafka(
+    dir: &Path,
+    name: &str,
+    registry: &str,
+    extra: &str,
+) -> (std::path::PathBuf, String) {
+    let plain_kafka = format!("brokers = \"{}\"", brokers());
+    let text = config_text_with(&plain_kafka, registry, extra);
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, &text).unwrap();
+    (path, text)
+}
+
+/// `intake validate` with `registry` as its `[registry]` lines (over the plaintext cluster, a
+/// config in `dir` named `name`) must not start: [`refused_start`] with the registry's error.
+fn registry_refused(dir: &Path, name: &str, registry: &str, field: &str, secret: &str) -> String {
+    let (path, _) = write_over_plain_kafka(dir, name, registry, "");
+    let log = dir.join(format!("{name}.log"));
+    refused_start(name, &path, &log, "schema registry at", field, secret)
+}
+
+/// Runs `intake <args>` with `config` (logging to `log`), which must succeed within 60 s with
+/// `want` in its standard output.
+fn succeeds_saying(args: &[&str], config: &Path, log: &Path, want: &str) {
+    let (status, out) = proc::intake(args, log)
+        .config(config)
+        .capture_stdout()
+        .spawn()
+        .wait_output(Duration::from_secs(60));
+    assert!(
+        status.success() && out.contains(want),
+        "{args:?}: {status}\n{out}\n{}",
+        proc::tail(log, 20)
+    );
+}
+
+/// A connection whose OAuth 2.0 (client credentials) misconfigurations the tests try.
+#[derive(Clone, Copy)]
+enum Conn {
+    /// Kafka over SASL_SSL with OAUTHBEARER, tokens checked by the broker.
+    Kafka,
+    /// The registry that takes only Keycloak tokens.
+    Registry,
+}
+
+impl Conn {
+    /// Its OAuth client, and another Keycloak client whose tokens lack its audience.
+    fn clients(self) -> (&'static str, &'static str) {
+        match self {
+            Conn::Kafka => ("intake-kafka", "intake-fetch"),
+            Conn::Registry => ("intake-registry", "intake-kafka"),
+        }
+    }
+
+    /// Its config lines as its own client, the client secret read from `secret_file`.
+    fn oauth_lines(self, kc: &Keycloak, s: &SecureStack, secret_file: &Path) -> String {
+        match self {
+            Conn::Kafka => s.oauth_toml(kc, secret_file),
+            Conn::Registry => s.oidc_registry_toml(kc, secret_file),
+        }
+    }
+
+    /// Its misconfiguration `name` with config lines `lines` must not start, naming `field`,
+    /// `secret` nowhere ([`kafka_refused`], [`registry_refused`]).
+    fn refused(self, dir: &Path, name: &str, lines: &str, field: &str, secret: &str) -> String {
+        match self {
+            Conn::Kafka => kafka_refused(dir, name, lines, field, secret),
+            Conn::Registry => registry_refused(dir, name, lines, field, secret),
+        }
+    }
+
+    /// Its two OAuth misconfigurations, each [`Conn::refused`]: a wrong client secret
+    /// (Keycloak refuses the grant; named `<setting>.client_secret`) and a valid Keycloak
+    /// token of the other client, whose audience it does not take (named
+    /// `<setting>.client_id`). Returns the report lines.
+    fn oauth_refusals(self, kc: &Keycloak, s: &SecureStack, dir: &Path) -> Vec<String> {
+        let (client, other) = self.clients();
+        let (case, setting) = match self {
+            Conn::Kafka => ("oauth", "kafka.sasl"),
+            Conn::Registry => ("registry-oauth", "registry.auth"),
+        };
+        let wrong = dir.join("wrong-secret");
+        std::fs::write(&wrong, "not-the-client-secret").unwrap();
+        let secret_of = |c: &str| format!("{c}.secret");
+        [
+            (
+                format!("{case}-wrong-client-secret"),
+                self.oauth_lines(kc, s, &wrong),
+                format!("{setting}.client_secret"),
+                kc.secret(&secret_of(client)),
+            ),
+            (
+                format!("{case}-token-for-another-audience"),
+                self.oauth_lines(kc, s, &kc.secret_file(&secret_of(other)))
+                    .replace(&format!("\"{client}\""), &format!("\"{other}\"")),
+                format!("{setting}.client_id"),
+                kc.secret(&secret_of(other)),
+            ),
+        ]
+        .into_iter()
+        .map(|(name, lines, field, secret)| self.refused(dir, &name, &lines, &field, &secret))
+        .collect()
+    }
+}
+
+/// The stack's Keycloak and TLS material, and a fresh directory for a test's configs and logs.
+fn keycloak_stack() -> (&'static Keycloak, SecureStack, tempfile::TempDir) {
+    (keycloak(), secure_stack(), tempfile::tempdir().unwrap())
+}
+
 fn password(s: &SecureStack) -> String {
     std::fs::read_to_string(s.tls.join("intake.password"))
         .unwrap()
@@ -227,38 +339,15 @@ fn each_misconfiguration_ends_start_up_within_30_s_naming_the_setting() {
 /// broker's validation can refuse.
 #[test]
 fn oauthbearer_with_keycloak_tokens_reaches_the_cluster_and_misconfigurations_are_named() {
-    let kc = keycloak();
-    let s = secure_stack();
-    let dir = tempfile::tempdir().unwrap();
+    let (kc, s, dir) = keycloak_stack();
     let reached = reaches_the_cluster(
         dir.path(),
         "OAUTHBEARER",
         &s.oauth_toml(kc, &kc.secret_file("intake-kafka.secret")),
         "OAUTHBEARER as OAuth client intake-kafka",
     );
-    let wrong = dir.path().join("wrong-secret");
-    std::fs::write(&wrong, "not-the-client-secret").unwrap();
-    let secret = kc.secret("intake-kafka.secret");
-    let other_client = s
-        .oauth_toml(kc, &kc.secret_file("intake-fetch.secret"))
-        .replace("\"intake-kafka\"", "\"intake-fetch\"");
     let mut report = vec![reached];
-    for (name, kafka, field, secret) in [
-        (
-            "oauth-wrong-client-secret",
-            s.oauth_toml(kc, &wrong),
-            "kafka.sasl.client_secret",
-            secret.clone(),
-        ),
-        (
-            "oauth-token-for-another-audience",
-            other_client,
-            "kafka.sasl.client_id",
-            kc.secret("intake-fetch.secret"),
-        ),
-    ] {
-        report.push(kafka_refused(dir.path(), name, &kafka, field, &secret));
-    }
+    report.extend(Conn::Kafka.oauth_refusals(kc, &s, dir.path()));
     println!("{}", report.join("\n"));
 }
 
@@ -266,7 +355,6 @@ fn oauthbearer_with_keycloak_tokens_reaches_the_cluster_and_misconfigurations_ar
 fn the_registry_over_https_with_basic_auth_works_and_each_misconfiguration_is_named() {
     let s = secure_stack();
     let dir = tempfile::tempdir().unwrap();
-    let plain_kafka = format!("brokers = \"{}\"", brokers());
     let good = s.registry_toml();
     let wrong = dir.path().join("wrong-password");
     std::fs::write(&wrong, "not-the-password").unwrap();
@@ -275,18 +363,13 @@ fn the_registry_over_https_with_basic_auth_works_and_each_misconfiguration_is_na
     let pw_file = s.tls.join("registry-client.password").display().to_string();
     let ca_file = s.tls.join("ca.pem").display().to_string();
     // Works: config --check reaches it (the pipeline test registers and reads schemas through it).
-    let path = dir.path().join("good.toml");
-    std::fs::write(&path, config_text_with(&plain_kafka, &good, "")).unwrap();
+    let (path, _) = write_over_plain_kafka(dir.path(), "good", &good, "");
     let log = dir.path().join("good.log");
-    let (status, out) = proc::intake(&["config", "--check"], &log)
-        .config(&path)
-        .capture_stdout()
-        .spawn()
-        .wait_output(Duration::from_secs(60));
-    assert!(
-        status.success() && out.contains("registry: ok — https://"),
-        "{status}\n{out}\n{}",
-        proc::tail(&log, 20)
+    succeeds_saying(
+        &["config", "--check"],
+        &path,
+        &log,
+        "registry: ok — https://",
     );
     let cases = [
         (
@@ -306,20 +389,10 @@ fn the_registry_over_https_with_basic_auth_works_and_each_misconfiguration_is_na
             "registry.tls.ca_file",
         ),
     ];
-    let mut report = Vec::new();
-    for (name, registry, field) in cases {
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, config_text_with(&plain_kafka, &registry, "")).unwrap();
-        let log = dir.path().join(format!("{name}.log"));
-        report.push(refused_start(
-            name,
-            &path,
-            &log,
-            "schema registry at",
-            field,
-            secret,
-        ));
-    }
+    let report: Vec<String> = cases
+        .into_iter()
+        .map(|(name, registry, field)| registry_refused(dir.path(), name, &registry, field, secret))
+        .collect();
     println!("{}", report.join("\n"));
 }
 
@@ -332,10 +405,7 @@ fn the_registry_over_https_with_basic_auth_works_and_each_misconfiguration_is_na
 /// within 30 s naming the setting, the secret nowhere.
 #[test]
 fn the_registry_with_keycloak_tokens_takes_schemas_and_misconfigurations_are_named() {
-    let kc = keycloak();
-    let s = secure_stack();
-    let dir = tempfile::tempdir().unwrap();
-    let plain_kafka = format!("brokers = \"{}\"", brokers());
+    let (kc, s, dir) = keycloak_stack();
     let knobs = support::e2e::Knobs {
         serve_port: 9,
         quota: 10,
@@ -346,24 +416,13 @@ fn the_registry_with_keycloak_tokens_takes_schemas_and_misconfigurations_are_nam
     };
     let sources = support::e2e::sources("127.0.0.1:9".parse().unwrap(), &knobs);
     let good = s.oidc_registry_toml(kc, &kc.secret_file("intake-registry.secret"));
-    let path = dir.path().join("good.toml");
-    let text = config_text_with(&plain_kafka, &good, &sources);
-    std::fs::write(&path, &text).unwrap();
+    let (path, text) = write_over_plain_kafka(dir.path(), "good", &good, &sources);
     let log = dir.path().join("good.log");
     for (args, want) in [
         (&["config", "--check"][..], "registry: ok — https://"),
         (&["schema", "apply"][..], "registered"),
     ] {
-        let (status, out) = proc::intake(args, &log)
-            .config(&path)
-            .capture_stdout()
-            .spawn()
-            .wait_output(Duration::from_secs(60));
-        assert!(
-            status.success() && out.contains(want),
-            "{args:?}: {status}\n{out}\n{}",
-            proc::tail(&log, 20)
-        );
+        succeeds_saying(args, &path, &log, want);
     }
     // The registry's own view, asked with the test's own token.
     let cfg = intake::config::Config::from_toml(&text).unwrap();
@@ -406,40 +465,11 @@ fn the_registry_with_keycloak_tokens_takes_schemas_and_misconfigurations_are_nam
             );
         }
     }
-    let wrong = dir.path().join("wrong-secret");
-    std::fs::write(&wrong, "not-the-client-secret").unwrap();
-    let secret = kc.secret("intake-registry.secret");
     let mut report = vec![format!(
         "OIDC registry: {} subjects registered with Keycloak tokens",
         2 * support::e2e::STREAMS.len()
     )];
-    for (name, registry, field, secret) in [
-        (
-            "registry-oauth-wrong-client-secret",
-            s.oidc_registry_toml(kc, &wrong),
-            "registry.auth.client_secret",
-            secret.clone(),
-        ),
-        (
-            "registry-oauth-token-for-another-audience",
-            s.oidc_registry_toml(kc, &kc.secret_file("intake-kafka.secret"))
-                .replace("\"intake-registry\"", "\"intake-kafka\""),
-            "registry.auth.client_id",
-            kc.secret("intake-kafka.secret"),
-        ),
-    ] {
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, config_text_with(&plain_kafka, &registry, "")).unwrap();
-        let log = dir.path().join(format!("{name}.log"));
-        report.push(refused_start(
-            name,
-            &path,
-            &log,
-            "schema registry at",
-            field,
-            &secret,
-        ));
-    }
+    report.extend(Conn::Registry.oauth_refusals(kc, &s, dir.path()));
     println!("{}", report.join("\n"));
 }
 

@@ -38,6 +38,12 @@ async fn start_at(flags: &str, path: &str) -> (SimHandle, reqwest::Client, Strin
     (sim, client(), url)
 }
 
+/// [`start_at`] for the quota tests: five records a stream and one token `token` (`NAME=LIMIT`),
+/// with `quota` its other `--quota-*` flags.
+async fn start_quota(token: &str, quota: &str, path: &str) -> (SimHandle, reqwest::Client, String) {
+    start_at(&format!("--records 5 --token {token} {quota}"), path).await
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -110,16 +116,15 @@ struct Truth {
     streams: BTreeMap<String, StreamTruth>,
 }
 
+/// The body of a GET of `path` on `sim` without a token (its admin and health endpoints).
+async fn get_untokened(client: &reqwest::Client, sim: &SimHandle, path: &str) -> bytes::Bytes {
+    let response = client.get(sim.url(path)).send().await.unwrap();
+    response.bytes().await.unwrap()
+}
+
 /// The simulator's truth, as it answered it.
 async fn truth_bytes(client: &reqwest::Client, sim: &SimHandle) -> bytes::Bytes {
-    client
-        .get(sim.url("/admin/truth"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
+    get_untokened(client, sim, "/admin/truth").await
 }
 
 async fn truth(client: &reqwest::Client, sim: &SimHandle) -> Truth {
@@ -537,11 +542,7 @@ fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn a_fixed_window_admits_exactly_its_limit_and_counts_every_request() {
-    let (sim, client, url) = start_at(
-        "--records 5 --token q=5 --quota-window 1h",
-        "/v1/customers?limit=1",
-    )
-    .await;
+    let (sim, client, url) = start_quota("q=5", "--quota-window 1h", "/v1/customers?limit=1").await;
     let mut answers = Vec::new();
     for _ in 0..8 {
         let r = get_as(&client, &url, "q").await;
@@ -627,8 +628,9 @@ async fn send_n(client: &reqwest::Client, url: &str, token: &str, n: usize) -> V
 
 #[tokio::test]
 async fn a_token_bucket_bursts_to_its_limit_and_says_when_to_retry() {
-    let (sim, client, url) = start_at(
-        "--records 5 --token b=4 --quota-window 1h --quota-mode bucket",
+    let (sim, client, url) = start_quota(
+        "b=4",
+        "--quota-window 1h --quota-mode bucket",
         "/v1/orders?limit=1",
     )
     .await;
@@ -649,7 +651,7 @@ async fn a_token_bucket_bursts_to_its_limit_and_says_when_to_retry() {
 
 #[tokio::test]
 async fn quota_under_concurrent_load_matches_the_counters_exactly() {
-    let (sim, client, url) = start_at("--records 5 --token c=20", "/v1/events?limit=1").await;
+    let (sim, client, url) = start_quota("c=20", "", "/v1/events?limit=1").await;
     let deadline = Instant::now() + Duration::from_millis(2300);
     let mut tasks = Vec::new();
     for _ in 0..12 {
@@ -794,6 +796,24 @@ async fn faults_change_answers_but_never_the_truth() {
     sim.stop().await.unwrap();
 }
 
+/// The customers a cursor walk (pages of 100) finds updated since `since`.
+async fn customers_since(
+    client: &reqwest::Client,
+    sim: &SimHandle,
+    since: &str,
+) -> Vec<(String, String)> {
+    let pages = walk(
+        client,
+        sim,
+        "/v1/customers",
+        Style::Cursor,
+        100,
+        Some(since),
+    )
+    .await;
+    records(&pages)
+}
+
 #[tokio::test]
 async fn backdated_updates_hide_from_updated_since() {
     let sim =
@@ -802,17 +822,7 @@ async fn backdated_updates_hide_from_updated_since() {
     let client = client();
     // Later than every initial record, earlier than any write from now on.
     let since = "2025-01-01T00:00:00Z";
-    let before = records(
-        &walk(
-            &client,
-            &sim,
-            "/v1/customers",
-            Style::Cursor,
-            100,
-            Some(since),
-        )
-        .await,
-    );
+    let before = customers_since(&client, &sim, since).await;
     assert!(before.is_empty());
     let writes = post(&client, &sim.url("/admin/writes?n=20&stream=customers")).await;
     let changes = writes["changes"].as_array().unwrap();
@@ -857,17 +867,7 @@ async fn backdated_updates_hide_from_updated_since() {
         assert_eq!(t.live[id].version, *version);
     }
     // A naive incremental sync from "an hour ago" misses every one of them.
-    let naive = records(
-        &walk(
-            &client,
-            &sim,
-            "/v1/customers",
-            Style::Cursor,
-            100,
-            Some(&cutoff),
-        )
-        .await,
-    );
+    let naive = customers_since(&client, &sim, &cutoff).await;
     assert!(naive.is_empty(), "{naive:?}");
     sim.stop().await.unwrap();
 }
@@ -954,17 +954,7 @@ async fn errors_are_json_with_clear_codes() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
-    assert_eq!(
-        client
-            .get(sim.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "ok"
-    );
+    assert_eq!(get_untokened(&client, &sim, "/healthz").await, "ok");
     sim.stop().await.unwrap();
 }
 

@@ -137,11 +137,7 @@ async fn a_steady_load_keeps_memory_and_lag_flat_and_the_result_exact() {
     let sources = e2e::sources(sim.addr, &knobs);
     let base = config_text(&sources);
     let cfg = intake::config::Config::from_toml(&base).unwrap();
-    apply_topics(&cfg).await;
-    let reg = intake::registry::Registry::new(&cfg.registry).unwrap();
-    intake::registry::apply_schemas(&cfg, &reg)
-        .await
-        .expect("schemas apply");
+    apply_topics_and_schemas(&cfg).await;
 
     // One process per stage, each with its own metrics port.
     let mut procs: Vec<(&str, u16, Proc)> = Vec::new();
@@ -223,22 +219,9 @@ async fn a_steady_load_keeps_memory_and_lag_flat_and_the_result_exact() {
     let paused = sim_admin(&sim, "/admin/pause").await;
     let paused_at = time::OffsetDateTime::now_utc();
     let hooks = e2e::webhooks_delivered(&sim, Duration::from_secs(180)).await;
-    e2e::wait_for_syncs_after(&cfg, paused_at, Duration::from_secs(180), logs_tail).await;
-    let truth = truth(&sim).await;
-    assert_eq!(
-        truth["writes"], paused["writes"],
-        "no write after the pause"
-    );
-    let report = e2e::converge(&cfg, &truth, Duration::from_secs(120)).await;
-    if !e2e::equal(&report) {
-        println!("{}", e2e::diagnose(&cfg, &logs).await);
-    }
-    let doubles = tokio::task::spawn_blocking({
-        let cfg = cfg.clone();
-        move || e2e::doubles(&cfg)
-    })
-    .await
-    .unwrap();
+    let (truth, report, doubles) =
+        support::scenario::settled_after_pause(&cfg, &sim, &paused, paused_at, &logs, logs_tail)
+            .await;
     let (f, table) = e2e::figures(&report, &doubles);
     for (stage, _, p) in &mut procs {
         if let Some(status) = p.try_wait() {

@@ -240,13 +240,15 @@ async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
 
 /// The landed data both tests validate: six streams (the simulator's three, each paged in two
 /// styles) spread over the landing partitions, their schemas registered, one sync of each
-/// landed by a real fetch, and the drifted ids (by id: their kind).
+/// landed by a real fetch, and the drifted ids (by id: their kind). The config is also written
+/// to `config_path` in `dir`, for the validate processes (whose logs go to `dir` too).
 struct Landed {
     _sim: intake::sim::SimHandle,
     cfg: Arc<Config>,
     names: TopicNames,
     streams: Vec<String>,
-    text: String,
+    dir: tempfile::TempDir,
+    config_path: std::path::PathBuf,
     drifted: BTreeMap<String, String>,
 }
 
@@ -273,7 +275,7 @@ async fn land_one_sync() -> Landed {
         .map(|(n, p, s)| (n.as_str(), p.as_str(), *s))
         .collect();
     let text = config_text(&sim_source(&sim, &refs, ""));
-    let cfg = Arc::new(Config::from_toml(&text).unwrap());
+    let (cfg, dir, config_path) = config_with_file(&text);
     let names = TopicNames::from_config(&cfg);
     apply_topics(&cfg).await;
     let reg = intake::registry::Registry::new(&cfg.registry).unwrap();
@@ -304,7 +306,8 @@ async fn land_one_sync() -> Landed {
         cfg,
         names,
         streams,
-        text,
+        dir,
+        config_path,
         drifted,
     }
 }
@@ -312,23 +315,17 @@ async fn land_one_sync() -> Landed {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly_once() {
     // One real sync of every stream, then copies of it as fast as the validators drain them.
-    let Landed {
-        _sim,
-        cfg,
-        names,
-        streams,
-        text,
-        drifted,
-    } = land_one_sync().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = write_config(dir.path(), &text);
+    let landed = land_one_sync().await;
+    let (cfg, streams, drifted) = (&landed.cfg, &landed.streams, &landed.drifted);
+    let (dir, config_path) = (&landed.dir, &landed.config_path);
+    let landing = landed.names.landing();
     let source = blocking({
-        let landing = names.landing();
+        let landing = landing.clone();
         move || read_all(&landing, "read_committed")
     })
     .await;
     let source = Arc::new(source);
-    let lander = kafka(&cfg).txn_producer(&unique("test-lander-")).unwrap();
+    let lander = kafka(cfg).txn_producer(&unique("test-lander-")).unwrap();
     blocking({
         let lander = lander.clone();
         move || lander.init().unwrap()
@@ -342,7 +339,7 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
         })
         .collect();
     for s in &mut slots {
-        s.start(&config_path);
+        s.start(config_path);
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
     let started = Instant::now();
@@ -351,9 +348,8 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     let mut hits = 0;
     // Per kill: the victim's uncommitted landing records just before and just after it.
     let mut backlogs: Vec<(i64, i64)> = Vec::new();
-    let group = kafka(&cfg).group(intake::stage::Stage::Validate);
+    let group = kafka(cfg).group(intake::stage::Stage::Validate);
     let view = Arc::new(support::group::GroupView::new(&group));
-    let landing = names.landing();
     // The validators never run dry: a lander thread lands another copy of the sync whenever
     // fewer than two copies' worth of landing records wait for the group (a fast, idle machine
     // drains a copy in well under a second), so every kill below finds work to interrupt.
@@ -456,7 +452,7 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
             tokio::time::sleep(Duration::from_secs(12)).await;
         }
         life_start[i] = snapshot(view.clone(), all_landing.clone()).await;
-        slots[i].start(&config_path);
+        slots[i].start(config_path);
     }
     let kill_phase = started.elapsed();
 
@@ -518,7 +514,7 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
         child: None,
         log: dir.path().join("validate-v2.log"),
     };
-    third.start(&config_path);
+    third.start(config_path);
     let joined = Instant::now();
     let mut with_third = members.clone();
     with_third.push(format!("{group}-v2"));
@@ -610,12 +606,7 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
     let doubled: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(doubled.is_empty(), "outputs committed twice: {doubled:?}");
     let missing: Vec<_> = want.keys().filter(|e| !got.contains_key(e)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} landing records without output, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_none(&missing, "landing records without output");
     let extra: Vec<_> = got
         .keys()
         .filter(|e| !want.contains_key(e))
@@ -662,19 +653,11 @@ async fn sigkilled_validators_leave_every_landing_record_in_valid_or_dlq_exactly
 /// exactly once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partition_that_stops_fetching_is_caught_and_every_record_still_validated() {
-    let Landed {
-        _sim,
-        cfg,
-        names: _,
-        streams,
-        text,
-        drifted,
-    } = land_one_sync().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = write_config(dir.path(), &text);
-    let log = dir.path().join("validate.log");
+    let landed = land_one_sync().await;
+    let (cfg, streams, drifted) = (&landed.cfg, &landed.streams, &landed.drifted);
+    let log = landed.dir.path().join("validate.log");
     let mut validate = proc::intake(&["validate"], &log)
-        .config(&config_path)
+        .config(&landed.config_path)
         .env(intake::faults::ENV, "consume_stall=60")
         .env("RUST_LOG", "warn,intake=info")
         .spawn();
@@ -726,12 +709,7 @@ async fn a_partition_that_stops_fetching_is_caught_and_every_record_still_valida
         "{paused} stalls made, {caught} caught, {restarts} restarts"
     );
     let missing: Vec<_> = want.keys().filter(|e| !got.contains_key(e)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} landing records without output after the stall, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_none(&missing, "landing records without output after the stall");
     assert_eq!(
         got, want,
         "every landed record once in a valid topic or the DLQ"

@@ -58,23 +58,19 @@ pub struct OAuth2Config {
     pub client_id: String,
     /// The client secret. Required for `client_credentials`; optional for `refresh_token`
     /// (public clients have none).
-    #[serde(default)]
     pub client_secret: Option<SecretRef>,
     /// How the client authenticates to the token endpoint: `basic` (HTTP basic, RFC 6749's
     /// default) or `post` (`client_id`/`client_secret` in the form body).
     #[serde(default)]
     pub client_auth: OAuth2ClientAuth,
     /// Scopes to ask for (space-separated), if any.
-    #[serde(default)]
     pub scope: Option<String>,
     /// `refresh_token` grant: the first refresh token. Once the owner has rotated it, the
     /// newer one stored (encrypted) in the `<prefix>.tokens` topic wins, until this value
     /// changes (a re-authorisation).
-    #[serde(default)]
     pub refresh_token: Option<SecretRef>,
     /// `refresh_token` grant: the key that encrypts the stored refresh token, 32 bytes as 64
     /// hex characters (`openssl rand -hex 32`). Every fetch process needs the same key.
-    #[serde(default)]
     pub token_key: Option<SecretRef>,
     /// Refresh this long before the access token expires (at most half its lifetime).
     #[serde(default = "default_refresh_margin", with = "humantime_serde")]

@@ -94,7 +94,6 @@ pub struct KafkaConfig {
     /// Name of this process among its peers; part of the transactional ids of consuming
     /// stages so that a restarted process fences its previous incarnation at once instead of
     /// leaving its open transaction to time out. Defaults to the host name.
-    #[serde(default)]
     pub instance_id: Option<String>,
     /// `transaction.timeout.ms`: how long the broker waits before aborting a transaction
     /// whose producer vanished. Short keeps read_committed readers moving after a crash.
@@ -109,10 +108,8 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub security_protocol: SecurityProtocol,
     /// TLS settings (CA, client certificate) for `ssl` and `sasl_ssl`.
-    #[serde(default)]
     pub tls: Option<KafkaTls>,
     /// SASL settings (mechanism, user, password) for `sasl_ssl` and `sasl_plaintext`.
-    #[serde(default)]
     pub sasl: Option<KafkaSasl>,
 }
 
@@ -180,10 +177,8 @@ pub struct RegistryConfig {
     pub subject_strategy: SubjectStrategy,
     /// Authentication to the registry: `basic` (Confluent Cloud: API key and secret),
     /// `bearer` or `api_key`, as for sources. Secrets are references.
-    #[serde(default)]
     pub auth: Option<Auth>,
     /// TLS to the registry: a private CA.
-    #[serde(default)]
     pub tls: Option<RegistryTls>,
 }
 
@@ -250,7 +245,6 @@ pub struct TopicsConfig {
     /// `min.insync.replicas` of every declared topic (for example 2 with replication factor
     /// 3: a write needs two copies, one broker may be down); absent: the broker's default.
     /// Set on created topics and corrected on existing ones by `intake topics apply`.
-    #[serde(default)]
     pub min_insync_replicas: Option<i32>,
 }
 
@@ -283,7 +277,6 @@ pub struct TelemetryConfig {
     /// (`intake run`, `fetch`, `validate`, `dedup`, `serve`); absent: no listener (one-shot
     /// commands never open one). `intake serve` also serves `/metrics` on `serve.listen`, or on
     /// `serve.admin_listen` when that is set.
-    #[serde(default)]
     pub metrics_addr: Option<String>,
 }
 

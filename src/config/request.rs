@@ -16,7 +16,6 @@ pub struct StatusRule {
     /// A status (`403`) or an inclusive range as text (`"400-499"`).
     pub status: StatusRange,
     /// Text the body must contain for the rule to apply.
-    #[serde(default)]
     pub body: Option<String>,
     /// What to do.
     pub action: StatusAction,
@@ -93,7 +92,6 @@ pub struct QuotaHeaders {
     /// Header of the window's reset: seconds until it, or an epoch time in seconds.
     pub reset: String,
     /// Header of the window's size in requests.
-    #[serde(default)]
     pub limit: Option<String>,
 }
 
@@ -182,7 +180,6 @@ pub enum Pagination {
         /// Query parameter of the page size on the first request (GitHub: `per_page`); absent:
         /// none is sent and the API's default page size applies. Later requests follow the
         /// link as given.
-        #[serde(default)]
         size_param: Option<String>,
     },
     /// The next page's URL in the body (Zendesk `/links/next`, Salesforce
@@ -192,15 +189,12 @@ pub enum Pagination {
         /// JSON pointer of the URL.
         pointer: String,
         /// Query parameter of the page size on the first request; absent: none is sent.
-        #[serde(default)]
         size_param: Option<String>,
         /// JSON pointer of a has-more flag (Zendesk `/meta/has_more`): false ends the sync
         /// even when the page still carries a next URL.
-        #[serde(default)]
         has_more: Option<String>,
         /// JSON pointer of an end flag (Zendesk's export `/end_of_stream`, Salesforce
         /// `/done`): true ends the sync even when the page still carries a next URL.
-        #[serde(default)]
         done: Option<String>,
     },
     /// GraphQL connections: the body's `{cursor}` placeholder gets `pageInfo.endCursor` while
@@ -221,10 +215,8 @@ pub enum Pagination {
         #[serde(default = "p_per_page")]
         size_param: String,
         /// JSON pointer of a has-more flag: false ends the sync.
-        #[serde(default)]
         has_more: Option<String>,
         /// JSON pointer of the total record count: the sync ends once that many were read.
-        #[serde(default)]
         total: Option<String>,
     },
     /// `offset=N&limit=M`, last page as for `page`.
@@ -236,10 +228,8 @@ pub enum Pagination {
         #[serde(default = "p_limit")]
         size_param: String,
         /// JSON pointer of a has-more flag: false ends the sync.
-        #[serde(default)]
         has_more: Option<String>,
         /// JSON pointer of the total record count: the sync ends once that many were read.
-        #[serde(default)]
         total: Option<String>,
     },
     /// `starting_after=<last id>` with a `has_more` flag in the body.

@@ -59,16 +59,12 @@ impl SecurityProtocol {
 pub struct KafkaTls {
     /// PEM file of the CA certificate(s) that signed the brokers' certificates. Default: the
     /// system's trust store (right for managed services with public certificates).
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate, for brokers that require one (mTLS). Needs `key_file`.
-    #[serde(default)]
     pub cert_file: Option<PathBuf>,
     /// PEM private key of `cert_file`.
-    #[serde(default)]
     pub key_file: Option<PathBuf>,
     /// Password of an encrypted `key_file`.
-    #[serde(default)]
     pub key_password: Option<SecretRef>,
     /// Whether the broker's certificate must name the host connected to. Turn off only for
     /// brokers reached through an address their certificate does not list.
@@ -132,24 +128,18 @@ pub struct KafkaSasl {
     /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
     pub mechanism: SaslMechanism,
     /// User name (Confluent Cloud: the API key). PLAIN and SCRAM.
-    #[serde(default)]
     pub username: Option<String>,
     /// Password (Confluent Cloud: the API secret), from env or a file. Never logged. PLAIN and
     /// SCRAM.
-    #[serde(default)]
     pub password: Option<SecretRef>,
     /// OAUTHBEARER: the identity provider's token endpoint (`https://.../token`), asked for
     /// tokens with the client credentials grant.
-    #[serde(default)]
     pub token_endpoint_url: Option<String>,
     /// OAUTHBEARER: the OAuth client id.
-    #[serde(default)]
     pub client_id: Option<String>,
     /// OAUTHBEARER: the OAuth client secret, from env or a file. Never logged.
-    #[serde(default)]
     pub client_secret: Option<SecretRef>,
     /// OAUTHBEARER: the scope to ask for (space-separated), if the provider wants one.
-    #[serde(default)]
     pub scope: Option<String>,
     /// OAUTHBEARER: SASL extensions sent with the token (Confluent Cloud:
     /// `logicalCluster` and `identityPoolId`).

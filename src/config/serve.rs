@@ -21,7 +21,6 @@ pub struct ServeConfig {
     pub listen: String,
     /// A second listener for operators: `/healthz`, `/readyz` and `/metrics`. When set,
     /// `/metrics` is served only there (not on `listen`).
-    #[serde(default)]
     pub admin_listen: Option<String>,
     /// Largest accepted request body in bytes (413 above it).
     #[serde(default = "defaults::max_body_bytes")]
@@ -37,7 +36,6 @@ pub struct ServeConfig {
     pub clients: Vec<ServeClient>,
     /// HTTPS on `listen` (TLS 1.2/1.3 by rustls). Absent: plain HTTP, for a TLS-terminating
     /// proxy or load balancer in front. `admin_listen` stays plain HTTP either way.
-    #[serde(default)]
     pub tls: Option<ServeTls>,
 }
 

@@ -26,7 +26,6 @@ pub struct SessionConfig {
     #[serde(default = "default_method")]
     pub method: String,
     /// The login body (`json` or `form`); `{name}` placeholders take the credential `name`.
-    #[serde(default)]
     pub body: Option<LoginBody>,
     /// Extra headers of the login request (placeholders allowed).
     #[serde(default)]

@@ -20,13 +20,10 @@ pub struct SourceConfig {
     /// Source name: part of topic names and keys (`<source>/<stream>`).
     pub name: String,
     /// Base URL every stream path is appended to (`https://api.example.com`).
-    #[serde(default)]
     pub base_url: Option<String>,
     /// How requests authenticate. Absent: no auth.
-    #[serde(default)]
     pub auth: Option<Auth>,
     /// The request quota of this source's token.
-    #[serde(default)]
     pub quota: Option<QuotaConfig>,
     /// Per-request timeout.
     #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
@@ -36,7 +33,6 @@ pub struct SourceConfig {
     #[serde(default = "defaults::max_retries")]
     pub max_retries: u32,
     /// Webhook settings for `POST /v1/webhooks/<source>`. Absent: webhooks refused (404).
-    #[serde(default)]
     pub webhook: Option<WebhookConfig>,
     /// Headers sent with every request of every stream (`Stripe-Version`,
     /// `X-GitHub-Api-Version`); a stream's own `headers` override them by name. Values may hold
@@ -49,7 +45,6 @@ pub struct SourceConfig {
     pub on_status: Vec<StatusRule>,
     /// Names of the quota headers to learn from, over the defaults (`X-RateLimit-*`, IETF
     /// `RateLimit`).
-    #[serde(default)]
     pub quota_headers: Option<QuotaHeaders>,
     /// The streams of this source.
     #[serde(default)]
@@ -62,7 +57,6 @@ pub struct SourceConfig {
 pub struct QuotaConfig {
     /// Identity of the token for quota ownership (`intake.quota` key); sources sharing one
     /// token must use the same id. Defaults to the source name.
-    #[serde(default)]
     pub token_id: Option<String>,
     /// Requests allowed per `per`.
     pub requests: u32,
@@ -102,7 +96,6 @@ pub struct StreamConfig {
     /// Stream name: part of topic names and keys.
     pub name: String,
     /// Path below the source's base URL (`/v1/customers`).
-    #[serde(default)]
     pub path: Option<String>,
     /// Fixed query parameters sent with every request.
     #[serde(default)]
@@ -129,11 +122,9 @@ pub struct StreamConfig {
     /// are broken by content hash. Absent: the stream's records carry no version, and the
     /// later fetch wins — each landed page carries a stamp fetch assigns (`intake.stamp`,
     /// increasing per stream across restarts and owners) that dedup orders by instead.
-    #[serde(default)]
     pub version: Option<String>,
     /// How `version` is read: absent, an integer or an RFC 3339 string; `rfc3339`,
     /// `epoch_s`, `epoch_ms` (a number or a numeric string) or a pattern: a timestamp.
-    #[serde(default)]
     pub version_format: Option<TimeFormat>,
     /// `GET` (default) or `POST`.
     #[serde(default)]
@@ -151,7 +142,6 @@ pub struct StreamConfig {
     /// path, `query` values and header values. A JSON string that is exactly one placeholder
     /// becomes a number for `{page_size}` and `{page}`, and is left out (its member or array
     /// element removed) when the placeholder has no value (`{cursor}` on the first page).
-    #[serde(default)]
     pub body: Option<Body>,
     /// How pages follow each other.
     #[serde(default)]
@@ -160,7 +150,6 @@ pub struct StreamConfig {
     #[serde(default = "defaults::page_size")]
     pub page_size: u32,
     /// Incremental sync by a timestamp filter. Absent: every sync is a full sync.
-    #[serde(default)]
     pub incremental: Option<Incremental>,
     /// Time between the end of one sync and the start of the next.
     #[serde(default = "defaults::poll_interval", with = "humantime_serde")]
@@ -194,17 +183,14 @@ pub struct StreamConfig {
     pub max_message_bytes: usize,
     /// An asynchronous export (bulk API): the stream's request asks for one, its state is
     /// polled until its files are ready, and each file lands, with the cursor, exactly once.
-    #[serde(default)]
     pub export: Option<ExportConfig>,
     /// A child stream: its requests are made once per record of another stream of the source
     /// (the parent), whose key fills the placeholder `as` in the path, query, headers or body.
     /// The parent's worker fetches a parent's children when the parent is new or changed, with
     /// one cursor per parent key (see docs/CONFIG.md, "Parent–child streams").
-    #[serde(default)]
     pub parent: Option<ParentConfig>,
     /// The first sync reads history in time windows, several at once (see docs/CONFIG.md,
     /// "Windowed backfill").
-    #[serde(default)]
     pub backfill: Option<BackfillConfig>,
 }
 
@@ -215,7 +201,6 @@ pub struct ParentConfig {
     /// The parent stream (of the same source).
     pub stream: String,
     /// JSON pointer of the parent record's key (default: the parent's first primary-key field).
-    #[serde(default)]
     pub key: Option<String>,
     /// The placeholder the key fills: `as = "repo"` fills `{repo}`.
     #[serde(rename = "as")]
@@ -255,12 +240,10 @@ pub struct Incremental {
     pub format: TimeFormat,
     /// How `field` is read; defaults to `format`. (HubSpot filters in epoch milliseconds and
     /// returns RFC 3339.)
-    #[serde(default)]
     pub field_format: Option<TimeFormat>,
     /// Query parameter of the window's end, sent with the time the sync started (Stripe
     /// `created[lte]`): a bounded window, so records written during the sync wait for the
     /// next one. Absent: open-ended.
-    #[serde(default)]
     pub end_param: Option<String>,
     /// Re-read this much before the high-water mark, to catch late and backdated writes.
     #[serde(default = "defaults::lookback", with = "humantime_serde")]

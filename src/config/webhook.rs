@@ -26,7 +26,6 @@ pub struct WebhookConfig {
     #[serde(default)]
     pub signature: WebhookSignature,
     /// Shortcut for `signature.header` (kept for configs written before presets existed).
-    #[serde(default)]
     pub signature_header: Option<String>,
     /// Where the event id is (pointer or `header:<name>`).
     #[serde(default = "default_event_id")]
@@ -41,13 +40,11 @@ pub struct WebhookConfig {
     /// The format of the version when it is a time (`rfc3339`, `epoch_s`, `epoch_ms`, a
     /// pattern): it is kept as microseconds since the epoch, like a stream's timestamp
     /// versions. Absent: an integer as is, or an RFC 3339 string.
-    #[serde(default)]
     pub version_format: Option<TimeFormat>,
     /// Where the stream name is inside the event (unless `stream` names it).
     #[serde(default = "default_stream_pointer")]
     pub stream_pointer: String,
     /// The one stream every event of this source belongs to (instead of `stream_pointer`).
-    #[serde(default)]
     pub stream: Option<String>,
     /// Where the event type is: one field, or several whose values are joined with `.`
     /// (`["header:X-GitHub-Event", "/action"]` gives `issues.opened`; absent parts are left
@@ -72,7 +69,6 @@ pub struct WebhookConfig {
     /// Events API sends `{"type": "url_verification", "challenge": "..."}` when an app's
     /// request URL is set. Default: on with the `slack` preset (`challenge = {}`), off
     /// otherwise.
-    #[serde(default)]
     pub challenge: Option<ChallengeConfig>,
 }
 
@@ -312,29 +308,18 @@ impl WebhookConfig {
                 "an entry:<key> timestamp needs a key=value header (set signature_key)",
             ));
         }
-        match (
-            s.timestamp == TimestampSource::None,
-            s.payload.has_timestamp(),
-        ) {
-            (true, true) => {
-                return Err(invalid(
-                    format!("{at}.payload"),
-                    format!(
-                        "`{}` signs {{timestamp}} but the scheme has none (set timestamp)",
-                        s.payload.text()
-                    ),
-                ));
-            }
-            (false, false) => {
-                return Err(invalid(
-                    format!("{at}.payload"),
-                    format!(
-                        "`{}` does not sign the timestamp, so it could be replayed with a fresh one; put {{timestamp}} in it or set timestamp = \"none\"",
-                        s.payload.text()
-                    ),
-                ));
-            }
-            _ => {}
+        // The payload signs `{timestamp}` exactly when the scheme has a timestamp.
+        let signs = s.payload.has_timestamp();
+        if signs == (s.timestamp == TimestampSource::None) {
+            let why = if signs {
+                "signs {timestamp} but the scheme has none (set timestamp)"
+            } else {
+                "does not sign the timestamp, so it could be replayed with a fresh one; put {timestamp} in it or set timestamp = \"none\""
+            };
+            return Err(invalid(
+                format!("{at}.payload"),
+                format!("`{}` {why}", s.payload.text()),
+            ));
         }
         Ok(s)
     }
@@ -509,5 +494,23 @@ mod tests {
         }
         let err = hook("signature = { preset = \"paypal\" }").unwrap_err();
         assert!(err.contains("unknown variant `paypal`"), "{err}");
+    }
+
+    #[test]
+    fn a_payload_signs_the_timestamp_exactly_when_the_scheme_has_one() {
+        assert_eq!(
+            hook("signature = { timestamp = \"none\", payload = \"{timestamp}.{body}\" }")
+                .unwrap_err(),
+            "config field `sources[0].webhook.signature.payload`: `{timestamp}.{body}` signs \
+             {timestamp} but the scheme has none (set timestamp)"
+        );
+        assert_eq!(
+            hook("signature = { payload = \"{body}\" }").unwrap_err(),
+            "config field `sources[0].webhook.signature.payload`: `{body}` does not sign the \
+             timestamp, so it could be replayed with a fresh one; put {timestamp} in it or set \
+             timestamp = \"none\""
+        );
+        let s = hook("signature = { timestamp = \"none\", payload = \"{body}\" }").unwrap();
+        assert_eq!(s.timestamp, TimestampSource::None);
     }
 }

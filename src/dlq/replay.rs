@@ -51,11 +51,8 @@ use crate::config::Config;
 use crate::headers::{self, Headers, Kind};
 use crate::jobs::CountDelta;
 use crate::kafka::txn::{self, Policy};
-use crate::kafka::{Kafka, Outgoing, TxnProducer};
-use crate::reprocess::{
-    PAGE_POSITION, TypedJobRecord, check_run_id, fencing_producer, long_transaction_kafka,
-};
-use crate::topics::TopicNames;
+use crate::kafka::{Outgoing, TxnProducer};
+use crate::reprocess::{OneOffKafka, PAGE_POSITION, TypedJobRecord, check_run_id};
 use crate::validate::Splitter;
 
 /// Offset ranges per marker record (keeps each well under the 1 MB message limit).
@@ -162,8 +159,8 @@ pub async fn run(cfg: &Config, opts: Options) -> anyhow::Result<ReplayReport> {
 struct Replay<'a> {
     cfg: &'a Config,
     opts: &'a Options,
-    names: TopicNames,
-    kafka: Kafka,
+    /// Names and clients.
+    io: OneOffKafka,
     blobs: BlobStore,
     /// Blocks on blob store writes from this (blocking) thread.
     handle: tokio::runtime::Handle,
@@ -189,8 +186,7 @@ impl<'a> Replay<'a> {
         Ok(Replay {
             cfg,
             opts,
-            names: TopicNames::from_config(cfg),
-            kafka: long_transaction_kafka(cfg)?,
+            io: OneOffKafka::open(cfg)?,
             blobs: BlobStore::open(&cfg.blob)?,
             handle,
             splitters: HashMap::new(),
@@ -200,19 +196,16 @@ impl<'a> Replay<'a> {
     fn run(mut self) -> anyhow::Result<ReplayReport> {
         let mut report = ReplayReport {
             filter: self.opts.filter.clone(),
-            landing: self.names.landing(),
+            landing: self.io.names.landing(),
             replay_id: self.opts.replay_id.clone(),
             ..ReplayReport::default()
         };
-        let producer = fencing_producer(
-            &self.kafka,
-            &self.cfg.kafka.group_prefix,
-            txn::Writer::DlqReplay,
-            META_TIMEOUT * 3,
-        )?;
+        let producer = self
+            .io
+            .fencing_producer(txn::Writer::DlqReplay, META_TIMEOUT * 3)?;
 
         // Fenced every other replay: what is committed now is the whole history.
-        let history = History::read(&self.kafka, &self.names)?;
+        let history = History::read(&self.io.kafka, &self.io.names)?;
         if let Some(id) = &self.opts.replay_id
             && let Some((at, _)) = history.replay(id)
         {
@@ -222,7 +215,7 @@ impl<'a> Replay<'a> {
         let mut chosen: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
         let opts = self.opts;
         let filter = &opts.filter;
-        scan(&self.kafka, &self.names, |m| {
+        scan(&self.io.kafka, &self.io.names, |m| {
             let meta = Meta::of(m);
             if !filter.matches(&meta) {
                 return;
@@ -244,7 +237,7 @@ impl<'a> Replay<'a> {
         let id = opts
             .replay_id
             .clone()
-            .unwrap_or_else(|| derive_id(filter, &self.names.dlq(), &chosen));
+            .unwrap_or_else(|| derive_id(filter, &self.io.names.dlq(), &chosen));
         report.replay_id = Some(id.clone());
         if let Some((at, _)) = history.replay(&id) {
             report.already_done = Some(at.to_owned());
@@ -276,13 +269,13 @@ impl<'a> Replay<'a> {
         chosen: &BTreeMap<i32, BTreeSet<i64>>,
         report: &mut ReplayReport,
     ) -> rdkafka::error::KafkaResult<bool> {
-        let dlq = self.names.dlq();
-        let landing = self.names.landing();
+        let dlq = self.io.names.dlq();
+        let landing = self.io.names.landing();
         let pb = crate::telemetry::bar(self.opts.progress, report.chosen, "replay", "dead letters");
         let mut landed: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
         let mut jobs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut pending: BTreeMap<i32, BTreeSet<i64>> = chosen.clone();
-        let c = self.kafka.reader_consumer("dlq-replay")?;
+        let c = self.io.kafka.reader_consumer("dlq-replay")?;
         let mut tpl = TopicPartitionList::new();
         for (p, offsets) in chosen {
             if let Some(first) = offsets.first() {
@@ -353,7 +346,7 @@ impl<'a> Replay<'a> {
         if report.landed == 0 {
             return Ok(false);
         }
-        let jobs_topic = self.names.jobs();
+        let jobs_topic = self.io.names.jobs();
         for (job, (records, whole)) in &jobs {
             let d = CountDelta::replay(job, id, *records, *whole);
             producer.send(Outgoing {
@@ -386,7 +379,7 @@ impl<'a> Replay<'a> {
     ) -> Result<Relanded, String> {
         let meta = Meta::of(m);
         let origin = meta.origin();
-        let landing = self.names.landing();
+        let landing = self.io.names.landing();
         if origin.as_ref().is_none_or(|o| o.topic != landing) {
             return Err(format!(
                 "not rejected from {landing} (dlq.origin {}, dlq.stage {}): only what validate rejected is re-landed",

@@ -580,4 +580,18 @@ mod tests {
         let j = serde_json::to_string(&e).unwrap();
         assert_eq!(serde_json::from_str::<CursorState>(&j).unwrap(), e);
     }
+
+    #[test]
+    fn reads_and_writes_the_stored_json() {
+        let full = r#"{"source":"sim","stream":"orders","sync_id":"s1","mode":"incremental","complete":false,"page":{"at":"token","value":"abc"},"since":"2026-01-01T00:00:00Z","started_at":"2026-01-02T00:00:00Z","high_water":"2026-01-01T12:00:00Z","committed_high_water":"2025-12-31T00:00:00Z","last_full_sync_at":"2025-12-01T00:00:00Z","last_sync_at":"2025-12-31T00:00:00Z","pages":3,"records":300,"total_records":900,"stamp":1767225600000000,"export":{"id":"exp_1","files":["/f/0"],"landed":1},"backfill":{"start":"2024-01-01T00:00:00Z","until":"2024-02-01T00:00:00Z","step_s":604800,"done":1,"windows":5,"running":2},"updated_at":"2026-01-02T00:00:00Z"}"#;
+        crate::contract::assert_record_json::<CursorState>(full, full);
+        crate::contract::assert_record_json::<CursorState>(
+            r#"{"source":"sim","stream":"orders","sync_id":"s1","mode":"full","complete":true,"page":{"at":"done"},"pages":0,"records":0,"updated_at":"2026-01-02T00:00:00Z"}"#,
+            r#"{"source":"sim","stream":"orders","sync_id":"s1","mode":"full","complete":true,"page":{"at":"done"},"since":null,"started_at":null,"high_water":null,"committed_high_water":null,"last_full_sync_at":null,"last_sync_at":null,"pages":0,"records":0,"total_records":0,"stamp":0,"updated_at":"2026-01-02T00:00:00Z"}"#,
+        );
+        crate::contract::assert_record_json::<ExportCursor>(
+            r#"{"id":"exp_1"}"#,
+            r#"{"id":"exp_1","files":null,"landed":0}"#,
+        );
+    }
 }

@@ -212,17 +212,9 @@ impl Shared {
         }
     }
 
+    /// The worker of `src`'s `stream`, its requests paced by `pacer` (the token's pacer, or
+    /// the one restored with the token's quota partition), with a progress bar in `mp`.
     fn worker(
-        &self,
-        src: &SourceConfig,
-        stream: &crate::config::StreamConfig,
-        opts: &FetchOptions,
-        mp: Option<&indicatif::MultiProgress>,
-    ) -> StreamWorker {
-        self.worker_with(src, stream, opts, mp, self.pacers[src.token_id()].clone())
-    }
-
-    fn worker_with(
         &self,
         src: &SourceConfig,
         stream: &crate::config::StreamConfig,
@@ -334,7 +326,8 @@ pub async fn run(
         }
         let mut tasks: Vec<(String, JoinHandle<Result<StreamReport, FetchError>>)> = Vec::new();
         for (src, st) in streams {
-            let w = shared.worker(src, st, &opts, mp.as_ref());
+            let pacer = shared.pacers[src.token_id()].clone();
+            let w = shared.worker(src, st, &opts, mp.as_ref(), pacer);
             tasks.push((
                 cursor::stream_key(&src.name, &st.name),
                 tokio::spawn(w.run(stop_rx.clone())),
@@ -532,7 +525,7 @@ async fn own_partition(
         let pacer = quota
             .pacer(src.token_id())
             .unwrap_or_else(|| shared.pacers[src.token_id()].clone());
-        let w = shared.worker_with(src, st, &opts, mp.as_ref(), pacer);
+        let w = shared.worker(src, st, &opts, mp.as_ref(), pacer);
         tasks.push((
             cursor::stream_key(&src.name, &st.name),
             tokio::spawn(restarting(w, rx.clone())),

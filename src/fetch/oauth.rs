@@ -750,4 +750,14 @@ token_key = "3333333333333333333333333333333333333333333333333333333333333333"
             assert!(!shown.contains(s), "{shown}");
         }
     }
+
+    #[test]
+    fn reads_and_writes_the_stored_json() {
+        let full = r#"{"token":"t1","grant":"refresh_token","owner":"p1","rotations":2,"updated_at":1767225600000,"access_expires_at":1767229200000,"paused":"invalid_grant","sealed":{"alg":"xchacha20poly1305","nonce":"bm9uY2U=","ciphertext":"Y2lwaGVy"}}"#;
+        crate::contract::assert_record_json::<TokenRecord>(full, full);
+        crate::contract::assert_record_json::<TokenRecord>(
+            r#"{"token":"t1","grant":"client_credentials","owner":"p1","rotations":0,"updated_at":1767225600000}"#,
+            r#"{"token":"t1","grant":"client_credentials","owner":"p1","rotations":0,"updated_at":1767225600000,"access_expires_at":null,"paused":null,"sealed":null}"#,
+        );
+    }
 }

@@ -3,6 +3,8 @@
 //! A [`PageCursor`] is the position inside one sync. It is stored in the cursor record after
 //! every transaction, so a restarted fetch resumes at the first page not yet committed.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
@@ -76,6 +78,22 @@ impl PageCursor {
         }
     }
 
+    /// The page number of `page` pagination at this position (1 before the first page).
+    fn page(&self) -> u64 {
+        match self {
+            PageCursor::Page(n) => *n,
+            _ => 1,
+        }
+    }
+
+    /// The record offset of `offset` pagination at this position (0 before the first page).
+    fn offset(&self) -> u64 {
+        match self {
+            PageCursor::Offset(n) => *n,
+            _ => 0,
+        }
+    }
+
     /// The 1-based page number of the `{page}` placeholder at this position.
     pub fn page_number(&self, page_size: u32) -> u64 {
         match self {
@@ -134,47 +152,11 @@ pub fn request_url(
                 q.append_pair(k, v);
             }
         };
-        match &stream.pagination {
-            Pagination::Cursor {
-                param, size_param, ..
-            } => {
-                pair(size_param, &size);
-                if let PageCursor::Token(t) = at {
-                    pair(param, t);
-                }
-            }
-            Pagination::Link { size_param } | Pagination::NextUrl { size_param, .. } => {
-                if let Some(p) = size_param {
-                    pair(p, &size);
-                }
-            }
-            Pagination::Graphql { .. } => {}
-            Pagination::Page {
-                param, size_param, ..
-            } => {
-                pair(size_param, &size);
-                let n = if let PageCursor::Page(n) = at { *n } else { 1 };
-                pair(param, &n.to_string());
-            }
-            Pagination::Offset {
-                param, size_param, ..
-            } => {
-                pair(size_param, &size);
-                let n = if let PageCursor::Offset(n) = at {
-                    *n
-                } else {
-                    0
-                };
-                pair(param, &n.to_string());
-            }
-            Pagination::After {
-                param, size_param, ..
-            } => {
-                pair(size_param, &size);
-                if let PageCursor::After(id) = at {
-                    pair(param, id);
-                }
-            }
+        if let Some(p) = size_param(&stream.pagination) {
+            pair(p, &size);
+        }
+        if let Some((p, value)) = position_param(&stream.pagination, at) {
+            pair(p, &value);
         }
         for (param, value) in filters {
             pair(param, value);
@@ -184,6 +166,36 @@ pub fn request_url(
         url.set_query(None);
     }
     Ok(url)
+}
+
+/// The query parameter of the page size under `pagination`, where the style sends one.
+fn size_param(pagination: &Pagination) -> Option<&str> {
+    match pagination {
+        Pagination::Cursor { size_param, .. }
+        | Pagination::Page { size_param, .. }
+        | Pagination::Offset { size_param, .. }
+        | Pagination::After { size_param, .. } => Some(size_param),
+        Pagination::Link { size_param } | Pagination::NextUrl { size_param, .. } => {
+            size_param.as_deref()
+        }
+        Pagination::Graphql { .. } => None,
+    }
+}
+
+/// The query parameter that carries the position `at` under `pagination`, with its value:
+/// the page number or the offset (from the first page on), the token or the last id (once
+/// the previous page gave one); none for the styles that follow a URL or post a body.
+fn position_param<'a>(
+    pagination: &'a Pagination,
+    at: &'a PageCursor,
+) -> Option<(&'a str, Cow<'a, str>)> {
+    match (pagination, at) {
+        (Pagination::Cursor { param, .. }, PageCursor::Token(t))
+        | (Pagination::After { param, .. }, PageCursor::After(t)) => Some((param, t.into())),
+        (Pagination::Page { param, .. }, _) => Some((param, at.page().to_string().into())),
+        (Pagination::Offset { param, .. }, _) => Some((param, at.offset().to_string().into())),
+        _ => None,
+    }
 }
 
 /// What pagination needs to know about a response.
@@ -198,6 +210,19 @@ pub struct PageFacts<'a> {
     pub last_id: Option<String>,
 }
 
+impl<'a> PageFacts<'a> {
+    /// The value at JSON pointer `pointer` of the body (None without one, or a body not JSON).
+    fn value_at(&self, pointer: &str) -> Option<&'a Value> {
+        self.body?.pointer(pointer)
+    }
+
+    /// The boolean at JSON pointer `pointer` of the body (a has-more or end flag), None
+    /// where there is none.
+    fn flag(&self, pointer: &str) -> Option<bool> {
+        self.value_at(pointer)?.as_bool()
+    }
+}
+
 /// The cursor after a page.
 ///
 /// # Errors
@@ -209,13 +234,11 @@ pub fn next(
 ) -> Result<PageCursor, PaginateError> {
     let full = facts.records as u64 >= u64::from(stream.page_size);
     let after = match &stream.pagination {
-        Pagination::Cursor { next_pointer, .. } => {
-            match facts.body.and_then(|b| b.pointer(next_pointer)) {
-                Some(Value::String(s)) if !s.is_empty() => PageCursor::Token(s.clone()),
-                Some(Value::Number(n)) => PageCursor::Token(n.to_string()),
-                _ => PageCursor::Done,
-            }
-        }
+        Pagination::Cursor { next_pointer, .. } => match facts.value_at(next_pointer) {
+            Some(Value::String(s)) if !s.is_empty() => PageCursor::Token(s.clone()),
+            Some(Value::Number(n)) => PageCursor::Token(n.to_string()),
+            _ => PageCursor::Done,
+        },
         Pagination::Link { .. } => match facts.link.and_then(next_link) {
             Some(u) => PageCursor::Url(u),
             None => PageCursor::Done,
@@ -226,15 +249,11 @@ pub fn next(
             done,
             ..
         } => {
-            let flag = |p: &Option<String>| {
-                p.as_deref()
-                    .and_then(|p| facts.body?.pointer(p))
-                    .and_then(Value::as_bool)
-            };
+            let flag = |p: &Option<String>| p.as_deref().and_then(|p| facts.flag(p));
             if flag(has_more) == Some(false) || flag(done) == Some(true) {
                 PageCursor::Done
             } else {
-                match facts.body.and_then(|b| b.pointer(pointer)) {
+                match facts.value_at(pointer) {
                     Some(Value::String(u)) if !u.is_empty() => PageCursor::Url(u.clone()),
                     _ => PageCursor::Done,
                 }
@@ -244,12 +263,8 @@ pub fn next(
             end_cursor,
             has_next_page,
         } => {
-            let more = facts
-                .body
-                .and_then(|b| b.pointer(has_next_page))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            match facts.body.and_then(|b| b.pointer(end_cursor)) {
+            let more = facts.flag(has_next_page).unwrap_or(false);
+            match facts.value_at(end_cursor) {
                 Some(Value::String(c)) if more && !c.is_empty() => PageCursor::Token(c.clone()),
                 _ => PageCursor::Done,
             }
@@ -257,7 +272,7 @@ pub fn next(
         Pagination::Page {
             has_more, total, ..
         } => {
-            let n = if let PageCursor::Page(n) = at { *n } else { 1 };
+            let n = at.page();
             let read = n.saturating_sub(1) * u64::from(stream.page_size) + facts.records as u64;
             if more_pages(facts, full, has_more.as_deref(), total.as_deref(), read) {
                 PageCursor::Page(n + 1)
@@ -268,11 +283,7 @@ pub fn next(
         Pagination::Offset {
             has_more, total, ..
         } => {
-            let n = if let PageCursor::Offset(n) = at {
-                *n
-            } else {
-                0
-            };
+            let n = at.offset();
             let read = n + facts.records as u64;
             if more_pages(facts, full, has_more.as_deref(), total.as_deref(), read) {
                 PageCursor::Offset(read)
@@ -283,11 +294,7 @@ pub fn next(
         Pagination::After {
             has_more_pointer, ..
         } => {
-            let more = facts
-                .body
-                .and_then(|b| b.pointer(has_more_pointer))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let more = facts.flag(has_more_pointer).unwrap_or(false);
             if more && facts.records > 0 {
                 PageCursor::After(
                     facts
@@ -324,11 +331,9 @@ fn more_pages(
     if facts.records == 0 {
         return false;
     }
-    let flag = has_more
-        .and_then(|p| facts.body?.pointer(p))
-        .and_then(Value::as_bool);
+    let flag = has_more.and_then(|p| facts.flag(p));
     let total = total
-        .and_then(|p| facts.body?.pointer(p))
+        .and_then(|p| facts.value_at(p))
         .and_then(Value::as_u64);
     match (flag, total) {
         (Some(false), _) => false,

@@ -667,4 +667,14 @@ mod tests {
         w.last_value = Some(w.since.clone());
         assert!(step(&w, &more, 10).unwrap_err().contains("cannot split"));
     }
+
+    #[test]
+    fn reads_and_writes_the_stored_json() {
+        let full = r#"{"sync_id":"s1","since":"2024-01-01T00:00:00Z","until":"2024-01-08T00:00:00Z","page":{"at":"page","value":3},"pages":2,"records":200,"complete":false,"last_value":"2024-01-03T00:00:00Z","split_at":"2024-01-05T00:00:00Z","stamp":1767225600000000,"updated_at":"2026-01-02T00:00:00Z"}"#;
+        crate::contract::assert_record_json::<WindowCursor>(full, full);
+        crate::contract::assert_record_json::<WindowCursor>(
+            r#"{"sync_id":"s1","since":"2024-01-01T00:00:00Z","until":"2024-01-08T00:00:00Z","page":{"at":"start"},"pages":0,"records":0,"complete":true,"updated_at":"2026-01-02T00:00:00Z"}"#,
+            r#"{"sync_id":"s1","since":"2024-01-01T00:00:00Z","until":"2024-01-08T00:00:00Z","page":{"at":"start"},"pages":0,"records":0,"complete":true,"last_value":null,"split_at":null,"stamp":0,"updated_at":"2026-01-02T00:00:00Z"}"#,
+        );
+    }
 }

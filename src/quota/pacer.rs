@@ -477,24 +477,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn whole_second_resets_alone_do_not_slow_the_pace() {
-        // A 1 s window half used at our pace: Reset says 1 (rounded up), 10 remain.
-        let p = Pacer::new(20, Duration::from_secs(1), 1.0);
-        p.observe(announced(Some(20), 10, Duration::from_secs(1)));
-        assert_eq!(p.interval(), Duration::from_millis(50));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn follows_the_announced_limit_down_and_up_to_the_configured_one() {
-        let p = Pacer::new(20, Duration::from_secs(1), 1.0);
-        p.observe(announced(Some(5), 3, Duration::from_secs(1)));
-        assert_eq!(p.interval(), Duration::from_millis(200));
-        p.observe(announced(Some(100), 90, Duration::from_secs(1)));
-        assert_eq!(
-            p.interval(),
-            Duration::from_millis(50),
-            "never above the configured quota"
-        );
+    async fn the_pace_follows_the_announced_limit_within_the_configured_one() {
+        // Each case: a pacer of 20 requests a second, then announcements (limit, remaining,
+        // seconds to the reset), each with the pace it leaves (ms between requests) and why.
+        type Step = (Option<u64>, u64, u64, u64, &'static str);
+        let cases: &[&[Step]] = &[
+            // A 1 s window half used at our pace: Reset says 1 (rounded up), 10 remain.
+            &[(Some(20), 10, 1, 50, "whole-second resets do not slow it")],
+            &[
+                (Some(5), 3, 1, 200, "down to the announced limit"),
+                (Some(100), 90, 1, 50, "never above the configured quota"),
+            ],
+        ];
+        for steps in cases {
+            let p = Pacer::new(20, Duration::from_secs(1), 1.0);
+            for &(limit, remaining, reset_s, interval_ms, why) in *steps {
+                p.observe(announced(limit, remaining, Duration::from_secs(reset_s)));
+                assert_eq!(p.interval(), Duration::from_millis(interval_ms), "{why}");
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

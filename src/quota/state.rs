@@ -333,4 +333,14 @@ mod tests {
             "{left:?}"
         );
     }
+
+    #[test]
+    fn reads_and_writes_the_stored_json() {
+        let full = r#"{"token":"tok","interval_ms":62.5,"limit":16,"next_at":1767225600100,"paused_until":1767225603000,"remaining":7,"reset_at":1767225660000,"recent_ends":[1767225599000,1767225599500],"updated_at":1767225600000,"owner":"a"}"#;
+        crate::contract::assert_record_json::<QuotaRecord>(full, full);
+        crate::contract::assert_record_json::<QuotaRecord>(
+            r#"{"token":"tok","interval_ms":62.5,"limit":16,"next_at":1767225600100,"updated_at":1767225600000}"#,
+            r#"{"token":"tok","interval_ms":62.5,"limit":16,"next_at":1767225600100,"paused_until":null,"remaining":null,"reset_at":null,"recent_ends":[],"updated_at":1767225600000,"owner":""}"#,
+        );
+    }
 }

@@ -721,6 +721,7 @@ pub async fn apply_stream(
     text: &str,
 ) -> Result<Vec<SchemaOutcome>, RegistryError> {
     let names = TopicNames::from_config(cfg);
+    let strategy = cfg.registry.subject_strategy;
     let subject = names.subject(source, stream);
     // With Avro keys, the key schema this value schema implies is checked first: a value
     // schema that would change the key is refused before anything is registered.
@@ -743,39 +744,23 @@ pub async fn apply_stream(
                 })?;
             let valid = names.valid(source, stream);
             let curated = names.curated(source, stream);
-            key_unchanged(
-                reg,
-                cfg.registry.subject_strategy,
-                &valid,
-                &curated,
-                &key_text,
-            )
-            .await?;
+            key_unchanged(reg, strategy, &valid, &curated, &key_text).await?;
             Some((valid, curated, key_text))
         }
         None => None,
     };
     let first = apply_one(reg, &subject, text).await?;
-    let downstream = downstream_subject(
-        cfg.registry.subject_strategy,
-        &names.curated(source, stream),
-        text,
-    )
-    .map_err(|detail| RegistryError::InvalidSchema {
-        subject: subject.clone(),
-        detail,
-    })?;
+    let downstream =
+        downstream_subject(strategy, &names.curated(source, stream), text).map_err(|detail| {
+            RegistryError::InvalidSchema {
+                subject: subject.clone(),
+                detail,
+            }
+        })?;
     let second = apply_one(reg, &downstream, text).await?;
     let mut out = vec![first, second];
     if let Some((valid, curated, key_text)) = key {
-        let (_, outcomes) = apply_key(
-            reg,
-            cfg.registry.subject_strategy,
-            &valid,
-            &curated,
-            &key_text,
-        )
-        .await?;
+        let (_, outcomes) = apply_key(reg, strategy, &valid, &curated, &key_text).await?;
         out.extend(outcomes);
     }
     Ok(out)

@@ -30,7 +30,7 @@ use super::args::{DriftKind, QuotaMode};
 use super::clock::{self, format_ms};
 use super::data::Stream;
 use super::error::ApiError;
-use super::faults::{FaultConfig, FaultCounts, FaultPatch};
+use super::faults::{FaultConfig, FaultCounts};
 use super::pagination::whole_in;
 use super::quota::TokenStats;
 use super::state::SimState;
@@ -241,7 +241,7 @@ async fn put_faults(
     State(state): State<Arc<SimState>>,
     body: Bytes,
 ) -> Result<Json<FaultConfig>, ApiError> {
-    let patch: FaultPatch = json_body(&body)?;
+    let patch: serde_json::Map<String, serde_json::Value> = json_body(&body)?;
     let mut faults = state.faults();
     faults.apply(&patch).map_err(ApiError::bad_body)?;
     info!(config = ?faults.config(), "sim faults changed");

@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::seeded::Rand;
 
-/// The fault rates in force.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// The fault rates in force; also the document `GET /admin/faults` answers and `PUT
+/// /admin/faults` changes ([`Faults::apply`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FaultConfig {
     /// Probability that a request starts a burst of 5xx answers.
     pub error_rate: f64,
@@ -27,22 +30,22 @@ pub struct FaultConfig {
     pub malformed_rate: f64,
 }
 
-/// A partial change of [`FaultConfig`], the body of `PUT /admin/faults`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultPatch {
-    /// New `error_rate`.
-    pub error_rate: Option<f64>,
-    /// New `error_burst`.
-    pub error_burst: Option<u32>,
-    /// New `slow_rate`.
-    pub slow_rate: Option<f64>,
-    /// New `slow_ms`.
-    pub slow_ms: Option<u64>,
-    /// New `reset_rate`.
-    pub reset_rate: Option<f64>,
-    /// New `malformed_rate`.
-    pub malformed_rate: Option<f64>,
+impl FaultConfig {
+    /// Checks the rules every change must keep: each rate in 0..=1 and bursts of at least one
+    /// 5xx answer.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the first bad field.
+    fn check(&self) -> Result<(), String> {
+        check_rate("error_rate", self.error_rate)?;
+        if self.error_burst == 0 {
+            return Err("error_burst must be at least 1".into());
+        }
+        check_rate("slow_rate", self.slow_rate)?;
+        check_rate("reset_rate", self.reset_rate)?;
+        check_rate("malformed_rate", self.malformed_rate)
+    }
 }
 
 /// Faults injected so far.
@@ -115,38 +118,24 @@ impl Faults {
         self.counts
     }
 
-    /// Applies a partial change; nothing changes if any value is out of range.
+    /// Applies a partial change, the body of `PUT /admin/faults`: any of the [`FaultConfig`]
+    /// fields (a field left out or `null` keeps its value). Nothing changes if a field is
+    /// unknown, of the wrong type or out of range.
     ///
     /// # Errors
     ///
     /// A message naming the bad field.
-    pub fn apply(&mut self, patch: &FaultPatch) -> Result<(), String> {
-        let mut next = self.config.clone();
-        if let Some(v) = patch.error_rate {
-            check_rate("error_rate", v)?;
-            next.error_rate = v;
+    pub fn apply(&mut self, patch: &Map<String, Value>) -> Result<(), String> {
+        let mut fields = match serde_json::to_value(&self.config) {
+            Ok(Value::Object(fields)) => fields,
+            _ => unreachable!("a FaultConfig serializes to a JSON object"),
+        };
+        for (name, value) in patch.iter().filter(|(_, value)| !value.is_null()) {
+            fields.insert(name.clone(), value.clone());
         }
-        if let Some(v) = patch.error_burst {
-            if v == 0 {
-                return Err("error_burst must be at least 1".into());
-            }
-            next.error_burst = v;
-        }
-        if let Some(v) = patch.slow_rate {
-            check_rate("slow_rate", v)?;
-            next.slow_rate = v;
-        }
-        if let Some(v) = patch.slow_ms {
-            next.slow_ms = v;
-        }
-        if let Some(v) = patch.reset_rate {
-            check_rate("reset_rate", v)?;
-            next.reset_rate = v;
-        }
-        if let Some(v) = patch.malformed_rate {
-            check_rate("malformed_rate", v)?;
-            next.malformed_rate = v;
-        }
+        let next: FaultConfig =
+            serde_json::from_value(Value::Object(fields)).map_err(|e| e.to_string())?;
+        next.check()?;
         if next.error_rate == 0.0 {
             // Turning errors off ends a burst in progress too.
             self.burst_left = 0;
@@ -204,6 +193,14 @@ pub fn cut_short(body: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// A change as `PUT /admin/faults` takes it.
+    fn patch(change: Value) -> Map<String, Value> {
+        match change {
+            Value::Object(fields) => fields,
+            other => panic!("a change is a JSON object, not {other}"),
+        }
+    }
+
     fn config() -> FaultConfig {
         FaultConfig {
             error_rate: 0.0,
@@ -235,11 +232,8 @@ mod tests {
     #[test]
     fn errors_come_in_bursts_of_the_configured_length() {
         let mut f = Faults::new(config(), 1);
-        f.apply(&FaultPatch {
-            error_rate: Some(0.05),
-            ..Default::default()
-        })
-        .unwrap();
+        f.apply(&patch(serde_json::json!({"error_rate": 0.05})))
+            .unwrap();
         let errors: Vec<bool> = (0..5000).map(|_| f.plan().error.is_some()).collect();
         let mut runs = Vec::new();
         let mut run = 0;
@@ -261,12 +255,11 @@ mod tests {
     #[test]
     fn every_fault_fires_at_rate_one() {
         let mut f = Faults::new(config(), 1);
-        f.apply(&FaultPatch {
-            slow_rate: Some(1.0),
-            reset_rate: Some(1.0),
-            malformed_rate: Some(1.0),
-            ..Default::default()
-        })
+        f.apply(&patch(serde_json::json!({
+            "slow_rate": 1.0,
+            "reset_rate": 1.0,
+            "malformed_rate": 1.0,
+        })))
         .unwrap();
         let plan = f.plan();
         assert_eq!(plan.delay, Some(Duration::from_millis(10)));
@@ -287,15 +280,42 @@ mod tests {
     fn bad_patches_change_nothing() {
         let mut f = Faults::new(config(), 1);
         let err = f
-            .apply(&FaultPatch {
-                slow_rate: Some(0.5),
-                reset_rate: Some(2.0),
-                ..Default::default()
-            })
+            .apply(&patch(
+                serde_json::json!({"slow_rate": 0.5, "reset_rate": 2.0}),
+            ))
             .unwrap_err();
         assert!(err.contains("reset_rate"));
         assert_eq!(f.config(), &config());
-        assert!(serde_json::from_str::<FaultPatch>(r#"{"eror_rate":1}"#).is_err());
+        let err = f
+            .apply(&patch(serde_json::json!({"eror_rate": 1})))
+            .unwrap_err();
+        assert!(err.contains("eror_rate"), "{err}");
+        let err = f
+            .apply(&patch(serde_json::json!({"slow_ms": "fast"})))
+            .unwrap_err();
+        assert!(err.contains("invalid type"), "{err}");
+        let err = f
+            .apply(&patch(serde_json::json!({"error_burst": 0})))
+            .unwrap_err();
+        assert!(err.contains("error_burst"), "{err}");
+        assert_eq!(f.config(), &config());
+    }
+
+    #[test]
+    fn a_change_keeps_the_fields_it_leaves_out_or_nulls() {
+        let mut f = Faults::new(config(), 1);
+        f.apply(&patch(
+            serde_json::json!({"error_burst": 5, "slow_ms": null, "reset_rate": 1}),
+        ))
+        .unwrap();
+        assert_eq!(
+            f.config(),
+            &FaultConfig {
+                error_burst: 5,
+                reset_rate: 1.0,
+                ..config()
+            }
+        );
     }
 
     #[test]

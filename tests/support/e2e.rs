@@ -562,19 +562,8 @@ pub fn figures(r: &VerifyReport, d: &Doubles) -> (Figures, String) {
             c.not_tombstoned.len(),
             c.drifted_curated.len(),
         ));
-        for (what, ids) in [
-            ("missing", &c.missing),
-            ("stale", &c.stale),
-            ("wrong", &c.wrong),
-            ("not tombstoned", &c.not_tombstoned),
-            ("drifted but curated", &c.drifted_curated),
-        ] {
-            if !ids.is_empty() {
-                table.push_str(&format!(
-                    "      {what}: {}\n",
-                    ids.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
-                ));
-            }
+        for (what, ids) in c.failing_ids() {
+            table.push_str(&format!("      {what}: {ids}\n"));
         }
     }
     let odd_kinds: u64 = r

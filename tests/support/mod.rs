@@ -9,6 +9,7 @@ pub mod group;
 pub mod judge;
 pub mod ledger;
 pub mod proc;
+pub mod scenario;
 
 use std::time::Duration;
 
@@ -75,6 +76,28 @@ pub fn stop_signal() -> (
 /// Asserts that `text` contains `needle`, showing `text` if not.
 pub fn assert_contains(text: &str, needle: &str) {
     assert!(text.contains(needle), "{text}");
+}
+
+/// Asserts that `items` is empty; if not, fails saying how many `what` there are and showing
+/// the first ten.
+pub fn assert_none<T: std::fmt::Debug>(items: &[T], what: &str) {
+    assert!(
+        items.is_empty(),
+        "{} {what}, e.g. {:?}",
+        items.len(),
+        &items[..items.len().min(10)]
+    );
+}
+
+/// The seed of a randomized crash test: `CRASH_SEED` if set (to replay a run), else a random
+/// one. Printed, so that a failing run can be replayed.
+pub fn crash_seed() -> u64 {
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("crash test seed: CRASH_SEED={seed}");
+    seed
 }
 
 /// Bootstrap servers of the local stack.
@@ -1167,6 +1190,30 @@ pub fn config_with_file(
     let path = write_config(dir.path(), text);
     let cfg = Config::from_toml(text).expect("test config is valid");
     (std::sync::Arc::new(cfg), dir, path)
+}
+
+/// One sync of drifted records, for the DLQ and reprocessing tests: a simulator of `records`
+/// records a stream (seed 11, 5 % of them drifted), one cursor source of its `streams` (config
+/// written by [`config_with_file`]), topics and schemas applied, and [`fetch_once`] run. The
+/// simulator, what [`config_with_file`] returns, the topic names and the registry client.
+pub async fn land_drifted_sync(
+    records: &str,
+    streams: &[&str],
+) -> (
+    intake::sim::SimHandle,
+    std::sync::Arc<Config>,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    intake::topics::TopicNames,
+    intake::registry::Registry,
+) {
+    let sim = sim(&["--records", records, "--seed", "11", "--drift-rate", "0.05"]).await;
+    let text = config_text(&cursor_sim_source(&sim, streams));
+    let (cfg, dir, config_file) = config_with_file(&text);
+    let names = intake::topics::TopicNames::from_config(&cfg);
+    let reg = apply_topics_and_schemas(&cfg).await;
+    fetch_once(&cfg).await.unwrap();
+    (sim, cfg, dir, config_file, names, reg)
 }
 
 /// Every version of a registry subject as (version, schema id, schema text), asked of the

@@ -33,6 +33,20 @@ impl Compiler {
         id
     }
 
+    /// Defines a named type whose node carries its own full name (a fixed, an enum, a decimal
+    /// on a fixed): `node` gets the full name the type is registered under.
+    pub(super) fn define_named(
+        &mut self,
+        name: &Name,
+        ns: Option<&str>,
+        node: impl FnOnce(String) -> Node,
+    ) -> NodeId {
+        let full = name.fully_qualified_name(ns).fullname(None);
+        let id = self.push(node(full.clone()));
+        self.named.insert(full, id);
+        id
+    }
+
     pub(super) fn compile(
         &mut self,
         schema: &Schema,
@@ -67,26 +81,16 @@ impl Compiler {
             Schema::Uuid(UuidSchema::Bytes) => Node::Uuid(UuidRepr::Bytes),
             Schema::Uuid(UuidSchema::String) => Node::Uuid(UuidRepr::String),
             Schema::Fixed(fixed) => {
-                let name = fixed.name.fully_qualified_name(ns).fullname(None);
-                return Ok(self.define(
-                    &fixed.name,
-                    ns,
-                    Node::Fixed {
-                        name,
-                        size: fixed.size,
-                    },
-                ));
+                return Ok(self.define_named(&fixed.name, ns, |name| Node::Fixed {
+                    name,
+                    size: fixed.size,
+                }));
             }
             Schema::Enum(e) => {
-                let name = e.name.fully_qualified_name(ns).fullname(None);
-                return Ok(self.define(
-                    &e.name,
-                    ns,
-                    Node::Enum {
-                        name,
-                        symbols: e.symbols.clone(),
-                    },
-                ));
+                return Ok(self.define_named(&e.name, ns, |name| Node::Enum {
+                    name,
+                    symbols: e.symbols.clone(),
+                }));
             }
             Schema::Array(a) => Node::Array(self.compile(&a.items, ns, &format!("{path}[]"))?),
             Schema::Map(m) => Node::Map(self.compile(&m.types, ns, &format!("{path}{{}}"))?),
@@ -158,17 +162,15 @@ impl Compiler {
                         },
                     }),
                     InnerDecimalSchema::Fixed(fixed) => {
-                        let name = fixed.name.fully_qualified_name(ns).fullname(None);
                         let decimal = DecimalType {
                             precision,
                             scale,
                             size: Some(fixed.size),
                         };
-                        let node = Node::Decimal {
+                        self.define_named(&fixed.name, ns, |name| Node::Decimal {
                             name: Some(name),
                             decimal,
-                        };
-                        self.define(&fixed.name, ns, node)
+                        })
                     }
                 });
             }

@@ -326,7 +326,12 @@ impl<'s> Observer<'s> {
             let mut added = Vec::new();
             for (name, (path, shape)) in fields {
                 let mut notes = Vec::new();
-                let ty = field_type(shape, name, ns.as_deref(), names, &mut notes);
+                let ty = Typer {
+                    ns: ns.as_deref(),
+                    names,
+                    notes: &mut notes,
+                }
+                .field_type(shape, name);
                 if shape.present == seen && !shape.null {
                     notes.push(
                         "present in every sample, but added as optional: a required field without a \

@@ -35,60 +35,113 @@ pub(super) fn type_name(schema: &Schema) -> String {
     }
 }
 
-/// The type of a new optional field: `["null", ...]`.
-pub(super) fn field_type(
-    shape: &Shape,
-    name: &str,
-    ns: Option<&str>,
-    names: &mut HashSet<String>,
-    notes: &mut Vec<String>,
-) -> Json {
-    let mut variants = vec![json!("null")];
-    variants.extend(non_null_types(shape, name, ns, names, notes));
-    if variants.len() == 1 {
-        notes.push("only null seen, so the type is a guess: string".to_owned());
-        variants.push(json!("string"));
-    }
-    Json::Array(variants)
+/// What building the types of new fields threads through every step: the namespace of the
+/// record being extended, the record names taken so far (a new record gets a free one) and the
+/// notes that explain each guess made.
+pub(super) struct Typer<'a> {
+    pub(super) ns: Option<&'a str>,
+    pub(super) names: &'a mut HashSet<String>,
+    pub(super) notes: &'a mut Vec<String>,
 }
 
-/// The non-null Avro types a shape needs, at most one per Avro kind, so they form a valid union.
-pub(super) fn non_null_types(
-    shape: &Shape,
-    name: &str,
-    ns: Option<&str>,
-    names: &mut HashSet<String>,
-    notes: &mut Vec<String>,
-) -> Vec<Json> {
-    let mut types = Vec::new();
-    if shape.boolean {
-        types.push(json!("boolean"));
+impl Typer<'_> {
+    /// The type of a new optional field: `["null", ...]`.
+    pub(super) fn field_type(&mut self, shape: &Shape, name: &str) -> Json {
+        let mut variants = vec![json!("null")];
+        variants.extend(self.non_null_types(shape, name));
+        if variants.len() == 1 {
+            self.notes
+                .push("only null seen, so the type is a guess: string".to_owned());
+            variants.push(json!("string"));
+        }
+        Json::Array(variants)
     }
-    if shape.float {
-        types.push(json!("double"));
-    } else if shape.integer {
-        types.push(json!("long"));
-    }
-    if shape.string {
-        types.push(string_type(shape, name, notes));
-    }
-    if let Some(items) = &shape.array {
-        let items = element_type(items, name, "item", ns, names, notes);
-        types.push(json!({"type": "array", "items": items}));
-    }
-    if let Some((members, _)) = &shape.object {
-        if members.keys().all(|k| is_avro_name(k)) && !members.is_empty() {
-            types.push(record_type(members, name, ns, names, notes));
-        } else {
-            let mut merged = Shape::default();
-            for member in members.values() {
-                merge_shapes(&mut merged, member);
+
+    /// The non-null Avro types a shape needs, at most one per Avro kind, so they form a valid
+    /// union.
+    pub(super) fn non_null_types(&mut self, shape: &Shape, name: &str) -> Vec<Json> {
+        let mut types = Vec::new();
+        if shape.boolean {
+            types.push(json!("boolean"));
+        }
+        if shape.float {
+            types.push(json!("double"));
+        } else if shape.integer {
+            types.push(json!("long"));
+        }
+        if shape.string {
+            types.push(string_type(shape, name, self.notes));
+        }
+        if let Some(items) = &shape.array {
+            let items = self.element_type(items, name, "item");
+            types.push(json!({"type": "array", "items": items}));
+        }
+        if let Some((members, _)) = &shape.object {
+            if members.keys().all(|k| is_avro_name(k)) && !members.is_empty() {
+                types.push(self.record_type(members, name));
+            } else {
+                let mut merged = Shape::default();
+                for member in members.values() {
+                    merge_shapes(&mut merged, member);
+                }
+                let values = self.element_type(&merged, name, "value");
+                types.push(json!({"type": "map", "values": values}));
             }
-            let values = element_type(&merged, name, "value", ns, names, notes);
-            types.push(json!({"type": "map", "values": values}));
+        }
+        types
+    }
+
+    /// The type of an array's items or a map's values (`what`): the non-null types seen, null
+    /// first if seen, a union if more than one; a guessed string if no typed value was seen.
+    pub(super) fn element_type(&mut self, shape: &Shape, name: &str, what: &str) -> Json {
+        let mut types = self.non_null_types(shape, &format!("{name}_{what}"));
+        if types.is_empty() {
+            self.notes.push(format!(
+                "`{name}` has no typed {what}s, so their type is a guess: string"
+            ));
+            types.push(json!("string"));
+        }
+        if shape.null {
+            types.insert(0, json!("null"));
+        }
+        if types.len() == 1 {
+            types.remove(0)
+        } else {
+            Json::Array(types)
         }
     }
-    types
+
+    /// A new record for an object: every field optional with default null.
+    pub(super) fn record_type(&mut self, members: &BTreeMap<String, Shape>, name: &str) -> Json {
+        let base: String = {
+            let mut chars = name.chars();
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        };
+        let ns = self.ns;
+        let full = |n: &str| ns.map_or_else(|| n.to_owned(), |ns| format!("{ns}.{n}"));
+        let mut record_name = base.clone();
+        let mut suffix = 2;
+        while self.names.contains(&full(&record_name)) {
+            record_name = format!("{base}{suffix}");
+            suffix += 1;
+        }
+        self.names.insert(full(&record_name));
+        let fields: Vec<Json> = members
+            .iter()
+            .map(|(field, shape)| json!({"name": field, "type": self.field_type(shape, field), "default": null}))
+            .collect();
+        let mut record = Map::new();
+        record.insert("type".to_owned(), json!("record"));
+        record.insert("name".to_owned(), json!(record_name));
+        if let Some(ns) = ns {
+            record.insert("namespace".to_owned(), json!(ns));
+        }
+        record.insert("fields".to_owned(), Json::Array(fields));
+        Json::Object(record)
+    }
 }
 
 /// The type of strings: a timestamp when every sample string is an RFC 3339 timestamp
@@ -110,70 +163,6 @@ pub(super) fn string_type(shape: &Shape, name: &str, notes: &mut Vec<String>) ->
     } else {
         json!("string")
     }
-}
-
-/// The type of an array's items or a map's values (`what`): the non-null types seen, null first
-/// if seen, a union if more than one; a guessed string if no typed value was seen.
-pub(super) fn element_type(
-    shape: &Shape,
-    name: &str,
-    what: &str,
-    ns: Option<&str>,
-    names: &mut HashSet<String>,
-    notes: &mut Vec<String>,
-) -> Json {
-    let mut types = non_null_types(shape, &format!("{name}_{what}"), ns, names, notes);
-    if types.is_empty() {
-        notes.push(format!(
-            "`{name}` has no typed {what}s, so their type is a guess: string"
-        ));
-        types.push(json!("string"));
-    }
-    if shape.null {
-        types.insert(0, json!("null"));
-    }
-    if types.len() == 1 {
-        types.remove(0)
-    } else {
-        Json::Array(types)
-    }
-}
-
-/// A new record for an object: every field optional with default null.
-pub(super) fn record_type(
-    members: &BTreeMap<String, Shape>,
-    name: &str,
-    ns: Option<&str>,
-    names: &mut HashSet<String>,
-    notes: &mut Vec<String>,
-) -> Json {
-    let base: String = {
-        let mut chars = name.chars();
-        chars
-            .next()
-            .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
-            .unwrap_or_default()
-    };
-    let full = |n: &str| ns.map_or_else(|| n.to_owned(), |ns| format!("{ns}.{n}"));
-    let mut record_name = base.clone();
-    let mut suffix = 2;
-    while names.contains(&full(&record_name)) {
-        record_name = format!("{base}{suffix}");
-        suffix += 1;
-    }
-    names.insert(full(&record_name));
-    let fields: Vec<Json> = members
-        .iter()
-        .map(|(field, shape)| json!({"name": field, "type": field_type(shape, field, ns, names, notes), "default": null}))
-        .collect();
-    let mut record = Map::new();
-    record.insert("type".to_owned(), json!("record"));
-    record.insert("name".to_owned(), json!(record_name));
-    if let Some(ns) = ns {
-        record.insert("namespace".to_owned(), json!(ns));
-    }
-    record.insert("fields".to_owned(), Json::Array(fields));
-    Json::Object(record)
 }
 
 /// Merges the observations of `other` into `into` (for map values).

@@ -72,14 +72,12 @@ impl Validate {
                     Some(_) => match self.delete_key(&plan, value, &shape)? {
                         Ok(k) => k,
                         Err(why) => {
-                            let against = plan.unversioned();
-                            return self.dead_letter(
+                            return self.dead_letter_unversioned(
                                 msg,
                                 sink,
+                                &plan,
                                 Some(value),
                                 &why,
-                                Some(against),
-                                None,
                             );
                         }
                     },
@@ -97,25 +95,17 @@ impl Validate {
                 Ok(())
             }
             EventOp::Upsert => {
-                let against = plan.unversioned();
                 let record = match plan.events.split(value) {
                     Ok(mut split) if split.len() == 1 => split.swap_remove(0),
-                    Ok(_) => {
-                        let why = Rejection::whole(
-                            DriftKind::NotAPage,
-                            "an event's record (at the source's webhook.record) is one object",
-                        );
-                        return self.dead_letter(msg, sink, Some(value), &why, Some(against), None);
-                    }
-                    Err(e) => {
-                        return self.dead_letter(
-                            msg,
-                            sink,
-                            Some(value),
-                            &e.into(),
-                            Some(against),
-                            None,
-                        );
+                    not_one => {
+                        let why: Rejection = match not_one {
+                            Ok(_) => Rejection::whole(
+                                DriftKind::NotAPage,
+                                "an event's record (at the source's webhook.record) is one object",
+                            ),
+                            Err(e) => e.into(),
+                        };
+                        return self.dead_letter_unversioned(msg, sink, &plan, Some(value), &why);
                     }
                 };
                 let mut schema = self.schema(&plan)?;

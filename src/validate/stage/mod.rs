@@ -502,10 +502,7 @@ impl Validate {
             }
             Kind::BlobRef => match self.read_blob(msg) {
                 Ok(page) => self.on_page(msg, &plan, &page, format, sink),
-                Err(Ok(why)) => {
-                    let against = plan.unversioned();
-                    self.dead_letter(msg, sink, msg.payload(), &why, Some(against), None)
-                }
+                Err(Ok(why)) => self.dead_letter_unversioned(msg, sink, &plan, msg.payload(), &why),
                 Err(Err(fail)) => Err(fail),
             },
             Kind::SyncBegin | Kind::SyncEnd => self.on_marker(msg, &plan, sink),
@@ -537,15 +534,7 @@ impl Validate {
             rows = match typed {
                 Ok(rows) => rows,
                 Err(e) => {
-                    let against = plan.unversioned();
-                    return self.dead_letter(
-                        msg,
-                        sink,
-                        msg.payload(),
-                        &e.into(),
-                        Some(against),
-                        None,
-                    );
+                    return self.dead_letter_unversioned(msg, sink, plan, msg.payload(), &e.into());
                 }
             };
             let against = dlq_against(plan, &schema);
@@ -568,8 +557,7 @@ impl Validate {
             Ok(elements) => elements,
             Err(e) => {
                 // The page as a whole: the DLQ keeps the landing value (for a blob-ref, the reference).
-                let against = plan.unversioned();
-                return self.dead_letter(msg, sink, msg.payload(), &e.into(), Some(against), None);
+                return self.dead_letter_unversioned(msg, sink, plan, msg.payload(), &e.into());
             }
         };
         if elements.is_empty() {

@@ -188,6 +188,20 @@ impl Validate {
         )
     }
 
+    /// A dead letter of what failed as a whole before any schema was tried (a page or event
+    /// that cannot be split, a blob that cannot be read): against the stream's subject with no
+    /// version, and no record index.
+    pub(super) fn dead_letter_unversioned(
+        &mut self,
+        msg: &Consumed<'_>,
+        sink: &mut Sink<'_>,
+        plan: &StreamPlan,
+        value: Option<&[u8]>,
+        why: &Rejection,
+    ) -> Result<(), Fail> {
+        self.dead_letter(msg, sink, value, why, Some(plan.unversioned()), None)
+    }
+
     /// Sends rejected bytes to the DLQ with the landing key and headers and the `dlq.*` ones.
     pub(super) fn dead_letter(
         &mut self,
