@@ -211,6 +211,69 @@ async fn a_page_over_the_limit_lands_as_a_blob_ref_matching_its_sha256() {
     assert_eq!(landed_versions(&pages, "customers"), expected);
 }
 
+/// Fetch holds a transaction's pages until it commits, so a transaction stops taking pages
+/// once those in hand hold `TXN_PAGE_BYTES` (2 MiB), whatever `pages_per_transaction` allows.
+/// Pages of three ~300 KB records (~901 KB, inline): two hold 1.8 MB, the third crosses 2 MiB,
+/// so each transaction of the sync carries three pages (the last the rest), where
+/// `pages_per_transaction = 10` alone would put all ten in one. Judged by the cursor records
+/// the transactions committed (one per transaction, each with the sync's page count so far)
+/// and by landing holding every record once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_takes_pages_up_to_its_byte_budget() {
+    let sim = sim(&[
+        "--records",
+        "30",
+        "--large-rate",
+        "1",
+        "--large-bytes",
+        "300000",
+    ])
+    .await;
+    let mut s = sim_source_head(&sim);
+    s.push_str(&sim_stream(
+        "customers",
+        "/v1/customers",
+        "cursor",
+        3,
+        "pages_per_transaction = 10",
+    ));
+    let cfg = Arc::new(config(&s));
+    apply_topics(&cfg).await;
+    fetch_once(&cfg).await.unwrap();
+
+    let landing = read_landing(&cfg);
+    let sizes: Vec<usize> = landing
+        .iter()
+        .filter(|r| r.header("intake.kind") == Some("page"))
+        .map(|r| r.value.as_ref().map_or(0, Vec::len))
+        .collect();
+    assert_eq!(sizes.len(), 10, "30 records, 3 a page, all inline");
+    assert!(
+        sizes.iter().all(|&n| n > 880_000 && n < 921_600),
+        "pages of ~901 KB: {sizes:?}"
+    );
+    let cursors = read_all(
+        &intake::topics::TopicNames::from_config(&cfg).cursors(),
+        "read_committed",
+    );
+    let counts: Vec<u64> = cursors
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(b"sim/customers".as_slice()))
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+            v["pages"].as_u64().unwrap()
+        })
+        .collect();
+    // The sync-begin's cursor (0 pages), then one per transaction of pages.
+    assert_eq!(counts, [0, 3, 6, 9, 10], "pages landed after each commit");
+    let pages = landed_pages(&cfg).await;
+    let truth = truth(&sim).await;
+    assert_eq!(
+        landed_versions(&pages, "customers"),
+        each_once(&truth, "customers")
+    );
+}
+
 /// Runs: full sync, writes, incremental sync (so the high-water mark is "now"), then a second
 /// batch of writes, some backdated by `backdate`. Returns the config, the ids whose current
 /// version came from a backdated write of the second batch, and the live versions.
