@@ -176,7 +176,7 @@ impl StreamWorker {
     ) -> Result<(Vec<Landed>, CursorState), BatchError> {
         tracing::warn!(source = %self.source.name, stream = %self.stream.name, reason = %why, "export abandoned: the next attempt asks for a new one");
         next.export = None;
-        self.commit(producer, &[], Some(&next), None)
+        self.commit(producer, &mut [], Some(&next), None)
             .await
             .map_err(BatchError::Fatal)?;
         Err(self.refused("", 0, why))

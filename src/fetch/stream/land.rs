@@ -168,11 +168,12 @@ impl StreamWorker {
         })
     }
 
-    /// One transaction: the pages, an optional sync marker, and the cursor record.
+    /// One transaction: the pages, an optional sync marker, and the cursor record. The pages'
+    /// bodies are moved out (left empty): each is freed once the producer has its copy.
     pub(in crate::fetch) async fn commit(
         &self,
         producer: &TxnProducer,
-        pages: &[Landed],
+        pages: &mut [Landed],
         state: Option<&CursorState>,
         marker: Option<Kind>,
     ) -> Result<(), FetchError> {
@@ -185,8 +186,8 @@ impl StreamWorker {
         let lag = metrics::gauge!(metric::LAG, "stage" => Stage::Fetch.name());
         lag.increment(records_in as f64);
         let pages: Vec<(Bytes, rdkafka::message::OwnedHeaders)> = pages
-            .iter()
-            .map(|p| (p.value.clone(), p.headers.clone_owned()))
+            .iter_mut()
+            .map(|p| (std::mem::take(&mut p.value), p.headers.clone_owned()))
             .collect();
         let cursor = state.map(|s| serde_json::to_vec(s).expect("serialisable"));
         let marker = marker.map(|k| {
@@ -251,12 +252,14 @@ impl StreamWorker {
         let started = std::time::Instant::now();
         let outcome = producer
             .transaction(Policy::once(), move |p| {
-                for o in &outs {
+                // Each record is dropped once the producer has its copy: a page is not held
+                // twice through the commit.
+                for o in outs {
                     p.send(Outgoing {
                         topic: &o.topic,
                         key: Some(&o.key),
                         payload: o.payload.as_deref(),
-                        headers: o.headers.clone(),
+                        headers: o.headers,
                         partition: o.partition,
                     })?;
                 }

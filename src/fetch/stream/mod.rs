@@ -156,7 +156,7 @@ impl StreamWorker {
                     }
                 }
                 let next = self.begin_sync(state.as_ref());
-                self.commit(&producer, &[], Some(&next), Some(Kind::SyncBegin))
+                self.commit(&producer, &mut [], Some(&next), Some(Kind::SyncBegin))
                     .await?;
                 if let Some(since) = next.since.as_deref().and_then(parse_time) {
                     unchanged.forget_before(since.unix_timestamp());
@@ -189,10 +189,11 @@ impl StreamWorker {
                     .await
             };
             match batch {
-                Ok((pages, next)) => {
+                Ok((mut pages, next)) => {
                     blob_backoff = Backoff::new(BLOB_PAUSE_FIRST, BLOB_PAUSE_MAX);
                     let marker = next.complete.then_some(Kind::SyncEnd);
-                    self.commit(&producer, &pages, Some(&next), marker).await?;
+                    self.commit(&producer, &mut pages, Some(&next), marker)
+                        .await?;
                     if let Some(t) = tree.as_mut().filter(|_| next.complete) {
                         match self.vanish_unseen_roots(t, &producer).await {
                             Ok(()) => {}
@@ -663,7 +664,8 @@ const HOLD_PAGES_FOR: Duration = Duration::from_millis(5);
 /// `pages_per_transaction` allows): each page is held by fetch and again by the producer
 /// until its transaction commits, so this bounds a stream's share of fetch's memory.
 /// `scripts/bench fetch` (3 streams, 10 pages of ~500 KiB a transaction): peak RSS 84 -> 70
-/// MiB at the same speed.
+/// MiB, and 61-64 MiB once each page is freed as the producer takes its copy
+/// ([`StreamWorker::commit`]).
 pub(crate) const TXN_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// [`kafka::retry::retrying_blocking`](crate::kafka::retry::retrying_blocking), its error as
