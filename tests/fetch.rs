@@ -220,15 +220,10 @@ async fn a_page_over_the_limit_lands_as_a_blob_ref_matching_its_sha256() {
 /// and by landing holding every record once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transaction_takes_pages_up_to_its_byte_budget() {
-    let sim = sim(&[
-        "--records",
-        "30",
-        "--large-rate",
-        "1",
-        "--large-bytes",
-        "300000",
-    ])
-    .await;
+    let flags: Vec<&str> = "--records 30 --large-rate 1 --large-bytes 300000"
+        .split(' ')
+        .collect();
+    let sim = sim(&flags).await;
     let mut s = sim_source_head(&sim);
     s.push_str(&sim_stream(
         "customers",
