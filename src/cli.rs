@@ -286,8 +286,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             action: SchemaAction::Apply { config },
         } => {
             let cfg = load(&config)?;
+            // Refused credentials or an untrusted certificate end it here, naming the setting.
+            registry_usable(&cfg).await?;
             let reg = Registry::new(&cfg.registry)?;
-            let outcomes = registry::apply_schemas(&cfg, &reg).await?;
+            // Idempotent, so a registry that blinks (busy, restarting, answering 5xx or not
+            // at all) is waited out for a while, each retry logged with its reason; a
+            // refusal (incompatible or invalid schema, bad credentials) ends it at once.
+            let outcomes = crate::run::retrying(
+                "applying schemas",
+                registry::RegistryError::is_retriable,
+                || registry::apply_schemas(&cfg, &reg),
+            )
+            .await?;
             for o in &outcomes {
                 println!("{o}");
             }

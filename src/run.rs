@@ -117,8 +117,8 @@ fn spawn_stage<T, E>(
 
 /// Runs the idempotent start-up step `step` until it succeeds, fails in a way `retriable` says
 /// will not pass, or two minutes have gone by; the pauses double (the crate's one `Backoff`)
-/// and each retry is logged.
-async fn retrying<T, E, F>(
+/// and each retry is logged. `intake run`'s start and `intake schema apply` use it.
+pub(crate) async fn retrying<T, E, F>(
     what: &'static str,
     retriable: impl Fn(&E) -> bool,
     mut step: impl FnMut() -> F,

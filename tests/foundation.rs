@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use apache_avro::types::Value;
+use intake::config::Config;
 use intake::headers::Headers;
 use intake::kafka::{ErrorClass, Outgoing, classify};
 use intake::registry::{self, Registry, RegistryError, wire};
@@ -231,4 +232,109 @@ async fn topics_apply_is_idempotent_and_aligns_drifted_configs() {
         "{third:?}"
     );
     assert!(topics::ensure(&cfg, &k).await.unwrap().is_empty());
+}
+
+/// Turns `scripts/stack registry-fault` off when dropped, so a failing test leaves the fault
+/// port passing requests again.
+struct RegistryFault;
+
+impl RegistryFault {
+    fn on() -> Self {
+        stack_run(&["registry-fault", "on"], &[]);
+        RegistryFault
+    }
+}
+
+impl Drop for RegistryFault {
+    fn drop(&mut self) {
+        stack_run(&["registry-fault", "off"], &[]);
+    }
+}
+
+/// `intake schema apply` waits out a registry that answers 503 (nginx in front of it on the
+/// stack's fault port, `scripts/stack registry-fault on`): it logs each retry with the reason,
+/// registers nothing meanwhile, and once the fault is off registers every subject — as the
+/// registry itself, asked directly, then lists them with the schema text of the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_apply_waits_out_a_registry_answering_503() {
+    let text = config_text(&unfetched_source(&[("customers", ""), ("orders", "")]));
+    let direct = registry_url();
+    let port: u16 = direct
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|h| h.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the test registry's URL names its port");
+    // The stack's fault port is the registry's port + 2 (REGISTRY_FAULT_PORT).
+    let faulty = direct.replacen(&format!(":{port}/"), &format!(":{}/", port + 2), 1);
+    assert_ne!(faulty, direct);
+    let cfg = Config::from_toml(&text).unwrap();
+    let names = TopicNames::from_config(&cfg);
+    let subjects: Vec<String> = ["customers", "orders"]
+        .into_iter()
+        .flat_map(|st| {
+            [
+                names.subject("sim", st),
+                format!("{}-value", names.curated("sim", st)),
+            ]
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &text.replace(&direct, &faulty));
+    let log = dir.path().join("schema-apply.log");
+
+    let fault = RegistryFault::on();
+    let mut p = proc::intake(&["schema", "apply"], &log)
+        .config(&path)
+        .capture_stdout()
+        .spawn();
+    // Two retries seen: the command is waiting, not failing.
+    assert!(
+        p.wait_for(
+            "applying schemas: unavailable; retrying",
+            2,
+            Duration::from_secs(120)
+        ),
+        "no retry logged:\n{}",
+        p.tail(30)
+    );
+    assert!(
+        p.saw("503"),
+        "the retry names the registry's answer:\n{}",
+        p.tail(30)
+    );
+    let fresh = || Registry::new(&cfg.registry).unwrap();
+    for s in &subjects {
+        assert!(
+            matches!(fresh().latest(s).await, Err(RegistryError::NotFound(_))),
+            "{s} registered while the registry answered 503"
+        );
+    }
+    drop(fault);
+    let (status, out) = p.wait_output(Duration::from_secs(180));
+    assert!(status.success(), "schema apply: {out}");
+    let reg = fresh();
+    for st in ["customers", "orders"] {
+        let file =
+            std::fs::read_to_string(root().join(format!("topics/schemas/sim/{st}.avsc"))).unwrap();
+        let want = apache_avro::Schema::parse_str(&file)
+            .unwrap()
+            .canonical_form();
+        for s in [
+            names.subject("sim", st),
+            format!("{}-value", names.curated("sim", st)),
+        ] {
+            let l = reg.latest(&s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(l.version, 1, "{s}");
+            assert_eq!(
+                apache_avro::Schema::parse_str(&l.text)
+                    .unwrap()
+                    .canonical_form(),
+                want,
+                "{s}"
+            );
+            assert!(out.contains(&format!("registered {s} version 1")), "{out}");
+        }
+    }
 }

@@ -302,18 +302,26 @@ impl SecureStack {
 /// (`INTAKE_TEST_STACK_DIR`, default `<repo>/.stack`) with `env` added, failing the test with
 /// the script's output if it fails; returns that dir. Blocking.
 pub fn stack_start(service: &str, env: &[(&str, String)]) -> std::path::PathBuf {
+    stack_run(&["start", service], env)
+}
+
+/// Runs `scripts/stack <args…>` for the test stack's dir (`INTAKE_TEST_STACK_DIR`, default
+/// `<repo>/.stack`) with `env` added, failing the test with the script's output if it fails;
+/// returns that dir. Blocking.
+pub fn stack_run(args: &[&str], env: &[(&str, String)]) -> std::path::PathBuf {
     let stack = std::env::var("INTAKE_TEST_STACK_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| root().join(".stack"));
     let mut cmd = std::process::Command::new(root().join("scripts/stack"));
-    cmd.args(["start", service]).env("INTAKE_STACK_DIR", &stack);
+    cmd.args(args).env("INTAKE_STACK_DIR", &stack);
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run scripts/stack");
     assert!(
         out.status.success(),
-        "scripts/stack start {service} failed:\n{}",
+        "scripts/stack {} failed:\n{}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
     stack

@@ -251,7 +251,9 @@ impl Proc {
     }
 
     /// Waits up to `timeout` for the process to exit by itself; returns its status and its
-    /// stdout (empty unless captured). At the timeout it is SIGKILLed and the test panics.
+    /// stdout (empty unless captured). A process that failed prints its log's last lines to
+    /// the test's output (the caller's assertion shows stdout only). At the timeout it is
+    /// SIGKILLed and the test panics.
     pub fn wait_output(&mut self, timeout: Duration) -> (ExitStatus, String) {
         let mut c = self.child.take().expect("the process was already reaped");
         let mut stdout = c.stdout.take();
@@ -280,6 +282,14 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(50));
         };
         self.join_reader();
+        if !status.success() {
+            // The caller's assertion shows stdout; the reason is in the log (stderr).
+            eprintln!(
+                "{} exited with {status}; its log ends:\n{}",
+                self.log.display(),
+                self.tail(30)
+            );
+        }
         (status, out.join().unwrap())
     }
 
