@@ -720,12 +720,16 @@ pub async fn apply_topics(cfg: &Config) {
         .expect("topics apply");
 }
 
-/// [`apply_topics`], then registers the schemas of every configured stream (fails the test on
-/// error); returns the registry client that registered them.
+/// [`apply_topics`], then registers the schemas of every configured stream (a registry that
+/// blinks is retried, as `intake schema apply` does; anything else fails the test); returns
+/// the registry client that registered them.
 pub async fn apply_topics_and_schemas(cfg: &Config) -> intake::registry::Registry {
     apply_topics(cfg).await;
     let reg = intake::registry::Registry::new(&cfg.registry).unwrap();
-    intake::registry::apply_schemas(cfg, &reg).await.unwrap();
+    registry_retrying("schemas apply", || {
+        intake::registry::apply_schemas(cfg, &reg)
+    })
+    .await;
     reg
 }
 
