@@ -89,7 +89,7 @@ use crate::contract::{LandingHeaders, SyncMarker, ValidStamp};
 use crate::dedup::merge::content_hash;
 use crate::headers::{self, Headers, Kind};
 use crate::kafka::eos::{self, LoopConfig, Processor, Sink, Tp};
-use crate::kafka::{ErrorClass, Kafka, Outgoing, Role, classify, reader};
+use crate::kafka::{ErrorClass, Kafka, Outgoing, classify, reader};
 use crate::registry::{self, Latest, Registry, RegistryError};
 use crate::stage::{Stage, StageError};
 use crate::topics::TopicNames;
@@ -104,11 +104,6 @@ const BATCH_KIB: usize = 8 * 1024;
 /// and processing stops meanwhile; 500 ms (as `scripts/bench`'s ProducerPerformance baseline
 /// uses) keeps that cost a small share of the time.
 const LINGER: Duration = Duration::from_millis(500);
-/// The producer's `linger.ms` (the default of `Kafka::txn_producer` is 5): one landing page
-/// becomes hundreds of ~1 KiB records spread over every partition of a valid topic, so 5 ms
-/// sends batches of a few records each and the broker's per-request work dominates. A commit
-/// flushes whatever lingers, so this adds no latency to a transaction.
-const PRODUCER_LINGER_MS: &str = "50";
 /// The most headers of a valid record.
 const VALID_HEADERS: usize = 8;
 /// Room for what a size estimate from key, value and header bytes leaves out (record and
@@ -182,10 +177,7 @@ fn run_blocking(cfg: &Config, stop: &AtomicBool) -> Result<(), ValidateError> {
     let limits = rt.block_on(Limits::read(&base, cfg, &names, &plans, stop));
     let group = base.group(Stage::Validate);
     let member = crate::kafka::txn::stage_member(cfg, Stage::Validate);
-    let kafka = base
-        .clone()
-        .with_setting(Role::Producer, "linger.ms", PRODUCER_LINGER_MS)
-        .with_queues_for_batch(BATCH_KIB);
+    let kafka = base.clone().with_queues_for_batch(BATCH_KIB);
     let loop_cfg = LoopConfig {
         group,
         topics: vec![names.landing()],
