@@ -388,10 +388,10 @@ impl DedupProcessor {
                 &partitions,
                 self.restore_timeout,
                 |m| {
-                    let restored = m
-                        .key()
-                        .ok_or(Violation::new("no key"))
-                        .and_then(|key| Ok((key, stamp_of(&Consumed::of(m))?)));
+                    let restored = m.key().ok_or(Violation::new("no key")).and_then(|key| {
+                        let h = headers::View::of(m.headers());
+                        Ok((key, stamp_of(&Consumed::of(m), h.as_ref())?))
+                    });
                     match (restored, states.get_mut(&m.partition())) {
                         (Ok((key, stamp)), Some(state)) => state.restore(key, stamp),
                         (Err(v), _) => {
@@ -541,9 +541,12 @@ impl Processor for DedupProcessor {
         };
         let info = &topic.info;
         let metrics = &topic.metrics;
-        match parse(msg) {
+        // Read once: the contract's readers below ask five questions of each record.
+        let view = headers::View::of(msg.headers());
+        let h = view.as_ref();
+        match parse(msg, h) {
             Ok(Input::Record { key, stamp }) => {
-                let decision = match headers::fetched_at_secs(msg.headers()) {
+                let decision = match headers::fetched_at_secs(h) {
                     Some(at) => state.apply_observed(key, stamp, at),
                     None => state.apply(key, stamp),
                 };
@@ -571,7 +574,10 @@ impl Processor for DedupProcessor {
                         } else {
                             msg.payload()
                         },
-                        headers: headers::copy_all(msg.headers()).build(),
+                        headers: view.as_ref().map_or_else(
+                            rdkafka::message::OwnedHeaders::new,
+                            headers::View::to_owned_headers,
+                        ),
                         partition: Some(partition),
                     })?;
                     metrics.emitted.increment(1);
@@ -582,7 +588,7 @@ impl Processor for DedupProcessor {
             }
             Ok(Input::Marker(m)) => {
                 let sync_id = m.sync_id;
-                let started = headers::fetched_at_secs(msg.headers());
+                let started = headers::fetched_at_secs(h);
                 for t in Self::marker(info, metrics, state, partition, m, started) {
                     let h = ValidStamp::delete(t.stamp.version())
                         .write(
@@ -682,9 +688,9 @@ impl Violation {
     }
 }
 
-/// Parses a valid-topic record (the contracts of [`SyncMarker`] and [`ValidStamp`]).
-fn parse<'a>(msg: &Consumed<'a>) -> Result<Input<'a>, Violation> {
-    let h = msg.headers();
+/// Parses a valid-topic record (the contracts of [`SyncMarker`] and [`ValidStamp`]); `h` is
+/// the view of its headers.
+fn parse<'a>(msg: &Consumed<'a>, h: Option<&'a headers::View<'_>>) -> Result<Input<'a>, Violation> {
     if let Some(marker) = SyncMarker::read(h) {
         return marker.map(Input::Marker).map_err(Violation::new);
     }
@@ -697,14 +703,17 @@ fn parse<'a>(msg: &Consumed<'a>) -> Result<Input<'a>, Violation> {
             headers::OP
         )));
     }
-    let stamp = stamp_of(msg)?;
+    let stamp = stamp_of(msg, h)?;
     Ok(Input::Record { key, stamp })
 }
 
-/// The stamp in a record's headers: `intake.op`, `intake.version`, `intake.hash`. A record
-/// without a value is a delete even without `intake.op` (a curated tombstone).
-fn stamp_of(msg: &Consumed<'_>) -> Result<Stamp, Violation> {
-    let s = ValidStamp::read(msg.headers(), msg.payload().is_some()).map_err(Violation::new)?;
+/// The stamp in a record's headers (`h`): `intake.op`, `intake.version`, `intake.hash`. A
+/// record without a value is a delete even without `intake.op` (a curated tombstone).
+fn stamp_of<H: rdkafka::message::Headers>(
+    msg: &Consumed<'_>,
+    h: Option<&H>,
+) -> Result<Stamp, Violation> {
+    let s = ValidStamp::read(h, msg.payload().is_some()).map_err(Violation::new)?;
     let version = s.version.expect("a stamp read back has a version");
     Ok(if s.is_delete() {
         Stamp::delete(version)
@@ -747,8 +756,15 @@ mod tests {
         )
     }
 
+    /// `parse` of `m` as `process` calls it, with the view of its headers.
+    macro_rules! parsed {
+        ($m:expr) => {
+            parse(&view($m), headers::View::of(view($m).headers()).as_ref())
+        };
+    }
+
     fn violation(m: &OwnedMessage) -> String {
-        parse(&view(m)).expect_err("a violation").detail
+        parsed!(m).expect_err("a violation").detail
     }
 
     #[test]
@@ -763,7 +779,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            parse(&view(&m)),
+            parsed!(&m),
             Ok(Input::Record {
                 key: b"k1",
                 stamp: Stamp::upsert(-7, 255)
@@ -779,7 +795,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            parse(&view(&m)),
+            parsed!(&m),
             Ok(Input::Record {
                 key: b"k1",
                 stamp: Stamp::delete(9)
@@ -787,7 +803,7 @@ mod tests {
         );
         // A delete needs no hash; a curated tombstone without `intake.op` is a delete.
         let m = msg(Some("k1"), None, &[("intake.version", "9")]);
-        assert_eq!(stamp_of(&view(&m)), Ok(Stamp::delete(9)));
+        assert_eq!(stamp_of(&view(&m), m.headers()), Ok(Stamp::delete(9)));
     }
 
     #[test]
@@ -825,7 +841,7 @@ mod tests {
                     ("intake.mode", mode),
                 ],
             );
-            assert_eq!(parse(&view(&m)), Ok(Input::Marker(marker)), "{kind}");
+            assert_eq!(parsed!(&m), Ok(Input::Marker(marker)), "{kind}");
         }
     }
 
