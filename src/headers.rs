@@ -316,14 +316,19 @@ mod tests {
         assert_eq!(Kind::parse(b"nope"), None);
     }
 
-    #[test]
-    fn a_view_answers_as_the_headers_do() {
-        // 3 headers (all cached), and 15 with a repeated name past the cache (read through).
-        let few = Headers::new()
+    /// Two headers, with a name given no value (so not written) between them.
+    fn sample() -> OwnedHeaders {
+        Headers::new()
             .with(SOURCE, "sim")
             .with_opt(CURSOR, None::<&str>)
             .with(STREAM, "orders")
-            .build();
+            .build()
+    }
+
+    #[test]
+    fn a_view_answers_as_the_headers_do() {
+        // 2 headers (all cached), and 15 with a repeated name past the cache (read through).
+        let few = sample();
         let mut many = Headers::new();
         for i in 0..14 {
             many = many.with(&format!("h{i}"), i.to_string());
@@ -356,11 +361,7 @@ mod tests {
 
     #[test]
     fn builder_and_get() {
-        let h = Headers::new()
-            .with(SOURCE, "sim")
-            .with_opt(CURSOR, None::<&str>)
-            .with(STREAM, "orders")
-            .build();
+        let h = sample();
         assert_eq!(h.count(), 2);
         assert_eq!(get_str(Some(&h), STREAM), Some("orders"));
         assert_eq!(get(Some(&h), CURSOR), None);
